@@ -1,0 +1,10 @@
+// Sub-commands of the `pipellm` CLI; each lives in its own cmd_<name>.cpp.
+// Exit codes: 0 success, 1 bad input file / runtime failure, 2 usage error (bad flag or value).
+#pragma once
+
+namespace pipellm::cli {
+
+int cmd_inspect(int argc, char** argv);
+int cmd_mkmodel(int argc, char** argv);
+
+}  // namespace pipellm::cli
