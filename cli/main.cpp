@@ -16,6 +16,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"inspect", pipellm::cli::cmd_inspect, "show a GGUF file's metadata, tensors and sizes"},
+    {"mkmodel", pipellm::cli::cmd_mkmodel, "write a random-weight model of a real shape"},
 };
 
 void usage(FILE* out) {

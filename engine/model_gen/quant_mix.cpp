@@ -1,0 +1,112 @@
+#include "engine/model_gen/quant_mix.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace pipellm {
+namespace {
+
+const std::vector<FileType>& file_types() {
+  static const std::vector<FileType> kTypes = {
+      {"F32", 0, TensorType::F32},     {"F16", 1, TensorType::F16},       {"BF16", 32, TensorType::BF16},
+      {"Q8_0", 7, TensorType::Q8_0},   {"Q4_0", 2, TensorType::Q4_0},
+      {"Q4_K_M", 15, TensorType::Q4_K}, {"Q5_K_M", 17, TensorType::Q5_K}, {"Q6_K", 18, TensorType::Q6_K},
+  };
+  return kTypes;
+}
+
+// llama.cpp gives a few layers' attn_v / ffn_down more bits in the _M mixes: the first and
+// last eighth of the layers and every third one in between.
+bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+bool is_k_quant(TensorType t) {
+  return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
+}
+
+// K-quants need rows in whole 256-blocks; like llama.cpp, fall back to a 32-block type.
+TensorType fit_row(TensorType t, int64_t ne0) {
+  if (is_k_quant(t) && ne0 % 256 != 0) return TensorType::Q8_0;
+  if (ne0 % tensor_type_info(t).block_size != 0) return TensorType::F16;
+  return t;
+}
+
+TensorType output_type(const FileType& ft) {
+  switch (ft.base) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+    case TensorType::Q8_0: return ft.base;
+    default: return TensorType::Q6_K;
+  }
+}
+
+}  // namespace
+
+std::optional<FileType> file_type_from_name(const std::string& name) {
+  std::string upper = name;
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  for (const auto& ft : file_types())
+    if (ft.name == upper) return ft;
+  return std::nullopt;
+}
+
+std::vector<std::string> file_type_names() {
+  std::vector<std::string> out;
+  for (const auto& ft : file_types()) out.push_back(ft.name);
+  return out;
+}
+
+uint64_t PlannedTensor::nbytes() const {
+  uint64_t rows = 1;
+  for (size_t d = 1; d < ne.size(); ++d) rows *= static_cast<uint64_t>(ne[d]);
+  return tensor_row_bytes(type, ne[0]) * rows;
+}
+
+uint64_t planned_bytes(const std::vector<PlannedTensor>& tensors) {
+  uint64_t total = 0;
+  for (const auto& t : tensors) total += t.nbytes();
+  return total;
+}
+
+std::vector<PlannedTensor> plan_model_tensors(const ModelShape& s, const FileType& ft) {
+  const int64_t E = s.n_embd, F = s.n_ff, V = s.n_vocab;
+  const int64_t q_dim = static_cast<int64_t>(s.n_head) * s.key_length();
+  const int64_t kv_dim = static_cast<int64_t>(s.n_head_kv) * s.key_length();
+  const bool mix_m = ft.name == "Q4_K_M" || ft.name == "Q5_K_M";
+  std::vector<PlannedTensor> out;
+  auto add = [&](std::string name, TensorType t, std::vector<int64_t> ne) {
+    const TensorType fitted = ne.size() == 1 ? TensorType::F32 : fit_row(t, ne[0]);
+    out.push_back({std::move(name), fitted, std::move(ne)});
+  };
+
+  // With a tied output the embedding matrix doubles as the output head and gets its type.
+  add("token_embd.weight", s.tied_output ? output_type(ft) : ft.base, {E, V});
+  for (int l = 0; l < s.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const TensorType more = (mix_m && use_more_bits(l, s.n_layer)) ? TensorType::Q6_K : ft.base;
+    add(p + "attn_norm.weight", TensorType::F32, {E});
+    add(p + "attn_q.weight", ft.base, {E, q_dim});
+    add(p + "attn_k.weight", ft.base, {E, kv_dim});
+    add(p + "attn_v.weight", more, {E, kv_dim});
+    if (s.has_qkv_bias()) {
+      add(p + "attn_q.bias", TensorType::F32, {q_dim});
+      add(p + "attn_k.bias", TensorType::F32, {kv_dim});
+      add(p + "attn_v.bias", TensorType::F32, {kv_dim});
+    }
+    if (s.has_qk_norm()) {
+      add(p + "attn_q_norm.weight", TensorType::F32, {s.key_length()});
+      add(p + "attn_k_norm.weight", TensorType::F32, {s.key_length()});
+    }
+    add(p + "attn_output.weight", ft.base, {q_dim, E});
+    add(p + "ffn_norm.weight", TensorType::F32, {E});
+    add(p + "ffn_gate.weight", ft.base, {E, F});
+    add(p + "ffn_up.weight", ft.base, {E, F});
+    add(p + "ffn_down.weight", more, {F, E});
+  }
+  add("output_norm.weight", TensorType::F32, {E});
+  if (!s.tied_output) add("output.weight", output_type(ft), {E, V});
+  return out;
+}
+
+}  // namespace pipellm
