@@ -1,0 +1,130 @@
+#include "engine/model/model_weights.h"
+
+#include <sstream>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+namespace {
+
+// Collects lookups so that every missing tensor is reported at once.
+class Binder {
+ public:
+  explicit Binder(const GgufFile& f) : f_(f) {}
+
+  const TensorView* bind(const std::string& name, std::vector<int64_t> shape) {
+    const TensorView* t = f_.find_tensor(name);
+    if (t == nullptr) {
+      missing_.push_back(name);
+      return nullptr;
+    }
+    check_shape(*t, shape);
+    check_type(*t);
+    return t;
+  }
+
+  void finish() const {
+    if (missing_.empty()) return;
+    std::ostringstream os;
+    os << f_.name() << ": missing " << missing_.size() << " tensor" << (missing_.size() > 1 ? "s" : "") << ":";
+    for (const auto& m : missing_) os << " " << m;
+    throw FormatError(os.str());
+  }
+
+ private:
+  void check_shape(const TensorView& t, const std::vector<int64_t>& shape) const {
+    bool ok = true;
+    for (size_t i = 0; i < 4; ++i) {
+      const int64_t want = i < shape.size() ? shape[i] : 1;
+      if (t.ne[i] != want) ok = false;
+    }
+    if (ok) return;
+    std::ostringstream os;
+    os << f_.name() << ": tensor " << t.name << " has shape " << t.shape_string() << ", expected [";
+    for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+    os << "]";
+    throw FormatError(os.str());
+  }
+
+  void check_type(const TensorView& t) const {
+    const TensorTypeInfo& info = tensor_type_info(t.type);
+    if (!info.can_dequantize) {
+      throw FormatError(f_.name() + ": tensor " + t.name + " has type " + info.name +
+                        ", which PipeLLM cannot compute with");
+    }
+    if (t.ne[0] % info.block_size != 0) {
+      throw FormatError(f_.name() + ": tensor " + t.name + ": row of " + std::to_string(t.ne[0]) +
+                        " elements is not a whole number of " + info.name + " blocks");
+    }
+  }
+
+  const GgufFile& f_;
+  std::vector<std::string> missing_;
+};
+
+}  // namespace
+
+ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c, LayerRange range, bool with_embeddings,
+                                bool with_output) {
+  if (range.first < 0 || range.last > c.n_layer || range.first > range.last) {
+    throw InvalidArgument(f.name() + ": layer range [" + std::to_string(range.first) + ", " +
+                          std::to_string(range.last) + ") is outside the model's " + std::to_string(c.n_layer) +
+                          " layers");
+  }
+  ModelWeights w;
+  w.range = range;
+  Binder b(f);
+  const int64_t E = c.n_embd, V = c.n_vocab;
+  if (with_embeddings || (with_output && c.tied_output)) w.token_embd = b.bind("token_embd.weight", {E, V});
+  if (with_output) {
+    w.output_norm = b.bind("output_norm.weight", {E});
+    w.output = c.tied_output ? w.token_embd : b.bind("output.weight", {E, V});
+  }
+  if (c.has_rope_freqs && range.size() > 0) w.rope_freqs = b.bind("rope_freqs.weight", {c.n_rot / 2});
+
+  for (int il = range.first; il < range.last; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    LayerWeights l;
+    l.attn_norm = b.bind(p + "attn_norm.weight", {E});
+    l.wq = b.bind(p + "attn_q.weight", {E, c.q_dim()});
+    l.wk = b.bind(p + "attn_k.weight", {E, c.k_dim()});
+    l.wv = b.bind(p + "attn_v.weight", {E, c.v_dim()});
+    l.wo = b.bind(p + "attn_output.weight", {int64_t{c.n_head} * c.head_dim_v, E});
+    if (c.has_qkv_bias) {
+      l.bq = b.bind(p + "attn_q.bias", {c.q_dim()});
+      l.bk = b.bind(p + "attn_k.bias", {c.k_dim()});
+      l.bv = b.bind(p + "attn_v.bias", {c.v_dim()});
+    }
+    if (c.has_qk_norm) {
+      l.q_norm = b.bind(p + "attn_q_norm.weight", {c.head_dim});
+      l.k_norm = b.bind(p + "attn_k_norm.weight", {c.head_dim});
+    }
+    l.ffn_norm = b.bind(p + "ffn_norm.weight", {E});
+    l.w_gate = b.bind(p + "ffn_gate.weight", {E, c.n_ff});
+    l.w_up = b.bind(p + "ffn_up.weight", {E, c.n_ff});
+    l.w_down = b.bind(p + "ffn_down.weight", {c.n_ff, E});
+    w.layers.push_back(l);
+  }
+  b.finish();
+  return w;
+}
+
+uint64_t ModelWeights::bytes_per_token() const {
+  uint64_t total = 0;
+  auto add = [&](const TensorView* t) {
+    if (t != nullptr) total += t->nbytes;
+  };
+  for (const auto& l : layers) {
+    for (const TensorView* t : {l.attn_norm, l.wq, l.wk, l.wv, l.wo, l.bq, l.bk, l.bv, l.q_norm, l.k_norm,
+                                l.ffn_norm, l.w_gate, l.w_up, l.w_down}) {
+      add(t);
+    }
+  }
+  if (token_embd != nullptr) total += token_embd->row_bytes();
+  add(output_norm);
+  add(output);
+  return total;
+}
+
+}  // namespace pipellm

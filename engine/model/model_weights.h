@@ -1,0 +1,59 @@
+// The tensors one pipeline stage needs: views into the GGUF mapping (nothing is copied here).
+// A stage covers layers [first, last); the head stage also holds token_embd, the tail stage
+// output_norm and output (or token_embd again when the output is tied). Pages of tensors a
+// stage does not use are never touched.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+
+namespace pipellm {
+
+struct LayerRange {
+  int first = 0;
+  int last = 0;  // exclusive
+  int size() const { return last - first; }
+  bool contains(int layer) const { return layer >= first && layer < last; }
+  static LayerRange all(const ModelConfig& c) { return {0, c.n_layer}; }
+};
+
+// Matrices are stored as GGUF lays them out: ne = [n_in, n_out], one row per output feature.
+struct LayerWeights {
+  const TensorView* attn_norm = nullptr;  // [n_embd]
+  const TensorView* wq = nullptr;         // [n_embd, n_head*head_dim]
+  const TensorView* wk = nullptr;         // [n_embd, n_head_kv*head_dim]
+  const TensorView* wv = nullptr;         // [n_embd, n_head_kv*head_dim_v]
+  const TensorView* wo = nullptr;         // [n_head*head_dim_v, n_embd]
+  const TensorView* bq = nullptr;         // qwen2: biases of q, k, v
+  const TensorView* bk = nullptr;
+  const TensorView* bv = nullptr;
+  const TensorView* q_norm = nullptr;     // qwen3: [head_dim], applied per head before RoPE
+  const TensorView* k_norm = nullptr;
+  const TensorView* ffn_norm = nullptr;   // [n_embd]
+  const TensorView* w_gate = nullptr;     // [n_embd, n_ff]
+  const TensorView* w_up = nullptr;       // [n_embd, n_ff]
+  const TensorView* w_down = nullptr;     // [n_ff, n_embd]
+};
+
+struct ModelWeights {
+  LayerRange range;
+  const TensorView* token_embd = nullptr;   // [n_embd, n_vocab] (with_embeddings)
+  const TensorView* output_norm = nullptr;  // [n_embd]          (with_output)
+  const TensorView* output = nullptr;       // [n_embd, n_vocab] (with_output; token_embd if tied)
+  const TensorView* rope_freqs = nullptr;   // [n_rot/2] when the model has one
+  std::vector<LayerWeights> layers;         // layers[i] is layer range.first + i
+
+  const LayerWeights& layer(int global_index) const { return layers.at(static_cast<size_t>(global_index - range.first)); }
+  // Bytes of weights this stage reads per decoded token (matrices of its layers, one embedding
+  // row, the whole lm head).
+  uint64_t bytes_per_token() const;
+
+  // Throws FormatError listing every missing tensor, or naming a tensor whose shape or type
+  // does not fit the config. The file must outlive the weights.
+  static ModelWeights load(const GgufFile& f, const ModelConfig& c, LayerRange range, bool with_embeddings,
+                           bool with_output);
+};
+
+}  // namespace pipellm

@@ -1,0 +1,39 @@
+// Causal multi-head attention over a KV cache (CPU reference), with grouped-query heads.
+//
+// For token t and query head h (kv head g = h / (n_head / n_head_kv)):
+//   s_j = scale * dot(q[t][h], K[t][j][g])           for cache rows j in [0, n_kv[t])
+//   out[t][h] = sum_j softmax(s)_j * V[t][j][g]
+// q row t: q + t*q_stride, heads contiguous (head h at h*head_dim); out likewise with head_dim_v.
+// K[t] / V[t]: the first cache row of token t's sequence; rows k_row_bytes / v_row_bytes apart,
+// kv head g at element g*head_dim (g*head_dim_v) of a row; elements F16 or F32 (see KvCache).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/tensor_type.h"
+
+namespace pipellm {
+
+struct AttentionArgs {
+  int n_tokens = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+  int head_dim_v = 0;
+  float scale = 1.0f;
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  float* out = nullptr;
+  int64_t out_stride = 0;
+  const int32_t* n_kv = nullptr;          // per token
+  const uint8_t* const* k = nullptr;      // per token
+  const uint8_t* const* v = nullptr;      // per token
+  size_t k_row_bytes = 0;
+  size_t v_row_bytes = 0;
+  TensorType kv_type = TensorType::F16;  // F16 or F32
+};
+
+// Part ith of nth of the (token, head) pairs; call with ith = 0..nth-1 (any threads).
+void attention(const AttentionArgs& a, int ith, int nth);
+
+}  // namespace pipellm

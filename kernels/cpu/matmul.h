@@ -1,0 +1,32 @@
+// Products of a GGUF weight matrix with float activations (CPU), working on the stored blocks.
+//
+//   y[t][r] = sum_i W[r][i] * x[t][i]     r in [0, n_rows), t in [0, n_tokens)
+// W: n_rows rows of n elements of `type`, row_bytes apart (a GGUF tensor [n, n_rows]).
+// x: [n_tokens][n] floats (x_stride apart); y: [n_tokens][y_stride] floats.
+// Rows are split between threads: call matmul(args, ith, nth) for ith = 0..nth-1.
+// One token: a block-wise dot product per row (vec_dot_rows). Several tokens: each thread
+// decodes a tile of rows to floats once and reuses it for every token.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/tensor_type.h"
+
+namespace pipellm {
+
+struct MatmulArgs {
+  TensorType type = TensorType::F32;
+  const void* w = nullptr;
+  size_t row_bytes = 0;
+  int64_t n_rows = 0;
+  int64_t n = 0;
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  int64_t n_tokens = 1;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+
+void matmul(const MatmulArgs& a, int ith, int nth);
+
+}  // namespace pipellm
