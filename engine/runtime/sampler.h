@@ -1,0 +1,72 @@
+// Token sampling from one row of logits: penalties over a window of recent tokens, then a
+// configurable chain of filters (top-k, top-p, min-p, temperature), then a draw from the
+// remaining distribution with a seeded std::mt19937_64 (same seed, same logits -> same tokens).
+// temperature <= 0 means greedy (argmax after penalties).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace pipellm {
+
+enum class SamplerStage { TopK, TopP, MinP, Temperature };
+
+struct SamplerParams {
+  float temperature = 0.8f;       // <= 0: greedy
+  int top_k = 40;                 // <= 0: off
+  float top_p = 0.95f;            // >= 1: off
+  float min_p = 0.05f;            // <= 0: off
+  float repeat_penalty = 1.0f;    // 1: off; > 1 discourages tokens of the window
+  float presence_penalty = 0.0f;  // subtracted once from a token present in the window
+  float frequency_penalty = 0.0f; // subtracted per occurrence in the window
+  int penalty_last_n = 64;        // window size in tokens (0: penalties off)
+  uint64_t seed = 0;
+  std::vector<SamplerStage> chain = {SamplerStage::TopK, SamplerStage::TopP, SamplerStage::MinP,
+                                     SamplerStage::Temperature};
+
+  // Throws InvalidArgument naming the bad field.
+  void validate() const;
+  bool greedy() const { return temperature <= 0.0f; }
+  // "top_k,top_p,min_p,temperature" (any order, each at most once). Throws InvalidArgument.
+  static std::vector<SamplerStage> parse_chain(const std::string& s);
+};
+
+struct Candidate {
+  int32_t id;
+  float logit;
+};
+
+class Sampler {
+ public:
+  Sampler(const SamplerParams& p, int n_vocab);
+
+  // Picks a token from logits[n_vocab] (the history's penalties applied to a copy).
+  int32_t sample(const float* logits);
+  // Adds a token to the penalty window (prompt tokens and generated ones).
+  void accept(int32_t token);
+  void reset();  // clears the window and reseeds
+
+  // The candidates left after the chain in the last sample() (sorted by logit when a filter
+  // sorted them), with their final logits. Empty after a greedy sample.
+  const std::vector<Candidate>& last_candidates() const { return cand_; }
+
+ private:
+  void apply_penalties(std::vector<float>& logits) const;
+  void sort_desc();
+  void top_k(int k);
+  void top_p(float p);
+  void min_p(float p);
+  double uniform();
+
+  SamplerParams p_;
+  int n_vocab_;
+  std::mt19937_64 rng_;
+  std::deque<int32_t> window_;
+  std::vector<float> work_;
+  std::vector<Candidate> cand_;
+  bool sorted_ = false;
+};
+
+}  // namespace pipellm
