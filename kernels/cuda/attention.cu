@@ -1,0 +1,209 @@
+#include "kernels/cuda/attention.h"
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_util.cuh"
+
+namespace pipellm::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTile = 64;     // keys per online-softmax step
+constexpr int kMaxGroup = 8;  // query heads per kv head
+
+// Block (kv head g, split s, token t). Threads own output columns d = tid % D of heads
+// gi = tid / D + r * (kThreads / D), r < kMaxGroup * D / kThreads.
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
+  constexpr int kEpl = D / 32;  // elements per lane in a key row
+  constexpr int kHeadStride = kThreads / D > 0 ? kThreads / D : 1;
+  constexpr int kR = D >= kThreads ? 2 * kMaxGroup : (kMaxGroup + kHeadStride - 1) / kHeadStride;
+  const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int G = a.n_head / a.n_head_kv;
+  const int S = a.n_splits;
+  const int p = a.pos[t];
+  const int n_keys = p + 1;  // 0 for padding
+  const int k0 = split * a.keys_per_split;
+  const int k1 = min(n_keys, k0 + a.keys_per_split);
+
+  __shared__ float qs[kMaxGroup][D];
+  __shared__ float sc[kMaxGroup][kTile];
+  __shared__ float m_run[kMaxGroup], l_run[kMaxGroup], alpha[kMaxGroup];
+
+  for (int i = tid; i < G * D; i += kThreads) {
+    const int gi = i / D, d = i % D;
+    qs[gi][d] = p >= 0 ? a.q[t * a.q_stride + (g * G + gi) * D + d] * a.scale : 0.0f;
+  }
+  if (tid < kMaxGroup) {
+    m_run[tid] = -INFINITY;
+    l_run[tid] = 0.0f;
+  }
+  float acc[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
+  const int dcol = D >= kThreads ? 0 : tid % D;
+  const int64_t row_stride = static_cast<int64_t>(a.n_head_kv) * D;
+  const int64_t base = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx * row_stride + g * D : 0;
+  const __half* kc = a.k_cache + base;
+  const __half* vc = a.v_cache + base;
+  __syncthreads();
+
+  for (int tile0 = k0; tile0 < k1; tile0 += kTile) {
+    const int nt = min(kTile, k1 - tile0);
+    // Scores: one warp per key, lanes split the head dimension.
+    for (int kk = warp; kk < nt; kk += kWarps) {
+      const __half* kr = kc + static_cast<int64_t>(tile0 + kk) * row_stride + lane * kEpl;
+      float kv[kEpl];
+#pragma unroll
+      for (int e = 0; e < kEpl; e += 2) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(kr + e));
+        kv[e] = f.x;
+        kv[e + 1] = f.y;
+      }
+      for (int gi = 0; gi < G; ++gi) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kEpl; ++e) dot += qs[gi][lane * kEpl + e] * kv[e];
+        dot = warp_sum(dot);
+        if (lane == 0) sc[gi][kk] = dot;
+      }
+    }
+    __syncthreads();
+    // Online softmax update: one warp per head.
+    for (int gi = warp; gi < G; gi += kWarps) {
+      float mx = -INFINITY;
+      for (int kk = lane; kk < nt; kk += 32) mx = fmaxf(mx, sc[gi][kk]);
+      mx = warp_max(mx);
+      const float m_old = m_run[gi];
+      const float m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+      for (int kk = lane; kk < nt; kk += 32) {
+        const float e = __expf(sc[gi][kk] - m_new);
+        sc[gi][kk] = e;
+        sum += e;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float al = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
+        alpha[gi] = al;
+        l_run[gi] = l_run[gi] * al + sum;
+        m_run[gi] = m_new;
+      }
+    }
+    __syncthreads();
+    // Output accumulation.
+    if (D >= kThreads) {
+      // D = 256: each thread owns columns tid and tid + 128 of every head.
+      for (int r = 0; r < kR; ++r) {
+        const int gi = r >> 1, d = tid + (r & 1) * kThreads;
+        if (gi < G) {
+          float v = acc[r] * alpha[gi];
+          for (int kk = 0; kk < nt; ++kk)
+            v += sc[gi][kk] * __half2float(vc[static_cast<int64_t>(tile0 + kk) * row_stride + d]);
+          acc[r] = v;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const int gi = tid / D + r * kHeadStride;
+        if (gi < G) acc[r] *= alpha[gi];
+      }
+      for (int kk = 0; kk < nt; ++kk) {
+        const float vv = __half2float(vc[static_cast<int64_t>(tile0 + kk) * row_stride + dcol]);
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          const int gi = tid / D + r * kHeadStride;
+          if (gi < G) acc[r] += sc[gi][kk] * vv;
+        }
+      }
+    }
+    __syncthreads();
+  }
+  // Partial results: o [T][H][S][D], then (m, l) [T][H][S][2].
+  float* po = a.partial;
+  float* pml = a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D;
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    int gi, d;
+    if (D >= kThreads) {
+      gi = r >> 1;
+      d = tid + (r & 1) * kThreads;
+    } else {
+      gi = tid / D + r * kHeadStride;
+      d = dcol;
+    }
+    if (gi < G) po[((static_cast<int64_t>(t) * a.n_head + g * G + gi) * S + split) * D + d] = acc[r];
+  }
+  if (tid < G) {
+    float* ml = pml + ((static_cast<int64_t>(t) * a.n_head + g * G + tid) * S + split) * 2;
+    ml[0] = m_run[tid];
+    ml[1] = l_run[tid];
+  }
+}
+
+// Block (head h, token t), D threads: merges the splits.
+__global__ void attention_combine_kernel(AttentionArgs a) {
+  const int h = blockIdx.x, t = blockIdx.y, d = threadIdx.x, D = a.head_dim, S = a.n_splits;
+  const float* po = a.partial + (static_cast<int64_t>(t) * a.n_head + h) * S * D;
+  const float* pml =
+      a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D + (static_cast<int64_t>(t) * a.n_head + h) * S * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < S; ++s)
+    if (pml[2 * s + 1] > 0.0f) M = fmaxf(M, pml[2 * s]);
+  float num = 0.0f, den = 0.0f;
+  for (int s = 0; s < S; ++s) {
+    const float l = pml[2 * s + 1];
+    if (l > 0.0f) {
+      const float w = __expf(pml[2 * s] - M);
+      num += w * po[s * D + d];
+      den += w * l;
+    }
+  }
+  a.out[t * a.out_stride + h * D + d] = den > 0.0f ? num / den : 0.0f;
+}
+
+}  // namespace
+
+int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits) {
+  return static_cast<int64_t>(n_tokens) * n_head * n_splits * (head_dim + 2);
+}
+
+void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blocks, int* n_splits,
+                     int* keys_per_split) {
+  n_keys_max = std::max(n_keys_max, 1);
+  const int per_token = std::max(1, target_blocks / std::max(1, n_tokens * n_head_kv));
+  int s = std::min(per_token, (n_keys_max + kTile - 1) / kTile);
+  s = std::max(s, 1);
+  int kps = (n_keys_max + s - 1) / s;
+  kps = (kps + kTile - 1) / kTile * kTile;
+  s = (n_keys_max + kps - 1) / kps;
+  *n_splits = s;
+  *keys_per_split = kps;
+}
+
+void attention(const AttentionArgs& a, cudaStream_t s) {
+  if (a.n_tokens == 0) return;
+  const int G = a.n_head_kv > 0 ? a.n_head / a.n_head_kv : 0;
+  if (G < 1 || G > kMaxGroup || a.n_head % a.n_head_kv != 0)
+    throw Error("attention: " + std::to_string(a.n_head) + " heads over " + std::to_string(a.n_head_kv) +
+                " kv heads unsupported (group of 1.." + std::to_string(kMaxGroup) + ")");
+  const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
+                  static_cast<unsigned>(a.n_tokens));
+  switch (a.head_dim) {
+    case 64: attention_split_kernel<64><<<grid, kThreads, 0, s>>>(a); break;
+    case 128: attention_split_kernel<128><<<grid, kThreads, 0, s>>>(a); break;
+    case 256: attention_split_kernel<256><<<grid, kThreads, 0, s>>>(a); break;
+    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 128, 256)");
+  }
+  PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
+  attention_combine_kernel<<<dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)), a.head_dim, 0,
+                             s>>>(a);
+  PIPELLM_CUDA_LAUNCH_CHECK("attention_combine");
+}
+
+}  // namespace pipellm::cuda

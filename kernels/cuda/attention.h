@@ -1,0 +1,49 @@
+// Causal attention with grouped-query heads over the f16 KV cache (reference:
+// kernels/cpu/attention.h). Token t of slot slot[t] at position pos[t] attends to its slot's
+// cache rows [0, pos[t]] (its own k/v must already be stored, see rope.h).
+//
+// Split-KV: the key range of each token is cut into n_splits pieces of keys_per_split keys; one
+// block per (kv head, split, token) handles all query heads of the group with an online
+// softmax over tiles of keys (no score matrix is ever written to global memory), writing a
+// partial (unnormalised output, running max, running sum); a second kernel merges the splits.
+// For decode under CUDA graphs, n_splits/keys_per_split depend only on the context bucket,
+// while the lengths are read from device memory at run time. Padding tokens (pos < 0) give 0.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace pipellm::cuda {
+
+struct AttentionArgs {
+  int n_tokens = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;  // 64, 128 or 256 (also the v head size)
+  float scale = 1.0f;
+  const float* q = nullptr;  // [T][q_stride]
+  int64_t q_stride = 0;
+  float* out = nullptr;      // [T][out_stride]
+  int64_t out_stride = 0;
+  const __half* k_cache = nullptr;  // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
+  const __half* v_cache = nullptr;
+  int n_ctx = 0;
+  const int32_t* pos = nullptr;   // device [T]
+  const int32_t* slot = nullptr;  // device [T]
+  int n_splits = 1;
+  int keys_per_split = 0;         // n_splits * keys_per_split >= max pos + 1
+  float* partial = nullptr;       // scratch: attention_scratch_floats() floats
+};
+
+// Scratch floats the kernels need for these sizes.
+int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits);
+
+// Picks (n_splits, keys_per_split) for keys up to n_keys_max so that about `target_blocks`
+// blocks run for n_tokens tokens.
+void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blocks, int* n_splits,
+                     int* keys_per_split);
+
+void attention(const AttentionArgs& a, cudaStream_t s);
+
+}  // namespace pipellm::cuda

@@ -1,0 +1,202 @@
+// Device-side element decoders for every supported weight type, reading the device layout of
+// kernels/cuda/weight_layout.h. deq<T>(w, nb, bi, j) is element j of block bi of a tensor of nb
+// blocks. These are the slow, general path (used by the generic mat-vec, the dequantizing
+// kernels and the embedding lookup); the fast mat-vec kernels decode whole chunks themselves.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+#include "kernels/cpu/block_formats.h"
+#include "kernels/cpu/tensor_type.h"
+
+namespace pipellm::cuda {
+
+__device__ __forceinline__ float f16_bits(uint16_t u) { return __half2float(__ushort_as_half(u)); }
+__device__ __forceinline__ uint16_t ld_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+// The IQ4_NL codebook (kIQ4NLValues) packed into two words: no memory access.
+__device__ __forceinline__ int iq4_value(int idx) {
+  const uint64_t word = idx < 8 ? 0xF6EADDCFBFAD9881ull : 0x7159453526190D01ull;
+  return static_cast<int8_t>(static_cast<uint8_t>(word >> (8 * (idx & 7))));
+}
+
+template <TensorType T>
+struct TypeTraits;
+#define PIPELLM_TRAITS(T_, BS)              \
+  template <>                               \
+  struct TypeTraits<TensorType::T_> {       \
+    static constexpr int block_size = BS;   \
+  };
+PIPELLM_TRAITS(F32, 1)
+PIPELLM_TRAITS(F16, 1)
+PIPELLM_TRAITS(BF16, 1)
+PIPELLM_TRAITS(Q4_0, 32)
+PIPELLM_TRAITS(Q4_1, 32)
+PIPELLM_TRAITS(Q5_0, 32)
+PIPELLM_TRAITS(Q5_1, 32)
+PIPELLM_TRAITS(Q8_0, 32)
+PIPELLM_TRAITS(Q2_K, 256)
+PIPELLM_TRAITS(Q3_K, 256)
+PIPELLM_TRAITS(Q4_K, 256)
+PIPELLM_TRAITS(Q5_K, 256)
+PIPELLM_TRAITS(Q6_K, 256)
+PIPELLM_TRAITS(IQ4_NL, 32)
+PIPELLM_TRAITS(IQ4_XS, 256)
+#undef PIPELLM_TRAITS
+
+template <TensorType T>
+__device__ __forceinline__ float deq(const uint8_t* w, int64_t nb, int64_t bi, int j);
+
+template <>
+__device__ __forceinline__ float deq<TensorType::F32>(const uint8_t* w, int64_t, int64_t bi, int) {
+  return reinterpret_cast<const float*>(w)[bi];
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::F16>(const uint8_t* w, int64_t, int64_t bi, int) {
+  return __half2float(reinterpret_cast<const __half*>(w)[bi]);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::BF16>(const uint8_t* w, int64_t, int64_t bi, int) {
+  return __uint_as_float(static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(w)[bi]) << 16);
+}
+
+// Q4_0 (repacked): qs at bi*16, d at nb*16 + bi*2.
+template <>
+__device__ __forceinline__ float deq<TensorType::Q4_0>(const uint8_t* w, int64_t nb, int64_t bi, int j) {
+  const float d = f16_bits(ld_u16(w + nb * 16 + bi * 2));
+  const uint8_t q = w[bi * 16 + (j & 15)];
+  const int v = j < 16 ? (q & 0xF) : (q >> 4);
+  return d * static_cast<float>(v - 8);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q4_1>(const uint8_t* w, int64_t, int64_t bi, int j) {
+  const uint8_t* b = w + bi * 20;
+  const uint8_t q = b[4 + (j & 15)];
+  const int v = j < 16 ? (q & 0xF) : (q >> 4);
+  return f16_bits(ld_u16(b)) * static_cast<float>(v) + f16_bits(ld_u16(b + 2));
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q5_0>(const uint8_t* w, int64_t, int64_t bi, int j) {
+  const uint8_t* b = w + bi * 22;
+  const uint32_t qh = b[2] | (b[3] << 8) | (b[4] << 16) | (static_cast<uint32_t>(b[5]) << 24);
+  const uint8_t q = b[6 + (j & 15)];
+  const int v = (j < 16 ? (q & 0xF) : (q >> 4)) | (((qh >> j) & 1) << 4);
+  return f16_bits(ld_u16(b)) * static_cast<float>(v - 16);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q5_1>(const uint8_t* w, int64_t, int64_t bi, int j) {
+  const uint8_t* b = w + bi * 24;
+  const uint32_t qh = b[4] | (b[5] << 8) | (b[6] << 16) | (static_cast<uint32_t>(b[7]) << 24);
+  const uint8_t q = b[8 + (j & 15)];
+  const int v = (j < 16 ? (q & 0xF) : (q >> 4)) | (((qh >> j) & 1) << 4);
+  return f16_bits(ld_u16(b)) * static_cast<float>(v) + f16_bits(ld_u16(b + 2));
+}
+// Q8_0 (repacked): qs at bi*32, d at nb*32 + bi*2.
+template <>
+__device__ __forceinline__ float deq<TensorType::Q8_0>(const uint8_t* w, int64_t nb, int64_t bi, int j) {
+  const float d = f16_bits(ld_u16(w + nb * 32 + bi * 2));
+  return d * static_cast<float>(static_cast<int8_t>(w[bi * 32 + j]));
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::IQ4_NL>(const uint8_t* w, int64_t, int64_t bi, int j) {
+  const uint8_t* b = w + bi * 18;
+  const uint8_t q = b[2 + (j & 15)];
+  return f16_bits(ld_u16(b)) * static_cast<float>(iq4_value(j < 16 ? (q & 0xF) : (q >> 4)));
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q2_K>(const uint8_t* w, int64_t, int64_t bi, int e) {
+  const uint8_t* b = w + bi * 84;
+  const int n = e >> 7, r = e & 127, j = r >> 5, l32 = r & 31;
+  const uint8_t sc = b[8 * n + 2 * j + (l32 >> 4)];
+  const int q = (b[16 + 32 * n + l32] >> (2 * j)) & 3;
+  return f16_bits(ld_u16(b + 80)) * static_cast<float>(sc & 0xF) * static_cast<float>(q) -
+         f16_bits(ld_u16(b + 82)) * static_cast<float>(sc >> 4);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q3_K>(const uint8_t* w, int64_t, int64_t bi, int e) {
+  const uint8_t* b = w + bi * 110;
+  const int n = e >> 7, r = e & 127, j = r >> 5, l32 = r & 31;
+  const int is = 8 * n + 2 * j + (l32 >> 4);
+  const int q = (b[32 + 32 * n + l32] >> (2 * j)) & 3;
+  const int h = (b[l32] >> (4 * n + j)) & 1;
+  return f16_bits(ld_u16(b + 108)) * static_cast<float>(q3k_scale(b + 96, is)) * static_cast<float>(q - (h ? 0 : 4));
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q4_K>(const uint8_t* w, int64_t, int64_t bi, int e) {
+  const uint8_t* b = w + bi * 144;
+  const int j = e >> 6, r = e & 63;
+  uint8_t sc, m;
+  unpack_k4_scale_min(b + 4, 2 * j + (r >> 5), &sc, &m);
+  const uint8_t q = b[16 + 32 * j + (r & 31)];
+  const int v = r < 32 ? (q & 0xF) : (q >> 4);
+  return f16_bits(ld_u16(b)) * static_cast<float>(sc) * static_cast<float>(v) -
+         f16_bits(ld_u16(b + 2)) * static_cast<float>(m);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::Q5_K>(const uint8_t* w, int64_t, int64_t bi, int e) {
+  const uint8_t* b = w + bi * 176;
+  const int j = e >> 6, r = e & 63, half = r >> 5, l = r & 31;
+  uint8_t sc, m;
+  unpack_k4_scale_min(b + 4, 2 * j + half, &sc, &m);
+  const uint8_t q = b[48 + 32 * j + l];
+  const int v = (half ? (q >> 4) : (q & 0xF)) | (((b[16 + l] >> (2 * j + half)) & 1) << 4);
+  return f16_bits(ld_u16(b)) * static_cast<float>(sc) * static_cast<float>(v) -
+         f16_bits(ld_u16(b + 2)) * static_cast<float>(m);
+}
+// Q6_K (repacked): ql at bi*128, qh at nb*128 + bi*64, scales at nb*192 + bi*16, d at nb*208 + bi*2.
+template <>
+__device__ __forceinline__ float deq<TensorType::Q6_K>(const uint8_t* w, int64_t nb, int64_t bi, int e) {
+  const int n = e >> 7, r = e & 127, quarter = r >> 5, l = r & 31;
+  const uint8_t qlb = w[bi * 128 + 64 * n + l + (quarter & 1) * 32];
+  const int lo = quarter >= 2 ? (qlb >> 4) : (qlb & 0xF);
+  const int hi = (w[nb * 128 + bi * 64 + 32 * n + l] >> (2 * quarter)) & 3;
+  const int8_t sc = static_cast<int8_t>(w[nb * 192 + bi * 16 + 8 * n + (l >> 4) + 2 * quarter]);
+  const float d = f16_bits(ld_u16(w + nb * 208 + bi * 2));
+  return d * static_cast<float>(sc) * static_cast<float>((lo | (hi << 4)) - 32);
+}
+template <>
+__device__ __forceinline__ float deq<TensorType::IQ4_XS>(const uint8_t* w, int64_t, int64_t bi, int e) {
+  const uint8_t* b = w + bi * 136;
+  const int ib = e >> 5, l = e & 31;
+  const uint16_t sh = ld_u16(b + 2);
+  const int ls = (((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) - 32;
+  const uint8_t q = b[8 + 16 * ib + (l & 15)];
+  return f16_bits(ld_u16(b)) * static_cast<float>(ls) * static_cast<float>(iq4_value(l < 16 ? (q & 0xF) : (q >> 4)));
+}
+
+template <TensorType T>
+using TypeTag = std::integral_constant<TensorType, T>;
+
+// Calls f(TypeTag<T>{}) for a runtime type; returns false for an unsupported type.
+template <class F>
+bool dispatch_type(TensorType t, F&& f) {
+  switch (t) {
+#define PIPELLM_CASE(T_)     \
+  case TensorType::T_:       \
+    f(TypeTag<TensorType::T_>{});            \
+    return true;
+    PIPELLM_CASE(F32)
+    PIPELLM_CASE(F16)
+    PIPELLM_CASE(BF16)
+    PIPELLM_CASE(Q4_0)
+    PIPELLM_CASE(Q4_1)
+    PIPELLM_CASE(Q5_0)
+    PIPELLM_CASE(Q5_1)
+    PIPELLM_CASE(Q8_0)
+    PIPELLM_CASE(Q2_K)
+    PIPELLM_CASE(Q3_K)
+    PIPELLM_CASE(Q4_K)
+    PIPELLM_CASE(Q5_K)
+    PIPELLM_CASE(Q6_K)
+    PIPELLM_CASE(IQ4_NL)
+    PIPELLM_CASE(IQ4_XS)
+#undef PIPELLM_CASE
+    default:
+      return false;
+  }
+}
+
+}  // namespace pipellm::cuda

@@ -1,0 +1,43 @@
+// Small device helpers shared by the kernels: warp and block reductions.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace pipellm::cuda {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of NT threads (all threads must call); `red` holds NT/32 floats.
+template <int NT>
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < NT / 32 ? red[lane] : 0.0f;
+  return warp_sum(t);
+}
+
+// Maximum over a block of NT threads (all threads must call); `red` holds NT/32 floats.
+template <int NT>
+__device__ __forceinline__ float block_max(float v, float* red) {
+  v = warp_max(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < NT / 32 ? red[lane] : -INFINITY;
+  return warp_max(t);
+}
+
+}  // namespace pipellm::cuda

@@ -1,0 +1,41 @@
+// Quantized matrix-vector products for decode (1..8 activation rows), reading the weights in
+// their device layout (weight_layout.h). Reference: kernels/cpu/matmul.h.
+//
+//   acc[b][r] = sum_i W[r][i] * x[b][i]      r < n_out, b < n_rows (1..8)
+//   mode Store:  y[b][r] = acc            Add: y[b][r] += acc (residual)
+//   mode Swiglu: y[b][r] = silu(acc) * acc2, acc2 from a second matrix W2 (same shape)
+//
+// Q4_0, Q8_0, Q4_K and Q6_K use integer dot products (dp4a) against 8-bit activation blocks
+// (xq/xds, see act_q8.h); the other types decode each weight to float and use x (f32).
+// Callers provide both activation forms (rmsnorm_convert produces them in one pass).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/weight_layout.h"
+
+namespace pipellm::cuda {
+
+enum class MatvecMode { Store, Add, Swiglu };
+
+struct MatvecArgs {
+  DeviceMatrix w;
+  DeviceMatrix w2;  // Swiglu only: the "up" matrix (w is the gate)
+  MatvecMode mode = MatvecMode::Store;
+  int n_rows = 1;   // activation rows, 1..kMatvecMaxRows
+  const float* x = nullptr;      // [n_rows][w.n_in]
+  const int8_t* xq = nullptr;    // [n_rows][w.n_in]
+  const float2* xds = nullptr;   // [n_rows][w.n_in / 32]
+  float* y = nullptr;            // [n_rows][y_stride]
+  int64_t y_stride = 0;
+};
+
+constexpr int kMatvecMaxRows = 8;
+
+// True when the product of this type reads the 8-bit activations (xq/xds) rather than x.
+bool matvec_uses_q8(TensorType t);
+
+void matvec(const MatvecArgs& a, cudaStream_t s);
+
+}  // namespace pipellm::cuda

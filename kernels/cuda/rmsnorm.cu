@@ -1,0 +1,66 @@
+#include "kernels/cuda/rmsnorm.h"
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_util.cuh"
+
+namespace pipellm::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) rmsnorm_convert_kernel(NormOutArgs a) {
+  const int row = blockIdx.x;
+  const float* x = a.x + row * a.x_stride;
+  __shared__ float red[kThreads / 32];
+  float scale = 1.0f;
+  if (a.normalize) {
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < a.n; i += kThreads) ss += x[i] * x[i];
+    ss = block_sum<kThreads>(ss, red);
+    scale = rsqrtf(ss / static_cast<float>(a.n) + a.eps);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // Each warp handles blocks of 32 consecutive elements: lane = element in the block.
+  for (int64_t base = static_cast<int64_t>(warp) * 32; base < a.n; base += kThreads) {
+    const int64_t i = base + lane;
+    float v = x[i] * scale;
+    if (a.w) v *= a.w[i];
+    if (a.y_f32) a.y_f32[row * a.n + i] = v;
+    if (a.y_f16) a.y_f16[row * a.n + i] = __float2half_rn(v);
+    if (a.xq) {
+      const float amax = warp_max(fabsf(v));
+      const float sum = warp_sum(v);
+      const float d = amax / 127.0f;
+      const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+      a.xq[row * a.n + i] = static_cast<int8_t>(q);
+      if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = make_float2(d, sum);
+    }
+  }
+}
+
+__global__ void rmsnorm_rows_kernel(float* x, const float* w, int n, float eps) {
+  float* r = x + static_cast<int64_t>(blockIdx.x) * n;
+  __shared__ float red[kThreads / 32];
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += kThreads) ss += r[i] * r[i];
+  ss = block_sum<kThreads>(ss, red);
+  const float scale = rsqrtf(ss / static_cast<float>(n) + eps);
+  for (int i = threadIdx.x; i < n; i += kThreads) r[i] = r[i] * scale * (w ? w[i] : 1.0f);
+}
+
+}  // namespace
+
+void rmsnorm_convert(const NormOutArgs& a, cudaStream_t s) {
+  if (a.n_rows == 0) return;
+  if (a.n % 32 != 0) throw Error("rmsnorm_convert: row length " + std::to_string(a.n) + " is not a multiple of 32");
+  rmsnorm_convert_kernel<<<a.n_rows, kThreads, 0, s>>>(a);
+  PIPELLM_CUDA_LAUNCH_CHECK("rmsnorm_convert");
+}
+
+void rmsnorm_rows(float* x, const float* w, int n_rows, int n, float eps, cudaStream_t s) {
+  if (n_rows == 0) return;
+  rmsnorm_rows_kernel<<<n_rows, kThreads, 0, s>>>(x, w, n, eps);
+  PIPELLM_CUDA_LAUNCH_CHECK("rmsnorm_rows");
+}
+
+}  // namespace pipellm::cuda

@@ -1,0 +1,44 @@
+// Post-projection step of attention on the GPU, fused: for each token t and head,
+//   q/k/v += bias (qwen2), per-head RMSNorm of q and k (qwen3), RoPE of q and k at pos[t]
+//   (reference: kernels/cpu/rope.h), then q is written back in place and k, v are stored as
+//   f16 into the KV cache row pos[t] of slot slot[t] (layout: engine/model/kv_cache.h).
+// Tokens with pos[t] < 0 are padding: nothing is read or written for them.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace pipellm::cuda {
+
+struct RopeKvArgs {
+  int n_tokens = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;  // <= 256, also the v head size
+  float* q = nullptr;          // [T][q_stride]
+  int64_t q_stride = 0;
+  const float* k = nullptr;    // [T][kv_stride]
+  const float* v = nullptr;
+  int64_t kv_stride = 0;
+  const float* bq = nullptr;   // biases or null
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* q_norm = nullptr;  // [head_dim] or null
+  const float* k_norm = nullptr;
+  float norm_eps = 1e-6f;
+  const int32_t* pos = nullptr;   // device [T]
+  const int32_t* slot = nullptr;  // device [T]
+  __half* k_cache = nullptr;      // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
+  __half* v_cache = nullptr;
+  int n_ctx = 0;
+  int n_rot = 0;
+  float base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;  // [n_rot/2] or null
+  bool neox = false;
+};
+
+void rope_kv_store(const RopeKvArgs& a, cudaStream_t s);
+
+}  // namespace pipellm::cuda
