@@ -1,0 +1,79 @@
+// The messages of the coordinator <-> head-stage link (see link.md in this folder).
+//
+// coordinator -> head: SubmitRequest, CancelRequest, ShutdownRequest
+// head -> coordinator: HelloMsg, TokenMsg, FinishedMsg, ErrorMsg
+//
+// The stages see token ids only; tokenization and stop strings stay in the coordinator.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace pipellm::link {
+
+constexpr uint32_t kProtocolVersion = 1;
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  float repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t penalty_last_n = 64;
+  uint64_t seed = 0;
+};
+
+struct SubmitRequest {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int32_t max_tokens = 0;
+  std::vector<int32_t> stop_ids;  // generation ends (reason Stop) after emitting one of these
+};
+
+struct CancelRequest {
+  uint64_t id = 0;
+};
+
+struct ShutdownRequest {};
+
+struct HelloMsg {
+  uint32_t protocol_version = kProtocolVersion;
+  std::string model_name;
+  std::string arch;
+  int32_t n_vocab = 0;
+  int32_t n_layer = 0;
+  int32_t n_embd = 0;
+  int32_t n_ctx = 0;          // positions per sequence
+  int32_t max_sequences = 0;  // sequences in flight at once
+  int32_t n_stages = 1;
+  std::string plan;  // human-readable layer partition, e.g. "rank0:[0,4) rank1:[4,8)"
+};
+
+struct TokenMsg {
+  uint64_t id = 0;
+  int32_t token = 0;
+};
+
+enum class FinishReason : uint8_t { Stop = 0, Length = 1, Cancelled = 2, Error = 3 };
+const char* finish_reason_name(FinishReason r);
+
+struct FinishedMsg {
+  uint64_t id = 0;
+  FinishReason reason = FinishReason::Stop;
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;
+};
+
+struct ErrorMsg {
+  int64_t id = -1;  // -1: the head itself (not one request)
+  std::string message;
+};
+
+using CoordinatorMessage = std::variant<SubmitRequest, CancelRequest, ShutdownRequest>;
+using HeadMessage = std::variant<HelloMsg, TokenMsg, FinishedMsg, ErrorMsg>;
+
+}  // namespace pipellm::link

@@ -1,0 +1,244 @@
+// The coordinator <-> head link: message round trips, a loopback session, and malformed
+// input (bad frames, truncated payloads, random bytes), which must fail with a clear error.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <random>
+#include <thread>
+
+#include "engine/link/coordinator_link.h"
+
+namespace pipellm::link {
+namespace {
+
+SubmitRequest sample_submit() {
+  SubmitRequest s;
+  s.id = 0x1234567890ull;
+  s.prompt = {1, 2, 3, 40000, -1};
+  s.sampling.temperature = 0.7f;
+  s.sampling.top_k = 40;
+  s.sampling.top_p = 0.9f;
+  s.sampling.min_p = 0.05f;
+  s.sampling.repeat_penalty = 1.1f;
+  s.sampling.presence_penalty = 0.5f;
+  s.sampling.frequency_penalty = 0.25f;
+  s.sampling.penalty_last_n = 32;
+  s.sampling.seed = 0xdeadbeefcafeull;
+  s.max_tokens = 17;
+  s.stop_ids = {2, 7};
+  return s;
+}
+
+std::vector<uint8_t> body_of(const std::vector<uint8_t>& frame) {
+  return std::vector<uint8_t>(frame.begin() + kFrameHeaderBytes, frame.end());
+}
+
+TEST(LinkCodec, SubmitRoundTrip) {
+  const SubmitRequest s = sample_submit();
+  const auto body = body_of(encode(CoordinatorMessage{s}));
+  const auto m = decode_coordinator_message(body.data(), body.size());
+  ASSERT_TRUE(std::holds_alternative<SubmitRequest>(m));
+  const auto& r = std::get<SubmitRequest>(m);
+  EXPECT_EQ(r.id, s.id);
+  EXPECT_EQ(r.prompt, s.prompt);
+  EXPECT_EQ(r.sampling.temperature, s.sampling.temperature);
+  EXPECT_EQ(r.sampling.top_k, s.sampling.top_k);
+  EXPECT_EQ(r.sampling.top_p, s.sampling.top_p);
+  EXPECT_EQ(r.sampling.min_p, s.sampling.min_p);
+  EXPECT_EQ(r.sampling.repeat_penalty, s.sampling.repeat_penalty);
+  EXPECT_EQ(r.sampling.presence_penalty, s.sampling.presence_penalty);
+  EXPECT_EQ(r.sampling.frequency_penalty, s.sampling.frequency_penalty);
+  EXPECT_EQ(r.sampling.penalty_last_n, s.sampling.penalty_last_n);
+  EXPECT_EQ(r.sampling.seed, s.sampling.seed);
+  EXPECT_EQ(r.max_tokens, s.max_tokens);
+  EXPECT_EQ(r.stop_ids, s.stop_ids);
+}
+
+TEST(LinkCodec, HeadMessagesRoundTrip) {
+  HelloMsg h;
+  h.model_name = "tiny";
+  h.arch = "llama";
+  h.n_vocab = 32000;
+  h.n_layer = 4;
+  h.n_embd = 64;
+  h.n_ctx = 512;
+  h.max_sequences = 8;
+  h.n_stages = 2;
+  h.plan = "rank0:[0,2) rank1:[2,4)";
+  auto b = body_of(encode(HeadMessage{h}));
+  auto m = decode_head_message(b.data(), b.size());
+  const auto& hr = std::get<HelloMsg>(m);
+  EXPECT_EQ(hr.model_name, "tiny");
+  EXPECT_EQ(hr.plan, h.plan);
+  EXPECT_EQ(hr.n_ctx, 512);
+  EXPECT_EQ(hr.max_sequences, 8);
+
+  b = body_of(encode(HeadMessage{FinishedMsg{9, FinishReason::Length, 5, 6}}));
+  m = decode_head_message(b.data(), b.size());
+  EXPECT_EQ(std::get<FinishedMsg>(m).reason, FinishReason::Length);
+  EXPECT_EQ(std::get<FinishedMsg>(m).generated_tokens, 6);
+
+  b = body_of(encode(HeadMessage{ErrorMsg{-1, "rank 1 died"}}));
+  m = decode_head_message(b.data(), b.size());
+  EXPECT_EQ(std::get<ErrorMsg>(m).id, -1);
+  EXPECT_EQ(std::get<ErrorMsg>(m).message, "rank 1 died");
+}
+
+TEST(LinkCodec, MalformedBodiesThrowLinkError) {
+  const auto good = body_of(encode(CoordinatorMessage{sample_submit()}));
+  // Every truncation of a valid Submit is an error naming the message.
+  for (size_t n = 0; n < good.size(); ++n) {
+    try {
+      decode_coordinator_message(good.data(), n);
+      FAIL() << "truncated at " << n << " decoded";
+    } catch (const LinkError& e) {
+      EXPECT_NE(std::string(e.what()).find("link:"), std::string::npos);
+    }
+  }
+  // Trailing bytes.
+  auto longer = good;
+  longer.push_back(0);
+  EXPECT_THROW(decode_coordinator_message(longer.data(), longer.size()), LinkError);
+  // A head message type sent the wrong way, and an unknown type.
+  const uint8_t token_type[] = {static_cast<uint8_t>(MsgType::Token), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_THROW(decode_coordinator_message(token_type, sizeof token_type), LinkError);
+  const uint8_t unknown[] = {200};
+  try {
+    decode_head_message(unknown, 1);
+    FAIL();
+  } catch (const LinkError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown message type 200"), std::string::npos);
+  }
+  // A prompt count far beyond the bytes present.
+  std::vector<uint8_t> huge = {static_cast<uint8_t>(MsgType::Submit), 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f};
+  try {
+    decode_coordinator_message(huge.data(), huge.size());
+    FAIL();
+  } catch (const LinkError& e) {
+    EXPECT_NE(std::string(e.what()).find("Submit.prompt"), std::string::npos) << e.what();
+  }
+  // Bad finish reason, bad protocol version.
+  auto fin = body_of(encode(HeadMessage{FinishedMsg{1, FinishReason::Stop, 0, 0}}));
+  fin[9] = 77;
+  EXPECT_THROW(decode_head_message(fin.data(), fin.size()), LinkError);
+  HelloMsg h;
+  h.protocol_version = 99;
+  auto hb = body_of(encode(HeadMessage{h}));
+  EXPECT_THROW(decode_head_message(hb.data(), hb.size()), LinkError);
+}
+
+TEST(LinkCodec, RandomBytesNeverCrash) {
+  std::mt19937 rng(42);
+  int errors = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> b(rng() % 64);
+    for (auto& x : b) x = static_cast<uint8_t>(rng());
+    if (!b.empty() && (i & 1)) b[0] = static_cast<uint8_t>(1 + rng() % 3 + (i & 2 ? 15 : 0));
+    try {
+      decode_coordinator_message(b.data(), b.size());
+    } catch (const LinkError&) {
+      ++errors;
+    }
+    try {
+      decode_head_message(b.data(), b.size());
+    } catch (const LinkError&) {
+      ++errors;
+    }
+  }
+  EXPECT_GT(errors, 0);
+}
+
+TEST(LinkSession, LoopbackRequestAndTokens) {
+  CoordinatorLink coord("127.0.0.1:0");
+  ASSERT_GT(coord.port(), 0);
+  HelloMsg hello;
+  hello.model_name = "m";
+  hello.n_ctx = 128;
+  hello.max_sequences = 4;
+  std::unique_ptr<HeadLink> head;
+  std::thread t([&] { head = HeadLink::connect(coord.address(), hello, 5000); });
+  ASSERT_TRUE(coord.accept(5000));
+  t.join();
+  auto m = coord.receive(5000);
+  ASSERT_TRUE(m && std::holds_alternative<HelloMsg>(*m));
+  EXPECT_EQ(std::get<HelloMsg>(*m).max_sequences, 4);
+
+  EXPECT_TRUE(head->poll(0).empty());
+  coord.send(sample_submit());
+  coord.send(CancelRequest{5});
+  coord.send(ShutdownRequest{});
+  std::vector<CoordinatorMessage> got;
+  for (int i = 0; i < 50 && got.size() < 3; ++i) {
+    auto more = head->poll(100);
+    got.insert(got.end(), more.begin(), more.end());
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(std::get<SubmitRequest>(got[0]).prompt, sample_submit().prompt);
+  EXPECT_EQ(std::get<CancelRequest>(got[1]).id, 5u);
+  EXPECT_TRUE(std::holds_alternative<ShutdownRequest>(got[2]));
+
+  for (int i = 0; i < 100; ++i) head->send(TokenMsg{3, i});
+  head->send(FinishedMsg{3, FinishReason::Stop, 5, 100});
+  for (int i = 0; i < 100; ++i) {
+    auto tm = coord.receive(5000);
+    ASSERT_TRUE(tm);
+    EXPECT_EQ(std::get<TokenMsg>(*tm).token, i);
+  }
+  auto fm = coord.receive(5000);
+  ASSERT_TRUE(fm);
+  EXPECT_EQ(std::get<FinishedMsg>(*fm).generated_tokens, 100);
+  EXPECT_FALSE(coord.receive(10).has_value());
+
+  head.reset();  // head goes away: the coordinator sees LinkClosed, not a hang
+  EXPECT_THROW(coord.receive(5000), LinkClosed);
+  EXPECT_FALSE(coord.connected());
+  EXPECT_THROW(coord.send(CancelRequest{1}), LinkClosed);
+}
+
+// Writes raw bytes to the coordinator as a misbehaving head would.
+void expect_malformed(const std::vector<uint8_t>& bytes, const std::string& expect) {
+  CoordinatorLink coord("127.0.0.1:0");
+  Fd fd = tcp_connect(HostPort::parse(coord.address()), 5000);
+  ASSERT_TRUE(coord.accept(5000));
+  ASSERT_EQ(::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  try {
+    coord.receive(5000);
+    FAIL() << "no error for " << expect;
+  } catch (const LinkError& e) {
+    EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(coord.connected());
+  // The link accepts a well-behaved head afterwards.
+  std::thread t([&] { HeadLink::connect(coord.address(), HelloMsg{}, 5000); });
+  EXPECT_TRUE(coord.accept(5000));
+  t.join();
+}
+
+TEST(LinkSession, MalformedFramesAreClearErrors) {
+  expect_malformed({0xff, 0xff, 0xff, 0xff, 1}, "exceeds the limit");
+  expect_malformed({0, 0, 0, 0}, "length 0");
+  expect_malformed({1, 0, 0, 0, 250}, "unknown message type 250");
+  expect_malformed({3, 0, 0, 0, static_cast<uint8_t>(MsgType::Token), 1, 2}, "Token.id");
+}
+
+TEST(LinkSession, HeadSeesCoordinatorGoAway) {
+  auto coord = std::make_unique<CoordinatorLink>("127.0.0.1:0");
+  std::unique_ptr<HeadLink> head;
+  std::thread t([&] { head = HeadLink::connect(coord->address(), HelloMsg{}, 5000); });
+  ASSERT_TRUE(coord->accept(5000));
+  t.join();
+  coord.reset();
+  EXPECT_THROW(head->poll(5000), LinkClosed);
+}
+
+TEST(LinkAddress, Parse) {
+  EXPECT_EQ(HostPort::parse("127.0.0.1:5000").port, 5000);
+  EXPECT_EQ(HostPort::parse(":7").host, "127.0.0.1");
+  EXPECT_THROW(HostPort::parse("nope"), InvalidArgument);
+  EXPECT_THROW(HostPort::parse("h:99999"), InvalidArgument);
+  EXPECT_THROW(HostPort::parse("h:12a"), InvalidArgument);
+  EXPECT_THROW(tcp_connect(HostPort::parse("127.0.0.1:1"), 100), LinkError);
+}
+
+}  // namespace
+}  // namespace pipellm::link
