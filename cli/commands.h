@@ -6,5 +6,8 @@ namespace pipellm::cli {
 
 int cmd_inspect(int argc, char** argv);
 int cmd_mkmodel(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 }  // namespace pipellm::cli

@@ -4,25 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/dequantize.h"
-#if __has_include("kernels/cpu/vec_dot.h")
 #include "kernels/cpu/vec_dot.h"
-#else
-// TEMPORARY until kernels/cpu/vec_dot.h lands: dequantize-then-dot stand-in.
-namespace pipellm {
-namespace {
-void vec_dot_rows(TensorType type, const void* w, size_t row_bytes, int64_t n_rows, const float* x, int64_t n,
-                  float* y) {
-  std::vector<float> row(static_cast<size_t>(n));
-  for (int64_t r = 0; r < n_rows; ++r) {
-    dequantize_row(type, static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * row_bytes, row.data(), n);
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += row[static_cast<size_t>(i)] * x[i];
-    y[r] = s;
-  }
-}
-}  // namespace
-}  // namespace pipellm
-#endif
 
 namespace pipellm {
 
@@ -46,6 +28,7 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
     return;
   }
 
+  const VecDotFn dot = vec_dot_kernel(TensorType::F32);
   std::vector<float> tile(static_cast<size_t>(kRowTile * a.n));
   for (int64_t rt = r0; rt < r1; rt += kRowTile) {
     const int64_t nr = std::min(kRowTile, r1 - rt);
@@ -55,7 +38,7 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       const float* xt = a.x + t * a.x_stride;
       float* yt = a.y + t * a.y_stride + rt;
-      vec_dot_rows(TensorType::F32, tile.data(), static_cast<size_t>(a.n) * sizeof(float), nr, xt, a.n, yt);
+      for (int64_t r = 0; r < nr; ++r) yt[r] = dot(tile.data() + r * a.n, xt, a.n);
     }
   }
 }

@@ -1,0 +1,156 @@
+// `pipellm bench`: CPU prompt-processing and generation speed, set against the memory-bandwidth
+// floor of decoding (bytes of weights read per token / measured copy bandwidth).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "engine/util/error.h"
+
+namespace pipellm::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: pipellm bench [-m FILE] [-p N] [-n N] [--reps R] [--json] [options]\n"
+               "  -p N               prompt tokens processed as one batch (default 128)\n"
+               "  -n N               tokens generated one at a time (default 32)\n"
+               "  --reps R           repetitions; the best is reported (default 2)\n"
+               "  --json             one JSON object on stdout instead of the table\n%s",
+               engine_flags_help());
+}
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t c = line.find(':');
+      if (c != std::string::npos) return line.substr(line.find_first_not_of(' ', c + 1));
+    }
+  }
+  return "unknown";
+}
+
+double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Copy bandwidth with every pool thread copying its share of a 256 MiB buffer: bytes read plus
+// bytes written per second, best of several passes.
+double copy_bandwidth(ThreadPool& pool) {
+  const size_t bytes = size_t{256} << 20;
+  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
+  double best = 0.0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(static_cast<int64_t>(bytes), [&](int64_t b, int64_t e) {
+      std::memcpy(dst.data() + b, src.data() + b, static_cast<size_t>(e - b));
+    });
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / seconds(t0));
+  }
+  if (dst[bytes / 2] != 1) throw Error("bench: copy check failed");
+  return best;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  EngineFlags ef;
+  int n_prompt = 128, n_gen = 32, reps = 2;
+  bool json = false;
+  std::string model_path;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "-h" || a == "--help") {
+        usage(stdout);
+        return 0;
+      } else if (parse_engine_flag(argc, argv, i, ef)) {
+      } else if (a == "-p") {
+        n_prompt = parse_int(a, flag_value(argc, argv, i), 1, 1 << 16);
+      } else if (a == "-n") {
+        n_gen = parse_int(a, flag_value(argc, argv, i), 1, 1 << 16);
+      } else if (a == "--reps") {
+        reps = parse_int(a, flag_value(argc, argv, i), 1, 100);
+      } else if (a == "--json") {
+        json = true;
+      } else {
+        throw InvalidArgument("unknown option '" + a + "'");
+      }
+    }
+    model_path = resolve_model(ef);
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm bench: error: %s\n", e.what());
+    return 2;
+  }
+
+  auto t0 = Clock::now();
+  auto model = open_model(model_path, ef, ef.ctx != 0 ? std::max(ef.ctx, n_prompt + n_gen) : n_prompt + n_gen);
+  const double load_s = seconds(t0);
+  const ModelConfig& cfg = model->config();
+  CpuStage& st = model->stage();
+  const uint64_t bytes_per_token = st.weights().bytes_per_token();
+
+  // Deterministic pseudo-random prompt ids.
+  std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
+  uint64_t x = 12345;
+  for (auto& id : prompt) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    id = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(cfg.n_vocab));
+  }
+
+  std::vector<float> logits;
+  st.forward(Batch::sequence({prompt[0]}, 0, 0), logits);  // warm-up: maps in every weight page
+
+  double pp_best = 0.0, tg_best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    t0 = Clock::now();
+    st.forward(Batch::sequence(prompt, 0, 0), logits);
+    pp_best = std::max(pp_best, n_prompt / seconds(t0));
+    int pos = n_prompt;
+    t0 = Clock::now();
+    for (int i = 0; i < n_gen; ++i) {
+      const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      st.forward(Batch::sequence({next}, pos++, 0), logits);
+    }
+    tg_best = std::max(tg_best, n_gen / seconds(t0));
+  }
+  const double bw = copy_bandwidth(model->pool());
+  const double floor_ms = static_cast<double>(bytes_per_token) / bw * 1e3;
+  const double tg_ms = 1e3 / tg_best;
+  const std::string cpu = cpu_model_name();
+  const std::string general = model->file().get_string_or("general.name", "");
+
+  if (json) {
+    std::printf(
+        "{\"model\": %s, \"arch\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"file_bytes\": %zu, "
+        "\"cpu\": %s, \"threads\": %d, \"kv_type\": \"%s\", \"load_ms\": %.1f, \"n_prompt\": %d, \"n_gen\": %d, "
+        "\"pp_tok_s\": %.2f, \"tg_tok_s\": %.3f, \"tg_ms_per_token\": %.3f, \"bytes_per_token\": %llu, "
+        "\"copy_bandwidth_gb_s\": %.2f, \"floor_ms_per_token\": %.3f, \"floor_tok_s\": %.3f, "
+        "\"tg_fraction_of_floor\": %.3f}\n",
+        json_string(model_path).c_str(), arch_name(cfg.arch), cfg.n_layer, cfg.n_embd, model->file().file_size(),
+        json_string(cpu).c_str(), model->pool().size(), tensor_type_name(st.cache().type()), load_s * 1e3, n_prompt,
+        n_gen, pp_best, tg_best, tg_ms, static_cast<unsigned long long>(bytes_per_token), bw / 1e9, floor_ms,
+        1e3 / floor_ms, floor_ms / tg_ms);
+    return 0;
+  }
+  std::printf("model      %s (%s, %d layers, n_embd %d, %.1f MiB)\n", model_path.c_str(), arch_name(cfg.arch),
+              cfg.n_layer, cfg.n_embd, static_cast<double>(model->file().file_size()) / (1 << 20));
+  std::printf("cpu        %s, %d threads, KV %s\n", cpu.c_str(), model->pool().size(),
+              tensor_type_name(st.cache().type()));
+  std::printf("| test | tok/s | ms/token |\n|---|---:|---:|\n");
+  std::printf("| pp%d | %.2f | %.3f |\n", n_prompt, pp_best, 1e3 / pp_best);
+  std::printf("| tg%d | %.3f | %.3f |\n", n_gen, tg_best, tg_ms);
+  std::printf("| floor (%.1f MiB/token at %.2f GB/s copy) | %.3f | %.3f |\n",
+              static_cast<double>(bytes_per_token) / (1 << 20), bw / 1e9, 1e3 / floor_ms, floor_ms);
+  std::printf("tg reaches %.0f%% of the bandwidth floor (load %.0f ms)\n", 100.0 * floor_ms / tg_ms, load_s * 1e3);
+  return 0;
+}
+
+}  // namespace pipellm::cli

@@ -1,0 +1,94 @@
+// `pipellm eval`: logits of every position of a token-id file, evaluated as one batch.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "engine/util/error.h"
+
+namespace pipellm::cli {
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: pipellm eval [-m FILE] --ids-file F --logits OUT.f32 [--batch N] [options]\n"
+               "  Evaluates the whitespace-separated token ids in F (one sequence) and writes the logits\n"
+               "  of every position as float32 [n_tokens][n_vocab], little-endian.\n"
+               "  --batch N          tokens per forward call (default: all at once)\n%s",
+               engine_flags_help());
+}
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  EngineFlags ef;
+  std::string ids_path, out_path;
+  int batch = 0;
+  std::vector<int32_t> ids;
+  std::string model_path;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "-h" || a == "--help") {
+        usage(stdout);
+        return 0;
+      } else if (parse_engine_flag(argc, argv, i, ef)) {
+      } else if (a == "--ids-file") {
+        ids_path = flag_value(argc, argv, i);
+      } else if (a == "--logits") {
+        out_path = flag_value(argc, argv, i);
+      } else if (a == "--batch") {
+        batch = parse_int(a, flag_value(argc, argv, i), 1, 1 << 24);
+      } else {
+        throw InvalidArgument("unknown option '" + a + "'");
+      }
+    }
+    if (ids_path.empty()) throw InvalidArgument("--ids-file is required");
+    if (out_path.empty()) throw InvalidArgument("--logits is required");
+    model_path = resolve_model(ef);
+    ids = read_ids_file(ids_path);
+    if (ef.ctx != 0 && ef.ctx < static_cast<int>(ids.size())) {
+      throw InvalidArgument("--ids-file holds " + std::to_string(ids.size()) + " tokens, more than --ctx " +
+                            std::to_string(ef.ctx));
+    }
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm eval: error: %s\n", e.what());
+    return 2;
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto model = open_model(model_path, ef, ef.ctx != 0 ? ef.ctx : static_cast<int>(ids.size()));
+  const int V = model->config().n_vocab;
+  for (int32_t id : ids) {
+    if (id >= V) {
+      std::fprintf(stderr, "pipellm eval: error: token id %d is outside the vocabulary of %d\n", id, V);
+      return 2;
+    }
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  const int n = static_cast<int>(ids.size());
+  const int chunk = batch > 0 ? batch : n;
+  std::vector<float> all, part;
+  all.reserve(static_cast<size_t>(n) * static_cast<size_t>(V));
+  for (int i = 0; i < n; i += chunk) {
+    const int m = std::min(chunk, n - i);
+    std::vector<int32_t> toks(ids.begin() + i, ids.begin() + i + m);
+    model->stage().forward(Batch::sequence(toks, i, 0, true), part);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+
+  FILE* f = std::fopen(out_path.c_str(), "wb");
+  if (f == nullptr) throw Error("cannot write '" + out_path + "'");
+  const size_t written = std::fwrite(all.data(), sizeof(float), all.size(), f);
+  const bool closed = std::fclose(f) == 0;
+  if (written != all.size() || !closed) throw Error("writing '" + out_path + "' failed");
+  const double load_s = std::chrono::duration<double>(t1 - t0).count();
+  const double eval_s = std::chrono::duration<double>(t2 - t1).count();
+  std::fprintf(stderr, "eval: %d tokens x %d logits -> %s | load %.0f ms | %.1f tok/s (%d threads)\n", n, V,
+               out_path.c_str(), load_s * 1e3, n / eval_s, model->pool().size());
+  return 0;
+}
+
+}  // namespace pipellm::cli

@@ -1,0 +1,249 @@
+// `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine.
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "engine/runtime/generator.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/util/error.h"
+
+namespace pipellm::cli {
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: pipellm generate [-m FILE] (-p PROMPT | --ids-file F) [options]\n"
+               "  -p, --prompt TEXT   prompt text (tokenized with the model's tokenizer)\n"
+               "  --ids-file F        prompt as whitespace-separated token ids (no tokenizer needed)\n"
+               "  --print-ids         print the generated ids on one line instead of text\n"
+               "  -n, --n-predict N   tokens to generate (default 128)\n"
+               "  --temp T            temperature; 0 = greedy (default 0.8)\n"
+               "  --top-k K           (default 40; 0 = off)\n"
+               "  --top-p P           (default 0.95; 1 = off)\n"
+               "  --min-p M           (default 0.05; 0 = off)\n"
+               "  --repeat-penalty R  (default 1.0 = off)   --repeat-last-n N (default 64)\n"
+               "  --presence-penalty X  --frequency-penalty X  (default 0)\n"
+               "  --sampler-chain S   order of top_k,top_p,min_p,temperature (default in that order)\n"
+               "  --seed S            random seed (default: random, printed on stderr)\n"
+               "  --stop STR          stop when STR appears (repeatable; not printed)\n"
+               "  --ignore-eos        do not stop at end-of-generation tokens\n"
+               "  --no-special        do not add BOS (and other special tokens) to the prompt\n"
+               "  --chat              wrap the prompt as one user turn of a chat (needs the tokenizer's template)\n"
+               "  --json              print one JSON object at the end instead of streaming\n%s",
+               engine_flags_help());
+}
+
+// Streams the text of generated ids: decodes prompt+generated and prints what is new, holding back
+// an incomplete UTF-8 sequence at the end.
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tok, std::vector<int32_t> prompt)
+      : tok_(tok), ids_(std::move(prompt)), base_(tok.decode(ids_).size()) {}
+
+  std::string push(int32_t id) {
+    ids_.push_back(id);
+    const std::string full = tok_.decode(ids_);
+    if (full.size() <= base_ + shown_) return "";
+    size_t end = full.size();
+    // Hold back a trailing partial UTF-8 sequence.
+    size_t k = end;
+    int back = 0;
+    while (k > base_ + shown_ && back < 4 && (static_cast<unsigned char>(full[k - 1]) & 0xc0) == 0x80) {
+      --k;
+      ++back;
+    }
+    if (k > base_ + shown_) {
+      const auto lead = static_cast<unsigned char>(full[k - 1]);
+      const int need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+      if (need > 1 && back + 1 < need) end = k - 1;
+    }
+    std::string out = full.substr(base_ + shown_, end - base_ - shown_);
+    shown_ += out.size();
+    return out;
+  }
+
+ private:
+  const Tokenizer& tok_;
+  std::vector<int32_t> ids_;
+  size_t base_;
+  size_t shown_ = 0;
+};
+
+struct Options {
+  EngineFlags engine;
+  std::string prompt;
+  bool have_prompt = false;
+  std::string ids_file;
+  bool print_ids = false;
+  bool json = false;
+  bool chat = false;
+  bool ignore_eos = false;
+  bool add_special = true;
+  bool seed_given = false;
+  GenerationRequest req;
+};
+
+Options parse(int argc, char** argv, bool& help) {
+  Options o;
+  o.req.max_tokens = 128;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    SamplerParams& s = o.req.sampling;
+    if (a == "-h" || a == "--help") {
+      help = true;
+      return o;
+    } else if (parse_engine_flag(argc, argv, i, o.engine)) {
+    } else if (a == "-p" || a == "--prompt") {
+      o.prompt = flag_value(argc, argv, i);
+      o.have_prompt = true;
+    } else if (a == "--ids-file") {
+      o.ids_file = flag_value(argc, argv, i);
+    } else if (a == "--print-ids") {
+      o.print_ids = true;
+    } else if (a == "-n" || a == "--n-predict") {
+      o.req.max_tokens = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
+    } else if (a == "--temp") {
+      s.temperature = parse_float(a, flag_value(argc, argv, i), 0.0f, 100.0f);
+    } else if (a == "--top-k") {
+      s.top_k = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
+    } else if (a == "--top-p") {
+      s.top_p = parse_float(a, flag_value(argc, argv, i), 1e-6f, 1.0f);
+    } else if (a == "--min-p") {
+      s.min_p = parse_float(a, flag_value(argc, argv, i), 0.0f, 1.0f);
+    } else if (a == "--repeat-penalty") {
+      s.repeat_penalty = parse_float(a, flag_value(argc, argv, i), 1e-3f, 100.0f);
+    } else if (a == "--repeat-last-n") {
+      s.penalty_last_n = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
+    } else if (a == "--presence-penalty") {
+      s.presence_penalty = parse_float(a, flag_value(argc, argv, i), -100.0f, 100.0f);
+    } else if (a == "--frequency-penalty") {
+      s.frequency_penalty = parse_float(a, flag_value(argc, argv, i), -100.0f, 100.0f);
+    } else if (a == "--sampler-chain") {
+      s.chain = SamplerParams::parse_chain(flag_value(argc, argv, i));
+    } else if (a == "--seed") {
+      s.seed = parse_u64(a, flag_value(argc, argv, i));
+      o.seed_given = true;
+    } else if (a == "--stop") {
+      o.req.stop_strings.push_back(flag_value(argc, argv, i));
+    } else if (a == "--ignore-eos") {
+      o.ignore_eos = true;
+    } else if (a == "--no-special") {
+      o.add_special = false;
+    } else if (a == "--chat") {
+      o.chat = true;
+    } else if (a == "--json") {
+      o.json = true;
+    } else {
+      throw InvalidArgument("unknown option '" + a + "'");
+    }
+  }
+  if (o.have_prompt == !o.ids_file.empty()) throw InvalidArgument("give exactly one of -p PROMPT and --ids-file F");
+  if (o.chat && !o.ids_file.empty()) throw InvalidArgument("--chat needs a text prompt (-p)");
+  if (!o.seed_given) o.req.sampling.seed = std::random_device{}();
+  o.req.sampling.validate();
+  return o;
+}
+
+std::string ids_line(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+  return s;
+}
+
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  Options o;
+  std::string model_path;
+  try {
+    bool help = false;
+    o = parse(argc, argv, help);
+    if (help) {
+      usage(stdout);
+      return 0;
+    }
+    model_path = resolve_model(o.engine);
+    if (!o.ids_file.empty()) o.req.prompt = read_ids_file(o.ids_file);
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm generate: error: %s\n", e.what());
+    return 2;
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const int n_ctx = o.engine.ctx != 0 ? o.engine.ctx : 4096;
+  auto model = open_model(model_path, o.engine, n_ctx);
+  std::unique_ptr<Tokenizer> tok;
+  if (o.have_prompt || !o.print_ids) tok = Tokenizer::from_gguf(model->file());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  try {
+    if (o.have_prompt) {
+      if (o.chat) throw InvalidArgument("--chat: chat templates are not available in this build yet");
+      o.req.prompt = tok->encode(o.prompt, o.add_special, /*parse_special=*/true);
+    }
+    const int V = model->config().n_vocab;
+    for (int32_t id : o.req.prompt) {
+      if (id >= V) throw InvalidArgument("prompt token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+    if (static_cast<int>(o.req.prompt.size()) >= n_ctx) {
+      throw InvalidArgument("the prompt has " + std::to_string(o.req.prompt.size()) +
+                            " tokens; the context holds " + std::to_string(n_ctx) + " (raise --ctx)");
+    }
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm generate: error: %s\n", e.what());
+    return 2;
+  }
+
+  TextHooks hooks;
+  std::unique_ptr<TextStream> stream;
+  const GgufFile& file = model->file();
+  if (!o.ignore_eos) {
+    if (tok) {
+      hooks.is_eog = [&](int32_t id) { return tok->is_eog(id); };
+    } else {
+      const int64_t eos = file.has("tokenizer.ggml.eos_token_id") ? file.get_i64("tokenizer.ggml.eos_token_id") : -1;
+      const int64_t eot = file.has("tokenizer.ggml.eot_token_id") ? file.get_i64("tokenizer.ggml.eot_token_id") : -1;
+      hooks.is_eog = [eos, eot](int32_t id) { return id == eos || id == eot; };
+    }
+  }
+  if (tok) {
+    stream = std::make_unique<TextStream>(*tok, o.req.prompt);
+    hooks.piece = [&](int32_t id) { return stream->push(id); };
+  }
+  const bool stream_text = !o.json && !o.print_ids;
+  const GenerationResult res =
+      generate(model->stage(), 0, o.req, hooks, [&](int32_t, const std::string& text) {
+        if (stream_text && !text.empty()) {
+          std::fwrite(text.data(), 1, text.size(), stdout);
+          std::fflush(stdout);
+        }
+        return true;
+      });
+
+  const double prompt_tps = res.n_prompt / std::max(res.prompt_seconds, 1e-9);
+  const double gen_tps = static_cast<double>(res.tokens.size()) / std::max(res.gen_seconds, 1e-9);
+  if (o.print_ids) {
+    std::printf("%s\n", ids_line(res.tokens).c_str());
+  } else if (o.json) {
+    std::printf(
+        "{\"text\": %s, \"tokens\": [%s], \"n_prompt\": %d, \"n_generated\": %zu, \"stop_reason\": \"%s\", "
+        "\"seed\": %llu, \"load_ms\": %.1f, \"prompt_tok_s\": %.2f, \"gen_tok_s\": %.2f, \"threads\": %d}\n",
+        json_string(res.text).c_str(), ids_line(res.tokens).c_str(), res.n_prompt, res.tokens.size(),
+        stop_reason_name(res.reason), static_cast<unsigned long long>(o.req.sampling.seed), load_s * 1e3, prompt_tps,
+        gen_tps, model->pool().size());
+  } else {
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "load: %.0f ms | prompt: %d tokens, %.1f tok/s | generation: %zu tokens, %.1f tok/s | stop: %s | "
+               "seed %llu, %d threads\n",
+               load_s * 1e3, res.n_prompt, prompt_tps, res.tokens.size(), gen_tps, stop_reason_name(res.reason),
+               static_cast<unsigned long long>(o.req.sampling.seed), model->pool().size());
+  return 0;
+}
+
+}  // namespace pipellm::cli

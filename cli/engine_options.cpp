@@ -1,0 +1,178 @@
+#include "cli/engine_options.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/util/error.h"
+
+namespace pipellm::cli {
+
+const char* engine_flags_help() {
+  return "  -m FILE            GGUF model (default: the repository's models/default.gguf)\n"
+         "  --threads N        CPU threads (default: one per hardware thread)\n"
+         "  --ctx N            context length in tokens\n"
+         "  --kv-type T        KV cache element type: f16 (default) or f32\n"
+         "  --device D         cpu (default)\n";
+}
+
+std::string flag_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) throw InvalidArgument(std::string(argv[i]) + " needs a value");
+  return argv[++i];
+}
+
+int parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size() || x < lo || x > hi) {
+    throw InvalidArgument(flag + ": '" + v + "' is not an integer in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "]");
+  }
+  return static_cast<int>(x);
+}
+
+uint64_t parse_u64(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  unsigned long long x = 0;
+  try {
+    x = std::stoull(v, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size() || v[0] == '-') {
+    throw InvalidArgument(flag + ": '" + v + "' is not a non-negative integer");
+  }
+  return x;
+}
+
+float parse_float(const std::string& flag, const std::string& v, float lo, float hi) {
+  size_t used = 0;
+  float x = 0.0f;
+  try {
+    x = std::stof(v, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size() || !std::isfinite(x) || x < lo || x > hi) {
+    throw InvalidArgument(flag + ": '" + v + "' is not a number in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "]");
+  }
+  return x;
+}
+
+bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
+  const std::string a = argv[i];
+  if (a == "-m" || a == "--model") {
+    f.model = flag_value(argc, argv, i);
+  } else if (a == "--threads" || a == "-t") {
+    f.threads = parse_int(a, flag_value(argc, argv, i), 1, 1024);
+  } else if (a == "--ctx" || a == "-c") {
+    f.ctx = parse_int(a, flag_value(argc, argv, i), 1, 1 << 24);
+  } else if (a == "--kv-type") {
+    const std::string v = flag_value(argc, argv, i);
+    if (v == "f16") {
+      f.kv_type = TensorType::F16;
+    } else if (v == "f32") {
+      f.kv_type = TensorType::F32;
+    } else {
+      throw InvalidArgument("--kv-type: '" + v + "' is not f16 or f32");
+    }
+  } else if (a == "--device") {
+    f.device = flag_value(argc, argv, i);
+    if (f.device != "cpu") {
+      throw InvalidArgument("--device: '" + f.device + "' is not available in this command (use cpu)");
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+std::string default_model_path() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    // <repo>/<build>/cli/pipellm -> <repo>/models; an installed <prefix>/bin/pipellm -> <prefix>/models.
+    const auto exe_dir = exe.parent_path();
+    for (const auto& root : {exe_dir.parent_path().parent_path(), exe_dir.parent_path()}) {
+      const auto candidate = root / "models" / "default.gguf";
+      if (std::filesystem::is_regular_file(candidate, ec)) return candidate.string();
+    }
+  }
+#ifdef PIPELLM_DEFAULT_MODEL
+  return PIPELLM_DEFAULT_MODEL;
+#else
+  return "models/default.gguf";
+#endif
+}
+
+std::string resolve_model(const EngineFlags& f) {
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw InvalidArgument("model file '" + path + "' does not exist" +
+                          (f.model.empty() ? " (the default model; pass -m FILE)" : ""));
+  }
+  return path;
+}
+
+std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags& f, int n_ctx, int n_slots) {
+  CpuModelOptions opt;
+  opt.n_threads = f.threads;
+  opt.stage.n_ctx = n_ctx;
+  opt.stage.n_slots = n_slots;
+  opt.stage.kv_type = f.kv_type;
+  return CpuModel::open(path, opt);
+}
+
+std::vector<int32_t> read_ids_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("--ids-file: cannot open '" + path + "'");
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) ids.push_back(parse_int("--ids-file " + path, word, 0, INT32_MAX));
+  if (ids.empty()) throw InvalidArgument("--ids-file: '" + path + "' holds no token ids");
+  return ids;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      // Copy a well-formed UTF-8 sequence; replace a stray byte with U+FFFD.
+      const int len = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+      bool ok = len > 0 && i + static_cast<size_t>(len) <= s.size();
+      for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0xc0) == 0x80;
+      if (ok) {
+        out.append(s, i, static_cast<size_t>(len));
+        i += static_cast<size_t>(len) - 1;
+      } else {
+        out += "\\ufffd";
+      }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace pipellm::cli

@@ -1,0 +1,49 @@
+// Flags shared by the engine commands (generate, eval, bench): model path, threads, context,
+// KV cache type, device; plus value parsing that reports bad values as usage errors (exit 2).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/cpu/cpu_model.h"
+
+namespace pipellm::cli {
+
+struct EngineFlags {
+  std::string model;          // empty: the default model
+  int threads = 0;            // 0: one per hardware thread
+  int ctx = 0;                // 0: the command's default
+  TensorType kv_type = TensorType::F16;
+  std::string device = "cpu";
+};
+
+// Help text for the shared flags.
+const char* engine_flags_help();
+
+// If argv[i] is a shared flag, consumes it (and its value, advancing i) and returns true.
+// Throws InvalidArgument for a bad value.
+bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f);
+
+// The model shipped with the repository: <exe dir>/../models/default.gguf or, failing that,
+// <source dir>/models/default.gguf (compile definition PIPELLM_DEFAULT_MODEL).
+std::string default_model_path();
+
+// The model to open (flag or default); throws InvalidArgument when the file does not exist.
+std::string resolve_model(const EngineFlags& f);
+
+// Opens the model on the requested device (CPU only for now) with n_ctx positions.
+std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags& f, int n_ctx, int n_slots = 1);
+
+// The value after a flag, or InvalidArgument "FLAG needs a value".
+std::string flag_value(int argc, char** argv, int& i);
+int parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi);
+uint64_t parse_u64(const std::string& flag, const std::string& v);
+float parse_float(const std::string& flag, const std::string& v, float lo, float hi);
+
+// Whitespace-separated token ids; throws InvalidArgument (missing file, not a number).
+std::vector<int32_t> read_ids_file(const std::string& path);
+
+// s as a JSON string literal (quotes included; control characters and invalid UTF-8 escaped).
+std::string json_string(const std::string& s);
+
+}  // namespace pipellm::cli
