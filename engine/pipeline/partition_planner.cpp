@@ -1,0 +1,302 @@
+#include "engine/pipeline/partition_planner.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+
+namespace pipellm {
+
+ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv) {
+  ModelSizes m;
+  m.layer_bytes.assign(static_cast<size_t>(c.n_layer), 0);
+  const TensorView* embd = f.find_tensor("token_embd.weight");
+  for (const TensorView& t : f.tensors()) {
+    if (t.name.rfind("blk.", 0) == 0) {
+      const size_t dot = t.name.find('.', 4);
+      int il = -1;
+      try {
+        il = std::stoi(t.name.substr(4, dot - 4));
+      } catch (const std::exception&) {
+        il = -1;
+      }
+      if (il >= 0 && il < c.n_layer) m.layer_bytes[static_cast<size_t>(il)] += t.nbytes;
+    } else if (t.name == "output_norm.weight" || t.name == "output.weight") {
+      m.output_bytes += t.nbytes;
+    }
+  }
+  if (embd != nullptr) {
+    m.embd_bytes = embd->nbytes;
+    m.embd_row_bytes = embd->row_bytes();
+    if (c.tied_output) {
+      m.output_bytes += embd->nbytes;
+      m.tied_output = true;
+    }
+  }
+  const uint64_t elem = kv == KvType::F16 ? 2 : 4;
+  m.kv_bytes_per_token = elem * static_cast<uint64_t>(c.k_dim() + c.v_dim());
+  return m;
+}
+
+PlanInput PlanInput::from_config(const PipelineConfig& c) {
+  PlanInput in;
+  in.n_stages = c.n_stages();
+  for (const auto& s : c.stages) {
+    in.budgets.push_back(s.memory_bytes);
+    if (s.layers) in.explicit_layers.push_back(*s.layers);
+  }
+  in.kv_positions = static_cast<uint64_t>(c.context_length) * static_cast<uint64_t>(c.max_sequences);
+  in.scratch_bytes = c.scratch_bytes;
+  return in;
+}
+
+uint64_t PartitionPlan::bottleneck() const {
+  uint64_t m = 0;
+  for (const auto& s : stages) m = std::max(m, s.read_bytes);
+  return m;
+}
+
+double PartitionPlan::balance() const {
+  if (stages.empty() || bottleneck() == 0) return 1.0;
+  double sum = 0.0;
+  for (const auto& s : stages) sum += static_cast<double>(s.read_bytes);
+  return sum / static_cast<double>(stages.size()) / static_cast<double>(bottleneck());
+}
+
+std::string format_bytes(uint64_t b) {
+  char buf[64];
+  const double v = static_cast<double>(b);
+  if (b >= (1ull << 30)) {
+    std::snprintf(buf, sizeof buf, "%.2f GiB", v / 1073741824.0);
+  } else if (b >= (1ull << 20)) {
+    std::snprintf(buf, sizeof buf, "%.2f MiB", v / 1048576.0);
+  } else if (b >= (1ull << 10)) {
+    std::snprintf(buf, sizeof buf, "%.1f KiB", v / 1024.0);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  }
+  return buf;
+}
+
+namespace {
+
+class Costs {
+ public:
+  Costs(const ModelSizes& m, const PlanInput& in) : m_(m), in_(in), prefix_(m.layer_bytes.size() + 1, 0) {
+    for (size_t i = 0; i < m.layer_bytes.size(); ++i) prefix_[i + 1] = prefix_[i] + m.layer_bytes[i];
+  }
+
+  StagePlan stage(int s, int first, int last) const {
+    StagePlan p;
+    p.first = first;
+    p.last = last;
+    p.has_embeddings = s == 0;
+    p.has_output = s == in_.n_stages - 1;
+    const uint64_t layers = prefix_[static_cast<size_t>(last)] - prefix_[static_cast<size_t>(first)];
+    p.weight_bytes = layers;
+    p.read_bytes = layers;
+    if (p.has_embeddings) {
+      p.weight_bytes += m_.embd_bytes;
+      p.read_bytes += m_.embd_row_bytes;
+    }
+    if (p.has_output) {
+      // A tied head shares token_embd with the first stage when both are the same rank.
+      const bool shared = p.has_embeddings && m_.tied_output;
+      p.weight_bytes += shared ? m_.output_bytes - m_.embd_bytes : m_.output_bytes;
+      p.read_bytes += m_.output_bytes;
+    }
+    p.kv_bytes = static_cast<uint64_t>(last - first) * m_.kv_bytes_per_token * in_.kv_positions;
+    p.scratch_bytes = in_.scratch_bytes;
+    p.budget = budget(s);
+    return p;
+  }
+
+  bool fits(const StagePlan& p) const { return p.budget == 0 || p.total() <= p.budget; }
+  uint64_t budget(int s) const {
+    return static_cast<size_t>(s) < in_.budgets.size() ? in_.budgets[static_cast<size_t>(s)] : 0;
+  }
+
+ private:
+  const ModelSizes& m_;
+  const PlanInput& in_;
+  std::vector<uint64_t> prefix_;
+};
+
+std::string stage_over_budget(int s, const StagePlan& p) {
+  std::ostringstream os;
+  os << "stage " << s << " (layers [" << p.first << ", " << p.last << ")) needs " << format_bytes(p.total())
+     << " (weights " << format_bytes(p.weight_bytes) << ", KV " << format_bytes(p.kv_bytes) << ", scratch "
+     << format_bytes(p.scratch_bytes) << ") but its budget is " << format_bytes(p.budget);
+  return os.str();
+}
+
+PartitionPlan check_explicit(const ModelSizes& m, const PlanInput& in, const Costs& costs) {
+  if (static_cast<int>(in.explicit_layers.size()) != in.n_stages) {
+    throw InvalidArgument("plan: " + std::to_string(in.explicit_layers.size()) + " explicit layer ranges for " +
+                          std::to_string(in.n_stages) + " stages");
+  }
+  PartitionPlan plan;
+  plan.explicit_split = true;
+  int expect = 0;
+  for (int s = 0; s < in.n_stages; ++s) {
+    const auto [a, b] = in.explicit_layers[static_cast<size_t>(s)];
+    if (a != expect || b < a) {
+      throw InvalidArgument("plan: stage " + std::to_string(s) + " layers [" + std::to_string(a) + ", " +
+                            std::to_string(b) + ") do not continue from layer " + std::to_string(expect));
+    }
+    if (b > m.n_layer()) {
+      throw InvalidArgument("plan: stage " + std::to_string(s) + " layers [" + std::to_string(a) + ", " +
+                            std::to_string(b) + ") go beyond the model's " + std::to_string(m.n_layer()) + " layers");
+    }
+    expect = b;
+    plan.stages.push_back(costs.stage(s, a, b));
+    if (!costs.fits(plan.stages.back())) throw InvalidArgument("plan: " + stage_over_budget(s, plan.stages.back()));
+  }
+  if (expect != m.n_layer()) {
+    throw InvalidArgument("plan: the explicit split covers layers [0, " + std::to_string(expect) + ") but the model has " +
+                          std::to_string(m.n_layer()));
+  }
+  return plan;
+}
+
+[[noreturn]] void explain_impossible(const ModelSizes& m, const PlanInput& in, const Costs& costs) {
+  // Total demand against total budget, when every budget is finite.
+  bool all_finite = true;
+  uint64_t total_budget = 0;
+  for (int s = 0; s < in.n_stages; ++s) {
+    all_finite = all_finite && costs.budget(s) != 0;
+    total_budget += costs.budget(s);
+  }
+  uint64_t need = 0;
+  for (int s = 0; s < in.n_stages; ++s) {
+    const StagePlan p = costs.stage(s, 0, 0);
+    need += p.total();
+  }
+  const StagePlan all = costs.stage(-1, 0, m.n_layer());  // layers + KV only (neither first nor last)
+  need += all.weight_bytes + all.kv_bytes;
+  std::ostringstream os;
+  os << "plan: no split of " << m.n_layer() << " layers over " << in.n_stages << " stages fits: ";
+  if (all_finite && need > total_budget) {
+    os << "the model needs " << format_bytes(need) << " in all (weights, KV cache at " << in.kv_positions
+       << " positions, scratch) but the budgets add up to " << format_bytes(total_budget);
+  } else {
+    // Find a stage that cannot hold even its fixed parts and its lightest layer.
+    const uint64_t lightest = *std::min_element(m.layer_bytes.begin(), m.layer_bytes.end());
+    bool named = false;
+    for (int s = 0; s < in.n_stages && !named; ++s) {
+      StagePlan p = costs.stage(s, 0, 0);
+      p.weight_bytes += lightest;
+      p.kv_bytes = m.kv_bytes_per_token * in.kv_positions;
+      if (!costs.fits(p)) {
+        os << "stage " << s << " cannot hold even one layer: " << stage_over_budget(s, p).substr(std::to_string(s).size() + 7);
+        named = true;
+      }
+    }
+    if (!named) os << "the layers cannot be cut into contiguous ranges that each fit their stage's budget";
+  }
+  throw InvalidArgument(os.str());
+}
+
+}  // namespace
+
+PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in) {
+  const int S = in.n_stages, L = m.n_layer();
+  if (S < 1) throw InvalidArgument("plan: need at least one stage");
+  if (L < 1) throw InvalidArgument("plan: the model has no layers");
+  Costs costs(m, in);
+  if (!in.explicit_layers.empty()) return check_explicit(m, in, costs);
+  if (S > L) {
+    throw InvalidArgument("plan: " + std::to_string(S) + " stages but the model has only " + std::to_string(L) +
+                          " layers (give an explicit `layers:` split to allow a stage without layers)");
+  }
+
+  // Pass 1: the smallest achievable bottleneck. best[s][i]: stages 0..s hold layers [0, i).
+  constexpr uint64_t kInf = std::numeric_limits<uint64_t>::max();
+  const size_t W = static_cast<size_t>(L) + 1;
+  std::vector<uint64_t> best(static_cast<size_t>(S) * W, kInf);
+  auto at = [&](std::vector<uint64_t>& v, int s, int i) -> uint64_t& { return v[static_cast<size_t>(s) * W + static_cast<size_t>(i)]; };
+  for (int s = 0; s < S; ++s) {
+    for (int i = s + 1; i <= L - (S - 1 - s); ++i) {
+      for (int j = s; j < i; ++j) {
+        const uint64_t prev = s == 0 ? (j == 0 ? 0 : kInf) : at(best, s - 1, j);
+        if (prev == kInf) continue;
+        const StagePlan p = costs.stage(s, j, i);
+        if (!costs.fits(p)) continue;
+        at(best, s, i) = std::min(at(best, s, i), std::max(prev, p.read_bytes));
+      }
+    }
+  }
+  const uint64_t bottleneck = at(best, S - 1, L);
+  if (bottleneck == kInf) explain_impossible(m, in, costs);
+
+  // Pass 2: among splits whose stages all stay within the bottleneck, the smallest sum of squares
+  // (in units of the bottleneck, as doubles). Ties keep the first j found, i.e. the earliest cut.
+  const double unit = bottleneck == 0 ? 1.0 : static_cast<double>(bottleneck);
+  std::vector<double> sq(static_cast<size_t>(S) * W, std::numeric_limits<double>::infinity());
+  std::vector<int> from(static_cast<size_t>(S) * W, -1);
+  for (int s = 0; s < S; ++s) {
+    for (int i = s + 1; i <= L - (S - 1 - s); ++i) {
+      const size_t k = static_cast<size_t>(s) * W + static_cast<size_t>(i);
+      for (int j = s; j < i; ++j) {
+        const double prev = s == 0 ? (j == 0 ? 0.0 : std::numeric_limits<double>::infinity())
+                                   : sq[static_cast<size_t>(s - 1) * W + static_cast<size_t>(j)];
+        if (prev == std::numeric_limits<double>::infinity()) continue;
+        const StagePlan p = costs.stage(s, j, i);
+        if (!costs.fits(p) || p.read_bytes > bottleneck) continue;
+        const double r = static_cast<double>(p.read_bytes) / unit;
+        const double v = prev + r * r;
+        if (v < sq[k] - 1e-12) {
+          sq[k] = v;
+          from[k] = j;
+        }
+      }
+    }
+  }
+  PartitionPlan plan;
+  std::vector<int> cuts(static_cast<size_t>(S) + 1, 0);
+  cuts[static_cast<size_t>(S)] = L;
+  for (int s = S - 1; s >= 0; --s) {
+    const int j = from[static_cast<size_t>(s) * W + static_cast<size_t>(cuts[static_cast<size_t>(s) + 1])];
+    if (j < 0) explain_impossible(m, in, costs);  // unreachable: pass 1 found a split
+    cuts[static_cast<size_t>(s)] = j;
+  }
+  for (int s = 0; s < S; ++s) plan.stages.push_back(costs.stage(s, cuts[static_cast<size_t>(s)], cuts[static_cast<size_t>(s) + 1]));
+  return plan;
+}
+
+std::string format_plan(const PartitionPlan& p) {
+  std::ostringstream os;
+  os << (p.explicit_split ? "explicit split" : "planned split") << ", " << p.stages.size() << " stage"
+     << (p.stages.size() == 1 ? "" : "s") << ", bottleneck " << format_bytes(p.bottleneck()) << " read per token, balance ";
+  char bal[32];
+  std::snprintf(bal, sizeof bal, "%.3f", p.balance());
+  os << bal << "\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-6s %-12s %-5s %12s %12s %12s %12s %12s %12s\n", "stage", "layers", "parts",
+                "read/token", "weights", "KV cache", "scratch", "budget", "headroom");
+  os << line;
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const StagePlan& st = p.stages[s];
+    const std::string range = "[" + std::to_string(st.first) + ", " + std::to_string(st.last) + ")";
+    std::string parts = std::string(st.has_embeddings ? "E" : "") + (st.has_output ? "O" : "");
+    if (parts.empty()) parts = "-";
+    const std::string budget = st.budget == 0 ? "unlimited" : format_bytes(st.budget);
+    std::string head = "-";
+    if (st.budget != 0) {
+      const int64_t h = st.headroom();
+      head = (h < 0 ? "-" : "") + format_bytes(static_cast<uint64_t>(h < 0 ? -h : h));
+    }
+    std::snprintf(line, sizeof line, "%-6zu %-12s %-5s %12s %12s %12s %12s %12s %12s\n", s, range.c_str(),
+                  parts.c_str(), format_bytes(st.read_bytes).c_str(), format_bytes(st.weight_bytes).c_str(),
+                  format_bytes(st.kv_bytes).c_str(), format_bytes(st.scratch_bytes).c_str(), budget.c_str(),
+                  head.c_str());
+    os << line;
+  }
+  os << "parts: E = token embeddings, O = output norm and head\n";
+  return os.str();
+}
+
+}  // namespace pipellm

@@ -1,0 +1,74 @@
+// The layer partition: which contiguous layers each pipeline stage holds.
+//
+// Per-stage time is modelled as bytes of weights read per decoded token (decode is memory-bound):
+// the stage's layers, plus one embedding row on the first stage and the output head on the last.
+// Memory of a stage = its weights (the whole token_embd on the first stage, output_norm + output
+// on the last; a tied output counts token_embd again on the last stage unless it is also the
+// first) + its layers' KV cache at the configured context and sequence count + a scratch reserve.
+//
+// The planner minimises the slowest stage's time subject to every stage fitting its budget and
+// holding at least one layer; among splits with the same slowest stage it minimises the sum of
+// squared stage times (the most even one); remaining ties go to the split that puts layers
+// earlier. An explicit split (config `layers:`) is checked against the budgets instead.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/pipeline/pipeline_config.h"
+
+namespace pipellm {
+
+class GgufFile;
+struct ModelConfig;
+
+struct ModelSizes {
+  std::vector<uint64_t> layer_bytes;  // weight bytes of each layer (all read per token)
+  uint64_t embd_bytes = 0;            // token_embd, whole tensor
+  uint64_t embd_row_bytes = 0;        // one row of it (read per token)
+  uint64_t output_bytes = 0;          // output_norm + output (token_embd when tied)
+  uint64_t kv_bytes_per_token = 0;    // K + V of one layer for one position
+  bool tied_output = false;           // output_bytes includes token_embd (shared with stage 0 if one)
+
+  int n_layer() const { return static_cast<int>(layer_bytes.size()); }
+  static ModelSizes from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv);
+};
+
+struct PlanInput {
+  int n_stages = 1;
+  std::vector<uint64_t> budgets;  // per stage; 0 = unlimited
+  uint64_t kv_positions = 0;      // context_length * max_sequences
+  uint64_t scratch_bytes = 0;     // reserve per stage
+  std::vector<std::pair<int, int>> explicit_layers;  // empty: plan automatically
+
+  static PlanInput from_config(const PipelineConfig& c);
+};
+
+struct StagePlan {
+  int first = 0, last = 0;      // layers [first, last)
+  bool has_embeddings = false;  // first stage
+  bool has_output = false;      // last stage
+  uint64_t weight_bytes = 0;    // resident weights
+  uint64_t read_bytes = 0;      // per decoded token (the time model)
+  uint64_t kv_bytes = 0;
+  uint64_t scratch_bytes = 0;
+  uint64_t budget = 0;          // 0 = unlimited
+  uint64_t total() const { return weight_bytes + kv_bytes + scratch_bytes; }
+  int64_t headroom() const { return static_cast<int64_t>(budget) - static_cast<int64_t>(total()); }
+};
+
+struct PartitionPlan {
+  std::vector<StagePlan> stages;
+  bool explicit_split = false;
+  uint64_t bottleneck() const;  // max read_bytes
+  double balance() const;       // mean / max of read_bytes (1.0 = perfect)
+};
+
+// Throws InvalidArgument with the reason when no split fits (or the explicit one does not).
+PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in);
+
+// Multi-line table for `pipellm plan` and the stage worker's log.
+std::string format_plan(const PartitionPlan& p);
+std::string format_bytes(uint64_t b);
+
+}  // namespace pipellm

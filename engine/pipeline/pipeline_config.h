@@ -1,0 +1,68 @@
+// The stage configuration (`pipellm-stage --config X.yaml`, `pipellm plan --config X.yaml`).
+//
+// Every key is optional except `model` and `stages`; unknown keys and bad values are errors
+// (ConfigError) naming the file, the key and its line. Relative paths (model) resolve against
+// the config file's directory. configs/*.yaml show every key with a comment.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+class ConfigError : public InvalidArgument {
+ public:
+  using InvalidArgument::InvalidArgument;
+};
+
+enum class TransportKind { Auto, Nccl, Mpi };
+const char* transport_name(TransportKind t);
+
+enum class KvType { F16, F32 };
+const char* kv_type_name(KvType t);
+
+// One pipeline stage = one MPI rank.
+struct StageSpec {
+  std::string device = "cpu";  // "cpu" or "cuda:N"
+  int device_index = -1;       // N of cuda:N; -1 for cpu
+  uint64_t memory_bytes = 0;   // budget for weights + KV cache + scratch; 0: unlimited
+  std::string host;            // informative (multi-node): the hostfile places ranks
+  std::optional<std::pair<int, int>> layers;  // explicit [first, last)
+  int line = 0;                // line of this entry in the file (for messages)
+  bool is_gpu() const { return device_index >= 0; }
+};
+
+struct PrefetchConfig {
+  bool enabled = false;
+  int staging_buffers = 2;
+  uint64_t buffer_bytes = 256ull << 20;
+};
+
+struct PipelineConfig {
+  std::string source = "<string>";  // file name, for messages
+  std::string model;                // resolved path
+  int context_length = 2048;        // positions per sequence (KV slot)
+  int max_sequences = 4;            // KV slots
+  int micro_batches = 2;            // in flight at once
+  int max_batch_tokens = 512;       // tokens per micro-batch
+  int prefill_chunk = 256;          // prompt tokens of one sequence per micro-batch
+  KvType kv_cache_type = KvType::F16;
+  int threads = 0;                  // CPU threads per rank (0: all)
+  uint64_t scratch_bytes = 256ull << 20;  // per-stage activations/workspace reserve (planner)
+  TransportKind transport = TransportKind::Auto;
+  std::string coordinator;          // host:port; empty: the head writes to stdout
+  PrefetchConfig prefetch;
+  std::vector<StageSpec> stages;
+
+  int n_stages() const { return static_cast<int>(stages.size()); }
+  bool has_explicit_layers() const;
+
+  static PipelineConfig load(const std::string& path);
+  // `base_dir` resolves relative paths; `name` appears in messages.
+  static PipelineConfig parse(const std::string& yaml_text, const std::string& name, const std::string& base_dir);
+};
+
+}  // namespace pipellm

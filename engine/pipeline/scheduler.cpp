@@ -1,0 +1,158 @@
+#include "engine/pipeline/scheduler.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "none";
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Context: return "context";
+  }
+  return "?";
+}
+
+Scheduler::Scheduler(const SchedulerOptions& opt) : opt_(opt), slots_(static_cast<size_t>(std::max(opt.n_slots, 0))) {
+  if (opt.n_slots < 1 || opt.n_ctx < 2 || opt.micro_batches < 1 || opt.max_batch_tokens < 1 || opt.prefill_chunk < 1) {
+    throw InvalidArgument("scheduler: slots, micro-batches, batch tokens and prefill chunk must be positive (ctx >= 2)");
+  }
+}
+
+void Scheduler::submit(Request r) {
+  const std::string who = "request " + std::to_string(r.id) + ": ";
+  if (r.prompt.empty()) throw InvalidArgument(who + "empty prompt");
+  if (static_cast<int>(r.prompt.size()) >= opt_.n_ctx) {
+    throw InvalidArgument(who + "prompt of " + std::to_string(r.prompt.size()) + " tokens does not fit the context of " +
+                          std::to_string(opt_.n_ctx));
+  }
+  if (r.max_new_tokens < 1) throw InvalidArgument(who + "max_new_tokens must be at least 1");
+  queue_.push_back(std::move(r));
+}
+
+void Scheduler::admit() {
+  for (auto& s : slots_) {
+    if (queue_.empty()) return;
+    if (s) continue;
+    Seq q;
+    q.req = std::move(queue_.front());
+    queue_.pop_front();
+    q.slot = static_cast<int>(&s - slots_.data());
+    s = std::move(q);
+    ++n_active_;
+  }
+}
+
+std::optional<StepHeader> Scheduler::next_step() {
+  admit();
+  if (static_cast<int>(in_flight_.size()) >= opt_.micro_batches || n_active_ == 0) return std::nullopt;
+
+  StepHeader h;
+  h.step_id = next_step_id_;
+  std::vector<int> rows;  // slot per logits row
+  int budget = opt_.max_batch_tokens;
+
+  auto start_if_needed = [&](Seq& s) {
+    if (s.started) return;
+    s.started = true;
+    h.starts.push_back({s.slot, s.req.id, s.req.sampling});
+  };
+
+  // Decode: sequences with a sampled token waiting, least recently served first.
+  std::vector<Seq*> ready;
+  for (auto& s : slots_) {
+    if (s && prompt_done(*s) && !s->awaiting && s->next_token >= 0) ready.push_back(&*s);
+  }
+  std::stable_sort(ready.begin(), ready.end(), [](const Seq* a, const Seq* b) { return a->last_served < b->last_served; });
+  const int cap = std::max(1, (n_active_ + opt_.micro_batches - 1) / opt_.micro_batches);
+  int taken = 0;
+  for (Seq* s : ready) {
+    if (taken >= cap || budget == 0) break;
+    h.batch.add(s->next_token, s->n_fed, s->slot, true);
+    rows.push_back(s->slot);
+    s->next_token = -1;
+    ++s->n_fed;
+    s->awaiting = true;
+    s->last_served = ++serve_clock_;
+    ++taken;
+    --budget;
+  }
+
+  // Prefill: next chunk of each unfinished prompt, in slot order.
+  for (auto& s : slots_) {
+    if (budget == 0) break;
+    if (!s || prompt_done(*s)) continue;
+    start_if_needed(*s);
+    const int n_prompt = static_cast<int>(s->req.prompt.size());
+    const int n = std::min({opt_.prefill_chunk, budget, n_prompt - s->n_fed});
+    for (int i = 0; i < n; ++i) {
+      const int p = s->n_fed + i;
+      const bool last = p + 1 == n_prompt;
+      h.batch.add(s->req.prompt[static_cast<size_t>(p)], p, s->slot, last);
+      if (last) rows.push_back(s->slot);
+    }
+    s->n_fed += n;
+    if (prompt_done(*s)) s->awaiting = true;
+    budget -= n;
+  }
+
+  if (h.batch.n_tokens() == 0) return std::nullopt;
+  ++next_step_id_;
+  in_flight_.push_back(h.step_id);
+  expect_[h.step_id] = std::move(rows);
+  return h;
+}
+
+std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
+  if (in_flight_.empty() || in_flight_.front() != r.step_id) {
+    throw Error("scheduler: result for step " + std::to_string(r.step_id) + " arrived out of order (expected " +
+                (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front())) + ")");
+  }
+  in_flight_.pop_front();
+  const std::vector<int> rows = std::move(expect_[r.step_id]);
+  expect_.erase(r.step_id);
+  if (r.token.size() != rows.size()) {
+    throw Error("scheduler: step " + std::to_string(r.step_id) + " returned " + std::to_string(r.token.size()) +
+                " tokens for " + std::to_string(rows.size()) + " logits rows");
+  }
+  std::vector<TokenEvent> events;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (r.slot[i] != rows[i]) {
+      throw Error("scheduler: step " + std::to_string(r.step_id) + " row " + std::to_string(i) + " is for slot " +
+                  std::to_string(r.slot[i]) + ", expected slot " + std::to_string(rows[i]));
+    }
+    auto& opt_seq = slots_[static_cast<size_t>(rows[i])];
+    if (!opt_seq) throw Error("scheduler: result for empty slot " + std::to_string(rows[i]));
+    Seq& s = *opt_seq;
+    s.awaiting = false;
+    TokenEvent e;
+    e.seq_id = s.req.id;
+    e.token = r.token[i];
+    e.index = s.n_generated++;
+    if (r.n_vocab > 0 && !r.logits.empty()) {
+      e.logits = r.logits.data() + i * static_cast<size_t>(r.n_vocab);
+      e.n_vocab = r.n_vocab;
+    }
+    if (std::find(s.req.stop_tokens.begin(), s.req.stop_tokens.end(), e.token) != s.req.stop_tokens.end()) {
+      e.finish = FinishReason::Stop;
+    } else if (s.n_generated >= s.req.max_new_tokens) {
+      e.finish = FinishReason::Length;
+    } else if (s.n_fed >= opt_.n_ctx) {
+      e.finish = FinishReason::Context;  // the token is reported but there is no room to feed it
+    }
+    if (e.finish == FinishReason::None) {
+      s.next_token = e.token;
+    } else {
+      opt_seq.reset();
+      --n_active_;
+    }
+    events.push_back(e);
+  }
+  return events;
+}
+
+}  // namespace pipellm

@@ -1,0 +1,99 @@
+// The head rank's scheduler: continuous batching of sequences into micro-batches.
+//
+// - Requests wait in FIFO order for a free KV slot; a sequence joins at the next step boundary
+//   and leaves (its slot freed) as soon as its last token comes back.
+// - Up to `micro_batches` steps are in flight at once. A sequence in decode has at most one
+//   token in flight (the next depends on it); the decoding sequences are spread over the
+//   micro-batches (at most ceil(active / micro_batches) per step) so every stage has work.
+// - A prompt is fed in chunks of at most `prefill_chunk` tokens; its chunks may be in flight
+//   together because every stage processes steps in order (chunk k fills the KV cache before
+//   chunk k+1 reads it). Only the prompt's last token asks for logits.
+// - Each step holds at most `max_batch_tokens` tokens; decode tokens go first, then prefill.
+//
+// Pure bookkeeping: no transport, no model. The runtime asks next_step() for work, sends it down
+// the pipeline, and hands each StepResult to complete().
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "engine/pipeline/step_message.h"
+
+namespace pipellm {
+
+struct SchedulerOptions {
+  int n_slots = 1;
+  int n_ctx = 2048;
+  int micro_batches = 1;
+  int max_batch_tokens = 512;
+  int prefill_chunk = 256;
+};
+
+struct Request {
+  int64_t id = 0;
+  std::vector<int32_t> prompt;    // token ids, non-empty
+  int max_new_tokens = 16;
+  SamplingSpec sampling;
+  std::vector<int32_t> stop_tokens;  // e.g. EOS; the stop token is reported, then the sequence ends
+};
+
+enum class FinishReason { None, Length, Stop, Context };
+const char* finish_reason_name(FinishReason r);
+
+struct TokenEvent {
+  int64_t seq_id = 0;
+  int32_t token = 0;
+  int index = 0;                 // 0 for the first generated token
+  FinishReason finish = FinishReason::None;  // not None on the sequence's last token
+  const float* logits = nullptr;  // the row when the step returned logits, else null
+  int n_vocab = 0;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerOptions& opt);
+
+  // Throws InvalidArgument (empty prompt, prompt longer than the context, max_new_tokens < 1).
+  void submit(Request r);
+
+  bool has_work() const { return !queue_.empty() || n_active_ > 0; }
+  int in_flight() const { return static_cast<int>(in_flight_.size()); }
+  int active() const { return n_active_; }
+  int queued() const { return static_cast<int>(queue_.size()); }
+
+  // The next micro-batch, or nothing when no sequence can make progress now (everything is
+  // waiting for results, or micro_batches steps are already in flight).
+  std::optional<StepHeader> next_step();
+
+  // Applies the tail's answer for a step (steps complete in the order they were issued).
+  // Returns one event per sampled token of a live sequence.
+  std::vector<TokenEvent> complete(const StepResult& r);
+
+ private:
+  struct Seq {
+    Request req;
+    int slot = -1;
+    int n_fed = 0;           // tokens sent down the pipeline (prompt, then generated)
+    int n_generated = 0;
+    int32_t next_token = -1; // sampled, not yet fed
+    bool awaiting = false;   // a logits row for this sequence is in flight
+    bool started = false;    // its SequenceStart has been sent
+    uint64_t last_served = 0;
+  };
+
+  void admit();
+  bool prompt_done(const Seq& s) const { return s.n_fed >= static_cast<int>(s.req.prompt.size()); }
+
+  SchedulerOptions opt_;
+  std::deque<Request> queue_;
+  std::vector<std::optional<Seq>> slots_;
+  int n_active_ = 0;
+  int64_t next_step_id_ = 0;
+  uint64_t serve_clock_ = 0;
+  std::deque<int64_t> in_flight_;  // step ids, oldest first
+  std::map<int64_t, std::vector<int>> expect_;  // step id -> slot of each logits row
+};
+
+}  // namespace pipellm

@@ -1,0 +1,25 @@
+// Building the Stage of one pipeline rank from the config and the plan. The CPU backend lives
+// here (the engine library); the stage worker adds the CUDA backend when it is built
+// (stage_worker/stage_factory.cpp), so both plug into the same StageRunner.
+#pragma once
+#include <memory>
+
+#include "engine/cpu/cpu_stage.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+#include "engine/pipeline/partition_planner.h"
+#include "engine/pipeline/pipeline_config.h"
+
+namespace pipellm {
+
+struct StageSetup {
+  const GgufFile& file;
+  const ModelConfig& model;
+  const PipelineConfig& pipeline;
+  const StagePlan& plan;
+};
+
+CpuStageOptions cpu_stage_options(const PipelineConfig& c);
+std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool);
+
+}  // namespace pipellm

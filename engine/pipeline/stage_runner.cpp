@@ -1,0 +1,157 @@
+#include "engine/pipeline/stage_runner.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+SamplerParams sampler_params(const SamplingSpec& s) {
+  SamplerParams p;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  p.min_p = s.min_p;
+  p.repeat_penalty = s.repeat_penalty;
+  p.presence_penalty = s.presence_penalty;
+  p.frequency_penalty = s.frequency_penalty;
+  p.penalty_last_n = s.penalty_last_n;
+  p.seed = s.seed;
+  return p;
+}
+
+StageRunner::StageRunner(Stage& stage, Transport& transport)
+    : stage_(stage), transport_(transport), samplers_(static_cast<size_t>(stage.n_slots())) {
+  const int r = transport.rank(), n = transport.size();
+  if (stage.is_first() != (r == 0) || stage.is_last() != (r == n - 1)) {
+    throw InvalidArgument("stage runner: rank " + std::to_string(r) + " of " + std::to_string(n) +
+                          " got a stage that is " + (stage.is_first() ? "" : "not ") + "first and " +
+                          (stage.is_last() ? "" : "not ") + "last");
+  }
+}
+
+void StageRunner::maybe_fault(int64_t step) const {
+  if (fault_.kind == FaultInjection::Kind::None || step != fault_.at_step) return;
+  if (fault_.kind == FaultInjection::Kind::Exit) std::_Exit(3);
+  throw Error("injected fault at step " + std::to_string(step));
+}
+
+void StageRunner::apply_starts(const StepHeader& h) {
+  for (const SequenceStart& s : h.starts) {
+    if (s.slot < 0 || s.slot >= static_cast<int>(samplers_.size())) {
+      throw Error("step " + std::to_string(h.step_id) + ": sequence " + std::to_string(s.seq_id) + " starts in slot " +
+                  std::to_string(s.slot) + " outside [0, " + std::to_string(samplers_.size()) + ")");
+    }
+    samplers_[static_cast<size_t>(s.slot)] = std::make_unique<Sampler>(sampler_params(s.sampling), stage_.config().n_vocab);
+  }
+}
+
+StepResult StageRunner::sample(const StepHeader& h, const std::vector<float>& logits) {
+  const int V = stage_.config().n_vocab;
+  StepResult r;
+  r.step_id = h.step_id;
+  const Batch& b = h.batch;
+  size_t row = 0;
+  for (int i = 0; i < b.n_tokens(); ++i) {
+    const int32_t s = b.slot[static_cast<size_t>(i)];
+    Sampler* sm = samplers_[static_cast<size_t>(s)].get();
+    if (sm == nullptr) throw Error("step " + std::to_string(h.step_id) + ": slot " + std::to_string(s) + " has no sequence");
+    sm->accept(b.tokens[static_cast<size_t>(i)]);
+    if (!b.logits[static_cast<size_t>(i)]) continue;
+    const float* row_logits = logits.data() + row * static_cast<size_t>(V);
+    r.slot.push_back(s);
+    r.token.push_back(sm->sample(row_logits));
+    if (h.return_logits) r.logits.insert(r.logits.end(), row_logits, row_logits + V);
+    ++row;
+  }
+  if (h.return_logits) r.n_vocab = V;
+  if (row * static_cast<size_t>(V) != logits.size()) {
+    throw Error("step " + std::to_string(h.step_id) + ": the stage returned " + std::to_string(logits.size()) +
+                " logits for " + std::to_string(row) + " rows");
+  }
+  return r;
+}
+
+HeadStats StageRunner::run_head(Scheduler& scheduler, const TokenSink& sink, bool return_logits) {
+  if (transport_.rank() != 0) throw InvalidArgument("stage runner: run_head on rank " + std::to_string(transport_.rank()));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  HeadStats st;
+  const int tail = transport_.size() - 1;
+  const int E = stage_.config().n_embd;
+
+  auto deliver = [&](const StepResult& r) {
+    for (const TokenEvent& e : scheduler.complete(r)) {
+      if (st.first_token_seconds < 0) st.first_token_seconds = elapsed();
+      ++st.generated_tokens;
+      sink(e);
+    }
+  };
+
+  while (scheduler.has_work()) {
+    while (auto h = scheduler.next_step()) {
+      maybe_fault(h->step_id);
+      h->return_logits = return_logits;
+      ++st.steps;
+      st.tokens_fed += h->n_tokens();
+      stage_.forward(h->batch, out_);
+      if (tail == 0) {
+        apply_starts(*h);
+        deliver(sample(*h, out_));
+        continue;
+      }
+      h->width = E;
+      transport_.send_message(1, h->encode());
+      transport_.send_activations(1, out_.data(), out_.size(), MemorySpace::Host);
+    }
+    if (tail == 0) continue;
+    if (scheduler.in_flight() == 0) {
+      if (!scheduler.has_work()) break;
+      throw Error("head: the scheduler has work but issued no step");  // a scheduler bug, never a hang
+    }
+    deliver(StepResult::decode(transport_.recv_message(tail)));
+  }
+
+  if (tail > 0) {
+    StepHeader bye;
+    bye.kind = StepKind::Shutdown;
+    transport_.send_message(1, bye.encode());
+    transport_.flush();
+  }
+  st.seconds = elapsed();
+  return st;
+}
+
+void StageRunner::run_follower() {
+  const int r = transport_.rank(), n = transport_.size();
+  if (r == 0) throw InvalidArgument("stage runner: run_follower on the head rank");
+  const int E = stage_.config().n_embd;
+  for (;;) {
+    StepHeader h = StepHeader::decode(transport_.recv_message(r - 1));
+    if (h.kind == StepKind::Shutdown) {
+      if (r + 1 < n) transport_.send_message(r + 1, h.encode());
+      transport_.flush();
+      return;
+    }
+    maybe_fault(h.step_id);
+    if (h.width != E) {
+      throw Error("step " + std::to_string(h.step_id) + ": activations of width " + std::to_string(h.width) +
+                  " from rank " + std::to_string(r - 1) + ", this model's n_embd is " + std::to_string(E));
+    }
+    hidden_.resize(static_cast<size_t>(h.n_tokens()) * static_cast<size_t>(E));
+    transport_.recv_activations(r - 1, hidden_.data(), hidden_.size(), MemorySpace::Host);
+    h.batch.hidden = hidden_.data();
+    stage_.forward(h.batch, out_);
+    h.batch.hidden = nullptr;
+    if (r + 1 < n) {
+      transport_.send_message(r + 1, h.encode());
+      transport_.send_activations(r + 1, out_.data(), out_.size(), MemorySpace::Host);
+    } else {
+      apply_starts(h);
+      transport_.send_message(0, sample(h, out_).encode());
+    }
+  }
+}
+
+}  // namespace pipellm

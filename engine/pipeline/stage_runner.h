@@ -1,0 +1,69 @@
+// The per-rank loop of the pipeline, independent of the transport and of the backend.
+//
+// Rank r runs stage r. The head (rank 0) asks its Scheduler for micro-batches, runs its layers
+// and sends [header, activations] to rank 1; every later rank receives, runs its layers and
+// passes on; the tail (last rank) samples one token per logits row (engine/runtime Sampler, one
+// per KV slot, reset when a sequence starts) and sends a StepResult back to the head, which
+// hands it to the scheduler. Every rank's only blocking call is a receive, and sends never wait
+// for the receiver, so the ring head -> ... -> tail -> head cannot deadlock.
+// With one rank the head is also the tail and nothing is sent.
+//
+// The backend seam: any Stage (CpuStage now, the CUDA stage later) whose forward() takes and
+// returns host activations. Errors propagate as exceptions; the caller aborts the transport.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/model/stage.h"
+#include "engine/pipeline/scheduler.h"
+#include "engine/pipeline/transport.h"
+#include "engine/runtime/sampler.h"
+
+namespace pipellm {
+
+struct HeadStats {
+  int64_t steps = 0;
+  int64_t tokens_fed = 0;        // prompt and generated tokens sent through the pipeline
+  int64_t generated_tokens = 0;  // tokens sampled and reported
+  double seconds = 0.0;          // wall time of run_head
+  double first_token_seconds = -1.0;  // time to the first reported token
+};
+
+// A test-only fault: the rank throws (or exits without a word) when it handles step `at_step`.
+struct FaultInjection {
+  enum class Kind { None, Throw, Exit } kind = Kind::None;
+  int64_t at_step = 0;
+};
+
+SamplerParams sampler_params(const SamplingSpec& s);
+
+class StageRunner {
+ public:
+  using TokenSink = std::function<void(const TokenEvent&)>;
+
+  // `stage` must be stage number transport.rank() of transport.size().
+  StageRunner(Stage& stage, Transport& transport);
+
+  void set_fault(const FaultInjection& f) { fault_ = f; }
+
+  // Head: runs until the scheduler has no work, then sends Shutdown down the pipeline.
+  HeadStats run_head(Scheduler& scheduler, const TokenSink& sink, bool return_logits = false);
+  // Every other rank: until Shutdown arrives (forwarded to the next rank).
+  void run_follower();
+
+ private:
+  bool is_tail() const { return transport_.rank() == transport_.size() - 1; }
+  void maybe_fault(int64_t step) const;
+  void apply_starts(const StepHeader& h);
+  StepResult sample(const StepHeader& h, const std::vector<float>& logits);
+
+  Stage& stage_;
+  Transport& transport_;
+  FaultInjection fault_;
+  std::vector<std::unique_ptr<Sampler>> samplers_;  // per KV slot (tail)
+  std::vector<float> hidden_, out_;
+};
+
+}  // namespace pipellm

@@ -1,0 +1,67 @@
+// What travels along the pipeline with each micro-batch, and what comes back from the tail.
+//
+// Forward direction (rank r -> r+1): a StepHeader (serialised, a few bytes per token) followed by
+// the activations [n_tokens][width] f32 as a separate payload (so GPU transports can send them
+// from device memory). The header carries the tokens too: the tail keeps each sequence's history
+// for repetition penalties and every rank can log what it computes.
+// Backward direction (tail -> head): a StepResult with one sampled token per logits row.
+//
+// Wire format: little-endian, a magic and a version, then fixed fields and length-prefixed
+// arrays; decode() checks every length against the buffer and throws Error naming the field.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/model/batch.h"
+
+namespace pipellm {
+
+// How the tail picks tokens for one sequence. temperature <= 0: greedy (argmax).
+struct SamplingSpec {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int32_t penalty_last_n = 64;
+  uint64_t seed = 0;
+  bool operator==(const SamplingSpec& o) const;
+};
+
+// A sequence that starts in a slot with this step: the tail resets that slot's sampler.
+struct SequenceStart {
+  int32_t slot = 0;
+  int64_t seq_id = 0;
+  SamplingSpec sampling;
+};
+
+enum class StepKind : uint32_t { Forward = 1, Shutdown = 2 };
+
+struct StepHeader {
+  StepKind kind = StepKind::Forward;
+  int64_t step_id = 0;     // increasing; also the micro-batch id
+  int32_t width = 0;       // floats per activation row that follow (0 on the first hop)
+  bool return_logits = false;  // the tail sends the logits rows back too (tests, eval)
+  std::vector<SequenceStart> starts;
+  Batch batch;             // tokens, pos, slot, logits flags (hidden stays null)
+
+  int n_tokens() const { return batch.n_tokens(); }
+  std::vector<uint8_t> encode() const;
+  static StepHeader decode(const std::vector<uint8_t>& bytes);
+};
+
+struct StepResult {
+  int64_t step_id = 0;
+  std::vector<int32_t> slot;   // per logits row, in batch order
+  std::vector<int32_t> token;  // sampled id per row
+  int32_t n_vocab = 0;         // > 0 when logits are included
+  std::vector<float> logits;   // [rows][n_vocab] when requested
+
+  std::vector<uint8_t> encode() const;
+  static StepResult decode(const std::vector<uint8_t>& bytes);
+};
+
+}  // namespace pipellm
