@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "engine/runtime/generator.h"
+#include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/util/error.h"
 
@@ -35,42 +36,6 @@ void usage(FILE* out) {
                "  --json              print one JSON object at the end instead of streaming\n%s",
                engine_flags_help());
 }
-
-// Streams the text of generated ids: decodes prompt+generated and prints what is new, holding back
-// an incomplete UTF-8 sequence at the end.
-class TextStream {
- public:
-  TextStream(const Tokenizer& tok, std::vector<int32_t> prompt)
-      : tok_(tok), ids_(std::move(prompt)), base_(tok.decode(ids_).size()) {}
-
-  std::string push(int32_t id) {
-    ids_.push_back(id);
-    const std::string full = tok_.decode(ids_);
-    if (full.size() <= base_ + shown_) return "";
-    size_t end = full.size();
-    // Hold back a trailing partial UTF-8 sequence.
-    size_t k = end;
-    int back = 0;
-    while (k > base_ + shown_ && back < 4 && (static_cast<unsigned char>(full[k - 1]) & 0xc0) == 0x80) {
-      --k;
-      ++back;
-    }
-    if (k > base_ + shown_) {
-      const auto lead = static_cast<unsigned char>(full[k - 1]);
-      const int need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-      if (need > 1 && back + 1 < need) end = k - 1;
-    }
-    std::string out = full.substr(base_ + shown_, end - base_ - shown_);
-    shown_ += out.size();
-    return out;
-  }
-
- private:
-  const Tokenizer& tok_;
-  std::vector<int32_t> ids_;
-  size_t base_;
-  size_t shown_ = 0;
-};
 
 struct Options {
   EngineFlags engine;
@@ -198,7 +163,8 @@ int cmd_generate(int argc, char** argv) {
   }
 
   TextHooks hooks;
-  std::unique_ptr<TextStream> stream;
+  std::unique_ptr<StreamingDecoder> stream;
+  size_t skip = 0;
   const GgufFile& file = model->file();
   if (!o.ignore_eos) {
     if (tok) {
@@ -210,8 +176,19 @@ int cmd_generate(int argc, char** argv) {
     }
   }
   if (tok) {
-    stream = std::make_unique<TextStream>(*tok, o.req.prompt);
-    hooks.piece = [&](int32_t id) { return stream->push(id); };
+    // Primed with the prompt so that the first generated piece is rendered as a continuation.
+    // The prompt's own tail that the decoder still holds back is skipped, not printed.
+    stream = std::make_unique<StreamingDecoder>(*tok);
+    size_t primed = 0;
+    for (int32_t id : o.req.prompt) primed += stream->push(id).size();
+    skip = tok->decode(o.req.prompt).size() - std::min(primed, tok->decode(o.req.prompt).size());
+    auto drop_skipped = [&skip](std::string text) {
+      const size_t n = std::min(skip, text.size());
+      skip -= n;
+      return text.substr(n);
+    };
+    hooks.piece = [&, drop_skipped](int32_t id) { return drop_skipped(stream->push(id)); };
+    hooks.flush = [&, drop_skipped] { return drop_skipped(stream->flush()); };
   }
   const bool stream_text = !o.json && !o.print_ids;
   const GenerationResult res =

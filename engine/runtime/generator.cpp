@@ -89,7 +89,7 @@ GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, 
     model.forward(Batch::sequence({tok}, pos++, slot), logits);
   }
   if (res.reason != StopReason::StopString) {
-    const std::string rest = stops.flush();
+    const std::string rest = (hooks.flush ? stops.push(hooks.flush()) : std::string()) + stops.flush();
     if (!rest.empty()) {
       res.text += rest;
       if (on_token) on_token(-1, rest);

@@ -26,6 +26,7 @@ const char* stop_reason_name(StopReason r);
 struct TextHooks {
   std::function<bool(int32_t)> is_eog;          // end-of-generation ids (EOS, EOT, ...); null: none
   std::function<std::string(int32_t)> piece;    // streaming detokenizer; null: no text
+  std::function<std::string()> flush;           // the detokenizer's held-back tail at the end
 };
 
 // Called once per generated token with the text that became visible (may be empty). Return
