@@ -1,0 +1,408 @@
+// pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
+//
+//   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT]
+//                      [--no-f16-cache] [--skip-depth] [--skip-batched]
+//
+// With --preset the model is synthesised in memory: every tensor of the real shape and the
+// llama-quantize type mix (engine/model_gen), filled with random blocks whose fp16 scales are
+// valid, so the kernels read exactly the bytes a real file of that shape has.
+// Reports pp512, tg128 (with and without CUDA graphs), tg128 at depth 4096, batched decode
+// (64 sequences, 128-token prompts, 128 generated each), each mean +- sd over --runs runs after a
+// warm-up; bytes of weights read per decoded token, the achieved GB/s and that as a fraction
+// of the device-to-device copy bandwidth measured in the same run.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/cuda/cuda_stage.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
+#include "engine/model_gen/model_shape.h"
+#include "engine/model_gen/quant_mix.h"
+#include "kernels/cpu/fp16.h"
+#include "kernels/cuda/cuda_raii.h"
+
+namespace pipellm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Stat {
+  double mean = 0, sd = 0;
+};
+
+Stat stat_of(const std::vector<double>& v) {
+  Stat s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+// ---- synthetic model ----
+
+struct SyntheticModel {
+  ModelConfig cfg;
+  std::deque<TensorView> views;
+  std::vector<std::vector<uint8_t>> data;
+  ModelWeights weights;
+};
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void put_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
+
+void fill_random(TensorType t, std::vector<uint8_t>& buf, uint64_t seed) {
+  const auto& info = tensor_type_info(t);
+  const size_t nb = buf.size() / info.block_bytes;
+  const int nthreads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> th;
+  for (int k = 0; k < nthreads; ++k) {
+    th.emplace_back([&, k] {
+      uint64_t s = seed * 1000003 + static_cast<uint64_t>(k);
+      const size_t b0 = nb * k / nthreads, b1 = nb * (k + 1) / nthreads;
+      for (size_t b = b0; b < b1; ++b) {
+        uint8_t* p = buf.data() + b * info.block_bytes;
+        for (size_t i = 0; i < info.block_bytes; i += 8) {
+          const uint64_t r = splitmix(s);
+          std::memcpy(p + i, &r, std::min<size_t>(8, info.block_bytes - i));
+        }
+        const float u = static_cast<float>(splitmix(s) >> 40) / 16777216.0f;
+        switch (t) {
+          case TensorType::F32: {
+            const float v = (u - 0.5f) * 0.1f;
+            std::memcpy(p, &v, 4);
+            break;
+          }
+          case TensorType::F16: put_f16(p, (u - 0.5f) * 0.1f); break;
+          case TensorType::BF16: {
+            const uint16_t h = f32_to_bf16((u - 0.5f) * 0.1f);
+            std::memcpy(p, &h, 2);
+            break;
+          }
+          case TensorType::Q4_K:
+          case TensorType::Q5_K:
+          case TensorType::Q4_1:
+          case TensorType::Q5_1:
+            put_f16(p, 1e-3f * (1 + u));
+            put_f16(p + 2, 1e-3f * (1 + u));
+            break;
+          case TensorType::Q6_K: put_f16(p + 208, 1e-3f * (1 + u)); break;
+          case TensorType::Q2_K:
+            put_f16(p + 80, 1e-3f * (1 + u));
+            put_f16(p + 82, 1e-3f * (1 + u));
+            break;
+          case TensorType::Q3_K: put_f16(p + 108, 1e-3f * (1 + u)); break;
+          default: put_f16(p, 1e-3f * (1 + u)); break;
+        }
+      }
+    });
+  }
+  for (auto& x : th) x.join();
+}
+
+std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std::string& quant) {
+  const auto shape = model_preset(preset);
+  if (!shape) throw InvalidArgument("unknown preset " + preset);
+  const auto ft = file_type_from_name(quant);
+  if (!ft) throw InvalidArgument("unknown quant " + quant);
+  auto m = std::make_unique<SyntheticModel>();
+  ModelConfig& c = m->cfg;
+  c.arch = shape->arch == "qwen2" ? Arch::Qwen2 : (shape->arch == "qwen3" ? Arch::Qwen3 : Arch::Llama);
+  c.n_layer = shape->n_layer;
+  c.n_embd = shape->n_embd;
+  c.n_head = shape->n_head;
+  c.n_head_kv = shape->n_head_kv;
+  c.head_dim = c.head_dim_v = c.n_rot = shape->key_length();
+  c.n_ff = shape->n_ff;
+  c.n_vocab = shape->n_vocab;
+  c.n_ctx_train = shape->n_ctx;
+  c.rope_base = shape->rope_base;
+  c.rope_type = c.arch == Arch::Llama ? RopeType::Normal : RopeType::Neox;
+  c.rms_eps = shape->rms_eps;
+  c.has_qkv_bias = shape->has_qkv_bias();
+  c.has_qk_norm = shape->has_qk_norm();
+  c.tied_output = shape->tied_output;
+  const auto plan = plan_model_tensors(*shape, *ft);
+  uint64_t seed = 1;
+  for (const auto& p : plan) {
+    TensorView v;
+    v.name = p.name;
+    v.type = p.type;
+    v.n_dims = static_cast<int>(p.ne.size());
+    for (size_t i = 0; i < p.ne.size(); ++i) v.ne[i] = p.ne[i];
+    v.nbytes = p.nbytes();
+    m->data.emplace_back(v.nbytes);
+    fill_random(p.type, m->data.back(), seed++);
+    if (p.name.find("norm") != std::string::npos) {  // norms near 1
+      float* f = reinterpret_cast<float*>(m->data.back().data());
+      for (int64_t i = 0; i < v.n_elements(); ++i) f[i] = 1.0f + 0.01f * static_cast<float>(i % 7);
+    }
+    v.data = m->data.back().data();
+    m->views.push_back(v);
+  }
+  auto find = [&](const std::string& n) -> const TensorView* {
+    for (const auto& v : m->views)
+      if (v.name == n) return &v;
+    return nullptr;
+  };
+  ModelWeights& w = m->weights;
+  w.range = {0, c.n_layer};
+  w.token_embd = find("token_embd.weight");
+  w.output_norm = find("output_norm.weight");
+  w.output = find("output.weight");
+  if (!w.output) w.output = w.token_embd;
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    LayerWeights l;
+    l.attn_norm = find(b + "attn_norm.weight");
+    l.wq = find(b + "attn_q.weight");
+    l.wk = find(b + "attn_k.weight");
+    l.wv = find(b + "attn_v.weight");
+    l.wo = find(b + "attn_output.weight");
+    l.bq = find(b + "attn_q.bias");
+    l.bk = find(b + "attn_k.bias");
+    l.bv = find(b + "attn_v.bias");
+    l.q_norm = find(b + "attn_q_norm.weight");
+    l.k_norm = find(b + "attn_k_norm.weight");
+    l.ffn_norm = find(b + "ffn_norm.weight");
+    l.w_gate = find(b + "ffn_gate.weight");
+    l.w_up = find(b + "ffn_up.weight");
+    l.w_down = find(b + "ffn_down.weight");
+    w.layers.push_back(l);
+  }
+  return m;
+}
+
+// ---- measurements ----
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t{1} << 30;
+  cuda::DeviceBuffer<uint8_t> a(bytes), b(bytes);
+  PIPELLM_CUDA_CHECK(cudaMemset(a.get(), 1, bytes));
+  cuda::Event e0, e1;
+  for (int i = 0; i < 3; ++i) PIPELLM_CUDA_CHECK(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
+  std::vector<double> gbs;
+  for (int i = 0; i < 10; ++i) {
+    e0.record(nullptr);
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, nullptr));
+    e1.record(nullptr);
+    e1.synchronize();
+    gbs.push_back(2.0 * static_cast<double>(bytes) / (e1.elapsed_since(e0) * 1e-3) / 1e9);  // read + write
+  }
+  std::sort(gbs.begin(), gbs.end());
+  return gbs[gbs.size() / 2];
+}
+
+std::vector<int32_t> prompt_tokens(int n, int n_vocab, int salt) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint64_t s = static_cast<uint64_t>(salt) + 17;
+  for (auto& x : t) x = static_cast<int32_t>(splitmix(s) % static_cast<uint64_t>(n_vocab));
+  return t;
+}
+
+// Prefill of `n` tokens in slot 0 from position 0: tokens per second.
+double run_pp(cuda::CudaStage& st, int n) {
+  std::vector<float> out;
+  const auto toks = prompt_tokens(n, st.config().n_vocab, n);
+  const auto t0 = Clock::now();
+  st.forward(Batch::sequence(toks, 0, 0), out);
+  return n / seconds_since(t0);
+}
+
+// Generates n tokens in slot 0 starting at position `depth` (the cache below must be filled).
+double run_tg(cuda::CudaStage& st, int n, int depth) {
+  int32_t cur = 1, pos = depth, slot = 0, next = 0;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    st.decode(&cur, &pos, &slot, 1, &next);
+    cur = next;
+    ++pos;
+  }
+  return n / seconds_since(t0);
+}
+
+// 64 sequences: 128-token prompts (prefilled in batches), then 128 decode steps of all 64.
+// Returns the aggregate generation tokens/s.
+double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, double* total_tps) {
+  Batch b;
+  std::vector<float> out;
+  const auto t0 = Clock::now();
+  for (int s = 0; s < n_seq; ++s) {
+    const auto toks = prompt_tokens(n_prompt, st.config().n_vocab, s);
+    for (int i = 0; i < n_prompt; ++i) b.add(toks[i], i, s, i == n_prompt - 1);
+  }
+  st.forward(b, out);
+  std::vector<int32_t> cur(n_seq), pos(n_seq, n_prompt), slot(n_seq), next(n_seq);
+  for (int s = 0; s < n_seq; ++s) {
+    slot[s] = s;
+    cur[s] = s + 1;
+  }
+  const auto t1 = Clock::now();
+  for (int i = 0; i < n_gen; ++i) {
+    st.decode(cur.data(), pos.data(), slot.data(), n_seq, next.data());
+    cur = next;
+    for (auto& p : pos) ++p;
+  }
+  const double gen = seconds_since(t1);
+  *total_tps = static_cast<double>(n_seq) * (n_prompt + n_gen) / seconds_since(t0);
+  return static_cast<double>(n_seq) * n_gen / gen;
+}
+
+template <class F>
+Stat repeat(int runs, F f) {
+  f();  // warm-up
+  std::vector<double> v;
+  for (int i = 0; i < runs; ++i) v.push_back(f());
+  return stat_of(v);
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT]\n"
+               "                          [--no-f16-cache] [--skip-depth] [--skip-batched]\n");
+  return 2;
+}
+
+int run(int argc, char** argv) {
+  std::string file, preset, quant = "Q4_K_M", json;
+  int runs = 3;
+  bool f16_cache = true, depth = true, batched = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw InvalidArgument(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "-m") file = next();
+    else if (a == "--preset") preset = next();
+    else if (a == "--quant") quant = next();
+    else if (a == "--runs") runs = std::stoi(next());
+    else if (a == "--json") json = next();
+    else if (a == "--no-f16-cache") f16_cache = false;
+    else if (a == "--skip-depth") depth = false;
+    else if (a == "--skip-batched") batched = false;
+    else return usage();
+  }
+  if (file.empty() == preset.empty()) return usage();
+  if (cuda::device_count() == 0) {
+    std::fprintf(stderr, "pipellm_cuda_bench: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  PIPELLM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double copy_gbs = copy_bandwidth_gbs();
+
+  std::unique_ptr<GgufFile> gguf;
+  std::unique_ptr<SyntheticModel> synth;
+  ModelConfig cfg;
+  ModelWeights weights;
+  std::string label;
+  const auto tl = Clock::now();
+  if (!file.empty()) {
+    gguf = GgufFile::open(file);
+    cfg = ModelConfig::from_gguf(*gguf);
+    weights = ModelWeights::load(*gguf, cfg, LayerRange::all(cfg), true, true);
+    label = file;
+  } else {
+    synth = synthesize(preset, quant);
+    cfg = synth->cfg;
+    weights = synth->weights;
+    label = preset + " " + quant + " (synthetic)";
+  }
+  const double bpt = static_cast<double>(weights.bytes_per_token());
+  std::printf("model: %s, %.2f GB read per token; device %s, copy bandwidth %.0f GB/s; synthesis %.1f s\n",
+              label.c_str(), bpt / 1e9, prop.name, copy_gbs, seconds_since(tl));
+
+  struct Row {
+    std::string name;
+    Stat s;
+    bool decode;
+  };
+  std::vector<Row> rows;
+  {
+    cuda::CudaStageOptions o;
+    o.n_ctx = depth ? 4096 + 256 : 1024;
+    o.n_slots = 1;
+    o.max_batch_tokens = 512;
+    o.resident_f16 = f16_cache;
+    const auto tu = Clock::now();
+    cuda::CudaStage st(cfg, weights, true, true, o);
+    std::printf("upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
+    rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), false});
+    st.set_use_graphs(true);
+    rows.push_back({"tg128", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    st.set_use_graphs(false);
+    rows.push_back({"tg128 (no graphs)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    if (depth) {
+      st.set_use_graphs(true);
+      run_pp(st, 4096);  // fills the cache of slot 0 up to 4096
+      rows.push_back({"tg128 @ d4096", repeat(runs, [&] { return run_tg(st, 128, 4096); }), true});
+    }
+  }
+  if (batched) {
+    cuda::CudaStageOptions o;
+    o.n_ctx = 256;
+    o.n_slots = 64;
+    o.max_batch_tokens = 512;
+    o.resident_f16 = f16_cache;
+    cuda::CudaStage st(cfg, weights, true, true, o);
+    double total = 0;
+    rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), false});
+    std::printf("batched: %.0f tok/s including the 64x128 prompts\n", total);
+  }
+
+  std::printf("\n| test | tok/s | GB/s | of copy bw |\n| --- | --- | --- | --- |\n");
+  for (const auto& r : rows) {
+    if (r.decode) {
+      const double gbs = bpt * r.s.mean / 1e9;
+      std::printf("| %s | %.1f +- %.1f | %.0f | %.0f%% |\n", r.name.c_str(), r.s.mean, r.s.sd, gbs,
+                  100.0 * gbs / copy_gbs);
+    } else {
+      std::printf("| %s | %.1f +- %.1f | | |\n", r.name.c_str(), r.s.mean, r.s.sd);
+    }
+  }
+  if (!json.empty()) {
+    FILE* f = std::fopen(json.c_str(), "w");
+    if (!f) throw Error("cannot write " + json);
+    std::fprintf(f, "{\"model\": \"%s\", \"device\": \"%s\", \"bytes_per_token\": %.0f, \"copy_gbs\": %.1f, \"results\": [",
+                 label.c_str(), prop.name, bpt, copy_gbs);
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::fprintf(f, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"sd\": %.2f}", i ? ", " : "", rows[i].name.c_str(),
+                   rows[i].s.mean, rows[i].s.sd);
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace pipellm
+
+int main(int argc, char** argv) {
+  try {
+    return pipellm::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pipellm_cuda_bench: error: %s\n", e.what());
+    return 1;
+  }
+}

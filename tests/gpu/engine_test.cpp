@@ -1,0 +1,177 @@
+// The CUDA engine on every fixture model: logits against llama.cpp's references (the CPU
+// engine's bounds), greedy continuation through GPU decode (CUDA graphs), graph replay equal to
+// eager execution bit for bit, and CUDA vs CPU engine greedy tokens.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "engine/cpu/cpu_model.h"
+#include "engine/cuda/cuda_model.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/unit/model_test_util.h"
+
+namespace pipellm {
+namespace {
+
+bool is_float_model(const std::string& name) {
+  return name.find("F32") != std::string::npos || name.find("F16") != std::string::npos;
+}
+
+std::unique_ptr<cuda::CudaModel> open_cuda(const std::string& name, bool graphs, int n_slots = 1) {
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.n_slots = n_slots;
+  opt.max_batch_tokens = 64;
+  opt.use_graphs = graphs;
+  return cuda::CudaModel::open(test::model_path(name), opt);
+}
+
+class CudaFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaFixture, LogitsAndGreedyMatchLlamaCpp) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = GetParam();
+  auto model = open_cuda(name, true);
+  const int V = model->config().n_vocab;
+  const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+  const auto ref = test::read_f32(test::testdata("ref/" + name + ".logits.f32"));
+  ASSERT_EQ(ref.size(), tokens.size() * static_cast<size_t>(V));
+
+  // The 48 tokens in one batch (tensor-core path), all logits.
+  std::vector<float> logits;
+  model->stage().forward(Batch::sequence(tokens, 0, 0, true), logits);
+  ASSERT_EQ(logits.size(), ref.size());
+  const double bound = is_float_model(name) ? 0.01 : 0.05;
+  double worst = 0.0;
+  int considered = 0, agreed = 0;
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    const float* a = logits.data() + p * V;
+    const float* r = ref.data() + p * V;
+    const double e = test::rel_rms(a, r, V);
+    worst = std::max(worst, e);
+    EXPECT_LT(e, bound) << name << " position " << p;
+    if (test::top_gap(r, V) > 0.1) {
+      ++considered;
+      agreed += test::argmax(a, V) == test::argmax(r, V) ? 1 : 0;
+    }
+  }
+  EXPECT_GE(agreed, 0.95 * considered) << name;
+
+  // Re-run the prompt through the mat-vec path (chunks of <= 8 tokens) and compare too.
+  std::vector<float> small;
+  double worst_mv = 0.0;
+  for (size_t c0 = 0; c0 < tokens.size(); c0 += 5) {
+    const size_t c1 = std::min(tokens.size(), c0 + 5);
+    std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
+    model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), small);
+    for (size_t p = c0; p < c1; ++p) {
+      const double e = test::rel_rms(small.data() + (p - c0) * V, ref.data() + p * V, V);
+      worst_mv = std::max(worst_mv, e);
+      EXPECT_LT(e, bound) << name << " mat-vec path, position " << p;
+    }
+  }
+
+  // Greedy continuation through decode() (GPU sampling, CUDA graphs).
+  const auto greedy = test::read_greedy(test::testdata("ref/" + name + ".greedy"));
+  int32_t cur = test::argmax(logits.data() + (tokens.size() - 1) * V, V);
+  int32_t pos = static_cast<int32_t>(tokens.size());
+  const int32_t slot = 0;
+  size_t matched = 0;
+  for (size_t step = 0; step < greedy.ids.size(); ++step) {
+    if (greedy.gaps[step] < 0.1) break;
+    ASSERT_EQ(cur, greedy.ids[step]) << name << ": greedy step " << step;
+    ++matched;
+    int32_t next = -1;
+    model->stage().decode(&cur, &pos, &slot, 1, &next);
+    cur = next;
+    ++pos;
+  }
+  std::printf("[ %s ] worst rel RMS %.4f (mat-vec path %.4f), argmax %d/%d, greedy %zu steps\n", name.c_str(), worst,
+              worst_mv, agreed, considered, matched);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFixtures, CudaFixture, ::testing::ValuesIn(test::fixture_models()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (ch == '-') ch = '_';
+                           return s;
+                         });
+
+// Decodes `steps` tokens for 3 sequences from short prompts; returns every step's logits.
+std::vector<float> run_decode(cuda::CudaModel& m, int steps, std::vector<int32_t>& ids_out) {
+  const int n = 3;
+  std::vector<float> all, step_logits, tmp;
+  std::vector<int32_t> cur(n), pos(n), slot(n);
+  for (int s = 0; s < n; ++s) {
+    std::vector<int32_t> prompt = {1, 100 + s, 200 + 7 * s, 300 + s};
+    prompt.resize(4 + s);  // different lengths
+    for (size_t i = 4; i < prompt.size(); ++i) prompt[i] = 50 + static_cast<int32_t>(i);
+    m.stage().forward(Batch::sequence(prompt, 0, s), tmp);
+    cur[s] = test::argmax(tmp.data(), m.config().n_vocab);
+    pos[s] = static_cast<int32_t>(prompt.size());
+    slot[s] = s;
+  }
+  for (int it = 0; it < steps; ++it) {
+    std::vector<int32_t> next(n);
+    m.stage().decode(cur.data(), pos.data(), slot.data(), n, next.data());
+    m.stage().last_decode_logits(n, step_logits);
+    all.insert(all.end(), step_logits.begin(), step_logits.end());
+    ids_out.insert(ids_out.end(), next.begin(), next.end());
+    cur = next;
+    for (auto& p : pos) ++p;
+  }
+  return all;
+}
+
+TEST(CudaEngine, GraphReplayEqualsEagerBitForBit) {
+  PIPELLM_REQUIRE_GPU();
+  for (const std::string name : {"tiny-llama-Q4_K_M", "tiny-qwen3-Q8_0", "tiny-llama-F16"}) {
+    auto g = open_cuda(name, true, 4), e = open_cuda(name, false, 4);
+    std::vector<int32_t> ig, ie;
+    const auto lg = run_decode(*g, 20, ig);
+    const auto le = run_decode(*e, 20, ie);
+    EXPECT_GT(g->stage().graphs_captured(), 0u);
+    EXPECT_EQ(e->stage().graphs_captured(), 0u);
+    ASSERT_EQ(lg.size(), le.size());
+    EXPECT_EQ(0, std::memcmp(lg.data(), le.data(), lg.size() * sizeof(float))) << name;
+    EXPECT_EQ(ig, ie) << name;
+  }
+}
+
+TEST(CudaEngine, GreedyTokensMatchCpuEngine) {
+  PIPELLM_REQUIRE_GPU();
+  for (const std::string name : {"tiny-llama-Q4_K_M", "tiny-llama-Q8_0", "tiny-qwen2-Q4_K_M", "tiny-qwen3-Q4_K_M",
+                                 "tiny-tied-Q8_0", "tiny-llama-F32"}) {
+    CpuModelOptions copt;
+    copt.n_threads = 4;
+    copt.stage.n_ctx = 256;
+    auto cpu = CpuModel::open(test::model_path(name), copt);
+    auto gpu = open_cuda(name, true);
+    const int V = cpu->config().n_vocab;
+    const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+    std::vector<float> lc, lg;
+    cpu->stage().forward(Batch::sequence(tokens, 0, 0), lc);
+    gpu->stage().forward(Batch::sequence(tokens, 0, 0), lg);
+    int32_t pos = static_cast<int32_t>(tokens.size());
+    int32_t tc = test::argmax(lc.data(), V), tg = test::argmax(lg.data(), V);
+    int steps = 0;
+    for (; steps < 32; ++steps) {
+      if (test::top_gap(lc.data(), V) < 0.1) break;  // a near tie may legitimately differ
+      ASSERT_EQ(tg, tc) << name << " step " << steps;
+      const int32_t slot = 0;
+      int32_t next = -1;
+      gpu->stage().decode(&tg, &pos, &slot, 1, &next);
+      cpu->stage().forward(Batch::sequence({tc}, pos, 0), lc);
+      ++pos;
+      tg = next;
+      tc = test::argmax(lc.data(), V);
+    }
+    std::printf("[ %s ] CUDA and CPU greedy agree for %d steps\n", name.c_str(), steps);
+    EXPECT_GE(steps, 4) << name;
+  }
+}
+
+}  // namespace
+}  // namespace pipellm

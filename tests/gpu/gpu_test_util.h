@@ -1,0 +1,138 @@
+// Helpers for the GPU tests: skipping without a GPU, random weight blocks, device round trips.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/tensor_type.h"
+#include "kernels/cuda/cuda_raii.h"
+#include "kernels/cuda/weight_layout.h"
+
+#define PIPELLM_REQUIRE_GPU()                                                          \
+  do {                                                                                 \
+    if (::pipellm::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device present"; \
+  } while (0)
+
+namespace pipellm::test {
+
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 r(std::random_device{}());
+  return r;
+}
+
+inline float uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng()); }
+
+inline std::vector<float> random_floats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = uniform(lo, hi);
+  return v;
+}
+
+inline void put_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// Random GGUF blocks of `type` (n_blocks): random quant bits, valid small fp16 scales.
+inline std::vector<uint8_t> random_blocks(TensorType type, int64_t n_blocks) {
+  const auto& info = tensor_type_info(type);
+  std::vector<uint8_t> b(static_cast<size_t>(n_blocks) * info.block_bytes);
+  for (auto& x : b) x = static_cast<uint8_t>(rng()());
+  const size_t bb = info.block_bytes;
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    uint8_t* p = b.data() + static_cast<size_t>(i) * bb;
+    switch (type) {
+      case TensorType::F32: {
+        const float v = uniform(-1, 1);
+        std::memcpy(p, &v, 4);
+        break;
+      }
+      case TensorType::F16: put_f16(p, uniform(-1, 1)); break;
+      case TensorType::BF16: {
+        const uint16_t h = f32_to_bf16(uniform(-1, 1));
+        std::memcpy(p, &h, 2);
+        break;
+      }
+      case TensorType::Q4_1:
+      case TensorType::Q5_1:
+      case TensorType::Q4_K:
+      case TensorType::Q5_K:
+        put_f16(p, uniform(0.001f, 0.05f));
+        put_f16(p + 2, uniform(0.001f, 0.05f));
+        break;
+      case TensorType::Q2_K:
+        put_f16(p + 80, uniform(0.001f, 0.05f));
+        put_f16(p + 82, uniform(0.001f, 0.05f));
+        break;
+      case TensorType::Q3_K: put_f16(p + 108, uniform(-0.05f, 0.05f)); break;
+      case TensorType::Q6_K: put_f16(p + 208, uniform(-0.01f, 0.01f)); break;
+      default: put_f16(p, uniform(-0.05f, 0.05f)); break;  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS
+    }
+  }
+  return b;
+}
+
+// A matrix uploaded in the device layout, owning its storage.
+struct UploadedMatrix {
+  cuda::DeviceBuffer<uint8_t> buf;
+  cuda::DeviceMatrix m;
+};
+
+inline UploadedMatrix upload_matrix(TensorType type, int64_t n_in, int64_t n_out, const std::vector<uint8_t>& blocks) {
+  UploadedMatrix u;
+  u.m.type = type;
+  u.m.n_in = n_in;
+  u.m.n_out = n_out;
+  std::vector<uint8_t> dev(blocks.size());
+  cuda::repack_for_device(type, blocks.data(), u.m.blocks(), dev.data());
+  u.buf.resize(dev.size());
+  PIPELLM_CUDA_CHECK(cudaMemcpy(u.buf.get(), dev.data(), dev.size(), cudaMemcpyHostToDevice));
+  u.m.data = u.buf.get();
+  return u;
+}
+
+template <class T>
+cuda::DeviceBuffer<T> to_device(const std::vector<T>& v) {
+  cuda::DeviceBuffer<T> d(v.size());
+  PIPELLM_CUDA_CHECK(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <class T>
+std::vector<T> to_host(const cuda::DeviceBuffer<T>& d, size_t n) {
+  std::vector<T> v(n);
+  PIPELLM_CUDA_CHECK(cudaDeviceSynchronize());
+  PIPELLM_CUDA_CHECK(cudaMemcpy(v.data(), d.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+// Fills a device buffer with NaN bytes so unwritten outputs are caught.
+template <class T>
+void poison(cuda::DeviceBuffer<T>& d) {
+  PIPELLM_CUDA_CHECK(cudaMemset(d.get(), 0xff, d.bytes()));
+}
+
+inline double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+inline const std::vector<TensorType>& cuda_types() {
+  static const std::vector<TensorType> t = {TensorType::F32,  TensorType::F16,  TensorType::BF16,  TensorType::Q4_0,
+                                            TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,  TensorType::Q8_0,
+                                            TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K,  TensorType::Q5_K,
+                                            TensorType::Q6_K, TensorType::IQ4_NL, TensorType::IQ4_XS};
+  return t;
+}
+
+}  // namespace pipellm::test

@@ -1,0 +1,403 @@
+// Every CUDA kernel against its CPU reference (kernels/cpu) or a float64 computation, on fresh
+// random inputs, with outputs poisoned before each run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/matvec_quant.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/sampling.h"
+#include "kernels/cuda/swiglu.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace pipellm {
+namespace {
+
+using test::random_floats;
+
+std::vector<float> cpu_dequant(TensorType t, const std::vector<uint8_t>& blocks, int64_t n_in, int64_t n_out) {
+  std::vector<float> w(static_cast<size_t>(n_in * n_out));
+  const size_t rb = tensor_row_bytes(t, n_in);
+  for (int64_t r = 0; r < n_out; ++r) dequantize_row(t, blocks.data() + r * rb, w.data() + r * n_in, n_in);
+  return w;
+}
+
+class PerType : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(PerType, DequantizeMatchesCpu) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  const int64_t n_in = 512, n_out = 7;
+  const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
+  auto m = test::upload_matrix(t, n_in, n_out, blocks);
+  cuda::DeviceBuffer<float> out(static_cast<size_t>(n_in * n_out));
+  test::poison(out);
+  cuda::dequantize_f32(m.m, out.get(), nullptr);
+  const auto got = test::to_host(out, out.size());
+  const auto ref = cpu_dequant(t, blocks, n_in, n_out);
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(got[i], ref[i], 1e-6 * std::max(1.0f, std::fabs(ref[i]))) << tensor_type_name(t) << " element " << i;
+
+  // Embedding lookup of a few rows (and one invalid id -> zeros).
+  const std::vector<int32_t> ids = {3, 0, 6, 3};
+  auto d_ids = test::to_device(ids);
+  cuda::DeviceBuffer<float> emb(ids.size() * n_in);
+  test::poison(emb);
+  cuda::embed_rows(m.m, d_ids.get(), static_cast<int>(ids.size()), emb.get(), nullptr);
+  const auto e = test::to_host(emb, emb.size());
+  for (size_t k = 0; k < ids.size(); ++k)
+    for (int64_t c = 0; c < n_in; ++c)
+      ASSERT_NEAR(e[k * n_in + c], ref[ids[k] * n_in + c], 1e-6 * std::max(1.0f, std::fabs(ref[ids[k] * n_in + c])));
+}
+
+TEST_P(PerType, MatvecMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  const bool q8 = cuda::matvec_uses_q8(t);
+  const double tol = q8 ? 2e-2 : 1e-5;
+  for (int64_t n_in : {256, 1024}) {
+    const int64_t n_out = 37;
+    const int64_t nb = n_out * n_in / tensor_type_info(t).block_size;
+    const auto b1 = test::random_blocks(t, nb), b2 = test::random_blocks(t, nb);
+    auto m1 = test::upload_matrix(t, n_in, n_out, b1), m2 = test::upload_matrix(t, n_in, n_out, b2);
+    const auto w1 = cpu_dequant(t, b1, n_in, n_out), w2 = cpu_dequant(t, b2, n_in, n_out);
+    for (int rows : {1, 3, 8}) {
+      for (auto mode : {cuda::MatvecMode::Store, cuda::MatvecMode::Add, cuda::MatvecMode::Swiglu}) {
+        const auto x = random_floats(static_cast<size_t>(rows * n_in));
+        const auto y0 = random_floats(static_cast<size_t>(rows * n_out));
+        // 8-bit activation blocks and f32 activations, as rmsnorm_convert produces them.
+        auto d_x = test::to_device(x);
+        cuda::DeviceBuffer<int8_t> xq(x.size());
+        cuda::DeviceBuffer<float2> xds(x.size() / 32);
+        cuda::NormOutArgs na;
+        na.x = d_x.get();
+        na.x_stride = n_in;
+        na.n_rows = rows;
+        na.n = n_in;
+        na.normalize = false;
+        na.xq = xq.get();
+        na.xds = xds.get();
+        cuda::rmsnorm_convert(na, nullptr);
+        auto d_y = test::to_device(y0);
+        if (mode != cuda::MatvecMode::Add) test::poison(d_y);
+        cuda::MatvecArgs a;
+        a.w = m1.m;
+        a.w2 = m2.m;
+        a.mode = mode;
+        a.n_rows = rows;
+        a.x = d_x.get();
+        a.xq = xq.get();
+        a.xds = xds.get();
+        a.y = d_y.get();
+        a.y_stride = n_out;
+        cuda::matvec(a, nullptr);
+        const auto got = test::to_host(d_y, d_y.size());
+        std::vector<double> ref(got.size());
+        std::vector<float> got_part(got.size());
+        for (int b = 0; b < rows; ++b) {
+          for (int64_t r = 0; r < n_out; ++r) {
+            double s1 = 0, s2 = 0;
+            for (int64_t i = 0; i < n_in; ++i) {
+              s1 += static_cast<double>(w1[r * n_in + i]) * x[b * n_in + i];
+              s2 += static_cast<double>(w2[r * n_in + i]) * x[b * n_in + i];
+            }
+            const size_t k = static_cast<size_t>(b * n_out + r);
+            if (mode == cuda::MatvecMode::Store) ref[k] = s1;
+            if (mode == cuda::MatvecMode::Add) ref[k] = s1;  // compare the product part
+            if (mode == cuda::MatvecMode::Swiglu) ref[k] = s1 / (1.0 + std::exp(-s1)) * s2;
+            got_part[k] = mode == cuda::MatvecMode::Add ? got[k] - y0[k] : got[k];
+          }
+        }
+        const double e = test::rel_err(got_part, ref);
+        EXPECT_LT(e, tol) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
+                          << static_cast<int>(mode);
+      }
+    }
+  }
+}
+
+TEST_P(PerType, TensorCoreProductMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  const int64_t n_in = 512, n_out = 48, T = 20;
+  const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
+  auto m = test::upload_matrix(t, n_in, n_out, blocks);
+  const auto w = cpu_dequant(t, blocks, n_in, n_out);
+  const auto x = random_floats(static_cast<size_t>(T * n_in));
+  const auto y0 = random_floats(static_cast<size_t>(T * n_out));
+  auto d_x = test::to_device(x);
+  cuda::DeviceBuffer<__half> xh(x.size()), wh(static_cast<size_t>(n_in * n_out));
+  cuda::convert_f32_to_f16(d_x.get(), xh.get(), static_cast<int64_t>(x.size()), nullptr);
+  cuda::dequantize_f16(m.m, wh.get(), nullptr);
+  auto d_y = test::to_device(y0);
+  cuda::CublasHandle h;
+  cuda::gemm_f16(h.get(), wh.get(), n_in, n_out, xh.get(), T, d_y.get(), n_out, 1.0f);
+  const auto got = test::to_host(d_y, d_y.size());
+  std::vector<double> ref(got.size());
+  for (int64_t b = 0; b < T; ++b)
+    for (int64_t r = 0; r < n_out; ++r) {
+      double s = y0[b * n_out + r];
+      for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(w[r * n_in + i]) * x[b * n_in + i];
+      ref[b * n_out + r] = s;
+    }
+  EXPECT_LT(test::rel_err(got, ref), 5e-3) << tensor_type_name(t);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, PerType, ::testing::ValuesIn(test::cuda_types()),
+                         [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
+
+TEST(CudaKernels, RmsnormConvertMatchesCpu) {
+  PIPELLM_REQUIRE_GPU();
+  const int rows = 5, n = 4096;
+  const auto x = random_floats(rows * n, -3, 3), w = random_floats(n, 0.5f, 1.5f);
+  auto d_x = test::to_device(x), d_w = test::to_device(w);
+  cuda::DeviceBuffer<float> y(x.size());
+  cuda::DeviceBuffer<int8_t> xq(x.size());
+  cuda::DeviceBuffer<float2> xds(x.size() / 32);
+  cuda::DeviceBuffer<__half> yh(x.size());
+  test::poison(y);
+  test::poison(xq);
+  test::poison(xds);
+  cuda::NormOutArgs a;
+  a.x = d_x.get();
+  a.x_stride = n;
+  a.n_rows = rows;
+  a.n = n;
+  a.w = d_w.get();
+  a.eps = 1e-5f;
+  a.y_f32 = y.get();
+  a.xq = xq.get();
+  a.xds = xds.get();
+  a.y_f16 = yh.get();
+  cuda::rmsnorm_convert(a, nullptr);
+  const auto gy = test::to_host(y, y.size());
+  const auto gq = test::to_host(xq, xq.size());
+  const auto gd = test::to_host(xds, xds.size());
+  std::vector<float> ref(x.size());
+  for (int r = 0; r < rows; ++r) rmsnorm(x.data() + r * n, w.data(), n, 1e-5f, ref.data() + r * n);
+  for (size_t i = 0; i < ref.size(); ++i) ASSERT_NEAR(gy[i], ref[i], 1e-5 * std::max(1.0f, std::fabs(ref[i])));
+  for (size_t b = 0; b < gd.size(); ++b) {
+    double sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float v = ref[b * 32 + j];
+      sum += v;
+      ASSERT_NEAR(gd[b].x * gq[b * 32 + j], v, 0.51 * gd[b].x + 1e-6) << "block " << b;
+    }
+    ASSERT_NEAR(gd[b].y, sum, 1e-4 * (1 + std::fabs(sum)));
+  }
+}
+
+TEST(CudaKernels, RopeKvStoreMatchesCpu) {
+  PIPELLM_REQUIRE_GPU();
+  for (bool neox : {false, true}) {
+    for (bool extras : {false, true}) {
+      const int T = 3, H = 4, Hkv = 2, D = 64, n_ctx = 16, n_slots = 2;
+      const auto q = random_floats(T * H * D), k = random_floats(T * Hkv * D), v = random_floats(T * Hkv * D);
+      const auto bq = random_floats(H * D), bk = random_floats(Hkv * D), bv = random_floats(Hkv * D);
+      const auto qn = random_floats(D, 0.5f, 1.5f), kn = random_floats(D, 0.5f, 1.5f), ff = random_floats(D / 2, 1, 4);
+      const std::vector<int32_t> pos = {0, 7, 15}, slot = {1, 0, 1};
+      auto dq = test::to_device(q), dk = test::to_device(k), dv = test::to_device(v);
+      auto dbq = test::to_device(bq), dbk = test::to_device(bk), dbv = test::to_device(bv);
+      auto dqn = test::to_device(qn), dkn = test::to_device(kn), dff = test::to_device(ff);
+      auto dpos = test::to_device(pos), dslot = test::to_device(slot);
+      cuda::DeviceBuffer<__half> kc(n_slots * n_ctx * Hkv * D), vc(n_slots * n_ctx * Hkv * D);
+      test::poison(kc);
+      test::poison(vc);
+      cuda::RopeKvArgs a;
+      a.n_tokens = T;
+      a.n_head = H;
+      a.n_head_kv = Hkv;
+      a.head_dim = D;
+      a.q = dq.get();
+      a.q_stride = H * D;
+      a.k = dk.get();
+      a.v = dv.get();
+      a.kv_stride = Hkv * D;
+      if (extras) {
+        a.bq = dbq.get();
+        a.bk = dbk.get();
+        a.bv = dbv.get();
+        a.q_norm = dqn.get();
+        a.k_norm = dkn.get();
+        a.freq_factors = dff.get();
+      }
+      a.norm_eps = 1e-6f;
+      a.pos = dpos.get();
+      a.slot = dslot.get();
+      a.k_cache = kc.get();
+      a.v_cache = vc.get();
+      a.n_ctx = n_ctx;
+      a.n_rot = D;
+      a.base = 10000.0f;
+      a.neox = neox;
+      cuda::rope_kv_store(a, nullptr);
+      const auto gq = test::to_host(dq, q.size());
+      std::vector<__half> gk(kc.size()), gv(vc.size());
+      PIPELLM_CUDA_CHECK(cudaMemcpy(gk.data(), kc.get(), kc.bytes(), cudaMemcpyDeviceToHost));
+      PIPELLM_CUDA_CHECK(cudaMemcpy(gv.data(), vc.get(), vc.bytes(), cudaMemcpyDeviceToHost));
+      RopeParams rp;
+      rp.n_rot = D;
+      rp.base = 10000.0f;
+      rp.mode = neox ? RopeMode::Neox : RopeMode::Normal;
+      rp.freq_factors = extras ? ff.data() : nullptr;
+      for (int t = 0; t < T; ++t) {
+        std::vector<float> rq(q.begin() + t * H * D, q.begin() + (t + 1) * H * D);
+        std::vector<float> rk(k.begin() + t * Hkv * D, k.begin() + (t + 1) * Hkv * D);
+        std::vector<float> rv(v.begin() + t * Hkv * D, v.begin() + (t + 1) * Hkv * D);
+        if (extras) {
+          for (int i = 0; i < H * D; ++i) rq[i] += bq[i];
+          for (int i = 0; i < Hkv * D; ++i) {
+            rk[i] += bk[i];
+            rv[i] += bv[i];
+          }
+          rmsnorm_rows(rq.data(), qn.data(), H, D, 1e-6f, rq.data());
+          rmsnorm_rows(rk.data(), kn.data(), Hkv, D, 1e-6f, rk.data());
+        }
+        rope(rp, pos[t], rq.data(), H, D);
+        rope(rp, pos[t], rk.data(), Hkv, D);
+        for (int i = 0; i < H * D; ++i) ASSERT_NEAR(gq[t * H * D + i], rq[i], 1e-4) << "q token " << t << " i " << i;
+        const size_t row = (static_cast<size_t>(slot[t]) * n_ctx + pos[t]) * Hkv * D;
+        for (int i = 0; i < Hkv * D; ++i) {
+          ASSERT_NEAR(__half2float(gk[row + i]), rk[i], 2e-3 * std::max(1.0f, std::fabs(rk[i]))) << "k " << t;
+          ASSERT_NEAR(__half2float(gv[row + i]), rv[i], 2e-3 * std::max(1.0f, std::fabs(rv[i]))) << "v " << t;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, AttentionMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  for (int D : {64, 128}) {
+    for (int G : {1, 4}) {
+      for (int splits_target : {1, 64}) {
+        const int Hkv = 2, H = Hkv * G, n_ctx = 300, n_slots = 2;
+        const std::vector<int32_t> pos = {0, 299, 130, 64, -1}, slot = {0, 1, 0, 1, 0};
+        const int T = static_cast<int>(pos.size());
+        const auto q = random_floats(T * H * D);
+        std::vector<__half> kc(n_slots * n_ctx * Hkv * D), vc(kc.size());
+        for (auto& e : kc) e = __float2half(test::uniform(-1, 1));
+        for (auto& e : vc) e = __float2half(test::uniform(-1, 1));
+        auto dq = test::to_device(q);
+        auto dpos = test::to_device(pos), dslot = test::to_device(slot);
+        auto dk = test::to_device(kc), dv = test::to_device(vc);
+        cuda::DeviceBuffer<float> out(T * H * D);
+        test::poison(out);
+        cuda::AttentionArgs a;
+        a.n_tokens = T;
+        a.n_head = H;
+        a.n_head_kv = Hkv;
+        a.head_dim = D;
+        a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+        a.q = dq.get();
+        a.q_stride = H * D;
+        a.out = out.get();
+        a.out_stride = H * D;
+        a.k_cache = dk.get();
+        a.v_cache = dv.get();
+        a.n_ctx = n_ctx;
+        a.pos = dpos.get();
+        a.slot = dslot.get();
+        cuda::attention_split(n_ctx, T, Hkv, splits_target, &a.n_splits, &a.keys_per_split);
+        cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, a.n_splits)));
+        a.partial = part.get();
+        cuda::attention(a, nullptr);
+        const auto got = test::to_host(out, out.size());
+        std::vector<double> ref(got.size(), 0.0);
+        for (int t = 0; t < T; ++t) {
+          if (pos[t] < 0) continue;
+          for (int h = 0; h < H; ++h) {
+            const int g = h / G;
+            std::vector<double> s(pos[t] + 1);
+            double mx = -1e300;
+            for (int j = 0; j <= pos[t]; ++j) {
+              double d = 0;
+              for (int e = 0; e < D; ++e)
+                d += static_cast<double>(q[(t * H + h) * D + e]) *
+                     __half2float(kc[((slot[t] * n_ctx + j) * Hkv + g) * D + e]);
+              s[j] = d / std::sqrt(static_cast<double>(D));
+              mx = std::max(mx, s[j]);
+            }
+            double den = 0;
+            for (auto& v : s) den += (v = std::exp(v - mx));
+            for (int e = 0; e < D; ++e) {
+              double o = 0;
+              for (int j = 0; j <= pos[t]; ++j) o += s[j] * __half2float(vc[((slot[t] * n_ctx + j) * Hkv + g) * D + e]);
+              ref[(t * H + h) * D + e] = o / den;
+            }
+          }
+        }
+        EXPECT_LT(test::rel_err(got, ref), 1e-4) << "D " << D << " G " << G << " splits " << a.n_splits;
+        for (int i = 0; i < H * D; ++i) ASSERT_EQ(got[(T - 1) * H * D + i], 0.0f) << "padding token";
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, SwigluMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const int rows = 3, n = 1000;
+  const auto g = random_floats(rows * n, -8, 8), u = random_floats(rows * n);
+  auto dg = test::to_device(g), du = test::to_device(u);
+  cuda::DeviceBuffer<float> out(g.size());
+  test::poison(out);
+  cuda::swiglu(dg.get(), du.get(), n, rows, n, out.get(), nullptr);
+  const auto got = test::to_host(out, out.size());
+  std::vector<double> ref(g.size());
+  for (size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+  EXPECT_LT(test::rel_err(got, ref), 1e-5);
+}
+
+TEST(CudaKernels, SamplingGreedyAndFiltered) {
+  PIPELLM_REQUIRE_GPU();
+  const int rows = 3;
+  const int64_t V = 50000;
+  auto logits = random_floats(rows * V, -5, 5);
+  logits[1 * V + 777] = 9.0f;
+  logits[1 * V + 778] = 9.0f;  // tie: the lower index wins
+  auto dl = test::to_device(logits);
+  cuda::DeviceBuffer<int32_t> out(rows);
+  cuda::DeviceBuffer<uint64_t> counter(rows);
+  PIPELLM_CUDA_CHECK(cudaMemset(counter.get(), 0, counter.bytes()));
+  test::poison(out);
+  cuda::argmax_rows(dl.get(), V, rows, V, out.get(), nullptr);
+  auto got = test::to_host(out, rows);
+  for (int r = 0; r < rows; ++r)
+    EXPECT_EQ(got[r], std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V));
+  // top_k = 5 at temperature 1: every draw is one of the 5 best tokens; several draws differ.
+  cuda::SamplingParams sp;
+  sp.temperature = 1.0f;
+  sp.top_k = 5;
+  sp.seed = 1234;
+  std::vector<int32_t> order(V);
+  for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
+  std::partial_sort(order.begin(), order.begin() + 5, order.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const std::set<int32_t> top5(order.begin(), order.begin() + 5);
+  std::set<int32_t> seen;
+  for (int it = 0; it < 40; ++it) {
+    test::poison(out);
+    cuda::sample_rows(dl.get(), V, 1, V, sp, counter.get(), out.get(), nullptr);
+    const int32_t id = test::to_host(out, 1)[0];
+    ASSERT_TRUE(top5.count(id)) << "sampled " << id << " outside the top 5";
+    seen.insert(id);
+  }
+  EXPECT_GE(seen.size(), 2u);
+  // top_p tiny: only the best token survives.
+  sp.top_k = 0;
+  sp.top_p = 1e-6f;
+  cuda::sample_rows(dl.get(), V, 1, V, sp, counter.get(), out.get(), nullptr);
+  EXPECT_EQ(test::to_host(out, 1)[0], order[0]);
+}
+
+}  // namespace
+}  // namespace pipellm
