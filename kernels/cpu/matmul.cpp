@@ -1,5 +1,7 @@
 #include "kernels/cpu/matmul.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -12,6 +14,43 @@ namespace {
 
 constexpr int64_t kRowTile = 16;   // rows decoded at once for multi-token products
 constexpr int64_t kRowAlign = 4;   // thread chunks start at multiples of this
+constexpr int64_t kMr = 4;         // micro-kernel: rows ...
+constexpr int64_t kMt = 3;         // ... times tokens, 12 accumulators
+
+__attribute__((target("avx2,fma"))) float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// y[t * ys + r] = dot(w + r*n, x + t*xs) for r < kMr, t < kMt; n a multiple of 8.
+__attribute__((target("avx2,fma"))) void dot_4x3(const float* w, int64_t n, const float* x, int64_t xs, float* y,
+                                                  int64_t ys) {
+  __m256 acc[kMr][kMt];
+  for (auto& row : acc) {
+    for (auto& a : row) a = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 x0 = _mm256_loadu_ps(x + i);
+    const __m256 x1 = _mm256_loadu_ps(x + xs + i);
+    const __m256 x2 = _mm256_loadu_ps(x + 2 * xs + i);
+    for (int64_t r = 0; r < kMr; ++r) {
+      const __m256 wr = _mm256_loadu_ps(w + r * n + i);
+      acc[r][0] = _mm256_fmadd_ps(wr, x0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(wr, x1, acc[r][1]);
+      acc[r][2] = _mm256_fmadd_ps(wr, x2, acc[r][2]);
+    }
+  }
+  for (int64_t r = 0; r < kMr; ++r) {
+    for (int64_t t = 0; t < kMt; ++t) y[t * ys + r] = hsum(acc[r][t]);
+  }
+}
+
+bool have_avx2_fma() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
 
 }  // namespace
 
@@ -29,16 +68,26 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
   }
 
   const VecDotFn dot = vec_dot_kernel(TensorType::F32);
+  const bool micro = have_avx2_fma() && a.n % 8 == 0;
   std::vector<float> tile(static_cast<size_t>(kRowTile * a.n));
   for (int64_t rt = r0; rt < r1; rt += kRowTile) {
     const int64_t nr = std::min(kRowTile, r1 - rt);
     for (int64_t r = 0; r < nr; ++r) {
       dequantize_row(a.type, w + static_cast<size_t>(rt + r) * a.row_bytes, tile.data() + r * a.n, a.n);
     }
+    // Register-blocked part: groups of kMr rows x kMt tokens; the edges one dot at a time.
+    const int64_t nr_blocked = micro ? nr / kMr * kMr : 0;
+    const int64_t nt_blocked = micro ? a.n_tokens / kMt * kMt : 0;
+    for (int64_t t = 0; t < nt_blocked; t += kMt) {
+      for (int64_t r = 0; r < nr_blocked; r += kMr) {
+        dot_4x3(tile.data() + r * a.n, a.n, a.x + t * a.x_stride, a.x_stride, a.y + t * a.y_stride + rt + r,
+                a.y_stride);
+      }
+    }
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       const float* xt = a.x + t * a.x_stride;
       float* yt = a.y + t * a.y_stride + rt;
-      for (int64_t r = 0; r < nr; ++r) yt[r] = dot(tile.data() + r * a.n, xt, a.n);
+      for (int64_t r = t < nt_blocked ? nr_blocked : 0; r < nr; ++r) yt[r] = dot(tile.data() + r * a.n, xt, a.n);
     }
   }
 }
