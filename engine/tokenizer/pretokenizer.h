@@ -18,7 +18,8 @@ struct CompiledRegex;  // PCRE2 code, see pretokenizer.cpp
 class PreTokenizer {
  public:
   // Throws FormatError when a regex does not compile (names the regex).
-  explicit PreTokenizer(const std::vector<std::string>& regexes);
+  // use_custom=false runs every pattern on PCRE2 (tests compare both paths).
+  explicit PreTokenizer(const std::vector<std::string>& regexes, bool use_custom = true);
   ~PreTokenizer();
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;
@@ -27,7 +28,7 @@ class PreTokenizer {
   std::vector<size_t> split(const std::vector<uint32_t>& cpts) const;
 
  private:
-  enum class Kind { kGpt2, kLlama3, kCollapsed, kCodepoint };
+  enum class Kind { kGpt2, kLlama3, kQwen2, kCollapsed, kCodepoint };
   struct Step {
     Kind kind;
     std::unique_ptr<CompiledRegex> re;

@@ -88,7 +88,8 @@ std::vector<size_t> split_gpt2(const std::vector<uint32_t>& cpts, const std::vec
   return out;
 }
 
-std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts, const std::vector<size_t>& pieces) {
+std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts, const std::vector<size_t>& pieces,
+                                 size_t max_digits) {
   std::vector<size_t> out;
   out.reserve(pieces.size());
   size_t start = 0;
@@ -115,7 +116,7 @@ std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts, const std::v
         size_t run = 0;
         while (p.flags(pos).is_number()) {
           ++pos;
-          if (++run == 3) {
+          if (++run == max_digits) {
             p.emit(pos, out);
             run = 0;
           }

@@ -23,6 +23,8 @@ struct Bigram {
 };
 
 // Heap order: highest score first, then leftmost.
+const char kSpaceMark[] = "\xE2\x96\x81";  // U+2581
+
 bool bigram_after(const Bigram& a, const Bigram& b) {
   return a.score < b.score || (a.score == b.score && a.left > b.left);
 }
@@ -40,9 +42,29 @@ SpmModel::SpmModel(const Vocab& vocab) : vocab_(vocab) {
     }
     byte_token_[b] = id;
   }
+  for (const std::string& t : vocab.text) {
+    for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos; at = t.find(kSpaceMark, at + 1)) {
+      if (at < 3 || t.compare(at - 3, 3, kSpaceMark) != 0) chunk_at_spaces_ = false;
+    }
+  }
 }
 
 void SpmModel::encode(const std::string& text, std::vector<int32_t>& out) const {
+  if (!chunk_at_spaces_) {
+    encode_chunk(text, out);
+    return;
+  }
+  // Cut before every U+2581 that follows another character (not itself a U+2581).
+  size_t begin = 0;
+  for (size_t at = text.find(kSpaceMark, 1); at != std::string::npos; at = text.find(kSpaceMark, at + 3)) {
+    if (at >= 3 && text.compare(at - 3, 3, kSpaceMark) == 0) continue;
+    encode_chunk(std::string_view(text).substr(begin, at - begin), out);
+    begin = at;
+  }
+  encode_chunk(std::string_view(text).substr(begin), out);
+}
+
+void SpmModel::encode_chunk(std::string_view text, std::vector<int32_t>& out) const {
   std::vector<Symbol> syms;
   for (size_t off = 0; off < text.size();) {
     const size_t len = std::min(utf8_len_from_lead(static_cast<uint8_t>(text[off])), text.size() - off);
