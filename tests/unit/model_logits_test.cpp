@@ -63,8 +63,23 @@ TEST_P(FixtureLogits, MatchesLlamaCppLogitsAndGreedy) {
     ++matched;
     model->stage().forward(Batch::sequence({next}, pos++, 0), last);
   }
-  std::printf("[ %s ] worst rel RMS %.4f, argmax %d/%d, greedy %zu steps checked\n", name.c_str(), worst, agreed,
-              considered, matched);
+
+  // Teacher-forced along the reference continuation: the decode steps whose reference gap is
+  // >= 0.1 must agree (95%, as for the prompt positions), beyond the first close call too.
+  model->stage().forward(Batch::sequence(tokens, 0, 0), last);
+  pos = static_cast<int>(tokens.size());
+  int forced_considered = 0, forced_agreed = 0;
+  for (size_t step = 0; step < greedy.ids.size(); ++step) {
+    if (greedy.gaps[step] >= 0.1) {
+      ++forced_considered;
+      forced_agreed += test::argmax(last.data(), static_cast<size_t>(V)) == greedy.ids[step] ? 1 : 0;
+    }
+    if (step + 1 < greedy.ids.size()) model->stage().forward(Batch::sequence({greedy.ids[step]}, pos++, 0), last);
+  }
+  EXPECT_GE(forced_agreed, 0.95 * forced_considered) << name << ": teacher-forced " << forced_agreed << "/"
+                                                     << forced_considered;
+  std::printf("[ %s ] worst rel RMS %.4f, argmax %d/%d, greedy %zu steps equal, teacher-forced %d/%d\n",
+              name.c_str(), worst, agreed, considered, matched, forced_agreed, forced_considered);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFixtures, FixtureLogits, ::testing::ValuesIn(fixture_models()),
