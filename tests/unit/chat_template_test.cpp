@@ -1,0 +1,97 @@
+// Chat templates: each family against hand-written expected prompts, detection of the real
+// templates stored in the vocabulary files, and the errors.
+#include <gtest/gtest.h>
+
+#include "engine/gguf/gguf_file.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/util/error.h"
+#include "tests/unit/test_data.h"
+
+namespace pipellm {
+namespace {
+
+const std::vector<ChatMessage> kChat = {
+    {"system", "You are terse."}, {"user", "Hi there"}, {"assistant", "Hello."}, {"user", "2+2?"}};
+
+// Minimal templates holding each family's markers (the renderer never executes them).
+const char* kLlama3Tmpl = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}";
+const char* kChatmlTmpl = "{{ '<|im_start|>' + message['role'] + '\\n' }}";
+const char* kLlama2Tmpl = "{{ bos_token + '[INST] ' }}{{ '<<SYS>>\\n' }}";
+const char* kMistralTmpl = "{{ '[INST] ' + message['content'] + ' [/INST]' }}";
+const char* kGemmaTmpl = "{{ '<start_of_turn>' + role + '\\n' }}";
+const char* kPhi3Tmpl = "{{ '<|user|>\\n' }}{{ '<|assistant|>\\n' }}{{ '<|end|>\\n' }}";
+
+TEST(ChatTemplate, Llama3) {
+  EXPECT_EQ(apply_chat_template(kLlama3Tmpl, kChat, true, "<|begin_of_text|>", "<|eot_id|>"),
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(apply_chat_template(kLlama3Tmpl, {{"user", "  x \n"}}, false, "", ""),
+            "<|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>");
+}
+
+TEST(ChatTemplate, Chatml) {
+  EXPECT_EQ(apply_chat_template(kChatmlTmpl, kChat, true, "", "<|im_end|>"),
+            "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
+            "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
+  const std::string qwen25 =
+      std::string(kChatmlTmpl) + "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+  EXPECT_EQ(apply_chat_template(qwen25, {{"user", "Hi"}}, false, "", ""),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n");
+}
+
+TEST(ChatTemplate, Llama2) {
+  EXPECT_EQ(apply_chat_template(kLlama2Tmpl, kChat, true, "<s>", "</s>"),
+            "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi there [/INST] Hello. </s><s>[INST] 2+2? [/INST]");
+}
+
+TEST(ChatTemplate, Mistral) {
+  EXPECT_EQ(apply_chat_template(kMistralTmpl, kChat, true, "<s>", "</s>"),
+            "<s>[INST] You are terse.\n\nHi there [/INST]Hello.</s>[INST] 2+2? [/INST]");
+}
+
+TEST(ChatTemplate, Gemma) {
+  EXPECT_EQ(apply_chat_template(kGemmaTmpl, kChat, true, "<bos>", "<eos>"),
+            "<bos><start_of_turn>user\nYou are terse.\n\nHi there<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+            "<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n");
+}
+
+TEST(ChatTemplate, Phi3) {
+  EXPECT_EQ(apply_chat_template(kPhi3Tmpl, kChat, false, "", ""),
+            "<|system|>\nYou are terse.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello.<|end|>\n"
+            "<|user|>\n2+2?<|end|>\n");
+  EXPECT_EQ(apply_chat_template(kPhi3Tmpl, {{"user", "q"}}, true, "", ""), "<|user|>\nq<|end|>\n<|assistant|>\n");
+}
+
+TEST(ChatTemplate, DetectsTheVocabularyFilesTemplates) {
+  const std::pair<const char*, ChatTemplateFamily> files[] = {
+      {"vocab/vocab-llama3.gguf", ChatTemplateFamily::kLlama3},
+      {"vocab/vocab-qwen3.gguf", ChatTemplateFamily::kChatml},
+  };
+  for (const auto& [file, family] : files) {
+    auto f = GgufFile::open(test::testdata(file));
+    auto tok = Tokenizer::from_gguf(*f);
+    if (!tok->chat_template()) {
+      GTEST_SKIP() << file << " has no tokenizer.chat_template";
+    }
+    EXPECT_EQ(detect_chat_template(*tok->chat_template()), family) << file;
+  }
+}
+
+TEST(ChatTemplate, Errors) {
+  try {
+    apply_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}", kChat, true, "", "");
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("unrecognised"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(apply_chat_template(kChatmlTmpl, {{"robot", "x"}}, true, "", ""), InvalidArgument);
+  EXPECT_THROW(apply_chat_template(kChatmlTmpl, {}, true, "", ""), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace pipellm
