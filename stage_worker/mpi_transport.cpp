@@ -1,0 +1,109 @@
+#include "stage_worker/mpi_transport.h"
+
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+MpiTransport::MpiTransport(const MpiSession& session, MPI_Comm comm) : session_(session), comm_(comm) {
+  mpi_check(MPI_Comm_rank(comm_.get(), &rank_), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(comm_.get(), &size_), "MPI_Comm_size");
+}
+
+MpiTransport::~MpiTransport() {
+  // After flush() nothing is pending; on an error path MPI_Abort ends the process first.
+  for (auto& p : pending_) {
+    if (p->request != MPI_REQUEST_NULL) MPI_Wait(&p->request, MPI_STATUS_IGNORE);
+  }
+}
+
+void MpiTransport::check_peer(int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_) {
+    throw InvalidArgument("mpi transport: rank " + std::to_string(rank_) + " cannot talk to rank " + std::to_string(peer));
+  }
+}
+
+void MpiTransport::post(int peer, int tag, std::vector<uint8_t> bytes) {
+  check_peer(peer);
+  if (bytes.size() > static_cast<size_t>(INT_MAX)) {
+    throw Error("mpi transport: message of " + std::to_string(bytes.size()) + " bytes to rank " + std::to_string(peer) +
+                " exceeds MPI's int count");
+  }
+  auto p = std::make_unique<Pending>();
+  p->bytes = std::move(bytes);
+  mpi_check(MPI_Isend(p->bytes.data(), static_cast<int>(p->bytes.size()), MPI_BYTE, peer, tag, comm_.get(), &p->request),
+            "MPI_Isend from rank " + std::to_string(rank_) + " to rank " + std::to_string(peer));
+  pending_.push_back(std::move(p));
+  reap();
+}
+
+void MpiTransport::reap() {
+  while (!pending_.empty()) {
+    int done = 0;
+    mpi_check(MPI_Test(&pending_.front()->request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (!done) return;
+    pending_.pop_front();
+  }
+}
+
+MPI_Status MpiTransport::wait_for(int peer, int tag) {
+  check_peer(peer);
+  MPI_Status st;
+  int flag = 0;
+  int idle = 0;
+  for (;;) {
+    mpi_check(MPI_Iprobe(peer, tag, comm_.get(), &flag, &st),
+              "MPI_Iprobe on rank " + std::to_string(rank_) + " for rank " + std::to_string(peer));
+    if (flag) return st;
+    reap();
+    // Spin briefly (low latency when the peer is about to answer), then sleep up to 200 us.
+    if (++idle > 64) std::this_thread::sleep_for(std::chrono::microseconds(idle > 1000 ? 200 : 20));
+  }
+}
+
+void MpiTransport::send_message(int peer, std::vector<uint8_t> bytes) { post(peer, kTagMessage, std::move(bytes)); }
+
+std::vector<uint8_t> MpiTransport::recv_message(int peer) {
+  MPI_Status st = wait_for(peer, kTagMessage);
+  int n = 0;
+  mpi_check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
+  std::vector<uint8_t> b(static_cast<size_t>(n));
+  mpi_check(MPI_Recv(b.data(), n, MPI_BYTE, peer, kTagMessage, comm_.get(), MPI_STATUS_IGNORE),
+            "MPI_Recv on rank " + std::to_string(rank_) + " from rank " + std::to_string(peer));
+  return b;
+}
+
+void MpiTransport::send_activations(int peer, const float* data, size_t count, MemorySpace space) {
+  if (space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
+  std::vector<uint8_t> b(count * sizeof(float));
+  if (count != 0) std::memcpy(b.data(), data, b.size());
+  post(peer, kTagActivations, std::move(b));
+}
+
+void MpiTransport::recv_activations(int peer, float* data, size_t count, MemorySpace space) {
+  if (space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
+  MPI_Status st = wait_for(peer, kTagActivations);
+  int n = 0;
+  mpi_check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
+  if (static_cast<size_t>(n) != count * sizeof(float)) {
+    throw Error("mpi transport: rank " + std::to_string(rank_) + " expected " + std::to_string(count) +
+                " activations from rank " + std::to_string(peer) + ", got " + std::to_string(static_cast<size_t>(n) / sizeof(float)));
+  }
+  mpi_check(MPI_Recv(data, n, MPI_BYTE, peer, kTagActivations, comm_.get(), MPI_STATUS_IGNORE),
+            "MPI_Recv on rank " + std::to_string(rank_) + " from rank " + std::to_string(peer));
+}
+
+void MpiTransport::flush() {
+  for (auto& p : pending_) {
+    mpi_check(MPI_Wait(&p->request, MPI_STATUS_IGNORE), "MPI_Wait (flush) on rank " + std::to_string(rank_));
+  }
+  pending_.clear();
+}
+
+void MpiTransport::abort(const std::string& what) { session_.abort(what); }
+
+}  // namespace pipellm

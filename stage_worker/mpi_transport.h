@@ -1,0 +1,50 @@
+// Pipeline transport over MPI point-to-point messages: CPU ranks, and the host-staged fallback
+// for GPU ranks that cannot use NCCL (two ranks on one GPU). Sends are non-blocking (MPI_Isend
+// of a buffer the transport owns until completion); receives poll with MPI_Iprobe and back off
+// to short sleeps, so an idle rank does not steal the CPU from a busy one on a shared machine.
+#pragma once
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "engine/pipeline/transport.h"
+#include "stage_worker/mpi_env.h"
+
+namespace pipellm {
+
+class MpiTransport : public Transport {
+ public:
+  // Uses a duplicate of `comm`; `session` prints and aborts on failure.
+  MpiTransport(const MpiSession& session, MPI_Comm comm);
+  ~MpiTransport() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const char* name() const override { return "mpi"; }
+  void send_message(int peer, std::vector<uint8_t> bytes) override;
+  std::vector<uint8_t> recv_message(int peer) override;
+  void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
+  void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
+  void flush() override;
+  [[noreturn]] void abort(const std::string& what) override;
+
+  MPI_Comm comm() const { return comm_.get(); }
+
+ private:
+  enum Tag : int { kTagMessage = 11, kTagActivations = 12 };
+  struct Pending {
+    std::vector<uint8_t> bytes;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  void post(int peer, int tag, std::vector<uint8_t> bytes);
+  MPI_Status wait_for(int peer, int tag);  // probes until a message is there
+  void reap();                              // frees completed sends
+  void check_peer(int peer) const;
+
+  const MpiSession& session_;
+  MpiComm comm_;
+  int rank_ = 0, size_ = 1;
+  std::deque<std::unique_ptr<Pending>> pending_;
+};
+
+}  // namespace pipellm

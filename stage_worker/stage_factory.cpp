@@ -1,0 +1,28 @@
+#include "stage_worker/stage_factory.h"
+
+#include "engine/util/error.h"
+#ifdef PIPELLM_WITH_CUDA_STAGE
+#include "engine/cuda/cuda_stage.h"
+#endif
+
+namespace pipellm {
+
+std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec, ThreadPool& pool) {
+  if (!spec.is_gpu()) return make_cpu_stage(setup, pool);
+#ifdef PIPELLM_WITH_CUDA_STAGE
+  const LayerRange range{setup.plan.first, setup.plan.last};
+  const ModelWeights w =
+      ModelWeights::load(setup.file, setup.model, range, setup.plan.has_embeddings, setup.plan.has_output);
+  cuda::CudaStageOptions o;
+  o.device = spec.device_index;
+  o.n_ctx = setup.pipeline.context_length;
+  o.n_slots = setup.pipeline.max_sequences;
+  o.max_batch_tokens = setup.pipeline.max_batch_tokens;
+  return std::make_unique<cuda::CudaStage>(setup.model, w, setup.plan.has_embeddings, setup.plan.has_output, o);
+#else
+  throw InvalidArgument(setup.pipeline.source + ":" + std::to_string(spec.line) + ": device " + spec.device +
+                        ": this pipellm-stage was built without CUDA");
+#endif
+}
+
+}  // namespace pipellm

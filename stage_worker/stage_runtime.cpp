@@ -1,0 +1,131 @@
+#include "stage_worker/stage_runtime.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "engine/pipeline/partition_planner.h"
+#include "engine/util/error.h"
+#include "stage_worker/mpi_transport.h"
+#include "stage_worker/request_io.h"
+#include "stage_worker/stage_factory.h"
+#ifdef PIPELLM_HAVE_NCCL
+#include "stage_worker/nccl_transport.h"
+#endif
+
+namespace pipellm {
+
+namespace {
+
+std::unique_ptr<Transport> make_transport(const MpiSession& s, const PipelineConfig& c) {
+  bool all_gpu = true;
+  for (const auto& st : c.stages) all_gpu = all_gpu && st.is_gpu();
+  const bool want_nccl = c.transport == TransportKind::Nccl || (c.transport == TransportKind::Auto && all_gpu && c.n_stages() > 1);
+  if (want_nccl) {
+    if (!all_gpu) throw ConfigError(c.source + ": transport: nccl needs every stage on a cuda device");
+#ifdef PIPELLM_HAVE_NCCL
+    return std::make_unique<NcclTransport>(s, MPI_COMM_WORLD, c.stages[static_cast<size_t>(s.rank())].device_index);
+#else
+    if (c.transport == TransportKind::Nccl) throw ConfigError(c.source + ": transport: nccl, but this build has no NCCL");
+#endif
+  }
+  return std::make_unique<MpiTransport>(s, MPI_COMM_WORLD);
+}
+
+std::unique_ptr<Tokenizer> try_tokenizer(const GgufFile& f, bool required) {
+  if (!f.has("tokenizer.ggml.model") && !required) return nullptr;
+  try {
+    return Tokenizer::from_gguf(f);
+  } catch (const Error&) {
+    if (required) throw;
+    return nullptr;
+  }
+}
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Transport>& transport) {
+  const int rank = session.rank();
+  const auto t0 = std::chrono::steady_clock::now();
+  PipelineConfig cfg = PipelineConfig::load(o.config);
+  if (!o.model.empty()) cfg.model = o.model;
+  if (o.threads >= 0) cfg.threads = o.threads;
+  if (session.size() != cfg.n_stages()) {
+    throw ConfigError(cfg.source + ": stages: the config has " + std::to_string(cfg.n_stages()) +
+                      " stages but mpirun started " + std::to_string(session.size()) + " ranks (use -np " +
+                      std::to_string(cfg.n_stages()) + ")");
+  }
+  const auto file = GgufFile::open(cfg.model);
+  const ModelConfig mc = ModelConfig::from_gguf(*file);
+  const PartitionPlan plan = plan_partition(ModelSizes::from_gguf(*file, mc, cfg.kv_cache_type), PlanInput::from_config(cfg));
+  if (rank == 0 && (o.plan_only || !o.quiet)) {
+    std::fprintf(o.plan_only ? stdout : stderr, "%s: %s\n%s", cfg.model.c_str(), mc.summary().c_str(), format_plan(plan).c_str());
+  }
+  if (o.plan_only) return 0;
+
+  const StageSpec& spec = cfg.stages[static_cast<size_t>(rank)];
+  const StagePlan& mine = plan.stages[static_cast<size_t>(rank)];
+  ThreadPool pool(cfg.threads);
+  auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
+  transport = make_transport(session, cfg);
+  StageRunner runner(*stage, *transport);
+  if (o.fault_rank == rank) runner.set_fault(o.fault);
+  if (!o.quiet) {
+    std::fprintf(stderr, "pipellm-stage: rank %d (host %s, %s): layers [%d, %d)%s%s, loaded in %.2f s\n", rank,
+                 session.host().c_str(), spec.device.c_str(), mine.first, mine.last, mine.has_embeddings ? " +embeddings" : "",
+                 mine.has_output ? " +output" : "", since(t0));
+  }
+  mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier after loading");
+
+  if (rank != 0) {
+    runner.run_follower();
+    return 0;
+  }
+  const bool need_text = o.have_prompt || !o.requests.empty();
+  const auto tok = try_tokenizer(*file, o.have_prompt);
+  if (need_text && !o.have_prompt && tok == nullptr) {
+    // --requests may hold only token ids; a text request will say it needs the tokenizer.
+  }
+  const std::vector<Request> reqs = build_requests(o, tok.get(), stop_token_ids(*file, tok.get()));
+  SchedulerOptions so;
+  so.n_slots = cfg.max_sequences;
+  so.n_ctx = cfg.context_length;
+  so.micro_batches = cfg.micro_batches;
+  so.max_batch_tokens = cfg.max_batch_tokens;
+  so.prefill_chunk = cfg.prefill_chunk;
+  Scheduler sched(so);
+  for (const Request& r : reqs) sched.submit(r);
+  ResultCollector results(reqs, tok.get(), o.logits, /*stream_text=*/o.json_out.empty());
+  const HeadStats st = runner.run_head(sched, [&](const TokenEvent& e) { results.on_token(e); }, o.logits);
+  if (o.json_out.empty()) {
+    results.print_text();
+  } else {
+    results.write_json(o.json_out, st, session.size(), transport->name());
+  }
+  if (!o.quiet) {
+    std::fprintf(stderr,
+                 "pipellm-stage: %d rank%s (%s), %zu request%s, %lld tokens fed, %lld generated in %.3f s "
+                 "(%.1f tokens/s, %lld steps, first token %.3f s)\n",
+                 session.size(), session.size() == 1 ? "" : "s", transport->name(), reqs.size(), reqs.size() == 1 ? "" : "s",
+                 static_cast<long long>(st.tokens_fed), static_cast<long long>(st.generated_tokens), st.seconds,
+                 st.seconds > 0 ? static_cast<double>(st.generated_tokens) / st.seconds : 0.0,
+                 static_cast<long long>(st.steps), st.first_token_seconds);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_stage_worker(const MpiSession& session, const WorkerOptions& o) {
+  std::unique_ptr<Transport> transport;
+  try {
+    return run(session, o, transport);
+  } catch (const std::exception& e) {
+    if (transport) transport->abort(e.what());
+    session.abort(e.what());
+  }
+}
+
+}  // namespace pipellm
