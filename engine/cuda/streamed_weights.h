@@ -1,0 +1,67 @@
+// A stage's weights under a VRAM budget (docs/PREFETCH.md): plans which layers stay resident
+// (engine/model/vram_plan.h), keeps the streamed layers' matrices in pinned host memory in
+// device layout, streams them through a LayerStreamer ring each pass, and points the stage's
+// CudaWeights at the staging slots (fixed addresses: graph capture stays valid). Embeddings can
+// stay in mapped host memory: the lookup reads only the batch's rows over PCIe.
+//
+// Use with CudaStage: build CudaWeights from resident_view(), then install() into them; call
+// begin_pass / before_layer / after_layer / end_pass around the layers of every forward pass.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/weight_streamer.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/vram_plan.h"
+
+namespace pipellm::cuda {
+
+struct StreamingOptions {
+  uint64_t vram_budget = 0;           // 0: everything resident (no streaming)
+  bool budget_weights_only = false;   // budget counts weights only; ring and KV come on top
+  StreamPlacement placement = StreamPlacement::Interleaved;
+  bool embeddings_in_host = true;
+  StreamerOptions streamer;
+};
+
+class StreamedWeights {
+ public:
+  // Plans (throws InvalidArgument with the minimum budget when nothing fits) and builds the pinned
+  // host images. `w`'s tensors are read only here. n_slots / n_ctx size the (f16) KV cache.
+  StreamedWeights(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, const StreamingOptions& opt);
+
+  const VramPlan& plan() const { return plan_; }
+  // `w` without the tensors that must not be uploaded (streamed matrices, host embeddings).
+  const ModelWeights& resident_view() const { return view_; }
+  // Points the streamed layers' matrices at their staging slots and the embeddings at host memory.
+  void install(CudaWeights& cw) const;
+  const LayerStreamer* streamer() const { return streamer_.get(); }
+  size_t host_bytes() const { return host_.bytes(); }
+
+  void begin_pass(cudaStream_t s);
+  void before_layer(int local_layer, cudaStream_t s);
+  void after_layer(int local_layer, cudaStream_t s);
+  void end_pass(cudaStream_t s);
+
+ private:
+  struct StreamedLayer {
+    int local = 0;
+    DeviceMatrix m[7];  // wq wk wv wo gate up down: data holds the offset inside the image
+    size_t offset[7] = {};
+    size_t host_offset = 0;
+    size_t bytes = 0;
+  };
+
+  VramPlan plan_;
+  ModelWeights view_;
+  std::vector<StreamedLayer> layers_;  // schedule order (ascending local layer)
+  std::vector<int> position_;          // per local layer: schedule position or -1
+  MappedHostBuffer host_;              // streamed images, then the embeddings
+  DeviceMatrix embeddings_;            // valid when plan_.embeddings_in_host
+  std::unique_ptr<LayerStreamer> streamer_;
+};
+
+}  // namespace pipellm::cuda
