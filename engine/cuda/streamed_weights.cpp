@@ -62,6 +62,7 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
   in.slots = std::max(2, opt.streamer.slots);
   in.placement = opt.placement;
   in.embeddings_in_host = opt.embeddings_in_host;
+  in.min_streamed = opt.min_streamed_layers;
   if (opt.budget_weights_only && in.budget > 0) {
     uint64_t largest = 0;
     for (uint64_t b : in.layer_bytes) largest = std::max(largest, b);

@@ -24,7 +24,9 @@ struct StreamingOptions {
   bool budget_weights_only = false;   // budget counts weights only; ring and KV come on top
   StreamPlacement placement = StreamPlacement::Interleaved;
   bool embeddings_in_host = true;
+  int min_streamed_layers = 0;        // stream at least this many (tests, ablations)
   StreamerOptions streamer;
+  bool enabled() const { return vram_budget > 0 || min_streamed_layers > 0; }
 };
 
 class StreamedWeights {

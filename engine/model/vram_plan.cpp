@@ -120,8 +120,10 @@ VramPlan plan_vram(const VramPlanInput& in) {
   const int max_slots = std::min(in.slots, std::max(n, 1));
   const uint64_t minimum = base + emb_dev + static_cast<uint64_t>(max_slots) * largest;
   p.minimum_budget = n == 0 ? everything : std::min(everything, minimum);
-  if (in.budget == 0 || everything <= in.budget) return p;
-  if (n == 0 || in.budget < minimum) {
+  if (in.min_streamed > n) throw InvalidArgument("VRAM plan: cannot stream " + std::to_string(in.min_streamed) +
+                                                 " layers of " + std::to_string(n));
+  if (in.min_streamed <= 0 && (in.budget == 0 || everything <= in.budget)) return p;
+  if (n == 0 || (in.budget != 0 && in.budget < minimum)) {
     std::string parts = "staging ring " + std::to_string(max_slots) + " x " + format_bytes(largest) + ", KV cache " +
                         format_bytes(in.kv_bytes) + ", output head " + format_bytes(in.output_bytes) +
                         ", norms/biases " + format_bytes(in.layer_fixed_bytes);
@@ -133,14 +135,14 @@ VramPlan plan_vram(const VramPlanInput& in) {
   }
 
   // The fewest streamed layers that fit; the ring never has more slots than streamed layers.
-  for (int ns = 1; ns <= n; ++ns) {
+  for (int ns = std::max(1, in.min_streamed); ns <= n; ++ns) {
     const std::vector<bool> s = placement(n, ns, in.placement);
     uint64_t resident = 0, streamed = 0;
     for (int i = 0; i < n; ++i) (s[static_cast<size_t>(i)] ? streamed : resident) += in.layer_bytes[static_cast<size_t>(i)];
     const int slots = std::min(in.slots, ns);
     const uint64_t ring = static_cast<uint64_t>(slots) * largest;
     const uint64_t device = base + emb_dev + resident + ring;
-    if (device > in.budget) continue;
+    if (in.budget != 0 && device > in.budget) continue;
     p.streamed = s;
     p.embeddings_in_host = emb_host;
     p.slots = slots;

@@ -42,6 +42,7 @@ struct VramPlanInput {
   int slots = 2;        // staging slots (>= 2)
   StreamPlacement placement = StreamPlacement::Interleaved;
   bool embeddings_in_host = true;  // when streaming: look embedding rows up from pinned host memory
+  int min_streamed = 0;            // stream at least this many layers even if more would fit (tests, ablations)
 };
 
 struct VramPlan {
@@ -62,7 +63,7 @@ struct VramPlan {
   std::string summary() const;
 };
 
-// Throws InvalidArgument stating the minimum budget (and its parts) when even the ring, the KV
+// Streams as few layers as fit (at least in.min_streamed). Throws InvalidArgument stating the minimum budget (and its parts) when even the ring, the KV
 // cache and the parts that must stay resident do not fit.
 VramPlan plan_vram(const VramPlanInput& in);
 

@@ -151,6 +151,21 @@ TEST(VramPlan, TiedHeadKeepsEmbeddingsResident) {
   EXPECT_FALSE(plan_vram(in).embeddings_in_host);
 }
 
+TEST(VramPlan, MinStreamedForcesStreaming) {
+  VramPlanInput in = small();
+  in.min_streamed = 2;  // no budget: streams exactly 2 layers, 2 slots
+  VramPlan p = plan_vram(in);
+  EXPECT_EQ(p.streamed, mask("RSRS"));
+  EXPECT_EQ(p.slots, 2);
+  EXPECT_EQ(p.device_bytes, 80u + 200u + 200u);
+  in.budget = 10000;
+  EXPECT_EQ(plan_vram(in).n_streamed(), 2);
+  in.budget = 400;  // 2 streamed need 480: the fit rule still applies (3 streamed: 380)
+  EXPECT_EQ(plan_vram(in).n_streamed(), 3);
+  in.min_streamed = 5;
+  EXPECT_THROW(plan_vram(in), InvalidArgument);
+}
+
 TEST(VramPlan, RejectsOneSlot) {
   VramPlanInput in = small();
   in.slots = 1;
