@@ -143,6 +143,37 @@ void apply_name_fixups(const GgufFile& f, Vocab& v) {
 
 }  // namespace
 
+void TokenIndex::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2) cap <<= 1;
+  slots_.assign(cap, Slot{});
+  mask_ = cap - 1;
+}
+
+int32_t TokenIndex::insert(const std::vector<std::string>& texts, int32_t id) {
+  const uint64_t h = hash(texts[id]);
+  const auto tag = static_cast<uint32_t>(h >> 32);
+  for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.id < 0) {
+      s = {tag, id};
+      return -1;
+    }
+    if (s.tag == tag && texts[s.id] == texts[id]) return s.id;
+  }
+}
+
+int32_t TokenIndex::find(const std::vector<std::string>& texts, std::string_view str) const {
+  if (slots_.empty()) return -1;
+  const uint64_t h = hash(str);
+  const auto tag = static_cast<uint32_t>(h >> 32);
+  for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
+    const Slot& s = slots_[i];
+    if (s.id < 0) return -1;
+    if (s.tag == tag && texts[s.id] == str) return s.id;
+  }
+}
+
 std::unique_ptr<Vocab> load_vocab(const GgufFile& f) {
   auto v = std::make_unique<Vocab>();
   const std::string model = f.get_string("tokenizer.ggml.model");
@@ -193,9 +224,10 @@ std::unique_ptr<Vocab> load_vocab(const GgufFile& f) {
   }
   v->ids.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    if (!v->ids.emplace(v->text[i], static_cast<int32_t>(i)).second) {
-      throw FormatError("tokenizer: duplicate token '" + v->text[i] + "' (ids " +
-                        std::to_string(v->ids[v->text[i]]) + " and " + std::to_string(i) + ")");
+    const int32_t dup = v->ids.insert(v->text, static_cast<int32_t>(i));
+    if (dup >= 0) {
+      throw FormatError("tokenizer: duplicate token '" + v->text[i] + "' (ids " + std::to_string(dup) + " and " +
+                        std::to_string(i) + ") in tokenizer.ggml.tokens");
     }
   }
 
