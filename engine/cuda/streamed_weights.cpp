@@ -115,7 +115,7 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
     embeddings_.data = host_.device() + emb_offset;
   }
   std::vector<LayerImage> schedule;
-  for (const StreamedLayer& sl : layers_) schedule.push_back({host_.device() + sl.host_offset, sl.bytes});
+  for (const StreamedLayer& sl : layers_) schedule.push_back({host_.host() + sl.host_offset, sl.bytes});
   if (!schedule.empty()) {
     StreamerOptions so = opt.streamer;
     so.slots = plan_.slots;

@@ -29,7 +29,7 @@ struct StreamerOptions {
   bool overlap = true;      // false: ablation, copy a layer only when compute reaches it
 };
 
-// One streamed layer: `bytes` at `host` (pinned, mapped) in the layout the kernels read.
+// One streamed layer: `bytes` at `host` (pinned host memory) in the layout the kernels read.
 struct LayerImage {
   const uint8_t* host = nullptr;
   size_t bytes = 0;

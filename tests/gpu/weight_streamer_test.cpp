@@ -38,7 +38,7 @@ struct Images {
   void refill() {
     for (size_t i = 0; i < host.bytes(); ++i) host.host()[i] = static_cast<uint8_t>(test::rng()());
   }
-  LayerImage image(size_t i) const { return {host.device() + offset[i], bytes[i]}; }
+  LayerImage image(size_t i) const { return {host.host() + offset[i], bytes[i]}; }
   const uint8_t* data(size_t i) const { return host.host() + offset[i]; }
 };
 
