@@ -125,6 +125,17 @@ void BpeModel::encode_word(std::string_view raw, std::string_view encoded, std::
       return;
     }
   }
+  constexpr size_t kMaxCachedWord = 32;
+  std::vector<int32_t>* cached = nullptr;
+  if (raw.size() <= kMaxCachedWord) {
+    auto [it, inserted] = s.word_cache.try_emplace(std::string(raw));
+    if (!inserted) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+    cached = &it->second;
+  }
+  const size_t out_start = out.size();
   const int32_t n = static_cast<int32_t>(raw.size());
   s.syms.resize(n);
   for (int32_t i = 0; i < n; ++i) {
@@ -150,6 +161,7 @@ void BpeModel::encode_word(std::string_view raw, std::string_view encoded, std::
     push_pair(s, p.left, l.next);
   }
   for (int32_t i = 0; i >= 0; i = s.syms[i].next) emit_symbol(s.syms[i].id, out);
+  if (cached != nullptr) cached->assign(out.begin() + static_cast<std::ptrdiff_t>(out_start), out.end());
 }
 
 }  // namespace pipellm::tok

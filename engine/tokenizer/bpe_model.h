@@ -24,6 +24,8 @@ struct BpeScratch {
   };
   std::vector<Sym> syms;
   std::vector<Pair> heap;
+  // Words already merged during this encode call (short words repeat a lot in real text).
+  std::unordered_map<std::string, std::vector<int32_t>> word_cache;
 };
 
 class BpeModel {
