@@ -1,5 +1,6 @@
 // `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine.
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -8,6 +9,7 @@
 #include "cli/engine_options.h"
 #include "engine/runtime/generator.h"
 #include "engine/tokenizer/streaming_decoder.h"
+#include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/util/error.h"
 
@@ -32,7 +34,7 @@ void usage(FILE* out) {
                "  --stop STR          stop when STR appears (repeatable; not printed)\n"
                "  --ignore-eos        do not stop at end-of-generation tokens\n"
                "  --no-special        do not add BOS (and other special tokens) to the prompt\n"
-               "  --chat              wrap the prompt as one user turn of a chat (needs the tokenizer's template)\n"
+               "  --chat              wrap the prompt as one user turn of the model's chat template\n"
                "  --json              print one JSON object at the end instead of streaming\n%s",
                engine_flags_help());
 }
@@ -146,8 +148,19 @@ int cmd_generate(int argc, char** argv) {
 
   try {
     if (o.have_prompt) {
-      if (o.chat) throw InvalidArgument("--chat: chat templates are not available in this build yet");
-      o.req.prompt = tok->encode(o.prompt, o.add_special, /*parse_special=*/true);
+      std::string text = o.prompt;
+      if (o.chat) {
+        const auto tmpl = tok->chat_template();
+        if (!tmpl) throw InvalidArgument("--chat: the model has no tokenizer.chat_template");
+        // BOS comes from encode(add_special); the template writes EOS only between turns.
+        const std::string eos = tok->eos_id() >= 0 ? tok->token_to_piece(tok->eos_id()) : "";
+        try {
+          text = apply_chat_template(*tmpl, {{"user", o.prompt}}, /*add_generation_prompt=*/true, "", eos);
+        } catch (const FormatError& e) {
+          throw InvalidArgument(std::string("--chat: ") + e.what());
+        }
+      }
+      o.req.prompt = tok->encode(text, o.add_special, /*parse_special=*/true);
     }
     const int V = model->config().n_vocab;
     for (int32_t id : o.req.prompt) {
@@ -205,12 +218,18 @@ int cmd_generate(int argc, char** argv) {
   if (o.print_ids) {
     std::printf("%s\n", ids_line(res.tokens).c_str());
   } else if (o.json) {
-    std::printf(
-        "{\"text\": %s, \"tokens\": [%s], \"n_prompt\": %d, \"n_generated\": %zu, \"stop_reason\": \"%s\", "
-        "\"seed\": %llu, \"load_ms\": %.1f, \"prompt_tok_s\": %.2f, \"gen_tok_s\": %.2f, \"threads\": %d}\n",
-        json_string(res.text).c_str(), ids_line(res.tokens).c_str(), res.n_prompt, res.tokens.size(),
-        stop_reason_name(res.reason), static_cast<unsigned long long>(o.req.sampling.seed), load_s * 1e3, prompt_tps,
-        gen_tps, model->pool().size());
+    nlohmann::json j = {{"text", res.text},
+                         {"tokens", res.tokens},
+                         {"n_prompt", res.n_prompt},
+                         {"n_generated", res.tokens.size()},
+                         {"stop_reason", stop_reason_name(res.reason)},
+                         {"seed", o.req.sampling.seed},
+                         {"load_ms", load_s * 1e3},
+                         {"prompt_tok_s", prompt_tps},
+                         {"gen_tok_s", gen_tps},
+                         {"threads", model->pool().size()}};
+    // Invalid UTF-8 (a random model can stop mid-character) becomes U+FFFD instead of throwing.
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
   }

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "tests/unit/model_test_util.h"
@@ -87,10 +88,14 @@ TEST(CliGenerate, TextAndJsonOutput) {
   const std::string m = model_arg("tiny-llama-Q8_0");
   const RunResult a = run_cli("generate " + m + " -p 'Once upon a time' -n 8 --seed 3 --json");
   ASSERT_EQ(a.code, 0) << a.err;
-  EXPECT_EQ(a.out.rfind("{\"text\": ", 0), 0u) << a.out;
-  EXPECT_NE(a.out.find("\"seed\": 3"), std::string::npos) << a.out;
+  const auto ja = nlohmann::json::parse(a.out);
+  EXPECT_EQ(ja["seed"].get<int>(), 3) << a.out;
+  EXPECT_EQ(ja["tokens"].size(), 8u) << a.out;
+  EXPECT_TRUE(ja["text"].is_string()) << a.out;
   const RunResult b = run_cli("generate " + m + " -p 'Once upon a time' -n 8 --seed 3 --json");
-  EXPECT_EQ(a.out.substr(0, a.out.find("\"load_ms\"")), b.out.substr(0, b.out.find("\"load_ms\"")));
+  const auto jb = nlohmann::json::parse(b.out);
+  EXPECT_EQ(ja["tokens"], jb["tokens"]);
+  EXPECT_EQ(ja["text"], jb["text"]);
   EXPECT_NE(a.err.find("prompt:"), std::string::npos);
   EXPECT_NE(a.err.find("generation:"), std::string::npos);
 }
@@ -114,6 +119,31 @@ TEST(CliGenerate, DefaultModelWhenPresent) {
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
   const RunResult r = run_cli("generate -p hello -n 4 --seed 1");
   EXPECT_EQ(r.code, 0) << r.err;
+}
+
+TEST(CliGenerate, ChatWrapsThePromptInTheModelsTemplate) {
+  const RunResult none = run_cli("generate " + model_arg("tiny-llama-Q8_0") + " --chat -p hi -n 1");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("has no tokenizer.chat_template"), std::string::npos) << none.err;
+
+  // A tiny model carrying Qwen3's tokenizer and chat template (ChatML).
+  const std::string model =
+      (std::filesystem::temp_directory_path() / ("pipellm_chat_" + std::to_string(::getpid()) + ".gguf")).string();
+  ASSERT_EQ(run_cli("mkmodel --preset tiny --quant Q8_0 --vocab " + test::testdata("vocab/vocab-qwen3.gguf") + " " +
+                    model)
+                .code,
+            0);
+  const RunResult chat = run_cli("generate -m " + model + " --chat -p hi -n 1 --temp 0 --json");
+  const std::string text_file = model + ".txt";
+  std::ofstream(text_file) << "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+  const RunResult ids = run_cli("tokenize -m " + model + " --special --ids - < " + text_file);
+  std::filesystem::remove(model);
+  std::filesystem::remove(text_file);
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  ASSERT_EQ(ids.code, 0) << ids.err;
+  const auto expected = nlohmann::json::parse(ids.out).get<std::vector<int>>();
+  EXPECT_EQ(expected.size(), 9u) << ids.out;
+  EXPECT_EQ(nlohmann::json::parse(chat.out)["n_prompt"].get<size_t>(), expected.size()) << chat.out;
 }
 
 }  // namespace
