@@ -66,7 +66,9 @@ double PartitionPlan::balance() const {
   return sum / static_cast<double>(stages.size()) / static_cast<double>(bottleneck());
 }
 
-std::string format_bytes(uint64_t b) {
+namespace {
+
+std::string human_bytes(uint64_t b) {
   char buf[64];
   const double v = static_cast<double>(b);
   if (b >= (1ull << 30)) {
@@ -80,8 +82,6 @@ std::string format_bytes(uint64_t b) {
   }
   return buf;
 }
-
-namespace {
 
 class Costs {
  public:
@@ -127,9 +127,9 @@ class Costs {
 
 std::string stage_over_budget(int s, const StagePlan& p) {
   std::ostringstream os;
-  os << "stage " << s << " (layers [" << p.first << ", " << p.last << ")) needs " << format_bytes(p.total())
-     << " (weights " << format_bytes(p.weight_bytes) << ", KV " << format_bytes(p.kv_bytes) << ", scratch "
-     << format_bytes(p.scratch_bytes) << ") but its budget is " << format_bytes(p.budget);
+  os << "stage " << s << " (layers [" << p.first << ", " << p.last << ")) needs " << human_bytes(p.total())
+     << " (weights " << human_bytes(p.weight_bytes) << ", KV " << human_bytes(p.kv_bytes) << ", scratch "
+     << human_bytes(p.scratch_bytes) << ") but its budget is " << human_bytes(p.budget);
   return os.str();
 }
 
@@ -180,8 +180,8 @@ PartitionPlan check_explicit(const ModelSizes& m, const PlanInput& in, const Cos
   std::ostringstream os;
   os << "plan: no split of " << m.n_layer() << " layers over " << in.n_stages << " stages fits: ";
   if (all_finite && need > total_budget) {
-    os << "the model needs " << format_bytes(need) << " in all (weights, KV cache at " << in.kv_positions
-       << " positions, scratch) but the budgets add up to " << format_bytes(total_budget);
+    os << "the model needs " << human_bytes(need) << " in all (weights, KV cache at " << in.kv_positions
+       << " positions, scratch) but the budgets add up to " << human_bytes(total_budget);
   } else {
     // Find a stage that cannot hold even its fixed parts and its lightest layer.
     const uint64_t lightest = *std::min_element(m.layer_bytes.begin(), m.layer_bytes.end());
@@ -270,7 +270,7 @@ PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in) {
 std::string format_plan(const PartitionPlan& p) {
   std::ostringstream os;
   os << (p.explicit_split ? "explicit split" : "planned split") << ", " << p.stages.size() << " stage"
-     << (p.stages.size() == 1 ? "" : "s") << ", bottleneck " << format_bytes(p.bottleneck()) << " read per token, balance ";
+     << (p.stages.size() == 1 ? "" : "s") << ", bottleneck " << human_bytes(p.bottleneck()) << " read per token, balance ";
   char bal[32];
   std::snprintf(bal, sizeof bal, "%.3f", p.balance());
   os << bal << "\n";
@@ -283,15 +283,15 @@ std::string format_plan(const PartitionPlan& p) {
     const std::string range = "[" + std::to_string(st.first) + ", " + std::to_string(st.last) + ")";
     std::string parts = std::string(st.has_embeddings ? "E" : "") + (st.has_output ? "O" : "");
     if (parts.empty()) parts = "-";
-    const std::string budget = st.budget == 0 ? "unlimited" : format_bytes(st.budget);
+    const std::string budget = st.budget == 0 ? "unlimited" : human_bytes(st.budget);
     std::string head = "-";
     if (st.budget != 0) {
       const int64_t h = st.headroom();
-      head = (h < 0 ? "-" : "") + format_bytes(static_cast<uint64_t>(h < 0 ? -h : h));
+      head = (h < 0 ? "-" : "") + human_bytes(static_cast<uint64_t>(h < 0 ? -h : h));
     }
     std::snprintf(line, sizeof line, "%-6zu %-12s %-5s %12s %12s %12s %12s %12s %12s\n", s, range.c_str(),
-                  parts.c_str(), format_bytes(st.read_bytes).c_str(), format_bytes(st.weight_bytes).c_str(),
-                  format_bytes(st.kv_bytes).c_str(), format_bytes(st.scratch_bytes).c_str(), budget.c_str(),
+                  parts.c_str(), human_bytes(st.read_bytes).c_str(), human_bytes(st.weight_bytes).c_str(),
+                  human_bytes(st.kv_bytes).c_str(), human_bytes(st.scratch_bytes).c_str(), budget.c_str(),
                   head.c_str());
     os << line;
   }

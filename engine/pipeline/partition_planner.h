@@ -69,6 +69,5 @@ PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in);
 
 // Multi-line table for `pipellm plan` and the stage worker's log.
 std::string format_plan(const PartitionPlan& p);
-std::string format_bytes(uint64_t b);
 
 }  // namespace pipellm

@@ -1,0 +1,242 @@
+// The pipeline in one process (stage i on thread i, in-process transport) against the
+// single-process engine: same greedy tokens, logits equal within 1e-5 relative; continuous
+// batching of 8 sequences gives each the tokens it gets alone; a failing rank stops the rest.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "engine/cpu/cpu_model.h"
+#include "engine/pipeline/inproc_pipeline.h"
+#include "engine/runtime/generator.h"
+#include "engine/util/error.h"
+#include "tests/unit/model_test_util.h"
+
+namespace pipellm {
+namespace {
+
+constexpr int kCtx = 128;
+constexpr int kChunk = 16;  // prefill chunk of both the reference and the pipeline (the CPU
+                            // products round differently for different batch sizes)
+
+struct Reference {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;  // the row each token was sampled from
+};
+
+// The single-process engine: generate() for the tokens, the same steps by hand for the logits.
+Reference reference(const std::string& model, const std::vector<int32_t>& prompt, int n) {
+  CpuModelOptions opt;
+  opt.n_threads = 1;
+  opt.stage.n_ctx = kCtx;
+  auto m = CpuModel::open(test::model_path(model), opt);
+  GenerationRequest req;
+  req.prompt = prompt;
+  req.max_tokens = n;
+  req.sampling.temperature = 0.0f;
+  req.prefill_chunk = kChunk;
+  Reference r;
+  r.tokens = generate(m->stage(), 0, req, TextHooks{}).tokens;
+
+  const int V = m->config().n_vocab;
+  std::vector<float> logits;
+  for (size_t i = 0; i < prompt.size(); i += kChunk) {
+    const size_t n = std::min(prompt.size() - i, static_cast<size_t>(kChunk));
+    const std::vector<int32_t> part(prompt.begin() + static_cast<long>(i), prompt.begin() + static_cast<long>(i + n));
+    m->stage().forward(Batch::sequence(part, static_cast<int32_t>(i), 0), logits);
+  }
+  int pos = static_cast<int>(prompt.size());
+  std::vector<int32_t> mine;
+  for (int i = 0; i < n; ++i) {
+    r.logits.push_back(logits);
+    const int32_t t = test::argmax(logits.data(), static_cast<size_t>(V));
+    mine.push_back(t);
+    if (i + 1 < n) m->stage().forward(Batch::sequence({t}, pos++, 0), logits);
+  }
+  EXPECT_EQ(mine, r.tokens) << "generate() and the hand loop disagree";
+  return r;
+}
+
+// A pipeline of CPU stages over one mapped file.
+class Pipeline {
+ public:
+  Pipeline(const std::string& model, const std::vector<std::pair<int, int>>& ranges, int n_slots) {
+    file_ = GgufFile::open(test::model_path(model));
+    cfg_ = ModelConfig::from_gguf(*file_);
+    CpuStageOptions so;
+    so.n_ctx = kCtx;
+    so.n_slots = n_slots;
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      pools_.push_back(std::make_unique<ThreadPool>(1));
+      stages_.push_back(std::make_unique<CpuStage>(*file_, cfg_, LayerRange{ranges[i].first, ranges[i].second}, i == 0,
+                                                   i + 1 == ranges.size(), so, *pools_.back()));
+    }
+  }
+  std::vector<Stage*> stages() const {
+    std::vector<Stage*> s;
+    for (const auto& p : stages_) s.push_back(p.get());
+    return s;
+  }
+  int n_vocab() const { return cfg_.n_vocab; }
+
+ private:
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig cfg_;
+  std::vector<std::unique_ptr<ThreadPool>> pools_;
+  std::vector<std::unique_ptr<CpuStage>> stages_;
+};
+
+struct Output {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;
+  FinishReason finish = FinishReason::None;
+};
+
+std::map<int64_t, Output> run(Pipeline& p, const SchedulerOptions& so, const std::vector<Request>& reqs,
+                              const InprocOptions& io = {}) {
+  Scheduler sched(so);
+  for (const auto& r : reqs) sched.submit(r);
+  std::map<int64_t, Output> out;
+  run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) {
+    Output& o = out[e.seq_id];
+    o.tokens.push_back(e.token);
+    o.finish = e.finish;
+    if (e.logits != nullptr) o.logits.emplace_back(e.logits, e.logits + e.n_vocab);
+  }, io);
+  return out;
+}
+
+std::vector<int32_t> fixture_prompt(const std::string& model, size_t n) {
+  auto ids = test::read_ids(test::testdata("ref/" + model + ".tokens"));
+  ids.resize(std::min(n, ids.size()));
+  return ids;
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& ref) {
+  float scale = 0.0f;
+  for (float v : ref) scale = std::max(scale, std::fabs(v));
+  double worst = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(a[i] - ref[i])) / scale);
+  return worst;
+}
+
+void expect_matches(const std::string& model, const std::vector<std::pair<int, int>>& ranges) {
+  Pipeline p(model, ranges, 1);
+  SchedulerOptions so;
+  so.n_slots = 1;
+  so.n_ctx = kCtx;
+  so.micro_batches = static_cast<int>(ranges.size());
+  so.prefill_chunk = kChunk;
+  InprocOptions io;
+  io.return_logits = true;
+  for (size_t len : {1u, 7u, 33u}) {
+    SCOPED_TRACE(model + " prompt of " + std::to_string(len));
+    const auto prompt = fixture_prompt(model, len);
+    const int n = 8;
+    const Reference ref = reference(model, prompt, n);
+    Request r;
+    r.id = 7;
+    r.prompt = prompt;
+    r.max_new_tokens = n;
+    const auto out = run(p, so, {r}, io);
+    ASSERT_EQ(out.count(7), 1u);
+    const Output& o = out.at(7);
+    EXPECT_EQ(o.tokens, ref.tokens);
+    EXPECT_EQ(o.finish, FinishReason::Length);
+    ASSERT_EQ(o.logits.size(), ref.logits.size());
+    for (size_t i = 0; i < o.logits.size(); ++i) {
+      ASSERT_EQ(o.logits[i].size(), static_cast<size_t>(p.n_vocab()));
+      EXPECT_LE(max_rel_diff(o.logits[i], ref.logits[i]), 1e-5) << "token " << i;
+    }
+  }
+}
+
+TEST(PipelineInproc, OneStageMatchesSingleProcess) { expect_matches("tiny-llama-Q8_0", {{0, 2}}); }
+TEST(PipelineInproc, TwoStagesMatchSingleProcess) { expect_matches("tiny-llama-Q8_0", {{0, 1}, {1, 2}}); }
+TEST(PipelineInproc, TwoStagesQwen3) { expect_matches("tiny-qwen3-Q8_0", {{0, 1}, {1, 2}}); }
+TEST(PipelineInproc, ThreeStagesWithHeadOnlyTail) { expect_matches("tiny-tied-Q8_0", {{0, 1}, {1, 2}, {2, 2}}); }
+
+// 8 sequences of different prompt and output lengths through 3 KV slots: they join and leave
+// at step boundaries, share micro-batches and prefill in chunks; each gets its tokens alone.
+void expect_continuous_batching(const std::vector<std::pair<int, int>>& ranges) {
+  const std::string model = "tiny-llama-Q4_K_M";
+  Pipeline p(model, ranges, 3);
+  SchedulerOptions so;
+  so.n_slots = 3;
+  so.n_ctx = kCtx;
+  so.micro_batches = 2;
+  so.max_batch_tokens = 12;
+  so.prefill_chunk = 5;
+  const auto all = test::read_ids(test::testdata("ref/" + model + ".tokens"));
+  std::vector<Request> reqs;
+  for (int i = 0; i < 8; ++i) {
+    Request r;
+    r.id = 100 + i;
+    const size_t start = static_cast<size_t>(3 * i), len = static_cast<size_t>(2 + (i * 5) % 17);
+    r.prompt.assign(all.begin() + static_cast<long>(start), all.begin() + static_cast<long>(start + len));
+    r.max_new_tokens = 3 + (i * 3) % 8;
+    reqs.push_back(r);
+  }
+  const auto out = run(p, so, reqs);
+  ASSERT_EQ(out.size(), reqs.size());
+  for (const Request& r : reqs) {
+    SCOPED_TRACE("request " + std::to_string(r.id));
+    const Reference ref = reference(model, r.prompt, r.max_new_tokens);
+    EXPECT_EQ(out.at(r.id).tokens, ref.tokens);
+  }
+}
+
+TEST(PipelineInproc, ContinuousBatchingOneStage) { expect_continuous_batching({{0, 2}}); }
+TEST(PipelineInproc, ContinuousBatchingTwoStages) { expect_continuous_batching({{0, 1}, {1, 2}}); }
+
+TEST(PipelineInproc, FailingRankStopsThePipelineAndIsNamed) {
+  for (int rank : {0, 1, 2}) {
+    SCOPED_TRACE("fault on rank " + std::to_string(rank));
+    Pipeline p("tiny-llama-Q8_0", {{0, 1}, {1, 2}, {2, 2}}, 1);
+    SchedulerOptions so;
+    so.n_ctx = kCtx;
+    so.micro_batches = 2;
+    Request r;
+    r.prompt = fixture_prompt("tiny-llama-Q8_0", 5);
+    r.max_new_tokens = 10;
+    InprocOptions io;
+    io.fault_rank = rank;
+    io.fault.kind = FaultInjection::Kind::Throw;
+    io.fault.at_step = 3;
+    try {
+      run(p, so, {r}, io);
+      FAIL() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(rank) + ": injected fault at step 3"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST(PipelineInproc, BadBatchOnALaterRankIsReported) {
+  // Slot 5 does not exist on a 1-slot pipeline: rank 0 rejects the step before sending it.
+  Pipeline p("tiny-llama-Q8_0", {{0, 1}, {1, 2}}, 1);
+  SchedulerOptions so;
+  so.n_slots = 6;  // the scheduler believes in more slots than the stages have
+  so.n_ctx = kCtx;
+  std::vector<Request> reqs;
+  for (int i = 0; i < 6; ++i) {
+    Request r;
+    r.id = i;
+    r.prompt = fixture_prompt("tiny-llama-Q8_0", 3);
+    r.max_new_tokens = 2;
+    reqs.push_back(r);
+  }
+  try {
+    run(p, so, reqs);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 0: forward: slot 1 is outside [0, 1)"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pipellm

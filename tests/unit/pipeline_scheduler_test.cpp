@@ -1,0 +1,201 @@
+// The head's scheduler (continuous batching, chunked prefill, micro-batches in flight) and the
+// step messages' wire format.
+#include <gtest/gtest.h>
+
+#include "engine/pipeline/scheduler.h"
+#include "engine/util/error.h"
+
+namespace pipellm {
+namespace {
+
+Request req(int64_t id, int prompt_len, int max_new, std::vector<int32_t> stop = {}) {
+  Request r;
+  r.id = id;
+  for (int i = 0; i < prompt_len; ++i) r.prompt.push_back(10 + i);
+  r.max_new_tokens = max_new;
+  r.stop_tokens = std::move(stop);
+  return r;
+}
+
+// The tail's answer: token `base + slot` for each logits row.
+StepResult answer(const StepHeader& h, int32_t base = 500) {
+  StepResult r;
+  r.step_id = h.step_id;
+  for (int i = 0; i < h.n_tokens(); ++i) {
+    if (!h.batch.logits[static_cast<size_t>(i)]) continue;
+    r.slot.push_back(h.batch.slot[static_cast<size_t>(i)]);
+    r.token.push_back(base + h.batch.slot[static_cast<size_t>(i)]);
+  }
+  return r;
+}
+
+TEST(PipelineScheduler, ChunkedPrefillThenDecode) {
+  SchedulerOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 64;
+  o.micro_batches = 3;
+  o.max_batch_tokens = 8;
+  o.prefill_chunk = 4;
+  Scheduler s(o);
+  s.submit(req(1, 10, 2));
+  // 10 prompt tokens in chunks of 4, 4, 2, all in flight together; logits only on the last.
+  auto a = s.next_step(), b = s.next_step(), c = s.next_step();
+  ASSERT_TRUE(a && b && c);
+  EXPECT_FALSE(s.next_step());  // 3 steps in flight
+  EXPECT_EQ(a->batch.pos, (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(b->batch.pos, (std::vector<int32_t>{4, 5, 6, 7}));
+  EXPECT_EQ(c->batch.pos, (std::vector<int32_t>{8, 9}));
+  EXPECT_EQ(a->n_tokens() + b->n_tokens() + c->n_tokens(), 10);
+  EXPECT_EQ(c->batch.logits, (std::vector<uint8_t>{0, 1}));
+  EXPECT_EQ(a->batch.n_outputs() + b->batch.n_outputs(), 0);
+  ASSERT_EQ(a->starts.size(), 1u);  // the sequence starts with its first chunk only
+  EXPECT_EQ(a->starts[0].seq_id, 1);
+  EXPECT_TRUE(b->starts.empty());
+  EXPECT_TRUE(s.complete(answer(*a)).empty());
+  EXPECT_TRUE(s.complete(answer(*b)).empty());
+  EXPECT_FALSE(s.next_step());  // waiting for the prompt's logits
+  auto ev = s.complete(answer(*c));
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].token, 500);
+  EXPECT_EQ(ev[0].index, 0);
+  EXPECT_EQ(ev[0].finish, FinishReason::None);
+  // Decode: the sampled token goes in at position 10.
+  auto d = s.next_step();
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->batch.tokens, (std::vector<int32_t>{500}));
+  EXPECT_EQ(d->batch.pos, (std::vector<int32_t>{10}));
+  ev = s.complete(answer(*d));
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].finish, FinishReason::Length);
+  EXPECT_FALSE(s.has_work());
+}
+
+TEST(PipelineScheduler, DecodersSpreadOverMicroBatchesAndSlotsAreReused) {
+  SchedulerOptions o;
+  o.n_slots = 4;
+  o.n_ctx = 64;
+  o.micro_batches = 2;
+  o.max_batch_tokens = 64;
+  o.prefill_chunk = 64;
+  Scheduler s(o);
+  for (int i = 0; i < 5; ++i) s.submit(req(i, 3, i == 0 ? 1 : 3));
+  auto p = s.next_step();  // all four admitted prompts in one step
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->n_tokens(), 12);
+  EXPECT_EQ(p->batch.n_outputs(), 4);
+  EXPECT_EQ(s.queued(), 1);
+  auto ev = s.complete(answer(*p));
+  ASSERT_EQ(ev.size(), 4u);
+  EXPECT_EQ(ev[0].finish, FinishReason::Length);  // request 0 wanted one token: slot 0 frees
+  // Next step: request 4 joins in slot 0 (prefill) next to ceil(4 active / 2) = 2 decoders.
+  auto q = s.next_step();
+  ASSERT_TRUE(q);
+  EXPECT_EQ(s.queued(), 0);
+  int decoders = 0, prefill = 0;
+  for (int i = 0; i < q->n_tokens(); ++i) (q->batch.slot[static_cast<size_t>(i)] == 0 ? prefill : decoders)++;
+  EXPECT_EQ(decoders, 2);
+  EXPECT_EQ(prefill, 3);
+  ASSERT_EQ(q->starts.size(), 1u);
+  EXPECT_EQ(q->starts[0].slot, 0);
+  EXPECT_EQ(q->starts[0].seq_id, 4);
+  auto r = s.next_step();  // the third decoder
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->n_tokens(), 1);
+  EXPECT_EQ(r->batch.slot, (std::vector<int32_t>{3}));
+  EXPECT_FALSE(s.next_step());
+  EXPECT_THROW(s.complete(answer(*r)), Error);  // results must come back in order
+}
+
+TEST(PipelineScheduler, StopTokenAndContextEnd) {
+  SchedulerOptions o;
+  o.n_slots = 2;
+  o.n_ctx = 6;
+  Scheduler s(o);
+  s.submit(req(1, 2, 10, {501}));  // slot 1 gets token 501 = stop
+  s.submit(req(0, 4, 10));         // slot 0... (admitted first: slot 0 is request 1)
+  auto h = s.next_step();
+  ASSERT_TRUE(h);
+  auto ev = s.complete(answer(*h));
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0].seq_id, 1);
+  EXPECT_EQ(ev[0].finish, FinishReason::None);  // 500 is not its stop token
+  EXPECT_EQ(ev[1].seq_id, 0);
+  EXPECT_EQ(ev[1].finish, FinishReason::None);
+  // Request 0 (4 prompt tokens, ctx 6): tokens at positions 4 and 5, then the context is full.
+  int rounds = 0;
+  std::map<int64_t, FinishReason> end;
+  while (s.has_work() && rounds++ < 10) {
+    auto x = s.next_step();
+    ASSERT_TRUE(x);
+    for (const auto& e : s.complete(answer(*x, 500))) {
+      if (e.finish != FinishReason::None) end[e.seq_id] = e.finish;
+    }
+  }
+  EXPECT_EQ(end[0], FinishReason::Context);
+  EXPECT_EQ(end[1], FinishReason::Context);  // 2 prompt + 4 generated fill ctx 6
+}
+
+TEST(PipelineScheduler, RejectsBadRequests) {
+  SchedulerOptions o;
+  o.n_ctx = 8;
+  Scheduler s(o);
+  EXPECT_THROW(s.submit(req(1, 0, 4)), InvalidArgument);
+  EXPECT_THROW(s.submit(req(1, 8, 4)), InvalidArgument);
+  EXPECT_THROW(s.submit(req(1, 3, 0)), InvalidArgument);
+}
+
+TEST(PipelineMessages, HeaderRoundTrip) {
+  StepHeader h;
+  h.step_id = 42;
+  h.width = 256;
+  h.return_logits = true;
+  SequenceStart st;
+  st.slot = 3;
+  st.seq_id = 99;
+  st.sampling.temperature = 0.7f;
+  st.sampling.top_k = 40;
+  st.sampling.seed = 1234567890123ull;
+  h.starts.push_back(st);
+  h.batch.add(5, 0, 3, false);
+  h.batch.add(6, 1, 3, true);
+  const StepHeader d = StepHeader::decode(h.encode());
+  EXPECT_EQ(d.kind, StepKind::Forward);
+  EXPECT_EQ(d.step_id, 42);
+  EXPECT_EQ(d.width, 256);
+  EXPECT_TRUE(d.return_logits);
+  ASSERT_EQ(d.starts.size(), 1u);
+  EXPECT_EQ(d.starts[0].slot, 3);
+  EXPECT_EQ(d.starts[0].seq_id, 99);
+  EXPECT_TRUE(d.starts[0].sampling == st.sampling);
+  EXPECT_EQ(d.batch.tokens, h.batch.tokens);
+  EXPECT_EQ(d.batch.pos, h.batch.pos);
+  EXPECT_EQ(d.batch.slot, h.batch.slot);
+  EXPECT_EQ(d.batch.logits, h.batch.logits);
+  EXPECT_EQ(d.batch.hidden, nullptr);
+}
+
+TEST(PipelineMessages, ResultRoundTripAndCorruption) {
+  StepResult r;
+  r.step_id = 7;
+  r.slot = {0, 2};
+  r.token = {11, 12};
+  r.n_vocab = 3;
+  r.logits = {1, 2, 3, 4, 5, 6};
+  const auto bytes = r.encode();
+  const StepResult d = StepResult::decode(bytes);
+  EXPECT_EQ(d.step_id, 7);
+  EXPECT_EQ(d.slot, r.slot);
+  EXPECT_EQ(d.token, r.token);
+  EXPECT_EQ(d.logits, r.logits);
+  for (size_t cut : {size_t{0}, size_t{3}, bytes.size() / 2, bytes.size() - 1}) {
+    std::vector<uint8_t> t(bytes.begin(), bytes.begin() + static_cast<long>(cut));
+    EXPECT_THROW(StepResult::decode(t), Error) << "cut at " << cut;
+  }
+  auto extra = bytes;
+  extra.push_back(0);
+  EXPECT_THROW(StepResult::decode(extra), Error);
+  EXPECT_THROW(StepHeader::decode(bytes), Error);  // wrong magic
+}
+
+}  // namespace
+}  // namespace pipellm
