@@ -6,7 +6,7 @@
 // With --preset the model is synthesised in memory: every tensor of the real shape and the
 // llama-quantize type mix (engine/model_gen), filled with random blocks whose fp16 scales are
 // valid, so the kernels read exactly the bytes a real file of that shape has.
-// Reports pp512, tg128 (with and without CUDA graphs), tg128 at depth 4096, batched decode
+// Reports pp512, tg128 (with and without CUDA graphs and programmatic dependent launch), tg128 at depth 4096, batched decode
 // (64 sequences, 128-token prompts, 128 generated each), each mean +- sd over --runs runs after a
 // warm-up; bytes of weights read per decoded token, the achieved GB/s and that as a fraction
 // of the device-to-device copy bandwidth measured in the same run.
@@ -260,7 +260,7 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
   const auto t1 = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
     st.decode(cur.data(), pos.data(), slot.data(), n_seq, next.data());
-    cur = next;
+    cur.swap(next);
     for (auto& p : pos) ++p;
   }
   const double gen = seconds_since(t1);
@@ -351,8 +351,12 @@ int run(int argc, char** argv) {
     rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), false});
     st.set_use_graphs(true);
     rows.push_back({"tg128", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    st.set_pdl(false);
+    rows.push_back({"tg128 (graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
     st.set_use_graphs(false);
-    rows.push_back({"tg128 (no graphs)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    rows.push_back({"tg128 (no graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    st.set_pdl(true);
+    rows.push_back({"tg128 (no graphs, PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
     if (depth) {
       st.set_use_graphs(true);
       run_pp(st, 4096);  // fills the cache of slot 0 up to 4096

@@ -155,7 +155,7 @@ void CudaStage::product_input(int T, const float* x, int64_t n, const float* nor
   } else {
     a.y_f16 = xh_.get();
   }
-  rmsnorm_convert(a, stream_.get());
+  rmsnorm_convert(a, launch());
 }
 
 void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
@@ -169,7 +169,7 @@ void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, 
     a.xds = xds_.get();
     a.y = y;
     a.y_stride = y_stride;
-    matvec(a, stream_.get());
+    matvec(a, launch());
     return;
   }
   const __half* wh = w.f16.get();
@@ -180,7 +180,10 @@ void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, 
   gemm_f16(cublas_.get(), wh, w.m.n_in, w.m.n_out, xh_.get(), T, y, y_stride, add ? 1.0f : 0.0f);
 }
 
-void CudaStage::enqueue_embed(int T) { embed_rows(weights_->token_embd.m, d_tok_, T, x_.get(), stream_.get()); }
+void CudaStage::enqueue_embed(int T) {
+  // The first kernel of a step follows the host-to-device copy of the step's inputs: no PDL.
+  embed_rows(weights_->token_embd.m, d_tok_, T, x_.get(), stream_.get());
+}
 
 void CudaStage::enqueue_layers(int T, int n_keys) {
   const int E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = cfg_.k_dim();
@@ -189,9 +192,27 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
     product_input(T, x_.get(), E, l.attn_norm.get(), true);
-    product(l.wq, T, q_.get(), Q, false);
-    product(l.wk, T, k_.get(), K, false);
-    product(l.wv, T, v_.get(), K, false);
+    if (T <= kMatvecMaxRows && matvec_uses_q8(l.wq.m.type) && l.wk.m.type == l.wq.m.type) {
+      // q and k (and v when it has the same type) in one launch.
+      MatvecArgs m;
+      m.w = l.wq.m;
+      m.n_rows = T;
+      m.x = y_.get();
+      m.xq = xq_.get();
+      m.xds = xds_.get();
+      m.y = q_.get();
+      m.y_stride = Q;
+      m.extra[0] = {l.wk.m, k_.get(), K};
+      m.n_extra = 1;
+      const bool v_too = l.wv.m.type == l.wq.m.type;
+      if (v_too) m.extra[m.n_extra++] = {l.wv.m, v_.get(), K};
+      matvec(m, launch());
+      if (!v_too) product(l.wv, T, v_.get(), K, false);
+    } else {
+      product(l.wq, T, q_.get(), Q, false);
+      product(l.wk, T, k_.get(), K, false);
+      product(l.wv, T, v_.get(), K, false);
+    }
 
     RopeKvArgs r;
     r.n_tokens = T;
@@ -219,7 +240,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     r.freq_scale = cfg_.rope_freq_scale;
     r.freq_factors = weights_->rope_freqs.get();
     r.neox = cfg_.rope_type == RopeType::Neox;
-    rope_kv_store(r, stream_.get());
+    rope_kv_store(r, launch());
 
     AttentionArgs a;
     a.n_tokens = T;
@@ -240,7 +261,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     a.partial = attn_part_.get();
     if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
       throw Error("CUDA stage: attention scratch too small");
-    attention(a, stream_.get());
+    attention(a, launch());
 
     product_input(T, att_.get(), Q, nullptr, false);
     product(l.wo, T, x_.get(), E, true);
@@ -257,7 +278,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
       m.xds = xds_.get();
       m.y = act_.get();
       m.y_stride = F;
-      matvec(m, stream_.get());
+      matvec(m, launch());
     } else {
       product(l.w_gate, T, g_.get(), F, false);
       product(l.w_up, T, u_.get(), F, false);
@@ -275,11 +296,16 @@ void CudaStage::enqueue_logits(int n_out) {
 }
 
 void CudaStage::enqueue_decode_step(int B, int ctx_bucket, const SamplingParams& sp) {
+  struct Flag {  // PDL for the kernels of this step (see launch())
+    bool& f;
+    explicit Flag(bool& x) : f(x) { f = true; }
+    ~Flag() { f = false; }
+  } flag(in_decode_);
   enqueue_embed(B);
   enqueue_layers(B, ctx_bucket);
   product_input(B, x_.get(), cfg_.n_embd, weights_->output_norm.get(), true);
   product(weights_->output, B, logits_.get(), cfg_.n_vocab, false);
-  sample_rows(logits_.get(), cfg_.n_vocab, B, cfg_.n_vocab, sp, d_counter_.get(), d_next_.get(), stream_.get());
+  sample_rows(logits_.get(), cfg_.n_vocab, B, cfg_.n_vocab, sp, d_counter_.get(), d_next_.get(), launch());
 }
 
 void CudaStage::forward(const Batch& batch, std::vector<float>& out) {

@@ -19,6 +19,7 @@
 #include "engine/cuda/cuda_weights.h"
 #include "engine/model/stage.h"
 #include "kernels/cuda/cuda_raii.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/sampling.h"
 
 namespace pipellm::cuda {
@@ -30,6 +31,7 @@ struct CudaStageOptions {
   int max_batch_tokens = 512;  // tokens per forward chunk (prefill)
   bool use_graphs = true;
   bool resident_f16 = false;   // keep f16 copies of the matrices (faster prefill / large batches)
+  bool pdl = true;             // programmatic dependent launch between kernels (kernels/cuda/launch.h)
 };
 
 class CudaStage : public Stage {
@@ -55,6 +57,11 @@ class CudaStage : public Stage {
   void last_decode_logits(int n, std::vector<float>& out) const;
 
   void set_use_graphs(bool on) { opt_.use_graphs = on; }
+  // Changing PDL drops the captured graphs (their kernel nodes carry the launch attribute).
+  void set_pdl(bool on) {
+    if (on != opt_.pdl) graphs_.clear();
+    opt_.pdl = on;
+  }
   size_t graphs_captured() const { return graphs_.size(); }
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
@@ -75,6 +82,8 @@ class CudaStage : public Stage {
   void enqueue_decode_step(int B, int ctx_bucket, const SamplingParams& sp);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
+  // PDL only inside decode steps, whose kernels follow kernels (never a host copy).
+  Launch launch() const { return Launch(stream_.get(), opt_.pdl && in_decode_); }
 
   ModelConfig cfg_;
   LayerRange range_;
@@ -104,6 +113,7 @@ class CudaStage : public Stage {
   std::map<std::pair<int, int>, GraphExec> graphs_;
   SamplingParams graph_sp_{};
   int last_decode_rows_ = 0;
+  bool in_decode_ = false;
 };
 
 }  // namespace pipellm::cuda

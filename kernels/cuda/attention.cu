@@ -18,9 +18,10 @@ constexpr int kMaxGroup = 8;  // query heads per kv head
 // gi = tid / D + r * (kThreads / D), r < kMaxGroup * D / kThreads.
 template <int D>
 __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
+  grid_dependency_wait();
   constexpr int kEpl = D / 32;  // elements per lane in a key row
   constexpr int kHeadStride = kThreads / D > 0 ? kThreads / D : 1;
-  constexpr int kR = D >= kThreads ? 2 * kMaxGroup : (kMaxGroup + kHeadStride - 1) / kHeadStride;
+  constexpr int kR = D > kThreads ? 2 * kMaxGroup : (kMaxGroup + kHeadStride - 1) / kHeadStride;
   const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = a.n_head / a.n_head_kv;
@@ -45,7 +46,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
   float acc[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
-  const int dcol = D >= kThreads ? 0 : tid % D;
+  const int dcol = D > kThreads ? 0 : tid % D;
   const int64_t row_stride = static_cast<int64_t>(a.n_head_kv) * D;
   const int64_t base = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx * row_stride + g * D : 0;
   const __half* kc = a.k_cache + base;
@@ -96,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
     }
     __syncthreads();
     // Output accumulation.
-    if (D >= kThreads) {
+    if (D > kThreads) {
       // D = 256: each thread owns columns tid and tid + 128 of every head.
       for (int r = 0; r < kR; ++r) {
         const int gi = r >> 1, d = tid + (r & 1) * kThreads;
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     int gi, d;
-    if (D >= kThreads) {
+    if (D > kThreads) {
       gi = r >> 1;
       d = tid + (r & 1) * kThreads;
     } else {
@@ -148,6 +149,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 
 // Block (head h, token t), D threads: merges the splits.
 __global__ void attention_combine_kernel(AttentionArgs a) {
+  grid_dependency_wait();
   const int h = blockIdx.x, t = blockIdx.y, d = threadIdx.x, D = a.head_dim, S = a.n_splits;
   const float* po = a.partial + (static_cast<int64_t>(t) * a.n_head + h) * S * D;
   const float* pml =
@@ -186,7 +188,7 @@ void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blo
   *keys_per_split = kps;
 }
 
-void attention(const AttentionArgs& a, cudaStream_t s) {
+void attention(const AttentionArgs& a, const Launch& s) {
   if (a.n_tokens == 0) return;
   const int G = a.n_head_kv > 0 ? a.n_head / a.n_head_kv : 0;
   if (G < 1 || G > kMaxGroup || a.n_head % a.n_head_kv != 0)
@@ -195,14 +197,14 @@ void attention(const AttentionArgs& a, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
                   static_cast<unsigned>(a.n_tokens));
   switch (a.head_dim) {
-    case 64: attention_split_kernel<64><<<grid, kThreads, 0, s>>>(a); break;
-    case 128: attention_split_kernel<128><<<grid, kThreads, 0, s>>>(a); break;
-    case 256: attention_split_kernel<256><<<grid, kThreads, 0, s>>>(a); break;
+    case 64: launch_kernel(s, attention_split_kernel<64>, grid, dim3(kThreads), a); break;
+    case 128: launch_kernel(s, attention_split_kernel<128>, grid, dim3(kThreads), a); break;
+    case 256: launch_kernel(s, attention_split_kernel<256>, grid, dim3(kThreads), a); break;
     default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 128, 256)");
   }
   PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
-  attention_combine_kernel<<<dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)), a.head_dim, 0,
-                             s>>>(a);
+  launch_kernel(s, attention_combine_kernel, dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),
+                dim3(static_cast<unsigned>(a.head_dim)), a);
   PIPELLM_CUDA_LAUNCH_CHECK("attention_combine");
 }
 

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
@@ -44,6 +45,6 @@ int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_s
 void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blocks, int* n_splits,
                      int* keys_per_split);
 
-void attention(const AttentionArgs& a, cudaStream_t s);
+void attention(const AttentionArgs& a, const Launch& s);
 
 }  // namespace pipellm::cuda

@@ -11,6 +11,7 @@ namespace {
 template <TensorType T>
 __global__ void embed_kernel(const uint8_t* w, int64_t n_in, int64_t n_out, int64_t nb, const int32_t* ids,
                              float* out) {
+  grid_dependency_wait();
   constexpr int bs = TypeTraits<T>::block_size;
   const int t = blockIdx.y;
   const int32_t id = ids[t];
@@ -52,13 +53,13 @@ void dequantize_any(const DeviceMatrix& m, OutT* out, cudaStream_t s) {
 
 }  // namespace
 
-void embed_rows(const DeviceMatrix& m, const int32_t* ids, int n_ids, float* out, cudaStream_t s) {
+void embed_rows(const DeviceMatrix& m, const int32_t* ids, int n_ids, float* out, const Launch& s) {
   if (n_ids == 0) return;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((m.n_in + 255) / 256, 16)), static_cast<unsigned>(n_ids));
   const int64_t nb = m.blocks();
   const bool ok = dispatch_type(m.type, [&](auto tag) {
     constexpr TensorType T = decltype(tag)::value;
-    embed_kernel<T><<<grid, 256, 0, s>>>(m.data, m.n_in, m.n_out, nb, ids, out);
+    launch_kernel(s, embed_kernel<T>, grid, dim3(256), m.data, m.n_in, m.n_out, nb, ids, out);
   });
   if (!ok) throw Error(std::string("embed_rows: unsupported type ") + tensor_type_name(m.type));
   PIPELLM_CUDA_LAUNCH_CHECK("embed_rows");

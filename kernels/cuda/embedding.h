@@ -7,12 +7,13 @@
 #include <cstdint>
 
 #include "kernels/cuda/weight_layout.h"
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
 // out[t][:] = row ids[t] of m, as float (n_ids rows of m.n_in). ids are device memory; an id
 // outside [0, m.n_out) yields a zero row (the host validates ids before).
-void embed_rows(const DeviceMatrix& m, const int32_t* ids, int n_ids, float* out, cudaStream_t s);
+void embed_rows(const DeviceMatrix& m, const int32_t* ids, int n_ids, float* out, const Launch& s);
 
 // The whole matrix as f16 [n_out][n_in] (for the tensor-core products).
 void dequantize_f16(const DeviceMatrix& m, __half* out, cudaStream_t s);

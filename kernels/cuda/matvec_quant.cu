@@ -9,31 +9,81 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr int kWarps = 4;  // rows of W per block: one warp per row
+constexpr int kWarps = 4;  // generic kernel: rows per block (a warp each); fast kernels: warps per row
 constexpr int kThreads = kWarps * 32;
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
-// Reduces acc over the warp and writes row `row` of every activation row.
-template <int B>
-__device__ __forceinline__ void epilogue(float (&acc)[B], float (&acc2)[B], MatvecMode mode, float* y,
-                                         int64_t ys, int64_t row) {
-#pragma unroll
-  for (int b = 0; b < B; ++b) {
-    acc[b] = warp_sum(acc[b]);
-    if (mode == MatvecMode::Swiglu) acc2[b] = warp_sum(acc2[b]);
+__device__ __forceinline__ int dp4(int a, int b, int c) { return __dp4a(a, b, c); }
+
+// Parameters of the fast kernels: one block per output row; up to 3 matrices of the same type
+// and n_in ("segments", e.g. q, k and v) share one launch, block b computing row b of the
+// concatenated outputs.
+struct FastParams {
+  const uint8_t* w[3];
+  const uint8_t* w2;  // Swiglu: the up matrix (one segment only)
+  float* y[3];
+  int64_t y_stride[3];
+  int64_t n_out[3];
+  int64_t n_in;
+  const int8_t* xq;
+  const float2* xds;
+  MatvecMode mode;
+};
+
+struct RowRef {
+  const uint8_t* w;
+  const uint8_t* w2;
+  float* y;
+  int64_t ys;
+  int64_t n_out;
+  int64_t row;
+};
+
+__device__ __forceinline__ RowRef locate_row(const FastParams& p) {
+  grid_dependency_wait();
+  int64_t r = blockIdx.x;
+  int s = 0;
+  if (r >= p.n_out[0]) {
+    r -= p.n_out[0];
+    s = 1;
+    if (r >= p.n_out[1]) {
+      r -= p.n_out[1];
+      s = 2;
+    }
   }
-  if ((threadIdx.x & 31) != 0) return;
-#pragma unroll
-  for (int b = 0; b < B; ++b) {
-    float* o = y + b * ys + row;
-    if (mode == MatvecMode::Store) *o = acc[b];
-    else if (mode == MatvecMode::Add) *o += acc[b];
-    else *o = silu(acc[b]) * acc2[b];
-  }
+  return RowRef{p.w[s], p.w2, p.y[s], p.y_stride[s], p.n_out[s], r};
 }
 
-__device__ __forceinline__ int dp4(int a, int b, int c) { return __dp4a(a, b, c); }
+// Reduces acc over the block (all kThreads threads call) and writes the row for every
+// activation row.
+template <int B>
+__device__ __forceinline__ void block_epilogue(float (&acc)[B], float (&acc2)[B], MatvecMode mode, const RowRef& rr) {
+  __shared__ float red[kWarps][B], red2[kWarps][B];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+    const float v = warp_sum(acc[b]);
+    const float v2 = mode == MatvecMode::Swiglu ? warp_sum(acc2[b]) : 0.0f;
+    if (lane == 0) {
+      red[warp][b] = v;
+      red2[warp][b] = v2;
+    }
+  }
+  __syncthreads();
+  const int b = threadIdx.x;
+  if (b >= B) return;
+  float v = 0.0f, v2 = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    v += red[w][b];
+    v2 += red2[w][b];
+  }
+  float* o = rr.y + b * rr.ys + rr.row;
+  if (mode == MatvecMode::Store) *o = v;
+  else if (mode == MatvecMode::Add) *o += v;
+  else *o = silu(v) * v2;
+}
 
 // ---- generic: decode each weight to float ----
 
@@ -41,6 +91,7 @@ template <TensorType T>
 __global__ void __launch_bounds__(kThreads) matvec_generic(const uint8_t* w, const uint8_t* w2, int64_t n_in,
                                                            int64_t n_out, int64_t nb, int nrows, const float* x,
                                                            MatvecMode mode, float* y, int64_t ys) {
+  grid_dependency_wait();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n_out) return;
   constexpr int bs = TypeTraits<T>::block_size;
@@ -124,22 +175,19 @@ __device__ __forceinline__ void q4k_block(const uint8_t* blk, int t, int64_t aba
 }
 
 template <int B, bool DUAL>
-__global__ void __launch_bounds__(kThreads) matvec_q4k(const uint8_t* w, const uint8_t* w2, int64_t n_in,
-                                                       int64_t n_out, const int8_t* xq, const float2* xds,
-                                                       MatvecMode mode, float* y, int64_t ys) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const int lane = threadIdx.x & 31, t = lane & 7;
-  const int64_t nb = n_in / 256;
-  const uint8_t* wr = w + row * nb * 144;
-  const uint8_t* wr2 = DUAL ? w2 + row * nb * 144 : nullptr;
+__global__ void __launch_bounds__(kThreads) matvec_q4k(FastParams p) {
+  const RowRef rr = locate_row(p);
+  const int t = threadIdx.x & 7;
+  const int64_t n_in = p.n_in, nb = n_in / 256;
+  const uint8_t* wr = rr.w + rr.row * nb * 144;
+  const uint8_t* wr2 = DUAL ? rr.w2 + rr.row * nb * 144 : nullptr;
   float acc[B] = {}, acc2[B] = {};
 #pragma unroll 2
-  for (int64_t ib = lane >> 3; ib < nb; ib += 4) {
-    q4k_block<B>(wr + ib * 144, t, ib * 256, n_in, xq, xds, acc);
-    if (DUAL) q4k_block<B>(wr2 + ib * 144, t, ib * 256, n_in, xq, xds, acc2);
+  for (int64_t ib = threadIdx.x >> 3; ib < nb; ib += kThreads / 8) {
+    q4k_block<B>(wr + ib * 144, t, ib * 256, n_in, p.xq, p.xds, acc);
+    if (DUAL) q4k_block<B>(wr2 + ib * 144, t, ib * 256, n_in, p.xq, p.xds, acc2);
   }
-  epilogue<B>(acc, acc2, mode, y, ys, row);
+  block_epilogue<B>(acc, acc2, p.mode, rr);
 }
 
 // ---- Q6_K (repacked): 8 lanes per super-block ----
@@ -176,20 +224,17 @@ __device__ __forceinline__ void q6k_block(const uint8_t* w, int64_t NB, int64_t 
 }
 
 template <int B, bool DUAL>
-__global__ void __launch_bounds__(kThreads) matvec_q6k(const uint8_t* w, const uint8_t* w2, int64_t n_in,
-                                                       int64_t n_out, const int8_t* xq, const float2* xds,
-                                                       MatvecMode mode, float* y, int64_t ys) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const int lane = threadIdx.x & 31, t = lane & 7;
-  const int64_t nb = n_in / 256, NB = nb * n_out;
+__global__ void __launch_bounds__(kThreads) matvec_q6k(FastParams p) {
+  const RowRef rr = locate_row(p);
+  const int t = threadIdx.x & 7;
+  const int64_t n_in = p.n_in, nb = n_in / 256, NB = nb * rr.n_out;
   float acc[B] = {}, acc2[B] = {};
 #pragma unroll 2
-  for (int64_t ib = lane >> 3; ib < nb; ib += 4) {
-    q6k_block<B>(w, NB, row * nb + ib, t, ib * 256, n_in, xq, xds, acc);
-    if (DUAL) q6k_block<B>(w2, NB, row * nb + ib, t, ib * 256, n_in, xq, xds, acc2);
+  for (int64_t ib = threadIdx.x >> 3; ib < nb; ib += kThreads / 8) {
+    q6k_block<B>(rr.w, NB, rr.row * nb + ib, t, ib * 256, n_in, p.xq, p.xds, acc);
+    if (DUAL) q6k_block<B>(rr.w2, NB, rr.row * nb + ib, t, ib * 256, n_in, p.xq, p.xds, acc2);
   }
-  epilogue<B>(acc, acc2, mode, y, ys, row);
+  block_epilogue<B>(acc, acc2, p.mode, rr);
 }
 
 // ---- Q8_0 (repacked): 2 lanes per 32-block, 16 quants each ----
@@ -208,20 +253,17 @@ __device__ __forceinline__ void q8_0_block(const uint8_t* w, int64_t NB, int64_t
 }
 
 template <int B, bool DUAL>
-__global__ void __launch_bounds__(kThreads) matvec_q8_0(const uint8_t* w, const uint8_t* w2, int64_t n_in,
-                                                        int64_t n_out, const int8_t* xq, const float2* xds,
-                                                        MatvecMode mode, float* y, int64_t ys) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const int lane = threadIdx.x & 31;
-  const int64_t nb = n_in / 32, NB = nb * n_out;
+__global__ void __launch_bounds__(kThreads) matvec_q8_0(FastParams p) {
+  const RowRef rr = locate_row(p);
+  const int64_t n_in = p.n_in, nb = n_in / 32, NB = nb * rr.n_out;
+  const int h = threadIdx.x & 1;
   float acc[B] = {}, acc2[B] = {};
 #pragma unroll 2
-  for (int64_t ib = lane >> 1; ib < nb; ib += 16) {
-    q8_0_block<B>(w, NB, row * nb + ib, lane & 1, ib, n_in, xq, xds, acc);
-    if (DUAL) q8_0_block<B>(w2, NB, row * nb + ib, lane & 1, ib, n_in, xq, xds, acc2);
+  for (int64_t ib = threadIdx.x >> 1; ib < nb; ib += kThreads / 2) {
+    q8_0_block<B>(rr.w, NB, rr.row * nb + ib, h, ib, n_in, p.xq, p.xds, acc);
+    if (DUAL) q8_0_block<B>(rr.w2, NB, rr.row * nb + ib, h, ib, n_in, p.xq, p.xds, acc2);
   }
-  epilogue<B>(acc, acc2, mode, y, ys, row);
+  block_epilogue<B>(acc, acc2, p.mode, rr);
 }
 
 // ---- Q4_0 (repacked): one lane per 32-block ----
@@ -250,24 +292,19 @@ __device__ __forceinline__ void q4_0_block(const uint8_t* w, int64_t NB, int64_t
 }
 
 template <int B, bool DUAL>
-__global__ void __launch_bounds__(kThreads) matvec_q4_0(const uint8_t* w, const uint8_t* w2, int64_t n_in,
-                                                        int64_t n_out, const int8_t* xq, const float2* xds,
-                                                        MatvecMode mode, float* y, int64_t ys) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const int lane = threadIdx.x & 31;
-  const int64_t nb = n_in / 32, NB = nb * n_out;
+__global__ void __launch_bounds__(kThreads) matvec_q4_0(FastParams p) {
+  const RowRef rr = locate_row(p);
+  const int64_t n_in = p.n_in, nb = n_in / 32, NB = nb * rr.n_out;
   float acc[B] = {}, acc2[B] = {};
 #pragma unroll 2
-  for (int64_t ib = lane; ib < nb; ib += 32) {
-    q4_0_block<B>(w, NB, row * nb + ib, ib, n_in, xq, xds, acc);
-    if (DUAL) q4_0_block<B>(w2, NB, row * nb + ib, ib, n_in, xq, xds, acc2);
+  for (int64_t ib = threadIdx.x; ib < nb; ib += kThreads) {
+    q4_0_block<B>(rr.w, NB, rr.row * nb + ib, ib, n_in, p.xq, p.xds, acc);
+    if (DUAL) q4_0_block<B>(rr.w2, NB, rr.row * nb + ib, ib, n_in, p.xq, p.xds, acc2);
   }
-  epilogue<B>(acc, acc2, mode, y, ys, row);
+  block_epilogue<B>(acc, acc2, p.mode, rr);
 }
 
-using FastKernel = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, const int8_t*, const float2*, MatvecMode,
-                            float*, int64_t);
+using FastKernel = void (*)(FastParams);
 
 
 #define PIPELLM_FAST_TABLE(NAME)                                                                             \
@@ -294,15 +331,36 @@ bool matvec_uses_q8(TensorType t) {
   return t == TensorType::Q4_K || t == TensorType::Q6_K || t == TensorType::Q8_0 || t == TensorType::Q4_0;
 }
 
-void matvec(const MatvecArgs& a, cudaStream_t s) {
+void matvec(const MatvecArgs& a, const Launch& s) {
   if (a.n_rows < 1 || a.n_rows > kMatvecMaxRows)
     throw Error("matvec: " + std::to_string(a.n_rows) + " activation rows (1.." + std::to_string(kMatvecMaxRows) +
                 " supported)");
   const bool dual = a.mode == MatvecMode::Swiglu;
   if (dual && (a.w2.type != a.w.type || a.w2.n_in != a.w.n_in || a.w2.n_out != a.w.n_out))
     throw Error("matvec: swiglu matrices differ: " + shape_of(a.w) + " vs " + shape_of(a.w2));
-  const dim3 grid(static_cast<unsigned>((a.w.n_out + kWarps - 1) / kWarps));
   if (matvec_uses_q8(a.w.type)) {
+    FastParams p{};
+    p.w[0] = a.w.data;
+    p.y[0] = a.y;
+    p.y_stride[0] = a.y_stride;
+    p.n_out[0] = a.w.n_out;
+    p.w2 = a.w2.data;
+    p.n_in = a.w.n_in;
+    p.xq = a.xq;
+    p.xds = a.xds;
+    p.mode = a.mode;
+    int64_t rows = a.w.n_out;
+    for (int e = 0; e < a.n_extra; ++e) {
+      const MatvecSegment& sg = a.extra[e];
+      if (dual || sg.w.type != a.w.type || sg.w.n_in != a.w.n_in)
+        throw Error("matvec: extra segment " + shape_of(sg.w) + " does not fit " + shape_of(a.w));
+      p.w[e + 1] = sg.w.data;
+      p.y[e + 1] = sg.y;
+      p.y_stride[e + 1] = sg.y_stride;
+      p.n_out[e + 1] = sg.w.n_out;
+      rows += sg.w.n_out;
+    }
+    for (int e = a.n_extra + 1; e < 3; ++e) p.n_out[e] = 0;
     FastKernel k = nullptr;
     switch (a.w.type) {
       case TensorType::Q4_K: k = matvec_q4k_kernel(a.n_rows, dual); break;
@@ -310,14 +368,16 @@ void matvec(const MatvecArgs& a, cudaStream_t s) {
       case TensorType::Q8_0: k = matvec_q8_0_kernel(a.n_rows, dual); break;
       default: k = matvec_q4_0_kernel(a.n_rows, dual); break;
     }
-    k<<<grid, kThreads, 0, s>>>(a.w.data, a.w2.data, a.w.n_in, a.w.n_out, a.xq, a.xds, a.mode, a.y, a.y_stride);
+    launch_kernel(s, k, dim3(static_cast<unsigned>(rows)), dim3(kThreads), p);
     PIPELLM_CUDA_LAUNCH_CHECK("matvec");
     return;
   }
+  if (a.n_extra > 0) throw Error("matvec: extra segments need a type with a fast kernel, not " + shape_of(a.w));
+  const dim3 grid(static_cast<unsigned>((a.w.n_out + kWarps - 1) / kWarps));
   const int64_t nb = a.w.blocks();
   const bool ok = dispatch_type(a.w.type, [&](auto tag) {
     constexpr TensorType T = decltype(tag)::value;
-    matvec_generic<T><<<grid, kThreads, 0, s>>>(a.w.data, a.w2.data, a.w.n_in, a.w.n_out, nb, a.n_rows, a.x,
+    launch_kernel(s, matvec_generic<T>, grid, dim3(kThreads), a.w.data, a.w2.data, a.w.n_in, a.w.n_out, nb, a.n_rows, a.x,
                                                 a.mode, a.y, a.y_stride);
   });
   if (!ok) throw Error("matvec: unsupported weight " + shape_of(a.w));

@@ -14,10 +14,19 @@
 #include <cstdint>
 
 #include "kernels/cuda/weight_layout.h"
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
 enum class MatvecMode { Store, Add, Swiglu };
+
+// A further matrix multiplied by the same activations in the same launch (fast types only; same
+// type and n_in as the first): e.g. k and v beside q.
+struct MatvecSegment {
+  DeviceMatrix w;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
 
 struct MatvecArgs {
   DeviceMatrix w;
@@ -29,6 +38,8 @@ struct MatvecArgs {
   const float2* xds = nullptr;   // [n_rows][w.n_in / 32]
   float* y = nullptr;            // [n_rows][y_stride]
   int64_t y_stride = 0;
+  MatvecSegment extra[2];        // Store/Add modes only, when matvec_uses_q8(w.type)
+  int n_extra = 0;
 };
 
 constexpr int kMatvecMaxRows = 8;
@@ -36,6 +47,6 @@ constexpr int kMatvecMaxRows = 8;
 // True when the product of this type reads the 8-bit activations (xq/xds) rather than x.
 bool matvec_uses_q8(TensorType t);
 
-void matvec(const MatvecArgs& a, cudaStream_t s);
+void matvec(const MatvecArgs& a, const Launch& s);
 
 }  // namespace pipellm::cuda

@@ -8,8 +8,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Grid (ceil(n / kThreads), rows): each block converts kThreads consecutive elements of a row
+// (one 32-element activation block per warp); with `normalize`, every block first reduces the
+// whole row's sum of squares itself (the row is small and L2-resident), so a row is spread over
+// many SMs instead of one.
 __global__ void __launch_bounds__(kThreads) rmsnorm_convert_kernel(NormOutArgs a) {
-  const int row = blockIdx.x;
+  grid_dependency_wait();
+  const int row = blockIdx.y;
   const float* x = a.x + row * a.x_stride;
   __shared__ float red[kThreads / 32];
   float scale = 1.0f;
@@ -20,21 +25,22 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_convert_kernel(NormOutArgs a
     scale = rsqrtf(ss / static_cast<float>(a.n) + a.eps);
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Each warp handles blocks of 32 consecutive elements: lane = element in the block.
-  for (int64_t base = static_cast<int64_t>(warp) * 32; base < a.n; base += kThreads) {
-    const int64_t i = base + lane;
-    float v = x[i] * scale;
-    if (a.w) v *= a.w[i];
-    if (a.y_f32) a.y_f32[row * a.n + i] = v;
-    if (a.y_f16) a.y_f16[row * a.n + i] = __float2half_rn(v);
-    if (a.xq) {
-      const float amax = warp_max(fabsf(v));
-      const float sum = warp_sum(v);
-      const float d = amax / 127.0f;
-      const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
-      a.xq[row * a.n + i] = static_cast<int8_t>(q);
-      if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = make_float2(d, sum);
-    }
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * kThreads + warp * 32;
+  if (base >= a.n) return;  // whole warps only (n is a multiple of 32)
+  const int64_t i = base + lane;
+  float v = x[i] * scale;
+  if (a.w) v *= a.w[i];
+  if (a.y_f32) a.y_f32[row * a.n + i] = v;
+  if (a.y_f16) a.y_f16[row * a.n + i] = __float2half_rn(v);
+  if (a.xq) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+    // The block sum of the quantized values (d * sum q): offsets then see the same
+    // activations as the integer products, so their rounding errors partly cancel.
+    const float sum = d * warp_sum(static_cast<float>(q));
+    a.xq[row * a.n + i] = static_cast<int8_t>(q);
+    if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = make_float2(d, sum);
   }
 }
 
@@ -50,10 +56,11 @@ __global__ void rmsnorm_rows_kernel(float* x, const float* w, int n, float eps) 
 
 }  // namespace
 
-void rmsnorm_convert(const NormOutArgs& a, cudaStream_t s) {
+void rmsnorm_convert(const NormOutArgs& a, const Launch& s) {
   if (a.n_rows == 0) return;
   if (a.n % 32 != 0) throw Error("rmsnorm_convert: row length " + std::to_string(a.n) + " is not a multiple of 32");
-  rmsnorm_convert_kernel<<<a.n_rows, kThreads, 0, s>>>(a);
+  const dim3 grid(static_cast<unsigned>((a.n + kThreads - 1) / kThreads), static_cast<unsigned>(a.n_rows));
+  launch_kernel(s, rmsnorm_convert_kernel, grid, dim3(kThreads), a);
   PIPELLM_CUDA_LAUNCH_CHECK("rmsnorm_convert");
 }
 

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
@@ -25,7 +26,7 @@ struct NormOutArgs {
   __half* y_f16 = nullptr;   // [n_rows][n]
 };
 
-void rmsnorm_convert(const NormOutArgs& a, cudaStream_t s);
+void rmsnorm_convert(const NormOutArgs& a, const Launch& s);
 
 // Per-head RMSNorm of n_rows rows of n floats in place (qwen3 q/k norm): see rope.h, which
 // fuses it; this standalone form is for tests.

@@ -12,6 +12,7 @@ constexpr int kMaxHeadDim = 256;
 
 // One warp per (token, head); heads 0..n_head-1 are q, then n_head_kv k heads, then v heads.
 __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
+  grid_dependency_wait();
   const int t = blockIdx.x, hh = blockIdx.y, lane = threadIdx.x;
   const int p = a.pos[t];
   if (p < 0) return;
@@ -62,13 +63,13 @@ __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
 
 }  // namespace
 
-void rope_kv_store(const RopeKvArgs& a, cudaStream_t s) {
+void rope_kv_store(const RopeKvArgs& a, const Launch& s) {
   if (a.n_tokens == 0) return;
   if (a.head_dim > kMaxHeadDim || a.n_rot > a.head_dim || a.n_rot % 2 != 0)
     throw Error("rope_kv_store: head_dim " + std::to_string(a.head_dim) + ", n_rot " + std::to_string(a.n_rot) +
                 " unsupported (head_dim <= 256, even n_rot <= head_dim)");
   const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head + 2 * a.n_head_kv));
-  rope_kv_kernel<<<grid, 32, 0, s>>>(a);
+  launch_kernel(s, rope_kv_kernel, grid, dim3(32), a);
   PIPELLM_CUDA_LAUNCH_CHECK("rope_kv_store");
 }
 

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
@@ -39,6 +40,6 @@ struct RopeKvArgs {
   bool neox = false;
 };
 
-void rope_kv_store(const RopeKvArgs& a, cudaStream_t s);
+void rope_kv_store(const RopeKvArgs& a, const Launch& s);
 
 }  // namespace pipellm::cuda

@@ -39,6 +39,7 @@ __device__ Best block_argmax(Best b, Best* red) {
 }
 
 __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, int64_t stride, int64_t n, int32_t* out) {
+  grid_dependency_wait();
   const float* row = logits + blockIdx.x * stride;
   __shared__ Best red[kWarps];
   Best b{-INFINITY, 0x7fffffff};
@@ -66,6 +67,7 @@ __device__ float block_reduce_sum(int64_t n, F f, float* red) {
 // so that the kept set satisfies top_k, top_p and min_p (no sort).
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, int64_t stride, int64_t n,
                                                           SamplingParams p, uint64_t* counter, int32_t* out) {
+  grid_dependency_wait();
   const float* row = logits + blockIdx.x * stride;
   __shared__ Best redb[kWarps];
   __shared__ float red[kWarps];
@@ -150,20 +152,20 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
 
 }  // namespace
 
-void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, cudaStream_t s) {
+void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, const Launch& s) {
   if (n_rows == 0) return;
-  argmax_kernel<<<n_rows, kThreads, 0, s>>>(logits, stride, n_vocab, out);
+  launch_kernel(s, argmax_kernel, dim3(n_rows), dim3(kThreads), logits, stride, n_vocab, out);
   PIPELLM_CUDA_LAUNCH_CHECK("argmax_rows");
 }
 
 void sample_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, const SamplingParams& p,
-                 uint64_t* counter, int32_t* out, cudaStream_t s) {
+                 uint64_t* counter, int32_t* out, const Launch& s) {
   if (n_rows == 0) return;
   if (p.temperature <= 0.0f) {
     argmax_rows(logits, stride, n_rows, n_vocab, out, s);
     return;
   }
-  sample_kernel<<<n_rows, kThreads, 0, s>>>(logits, stride, n_vocab, p, counter, out);
+  launch_kernel(s, sample_kernel, dim3(n_rows), dim3(kThreads), logits, stride, n_vocab, p, counter, out);
   PIPELLM_CUDA_LAUNCH_CHECK("sample_rows");
 }
 

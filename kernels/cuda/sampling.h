@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
@@ -21,10 +22,10 @@ struct SamplingParams {
 };
 
 // out[r] = argmax of row r (n_rows rows of n_vocab, stride apart).
-void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, cudaStream_t s);
+void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, const Launch& s);
 
 // Samples one token per row as described above; counter: device [n_rows] (incremented).
 void sample_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, const SamplingParams& p,
-                 uint64_t* counter, int32_t* out, cudaStream_t s);
+                 uint64_t* counter, int32_t* out, const Launch& s);
 
 }  // namespace pipellm::cuda

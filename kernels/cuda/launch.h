@@ -1,0 +1,46 @@
+// Kernel launches with optional programmatic dependent launch (PDL, sm_90+): a kernel launched
+// with `pdl` may be scheduled while the previous kernel of the stream is still finishing; every
+// kernel of kernels/cuda begins with grid_dependency_wait(), which blocks until the previous
+// grid has completed and its memory is visible (a no-op without PDL). This hides the launch
+// latency between the many small kernels of a decode step (also inside CUDA graphs).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace pipellm::cuda {
+
+struct Launch {
+  Launch(cudaStream_t s = nullptr, bool p = false) : stream(s), pdl(p) {}  // NOLINT: implicit from a stream
+  cudaStream_t stream;
+  bool pdl;
+};
+
+#if defined(__CUDACC__)
+// Waits for the preceding grid (PDL), then lets the next grid start launching its blocks.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+template <class... KArgs, class... Args>
+void launch_kernel(const Launch& l, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = l.stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = l.pdl ? attr : nullptr;
+  cfg.numAttrs = l.pdl ? 1 : 0;
+  PIPELLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+#endif
+
+}  // namespace pipellm::cuda
