@@ -7,5 +7,7 @@ tmp=$(mktemp -d)
   nlohmann-json3-dev libyaml-cpp-dev libyaml-cpp0.7 >/dev/null)
 rm -rf .carry/sysroot && mkdir -p .carry/sysroot
 for f in "$tmp"/*.deb; do dpkg -x "$f" .carry/sysroot; done
-rm -rf .carry/sysroot/usr/share/doc .carry/sysroot/usr/share/man "$tmp"
+# Only what the build needs: headers, shared libraries, gtest's static libraries (64 MiB travel limit).
+rm -rf .carry/sysroot/usr/share/doc .carry/sysroot/usr/share/man .carry/sysroot/usr/src "$tmp"
+rm -f .carry/sysroot/usr/lib/x86_64-linux-gnu/lib{pcre2-8,yaml-cpp,utf8proc}.a
 du -sh .carry/sysroot
