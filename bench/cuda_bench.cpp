@@ -279,7 +279,7 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT]\n"
-               "                          [--no-f16-cache] [--skip-depth] [--skip-batched]\n");
+               "                          [--no-f16-cache] [--skip-depth] [--skip-batched] [--profile-steps N]\n");
   return 2;
 }
 
@@ -287,6 +287,7 @@ int run(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3;
   bool f16_cache = true, depth = true, batched = true;
+  int profile_steps = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -301,6 +302,7 @@ int run(int argc, char** argv) {
     else if (a == "--no-f16-cache") f16_cache = false;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
+    else if (a == "--profile-steps") profile_steps = std::stoi(next());
     else return usage();
   }
   if (file.empty() == preset.empty()) return usage();
@@ -348,6 +350,10 @@ int run(int argc, char** argv) {
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::printf("upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
+    if (profile_steps > 0) {  // only decode steps (graphs + PDL), for a profiler
+      std::printf("profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
+      return 0;
+    }
     rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), false});
     st.set_use_graphs(true);
     rows.push_back({"tg128", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
