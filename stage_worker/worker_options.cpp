@@ -24,7 +24,7 @@ void print_worker_usage() {
                "  --threads N          CPU threads per rank (overrides the config)\n"
                "  --plan               print the partition plan and exit\n"
                "  --quiet              no plan or statistics on stderr\n"
-               "  --fault-rank R --fault-step S --fault-kind throw|exit   (tests) make rank R fail\n");
+               "  --fault-rank R --fault-step S --fault-kind throw|kill   (tests) make rank R fail\n");
 }
 
 namespace {
@@ -80,8 +80,8 @@ WorkerOptions parse_worker_options(int argc, char** argv, bool& help) {
     else if (a == "--fault-kind") {
       const std::string k = value();
       if (k == "throw") o.fault.kind = FaultInjection::Kind::Throw;
-      else if (k == "exit") o.fault.kind = FaultInjection::Kind::Exit;
-      else throw InvalidArgument("--fault-kind: expected throw or exit, got '" + k + "'");
+      else if (k == "kill") o.fault.kind = FaultInjection::Kind::Kill;
+      else throw InvalidArgument("--fault-kind: expected throw or kill, got '" + k + "'");
     } else {
       throw InvalidArgument("unknown option '" + a + "' (see --help)");
     }

@@ -22,7 +22,7 @@ struct WorkerOptions {
   int threads = -1;        // overrides the config's threads
   bool plan_only = false;  // print the plan and exit
   bool quiet = false;      // no plan / stats on stderr
-  int fault_rank = -1;     // tests: --fault-rank R --fault-step S --fault-kind throw|exit
+  int fault_rank = -1;     // tests: --fault-rank R --fault-step S --fault-kind throw|kill
   FaultInjection fault;
 };
 

@@ -1,7 +1,7 @@
 #include "engine/pipeline/stage_runner.h"
 
 #include <chrono>
-#include <cstdlib>
+#include <csignal>
 
 #include "engine/util/error.h"
 
@@ -33,7 +33,7 @@ StageRunner::StageRunner(Stage& stage, Transport& transport)
 
 void StageRunner::maybe_fault(int64_t step) const {
   if (fault_.kind == FaultInjection::Kind::None || step != fault_.at_step) return;
-  if (fault_.kind == FaultInjection::Kind::Exit) std::_Exit(3);
+  if (fault_.kind == FaultInjection::Kind::Kill) std::raise(SIGKILL);
   throw Error("injected fault at step " + std::to_string(step));
 }
 

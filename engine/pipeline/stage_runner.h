@@ -31,9 +31,10 @@ struct HeadStats {
   double first_token_seconds = -1.0;  // time to the first reported token
 };
 
-// A test-only fault: the rank throws (or exits without a word) when it handles step `at_step`.
+// A test-only fault: the rank throws, or dies by SIGKILL (as the OOM killer would), when it
+// handles step `at_step`.
 struct FaultInjection {
-  enum class Kind { None, Throw, Exit } kind = Kind::None;
+  enum class Kind { None, Throw, Kill } kind = Kind::None;
   int64_t at_step = 0;
 };
 
