@@ -17,10 +17,10 @@ echo "bench rc=$?"; cat "$OUT/bench_q4km.log"
 timeout 110 ncu --clock-control none --launch-skip 760 --launch-count 380 \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --page raw \
   $B --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --skip-batched --profile-steps 4 \
-  > "$OUT/ncu.csv" 2> "$OUT/ncu.err"; echo "ncu rc=$?"; tail -3 "$OUT/ncu.err"
+  > "$OUT/ncu.csv" 2> /tmp/ncu.err; echo "ncu rc=$?"; tail -3 /tmp/ncu.err
 python3 ../bench/ncu_summary.py "$OUT/ncu.csv" > "$OUT/ncu_summary.txt" 2>&1; cat "$OUT/ncu_summary.txt"
 for m in "llama3-8b Q4_0" "llama3-8b Q8_0" "llama3.2-1b Q4_K_M"; do
   set -- $m
-  timeout 45 $B --preset $1 --quant $2 --runs 3 --skip-depth --skip-batched > "$OUT/bench_$1_$2.log" 2>&1
-  echo "== $1 $2 rc=$?"; grep -E "^\| (pp|tg)|^model" "$OUT/bench_$1_$2.log"
+  timeout 45 $B --preset $1 --quant $2 --runs 3 --skip-depth --skip-batched > /tmp/b.log 2>&1
+  echo "== $1 $2 rc=$?"; cat /tmp/b.log >> "$OUT/bench_others.log"; grep -E "^\| (pp|tg)|^model" /tmp/b.log
 done
