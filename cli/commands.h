@@ -11,5 +11,6 @@ int cmd_import_raw(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_plan(int argc, char** argv);
 
 }  // namespace pipellm::cli

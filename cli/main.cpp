@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"generate", pipellm::cli::cmd_generate, "generate text from a prompt (streams to stdout)"},
     {"eval", pipellm::cli::cmd_eval, "write the logits of every position of a token-id file"},
     {"bench", pipellm::cli::cmd_bench, "CPU prompt/generation speed against the memory-bandwidth floor"},
+    {"plan", pipellm::cli::cmd_plan, "the layer partition of a stage config (pipellm-stage --config)"},
 };
 
 void usage(FILE* out) {

@@ -1,0 +1,77 @@
+// `pipellm plan --config X.yaml`: the layer partition a stage config gives (ranges, bytes read
+// per token, KV cache, headroom per stage), or the reason no partition fits (exit 1).
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+#include "engine/pipeline/partition_planner.h"
+#include "engine/pipeline/pipeline_config.h"
+#include "engine/util/error.h"
+
+namespace pipellm::cli {
+
+namespace {
+
+void plan_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: pipellm plan --config X.yaml [--model FILE]\n"
+               "  prints the partition of the model's layers over the config's stages: layer ranges,\n"
+               "  bytes read per token (the time model), weights, KV cache, scratch, budget and headroom.\n"
+               "  --model FILE   use this GGUF instead of the config's model\n");
+}
+
+}  // namespace
+
+int cmd_plan(int argc, char** argv) {
+  std::string config, model;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      plan_usage(stdout);
+      return 0;
+    }
+    if ((a == "--config" || a == "--model" || a == "-m") && i + 1 < argc) {
+      (a == "--config" ? config : model) = argv[++i];
+    } else {
+      std::fprintf(stderr, "pipellm plan: error: unexpected argument '%s'\n", a.c_str());
+      plan_usage(stderr);
+      return 2;
+    }
+  }
+  if (config.empty()) {
+    std::fprintf(stderr, "pipellm plan: error: --config is required\n");
+    plan_usage(stderr);
+    return 2;
+  }
+  PipelineConfig c;
+  try {
+    c = PipelineConfig::load(config);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "pipellm plan: error: %s\n", e.what());
+    return 2;
+  }
+  if (!model.empty()) c.model = model;
+  const auto f = GgufFile::open(c.model);
+  const ModelConfig mc = ModelConfig::from_gguf(*f);
+  std::printf("model:     %s\n           %s\n", c.model.c_str(), mc.summary().c_str());
+  std::printf("pipeline:  %d stage%s, %d micro-batches, context %d x %d sequences, KV %s, transport %s\n",
+              c.n_stages(), c.n_stages() == 1 ? "" : "s", c.micro_batches, c.context_length, c.max_sequences,
+              kv_type_name(c.kv_cache_type), transport_name(c.transport));
+  try {
+    const PartitionPlan p = plan_partition(ModelSizes::from_gguf(*f, mc, c.kv_cache_type), PlanInput::from_config(c));
+    std::printf("%s", format_plan(p).c_str());
+    for (size_t s = 0; s < p.stages.size(); ++s) {
+      const StageSpec& spec = c.stages[s];
+      std::printf("rank %zu: %s%s%s\n", s, spec.device.c_str(), spec.host.empty() ? "" : " on ", spec.host.c_str());
+    }
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm plan: %s: %s\n", config.c_str(), e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace pipellm::cli
