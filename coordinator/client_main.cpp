@@ -1,0 +1,236 @@
+// pipellm-client: calls a pipellm-coordinator. generate streams text to stdout (or one JSON
+// line per message with --json); tokenize, detokenize, info and health print their answers.
+// Exit status: 0 on success, 2 for a gRPC error (printed as "error: CODE: message").
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "proto/health.grpc.pb.h"
+#include "proto/pipellm.grpc.pb.h"
+
+namespace v1 = pipellm::v1;
+
+namespace {
+
+const char* code_name(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    default: return "UNKNOWN";
+  }
+}
+
+int fail(const grpc::Status& s) {
+  std::cerr << "error: " << code_name(s.error_code()) << ": " << s.error_message() << "\n";
+  return 2;
+}
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) ids.push_back(static_cast<int32_t>(std::stol(item)));
+  }
+  return ids;
+}
+
+const char* finish_name(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_CANCELLED: return "cancelled";
+    case v1::FINISH_REASON_ERROR: return "error";
+    default: return "unspecified";
+  }
+}
+
+struct GenArgs {
+  std::string prompt, tokens, system;
+  std::vector<std::string> chat;  // role:content
+  int max_tokens = -1000000;
+  double temperature = -1, top_p = -1, min_p = -1, repeat_penalty = -1;
+  int top_k = -1;
+  long long seed = -1;
+  std::vector<std::string> stop;
+  int timeout_ms = 0;
+  bool json = false;
+  bool ignore_eos = false;
+};
+
+int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
+  v1::GenerateRequest req;
+  if (!a.tokens.empty()) {
+    for (int32_t id : parse_ids(a.tokens)) req.mutable_tokens()->add_ids(id);
+  } else if (!a.chat.empty() || !a.system.empty()) {
+    auto* chat = req.mutable_chat();
+    if (!a.system.empty()) {
+      auto* m = chat->add_messages();
+      m->set_role("system");
+      m->set_content(a.system);
+    }
+    for (const auto& rc : a.chat) {
+      const auto colon = rc.find(':');
+      auto* m = chat->add_messages();
+      m->set_role(colon == std::string::npos ? "user" : rc.substr(0, colon));
+      m->set_content(colon == std::string::npos ? rc : rc.substr(colon + 1));
+    }
+  } else {
+    req.set_text(a.prompt);
+  }
+  auto* s = req.mutable_sampling();
+  if (a.temperature >= 0) s->set_temperature(static_cast<float>(a.temperature));
+  if (a.top_p >= 0) s->set_top_p(static_cast<float>(a.top_p));
+  if (a.min_p >= 0) s->set_min_p(static_cast<float>(a.min_p));
+  if (a.repeat_penalty >= 0) s->set_repetition_penalty(static_cast<float>(a.repeat_penalty));
+  if (a.top_k >= 0) s->set_top_k(a.top_k);
+  if (a.seed >= 0) s->set_seed(static_cast<uint64_t>(a.seed));
+  if (a.max_tokens != -1000000) req.set_max_tokens(a.max_tokens);
+  for (const auto& x : a.stop) req.add_stop(x);
+  req.set_ignore_eos(a.ignore_eos);
+
+  grpc::ClientContext ctx;
+  if (a.timeout_ms > 0) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(a.timeout_ms));
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse r;
+  while (reader->Read(&r)) {
+    if (r.has_chunk()) {
+      if (a.json) {
+        nlohmann::json j = {{"text", r.chunk().text()},
+                            {"token_ids", std::vector<int32_t>(r.chunk().token_ids().begin(), r.chunk().token_ids().end())}};
+        std::cout << j.dump() << "\n" << std::flush;
+      } else {
+        std::cout << r.chunk().text() << std::flush;
+      }
+    } else if (r.has_final()) {
+      const auto& f = r.final();
+      const auto& u = f.usage();
+      if (a.json) {
+        nlohmann::json j = {{"finish_reason", finish_name(f.finish_reason())},
+                            {"stop_string", f.stop_string()},
+                            {"prompt_tokens", u.prompt_tokens()},
+                            {"generated_tokens", u.generated_tokens()},
+                            {"time_to_first_token_ms", u.time_to_first_token_ms()},
+                            {"tokens_per_second", u.tokens_per_second()}};
+        std::cout << j.dump() << "\n";
+      } else {
+        std::cout << "\n";
+        std::cerr << "[" << finish_name(f.finish_reason()) << "] prompt " << u.prompt_tokens() << " tokens, generated "
+                  << u.generated_tokens() << ", first token " << u.time_to_first_token_ms() << " ms, "
+                  << u.tokens_per_second() << " tokens/s\n";
+      }
+    }
+  }
+  const grpc::Status st = reader->Finish();
+  return st.ok() ? 0 : fail(st);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"pipellm-client: talk to a pipellm-coordinator"};
+  std::string addr = "127.0.0.1:50051";
+  app.add_option("--addr", addr, "coordinator address")->capture_default_str();
+  app.require_subcommand(1);
+
+  GenArgs g;
+  auto* gen = app.add_subcommand("generate", "stream a completion");
+  gen->add_option("-p,--prompt", g.prompt, "prompt text");
+  gen->add_option("--tokens", g.tokens, "prompt as token ids: 1,2,3");
+  gen->add_option("--chat", g.chat, "chat message role:content (repeatable)")->allow_extra_args(false);
+  gen->add_option("--system", g.system, "system message (chat)");
+  gen->add_option("-n,--max-tokens", g.max_tokens, "tokens to generate");
+  gen->add_option("--temp,--temperature", g.temperature, "temperature (0: greedy)");
+  gen->add_option("--top-k", g.top_k);
+  gen->add_option("--top-p", g.top_p);
+  gen->add_option("--min-p", g.min_p);
+  gen->add_option("--repeat-penalty", g.repeat_penalty);
+  gen->add_option("--seed", g.seed);
+  gen->add_option("--stop", g.stop, "stop string (repeatable)")->allow_extra_args(false);
+  gen->add_option("--timeout-ms", g.timeout_ms, "deadline");
+  gen->add_flag("--ignore-eos", g.ignore_eos);
+  gen->add_flag("--json", g.json, "one JSON object per message");
+
+  std::string tok_text;
+  bool tok_special = true;
+  auto* tok = app.add_subcommand("tokenize", "text -> token ids");
+  tok->add_option("text", tok_text)->required();
+  tok->add_option("--add-special", tok_special);
+  std::string detok_ids;
+  auto* detok = app.add_subcommand("detokenize", "token ids -> text");
+  detok->add_option("ids", detok_ids, "1,2,3")->required();
+  auto* info = app.add_subcommand("info", "model and server information");
+  std::string health_service;
+  auto* health = app.add_subcommand("health", "grpc.health.v1 check (exit 0 when SERVING)");
+  health->add_option("--service", health_service);
+
+  CLI11_PARSE(app, argc, argv);
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto stub = v1::PipeLLM::NewStub(channel);
+  try {
+    if (gen->parsed()) return generate(*stub, g);
+    if (tok->parsed()) {
+      grpc::ClientContext ctx;
+      v1::TokenizeRequest req;
+      v1::TokenizeResponse res;
+      req.set_text(tok_text);
+      req.set_add_special(tok_special);
+      const auto st = stub->Tokenize(&ctx, req, &res);
+      if (!st.ok()) return fail(st);
+      nlohmann::json j = {{"ids", std::vector<int32_t>(res.ids().begin(), res.ids().end())},
+                          {"pieces", std::vector<std::string>(res.pieces().begin(), res.pieces().end())}};
+      std::cout << j.dump() << "\n";
+      return 0;
+    }
+    if (detok->parsed()) {
+      grpc::ClientContext ctx;
+      v1::DetokenizeRequest req;
+      v1::DetokenizeResponse res;
+      for (int32_t id : parse_ids(detok_ids)) req.add_ids(id);
+      const auto st = stub->Detokenize(&ctx, req, &res);
+      if (!st.ok()) return fail(st);
+      std::cout << res.text() << "\n";
+      return 0;
+    }
+    if (info->parsed()) {
+      grpc::ClientContext ctx;
+      v1::ModelInfo res;
+      const auto st = stub->GetModelInfo(&ctx, v1::ModelInfoRequest{}, &res);
+      if (!st.ok()) return fail(st);
+      nlohmann::json j = {{"model_name", res.model_name()},     {"architecture", res.architecture()},
+                          {"n_vocab", res.n_vocab()},           {"n_layer", res.n_layer()},
+                          {"n_embd", res.n_embd()},             {"context_length", res.context_length()},
+                          {"max_sequences", res.max_sequences()}, {"n_stages", res.n_stages()},
+                          {"plan", res.plan()},                 {"backend", res.backend()},
+                          {"serving", res.serving()},           {"queued", res.queued()},
+                          {"in_flight", res.in_flight()}};
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
+    if (health->parsed()) {
+      auto hstub = grpc::health::v1::Health::NewStub(channel);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      grpc::health::v1::HealthCheckRequest req;
+      grpc::health::v1::HealthCheckResponse res;
+      req.set_service(health_service);
+      const auto st = hstub->Check(&ctx, req, &res);
+      if (!st.ok()) return fail(st);
+      std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(res.status()) << "\n";
+      return res.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

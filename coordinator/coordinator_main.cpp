@@ -1,0 +1,171 @@
+// pipellm-coordinator: loads the tokenizer, starts (or attaches to) the stages, serves gRPC.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "coordinator/coordinator_options.h"
+#include "coordinator/grpc_service.h"
+#include "coordinator/inprocess_launcher.h"
+#include "coordinator/link_backend.h"
+#include "coordinator/mpirun_launcher.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/pipeline/pipeline_config.h"
+
+namespace pipellm::coord {
+namespace {
+
+// The one global: set by SIGTERM/SIGINT, read by the main loop. Lock-free, so async-signal-safe.
+std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void on_signal(int) { g_stop_requested.store(true); }
+
+std::string default_stage_binary() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string dir(buf, static_cast<size_t>(n));
+    dir = dir.substr(0, dir.find_last_of('/'));
+    for (const std::string& c : {dir + "/pipellm-stage", dir + "/../stage_worker/pipellm-stage"}) {
+      if (::access(c.c_str(), X_OK) == 0) return c;
+    }
+  }
+  return "pipellm-stage";
+}
+
+std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg,
+                                            const std::string& model_path, std::string& kind) {
+  kind = o.backend;
+  if (kind == "auto") kind = cfg ? "mpirun" : "inprocess";
+  if (kind == "inprocess") {
+    CpuModelOptions mo;
+    mo.stage.n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
+    mo.stage.n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
+    mo.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
+    link::HeadLoopOptions lo;
+    if (cfg) {
+      lo.max_batch_tokens = cfg->max_batch_tokens;
+      lo.prefill_chunk = cfg->prefill_chunk;
+      if (cfg->kv_cache_type == KvType::F32) mo.stage.kv_type = TensorType::F32;
+    }
+    return std::make_unique<InProcessLauncher>(model_path, mo, lo);
+  }
+  if (kind == "attach") return std::make_unique<AttachLauncher>();
+  if (!cfg) throw InvalidArgument("--backend mpirun needs --config");
+  MpirunOptions mo;
+  mo.mpirun = o.mpirun;
+  mo.n_ranks = o.n_ranks > 0 ? o.n_ranks : cfg->n_stages();
+  mo.stage_binary = o.stage_binary.empty() ? default_stage_binary() : o.stage_binary;
+  mo.config_path = o.config;
+  mo.mpirun_args = o.mpirun_args;
+  mo.stage_args = o.stage_args;
+  return std::make_unique<MpirunLauncher>(mo);
+}
+
+int run(const CoordinatorOptions& o) {
+  std::optional<PipelineConfig> cfg;
+  if (!o.config.empty()) cfg = PipelineConfig::load(o.config);
+  const std::string model_path = !o.model.empty() ? o.model : cfg->model;
+
+  spdlog::info("coordinator: tokenizer from {}", model_path);
+  std::unique_ptr<ModelText> text;
+  {
+    auto gguf = GgufFile::open(model_path);
+    text = std::make_unique<ModelText>(Tokenizer::from_gguf(*gguf));
+  }
+
+  std::string kind;
+  LinkBackendOptions bo;
+  bo.listen = !o.link_listen.empty() ? o.link_listen : (cfg && !cfg->coordinator.empty()) ? cfg->coordinator : "127.0.0.1:0";
+  bo.restart_on_failure = o.restart_on_failure;
+  bo.max_restarts = o.max_restarts;
+  bo.startup_timeout = std::chrono::seconds(o.startup_timeout_s);
+  auto launcher = make_launcher(o, cfg, model_path, kind);
+  if (kind == "attach") {
+    bo.restart_on_failure = true;  // stages started by hand may come and go
+    bo.max_restarts = 1 << 30;
+  }
+  LinkBackend backend(std::move(launcher), bo);
+
+  SchedulerOptions so;
+  so.max_queue = o.max_queue;
+  RequestScheduler scheduler(backend, so);
+  RequestLimits lim;
+  lim.max_prompt_tokens = o.max_prompt_tokens;
+  lim.max_tokens = o.max_tokens_limit;
+  lim.default_max_tokens = o.default_max_tokens;
+  PipeLLMService service(scheduler, *text, lim, backend.describe());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) throw Error("cannot listen on " + o.listen);
+  auto* health = server->GetHealthCheckService();
+  auto set_health = [&](bool serving) {
+    health->SetServingStatus(serving);
+    health->SetServingStatus("pipellm.v1.PipeLLM", serving);
+  };
+  set_health(false);
+  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+  spdlog::info("coordinator: gRPC on {}:{}; backend {}", host, port, backend.describe());
+  if (!o.port_file.empty()) {
+    const std::string tmp = o.port_file + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), o.port_file.c_str());
+  }
+
+  backend.start(&scheduler);
+  bool serving = false;
+  while (!g_stop_requested.load()) {
+    const bool now = scheduler.serving();
+    if (now != serving) {
+      set_health(now);
+      spdlog::info("coordinator: health {}", now ? "SERVING" : "NOT_SERVING");
+      serving = now;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  spdlog::info("coordinator: shutting down (no new requests; {} s for open streams)", o.shutdown_grace_s);
+  scheduler.drain();
+  set_health(false);
+  if (!scheduler.wait_idle(std::chrono::seconds(o.shutdown_grace_s))) {
+    spdlog::warn("coordinator: cancelling the requests still open");
+    scheduler.cancel_all();
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  backend.stop();
+  spdlog::info("coordinator: stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace pipellm::coord
+
+int main(int argc, char** argv) {
+  const auto opt = pipellm::coord::parse_coordinator_options(argc, argv);
+  spdlog::set_level(spdlog::level::from_str(opt.log_level));
+  struct sigaction sa {};
+  sa.sa_handler = pipellm::coord::on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    return pipellm::coord::run(opt);
+  } catch (const std::exception& e) {
+    spdlog::critical("coordinator: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,44 @@
+#include "coordinator/coordinator_options.h"
+
+#include <CLI/CLI.hpp>
+
+namespace pipellm::coord {
+
+CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
+  CoordinatorOptions o;
+  CLI::App app{"pipellm-coordinator: the gRPC front door of PipeLLM"};
+  app.add_option("--config", o.config, "pipeline config (YAML)");
+  app.add_option("--model", o.model, "GGUF model (in-process backend, no config needed)");
+  app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")
+      ->check(CLI::IsMember({"auto", "inprocess", "mpirun", "attach"}));
+  app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks one)");
+  app.add_option("--link", o.link_listen, "address the head stage connects to (default: config `coordinator`)");
+  app.add_option("--port-file", o.port_file, "write the gRPC port here when serving");
+  app.add_option("--np", o.n_ranks, "MPI ranks (default: the config's stages)");
+  app.add_option("--mpirun", o.mpirun, "mpirun program");
+  app.add_option("--stage-bin", o.stage_binary, "pipellm-stage program");
+  app.add_option("--mpirun-arg", o.mpirun_args, "extra mpirun argument (repeatable)")->allow_extra_args(false);
+  app.add_option("--stage-arg", o.stage_args, "extra pipellm-stage argument (repeatable)")->allow_extra_args(false);
+  app.add_flag("--restart-on-failure", o.restart_on_failure, "relaunch the stages when they fail");
+  app.add_option("--max-restarts", o.max_restarts, "give up after this many relaunches");
+  app.add_option("--startup-timeout", o.startup_timeout_s, "seconds for the head stage to connect");
+  app.add_option("--ctx", o.n_ctx, "context length (in-process backend)");
+  app.add_option("--slots", o.n_slots, "sequences at once (in-process backend)");
+  app.add_option("--threads", o.n_threads, "CPU threads (in-process backend)");
+  app.add_option("--max-queue", o.max_queue, "requests waiting beyond those running");
+  app.add_option("--max-prompt-tokens", o.max_prompt_tokens, "per-request prompt limit (0: the context)");
+  app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)");
+  app.add_option("--default-max-tokens", o.default_max_tokens, "max_tokens when a request gives none");
+  app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM");
+  app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  try {
+    app.parse(argc, argv);
+    if (o.config.empty() && o.model.empty()) throw CLI::ValidationError("give --config or --model");
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
+  }
+  return o;
+}
+
+}  // namespace pipellm::coord

@@ -1,0 +1,40 @@
+// Command line of pipellm-coordinator.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace pipellm::coord {
+
+struct CoordinatorOptions {
+  std::string config;           // pipeline YAML (model, stages, context, coordinator link address)
+  std::string model;            // GGUF path (in-process backend without a config)
+  std::string backend = "auto"; // auto | inprocess | mpirun | attach
+  std::string listen = "127.0.0.1:50051";
+  std::string link_listen;      // head link address; default: the config's `coordinator`, else 127.0.0.1:0
+  std::string port_file;        // write the bound gRPC port here once serving starts
+  // mpirun backend
+  int n_ranks = 0;              // 0: one per stage of the config
+  std::string mpirun = "mpirun";
+  std::string stage_binary;     // default: pipellm-stage next to this program, else on PATH
+  std::vector<std::string> mpirun_args;
+  std::vector<std::string> stage_args;
+  bool restart_on_failure = false;
+  int max_restarts = 10;
+  int startup_timeout_s = 120;
+  // in-process backend (also taken from the config when given)
+  int n_ctx = 0;       // 0: config, else 2048
+  int n_slots = 0;     // 0: config, else 4
+  int n_threads = 0;   // 0: config, else all
+  // admission and limits
+  int max_queue = 64;
+  int max_prompt_tokens = 0;
+  int max_tokens_limit = 0;
+  int default_max_tokens = 256;
+  int shutdown_grace_s = 10;
+  std::string log_level = "info";
+};
+
+// Parses argv; on --help or a usage error prints and exits (CLI11 conventions).
+CoordinatorOptions parse_coordinator_options(int argc, char** argv);
+
+}  // namespace pipellm::coord

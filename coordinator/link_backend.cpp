@@ -1,0 +1,206 @@
+#include "coordinator/link_backend.h"
+
+#include <spdlog/spdlog.h>
+
+namespace pipellm::coord {
+
+const char* backend_state_name(BackendState s) {
+  switch (s) {
+    case BackendState::Starting: return "starting";
+    case BackendState::Serving: return "serving";
+    case BackendState::Down: return "down";
+    case BackendState::Stopped: return "stopped";
+  }
+  return "?";
+}
+
+LinkBackend::LinkBackend(std::unique_ptr<HeadLauncher> launcher, const LinkBackendOptions& opt)
+    : launcher_(std::move(launcher)), opt_(opt), link_(opt.listen) {}
+
+LinkBackend::~LinkBackend() { stop(); }
+
+std::string LinkBackend::describe() const { return launcher_->describe() + " (link " + link_.address() + ")"; }
+
+void LinkBackend::start(BackendListener* listener) {
+  listener_ = listener;
+  watcher_ = std::thread([this] { watch(); });
+  writer_ = std::thread([this] { write(); });
+}
+
+void LinkBackend::enqueue(link::CoordinatorMessage m) {
+  {
+    std::lock_guard<std::mutex> lock(out_mu_);
+    outbox_.push_back(std::move(m));
+  }
+  out_cv_.notify_one();
+}
+
+void LinkBackend::submit(const link::SubmitRequest& r) { enqueue(r); }
+void LinkBackend::cancel(uint64_t id) { enqueue(link::CancelRequest{id}); }
+
+void LinkBackend::write() {
+  for (;;) {
+    link::CoordinatorMessage m;
+    {
+      std::unique_lock<std::mutex> lock(out_mu_);
+      out_cv_.wait(lock, [&] { return !outbox_.empty() || stopping_.load(); });
+      if (outbox_.empty()) return;
+      m = std::move(outbox_.front());
+      outbox_.pop_front();
+    }
+    try {
+      link_.send(m);
+    } catch (const link::LinkError& e) {
+      // The watcher reports the head going down; requests sent meanwhile are failed there.
+      spdlog::debug("link: dropped a message for the head: {}", e.what());
+    }
+  }
+}
+
+bool LinkBackend::sleep_unless_stopping(std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+    if (stopping_.load()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return !stopping_.load();
+}
+
+void LinkBackend::watch() {
+  bool first = true;
+  while (!stopping_.load()) {
+    if (!first) {
+      if (!opt_.restart_on_failure || restarts_.load() >= opt_.max_restarts) {
+        if (opt_.restart_on_failure) spdlog::error("backend: {} restarts, giving up", restarts_.load());
+        break;  // stay down
+      }
+      if (!sleep_unless_stopping(opt_.restart_delay)) break;
+      restarts_.fetch_add(1);
+      spdlog::warn("backend: restarting the head (restart {})", restarts_.load());
+    }
+    first = false;
+    state_ = BackendState::Starting;
+    try {
+      head_ = launcher_->launch(link_.address());
+    } catch (const std::exception& e) {
+      go_down(std::string("cannot launch the stages: ") + e.what());
+      continue;
+    }
+    if (!wait_for_hello()) continue;
+    serve_connected();
+  }
+  if (head_) {
+    // After Shutdown the head exits by itself; signals only if it does not.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2000);
+    while (!head_->exited() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    head_->terminate(opt_.stop_grace);
+  }
+}
+
+bool LinkBackend::wait_for_hello() {
+  const auto deadline = std::chrono::steady_clock::now() + opt_.startup_timeout;
+  while (!stopping_.load()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      go_down("the head stage did not connect within " + std::to_string(opt_.startup_timeout.count()) + " ms");
+      return false;
+    }
+    if (auto why = head_ ? head_->exited() : std::nullopt) {
+      go_down("the stages exited before connecting: " + *why);
+      return false;
+    }
+    try {
+      if (!link_.connected() && !link_.accept(100)) continue;
+      auto m = link_.receive(100);
+      if (!m) continue;
+      if (const auto* h = std::get_if<link::HelloMsg>(&*m)) {
+        spdlog::info("backend: head connected: model {} ({}), n_ctx {}, {} sequences, {} stage(s) {}", h->model_name,
+                     h->arch, h->n_ctx, h->max_sequences, h->n_stages, h->plan);
+        {
+          // Anything queued while the head was away belongs to requests already failed.
+          std::lock_guard<std::mutex> lock(out_mu_);
+          outbox_.clear();
+        }
+        state_ = BackendState::Serving;
+        listener_->on_up(*h);
+        return true;
+      }
+      spdlog::warn("backend: head sent a message before Hello; dropping the connection");
+      link_.disconnect();
+    } catch (const link::LinkError& e) {
+      spdlog::warn("backend: head connection failed during startup: {}", e.what());
+    }
+  }
+  return false;
+}
+
+void LinkBackend::serve_connected() {
+  while (!stopping_.load()) {
+    try {
+      auto m = link_.receive(100);
+      if (!m) {
+        if (auto why = head_ ? head_->exited() : std::nullopt) {
+          link_.disconnect();
+          go_down("the stages exited: " + *why);
+          return;
+        }
+        continue;
+      }
+      if (const auto* t = std::get_if<link::TokenMsg>(&*m)) {
+        listener_->on_token(t->id, t->token);
+      } else if (const auto* f = std::get_if<link::FinishedMsg>(&*m)) {
+        listener_->on_finished(*f);
+      } else if (const auto* e = std::get_if<link::ErrorMsg>(&*m)) {
+        if (e->id < 0) {
+          spdlog::error("backend: head reported: {}", e->message);
+        } else {
+          listener_->on_request_error(static_cast<uint64_t>(e->id), e->message);
+        }
+      } else {
+        spdlog::warn("backend: unexpected second Hello from the head; ignored");
+      }
+    } catch (const link::LinkError& e) {
+      if (stopping_.load()) return;
+      go_down("lost the head stage (" + std::string(e.what()) + ")" + head_exit_reason(std::chrono::milliseconds(1500)));
+      return;
+    }
+  }
+}
+
+std::string LinkBackend::head_exit_reason(std::chrono::milliseconds wait) {
+  if (!head_) return "";
+  const auto until = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    if (auto why = head_->exited()) return ": " + *why;
+    if (std::chrono::steady_clock::now() >= until) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void LinkBackend::go_down(const std::string& reason) {
+  spdlog::error("backend: down: {}", reason);
+  state_ = BackendState::Down;
+  if (head_) {
+    head_->terminate(std::chrono::milliseconds(1000));
+    head_.reset();
+  }
+  listener_->on_down(reason);
+}
+
+void LinkBackend::stop() {
+  if (stopping_.exchange(true)) return;
+  if (state_.load() == BackendState::Serving) {
+    try {
+      link_.send(link::ShutdownRequest{});
+    } catch (const link::LinkError&) {
+    }
+  }
+  out_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (watcher_.joinable()) watcher_.join();  // terminates the head with the grace period
+  link_.disconnect();
+  state_ = BackendState::Stopped;
+}
+
+}  // namespace pipellm::coord

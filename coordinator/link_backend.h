@@ -1,0 +1,71 @@
+// A Backend whose head stage speaks the link protocol (engine/link): it listens on a
+// CoordinatorLink, has its HeadLauncher start the head, waits for Hello, then relays messages.
+// A watcher thread reads the link and watches the head: when the link drops or the head
+// exits, the listener hears on_down(reason); with restart_on_failure the head is launched again.
+// A writer thread sends queued messages so no caller ever blocks on the socket.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "coordinator/backend.h"
+#include "coordinator/head_launcher.h"
+#include "engine/link/coordinator_link.h"
+
+namespace pipellm::coord {
+
+struct LinkBackendOptions {
+  std::string listen = "127.0.0.1:0";  // where the head connects
+  bool restart_on_failure = false;
+  int max_restarts = 10;                              // then stay down
+  std::chrono::milliseconds startup_timeout{120000};  // launch -> Hello
+  std::chrono::milliseconds restart_delay{500};
+  std::chrono::milliseconds stop_grace{5000};  // Shutdown -> SIGTERM -> SIGKILL
+};
+
+class LinkBackend : public Backend {
+ public:
+  LinkBackend(std::unique_ptr<HeadLauncher> launcher, const LinkBackendOptions& opt);
+  ~LinkBackend() override;
+
+  void start(BackendListener* listener) override;
+  void submit(const link::SubmitRequest& r) override;
+  void cancel(uint64_t id) override;
+  void stop() override;
+  BackendState state() const override { return state_.load(); }
+  std::string describe() const override;
+  std::string link_address() const { return link_.address(); }
+  int restarts() const { return restarts_.load(); }
+
+ private:
+  void watch();
+  void write();
+  void enqueue(link::CoordinatorMessage m);
+  bool wait_for_hello();
+  void serve_connected();
+  void go_down(const std::string& reason);
+  std::string head_exit_reason(std::chrono::milliseconds wait);
+  bool sleep_unless_stopping(std::chrono::milliseconds d);
+
+  std::unique_ptr<HeadLauncher> launcher_;
+  LinkBackendOptions opt_;
+  link::CoordinatorLink link_;
+  BackendListener* listener_ = nullptr;
+  std::unique_ptr<HeadProcess> head_;  // watcher thread only
+  std::atomic<BackendState> state_{BackendState::Starting};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> restarts_{0};
+
+  std::mutex out_mu_;
+  std::condition_variable out_cv_;
+  std::deque<link::CoordinatorMessage> outbox_;
+
+  std::thread watcher_;
+  std::thread writer_;
+};
+
+}  // namespace pipellm::coord

@@ -1,0 +1,64 @@
+// Front-door-neutral generation requests: what a client asked for (text, token ids or chat
+// messages; sampling; limits) is checked against the model and turned into the head's
+// SubmitRequest. Every refusal names the parameter: InvalidArgument for bad values,
+// ResourceExhausted when the prompt and max_tokens do not fit the context or the limits.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coordinator/chat_format.h"
+#include "engine/link/messages.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace pipellm::coord {
+
+struct GenerateInput {
+  enum class PromptKind { None, Text, Tokens, Chat } kind = PromptKind::None;
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<ChatMessage> chat;
+  bool add_generation_prompt = true;
+  std::optional<bool> add_special;  // BOS etc. (default: on for text, off for token ids)
+
+  std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  std::optional<int64_t> top_k, penalty_last_n, max_tokens;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+};
+
+struct RequestLimits {
+  int max_prompt_tokens = 0;  // 0: the context length
+  int max_tokens = 0;         // 0: no limit beyond the context
+  int default_max_tokens = 256;
+  size_t max_stop_strings = 16;
+  size_t max_prompt_bytes = 1 << 20;
+};
+
+struct PreparedRequest {
+  link::SubmitRequest submit;  // id assigned by the scheduler
+  std::vector<std::string> stop_strings;
+};
+
+// The tokenizer side of the coordinator, shared by every front door.
+class ModelText {
+ public:
+  explicit ModelText(std::unique_ptr<Tokenizer> tok);
+  const Tokenizer& tokenizer() const { return *tok_; }
+
+  // Throws RequestError. `n_ctx` and `n_vocab` come from the head's Hello.
+  PreparedRequest prepare(const GenerateInput& in, int n_ctx, int n_vocab, const RequestLimits& lim) const;
+  // Prompt text of a request (text or formatted chat); throws RequestError.
+  std::string prompt_text(const GenerateInput& in) const;
+  std::vector<int32_t> tokenize(const GenerateInput& in) const;
+
+ private:
+  std::unique_ptr<Tokenizer> tok_;
+  ChatStyle chat_style_;
+  std::vector<int32_t> eog_ids_;
+};
+
+}  // namespace pipellm::coord
