@@ -7,6 +7,7 @@ namespace pipellm::cli {
 int cmd_inspect(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_mkmodel(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
 int cmd_import_raw(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);

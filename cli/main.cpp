@@ -18,6 +18,7 @@ constexpr Command kCommands[] = {
     {"inspect", pipellm::cli::cmd_inspect, "show a GGUF file's metadata, tensors and sizes"},
     {"tokenize", pipellm::cli::cmd_tokenize, "text -> token ids with a GGUF file's tokenizer"},
     {"mkmodel", pipellm::cli::cmd_mkmodel, "write a random-weight model of a real shape"},
+    {"quantize", pipellm::cli::cmd_quantize, "re-encode a model to another file type (llama-quantize's mixes)"},
     {"import-raw", pipellm::cli::cmd_import_raw, "write a GGUF from raw trained weights + HF tokenizer.json"},
     {"generate", pipellm::cli::cmd_generate, "generate text from a prompt (streams to stdout)"},
     {"eval", pipellm::cli::cmd_eval, "write the logits of every position of a token-id file"},

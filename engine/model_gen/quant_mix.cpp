@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 namespace pipellm {
 namespace {
@@ -69,43 +70,56 @@ uint64_t planned_bytes(const std::vector<PlannedTensor>& tensors) {
   return total;
 }
 
+TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
+                              const FileType& ft, bool has_output) {
+  if (ne.size() == 1) return TensorType::F32;  // norms, biases, rope factors
+  TensorType t = ft.base;
+  if (name == "output.weight" || (!has_output && name == "token_embd.weight")) {
+    // With a tied output the embedding matrix doubles as the output head and gets its type.
+    t = output_type(ft);
+  } else if (ft.name == "Q4_K_M" || ft.name == "Q5_K_M") {
+    const bool v_or_down = name.find(".attn_v.weight") != std::string::npos ||
+                           name.find(".ffn_down.weight") != std::string::npos;
+    int layer = -1;
+    if (v_or_down && name.rfind("blk.", 0) == 0) layer = std::atoi(name.c_str() + 4);
+    if (layer >= 0 && use_more_bits(layer, n_layer)) t = TensorType::Q6_K;
+  }
+  return fit_row(t, ne[0]);
+}
+
 std::vector<PlannedTensor> plan_model_tensors(const ModelShape& s, const FileType& ft) {
   const int64_t E = s.n_embd, F = s.n_ff, V = s.n_vocab;
   const int64_t q_dim = static_cast<int64_t>(s.n_head) * s.key_length();
   const int64_t kv_dim = static_cast<int64_t>(s.n_head_kv) * s.key_length();
-  const bool mix_m = ft.name == "Q4_K_M" || ft.name == "Q5_K_M";
   std::vector<PlannedTensor> out;
-  auto add = [&](std::string name, TensorType t, std::vector<int64_t> ne) {
-    const TensorType fitted = ne.size() == 1 ? TensorType::F32 : fit_row(t, ne[0]);
-    out.push_back({std::move(name), fitted, std::move(ne)});
+  auto add = [&](std::string name, std::vector<int64_t> ne) {
+    const TensorType t = choose_tensor_type(name, ne, s.n_layer, ft, !s.tied_output);
+    out.push_back({std::move(name), t, std::move(ne)});
   };
-
-  // With a tied output the embedding matrix doubles as the output head and gets its type.
-  add("token_embd.weight", s.tied_output ? output_type(ft) : ft.base, {E, V});
+  add("token_embd.weight", {E, V});
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    const TensorType more = (mix_m && use_more_bits(l, s.n_layer)) ? TensorType::Q6_K : ft.base;
-    add(p + "attn_norm.weight", TensorType::F32, {E});
-    add(p + "attn_q.weight", ft.base, {E, q_dim});
-    add(p + "attn_k.weight", ft.base, {E, kv_dim});
-    add(p + "attn_v.weight", more, {E, kv_dim});
+    add(p + "attn_norm.weight", {E});
+    add(p + "attn_q.weight", {E, q_dim});
+    add(p + "attn_k.weight", {E, kv_dim});
+    add(p + "attn_v.weight", {E, kv_dim});
     if (s.has_qkv_bias()) {
-      add(p + "attn_q.bias", TensorType::F32, {q_dim});
-      add(p + "attn_k.bias", TensorType::F32, {kv_dim});
-      add(p + "attn_v.bias", TensorType::F32, {kv_dim});
+      add(p + "attn_q.bias", {q_dim});
+      add(p + "attn_k.bias", {kv_dim});
+      add(p + "attn_v.bias", {kv_dim});
     }
     if (s.has_qk_norm()) {
-      add(p + "attn_q_norm.weight", TensorType::F32, {s.key_length()});
-      add(p + "attn_k_norm.weight", TensorType::F32, {s.key_length()});
+      add(p + "attn_q_norm.weight", {s.key_length()});
+      add(p + "attn_k_norm.weight", {s.key_length()});
     }
-    add(p + "attn_output.weight", ft.base, {q_dim, E});
-    add(p + "ffn_norm.weight", TensorType::F32, {E});
-    add(p + "ffn_gate.weight", ft.base, {E, F});
-    add(p + "ffn_up.weight", ft.base, {E, F});
-    add(p + "ffn_down.weight", more, {F, E});
+    add(p + "attn_output.weight", {q_dim, E});
+    add(p + "ffn_norm.weight", {E});
+    add(p + "ffn_gate.weight", {E, F});
+    add(p + "ffn_up.weight", {E, F});
+    add(p + "ffn_down.weight", {F, E});
   }
-  add("output_norm.weight", TensorType::F32, {E});
-  if (!s.tied_output) add("output.weight", output_type(ft), {E, V});
+  add("output_norm.weight", {E});
+  if (!s.tied_output) add("output.weight", {E, V});
   return out;
 }
 

@@ -28,6 +28,11 @@ struct PlannedTensor {
   uint64_t nbytes() const;
 };
 
+// The type llama-quantize gives the tensor `name` of shape `ne` under `ft`, in a model of
+// `n_layer` layers with (`has_output`) or without (tied) a separate output.weight.
+TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
+                              const FileType& ft, bool has_output);
+
 // Every tensor of a model of this shape, in file order, with its type under `ft`.
 std::vector<PlannedTensor> plan_model_tensors(const ModelShape& shape, const FileType& ft);
 uint64_t planned_bytes(const std::vector<PlannedTensor>& tensors);
