@@ -54,14 +54,21 @@ MPI_Status MpiTransport::wait_for(int peer, int tag) {
   check_peer(peer);
   MPI_Status st;
   int flag = 0;
-  int idle = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
     mpi_check(MPI_Iprobe(peer, tag, comm_.get(), &flag, &st),
               "MPI_Iprobe on rank " + std::to_string(rank_) + " for rank " + std::to_string(peer));
     if (flag) return st;
     reap();
-    // Spin briefly (low latency when the peer is about to answer), then sleep up to 200 us.
-    if (++idle > 64) std::this_thread::sleep_for(std::chrono::microseconds(idle > 1000 ? 200 : 20));
+    // Spin for up to 200 us (the next message of a running pipeline is usually that close),
+    // then sleep between polls: 20 us, and 200 us after a second without traffic, so an idle
+    // rank leaves the CPU to busy ones on a shared machine.
+    const auto idle = std::chrono::steady_clock::now() - t0;
+    if (idle > std::chrono::seconds(1)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    } else if (idle > std::chrono::microseconds(200)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
   }
 }
 

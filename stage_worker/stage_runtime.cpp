@@ -107,11 +107,12 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   if (!o.quiet) {
     std::fprintf(stderr,
                  "pipellm-stage: %d rank%s (%s), %zu request%s, %lld tokens fed, %lld generated in %.3f s "
-                 "(%.1f tokens/s, %lld steps, first token %.3f s)\n",
+                 "(%.1f tokens/s, %lld steps, first token %.3f s, then %.3f ms/token)\n",
                  session.size(), session.size() == 1 ? "" : "s", transport->name(), reqs.size(), reqs.size() == 1 ? "" : "s",
                  static_cast<long long>(st.tokens_fed), static_cast<long long>(st.generated_tokens), st.seconds,
                  st.seconds > 0 ? static_cast<double>(st.generated_tokens) / st.seconds : 0.0,
-                 static_cast<long long>(st.steps), st.first_token_seconds);
+                 static_cast<long long>(st.steps), st.first_token_seconds,
+                 st.generated_tokens > 1 ? 1e3 * (st.seconds - st.first_token_seconds) / static_cast<double>(st.generated_tokens - 1) : 0.0);
   }
   return 0;
 }
