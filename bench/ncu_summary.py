@@ -13,8 +13,8 @@ def main(path):
     head = rows[start]
     k, t, b = head.index("Kernel Name"), head.index("gpu__time_duration.sum"), head.index("dram__bytes_read.sum")
     units = rows[start + 1]
-    tscale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(units[t], 1.0)
-    bscale = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}.get(units[b], 1.0)
+    tscale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[units[t]]
+    bscale = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}[units[b]]
     agg = defaultdict(lambda: [0, 0.0, 0.0])
     for r in rows[start + 2:]:
         if len(r) <= max(k, t, b):
