@@ -58,7 +58,10 @@ int cmd_eval(int argc, char** argv) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = open_model(model_path, ef, ef.ctx != 0 ? ef.ctx : static_cast<int>(ids.size()));
+  const int n_ctx = ef.ctx != 0 ? ef.ctx : static_cast<int>(ids.size());
+  auto model = open_model(model_path, ef, n_ctx);
+  const auto gpu = open_gpu_stage(*model, ef, n_ctx);
+  Stage& stage = gpu ? *gpu : model->stage();
   const int V = model->config().n_vocab;
   for (int32_t id : ids) {
     if (id >= V) {
@@ -74,7 +77,7 @@ int cmd_eval(int argc, char** argv) {
   for (int i = 0; i < n; i += chunk) {
     const int m = std::min(chunk, n - i);
     std::vector<int32_t> toks(ids.begin() + i, ids.begin() + i + m);
-    model->stage().forward(Batch::sequence(toks, i, 0, true), part);
+    stage.forward(Batch::sequence(toks, i, 0, true), part);
     all.insert(all.end(), part.begin(), part.end());
   }
   const auto t2 = std::chrono::steady_clock::now();

@@ -142,6 +142,8 @@ int cmd_generate(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   const int n_ctx = o.engine.ctx != 0 ? o.engine.ctx : 4096;
   auto model = open_model(model_path, o.engine, n_ctx);
+  const auto gpu = open_gpu_stage(*model, o.engine, n_ctx);
+  Stage& stage = gpu ? *gpu : model->stage();
   std::unique_ptr<Tokenizer> tok;
   if (o.have_prompt || !o.print_ids) tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -205,7 +207,7 @@ int cmd_generate(int argc, char** argv) {
   }
   const bool stream_text = !o.json && !o.print_ids;
   const GenerationResult res =
-      generate(model->stage(), 0, o.req, hooks, [&](int32_t, const std::string& text) {
+      generate(stage, 0, o.req, hooks, [&](int32_t, const std::string& text) {
         if (stream_text && !text.empty()) {
           std::fwrite(text.data(), 1, text.size(), stdout);
           std::fflush(stdout);

@@ -8,6 +8,9 @@
 #include <fstream>
 
 #include "engine/util/error.h"
+#ifdef PIPELLM_HAVE_CUDA
+#include "engine/cuda/cuda_stage.h"
+#endif
 
 namespace pipellm::cli {
 
@@ -16,7 +19,7 @@ const char* engine_flags_help() {
          "  --threads N        CPU threads (default: one per hardware thread)\n"
          "  --ctx N            context length in tokens\n"
          "  --kv-type T        KV cache element type: f16 (default) or f32\n"
-         "  --device D         cpu (default)\n";
+         "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n";
 }
 
 std::string flag_value(int argc, char** argv, int& i) {
@@ -87,9 +90,7 @@ bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
     }
   } else if (a == "--device") {
     f.device = flag_value(argc, argv, i);
-    if (f.device != "cpu") {
-      throw InvalidArgument("--device: '" + f.device + "' is not available in this command (use cpu)");
-    }
+    if (f.device != "cpu") cuda_device_index(f);  // validates cuda[:N]
   } else {
     return false;
   }
@@ -131,6 +132,37 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
   opt.stage.n_slots = n_slots;
   opt.stage.kv_type = f.kv_type;
   return CpuModel::open(path, opt);
+}
+
+int cuda_device_index(const EngineFlags& f) {
+  if (f.device == "cpu") return -1;
+  if (f.device.rfind("cuda", 0) != 0) throw InvalidArgument("--device: '" + f.device + "' is not cpu or cuda[:N]");
+#ifdef PIPELLM_HAVE_CUDA
+  if (f.device == "cuda") return 0;
+  if (f.device[4] != ':') throw InvalidArgument("--device: '" + f.device + "' is not cpu or cuda[:N]");
+  return parse_int("--device", f.device.substr(5), 0, 1023);
+#else
+  throw InvalidArgument("--device: '" + f.device + "': this build has no CUDA");
+#endif
+}
+
+std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
+  const int dev = cuda_device_index(f);
+  if (dev < 0) return nullptr;
+#ifdef PIPELLM_HAVE_CUDA
+  const ModelConfig& c = cpu.config();
+  const ModelWeights w = ModelWeights::load(cpu.file(), c, LayerRange::all(c), true, true);
+  cuda::CudaStageOptions opt;
+  opt.device = dev;
+  opt.n_ctx = n_ctx;
+  opt.n_slots = n_slots;
+  return std::make_unique<cuda::CudaStage>(c, w, true, true, opt);
+#else
+  (void)cpu;
+  (void)n_ctx;
+  (void)n_slots;
+  return nullptr;
+#endif
 }
 
 std::vector<int32_t> read_ids_file(const std::string& path) {

@@ -34,6 +34,15 @@ std::string resolve_model(const EngineFlags& f);
 // Opens the model on the requested device (CPU only for now) with n_ctx positions.
 std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags& f, int n_ctx, int n_slots = 1);
 
+// --device: -1 for cpu, else the CUDA device index of cuda[:N]. Throws InvalidArgument for
+// another value, or for cuda in a build without CUDA.
+int cuda_device_index(const EngineFlags& f);
+
+// With --device cuda[:N]: a CUDA stage (all layers) of the CPU model's file on that GPU, to run
+// instead of cpu.stage() (the CPU model still provides the file, config and tokenizer). Null
+// for --device cpu.
+std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots = 1);
+
 // The value after a flag, or InvalidArgument "FLAG needs a value".
 std::string flag_value(int argc, char** argv, int& i);
 int parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi);
