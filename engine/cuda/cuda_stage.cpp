@@ -43,7 +43,13 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
-  weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16, stream_.get());
+  if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
+    streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming);
+    weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());
+    streamed_->install(*weights_);
+  } else {
+    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16, stream_.get());
+  }
 
   const int64_t kdim = cfg_.k_dim();
   for (int l = 0; l < range_.size(); ++l) {
@@ -189,8 +195,10 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
   const int E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = cfg_.k_dim();
   int sms = 0;
   PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt_.device));
+  if (streamed_) streamed_->begin_pass(stream_.get());
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
+    if (streamed_) streamed_->before_layer(i, stream_.get());
     product_input(T, x_.get(), E, l.attn_norm.get(), true);
     if (T <= kMatvecMaxRows && matvec_uses_q8(l.wq.m.type) && l.wk.m.type == l.wq.m.type) {
       // q and k (and v when it has the same type) in one launch.
@@ -286,7 +294,9 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     }
     product_input(T, act_.get(), F, nullptr, false);
     product(l.w_down, T, x_.get(), E, true);
+    if (streamed_) streamed_->after_layer(i, stream_.get());
   }
+  if (streamed_) streamed_->end_pass(stream_.get());
 }
 
 void CudaStage::enqueue_logits(int n_out) {

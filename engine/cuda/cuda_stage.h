@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/streamed_weights.h"
 #include "engine/model/stage.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/launch.h"
@@ -31,6 +32,7 @@ struct CudaStageOptions {
   int max_batch_tokens = 512;  // tokens per forward chunk (prefill)
   bool use_graphs = true;
   bool resident_f16 = false;   // keep f16 copies of the matrices (faster prefill / large batches)
+  StreamingOptions streaming;  // a VRAM budget: stream the layers that do not fit (docs/PREFETCH.md)
   bool pdl = true;             // programmatic dependent launch between kernels (kernels/cuda/launch.h)
 };
 
@@ -65,6 +67,7 @@ class CudaStage : public Stage {
   size_t graphs_captured() const { return graphs_.size(); }
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
+  const StreamedWeights* streamed() const { return streamed_.get(); }  // null without a VRAM budget
 
   // Decode buckets: the batch size and context length a step of n sequences up to max_pos runs as.
   static int batch_bucket(int n);
@@ -93,6 +96,7 @@ class CudaStage : public Stage {
 
   Stream stream_;
   CublasHandle cublas_;
+  std::unique_ptr<StreamedWeights> streamed_;
   std::unique_ptr<CudaWeights> weights_;
   std::vector<DeviceBuffer<__half>> k_cache_, v_cache_;
 
