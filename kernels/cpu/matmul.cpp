@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/quantize_activations.h"
 #include "kernels/cpu/vec_dot.h"
+#include "kernels/cpu/vec_dot_q8.h"
 
 namespace pipellm {
 
@@ -16,6 +18,7 @@ constexpr int64_t kRowTile = 16;   // rows decoded at once for multi-token produ
 constexpr int64_t kRowAlign = 4;   // thread chunks start at multiples of this
 constexpr int64_t kMr = 4;         // micro-kernel: rows ...
 constexpr int64_t kMt = 3;         // ... times tokens, 12 accumulators
+constexpr size_t kQ8TileBytes = 16 * 1024;  // weight rows kept in L1 while every token passes
 
 __attribute__((target("avx2,fma"))) float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -52,6 +55,25 @@ bool have_avx2_fma() {
   return yes;
 }
 
+// Rows [r0, r1) against 8-bit activations: each thread rounds every token itself (n values
+// per token, cheap next to the n_rows * n product, and identical in every thread), then the
+// integer block dots. One code path for one token and for many, so decode and prefill agree.
+void matmul_q8(const MatmulArgs& a, ActQuant aq, VecDotQ8Fn dot, int64_t r0, int64_t r1) {
+  const size_t xb = act_quant_bytes(aq, a.n);
+  std::vector<uint8_t> xq(xb * static_cast<size_t>(a.n_tokens));
+  for (int64_t t = 0; t < a.n_tokens; ++t) quantize_activations(aq, a.x + t * a.x_stride, a.n, xq.data() + t * xb);
+  const auto* w = static_cast<const uint8_t*>(a.w);
+  const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kQ8TileBytes / a.row_bytes));
+  for (int64_t rt = r0; rt < r1; rt += tile) {
+    const int64_t re = std::min(r1, rt + tile);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const uint8_t* xt = xq.data() + t * xb;
+      float* yt = a.y + t * a.y_stride;
+      for (int64_t r = rt; r < re; ++r) yt[r] = dot(w + static_cast<size_t>(r) * a.row_bytes, xt, a.n);
+    }
+  }
+}
+
 }  // namespace
 
 void matmul(const MatmulArgs& a, int ith, int nth) {
@@ -61,6 +83,14 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
   const int64_t r1 = std::min(a.n_rows, r0 + per);
   if (r0 >= r1) return;
   const auto* w = static_cast<const uint8_t*>(a.w);
+
+  const ActQuant aq = act_quant_for(a.type);
+  if (aq != ActQuant::None && a.n % act_quant_block_size(aq) == 0) {
+    if (const VecDotQ8Fn dot = vec_dot_q8_kernel(a.type)) {
+      matmul_q8(a, aq, dot, r0, r1);
+      return;
+    }
+  }
 
   if (a.n_tokens == 1) {
     vec_dot_rows(a.type, w + static_cast<size_t>(r0) * a.row_bytes, a.row_bytes, r1 - r0, a.x, a.n, a.y + r0);

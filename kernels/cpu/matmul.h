@@ -4,8 +4,12 @@
 // W: n_rows rows of n elements of `type`, row_bytes apart (a GGUF tensor [n, n_rows]).
 // x: [n_tokens][n] floats (x_stride apart); y: [n_tokens][y_stride] floats.
 // Rows are split between threads: call matmul(args, ith, nth) for ith = 0..nth-1.
-// One token: a block-wise dot product per row (vec_dot_rows). Several tokens: each thread
-// decodes a tile of rows to floats once and reuses it for every token.
+// Quantized weights with an integer kernel (act_quant_for(type) != None): the activations are
+// rounded to 8-bit blocks and every row, for one token or many, takes integer block dots
+// (vec_dot_q8.h), as llama.cpp does; results differ from float activations by the rounding.
+// Other types keep float activations. One token: a block-wise dot product per row
+// (vec_dot_rows). Several tokens: each thread decodes a tile of rows to floats once and
+// reuses it for every token.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -12,6 +12,7 @@
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quantize_activations.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
@@ -251,12 +252,23 @@ TEST_P(MatmulOp, MatchesFloat64) {
   for (int64_t r = 0; r < rows; ++r) dequantize_row(w.type, w.row(r), deq.data() + r * n, n);
   for (int64_t T : {int64_t{1}, int64_t{5}, int64_t{17}}) {
     const auto x = random_vec(static_cast<size_t>(T * n), 21);
+    // Where matmul rounds the activations to 8-bit blocks, the reference takes the same
+    // rounded values (the rounding itself is tested in vec_dot_q8_test).
+    std::vector<float> xr = x;
+    const ActQuant aq = act_quant_for(w.type);
+    if (aq != ActQuant::None) {
+      std::vector<uint8_t> xq(act_quant_bytes(aq, n));
+      for (int64_t t = 0; t < T; ++t) {
+        quantize_activations(aq, x.data() + t * n, n, xq.data());
+        for (int64_t i = 0; i < n; ++i) xr[static_cast<size_t>(t * n + i)] = act_quant_value(aq, xq.data(), i);
+      }
+    }
     std::vector<double> ref(static_cast<size_t>(T * rows));
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t r = 0; r < rows; ++r) {
         double s = 0.0;
         for (int64_t i = 0; i < n; ++i) {
-          s += static_cast<double>(deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(t * n + i)];
+          s += static_cast<double>(deq[static_cast<size_t>(r * n + i)]) * xr[static_cast<size_t>(t * n + i)];
         }
         ref[static_cast<size_t>(t * rows + r)] = s;
       }

@@ -1,0 +1,245 @@
+// AVX2 integer dot products with 8-bit activations (vec_dot_q8.h), compiled for AVX2 by
+// function attributes and chosen at run time.
+//
+// _mm256_maddubs_epi16 multiplies unsigned weight bytes by signed activation bytes and adds
+// adjacent pairs into int16; _mm256_madd_epi16 then widens to int32, multiplying by a
+// sub-block scale (or by 1). Signed weights go through the sign trick: |w| times x with w's
+// sign moved onto x. No int16 pair can saturate: activations are in [-127, 127] and weights
+// are at most 63 (unsigned) or 128 in magnitude (signed), so a pair is at most 2*128*127.
+// Per super-block int32 sums stay below 2^29. Each block's integer sum is scaled once in float.
+#include "kernels/cpu/vec_dot_q8.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/block_formats.h"
+
+#define PIPELLM_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace pipellm::detail {
+namespace {
+
+PIPELLM_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+PIPELLM_AVX2 inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+PIPELLM_AVX2 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Eight int32 partial sums of u[j] * s[j] over 32 bytes (u unsigned, s signed).
+PIPELLM_AVX2 inline __m256i mul_sum_u8_i8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// Both signed: |a| times b with a's sign carried over to b.
+PIPELLM_AVX2 inline __m256i mul_sum_i8_i8(__m256i a, __m256i b) {
+  return mul_sum_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+// 16 packed nibble bytes -> 32 bytes: the low nibbles (elements 0..15) then the high ones.
+PIPELLM_AVX2 inline __m256i unpack_nibbles16(const uint8_t* qs) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), mask), _mm_and_si128(b, mask));
+}
+
+// The 8 (scale, min) pairs of Q4_K/Q5_K at once, by 32-bit masks (little-endian, as x86 is):
+// scales/mins 0..3 are the low 6 bits of bytes 0..3 / 4..7; 4..7 take their low 4 bits from
+// the nibbles of bytes 8..11 and their top 2 bits from the top bits of bytes 0..3 / 4..7.
+inline void k4_scales_mins(const uint8_t* s12, uint8_t* sc, uint8_t* mn) {
+  uint32_t a, b, c;
+  std::memcpy(&a, s12, 4);
+  std::memcpy(&b, s12 + 4, 4);
+  std::memcpy(&c, s12 + 8, 4);
+  const uint32_t sc03 = a & 0x3F3F3F3Fu, mn03 = b & 0x3F3F3F3Fu;
+  const uint32_t sc47 = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t mn47 = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+  std::memcpy(sc, &sc03, 4);
+  std::memcpy(sc + 4, &sc47, 4);
+  std::memcpy(mn, &mn03, 4);
+  std::memcpy(mn + 4, &mn47, 4);
+}
+
+// sum_j mn[j] * (bsums[2j] + bsums[2j+1]) as eight int32 lanes.
+PIPELLM_AVX2 inline __m256i min_products(const uint8_t* mn, const int16_t* bsums) {
+  const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+  const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // each min twice
+  return _mm256_madd_epi16(load256(bsums), m16);
+}
+
+PIPELLM_AVX2 float dot_q8_0(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_0*>(row);
+  const auto* x = static_cast<const ActQ8Block32*>(xq);
+  const int64_t nb = n / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256i p0 = mul_sum_i8_i8(load256(b[i].qs), load256(x[i].qs));
+    const __m256i p1 = mul_sum_i8_i8(load256(b[i + 1].qs), load256(x[i + 1].qs));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(p0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].d) * x[i + 1].d), _mm256_cvtepi32_ps(p1), acc1);
+  }
+  for (; i < nb; ++i) {
+    const __m256i p = mul_sum_i8_i8(load256(b[i].qs), load256(x[i].qs));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(p), acc0);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// Q4_0 and IQ4_NL: 4-bit indices mapped to signed values (q - 8, or the IQ4_NL codebook).
+template <bool kNonLinear, typename Block>
+PIPELLM_AVX2 float dot_nibbles_signed(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const Block*>(row);
+  const auto* x = static_cast<const ActQ8Block32*>(xq);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+  const __m256i eight = _mm256_set1_epi8(8);
+  const int64_t nb = n / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i idx = unpack_nibbles16(b[i].qs);
+    const __m256i w = kNonLinear ? _mm256_shuffle_epi8(table, idx) : _mm256_sub_epi8(idx, eight);
+    const __m256 p = _mm256_cvtepi32_ps(mul_sum_i8_i8(w, load256(x[i].qs)));
+    if (i % 2) {
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc1);
+    } else {
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc0);
+    }
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+PIPELLM_AVX2 float dot_q4_1(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_1*>(row);
+  const auto* x = static_cast<const ActQ8Block32*>(xq);
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256 p = _mm256_cvtepi32_ps(mul_sum_u8_i8(unpack_nibbles16(b[i].qs), load256(x[i].qs)));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc);
+    mins += half(b[i].m) * x[i].d * static_cast<float>(x[i].sum);
+  }
+  return hsum(acc) + mins;
+}
+
+// Q4_K and Q5_K: chunk c of 64 elements = sub-blocks 2c (low nibbles of 32 bytes) and 2c+1
+// (high nibbles); Q5_K's 5th bits of those sub-blocks are bits 2c and 2c+1 of qh[l].
+template <bool kFive, typename Block>
+PIPELLM_AVX2 float dot_q45_k(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const Block*>(row);
+  const auto* x = static_cast<const ActQ8Block256*>(xq);
+  const __m256i mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 256; ++i) {
+    alignas(8) uint8_t sc[8], mn[8];
+    k4_scales_mins(b[i].scales, sc, mn);
+    const int8_t* q8 = x[i].qs;
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFive) qh = load256(b[i].qh);
+    __m256i isum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load256(b[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, mask);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+      if constexpr (kFive) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
+      const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(q8 + 64 * c));
+      const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(q8 + 64 * c + 32));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+    acc = _mm256_fnmadd_ps(_mm256_set1_ps(half(b[i].dmin) * x[i].d),
+                           _mm256_cvtepi32_ps(min_products(mn, x[i].bsums)), acc);
+  }
+  return hsum(acc);
+}
+
+// Q6_K: in each 128-element half, elements 32k..32k+31 take nibble k/2 of ql[32*(k%2) ..] and
+// bits 2k, 2k+1 of qh; their two 16-element sub-blocks have scales 2k, 2k+1. Quants are used
+// unsigned (0..63); the -32 offset comes back as -32 * sum_j scale_j * bsums[j].
+PIPELLM_AVX2 float dot_q6_k(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const BlockQ6_K*>(row);
+  const auto* x = static_cast<const ActQ8Block256*>(xq);
+  const __m256i mask4 = _mm256_set1_epi8(0x0F), mask2 = _mm256_set1_epi8(0x03);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const int8_t* q8 = x[i].qs;
+    const int8_t* sc = b[i].scales;
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qla = load256(b[i].ql + 64 * h);
+      const __m256i qlb = load256(b[i].ql + 64 * h + 32);
+      __m256i qh = load256(b[i].qh + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i ql = k % 2 ? qlb : qla;
+        const __m256i lo = _mm256_and_si256(k / 2 ? _mm256_srli_epi16(ql, 4) : ql, mask4);
+        const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, mask2), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+        const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * h + 32 * k));
+        const int j = 8 * h + 2 * k;
+        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+      }
+    }
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    const __m256i offset = _mm256_madd_epi16(load256(x[i].bsums), sc16);
+    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(offset, 5));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+// IQ4_XS: 8 sub-blocks of 32 through the IQ4_NL codebook, each with a signed 6-bit scale.
+PIPELLM_AVX2 float dot_iq4_xs(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const BlockIQ4_XS*>(row);
+  const auto* x = static_cast<const ActQ8Block256*>(xq);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ++ib) {
+      const __m256i w = _mm256_shuffle_epi8(table, unpack_nibbles16(b[i].qs + 16 * ib));
+      const __m256i xv = load256(x[i].qs + 32 * ib);
+      const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+      const auto ls = static_cast<int16_t>(iq4xs_scale(b[i], ib));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_set1_epi16(ls)));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+}  // namespace
+
+VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType type) {
+  switch (type) {
+    case TensorType::Q8_0: return dot_q8_0;
+    case TensorType::Q4_0: return dot_nibbles_signed<false, BlockQ4_0>;
+    case TensorType::Q4_1: return dot_q4_1;
+    case TensorType::IQ4_NL: return dot_nibbles_signed<true, BlockIQ4_NL>;
+    case TensorType::Q4_K: return dot_q45_k<false, BlockQ4_K>;
+    case TensorType::Q5_K: return dot_q45_k<true, BlockQ5_K>;
+    case TensorType::Q6_K: return dot_q6_k;
+    case TensorType::IQ4_XS: return dot_iq4_xs;
+    default: return nullptr;
+  }
+}
+
+}  // namespace pipellm::detail
+
+#else  // not x86: no AVX2 kernels
+
+namespace pipellm::detail {
+VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType) { return nullptr; }
+}  // namespace pipellm::detail
+
+#endif

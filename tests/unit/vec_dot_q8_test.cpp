@@ -1,0 +1,243 @@
+// The 8-bit activation path: the rounding (quantize_activations) and the integer dot products
+// (vec_dot_q8, scalar and AVX2) against float64 references of the dequantized weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quantize_activations.h"
+#include "kernels/cpu/vec_dot_q8.h"
+#include "tests/unit/vec_dot_test_util.h"
+
+namespace pipellm {
+namespace {
+
+const TensorType kQ8Types[] = {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0,  TensorType::IQ4_NL,
+                               TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::IQ4_XS};
+
+std::vector<float> gaussian(int64_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> gauss(0.0f, scale);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = gauss(rng);
+  return x;
+}
+
+std::vector<uint8_t> quantized(ActQuant q, const std::vector<float>& x) {
+  std::vector<uint8_t> xq(act_quant_bytes(q, static_cast<int64_t>(x.size())));
+  quantize_activations(q, x.data(), static_cast<int64_t>(x.size()), xq.data());
+  return xq;
+}
+
+float block_scale(ActQuant q, const std::vector<uint8_t>& xq, int64_t i) {
+  return q == ActQuant::Q8x32 ? reinterpret_cast<const ActQ8Block32*>(xq.data())[i / 32].d
+                              : reinterpret_cast<const ActQ8Block256*>(xq.data())[i / 256].d;
+}
+
+class ActRounding : public testing::TestWithParam<ActQuant> {};
+
+TEST_P(ActRounding, WithinHalfAStepAndSumsExact) {
+  const ActQuant q = GetParam();
+  std::mt19937 rng(7);
+  const int64_t n = 1024;
+  auto x = gaussian(n, rng, 3.0f);
+  for (int64_t i = 256; i < 512; ++i) x[static_cast<size_t>(i)] = 0.0f;  // an all-zero block
+  x[600] = 1e-30f;                                                       // a tiny one
+  const auto xq = quantized(q, x);
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = block_scale(q, xq, i);
+    EXPECT_LE(std::fabs(x[static_cast<size_t>(i)] - act_quant_value(q, xq.data(), i)), 0.5 * d * (1 + 1e-6))
+        << "element " << i;
+  }
+  if (q == ActQuant::Q8x32) {
+    const auto* b = reinterpret_cast<const ActQ8Block32*>(xq.data());
+    for (int64_t k = 0; k < n / 32; ++k) {
+      int s = 0;
+      for (int8_t v : b[k].qs) s += v;
+      EXPECT_EQ(b[k].sum, s);
+    }
+  } else {
+    const auto* b = reinterpret_cast<const ActQ8Block256*>(xq.data());
+    for (int64_t k = 0; k < n / 256; ++k)
+      for (int j = 0; j < 16; ++j) {
+        int s = 0;
+        for (int l = 0; l < 16; ++l) s += b[k].qs[16 * j + l];
+        EXPECT_EQ(b[k].bsums[j], s);
+      }
+  }
+  EXPECT_EQ(block_scale(q, xq, 300), 0.0f);
+  EXPECT_EQ(act_quant_value(q, xq.data(), 300), 0.0f);
+}
+
+TEST_P(ActRounding, NonFiniteBlockGivesNaNScale) {
+  const ActQuant q = GetParam();
+  std::vector<float> x(768, 1.0f);
+  x[3] = std::nanf("");
+  x[300] = INFINITY;
+  const auto xq = quantized(q, x);
+  EXPECT_TRUE(std::isnan(block_scale(q, xq, 3)));
+  EXPECT_TRUE(std::isnan(block_scale(q, xq, 300)));
+  EXPECT_EQ(block_scale(q, xq, 700), 1.0f / 127.0f);  // a block without them is untouched
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, ActRounding, testing::Values(ActQuant::Q8x32, ActQuant::Q8x256),
+                         [](const testing::TestParamInfo<ActQuant>& i) {
+                           return std::string(i.param == ActQuant::Q8x32 ? "Q8x32" : "Q8x256");
+                         });
+
+struct Sums {
+  double dot_xq;      // float64 dot of the dequantized row with the rounded activations
+  double abs_dot_xq;  // sum |w_i xq_i|: what float rounding errors are relative to
+  double dot_x;       // float64 dot with the float activations
+  double abs_dot_x;
+  double rounding;    // sum |w_i| * d_i / 2: the most the activation rounding can move the dot
+};
+
+Sums reference(TensorType t, const std::vector<uint8_t>& row, const std::vector<float>& x,
+               const std::vector<uint8_t>& xq) {
+  const ActQuant q = act_quant_for(t);
+  const auto n = static_cast<int64_t>(x.size());
+  std::vector<float> w(x.size());
+  dequantize_row(t, row.data(), w.data(), n);
+  Sums s{0, 0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    const double wi = w[static_cast<size_t>(i)], xi = x[static_cast<size_t>(i)];
+    const double xqi = act_quant_value(q, xq.data(), i);
+    s.dot_xq += wi * xqi;
+    s.abs_dot_xq += std::fabs(wi * xqi);
+    s.dot_x += wi * xi;
+    s.abs_dot_x += std::fabs(wi * xi);
+    s.rounding += std::fabs(wi) * 0.5 * block_scale(q, xq, i);
+  }
+  return s;
+}
+
+class VecDotQ8 : public testing::TestWithParam<TensorType> {};
+
+void check_kernel(TensorType t, VecDotQ8Fn f, const char* isa) {
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const ActQuant q = act_quant_for(t);
+  ASSERT_NE(q, ActQuant::None);
+  for (int64_t n : {256, 1024, 4096, 11008 / 256 * 256}) {
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto row = test::random_row(t, n, rng);
+      const auto x = gaussian(n, rng, rep % 2 ? 1.0f : 30.0f);
+      const auto xq = quantized(q, x);
+      const Sums ref = reference(t, row, x, xq);
+      const double got = f(row.data(), xq.data(), n);
+      const std::string where = std::string(tensor_type_name(t)) + " " + isa + " n=" + std::to_string(n) +
+                                " seed=" + std::to_string(seed);
+      // Exact integer sums: only float rounding of the scales and of the block totals is left.
+      EXPECT_LE(std::fabs(got - ref.dot_xq), 1e-5 * ref.abs_dot_xq + 1e-30) << where << " vs rounded x";
+      // Against the float activations, the rounding bound (plus float rounding).
+      EXPECT_LE(std::fabs(got - ref.dot_x), ref.rounding * (1 + 1e-5) + 1e-5 * ref.abs_dot_x) << where << " vs x";
+    }
+  }
+}
+
+TEST_P(VecDotQ8, ScalarMatchesFloat64Reference) {
+  const VecDotQ8Fn f = vec_dot_q8_kernel(GetParam(), VecDotIsa::Scalar);
+  ASSERT_NE(f, nullptr);
+  check_kernel(GetParam(), f, "scalar");
+}
+
+TEST_P(VecDotQ8, Avx2MatchesFloat64Reference) {
+  if (!vec_dot_isa_available(VecDotIsa::Avx2)) GTEST_SKIP() << "CPU without AVX2+FMA+F16C";
+  const VecDotQ8Fn f = vec_dot_q8_kernel(GetParam(), VecDotIsa::Avx2);
+  ASSERT_NE(f, nullptr);
+  check_kernel(GetParam(), f, "avx2");
+}
+
+// Extreme quants: every weight at its largest magnitude against activations at +-127 (the
+// int16 pair sums of the AVX2 kernels must not saturate, the int32 block sums not overflow).
+TEST_P(VecDotQ8, ExtremeValuesDoNotSaturate) {
+  const TensorType t = GetParam();
+  const ActQuant q = act_quant_for(t);
+  const int64_t n = 512;
+  std::mt19937 rng(3);
+  for (int pattern = 0; pattern < 4; ++pattern) {
+    std::vector<uint8_t> row(tensor_row_bytes(t, n), pattern % 2 ? 0xFF : 0x00);
+    if (pattern >= 2) {
+      for (auto& byte : row) byte = (rng() & 1) ? 0xFF : 0x00;
+    }
+    const auto& info = tensor_type_info(t);
+    for (size_t b = 0; b < row.size() / info.block_bytes; ++b)
+      for (size_t off : test::fp16_offsets(t)) {
+        const uint16_t h = f32_to_fp16(0.01f);
+        std::memcpy(row.data() + b * info.block_bytes + off, &h, 2);
+      }
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = (rng() & 1) ? 1.0f : -1.0f;
+    if (pattern == 1) std::fill(x.begin(), x.end(), 1.0f);
+    const auto xq = quantized(q, x);
+    const Sums ref = reference(t, row, x, xq);
+    for (VecDotIsa isa : {VecDotIsa::Scalar, VecDotIsa::Avx2}) {
+      const VecDotQ8Fn f = vec_dot_q8_kernel(t, isa);
+      if (f == nullptr) continue;
+      EXPECT_LE(std::fabs(f(row.data(), xq.data(), n) - ref.dot_xq), 1e-5 * ref.abs_dot_xq + 1e-30)
+          << tensor_type_name(t) << " pattern " << pattern << (isa == VecDotIsa::Avx2 ? " avx2" : " scalar");
+    }
+  }
+}
+
+// matmul rounds the activations once per token whatever the batch: many tokens at once give
+// the same bits as one token at a time (prefill equals decode), for any thread count.
+TEST_P(VecDotQ8, MatmulBatchEqualsOneTokenAtATime) {
+  const TensorType t = GetParam();
+  std::mt19937 rng(11);
+  const int64_t n = 512, rows = 37, T = 7;
+  const size_t rb = tensor_row_bytes(t, n);
+  std::vector<uint8_t> w;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto row = test::random_row(t, n, rng);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  const auto x = gaussian(T * n, rng);
+  MatmulArgs a;
+  a.type = t;
+  a.w = w.data();
+  a.row_bytes = rb;
+  a.n_rows = rows;
+  a.n = n;
+  a.x = x.data();
+  a.x_stride = n;
+  a.n_tokens = T;
+  a.y_stride = rows;
+  std::vector<float> batch(static_cast<size_t>(T * rows));
+  a.y = batch.data();
+  for (int ith = 0; ith < 3; ++ith) matmul(a, ith, 3);
+  for (int64_t tok = 0; tok < T; ++tok) {
+    std::vector<float> one(static_cast<size_t>(rows));
+    MatmulArgs b = a;
+    b.x = x.data() + tok * n;
+    b.n_tokens = 1;
+    b.y = one.data();
+    b.y_stride = 0;
+    matmul(b, 0, 1);
+    const auto xq = quantized(act_quant_for(t), std::vector<float>(b.x, b.x + n));
+    const VecDotQ8Fn f = vec_dot_q8_kernel(t);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(batch[static_cast<size_t>(tok * rows + r)], one[static_cast<size_t>(r)]) << "token " << tok << " row " << r;
+      EXPECT_EQ(one[static_cast<size_t>(r)], f(w.data() + r * rb, xq.data(), n)) << "row " << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(VecDotQ8, VecDotQ8, testing::ValuesIn(kQ8Types),
+                         [](const testing::TestParamInfo<TensorType>& i) {
+                           return std::string(tensor_type_name(i.param));
+                         });
+
+TEST(VecDotQ8Kernels, FloatTypesKeepFloatActivations) {
+  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q2_K}) {
+    EXPECT_EQ(act_quant_for(t), ActQuant::None) << tensor_type_name(t);
+    EXPECT_EQ(vec_dot_q8_kernel(t), nullptr) << tensor_type_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace pipellm
