@@ -1,0 +1,63 @@
+#include "coordinator/generation.h"
+
+namespace pipellm::coord {
+
+Generation::Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease,
+                       int prompt_tokens)
+    : handle_(std::move(handle)), text_(std::move(text)), lease_(std::move(lease)), prompt_tokens_(prompt_tokens) {}
+
+Generation::~Generation() { abandon(); }
+
+void Generation::abandon() {
+  if (!ended_) {
+    handle_->cancel();
+    ended_ = true;
+  }
+  lease_.release();
+}
+
+Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
+  Update u;
+  if (ended_) {
+    u.ended = true;
+    return u;
+  }
+  auto ev = handle_->next(timeout);
+  if (!ev) return u;
+  switch (ev->kind) {
+    case StreamEvent::Kind::Token:
+      ++generated_;
+      u.text = text_.push(ev->token);
+      if (text_.stopped()) {  // a stop string: the rest is not wanted
+        handle_->cancel();
+        ended_ = true;
+        u.ended = true;
+        u.finish = link::FinishReason::Stop;
+      }
+      break;
+    case StreamEvent::Kind::Finished:
+      ended_ = true;
+      u.ended = true;
+      u.text = text_.flush();
+      u.finish = ev->finished.reason;
+      if (ev->finished.reason == link::FinishReason::Cancelled) {
+        // Not asked for by this client: the server cancelled it (shutting down).
+        u.failed = Code::Unavailable;
+        u.message = "the request was cancelled by the server (shutting down)";
+      } else if (ev->finished.reason == link::FinishReason::Error) {
+        u.failed = Code::Internal;
+        u.message = "generation failed in the stages";
+      }
+      break;
+    case StreamEvent::Kind::Failed:
+      ended_ = true;
+      u.ended = true;
+      u.failed = ev->code;
+      u.message = ev->message;
+      break;
+  }
+  if (u.ended) lease_.release();
+  return u;
+}
+
+}  // namespace pipellm::coord

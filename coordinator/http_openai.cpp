@@ -1,0 +1,416 @@
+#include "coordinator/http_openai.h"
+
+#include <cmath>
+#include <limits>
+
+namespace pipellm::coord {
+
+using nlohmann::json;
+
+namespace {
+
+[[noreturn]] void refuse(const std::string& param, const std::string& message,
+                         const std::string& code = "invalid_parameter") {
+  throw HttpError(bad_request(param, message, code));
+}
+
+const char* type_name(const json& v) {
+  if (v.is_null()) return "null";
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "an array";
+  return "an object";
+}
+
+const json* field(const json& body, const char* name) {
+  const auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+std::optional<float> opt_float(const json& body, const char* name) {
+  const json* v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) refuse(name, std::string(name) + ": must be a number (got " + type_name(*v) + ")");
+  const double d = v->get<double>();
+  if (!std::isfinite(d)) refuse(name, std::string(name) + ": must be finite");
+  return static_cast<float>(d);
+}
+
+std::optional<int64_t> opt_int(const json& body, const char* name) {
+  const json* v = field(body, name);
+  if (!v) return std::nullopt;
+  if (v->is_number_integer()) {
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      refuse(name, std::string(name) + ": out of range");
+    }
+    return v->get<int64_t>();
+  }
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) return static_cast<int64_t>(d);
+  }
+  refuse(name, std::string(name) + ": must be an integer (got " + type_name(*v) + ")");
+}
+
+std::optional<bool> opt_bool(const json& body, const char* name) {
+  const json* v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) refuse(name, std::string(name) + ": must be a boolean (got " + type_name(*v) + ")");
+  return v->get<bool>();
+}
+
+std::string string_at(const json& v, const std::string& where) {
+  if (!v.is_string()) refuse(where.substr(0, where.find_first_of(".[")), where + ": must be a string (got " + type_name(v) + ")");
+  return v.get<std::string>();
+}
+
+// Fields shared by both endpoints: sampling, limits, stop, n, stream.
+void parse_common(const json& body, OpenAiRequest& r) {
+  if (!body.is_object()) refuse("", "body: must be a JSON object");
+  GenerateInput& in = r.input;
+  in.temperature = opt_float(body, "temperature");
+  in.top_p = opt_float(body, "top_p");
+  in.min_p = opt_float(body, "min_p");
+  in.presence_penalty = opt_float(body, "presence_penalty");
+  in.frequency_penalty = opt_float(body, "frequency_penalty");
+  in.repetition_penalty = opt_float(body, "repetition_penalty");
+  if (!in.repetition_penalty) in.repetition_penalty = opt_float(body, "repeat_penalty");
+  in.top_k = opt_int(body, "top_k");
+  if (in.top_k && *in.top_k == -1) in.top_k = 0;  // -1 is "off" for vLLM-style clients
+  in.penalty_last_n = opt_int(body, "penalty_last_n");
+  if (!in.penalty_last_n) in.penalty_last_n = opt_int(body, "repeat_last_n");
+  if (const auto seed = opt_int(body, "seed")) {
+    if (*seed < 0) refuse("seed", "seed: must be non-negative (got " + std::to_string(*seed) + ")");
+    in.seed = static_cast<uint64_t>(*seed);
+  }
+  in.max_tokens = opt_int(body, "max_tokens");
+  if (!in.max_tokens) in.max_tokens = opt_int(body, "max_completion_tokens");
+  if (in.max_tokens && *in.max_tokens < 1) {
+    refuse("max_tokens", "max_tokens: must be at least 1 (got " + std::to_string(*in.max_tokens) + ")");
+  }
+  in.ignore_eos = opt_bool(body, "ignore_eos").value_or(false);
+
+  if (const json* stop = field(body, "stop")) {
+    if (stop->is_string()) {
+      in.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (size_t i = 0; i < stop->size(); ++i) in.stop.push_back(string_at((*stop)[i], "stop[" + std::to_string(i) + "]"));
+    } else {
+      refuse("stop", std::string("stop: must be a string or an array of strings (got ") + type_name(*stop) + ")");
+    }
+  }
+  if (const auto n = opt_int(body, "n"); n && *n != 1) {
+    refuse("n", "n: only n=1 is supported (got " + std::to_string(*n) + ")", "unsupported_parameter");
+  }
+  if (const auto best_of = opt_int(body, "best_of"); best_of && *best_of != 1) {
+    refuse("best_of", "best_of: only 1 is supported", "unsupported_parameter");
+  }
+  if (const json* lb = field(body, "logit_bias"); lb && !lb->empty()) {
+    refuse("logit_bias", "logit_bias: not supported", "unsupported_parameter");
+  }
+  if (const json* tools = field(body, "tools"); tools && !tools->empty()) {
+    refuse("tools", "tools: not supported", "unsupported_parameter");
+  }
+  r.stream = opt_bool(body, "stream").value_or(false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) refuse("stream_options", "stream_options: must be an object");
+    r.include_usage = opt_bool(*so, "include_usage").value_or(false);
+  }
+}
+
+std::vector<int32_t> token_ids(const json& arr, const std::string& where) {
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const json& v = arr[i];
+    if (!v.is_number_integer() || v.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+        v.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      refuse("prompt", where + "[" + std::to_string(i) + "]: must be a token id (an integer)");
+    }
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+  }
+  return ids;
+}
+
+std::string message_content(const json& c, const std::string& where) {
+  if (c.is_null()) return "";
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) refuse("messages", where + ": must be a string or an array of text parts (got " + type_name(c) + ")");
+  std::string text;
+  for (size_t i = 0; i < c.size(); ++i) {
+    const std::string part = where + "[" + std::to_string(i) + "]";
+    const json& p = c[i];
+    if (!p.is_object()) refuse("messages", part + ": must be an object");
+    const auto type = p.find("type");
+    if (type == p.end() || !type->is_string() || type->get<std::string>() != "text") {
+      refuse("messages", part + ".type: only \"text\" parts are supported", "unsupported_parameter");
+    }
+    const auto t = p.find("text");
+    if (t == p.end()) refuse("messages", part + ".text: missing");
+    text += string_at(*t, part + ".text");
+  }
+  return text;
+}
+
+// "sampling.top_p: ..." -> "top_p"; "chat.messages[1].role: ..." -> "messages".
+std::string param_of(const std::string& message) {
+  std::string p = message.substr(0, message.find(':'));
+  for (const char* prefix : {"sampling.", "chat."}) {
+    if (p.rfind(prefix, 0) == 0) p = p.substr(std::string(prefix).size());
+  }
+  return p.substr(0, p.find_first_of(".["));
+}
+
+}  // namespace
+
+ApiError bad_request(const std::string& param, const std::string& message, const std::string& code) {
+  ApiError e;
+  e.status = 400;
+  e.type = "invalid_request_error";
+  e.code = code;
+  e.message = message;
+  e.param = param;
+  return e;
+}
+
+ApiError error_of_prepare(const RequestError& err) {
+  const std::string msg = err.what();
+  ApiError e = bad_request(param_of(msg), msg);
+  if (err.code() == Code::ResourceExhausted) {
+    if (msg.rfind("prompt.text:", 0) == 0) {
+      e.status = 413;
+      e.code = "prompt_too_large";
+    } else if (msg.find("exceed the context length") != std::string::npos) {
+      e.code = "context_length_exceeded";
+    } else if (e.param == "max_tokens") {
+      e.code = "max_tokens_over_limit";
+    } else {
+      e.code = "prompt_too_long";
+    }
+  } else if (err.code() != Code::InvalidArgument) {
+    return error_of_failure(err.code(), msg);
+  }
+  return e;
+}
+
+ApiError error_of_submit(const RequestError& err) {
+  if (err.code() == Code::ResourceExhausted) {
+    ApiError e;
+    e.status = 429;
+    e.type = "rate_limit_error";
+    e.code = "queue_full";
+    e.message = err.what();
+    return e;
+  }
+  return error_of_failure(err.code(), err.what());
+}
+
+ApiError error_of_failure(Code code, const std::string& message) {
+  ApiError e;
+  e.message = message;
+  switch (code) {
+    case Code::InvalidArgument: e = bad_request(param_of(message), message); break;
+    case Code::Unavailable:
+    case Code::Cancelled:
+      e.status = 503;
+      e.type = "service_unavailable_error";
+      e.code = message.find("shutting down") != std::string::npos || code == Code::Cancelled ? "shutting_down"
+                                                                                              : "stages_unavailable";
+      break;
+    case Code::ResourceExhausted:
+      e.status = 429;
+      e.type = "rate_limit_error";
+      e.code = "queue_full";
+      break;
+    case Code::DeadlineExceeded:
+      e.status = 504;
+      e.type = "server_error";
+      e.code = "timeout";
+      break;
+    default:
+      e.status = 500;
+      e.type = "server_error";
+      e.code = "internal_error";
+      break;
+  }
+  return e;
+}
+
+ApiError error_of_status(int status) {
+  ApiError e;
+  e.status = status;
+  switch (status) {
+    case 404: e.code = "not_found"; e.message = "no such route"; break;
+    case 405: e.code = "method_not_allowed"; e.message = "method not allowed on this route"; break;
+    case 413: e.code = "body_too_large"; e.message = "request body over the server's limit"; break;
+    case 414: e.code = "uri_too_long"; e.message = "request URI too long"; break;
+    default:
+      if (status >= 500) {
+        e.type = "server_error";
+        e.code = "internal_error";
+        e.message = "internal server error";
+      } else {
+        e.code = "bad_request";
+        e.message = "bad request";
+      }
+  }
+  return e;
+}
+
+json error_json(const ApiError& e) {
+  json err = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!e.param.empty()) err["param"] = e.param;
+  if (!e.code.empty()) err["code"] = e.code;
+  return json{{"error", err}};
+}
+
+json parse_body(const std::string& body) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    refuse("", std::string("body: not valid JSON: ") + e.what(), "invalid_json");
+  }
+  if (!j.is_object()) refuse("", std::string("body: must be a JSON object (got ") + type_name(j) + ")", "invalid_json");
+  return j;
+}
+
+OpenAiRequest parse_completion_request(const json& body) {
+  OpenAiRequest r;
+  parse_common(body, r);
+  GenerateInput& in = r.input;
+  const json* p = field(body, "prompt");
+  if (!p) refuse("prompt", "prompt: missing");
+  if (p->is_string()) {
+    in.kind = GenerateInput::PromptKind::Text;
+    in.text = p->get<std::string>();
+  } else if (p->is_array()) {
+    if (p->empty()) refuse("prompt", "prompt: empty array");
+    if ((*p)[0].is_number()) {
+      in.kind = GenerateInput::PromptKind::Tokens;
+      in.tokens = token_ids(*p, "prompt");
+    } else if (p->size() > 1) {
+      refuse("prompt", "prompt: one prompt per request (got " + std::to_string(p->size()) + ")", "unsupported_parameter");
+    } else if ((*p)[0].is_string()) {
+      in.kind = GenerateInput::PromptKind::Text;
+      in.text = (*p)[0].get<std::string>();
+    } else if ((*p)[0].is_array()) {
+      in.kind = GenerateInput::PromptKind::Tokens;
+      in.tokens = token_ids((*p)[0], "prompt[0]");
+    } else {
+      refuse("prompt", std::string("prompt[0]: must be a string or token ids (got ") + type_name((*p)[0]) + ")");
+    }
+  } else {
+    refuse("prompt", std::string("prompt: must be a string or token ids (got ") + type_name(*p) + ")");
+  }
+  if (const auto echo = opt_bool(body, "echo"); echo && *echo) refuse("echo", "echo: not supported", "unsupported_parameter");
+  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_number_integer() && lp->get<int64_t>() == 0)) {
+    refuse("logprobs", "logprobs: not supported", "unsupported_parameter");
+  }
+  if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty())) {
+    refuse("suffix", "suffix: not supported", "unsupported_parameter");
+  }
+  return r;
+}
+
+OpenAiRequest parse_chat_request(const json& body) {
+  OpenAiRequest r;
+  parse_common(body, r);
+  GenerateInput& in = r.input;
+  in.kind = GenerateInput::PromptKind::Chat;
+  const json* msgs = field(body, "messages");
+  if (!msgs) refuse("messages", "messages: missing");
+  if (!msgs->is_array()) refuse("messages", std::string("messages: must be an array (got ") + type_name(*msgs) + ")");
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    const json& m = (*msgs)[i];
+    if (!m.is_object()) refuse("messages", where + ": must be an object (got " + type_name(m) + ")");
+    const auto role = m.find("role");
+    if (role == m.end()) refuse("messages", where + ".role: missing");
+    ChatMessage cm;
+    cm.role = string_at(*role, where + ".role");
+    const auto content = m.find("content");
+    cm.content = content == m.end() ? "" : message_content(*content, where + ".content");
+    in.chat.push_back(std::move(cm));
+  }
+  if (const auto lp = opt_bool(body, "logprobs"); lp && *lp) refuse("logprobs", "logprobs: not supported", "unsupported_parameter");
+  if (const json* rf = field(body, "response_format")) {
+    const auto t = rf->is_object() ? rf->find("type") : rf->end();
+    if (!rf->is_object() || t == rf->end() || *t != "text") {
+      refuse("response_format", "response_format: only {\"type\": \"text\"} is supported", "unsupported_parameter");
+    }
+  }
+  return r;
+}
+
+const char* finish_reason_text(link::FinishReason r) {
+  switch (r) {
+    case link::FinishReason::Stop: return "stop";
+    case link::FinishReason::Length: return "length";
+    case link::FinishReason::Cancelled: return "cancelled";
+    case link::FinishReason::Error: return "error";
+  }
+  return "stop";
+}
+
+json usage_json(int prompt_tokens, int completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+namespace {
+json finish_value(const char* finish) { return finish ? json(finish) : json(nullptr); }
+json envelope(const ResponseMeta& m, const char* object) {
+  return {{"id", m.id}, {"object", object}, {"created", m.created}, {"model", m.model}, {"system_fingerprint", "pipellm"}};
+}
+}  // namespace
+
+json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
+                     int completion_tokens) {
+  json j = envelope(m, "text_completion");
+  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  return j;
+}
+
+json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish) {
+  json j = envelope(m, "text_completion");
+  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  return j;
+}
+
+json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
+               int completion_tokens) {
+  json j = envelope(m, "chat.completion");
+  j["choices"] = json::array({{{"index", 0},
+                               {"message", {{"role", "assistant"}, {"content", content}}},
+                               {"logprobs", nullptr},
+                               {"finish_reason", finish_value(finish)}}});
+  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  return j;
+}
+
+json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& role,
+                     const std::optional<std::string>& content, const char* finish) {
+  json delta = json::object();
+  if (role) delta["role"] = *role;
+  if (content) delta["content"] = *content;
+  json j = envelope(m, "chat.completion.chunk");
+  j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  return j;
+}
+
+json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens) {
+  json j = envelope(m, chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array();
+  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  return j;
+}
+
+std::string dump_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; }
+
+}  // namespace pipellm::coord

@@ -1,0 +1,88 @@
+// The OpenAI wire format of the HTTP front door: request JSON -> GenerateInput (every bad
+// field refused by name, 400), response and stream-chunk JSON for /v1/completions and
+// /v1/chat/completions, and OpenAI's error shape {"error": {message, type, param, code}}.
+// No I/O here, so the shapes are unit-tested field by field.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "coordinator/request_builder.h"
+#include "coordinator/status.h"
+#include "engine/link/messages.h"
+
+namespace pipellm::coord {
+
+// One refusal: HTTP status, OpenAI error type, a short name for it (the `code` field) and
+// the parameter it is about (empty: none).
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string code;
+  std::string message;
+  std::string param;
+};
+
+class HttpError : public Error {
+ public:
+  explicit HttpError(ApiError e) : Error(e.message), err_(std::move(e)) {}
+  const ApiError& error() const { return err_; }
+
+ private:
+  ApiError err_;
+};
+
+ApiError bad_request(const std::string& param, const std::string& message, const std::string& code = "invalid_parameter");
+// A refusal from ModelText::prepare (bad parameter, prompt or max_tokens over a limit).
+ApiError error_of_prepare(const RequestError& e);
+// A refusal from RequestScheduler::submit (queue full: 429; stages down: 503).
+ApiError error_of_submit(const RequestError& e);
+// A failure after the request started (stages went down, forward pass failed).
+ApiError error_of_failure(Code code, const std::string& message);
+ApiError error_of_status(int status);  // a bare status from the HTTP layer (404, 413, ...)
+
+nlohmann::json error_json(const ApiError& e);
+
+struct OpenAiRequest {
+  GenerateInput input;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Throw HttpError (400) naming the field.
+OpenAiRequest parse_completion_request(const nlohmann::json& body);
+OpenAiRequest parse_chat_request(const nlohmann::json& body);
+// The body as JSON (an object); throws HttpError 400 "invalid_json".
+nlohmann::json parse_body(const std::string& body);
+
+const char* finish_reason_text(link::FinishReason r);  // "stop", "length", "cancelled", "error"
+
+nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+
+// Identity of one response, shared by its chunks.
+struct ResponseMeta {
+  std::string id;     // "cmpl-7", "chatcmpl-7"
+  int64_t created = 0;  // unix seconds
+  std::string model;
+};
+
+nlohmann::json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
+                               int completion_tokens);
+// finish == nullptr: the chunk's finish_reason is null.
+nlohmann::json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish);
+nlohmann::json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
+                         int completion_tokens);
+// `role` adds delta.role ("assistant" in the first chunk); `content` nullopt: no delta.content.
+nlohmann::json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& role,
+                               const std::optional<std::string>& content, const char* finish);
+// The last chunk of a stream with stream_options.include_usage: empty choices and the usage.
+nlohmann::json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens);
+
+// JSON text; invalid UTF-8 is replaced, never thrown.
+std::string dump_json(const nlohmann::json& j);
+// One server-sent event: "data: <json>\n\n".
+std::string sse_event(const nlohmann::json& j);
+inline const char* sse_done() { return "data: [DONE]\n\n"; }
+
+}  // namespace pipellm::coord

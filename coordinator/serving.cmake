@@ -1,0 +1,40 @@
+# Serving beside gRPC (included from coordinator/CMakeLists.txt): access control, metrics, the
+# gRPC guard and the OpenAI-compatible HTTP front door. HTTP needs cpp-httplib (Debian:
+# libcpp-httplib-dev, found by pkg-config; its build has OpenSSL, so HTTPS works) and
+# nlohmann-json; without them the coordinator builds and --http-listen is refused.
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(PIPELLM_HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
+endif()
+find_path(NLOHMANN_JSON_INCLUDE_DIR nlohmann/json.hpp)
+
+add_library(pipellm_serving STATIC access_control.cpp generation.cpp metered_backend.cpp metrics.cpp)
+pipellm_target_defaults(pipellm_serving)
+target_link_libraries(pipellm_serving PUBLIC pipellm_coordinator_core)
+
+add_library(pipellm_grpc_guard STATIC grpc_guard.cpp)
+pipellm_target_defaults(pipellm_grpc_guard)
+target_link_libraries(pipellm_grpc_guard PUBLIC pipellm_grpc_service pipellm_serving)
+
+if(PIPELLM_HTTPLIB_FOUND AND NLOHMANN_JSON_INCLUDE_DIR)
+  message(STATUS "PipeLLM: HTTP front door with cpp-httplib ${PIPELLM_HTTPLIB_VERSION}")
+  add_library(pipellm_http STATIC http_openai.cpp http_server.cpp)
+  target_link_libraries(pipellm_http PUBLIC pipellm_serving PkgConfig::PIPELLM_HTTPLIB)
+  set(PIPELLM_HTTP_ENABLED ON)
+else()
+  message(STATUS "PipeLLM: HTTP front door skipped (needs cpp-httplib via pkg-config and nlohmann-json)")
+  add_library(pipellm_http STATIC http_disabled.cpp)
+  target_link_libraries(pipellm_http PUBLIC pipellm_serving)
+  set(PIPELLM_HTTP_ENABLED OFF)
+endif()
+pipellm_target_defaults(pipellm_http)
+if(NLOHMANN_JSON_INCLUDE_DIR)
+  target_include_directories(pipellm_http SYSTEM PUBLIC ${NLOHMANN_JSON_INCLUDE_DIR})
+endif()
+
+target_sources(pipellm-coordinator PRIVATE serving_options.cpp serving_setup.cpp)
+target_link_libraries(pipellm-coordinator PRIVATE pipellm_http pipellm_grpc_guard)
+
+if(PIPELLM_BUILD_TESTS)
+  add_subdirectory(${PROJECT_SOURCE_DIR}/tests/serving ${CMAKE_BINARY_DIR}/tests/serving)
+endif()

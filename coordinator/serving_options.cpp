@@ -1,0 +1,23 @@
+#include "coordinator/serving_options.h"
+
+#include <CLI/CLI.hpp>
+
+namespace pipellm::coord {
+
+void add_serving_options(CLI::App& app, ServingOptions& o) {
+  app.set_config("--server-config", "", "read options from a TOML/INI file (keys are the long flag names)");
+  app.add_option("--http-listen", o.http_listen,
+                 std::string("OpenAI-compatible HTTP address (host:port, port 0 picks one; 'off'); default ") +
+                     kDefaultHttpListen);
+  app.add_option("--http-port-file", o.http_port_file, "write the HTTP port here when serving");
+  app.add_option("--http-threads", o.http_threads, "HTTP connections served at once")->check(CLI::Range(2, 4096));
+  app.add_flag("--allow-remote", o.allow_remote, "allow listening on addresses other than loopback");
+  app.add_option("--api-keys-file", o.api_keys_file, "file of API keys, one per line (also $PIPELLM_API_KEYS)");
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate: TLS on both front doors");
+  app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
+  app.add_option("--max-body-bytes", o.max_body_bytes, "largest HTTP body / gRPC message")->check(CLI::Range(1024, 1 << 30));
+  app.add_option("--max-streams-per-key", o.max_streams_per_key, "concurrent generations per API key (0: unlimited)");
+  app.add_option("--served-model-name", o.served_model_name, "model id in HTTP responses");
+}
+
+}  // namespace pipellm::coord

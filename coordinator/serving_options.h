@@ -1,0 +1,31 @@
+// Command-line options of the coordinator's serving side (both front doors): the HTTP
+// address, binding policy, API keys, TLS and abuse limits. Kept apart from CoordinatorOptions'
+// own flags; every option can also come from a TOML/INI file (--server-config).
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace pipellm::coord {
+
+constexpr const char* kDefaultHttpListen = "127.0.0.1:8080";
+
+struct ServingOptions {
+  std::string http_listen;                     // "": 127.0.0.1:8080 (busy: a warning); "off": no HTTP
+  std::string http_port_file;                  // write the bound HTTP port here
+  int http_threads = 64;                       // concurrent HTTP connections
+  bool allow_remote = false;                   // needed to listen on a non-loopback address
+  std::string api_keys_file;                   // one key per line; also $PIPELLM_API_KEYS (comma-separated)
+  std::string tls_cert, tls_key;               // PEM files: TLS on both front doors
+  size_t max_body_bytes = 1 << 20;             // HTTP body / gRPC message
+  int max_streams_per_key = 0;                 // concurrent generations per API key (0: unlimited)
+  std::string served_model_name;               // model id in HTTP responses (default: the GGUF's name)
+};
+
+// Adds the flags (and --server-config FILE) to `app`.
+void add_serving_options(CLI::App& app, ServingOptions& o);
+
+}  // namespace pipellm::coord

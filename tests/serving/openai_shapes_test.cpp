@@ -1,0 +1,239 @@
+// The OpenAI wire format, field by field: request parsing (every bad field refused by name),
+// response and chunk shapes, the error shape and the status of each refusal.
+#include <gtest/gtest.h>
+
+#include "coordinator/http_openai.h"
+
+namespace pipellm::coord {
+namespace {
+
+using nlohmann::json;
+
+ApiError refusal_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const HttpError& e) {
+    return e.error();
+  }
+  ADD_FAILURE() << "no refusal";
+  return {};
+}
+
+TEST(OpenAiParse, CompletionFields) {
+  const json body = json::parse(R"({"model":"x","prompt":"Hello","max_tokens":7,"temperature":0.5,"top_p":0.9,
+      "top_k":12,"min_p":0.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"repetition_penalty":1.1,
+      "seed":42,"stop":["a","bc"],"n":1,"stream":true,"stream_options":{"include_usage":true}})");
+  const OpenAiRequest r = parse_completion_request(body);
+  EXPECT_EQ(r.input.kind, GenerateInput::PromptKind::Text);
+  EXPECT_EQ(r.input.text, "Hello");
+  EXPECT_EQ(*r.input.max_tokens, 7);
+  EXPECT_FLOAT_EQ(*r.input.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(*r.input.top_p, 0.9f);
+  EXPECT_EQ(*r.input.top_k, 12);
+  EXPECT_FLOAT_EQ(*r.input.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(*r.input.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(*r.input.frequency_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(*r.input.repetition_penalty, 1.1f);
+  EXPECT_EQ(*r.input.seed, 42u);
+  EXPECT_EQ(r.input.stop, (std::vector<std::string>{"a", "bc"}));
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+}
+
+TEST(OpenAiParse, PromptForms) {
+  EXPECT_EQ(parse_completion_request(json{{"prompt", json::array({1, 2, 3})}}).input.tokens,
+            (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(parse_completion_request(json{{"prompt", json::array({json::array({4, 5})})}}).input.tokens,
+            (std::vector<int32_t>{4, 5}));
+  EXPECT_EQ(parse_completion_request(json{{"prompt", json::array({"hi"})}}).input.text, "hi");
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}, {"stop", "END"}}).input.stop,
+            (std::vector<std::string>{"END"}));
+  EXPECT_EQ(*parse_completion_request(json{{"prompt", "x"}, {"top_k", -1}}).input.top_k, 0);  // -1: off
+  // Unset parameters stay unset (the server's defaults apply).
+  const auto r = parse_completion_request(json{{"prompt", "x"}, {"temperature", nullptr}});
+  EXPECT_FALSE(r.input.temperature);
+  EXPECT_FALSE(r.input.max_tokens);
+  EXPECT_FALSE(r.stream);
+}
+
+TEST(OpenAiParse, ChatMessages) {
+  const json body = json::parse(R"({"messages":[{"role":"system","content":"Be brief."},
+      {"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]}],
+      "max_completion_tokens":5})");
+  const OpenAiRequest r = parse_chat_request(body);
+  EXPECT_EQ(r.input.kind, GenerateInput::PromptKind::Chat);
+  ASSERT_EQ(r.input.chat.size(), 2u);
+  EXPECT_EQ(r.input.chat[0].role, "system");
+  EXPECT_EQ(r.input.chat[1].content, "Hi there");
+  EXPECT_EQ(*r.input.max_tokens, 5);
+}
+
+struct BadCase {
+  const char* body;
+  bool chat;
+  const char* param;
+  const char* code;
+};
+
+TEST(OpenAiParse, BadRequestsNamed) {
+  const BadCase cases[] = {
+      {R"({})", false, "prompt", "invalid_parameter"},
+      {R"({"prompt":5})", false, "prompt", "invalid_parameter"},
+      {R"({"prompt":[]})", false, "prompt", "invalid_parameter"},
+      {R"({"prompt":["a","b"]})", false, "prompt", "unsupported_parameter"},
+      {R"({"prompt":[1,"x"]})", false, "prompt", "invalid_parameter"},
+      {R"({"prompt":"x","max_tokens":"ten"})", false, "max_tokens", "invalid_parameter"},
+      {R"({"prompt":"x","max_tokens":0})", false, "max_tokens", "invalid_parameter"},
+      {R"({"prompt":"x","max_tokens":1.5})", false, "max_tokens", "invalid_parameter"},
+      {R"({"prompt":"x","temperature":"hot"})", false, "temperature", "invalid_parameter"},
+      {R"({"prompt":"x","seed":-1})", false, "seed", "invalid_parameter"},
+      {R"({"prompt":"x","stop":5})", false, "stop", "invalid_parameter"},
+      {R"({"prompt":"x","stop":["a",3]})", false, "stop", "invalid_parameter"},
+      {R"({"prompt":"x","n":2})", false, "n", "unsupported_parameter"},
+      {R"({"prompt":"x","stream":"yes"})", false, "stream", "invalid_parameter"},
+      {R"({"prompt":"x","echo":true})", false, "echo", "unsupported_parameter"},
+      {R"({"prompt":"x","logprobs":3})", false, "logprobs", "unsupported_parameter"},
+      {R"({"prompt":"x","logit_bias":{"1":5}})", false, "logit_bias", "unsupported_parameter"},
+      {R"({})", true, "messages", "invalid_parameter"},
+      {R"({"messages":"hi"})", true, "messages", "invalid_parameter"},
+      {R"({"messages":[5]})", true, "messages", "invalid_parameter"},
+      {R"({"messages":[{"content":"x"}]})", true, "messages", "invalid_parameter"},
+      {R"({"messages":[{"role":1,"content":"x"}]})", true, "messages", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, "messages", "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", true, "tools",
+       "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})", true,
+       "response_format", "unsupported_parameter"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.body);
+    const json body = json::parse(c.body);
+    const ApiError e = refusal_of([&] { c.chat ? parse_chat_request(body) : parse_completion_request(body); });
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.type, "invalid_request_error");
+    EXPECT_EQ(e.param, c.param);
+    EXPECT_EQ(e.code, c.code);
+    EXPECT_NE(e.message.find(c.param), std::string::npos) << e.message;
+  }
+}
+
+TEST(OpenAiParse, BodyMustBeJsonObject) {
+  for (const char* b : {"", "{", "[1,2]", "\"x\"", "{\"prompt\":\"x\",}"}) {
+    const ApiError e = refusal_of([&] { parse_body(b); });
+    EXPECT_EQ(e.status, 400) << b;
+    EXPECT_EQ(e.code, "invalid_json") << b;
+  }
+}
+
+TEST(OpenAiErrors, StatusOfEachRefusal) {
+  EXPECT_EQ(error_of_prepare(RequestError(Code::InvalidArgument, "sampling.top_p: must be in (0, 1]")).param, "top_p");
+  const ApiError big = error_of_prepare(RequestError(Code::ResourceExhausted, "prompt.text: 9 bytes, more than ..."));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(big.code, "prompt_too_large");
+  const ApiError lng = error_of_prepare(RequestError(Code::ResourceExhausted, "prompt: 900 tokens, more than the limit"));
+  EXPECT_EQ(lng.status, 400);
+  EXPECT_EQ(lng.code, "prompt_too_long");
+  const ApiError ctx = error_of_prepare(
+      RequestError(Code::ResourceExhausted, "max_tokens: prompt (5 tokens) + max_tokens (600) exceed the context length 512"));
+  EXPECT_EQ(ctx.code, "context_length_exceeded");
+  EXPECT_EQ(ctx.param, "max_tokens");
+  const ApiError over = error_of_prepare(RequestError(Code::ResourceExhausted, "max_tokens: 99 is over the server's limit of 8"));
+  EXPECT_EQ(over.code, "max_tokens_over_limit");
+  const ApiError full = error_of_submit(RequestError(Code::ResourceExhausted, "the request queue is full"));
+  EXPECT_EQ(full.status, 429);
+  EXPECT_EQ(full.code, "queue_full");
+  const ApiError down = error_of_submit(RequestError(Code::Unavailable, "the model stages are not available"));
+  EXPECT_EQ(down.status, 503);
+  EXPECT_EQ(down.code, "stages_unavailable");
+  EXPECT_EQ(error_of_status(413).code, "body_too_large");
+  EXPECT_EQ(error_of_status(404).code, "not_found");
+  EXPECT_EQ(error_of_failure(Code::Internal, "boom").status, 500);
+}
+
+TEST(OpenAiShapes, ErrorShape) {
+  const json j = error_json(bad_request("top_p", "top_p: bad"));
+  ASSERT_TRUE(j.contains("error"));
+  const json& e = j["error"];
+  EXPECT_EQ(e.size(), 4u);
+  EXPECT_EQ(e["message"], "top_p: bad");
+  EXPECT_EQ(e["type"], "invalid_request_error");
+  EXPECT_EQ(e["param"], "top_p");
+  EXPECT_EQ(e["code"], "invalid_parameter");
+  ApiError bare;
+  bare.message = "m";
+  const json b = error_json(bare)["error"];
+  EXPECT_TRUE(b["param"].is_null());
+  EXPECT_TRUE(b["code"].is_null());
+}
+
+const ResponseMeta kMeta{"cmpl-3", 1700000000, "tiny"};
+
+void expect_envelope(const json& j, const char* object, const std::string& id) {
+  EXPECT_EQ(j["id"], id);
+  EXPECT_EQ(j["object"], object);
+  EXPECT_TRUE(j["created"].is_number_integer());
+  EXPECT_EQ(j["created"], 1700000000);
+  EXPECT_EQ(j["model"], "tiny");
+  ASSERT_TRUE(j["choices"].is_array());
+}
+
+TEST(OpenAiShapes, Completion) {
+  const json j = completion_json(kMeta, "hello", "length", 3, 4);
+  expect_envelope(j, "text_completion", "cmpl-3");
+  ASSERT_EQ(j["choices"].size(), 1u);
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["text"], "hello");
+  EXPECT_EQ(c["index"], 0);
+  EXPECT_TRUE(c["logprobs"].is_null());
+  EXPECT_EQ(c["finish_reason"], "length");
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 3}, {"completion_tokens", 4}, {"total_tokens", 7}}));
+}
+
+TEST(OpenAiShapes, CompletionChunk) {
+  const json j = completion_chunk_json(kMeta, "he", nullptr);
+  expect_envelope(j, "text_completion", "cmpl-3");
+  EXPECT_EQ(j["choices"][0]["text"], "he");
+  EXPECT_TRUE(j["choices"][0]["finish_reason"].is_null());
+  EXPECT_FALSE(j.contains("usage"));
+  EXPECT_EQ(completion_chunk_json(kMeta, "", "stop")["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(OpenAiShapes, Chat) {
+  const ResponseMeta m{"chatcmpl-9", 1700000000, "tiny"};
+  const json j = chat_json(m, "Hi!", "stop", 10, 2);
+  expect_envelope(j, "chat.completion", "chatcmpl-9");
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["index"], 0);
+  EXPECT_EQ(c["message"], (json{{"role", "assistant"}, {"content", "Hi!"}}));
+  EXPECT_TRUE(c["logprobs"].is_null());
+  EXPECT_EQ(c["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["total_tokens"], 12);
+}
+
+TEST(OpenAiShapes, ChatChunks) {
+  const ResponseMeta m{"chatcmpl-9", 1700000000, "tiny"};
+  const json first = chat_chunk_json(m, std::string("assistant"), std::string(), nullptr);
+  expect_envelope(first, "chat.completion.chunk", "chatcmpl-9");
+  EXPECT_EQ(first["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", ""}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  const json mid = chat_chunk_json(m, std::nullopt, std::string("lo"), nullptr);
+  EXPECT_EQ(mid["choices"][0]["delta"], (json{{"content", "lo"}}));
+  const json last = chat_chunk_json(m, std::nullopt, std::nullopt, "length");
+  EXPECT_TRUE(last["choices"][0]["delta"].is_object());
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  const json usage = usage_chunk_json(m, true, 5, 6);
+  EXPECT_EQ(usage["object"], "chat.completion.chunk");
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 6);
+}
+
+TEST(OpenAiShapes, SseFraming) {
+  EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");
+  EXPECT_STREQ(sse_done(), "data: [DONE]\n\n");
+  // Invalid UTF-8 is replaced, never thrown.
+  EXPECT_NO_THROW(dump_json(json{{"t", std::string("\xff\xfe")}}));
+}
+
+}  // namespace
+}  // namespace pipellm::coord

@@ -1,0 +1,92 @@
+#include "tests/serving/serving_process.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace pipellm::test {
+
+namespace {
+int read_port(const std::string& path) {
+  std::ifstream in(path);
+  int p = 0;
+  return (in >> p) ? p : 0;
+}
+}  // namespace
+
+ServingProcess::ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "pipellm-http-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  std::vector<std::string> argv = {PIPELLM_COORDINATOR_BIN, "--listen",         "127.0.0.1:0",
+                                   "--port-file",           dir_ + "/grpc.port", "--http-listen",
+                                   "127.0.0.1:0",           "--http-port-file",  dir_ + "/http.port"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  child_ = std::make_unique<coord::ChildProcess>(argv, env, dir_ + "/log");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  bool ok = false;
+  while (std::chrono::steady_clock::now() < until) {
+    if (auto why = child_->exited()) throw std::runtime_error("coordinator exited: " + *why + "\n" + log());
+    grpc_port_ = read_port(dir_ + "/grpc.port");
+    http_port_ = read_port(dir_ + "/http.port");
+    if (grpc_port_ > 0 && http_port_ > 0) {
+      auto c = http();
+      auto r = c->Get("/health");
+      if (r && r->status == 200) {
+        ok = true;
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!ok) throw std::runtime_error("coordinator did not start serving\n" + log());
+  channel_ = grpc::CreateChannel(grpc_address(), grpc::InsecureChannelCredentials());
+  stub_ = pipellm::v1::PipeLLM::NewStub(channel_);
+}
+
+ServingProcess::~ServingProcess() {
+  if (child_) child_->terminate(std::chrono::seconds(15));
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::unique_ptr<httplib::Client> ServingProcess::http() const {
+  auto c = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
+  c->set_read_timeout(120, 0);
+  c->set_connection_timeout(5, 0);
+  return c;
+}
+
+std::string ServingProcess::log() const {
+  std::ifstream in(dir_ + "/log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> sse_payloads(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) {
+      out.push_back("<unterminated event>");
+      break;
+    }
+    const std::string ev = body.substr(pos, end - pos);
+    if (ev.rfind("data: ", 0) == 0) {
+      out.push_back(ev.substr(6));
+    } else {
+      out.push_back("<not a data event: " + ev + ">");
+    }
+    pos = end + 2;
+  }
+  return out;
+}
+
+}  // namespace pipellm::test

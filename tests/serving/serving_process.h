@@ -1,0 +1,44 @@
+// Test helper: a pipellm-coordinator child with both front doors on free loopback ports.
+#pragma once
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/child_process.h"
+#include "proto/pipellm.grpc.pb.h"
+
+namespace pipellm::test {
+
+inline std::string model_path(const std::string& name) {
+  return std::string(PIPELLM_TESTDATA) + "/models/" + name + ".gguf";
+}
+
+class ServingProcess {
+ public:
+  // `--listen 127.0.0.1:0 --http-listen 127.0.0.1:0` plus `args`; waits for both ports and
+  // for /health to say ok.
+  explicit ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
+  ~ServingProcess();
+
+  int http_port() const { return http_port_; }
+  std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+  std::unique_ptr<httplib::Client> http() const;  // a new client (one per thread)
+  pipellm::v1::PipeLLM::Stub& stub() { return *stub_; }
+  std::string dir() const { return dir_; }
+  std::string log() const;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<coord::ChildProcess> child_;
+  int grpc_port_ = 0, http_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pipellm::v1::PipeLLM::Stub> stub_;
+};
+
+// A Server-Sent Events body split into its `data:` payloads (in order).
+std::vector<std::string> sse_payloads(const std::string& body);
+
+}  // namespace pipellm::test
