@@ -65,7 +65,7 @@ TEST_P(PerType, MatvecMatchesFloat64) {
   const TensorType t = GetParam();
   const bool q8 = cuda::matvec_uses_q8(t);
   const double tol = q8 ? 2e-2 : 1e-5;
-  for (int64_t n_in : {256, 1024}) {
+  for (int64_t n_in : {256, 1024, 14336}) {
     const int64_t n_out = 37;
     const int64_t nb = n_out * n_in / tensor_type_info(t).block_size;
     const auto b1 = test::random_blocks(t, nb), b2 = test::random_blocks(t, nb);

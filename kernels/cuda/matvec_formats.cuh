@@ -1,0 +1,257 @@
+// Per-format pieces of the fast quantized mat-vec kernels (matvec_quant.cu): how a thread loads
+// its share of one "item" of a weight row (Q4_K/Q6_K: a 256-element super-block, Q8_0/Q4_0: a
+// 32-element block) with 16-byte loads, how it decodes those bytes into integer lanes, which
+// 8-bit activations (act_q8.h) it pairs them with, and the scaled integer dot product (dp4a).
+//
+// Each format F provides:
+//   kLanes        threads that share one item (each takes a fixed part of it: lane t)
+//   kItem         elements per item
+//   Raw           the loaded bytes of one (row, item, lane); load(WeightRef, row, item, t)
+//   Dec           Raw decoded once, reused for every activation row; decode(Raw, t)
+//   Act           the activations one (item, lane) needs; act(xq_row, xds_row, item, t)
+//   dot(Dec, Act, t) -> float, the lane's part of the item's contribution to the output.
+// Loads of weights never depend on earlier kernels (weights are constant), so the kernels issue
+// the first ones before waiting on the preceding grid (PDL).
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/dequant_device.cuh"
+
+namespace pipellm::cuda::mv {
+
+__device__ __forceinline__ int dp4(int a, int b, int c) { return __dp4a(a, b, c); }
+
+__device__ __forceinline__ uint4 ld16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ int4 ld16s(const int8_t* p) { return *reinterpret_cast<const int4*>(p); }
+__device__ __forceinline__ uint16_t ld2(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned short*>(p)); }
+
+// One weight matrix of a launch: data in the device layout (weight_layout.h); nb blocks per row,
+// NB blocks in the whole matrix (the repacked layouts index their arrays by NB).
+struct WeightRef {
+  const uint8_t* w;
+  int64_t nb;
+  int64_t NB;
+};
+
+__device__ __forceinline__ int sum16(int w0, int w1, int w2, int w3, const int4& a, int c) {
+  return dp4(w3, a.w, dp4(w2, a.z, dp4(w1, a.y, dp4(w0, a.x, c))));
+}
+
+// ---- Q4_K (GGUF block layout, 144 bytes): 8 lanes per super-block, 16 bytes of quants each ----
+// Lane t covers qs[16t..16t+15]: low nibbles are sub-block 2j (elements 64j + l0 .. +15), high
+// nibbles sub-block 2j+1 (+32), j = t/2, l0 = 16*(t%2). Every lane also reads the block's first 16
+// bytes (d, dmin, 12 bytes of 6-bit scales and mins): one broadcast transaction for the 8 lanes.
+struct Q4K {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  struct Raw {
+    uint4 q, hd;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d, dmin;
+    int sc_lo, sc_hi, m_lo, m_hi;
+  };
+  struct Act {
+    int4 lo, hi;
+    float2 dlo, dhi;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const uint8_t* blk = m.w + (row * m.nb + ib) * 144;
+    return Raw{ld16(blk + 16 + 16 * t), ld16(blk)};
+  }
+
+  __device__ static int byte_of(uint32_t s0, uint32_t s1, uint32_t s2, int i) {
+    const uint32_t w = i < 4 ? s0 : (i < 8 ? s1 : s2);
+    return static_cast<int>((w >> (8 * (i & 3))) & 0xFF);
+  }
+
+  __device__ static void scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, int& sc, int& m) {
+    if (j < 4) {
+      sc = byte_of(s0, s1, s2, j) & 63;
+      m = byte_of(s0, s1, s2, j + 4) & 63;
+    } else {
+      sc = (byte_of(s0, s1, s2, j + 4) & 0xF) | ((byte_of(s0, s1, s2, j - 4) >> 6) << 4);
+      m = (byte_of(s0, s1, s2, j + 4) >> 4) | ((byte_of(s0, s1, s2, j) >> 6) << 4);
+    }
+  }
+
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const int j = t >> 1;
+    const __half2 dm = *reinterpret_cast<const __half2*>(&r.hd.x);
+    o.d = __low2float(dm);
+    o.dmin = __high2float(dm);
+    scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j, o.sc_lo, o.m_lo);
+    scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j + 1, o.sc_hi, o.m_hi);
+    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>(v[i] & 0x0F0F0F0F);
+      o.hi[i] = static_cast<int>((v[i] >> 4) & 0x0F0F0F0F);
+    }
+    return o;
+  }
+
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
+    const int j = t >> 1, l0 = (t & 1) * 16;
+    const int8_t* xa = xq + ib * 256 + 64 * j + l0;
+    const float2* ds = xds + ib * 8 + 2 * j;
+    return Act{ld16s(xa), ld16s(xa + 32), ds[0], ds[1]};
+  }
+
+  __device__ static float dot(const Dec& w, const Act& a, int t) {
+    const int si_lo = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    const int si_hi = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, 0);
+    float r = w.d * (static_cast<float>(w.sc_lo) * a.dlo.x * static_cast<float>(si_lo) +
+                     static_cast<float>(w.sc_hi) * a.dhi.x * static_cast<float>(si_hi));
+    if ((t & 1) == 0) r -= w.dmin * (static_cast<float>(w.m_lo) * a.dlo.y + static_cast<float>(w.m_hi) * a.dhi.y);
+    return r;
+  }
+};
+
+// ---- Q6_K (repacked: ql, qh, scales, d arrays): 8 lanes per super-block ----
+// Lane t: n = t/4 (half of 128), s = t%4; l0 = 16*(s&1); low nibbles are quarter q = s/2, high
+// nibbles quarter q+2; element index 128n + 32*quarter + l0 + (0..15).
+struct Q6K {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  struct Raw {
+    uint4 ql, qh;
+    int sc_lo, sc_hi;
+    uint16_t d;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d, sc_lo, sc_hi;
+  };
+  struct Act {
+    int4 lo, hi;
+    float dlo, dhi;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const int n = t >> 2, s = t & 3, l0 = (s & 1) * 16, q = s >> 1;
+    const int64_t bi = row * m.nb + ib;
+    Raw r;
+    r.ql = ld16(m.w + bi * 128 + 64 * n + 32 * q + l0);
+    r.qh = ld16(m.w + m.NB * 128 + bi * 64 + 32 * n + l0);
+    const int8_t* scp = reinterpret_cast<const int8_t*>(m.w + m.NB * 192 + bi * 16 + 8 * n + (s & 1) + 2 * q);
+    r.sc_lo = __ldg(scp);
+    r.sc_hi = __ldg(scp + 4);
+    r.d = ld2(m.w + m.NB * 208 + bi * 2);
+    return r;
+  }
+
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const int q = (t & 3) >> 1;
+    const int shl = 2 * q, shh = 2 * q + 4;
+    const uint32_t qlv[4] = {r.ql.x, r.ql.y, r.ql.z, r.ql.w}, qhv[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>(__vsub4((qlv[i] & 0x0F0F0F0F) | (((qhv[i] >> shl) & 0x03030303) << 4), 0x20202020));
+      o.hi[i] =
+          static_cast<int>(__vsub4(((qlv[i] >> 4) & 0x0F0F0F0F) | (((qhv[i] >> shh) & 0x03030303) << 4), 0x20202020));
+    }
+    o.d = f16_bits(r.d);
+    o.sc_lo = static_cast<float>(r.sc_lo);
+    o.sc_hi = static_cast<float>(r.sc_hi);
+    return o;
+  }
+
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
+    const int n = t >> 2, s = t & 3, l0 = (s & 1) * 16, q = s >> 1;
+    const int8_t* xa = xq + ib * 256 + 128 * n + 32 * q + l0;
+    const float2* ds = xds + ib * 8 + 4 * n + q;
+    return Act{ld16s(xa), ld16s(xa + 64), ds[0].x, ds[2].x};
+  }
+
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    const int si_lo = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    const int si_hi = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, 0);
+    return w.d * (w.sc_lo * a.dlo * static_cast<float>(si_lo) + w.sc_hi * a.dhi * static_cast<float>(si_hi));
+  }
+};
+
+// ---- Q8_0 (repacked: qs, d arrays): 2 lanes per 32-block, 16 quants each ----
+struct Q80 {
+  static constexpr int kLanes = 2;
+  static constexpr int kItem = 32;
+  struct Raw {
+    uint4 q;
+    uint16_t d;
+  };
+  struct Dec {
+    int q[4];
+    float d;
+  };
+  struct Act {
+    int4 a;
+    float d;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const int64_t bi = row * m.nb + ib;
+    return Raw{ld16(m.w + bi * 32 + 16 * t), ld2(m.w + m.NB * 32 + bi * 2)};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    return Dec{{static_cast<int>(r.q.x), static_cast<int>(r.q.y), static_cast<int>(r.q.z), static_cast<int>(r.q.w)},
+               f16_bits(r.d)};
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
+    return Act{ld16s(xq + ib * 32 + 16 * t), xds[ib].x};
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    const int si = sum16(w.q[0], w.q[1], w.q[2], w.q[3], a.a, 0);
+    return w.d * a.d * static_cast<float>(si);
+  }
+};
+
+// ---- Q4_0 (repacked: qs, d arrays): one lane per 32-block ----
+struct Q40 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  struct Raw {
+    uint4 q;
+    uint16_t d;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d;
+  };
+  struct Act {
+    int4 lo, hi;
+    float d;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const int64_t bi = row * m.nb + ib;
+    return Raw{ld16(m.w + bi * 16), ld2(m.w + m.NB * 16 + bi * 2)};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>(__vsub4(v[i] & 0x0F0F0F0F, 0x08080808));
+      o.hi[i] = static_cast<int>(__vsub4((v[i] >> 4) & 0x0F0F0F0F, 0x08080808));
+    }
+    o.d = f16_bits(r.d);
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
+    return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
+    return w.d * a.d * static_cast<float>(si);
+  }
+};
+
+}  // namespace pipellm::cuda::mv
