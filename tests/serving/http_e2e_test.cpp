@@ -236,7 +236,9 @@ TEST_F(Http, StreamingChatChunks) {
   EXPECT_TRUE(s.usage.is_null());  // not asked for
   for (size_t i = 0; i < s.chunks.size(); ++i) {
     EXPECT_EQ(s.chunks[i]["object"], "chat.completion.chunk");
-    if (i > 0) EXPECT_FALSE(s.chunks[i]["choices"][0]["delta"].contains("role"));
+    if (i > 0) {
+      EXPECT_FALSE(s.chunks[i]["choices"][0]["delta"].contains("role"));
+    }
   }
   EXPECT_TRUE(s.chunks.back()["choices"][0]["delta"].empty());
   body.erase("stream");
