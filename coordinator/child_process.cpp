@@ -1,5 +1,6 @@
 #include "coordinator/child_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -14,7 +15,8 @@ extern char** environ;
 
 namespace pipellm::coord {
 
-ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                           const std::string& output_file) {
   if (argv.empty()) throw Error("child process: empty argument vector");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -41,7 +43,14 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::vect
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  const int rc = ::posix_spawnp(&pid_, args[0], nullptr, &attr, args.data(), envp.data());
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  if (!output_file.empty()) {
+    posix_spawn_file_actions_addopen(&files, 1, output_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&files, 1, 2);
+  }
+  const int rc = ::posix_spawnp(&pid_, args[0], &files, &attr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&files);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw Error("cannot start '" + argv[0] + "': " + std::strerror(rc));
 }

@@ -14,8 +14,10 @@ namespace pipellm::coord {
 class ChildProcess {
  public:
   // argv[0] is looked up in PATH. `env` entries ("K=V") are added to this process's
-  // environment. Throws Error naming the program.
-  ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env);
+  // environment. `output_file`: where stdout and stderr go (empty: inherited). Throws Error
+  // naming the program.
+  ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+               const std::string& output_file = "");
   ~ChildProcess();  // terminate(2 s)
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;

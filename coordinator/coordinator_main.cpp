@@ -50,6 +50,7 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
     mo.stage.n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
     mo.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
     link::HeadLoopOptions lo;
+    lo.debug_step_delay_ms = o.debug_step_delay_ms;
     if (cfg) {
       lo.max_batch_tokens = cfg->max_batch_tokens;
       lo.prefill_chunk = cfg->prefill_chunk;

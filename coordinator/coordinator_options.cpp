@@ -25,6 +25,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--ctx", o.n_ctx, "context length (in-process backend)");
   app.add_option("--slots", o.n_slots, "sequences at once (in-process backend)");
   app.add_option("--threads", o.n_threads, "CPU threads (in-process backend)");
+  app.add_option("--debug-step-delay-ms", o.debug_step_delay_ms, "tests: sleep per step (in-process backend)");
   app.add_option("--max-queue", o.max_queue, "requests waiting beyond those running");
   app.add_option("--max-prompt-tokens", o.max_prompt_tokens, "per-request prompt limit (0: the context)");
   app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)");

@@ -25,6 +25,7 @@ struct CoordinatorOptions {
   int n_ctx = 0;       // 0: config, else 2048
   int n_slots = 0;     // 0: config, else 4
   int n_threads = 0;   // 0: config, else all
+  int debug_step_delay_ms = 0;  // tests: slow the in-process head down
   // admission and limits
   int max_queue = 64;
   int max_prompt_tokens = 0;

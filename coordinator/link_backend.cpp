@@ -162,7 +162,7 @@ void LinkBackend::serve_connected() {
       }
     } catch (const link::LinkError& e) {
       if (stopping_.load()) return;
-      go_down("lost the head stage (" + std::string(e.what()) + ")" + head_exit_reason(std::chrono::milliseconds(1500)));
+      go_down("lost the head stage (" + std::string(e.what()) + ")");
       return;
     }
   }
@@ -181,11 +181,17 @@ std::string LinkBackend::head_exit_reason(std::chrono::milliseconds wait) {
 void LinkBackend::go_down(const std::string& reason) {
   spdlog::error("backend: down: {}", reason);
   state_ = BackendState::Down;
+  listener_->on_down(reason);  // open streams end now, not after the process is reaped
   if (head_) {
+    // mpirun needs a moment to notice a dead rank and exit; its status goes to the log.
+    const std::string why = head_exit_reason(std::chrono::milliseconds(3000));
+    if (!why.empty()) spdlog::error("backend: the stages exited{}", why);
     head_->terminate(std::chrono::milliseconds(1000));
+    if (why.empty()) {
+      if (auto st = head_->exited()) spdlog::error("backend: the stages were stopped: {}", *st);
+    }
     head_.reset();
   }
-  listener_->on_down(reason);
 }
 
 void LinkBackend::stop() {

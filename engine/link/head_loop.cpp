@@ -1,7 +1,9 @@
 #include "engine/link/head_loop.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "engine/model/batch.h"
 #include "engine/runtime/sampler.h"
@@ -168,6 +170,7 @@ void HeadLoop::step() {
     budget -= n;
   }
   if (b.n_tokens() == 0) return;
+  if (opt_.debug_step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.debug_step_delay_ms));
   try {
     model_.forward(b, logits_);
   } catch (const std::exception& e) {

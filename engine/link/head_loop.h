@@ -20,6 +20,7 @@ struct HeadLoopOptions {
   int max_batch_tokens = 512;  // tokens per forward call
   int prefill_chunk = 256;     // prompt tokens of one sequence per forward call
   int idle_poll_ms = 100;      // link poll timeout while nothing runs
+  int debug_step_delay_ms = 0; // tests: sleep this long per step (long streams to cancel or kill)
 };
 
 // The Hello a whole-model stage sends: model sizes, n_ctx, its KV slots.

@@ -1,0 +1,51 @@
+// pipellm-link-head: a one-process head stage (the whole model on the CPU) that serves the
+// coordinator link. Takes the same --config/--coordinator flags as pipellm-stage, so the
+// coordinator's mpirun backend can launch it (`--stage-bin pipellm-link-head`, -np 1); used by
+// the fault tests, and for single-stage CPU serving without the MPI worker.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+
+#include "engine/cpu/cpu_model.h"
+#include "engine/link/head_loop.h"
+#include "engine/pipeline/pipeline_config.h"
+
+int main(int argc, char** argv) {
+  using namespace pipellm;
+  CLI::App app{"pipellm-link-head: a single-process head stage for pipellm-coordinator"};
+  std::string config, model, coordinator, pid_file;
+  int step_delay_ms = 0;
+  app.add_option("--config", config, "pipeline config (YAML)")->required();
+  app.add_option("--model", model, "override the config's model");
+  app.add_option("--coordinator", coordinator, "coordinator link address (default: the config's)");
+  app.add_option("--pid-file", pid_file, "write this process's pid here");
+  app.add_option("--debug-step-delay-ms", step_delay_ms, "tests: sleep per step");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    PipelineConfig cfg = PipelineConfig::load(config);
+    if (!model.empty()) cfg.model = model;
+    if (coordinator.empty()) coordinator = cfg.coordinator;
+    if (coordinator.empty()) throw InvalidArgument("no coordinator address (--coordinator or `coordinator:` in the config)");
+    if (!pid_file.empty()) std::ofstream(pid_file) << ::getpid() << "\n";
+    CpuModelOptions mo;
+    mo.stage.n_ctx = cfg.context_length;
+    mo.stage.n_slots = cfg.max_sequences;
+    mo.stage.kv_type = cfg.kv_cache_type == KvType::F32 ? TensorType::F32 : TensorType::F16;
+    mo.n_threads = cfg.threads;
+    auto m = CpuModel::open(cfg.model, mo);
+    link::HeadLoopOptions lo;
+    lo.max_batch_tokens = cfg.max_batch_tokens;
+    lo.prefill_chunk = cfg.prefill_chunk;
+    lo.debug_step_delay_ms = step_delay_ms;
+    std::string name = cfg.model.substr(cfg.model.find_last_of('/') + 1);
+    auto hello = link::hello_for(m->stage(), name, 1, "link-head:[0," + std::to_string(m->config().n_layer) + ")");
+    auto head = link::HeadLink::connect(coordinator, hello, 30000);
+    link::HeadLoop(m->stage(), *head, lo).run();
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("pipellm-link-head: {}", e.what());
+    return 1;
+  }
+}

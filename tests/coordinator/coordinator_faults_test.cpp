@@ -1,0 +1,123 @@
+// Faults: the coordinator launches its stages with mpirun (here `mpirun -np 1
+// pipellm-link-head`, a one-process head); killing the stage process mid-stream must end every
+// open stream with UNAVAILABLE within 5 s, and with --restart-on-failure the coordinator
+// relaunches the stages, health returns to SERVING and new requests succeed. Then SIGTERM
+// stops the coordinator and its MPI job cleanly.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "tests/coordinator/coordinator_process.h"
+
+namespace pipellm::test {
+namespace {
+
+namespace v1 = pipellm::v1;
+
+bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+pid_t read_pid(const std::string& path, int timeout_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in(path);
+    pid_t p = 0;
+    if (in >> p && p > 0) return p;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return 0;
+}
+
+TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found";
+  TempDir dir;
+  const std::string cfg = dir.file("one.yaml");
+  std::ofstream(cfg) << "model: " << model_path("tiny-llama-Q8_0") << "\n"
+                     << "context_length: 1024\nmax_sequences: 4\nthreads: 1\nstages:\n  - device: cpu\n";
+  const std::string pid_file = dir.file("head.pid");
+  CoordinatorProcess coord({"--config", cfg, "--backend", "mpirun", "--stage-bin", PIPELLM_LINK_HEAD_BIN,
+                            "--stage-arg=--pid-file", "--stage-arg", pid_file, "--stage-arg=--debug-step-delay-ms",
+                            "--stage-arg=20", "--restart-on-failure", "--shutdown-grace", "2"});
+  ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
+  const pid_t head = read_pid(pid_file, 5000);
+  ASSERT_GT(head, 0);
+  std::remove(pid_file.c_str());
+
+  // Four long streams, each past its first tokens.
+  constexpr int kStreams = 4;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
+  for (int i = 0; i < kStreams; ++i) {
+    v1::GenerateRequest r;
+    r.set_text("stream number " + std::to_string(i));
+    r.mutable_sampling()->set_temperature(0.0f);
+    r.set_max_tokens(900);
+    r.set_ignore_eos(true);
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    ctxs.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    readers.push_back(coord.stub().Generate(ctxs.back().get(), r));
+  }
+  v1::GenerateResponse m;
+  for (auto& rd : readers) {
+    for (int k = 0; k < 2; ++k) ASSERT_TRUE(rd->Read(&m));
+  }
+
+  ASSERT_EQ(::kill(head, SIGKILL), 0);
+  const auto t_kill = std::chrono::steady_clock::now();
+  for (int i = 0; i < kStreams; ++i) {
+    while (readers[static_cast<size_t>(i)]->Read(&m)) {
+    }
+    const auto st = readers[static_cast<size_t>(i)]->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << "stream " << i << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find("went down"), std::string::npos) << st.error_message();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_kill).count();
+  EXPECT_LT(s, 5.0) << "streams ended " << s << " s after the kill";
+
+  // Restarted: a new head process, SERVING again, and requests succeed.
+  EXPECT_TRUE(coord.wait_health("NOT_SERVING", 2000));
+  const pid_t head2 = read_pid(pid_file, 30000);
+  ASSERT_GT(head2, 0) << coord.log();
+  EXPECT_NE(head2, head);
+  ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
+  v1::GenerateRequest r;
+  r.set_text("after the restart");
+  r.set_max_tokens(3);
+  r.set_ignore_eos(true);
+  const auto res = generate(coord.stub(), r, 20000);
+  EXPECT_TRUE(res.status.ok()) << res.status.error_message();
+  EXPECT_EQ(res.ids.size(), 3u);
+  EXPECT_NE(coord.log().find("backend: down: lost the head stage"), std::string::npos) << coord.log();
+
+  // SIGTERM: graceful stop of the coordinator and of the MPI job.
+  ASSERT_EQ(::kill(coord.process().pid(), SIGTERM), 0);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!coord.process().exited() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(coord.process().exited().has_value()) << "no exit after SIGTERM\n" << coord.log();
+  EXPECT_EQ(*coord.process().exited(), "exit status 0") << coord.log();
+  EXPECT_NE(::kill(head2, 0), 0) << "the stage process outlived the coordinator";
+}
+
+TEST(Faults, StagesThatNeverStartAreReportedAsUnavailable) {
+  TempDir dir;
+  const std::string cfg = dir.file("one.yaml");
+  std::ofstream(cfg) << "model: " << model_path("tiny-llama-Q8_0") << "\nstages:\n  - device: cpu\n";
+  // A "stage program" that exits at once: the coordinator stays up and says why.
+  CoordinatorProcess coord({"--config", cfg, "--backend", "mpirun", "--mpirun", "/bin/false"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_TRUE(coord.wait_health("NOT_SERVING", 2000));
+  v1::GenerateRequest r;
+  r.set_text("hi");
+  const auto res = generate(coord.stub(), r, 5000);
+  EXPECT_EQ(res.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(res.status.error_message().find("exit status 1"), std::string::npos) << res.status.error_message();
+}
+
+}  // namespace
+}  // namespace pipellm::test
