@@ -33,6 +33,8 @@ if(NLOHMANN_JSON_INCLUDE_DIR)
 endif()
 
 target_sources(pipellm-coordinator PRIVATE serving_options.cpp serving_setup.cpp)
+# pipellm-client: API key metadata and TLS.
+target_sources(pipellm-client PRIVATE client_channel.cpp)
 target_link_libraries(pipellm-coordinator PRIVATE pipellm_http pipellm_grpc_guard)
 
 if(PIPELLM_BUILD_TESTS)
