@@ -4,10 +4,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "coordinator/client_channel.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/pipellm.grpc.pb.h"
 
@@ -25,6 +27,7 @@ const char* code_name(grpc::StatusCode c) {
     case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
     case grpc::StatusCode::INTERNAL: return "INTERNAL";
     case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
     default: return "UNKNOWN";
   }
 }
@@ -140,6 +143,10 @@ int main(int argc, char** argv) {
   CLI::App app{"pipellm-client: talk to a pipellm-coordinator"};
   std::string addr = "127.0.0.1:50051";
   app.add_option("--addr", addr, "coordinator address")->capture_default_str();
+  const char* key_env = std::getenv("PIPELLM_API_KEY");
+  std::string api_key = key_env ? key_env : "", tls_ca;
+  app.add_option("--api-key", api_key, "API key sent as 'authorization: Bearer' (default: $PIPELLM_API_KEY)");
+  app.add_option("--tls-ca", tls_ca, "PEM file of trusted roots: connect with TLS");
   app.require_subcommand(1);
 
   GenArgs g;
@@ -174,7 +181,13 @@ int main(int argc, char** argv) {
   health->add_option("--service", health_service);
 
   CLI11_PARSE(app, argc, argv);
-  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel;
+  try {
+    channel = pipellm::coord::make_client_channel(addr, api_key, tls_ca);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
   auto stub = v1::PipeLLM::NewStub(channel);
   try {
     if (gen->parsed()) return generate(*stub, g);

@@ -11,10 +11,13 @@
 #include <thread>
 
 #include "coordinator/coordinator_options.h"
+#include "coordinator/grpc_guard.h"
 #include "coordinator/grpc_service.h"
 #include "coordinator/inprocess_launcher.h"
 #include "coordinator/link_backend.h"
+#include "coordinator/metered_backend.h"
 #include "coordinator/mpirun_launcher.h"
+#include "coordinator/serving_setup.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/pipeline/pipeline_config.h"
 
@@ -97,19 +100,27 @@ int run(const CoordinatorOptions& o) {
 
   SchedulerOptions so;
   so.max_queue = o.max_queue;
-  RequestScheduler scheduler(backend, so);
+  Metrics metrics;
+  MeteredBackend metered(backend, metrics);  // tokens and latencies for /metrics
+  RequestScheduler scheduler(metered, so);
   RequestLimits lim;
   lim.max_prompt_tokens = o.max_prompt_tokens;
   lim.max_tokens = o.max_tokens_limit;
   lim.default_max_tokens = o.default_max_tokens;
   PipeLLMService service(scheduler, *text, lim, backend.describe());
+  const ApiKeys keys = load_api_keys(o.serving);
+  StreamLimiter streams(o.serving.max_streams_per_key);
+  const FrontDoorContext front{scheduler, *text, lim, keys, streams, metrics};
+  GuardedPipeLLMService guarded(service, front);  // API keys, stream limits, metrics
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
+  check_listen_address(o.listen, o.serving, "grpc");
+  builder.AddListeningPort(o.listen, grpc_credentials(o.serving), &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(o.serving.max_body_bytes));
+  builder.RegisterService(&guarded);
   auto server = builder.BuildAndStart();
   if (!server || port == 0) throw Error("cannot listen on " + o.listen);
   auto* health = server->GetHealthCheckService();
@@ -126,7 +137,8 @@ int run(const CoordinatorOptions& o) {
     std::rename(tmp.c_str(), o.port_file.c_str());
   }
 
-  backend.start(&scheduler);
+  auto http = start_http(o.serving, front);  // nullptr when off
+  metered.start(&scheduler);
   bool serving = false;
   while (!g_stop_requested.load()) {
     const bool now = scheduler.serving();
@@ -145,6 +157,7 @@ int run(const CoordinatorOptions& o) {
     spdlog::warn("coordinator: cancelling the requests still open");
     scheduler.cancel_all();
   }
+  if (http) http->stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   backend.stop();
   spdlog::info("coordinator: stopped");

@@ -33,6 +33,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM");
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  add_serving_options(app, o.serving);
   try {
     app.parse(argc, argv);
     if (o.config.empty() && o.model.empty()) throw CLI::ValidationError("give --config or --model");

@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/serving_options.h"
+
 namespace pipellm::coord {
 
 struct CoordinatorOptions {
@@ -33,6 +35,7 @@ struct CoordinatorOptions {
   int default_max_tokens = 256;
   int shutdown_grace_s = 10;
   std::string log_level = "info";
+  ServingOptions serving;  // HTTP, API keys, TLS, limits (serving_options.h)
 };
 
 // Parses argv; on --help or a usage error prints and exits (CLI11 conventions).
