@@ -1,7 +1,9 @@
 // pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
 //
-//   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT]
-//                      [--no-f16-cache] [--skip-depth] [--skip-batched]
+//   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
+//                      [--no-f16-cache] [--skip-depth] [--skip-batched] [--gpu N]
+//
+// `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
 // With --preset the model is synthesised in memory: every tensor of the real shape and the
 // llama-quantize type mix (engine/model_gen), filled with random blocks whose fp16 scales are
@@ -21,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/cuda_bench.h"
 #include "engine/cuda/cuda_stage.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
@@ -278,14 +281,17 @@ Stat repeat(int runs, F f) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT]\n"
-               "                          [--no-f16-cache] [--skip-depth] [--skip-batched] [--profile-steps N]\n");
+               "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
+               "                          [--no-f16-cache] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--gpu N]\n");
   return 2;
 }
 
-int run(int argc, char** argv) {
+}  // namespace
+
+int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
-  int runs = 3;
+  int runs = 3, gpu = 0;
   bool f16_cache = true, depth = true, batched = true;
   int profile_steps = 0;
   for (int i = 1; i < argc; ++i) {
@@ -303,15 +309,19 @@ int run(int argc, char** argv) {
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
+    else if (a == "--gpu") gpu = std::stoi(next());
     else return usage();
   }
-  if (file.empty() == preset.empty()) return usage();
-  if (cuda::device_count() == 0) {
-    std::fprintf(stderr, "pipellm_cuda_bench: no CUDA device\n");
+  if (file.empty() == preset.empty() || runs < 1) return usage();
+  if (cuda::device_count() <= gpu || gpu < 0) {
+    std::fprintf(stderr, "pipellm_cuda_bench: no CUDA device %d\n", gpu);
     return 1;
   }
+  // With the JSON on stdout, the human-readable lines go to stderr.
+  FILE* txt = json == "-" ? stderr : stdout;
+  PIPELLM_CUDA_CHECK(cudaSetDevice(gpu));
   cudaDeviceProp prop{};
-  PIPELLM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  PIPELLM_CUDA_CHECK(cudaGetDeviceProperties(&prop, gpu));
   const double copy_gbs = copy_bandwidth_gbs();
 
   std::unique_ptr<GgufFile> gguf;
@@ -332,7 +342,7 @@ int run(int argc, char** argv) {
     label = preset + " " + quant + " (synthetic)";
   }
   const double bpt = static_cast<double>(weights.bytes_per_token());
-  std::printf("model: %s, %.2f GB read per token; device %s, copy bandwidth %.0f GB/s; synthesis %.1f s\n",
+  std::fprintf(txt, "model: %s, %.2f GB read per token; device %s, copy bandwidth %.0f GB/s; synthesis %.1f s\n",
               label.c_str(), bpt / 1e9, prop.name, copy_gbs, seconds_since(tl));
 
   struct Row {
@@ -343,15 +353,16 @@ int run(int argc, char** argv) {
   std::vector<Row> rows;
   {
     cuda::CudaStageOptions o;
+    o.device = gpu;
     o.n_ctx = depth ? 4096 + 256 : 1024;
     o.n_slots = 1;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
-    std::printf("upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
+    std::fprintf(txt, "upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
     if (profile_steps > 0) {  // only decode steps (graphs + PDL), for a profiler
-      std::printf("profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
+      std::fprintf(txt, "profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
       return 0;
     }
     rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), false});
@@ -371,6 +382,7 @@ int run(int argc, char** argv) {
   }
   if (batched) {
     cuda::CudaStageOptions o;
+    o.device = gpu;
     o.n_ctx = 256;
     o.n_slots = 64;
     o.max_batch_tokens = 512;
@@ -378,41 +390,40 @@ int run(int argc, char** argv) {
     cuda::CudaStage st(cfg, weights, true, true, o);
     double total = 0;
     rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), false});
-    std::printf("batched: %.0f tok/s including the 64x128 prompts\n", total);
+    std::fprintf(txt, "batched: %.0f tok/s including the 64x128 prompts\n", total);
   }
 
-  std::printf("\n| test | tok/s | GB/s | of copy bw |\n| --- | --- | --- | --- |\n");
+  std::fprintf(txt, "\n| test | tok/s (mean +- sd, %d runs) | GB/s | of copy bw |\n| --- | --- | --- | --- |\n", runs);
   for (const auto& r : rows) {
     if (r.decode) {
       const double gbs = bpt * r.s.mean / 1e9;
-      std::printf("| %s | %.1f +- %.1f | %.0f | %.0f%% |\n", r.name.c_str(), r.s.mean, r.s.sd, gbs,
-                  100.0 * gbs / copy_gbs);
+      std::fprintf(txt, "| %s | %.1f +- %.1f | %.0f | %.0f%% |\n", r.name.c_str(), r.s.mean, r.s.sd, gbs,
+                   100.0 * gbs / copy_gbs);
     } else {
-      std::printf("| %s | %.1f +- %.1f | | |\n", r.name.c_str(), r.s.mean, r.s.sd);
+      std::fprintf(txt, "| %s | %.1f +- %.1f | | |\n", r.name.c_str(), r.s.mean, r.s.sd);
     }
   }
   if (!json.empty()) {
-    FILE* f = std::fopen(json.c_str(), "w");
+    FILE* f = json == "-" ? stdout : std::fopen(json.c_str(), "w");
     if (!f) throw Error("cannot write " + json);
-    std::fprintf(f, "{\"model\": \"%s\", \"device\": \"%s\", \"bytes_per_token\": %.0f, \"copy_gbs\": %.1f, \"results\": [",
-                 label.c_str(), prop.name, bpt, copy_gbs);
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::fprintf(f, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"sd\": %.2f}", i ? ", " : "", rows[i].name.c_str(),
-                   rows[i].s.mean, rows[i].s.sd);
+    std::fprintf(f,
+                 "{\"model\": \"%s\", \"device\": \"%s\", \"runs\": %d, \"bytes_per_token\": %.0f, "
+                 "\"copy_gbs\": %.1f, \"results\": [",
+                 label.c_str(), prop.name, runs, bpt, copy_gbs);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::fprintf(f, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"sd\": %.2f", i ? ", " : "", r.name.c_str(), r.s.mean,
+                   r.s.sd);
+      if (r.decode) {
+        const double gbs = bpt * r.s.mean / 1e9;
+        std::fprintf(f, ", \"gb_s\": %.1f, \"of_copy\": %.3f", gbs, gbs / copy_gbs);
+      }
+      std::fprintf(f, "}");
+    }
     std::fprintf(f, "]}\n");
-    std::fclose(f);
+    if (f != stdout) std::fclose(f);
   }
   return 0;
 }
 
-}  // namespace
 }  // namespace pipellm
-
-int main(int argc, char** argv) {
-  try {
-    return pipellm::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "pipellm_cuda_bench: error: %s\n", e.what());
-    return 1;
-  }
-}

@@ -1,5 +1,7 @@
 // `pipellm bench`: CPU prompt-processing and generation speed, set against the memory-bandwidth
-// floor of decoding (bytes of weights read per token / measured copy bandwidth).
+// floor of decoding (bytes of weights read per token / measured copy bandwidth). With
+// --device cuda[:N]: the CUDA engine benchmark (bench/cuda_bench.h: pp512, tg128 with and
+// without graphs, tg128 at depth 4096, batched 64x decode).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +13,9 @@
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "engine/util/error.h"
+#ifdef PIPELLM_HAVE_CUDA
+#include "bench/cuda_bench.h"
+#endif
 
 namespace pipellm::cli {
 namespace {
@@ -23,8 +28,56 @@ void usage(FILE* out) {
                "  -p N               prompt tokens processed as one batch (default 128)\n"
                "  -n N               tokens generated one at a time (default 32)\n"
                "  --reps R           repetitions; the best is reported (default 2)\n"
-               "  --json             one JSON object on stdout instead of the table\n%s",
+               "  --json             one JSON object on stdout instead of the table\n"
+               "With --device cuda[:N] (the CUDA benchmark; -p/-n do not apply):\n"
+               "  --reps R           runs after a warm-up, mean +- sd (default 3)\n"
+               "  --preset NAME --quant TYPE   a synthetic model of a real shape instead of -m\n"
+               "  --skip-depth --skip-batched --no-f16-cache --profile-steps N\n%s",
                engine_flags_help());
+}
+
+// The index N of --device cuda[:N] among the arguments, or -1 when the device is the CPU.
+int cuda_device_of(int argc, char** argv) {
+  EngineFlags f;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--device") f.device = flag_value(argc, argv, i);
+  }
+  return cuda_device_index(f);
+}
+
+// Runs the CUDA benchmark with the arguments translated to its own (bench/cuda_bench.h).
+int cuda_bench(int argc, char** argv, int gpu) {
+  std::vector<std::string> args = {"pipellm bench", "--gpu", std::to_string(gpu)};
+  bool have_model = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--device") {
+      ++i;
+    } else if (a == "--reps") {
+      args.push_back("--runs");
+      args.push_back(flag_value(argc, argv, i));
+    } else if (a == "--json") {
+      args.push_back("--json");
+      args.push_back("-");
+    } else if (a == "--no-graphs") {  // the CUDA benchmark always reports both
+    } else {
+      have_model = have_model || a == "-m" || a == "--model" || a == "--preset";
+      args.push_back(a == "--model" ? "-m" : a);
+    }
+  }
+  if (!have_model) {
+    EngineFlags f;
+    args.push_back("-m");
+    args.push_back(resolve_model(f));
+  }
+  std::vector<char*> av;
+  for (auto& a : args) av.push_back(a.data());
+#ifdef PIPELLM_HAVE_CUDA
+  return cuda_bench_main(static_cast<int>(av.size()), av.data());
+#else
+  (void)gpu;
+  throw InvalidArgument("--device cuda: this build has no CUDA");
+#endif
 }
 
 std::string cpu_model_name() {
@@ -61,6 +114,13 @@ double copy_bandwidth(ThreadPool& pool) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  try {
+    const int gpu = cuda_device_of(argc, argv);
+    if (gpu >= 0) return cuda_bench(argc, argv, gpu);
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm bench: error: %s\n", e.what());
+    return 2;
+  }
   EngineFlags ef;
   int n_prompt = 128, n_gen = 32, reps = 2;
   bool json = false;

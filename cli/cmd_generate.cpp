@@ -1,4 +1,5 @@
-// `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine.
+// `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine or
+// (--device cuda) the CUDA stage, whose tokens after the prompt come from its graph decode path.
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <cstdio>
@@ -206,14 +207,18 @@ int cmd_generate(int argc, char** argv) {
     hooks.flush = [&, drop_skipped] { return drop_skipped(stream->flush()); };
   }
   const bool stream_text = !o.json && !o.print_ids;
-  const GenerationResult res =
-      generate(stage, 0, o.req, hooks, [&](int32_t, const std::string& text) {
+  // On a GPU: decode through the graph-replayed step that samples on the device.
+  const auto stepper = open_gpu_stepper(gpu.get(), o.req.sampling);
+  const GenerationResult res = generate(
+      stage, 0, o.req, hooks,
+      [&](int32_t, const std::string& text) {
         if (stream_text && !text.empty()) {
           std::fwrite(text.data(), 1, text.size(), stdout);
           std::fflush(stdout);
         }
         return true;
-      });
+      },
+      stepper.get());
 
   const double prompt_tps = res.n_prompt / std::max(res.prompt_seconds, 1e-9);
   const double gen_tps = static_cast<double>(res.tokens.size()) / std::max(res.gen_seconds, 1e-9);

@@ -10,6 +10,7 @@
 #include "engine/util/error.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "engine/cuda/cuda_stage.h"
+#include "engine/cuda/cuda_stepper.h"
 #endif
 
 namespace pipellm::cli {
@@ -19,7 +20,9 @@ const char* engine_flags_help() {
          "  --threads N        CPU threads (default: one per hardware thread)\n"
          "  --ctx N            context length in tokens\n"
          "  --kv-type T        KV cache element type: f16 (default) or f32\n"
-         "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n";
+         "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n"
+         "  --no-graphs        CUDA: launch each decode step's kernels one by one instead of\n"
+         "                     replaying a captured CUDA graph (the ablation)\n";
 }
 
 std::string flag_value(int argc, char** argv, int& i) {
@@ -88,6 +91,8 @@ bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
     } else {
       throw InvalidArgument("--kv-type: '" + v + "' is not f16 or f32");
     }
+  } else if (a == "--no-graphs") {
+    f.graphs = false;
   } else if (a == "--device") {
     f.device = flag_value(argc, argv, i);
     if (f.device != "cpu") cuda_device_index(f);  // validates cuda[:N]
@@ -156,11 +161,31 @@ std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f,
   opt.device = dev;
   opt.n_ctx = n_ctx;
   opt.n_slots = n_slots;
+  opt.use_graphs = f.graphs;
   return std::make_unique<cuda::CudaStage>(c, w, true, true, opt);
 #else
   (void)cpu;
   (void)n_ctx;
   (void)n_slots;
+  return nullptr;
+#endif
+}
+
+std::unique_ptr<TokenStepper> open_gpu_stepper(Stage* gpu, const SamplerParams& sp) {
+#ifdef PIPELLM_HAVE_CUDA
+  auto* st = dynamic_cast<cuda::CudaStage*>(gpu);
+  if (st == nullptr) return nullptr;
+  const auto g = cuda::gpu_sampling_for(sp);
+  if (!g) {
+    std::fprintf(stderr,
+                 "note: these sampling settings (penalties or the chain order) are not implemented on the GPU: "
+                 "decoding with forward() and the host sampler\n");
+    return nullptr;
+  }
+  return std::make_unique<cuda::CudaStepper>(*st, *g);
+#else
+  (void)gpu;
+  (void)sp;
   return nullptr;
 #endif
 }

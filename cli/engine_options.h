@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "engine/cpu/cpu_model.h"
+#include "engine/runtime/generator.h"
+#include "engine/runtime/sampler.h"
 
 namespace pipellm::cli {
 
@@ -15,6 +17,7 @@ struct EngineFlags {
   int ctx = 0;                // 0: the command's default
   TensorType kv_type = TensorType::F16;
   std::string device = "cpu";
+  bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
 };
 
 // Help text for the shared flags.
@@ -42,6 +45,12 @@ int cuda_device_index(const EngineFlags& f);
 // instead of cpu.stage() (the CPU model still provides the file, config and tokenizer). Null
 // for --device cpu.
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots = 1);
+
+// With a CUDA stage (from open_gpu_stage) and sampling settings the GPU sampler implements:
+// the graph-replayed decode path that samples on the GPU (generate() prefills with forward()
+// and then decodes through it). Null otherwise (CPU stage, or penalties / a chain order the GPU
+// sampler lacks: a note on stderr; forward() and the host sampler then decode).
+std::unique_ptr<TokenStepper> open_gpu_stepper(Stage* gpu, const SamplerParams& sp);
 
 // The value after a flag, or InvalidArgument "FLAG needs a value".
 std::string flag_value(int argc, char** argv, int& i);

@@ -20,7 +20,7 @@ constexpr size_t kCublasWorkspace = 32u << 20;
 
 bool same_params(const SamplingParams& a, const SamplingParams& b) {
   return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.min_p == b.min_p &&
-         a.seed == b.seed;
+         a.seed == b.seed && a.temperature_last == b.temperature_last;
 }
 
 int sm_count(int device) {

@@ -26,7 +26,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, const TextHooks& hooks,
-                          const TokenCallback& on_token) {
+                          const TokenCallback& on_token, TokenStepper* stepper) {
   if (!model.is_first() || !model.is_last()) throw InvalidArgument("generate: needs a whole-model stage");
   const int n_prompt = static_cast<int>(req.prompt.size());
   if (n_prompt == 0) throw InvalidArgument("generate: empty prompt");
@@ -59,8 +59,9 @@ GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, 
   t0 = std::chrono::steady_clock::now();
   int pos = n_prompt;
   res.reason = StopReason::MaxTokens;
+  int32_t stepped = -1;  // the token the stepper sampled in the previous step
   for (int step = 0; step < req.max_tokens; ++step) {
-    const int32_t tok = sampler.sample(logits.data());
+    const int32_t tok = stepper && step > 0 ? stepped : sampler.sample(logits.data());
     if (hooks.is_eog && hooks.is_eog(tok)) {
       res.reason = StopReason::EndOfGeneration;
       break;
@@ -86,7 +87,8 @@ GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, 
       res.reason = StopReason::ContextFull;
       break;
     }
-    model.forward(Batch::sequence({tok}, pos++, slot), logits);
+    if (stepper) stepped = stepper->step(tok, pos++, slot);
+    else model.forward(Batch::sequence({tok}, pos++, slot), logits);
   }
   if (res.reason != StopReason::StopString) {
     const std::string rest = (hooks.flush ? stops.push(hooks.flush()) : std::string()) + stops.flush();

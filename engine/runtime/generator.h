@@ -43,9 +43,21 @@ struct GenerationResult {
   double gen_seconds = 0.0;  // sampling + decoding of the generated tokens
 };
 
+// A device path that decodes one token and samples the next itself (a GPU's graph-replayed
+// decode step with its own sampler): step(token, pos, slot) runs `token` at `pos` of `slot` and
+// returns the sampled next token, so only ids cross to the host.
+class TokenStepper {
+ public:
+  virtual ~TokenStepper() = default;
+  virtual int32_t step(int32_t token, int pos, int slot) = 0;
+};
+
 // `model` must be first and last (a whole model). Uses KV slot `slot` from position 0.
 // Throws InvalidArgument when the prompt is empty or does not fit the context.
+// With a stepper, the prompt is still prefilled with model.forward() and the first token
+// sampled on the host from its logits; every later token comes from stepper->step() (the
+// caller makes sure the stepper samples as req.sampling asks and needs no penalty window).
 GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, const TextHooks& hooks,
-                          const TokenCallback& on_token = nullptr);
+                          const TokenCallback& on_token = nullptr, TokenStepper* stepper = nullptr);
 
 }  // namespace pipellm

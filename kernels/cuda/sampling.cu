@@ -75,12 +75,15 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   for (int64_t i = threadIdx.x; i < n; i += kThreads) b = better(b, Best{row[i], static_cast<int32_t>(i)});
   b = block_argmax(b, redb);
   const float inv_t = 1.0f / p.temperature;
+  const float tf = p.temperature_last ? 1.0f : p.temperature;  // the filters' temperature
+  const float inv_tf = 1.0f / tf;
   const float mx = b.v;
   auto prob = [&](int64_t i) { return __expf((row[i] - mx) * inv_t); };
+  auto prob_f = [&](int64_t i) { return __expf((row[i] - mx) * inv_tf); };
   // Lowest logit kept: start with everything, raise it while a constraint is violated.
   float lo = -INFINITY;
   // min_p: p_i >= min_p * p_max  <=>  logit >= mx + T * log(min_p).
-  if (p.min_p > 0.0f) lo = mx + p.temperature * __logf(p.min_p);
+  if (p.min_p > 0.0f) lo = mx + tf * __logf(p.min_p);
   // top_k: the smallest threshold keeping at most top_k tokens (bisection on the logit value).
   float mn_local = INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) mn_local = fminf(mn_local, row[i]);
@@ -98,11 +101,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   // top_p: the largest threshold whose kept mass is at least top_p of the mass kept so far.
   if (p.top_p < 1.0f) {
     const float lo_k = lo;
-    const float target = p.top_p * block_reduce_sum(n, [&](int64_t i) { return row[i] >= lo_k ? prob(i) : 0.0f; }, red);
+    const float target =
+        p.top_p * block_reduce_sum(n, [&](int64_t i) { return row[i] >= lo_k ? prob_f(i) : 0.0f; }, red);
     float a = lo_k == -INFINITY ? mn : lo_k, c = mx;
     for (int it = 0; it < 48; ++it) {
       const float mid = 0.5f * (a + c);
-      const float mass = block_reduce_sum(n, [&](int64_t i) { return row[i] >= mid ? prob(i) : 0.0f; }, red);
+      const float mass = block_reduce_sum(n, [&](int64_t i) { return row[i] >= mid ? prob_f(i) : 0.0f; }, red);
       if (mass >= target) a = mid;
       else c = mid;
     }

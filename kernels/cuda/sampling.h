@@ -2,7 +2,9 @@
 // Greedy: the index of the largest logit (the lowest index among equal maxima).
 // Stochastic: softmax(logits / temperature) restricted to the top_k most likely tokens
 // (0: no limit), then to the smallest set whose mass reaches top_p, then to the tokens whose
-// probability is at least min_p times the best one's; one draw from that distribution with a
+// probability is at least min_p times the best one's (with temperature_last, top_p and min_p
+// see softmax(logits) and the temperature applies only to the final draw, like the CPU
+// sampler's default chain top_k, top_p, min_p, temperature); one draw from that distribution with a
 // counter-based random number from (seed, counter[row]) (the counter lives in device memory so a
 // captured graph draws fresh numbers on every replay; the kernel increments it).
 #pragma once
@@ -19,6 +21,7 @@ struct SamplingParams {
   float top_p = 1.0f;
   float min_p = 0.0f;
   uint64_t seed = 0;
+  bool temperature_last = false;
 };
 
 // out[r] = argmax of row r (n_rows rows of n_vocab, stride apart).
