@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Sums an `ncu --csv --page raw --metrics gpu__time_duration.sum,dram__bytes_read.sum` log per
-kernel (template arguments and parameters stripped): launches, total us, GB read, GB/s."""
+kernel (template arguments and parameters stripped): launches, total us, GB read, GB/s. When the
+log also has launch__grid_size, launches are told apart by grid size too (name/grid)."""
 import csv
 import re
 import sys
@@ -12,6 +13,7 @@ def main(path):
     start = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
     head = rows[start]
     k, t, b = head.index("Kernel Name"), head.index("gpu__time_duration.sum"), head.index("dram__bytes_read.sum")
+    g = head.index("launch__grid_size") if "launch__grid_size" in head else -1
     units = rows[start + 1]
     tscale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[units[t]]
     bscale = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}[units[b]]
@@ -21,6 +23,8 @@ def main(path):
             continue
         name = re.sub(r"\(.*$", "", r[k])
         name = re.sub(r"<.*>", "<>", name).split("::")[-1]
+        if g >= 0:
+            name += "/" + r[g].replace(",", "")
         a = agg[name]
         a[0] += 1
         a[1] += float(r[t].replace(",", "")) * tscale
