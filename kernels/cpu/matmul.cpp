@@ -19,6 +19,8 @@ constexpr int64_t kRowAlign = 4;   // thread chunks start at multiples of this
 constexpr int64_t kMr = 4;         // micro-kernel: rows ...
 constexpr int64_t kMt = 3;         // ... times tokens, 12 accumulators
 constexpr size_t kQ8TileBytes = 16 * 1024;  // weight rows kept in L1 while every token passes
+constexpr int kActParts = 3;                // 8-bit parts per activation vector: float accuracy
+constexpr int64_t kFloatTileMinTokens = 4;  // from this many tokens on, float tiles beat integer dots
 
 __attribute__((target("avx2,fma"))) float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -55,48 +57,10 @@ bool have_avx2_fma() {
   return yes;
 }
 
-// Rows [r0, r1) against 8-bit activations: each thread rounds every token itself (n values
-// per token, cheap next to the n_rows * n product, and identical in every thread), then the
-// integer block dots. One code path for one token and for many, so decode and prefill agree.
-void matmul_q8(const MatmulArgs& a, ActQuant aq, VecDotQ8Fn dot, int64_t r0, int64_t r1) {
-  const size_t xb = act_quant_bytes(aq, a.n);
-  std::vector<uint8_t> xq(xb * static_cast<size_t>(a.n_tokens));
-  for (int64_t t = 0; t < a.n_tokens; ++t) quantize_activations(aq, a.x + t * a.x_stride, a.n, xq.data() + t * xb);
+// Rows [r0, r1) for several tokens with float activations: a tile of rows decoded to floats
+// once, then a register-blocked kernel over (kMr rows x kMt tokens), the edges one dot at a time.
+void matmul_float_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const auto* w = static_cast<const uint8_t*>(a.w);
-  const int64_t tile = std::max<int64_t>(1, static_cast<int64_t>(kQ8TileBytes / a.row_bytes));
-  for (int64_t rt = r0; rt < r1; rt += tile) {
-    const int64_t re = std::min(r1, rt + tile);
-    for (int64_t t = 0; t < a.n_tokens; ++t) {
-      const uint8_t* xt = xq.data() + t * xb;
-      float* yt = a.y + t * a.y_stride;
-      for (int64_t r = rt; r < re; ++r) yt[r] = dot(w + static_cast<size_t>(r) * a.row_bytes, xt, a.n);
-    }
-  }
-}
-
-}  // namespace
-
-void matmul(const MatmulArgs& a, int ith, int nth) {
-  // Contiguous chunk of rows for this thread.
-  const int64_t per = ((a.n_rows + nth - 1) / nth + kRowAlign - 1) / kRowAlign * kRowAlign;
-  const int64_t r0 = std::min(a.n_rows, per * ith);
-  const int64_t r1 = std::min(a.n_rows, r0 + per);
-  if (r0 >= r1) return;
-  const auto* w = static_cast<const uint8_t*>(a.w);
-
-  const ActQuant aq = act_quant_for(a.type);
-  if (aq != ActQuant::None && a.n % act_quant_block_size(aq) == 0) {
-    if (const VecDotQ8Fn dot = vec_dot_q8_kernel(a.type)) {
-      matmul_q8(a, aq, dot, r0, r1);
-      return;
-    }
-  }
-
-  if (a.n_tokens == 1) {
-    vec_dot_rows(a.type, w + static_cast<size_t>(r0) * a.row_bytes, a.row_bytes, r1 - r0, a.x, a.n, a.y + r0);
-    return;
-  }
-
   const VecDotFn dot = vec_dot_kernel(TensorType::F32);
   const bool micro = have_avx2_fma() && a.n % 8 == 0;
   std::vector<float> tile(static_cast<size_t>(kRowTile * a.n));
@@ -120,6 +84,70 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
       for (int64_t r = t < nt_blocked ? nr_blocked : 0; r < nr; ++r) yt[r] = dot(tile.data() + r * a.n, xt, a.n);
     }
   }
+}
+
+// Rows [r0, r1) against 8-bit activations, each token split into kActParts rounded parts
+// (quantize_activations_split) that the kernel takes in one pass over the row, unpacking it
+// once for all of them: y = sum of the parts' integer dots. Each thread rounds every token
+// itself (n values per token, cheap next to the n_rows * n product, identical in every thread).
+void matmul_q8(const MatmulArgs& a, ActQuant aq, const VecDotQ8Kernels& k, int64_t r0, int64_t r1) {
+  const size_t xb = act_quant_bytes(aq, a.n), tb = xb * kActParts;
+  std::vector<uint8_t> xq(tb * static_cast<size_t>(a.n_tokens));
+  for (int64_t t = 0; t < a.n_tokens; ++t) quantize_activations_split(aq, a.x + t * a.x_stride, a.n, kActParts, xq.data() + t * tb);
+  const auto* w = static_cast<const uint8_t*>(a.w);
+  const int64_t tile = a.n_tokens == 1 ? r1 - r0 : std::max<int64_t>(1, static_cast<int64_t>(kQ8TileBytes / a.row_bytes));
+  float out[kActParts];
+  for (int64_t rt = r0; rt < r1; rt += tile) {
+    const int64_t re = std::min(r1, rt + tile);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      for (int64_t r = rt; r < re; ++r) {
+        k.tokens(w + static_cast<size_t>(r) * a.row_bytes, xq.data() + t * tb, xb, kActParts, a.n, out);
+        float y = out[0];
+        for (int p = 1; p < kActParts; ++p) y += out[p];
+        a.y[t * a.y_stride + r] = y;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const MatmulArgs& a, int ith, int nth) {
+  // Contiguous chunk of rows for this thread.
+  const int64_t per = ((a.n_rows + nth - 1) / nth + kRowAlign - 1) / kRowAlign * kRowAlign;
+  const int64_t r0 = std::min(a.n_rows, per * ith);
+  const int64_t r1 = std::min(a.n_rows, r0 + per);
+  if (r0 >= r1) return;
+  const auto* w = static_cast<const uint8_t*>(a.w);
+
+  const ActQuant aq = act_quant_for(a.type);
+  if (aq != ActQuant::None && a.n % act_quant_block_size(aq) == 0) {
+    const VecDotQ8Kernels k = vec_dot_q8_kernels(a.type);
+    if (k.one != nullptr && a.n_tokens < kFloatTileMinTokens) {
+      matmul_q8(a, aq, k, r0, r1);
+      return;
+    }
+    if (k.one != nullptr) {
+      // Many tokens: the float tile kernel beats integer dots with several activation parts,
+      // so it takes the very values those dots would (the parts summed, as floats): the same
+      // products up to float rounding, so prefill agrees with decode.
+      std::vector<float> xr(static_cast<size_t>(a.n_tokens * a.n));
+      for (int64_t t = 0; t < a.n_tokens; ++t) {
+        round_activations(aq, a.x + t * a.x_stride, a.n, kActParts, xr.data() + t * a.n);
+      }
+      MatmulArgs b = a;
+      b.x = xr.data();
+      b.x_stride = a.n;
+      matmul_float_tiles(b, r0, r1);
+      return;
+    }
+  }
+
+  if (a.n_tokens == 1) {
+    vec_dot_rows(a.type, w + static_cast<size_t>(r0) * a.row_bytes, a.row_bytes, r1 - r0, a.x, a.n, a.y + r0);
+    return;
+  }
+  matmul_float_tiles(a, r0, r1);
 }
 
 }  // namespace pipellm

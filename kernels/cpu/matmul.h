@@ -5,11 +5,11 @@
 // x: [n_tokens][n] floats (x_stride apart); y: [n_tokens][y_stride] floats.
 // Rows are split between threads: call matmul(args, ith, nth) for ith = 0..nth-1.
 // Quantized weights with an integer kernel (act_quant_for(type) != None): the activations are
-// rounded to 8-bit blocks and every row, for one token or many, takes integer block dots
-// (vec_dot_q8.h), as llama.cpp does; results differ from float activations by the rounding.
-// Other types keep float activations. One token: a block-wise dot product per row
-// (vec_dot_rows). Several tokens: each thread decodes a tile of rows to floats once and
-// reuses it for every token.
+// split into three 8-bit parts (quantize_activations_split: float accuracy); a few tokens take
+// integer block dots with every part (vec_dot_q8.h), many tokens the float tiles below on the
+// same rounded values. Other types: one token, a block-wise dot product per row
+// (vec_dot_rows); several tokens, each thread decodes a tile of rows to floats once and reuses
+// it for every token (a 4 rows x 3 tokens register-blocked kernel).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,11 +1,17 @@
-// Activation rounding to 8-bit blocks. Round half away from zero by adding +-0.5 and
-// truncating: independent of the FPU rounding mode, so every thread and every call rounds the
-// same vector to the same bytes (decode and prefill must agree).
+// Activation rounding to 8-bit blocks, in the manner of llama.cpp's Q8_0 / Q8_K activations:
+//   32-blocks:  d = max|x| / 127, q = round(x * 127 / max|x|);
+//   256-blocks: s = -127 / m with m the element of largest magnitude (the first one), q =
+//               min(127, round(s x)), d = 1 / s (so d may be negative; d q has x's sign).
+// Scales stay float (not fp16): later parts of a split hold values far below fp16's range.
+// round() is to nearest with ties to even, done by the float adder: independent of libm, the
+// same in every thread and every call.
 #include "kernels/cpu/quantize_activations.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "engine/util/error.h"
 
@@ -13,27 +19,54 @@ namespace pipellm {
 
 namespace {
 
-// Rounds len elements into q and returns their scale (NaN, with q zero, for a non-finite input).
-float round_block(const float* x, int len, int8_t* q) {
-  float amax = 0;
+// Nearest integer, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves the rounded integer
+// in the low mantissa bits (the FPU's default rounding mode does the rounding).
+inline int round_even(float v) {
+  const float t = v + 12582912.0f;
+  int32_t bits;
+  std::memcpy(&bits, &t, 4);
+  return (bits & 0x007FFFFF) - 0x00400000;
+}
+
+bool all_finite(const float* x, int len) {
   bool finite = true;
-  for (int i = 0; i < len; ++i) {
-    amax = std::max(amax, std::fabs(x[i]));
-    finite = finite && std::isfinite(x[i]);
-  }
-  if (!finite) {
-    std::fill(q, q + len, int8_t{0});
+  for (int i = 0; i < len; ++i) finite = finite && std::isfinite(x[i]);
+  return finite;
+}
+
+// One 32-block: returns d, fills q.
+float round_block32(const float* x, int8_t* q) {
+  if (!all_finite(x, 32)) {
+    std::fill(q, q + 32, int8_t{0});
     return std::numeric_limits<float>::quiet_NaN();
   }
-  const float d = amax / 127.0f;
-  const float id = d > 0 ? 1.0f / d : 0.0f;
-  for (int i = 0; i < len; ++i) {
-    const float v = x[i] * id;
-    // |v| <= 127 up to rounding of id; the clamp keeps the cast in range.
-    const float r = std::clamp(v + (v >= 0 ? 0.5f : -0.5f), -127.0f, 127.0f);
-    q[i] = static_cast<int8_t>(static_cast<int>(r));
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float id = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int i = 0; i < 32; ++i) q[i] = static_cast<int8_t>(round_even(x[i] * id));  // |x id| <= 127
+  return amax / 127.0f;
+}
+
+// One 256-block: returns d, fills q.
+float round_block256(const float* x, int8_t* q) {
+  if (!all_finite(x, 256)) {
+    std::fill(q, q + 256, int8_t{0});
+    return std::numeric_limits<float>::quiet_NaN();
   }
-  return d;
+  float amax = 0, m = 0;
+  for (int i = 0; i < 256; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      m = x[i];
+    }
+  }
+  if (amax == 0) {
+    std::fill(q, q + 256, int8_t{0});
+    return 0.0f;
+  }
+  const float s = -127.0f / m;
+  for (int i = 0; i < 256; ++i) q[i] = static_cast<int8_t>(std::min(127, round_even(s * x[i])));
+  return 1.0f / s;
 }
 
 }  // namespace
@@ -70,7 +103,7 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
   if (q == ActQuant::Q8x32) {
     auto* b = static_cast<ActQ8Block32*>(dst);
     for (int64_t i = 0; i < n / 32; ++i, x += 32) {
-      b[i].d = round_block(x, 32, b[i].qs);
+      b[i].d = round_block32(x, b[i].qs);
       int32_t s = 0;
       for (int8_t v : b[i].qs) s += v;
       b[i].sum = s;
@@ -80,7 +113,7 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
   if (q == ActQuant::Q8x256) {
     auto* b = static_cast<ActQ8Block256*>(dst);
     for (int64_t i = 0; i < n / 256; ++i, x += 256) {
-      b[i].d = round_block(x, 256, b[i].qs);
+      b[i].d = round_block256(x, b[i].qs);
       for (int k = 0; k < 16; ++k) {
         int s = 0;
         for (int j = 0; j < 16; ++j) s += b[i].qs[16 * k + j];
@@ -90,6 +123,56 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
     return;
   }
   throw Error("quantize_activations: ActQuant::None has no blocks");
+}
+
+namespace {
+
+// Element j of a block and its scale, for the residual and the float round trip.
+template <typename Block>
+void block_values(const uint8_t* src, int len, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(src);
+  for (int j = 0; j < len; ++j) out[j] = b->d * static_cast<float>(b->qs[j]);
+}
+
+void values(ActQuant q, const uint8_t* block, float* out) {
+  if (q == ActQuant::Q8x32) {
+    block_values<ActQ8Block32>(block, 32, out);
+  } else {
+    block_values<ActQ8Block256>(block, 256, out);
+  }
+}
+
+}  // namespace
+
+void quantize_activations_split(ActQuant q, const float* x, int64_t n, int parts, void* dst) {
+  const int64_t bs = act_quant_block_size(q);
+  const size_t bb = act_quant_bytes(q, bs), pb = act_quant_bytes(q, n);
+  auto* out = static_cast<uint8_t*>(dst);
+  float r[256], v[256];
+  for (int64_t i = 0; i < n / bs; ++i, x += bs) {
+    std::copy(x, x + bs, r);
+    for (int p = 0; p < parts; ++p) {
+      uint8_t* block = out + static_cast<size_t>(p) * pb + static_cast<size_t>(i) * bb;
+      quantize_activations(q, r, bs, block);
+      values(q, block, v);
+      for (int64_t j = 0; j < bs; ++j) r[j] -= v[j];  // what the next part rounds
+    }
+  }
+}
+
+void round_activations(ActQuant q, const float* x, int64_t n, int parts, float* out) {
+  const int64_t bs = act_quant_block_size(q);
+  std::vector<uint8_t> blocks(act_quant_bytes(q, bs) * static_cast<size_t>(parts));
+  const size_t pb = act_quant_bytes(q, bs);
+  float v[256];
+  for (int64_t i = 0; i < n; i += bs) {
+    quantize_activations_split(q, x + i, bs, parts, blocks.data());
+    std::fill(out + i, out + i + bs, 0.0f);
+    for (int p = 0; p < parts; ++p) {
+      values(q, blocks.data() + static_cast<size_t>(p) * pb, v);
+      for (int64_t j = 0; j < bs; ++j) out[i + j] += v[j];
+    }
+  }
 }
 
 float act_quant_value(ActQuant q, const void* src, int64_t i) {

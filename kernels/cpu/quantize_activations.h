@@ -2,7 +2,8 @@
 // integer dot products (the CPU engine's fast path; vec_dot_q8.h).
 //
 // A float vector x of n elements becomes blocks of int8 q with one float scale d per block:
-// x[i] ~ d * q[i], q in [-127, 127], d = max|x| over the block / 127, so |x - d q| <= d / 2.
+// x[i] ~ d * q[i], q in [-127, 127], |d| = max|x| over the block / 127, rounded to nearest, so
+// |x - d q| <= |d| / 2 (up to float rounding).
 // Two block sizes, matching the weight formats they meet:
 //   ActQ8Block32:  32 elements (legacy 32-element weight blocks), with the sum of its q
 //                  (the weight's constant term, Q4_1's m, multiplies sum(x)).
@@ -42,6 +43,19 @@ size_t act_quant_bytes(ActQuant q, int64_t n);
 // Rounds n floats into blocks at dst (act_quant_bytes(q, n) bytes). A block holding a NaN or
 // infinity gets d = NaN so the products it takes part in come out NaN, as in float.
 void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst);
+
+// x as a sum of `parts` rounded vectors: part 0 rounds x, part p rounds what parts 0..p-1 left
+// over, each with its own block scales, so every part shrinks the error by about 254 (three
+// parts: |x - sum| <= about max|x| * 6e-8 per block, float precision). dst holds the parts one
+// after the other, act_quant_bytes(q, n) apart. Integer products with every part, summed,
+// behave as float products: one 8-bit part moves a model's logits by as much as llama.cpp's own
+// error, and any float-level difference upstream (a batch computed in another order) flips
+// roundings into differences of that size; the engine's tests allow neither.
+void quantize_activations_split(ActQuant q, const float* x, int64_t n, int parts, void* dst);
+
+// out[i] = the sum over the parts of quantize_activations_split, in float: what the integer
+// kernels multiply, for float kernels that must give the same products (up to float rounding).
+void round_activations(ActQuant q, const float* x, int64_t n, int parts, float* out);
 
 // The float value of element i of a quantized vector (tests and references).
 float act_quant_value(ActQuant q, const void* src, int64_t i);

@@ -3,14 +3,14 @@
 
 namespace pipellm {
 
-VecDotQ8Fn vec_dot_q8_kernel(TensorType type, VecDotIsa isa) {
-  if (!vec_dot_isa_available(isa)) return nullptr;
-  return isa == VecDotIsa::Avx2 ? detail::vec_dot_q8_avx2_kernel(type) : detail::vec_dot_q8_scalar_kernel(type);
+VecDotQ8Kernels vec_dot_q8_kernels(TensorType type, VecDotIsa isa) {
+  if (!vec_dot_isa_available(isa)) return {};
+  return isa == VecDotIsa::Avx2 ? detail::vec_dot_q8_avx2_kernels(type) : detail::vec_dot_q8_scalar_kernels(type);
 }
 
-VecDotQ8Fn vec_dot_q8_kernel(TensorType type) {
-  if (VecDotQ8Fn f = vec_dot_q8_kernel(type, VecDotIsa::Avx2)) return f;
-  return detail::vec_dot_q8_scalar_kernel(type);
+VecDotQ8Kernels vec_dot_q8_kernels(TensorType type) {
+  const VecDotQ8Kernels k = vec_dot_q8_kernels(type, VecDotIsa::Avx2);
+  return k.one != nullptr ? k : detail::vec_dot_q8_scalar_kernels(type);
 }
 
 }  // namespace pipellm

@@ -15,16 +15,26 @@ namespace pipellm {
 
 // xq: act_quant_for(type) blocks of n elements; n a multiple of that block size.
 using VecDotQ8Fn = float (*)(const void* row, const void* xq, int64_t n);
+// Several tokens in one pass over the row: out[t] = dot(row, xq + t * xq_bytes) for t < nt,
+// each with the same bits as the one-token kernel gives (so a batch equals token by token).
+using VecDotQ8TokensFn = void (*)(const void* row, const void* xq, size_t xq_bytes, int nt, int64_t n, float* out);
 
-// The fastest kernel this CPU runs for `type`, or nullptr where the type has none
+struct VecDotQ8Kernels {
+  VecDotQ8Fn one = nullptr;
+  VecDotQ8TokensFn tokens = nullptr;
+};
+
+// The fastest kernels this CPU runs for `type`; both nullptr where the type has none
 // (act_quant_for(type) == ActQuant::None).
-VecDotQ8Fn vec_dot_q8_kernel(TensorType type);
-// The kernel of one instruction set, or nullptr (no kernel, or the set is unavailable).
-VecDotQ8Fn vec_dot_q8_kernel(TensorType type, VecDotIsa isa);
+VecDotQ8Kernels vec_dot_q8_kernels(TensorType type);
+// Those of one instruction set; nullptr where it has none or is unavailable on this CPU.
+VecDotQ8Kernels vec_dot_q8_kernels(TensorType type, VecDotIsa isa);
+inline VecDotQ8Fn vec_dot_q8_kernel(TensorType type) { return vec_dot_q8_kernels(type).one; }
+inline VecDotQ8Fn vec_dot_q8_kernel(TensorType type, VecDotIsa isa) { return vec_dot_q8_kernels(type, isa).one; }
 
 namespace detail {
-VecDotQ8Fn vec_dot_q8_scalar_kernel(TensorType type);
-VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType type);  // does not check the CPU
+VecDotQ8Kernels vec_dot_q8_scalar_kernels(TensorType type);
+VecDotQ8Kernels vec_dot_q8_avx2_kernels(TensorType type);  // does not check the CPU
 }  // namespace detail
 
 }  // namespace pipellm

@@ -66,82 +66,85 @@ inline void k4_scales_mins(const uint8_t* s12, uint8_t* sc, uint8_t* mn) {
   std::memcpy(mn + 4, &mn47, 4);
 }
 
-// sum_j mn[j] * (bsums[2j] + bsums[2j+1]) as eight int32 lanes.
-PIPELLM_AVX2 inline __m256i min_products(const uint8_t* mn, const int16_t* bsums) {
-  const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
-  const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // each min twice
-  return _mm256_madd_epi16(load256(bsums), m16);
+// Every kernel takes NT tokens at once (xq + t * xb for t < NT): the weights are loaded and
+// unpacked once and met by each token's activations. Each token's arithmetic is the same
+// sequence of operations for any NT, so out[t] has the same bits as the one-token kernel.
+
+PIPELLM_AVX2 inline const ActQ8Block32* blocks32(const uint8_t* xq, size_t xb, int t) {
+  return reinterpret_cast<const ActQ8Block32*>(xq + static_cast<size_t>(t) * xb);
 }
 
-PIPELLM_AVX2 float dot_q8_0(const void* row, const void* xq, int64_t n) {
-  const auto* b = static_cast<const BlockQ8_0*>(row);
-  const auto* x = static_cast<const ActQ8Block32*>(xq);
-  const int64_t nb = n / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i p0 = mul_sum_i8_i8(load256(b[i].qs), load256(x[i].qs));
-    const __m256i p1 = mul_sum_i8_i8(load256(b[i + 1].qs), load256(x[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i + 1].d) * x[i + 1].d), _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i p = mul_sum_i8_i8(load256(b[i].qs), load256(x[i].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(p), acc0);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
+PIPELLM_AVX2 inline const ActQ8Block256* blocks256(const uint8_t* xq, size_t xb, int t) {
+  return reinterpret_cast<const ActQ8Block256*>(xq + static_cast<size_t>(t) * xb);
 }
 
-// Q4_0 and IQ4_NL: 4-bit indices mapped to signed values (q - 8, or the IQ4_NL codebook).
-template <bool kNonLinear, typename Block>
-PIPELLM_AVX2 float dot_nibbles_signed(const void* row, const void* xq, int64_t n) {
+// Q8_0, Q4_0 and IQ4_NL: signed weights (Q8_0 as stored, q - 8, or the IQ4_NL codebook).
+enum class Signed32 { Q8_0, Q4_0, IQ4_NL };
+
+template <Signed32 kFormat, typename Block, int NT>
+PIPELLM_AVX2 void dot_signed32(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const Block*>(row);
-  const auto* x = static_cast<const ActQ8Block32*>(xq);
   const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
   const __m256i eight = _mm256_set1_epi8(8);
-  const int64_t nb = n / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i idx = unpack_nibbles16(b[i].qs);
-    const __m256i w = kNonLinear ? _mm256_shuffle_epi8(table, idx) : _mm256_sub_epi8(idx, eight);
-    const __m256 p = _mm256_cvtepi32_ps(mul_sum_i8_i8(w, load256(x[i].qs)));
-    if (i % 2) {
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc1);
+  __m256 acc[NT];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    __m256i w;
+    if constexpr (kFormat == Signed32::Q8_0) {
+      w = load256(b[i].qs);
+    } else if constexpr (kFormat == Signed32::Q4_0) {
+      w = _mm256_sub_epi8(unpack_nibbles16(b[i].qs), eight);
     } else {
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc0);
+      w = _mm256_shuffle_epi8(table, unpack_nibbles16(b[i].qs));
+    }
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const float dw = half(b[i].d);
+    for (int t = 0; t < NT; ++t) {
+      const ActQ8Block32& x = blocks32(xq, xb, t)[i];
+      const __m256i p = mul_sum_u8_i8(aw, _mm256_sign_epi8(load256(x.qs), w));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d), _mm256_cvtepi32_ps(p), acc[t]);
     }
   }
-  return hsum(_mm256_add_ps(acc0, acc1));
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
 
-PIPELLM_AVX2 float dot_q4_1(const void* row, const void* xq, int64_t n) {
+template <int NT>
+PIPELLM_AVX2 void dot_q4_1(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const BlockQ4_1*>(row);
-  const auto* x = static_cast<const ActQ8Block32*>(xq);
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0;
-  for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256 p = _mm256_cvtepi32_ps(mul_sum_u8_i8(unpack_nibbles16(b[i].qs), load256(x[i].qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), p, acc);
-    mins += half(b[i].m) * x[i].d * static_cast<float>(x[i].sum);
+  __m256 acc[NT];
+  float mins[NT];
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    mins[t] = 0;
   }
-  return hsum(acc) + mins;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i w = unpack_nibbles16(b[i].qs);
+    const float dw = half(b[i].d), mw = half(b[i].m);
+    for (int t = 0; t < NT; ++t) {
+      const ActQ8Block32& x = blocks32(xq, xb, t)[i];
+      const __m256 p = _mm256_cvtepi32_ps(mul_sum_u8_i8(w, load256(x.qs)));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d), p, acc[t]);
+      mins[t] += mw * x.d * static_cast<float>(x.sum);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) + mins[t];
 }
 
 // Q4_K and Q5_K: chunk c of 64 elements = sub-blocks 2c (low nibbles of 32 bytes) and 2c+1
 // (high nibbles); Q5_K's 5th bits of those sub-blocks are bits 2c and 2c+1 of qh[l].
-template <bool kFive, typename Block>
-PIPELLM_AVX2 float dot_q45_k(const void* row, const void* xq, int64_t n) {
+template <bool kFive, typename Block, int NT>
+PIPELLM_AVX2 void dot_q45_k(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const Block*>(row);
-  const auto* x = static_cast<const ActQ8Block256*>(xq);
   const __m256i mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 256; ++i) {
     alignas(8) uint8_t sc[8], mn[8];
     k4_scales_mins(b[i].scales, sc, mn);
-    const int8_t* q8 = x[i].qs;
     __m256i qh = _mm256_setzero_si256();
     if constexpr (kFive) qh = load256(b[i].qh);
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[NT];
+    for (auto& s : isum) s = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i q = load256(b[i].qs + 32 * c);
       __m256i lo = _mm256_and_si256(q, mask);
@@ -151,30 +154,40 @@ PIPELLM_AVX2 float dot_q45_k(const void* row, const void* xq, int64_t n) {
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
         qh = _mm256_srli_epi16(qh, 2);
       }
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(q8 + 64 * c));
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(q8 + 64 * c + 32));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+      const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]), s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = blocks256(xq, xb, t)[i].qs + 64 * c;
+        const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(q8)), s_lo);
+        const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(q8 + 32)), s_hi);
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p_lo, p_hi));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
-    acc = _mm256_fnmadd_ps(_mm256_set1_ps(half(b[i].dmin) * x[i].d),
-                           _mm256_cvtepi32_ps(min_products(mn, x[i].bsums)), acc);
+    const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // each min twice (per 16)
+    const float dw = half(b[i].d), mw = half(b[i].dmin);
+    for (int t = 0; t < NT; ++t) {
+      const ActQ8Block256& x = blocks256(xq, xb, t)[i];
+      const __m256i msum = _mm256_madd_epi16(load256(x.bsums), m16);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(mw * x.d), _mm256_cvtepi32_ps(msum), acc[t]);
+    }
   }
-  return hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
 
 // Q6_K: in each 128-element half, elements 32k..32k+31 take nibble k/2 of ql[32*(k%2) ..] and
 // bits 2k, 2k+1 of qh; their two 16-element sub-blocks have scales 2k, 2k+1. Quants are used
 // unsigned (0..63); the -32 offset comes back as -32 * sum_j scale_j * bsums[j].
-PIPELLM_AVX2 float dot_q6_k(const void* row, const void* xq, int64_t n) {
+template <int NT>
+PIPELLM_AVX2 void dot_q6_k(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const BlockQ6_K*>(row);
-  const auto* x = static_cast<const ActQ8Block256*>(xq);
   const __m256i mask4 = _mm256_set1_epi8(0x0F), mask2 = _mm256_set1_epi8(0x03);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 256; ++i) {
-    const int8_t* q8 = x[i].qs;
     const int8_t* sc = b[i].scales;
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[NT];
+    for (auto& s : isum) s = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i qla = load256(b[i].ql + 64 * h);
       const __m256i qlb = load256(b[i].ql + 64 * h + 32);
@@ -184,53 +197,99 @@ PIPELLM_AVX2 float dot_q6_k(const void* row, const void* xq, int64_t n) {
         const __m256i lo = _mm256_and_si256(k / 2 ? _mm256_srli_epi16(ql, 4) : ql, mask4);
         const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, mask2), 4));
         qh = _mm256_srli_epi16(qh, 2);
-        const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * h + 32 * k));
         const int j = 8 * h + 2 * k;
         const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* q8 = blocks256(xq, xb, t)[i].qs + 128 * h + 32 * k;
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, load256(q8)), s));
+        }
       }
     }
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
-    const __m256i offset = _mm256_madd_epi16(load256(x[i].bsums), sc16);
-    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(offset, 5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+    const float dw = half(b[i].d);
+    for (int t = 0; t < NT; ++t) {
+      const ActQ8Block256& x = blocks256(xq, xb, t)[i];
+      const __m256i offset = _mm256_madd_epi16(load256(x.bsums), sc16);
+      const __m256i total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d), _mm256_cvtepi32_ps(total), acc[t]);
+    }
   }
-  return hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
 
 // IQ4_XS: 8 sub-blocks of 32 through the IQ4_NL codebook, each with a signed 6-bit scale.
-PIPELLM_AVX2 float dot_iq4_xs(const void* row, const void* xq, int64_t n) {
+template <int NT>
+PIPELLM_AVX2 void dot_iq4_xs(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const BlockIQ4_XS*>(row);
-  const auto* x = static_cast<const ActQ8Block256*>(xq);
   const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 256; ++i) {
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[NT];
+    for (auto& s : isum) s = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ++ib) {
       const __m256i w = _mm256_shuffle_epi8(table, unpack_nibbles16(b[i].qs + 16 * ib));
-      const __m256i xv = load256(x[i].qs + 32 * ib);
-      const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-      const auto ls = static_cast<int16_t>(iq4xs_scale(b[i], ib));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_set1_epi16(ls)));
+      const __m256i aw = _mm256_sign_epi8(w, w);
+      const __m256i ls = _mm256_set1_epi16(static_cast<int16_t>(iq4xs_scale(b[i], ib)));
+      for (int t = 0; t < NT; ++t) {
+        const __m256i xv = load256(blocks256(xq, xb, t)[i].qs + 32 * ib);
+        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ls));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(b[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+    const float dw = half(b[i].d);
+    for (int t = 0; t < NT; ++t) {
+      const ActQ8Block256& x = blocks256(xq, xb, t)[i];
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    }
   }
-  return hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
+}
+
+// Each format as a class template over NT, so the entry points below can take it as one argument.
+template <int NT> struct KQ8_0 { static constexpr auto run = dot_signed32<Signed32::Q8_0, BlockQ8_0, NT>; };
+template <int NT> struct KQ4_0 { static constexpr auto run = dot_signed32<Signed32::Q4_0, BlockQ4_0, NT>; };
+template <int NT> struct KIQ4_NL { static constexpr auto run = dot_signed32<Signed32::IQ4_NL, BlockIQ4_NL, NT>; };
+template <int NT> struct KQ4_1 { static constexpr auto run = dot_q4_1<NT>; };
+template <int NT> struct KQ4_K { static constexpr auto run = dot_q45_k<false, BlockQ4_K, NT>; };
+template <int NT> struct KQ5_K { static constexpr auto run = dot_q45_k<true, BlockQ5_K, NT>; };
+template <int NT> struct KQ6_K { static constexpr auto run = dot_q6_k<NT>; };
+template <int NT> struct KIQ4_XS { static constexpr auto run = dot_iq4_xs<NT>; };
+
+template <template <int> class K>
+PIPELLM_AVX2 float one_token(const void* row, const void* xq, int64_t n) {
+  float out;
+  K<1>::run(row, static_cast<const uint8_t*>(xq), 0, n, &out);
+  return out;
+}
+
+template <template <int> class K>
+PIPELLM_AVX2 void tokens(const void* row, const void* xq, size_t xb, int nt, int64_t n, float* out) {
+  const auto* p = static_cast<const uint8_t*>(xq);
+  for (; nt >= 4; nt -= 4, p += 4 * xb, out += 4) K<4>::run(row, p, xb, n, out);
+  if (nt == 3) K<3>::run(row, p, xb, n, out);
+  if (nt == 2) K<2>::run(row, p, xb, n, out);
+  if (nt == 1) K<1>::run(row, p, xb, n, out);
+}
+
+template <template <int> class K>
+constexpr VecDotQ8Kernels kernels() {
+  return {one_token<K>, tokens<K>};
 }
 
 }  // namespace
 
-VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType type) {
+VecDotQ8Kernels vec_dot_q8_avx2_kernels(TensorType type) {
   switch (type) {
-    case TensorType::Q8_0: return dot_q8_0;
-    case TensorType::Q4_0: return dot_nibbles_signed<false, BlockQ4_0>;
-    case TensorType::Q4_1: return dot_q4_1;
-    case TensorType::IQ4_NL: return dot_nibbles_signed<true, BlockIQ4_NL>;
-    case TensorType::Q4_K: return dot_q45_k<false, BlockQ4_K>;
-    case TensorType::Q5_K: return dot_q45_k<true, BlockQ5_K>;
-    case TensorType::Q6_K: return dot_q6_k;
-    case TensorType::IQ4_XS: return dot_iq4_xs;
-    default: return nullptr;
+    case TensorType::Q8_0: return kernels<KQ8_0>();
+    case TensorType::Q4_0: return kernels<KQ4_0>();
+    case TensorType::Q4_1: return kernels<KQ4_1>();
+    case TensorType::IQ4_NL: return kernels<KIQ4_NL>();
+    case TensorType::Q4_K: return kernels<KQ4_K>();
+    case TensorType::Q5_K: return kernels<KQ5_K>();
+    case TensorType::Q6_K: return kernels<KQ6_K>();
+    case TensorType::IQ4_XS: return kernels<KIQ4_XS>();
+    default: return {};
   }
 }
 
@@ -239,7 +298,7 @@ VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType type) {
 #else  // not x86: no AVX2 kernels
 
 namespace pipellm::detail {
-VecDotQ8Fn vec_dot_q8_avx2_kernel(TensorType) { return nullptr; }
+VecDotQ8Kernels vec_dot_q8_avx2_kernels(TensorType) { return {}; }
 }  // namespace pipellm::detail
 
 #endif

@@ -132,19 +132,30 @@ float dot_iq4_xs(const void* row, const void* xq, int64_t n) {
   return s;
 }
 
+// Several tokens: one at a time.
+template <VecDotQ8Fn F>
+void tokens(const void* row, const void* xq, size_t xb, int nt, int64_t n, float* out) {
+  for (int t = 0; t < nt; ++t) out[t] = F(row, static_cast<const uint8_t*>(xq) + static_cast<size_t>(t) * xb, n);
+}
+
+template <VecDotQ8Fn F>
+constexpr VecDotQ8Kernels kernels() {
+  return {F, tokens<F>};
+}
+
 }  // namespace
 
-VecDotQ8Fn vec_dot_q8_scalar_kernel(TensorType type) {
+VecDotQ8Kernels vec_dot_q8_scalar_kernels(TensorType type) {
   switch (type) {
-    case TensorType::Q8_0: return dot_q8_0;
-    case TensorType::Q4_0: return dot_q4_0;
-    case TensorType::Q4_1: return dot_q4_1;
-    case TensorType::IQ4_NL: return dot_iq4_nl;
-    case TensorType::Q4_K: return dot_q45_k<false, BlockQ4_K>;
-    case TensorType::Q5_K: return dot_q45_k<true, BlockQ5_K>;
-    case TensorType::Q6_K: return dot_q6_k;
-    case TensorType::IQ4_XS: return dot_iq4_xs;
-    default: return nullptr;
+    case TensorType::Q8_0: return kernels<dot_q8_0>();
+    case TensorType::Q4_0: return kernels<dot_q4_0>();
+    case TensorType::Q4_1: return kernels<dot_q4_1>();
+    case TensorType::IQ4_NL: return kernels<dot_iq4_nl>();
+    case TensorType::Q4_K: return kernels<dot_q45_k<false, BlockQ4_K>>();
+    case TensorType::Q5_K: return kernels<dot_q45_k<true, BlockQ5_K>>();
+    case TensorType::Q6_K: return kernels<dot_q6_k>();
+    case TensorType::IQ4_XS: return kernels<dot_iq4_xs>();
+    default: return {};
   }
 }
 

@@ -252,15 +252,20 @@ TEST_P(MatmulOp, MatchesFloat64) {
   for (int64_t r = 0; r < rows; ++r) dequantize_row(w.type, w.row(r), deq.data() + r * n, n);
   for (int64_t T : {int64_t{1}, int64_t{5}, int64_t{17}}) {
     const auto x = random_vec(static_cast<size_t>(T * n), 21);
-    // Where matmul rounds the activations to 8-bit blocks, the reference takes the same
-    // rounded values (the rounding itself is tested in vec_dot_q8_test).
-    std::vector<float> xr = x;
+    // Where matmul rounds the activations to 8-bit parts, the reference takes the same rounded
+    // values (the rounding itself is tested in vec_dot_q8_test).
+    std::vector<double> xr(x.begin(), x.end());
     const ActQuant aq = act_quant_for(w.type);
     if (aq != ActQuant::None) {
-      std::vector<uint8_t> xq(act_quant_bytes(aq, n));
+      const size_t pb = act_quant_bytes(aq, n);
+      std::vector<uint8_t> parts(3 * pb);
       for (int64_t t = 0; t < T; ++t) {
-        quantize_activations(aq, x.data() + t * n, n, xq.data());
-        for (int64_t i = 0; i < n; ++i) xr[static_cast<size_t>(t * n + i)] = act_quant_value(aq, xq.data(), i);
+        quantize_activations_split(aq, x.data() + t * n, n, 3, parts.data());
+        for (int64_t i = 0; i < n; ++i) {
+          double v = 0;
+          for (int p = 0; p < 3; ++p) v += act_quant_value(aq, parts.data() + p * pb, i);
+          xr[static_cast<size_t>(t * n + i)] = v;
+        }
       }
     }
     std::vector<double> ref(static_cast<size_t>(T * rows));
