@@ -269,9 +269,15 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     a.partial = attn_part_.get();
     if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
       throw Error("CUDA stage: attention scratch too small");
+    // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
+    const bool att_q8 = T <= kMatvecMaxRows && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
+    if (att_q8) {
+      a.xq = xq_.get();
+      a.xds = xds_.get();
+    }
     attention(a, launch());
 
-    product_input(T, att_.get(), Q, nullptr, false);
+    if (!att_q8) product_input(T, att_.get(), Q, nullptr, false);
     product(l.wo, T, x_.get(), E, true);
 
     product_input(T, x_.get(), E, l.ffn_norm.get(), true);

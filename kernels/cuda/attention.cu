@@ -166,7 +166,17 @@ __global__ void attention_combine_kernel(AttentionArgs a) {
       den += w * l;
     }
   }
-  a.out[t * a.out_stride + h * D + d] = den > 0.0f ? num / den : 0.0f;
+  const float v = den > 0.0f ? num / den : 0.0f;
+  const int64_t i = t * a.out_stride + h * D + d;
+  a.out[i] = v;
+  if (a.xq) {  // the arithmetic of rmsnorm_convert: one 32-value block per warp
+    const float amax = warp_max(fabsf(v));
+    const float qd = amax / 127.0f;
+    const int q = qd > 0.0f ? __float2int_rn(v / qd) : 0;
+    const float sum = qd * warp_sum(static_cast<float>(q));
+    a.xq[i] = static_cast<int8_t>(q);
+    if ((d & 31) == 0) a.xds[i / 32] = make_float2(qd, sum);
+  }
 }
 
 }  // namespace
@@ -190,6 +200,9 @@ void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blo
 
 void attention(const AttentionArgs& a, const Launch& s) {
   if (a.n_tokens == 0) return;
+  if (a.xq && (a.out_stride % 32 != 0 || a.xds == nullptr))
+    throw Error("attention: 8-bit outputs need xds and a row stride that is a multiple of 32, not " +
+                std::to_string(a.out_stride));
   const int G = a.n_head_kv > 0 ? a.n_head / a.n_head_kv : 0;
   if (G < 1 || G > kMaxGroup || a.n_head % a.n_head_kv != 0)
     throw Error("attention: " + std::to_string(a.n_head) + " heads over " + std::to_string(a.n_head_kv) +

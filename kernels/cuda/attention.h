@@ -35,6 +35,11 @@ struct AttentionArgs {
   int n_splits = 1;
   int keys_per_split = 0;         // n_splits * keys_per_split >= max pos + 1
   float* partial = nullptr;       // scratch: attention_scratch_floats() floats
+  // Optional: the output's 8-bit activation blocks too (act_q8.h; out_stride a multiple of 32),
+  // exactly as rmsnorm_convert(normalize = false) makes them from `out`, written by the kernel
+  // that merges the splits: the next quantized product needs no conversion pass.
+  int8_t* xq = nullptr;   // [T][out_stride]
+  float2* xds = nullptr;  // [T][out_stride / 32]
 };
 
 // Scratch floats the kernels need for these sizes.

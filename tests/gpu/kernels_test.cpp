@@ -329,8 +329,28 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
         cuda::attention_split(n_ctx, T, Hkv, splits_target, &a.n_splits, &a.keys_per_split);
         cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, a.n_splits)));
         a.partial = part.get();
+        cuda::DeviceBuffer<int8_t> xq(out.size()), xq_ref(out.size());
+        cuda::DeviceBuffer<float2> xds(out.size() / 32), xds_ref(out.size() / 32);
+        test::poison(xq);
+        test::poison(xds);
+        a.xq = xq.get();
+        a.xds = xds.get();
         cuda::attention(a, nullptr);
         const auto got = test::to_host(out, out.size());
+        // The fused 8-bit output equals rmsnorm_convert(normalize = false) of the output, bit for bit.
+        cuda::NormOutArgs na;
+        na.x = out.get();
+        na.x_stride = H * D;
+        na.n_rows = T;
+        na.n = H * D;
+        na.normalize = false;
+        na.xq = xq_ref.get();
+        na.xds = xds_ref.get();
+        cuda::rmsnorm_convert(na, nullptr);
+        const auto q1 = test::to_host(xq, xq.size()), q2 = test::to_host(xq_ref, xq_ref.size());
+        const auto s1 = test::to_host(xds, xds.size()), s2 = test::to_host(xds_ref, xds_ref.size());
+        ASSERT_EQ(0, std::memcmp(q1.data(), q2.data(), q1.size())) << "D " << D << " G " << G;
+        ASSERT_EQ(0, std::memcmp(s1.data(), s2.data(), s1.size() * sizeof(float2))) << "D " << D << " G " << G;
         std::vector<double> ref(got.size(), 0.0);
         for (int t = 0; t < T; ++t) {
           if (pos[t] < 0) continue;
