@@ -50,26 +50,37 @@ void MpiTransport::reap() {
   }
 }
 
-MPI_Status MpiTransport::wait_for(int peer, int tag) {
+bool MpiTransport::probe_for(int peer, int tag, std::chrono::microseconds limit, MPI_Status& st) {
   check_peer(peer);
-  MPI_Status st;
   int flag = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
     mpi_check(MPI_Iprobe(peer, tag, comm_.get(), &flag, &st),
               "MPI_Iprobe on rank " + std::to_string(rank_) + " for rank " + std::to_string(peer));
-    if (flag) return st;
+    if (flag) return true;
     reap();
     // Spin for up to 200 us (the next message of a running pipeline is usually that close),
     // then sleep between polls: 20 us, and 200 us after a second without traffic, so an idle
     // rank leaves the CPU to busy ones on a shared machine.
     const auto idle = std::chrono::steady_clock::now() - t0;
+    if (std::chrono::duration_cast<std::chrono::microseconds>(idle) >= limit) return false;
     if (idle > std::chrono::seconds(1)) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     } else if (idle > std::chrono::microseconds(200)) {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
+}
+
+MPI_Status MpiTransport::wait_for(int peer, int tag) {
+  MPI_Status st;
+  probe_for(peer, tag, std::chrono::microseconds::max(), st);
+  return st;
+}
+
+bool MpiTransport::poll_message(int peer, std::chrono::microseconds wait) {
+  MPI_Status st;
+  return probe_for(peer, kTagMessage, wait, st);
 }
 
 void MpiTransport::send_message(int peer, std::vector<uint8_t> bytes) { post(peer, kTagMessage, std::move(bytes)); }

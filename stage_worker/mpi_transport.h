@@ -3,6 +3,7 @@
 // of a buffer the transport owns until completion); receives poll with MPI_Iprobe and back off
 // to short sleeps, so an idle rank does not steal the CPU from a busy one on a shared machine.
 #pragma once
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <vector>
@@ -23,6 +24,7 @@ class MpiTransport : public Transport {
   const char* name() const override { return "mpi"; }
   void send_message(int peer, std::vector<uint8_t> bytes) override;
   std::vector<uint8_t> recv_message(int peer) override;
+  bool poll_message(int peer, std::chrono::microseconds wait) override;
   void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
   void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
   void flush() override;
@@ -38,6 +40,8 @@ class MpiTransport : public Transport {
   };
   void post(int peer, int tag, std::vector<uint8_t> bytes);
   MPI_Status wait_for(int peer, int tag);  // probes until a message is there
+  // Probes until a message is there (true) or `limit` has passed (false).
+  bool probe_for(int peer, int tag, std::chrono::microseconds limit, MPI_Status& st);
   void reap();                              // frees completed sends
   void check_peer(int peer) const;
 

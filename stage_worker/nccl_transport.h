@@ -27,6 +27,7 @@ class NcclTransport : public Transport {
   const char* name() const override { return "nccl"; }
   void send_message(int peer, std::vector<uint8_t> bytes) override { control_.send_message(peer, std::move(bytes)); }
   std::vector<uint8_t> recv_message(int peer) override { return control_.recv_message(peer); }
+  bool poll_message(int peer, std::chrono::microseconds wait) override { return control_.poll_message(peer, wait); }
   void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
   void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
   void flush() override;

@@ -1,13 +1,17 @@
 #include "stage_worker/stage_runtime.h"
 
 #include <chrono>
+#include <unistd.h>
+
 #include <cstdio>
+#include <fstream>
 #include <memory>
 
 #include "engine/pipeline/partition_planner.h"
 #include "engine/util/error.h"
 #include "stage_worker/mpi_transport.h"
 #include "stage_worker/request_io.h"
+#include "stage_worker/serve_head.h"
 #include "stage_worker/stage_factory.h"
 #ifdef PIPELLM_HAVE_NCCL
 #include "stage_worker/nccl_transport.h"
@@ -42,6 +46,12 @@ std::unique_ptr<Tokenizer> try_tokenizer(const GgufFile& f, bool required) {
   }
 }
 
+void write_pid_file(const std::string& path) {
+  std::ofstream f(path);
+  f << ::getpid() << "\n";
+  if (!f) throw Error("cannot write the pid file " + path);
+}
+
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -64,6 +74,13 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
     std::fprintf(o.plan_only ? stdout : stderr, "%s: %s\n%s", cfg.model.c_str(), mc.summary().c_str(), format_plan(plan).c_str());
   }
   if (o.plan_only) return 0;
+  const bool has_input = o.have_prompt || !o.tokens.empty() || !o.requests.empty();
+  const std::string serve_at = !o.coordinator.empty() ? o.coordinator : has_input ? std::string() : cfg.coordinator;
+  if (!has_input && serve_at.empty()) {
+    throw InvalidArgument("nothing to do: give --prompt, --tokens, --requests, --coordinator or --plan (" + cfg.source +
+                          " has no coordinator: address)");
+  }
+  if (!o.pid_file.empty()) write_pid_file(o.pid_file + ".rank" + std::to_string(rank));
 
   const StageSpec& spec = cfg.stages[static_cast<size_t>(rank)];
   const StagePlan& mine = plan.stages[static_cast<size_t>(rank)];
@@ -72,6 +89,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   transport = make_transport(session, cfg);
   StageRunner runner(*stage, *transport);
   if (o.fault_rank == rank) runner.set_fault(o.fault);
+  runner.set_step_delay(std::chrono::milliseconds(o.step_delay_ms));
   if (!o.quiet) {
     std::fprintf(stderr, "pipellm-stage: rank %d (host %s, %s): layers [%d, %d)%s%s, loaded in %.2f s\n", rank,
                  session.host().c_str(), spec.device.c_str(), mine.first, mine.last, mine.has_embeddings ? " +embeddings" : "",
@@ -83,6 +101,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
     runner.run_follower();
     return 0;
   }
+  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet);
   const bool need_text = o.have_prompt || !o.requests.empty();
   const auto tok = try_tokenizer(*file, o.have_prompt);
   if (need_text && !o.have_prompt && tok == nullptr) {

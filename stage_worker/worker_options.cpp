@@ -21,10 +21,14 @@ void print_worker_usage() {
                "  --ignore-eos         do not stop at end-of-generation tokens\n"
                "  --json FILE          write the results (token ids, finish reason, stats) as JSON\n"
                "  --logits             include each generated token's logits in --json\n"
+               "  --coordinator ADDR   serve requests from pipellm-coordinator at host:port (the default\n"
+               "                       when the config has `coordinator:` and no prompt is given)\n"
                "  --threads N          CPU threads per rank (overrides the config)\n"
                "  --plan               print the partition plan and exit\n"
                "  --quiet              no plan or statistics on stderr\n"
-               "  --fault-rank R --fault-step S --fault-kind throw|kill   (tests) make rank R fail\n");
+               "  --fault-rank R --fault-step S --fault-kind throw|kill   (tests) make rank R fail\n"
+               "  --pid-file PATH      (tests) rank r writes its pid to PATH.rank<r>\n"
+               "  --debug-step-delay-ms N   (tests) the head sleeps N ms per step\n");
 }
 
 namespace {
@@ -73,6 +77,12 @@ WorkerOptions parse_worker_options(int argc, char** argv, bool& help) {
     else if (a == "--json") o.json_out = value();
     else if (a == "--logits") o.logits = true;
     else if (a == "--threads") o.threads = to_int(a, value());
+    else if (a == "--coordinator") {
+      o.coordinator = value();
+      if (o.coordinator.empty()) throw InvalidArgument("--coordinator: empty address");
+    }
+    else if (a == "--pid-file") o.pid_file = value();
+    else if (a == "--debug-step-delay-ms") o.step_delay_ms = to_int(a, value());
     else if (a == "--plan") o.plan_only = true;
     else if (a == "--quiet") o.quiet = true;
     else if (a == "--fault-rank") o.fault_rank = to_int(a, value());
@@ -92,7 +102,8 @@ WorkerOptions parse_worker_options(int argc, char** argv, bool& help) {
   if (o.fault_rank >= 0 && o.fault.kind == FaultInjection::Kind::None) o.fault.kind = FaultInjection::Kind::Throw;
   const int inputs = (o.have_prompt ? 1 : 0) + (o.tokens.empty() ? 0 : 1) + (o.requests.empty() ? 0 : 1);
   if (inputs > 1) throw InvalidArgument("give one of --prompt, --tokens, --requests");
-  if (inputs == 0 && !o.plan_only) throw InvalidArgument("nothing to do: give --prompt, --tokens, --requests or --plan");
+  if (inputs > 0 && !o.coordinator.empty()) throw InvalidArgument("--coordinator serves requests: drop --prompt, --tokens, --requests");
+  if (o.step_delay_ms < 0) throw InvalidArgument("--debug-step-delay-ms: must be >= 0");
   return o;
 }
 

@@ -22,11 +22,16 @@ struct WorkerOptions {
   int threads = -1;        // overrides the config's threads
   bool plan_only = false;  // print the plan and exit
   bool quiet = false;      // no plan / stats on stderr
+  std::string coordinator; // --coordinator host:port: serve requests from pipellm-coordinator
+  std::string pid_file;    // tests: each rank writes its pid to PID_FILE.rank<r>
+  int step_delay_ms = 0;   // tests: the head sleeps this long per step
   int fault_rank = -1;     // tests: --fault-rank R --fault-step S --fault-kind throw|kill
   FaultInjection fault;
 };
 
-// Throws InvalidArgument naming the flag. Sets `help` for -h/--help.
+// Throws InvalidArgument naming the flag. Sets `help` for -h/--help. With no --prompt,
+// --tokens, --requests or --coordinator the config's `coordinator:` must say where to serve
+// (checked once the config is read).
 WorkerOptions parse_worker_options(int argc, char** argv, bool& help);
 void print_worker_usage();
 

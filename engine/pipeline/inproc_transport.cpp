@@ -1,5 +1,6 @@
 #include "engine/pipeline/inproc_transport.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/util/error.h"
@@ -26,6 +27,15 @@ std::vector<uint8_t> InprocHub::pop(int from, int to) {
   std::vector<uint8_t> b = std::move(q.items.front());
   q.items.pop_front();
   return b;
+}
+
+bool InprocHub::wait_nonempty(int from, int to, std::chrono::microseconds wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const Queue& q = queues_[static_cast<size_t>(from * n_ + to)];
+  const auto limit = std::min(wait, std::chrono::microseconds(std::chrono::hours(24)));
+  cv_.wait_for(lock, limit, [&] { return aborted_ || !q.items.empty(); });
+  if (aborted_) throw Error("pipeline aborted: " + abort_what_);
+  return !q.items.empty();
 }
 
 void InprocHub::abort(int rank, const std::string& what) {
@@ -58,6 +68,11 @@ void InprocTransport::send_message(int peer, std::vector<uint8_t> bytes) {
 std::vector<uint8_t> InprocTransport::recv_message(int peer) {
   check_peer(peer);
   return hub_.pop(peer, rank_);
+}
+
+bool InprocTransport::poll_message(int peer, std::chrono::microseconds wait) {
+  check_peer(peer);
+  return hub_.wait_nonempty(peer, rank_, wait);
 }
 
 void InprocTransport::send_activations(int peer, const float* data, size_t count, MemorySpace space) {

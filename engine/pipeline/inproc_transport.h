@@ -3,6 +3,7 @@
 // each rank uses its own InprocTransport. abort() from any rank wakes every blocked receive on
 // the others with an Error naming the failed rank.
 #pragma once
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -20,6 +21,7 @@ class InprocHub {
 
   void push(int from, int to, std::vector<uint8_t> bytes);
   std::vector<uint8_t> pop(int from, int to);  // blocks; throws after abort
+  bool wait_nonempty(int from, int to, std::chrono::microseconds wait);  // throws after abort
   void abort(int rank, const std::string& what);
   bool aborted() const;
 
@@ -43,6 +45,7 @@ class InprocTransport : public Transport {
   const char* name() const override { return "inproc"; }
   void send_message(int peer, std::vector<uint8_t> bytes) override;
   std::vector<uint8_t> recv_message(int peer) override;
+  bool poll_message(int peer, std::chrono::microseconds wait) override;
   void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
   void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
   void flush() override {}

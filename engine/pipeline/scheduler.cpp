@@ -42,6 +42,7 @@ void Scheduler::admit() {
     q.req = std::move(queue_.front());
     queue_.pop_front();
     q.slot = static_cast<int>(&s - slots_.data());
+    q.serial = ++next_serial_;
     s = std::move(q);
     ++n_active_;
   }
@@ -53,7 +54,7 @@ std::optional<StepHeader> Scheduler::next_step() {
 
   StepHeader h;
   h.step_id = next_step_id_;
-  std::vector<int> rows;  // slot per logits row
+  std::vector<Row> rows;  // sequence of each logits row
   int budget = opt_.max_batch_tokens;
 
   auto start_if_needed = [&](Seq& s) {
@@ -73,7 +74,7 @@ std::optional<StepHeader> Scheduler::next_step() {
   for (Seq* s : ready) {
     if (taken >= cap || budget == 0) break;
     h.batch.add(s->next_token, s->n_fed, s->slot, true);
-    rows.push_back(s->slot);
+    rows.push_back({s->slot, s->serial});
     s->next_token = -1;
     ++s->n_fed;
     s->awaiting = true;
@@ -93,7 +94,7 @@ std::optional<StepHeader> Scheduler::next_step() {
       const int p = s->n_fed + i;
       const bool last = p + 1 == n_prompt;
       h.batch.add(s->req.prompt[static_cast<size_t>(p)], p, s->slot, last);
-      if (last) rows.push_back(s->slot);
+      if (last) rows.push_back({s->slot, s->serial});
     }
     s->n_fed += n;
     if (prompt_done(*s)) s->awaiting = true;
@@ -113,7 +114,7 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
                 (in_flight_.empty() ? std::string("none") : std::to_string(in_flight_.front())) + ")");
   }
   in_flight_.pop_front();
-  const std::vector<int> rows = std::move(expect_[r.step_id]);
+  const std::vector<Row> rows = std::move(expect_[r.step_id]);
   expect_.erase(r.step_id);
   if (r.token.size() != rows.size()) {
     throw Error("scheduler: step " + std::to_string(r.step_id) + " returned " + std::to_string(r.token.size()) +
@@ -121,12 +122,12 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
   }
   std::vector<TokenEvent> events;
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (r.slot[i] != rows[i]) {
+    if (r.slot[i] != rows[i].slot) {
       throw Error("scheduler: step " + std::to_string(r.step_id) + " row " + std::to_string(i) + " is for slot " +
-                  std::to_string(r.slot[i]) + ", expected slot " + std::to_string(rows[i]));
+                  std::to_string(r.slot[i]) + ", expected slot " + std::to_string(rows[i].slot));
     }
-    auto& opt_seq = slots_[static_cast<size_t>(rows[i])];
-    if (!opt_seq) throw Error("scheduler: result for empty slot " + std::to_string(rows[i]));
+    auto& opt_seq = slots_[static_cast<size_t>(rows[i].slot)];
+    if (!opt_seq || opt_seq->serial != rows[i].serial) continue;  // the sequence was cancelled
     Seq& s = *opt_seq;
     s.awaiting = false;
     TokenEvent e;
@@ -153,6 +154,23 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
     events.push_back(e);
   }
   return events;
+}
+
+bool Scheduler::cancel(int64_t id) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->id == id) {
+      queue_.erase(it);
+      return true;
+    }
+  }
+  for (auto& s : slots_) {
+    if (s && s->req.id == id) {
+      s.reset();
+      --n_active_;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace pipellm

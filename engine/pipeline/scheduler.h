@@ -71,6 +71,12 @@ class Scheduler {
   // Returns one event per sampled token of a live sequence.
   std::vector<TokenEvent> complete(const StepResult& r);
 
+  // Ends request `id` whether it waits in the queue or runs: its slot is free for the next
+  // step, and its rows still in flight are dropped when their results arrive (no events).
+  // Every stage handles steps in order, so a sequence that reuses the slot starts after them.
+  // False when no such request is queued or running.
+  bool cancel(int64_t id);
+
  private:
   struct Seq {
     Request req;
@@ -81,6 +87,11 @@ class Scheduler {
     bool awaiting = false;   // a logits row for this sequence is in flight
     bool started = false;    // its SequenceStart has been sent
     uint64_t last_served = 0;
+    uint64_t serial = 0;     // unique per admitted sequence: tells its rows from a successor's
+  };
+  struct Row {
+    int slot = 0;
+    uint64_t serial = 0;
   };
 
   void admit();
@@ -92,8 +103,9 @@ class Scheduler {
   int n_active_ = 0;
   int64_t next_step_id_ = 0;
   uint64_t serve_clock_ = 0;
+  uint64_t next_serial_ = 0;
   std::deque<int64_t> in_flight_;  // step ids, oldest first
-  std::map<int64_t, std::vector<int>> expect_;  // step id -> slot of each logits row
+  std::map<int64_t, std::vector<Row>> expect_;  // step id -> the sequence of each logits row
 };
 
 }  // namespace pipellm

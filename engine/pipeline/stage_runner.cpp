@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <thread>
 
 #include "engine/util/error.h"
 
@@ -73,53 +74,89 @@ StepResult StageRunner::sample(const StepHeader& h, const std::vector<float>& lo
   return r;
 }
 
+double StageRunner::head_elapsed() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - head_t0_).count();
+}
+
+void StageRunner::deliver(Scheduler& scheduler, const StepResult& r, const TokenSink& sink, HeadStats& st) {
+  for (const TokenEvent& e : scheduler.complete(r)) {
+    if (st.first_token_seconds < 0) st.first_token_seconds = head_elapsed();
+    ++st.generated_tokens;
+    sink(e);
+  }
+}
+
+void StageRunner::issue_steps(Scheduler& scheduler, const TokenSink& sink, HeadStats& st, bool return_logits) {
+  const int tail = transport_.size() - 1;
+  while (auto h = scheduler.next_step()) {
+    maybe_fault(h->step_id);
+    if (step_delay_.count() > 0) std::this_thread::sleep_for(step_delay_);
+    h->return_logits = return_logits;
+    ++st.steps;
+    st.tokens_fed += h->n_tokens();
+    stage_.forward(h->batch, out_);
+    if (tail == 0) {
+      apply_starts(*h);
+      deliver(scheduler, sample(*h, out_), sink, st);
+      continue;
+    }
+    h->width = stage_.config().n_embd;
+    transport_.send_message(1, h->encode());
+    transport_.send_activations(1, out_.data(), out_.size(), MemorySpace::Host);
+  }
+}
+
+void StageRunner::stop_followers() {
+  if (transport_.size() == 1) return;
+  StepHeader bye;
+  bye.kind = StepKind::Shutdown;
+  transport_.send_message(1, bye.encode());
+  transport_.flush();
+}
+
 HeadStats StageRunner::run_head(Scheduler& scheduler, const TokenSink& sink, bool return_logits) {
   if (transport_.rank() != 0) throw InvalidArgument("stage runner: run_head on rank " + std::to_string(transport_.rank()));
-  const auto t0 = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  head_t0_ = std::chrono::steady_clock::now();
   HeadStats st;
   const int tail = transport_.size() - 1;
-  const int E = stage_.config().n_embd;
-
-  auto deliver = [&](const StepResult& r) {
-    for (const TokenEvent& e : scheduler.complete(r)) {
-      if (st.first_token_seconds < 0) st.first_token_seconds = elapsed();
-      ++st.generated_tokens;
-      sink(e);
-    }
-  };
-
   while (scheduler.has_work()) {
-    while (auto h = scheduler.next_step()) {
-      maybe_fault(h->step_id);
-      h->return_logits = return_logits;
-      ++st.steps;
-      st.tokens_fed += h->n_tokens();
-      stage_.forward(h->batch, out_);
-      if (tail == 0) {
-        apply_starts(*h);
-        deliver(sample(*h, out_));
-        continue;
-      }
-      h->width = E;
-      transport_.send_message(1, h->encode());
-      transport_.send_activations(1, out_.data(), out_.size(), MemorySpace::Host);
-    }
+    issue_steps(scheduler, sink, st, return_logits);
     if (tail == 0) continue;
     if (scheduler.in_flight() == 0) {
       if (!scheduler.has_work()) break;
       throw Error("head: the scheduler has work but issued no step");  // a scheduler bug, never a hang
     }
-    deliver(StepResult::decode(transport_.recv_message(tail)));
+    deliver(scheduler, StepResult::decode(transport_.recv_message(tail)), sink, st);
   }
+  stop_followers();
+  st.seconds = head_elapsed();
+  return st;
+}
 
-  if (tail > 0) {
-    StepHeader bye;
-    bye.kind = StepKind::Shutdown;
-    transport_.send_message(1, bye.encode());
-    transport_.flush();
+HeadStats StageRunner::serve_head(Scheduler& scheduler, const TokenSink& sink, const PollFn& poll,
+                                  std::chrono::milliseconds idle_wait) {
+  if (transport_.rank() != 0) throw InvalidArgument("stage runner: serve_head on rank " + std::to_string(transport_.rank()));
+  head_t0_ = std::chrono::steady_clock::now();
+  HeadStats st;
+  const int tail = transport_.size() - 1;
+  // While steps are in flight, look at the requests this often.
+  constexpr std::chrono::microseconds kResultWait(2000);
+  while (poll(scheduler.has_work() || scheduler.in_flight() > 0 ? std::chrono::milliseconds(0) : idle_wait)) {
+    issue_steps(scheduler, sink, st, false);
+    if (tail == 0) continue;
+    if (scheduler.in_flight() == 0) {
+      if (scheduler.has_work()) throw Error("head: the scheduler has work but issued no step");
+      continue;
+    }
+    if (transport_.poll_message(tail, kResultWait)) {
+      deliver(scheduler, StepResult::decode(transport_.recv_message(tail)), sink, st);
+    }
   }
-  st.seconds = elapsed();
+  while (tail > 0 && scheduler.in_flight() > 0) {
+    deliver(scheduler, StepResult::decode(transport_.recv_message(tail)), sink, st);
+  }
+  stop_followers();
+  st.seconds = head_elapsed();
   return st;
 }
 

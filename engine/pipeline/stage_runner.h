@@ -11,6 +11,7 @@
 // The backend seam: any Stage (CpuStage now, the CUDA stage later) whose forward() takes and
 // returns host activations. Errors propagate as exceptions; the caller aborts the transport.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,19 +44,35 @@ SamplerParams sampler_params(const SamplingSpec& s);
 class StageRunner {
  public:
   using TokenSink = std::function<void(const TokenEvent&)>;
+  // Serving: may submit or cancel on the scheduler; may block up to `wait`; false stops.
+  using PollFn = std::function<bool(std::chrono::milliseconds wait)>;
 
   // `stage` must be stage number transport.rank() of transport.size().
   StageRunner(Stage& stage, Transport& transport);
 
   void set_fault(const FaultInjection& f) { fault_ = f; }
+  // Tests: the head sleeps this long before each step (streams long enough to kill mid-way).
+  void set_step_delay(std::chrono::milliseconds d) { step_delay_ = d; }
 
   // Head: runs until the scheduler has no work, then sends Shutdown down the pipeline.
   HeadStats run_head(Scheduler& scheduler, const TokenSink& sink, bool return_logits = false);
+  // Head, serving requests that arrive while it runs (a coordinator link): calls `poll` between
+  // steps, waiting up to `idle_wait` there only when the scheduler has nothing to do, and keeps
+  // watching it while steps are in flight; never exits because it is idle. When `poll` returns
+  // false, the steps in flight are drained and Shutdown goes down the pipeline.
+  HeadStats serve_head(Scheduler& scheduler, const TokenSink& sink, const PollFn& poll,
+                       std::chrono::milliseconds idle_wait = std::chrono::milliseconds(100));
   // Every other rank: until Shutdown arrives (forwarded to the next rank).
   void run_follower();
 
  private:
   bool is_tail() const { return transport_.rank() == transport_.size() - 1; }
+  // Head helpers: issue every step the scheduler has now; hand one result to the scheduler;
+  // send Shutdown down the pipeline.
+  void issue_steps(Scheduler& scheduler, const TokenSink& sink, HeadStats& st, bool return_logits);
+  void deliver(Scheduler& scheduler, const StepResult& r, const TokenSink& sink, HeadStats& st);
+  void stop_followers();
+  double head_elapsed() const;
   void maybe_fault(int64_t step) const;
   void apply_starts(const StepHeader& h);
   StepResult sample(const StepHeader& h, const std::vector<float>& logits);
@@ -63,6 +80,8 @@ class StageRunner {
   Stage& stage_;
   Transport& transport_;
   FaultInjection fault_;
+  std::chrono::milliseconds step_delay_{0};
+  std::chrono::steady_clock::time_point head_t0_;
   std::vector<std::unique_ptr<Sampler>> samplers_;  // per KV slot (tail)
   std::vector<float> hidden_, out_;
 };

@@ -11,6 +11,7 @@
 // - A failure on any rank makes every blocked call on the other ranks throw (or the process
 //   end through MPI_Abort) within seconds; messages name the rank that failed.
 #pragma once
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -31,6 +32,9 @@ class Transport {
   // A small control message (step header, step result). Takes ownership of the bytes.
   virtual void send_message(int peer, std::vector<uint8_t> bytes) = 0;
   virtual std::vector<uint8_t> recv_message(int peer) = 0;
+  // True when a message from `peer` has arrived (recv_message will not wait for it); waits at
+  // most `wait` for one. Lets a serving head watch its requests while steps are in flight.
+  virtual bool poll_message(int peer, std::chrono::microseconds wait) = 0;
 
   // Activations: `count` floats. The data is copied (host) or enqueued (device) before the call
   // returns, so the caller may reuse the buffer at once.

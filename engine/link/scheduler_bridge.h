@@ -1,0 +1,55 @@
+// The pipeline head's side of the coordinator link: Submit and Cancel messages become
+// Scheduler::submit / cancel, token events go back as Token and Finished. Used by
+// `pipellm-stage --coordinator` with StageRunner::serve_head, for any number of ranks.
+//
+// Like HeadLoop, a stop id ends its request with Finished{Stop} and is not sent as a Token, so
+// the coordinator counts the same tokens whichever backend serves it. A bad request (ids
+// outside the vocabulary, a prompt over the context, bad sampling values, an id already
+// running) gets Error{id}; the pipeline goes on.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "engine/link/coordinator_link.h"
+#include "engine/pipeline/scheduler.h"
+
+namespace pipellm::link {
+
+class SchedulerBridge {
+ public:
+  SchedulerBridge(Scheduler& scheduler, HeadLink& link, int n_vocab, int n_ctx);
+
+  // StageRunner::serve_head's poll: handles every message that arrived (waiting up to `wait`
+  // for the first). False once a Shutdown came or the coordinator went away; the open requests
+  // are then cancelled (Finished{Cancelled} while the link still works).
+  bool poll(std::chrono::milliseconds wait);
+  // StageRunner's token sink.
+  void on_token(const TokenEvent& e);
+
+  // Why serving ended: "shutdown requested" or what happened to the link.
+  const std::string& end_reason() const { return end_reason_; }
+  bool link_failed() const { return link_failed_; }
+
+ private:
+  struct Live {
+    int32_t prompt_tokens = 0;
+    int32_t generated = 0;
+  };
+  void submit(const SubmitRequest& r);
+  void cancel(uint64_t id);
+  void cancel_all();
+  void end(const std::string& why, bool failed);
+  void send(const HeadMessage& m);  // a lost link ends serving instead of throwing
+
+  Scheduler& sched_;
+  HeadLink& link_;
+  int n_vocab_, n_ctx_;
+  std::map<uint64_t, Live> live_;
+  bool done_ = false;
+  bool link_failed_ = false;
+  std::string end_reason_;
+};
+
+}  // namespace pipellm::link

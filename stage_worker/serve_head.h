@@ -1,0 +1,22 @@
+// `pipellm-stage --coordinator ADDR`, rank 0: connects to pipellm-coordinator over the link
+// (engine/link), says Hello (model sizes from the config, the layer plan) and serves the
+// coordinator's requests through the pipeline: StageRunner::serve_head with a SchedulerBridge
+// between the link and the head's Scheduler. The other ranks run their usual follower loop.
+#pragma once
+#include <string>
+
+#include "engine/pipeline/partition_planner.h"
+#include "engine/pipeline/pipeline_config.h"
+#include "engine/pipeline/stage_runner.h"
+
+namespace pipellm {
+
+// "rank0:[0,4) rank1:[4,8)": the plan as the coordinator shows it.
+std::string plan_summary(const PartitionPlan& plan);
+
+// Serves until the coordinator sends Shutdown (returns 0) or goes away (returns 1); the
+// followers get Shutdown either way. Errors of the pipeline throw (the caller aborts every rank).
+int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
+                      const std::string& address, bool quiet);
+
+}  // namespace pipellm
