@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +20,7 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kPoll = std::chrono::milliseconds(100);
+constexpr int kListenBacklog = 1024;
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -404,8 +406,17 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
     m.server = std::make_unique<httplib::Server>();
   }
   m.routes();
+  // cpp-httplib listens with a backlog of 5, too few for bursts of clients: remember the
+  // listening socket and widen its backlog after the bind (listen() again updates it).
+  int listen_fd = -1;
+  m.server->set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = sock;
+  });
   m.port = port == 0 ? m.server->bind_to_any_port(host) : (m.server->bind_to_port(host, port) ? port : -1);
   if (m.port <= 0) throw Error("http: cannot listen on " + m.opt.listen);
+  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) spdlog::warn("http: cannot widen the listen backlog");
   m.thread = std::thread([&m] {
     if (!m.server->listen_after_bind() && !m.stopped.load()) spdlog::error("http: the server stopped unexpectedly");
   });

@@ -45,7 +45,7 @@ Streamed post_stream(httplib::Client& c, const std::string& path, const json& bo
   Streamed s;
   auto r = c.Post(path.c_str(), h, body.dump(), "application/json");
   if (!r) {
-    ADD_FAILURE() << path << ": no response";
+    ADD_FAILURE() << path << ": no response (" << httplib::to_string(r.error()) << ")";
     return s;
   }
   s.status = r->status;
