@@ -6,7 +6,7 @@ pkgs=(build-essential cmake ninja-build ccache git xz-utils pkg-config
       libgtest-dev libpcre2-dev libutf8proc-dev nlohmann-json3-dev libyaml-cpp-dev
       libopenmpi-dev openmpi-bin clang
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-      libspdlog-dev libcpp-httplib-dev curl)
+      libspdlog-dev libcli11-dev libcpp-httplib-dev libssl-dev curl jq openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
