@@ -56,7 +56,8 @@ HeadStats run_inproc_pipeline(const std::vector<Stage*>& stages, Scheduler& sche
     try {
       StageRunner runner(*stages[0], t);
       if (opt.fault_rank == 0) runner.set_fault(opt.fault);
-      stats = runner.run_head(scheduler, sink, opt.return_logits);
+      stats = opt.serve ? runner.serve_head(scheduler, sink, opt.serve, std::chrono::milliseconds(20))
+                        : runner.run_head(scheduler, sink, opt.return_logits);
     } catch (const std::exception& e) {
       first.record(0, e);
       t.abort(e.what());

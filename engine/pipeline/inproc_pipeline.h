@@ -12,6 +12,9 @@ struct InprocOptions {
   bool return_logits = false;
   int fault_rank = -1;  // tests: this rank gets `fault`
   FaultInjection fault;
+  // When set, the head serves (StageRunner::serve_head with this poll) instead of running
+  // until the scheduler is idle.
+  StageRunner::PollFn serve;
 };
 
 // stages[i] is rank i (first: embeddings, last: output head). Throws the first rank's error as

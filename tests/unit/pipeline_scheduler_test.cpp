@@ -135,6 +135,51 @@ TEST(PipelineScheduler, StopTokenAndContextEnd) {
   EXPECT_EQ(end[1], FinishReason::Context);  // 2 prompt + 4 generated fill ctx 6
 }
 
+TEST(PipelineScheduler, CancelDropsRowsInFlightAndFreesTheSlot) {
+  SchedulerOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 64;
+  o.micro_batches = 2;
+  o.prefill_chunk = 2;
+  Scheduler s(o);
+  s.submit(req(1, 4, 8));
+  s.submit(req(2, 3, 2));
+  s.submit(req(3, 2, 2));
+  auto a = s.next_step();  // request 1's first prompt chunk
+  auto b = s.next_step();  // its last chunk (asks for logits)
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(b->batch.n_outputs(), 1);
+  EXPECT_TRUE(s.cancel(3));   // still queued
+  EXPECT_FALSE(s.cancel(3));  // gone
+  EXPECT_FALSE(s.cancel(99));
+  EXPECT_TRUE(s.cancel(1));   // running, two steps in flight: slot 0 is free at once
+  EXPECT_EQ(s.active(), 0);
+  EXPECT_EQ(s.in_flight(), 2);
+  // Request 2 takes slot 0 only when a step is free; request 1's rows give no events.
+  EXPECT_TRUE(s.complete(answer(*a)).empty());
+  auto c = s.next_step();
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->starts.size(), 1u);
+  EXPECT_EQ(c->starts[0].seq_id, 2);
+  EXPECT_EQ(c->starts[0].slot, 0);
+  EXPECT_EQ(c->batch.pos.front(), 0);
+  EXPECT_TRUE(s.complete(answer(*b)).empty());  // request 1's logits row: dropped
+  auto d = s.next_step();  // request 2's last prompt token
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(s.complete(answer(*c)).empty());  // no logits row in c
+  auto ev = s.complete(answer(*d));
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].seq_id, 2);
+  EXPECT_EQ(ev[0].index, 0);
+  auto e = s.next_step();
+  ASSERT_TRUE(e);
+  ev = s.complete(answer(*e));
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].seq_id, 2);
+  EXPECT_EQ(ev[0].finish, FinishReason::Length);
+  EXPECT_FALSE(s.has_work());
+}
+
 TEST(PipelineScheduler, RejectsBadRequests) {
   SchedulerOptions o;
   o.n_ctx = 8;
