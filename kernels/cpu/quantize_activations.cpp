@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "engine/util/error.h"
+#include "kernels/cpu/quantize_activations_avx2.h"
+#include "kernels/cpu/vec_dot.h"
 
 namespace pipellm {
 
@@ -28,44 +30,54 @@ inline int round_even(float v) {
   return (bits & 0x007FFFFF) - 0x00400000;
 }
 
-bool all_finite(const float* x, int len) {
+// max |x| over the block; false for a NaN or infinity.
+bool absmax(const float* x, int len, bool avx2, float* amax) {
+  if (avx2) return detail::absmax_avx2(x, len, amax);
   bool finite = true;
-  for (int i = 0; i < len; ++i) finite = finite && std::isfinite(x[i]);
+  float m = 0;
+  for (int i = 0; i < len; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    m = std::max(m, std::fabs(x[i]));
+  }
+  *amax = m;
   return finite;
 }
 
+// q[i] = round_even(x[i] * mul), at most 127 (|x mul| <= 127 up to rounding in both callers).
+void round_scaled(const float* x, int len, float mul, bool avx2, int8_t* q) {
+  if (avx2) {
+    detail::round_scaled_avx2(x, len, mul, q);
+    return;
+  }
+  for (int i = 0; i < len; ++i) q[i] = static_cast<int8_t>(std::min(127, round_even(x[i] * mul)));
+}
+
 // One 32-block: returns d, fills q.
-float round_block32(const float* x, int8_t* q) {
-  if (!all_finite(x, 32)) {
+float round_block32(const float* x, bool avx2, int8_t* q) {
+  float amax;
+  if (!absmax(x, 32, avx2, &amax)) {
     std::fill(q, q + 32, int8_t{0});
     return std::numeric_limits<float>::quiet_NaN();
   }
-  float amax = 0;
-  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float id = amax > 0 ? 127.0f / amax : 0.0f;
-  for (int i = 0; i < 32; ++i) q[i] = static_cast<int8_t>(round_even(x[i] * id));  // |x id| <= 127
+  round_scaled(x, 32, amax > 0 ? 127.0f / amax : 0.0f, avx2, q);
   return amax / 127.0f;
 }
 
 // One 256-block: returns d, fills q.
-float round_block256(const float* x, int8_t* q) {
-  if (!all_finite(x, 256)) {
+float round_block256(const float* x, bool avx2, int8_t* q) {
+  float amax;
+  if (!absmax(x, 256, avx2, &amax)) {
     std::fill(q, q + 256, int8_t{0});
     return std::numeric_limits<float>::quiet_NaN();
-  }
-  float amax = 0, m = 0;
-  for (int i = 0; i < 256; ++i) {
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      m = x[i];
-    }
   }
   if (amax == 0) {
     std::fill(q, q + 256, int8_t{0});
     return 0.0f;
   }
-  const float s = -127.0f / m;
-  for (int i = 0; i < 256; ++i) q[i] = static_cast<int8_t>(std::min(127, round_even(s * x[i])));
+  int first = 0;  // the first element of largest magnitude gives the sign
+  while (std::fabs(x[first]) != amax) ++first;
+  const float s = -127.0f / x[first];
+  round_scaled(x, 256, s, avx2, q);
   return 1.0f / s;
 }
 
@@ -100,10 +112,11 @@ size_t act_quant_bytes(ActQuant q, int64_t n) {
 }
 
 void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
+  const bool avx2 = vec_dot_isa_available(VecDotIsa::Avx2);
   if (q == ActQuant::Q8x32) {
     auto* b = static_cast<ActQ8Block32*>(dst);
     for (int64_t i = 0; i < n / 32; ++i, x += 32) {
-      b[i].d = round_block32(x, b[i].qs);
+      b[i].d = round_block32(x, avx2, b[i].qs);
       int32_t s = 0;
       for (int8_t v : b[i].qs) s += v;
       b[i].sum = s;
@@ -113,7 +126,7 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
   if (q == ActQuant::Q8x256) {
     auto* b = static_cast<ActQ8Block256*>(dst);
     for (int64_t i = 0; i < n / 256; ++i, x += 256) {
-      b[i].d = round_block256(x, b[i].qs);
+      b[i].d = round_block256(x, avx2, b[i].qs);
       for (int k = 0; k < 16; ++k) {
         int s = 0;
         for (int j = 0; j < 16; ++j) s += b[i].qs[16 * k + j];

@@ -12,6 +12,7 @@
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quantize_activations.h"
+#include "kernels/cpu/quantize_activations_avx2.h"
 #include "kernels/cpu/vec_dot_q8.h"
 #include "tests/unit/vec_dot_test_util.h"
 
@@ -117,6 +118,33 @@ TEST_P(ActRounding, SplitShrinksTheErrorPartByPart) {
     EXPECT_LE(std::fabs(x[static_cast<size_t>(i)] - sum), 2e-7 * amax) << "element " << i;
     EXPECT_NEAR(rounded[static_cast<size_t>(i)], sum, 1e-7 * amax) << "element " << i;
   }
+}
+
+// The AVX2 rounding helpers give the bits of the portable definition: max |x|, and
+// round-to-nearest-even of x * mul (ties included), saturated to int8.
+TEST(ActRoundingAvx2, MatchesPortableDefinition) {
+  if (!vec_dot_isa_available(VecDotIsa::Avx2)) GTEST_SKIP() << "CPU without AVX2+FMA+F16C";
+  std::mt19937 rng(9);
+  auto x = gaussian(256, rng, 3.0f);
+  for (int i = 0; i < 8; ++i) x[static_cast<size_t>(i)] = 0.5f * static_cast<float>(i) - 1.75f;  // ties at mul 2
+  x[100] = -9.0f;
+  float amax = 0;
+  ASSERT_TRUE(detail::absmax_avx2(x.data(), 256, &amax));
+  double want = 0;
+  for (float v : x) want = std::max(want, std::fabs(double{v}));
+  EXPECT_EQ(amax, want);
+  for (float mul : {2.0f, 127.0f / 9.0f, 100.0f}) {
+    std::vector<int8_t> q(256);
+    detail::round_scaled_avx2(x.data(), 256, mul, q.data());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float v = std::nearbyint(x[i] * mul);  // default mode: nearest, ties to even
+      EXPECT_EQ(q[i], static_cast<int8_t>(std::clamp(v, -128.0f, 127.0f))) << "mul " << mul << " element " << i;
+    }
+  }
+  x[7] = std::nanf("");
+  EXPECT_FALSE(detail::absmax_avx2(x.data(), 256, &amax));
+  x[7] = -INFINITY;
+  EXPECT_FALSE(detail::absmax_avx2(x.data(), 256, &amax));
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, ActRounding, testing::Values(ActQuant::Q8x32, ActQuant::Q8x256),
