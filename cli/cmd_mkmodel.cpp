@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/random_model.h"
 #include "engine/util/error.h"
@@ -22,20 +23,6 @@ void usage(FILE* out) {
   std::fprintf(out, "\n  quant types:");
   for (const auto& n : file_type_names()) std::fprintf(out, " %s", n.c_str());
   std::fprintf(out, " (default Q4_K_M)\n  --vocab copies the tokenizer (and so the vocabulary size) from another GGUF\n");
-}
-
-int parse_int(const std::string& flag, const std::string& v, int lo, int hi) {
-  size_t used = 0;
-  long x = 0;
-  try {
-    x = std::stol(v, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used != v.size() || x < lo || x > hi)
-    throw InvalidArgument(flag + ": '" + v + "' is not an integer in [" + std::to_string(lo) + ", " +
-                          std::to_string(hi) + "]");
-  return static_cast<int>(x);
 }
 
 }  // namespace

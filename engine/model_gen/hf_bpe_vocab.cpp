@@ -6,23 +6,12 @@
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/util/error.h"
+#include "engine/util/json_file.h"
 
 namespace pipellm {
 namespace {
 
 using nlohmann::json;
-
-json parse_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    throw FormatError(path + ": not JSON: " + e.what());
-  }
-}
 
 bool is_null_or(const json& j, const char* key, const json& expected) {
   return !j.contains(key) || j[key].is_null() || j[key] == expected;
@@ -55,7 +44,7 @@ std::string merge_string(const json& m, const std::string& path) {
 }  // namespace
 
 HfBpeVocab read_hf_byte_level_bpe(const std::string& path) {
-  const json j = parse_file(path);
+  const json j = read_json_file(path);
   if (j.contains("normalizer") && !j["normalizer"].is_null())
     throw FormatError(path + ": a normalizer is not supported (found " + j["normalizer"].dump() + ")");
   if (!j.contains("pre_tokenizer")) throw FormatError(path + ": no pre_tokenizer");

@@ -9,6 +9,7 @@
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model_gen/hf_bpe_vocab.h"
 #include "engine/util/error.h"
+#include "engine/util/json_file.h"
 #include "engine/util/mapped_file.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/dequantize.h"
@@ -18,18 +19,6 @@ namespace pipellm {
 namespace {
 
 using nlohmann::json;
-
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    throw FormatError(path + ": not JSON: " + e.what());
-  }
-}
 
 template <typename T>
 T field(const json& j, const char* key, const std::string& where) {
@@ -115,7 +104,7 @@ GgufWriter::TensorFill converter(const RawTensor& t, ThreadPool& pool) {
 }  // namespace
 
 void import_raw_model(const RawImportOptions& opt, const std::string& out_path, ThreadPool& pool) {
-  const json man = read_json(opt.manifest);
+  const json man = read_json_file(opt.manifest);
   const std::string& where = opt.manifest;
   const std::string arch = field<std::string>(man, "arch", where);
   if (arch != "llama") throw FormatError(where + ": arch '" + arch + "' (only llama is supported)");
