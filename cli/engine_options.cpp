@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/model/vram_plan.h"
 #include "engine/util/error.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "engine/cuda/cuda_stage.h"
@@ -22,7 +23,9 @@ const char* engine_flags_help() {
          "  --kv-type T        KV cache element type: f16 (default) or f32\n"
          "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n"
          "  --no-graphs        CUDA: launch each decode step's kernels one by one instead of\n"
-         "                     replaying a captured CUDA graph (the ablation)\n";
+         "                     replaying a captured CUDA graph (the ablation)\n"
+         "  --vram-budget B    CUDA: GPU memory for the model (e.g. 2GiB); layers beyond it stream\n"
+         "                     from pinned host memory while the GPU computes (docs/PREFETCH.md)\n";
 }
 
 std::string flag_value(int argc, char** argv, int& i) {
@@ -91,6 +94,8 @@ bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
     } else {
       throw InvalidArgument("--kv-type: '" + v + "' is not f16 or f32");
     }
+  } else if (a == "--vram-budget") {
+    f.vram_budget = parse_byte_size(flag_value(argc, argv, i), "--vram-budget");
   } else if (a == "--no-graphs") {
     f.graphs = false;
   } else if (a == "--device") {
@@ -121,6 +126,7 @@ std::string default_model_path() {
 }
 
 std::string resolve_model(const EngineFlags& f) {
+  if (f.vram_budget != 0 && f.device == "cpu") throw InvalidArgument("--vram-budget needs --device cuda[:N]");
   const std::string path = f.model.empty() ? default_model_path() : f.model;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
@@ -162,6 +168,7 @@ std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f,
   opt.n_ctx = n_ctx;
   opt.n_slots = n_slots;
   opt.use_graphs = f.graphs;
+  opt.streaming.vram_budget = f.vram_budget;
   return std::make_unique<cuda::CudaStage>(c, w, true, true, opt);
 #else
   (void)cpu;

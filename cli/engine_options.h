@@ -18,6 +18,7 @@ struct EngineFlags {
   TensorType kv_type = TensorType::F16;
   std::string device = "cpu";
   bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
+  uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit
 };
 
 // Help text for the shared flags.

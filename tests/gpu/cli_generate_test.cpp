@@ -69,5 +69,21 @@ TEST(CudaCli, GenerateGreedyIdsMatchCpuAndReference) {
   }
 }
 
+TEST(CudaCli, VramBudgetStreamsLayersAndKeepsTheIds) {
+  PIPELLM_REQUIRE_GPU();
+  // tiny-llama-Q8_0 at --ctx 256: two layers of 0.8 MB, so 2.6 MB for weights + ring + KV keeps at
+  // most one layer resident and streams the rest through the staging ring.
+  const std::string name = "tiny-llama-Q8_0";
+  const std::string model = test::model_path(name);
+  const std::string prompt = test::testdata("ref/" + name + ".tokens");
+  const CliRun resident = generate(model, prompt, 16, "--device cuda");
+  const CliRun streamed = generate(model, prompt, 16, "--device cuda --vram-budget 2600000");
+  const CliRun too_small = generate(model, prompt, 16, "--device cuda --vram-budget 100000");
+  ASSERT_EQ(resident.code, 0);
+  ASSERT_EQ(streamed.code, 0);
+  EXPECT_EQ(streamed.ids, resident.ids);
+  EXPECT_NE(too_small.code, 0) << "a budget below the minimum must be refused";
+}
+
 }  // namespace
 }  // namespace pipellm

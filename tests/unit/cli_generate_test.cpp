@@ -55,6 +55,8 @@ TEST(CliGenerate, UsageErrorsExitWithTwo) {
       {m + " -p hi --threads 0", "--threads"},
       {m + " -p hi --sampler-chain top_k,bogus", "unknown stage 'bogus'"},
       {m + " -p hi --bogus", "unknown option '--bogus'"},
+      {m + " -p hi --vram-budget 2GiB", "--vram-budget needs --device cuda"},
+      {m + " -p hi --vram-budget lots --device cuda", "--vram-budget"},
       {m + " -p hi --temp", "--temp needs a value"},
       {m, "give exactly one of -p PROMPT and --ids-file F"},
       {m + " -p 'a fairly long prompt that needs more than four tokens' --ctx 4", "raise --ctx"},
