@@ -1,8 +1,8 @@
-// Faults: the coordinator launches its stages with mpirun (here `mpirun -np 1
-// pipellm-link-head`, a one-process head); killing the stage process mid-stream must end every
-// open stream with UNAVAILABLE within 5 s, and with --restart-on-failure the coordinator
-// relaunches the stages, health returns to SERVING and new requests succeed. Then SIGTERM
-// stops the coordinator and its MPI job cleanly.
+// Faults: the coordinator launches its stages with mpirun (`mpirun -np 2 pipellm-stage`, two
+// CPU ranks); killing one stage process (rank 1, not the one holding the link) mid-stream must
+// end every open stream with UNAVAILABLE within 5 s, and with --restart-on-failure the
+// coordinator relaunches the stages, health returns to SERVING and new requests succeed. Then
+// SIGTERM stops the coordinator and its MPI job cleanly.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -32,20 +32,33 @@ pid_t read_pid(const std::string& path, int timeout_ms) {
   return 0;
 }
 
+// Whether `pid` still runs (a zombie waiting for its parent to reap it does not).
+bool running(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+}
+
 TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not found";
   TempDir dir;
-  const std::string cfg = dir.file("one.yaml");
+  const std::string cfg = dir.file("two.yaml");
   std::ofstream(cfg) << "model: " << model_path("tiny-llama-Q8_0") << "\n"
-                     << "context_length: 1024\nmax_sequences: 4\nthreads: 1\nstages:\n  - device: cpu\n";
-  const std::string pid_file = dir.file("head.pid");
-  CoordinatorProcess coord({"--config", cfg, "--backend", "mpirun", "--stage-bin", PIPELLM_LINK_HEAD_BIN,
-                            "--stage-arg=--pid-file", "--stage-arg", pid_file, "--stage-arg=--debug-step-delay-ms",
+                     << "context_length: 1024\nmax_sequences: 4\nmicro_batches: 2\nthreads: 1\ntransport: mpi\n"
+                     << "stages:\n  - device: cpu\n  - device: cpu\n";
+  const std::string pids = dir.file("stage.pid");  // rank r writes stage.pid.rank<r>
+  CoordinatorProcess coord({"--config", cfg, "--backend", "mpirun", "--stage-bin", PIPELLM_STAGE_BIN,
+                            "--stage-arg=--pid-file", "--stage-arg", pids, "--stage-arg=--debug-step-delay-ms",
                             "--stage-arg=20", "--restart-on-failure", "--shutdown-grace", "2"});
   ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
-  const pid_t head = read_pid(pid_file, 5000);
+  const pid_t head = read_pid(pids + ".rank0", 5000);
+  const pid_t victim = read_pid(pids + ".rank1", 5000);
   ASSERT_GT(head, 0);
-  std::remove(pid_file.c_str());
+  ASSERT_GT(victim, 0);
+  std::remove((pids + ".rank0").c_str());
+  std::remove((pids + ".rank1").c_str());
 
   // Four long streams, each past its first tokens.
   constexpr int kStreams = 4;
@@ -66,7 +79,7 @@ TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
     for (int k = 0; k < 2; ++k) ASSERT_TRUE(rd->Read(&m));
   }
 
-  ASSERT_EQ(::kill(head, SIGKILL), 0);
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
   const auto t_kill = std::chrono::steady_clock::now();
   for (int i = 0; i < kStreams; ++i) {
     while (readers[static_cast<size_t>(i)]->Read(&m)) {
@@ -80,9 +93,12 @@ TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
 
   // Restarted: a new head process, SERVING again, and requests succeed.
   EXPECT_TRUE(coord.wait_health("NOT_SERVING", 2000));
-  const pid_t head2 = read_pid(pid_file, 30000);
+  const pid_t head2 = read_pid(pids + ".rank0", 30000);
+  const pid_t rank1 = read_pid(pids + ".rank1", 30000);
   ASSERT_GT(head2, 0) << coord.log();
+  ASSERT_GT(rank1, 0) << coord.log();
   EXPECT_NE(head2, head);
+  EXPECT_FALSE(running(head)) << "the old head outlived the failed job";
   ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
   v1::GenerateRequest r;
   r.set_text("after the restart");
@@ -101,7 +117,8 @@ TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
   }
   ASSERT_TRUE(coord.process().exited().has_value()) << "no exit after SIGTERM\n" << coord.log();
   EXPECT_EQ(*coord.process().exited(), "exit status 0") << coord.log();
-  EXPECT_NE(::kill(head2, 0), 0) << "the stage process outlived the coordinator";
+  EXPECT_FALSE(running(head2)) << "rank 0 outlived the coordinator";
+  EXPECT_FALSE(running(rank1)) << "rank 1 outlived the coordinator";
 }
 
 TEST(Faults, StagesThatNeverStartAreReportedAsUnavailable) {
