@@ -1,9 +1,10 @@
 // The head's request loop for a whole-model Stage in one process: takes requests from a
 // HeadLink and runs them with continuous batching (decode tokens of running sequences and
 // prompt chunks of new ones share a batch), sampling with engine/runtime's Sampler, and sends
-// tokens back. Used by the coordinator's in-process backend and by `pipellm-stage --coordinator`
-// when there is one stage. Requests get the same tokens as engine/runtime's generate() for the
-// same prompt and sampling parameters.
+// tokens back. Used by the coordinator's in-process backend and by pipellm-link-head
+// (`pipellm-stage --coordinator` serves through StageRunner::serve_head + SchedulerBridge).
+// Requests get the same tokens as engine/runtime's generate() for the same prompt and
+// sampling parameters.
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -31,7 +31,7 @@ struct SubmitRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   int32_t max_tokens = 0;
-  std::vector<int32_t> stop_ids;  // generation ends (reason Stop) after emitting one of these
+  std::vector<int32_t> stop_ids;  // generation ends (reason Stop) at one of these; it is not sent
 };
 
 struct CancelRequest {
