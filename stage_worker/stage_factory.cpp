@@ -18,6 +18,8 @@ std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec
   o.n_ctx = setup.pipeline.context_length;
   o.n_slots = setup.pipeline.max_sequences;
   o.max_batch_tokens = setup.pipeline.max_batch_tokens;
+  o.streaming.vram_budget = spec.vram_budget;
+  o.streaming.streamer.slots = setup.pipeline.prefetch.staging_buffers;
   return std::make_unique<cuda::CudaStage>(setup.model, w, setup.plan.has_embeddings, setup.plan.has_output, o);
 #else
   throw InvalidArgument(setup.pipeline.source + ":" + std::to_string(spec.line) + ": device " + spec.device +

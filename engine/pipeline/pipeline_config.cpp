@@ -171,6 +171,8 @@ StageSpec parse_stage(const std::string& file, const YAML::Node& n, size_t index
     }
   }
   s.memory_bytes = r.bytes("memory", 0);
+  s.vram_budget = r.bytes("vram_budget", 0);
+  if (s.vram_budget != 0 && !s.is_gpu()) r.fail(n["vram_budget"], path + ".vram_budget", "needs a cuda:N device");
   s.host = r.str("host", "");
   const YAML::Node layers = r.get("layers");
   if (layers) {
@@ -255,6 +257,12 @@ PipelineConfig PipelineConfig::parse(const std::string& text, const std::string&
       r.fail(stages[i]["layers"], "stages[" + std::to_string(i) + "].layers",
              "starts at " + std::to_string(c.stages[i].layers->first) + " but the previous stage ends at " +
                  std::to_string(c.stages[i - 1].layers->second) + " (ranges must be contiguous)");
+    }
+  }
+  for (size_t i = 0; i < c.stages.size(); ++i) {
+    if (c.stages[i].vram_budget != 0 && !c.prefetch.enabled) {
+      r.fail(stages[i]["vram_budget"], "stages[" + std::to_string(i) + "].vram_budget",
+             "streams weights: set prefetch.enabled: true");
     }
   }
   if (explicit_count != 0 && c.stages.front().layers->first != 0) {

@@ -29,6 +29,7 @@ struct StageSpec {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int device_index = -1;       // N of cuda:N; -1 for cpu
   uint64_t memory_bytes = 0;   // budget for weights + KV cache + scratch; 0: unlimited
+  uint64_t vram_budget = 0;    // GPU stages: weights beyond it stream from host (docs/PREFETCH.md)
   std::string host;            // informative (multi-node): the hostfile places ranks
   std::optional<std::pair<int, int>> layers;  // explicit [first, last)
   int line = 0;                // line of this entry in the file (for messages)
