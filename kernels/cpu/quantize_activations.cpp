@@ -140,51 +140,57 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst) {
 
 namespace {
 
-// Element j of a block and its scale, for the residual and the float round trip.
+// r[j] -= d q[j] (add: r[j] += d q[j]) for one block: the residual a split's next part rounds,
+// and the float round trip.
 template <typename Block>
-void block_values(const uint8_t* src, int len, float* out) {
+void add_block(const uint8_t* src, bool add, bool avx2, float* r) {
   const auto* b = reinterpret_cast<const Block*>(src);
-  for (int j = 0; j < len; ++j) out[j] = b->d * static_cast<float>(b->qs[j]);
+  constexpr int kLen = sizeof(b->qs);
+  if (avx2) {
+    detail::add_scaled_avx2(b->qs, b->d, kLen, add, r);
+    return;
+  }
+  for (int j = 0; j < kLen; ++j) {
+    const float v = b->d * static_cast<float>(b->qs[j]);
+    r[j] = add ? r[j] + v : r[j] - v;
+  }
 }
 
-void values(ActQuant q, const uint8_t* block, float* out) {
+void add_values(ActQuant q, const uint8_t* block, bool add, bool avx2, float* r) {
   if (q == ActQuant::Q8x32) {
-    block_values<ActQ8Block32>(block, 32, out);
+    add_block<ActQ8Block32>(block, add, avx2, r);
   } else {
-    block_values<ActQ8Block256>(block, 256, out);
+    add_block<ActQ8Block256>(block, add, avx2, r);
   }
 }
 
 }  // namespace
 
 void quantize_activations_split(ActQuant q, const float* x, int64_t n, int parts, void* dst) {
+  const bool avx2 = vec_dot_isa_available(VecDotIsa::Avx2);
   const int64_t bs = act_quant_block_size(q);
   const size_t bb = act_quant_bytes(q, bs), pb = act_quant_bytes(q, n);
   auto* out = static_cast<uint8_t*>(dst);
-  float r[256], v[256];
+  float r[256];
   for (int64_t i = 0; i < n / bs; ++i, x += bs) {
     std::copy(x, x + bs, r);
     for (int p = 0; p < parts; ++p) {
       uint8_t* block = out + static_cast<size_t>(p) * pb + static_cast<size_t>(i) * bb;
       quantize_activations(q, r, bs, block);
-      values(q, block, v);
-      for (int64_t j = 0; j < bs; ++j) r[j] -= v[j];  // what the next part rounds
+      if (p + 1 < parts) add_values(q, block, false, avx2, r);  // what the next part rounds
     }
   }
 }
 
 void round_activations(ActQuant q, const float* x, int64_t n, int parts, float* out) {
+  const bool avx2 = vec_dot_isa_available(VecDotIsa::Avx2);
   const int64_t bs = act_quant_block_size(q);
-  std::vector<uint8_t> blocks(act_quant_bytes(q, bs) * static_cast<size_t>(parts));
   const size_t pb = act_quant_bytes(q, bs);
-  float v[256];
+  std::vector<uint8_t> blocks(pb * static_cast<size_t>(parts));
   for (int64_t i = 0; i < n; i += bs) {
     quantize_activations_split(q, x + i, bs, parts, blocks.data());
     std::fill(out + i, out + i + bs, 0.0f);
-    for (int p = 0; p < parts; ++p) {
-      values(q, blocks.data() + static_cast<size_t>(p) * pb, v);
-      for (int64_t j = 0; j < bs; ++j) out[i + j] += v[j];
-    }
+    for (int p = 0; p < parts; ++p) add_values(q, blocks.data() + static_cast<size_t>(p) * pb, true, avx2, out + i);
   }
 }
 

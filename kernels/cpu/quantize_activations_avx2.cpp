@@ -6,7 +6,8 @@
 
 #include <cfloat>
 
-#define PIPELLM_AVX2 __attribute__((target("avx2,fma,f16c")))
+// No FMA: a product and a sum must stay two roundings, as in the portable loops.
+#define PIPELLM_AVX2 __attribute__((target("avx2")))
 
 namespace pipellm::detail {
 
@@ -38,6 +39,16 @@ PIPELLM_AVX2 void round_scaled_avx2(const float* x, int len, float mul, int8_t* 
   }
 }
 
+PIPELLM_AVX2 void add_scaled_avx2(const int8_t* q, float d, int len, bool add, float* r) {
+  const __m256 dv = _mm256_set1_ps(d);
+  for (int i = 0; i < len; i += 8) {
+    const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
+    const __m256 v = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)));
+    const __m256 ri = _mm256_loadu_ps(r + i);
+    _mm256_storeu_ps(r + i, add ? _mm256_add_ps(ri, v) : _mm256_sub_ps(ri, v));
+  }
+}
+
 }  // namespace pipellm::detail
 
 #else  // not x86: never called (callers check the CPU)
@@ -45,6 +56,7 @@ PIPELLM_AVX2 void round_scaled_avx2(const float* x, int len, float mul, int8_t* 
 namespace pipellm::detail {
 bool absmax_avx2(const float*, int, float*) { return false; }
 void round_scaled_avx2(const float*, int, float, int8_t*) {}
+void add_scaled_avx2(const int8_t*, float, int, bool, float*) {}
 }  // namespace pipellm::detail
 
 #endif

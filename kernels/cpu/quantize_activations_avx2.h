@@ -12,4 +12,8 @@ bool absmax_avx2(const float* x, int len, float* amax);
 // q[i] = round_even(x[i] * mul), saturated to [-128, 127]; len a multiple of 32.
 void round_scaled_avx2(const float* x, int len, float mul, int8_t* q);
 
+// r[i] -= d * q[i] (a product, then a difference: two roundings, as in the portable loop);
+// with add set, r[i] += d * q[i]. len a multiple of 8.
+void add_scaled_avx2(const int8_t* q, float d, int len, bool add, float* r);
+
 }  // namespace pipellm::detail

@@ -141,6 +141,16 @@ TEST(ActRoundingAvx2, MatchesPortableDefinition) {
       EXPECT_EQ(q[i], static_cast<int8_t>(std::clamp(v, -128.0f, 127.0f))) << "mul " << mul << " element " << i;
     }
   }
+  std::vector<int8_t> q(256);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(static_cast<int>(i) - 128);
+  for (bool add : {false, true}) {
+    std::vector<float> r = x;
+    detail::add_scaled_avx2(q.data(), 0.0137f, 256, add, r.data());
+    for (size_t i = 0; i < r.size(); ++i) {
+      const float v = 0.0137f * static_cast<float>(q[i]);
+      EXPECT_EQ(r[i], add ? x[i] + v : x[i] - v) << "element " << i;
+    }
+  }
   x[7] = std::nanf("");
   EXPECT_FALSE(detail::absmax_avx2(x.data(), 256, &amax));
   x[7] = -INFINITY;
