@@ -141,6 +141,8 @@ int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
 
 int main(int argc, char** argv) {
   CLI::App app{"pipellm-client: talk to a pipellm-coordinator"};
+  // --addr/--api-key/--tls-ca work before or after the sub-command (`generate --addr A -p ...`).
+  app.fallthrough();
   std::string addr = "127.0.0.1:50051";
   app.add_option("--addr", addr, "coordinator address")->capture_default_str();
   const char* key_env = std::getenv("PIPELLM_API_KEY");
