@@ -5,9 +5,9 @@
 // x: [n_tokens][n] floats (x_stride apart); y: [n_tokens][y_stride] floats.
 // Rows are split between threads: call matmul(args, ith, nth) for ith = 0..nth-1.
 // Quantized weights with an integer kernel (act_quant_for(type) != None): the activations are
-// split into three 8-bit parts (quantize_activations_split: float accuracy); a few tokens take
-// integer block dots with every part (vec_dot_q8.h), many tokens the float tiles below on the
-// same rounded values. Other types: one token, a block-wise dot product per row
+// split into three 8-bit parts (quantize_activations_split: float accuracy) and a few tokens
+// take integer block dots with every part (vec_dot_q8.h); many tokens take the float tiles
+// below on x itself, equal to the parts' sum up to float rounding. Other types: one token, a block-wise dot product per row
 // (vec_dot_rows); several tokens, each thread decodes a tile of rows to floats once and reuses
 // it for every token (a 4 rows x 3 tokens register-blocked kernel).
 #pragma once

@@ -54,7 +54,7 @@ void quantize_activations(ActQuant q, const float* x, int64_t n, void* dst);
 void quantize_activations_split(ActQuant q, const float* x, int64_t n, int parts, void* dst);
 
 // out[i] = the sum over the parts of quantize_activations_split, in float: what the integer
-// kernels multiply, for float kernels that must give the same products (up to float rounding).
+// kernels multiply (the references of the tests are built on it).
 void round_activations(ActQuant q, const float* x, int64_t n, int parts, float* out);
 
 // The float value of element i of a quantized vector (tests and references).
