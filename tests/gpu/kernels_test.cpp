@@ -144,6 +144,104 @@ TEST_P(PerType, MatvecMatchesFloat64) {
   }
 }
 
+// The mat-vec's 8-bit output epilogue (MatvecQ8Out) against the unfused sequence (the same
+// mat-vec, then rmsnorm_convert of its output): the outputs and the 8-bit blocks bit for bit, for
+// the per-group form (SwiGLU, Store) and the normalising last-block form (Add + RMSNorm, Store),
+// twice in a row (the counters must be left zeroed).
+TEST_P(PerType, MatvecQ8EpilogueMatchesUnfused) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  if (!cuda::matvec_uses_q8(t)) GTEST_SKIP() << "no fast kernel for " << tensor_type_name(t);
+  const int64_t n_in = 1024;
+  for (int64_t n_out : {int64_t{4096}, int64_t{96}}) {
+    const int64_t nb = n_out * n_in / tensor_type_info(t).block_size;
+    auto m1 = test::upload_matrix(t, n_in, n_out, test::random_blocks(t, nb));
+    auto m2 = test::upload_matrix(t, n_in, n_out, test::random_blocks(t, nb));
+    auto d_nw = test::to_device(random_floats(static_cast<size_t>(n_out), 0.5f, 1.5f));
+    cuda::DeviceBuffer<unsigned> ctr(static_cast<size_t>(cuda::matvec_q8_counters(n_out)));
+    PIPELLM_CUDA_CHECK(cudaMemset(ctr.get(), 0, ctr.bytes()));
+    for (int rows : {1, 2, 3, 5, 8}) {
+      const auto x = random_floats(static_cast<size_t>(rows * n_in));
+      auto d_x = test::to_device(x);
+      cuda::DeviceBuffer<int8_t> xq(x.size());
+      cuda::DeviceBuffer<float2> xds(x.size() / 32);
+      cuda::NormOutArgs na;
+      na.x = d_x.get();
+      na.x_stride = n_in;
+      na.n_rows = rows;
+      na.n = n_in;
+      na.normalize = false;
+      na.xq = xq.get();
+      na.xds = xds.get();
+      cuda::rmsnorm_convert(na, nullptr);
+      for (auto mode : {cuda::MatvecMode::Swiglu, cuda::MatvecMode::Add, cuda::MatvecMode::Store}) {
+        for (bool normalize : {false, true}) {
+          if (mode == cuda::MatvecMode::Add && !normalize) continue;
+          if (mode == cuda::MatvecMode::Swiglu && normalize) continue;
+          const auto y0 = random_floats(static_cast<size_t>(rows * n_out), -2, 2);
+          const size_t ny = y0.size();
+          // Unfused: the product, then the conversion of its output.
+          auto y_ref = test::to_device(y0);
+          cuda::MatvecArgs a;
+          a.w = m1.m;
+          a.w2 = m2.m;
+          a.mode = mode;
+          a.n_rows = rows;
+          a.x = d_x.get();
+          a.xq = xq.get();
+          a.xds = xds.get();
+          a.y = y_ref.get();
+          a.y_stride = n_out;
+          cuda::matvec(a, nullptr);
+          cuda::DeviceBuffer<int8_t> oq_ref(ny), oq(ny);
+          cuda::DeviceBuffer<float2> ods_ref(ny / 32), ods(ny / 32);
+          test::poison(oq_ref);
+          test::poison(ods_ref);
+          cuda::NormOutArgs nb2;
+          nb2.x = y_ref.get();
+          nb2.x_stride = n_out;
+          nb2.n_rows = rows;
+          nb2.n = n_out;
+          nb2.normalize = normalize;
+          nb2.w = normalize ? d_nw.get() : nullptr;
+          nb2.eps = 1e-5f;
+          nb2.xq = oq_ref.get();
+          nb2.xds = ods_ref.get();
+          cuda::rmsnorm_convert(nb2, nullptr);
+          const auto ry = test::to_host(y_ref, ny);
+          const auto rq = test::to_host(oq_ref, ny);
+          const auto rd = test::to_host(ods_ref, ny / 32);
+          for (int rep = 0; rep < 2; ++rep) {
+            auto y = test::to_device(y0);
+            test::poison(oq);
+            test::poison(ods);
+            a.y = y.get();
+            a.out_q8.xq = oq.get();
+            a.out_q8.xds = ods.get();
+            a.out_q8.normalize = normalize;
+            a.out_q8.w = nb2.w;
+            a.out_q8.eps = 1e-5f;
+            a.out_q8.counters = ctr.get();
+            cuda::matvec(a, nullptr);
+            const auto gy = test::to_host(y, ny);
+            const auto gq = test::to_host(oq, ny);
+            const auto gd = test::to_host(ods, ny / 32);
+            const std::string what = std::string(tensor_type_name(t)) + " n_out " + std::to_string(n_out) + " rows " +
+                                     std::to_string(rows) + " mode " + std::to_string(static_cast<int>(mode)) +
+                                     " norm " + std::to_string(normalize) + " rep " + std::to_string(rep);
+            ASSERT_EQ(0, std::memcmp(gy.data(), ry.data(), ny * sizeof(float))) << what;
+            ASSERT_EQ(0, std::memcmp(gq.data(), rq.data(), ny)) << what;
+            ASSERT_EQ(0, std::memcmp(gd.data(), rd.data(), rd.size() * sizeof(float2))) << what;
+          }
+          a.out_q8 = cuda::MatvecQ8Out{};
+        }
+      }
+    }
+    const auto c = test::to_host(ctr, ctr.size());
+    for (unsigned v : c) ASSERT_EQ(v, 0u) << "counters left non-zero";
+  }
+}
+
 TEST_P(PerType, TensorCoreProductMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
