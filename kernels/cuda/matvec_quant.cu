@@ -2,7 +2,6 @@
 
 #include <string>
 
-#include "kernels/cuda/act_q8.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dequant_device.cuh"
 #include "kernels/cuda/matvec_formats.cuh"
@@ -78,57 +77,11 @@ struct FastParams {
   const int8_t* xq;
   const float2* xds;
   MatvecMode mode;
-  // epilogue (MatvecQ8Out), when oq is set
-  int8_t* oq;
-  float2* ods;
-  const float* onw;
-  float oeps;
-  unsigned* octr;
-  bool onorm;
 };
 
 // Rows per block for B activation rows: R*B <= 8 accumulators (per matrix).
 __host__ __device__ constexpr int rows_per_block(int b, bool dual) {
   return b <= 2 ? (dual ? 2 : 4) : (b <= 4 ? (dual ? 1 : 2) : 1);
-}
-
-// The MatvecQ8Out epilogue (one segment). Every block counts itself done (after its outputs are
-// visible); the last block of its 32-row group (or, with onorm, of the launch) resets the counter
-// and converts the finished rows with act_q8.cuh's arithmetic, reading them past L1.
-template <int B>
-__device__ __forceinline__ void q8_epilogue(const FastParams& p, int64_t row0, int R) {
-  __shared__ unsigned s_last;
-  __shared__ float red[kRmsThreads / 32];
-  __threadfence();
-  __syncthreads();
-  unsigned* ctr = p.onorm ? p.octr : p.octr + row0 / 32;
-  const unsigned need = p.onorm ? gridDim.x : static_cast<unsigned>(32 / R);
-  if (threadIdx.x == 0) {
-    const bool last = atomicAdd(ctr, 1u) == need - 1;
-    if (last) atomicExch(ctr, 0u);
-    s_last = last ? 1u : 0u;
-  }
-  __syncthreads();
-  if (s_last == 0) return;
-  __threadfence();
-  const int64_t n = p.n_out[0], ys = p.y_stride[0];
-  const float* y = p.y[0];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (!p.onorm) {
-    const int64_t i = (row0 / 32) * 32 + lane;
-    for (int b = warp; b < B; b += kWarps)
-      store_q8_block(rms_apply(__ldcg(y + b * ys + i), 1.0f, p.onw, i), p.oq + b * n + i, p.ods + b * (n / 32) + i / 32);
-    return;
-  }
-  for (int b = 0; b < B; ++b) {
-    const float* x = y + b * ys;
-    const float ss = row_sum_squares<kThreads>([&](int64_t k) { return __ldcg(x + k); }, n, red);
-    const float scale = rms_scale(ss, n, p.oeps);
-    for (int64_t base = warp * 32; base < n; base += kThreads) {
-      const int64_t i = base + lane;
-      store_q8_block(rms_apply(__ldcg(x + i), scale, p.onw, i), p.oq + b * n + i, p.ods + b * (n / 32) + base / 32);
-    }
-  }
 }
 
 template <class F, int B, bool DUAL>
@@ -212,22 +165,19 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
   }
   __syncthreads();
   const int i = threadIdx.x;
-  if (i < R * B) {
-    const int r = i / B, b = i % B;
-    if (row0 + r < n_out) {
-      float v = 0.0f, v2 = 0.0f;
+  if (i >= R * B) return;
+  const int r = i / B, b = i % B;
+  if (row0 + r >= n_out) return;
+  float v = 0.0f, v2 = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) {
-        v += red[k][i];
-        v2 += red2[k][i];
-      }
-      float* o = p.y[s] + b * p.y_stride[s] + row0 + r;
-      if (p.mode == MatvecMode::Store) *o = v;
-      else if (p.mode == MatvecMode::Add) *o += v;
-      else *o = silu(v) * v2;
-    }
+  for (int k = 0; k < kWarps; ++k) {
+    v += red[k][i];
+    v2 += red2[k][i];
   }
-  if (p.oq != nullptr) q8_epilogue<B>(p, row0, R);
+  float* o = p.y[s] + b * p.y_stride[s] + row0 + r;
+  if (p.mode == MatvecMode::Store) *o = v;
+  else if (p.mode == MatvecMode::Add) *o += v;
+  else *o = silu(v) * v2;
 }
 
 using FastKernel = void (*)(FastParams);
@@ -283,18 +233,6 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       rows += sg.w.n_out;
     }
     for (int e = a.n_extra + 1; e < 3; ++e) p.n_out[e] = 0;
-    const MatvecQ8Out& o = a.out_q8;
-    if (o.xq != nullptr) {
-      if (a.n_extra > 0 || a.w.n_out % 32 != 0 || o.xds == nullptr || o.counters == nullptr)
-        throw Error("matvec: the 8-bit output epilogue needs one segment, a multiple of 32 outputs, xds and "
-                    "counters, not " + shape_of(a.w) + " with " + std::to_string(a.n_extra) + " extra segments");
-      p.oq = o.xq;
-      p.ods = o.xds;
-      p.onw = o.w;
-      p.oeps = o.eps;
-      p.octr = o.counters;
-      p.onorm = o.normalize;
-    }
     const int R = rows_per_block(a.n_rows, dual);
     int64_t blocks = 0;
     for (int e = 0; e < 3; ++e) {
@@ -314,7 +252,6 @@ void matvec(const MatvecArgs& a, const Launch& s) {
     return;
   }
   if (a.n_extra > 0) throw Error("matvec: extra segments need a type with a fast kernel, not " + shape_of(a.w));
-  if (a.out_q8.xq != nullptr) throw Error("matvec: the 8-bit output epilogue needs a type with a fast kernel, not " + shape_of(a.w));
   const dim3 grid(static_cast<unsigned>((a.w.n_out + kWarps - 1) / kWarps));
   const int64_t nb = a.w.blocks();
   const bool ok = dispatch_type(a.w.type, [&](auto tag) {

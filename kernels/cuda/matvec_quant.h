@@ -28,25 +28,6 @@ struct MatvecSegment {
   int64_t y_stride = 0;
 };
 
-// Optional epilogue: the 8-bit activation blocks (act_q8.h) of the output rows y[b][0..n_out), for
-// the next quantized product, exactly as rmsnorm_convert(x = y, n = n_out, normalize, w, eps)
-// would make them (same bits), without a separate pass. Fast types only, no extra segments,
-// n_out a multiple of 32. Without `normalize`, the block that finishes the last rows of each
-// 32-row group quantises that group: xq/xds must not alias the input activations (other blocks
-// still read them). With `normalize`, the last block of the launch normalises and quantises the
-// whole rows (every other block has finished, so xq/xds may be the input activations' buffers).
-struct MatvecQ8Out {
-  int8_t* xq = nullptr;    // [n_rows][n_out]
-  float2* xds = nullptr;   // [n_rows][n_out / 32]
-  bool normalize = false;  // RMSNorm of each output row first
-  const float* w = nullptr;  // norm weights [n_out] or null
-  float eps = 1e-5f;
-  unsigned* counters = nullptr;  // matvec_q8_counters(n_out) zeroed counters; left zeroed after the launch
-};
-
-// Counters the epilogue needs for n_out outputs.
-inline int64_t matvec_q8_counters(int64_t n_out) { return n_out / 32 + 1; }
-
 struct MatvecArgs {
   DeviceMatrix w;
   DeviceMatrix w2;  // Swiglu only: the "up" matrix (w is the gate)
@@ -59,7 +40,6 @@ struct MatvecArgs {
   int64_t y_stride = 0;
   MatvecSegment extra[2];        // Store/Add modes only, when matvec_uses_q8(w.type)
   int n_extra = 0;
-  MatvecQ8Out out_q8;            // epilogue, when out_q8.xq is set
 };
 
 constexpr int kMatvecMaxRows = 8;

@@ -1,37 +1,47 @@
 #include "kernels/cuda/rmsnorm.h"
 
-#include "kernels/cuda/act_q8.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
 namespace pipellm::cuda {
 namespace {
 
-constexpr int kThreads = kRmsThreads;
+constexpr int kThreads = 256;
 
 // Grid (ceil(n / kThreads), rows): each block converts kThreads consecutive elements of a row
 // (one 32-element activation block per warp); with `normalize`, every block first reduces the
 // whole row's sum of squares itself (the row is small and L2-resident), so a row is spread over
-// many SMs instead of one. The arithmetic is act_q8.cuh's, shared with the mat-vec epilogue
-// (matvec_quant.h), which produces the same bits.
+// many SMs instead of one.
 __global__ void __launch_bounds__(kThreads) rmsnorm_convert_kernel(NormOutArgs a) {
   grid_dependency_wait();
   const int row = blockIdx.y;
   const float* x = a.x + row * a.x_stride;
-  __shared__ float red[kRmsThreads / 32];
+  __shared__ float red[kThreads / 32];
   float scale = 1.0f;
   if (a.normalize) {
-    const float ss = row_sum_squares<kThreads>([&](int64_t i) { return x[i]; }, a.n, red);
-    scale = rms_scale(ss, a.n, a.eps);
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < a.n; i += kThreads) ss += x[i] * x[i];
+    ss = block_sum<kThreads>(ss, red);
+    scale = rsqrtf(ss / static_cast<float>(a.n) + a.eps);
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * kThreads + warp * 32;
   if (base >= a.n) return;  // whole warps only (n is a multiple of 32)
   const int64_t i = base + lane;
-  const float v = rms_apply(x[i], scale, a.w, i);
+  float v = x[i] * scale;
+  if (a.w) v *= a.w[i];
   if (a.y_f32) a.y_f32[row * a.n + i] = v;
   if (a.y_f16) a.y_f16[row * a.n + i] = __float2half_rn(v);
-  if (a.xq) store_q8_block(v, a.xq + row * a.n + i, a.xds + row * (a.n / 32) + base / 32);
+  if (a.xq) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+    // The block sum of the quantized values (d * sum q): offsets then see the same
+    // activations as the integer products, so their rounding errors partly cancel.
+    const float sum = d * warp_sum(static_cast<float>(q));
+    a.xq[row * a.n + i] = static_cast<int8_t>(q);
+    if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = make_float2(d, sum);
+  }
 }
 
 __global__ void rmsnorm_rows_kernel(float* x, const float* w, int n, float eps) {
