@@ -226,6 +226,33 @@ TEST_P(VecDotQ8, Avx2MatchesFloat64Reference) {
   check_kernel(GetParam(), f, "avx2");
 }
 
+// Several activation vectors in one pass over the row give, each, the one-vector kernel's bits.
+TEST_P(VecDotQ8, SeveralVectorsEqualOneAtATime) {
+  const TensorType t = GetParam();
+  const ActQuant q = act_quant_for(t);
+  std::mt19937 rng(17);
+  const int64_t n = 1024;
+  const auto row = test::random_row(t, n, rng);
+  const size_t xb = act_quant_bytes(q, n);
+  std::vector<uint8_t> xq;
+  for (int v = 0; v < 7; ++v) {
+    const auto part = quantized(q, gaussian(n, rng));
+    xq.insert(xq.end(), part.begin(), part.end());
+  }
+  for (VecDotIsa isa : {VecDotIsa::Scalar, VecDotIsa::Avx2}) {
+    const VecDotQ8Kernels k = vec_dot_q8_kernels(t, isa);
+    if (k.one == nullptr) continue;
+    for (int nt = 1; nt <= 7; ++nt) {
+      std::vector<float> out(static_cast<size_t>(nt));
+      k.tokens(row.data(), xq.data(), xb, nt, n, out.data());
+      for (int v = 0; v < nt; ++v) {
+        EXPECT_EQ(out[static_cast<size_t>(v)], k.one(row.data(), xq.data() + static_cast<size_t>(v) * xb, n))
+            << tensor_type_name(t) << (isa == VecDotIsa::Avx2 ? " avx2" : " scalar") << " nt " << nt << " vector " << v;
+      }
+    }
+  }
+}
+
 // Extreme quants: every weight at its largest magnitude against activations at +-127 (the
 // int16 pair sums of the AVX2 kernels must not saturate, the int32 block sums not overflow).
 TEST_P(VecDotQ8, ExtremeValuesDoNotSaturate) {
