@@ -22,7 +22,7 @@ constexpr Command kCommands[] = {
     {"import-raw", pipellm::cli::cmd_import_raw, "write a GGUF from raw trained weights + HF tokenizer.json"},
     {"generate", pipellm::cli::cmd_generate, "generate text from a prompt (streams to stdout)"},
     {"eval", pipellm::cli::cmd_eval, "write the logits of every position of a token-id file"},
-    {"bench", pipellm::cli::cmd_bench, "CPU prompt/generation speed against the memory-bandwidth floor"},
+    {"bench", pipellm::cli::cmd_bench, "prompt/generation speed against the hardware limit (CPU, or --device cuda)"},
     {"plan", pipellm::cli::cmd_plan, "the layer partition of a stage config (pipellm-stage --config)"},
 };
 
