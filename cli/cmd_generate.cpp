@@ -207,6 +207,10 @@ int cmd_generate(int argc, char** argv) {
     hooks.flush = [&, drop_skipped] { return drop_skipped(stream->flush()); };
   }
   const bool stream_text = !o.json && !o.print_ids;
+  if (stream_text && o.have_prompt && !o.chat) {  // the continuation reads on from the prompt
+    std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+    std::fflush(stdout);
+  }
   // On a GPU: decode through the graph-replayed step that samples on the device.
   const auto stepper = open_gpu_stepper(gpu.get(), o.req.sampling);
   const GenerationResult res = generate(
