@@ -96,11 +96,12 @@ int run(const CoordinatorOptions& o) {
     bo.restart_on_failure = true;  // stages started by hand may come and go
     bo.max_restarts = 1 << 30;
   }
+  Metrics metrics;
+  bo.on_stage_stats = [&metrics](const std::vector<link::StageStatsMsg>& s) { metrics.set_stage_stats(stage_stats_of(s)); };
   LinkBackend backend(std::move(launcher), bo);
 
   SchedulerOptions so;
   so.max_queue = o.max_queue;
-  Metrics metrics;
   MeteredBackend metered(backend, metrics);  // tokens and latencies for /metrics
   RequestScheduler scheduler(metered, so);
   RequestLimits lim;

@@ -122,6 +122,8 @@ bool LinkBackend::wait_for_hello() {
           std::lock_guard<std::mutex> lock(out_mu_);
           outbox_.clear();
         }
+        stage_stats_.clear();  // a new head: its stages report afresh
+        publish_stage_stats();
         state_ = BackendState::Serving;
         listener_->on_up(*h);
         return true;
@@ -157,6 +159,9 @@ void LinkBackend::serve_connected() {
         } else {
           listener_->on_request_error(static_cast<uint64_t>(e->id), e->message);
         }
+      } else if (const auto* s = std::get_if<link::StageStatsMsg>(&*m)) {
+        stage_stats_[s->rank] = *s;
+        publish_stage_stats();
       } else {
         spdlog::warn("backend: unexpected second Hello from the head; ignored");
       }
@@ -166,6 +171,14 @@ void LinkBackend::serve_connected() {
       return;
     }
   }
+}
+
+void LinkBackend::publish_stage_stats() {
+  if (!opt_.on_stage_stats) return;
+  std::vector<link::StageStatsMsg> all;
+  all.reserve(stage_stats_.size());
+  for (const auto& [rank, s] : stage_stats_) all.push_back(s);
+  opt_.on_stage_stats(all);
 }
 
 std::string LinkBackend::head_exit_reason(std::chrono::milliseconds wait) {

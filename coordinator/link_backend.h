@@ -3,14 +3,19 @@
 // A watcher thread reads the link and watches the head: when the link drops or the head
 // exits, the listener hears on_down(reason); with restart_on_failure the head is launched again.
 // A writer thread sends queued messages so no caller ever blocks on the socket.
+// The head's StageStats go to `on_stage_stats` (all stages heard from since the last Hello, in
+// rank order), which the coordinator points at Metrics::set_stage_stats.
 #pragma once
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "coordinator/backend.h"
 #include "coordinator/head_launcher.h"
@@ -25,6 +30,8 @@ struct LinkBackendOptions {
   std::chrono::milliseconds startup_timeout{120000};  // launch -> Hello
   std::chrono::milliseconds restart_delay{500};
   std::chrono::milliseconds stop_grace{5000};  // Shutdown -> SIGTERM -> SIGKILL
+  // Called on the watcher thread with every stage's latest totals (empty after a restart).
+  std::function<void(const std::vector<link::StageStatsMsg>&)> on_stage_stats;
 };
 
 class LinkBackend : public Backend {
@@ -50,12 +57,14 @@ class LinkBackend : public Backend {
   void go_down(const std::string& reason);
   std::string head_exit_reason(std::chrono::milliseconds wait);
   bool sleep_unless_stopping(std::chrono::milliseconds d);
+  void publish_stage_stats();
 
   std::unique_ptr<HeadLauncher> launcher_;
   LinkBackendOptions opt_;
   link::CoordinatorLink link_;
   BackendListener* listener_ = nullptr;
   std::unique_ptr<HeadProcess> head_;  // watcher thread only
+  std::map<int32_t, link::StageStatsMsg> stage_stats_;  // by rank; watcher thread only
   std::atomic<BackendState> state_{BackendState::Starting};
   std::atomic<bool> stopping_{false};
   std::atomic<int> restarts_{0};

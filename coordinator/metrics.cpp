@@ -117,6 +117,24 @@ void Metrics::observe_request_duration(const std::string& front_door, double sec
   it->second.observe(seconds);
 }
 
+StageStats stage_stats_of(const link::StageStatsMsg& m) {
+  StageStats s;
+  s.stage = m.rank;
+  s.device = m.device;
+  const double steps = static_cast<double>(m.steps);
+  s.step_seconds_avg = m.steps > 0 ? m.step_seconds / steps : 0.0;
+  s.transfer_seconds_avg = m.steps > 0 ? m.transfer_seconds / steps : 0.0;
+  s.gpu_memory_bytes = m.gpu_bytes > 0 ? static_cast<double>(m.gpu_bytes) : -1.0;
+  return s;
+}
+
+std::vector<StageStats> stage_stats_of(const std::vector<link::StageStatsMsg>& all) {
+  std::vector<StageStats> out;
+  out.reserve(all.size());
+  for (const auto& m : all) out.push_back(stage_stats_of(m));
+  return out;
+}
+
 void Metrics::set_stage_stats(std::vector<StageStats> stages) {
   std::lock_guard<std::mutex> lock(mu_);
   stages_ = std::move(stages);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "coordinator/request_scheduler.h"
+#include "engine/link/messages.h"
 
 namespace pipellm::coord {
 
@@ -38,6 +39,11 @@ struct StageStats {
   double transfer_seconds_avg = 0; // mean activation send/recv time of a step
   double gpu_memory_bytes = -1;    // <0: not reported
 };
+
+// A stage's running totals from the head (link StageStats) as per-step means; GPU memory is
+// left out (-1) for a stage that reports none.
+StageStats stage_stats_of(const link::StageStatsMsg& m);
+std::vector<StageStats> stage_stats_of(const std::vector<link::StageStatsMsg>& all);
 
 class Metrics {
  public:

@@ -16,6 +16,22 @@ std::string plan_summary(const PartitionPlan& plan) {
   return s;
 }
 
+std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStats>& stats, const PipelineConfig& cfg) {
+  std::vector<link::StageStatsMsg> out;
+  out.reserve(stats.size());
+  for (const RankStats& s : stats) {
+    link::StageStatsMsg m;
+    m.rank = s.rank;
+    m.device = s.rank < cfg.n_stages() ? cfg.stages[static_cast<size_t>(s.rank)].device : "unknown";
+    m.steps = s.steps;
+    m.step_seconds = s.step_seconds;
+    m.transfer_seconds = s.transfer_seconds;
+    m.gpu_bytes = s.device_bytes;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet) {
   const ModelConfig& mc = head_stage.config();
@@ -40,6 +56,7 @@ int serve_coordinator(StageRunner& runner, const Stage& head_stage, const Pipeli
   so.prefill_chunk = cfg.prefill_chunk;
   Scheduler sched(so);
   link::SchedulerBridge bridge(sched, *head, mc.n_vocab, cfg.context_length);
+  bridge.set_stats_source([&] { return stage_stats_messages(runner.stage_stats(), cfg); });
   const HeadStats st = runner.serve_head(
       sched, [&](const TokenEvent& e) { bridge.on_token(e); },
       [&](std::chrono::milliseconds wait) { return bridge.poll(wait); });

@@ -4,6 +4,9 @@
 // between the link and the head's Scheduler. The other ranks run their usual follower loop.
 #pragma once
 #include <string>
+#include <vector>
+
+#include "engine/link/messages.h"
 
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
@@ -13,6 +16,9 @@ namespace pipellm {
 
 // "rank0:[0,4) rank1:[4,8)": the plan as the coordinator shows it.
 std::string plan_summary(const PartitionPlan& plan);
+
+// The StageStats the head reports: the runner's per-rank totals, devices from the config.
+std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStats>& stats, const PipelineConfig& cfg);
 
 // Serves until the coordinator sends Shutdown (returns 0) or goes away (returns 1); the
 // followers get Shutdown either way. Errors of the pipeline throw (the caller aborts every rank).

@@ -49,6 +49,11 @@ class CudaStage : public Stage {
   int n_ctx() const override { return opt_.n_ctx; }
   int n_slots() const override { return opt_.n_slots; }
   void forward(const Batch& batch, std::vector<float>& out) override;
+  // Used memory of the current device (cudaMemGetInfo); 0 if the query fails.
+  uint64_t device_memory_bytes() const override {
+    size_t free_bytes = 0, total_bytes = 0;
+    return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? total_bytes - free_bytes : 0;
+  }
 
   // One decode step of n sequences (whole-model stages only): token tokens[i] at position pos[i]
   // of slot slots[i]; next[i] receives the sampled next token. Positions [0, pos[i]) of each

@@ -1,5 +1,6 @@
 #include "engine/link/codec.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -37,6 +38,11 @@ class Writer {
     uint32_t bits;
     std::memcpy(&bits, &v, 4);
     u32(bits);
+  }
+  void f64(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    u64(bits);
   }
   void str(const std::string& s) {
     u32(static_cast<uint32_t>(s.size()));
@@ -87,6 +93,18 @@ class Reader {
     const uint32_t bits = u32(field);
     float v;
     std::memcpy(&v, &bits, 4);
+    return v;
+  }
+  double f64(const char* field) {
+    const uint64_t bits = u64(field);
+    double v;
+    std::memcpy(&v, &bits, 8);
+    return v;
+  }
+  // A total that must be finite and >= 0.
+  double seconds(const char* field) {
+    const double v = f64(field);
+    if (!std::isfinite(v) || v < 0.0) fail(field, "not a non-negative finite time");
     return v;
   }
   std::string str(const char* field) {
@@ -198,6 +216,17 @@ std::vector<uint8_t> encode_one(const ErrorMsg& m) {
   return w.finish();
 }
 
+std::vector<uint8_t> encode_one(const StageStatsMsg& m) {
+  Writer w(MsgType::StageStats);
+  w.i32(m.rank);
+  w.str(m.device);
+  w.i64(m.steps);
+  w.f64(m.step_seconds);
+  w.f64(m.transfer_seconds);
+  w.u64(m.gpu_bytes);
+  return w.finish();
+}
+
 [[noreturn]] void bad_type(uint8_t t, const char* direction) {
   throw LinkError(std::string("link: unknown message type ") + std::to_string(t) + " for " + direction);
 }
@@ -293,6 +322,20 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       ErrorMsg m;
       m.id = r.i64("id");
       m.message = r.str("message");
+      r.done();
+      return m;
+    }
+    case MsgType::StageStats: {
+      Reader r(body + 1, size - 1, "StageStats");
+      StageStatsMsg m;
+      m.rank = r.i32("rank");
+      if (m.rank < 0) throw LinkError("link: StageStats.rank: negative (" + std::to_string(m.rank) + ")");
+      m.device = r.str("device");
+      m.steps = r.i64("steps");
+      if (m.steps < 0) throw LinkError("link: StageStats.steps: negative (" + std::to_string(m.steps) + ")");
+      m.step_seconds = r.seconds("step_seconds");
+      m.transfer_seconds = r.seconds("transfer_seconds");
+      m.gpu_bytes = r.u64("gpu_bytes");
       r.done();
       return m;
     }

@@ -30,6 +30,7 @@ enum class MsgType : uint8_t {
   Token = 17,
   Finished = 18,
   Error = 19,
+  StageStats = 20,
 };
 
 // Whole frames (header included), ready to write.

@@ -47,6 +47,16 @@ HeadLoop::HeadLoop(Stage& model, HeadLink& link, const HeadLoopOptions& opt)
   if (!model.is_first() || !model.is_last()) throw InvalidArgument("head loop: needs a whole-model stage");
   opt_.max_batch_tokens = std::max(1, opt_.max_batch_tokens);
   opt_.prefill_chunk = std::max(1, opt_.prefill_chunk);
+  stats_.device = opt_.device;
+}
+
+void HeadLoop::report_stats() {
+  const auto now = std::chrono::steady_clock::now();
+  if (stats_.steps == stats_steps_sent_ || now - stats_sent_ < std::chrono::milliseconds(opt_.stats_interval_ms)) return;
+  stats_sent_ = now;
+  stats_steps_sent_ = stats_.steps;
+  stats_.gpu_bytes = model_.device_memory_bytes();
+  link_.send(stats_);
 }
 
 HeadLoop::~HeadLoop() = default;
@@ -63,6 +73,7 @@ void HeadLoop::run(const std::atomic<bool>* stop) {
     if (shutdown) break;
     admit();
     step();
+    report_stats();
   }
   for (auto& s : slots_) {
     if (s) finish(*s, FinishReason::Cancelled);
@@ -171,12 +182,15 @@ void HeadLoop::step() {
   }
   if (b.n_tokens() == 0) return;
   if (opt_.debug_step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.debug_step_delay_ms));
+  const auto t0 = std::chrono::steady_clock::now();
   try {
     model_.forward(b, logits_);
   } catch (const std::exception& e) {
     fail_all(std::string("forward pass failed: ") + e.what());
     return;
   }
+  ++stats_.steps;
+  stats_.step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Advance prefill counters (after the forward succeeded).
   for (int i = 0; i < b.n_tokens(); ++i) {
     auto& s = slots_[static_cast<size_t>(b.slot[static_cast<size_t>(i)])];

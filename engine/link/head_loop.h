@@ -7,9 +7,11 @@
 // sampling parameters.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/link/coordinator_link.h"
@@ -22,6 +24,8 @@ struct HeadLoopOptions {
   int prefill_chunk = 256;     // prompt tokens of one sequence per forward call
   int idle_poll_ms = 100;      // link poll timeout while nothing runs
   int debug_step_delay_ms = 0; // tests: sleep this long per step (long streams to cancel or kill)
+  int stats_interval_ms = 250; // StageStats at most this often (while they change)
+  std::string device = "cpu";  // the stage's device, as StageStats names it
 };
 
 // The Hello a whole-model stage sends: model sizes, n_ctx, its KV slots.
@@ -47,6 +51,7 @@ class HeadLoop {
   void step();
   void finish(Seq& s, FinishReason reason);
   void fail_all(const std::string& why);
+  void report_stats();
 
   Stage& model_;
   HeadLink& link_;
@@ -54,6 +59,9 @@ class HeadLoop {
   std::vector<std::unique_ptr<Seq>> slots_;  // index = KV slot; null when free
   std::deque<std::unique_ptr<Seq>> waiting_;
   std::vector<float> logits_;
+  StageStatsMsg stats_;  // rank 0, the only stage; transfer time stays 0
+  int64_t stats_steps_sent_ = 0;
+  std::chrono::steady_clock::time_point stats_sent_{};
 };
 
 }  // namespace pipellm::link

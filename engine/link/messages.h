@@ -1,7 +1,7 @@
 // The messages of the coordinator <-> head-stage link (see link.md in this folder).
 //
 // coordinator -> head: SubmitRequest, CancelRequest, ShutdownRequest
-// head -> coordinator: HelloMsg, TokenMsg, FinishedMsg, ErrorMsg
+// head -> coordinator: HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg
 //
 // The stages see token ids only; tokenization and stop strings stay in the coordinator.
 #pragma once
@@ -73,7 +73,18 @@ struct ErrorMsg {
   std::string message;
 };
 
+// One pipeline stage's running totals since it started, for /metrics. The head sends one per
+// stage (rank) a few times a second at most, while the figures change.
+struct StageStatsMsg {
+  int32_t rank = 0;
+  std::string device;             // "cpu", "cuda:0"
+  int64_t steps = 0;              // micro-steps computed
+  double step_seconds = 0.0;      // compute time of those steps
+  double transfer_seconds = 0.0;  // time sending and receiving activations
+  uint64_t gpu_bytes = 0;         // GPU memory in use; 0 for a CPU stage
+};
+
 using CoordinatorMessage = std::variant<SubmitRequest, CancelRequest, ShutdownRequest>;
-using HeadMessage = std::variant<HelloMsg, TokenMsg, FinishedMsg, ErrorMsg>;
+using HeadMessage = std::variant<HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg>;
 
 }  // namespace pipellm::link

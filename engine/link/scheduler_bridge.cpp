@@ -46,7 +46,27 @@ void SchedulerBridge::end(const std::string& why, bool failed) {
   cancel_all();
 }
 
+void SchedulerBridge::set_stats_source(StatsSource source, std::chrono::milliseconds interval) {
+  stats_source_ = std::move(source);
+  stats_interval_ = interval;
+}
+
+void SchedulerBridge::report_stats() {
+  if (!stats_source_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - stats_sent_ < stats_interval_) return;
+  const std::vector<StageStatsMsg> stats = stats_source_();
+  int64_t steps = 0;
+  for (const auto& s : stats) steps += s.steps;
+  if (steps == stats_steps_sent_) return;  // nothing moved
+  stats_sent_ = now;
+  stats_steps_sent_ = steps;
+  for (const auto& s : stats) send(s);
+}
+
 bool SchedulerBridge::poll(std::chrono::milliseconds wait) {
+  if (done_) return false;
+  report_stats();
   if (done_) return false;
   std::vector<CoordinatorMessage> msgs;
   try {

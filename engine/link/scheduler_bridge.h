@@ -5,12 +5,15 @@
 // Like HeadLoop, a stop id ends its request with Finished{Stop} and is not sent as a Token, so
 // the coordinator counts the same tokens whichever backend serves it. A bad request (ids
 // outside the vocabulary, a prompt over the context, bad sampling values, an id already
-// running) gets Error{id}; the pipeline goes on.
+// running) gets Error{id}; the pipeline goes on. With a stats source, poll() also sends the
+// stages' StageStats (at most every `interval`, when they changed).
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "engine/link/coordinator_link.h"
 #include "engine/pipeline/scheduler.h"
@@ -27,6 +30,9 @@ class SchedulerBridge {
   bool poll(std::chrono::milliseconds wait);
   // StageRunner's token sink.
   void on_token(const TokenEvent& e);
+  // Where poll() reads the per-stage statistics it reports.
+  using StatsSource = std::function<std::vector<StageStatsMsg>()>;
+  void set_stats_source(StatsSource source, std::chrono::milliseconds interval = std::chrono::milliseconds(250));
 
   // Why serving ended: "shutdown requested" or what happened to the link.
   const std::string& end_reason() const { return end_reason_; }
@@ -42,6 +48,7 @@ class SchedulerBridge {
   void cancel_all();
   void end(const std::string& why, bool failed);
   void send(const HeadMessage& m);  // a lost link ends serving instead of throwing
+  void report_stats();
 
   Scheduler& sched_;
   HeadLink& link_;
@@ -50,6 +57,10 @@ class SchedulerBridge {
   bool done_ = false;
   bool link_failed_ = false;
   std::string end_reason_;
+  StatsSource stats_source_;
+  std::chrono::milliseconds stats_interval_{250};
+  std::chrono::steady_clock::time_point stats_sent_{};
+  int64_t stats_steps_sent_ = 0;  // the steps of all stages in the last report
 };
 
 }  // namespace pipellm::link

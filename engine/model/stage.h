@@ -2,6 +2,7 @@
 // output head (tail). One stage that has all three is a whole model. Backends (CpuStage,
 // the CUDA stage) implement this; the generation loop and the pipeline runtime use only it.
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "engine/model/batch.h"
@@ -24,6 +25,9 @@ class Stage {
   // stage, else [n_tokens][n_embd] activations for the next stage. Throws InvalidArgument for
   // a malformed batch (token id out of range, position beyond n_ctx, bad slot).
   virtual void forward(const Batch& batch, std::vector<float>& out) = 0;
+
+  // GPU memory in use for /metrics; 0 for stages on the host.
+  virtual uint64_t device_memory_bytes() const { return 0; }
 };
 
 }  // namespace pipellm

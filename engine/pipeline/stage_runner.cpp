@@ -8,6 +8,14 @@
 
 namespace pipellm {
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
 SamplerParams sampler_params(const SamplingSpec& s) {
   SamplerParams p;
   p.temperature = s.temperature;
@@ -29,6 +37,20 @@ StageRunner::StageRunner(Stage& stage, Transport& transport)
     throw InvalidArgument("stage runner: rank " + std::to_string(r) + " of " + std::to_string(n) +
                           " got a stage that is " + (stage.is_first() ? "" : "not ") + "first and " +
                           (stage.is_last() ? "" : "not ") + "last");
+  }
+  stats_.resize(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) stats_[static_cast<size_t>(i)].rank = i;
+}
+
+RankStats StageRunner::own_now() {
+  own().device_bytes = stage_.device_memory_bytes();
+  return own();
+}
+
+void StageRunner::merge(const std::vector<RankStats>& from) {
+  for (const RankStats& s : from) {
+    // Only later ranks report through the pipeline; anything else is ignored, not trusted.
+    if (s.rank > 0 && s.rank < transport_.size()) stats_[static_cast<size_t>(s.rank)] = s;
   }
 }
 
@@ -79,6 +101,7 @@ double StageRunner::head_elapsed() const {
 }
 
 void StageRunner::deliver(Scheduler& scheduler, const StepResult& r, const TokenSink& sink, HeadStats& st) {
+  merge(r.stats);
   for (const TokenEvent& e : scheduler.complete(r)) {
     if (st.first_token_seconds < 0) st.first_token_seconds = head_elapsed();
     ++st.generated_tokens;
@@ -94,15 +117,24 @@ void StageRunner::issue_steps(Scheduler& scheduler, const TokenSink& sink, HeadS
     h->return_logits = return_logits;
     ++st.steps;
     st.tokens_fed += h->n_tokens();
+    const auto t0 = Clock::now();
     stage_.forward(h->batch, out_);
+    ++own().steps;
     if (tail == 0) {
       apply_starts(*h);
-      deliver(scheduler, sample(*h, out_), sink, st);
+      StepResult r = sample(*h, out_);
+      own().step_seconds += since(t0);
+      own_now();
+      deliver(scheduler, r, sink, st);
       continue;
     }
+    own().step_seconds += since(t0);
+    own_now();
     h->width = stage_.config().n_embd;
+    const auto t1 = Clock::now();
     transport_.send_message(1, h->encode());
     transport_.send_activations(1, out_.data(), out_.size(), MemorySpace::Host);
+    own().transfer_seconds += since(t1);
   }
 }
 
@@ -177,16 +209,30 @@ void StageRunner::run_follower() {
                   " from rank " + std::to_string(r - 1) + ", this model's n_embd is " + std::to_string(E));
     }
     hidden_.resize(static_cast<size_t>(h.n_tokens()) * static_cast<size_t>(E));
+    const auto t_recv = Clock::now();
     transport_.recv_activations(r - 1, hidden_.data(), hidden_.size(), MemorySpace::Host);
+    own().transfer_seconds += since(t_recv);
     h.batch.hidden = hidden_.data();
+    const auto t0 = Clock::now();
     stage_.forward(h.batch, out_);
     h.batch.hidden = nullptr;
+    ++own().steps;
     if (r + 1 < n) {
+      own().step_seconds += since(t0);
+      h.stats.push_back(own_now());
+      const auto t1 = Clock::now();
       transport_.send_message(r + 1, h.encode());
       transport_.send_activations(r + 1, out_.data(), out_.size(), MemorySpace::Host);
+      own().transfer_seconds += since(t1);
     } else {
       apply_starts(h);
-      transport_.send_message(0, sample(h, out_).encode());
+      StepResult res = sample(h, out_);
+      own().step_seconds += since(t0);
+      res.stats = std::move(h.stats);
+      res.stats.push_back(own_now());
+      const auto t1 = Clock::now();
+      transport_.send_message(0, res.encode());
+      own().transfer_seconds += since(t1);
     }
   }
 }

@@ -8,6 +8,11 @@
 // for the receiver, so the ring head -> ... -> tail -> head cannot deadlock.
 // With one rank the head is also the tail and nothing is sent.
 //
+// Every rank keeps running totals of its compute time (forward and sampling) and transfer time
+// (sends, and receiving activations once their header is in: waiting for work is neither) and
+// appends them to each step it passes on; the head gathers them from the step results
+// (stage_stats()), one step behind at most.
+//
 // The backend seam: any Stage (CpuStage now, the CUDA stage later) whose forward() takes and
 // returns host activations. Errors propagate as exceptions; the caller aborts the transport.
 #pragma once
@@ -65,6 +70,9 @@ class StageRunner {
   // Every other rank: until Shutdown arrives (forwarded to the next rank).
   void run_follower();
 
+  // Head: the latest totals of every rank, in rank order (zeros until a rank has reported).
+  const std::vector<RankStats>& stage_stats() const { return stats_; }
+
  private:
   bool is_tail() const { return transport_.rank() == transport_.size() - 1; }
   // Head helpers: issue every step the scheduler has now; hand one result to the scheduler;
@@ -76,6 +84,10 @@ class StageRunner {
   void maybe_fault(int64_t step) const;
   void apply_starts(const StepHeader& h);
   StepResult sample(const StepHeader& h, const std::vector<float>& logits);
+  RankStats& own() { return stats_[static_cast<size_t>(transport_.rank())]; }
+  // This rank's totals as they stand, GPU memory read now.
+  RankStats own_now();
+  void merge(const std::vector<RankStats>& from);
 
   Stage& stage_;
   Transport& transport_;
@@ -84,6 +96,7 @@ class StageRunner {
   std::chrono::steady_clock::time_point head_t0_;
   std::vector<std::unique_ptr<Sampler>> samplers_;  // per KV slot (tail)
   std::vector<float> hidden_, out_;
+  std::vector<RankStats> stats_;  // per rank; a follower fills only its own
 };
 
 }  // namespace pipellm

@@ -17,7 +17,7 @@ namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"
 constexpr uint32_t kResultMagic = 0x53524c50;  // "PLRS"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: per-rank statistics
 constexpr uint64_t kMaxCount = 1u << 28;
 
 // The hosts of one pipeline share byte order; x86-64 and aarch64 are both little-endian.
@@ -108,7 +108,40 @@ SamplingSpec get_sampling(Reader& r) {
   return s;
 }
 
+void put_stats(Writer& w, const std::vector<RankStats>& v) {
+  w.put<uint64_t>(v.size());
+  for (const RankStats& s : v) {
+    w.put(s.rank);
+    w.put(s.steps);
+    w.put(s.step_seconds);
+    w.put(s.transfer_seconds);
+    w.put(s.device_bytes);
+  }
+}
+
+std::vector<RankStats> get_stats(Reader& r) {
+  const uint64_t n = r.get<uint64_t>("stats");
+  if (n > kMaxCount) r.fail("stats", "implausible count");
+  std::vector<RankStats> v;
+  for (uint64_t i = 0; i < n; ++i) {
+    RankStats s;
+    s.rank = r.get<int32_t>("stats.rank");
+    if (s.rank < 0) r.fail("stats.rank", "negative");
+    s.steps = r.get<int64_t>("stats.steps");
+    s.step_seconds = r.get<double>("stats.step_seconds");
+    s.transfer_seconds = r.get<double>("stats.transfer_seconds");
+    s.device_bytes = r.get<uint64_t>("stats.device_bytes");
+    v.push_back(s);
+  }
+  return v;
+}
+
 }  // namespace
+
+bool RankStats::operator==(const RankStats& o) const {
+  return rank == o.rank && steps == o.steps && step_seconds == o.step_seconds &&
+         transfer_seconds == o.transfer_seconds && device_bytes == o.device_bytes;
+}
 
 std::vector<uint8_t> StepHeader::encode() const {
   Writer w;
@@ -128,6 +161,7 @@ std::vector<uint8_t> StepHeader::encode() const {
   w.put_array(batch.pos);
   w.put_array(batch.slot);
   w.put_array(batch.logits);
+  put_stats(w, stats);
   return w.take();
 }
 
@@ -163,6 +197,7 @@ StepHeader StepHeader::decode(const std::vector<uint8_t>& bytes) {
   if (h.batch.tokens.size() != n || h.batch.slot.size() != n || h.batch.logits.size() != n) {
     r.fail("tokens", "arrays of different lengths");
   }
+  h.stats = get_stats(r);
   r.finish();
   return h;
 }
@@ -176,6 +211,7 @@ std::vector<uint8_t> StepResult::encode() const {
   w.put_array(token);
   w.put(n_vocab);
   w.put_array(logits);
+  put_stats(w, stats);
   return w.take();
 }
 
@@ -190,6 +226,7 @@ StepResult StepResult::decode(const std::vector<uint8_t>& bytes) {
   s.token = r.get_array<int32_t>("token");
   s.n_vocab = r.get<int32_t>("n_vocab");
   s.logits = r.get_array<float>("logits");
+  s.stats = get_stats(r);
   if (s.slot.size() != s.token.size()) r.fail("token", "slot and token counts differ");
   if (!s.logits.empty() && (s.n_vocab <= 0 || s.logits.size() != s.slot.size() * static_cast<size_t>(s.n_vocab))) {
     r.fail("logits", "size does not match rows x n_vocab");

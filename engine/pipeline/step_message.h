@@ -5,6 +5,9 @@
 // from device memory). The header carries the tokens too: the tail keeps each sequence's history
 // for repetition penalties and every rank can log what it computes.
 // Backward direction (tail -> head): a StepResult with one sampled token per logits row.
+// Both carry the per-rank statistics gathered so far (each rank appends its own running totals
+// to the header it passes on, the tail copies them into its result), so the head learns every
+// rank's figures without a message of their own.
 //
 // Wire format: little-endian, a magic and a version, then fixed fields and length-prefixed
 // arrays; decode() checks every length against the buffer and throws Error naming the field.
@@ -38,6 +41,16 @@ struct SequenceStart {
   SamplingSpec sampling;
 };
 
+// One rank's running totals since it started (engine/pipeline/stage_runner measures them).
+struct RankStats {
+  int32_t rank = 0;
+  int64_t steps = 0;              // micro-steps computed
+  double step_seconds = 0.0;      // in the stage's forward pass (and sampling on the tail)
+  double transfer_seconds = 0.0;  // sending and receiving activations and step messages
+  uint64_t device_bytes = 0;      // GPU memory in use (Stage::device_memory_bytes); 0 on CPU
+  bool operator==(const RankStats& o) const;
+};
+
 enum class StepKind : uint32_t { Forward = 1, Shutdown = 2 };
 
 struct StepHeader {
@@ -47,6 +60,7 @@ struct StepHeader {
   bool return_logits = false;  // the tail sends the logits rows back too (tests, eval)
   std::vector<SequenceStart> starts;
   Batch batch;             // tokens, pos, slot, logits flags (hidden stays null)
+  std::vector<RankStats> stats;  // of the ranks this step has passed so far
 
   int n_tokens() const { return batch.n_tokens(); }
   std::vector<uint8_t> encode() const;
@@ -59,6 +73,7 @@ struct StepResult {
   std::vector<int32_t> token;  // sampled id per row
   int32_t n_vocab = 0;         // > 0 when logits are included
   std::vector<float> logits;   // [rows][n_vocab] when requested
+  std::vector<RankStats> stats;  // of the ranks after the head, in rank order
 
   std::vector<uint8_t> encode() const;
   static StepResult decode(const std::vector<uint8_t>& bytes);

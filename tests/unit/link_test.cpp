@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -125,6 +126,56 @@ TEST(LinkCodec, MalformedBodiesThrowLinkError) {
   h.protocol_version = 99;
   auto hb = body_of(encode(HeadMessage{h}));
   EXPECT_THROW(decode_head_message(hb.data(), hb.size()), LinkError);
+}
+
+TEST(LinkCodec, StageStatsRoundTripAndMalformed) {
+  StageStatsMsg st;
+  st.rank = 1;
+  st.device = "cuda:0";
+  st.steps = 1234;
+  st.step_seconds = 0.125;
+  st.transfer_seconds = 3.5e-4;
+  st.gpu_bytes = 6000000000ull;
+  const auto b = body_of(encode(HeadMessage{st}));
+  EXPECT_EQ(b[0], static_cast<uint8_t>(MsgType::StageStats));
+  const auto d = std::get<StageStatsMsg>(decode_head_message(b.data(), b.size()));
+  EXPECT_EQ(d.rank, 1);
+  EXPECT_EQ(d.device, "cuda:0");
+  EXPECT_EQ(d.steps, 1234);
+  EXPECT_EQ(d.step_seconds, 0.125);
+  EXPECT_EQ(d.transfer_seconds, 3.5e-4);
+  EXPECT_EQ(d.gpu_bytes, 6000000000ull);
+  // Every truncation, and trailing bytes.
+  for (size_t n = 0; n < b.size(); ++n) {
+    EXPECT_THROW(decode_head_message(b.data(), n), LinkError) << "truncated at " << n;
+  }
+  auto longer = b;
+  longer.push_back(0);
+  EXPECT_THROW(decode_head_message(longer.data(), longer.size()), LinkError);
+  // Values no stage can report: a negative rank or step count, a negative or NaN time.
+  const auto expect_bad = [](StageStatsMsg m, const std::string& field) {
+    const auto bad = body_of(encode(HeadMessage{m}));
+    try {
+      decode_head_message(bad.data(), bad.size());
+      ADD_FAILURE() << field << " accepted";
+    } catch (const LinkError& e) {
+      EXPECT_NE(std::string(e.what()).find("StageStats." + field), std::string::npos) << e.what();
+    }
+  };
+  StageStatsMsg m = st;
+  m.rank = -1;
+  expect_bad(m, "rank");
+  m = st;
+  m.steps = -5;
+  expect_bad(m, "steps");
+  m = st;
+  m.step_seconds = -1.0;
+  expect_bad(m, "step_seconds");
+  m = st;
+  m.transfer_seconds = std::nan("");
+  expect_bad(m, "transfer_seconds");
+  // A coordinator -> head decoder does not take it.
+  EXPECT_THROW(decode_coordinator_message(b.data(), b.size()), LinkError);
 }
 
 TEST(LinkCodec, RandomBytesNeverCrash) {

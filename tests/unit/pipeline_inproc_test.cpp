@@ -7,9 +7,11 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "engine/cpu/cpu_model.h"
 #include "engine/pipeline/inproc_pipeline.h"
+#include "engine/pipeline/inproc_transport.h"
 #include "engine/runtime/generator.h"
 #include "engine/util/error.h"
 #include "tests/unit/model_test_util.h"
@@ -236,6 +238,68 @@ TEST(PipelineInproc, BadBatchOnALaterRankIsReported) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rank 0: forward: slot 1 is outside [0, 1)"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace pipellm
+
+namespace pipellm {
+namespace {
+
+// Every rank's running totals reach the head with the step results: after the last step the
+// head knows each rank's step count (all steps pass every rank) and a positive compute time.
+TEST(PipelineInproc, StageStatsReachTheHead) {
+  Pipeline p("tiny-tied-Q8_0", {{0, 1}, {1, 2}, {2, 2}}, 2);
+  const auto stages = p.stages();
+  const int n = static_cast<int>(stages.size());
+  InprocHub hub(n);
+  std::vector<std::thread> followers;
+  for (int r = 1; r < n; ++r) {
+    followers.emplace_back([&, r] {
+      InprocTransport t(hub, r);
+      try {
+        StageRunner(*stages[static_cast<size_t>(r)], t).run_follower();
+      } catch (const std::exception& e) {
+        t.abort(e.what());
+      }
+    });
+  }
+  SchedulerOptions so;
+  so.n_slots = 2;
+  so.n_ctx = kCtx;
+  so.prefill_chunk = kChunk;
+  Scheduler sched(so);
+  Request q;
+  q.id = 1;
+  q.prompt = fixture_prompt("tiny-tied-Q8_0", 20);
+  q.max_new_tokens = 5;
+  sched.submit(q);
+  std::vector<RankStats> stats;
+  HeadStats hs;
+  {
+    InprocTransport t(hub, 0);
+    StageRunner head(*stages[0], t);
+    EXPECT_EQ(head.stage_stats().size(), static_cast<size_t>(n));
+    try {
+      hs = head.run_head(sched, [](const TokenEvent&) {});
+    } catch (const std::exception& e) {
+      t.abort(e.what());
+      ADD_FAILURE() << e.what();
+    }
+    stats = head.stage_stats();
+  }
+  for (auto& th : followers) th.join();
+  ASSERT_GT(hs.steps, 0);
+  ASSERT_EQ(stats.size(), static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    const RankStats& s = stats[static_cast<size_t>(r)];
+    EXPECT_EQ(s.rank, r);
+    EXPECT_EQ(s.steps, hs.steps) << "rank " << r;
+    EXPECT_GT(s.step_seconds, 0.0) << "rank " << r;
+    EXPECT_GE(s.transfer_seconds, 0.0) << "rank " << r;
+    EXPECT_EQ(s.device_bytes, 0u) << "CPU stage " << r;
+  }
+  EXPECT_GT(stats[0].transfer_seconds, 0.0);  // the head sent activations every step
 }
 
 }  // namespace

@@ -217,6 +217,29 @@ TEST(PipelineMessages, HeaderRoundTrip) {
   EXPECT_EQ(d.batch.slot, h.batch.slot);
   EXPECT_EQ(d.batch.logits, h.batch.logits);
   EXPECT_EQ(d.batch.hidden, nullptr);
+  EXPECT_TRUE(d.stats.empty());
+}
+
+TEST(PipelineMessages, StatsTravelWithHeaderAndResult) {
+  const RankStats one{1, 10, 0.5, 0.01, 0};
+  const RankStats two{2, 9, 0.25, 0.02, 123456789ull};
+  StepHeader h;
+  h.batch.add(5, 0, 0, true);
+  h.stats = {one, two};
+  const StepHeader dh = StepHeader::decode(h.encode());
+  ASSERT_EQ(dh.stats.size(), 2u);
+  EXPECT_TRUE(dh.stats[0] == one);
+  EXPECT_TRUE(dh.stats[1] == two);
+  StepResult r;
+  r.stats = {two};
+  const auto bytes = r.encode();
+  const StepResult dr = StepResult::decode(bytes);
+  ASSERT_EQ(dr.stats.size(), 1u);
+  EXPECT_TRUE(dr.stats[0] == two);
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    std::vector<uint8_t> t(bytes.begin(), bytes.begin() + static_cast<long>(cut));
+    EXPECT_THROW(StepResult::decode(t), Error) << "cut at " << cut;
+  }
 }
 
 TEST(PipelineMessages, ResultRoundTripAndCorruption) {
