@@ -63,8 +63,11 @@ TEST_P(PerType, DequantizeMatchesCpu) {
 TEST_P(PerType, MatvecMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
+  // The 8-bit kernels are checked against float64 products with the activations they were given
+  // (the 8-bit blocks read back and decoded), so only the kernels' own float rounding remains;
+  // the activation rounding itself is covered by the fixture-logit tests.
   const bool q8 = cuda::matvec_uses_q8(t);
-  const double tol = q8 ? 2e-2 : 1e-5;
+  const double tol = 1e-5;
   for (int64_t n_in : {256, 1024, 14336}) {
     const int64_t n_out = 37;
     const int64_t nb = n_out * n_in / tensor_type_info(t).block_size;
@@ -88,6 +91,12 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         na.xq = xq.get();
         na.xds = xds.get();
         cuda::rmsnorm_convert(na, nullptr);
+        std::vector<float> xa = x;  // the activations the kernel multiplies by
+        if (q8) {
+          const auto hq = test::to_host(xq, xq.size());
+          const auto hds = test::to_host(xds, xds.size());
+          for (size_t i = 0; i < xa.size(); ++i) xa[i] = hds[i / 32].x * static_cast<float>(hq[i]);
+        }
         auto d_y = test::to_device(y0);
         if (mode != cuda::MatvecMode::Add) test::poison(d_y);
         cuda::MatvecArgs a;
@@ -104,23 +113,32 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         const auto got = test::to_host(d_y, d_y.size());
         std::vector<double> ref(got.size());
         std::vector<float> got_part(got.size());
+        double gate_max = 0;  // SiLU(g) turns an error e*|g| in g into a relative error ~ e*|g|
         for (int b = 0; b < rows; ++b) {
           for (int64_t r = 0; r < n_out; ++r) {
             double s1 = 0, s2 = 0;
             for (int64_t i = 0; i < n_in; ++i) {
-              s1 += static_cast<double>(w1[r * n_in + i]) * x[b * n_in + i];
-              s2 += static_cast<double>(w2[r * n_in + i]) * x[b * n_in + i];
+              s1 += static_cast<double>(w1[r * n_in + i]) * xa[b * n_in + i];
+              s2 += static_cast<double>(w2[r * n_in + i]) * xa[b * n_in + i];
             }
             const size_t k = static_cast<size_t>(b * n_out + r);
             if (mode == cuda::MatvecMode::Store) ref[k] = s1;
             if (mode == cuda::MatvecMode::Add) ref[k] = s1;  // compare the product part
-            if (mode == cuda::MatvecMode::Swiglu) ref[k] = s1 / (1.0 + std::exp(-s1)) * s2;
+            if (mode == cuda::MatvecMode::Swiglu) {
+              // SiLU in float as the kernel evaluates it: a strongly negative gate underflows to 0 in
+              // float (random K-quant mins can push every gate there), and a float64 SiLU would then
+              // leave a denormal-sized reference that makes the relative error meaningless.
+              const float g = static_cast<float>(s1);
+              gate_max = std::max(gate_max, std::fabs(s1));
+              ref[k] = static_cast<double>(g / (1.0f + std::exp(-g))) * s2;
+            }
             got_part[k] = mode == cuda::MatvecMode::Add ? got[k] - y0[k] : got[k];
           }
         }
         const double e = test::rel_err(got_part, ref);
-        EXPECT_LT(e, tol) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
-                          << static_cast<int>(mode);
+        EXPECT_LT(e, tol * (1.0 + gate_max)) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
+                          << static_cast<int>(mode) << "; got[0..2] " << got_part[0] << " " << got_part[1] << " "
+                          << got_part[2] << ", ref[0..2] " << ref[0] << " " << ref[1] << " " << ref[2];
         if (q8 && mode == cuda::MatvecMode::Store) {
           // The same product as the middle one of three segments in one launch: identical bits.
           cuda::DeviceBuffer<float> ya(got.size()), yb(got.size()), yc(got.size());
