@@ -14,21 +14,14 @@
 
 #include <cstring>
 
+#include "kernels/cpu/avx2_helpers.h"
 #include "kernels/cpu/block_formats.h"
-
-#define PIPELLM_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace pipellm::detail {
 namespace {
 
-PIPELLM_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-PIPELLM_AVX2 inline float half(uint16_t h) { return _cvtsh_ss(h); }
+using avx2::half;
+using avx2::hsum;
 
 PIPELLM_AVX2 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
