@@ -109,16 +109,7 @@ void HeadLoop::submit(const SubmitRequest& r) {
     }
   }
   if (r.max_tokens < 0) return reject("max_tokens must be >= 0");
-  SamplerParams p;
-  p.temperature = r.sampling.temperature;
-  p.top_k = r.sampling.top_k;
-  p.top_p = r.sampling.top_p;
-  p.min_p = r.sampling.min_p;
-  p.repeat_penalty = r.sampling.repeat_penalty;
-  p.presence_penalty = r.sampling.presence_penalty;
-  p.frequency_penalty = r.sampling.frequency_penalty;
-  p.penalty_last_n = r.sampling.penalty_last_n;
-  p.seed = r.sampling.seed;
+  SamplerParams p = sampler_params(r.sampling);
   try {
     p.validate();
   } catch (const InvalidArgument& e) {

@@ -10,21 +10,14 @@
 #include <variant>
 #include <vector>
 
+#include "engine/runtime/sampling_spec.h"
+
 namespace pipellm::link {
 
 constexpr uint32_t kProtocolVersion = 1;
 
-struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  float repeat_penalty = 1.0f;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
-  int32_t penalty_last_n = 64;
-  uint64_t seed = 0;
-};
+// The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
+using SamplingParams = SamplingSpec;
 
 struct SubmitRequest {
   uint64_t id = 0;

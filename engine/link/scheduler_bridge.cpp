@@ -7,24 +7,6 @@
 
 namespace pipellm::link {
 
-namespace {
-
-SamplingSpec spec_of(const SamplingParams& s) {
-  SamplingSpec p;
-  p.temperature = s.temperature;
-  p.top_k = s.top_k;
-  p.top_p = s.top_p;
-  p.min_p = s.min_p;
-  p.repeat_penalty = s.repeat_penalty;
-  p.presence_penalty = s.presence_penalty;
-  p.frequency_penalty = s.frequency_penalty;
-  p.penalty_last_n = s.penalty_last_n;
-  p.seed = s.seed;
-  return p;
-}
-
-}  // namespace
-
 SchedulerBridge::SchedulerBridge(Scheduler& scheduler, HeadLink& link, int n_vocab, int n_ctx)
     : sched_(scheduler), link_(link), n_vocab_(n_vocab), n_ctx_(n_ctx) {}
 
@@ -109,7 +91,7 @@ void SchedulerBridge::submit(const SubmitRequest& r) {
   q.id = static_cast<int64_t>(r.id);
   q.prompt = r.prompt;
   q.max_new_tokens = r.max_tokens;
-  q.sampling = spec_of(r.sampling);
+  q.sampling = r.sampling;
   q.stop_tokens = r.stop_ids;
   try {
     sampler_params(q.sampling).validate();

@@ -16,20 +16,6 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 }  // namespace
 
-SamplerParams sampler_params(const SamplingSpec& s) {
-  SamplerParams p;
-  p.temperature = s.temperature;
-  p.top_k = s.top_k;
-  p.top_p = s.top_p;
-  p.min_p = s.min_p;
-  p.repeat_penalty = s.repeat_penalty;
-  p.presence_penalty = s.presence_penalty;
-  p.frequency_penalty = s.frequency_penalty;
-  p.penalty_last_n = s.penalty_last_n;
-  p.seed = s.seed;
-  return p;
-}
-
 StageRunner::StageRunner(Stage& stage, Transport& transport)
     : stage_(stage), transport_(transport), samplers_(static_cast<size_t>(stage.n_slots())) {
   const int r = transport.rank(), n = transport.size();

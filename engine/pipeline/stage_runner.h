@@ -44,8 +44,6 @@ struct FaultInjection {
   int64_t at_step = 0;
 };
 
-SamplerParams sampler_params(const SamplingSpec& s);
-
 class StageRunner {
  public:
   using TokenSink = std::function<void(const TokenEvent&)>;

@@ -7,12 +7,6 @@
 
 namespace pipellm {
 
-bool SamplingSpec::operator==(const SamplingSpec& o) const {
-  return temperature == o.temperature && top_k == o.top_k && top_p == o.top_p && min_p == o.min_p &&
-         repeat_penalty == o.repeat_penalty && frequency_penalty == o.frequency_penalty &&
-         presence_penalty == o.presence_penalty && penalty_last_n == o.penalty_last_n && seed == o.seed;
-}
-
 namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"

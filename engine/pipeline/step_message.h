@@ -17,22 +17,9 @@
 #include <vector>
 
 #include "engine/model/batch.h"
+#include "engine/runtime/sampling_spec.h"
 
 namespace pipellm {
-
-// How the tail picks tokens for one sequence. temperature <= 0: greedy (argmax).
-struct SamplingSpec {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repeat_penalty = 1.0f;
-  float frequency_penalty = 0.0f;
-  float presence_penalty = 0.0f;
-  int32_t penalty_last_n = 64;
-  uint64_t seed = 0;
-  bool operator==(const SamplingSpec& o) const;
-};
 
 // A sequence that starts in a slot with this step: the tail resets that slot's sampler.
 struct SequenceStart {

@@ -150,9 +150,7 @@ std::vector<int32_t> reference(const link::SubmitRequest& r) {
   GenerationRequest g;
   g.prompt = r.prompt;
   g.max_tokens = r.max_tokens;
-  g.sampling = sampler_params(SamplingSpec{r.sampling.temperature, r.sampling.top_k, r.sampling.top_p, r.sampling.min_p,
-                                            r.sampling.repeat_penalty, r.sampling.frequency_penalty,
-                                            r.sampling.presence_penalty, r.sampling.penalty_last_n, r.sampling.seed});
+  g.sampling = sampler_params(r.sampling);
   g.prefill_chunk = 8;
   return generate(m->stage(), 0, g, TextHooks{}).tokens;
 }
