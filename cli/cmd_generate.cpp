@@ -197,7 +197,8 @@ int cmd_generate(int argc, char** argv) {
     stream = std::make_unique<StreamingDecoder>(*tok);
     size_t primed = 0;
     for (int32_t id : o.req.prompt) primed += stream->push(id).size();
-    skip = tok->decode(o.req.prompt).size() - std::min(primed, tok->decode(o.req.prompt).size());
+    const size_t prompt_bytes = tok->decode(o.req.prompt).size();
+    skip = prompt_bytes - std::min(primed, prompt_bytes);
     auto drop_skipped = [&skip](std::string text) {
       const size_t n = std::min(skip, text.size());
       skip -= n;
