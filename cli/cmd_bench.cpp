@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -188,16 +189,26 @@ int cmd_bench(int argc, char** argv) {
   const std::string general = model->file().get_string_or("general.name", "");
 
   if (json) {
-    std::printf(
-        "{\"model\": %s, \"arch\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"file_bytes\": %zu, "
-        "\"cpu\": %s, \"threads\": %d, \"kv_type\": \"%s\", \"load_ms\": %.1f, \"n_prompt\": %d, \"n_gen\": %d, "
-        "\"pp_tok_s\": %.2f, \"tg_tok_s\": %.3f, \"tg_ms_per_token\": %.3f, \"bytes_per_token\": %llu, "
-        "\"copy_bandwidth_gb_s\": %.2f, \"floor_ms_per_token\": %.3f, \"floor_tok_s\": %.3f, "
-        "\"tg_fraction_of_floor\": %.3f}\n",
-        json_string(model_path).c_str(), arch_name(cfg.arch), cfg.n_layer, cfg.n_embd, model->file().file_size(),
-        json_string(cpu).c_str(), model->pool().size(), tensor_type_name(st.cache().type()), load_s * 1e3, n_prompt,
-        n_gen, pp_best, tg_best, tg_ms, static_cast<unsigned long long>(bytes_per_token), bw / 1e9, floor_ms,
-        1e3 / floor_ms, floor_ms / tg_ms);
+    const nlohmann::json j = {{"model", model_path},
+                              {"arch", arch_name(cfg.arch)},
+                              {"n_layer", cfg.n_layer},
+                              {"n_embd", cfg.n_embd},
+                              {"file_bytes", model->file().file_size()},
+                              {"cpu", cpu},
+                              {"threads", model->pool().size()},
+                              {"kv_type", tensor_type_name(st.cache().type())},
+                              {"load_ms", load_s * 1e3},
+                              {"n_prompt", n_prompt},
+                              {"n_gen", n_gen},
+                              {"pp_tok_s", pp_best},
+                              {"tg_tok_s", tg_best},
+                              {"tg_ms_per_token", tg_ms},
+                              {"bytes_per_token", bytes_per_token},
+                              {"copy_bandwidth_gb_s", bw / 1e9},
+                              {"floor_ms_per_token", floor_ms},
+                              {"floor_tok_s", 1e3 / floor_ms},
+                              {"tg_fraction_of_floor", floor_ms / tg_ms}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   std::printf("model      %s (%s, %d layers, n_embd %d, %.1f MiB)\n", model_path.c_str(), arch_name(cfg.arch),

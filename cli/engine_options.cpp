@@ -207,36 +207,4 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
   return ids;
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else {
-      // Copy a well-formed UTF-8 sequence; replace a stray byte with U+FFFD.
-      const int len = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-      bool ok = len > 0 && i + static_cast<size_t>(len) <= s.size();
-      for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0xc0) == 0x80;
-      if (ok) {
-        out.append(s, i, static_cast<size_t>(len));
-        i += static_cast<size_t>(len) - 1;
-      } else {
-        out += "\\ufffd";
-      }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 }  // namespace pipellm::cli

@@ -62,7 +62,4 @@ float parse_float(const std::string& flag, const std::string& v, float lo, float
 // Whitespace-separated token ids; throws InvalidArgument (missing file, not a number).
 std::vector<int32_t> read_ids_file(const std::string& path);
 
-// s as a JSON string literal (quotes included; control characters and invalid UTF-8 escaped).
-std::string json_string(const std::string& s);
-
 }  // namespace pipellm::cli
