@@ -1,18 +1,14 @@
-// pipellm-coordinator: loads the tokenizer, starts (or attaches to) the stages, serves gRPC.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
+// pipellm-coordinator: loads the tokenizer, starts (or attaches to) the stages, serves gRPC and
+// OpenAI-compatible HTTP. The same file with and without gRPC: the gRPC door is behind
+// start_grpc() (serving_setup.h), which returns nullptr where this build has none.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
-#include <fstream>
 #include <thread>
 
 #include "coordinator/coordinator_options.h"
-#include "coordinator/grpc_guard.h"
-#include "coordinator/grpc_service.h"
 #include "coordinator/inprocess_launcher.h"
 #include "coordinator/link_backend.h"
 #include "coordinator/metered_backend.h"
@@ -108,37 +104,24 @@ int run(const CoordinatorOptions& o) {
   lim.max_prompt_tokens = o.max_prompt_tokens;
   lim.max_tokens = o.max_tokens_limit;
   lim.default_max_tokens = o.default_max_tokens;
-  PipeLLMService service(scheduler, *text, lim, backend.describe());
   const ApiKeys keys = load_api_keys(o.serving);
   StreamLimiter streams(o.serving.max_streams_per_key);
   const FrontDoorContext front{scheduler, *text, lim, keys, streams, metrics};
-  GuardedPipeLLMService guarded(service, front);  // API keys, stream limits, metrics
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  check_listen_address(o.listen, o.serving, "grpc");
-  builder.AddListeningPort(o.listen, grpc_credentials(o.serving), &port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(o.serving.max_body_bytes));
-  builder.RegisterService(&guarded);
-  auto server = builder.BuildAndStart();
-  if (!server || port == 0) throw Error("cannot listen on " + o.listen);
-  auto* health = server->GetHealthCheckService();
+  GrpcListen gl;
+  gl.address = o.listen;
+  gl.given = o.listen != CoordinatorOptions{}.listen;
+  gl.port_file = o.port_file;
+  gl.backend = backend.describe();
+  auto grpc = start_grpc(gl, o.serving, front);  // nullptr when off or not built
   auto set_health = [&](bool serving) {
-    health->SetServingStatus(serving);
-    health->SetServingStatus("pipellm.v1.PipeLLM", serving);
+    if (grpc) grpc->set_serving(serving);
   };
-  set_health(false);
-  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
-  spdlog::info("coordinator: gRPC on {}:{}; backend {}", host, port, backend.describe());
-  if (!o.port_file.empty()) {
-    const std::string tmp = o.port_file + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), o.port_file.c_str());
-  }
-
   auto http = start_http(o.serving, front);  // nullptr when off
+  if (!grpc && !http) {
+    throw InvalidArgument(std::string("nothing to serve: HTTP is off and ") +
+                          (grpc_built() ? "so is gRPC (--listen off)" : "this build has no gRPC front door"));
+  }
   metered.start(&scheduler);
   bool serving = false;
   while (!g_stop_requested.load()) {
@@ -159,7 +142,7 @@ int run(const CoordinatorOptions& o) {
     scheduler.cancel_all();
   }
   if (http) http->stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (grpc) grpc->stop();
   backend.stop();
   spdlog::info("coordinator: stopped");
   return 0;

@@ -1,8 +1,13 @@
 #include "coordinator/grpc_guard.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+
+#include "coordinator/serving_setup.h"
 
 namespace pipellm::coord {
 
@@ -89,6 +94,61 @@ grpc::Status GuardedPipeLLMService::GetModelInfo(grpc::ServerContext* ctx, const
   std::string principal;
   if (auto st = authorize(ctx, "GetModelInfo", principal); !st.ok()) return counted("GetModelInfo", st);
   return counted("GetModelInfo", inner_.GetModelInfo(ctx, req, out));
+}
+
+namespace {
+
+// TLS credentials when --tls-cert/--tls-key are set, else insecure. Throws Error naming a file.
+std::shared_ptr<grpc::ServerCredentials> grpc_credentials(const ServingOptions& o) {
+  if (o.tls_cert.empty() && o.tls_key.empty()) return grpc::InsecureServerCredentials();
+  if (o.tls_cert.empty() || o.tls_key.empty()) throw Error("tls: give both --tls-cert and --tls-key");
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({read_tls_file(o.tls_key, "key"), read_tls_file(o.tls_cert, "certificate")});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// PipeLLMService behind the guard, on a grpc::Server with the health service and reflection.
+class GrpcServer final : public GrpcFrontDoor {
+ public:
+  GrpcServer(const std::string& address, const ServingOptions& o, FrontDoorContext ctx, const std::string& backend)
+      : service_(ctx.sched, ctx.text, ctx.limits, backend), guarded_(service_, ctx) {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, grpc_credentials(o), &port_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_body_bytes));
+    builder.RegisterService(&guarded_);
+    server_ = builder.BuildAndStart();
+    if (!server_ || port_ == 0) throw Error("grpc: cannot listen on " + address);
+    set_serving(false);
+  }
+  ~GrpcServer() override { stop(); }
+
+  int port() const override { return port_; }
+  void set_serving(bool serving) override {
+    auto* health = server_->GetHealthCheckService();
+    health->SetServingStatus(serving);
+    health->SetServingStatus("pipellm.v1.PipeLLM", serving);
+  }
+  void stop() override {
+    if (stopped_) return;
+    stopped_ = true;
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+
+ private:
+  PipeLLMService service_;
+  GuardedPipeLLMService guarded_;  // API keys, stream limits, metrics
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<GrpcFrontDoor> make_grpc_front_door(const std::string& address, const ServingOptions& o,
+                                                    FrontDoorContext ctx, const std::string& backend) {
+  return std::make_unique<GrpcServer>(address, o, ctx, backend);
 }
 
 }  // namespace pipellm::coord

@@ -1,7 +1,8 @@
-# Serving beside gRPC (included from coordinator/CMakeLists.txt): access control, metrics, the
-# gRPC guard and the OpenAI-compatible HTTP front door. HTTP needs cpp-httplib (Debian:
-# libcpp-httplib-dev, found by pkg-config; its build has OpenSSL, so HTTPS works) and
-# nlohmann-json; without them the coordinator builds and --http-listen is refused.
+# Serving (included from coordinator/CMakeLists.txt): access control, metrics, the gRPC guard
+# and the OpenAI-compatible HTTP front door. HTTP needs cpp-httplib (Debian: libcpp-httplib-dev,
+# found by pkg-config; its build has OpenSSL, so HTTPS works) and nlohmann-json; without them
+# the coordinator builds and --http-listen is refused. The gRPC guard and front door
+# (grpc_guard.cpp) exist only with gRPC (PIPELLM_HAVE_GRPC).
 find_package(PkgConfig QUIET)
 if(PkgConfig_FOUND)
   pkg_check_modules(PIPELLM_HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
@@ -11,10 +12,6 @@ find_path(NLOHMANN_JSON_INCLUDE_DIR nlohmann/json.hpp)
 add_library(pipellm_serving STATIC access_control.cpp generation.cpp metered_backend.cpp metrics.cpp)
 pipellm_target_defaults(pipellm_serving)
 target_link_libraries(pipellm_serving PUBLIC pipellm_coordinator_core)
-
-add_library(pipellm_grpc_guard STATIC grpc_guard.cpp)
-pipellm_target_defaults(pipellm_grpc_guard)
-target_link_libraries(pipellm_grpc_guard PUBLIC pipellm_grpc_service pipellm_serving)
 
 if(PIPELLM_HTTPLIB_FOUND AND NLOHMANN_JSON_INCLUDE_DIR)
   message(STATUS "PipeLLM: HTTP front door with cpp-httplib ${PIPELLM_HTTPLIB_VERSION}")
@@ -33,9 +30,17 @@ if(NLOHMANN_JSON_INCLUDE_DIR)
 endif()
 
 target_sources(pipellm-coordinator PRIVATE serving_options.cpp serving_setup.cpp)
-# pipellm-client: API key metadata and TLS.
-target_sources(pipellm-client PRIVATE client_channel.cpp)
-target_link_libraries(pipellm-coordinator PRIVATE pipellm_http pipellm_grpc_guard)
+target_link_libraries(pipellm-coordinator PRIVATE pipellm_http)
+if(PIPELLM_HAVE_GRPC)
+  add_library(pipellm_grpc_guard STATIC grpc_guard.cpp)
+  pipellm_target_defaults(pipellm_grpc_guard)
+  target_link_libraries(pipellm_grpc_guard PUBLIC pipellm_grpc_service pipellm_serving gRPC::grpc++_reflection)
+  # The one place the gRPC door is switched: serving_setup.cpp's start_grpc().
+  target_compile_definitions(pipellm-coordinator PRIVATE PIPELLM_HAVE_GRPC=1)
+  target_link_libraries(pipellm-coordinator PRIVATE pipellm_grpc_guard)
+  # pipellm-client: API key metadata and TLS.
+  target_sources(pipellm-client PRIVATE client_channel.cpp)
+endif()
 
 if(PIPELLM_BUILD_TESTS)
   add_subdirectory(${PROJECT_SOURCE_DIR}/tests/serving ${CMAKE_BINARY_DIR}/tests/serving)

@@ -1,6 +1,5 @@
 #include "coordinator/serving_setup.h"
 
-#include <grpcpp/security/server_credentials.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -12,14 +11,6 @@ namespace pipellm::coord {
 
 namespace {
 
-std::string read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(std::string("tls: cannot read the ") + what + " '" + path + "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 void write_port_file(const std::string& path, int port) {
   const std::string tmp = path + ".tmp";
   std::ofstream(tmp) << port << "\n";
@@ -27,6 +18,14 @@ void write_port_file(const std::string& path, int port) {
 }
 
 }  // namespace
+
+std::string read_tls_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(std::string("tls: cannot read the ") + what + " '" + path + "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 ApiKeys load_api_keys(const ServingOptions& o) {
   const char* env = std::getenv("PIPELLM_API_KEYS");
@@ -50,12 +49,41 @@ void check_listen_address(const std::string& address, const ServingOptions& o, c
   if (!is_loopback_host(host) && o.tls_cert.empty()) spdlog::warn("{}: listening on {} without TLS", front_door, address);
 }
 
-std::shared_ptr<grpc::ServerCredentials> grpc_credentials(const ServingOptions& o) {
-  if (o.tls_cert.empty() && o.tls_key.empty()) return grpc::InsecureServerCredentials();
-  if (o.tls_cert.empty() || o.tls_key.empty()) throw Error("tls: give both --tls-cert and --tls-key");
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({read_file(o.tls_key, "key"), read_file(o.tls_cert, "certificate")});
-  return grpc::SslServerCredentials(ssl);
+bool grpc_built() {
+#ifdef PIPELLM_HAVE_GRPC
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<GrpcFrontDoor> start_grpc(const GrpcListen& l, const ServingOptions& o, FrontDoorContext ctx) {
+  if (l.address == "off") {
+    if (!l.port_file.empty()) {
+      throw InvalidArgument("--port-file: the gRPC front door is off (--listen off); use --http-port-file");
+    }
+    spdlog::info("coordinator: gRPC front door off (--listen off)");
+    return nullptr;
+  }
+#ifdef PIPELLM_HAVE_GRPC
+  check_listen_address(l.address, o, "grpc");
+  auto door = make_grpc_front_door(l.address, o, ctx, l.backend);
+  const std::string host = split_host_port(l.address).first;
+  spdlog::info("coordinator: gRPC{} on {}:{}; backend {}", o.tls_cert.empty() ? "" : " (TLS)", host, door->port(),
+               l.backend);
+  if (!l.port_file.empty()) write_port_file(l.port_file, door->port());
+  return door;
+#else
+  (void)o;
+  (void)ctx;
+  if (l.given || !l.port_file.empty()) {
+    throw InvalidArgument("grpc: " + std::string(l.given ? "--listen " + l.address : "--port-file " + l.port_file) +
+                          ": this pipellm-coordinator was built without gRPC (HTTP front door only); pass "
+                          "--listen off, or rebuild where gRPC, protobuf and grpc_cpp_plugin are found");
+  }
+  spdlog::info("coordinator: gRPC front door off (built without gRPC; HTTP only)");
+  return nullptr;
+#endif
 }
 
 std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorContext ctx) {

@@ -40,6 +40,14 @@ TEST(OpenAiParse, CompletionFields) {
   EXPECT_TRUE(r.include_usage);
 }
 
+TEST(OpenAiParse, IgnoreEos) {  // llama-server's field: generate through end-of-generation tokens
+  EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}}).input.ignore_eos);
+  EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}, {"ignore_eos", nullptr}}).input.ignore_eos);
+  EXPECT_TRUE(parse_completion_request(json{{"prompt", "x"}, {"ignore_eos", true}}).input.ignore_eos);
+  EXPECT_TRUE(parse_chat_request(json::parse(R"({"messages":[{"role":"user","content":"x"}],"ignore_eos":true})"))
+                  .input.ignore_eos);
+}
+
 TEST(OpenAiParse, PromptForms) {
   EXPECT_EQ(parse_completion_request(json{{"prompt", json::array({1, 2, 3})}}).input.tokens,
             (std::vector<int32_t>{1, 2, 3}));
@@ -91,6 +99,9 @@ TEST(OpenAiParse, BadRequestsNamed) {
       {R"({"prompt":"x","stop":["a",3]})", false, "stop", "invalid_parameter"},
       {R"({"prompt":"x","n":2})", false, "n", "unsupported_parameter"},
       {R"({"prompt":"x","stream":"yes"})", false, "stream", "invalid_parameter"},
+      {R"({"prompt":"x","ignore_eos":"yes"})", false, "ignore_eos", "invalid_parameter"},
+      {R"({"prompt":"x","ignore_eos":1})", false, "ignore_eos", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"ignore_eos":"true"})", true, "ignore_eos", "invalid_parameter"},
       {R"({"prompt":"x","echo":true})", false, "echo", "unsupported_parameter"},
       {R"({"prompt":"x","logprobs":3})", false, "logprobs", "unsupported_parameter"},
       {R"({"prompt":"x","logit_bias":{"1":5}})", false, "logit_bias", "unsupported_parameter"},
