@@ -232,14 +232,18 @@ double run_pp(cuda::CudaStage& st, int n) {
   return n / seconds_since(t0);
 }
 
-// Generates n tokens in slot 0 starting at position `depth` (the cache below must be filled).
+// Generates n tokens in slot 0 starting at position `depth` (the cache below must be filled),
+// through Stage::step as the runtime calls it (greedy, sampled on the GPU).
 double run_tg(cuda::CudaStage& st, int n, int depth) {
-  int32_t cur = 1, pos = depth, slot = 0, next = 0;
+  st.start_sequence(0, SamplingSpec{});
+  Batch b;
+  b.add(1, depth, 0, true);
+  StepOutput out;
   const auto t0 = Clock::now();
   for (int i = 0; i < n; ++i) {
-    st.decode(&cur, &pos, &slot, 1, &next);
-    cur = next;
-    ++pos;
+    st.step(b, out, false);
+    b.tokens[0] = out.tokens[0];
+    ++b.pos[0];
   }
   return n / seconds_since(t0);
 }
@@ -255,16 +259,17 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
     for (int i = 0; i < n_prompt; ++i) b.add(toks[i], i, s, i == n_prompt - 1);
   }
   st.forward(b, out);
-  std::vector<int32_t> cur(n_seq), pos(n_seq, n_prompt), slot(n_seq), next(n_seq);
+  Batch d;
   for (int s = 0; s < n_seq; ++s) {
-    slot[s] = s;
-    cur[s] = s + 1;
+    st.start_sequence(s, SamplingSpec{});
+    d.add(s + 1, n_prompt, s, true);
   }
+  StepOutput next;
   const auto t1 = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
-    st.decode(cur.data(), pos.data(), slot.data(), n_seq, next.data());
-    cur.swap(next);
-    for (auto& p : pos) ++p;
+    st.step(d, next, false);
+    d.tokens = next.tokens;
+    for (auto& p : d.pos) ++p;
   }
   const double gen = seconds_since(t1);
   *total_tps = static_cast<double>(n_seq) * (n_prompt + n_gen) / seconds_since(t0);

@@ -119,11 +119,13 @@ Row measure(const std::string& name, const ModelConfig& cfg, const ModelWeights&
   const double t512 = timed(runs, [&] { st.forward(Batch::sequence(p512, 0, 0), out); });
   const double t2048 = timed(runs, [&] { st.forward(Batch::sequence(p2048, 0, 0), out); });
   const double ttg = timed(runs, [&] {
-    int32_t cur = 1, pos = 0, slot = 0, next = 0;
+    Batch b;
+    b.add(1, 0, 0, true);
+    StepOutput next;
     for (int i = 0; i < 32; ++i) {
-      st.decode(&cur, &pos, &slot, 1, &next);
-      cur = next;
-      ++pos;
+      st.step(b, next, false);
+      b.tokens[0] = next.tokens[0];
+      ++b.pos[0];
     }
   });
   r.pp512 = 512 / t512;

@@ -1,5 +1,5 @@
 // `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine or
-// (--device cuda) the CUDA stage, whose tokens after the prompt come from its graph decode path.
+// (--device cuda) the CUDA stage, through the serving runtime (engine/runtime generate()).
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <cstdio>
@@ -51,6 +51,7 @@ struct Options {
   bool ignore_eos = false;
   bool add_special = true;
   bool seed_given = false;
+  SamplerParams sampling;  // the flags as given; the request carries them as a SamplingSpec
   GenerationRequest req;
 };
 
@@ -59,7 +60,7 @@ Options parse(int argc, char** argv, bool& help) {
   o.req.max_tokens = 128;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    SamplerParams& s = o.req.sampling;
+    SamplerParams& s = o.sampling;
     if (a == "-h" || a == "--help") {
       help = true;
       return o;
@@ -110,8 +111,9 @@ Options parse(int argc, char** argv, bool& help) {
   }
   if (o.have_prompt == !o.ids_file.empty()) throw InvalidArgument("give exactly one of -p PROMPT and --ids-file F");
   if (o.chat && !o.ids_file.empty()) throw InvalidArgument("--chat needs a text prompt (-p)");
-  if (!o.seed_given) o.req.sampling.seed = std::random_device{}();
-  o.req.sampling.validate();
+  if (!o.seed_given) o.sampling.seed = std::random_device{}();
+  o.sampling.validate();
+  o.req.sampling = sampling_spec(o.sampling);
   return o;
 }
 
@@ -212,21 +214,18 @@ int cmd_generate(int argc, char** argv) {
     std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
     std::fflush(stdout);
   }
-  // On a GPU: decode through the graph-replayed step that samples on the device.
-  const auto stepper = open_gpu_stepper(gpu.get(), o.req.sampling);
   const GenerationResult res = generate(
-      stage, 0, o.req, hooks,
+      stage, o.req, hooks,
       [&](int32_t, const std::string& text) {
         if (stream_text && !text.empty()) {
           std::fwrite(text.data(), 1, text.size(), stdout);
           std::fflush(stdout);
         }
         return true;
-      },
-      stepper.get());
+      });
 
   const double prompt_tps = res.n_prompt / std::max(res.prompt_seconds, 1e-9);
-  const double gen_tps = static_cast<double>(res.tokens.size()) / std::max(res.gen_seconds, 1e-9);
+  const double gen_tps = res.decode_tok_s();
   if (o.print_ids) {
     std::printf("%s\n", ids_line(res.tokens).c_str());
   } else if (o.json) {

@@ -9,10 +9,7 @@
 
 #include "engine/model/vram_plan.h"
 #include "engine/util/error.h"
-#ifdef PIPELLM_HAVE_CUDA
-#include "engine/cuda/cuda_stage.h"
-#include "engine/cuda/cuda_stepper.h"
-#endif
+#include "engine/devices/device_stage.h"
 
 namespace pipellm::cli {
 
@@ -145,56 +142,16 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
   return CpuModel::open(path, opt);
 }
 
-int cuda_device_index(const EngineFlags& f) {
-  if (f.device == "cpu") return -1;
-  if (f.device.rfind("cuda", 0) != 0) throw InvalidArgument("--device: '" + f.device + "' is not cpu or cuda[:N]");
-#ifdef PIPELLM_HAVE_CUDA
-  if (f.device == "cuda") return 0;
-  if (f.device[4] != ':') throw InvalidArgument("--device: '" + f.device + "' is not cpu or cuda[:N]");
-  return parse_int("--device", f.device.substr(5), 0, 1023);
-#else
-  throw InvalidArgument("--device: '" + f.device + "': this build has no CUDA");
-#endif
-}
+int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(f.device); }
 
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
-  const int dev = cuda_device_index(f);
-  if (dev < 0) return nullptr;
-#ifdef PIPELLM_HAVE_CUDA
-  const ModelConfig& c = cpu.config();
-  const ModelWeights w = ModelWeights::load(cpu.file(), c, LayerRange::all(c), true, true);
-  cuda::CudaStageOptions opt;
-  opt.device = dev;
-  opt.n_ctx = n_ctx;
-  opt.n_slots = n_slots;
-  opt.use_graphs = f.graphs;
-  opt.streaming.vram_budget = f.vram_budget;
-  return std::make_unique<cuda::CudaStage>(c, w, true, true, opt);
-#else
-  (void)cpu;
-  (void)n_ctx;
-  (void)n_slots;
-  return nullptr;
-#endif
-}
-
-std::unique_ptr<TokenStepper> open_gpu_stepper(Stage* gpu, const SamplerParams& sp) {
-#ifdef PIPELLM_HAVE_CUDA
-  auto* st = dynamic_cast<cuda::CudaStage*>(gpu);
-  if (st == nullptr) return nullptr;
-  const auto g = cuda::gpu_sampling_for(sp);
-  if (!g) {
-    std::fprintf(stderr,
-                 "note: these sampling settings (penalties or the chain order) are not implemented on the GPU: "
-                 "decoding with forward() and the host sampler\n");
-    return nullptr;
-  }
-  return std::make_unique<cuda::CudaStepper>(*st, *g);
-#else
-  (void)gpu;
-  (void)sp;
-  return nullptr;
-#endif
+  DeviceStageOptions o;
+  o.device = f.device;
+  o.n_ctx = n_ctx;
+  o.n_slots = n_slots;
+  o.graphs = f.graphs;
+  o.vram_budget = f.vram_budget;
+  return open_cuda_stage(cpu.file(), cpu.config(), o);
 }
 
 std::vector<int32_t> read_ids_file(const std::string& path) {

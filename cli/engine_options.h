@@ -6,8 +6,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_model.h"
-#include "engine/runtime/generator.h"
-#include "engine/runtime/sampler.h"
+#include "engine/model/stage.h"
 
 namespace pipellm::cli {
 
@@ -46,12 +45,6 @@ int cuda_device_index(const EngineFlags& f);
 // instead of cpu.stage() (the CPU model still provides the file, config and tokenizer). Null
 // for --device cpu.
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots = 1);
-
-// With a CUDA stage (from open_gpu_stage) and sampling settings the GPU sampler implements:
-// the graph-replayed decode path that samples on the GPU (generate() prefills with forward()
-// and then decodes through it). Null otherwise (CPU stage, or penalties / a chain order the GPU
-// sampler lacks: a note on stderr; forward() and the host sampler then decode).
-std::unique_ptr<TokenStepper> open_gpu_stepper(Stage* gpu, const SamplerParams& sp);
 
 // The value after a flag, or InvalidArgument "FLAG needs a value".
 std::string flag_value(int argc, char** argv, int& i);

@@ -25,6 +25,9 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--ctx", o.n_ctx, "context length (in-process backend)");
   app.add_option("--slots", o.n_slots, "sequences at once (in-process backend)");
   app.add_option("--threads", o.n_threads, "CPU threads (in-process backend)");
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N: where the in-process backend runs the model");
+  app.add_flag("--no-graphs", o.no_graphs, "in-process CUDA: run decode steps eagerly (ablation)");
+  app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512)");
   app.add_option("--debug-step-delay-ms", o.debug_step_delay_ms, "tests: sleep per step (in-process backend)");
   app.add_option("--max-queue", o.max_queue, "requests waiting beyond those running");
   app.add_option("--max-prompt-tokens", o.max_prompt_tokens, "per-request prompt limit (0: the context)");

@@ -27,6 +27,9 @@ struct CoordinatorOptions {
   int n_ctx = 0;       // 0: config, else 2048
   int n_slots = 0;     // 0: config, else 4
   int n_threads = 0;   // 0: config, else all
+  std::string device = "cpu";  // cpu | cuda | cuda:N
+  bool no_graphs = false;
+  int max_batch_tokens = 0;    // 0: config, else 512
   int debug_step_delay_ms = 0;  // tests: slow the in-process head down
   // admission and limits
   int max_queue = 64;

@@ -6,20 +6,41 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/link/serve_link.h"
+#include "engine/pipeline/inproc_transport.h"
+#include "engine/pipeline/stage_runner.h"
+
 namespace pipellm::coord {
 
 namespace {
 
 class HeadThread : public HeadProcess {
  public:
-  HeadThread(CpuModel& model, const std::string& name, const link::HeadLoopOptions& loop, const std::string& address) {
-    thread_ = std::thread([this, &model, name, loop, address] {
+  HeadThread(Stage& stage, const std::string& name, const InProcessOptions& opt, const std::string& address) {
+    thread_ = std::thread([this, &stage, name, opt, address] {
       std::string why = "the head thread returned";
       try {
-        auto hello = link::hello_for(model.stage(), name, 1, "in-process:[0," + std::to_string(model.config().n_layer) + ")");
-        auto head = link::HeadLink::connect(address, hello, 10000);
-        link::HeadLoop(model.stage(), *head, loop).run(&stop_);
-        why = "the head thread finished (shutdown)";
+        InprocHub hub(1);
+        InprocTransport transport(hub, 0);
+        StageRunner runner(stage, transport);
+        runner.set_step_delay(std::chrono::milliseconds(opt.debug_step_delay_ms));
+        const std::string plan = "in-process " + opt.device + ":[0," + std::to_string(stage.config().n_layer) + ")";
+        auto head = link::HeadLink::connect(
+            address, link::hello_for(stage, name, stage.n_ctx(), stage.n_slots(), 1, plan), 10000);
+        SchedulerOptions so;
+        so.n_slots = stage.n_slots();
+        so.n_ctx = stage.n_ctx();
+        so.max_batch_tokens = std::min(opt.max_batch_tokens, stage.max_step_tokens());
+        so.prefill_chunk = std::min(opt.prefill_chunk, so.max_batch_tokens);
+        const auto stats = [&] {
+          std::vector<link::StageStatsMsg> out;
+          for (const RankStats& s : runner.stage_stats()) {
+            out.push_back({s.rank, opt.device, s.steps, s.step_seconds, s.transfer_seconds, s.device_bytes});
+          }
+          return out;
+        };
+        const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, stats, &stop_);
+        why = "the head thread finished (" + r.end_reason + ")";
       } catch (const std::exception& e) {
         why = std::string("the head thread ended: ") + e.what();
       }
@@ -54,14 +75,22 @@ std::string stem(const std::string& path) {
 
 }  // namespace
 
-InProcessLauncher::InProcessLauncher(const std::string& model_path, const CpuModelOptions& opt,
-                                     const link::HeadLoopOptions& loop)
-    : model_name_(stem(model_path)), model_(CpuModel::open(model_path, opt)), loop_(loop) {}
+InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProcessOptions& opt)
+    : model_name_(stem(model_path)), opt_(opt), model_(CpuModel::open(model_path, opt.cpu)) {
+  DeviceStageOptions d;
+  d.device = opt.device;
+  d.n_ctx = opt.cpu.stage.n_ctx;
+  d.n_slots = opt.cpu.stage.n_slots;
+  d.max_batch_tokens = opt.max_batch_tokens;
+  d.graphs = opt.graphs;
+  gpu_ = open_cuda_stage(model_->file(), model_->config(), d);
+}
 
 InProcessLauncher::~InProcessLauncher() = default;
 
 std::unique_ptr<HeadProcess> InProcessLauncher::launch(const std::string& coordinator_address) {
-  return std::make_unique<HeadThread>(*model_, model_name_, loop_, coordinator_address);
+  Stage& stage = gpu_ ? *gpu_ : model_->stage();
+  return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address);
 }
 
 }  // namespace pipellm::coord

@@ -9,7 +9,9 @@
 #include <fstream>
 
 #include "engine/cpu/cpu_model.h"
-#include "engine/link/head_loop.h"
+#include "engine/link/serve_link.h"
+#include "engine/pipeline/inproc_transport.h"
+#include "engine/pipeline/stage_factory.h"
 #include "engine/pipeline/pipeline_config.h"
 
 int main(int argc, char** argv) {
@@ -35,14 +37,15 @@ int main(int argc, char** argv) {
     mo.stage.kv_type = cfg.kv_cache_type == KvType::F32 ? TensorType::F32 : TensorType::F16;
     mo.n_threads = cfg.threads;
     auto m = CpuModel::open(cfg.model, mo);
-    link::HeadLoopOptions lo;
-    lo.max_batch_tokens = cfg.max_batch_tokens;
-    lo.prefill_chunk = cfg.prefill_chunk;
-    lo.debug_step_delay_ms = step_delay_ms;
+    InprocHub hub(1);
+    InprocTransport transport(hub, 0);
+    StageRunner runner(m->stage(), transport);
+    runner.set_step_delay(std::chrono::milliseconds(step_delay_ms));
     std::string name = cfg.model.substr(cfg.model.find_last_of('/') + 1);
-    auto hello = link::hello_for(m->stage(), name, 1, "link-head:[0," + std::to_string(m->config().n_layer) + ")");
+    auto hello = link::hello_for(m->stage(), name, cfg.context_length, cfg.max_sequences, 1,
+                                 "link-head:[0," + std::to_string(m->config().n_layer) + ")");
     auto head = link::HeadLink::connect(coordinator, hello, 30000);
-    link::HeadLoop(m->stage(), *head, lo).run();
+    link::serve_link(runner, *head, scheduler_options(cfg, m->stage()), m->config().n_vocab, nullptr);
     return 0;
   } catch (const std::exception& e) {
     spdlog::error("pipellm-link-head: {}", e.what());

@@ -95,15 +95,17 @@ std::vector<uint8_t> MpiTransport::recv_message(int peer) {
   return b;
 }
 
-void MpiTransport::send_activations(int peer, const float* data, size_t count, MemorySpace space) {
-  if (space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
+void MpiTransport::send_activations(int peer, const ActivationRows& rows, size_t count) {
+  const float* data = rows.data;
+  if (rows.space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
   std::vector<uint8_t> b(count * sizeof(float));
   if (count != 0) std::memcpy(b.data(), data, b.size());
   post(peer, kTagActivations, std::move(b));
 }
 
-void MpiTransport::recv_activations(int peer, float* data, size_t count, MemorySpace space) {
-  if (space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
+void MpiTransport::recv_activations(int peer, const ActivationRows& rows, size_t count) {
+  float* data = rows.data;
+  if (rows.space != MemorySpace::Host) throw InvalidArgument("mpi transport: activations must be in host memory (stage them)");
   MPI_Status st = wait_for(peer, kTagActivations);
   int n = 0;
   mpi_check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");

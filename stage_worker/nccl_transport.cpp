@@ -61,24 +61,32 @@ void NcclTransport::wait_stream(const char* what) {
   }
 }
 
-void NcclTransport::send_activations(int peer, const float* data, size_t count, MemorySpace space) {
-  const float* src = data;
-  if (space == MemorySpace::Host) {
-    float* d = staging(count);
-    cuda_check(cudaMemcpyAsync(d, data, count * sizeof(float), cudaMemcpyHostToDevice, stream_), "nccl transport: stage to device");
-    src = d;
+void NcclTransport::send_activations(int peer, const ActivationRows& rows, size_t count) {
+  if (rows.space == MemorySpace::Device) {
+    // Straight from the stage's buffer, ordered on its stream after the step that wrote it; the
+    // host goes on (the receiver posts its ncclRecv when the step header reaches it).
+    nccl_check(ncclSend(rows.data, count, ncclFloat32, peer, comm_, static_cast<cudaStream_t>(rows.stream)),
+               "ncclSend to rank " + std::to_string(peer));
+    return;
   }
-  nccl_check(ncclSend(src, count, ncclFloat32, peer, comm_, stream_), "ncclSend to rank " + std::to_string(peer));
-  // The ring never needs this send to wait for the receiver beyond the header it already has.
+  float* d = staging(count);
+  cuda_check(cudaMemcpyAsync(d, rows.data, count * sizeof(float), cudaMemcpyHostToDevice, stream_),
+             "nccl transport: stage to device");
+  nccl_check(ncclSend(d, count, ncclFloat32, peer, comm_, stream_), "ncclSend to rank " + std::to_string(peer));
   wait_stream("ncclSend");
 }
 
-void NcclTransport::recv_activations(int peer, float* data, size_t count, MemorySpace space) {
-  float* dst = space == MemorySpace::Host ? staging(count) : data;
-  nccl_check(ncclRecv(dst, count, ncclFloat32, peer, comm_, stream_), "ncclRecv from rank " + std::to_string(peer));
-  if (space == MemorySpace::Host) {
-    cuda_check(cudaMemcpyAsync(data, dst, count * sizeof(float), cudaMemcpyDeviceToHost, stream_), "nccl transport: stage to host");
+void NcclTransport::recv_activations(int peer, const ActivationRows& rows, size_t count) {
+  if (rows.space == MemorySpace::Device) {
+    // Into the stage's input buffer on its stream: the step's kernels follow it there.
+    nccl_check(ncclRecv(rows.data, count, ncclFloat32, peer, comm_, static_cast<cudaStream_t>(rows.stream)),
+               "ncclRecv from rank " + std::to_string(peer));
+    return;
   }
+  float* d = staging(count);
+  nccl_check(ncclRecv(d, count, ncclFloat32, peer, comm_, stream_), "ncclRecv from rank " + std::to_string(peer));
+  cuda_check(cudaMemcpyAsync(rows.data, d, count * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+             "nccl transport: stage to host");
   wait_stream("ncclRecv");
 }
 

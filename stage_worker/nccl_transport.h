@@ -1,8 +1,8 @@
 // Pipeline transport for GPU ranks: activations go GPU to GPU with ncclSend/ncclRecv on the
 // transport's stream; step headers and results (small, needed on the host anyway) go over MPI.
 // Bootstrap: rank 0 creates the ncclUniqueId and broadcasts it with MPI_Bcast; the communicator
-// spans the pipeline's ranks. Host activations (a stage that returns them on the host) are staged
-// through a device buffer. NCCL refuses two ranks on one GPU: use the MPI transport there.
+// spans the pipeline's ranks. Device rows go straight from and into the stages' buffers on the
+// stages' streams (no host copy, no host wait); host rows are staged through a device buffer. NCCL refuses two ranks on one GPU: use the MPI transport there.
 // Built only when CUDA and NCCL are found (PIPELLM_HAVE_NCCL).
 #pragma once
 #include <cuda_runtime.h>
@@ -28,8 +28,9 @@ class NcclTransport : public Transport {
   void send_message(int peer, std::vector<uint8_t> bytes) override { control_.send_message(peer, std::move(bytes)); }
   std::vector<uint8_t> recv_message(int peer) override { return control_.recv_message(peer); }
   bool poll_message(int peer, std::chrono::microseconds wait) override { return control_.poll_message(peer, wait); }
-  void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
-  void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
+  void send_activations(int peer, const ActivationRows& rows, size_t count) override;
+  void recv_activations(int peer, const ActivationRows& rows, size_t count) override;
+  bool moves(MemorySpace) const override { return true; }
   void flush() override;
   [[noreturn]] void abort(const std::string& what) override;
 

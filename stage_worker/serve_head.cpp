@@ -2,8 +2,8 @@
 
 #include <cstdio>
 
-#include "engine/link/coordinator_link.h"
-#include "engine/link/scheduler_bridge.h"
+#include "engine/link/serve_link.h"
+#include "engine/pipeline/stage_factory.h"
 
 namespace pipellm {
 
@@ -34,37 +34,17 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet) {
-  const ModelConfig& mc = head_stage.config();
-  link::HelloMsg hello;
-  hello.model_name = cfg.model.substr(cfg.model.find_last_of('/') + 1);
-  hello.arch = arch_name(mc.arch);
-  hello.n_vocab = mc.n_vocab;
-  hello.n_layer = mc.n_layer;
-  hello.n_embd = mc.n_embd;
-  hello.n_ctx = cfg.context_length;
-  hello.max_sequences = cfg.max_sequences;
-  hello.n_stages = cfg.n_stages();
-  hello.plan = plan_summary(plan);
+  const link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
+                                               cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
   auto head = link::HeadLink::connect(address, hello, 30000);
   if (!quiet) std::fprintf(stderr, "pipellm-stage: rank 0 serving the coordinator at %s (%s)\n", address.c_str(), hello.plan.c_str());
-
-  SchedulerOptions so;
-  so.n_slots = cfg.max_sequences;
-  so.n_ctx = cfg.context_length;
-  so.micro_batches = cfg.micro_batches;
-  so.max_batch_tokens = cfg.max_batch_tokens;
-  so.prefill_chunk = cfg.prefill_chunk;
-  Scheduler sched(so);
-  link::SchedulerBridge bridge(sched, *head, mc.n_vocab, cfg.context_length);
-  bridge.set_stats_source([&] { return stage_stats_messages(runner.stage_stats(), cfg); });
-  const HeadStats st = runner.serve_head(
-      sched, [&](const TokenEvent& e) { bridge.on_token(e); },
-      [&](std::chrono::milliseconds wait) { return bridge.poll(wait); });
-  if (!quiet || bridge.link_failed()) {
+  const link::ServeResult r = link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab,
+                                               [&] { return stage_stats_messages(runner.stage_stats(), cfg); });
+  if (!quiet || r.link_failed) {
     std::fprintf(stderr, "pipellm-stage: rank 0 stops serving (%s) after %lld steps, %lld tokens generated\n",
-                 bridge.end_reason().c_str(), static_cast<long long>(st.steps), static_cast<long long>(st.generated_tokens));
+                 r.end_reason.c_str(), static_cast<long long>(r.stats.steps), static_cast<long long>(r.stats.generated_tokens));
   }
-  return bridge.link_failed() ? 1 : 0;
+  return r.link_failed ? 1 : 0;
 }
 
 }  // namespace pipellm

@@ -108,13 +108,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
     // --requests may hold only token ids; a text request will say it needs the tokenizer.
   }
   const std::vector<Request> reqs = build_requests(o, tok.get(), stop_token_ids(*file, tok.get()));
-  SchedulerOptions so;
-  so.n_slots = cfg.max_sequences;
-  so.n_ctx = cfg.context_length;
-  so.micro_batches = cfg.micro_batches;
-  so.max_batch_tokens = cfg.max_batch_tokens;
-  so.prefill_chunk = cfg.prefill_chunk;
-  Scheduler sched(so);
+  Scheduler sched(scheduler_options(cfg, *stage));
   for (const Request& r : reqs) sched.submit(r);
   ResultCollector results(reqs, tok.get(), o.logits, /*stream_text=*/o.json_out.empty());
   const HeadStats st = runner.run_head(sched, [&](const TokenEvent& e) { results.on_token(e); }, o.logits);

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "engine/model/kv_cache.h"
-#include "engine/model/stage.h"
+#include "engine/model/host_stage.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/rope.h"
@@ -31,7 +31,7 @@ struct CpuStageOptions {
   TensorType kv_type = TensorType::F16;
 };
 
-class CpuStage : public Stage {
+class CpuStage : public HostStage {
  public:
   // `f` and `pool` must outlive the stage.
   CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bool first, bool last,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "engine/util/error.h"
 #include "kernels/cuda/attention.h"
@@ -18,9 +19,10 @@ namespace {
 
 constexpr size_t kCublasWorkspace = 32u << 20;
 
-bool same_params(const SamplingParams& a, const SamplingParams& b) {
-  return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.min_p == b.min_p &&
-         a.seed == b.seed && a.temperature_last == b.temperature_last;
+// Position of s in the chain, or -1 when absent.
+int where(const std::vector<SamplerStage>& chain, SamplerStage s) {
+  const auto it = std::find(chain.begin(), chain.end(), s);
+  return it == chain.end() ? -1 : static_cast<int>(it - chain.begin());
 }
 
 int sm_count(int device) {
@@ -63,15 +65,23 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   const size_t T = static_cast<size_t>(max_tokens_);
   const size_t E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = kdim;
   const size_t W = std::max({E, F, Q});
-  d_io_.resize(3 * T);
+  d_io_.resize(5 * T);
   d_tok_ = d_io_.get();
   d_pos_ = d_io_.get() + T;
   d_slot_ = d_io_.get() + 2 * T;
-  h_io_ = PinnedBuffer<int32_t>(3 * T);
+  d_out_slot_ = d_io_.get() + 3 * T;
+  d_out_pos_ = d_io_.get() + 4 * T;
+  for (auto& h : h_io_) h = PinnedBuffer<int32_t>(5 * T);
   h_next_ = PinnedBuffer<int32_t>(T);
   d_next_.resize(T);
-  d_counter_.resize(T);
-  PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get(), 0, d_counter_.bytes(), stream_.get()));
+  if (last_) {
+    const size_t S = static_cast<size_t>(opt_.n_slots);
+    d_sampling_.resize(S);
+    d_counter_.resize(S);
+    d_history_.resize(S * static_cast<size_t>(opt_.n_ctx));
+    PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get(), 0, d_counter_.bytes(), stream_.get()));
+    PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_sampling_.get(), 0, d_sampling_.bytes(), stream_.get()));
+  }
   x_.resize(T * E);
   y_.resize(T * W);
   q_.resize(T * Q);
@@ -114,11 +124,13 @@ int CudaStage::context_bucket(int max_pos) const {
   return std::min(c, opt_.n_ctx);
 }
 
-void CudaStage::validate(const Batch& b) const {
+void CudaStage::validate(const Batch& b, bool need_hidden) const {
   const int T = b.n_tokens();
-  if (static_cast<int>(b.slot.size()) != T) throw InvalidArgument("batch: slot and pos counts differ");
-  if (first_ && static_cast<int>(b.tokens.size()) != T) throw InvalidArgument("batch: token and pos counts differ");
-  if (!first_ && b.hidden == nullptr && T > 0) throw InvalidArgument("batch: a non-first stage needs hidden rows");
+  if (static_cast<int>(b.slot.size()) != T || static_cast<int>(b.logits.size()) != T)
+    throw InvalidArgument("batch: slot, logits and pos counts differ");
+  if ((first_ || last_) && static_cast<int>(b.tokens.size()) != T)
+    throw InvalidArgument("batch: token and pos counts differ");
+  if (need_hidden && b.hidden == nullptr && T > 0) throw InvalidArgument("batch: a non-first stage needs hidden rows");
   for (int i = 0; i < T; ++i) {
     if (first_ && (b.tokens[i] < 0 || b.tokens[i] >= cfg_.n_vocab))
       throw InvalidArgument("batch: token " + std::to_string(b.tokens[i]) + " out of range [0, " +
@@ -132,17 +144,30 @@ void CudaStage::validate(const Batch& b) const {
   }
 }
 
-void CudaStage::upload_step(const int32_t* tokens, const int32_t* pos, const int32_t* slots, int n, int padded) {
+void CudaStage::upload_step(const Batch& b, int c0, int n, int padded) {
   const int T = max_tokens_;
+  // The ring slot's previous copy has run once its event has (steps do not wait otherwise).
+  const int k = io_next_;
+  io_next_ = (io_next_ + 1) % kIoRing;
+  io_done_[k].synchronize();
+  int32_t* h = h_io_[k].get();
+  int n_out = 0;
   for (int i = 0; i < padded; ++i) {
     const bool real = i < n;
-    h_io_[i] = real && tokens ? tokens[i] : 0;
-    h_io_[T + i] = real ? pos[i] : -1;
-    h_io_[2 * T + i] = real ? slots[i] : 0;
+    const size_t j = static_cast<size_t>(c0 + i);
+    h[i] = real && !b.tokens.empty() ? b.tokens[j] : 0;
+    h[T + i] = real ? b.pos[j] : -1;
+    h[2 * T + i] = real ? b.slot[j] : 0;
+    if (real && b.logits[j]) {
+      h[3 * T + n_out] = b.slot[j];
+      h[4 * T + n_out] = b.pos[j];
+      ++n_out;
+    }
   }
-  // Three segments in one copy (the unused tail of each segment is harmless).
-  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_io_.get(), h_io_.get(), 3 * static_cast<size_t>(T) * sizeof(int32_t),
+  // Five segments in one copy (the unused tail of each segment is harmless).
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_io_.get(), h, 5 * static_cast<size_t>(T) * sizeof(int32_t),
                                      cudaMemcpyHostToDevice, stream_.get()));
+  io_done_[k].record(stream_.get());
 }
 
 void CudaStage::product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize) {
@@ -311,21 +336,39 @@ void CudaStage::enqueue_logits(int n_out) {
   product(weights_->output, n_out, logits_.get(), cfg_.n_vocab, false);
 }
 
-void CudaStage::enqueue_decode_step(int B, int ctx_bucket, const SamplingParams& sp) {
+void CudaStage::enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos) {
+  SampleRowsArgs a;
+  a.logits = logits_.get();
+  a.stride = cfg_.n_vocab;
+  a.n_rows = n_out;
+  a.n_vocab = cfg_.n_vocab;
+  a.row_slot = row_slot;
+  a.row_pos = row_pos;
+  a.slots = d_sampling_.get();
+  a.counter = d_counter_.get();
+  a.history = d_history_.get();
+  a.n_ctx = opt_.n_ctx;
+  a.out = d_next_.get();
+  sample_rows(a, launch());
+}
+
+void CudaStage::enqueue_decode_step(int B, int ctx_bucket) {
   struct Flag {  // PDL for the kernels of this step (see launch())
     bool& f;
     explicit Flag(bool& x) : f(x) { f = true; }
     ~Flag() { f = false; }
   } flag(in_decode_);
-  enqueue_embed(B);
+  if (first_) enqueue_embed(B);
   enqueue_layers(B, ctx_bucket);
+  if (!last_) return;
+  record_tokens(d_tok_, d_pos_, d_slot_, B, d_history_.get(), opt_.n_ctx, launch());
   product_input(B, x_.get(), cfg_.n_embd, weights_->output_norm.get(), true);
   product(weights_->output, B, logits_.get(), cfg_.n_vocab, false);
-  sample_rows(logits_.get(), cfg_.n_vocab, B, cfg_.n_vocab, sp, d_counter_.get(), d_next_.get(), launch());
+  enqueue_sampling(B, d_slot_, d_pos_);
 }
 
 void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
-  validate(batch);
+  validate(batch, !first_);
   const int total = batch.n_tokens();
   const int64_t E = cfg_.n_embd, V = cfg_.n_vocab;
   out.clear();
@@ -333,7 +376,7 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
   else out.reserve(static_cast<size_t>(total) * static_cast<size_t>(E));
   for (int c0 = 0; c0 < total; c0 += max_tokens_) {
     const int T = std::min(max_tokens_, total - c0);
-    upload_step(first_ ? batch.tokens.data() + c0 : nullptr, batch.pos.data() + c0, batch.slot.data() + c0, T, T);
+    upload_step(batch, c0, T, T);
     int n_keys = 1;
     for (int i = c0; i < c0 + T; ++i) n_keys = std::max(n_keys, batch.pos[i] + 1);
     if (first_) {
@@ -353,7 +396,7 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
     }
     int n_out = 0;
     for (int i = c0; i < c0 + T; ++i) {
-      if (batch.logits.empty() || !batch.logits[static_cast<size_t>(i)]) continue;
+      if (!batch.logits[static_cast<size_t>(i)]) continue;
       PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + (i - c0) * E, E * sizeof(float),
                                          cudaMemcpyDeviceToDevice, stream_.get()));
       ++n_out;
@@ -369,34 +412,134 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
   }
 }
 
-void CudaStage::decode(const int32_t* tokens, const int32_t* pos, const int32_t* slots, int n, int32_t* next,
-                       const SamplingParams& sp) {
-  if (!first_ || !last_) throw InvalidArgument("CUDA decode: needs a whole-model stage");
-  if (n < 1) return;
-  const int B = batch_bucket(n);
-  if (B > max_tokens_)
-    throw InvalidArgument("CUDA decode: " + std::to_string(n) + " sequences exceed the stage's batch capacity " +
-                          std::to_string(max_tokens_));
-  int max_pos = 0;
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= cfg_.n_vocab) throw InvalidArgument("CUDA decode: token out of range");
-    if (pos[i] < 0 || pos[i] >= opt_.n_ctx) throw InvalidArgument("CUDA decode: position out of range");
-    if (slots[i] < 0 || slots[i] >= opt_.n_slots) throw InvalidArgument("CUDA decode: slot out of range");
-    max_pos = std::max(max_pos, pos[i]);
+SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
+  const SamplerParams p = sampler_params(spec);
+  p.validate();
+  SlotSampling g;
+  g.seed = p.seed;
+  g.penalty_last_n = p.penalty_last_n;
+  g.repeat_penalty = p.repeat_penalty;
+  g.frequency_penalty = p.frequency_penalty;
+  g.presence_penalty = p.presence_penalty;
+  if (p.greedy()) return g;  // temperature 0: argmax after penalties
+  const auto& c = p.chain;
+  const int k = p.top_k > 0 ? where(c, SamplerStage::TopK) : -1;
+  const int tp = p.top_p < 1.0f ? where(c, SamplerStage::TopP) : -1;
+  const int mp = p.min_p > 0.0f ? where(c, SamplerStage::MinP) : -1;
+  const int t = where(c, SamplerStage::Temperature);
+  // The active filters must come in the GPU's order (absent ones are skipped).
+  std::vector<int> order;
+  for (int i : {k, tp, mp})
+    if (i >= 0) order.push_back(i);
+  const int first_scaled = std::min(tp < 0 ? 1 << 20 : tp, mp < 0 ? 1 << 20 : mp);
+  const int last_filter = order.empty() ? -1 : order.back();
+  const bool t_first = t >= 0 && t < first_scaled, t_last = t > last_filter;
+  if (!std::is_sorted(order.begin(), order.end()) || t < 0 || !(t_first || t_last)) {
+    throw InvalidArgument("sampling: the GPU sampler applies top_k, top_p, min_p in that order with the temperature "
+                          "first or last; this sampler chain is not supported on a GPU");
   }
+  g.temperature = p.temperature;
+  g.top_k = k >= 0 ? p.top_k : 0;
+  g.top_p = tp >= 0 ? p.top_p : 1.0f;
+  g.min_p = mp >= 0 ? p.min_p : 0.0f;
+  g.temperature_last = t_first ? 0 : 1;
+  return g;
+}
+
+void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
+  if (!last_) throw InvalidArgument("CUDA stage: start_sequence on a stage without the output head");
+  if (slot < 0 || slot >= opt_.n_slots)
+    throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(opt_.n_slots) + ")");
+  const SlotSampling g = slot_sampling(sampling);
+  // Pageable source: the copy is staged before the call returns; ordered before the next step.
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_sampling_.get() + slot, &g, sizeof(g), cudaMemcpyHostToDevice, stream_.get()));
+  PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get() + slot, 0, sizeof(uint64_t), stream_.get()));
+}
+
+ActivationRows CudaStage::input_rows(int n_tokens) {
+  if (n_tokens < 0 || n_tokens > max_tokens_)
+    throw InvalidArgument("CUDA stage: " + std::to_string(n_tokens) + " input rows exceed the step capacity " +
+                          std::to_string(max_tokens_));
+  return {x_.get(), MemorySpace::Device, stream_.get()};
+}
+
+void CudaStage::rows_to_host(const ActivationRows& rows, float* host, size_t count) {
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(host, rows.data, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  stream_.synchronize();
+}
+
+void CudaStage::rows_from_host(const float* host, const ActivationRows& rows, size_t count) {
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(rows.data, host, count * sizeof(float), cudaMemcpyHostToDevice, stream_.get()));
+  stream_.synchronize();
+}
+
+void CudaStage::fetch_tokens(int n, StepOutput& out) {
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), d_next_.get(), n * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                     stream_.get()));
+  stream_.synchronize();
+  out.tokens.assign(h_next_.get(), h_next_.get() + n);
+}
+
+void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
+  const int T = b.n_tokens();
+  const int64_t E = cfg_.n_embd, V = cfg_.n_vocab;
+  upload_step(b, 0, T, T);
+  int n_keys = 1;
+  for (int i = 0; i < T; ++i) n_keys = std::max(n_keys, b.pos[i] + 1);
+  if (first_) enqueue_embed(T);
+  enqueue_layers(T, n_keys);
+  if (!last_) return;
+  record_tokens(d_tok_, d_pos_, d_slot_, T, d_history_.get(), opt_.n_ctx, launch());
+  int n_out = 0;
+  for (int i = 0; i < T; ++i) {
+    if (!b.logits[static_cast<size_t>(i)]) continue;
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + i * E, E * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+    ++n_out;
+  }
+  out.logits.clear();
+  last_rows_ = n_out;
+  if (n_out == 0) {
+    out.tokens.clear();
+    return;
+  }
+  enqueue_logits(n_out);
+  if (want_logits) {
+    out.logits.resize(static_cast<size_t>(n_out) * static_cast<size_t>(V));
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.logits.data(), logits_.get(), out.logits.size() * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_.get()));
+  }
+  enqueue_sampling(n_out, d_out_slot_, d_out_pos_);
+  fetch_tokens(n_out, out);
+}
+
+void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
+  validate(batch, false);
+  const int n = batch.n_tokens();
+  if (n > max_tokens_)
+    throw InvalidArgument("CUDA stage: a step of " + std::to_string(n) + " tokens exceeds the stage's capacity " +
+                          std::to_string(max_tokens_));
+  out.tokens.clear();
+  if (n == 0) return;
+  // A decode step (every row wants logits) replays a graph; prefill chunks and logits for the
+  // caller run eagerly.
+  const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_;
+  if (!decode) {
+    run_eager(batch, want_logits, out);
+    return;
+  }
+  const int B = batch_bucket(n);
+  int max_pos = 0;
+  for (int i = 0; i < n; ++i) max_pos = std::max(max_pos, batch.pos[static_cast<size_t>(i)]);
   const int C = context_bucket(max_pos);
-  upload_step(tokens, pos, slots, n, B);
+  upload_step(batch, 0, n, B);
   if (opt_.use_graphs) {
-    if (!same_params(sp, graph_sp_)) {
-      graphs_.clear();
-      graph_sp_ = sp;
-    }
     auto it = graphs_.find({B, C});
     if (it == graphs_.end()) {
       cudaGraph_t g = nullptr;
       PIPELLM_CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
       try {
-        enqueue_decode_step(B, C, sp);
+        enqueue_decode_step(B, C);
       } catch (...) {
         cudaStreamEndCapture(stream_.get(), &g);
         if (g) cudaGraphDestroy(g);
@@ -407,18 +550,15 @@ void CudaStage::decode(const int32_t* tokens, const int32_t* pos, const int32_t*
     }
     it->second.launch(stream_.get());
   } else {
-    enqueue_decode_step(B, C, sp);
+    enqueue_decode_step(B, C);
   }
-  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), d_next_.get(), n * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                     stream_.get()));
-  stream_.synchronize();
-  for (int i = 0; i < n; ++i) next[i] = h_next_[i];
-  last_decode_rows_ = B;
+  last_rows_ = B;
+  if (last_) fetch_tokens(n, out);
 }
 
-void CudaStage::last_decode_logits(int n, std::vector<float>& out) const {
-  if (n > last_decode_rows_) throw InvalidArgument("last_decode_logits: more rows than the last step had");
-  out.resize(static_cast<size_t>(n) * static_cast<size_t>(cfg_.n_vocab));
+void CudaStage::last_logits(int rows, std::vector<float>& out) const {
+  if (rows > last_rows_) throw InvalidArgument("last_logits: more rows than the last step had");
+  out.resize(static_cast<size_t>(rows) * static_cast<size_t>(cfg_.n_vocab));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost,
                                      stream_.get()));
   stream_.synchronize();

@@ -4,11 +4,14 @@
 // KV cache layout (engine/model/kv_cache.h; f16 on the device). Products use the quantized
 // mat-vec kernels for up to 8 tokens and cuBLAS on f16 (dequantized) weights beyond.
 //
-// decode() is the fast path for token generation: one token per sequence, sampled on the GPU
-// (only ids come back). Its whole step (every layer and the sampler) is captured once per
-// (batch bucket 1/2/4/8/16/32/64/..., context bucket 512/1024/2048/...) as a CUDA graph and
-// replayed; tokens, positions and slots are read from device memory, so a replay needs only one
-// small host-to-device copy. use_graphs = false runs the same kernels eagerly (the ablation).
+// step() is the runtime's path (engine/model/stage.h): input rows in device memory (written by
+// the transport), output rows left there, and on the tail one token per logits row sampled on
+// the GPU with each sequence's own settings and penalties (kernels/cuda/sampling.h; only ids
+// come back). A decode step (every row wants logits: one token per sequence) of any stage -
+// first, middle, tail or whole model - is captured once per (batch bucket 1/2/4/8/...,
+// context bucket 512/1024/2048/...) as a CUDA graph and replayed; tokens, positions and slots
+// are read from device memory, so a replay needs only one small host-to-device copy. Prefill
+// chunks run eagerly. use_graphs = false runs decode steps eagerly too (the ablation).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -48,20 +51,19 @@ class CudaStage : public Stage {
   bool is_last() const override { return last_; }
   int n_ctx() const override { return opt_.n_ctx; }
   int n_slots() const override { return opt_.n_slots; }
+  int max_step_tokens() const override { return max_tokens_; }
   void forward(const Batch& batch, std::vector<float>& out) override;
+  void start_sequence(int slot, const SamplingSpec& sampling) override;
+  ActivationRows input_rows(int n_tokens) override;
+  void step(const Batch& batch, StepOutput& out, bool want_logits) override;
+  ActivationRows output_rows() override { return {x_.get(), MemorySpace::Device, stream_.get()}; }
+  void rows_to_host(const ActivationRows& rows, float* host, size_t count) override;
+  void rows_from_host(const float* host, const ActivationRows& rows, size_t count) override;
   // Used memory of the current device (cudaMemGetInfo); 0 if the query fails.
   uint64_t device_memory_bytes() const override {
     size_t free_bytes = 0, total_bytes = 0;
     return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? total_bytes - free_bytes : 0;
   }
-
-  // One decode step of n sequences (whole-model stages only): token tokens[i] at position pos[i]
-  // of slot slots[i]; next[i] receives the sampled next token. Positions [0, pos[i]) of each
-  // slot must be in the cache.
-  void decode(const int32_t* tokens, const int32_t* pos, const int32_t* slots, int n, int32_t* next,
-              const SamplingParams& sp = {});
-  // The logits of the last decode() call ([n][n_vocab]), for tests.
-  void last_decode_logits(int n, std::vector<float>& out) const;
 
   void set_use_graphs(bool on) { opt_.use_graphs = on; }
   // Changing PDL drops the captured graphs (their kernel nodes carry the launch attribute).
@@ -69,6 +71,13 @@ class CudaStage : public Stage {
     if (on != opt_.pdl) graphs_.clear();
     opt_.pdl = on;
   }
+  // The logits of the last step's rows ([rows][n_vocab], before penalties only when the step
+  // had none), for tests.
+  void last_logits(int rows, std::vector<float>& out) const;
+  // The device settings a SamplingSpec becomes; InvalidArgument for a filter order the GPU
+  // sampler does not implement (temperature must come first or last, top_k/top_p/min_p in
+  // that order).
+  static SlotSampling slot_sampling(const SamplingSpec& s);
   size_t graphs_captured() const { return graphs_.size(); }
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
@@ -79,15 +88,22 @@ class CudaStage : public Stage {
   int context_bucket(int max_pos) const;
 
  private:
-  void validate(const Batch& b) const;
-  void upload_step(const int32_t* tokens, const int32_t* pos, const int32_t* slots, int n, int padded);
+  void validate(const Batch& b, bool need_hidden) const;
+  // Copies the step's tokens, positions, slots (rows [n, padded) are padding: position -1) and,
+  // when `b` asks for logits rows, their slots and positions to the device.
+  void upload_step(const Batch& b, int c0, int n, int padded);
+  // Eager step of the rows in x_ (or embedded); the tail samples the rows that want logits.
+  void run_eager(const Batch& b, bool want_logits, StepOutput& out);
+  // The tail's sampling of n_out rows of logits_ whose slots/positions are at row_slot/row_pos.
+  void enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos);
   // Enqueues the forward pass of T tokens whose ids/pos/slots are in d_tok_/d_pos_/d_slot_ (or
   // whose hidden rows are in x_). n_keys: an upper bound on pos + 1 over the tokens.
   void enqueue_layers(int T, int n_keys);
   void enqueue_embed(int T);
   // Final norm + lm head over `n_out` rows of x_ starting at the rows listed (host) or all T.
   void enqueue_logits(int n_out);
-  void enqueue_decode_step(int B, int ctx_bucket, const SamplingParams& sp);
+  void enqueue_decode_step(int B, int ctx_bucket);
+  void fetch_tokens(int n, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // PDL only inside decode steps, whose kernels follow kernels (never a host copy).
@@ -106,13 +122,24 @@ class CudaStage : public Stage {
   std::vector<DeviceBuffer<__half>> k_cache_, v_cache_;
 
   DeviceBuffer<uint8_t> cublas_ws_;
-  DeviceBuffer<int32_t> d_io_;  // [3][max_tokens_]: tokens, positions, slots
+  DeviceBuffer<int32_t> d_io_;  // [5][max_tokens_]: tokens, positions, slots, logits rows' slots, positions
   int32_t* d_tok_ = nullptr;
   int32_t* d_pos_ = nullptr;
   int32_t* d_slot_ = nullptr;
+  int32_t* d_out_slot_ = nullptr;
+  int32_t* d_out_pos_ = nullptr;
   DeviceBuffer<int32_t> d_next_;
+  // Tail sampling state per KV slot: settings, random counter, token history [n_slots][n_ctx].
+  DeviceBuffer<SlotSampling> d_sampling_;
   DeviceBuffer<uint64_t> d_counter_;
-  PinnedBuffer<int32_t> h_io_, h_next_;
+  DeviceBuffer<int32_t> d_history_;
+  // Step inputs are staged in a ring of pinned buffers: a stage that does not wait for its
+  // stream may stage step k+1 before step k's copy has run.
+  static constexpr int kIoRing = 4;
+  PinnedBuffer<int32_t> h_io_[kIoRing];
+  Event io_done_[kIoRing];
+  int io_next_ = 0;
+  PinnedBuffer<int32_t> h_next_;
   DeviceBuffer<float> x_, y_, q_, k_, v_, att_, g_, u_, act_, logits_, attn_part_;
   DeviceBuffer<int8_t> xq_;
   DeviceBuffer<float2> xds_;
@@ -120,8 +147,7 @@ class CudaStage : public Stage {
   int64_t attn_part_floats_ = 0;
 
   std::map<std::pair<int, int>, GraphExec> graphs_;
-  SamplingParams graph_sp_{};
-  int last_decode_rows_ = 0;
+  int last_rows_ = 0;
   bool in_decode_ = false;
 };
 

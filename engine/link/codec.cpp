@@ -150,6 +150,7 @@ void write_sampling(Writer& w, const SamplingParams& s) {
   w.f32(s.frequency_penalty);
   w.i32(s.penalty_last_n);
   w.u64(s.seed);
+  w.u32(s.chain);
 }
 
 SamplingParams read_sampling(Reader& r) {
@@ -163,6 +164,7 @@ SamplingParams read_sampling(Reader& r) {
   s.frequency_penalty = r.f32("frequency_penalty");
   s.penalty_last_n = r.i32("penalty_last_n");
   s.seed = r.u64("seed");
+  s.chain = r.u32("chain");
   return s;
 }
 

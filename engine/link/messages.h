@@ -14,7 +14,7 @@
 
 namespace pipellm::link {
 
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;  // 2: the sampling chain
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;

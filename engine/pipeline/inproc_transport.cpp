@@ -75,17 +75,19 @@ bool InprocTransport::poll_message(int peer, std::chrono::microseconds wait) {
   return hub_.wait_nonempty(peer, rank_, wait);
 }
 
-void InprocTransport::send_activations(int peer, const float* data, size_t count, MemorySpace space) {
+void InprocTransport::send_activations(int peer, const ActivationRows& rows, size_t count) {
+  const float* data = rows.data;
   check_peer(peer);
-  if (space != MemorySpace::Host) throw InvalidArgument("inproc transport: activations must be in host memory");
+  if (rows.space != MemorySpace::Host) throw InvalidArgument("inproc transport: activations must be in host memory");
   std::vector<uint8_t> b(count * sizeof(float));
   if (count != 0) std::memcpy(b.data(), data, b.size());
   hub_.push(rank_, peer, std::move(b));
 }
 
-void InprocTransport::recv_activations(int peer, float* data, size_t count, MemorySpace space) {
+void InprocTransport::recv_activations(int peer, const ActivationRows& rows, size_t count) {
+  float* data = rows.data;
   check_peer(peer);
-  if (space != MemorySpace::Host) throw InvalidArgument("inproc transport: activations must be in host memory");
+  if (rows.space != MemorySpace::Host) throw InvalidArgument("inproc transport: activations must be in host memory");
   const std::vector<uint8_t> b = hub_.pop(peer, rank_);
   if (b.size() != count * sizeof(float)) {
     throw Error("inproc transport: rank " + std::to_string(rank_) + " expected " + std::to_string(count) +

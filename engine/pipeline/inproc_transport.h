@@ -46,8 +46,8 @@ class InprocTransport : public Transport {
   void send_message(int peer, std::vector<uint8_t> bytes) override;
   std::vector<uint8_t> recv_message(int peer) override;
   bool poll_message(int peer, std::chrono::microseconds wait) override;
-  void send_activations(int peer, const float* data, size_t count, MemorySpace space) override;
-  void recv_activations(int peer, float* data, size_t count, MemorySpace space) override;
+  void send_activations(int peer, const ActivationRows& rows, size_t count) override;
+  void recv_activations(int peer, const ActivationRows& rows, size_t count) override;
   void flush() override {}
   void abort(const std::string& what) override;
 

@@ -9,6 +9,7 @@
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
+#include "engine/pipeline/scheduler.h"
 
 namespace pipellm {
 
@@ -21,5 +22,7 @@ struct StageSetup {
 
 CpuStageOptions cpu_stage_options(const PipelineConfig& c);
 std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool);
+// The head's scheduler settings from the config (steps no larger than the stage takes).
+SchedulerOptions scheduler_options(const PipelineConfig& c, const Stage& head);
 
 }  // namespace pipellm

@@ -17,7 +17,7 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 }  // namespace
 
 StageRunner::StageRunner(Stage& stage, Transport& transport)
-    : stage_(stage), transport_(transport), samplers_(static_cast<size_t>(stage.n_slots())) {
+    : stage_(stage), transport_(transport) {
   const int r = transport.rank(), n = transport.size();
   if (stage.is_first() != (r == 0) || stage.is_last() != (r == n - 1)) {
     throw InvalidArgument("stage runner: rank " + std::to_string(r) + " of " + std::to_string(n) +
@@ -29,7 +29,12 @@ StageRunner::StageRunner(Stage& stage, Transport& transport)
 }
 
 RankStats StageRunner::own_now() {
-  own().device_bytes = stage_.device_memory_bytes();
+  // The device query (cudaMemGetInfo) costs more than a small step: twice a second is plenty.
+  const auto now = Clock::now();
+  if (now - memory_read_ > std::chrono::milliseconds(500)) {
+    own().device_bytes = stage_.device_memory_bytes();
+    memory_read_ = now;
+  }
   return own();
 }
 
@@ -48,38 +53,55 @@ void StageRunner::maybe_fault(int64_t step) const {
 
 void StageRunner::apply_starts(const StepHeader& h) {
   for (const SequenceStart& s : h.starts) {
-    if (s.slot < 0 || s.slot >= static_cast<int>(samplers_.size())) {
-      throw Error("step " + std::to_string(h.step_id) + ": sequence " + std::to_string(s.seq_id) + " starts in slot " +
-                  std::to_string(s.slot) + " outside [0, " + std::to_string(samplers_.size()) + ")");
+    try {
+      stage_.start_sequence(s.slot, s.sampling);
+    } catch (const InvalidArgument& e) {
+      throw Error("step " + std::to_string(h.step_id) + ": sequence " + std::to_string(s.seq_id) + ": " + e.what());
     }
-    samplers_[static_cast<size_t>(s.slot)] = std::make_unique<Sampler>(sampler_params(s.sampling), stage_.config().n_vocab);
   }
 }
 
-StepResult StageRunner::sample(const StepHeader& h, const std::vector<float>& logits) {
-  const int V = stage_.config().n_vocab;
+StepResult StageRunner::run_tail(const StepHeader& h) {
+  apply_starts(h);
+  stage_.step(h.batch, step_out_, h.return_logits);
   StepResult r;
   r.step_id = h.step_id;
   const Batch& b = h.batch;
-  size_t row = 0;
   for (int i = 0; i < b.n_tokens(); ++i) {
-    const int32_t s = b.slot[static_cast<size_t>(i)];
-    Sampler* sm = samplers_[static_cast<size_t>(s)].get();
-    if (sm == nullptr) throw Error("step " + std::to_string(h.step_id) + ": slot " + std::to_string(s) + " has no sequence");
-    sm->accept(b.tokens[static_cast<size_t>(i)]);
-    if (!b.logits[static_cast<size_t>(i)]) continue;
-    const float* row_logits = logits.data() + row * static_cast<size_t>(V);
-    r.slot.push_back(s);
-    r.token.push_back(sm->sample(row_logits));
-    if (h.return_logits) r.logits.insert(r.logits.end(), row_logits, row_logits + V);
-    ++row;
+    if (b.logits[static_cast<size_t>(i)]) r.slot.push_back(b.slot[static_cast<size_t>(i)]);
   }
-  if (h.return_logits) r.n_vocab = V;
-  if (row * static_cast<size_t>(V) != logits.size()) {
-    throw Error("step " + std::to_string(h.step_id) + ": the stage returned " + std::to_string(logits.size()) +
-                " logits for " + std::to_string(row) + " rows");
+  if (step_out_.tokens.size() != r.slot.size()) {
+    throw Error("step " + std::to_string(h.step_id) + ": the stage sampled " + std::to_string(step_out_.tokens.size()) +
+                " tokens for " + std::to_string(r.slot.size()) + " rows");
+  }
+  r.token = step_out_.tokens;
+  if (h.return_logits) {
+    r.n_vocab = stage_.config().n_vocab;
+    r.logits = std::move(step_out_.logits);
   }
   return r;
+}
+
+void StageRunner::send_rows(int peer, size_t count) {
+  const ActivationRows rows = stage_.output_rows();
+  if (transport_.moves(rows.space)) {
+    transport_.send_activations(peer, rows, count);
+    return;
+  }
+  host_rows_.resize(count);
+  stage_.rows_to_host(rows, host_rows_.data(), count);
+  transport_.send_activations(peer, {host_rows_.data(), MemorySpace::Host, nullptr}, count);
+}
+
+void StageRunner::recv_rows(int peer, int n_tokens, size_t count) {
+  const ActivationRows rows = stage_.input_rows(n_tokens);
+  if (transport_.moves(rows.space)) {
+    transport_.recv_activations(peer, rows, count);
+    return;
+  }
+  host_rows_.resize(count);
+  transport_.recv_activations(peer, {host_rows_.data(), MemorySpace::Host, nullptr}, count);
+  stage_.rows_from_host(host_rows_.data(), rows, count);
 }
 
 double StageRunner::head_elapsed() const {
@@ -104,22 +126,21 @@ void StageRunner::issue_steps(Scheduler& scheduler, const TokenSink& sink, HeadS
     ++st.steps;
     st.tokens_fed += h->n_tokens();
     const auto t0 = Clock::now();
-    stage_.forward(h->batch, out_);
     ++own().steps;
     if (tail == 0) {
-      apply_starts(*h);
-      StepResult r = sample(*h, out_);
+      StepResult r = run_tail(*h);
       own().step_seconds += since(t0);
       own_now();
       deliver(scheduler, r, sink, st);
-      continue;
+      return;  // one step at a time: a serving head looks at its requests between steps
     }
+    stage_.step(h->batch, step_out_);
     own().step_seconds += since(t0);
     own_now();
     h->width = stage_.config().n_embd;
     const auto t1 = Clock::now();
     transport_.send_message(1, h->encode());
-    transport_.send_activations(1, out_.data(), out_.size(), MemorySpace::Host);
+    send_rows(1, static_cast<size_t>(h->n_tokens()) * static_cast<size_t>(h->width));
     own().transfer_seconds += since(t1);
   }
 }
@@ -194,25 +215,21 @@ void StageRunner::run_follower() {
       throw Error("step " + std::to_string(h.step_id) + ": activations of width " + std::to_string(h.width) +
                   " from rank " + std::to_string(r - 1) + ", this model's n_embd is " + std::to_string(E));
     }
-    hidden_.resize(static_cast<size_t>(h.n_tokens()) * static_cast<size_t>(E));
     const auto t_recv = Clock::now();
-    transport_.recv_activations(r - 1, hidden_.data(), hidden_.size(), MemorySpace::Host);
+    recv_rows(r - 1, h.n_tokens(), static_cast<size_t>(h.n_tokens()) * static_cast<size_t>(E));
     own().transfer_seconds += since(t_recv);
-    h.batch.hidden = hidden_.data();
     const auto t0 = Clock::now();
-    stage_.forward(h.batch, out_);
-    h.batch.hidden = nullptr;
     ++own().steps;
     if (r + 1 < n) {
+      stage_.step(h.batch, step_out_);
       own().step_seconds += since(t0);
       h.stats.push_back(own_now());
       const auto t1 = Clock::now();
       transport_.send_message(r + 1, h.encode());
-      transport_.send_activations(r + 1, out_.data(), out_.size(), MemorySpace::Host);
+      send_rows(r + 1, static_cast<size_t>(h.n_tokens()) * static_cast<size_t>(E));
       own().transfer_seconds += since(t1);
     } else {
-      apply_starts(h);
-      StepResult res = sample(h, out_);
+      StepResult res = run_tail(h);
       own().step_seconds += since(t0);
       res.stats = std::move(h.stats);
       res.stats.push_back(own_now());

@@ -2,9 +2,9 @@
 //
 // Rank r runs stage r. The head (rank 0) asks its Scheduler for micro-batches, runs its layers
 // and sends [header, activations] to rank 1; every later rank receives, runs its layers and
-// passes on; the tail (last rank) samples one token per logits row (engine/runtime Sampler, one
-// per KV slot, reset when a sequence starts) and sends a StepResult back to the head, which
-// hands it to the scheduler. Every rank's only blocking call is a receive, and sends never wait
+// passes on; the tail (last rank) samples one token per logits row (Stage::step: on the device
+// for GPU stages, a sequence's settings given by Stage::start_sequence) and sends a StepResult
+// back to the head, which hands it to the scheduler. Every rank's only blocking call is a receive, and sends never wait
 // for the receiver, so the ring head -> ... -> tail -> head cannot deadlock.
 // With one rank the head is also the tail and nothing is sent.
 //
@@ -13,8 +13,12 @@
 // appends them to each step it passes on; the head gathers them from the step results
 // (stage_stats()), one step behind at most.
 //
-// The backend seam: any Stage (CpuStage now, the CUDA stage later) whose forward() takes and
-// returns host activations. Errors propagate as exceptions; the caller aborts the transport.
+// The backend seam is Stage::step(): activation rows stay where the stage keeps them (device
+// memory for CUDA stages) and go to the next rank through the transport straight from there
+// (NCCL, CUDA IPC), or staged through the host when the transport moves only host memory.
+// One runtime: `pipellm generate` (one rank), the coordinator's in-process head and
+// `pipellm-stage` all run this class. Errors propagate as exceptions; the caller aborts the
+// transport.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -25,7 +29,6 @@
 #include "engine/model/stage.h"
 #include "engine/pipeline/scheduler.h"
 #include "engine/pipeline/transport.h"
-#include "engine/runtime/sampler.h"
 
 namespace pipellm {
 
@@ -81,7 +84,11 @@ class StageRunner {
   double head_elapsed() const;
   void maybe_fault(int64_t step) const;
   void apply_starts(const StepHeader& h);
-  StepResult sample(const StepHeader& h, const std::vector<float>& logits);
+  // The tail's part of a step: starts, the step with sampling, the result for the head.
+  StepResult run_tail(const StepHeader& h);
+  // This stage's output rows to `peer`, and the input rows of an n_tokens step from `peer`.
+  void send_rows(int peer, size_t count);
+  void recv_rows(int peer, int n_tokens, size_t count);
   RankStats& own() { return stats_[static_cast<size_t>(transport_.rank())]; }
   // This rank's totals as they stand, GPU memory read now.
   RankStats own_now();
@@ -92,9 +99,10 @@ class StageRunner {
   FaultInjection fault_;
   std::chrono::milliseconds step_delay_{0};
   std::chrono::steady_clock::time_point head_t0_;
-  std::vector<std::unique_ptr<Sampler>> samplers_;  // per KV slot (tail)
-  std::vector<float> hidden_, out_;
+  StepOutput step_out_;
+  std::vector<float> host_rows_;  // host staging for host-only transports
   std::vector<RankStats> stats_;  // per rank; a follower fills only its own
+  std::chrono::steady_clock::time_point memory_read_{};  // when own device_bytes was last read
 };
 
 }  // namespace pipellm

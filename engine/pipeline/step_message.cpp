@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"
 constexpr uint32_t kResultMagic = 0x53524c50;  // "PLRS"
-constexpr uint32_t kVersion = 2;  // 2: per-rank statistics
+constexpr uint32_t kVersion = 3;  // 2: per-rank statistics; 3: the sampling chain
 constexpr uint64_t kMaxCount = 1u << 28;
 
 // The hosts of one pipeline share byte order; x86-64 and aarch64 are both little-endian.
@@ -86,6 +86,7 @@ void put_sampling(Writer& w, const SamplingSpec& s) {
   w.put(s.presence_penalty);
   w.put(s.penalty_last_n);
   w.put(s.seed);
+  w.put(s.chain);
 }
 
 SamplingSpec get_sampling(Reader& r) {
@@ -99,6 +100,7 @@ SamplingSpec get_sampling(Reader& r) {
   s.presence_penalty = r.get<float>("presence_penalty");
   s.penalty_last_n = r.get<int32_t>("penalty_last_n");
   s.seed = r.get<uint64_t>("seed");
+  s.chain = r.get<uint32_t>("chain");
   return s;
 }
 

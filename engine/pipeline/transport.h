@@ -1,6 +1,7 @@
-// How pipeline ranks talk: implementations are MPI (stage_worker/mpi_transport, CPU ranks and the
-// host-staged fallback), NCCL (stage_worker/nccl_transport, GPU ranks) and in-process
-// (inproc_transport, tests and single-process multi-stage runs).
+// How pipeline ranks talk: implementations are MPI (stage_worker/mpi_transport, CPU ranks),
+// NCCL (stage_worker/nccl_transport, GPU ranks on different GPUs), CUDA IPC
+// (stage_worker/ipc_transport, GPU ranks sharing one GPU) and in-process (inproc_transport,
+// tests and single-process multi-stage runs).
 //
 // Contract:
 // - Between one ordered pair of ranks, messages arrive in the order they were sent: a step's
@@ -17,10 +18,9 @@
 #include <string>
 #include <vector>
 
-namespace pipellm {
+#include "engine/model/activation_rows.h"
 
-// Where activation buffers live; GPU transports take device pointers.
-enum class MemorySpace { Host, Device };
+namespace pipellm {
 
 class Transport {
  public:
@@ -36,11 +36,15 @@ class Transport {
   // most `wait` for one. Lets a serving head watch its requests while steps are in flight.
   virtual bool poll_message(int peer, std::chrono::microseconds wait) = 0;
 
-  // Activations: `count` floats. The data is copied (host) or enqueued (device) before the call
-  // returns, so the caller may reuse the buffer at once.
-  virtual void send_activations(int peer, const float* data, size_t count, MemorySpace space) = 0;
-  // Fills `data` with exactly `count` floats; throws if the peer sent a different amount.
-  virtual void recv_activations(int peer, float* data, size_t count, MemorySpace space) = 0;
+  // Whether send/recv_activations take rows in this memory space (device rows go peer to peer
+  // on the rows' stream; a host-only transport gets them staged by the caller).
+  virtual bool moves(MemorySpace space) const { return space == MemorySpace::Host; }
+  // Activations: `count` floats. Host data is copied before the call returns; device data is
+  // enqueued on rows.stream (the caller orders its next writes to the buffer after it).
+  virtual void send_activations(int peer, const ActivationRows& rows, size_t count) = 0;
+  // Fills the rows with exactly `count` floats (device: enqueued on rows.stream); throws if the
+  // peer sent a different amount.
+  virtual void recv_activations(int peer, const ActivationRows& rows, size_t count) = 0;
 
   // Waits until everything sent has been delivered (before shutdown).
   virtual void flush() = 0;

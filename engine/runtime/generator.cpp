@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "engine/pipeline/inproc_transport.h"
+#include "engine/pipeline/scheduler.h"
+#include "engine/pipeline/stage_runner.h"
 #include "engine/runtime/stop_strings.h"
 #include "engine/util/error.h"
 
@@ -25,8 +28,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, const TextHooks& hooks,
-                          const TokenCallback& on_token, TokenStepper* stepper) {
+GenerationResult generate(Stage& model, const GenerationRequest& req, const TextHooks& hooks,
+                          const TokenCallback& on_token) {
   if (!model.is_first() || !model.is_last()) throw InvalidArgument("generate: needs a whole-model stage");
   const int n_prompt = static_cast<int>(req.prompt.size());
   if (n_prompt == 0) throw InvalidArgument("generate: empty prompt");
@@ -36,60 +39,53 @@ GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, 
                           " tokens, at least one of them for generation)");
   }
   if (req.max_tokens < 0) throw InvalidArgument("generate: max_tokens must be >= 0");
-  const int V = model.config().n_vocab;
+  sampler_params(req.sampling).validate();
 
   GenerationResult res;
   res.n_prompt = n_prompt;
-  Sampler sampler(req.sampling, V);
-  for (int32_t t : req.prompt) sampler.accept(t);
-  StopStringFilter stops(req.stop_strings);
-
-  // Prefill.
-  auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits;
-  const int chunk = std::max(1, req.prefill_chunk);
-  for (int i = 0; i < n_prompt; i += chunk) {
-    const int n = std::min(chunk, n_prompt - i);
-    std::vector<int32_t> part(req.prompt.begin() + i, req.prompt.begin() + i + n);
-    model.forward(Batch::sequence(part, i, slot), logits);
-  }
-  res.prompt_seconds = seconds_since(t0);
-
-  // Decode.
-  t0 = std::chrono::steady_clock::now();
-  int pos = n_prompt;
   res.reason = StopReason::MaxTokens;
-  int32_t stepped = -1;  // the token the stepper sampled in the previous step
-  for (int step = 0; step < req.max_tokens; ++step) {
-    const int32_t tok = stepper && step > 0 ? stepped : sampler.sample(logits.data());
-    if (hooks.is_eog && hooks.is_eog(tok)) {
-      res.reason = StopReason::EndOfGeneration;
-      break;
-    }
-    sampler.accept(tok);
-    res.tokens.push_back(tok);
+  if (req.max_tokens == 0) return res;
+
+  SchedulerOptions so;
+  so.n_slots = 1;
+  so.n_ctx = model.n_ctx();
+  so.prefill_chunk = std::max(1, std::min(req.prefill_chunk, model.max_step_tokens()));
+  so.max_batch_tokens = so.prefill_chunk;
+  Scheduler sched(so);
+  Request r;
+  r.id = 1;
+  r.prompt = req.prompt;
+  r.max_new_tokens = req.max_tokens;
+  r.sampling = req.sampling;
+  sched.submit(r);
+
+  InprocHub hub(1);
+  InprocTransport transport(hub, 0);
+  StageRunner runner(model, transport);
+  StopStringFilter stops(req.stop_strings);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto t_first = t0;
+  bool ended = false;
+  runner.run_head(sched, [&](const TokenEvent& e) {
+    if (ended) return;
+    if (e.index == 0) t_first = std::chrono::steady_clock::now();
+    const auto end = [&](StopReason why) {
+      res.reason = why;
+      ended = true;
+      sched.cancel(r.id);
+    };
+    if (hooks.is_eog && hooks.is_eog(e.token)) return end(StopReason::EndOfGeneration);
+    res.tokens.push_back(e.token);
     std::string visible;
     if (hooks.piece) {
-      visible = stops.push(hooks.piece(tok));
+      visible = stops.push(hooks.piece(e.token));
       res.text += visible;
     }
-    const bool keep_going = !on_token || on_token(tok, visible);
-    if (stops.stopped()) {
-      res.reason = StopReason::StopString;
-      break;
-    }
-    if (!keep_going) {
-      res.reason = StopReason::Cancelled;
-      break;
-    }
-    if (step + 1 == req.max_tokens) break;
-    if (pos >= model.n_ctx()) {
-      res.reason = StopReason::ContextFull;
-      break;
-    }
-    if (stepper) stepped = stepper->step(tok, pos++, slot);
-    else model.forward(Batch::sequence({tok}, pos++, slot), logits);
-  }
+    const bool keep_going = !on_token || on_token(e.token, visible);
+    if (stops.stopped()) return end(StopReason::StopString);
+    if (!keep_going) return end(StopReason::Cancelled);
+    if (e.finish == FinishReason::Context) res.reason = StopReason::ContextFull;
+  });
   if (res.reason != StopReason::StopString) {
     const std::string rest = (hooks.flush ? stops.push(hooks.flush()) : std::string()) + stops.flush();
     if (!rest.empty()) {
@@ -97,7 +93,8 @@ GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, 
       if (on_token) on_token(-1, rest);
     }
   }
-  res.gen_seconds = seconds_since(t0);
+  res.prompt_seconds = std::chrono::duration<double>(t_first - t0).count();
+  res.gen_seconds = seconds_since(t_first);
   return res;
 }
 

@@ -1,21 +1,24 @@
-// The generation loop for one sequence on a whole-model Stage: prefill the prompt (in chunks),
-// then sample and decode one token at a time until an end-of-generation token, a stop string,
-// the token limit or the end of the context. Text is optional (hooks); ids always come back.
+// One sequence on a whole-model Stage, through the same runtime as every served request
+// (engine/pipeline's Scheduler and StageRunner with one rank): prefill the prompt in chunks, then
+// decode one token at a time (sampled by the stage: on the GPU for a CUDA stage) until an
+// end-of-generation token, a stop string, the token limit or the end of the context. Text is
+// optional (hooks); ids always come back.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "engine/model/stage.h"
-#include "engine/runtime/sampler.h"
+#include "engine/runtime/sampling_spec.h"
 
 namespace pipellm {
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 128;
-  SamplerParams sampling;
+  SamplingSpec sampling;
   std::vector<std::string> stop_strings;  // need hooks.piece
   int prefill_chunk = 512;                // prompt tokens per forward call
 };
@@ -39,25 +42,16 @@ struct GenerationResult {
   std::string text;
   StopReason reason = StopReason::MaxTokens;
   int n_prompt = 0;
-  double prompt_seconds = 0.0;
-  double gen_seconds = 0.0;  // sampling + decoding of the generated tokens
+  double prompt_seconds = 0.0;  // until the first token: prefill and its sampling
+  double gen_seconds = 0.0;     // the tokens after the first one
+  // Decode rate: the tokens after the first over the time they took.
+  double decode_tok_s() const { return tokens.size() > 1 ? (tokens.size() - 1) / std::max(gen_seconds, 1e-9) : 0.0; }
 };
 
-// A device path that decodes one token and samples the next itself (a GPU's graph-replayed
-// decode step with its own sampler): step(token, pos, slot) runs `token` at `pos` of `slot` and
-// returns the sampled next token, so only ids cross to the host.
-class TokenStepper {
- public:
-  virtual ~TokenStepper() = default;
-  virtual int32_t step(int32_t token, int pos, int slot) = 0;
-};
-
-// `model` must be first and last (a whole model). Uses KV slot `slot` from position 0.
-// Throws InvalidArgument when the prompt is empty or does not fit the context.
-// With a stepper, the prompt is still prefilled with model.forward() and the first token
-// sampled on the host from its logits; every later token comes from stepper->step() (the
-// caller makes sure the stepper samples as req.sampling asks and needs no penalty window).
-GenerationResult generate(Stage& model, int slot, const GenerationRequest& req, const TextHooks& hooks,
-                          const TokenCallback& on_token = nullptr, TokenStepper* stepper = nullptr);
+// `model` must be first and last (a whole model); the sequence takes its first KV slot.
+// Throws InvalidArgument when the prompt is empty or does not fit the context, or for bad
+// sampling settings.
+GenerationResult generate(Stage& model, const GenerationRequest& req, const TextHooks& hooks,
+                          const TokenCallback& on_token = nullptr);
 
 }  // namespace pipellm

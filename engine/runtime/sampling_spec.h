@@ -1,7 +1,10 @@
-// The sampling settings of one request as they travel (coordinator link, pipeline step headers):
-// plain fields only. The tail (or a one-process head) builds its Sampler from them.
+// The sampling settings of one request, the one type from the front doors (HTTP, gRPC, CLI) to
+// the sampler: plain fields only, so they travel as they are (coordinator link, pipeline step
+// headers). The tail builds its sampler from them: engine/runtime's Sampler on the host, the
+// per-slot device settings of kernels/cuda/sampling.h on a GPU.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "engine/runtime/sampler.h"
 
@@ -18,10 +21,16 @@ struct SamplingSpec {
   float presence_penalty = 0.0f;
   int32_t penalty_last_n = 64;
   uint64_t seed = 0;
+  // Filter order, packed: stage k (SamplerStage value + 1) in bits [4k, 4k + 4); 0 = the default
+  // order top_k, top_p, min_p, temperature.
+  uint32_t chain = 0;
   bool operator==(const SamplingSpec& o) const;
 };
 
-// The sampler chain for these settings (the default chain order).
+// The Sampler's parameters for these settings, and back.
 SamplerParams sampler_params(const SamplingSpec& s);
+SamplingSpec sampling_spec(const SamplerParams& p);
+// The filter order `chain` stands for (throws InvalidArgument for a malformed code).
+std::vector<SamplerStage> unpack_chain(uint32_t chain);
 
 }  // namespace pipellm

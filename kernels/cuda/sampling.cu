@@ -38,16 +38,6 @@ __device__ Best block_argmax(Best b, Best* red) {
   return b;
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, int64_t stride, int64_t n, int32_t* out) {
-  grid_dependency_wait();
-  const float* row = logits + blockIdx.x * stride;
-  __shared__ Best red[kWarps];
-  Best b{-INFINITY, 0x7fffffff};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) b = better(b, Best{row[i], static_cast<int32_t>(i)});
-  b = block_argmax(b, red);
-  if (threadIdx.x == 0) out[blockIdx.x] = b.i == 0x7fffffff ? 0 : b.i;
-}
-
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -65,15 +55,26 @@ __device__ float block_reduce_sum(int64_t n, F f, float* red) {
 
 // Keeps tokens with logit >= threshold; the threshold is found by bisection on the logit value
 // so that the kept set satisfies top_k, top_p and min_p (no sort).
-__global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, int64_t stride, int64_t n,
-                                                          SamplingParams p, uint64_t* counter, int32_t* out) {
+__global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   grid_dependency_wait();
-  const float* row = logits + blockIdx.x * stride;
+  const int64_t n = a.n_vocab;
+  const int32_t pos = a.row_pos[blockIdx.x];
+  if (pos < 0) {  // padding row
+    if (threadIdx.x == 0) a.out[blockIdx.x] = 0;
+    return;
+  }
+  const int32_t slot = a.row_slot[blockIdx.x];
+  const SlotSampling p = a.slots[slot];
+  const float* row = a.logits + blockIdx.x * a.stride;
   __shared__ Best redb[kWarps];
   __shared__ float red[kWarps];
   Best b{-INFINITY, 0x7fffffff};
   for (int64_t i = threadIdx.x; i < n; i += kThreads) b = better(b, Best{row[i], static_cast<int32_t>(i)});
   b = block_argmax(b, redb);
+  if (p.temperature <= 0.0f) {
+    if (threadIdx.x == 0) a.out[blockIdx.x] = b.i == 0x7fffffff ? 0 : b.i;
+    return;
+  }
   const float inv_t = 1.0f / p.temperature;
   const float tf = p.temperature_last ? 1.0f : p.temperature;  // the filters' temperature
   const float inv_tf = 1.0f / tf;
@@ -113,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
     lo = fmaxf(lo, a);
   }
   const float kept = block_reduce_sum(n, [&](int64_t i) { return row[i] >= lo ? prob(i) : 0.0f; }, red);
-  const uint64_t r = mix64(p.seed ^ mix64(counter[blockIdx.x] * 0x2545f4914f6cdd1dull + blockIdx.x));
+  const uint64_t r = mix64(p.seed ^ mix64(a.counter[slot] * 0x2545f4914f6cdd1dull + 0x632be59bd9b4e019ull));
   const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f) * kept;
   // Prefix scan in index order, done serially per thread chunk then across threads.
   const int64_t chunk = (n + kThreads - 1) / kThreads;
@@ -149,27 +150,59 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    out[blockIdx.x] = pick;
-    counter[blockIdx.x] += 1;
+    a.out[blockIdx.x] = pick;
+    a.counter[slot] += 1;
   }
+}
+
+// One block per row: each distinct token of the window is penalised once, by the thread holding
+// its first occurrence (so no two threads touch one logit).
+__global__ void penalize_kernel(SampleRowsArgs a) {
+  grid_dependency_wait();
+  const int32_t pos = a.row_pos[blockIdx.x];
+  if (pos < 0) return;
+  const int32_t slot = a.row_slot[blockIdx.x];
+  const SlotSampling p = a.slots[slot];
+  if (p.penalty_last_n <= 0 || (p.repeat_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f))
+    return;
+  const int32_t* hist = a.history + static_cast<int64_t>(slot) * a.n_ctx;
+  const int32_t w0 = max(0, pos - p.penalty_last_n + 1);
+  float* row = a.logits + blockIdx.x * a.stride;
+  for (int32_t i = w0 + static_cast<int32_t>(threadIdx.x); i <= pos; i += blockDim.x) {
+    const int32_t t = hist[i];
+    if (t < 0 || t >= a.n_vocab) continue;
+    bool first = true;
+    for (int32_t j = w0; j < i && first; ++j) first = hist[j] != t;
+    if (!first) continue;
+    int count = 1;
+    for (int32_t j = i + 1; j <= pos; ++j) count += hist[j] == t;
+    float l = row[t];
+    l = l > 0.0f ? l / p.repeat_penalty : l * p.repeat_penalty;
+    row[t] = l - static_cast<float>(count) * p.frequency_penalty - p.presence_penalty;
+  }
+}
+
+__global__ void record_kernel(const int32_t* tokens, const int32_t* pos, const int32_t* slot, int n, int32_t* history,
+                              int n_ctx) {
+  grid_dependency_wait();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n && pos[i] >= 0 && pos[i] < n_ctx) history[static_cast<int64_t>(slot[i]) * n_ctx + pos[i]] = tokens[i];
 }
 
 }  // namespace
 
-void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, const Launch& s) {
-  if (n_rows == 0) return;
-  launch_kernel(s, argmax_kernel, dim3(n_rows), dim3(kThreads), logits, stride, n_vocab, out);
-  PIPELLM_CUDA_LAUNCH_CHECK("argmax_rows");
+void record_tokens(const int32_t* tokens, const int32_t* pos, const int32_t* slot, int n, int32_t* history, int n_ctx,
+                   const Launch& s) {
+  if (n == 0) return;
+  launch_kernel(s, record_kernel, dim3((n + 255) / 256), dim3(256), tokens, pos, slot, n, history, n_ctx);
+  PIPELLM_CUDA_LAUNCH_CHECK("record_tokens");
 }
 
-void sample_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, const SamplingParams& p,
-                 uint64_t* counter, int32_t* out, const Launch& s) {
-  if (n_rows == 0) return;
-  if (p.temperature <= 0.0f) {
-    argmax_rows(logits, stride, n_rows, n_vocab, out, s);
-    return;
-  }
-  launch_kernel(s, sample_kernel, dim3(n_rows), dim3(kThreads), logits, stride, n_vocab, p, counter, out);
+void sample_rows(const SampleRowsArgs& a, const Launch& s) {
+  if (a.n_rows == 0) return;
+  launch_kernel(s, penalize_kernel, dim3(a.n_rows), dim3(256), a);
+  PIPELLM_CUDA_LAUNCH_CHECK("sample_rows: penalties");
+  launch_kernel(s, sample_kernel, dim3(a.n_rows), dim3(kThreads), a);
   PIPELLM_CUDA_LAUNCH_CHECK("sample_rows");
 }
 

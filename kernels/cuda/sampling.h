@@ -1,34 +1,58 @@
-// Token sampling on the GPU: only token ids go back to the host.
-// Greedy: the index of the largest logit (the lowest index among equal maxima).
-// Stochastic: softmax(logits / temperature) restricted to the top_k most likely tokens
-// (0: no limit), then to the smallest set whose mass reaches top_p, then to the tokens whose
-// probability is at least min_p times the best one's (with temperature_last, top_p and min_p
-// see softmax(logits) and the temperature applies only to the final draw, like the CPU
-// sampler's default chain top_k, top_p, min_p, temperature); one draw from that distribution with a
-// counter-based random number from (seed, counter[row]) (the counter lives in device memory so a
-// captured graph draws fresh numbers on every replay; the kernel increments it).
+// Token sampling on the GPU, per sequence: only token ids go back to the host.
+//
+// Every KV slot has its sequence's settings in device memory (SlotSampling, written when the
+// sequence starts) and a token history [n_slots][n_ctx] (record_tokens writes each token of a
+// step at its slot and position), so a captured decode graph samples every row with its own
+// settings and penalties without any host work. Per row, as engine/runtime's Sampler does:
+// 1. penalties over the window of the slot's last penalty_last_n tokens up to the row's position
+//    (repeat: logit / r if positive else * r; then - count * frequency - presence), in place;
+// 2. greedy (temperature <= 0): the index of the largest logit (the lowest among equal maxima);
+// 3. else softmax restricted to the top_k most likely tokens (0: no limit), then to the smallest
+//    set whose mass reaches top_p, then to the tokens whose probability is at least min_p times
+//    the best one's; the temperature applies before top_p and min_p or, with temperature_last,
+//    only to the final draw (the default chain top_k, top_p, min_p, temperature); one draw with
+//    a counter-based random number from (seed, counter[slot]) (the kernel increments it).
+// Rows whose position is negative are padding: they get token 0 and draw nothing.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
 #include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
-struct SamplingParams {
+struct SlotSampling {
   float temperature = 0.0f;  // <= 0: greedy
-  int top_k = 0;
+  int32_t top_k = 0;
   float top_p = 1.0f;
   float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int32_t penalty_last_n = 0;  // 0: no penalties
   uint64_t seed = 0;
-  bool temperature_last = false;
+  int32_t temperature_last = 1;
 };
 
-// out[r] = argmax of row r (n_rows rows of n_vocab, stride apart).
-void argmax_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, int32_t* out, const Launch& s);
+struct SampleRowsArgs {
+  float* logits = nullptr;  // [n_rows][stride]; penalties are applied in place
+  int64_t stride = 0;
+  int n_rows = 0;
+  int64_t n_vocab = 0;
+  const int32_t* row_slot = nullptr;  // device [n_rows]
+  const int32_t* row_pos = nullptr;   // device [n_rows]; < 0: padding
+  const SlotSampling* slots = nullptr;  // device [n_slots]
+  uint64_t* counter = nullptr;          // device [n_slots]
+  const int32_t* history = nullptr;     // device [n_slots][n_ctx]
+  int n_ctx = 0;
+  int32_t* out = nullptr;  // device [n_rows]
+};
 
-// Samples one token per row as described above; counter: device [n_rows] (incremented).
-void sample_rows(const float* logits, int64_t stride, int n_rows, int64_t n_vocab, const SamplingParams& p,
-                 uint64_t* counter, int32_t* out, const Launch& s);
+// history[slot[i] * n_ctx + pos[i]] = tokens[i] for the n rows with pos >= 0.
+void record_tokens(const int32_t* tokens, const int32_t* pos, const int32_t* slot, int n, int32_t* history, int n_ctx,
+                   const Launch& s);
+
+void sample_rows(const SampleRowsArgs& a, const Launch& s);
 
 }  // namespace pipellm::cuda

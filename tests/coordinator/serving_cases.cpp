@@ -6,6 +6,7 @@
 
 #include "coordinator/text_stream.h"
 #include "engine/runtime/generator.h"
+#include "tests/reference_generate.h"
 
 namespace pipellm::test {
 
@@ -40,16 +41,14 @@ v1::GenerateRequest request_of(const Case& c) {
 }
 
 std::vector<int32_t> reference(CpuModel& m, const Tokenizer& tok, const Case& c) {
-  GenerationRequest g;
-  g.prompt = tok.encode(c.prompt, true, false);
-  g.max_tokens = c.max_tokens;
-  g.sampling.temperature = c.temperature;
-  g.sampling.top_k = c.top_k;
-  g.sampling.top_p = c.top_p;
-  g.sampling.min_p = c.min_p;
-  g.sampling.repeat_penalty = c.repeat_penalty;
-  g.sampling.seed = c.seed;
-  return generate(m.stage(), 0, g, TextHooks{}).tokens;
+  SamplingSpec s;
+  s.temperature = c.temperature;
+  s.top_k = c.top_k;
+  s.top_p = c.top_p;
+  s.min_p = c.min_p;
+  s.repeat_penalty = c.repeat_penalty;
+  s.seed = c.seed;
+  return test::reference_generate(m.stage(), tok.encode(c.prompt, true, false), c.max_tokens, s);
 }
 
 void expect_concurrent_streams_match(CoordinatorProcess& coord, const std::string& model_name, int n_ctx) {

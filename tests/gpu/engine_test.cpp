@@ -73,7 +73,7 @@ TEST_P(CudaFixture, LogitsAndGreedyMatchLlamaCpp) {
     }
   }
 
-  // Greedy continuation through decode() (GPU sampling, CUDA graphs).
+  // Greedy continuation through step() (GPU sampling, CUDA graphs).
   const auto greedy = test::read_greedy(test::testdata("ref/" + name + ".greedy"));
   int32_t cur = test::argmax(logits.data() + (tokens.size() - 1) * V, V);
   int32_t pos = static_cast<int32_t>(tokens.size());
@@ -83,9 +83,7 @@ TEST_P(CudaFixture, LogitsAndGreedyMatchLlamaCpp) {
     if (greedy.gaps[step] < 0.1) break;
     ASSERT_EQ(cur, greedy.ids[step]) << name << ": greedy step " << step;
     ++matched;
-    int32_t next = -1;
-    model->stage().decode(&cur, &pos, &slot, 1, &next);
-    cur = next;
+    cur = test::decode_step(model->stage(), {cur}, {pos}, {slot})[0];
     ++pos;
   }
   std::printf("[ %s ] worst rel RMS %.4f (mat-vec path %.4f), argmax %d/%d, greedy %zu steps\n", name.c_str(), worst,
@@ -115,9 +113,8 @@ std::vector<float> run_decode(cuda::CudaModel& m, int steps, std::vector<int32_t
     slot[s] = s;
   }
   for (int it = 0; it < steps; ++it) {
-    std::vector<int32_t> next(n);
-    m.stage().decode(cur.data(), pos.data(), slot.data(), n, next.data());
-    m.stage().last_decode_logits(n, step_logits);
+    const std::vector<int32_t> next = test::decode_step(m.stage(), cur, pos, slot);
+    m.stage().last_logits(n, step_logits);
     all.insert(all.end(), step_logits.begin(), step_logits.end());
     ids_out.insert(ids_out.end(), next.begin(), next.end());
     cur = next;
@@ -168,7 +165,7 @@ TEST(CudaEngine, GreedyTokensMatchCpuEngine) {
         agreed += tg == tc ? 1 : 0;
       }
       const int32_t slot = 0;
-      gpu->stage().decode(&tc, &pos, &slot, 1, &tg);
+      tg = test::decode_step(gpu->stage(), {tc}, {pos}, {slot})[0];
       cpu->stage().forward(Batch::sequence({tc}, pos, 0), lc);
       ++pos;
     }

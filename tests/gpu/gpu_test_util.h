@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/model/stage.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/tensor_type.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -133,6 +134,17 @@ inline const std::vector<TensorType>& cuda_types() {
                                             TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K,  TensorType::Q5_K,
                                             TensorType::Q6_K, TensorType::IQ4_NL, TensorType::IQ4_XS};
   return t;
+}
+
+// One decode step through Stage::step, as the runtime takes it: token tok[i] at pos[i] of slot
+// slot[i]; returns the sampled next tokens (greedy for slots never started).
+inline std::vector<int32_t> decode_step(Stage& st, const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
+                                        const std::vector<int32_t>& slot) {
+  Batch b;
+  for (size_t i = 0; i < tok.size(); ++i) b.add(tok[i], pos[i], slot[i], true);
+  StepOutput out;
+  st.step(b, out, false);
+  return out.tokens;
 }
 
 }  // namespace pipellm::test

@@ -16,7 +16,6 @@
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
-#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/swiglu.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -412,48 +411,6 @@ TEST(CudaKernels, SwigluMatchesFloat64) {
   std::vector<double> ref(g.size());
   for (size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
   EXPECT_LT(test::rel_err(got, ref), 1e-5);
-}
-
-TEST(CudaKernels, SamplingGreedyAndFiltered) {
-  PIPELLM_REQUIRE_GPU();
-  const int rows = 3;
-  const int64_t V = 50000;
-  auto logits = random_floats(rows * V, -5, 5);
-  logits[1 * V + 777] = 9.0f;
-  logits[1 * V + 778] = 9.0f;  // tie: the lower index wins
-  auto dl = test::to_device(logits);
-  cuda::DeviceBuffer<int32_t> out(rows);
-  cuda::DeviceBuffer<uint64_t> counter(rows);
-  PIPELLM_CUDA_CHECK(cudaMemset(counter.get(), 0, counter.bytes()));
-  test::poison(out);
-  cuda::argmax_rows(dl.get(), V, rows, V, out.get(), nullptr);
-  auto got = test::to_host(out, rows);
-  for (int r = 0; r < rows; ++r)
-    EXPECT_EQ(got[r], std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V));
-  // top_k = 5 at temperature 1: every draw is one of the 5 best tokens; several draws differ.
-  cuda::SamplingParams sp;
-  sp.temperature = 1.0f;
-  sp.top_k = 5;
-  sp.seed = 1234;
-  std::vector<int32_t> order(V);
-  for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
-  std::partial_sort(order.begin(), order.begin() + 5, order.end(),
-                    [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  const std::set<int32_t> top5(order.begin(), order.begin() + 5);
-  std::set<int32_t> seen;
-  for (int it = 0; it < 40; ++it) {
-    test::poison(out);
-    cuda::sample_rows(dl.get(), V, 1, V, sp, counter.get(), out.get(), nullptr);
-    const int32_t id = test::to_host(out, 1)[0];
-    ASSERT_TRUE(top5.count(id)) << "sampled " << id << " outside the top 5";
-    seen.insert(id);
-  }
-  EXPECT_GE(seen.size(), 2u);
-  // top_p tiny: only the best token survives.
-  sp.top_k = 0;
-  sp.top_p = 1e-6f;
-  cuda::sample_rows(dl.get(), V, 1, V, sp, counter.get(), out.get(), nullptr);
-  EXPECT_EQ(test::to_host(out, 1)[0], order[0]);
 }
 
 }  // namespace

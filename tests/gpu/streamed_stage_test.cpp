@@ -35,17 +35,14 @@ Logits run(cuda::CudaModel& m, const std::vector<int32_t>& tokens) {
   st.forward(Batch::sequence(tokens, 0, 0, true), r.prefill);
   std::vector<int32_t> head(tokens.begin(), tokens.begin() + 6);
   st.forward(Batch::sequence(head, 0, 1, true), r.matvec);
-  int32_t cur[2] = {test::argmax(r.prefill.data() + (tokens.size() - 1) * V, V), 7};
-  int32_t pos[2] = {static_cast<int32_t>(tokens.size()), 6};
-  int32_t slot[2] = {0, 1};
+  std::vector<int32_t> cur = {test::argmax(r.prefill.data() + (tokens.size() - 1) * V, V), 7};
+  std::vector<int32_t> pos = {static_cast<int32_t>(tokens.size()), 6};
+  const std::vector<int32_t> slot = {0, 1};
   std::vector<float> step;
   for (int i = 0; i < 6; ++i) {
-    int32_t next[2];
-    st.decode(cur, pos, slot, 2, next);
-    st.last_decode_logits(2, step);
+    cur = test::decode_step(st, cur, pos, slot);
+    st.last_logits(2, step);
     r.decode.insert(r.decode.end(), step.begin(), step.end());
-    cur[0] = next[0];
-    cur[1] = next[1];
     ++pos[0];
     ++pos[1];
   }

@@ -18,6 +18,7 @@
 #include "engine/runtime/generator.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "tests/unit/model_test_util.h"
+#include "tests/reference_generate.h"
 
 namespace pipellm {
 namespace {
@@ -108,13 +109,8 @@ Reference reference(const std::string& model, const std::vector<int32_t>& prompt
   opt.n_threads = 1;
   opt.stage.n_ctx = kCtx;
   auto m = CpuModel::open(model, opt);
-  GenerationRequest req;
-  req.prompt = prompt;
-  req.max_tokens = n;
-  req.sampling.temperature = 0.0f;
-  req.prefill_chunk = kChunk;
   Reference r;
-  r.tokens = generate(m->stage(), 0, req, TextHooks{}).tokens;
+  r.tokens = test::reference_generate(m->stage(), prompt, n, SamplingSpec{}, kChunk);
   const size_t V = static_cast<size_t>(m->config().n_vocab);
   std::vector<float> logits;
   for (size_t i = 0; i < prompt.size(); i += kChunk) {

@@ -1,6 +1,7 @@
 // The generation loop on a scripted stage, and the stop-string filter.
 #include <gtest/gtest.h>
 
+#include "engine/model/host_stage.h"
 #include "engine/runtime/generator.h"
 #include "engine/runtime/stop_strings.h"
 #include "engine/util/error.h"
@@ -9,7 +10,7 @@ namespace pipellm {
 namespace {
 
 // A fake whole model whose next token is always (last input token + 1) % vocab.
-class CountingStage : public Stage {
+class CountingStage : public HostStage {
  public:
   explicit CountingStage(int n_ctx) : n_ctx_(n_ctx) {
     cfg_.n_vocab = 10;
@@ -58,7 +59,7 @@ TEST(Generate, MaxTokensAndChunkedPrefill) {
   CountingStage m(64);
   GenerationRequest r = greedy_request({1, 2, 3, 4, 5}, 4);
   r.prefill_chunk = 2;
-  const auto res = generate(m, 0, r, letters());
+  const auto res = generate(m, r, letters());
   EXPECT_EQ(res.tokens, (std::vector<int32_t>{6, 7, 8, 9}));
   EXPECT_EQ(res.text, "ghij");
   EXPECT_EQ(res.reason, StopReason::MaxTokens);
@@ -70,7 +71,7 @@ TEST(Generate, StopsAtEndOfGeneration) {
   CountingStage m(64);
   TextHooks h = letters();
   h.is_eog = [](int32_t t) { return t == 8; };
-  const auto res = generate(m, 0, greedy_request({5}, 10), h);
+  const auto res = generate(m, greedy_request({5}, 10), h);
   EXPECT_EQ(res.tokens, (std::vector<int32_t>{6, 7}));
   EXPECT_EQ(res.reason, StopReason::EndOfGeneration);
 }
@@ -80,7 +81,7 @@ TEST(Generate, StopStringIsNotEmitted) {
   GenerationRequest r = greedy_request({0}, 10);
   r.stop_strings = {"def", "zz"};
   std::string streamed;
-  const auto res = generate(m, 0, r, letters(), [&](int32_t, const std::string& s) {
+  const auto res = generate(m, r, letters(), [&](int32_t, const std::string& s) {
     streamed += s;
     return true;
   });
@@ -92,19 +93,19 @@ TEST(Generate, StopStringIsNotEmitted) {
 
 TEST(Generate, ContextFullAndCancel) {
   CountingStage m(4);
-  const auto res = generate(m, 0, greedy_request({0, 1}, 10), letters());
+  const auto res = generate(m, greedy_request({0, 1}, 10), letters());
   EXPECT_EQ(res.reason, StopReason::ContextFull);
   EXPECT_EQ(res.tokens.size(), 3u);  // positions 2 and 3 decoded, a third token sampled from pos 3
   CountingStage m2(64);
   int n = 0;
-  const auto res2 = generate(m2, 0, greedy_request({0}, 10), letters(), [&](int32_t, const std::string&) {
+  const auto res2 = generate(m2, greedy_request({0}, 10), letters(), [&](int32_t, const std::string&) {
     return ++n < 2;
   });
   EXPECT_EQ(res2.reason, StopReason::Cancelled);
   EXPECT_EQ(res2.tokens.size(), 2u);
   CountingStage m3(4);
-  EXPECT_THROW(generate(m3, 0, greedy_request({0, 1, 2, 3}, 1), letters()), InvalidArgument);
-  EXPECT_THROW(generate(m3, 0, greedy_request({}, 1), letters()), InvalidArgument);
+  EXPECT_THROW(generate(m3, greedy_request({0, 1, 2, 3}, 1), letters()), InvalidArgument);
+  EXPECT_THROW(generate(m3, greedy_request({}, 1), letters()), InvalidArgument);
 }
 
 TEST(StopStringFilter, HoldsBackPossibleStarts) {

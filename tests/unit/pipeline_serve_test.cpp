@@ -16,6 +16,7 @@
 #include "engine/runtime/generator.h"
 #include "engine/util/error.h"
 #include "tests/unit/model_test_util.h"
+#include "tests/reference_generate.h"
 
 namespace pipellm {
 namespace {
@@ -147,12 +148,7 @@ std::vector<int32_t> reference(const link::SubmitRequest& r) {
   mo.n_threads = 1;
   mo.stage.n_ctx = kCtx;
   auto m = CpuModel::open(test::model_path(kModel), mo);
-  GenerationRequest g;
-  g.prompt = r.prompt;
-  g.max_tokens = r.max_tokens;
-  g.sampling = sampler_params(r.sampling);
-  g.prefill_chunk = 8;
-  return generate(m->stage(), 0, g, TextHooks{}).tokens;
+  return test::reference_generate(m->stage(), r.prompt, r.max_tokens, r.sampling, 8);
 }
 
 TEST(PipelineServe, RequestsMatchTheSingleProcessEngine) {

@@ -1,0 +1,49 @@
+#include "engine/devices/device_stage.h"
+
+#include <cstdlib>
+
+#include "engine/model/model_weights.h"
+#include "engine/util/error.h"
+#ifdef PIPELLM_HAVE_CUDA
+#include "engine/cuda/cuda_stage.h"
+#endif
+
+namespace pipellm {
+
+int cuda_device_index(const std::string& device, const std::string& what) {
+  if (device == "cpu") return -1;
+  const auto bad = [&] { return InvalidArgument(what + ": '" + device + "' is not cpu, cuda or cuda:N"); };
+  if (device.rfind("cuda", 0) != 0) throw bad();
+#ifdef PIPELLM_HAVE_CUDA
+  if (device == "cuda") return 0;
+  if (device.size() < 6 || device[4] != ':') throw bad();
+  for (size_t i = 5; i < device.size(); ++i) {
+    if (device[i] < '0' || device[i] > '9' || i > 8) throw bad();
+  }
+  return std::atoi(device.c_str() + 5);
+#else
+  throw InvalidArgument(what + ": '" + device + "': this build has no CUDA");
+#endif
+}
+
+std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& c, const DeviceStageOptions& opt) {
+  const int dev = cuda_device_index(opt.device);
+  if (dev < 0) return nullptr;
+#ifdef PIPELLM_HAVE_CUDA
+  const ModelWeights w = ModelWeights::load(file, c, LayerRange::all(c), true, true);
+  cuda::CudaStageOptions o;
+  o.device = dev;
+  o.n_ctx = opt.n_ctx;
+  o.n_slots = opt.n_slots;
+  o.max_batch_tokens = opt.max_batch_tokens;
+  o.use_graphs = opt.graphs;
+  o.streaming.vram_budget = opt.vram_budget;
+  return std::make_unique<cuda::CudaStage>(c, w, true, true, o);
+#else
+  (void)file;
+  (void)c;
+  return nullptr;
+#endif
+}
+
+}  // namespace pipellm

@@ -1,0 +1,33 @@
+// Whole-model stages on a named device ("cpu", "cuda", "cuda:N"): the one place outside the
+// stage worker that knows which backends this build has. `pipellm generate|eval|bench` and the
+// coordinator's in-process head open their GPU stage here (library pipellm_devices, which links
+// the CUDA engine when it is built).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
+#include "engine/model/stage.h"
+
+namespace pipellm {
+
+struct DeviceStageOptions {
+  std::string device = "cpu";
+  int n_ctx = 2048;
+  int n_slots = 1;
+  int max_batch_tokens = 512;  // tokens per step (prefill chunk)
+  bool graphs = true;          // CUDA: decode steps as CUDA graphs (false: the eager ablation)
+  uint64_t vram_budget = 0;    // CUDA: bytes for weights + KV + staging; 0: everything resident
+};
+
+// -1 for "cpu", N for "cuda" (0) or "cuda:N". Throws InvalidArgument for anything else, or for
+// cuda in a build without CUDA. `what` names the flag in the message.
+int cuda_device_index(const std::string& device, const std::string& what = "--device");
+
+// A CUDA stage holding every layer of the file on opt.device; null for "cpu" (the caller runs
+// its CPU stage). Throws InvalidArgument for a bad device, Error when the GPU cannot hold it.
+std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& c, const DeviceStageOptions& opt);
+
+}  // namespace pipellm

@@ -1,0 +1,35 @@
+// Rank 0 serving the coordinator link through the pipeline runtime: Submit/Cancel from the link
+// become Scheduler work (SchedulerBridge), StageRunner::serve_head runs the steps, tokens go back.
+// The one serving loop of every head: `pipellm-stage --coordinator` (any number of ranks), the
+// coordinator's in-process head and pipellm-link-head (one rank, CPU or GPU).
+#pragma once
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/link/coordinator_link.h"
+#include "engine/pipeline/scheduler.h"
+#include "engine/pipeline/stage_runner.h"
+
+namespace pipellm::link {
+
+// The Hello of a head: model sizes from `head_stage` (the first stage), the context and the
+// number of sequences the pipeline serves, the stage count and the plan as the coordinator shows it.
+HelloMsg hello_for(const Stage& head_stage, const std::string& model_name, int n_ctx, int max_sequences, int n_stages,
+                   const std::string& plan);
+
+struct ServeResult {
+  HeadStats stats;
+  std::string end_reason;  // "shutdown requested" or what happened to the link
+  bool link_failed = false;
+};
+
+// Serves until the coordinator sends Shutdown, the link goes away, or `stop` becomes true; the
+// followers get Shutdown either way. `stats` gives the per-stage statistics the head reports.
+// Pipeline errors throw (the caller aborts every rank).
+ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptions& so, int n_vocab,
+                       const std::function<std::vector<StageStatsMsg>()>& stats,
+                       const std::atomic<bool>* stop = nullptr);
+
+}  // namespace pipellm::link

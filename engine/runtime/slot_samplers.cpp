@@ -1,0 +1,37 @@
+#include "engine/runtime/slot_samplers.h"
+
+#include <string>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+SlotSamplers::SlotSamplers(int n_slots, int n_vocab) : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)) {}
+
+void SlotSamplers::start(int slot, const SamplingSpec& s) {
+  if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
+    throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(slots_.size()) + ")");
+  }
+  slots_[static_cast<size_t>(slot)] = std::make_unique<Sampler>(sampler_params(s), n_vocab_);
+}
+
+std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<float>& logits) {
+  std::vector<int32_t> out;
+  size_t row = 0;
+  for (int i = 0; i < b.n_tokens(); ++i) {
+    const int32_t s = b.slot[static_cast<size_t>(i)];
+    Sampler* sm = s >= 0 && s < static_cast<int>(slots_.size()) ? slots_[static_cast<size_t>(s)].get() : nullptr;
+    if (sm == nullptr) throw Error("sampling: slot " + std::to_string(s) + " has no sequence");
+    sm->accept(b.tokens[static_cast<size_t>(i)]);
+    if (!b.logits[static_cast<size_t>(i)]) continue;
+    if ((row + 1) * static_cast<size_t>(n_vocab_) > logits.size()) break;
+    out.push_back(sm->sample(logits.data() + row * static_cast<size_t>(n_vocab_)));
+    ++row;
+  }
+  if (row * static_cast<size_t>(n_vocab_) != logits.size() || static_cast<int>(row) != b.n_outputs()) {
+    throw Error("sampling: " + std::to_string(logits.size()) + " logits for " + std::to_string(b.n_outputs()) + " rows");
+  }
+  return out;
+}
+
+}  // namespace pipellm

@@ -1,0 +1,32 @@
+// Sampling on the host for a tail stage: one Sampler per KV slot, started with its sequence's
+// SamplingSpec, fed every token of the slot as it passes (its penalty window), asked for one
+// token per logits row. The CPU stage's tail uses it; the CUDA stage samples on the device with
+// the same semantics (kernels/cuda/sampling.h).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/model/batch.h"
+#include "engine/runtime/sampler.h"
+#include "engine/runtime/sampling_spec.h"
+
+namespace pipellm {
+
+class SlotSamplers {
+ public:
+  SlotSamplers(int n_slots, int n_vocab);
+
+  // Throws InvalidArgument for a slot outside [0, n_slots) or bad settings.
+  void start(int slot, const SamplingSpec& s);
+  // Records every token of the batch in its slot's window (in batch order), then samples one
+  // token per logits row from logits [rows][n_vocab]. Throws Error when a row's slot has no
+  // sequence or the logits count does not match the batch.
+  std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits);
+
+ private:
+  int n_vocab_;
+  std::vector<std::unique_ptr<Sampler>> slots_;
+};
+
+}  // namespace pipellm
