@@ -43,19 +43,25 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
                                             const std::string& model_path, std::string& kind) {
   kind = o.backend;
   if (kind == "auto") kind = cfg ? "mpirun" : "inprocess";
+  if (o.device != "cpu" && kind != "inprocess") {
+    throw InvalidArgument("--device " + o.device + " is for the in-process backend (--model); the stages of --config " +
+                          "name their own devices");
+  }
   if (kind == "inprocess") {
-    CpuModelOptions mo;
-    mo.stage.n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
-    mo.stage.n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
-    mo.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
-    link::HeadLoopOptions lo;
-    lo.debug_step_delay_ms = o.debug_step_delay_ms;
+    InProcessOptions io;
+    io.cpu.stage.n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
+    io.cpu.stage.n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
+    io.cpu.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
+    io.device = o.device;
+    io.graphs = !o.no_graphs;
+    io.debug_step_delay_ms = o.debug_step_delay_ms;
     if (cfg) {
-      lo.max_batch_tokens = cfg->max_batch_tokens;
-      lo.prefill_chunk = cfg->prefill_chunk;
-      if (cfg->kv_cache_type == KvType::F32) mo.stage.kv_type = TensorType::F32;
+      io.max_batch_tokens = cfg->max_batch_tokens;
+      io.prefill_chunk = cfg->prefill_chunk;
+      if (cfg->kv_cache_type == KvType::F32) io.cpu.stage.kv_type = TensorType::F32;
     }
-    return std::make_unique<InProcessLauncher>(model_path, mo, lo);
+    if (o.max_batch_tokens > 0) io.max_batch_tokens = o.max_batch_tokens;
+    return std::make_unique<InProcessLauncher>(model_path, io);
   }
   if (kind == "attach") return std::make_unique<AttachLauncher>();
   if (!cfg) throw InvalidArgument("--backend mpirun needs --config");
