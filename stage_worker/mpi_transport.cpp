@@ -85,14 +85,26 @@ bool MpiTransport::poll_message(int peer, std::chrono::microseconds wait) {
 
 void MpiTransport::send_message(int peer, std::vector<uint8_t> bytes) { post(peer, kTagMessage, std::move(bytes)); }
 
-std::vector<uint8_t> MpiTransport::recv_message(int peer) {
-  MPI_Status st = wait_for(peer, kTagMessage);
+std::vector<uint8_t> MpiTransport::recv_message(int peer) { return recv_tagged(peer, kTagMessage); }
+
+std::vector<uint8_t> MpiTransport::recv_tagged(int peer, int tag) {
+  MPI_Status st = wait_for(peer, tag);
   int n = 0;
   mpi_check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
   std::vector<uint8_t> b(static_cast<size_t>(n));
-  mpi_check(MPI_Recv(b.data(), n, MPI_BYTE, peer, kTagMessage, comm_.get(), MPI_STATUS_IGNORE),
+  mpi_check(MPI_Recv(b.data(), n, MPI_BYTE, peer, tag, comm_.get(), MPI_STATUS_IGNORE),
             "MPI_Recv on rank " + std::to_string(rank_) + " from rank " + std::to_string(peer));
   return b;
+}
+
+void MpiTransport::send_side(int peer, int tag, std::vector<uint8_t> bytes) {
+  if (tag < kFirstSideTag) throw InvalidArgument("mpi transport: side tag " + std::to_string(tag) + " is reserved");
+  post(peer, tag, std::move(bytes));
+}
+
+std::vector<uint8_t> MpiTransport::recv_side(int peer, int tag) {
+  if (tag < kFirstSideTag) throw InvalidArgument("mpi transport: side tag " + std::to_string(tag) + " is reserved");
+  return recv_tagged(peer, tag);
 }
 
 void MpiTransport::send_activations(int peer, const ActivationRows& rows, size_t count) {

@@ -1,5 +1,5 @@
-// Pipeline transport over MPI point-to-point messages: CPU ranks, and the host-staged fallback
-// for GPU ranks that cannot use NCCL (two ranks on one GPU). Sends are non-blocking (MPI_Isend
+// Pipeline transport over MPI point-to-point messages: CPU ranks (and the control messages of the
+// NCCL and IPC transports, which move GPU rows themselves). Sends are non-blocking (MPI_Isend
 // of a buffer the transport owns until completion); receives poll with MPI_Iprobe and back off
 // to short sleeps, so an idle rank does not steal the CPU from a busy one on a shared machine.
 #pragma once
@@ -32,6 +32,12 @@ class MpiTransport : public Transport {
 
   MPI_Comm comm() const { return comm_.get(); }
 
+  // Side channels for transports layered on this one (IPC notices and acknowledgements): the
+  // same ordering and non-blocking send as messages, on their own tag (>= kFirstSideTag).
+  static constexpr int kFirstSideTag = 100;
+  void send_side(int peer, int tag, std::vector<uint8_t> bytes);
+  std::vector<uint8_t> recv_side(int peer, int tag);
+
  private:
   enum Tag : int { kTagMessage = 11, kTagActivations = 12 };
   struct Pending {
@@ -40,6 +46,7 @@ class MpiTransport : public Transport {
   };
   void post(int peer, int tag, std::vector<uint8_t> bytes);
   MPI_Status wait_for(int peer, int tag);  // probes until a message is there
+  std::vector<uint8_t> recv_tagged(int peer, int tag);
   // Probes until a message is there (true) or `limit` has passed (false).
   bool probe_for(int peer, int tag, std::chrono::microseconds limit, MPI_Status& st);
   void reap();                              // frees completed sends

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 
@@ -14,6 +16,7 @@
 #include "stage_worker/serve_head.h"
 #include "stage_worker/stage_factory.h"
 #ifdef PIPELLM_HAVE_NCCL
+#include "stage_worker/ipc_transport.h"
 #include "stage_worker/nccl_transport.h"
 #endif
 
@@ -21,19 +24,45 @@ namespace pipellm {
 
 namespace {
 
-std::unique_ptr<Transport> make_transport(const MpiSession& s, const PipelineConfig& c) {
+// True when every rank runs on the same host and names the same CUDA device (IPC's case).
+bool one_gpu_for_all(const MpiSession& s, const PipelineConfig& c) {
+  for (const auto& st : c.stages) {
+    if (st.device_index != c.stages.front().device_index) return false;
+  }
+  char mine[256] = {};
+  std::strncpy(mine, s.host().c_str(), sizeof mine - 1);
+  std::vector<char> all(sizeof mine * static_cast<size_t>(s.size()));
+  mpi_check(MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, MPI_COMM_WORLD),
+            "MPI_Allgather of host names");
+  for (int r = 0; r < s.size(); ++r) {
+    if (std::strncmp(all.data() + r * sizeof mine, mine, sizeof mine) != 0) return false;
+  }
+  return true;
+}
+
+// GPU ranks: NCCL between GPUs, CUDA IPC between ranks sharing one GPU; CPU ranks: MPI.
+std::unique_ptr<Transport> make_transport(const MpiSession& s, const PipelineConfig& c, int n_embd) {
   bool all_gpu = true;
   for (const auto& st : c.stages) all_gpu = all_gpu && st.is_gpu();
-  const bool want_nccl = c.transport == TransportKind::Nccl || (c.transport == TransportKind::Auto && all_gpu && c.n_stages() > 1);
-  if (want_nccl) {
-    if (!all_gpu) throw ConfigError(c.source + ": transport: nccl needs every stage on a cuda device");
+  if (c.transport == TransportKind::Mpi || c.n_stages() == 1 || (c.transport == TransportKind::Auto && !all_gpu)) {
+    return std::make_unique<MpiTransport>(s, MPI_COMM_WORLD);
+  }
+  if (!all_gpu) throw ConfigError(c.source + ": transport: " + transport_name(c.transport) + " needs every stage on a cuda device");
+  const int device = c.stages[static_cast<size_t>(s.rank())].device_index;
+  const bool shared = one_gpu_for_all(s, c);
+  if (c.transport == TransportKind::Ipc || (c.transport == TransportKind::Auto && shared)) {
+    if (!shared) throw ConfigError(c.source + ": transport: ipc needs every stage on the same GPU of one host");
 #ifdef PIPELLM_HAVE_NCCL
-    return std::make_unique<NcclTransport>(s, MPI_COMM_WORLD, c.stages[static_cast<size_t>(s.rank())].device_index);
-#else
-    if (c.transport == TransportKind::Nccl) throw ConfigError(c.source + ": transport: nccl, but this build has no NCCL");
+    const size_t slot = static_cast<size_t>(std::max(c.max_batch_tokens, c.max_sequences)) * static_cast<size_t>(n_embd);
+    return std::make_unique<IpcTransport>(s, MPI_COMM_WORLD, device, slot);
 #endif
   }
-  return std::make_unique<MpiTransport>(s, MPI_COMM_WORLD);
+#ifdef PIPELLM_HAVE_NCCL
+  if (shared) throw ConfigError(c.source + ": transport: nccl refuses two ranks on one GPU (use ipc or auto)");
+  return std::make_unique<NcclTransport>(s, MPI_COMM_WORLD, device);
+#else
+  throw ConfigError(c.source + ": transport: GPU ranks need this pipellm-stage built with CUDA and NCCL");
+#endif
 }
 
 std::unique_ptr<Tokenizer> try_tokenizer(const GgufFile& f, bool required) {
@@ -86,7 +115,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   const StagePlan& mine = plan.stages[static_cast<size_t>(rank)];
   ThreadPool pool(cfg.threads);
   auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
-  transport = make_transport(session, cfg);
+  transport = make_transport(session, cfg, mc.n_embd);
   StageRunner runner(*stage, *transport);
   if (o.fault_rank == rank) runner.set_fault(o.fault);
   runner.set_step_delay(std::chrono::milliseconds(o.step_delay_ms));

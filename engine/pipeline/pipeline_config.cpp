@@ -14,6 +14,7 @@ const char* transport_name(TransportKind t) {
   switch (t) {
     case TransportKind::Auto: return "auto";
     case TransportKind::Nccl: return "nccl";
+    case TransportKind::Ipc: return "ipc";
     case TransportKind::Mpi: return "mpi";
   }
   return "?";
@@ -217,7 +218,7 @@ PipelineConfig PipelineConfig::parse(const std::string& text, const std::string&
   c.kv_cache_type = r.choice<KvType>("kv_cache_type", c.kv_cache_type, {{"f16", KvType::F16}, {"f32", KvType::F32}});
   c.transport = r.choice<TransportKind>(
       "transport", c.transport,
-      {{"auto", TransportKind::Auto}, {"nccl", TransportKind::Nccl}, {"mpi", TransportKind::Mpi}});
+      {{"auto", TransportKind::Auto}, {"nccl", TransportKind::Nccl}, {"ipc", TransportKind::Ipc}, {"mpi", TransportKind::Mpi}});
   c.coordinator = r.str("coordinator", "");
 
   const YAML::Node pf = r.get("prefetch");

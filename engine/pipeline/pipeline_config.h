@@ -18,7 +18,7 @@ class ConfigError : public InvalidArgument {
   using InvalidArgument::InvalidArgument;
 };
 
-enum class TransportKind { Auto, Nccl, Mpi };
+enum class TransportKind { Auto, Nccl, Ipc, Mpi };
 const char* transport_name(TransportKind t);
 
 enum class KvType { F16, F32 };
