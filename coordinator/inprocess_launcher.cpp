@@ -76,20 +76,26 @@ std::string stem(const std::string& path) {
 }  // namespace
 
 InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProcessOptions& opt)
-    : model_name_(stem(model_path)), opt_(opt), model_(CpuModel::open(model_path, opt.cpu)) {
+    : model_name_(stem(model_path)), opt_(opt) {
+  if (cuda_device_index(opt.device) < 0) {
+    cpu_ = CpuModel::open(model_path, opt.cpu);
+    return;
+  }
+  // The CUDA stage reads the mapping only while it uploads the weights.
+  const auto file = GgufFile::open(model_path);
   DeviceStageOptions d;
   d.device = opt.device;
   d.n_ctx = opt.cpu.stage.n_ctx;
   d.n_slots = opt.cpu.stage.n_slots;
   d.max_batch_tokens = opt.max_batch_tokens;
   d.graphs = opt.graphs;
-  gpu_ = open_cuda_stage(model_->file(), model_->config(), d);
+  gpu_ = open_cuda_stage(*file, ModelConfig::from_gguf(*file), d);
 }
 
 InProcessLauncher::~InProcessLauncher() = default;
 
 std::unique_ptr<HeadProcess> InProcessLauncher::launch(const std::string& coordinator_address) {
-  Stage& stage = gpu_ ? *gpu_ : model_->stage();
+  Stage& stage = gpu_ ? *gpu_ : cpu_->stage();
   return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address);
 }
 

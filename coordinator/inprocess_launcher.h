@@ -8,6 +8,7 @@
 #include "coordinator/head_launcher.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/devices/device_stage.h"
+#include "engine/gguf/gguf_file.h"
 #include "engine/pipeline/scheduler.h"
 
 namespace pipellm::coord {
@@ -33,8 +34,8 @@ class InProcessLauncher : public HeadLauncher {
  private:
   std::string model_name_;
   InProcessOptions opt_;
-  std::unique_ptr<CpuModel> model_;
-  std::unique_ptr<Stage> gpu_;  // null on the CPU
+  std::unique_ptr<CpuModel> cpu_;  // device cpu
+  std::unique_ptr<Stage> gpu_;     // device cuda[:N] (no CPU stage, no host KV cache)
 };
 
 }  // namespace pipellm::coord

@@ -21,7 +21,7 @@ for f in "$tmp"/*.deb; do dpkg -x "$f" .carry/sysroot; done
 L=.carry/sysroot/usr/lib/x86_64-linux-gnu
 rm -rf .carry/sysroot/usr/share/doc .carry/sysroot/usr/share/man .carry/sysroot/usr/share/lintian \
   .carry/sysroot/usr/src "$tmp"
-rm -f $L/lib{pcre2-8,yaml-cpp,utf8proc}.a
+rm -f $L/lib{pcre2-8,yaml-cpp,utf8proc}.a $L/libpcre2-{16,32,posix}*  # only pcre2-8 is used
 # brotli: headers only (the GPU machine's libbrotli1 is the run-time library).
 rm -f $L/libbrotli*.a $L/libbrotli*.so $L/pkgconfig/libbrotli*.pc
 # cpp-httplib.pc: relocatable (the sysroot is not at /usr), and no Requires.private (we link the

@@ -368,6 +368,7 @@ void CudaStage::enqueue_decode_step(int B, int ctx_bucket) {
 }
 
 void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
+  PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));
   validate(batch, !first_);
   const int total = batch.n_tokens();
   const int64_t E = cfg_.n_embd, V = cfg_.n_vocab;
@@ -451,6 +452,7 @@ void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
   if (slot < 0 || slot >= opt_.n_slots)
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(opt_.n_slots) + ")");
   const SlotSampling g = slot_sampling(sampling);
+  PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));
   // Pageable source: the copy is staged before the call returns; ordered before the next step.
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_sampling_.get() + slot, &g, sizeof(g), cudaMemcpyHostToDevice, stream_.get()));
   PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get() + slot, 0, sizeof(uint64_t), stream_.get()));
@@ -514,6 +516,7 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
 }
 
 void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
+  PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));  // the runtime may call from another thread
   validate(batch, false);
   const int n = batch.n_tokens();
   if (n > max_tokens_)

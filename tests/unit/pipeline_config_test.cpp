@@ -90,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"model: a.gguf\nkv_cache_type: q8\nstages: [{device: cpu}]\n",
                   "bad.yaml:2: kv_cache_type: 'q8' is not one of f16, f32"},
         BadConfig{"model: a.gguf\ntransport: tcp\nstages: [{device: cpu}]\n",
-                  "bad.yaml:2: transport: 'tcp' is not one of auto, nccl, mpi"},
+                  "bad.yaml:2: transport: 'tcp' is not one of auto, nccl, ipc, mpi"},
         BadConfig{"model: a.gguf\nstages:\n  - device: gpu0\n", "bad.yaml:3: stages[0].device: 'gpu0' is not cpu or cuda:N"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    memory: 24 GB!\n",
                   "bad.yaml:4: stages[0].memory: unknown unit 'GB!'"},
