@@ -179,7 +179,7 @@ void CudaStage::product_input(int T, const float* x, int64_t n, const float* nor
   a.normalize = normalize;
   a.w = norm_w;
   a.eps = cfg_.rms_eps;
-  if (T <= kMatvecMaxRows) {
+  if (use_matvec(T)) {
     a.y_f32 = y_.get();
     a.xq = xq_.get();
     a.xds = xds_.get();
@@ -189,18 +189,32 @@ void CudaStage::product_input(int T, const float* x, int64_t n, const float* nor
   rmsnorm_convert(a, launch());
 }
 
+void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
+  // Up to kMatvecMaxRows activation rows per launch; each launch reads the weights once.
+  const int64_t n_in = a.w.n_in;
+  for (int c0 = 0; c0 < T; c0 += kMatvecMaxRows) {
+    MatvecArgs c = a;
+    c.n_rows = std::min(kMatvecMaxRows, T - c0);
+    c.x = a.x + c0 * n_in;
+    c.xq = a.xq + c0 * n_in;
+    c.xds = a.xds + c0 * (n_in / 32);
+    c.y = a.y + c0 * a.y_stride;
+    for (int e = 0; e < a.n_extra; ++e) c.extra[e].y = a.extra[e].y + c0 * a.extra[e].y_stride;
+    matvec(c, launch());
+  }
+}
+
 void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
-  if (T <= kMatvecMaxRows) {
+  if (use_matvec(T)) {
     MatvecArgs a;
     a.w = w.m;
     a.mode = add ? MatvecMode::Add : MatvecMode::Store;
-    a.n_rows = T;
     a.x = y_.get();
     a.xq = xq_.get();
     a.xds = xds_.get();
     a.y = y;
     a.y_stride = y_stride;
-    matvec(a, launch());
+    matvec_rows(a, T);
     return;
   }
   const __half* wh = w.f16.get();
@@ -225,11 +239,10 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
     if (streamed_) streamed_->before_layer(i, stream_.get());
     product_input(T, x_.get(), E, l.attn_norm.get(), true);
-    if (T <= kMatvecMaxRows && matvec_uses_q8(l.wq.m.type) && l.wk.m.type == l.wq.m.type) {
+    if (use_matvec(T) && matvec_uses_q8(l.wq.m.type) && l.wk.m.type == l.wq.m.type) {
       // q and k (and v when it has the same type) in one launch.
       MatvecArgs m;
       m.w = l.wq.m;
-      m.n_rows = T;
       m.x = y_.get();
       m.xq = xq_.get();
       m.xds = xds_.get();
@@ -239,7 +252,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
       m.n_extra = 1;
       const bool v_too = l.wv.m.type == l.wq.m.type;
       if (v_too) m.extra[m.n_extra++] = {l.wv.m, v_.get(), K};
-      matvec(m, launch());
+      matvec_rows(m, T);
       if (!v_too) product(l.wv, T, v_.get(), K, false);
     } else {
       product(l.wq, T, q_.get(), Q, false);
@@ -295,7 +308,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
       throw Error("CUDA stage: attention scratch too small");
     // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
-    const bool att_q8 = T <= kMatvecMaxRows && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
+    const bool att_q8 = use_matvec(T) && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
     if (att_q8) {
       a.xq = xq_.get();
       a.xds = xds_.get();
@@ -306,18 +319,17 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     product(l.wo, T, x_.get(), E, true);
 
     product_input(T, x_.get(), E, l.ffn_norm.get(), true);
-    if (T <= kMatvecMaxRows && l.w_gate.m.type == l.w_up.m.type) {
+    if (use_matvec(T) && l.w_gate.m.type == l.w_up.m.type) {
       MatvecArgs m;
       m.w = l.w_gate.m;
       m.w2 = l.w_up.m;
       m.mode = MatvecMode::Swiglu;
-      m.n_rows = T;
       m.x = y_.get();
       m.xq = xq_.get();
       m.xds = xds_.get();
       m.y = act_.get();
       m.y_stride = F;
-      matvec(m, launch());
+      matvec_rows(m, T);
     } else {
       product(l.w_gate, T, g_.get(), F, false);
       product(l.w_up, T, u_.get(), F, false);

@@ -24,6 +24,7 @@
 #include "engine/model/stage.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/sampling.h"
 
 namespace pipellm::cuda {
@@ -105,6 +106,13 @@ class CudaStage : public Stage {
   void enqueue_decode_step(int B, int ctx_bucket);
   void fetch_tokens(int n, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
+  // Products of T rows by the quantized mat-vec (in launches of up to kMatvecMaxRows rows, each
+  // reading the weights once) rather than cuBLAS on f16 weights: up to 8 rows always, and up to
+  // kMatvecChunkedRows without resident f16 copies, where the alternative dequantizes every
+  // matrix each step (a batch of concurrent decodes).
+  static constexpr int kMatvecChunkedRows = 32;
+  bool use_matvec(int T) const { return T <= (opt_.resident_f16 ? kMatvecMaxRows : kMatvecChunkedRows); }
+  void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // PDL only inside decode steps, whose kernels follow kernels (never a host copy).
   Launch launch() const { return Launch(stream_.get(), opt_.pdl && in_decode_); }

@@ -81,10 +81,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   const float mx = b.v;
   auto prob = [&](int64_t i) { return __expf((row[i] - mx) * inv_t); };
   auto prob_f = [&](int64_t i) { return __expf((row[i] - mx) * inv_tf); };
-  // Lowest logit kept: start with everything, raise it while a constraint is violated.
+  // Lowest logit kept: start with everything, raise it while a constraint is violated, in the
+  // chain's order (top_p measures the mass top_k left; min_p comes last).
   float lo = -INFINITY;
-  // min_p: p_i >= min_p * p_max  <=>  logit >= mx + T * log(min_p).
-  if (p.min_p > 0.0f) lo = mx + tf * __logf(p.min_p);
   // top_k: the smallest threshold keeping at most top_k tokens (bisection on the logit value).
   float mn_local = INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) mn_local = fminf(mn_local, row[i]);
@@ -113,6 +112,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
     }
     lo = fmaxf(lo, a);
   }
+  // min_p: p_i >= min_p * p_max  <=>  logit >= mx + T * log(min_p).
+  if (p.min_p > 0.0f) lo = fmaxf(lo, mx + tf * __logf(p.min_p));
   const float kept = block_reduce_sum(n, [&](int64_t i) { return row[i] >= lo ? prob(i) : 0.0f; }, red);
   const uint64_t r = mix64(p.seed ^ mix64(a.counter[slot] * 0x2545f4914f6cdd1dull + 0x632be59bd9b4e019ull));
   const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f) * kept;

@@ -59,17 +59,20 @@ TEST_P(CudaFixture, LogitsAndGreedyMatchLlamaCpp) {
   }
   EXPECT_GE(agreed, 0.95 * considered) << name;
 
-  // Re-run the prompt through the mat-vec path (chunks of <= 8 tokens) and compare too.
+  // Re-run the prompt through the mat-vec path (chunks of <= 8 tokens, and of 20: several
+  // 8-row launches) and compare too.
   std::vector<float> small;
   double worst_mv = 0.0;
-  for (size_t c0 = 0; c0 < tokens.size(); c0 += 5) {
-    const size_t c1 = std::min(tokens.size(), c0 + 5);
-    std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
-    model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), small);
-    for (size_t p = c0; p < c1; ++p) {
-      const double e = test::rel_rms(small.data() + (p - c0) * V, ref.data() + p * V, V);
-      worst_mv = std::max(worst_mv, e);
-      EXPECT_LT(e, bound) << name << " mat-vec path, position " << p;
+  for (const size_t chunk : {size_t{5}, size_t{20}}) {
+    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
+      const size_t c1 = std::min(tokens.size(), c0 + chunk);
+      std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
+      model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), small);
+      for (size_t p = c0; p < c1; ++p) {
+        const double e = test::rel_rms(small.data() + (p - c0) * V, ref.data() + p * V, V);
+        worst_mv = std::max(worst_mv, e);
+        EXPECT_LT(e, bound) << name << " mat-vec path (chunks of " << chunk << "), position " << p;
+      }
     }
   }
 

@@ -1,11 +1,13 @@
-// CUDA stages under the pipeline runtime, in one process: a fixture model split into three
+// CUDA stages under the pipeline runtime, in one process: a model split into two or three
 // CudaStages (first, middle, tail) on one GPU, run by StageRunner over the in-process transport.
 // Graph-replayed decode steps equal eager ones per stage (ids, and every stage captured graphs),
-// and the three-stage pipeline gives the ids of the whole model in one stage, greedy and with
-// seeded sampling; greedy ids equal the CPU reference loop where the CPU logits are decisive.
+// and the split pipeline gives the ids of the whole model in one stage, greedy and with seeded
+// sampling; greedy ids equal the CPU reference loop where the CPU logits are decisive.
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
+#include <utility>
 #include <thread>
 
 #include "engine/cpu/cpu_model.h"
@@ -85,22 +87,32 @@ std::map<int64_t, std::vector<int32_t>> run_pipeline(const std::string& path, co
   return out;
 }
 
-TEST(CudaPipelineStages, GraphsEqualEagerAndOneStageEqualsThree) {
+// Even splits of the model's layers into n stages.
+std::vector<int> split(int n_layer, int n) {
+  std::vector<int> b;
+  for (int r = 0; r <= n; ++r) b.push_back(r * n_layer / n);
+  return b;
+}
+
+TEST(CudaPipelineStages, GraphsEqualEagerAndSeveralStagesEqualOne) {
   PIPELLM_REQUIRE_GPU();
-  for (const std::string name : {"tiny-llama-Q4_K_M", "tiny-qwen3-Q8_0"}) {
-    const std::string path = test::model_path(name);
+  // The fixtures have two layers (two stages); the default model has six (three stages).
+  const std::vector<std::pair<std::string, int>> models = {
+      {test::model_path("tiny-llama-Q4_K_M"), 2},
+      {test::model_path("tiny-qwen3-Q8_0"), 2},
+      {std::string(PIPELLM_SOURCE_DIR) + "/models/default.gguf", 3}};
+  for (const auto& [path, n] : models) {
     const int L = ModelConfig::from_gguf(*GgufFile::open(path)).n_layer;
-    ASSERT_GE(L, 3) << name;
-    const std::vector<int> three = {0, L / 3, 2 * L / 3, L}, one = {0, L};
+    ASSERT_GE(L, n) << path;
     std::vector<size_t> captured;
-    const auto g3 = run_pipeline(path, three, true, &captured);
-    const auto e3 = run_pipeline(path, three, false);
-    const auto g1 = run_pipeline(path, one, true);
-    ASSERT_EQ(captured.size(), 3u);
-    for (size_t r = 0; r < captured.size(); ++r) EXPECT_GT(captured[r], 0u) << name << " stage " << r;
-    EXPECT_EQ(g3, e3) << name << ": graph replay vs eager, three stages";
-    EXPECT_EQ(g3, g1) << name << ": three stages vs one";
-    ASSERT_EQ(g3.size(), 4u) << name;
+    const auto g = run_pipeline(path, split(L, n), true, &captured);
+    const auto e = run_pipeline(path, split(L, n), false);
+    const auto one = run_pipeline(path, split(L, 1), true);
+    ASSERT_EQ(captured.size(), static_cast<size_t>(n));
+    for (size_t r = 0; r < captured.size(); ++r) EXPECT_GT(captured[r], 0u) << path << " stage " << r;
+    EXPECT_EQ(g, e) << path << ": graph replay vs eager, " << n << " stages";
+    EXPECT_EQ(g, one) << path << ": " << n << " stages vs one";
+    ASSERT_EQ(g.size(), 4u) << path;
   }
 }
 
