@@ -37,7 +37,10 @@ for phase in $phases; do
     pid=$!
     if wait_http http://127.0.0.1:8090 $pid; then
       echo "pipellm serving, GPU memory used: $(gpu_mem)" | tee "$out/pipellm-mem.txt"
-      load pipellm http://127.0.0.1:8090 1,16,64
+      load pipellm-c1 http://127.0.0.1:8090 1
+      # The head's own step time per token (compute, sampling, token fetch) against the gaps.
+      curl -s http://127.0.0.1:8090/metrics | grep -E "^pipellm_stage_" | tee "$out/pipellm-c1-metrics.txt"
+      load pipellm http://127.0.0.1:8090 16,64
       echo "after load, GPU memory used: $(gpu_mem)" | tee -a "$out/pipellm-mem.txt"
     else
       echo "pipellm server did not start"; tail -20 "$out/pipellm-server.log"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's device calls. `build`: llama.cpp (from .carry/llama, in the background) and PipeLLM,
+# Issue 14's device calls. `build`: llama.cpp (WITH_LLAMA=1: from .carry/llama, in the background) and PipeLLM,
 # the 8B Q4_K_M model, the GPU tests. `bench`: bench/serving_bench.sh. Logs under $OUT.
 # Usage (device machine, carry .carry): scripts/device-serving.sh build|bench [phases...]
 set -uo pipefail
@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_
 M=build-device/l8-q4km.gguf
 case $1 in
 build)
-  if [ ! -x build-llama/bin/llama-server ]; then
+  if [ -n "${WITH_LLAMA:-}" ] && [ ! -x build-llama/bin/llama-server ]; then
     ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
       cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
@@ -18,13 +18,14 @@ build)
       nice ninja -C build-llama -j10 llama-server llama-batched-bench ) >"$OUT/llama-build.log" 2>&1 &
     LB=$!
   fi
-  scripts/device-build.sh pipellm pipellm_gpu_tests pipellm-stage pipellm-coordinator >"$OUT/build.log" 2>&1
+  scripts/device-build.sh pipellm pipellm_gpu_tests pipellm-stage pipellm-coordinator pipellm_nccl_transport_test \
+    >"$OUT/build.log" 2>&1
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
   [ -f $M ] || build-device/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M \
     --vocab build-device/testdata/vocab/vocab-llama3.gguf $M >"$OUT/mkmodel.log" 2>&1 &
   (cd build-device && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 >"$OUT/gpu_tests.log" 2>&1)
   echo "gpu tests rc=$? $(since)"
-  (cd build-device && timeout 200 ctest -R gpu.served_and_ipc --output-on-failure >"$OUT/served_test.log" 2>&1)
+  (cd build-device && timeout 200 ctest -R "^gpu\." --output-on-failure >"$OUT/served_test.log" 2>&1)
   echo "served/ipc test rc=$? $(since)"
   wait
   echo "llama.cpp: $(ls build-llama/bin 2>/dev/null | tr '\n' ' ') $(since)"; tail -3 "$OUT/llama-build.log"

@@ -37,7 +37,7 @@ cudaEvent_t ipc_event() {
 std::string IpcTransport::who() const { return "ipc transport (rank " + std::to_string(control_.rank()) + ")"; }
 
 IpcTransport::IpcTransport(const MpiSession& session, MPI_Comm comm, int device, size_t slot_floats)
-    : control_(session, comm), session_(session), slot_floats_(slot_floats) {
+    : control_(session, comm, kGpuRankSpin), session_(session), slot_floats_(slot_floats) {
   const int r = control_.rank(), n = control_.size();
   cuda_check(cudaSetDevice(device), who() + ": cudaSetDevice");
   const MPI_Comm c = control_.comm();

@@ -9,7 +9,8 @@
 
 namespace pipellm {
 
-MpiTransport::MpiTransport(const MpiSession& session, MPI_Comm comm) : session_(session), comm_(comm) {
+MpiTransport::MpiTransport(const MpiSession& session, MPI_Comm comm, std::chrono::microseconds spin)
+    : session_(session), comm_(comm), spin_(spin) {
   mpi_check(MPI_Comm_rank(comm_.get(), &rank_), "MPI_Comm_rank");
   mpi_check(MPI_Comm_size(comm_.get(), &size_), "MPI_Comm_size");
 }
@@ -59,14 +60,14 @@ bool MpiTransport::probe_for(int peer, int tag, std::chrono::microseconds limit,
               "MPI_Iprobe on rank " + std::to_string(rank_) + " for rank " + std::to_string(peer));
     if (flag) return true;
     reap();
-    // Spin for up to 200 us (the next message of a running pipeline is usually that close),
+    // Spin for up to spin_ (the next message of a running pipeline is usually that close),
     // then sleep between polls: 20 us, and 200 us after a second without traffic, so an idle
     // rank leaves the CPU to busy ones on a shared machine.
     const auto idle = std::chrono::steady_clock::now() - t0;
     if (std::chrono::duration_cast<std::chrono::microseconds>(idle) >= limit) return false;
-    if (idle > std::chrono::seconds(1)) {
+    if (idle > std::chrono::seconds(1) + spin_) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
-    } else if (idle > std::chrono::microseconds(200)) {
+    } else if (idle > spin_) {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }

@@ -13,10 +13,17 @@
 
 namespace pipellm {
 
+// The receive spin of GPU ranks' control messages (see MpiTransport's constructor).
+constexpr std::chrono::microseconds kGpuRankSpin{20000};
+
 class MpiTransport : public Transport {
  public:
-  // Uses a duplicate of `comm`; `session` prints and aborts on failure.
-  MpiTransport(const MpiSession& session, MPI_Comm comm);
+  // Uses a duplicate of `comm`; `session` prints and aborts on failure. A receive spins for
+  // `spin` before it starts sleeping between polls: GPU ranks, whose host mostly waits for the
+  // next message while the GPU computes, take a long spin (a sleep's wake-up costs tens of
+  // microseconds per hop); CPU ranks keep the CPU for their own threads.
+  MpiTransport(const MpiSession& session, MPI_Comm comm,
+               std::chrono::microseconds spin = std::chrono::microseconds(200));
   ~MpiTransport() override;
 
   int rank() const override { return rank_; }
@@ -56,6 +63,7 @@ class MpiTransport : public Transport {
   MpiComm comm_;
   int rank_ = 0, size_ = 1;
   std::deque<std::unique_ptr<Pending>> pending_;
+  std::chrono::microseconds spin_;
 };
 
 }  // namespace pipellm

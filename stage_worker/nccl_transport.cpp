@@ -20,7 +20,7 @@ void nccl_check(ncclResult_t r, const std::string& what) {
 }  // namespace
 
 NcclTransport::NcclTransport(const MpiSession& session, MPI_Comm comm, int device)
-    : control_(session, comm), session_(session), device_(device) {
+    : control_(session, comm, kGpuRankSpin), session_(session), device_(device) {
   const std::string who = "nccl transport (rank " + std::to_string(control_.rank()) + ", cuda:" + std::to_string(device) + ")";
   cuda_check(cudaSetDevice(device), who + ": cudaSetDevice");
   cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), who + ": cudaStreamCreate");
