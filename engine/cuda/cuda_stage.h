@@ -107,11 +107,11 @@ class CudaStage : public Stage {
   void fetch_tokens(int n, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // Products of T rows by the quantized mat-vec (in launches of up to kMatvecMaxRows rows, each
-  // reading the weights once) rather than cuBLAS on f16 weights: up to 8 rows always, and up to
-  // kMatvecChunkedRows without resident f16 copies, where the alternative dequantizes every
-  // matrix each step (a batch of concurrent decodes).
+  // reading the weights once) rather than cuBLAS on f16 weights: up to 8 rows with resident f16
+  // copies (cuBLAS on them is faster beyond), up to kMatvecChunkedRows without, where the
+  // alternative dequantizes every matrix each step (concurrent decodes).
   static constexpr int kMatvecChunkedRows = 32;
-  bool use_matvec(int T) const { return T <= (opt_.resident_f16 ? kMatvecMaxRows : kMatvecChunkedRows); }
+  bool use_matvec(int T) const { return T <= (opt_.resident_f16 ? 8 : kMatvecChunkedRows); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // PDL only inside decode steps, whose kernels follow kernels (never a host copy).

@@ -1,5 +1,8 @@
 #include "kernels/cuda/matvec_quant.h"
 
+#include <array>
+#include <utility>
+
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
@@ -182,14 +185,15 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
 
 using FastKernel = void (*)(FastParams);
 
+template <class F, bool DUAL, int... B>
+constexpr std::array<FastKernel, sizeof...(B)> fast_table(std::integer_sequence<int, B...>) {
+  return {matvec_fast<F, B + 1, DUAL>...};
+}
+
 template <class F>
 FastKernel fast_kernel(int b, bool dual) {
-  static const FastKernel single[8] = {matvec_fast<F, 1, false>, matvec_fast<F, 2, false>, matvec_fast<F, 3, false>,
-                                       matvec_fast<F, 4, false>, matvec_fast<F, 5, false>, matvec_fast<F, 6, false>,
-                                       matvec_fast<F, 7, false>, matvec_fast<F, 8, false>};
-  static const FastKernel both[8] = {matvec_fast<F, 1, true>, matvec_fast<F, 2, true>, matvec_fast<F, 3, true>,
-                                     matvec_fast<F, 4, true>, matvec_fast<F, 5, true>, matvec_fast<F, 6, true>,
-                                     matvec_fast<F, 7, true>, matvec_fast<F, 8, true>};
+  static constexpr auto single = fast_table<F, false>(std::make_integer_sequence<int, kMatvecMaxRows>{});
+  static constexpr auto both = fast_table<F, true>(std::make_integer_sequence<int, kMatvecMaxRows>{});
   return dual ? both[b - 1] : single[b - 1];
 }
 

@@ -1,7 +1,7 @@
-// Quantized matrix-vector products for decode (1..8 activation rows), reading the weights in
+// Quantized matrix-vector products for decode (1..16 activation rows), reading the weights in
 // their device layout (weight_layout.h). Reference: kernels/cpu/matmul.h.
 //
-//   acc[b][r] = sum_i W[r][i] * x[b][i]      r < n_out, b < n_rows (1..8)
+//   acc[b][r] = sum_i W[r][i] * x[b][i]      r < n_out, b < n_rows (1..kMatvecMaxRows)
 //   mode Store:  y[b][r] = acc            Add: y[b][r] += acc (residual)
 //   mode Swiglu: y[b][r] = silu(acc) * acc2, acc2 from a second matrix W2 (same shape)
 //
@@ -42,7 +42,7 @@ struct MatvecArgs {
   int n_extra = 0;
 };
 
-constexpr int kMatvecMaxRows = 8;
+constexpr int kMatvecMaxRows = 16;
 
 // True when the product of this type reads the 8-bit activations (xq/xds) rather than x.
 bool matvec_uses_q8(TensorType t);

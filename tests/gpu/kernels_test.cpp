@@ -73,7 +73,7 @@ TEST_P(PerType, MatvecMatchesFloat64) {
     const auto b1 = test::random_blocks(t, nb), b2 = test::random_blocks(t, nb);
     auto m1 = test::upload_matrix(t, n_in, n_out, b1), m2 = test::upload_matrix(t, n_in, n_out, b2);
     const auto w1 = cpu_dequant(t, b1, n_in, n_out), w2 = cpu_dequant(t, b2, n_in, n_out);
-    for (int rows : {1, 3, 8}) {
+    for (int rows : {1, 3, 8, 13, 16}) {
       for (auto mode : {cuda::MatvecMode::Store, cuda::MatvecMode::Add, cuda::MatvecMode::Swiglu}) {
         const auto x = random_floats(static_cast<size_t>(rows * n_in));
         const auto y0 = random_floats(static_cast<size_t>(rows * n_out));
