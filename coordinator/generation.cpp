@@ -2,6 +2,14 @@
 
 namespace pipellm::coord {
 
+std::unique_ptr<Generation> Generation::start(RequestScheduler& sched, const ModelText& text,
+                                              const PreparedRequest& prep, StreamLimiter::Lease lease) {
+  auto handle = sched.submit(prep.submit);
+  return std::make_unique<Generation>(std::move(handle),
+                                      TextStream(text.tokenizer(), prep.stop_strings, prep.submit.stop_ids),
+                                      std::move(lease), static_cast<int>(prep.submit.prompt.size()));
+}
+
 Generation::Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease,
                        int prompt_tokens)
     : handle_(std::move(handle)), text_(std::move(text)), lease_(std::move(lease)), prompt_tokens_(prompt_tokens) {}
@@ -27,12 +35,14 @@ Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
   switch (ev->kind) {
     case StreamEvent::Kind::Token:
       ++generated_;
+      u.tokens.push_back(ev->token);
       u.text = text_.push(ev->token);
       if (text_.stopped()) {  // a stop string: the rest is not wanted
         handle_->cancel();
         ended_ = true;
         u.ended = true;
         u.finish = link::FinishReason::Stop;
+        u.stop_string = text_.matched_stop();
       }
       break;
     case StreamEvent::Kind::Finished:
@@ -41,7 +51,8 @@ Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
       u.text = text_.flush();
       u.finish = ev->finished.reason;
       if (ev->finished.reason == link::FinishReason::Cancelled) {
-        // Not asked for by this client: the server cancelled it (shutting down).
+        // Not asked for by this client (its own cancel goes through abandon(), after which
+        // nothing is read): the server cancelled it (shutting down).
         u.failed = Code::Unavailable;
         u.message = "the request was cancelled by the server (shutting down)";
       } else if (ev->finished.reason == link::FinishReason::Error) {

@@ -1,14 +1,21 @@
 // One admitted generation request as a front door reads it: the scheduler's events turned
-// into visible text (stop strings cut, whole UTF-8 characters), the finish reason, or the
-// failure. RAII: destroying an unfinished Generation cancels it, so a client that goes away
-// frees its sequence at the stages' next step; its stream-limit lease is held until then.
+// into visible text (stop strings cut, whole UTF-8 characters), the token ids, the finish
+// reason, or the failure. Both front doors (gRPC and HTTP) drive every request through this
+// one path, so a stop string, a client cancel, the server cancelling, and the stages failing
+// end a request the same way on both; each door only maps the outcome onto its wire (a gRPC
+// status / an OpenAI error object, both carrying `Update::message`).
+// RAII: destroying an unfinished Generation cancels it, so a client that goes away frees its
+// sequence at the stages' next step; its stream-limit lease is held until then.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "coordinator/access_control.h"
+#include "coordinator/request_builder.h"
 #include "coordinator/request_scheduler.h"
 #include "coordinator/status.h"
 #include "coordinator/text_stream.h"
@@ -19,11 +26,19 @@ class Generation {
  public:
   struct Update {
     std::string text;                   // newly visible text (may be empty)
+    std::vector<int32_t> tokens;        // ids generated with this update (a stop's last one too)
     bool ended = false;
     link::FinishReason finish = link::FinishReason::Stop;  // when ended without failure
+    std::string stop_string;            // the stop string that ended the text, if one did
     std::optional<Code> failed;         // when ended by a failure (stages down, shutdown, ...)
-    std::string message;                // the failure's message
+    std::string message;                // the failure's message, the same text on every door
   };
+
+  // Submits `prep` to the scheduler and follows it. Throws the scheduler's RequestError
+  // (Unavailable: stages down or draining; ResourceExhausted: queue full); `lease` is released
+  // then. The lease may be empty (a door that holds its stream slot elsewhere).
+  static std::unique_ptr<Generation> start(RequestScheduler& sched, const ModelText& text, const PreparedRequest& prep,
+                                           StreamLimiter::Lease lease);
 
   Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease, int prompt_tokens);
   ~Generation();

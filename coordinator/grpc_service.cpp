@@ -4,12 +4,16 @@
 
 #include <chrono>
 
+#include "coordinator/generation.h"
 #include "coordinator/text_stream.h"
 
 namespace pipellm::coord {
 
 namespace v1 = pipellm::v1;
 using clock = std::chrono::steady_clock;
+// How long one wait for the next event lasts before the client's cancel and deadline are
+// checked again.
+constexpr auto kPoll = std::chrono::milliseconds(20);
 
 grpc::StatusCode grpc_code(Code c) {
   switch (c) {
@@ -101,95 +105,69 @@ grpc::Status PipeLLMService::Generate(grpc::ServerContext* ctx, const v1::Genera
   if (!model) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model stages are not available: " + sched_.down_reason());
   }
-  PreparedRequest prep;
-  std::shared_ptr<RequestHandle> handle;
+  std::unique_ptr<Generation> gen;  // the one generation path, shared with the HTTP door
   try {
-    prep = text_.prepare(to_input(*req), model->n_ctx, model->n_vocab, limits_);
-    handle = sched_.submit(prep.submit);
+    const PreparedRequest prep = text_.prepare(to_input(*req), model->n_ctx, model->n_vocab, limits_);
+    // The stream slot is held by GuardedPipeLLMService for the whole call: no lease here.
+    gen = Generation::start(sched_, text_, prep, StreamLimiter::Lease{});
+    spdlog::debug("generate: request {} ({} prompt tokens, max_tokens {})", gen->id(), gen->prompt_tokens(),
+                  prep.submit.max_tokens);
   } catch (const RequestError& e) {
     spdlog::info("generate: refused ({}): {}", code_name(e.code()), e.what());
     return status_of(e);
   } catch (const std::exception& e) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string("prompt: ") + e.what());
   }
-  const int n_prompt = static_cast<int>(prep.submit.prompt.size());
-  spdlog::debug("generate: request {} ({} prompt tokens, max_tokens {})", handle->id(), n_prompt,
-                prep.submit.max_tokens);
 
-  TextStream text(text_.tokenizer(), prep.stop_strings, prep.submit.stop_ids);
-  int generated = 0;
   clock::time_point first{}, last{};
-  auto final_msg = [&](v1::FinishReason reason, const std::string& stop, const std::string& message) {
-    v1::GenerateResponse r;
-    auto* f = r.mutable_final();
-    f->set_finish_reason(reason);
-    f->set_stop_string(stop);
-    f->set_message(message);
-    auto* u = f->mutable_usage();
-    u->set_prompt_tokens(n_prompt);
-    u->set_generated_tokens(generated);
-    const auto now = clock::now();
-    u->set_total_ms(ms_between(t0, now));
-    if (generated > 0) {
-      u->set_time_to_first_token_ms(ms_between(t0, first));
-      const double span = std::chrono::duration<double>(last - first).count();
-      u->set_tokens_per_second(generated > 1 && span > 0 ? (generated - 1) / span : 0.0);
-    }
-    out->Write(r);
-  };
-
   for (;;) {
-    if (ctx->IsCancelled() || past_deadline(ctx)) {
-      handle->cancel();
-      if (past_deadline(ctx)) {
-        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                            "deadline exceeded after " + std::to_string(generated) + " tokens");
-      }
+    if (past_deadline(ctx)) {
+      gen->abandon();
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "deadline exceeded after " + std::to_string(gen->generated_tokens()) + " tokens");
+    }
+    if (ctx->IsCancelled()) {
+      gen->abandon();
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
     }
-    auto ev = handle->next(std::chrono::milliseconds(20));
-    if (!ev) continue;
-    if (ev->kind == StreamEvent::Kind::Token) {
+    const Generation::Update u = gen->poll(kPoll);
+    if (!u.tokens.empty()) {
       const auto now = clock::now();
-      if (generated == 0) first = now;
+      if (first == clock::time_point{}) first = now;
       last = now;
-      ++generated;
-      const std::string piece = text.push(ev->token);
-      if (text.stopped()) {
-        handle->cancel();
-        if (!piece.empty()) {
-          v1::GenerateResponse r;
-          r.mutable_chunk()->set_text(piece);
-          out->Write(r);
-        }
-        final_msg(v1::FINISH_REASON_STOP, text.matched_stop(), "");
-        return grpc::Status::OK;
-      }
+    }
+    if (!u.text.empty() || !u.tokens.empty()) {
       v1::GenerateResponse r;
-      r.mutable_chunk()->set_text(piece);
-      r.mutable_chunk()->add_token_ids(ev->token);
+      r.mutable_chunk()->set_text(u.text);
+      for (int32_t id : u.tokens) r.mutable_chunk()->add_token_ids(id);
       if (!out->Write(r)) {
-        handle->cancel();
+        gen->abandon();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
-    } else if (ev->kind == StreamEvent::Kind::Finished) {
-      const std::string rest = text.flush();
-      if (!rest.empty()) {
-        v1::GenerateResponse r;
-        r.mutable_chunk()->set_text(rest);
-        out->Write(r);
-      }
-      if (ev->finished.reason == link::FinishReason::Cancelled) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
-      }
-      final_msg(finish_of(ev->finished.reason), "", "");
-      spdlog::debug("generate: request {} done ({}, {} tokens)", handle->id(),
-                    link::finish_reason_name(ev->finished.reason), generated);
-      return grpc::Status::OK;
-    } else {
-      spdlog::warn("generate: request {} failed ({}): {}", handle->id(), code_name(ev->code), ev->message);
-      return grpc::Status(grpc_code(ev->code), ev->message);
     }
+    if (!u.ended) continue;
+    if (u.failed) {
+      spdlog::warn("generate: request {} failed ({}): {}", gen->id(), code_name(*u.failed), u.message);
+      return grpc::Status(grpc_code(*u.failed), u.message);
+    }
+    v1::GenerateResponse r;
+    auto* f = r.mutable_final();
+    f->set_finish_reason(finish_of(u.finish));
+    f->set_stop_string(u.stop_string);
+    auto* usage = f->mutable_usage();
+    const int generated = gen->generated_tokens();
+    usage->set_prompt_tokens(gen->prompt_tokens());
+    usage->set_generated_tokens(generated);
+    usage->set_total_ms(ms_between(t0, clock::now()));
+    if (generated > 0) {
+      usage->set_time_to_first_token_ms(ms_between(t0, first));
+      const double span = std::chrono::duration<double>(last - first).count();
+      usage->set_tokens_per_second(generated > 1 && span > 0 ? (generated - 1) / span : 0.0);
+    }
+    out->Write(r);
+    spdlog::debug("generate: request {} done ({}, {} tokens)", gen->id(), link::finish_reason_name(u.finish),
+                  generated);
+    return grpc::Status::OK;
   }
 }
 

@@ -93,7 +93,7 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
   const std::string principal = check_bearer(ctx.keys, req.get_header_value("Authorization")).principal;
   OpenAiRequest r;
   PreparedRequest prep;
-  std::shared_ptr<RequestHandle> handle;
+  std::shared_ptr<Generation> gen;  // the one generation path, shared with the gRPC door
   std::optional<StreamLimiter::Lease> lease;
   std::optional<link::HelloMsg> model;
   try {
@@ -121,7 +121,7 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
       return;
     }
     try {
-      handle = ctx.sched.submit(prep.submit);
+      gen = Generation::start(ctx.sched, ctx.text, prep, std::move(*lease));
     } catch (const RequestError& e) {
       send_error(res, error_of_submit(e));
       return;
@@ -134,12 +134,9 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
     return;
   }
 
-  const int n_prompt = static_cast<int>(prep.submit.prompt.size());
-  auto gen = std::make_shared<Generation>(handle, TextStream(ctx.text.tokenizer(), prep.stop_strings, prep.submit.stop_ids),
-                                          std::move(*lease), n_prompt);
-  ResponseMeta meta{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(handle->id()), unix_now(), model_id(*model)};
+  ResponseMeta meta{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(gen->id()), unix_now(), model_id(*model)};
   spdlog::debug("http: {} request {} ({} prompt tokens, max_tokens {}, stream {})", chat ? "chat" : "completion",
-                handle->id(), n_prompt, prep.submit.max_tokens, r.stream);
+                gen->id(), gen->prompt_tokens(), prep.submit.max_tokens, r.stream);
   if (r.stream) {
     stream(res, std::move(gen), meta, chat, r.include_usage);
   } else {

@@ -32,6 +32,8 @@ endif()
 target_sources(pipellm-coordinator PRIVATE serving_options.cpp serving_setup.cpp)
 target_link_libraries(pipellm-coordinator PRIVATE pipellm_http)
 if(PIPELLM_HAVE_GRPC)
+  # The gRPC service drives requests through Generation (generation.cpp), as HTTP does.
+  target_link_libraries(pipellm_grpc_service PUBLIC pipellm_serving)
   add_library(pipellm_grpc_guard STATIC grpc_guard.cpp)
   pipellm_target_defaults(pipellm_grpc_guard)
   target_link_libraries(pipellm_grpc_guard PUBLIC pipellm_grpc_service pipellm_serving gRPC::grpc++_reflection)
