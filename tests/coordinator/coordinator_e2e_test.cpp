@@ -1,15 +1,18 @@
-// End to end: pipellm-coordinator (in-process CPU backend) + 16 concurrent streaming clients;
-// results compared with the single-process engine (engine/runtime generate()); stop strings;
-// cancellation, deadlines, a full queue; a table of bad requests; the CLI client.
+// End to end: pipellm-coordinator (in-process CPU backend) + 16 concurrent streaming clients
+// (greedy and seeded sampling with every sampling parameter); results compared with the
+// single-process reference loop and with `pipellm generate`; text and token-id prompts alike;
+// stop strings; cancellation, deadlines, a full queue; a table of bad requests; the CLI client.
 #include <gtest/gtest.h>
 
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include "coordinator/text_stream.h"
 #include "engine/cpu/cpu_model.h"
+#include "engine/gguf/gguf_file.h"
 #include "engine/runtime/generator.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "tests/coordinator/coordinator_process.h"
@@ -37,8 +40,93 @@ class Serving : public ::testing::Test {
 };
 CoordinatorProcess* Serving::coord_ = nullptr;
 
+template <typename T>
+bool to_default(T& field, T value) {
+  if (field == value) return false;
+  field = value;
+  return true;
+}
+
+// The cases are worth comparing: each sampling parameter, set back to its default (the seed:
+// changed) in the cases where it is not, changes the reference output of at least one of them;
+// the penalties in greedy cases and in sampled ones.
+TEST(ServingCases, EverySamplingParameterChangesSomeOutput) {
+  CpuModelOptions mo;
+  mo.n_threads = 1;
+  mo.stage.n_ctx = kCtx;
+  auto model = CpuModel::open(model_path(kModel), mo);
+  auto tok = Tokenizer::from_gguf(model->file());
+  const auto cases = cases16();
+  std::vector<std::vector<int32_t>> base;
+  for (const auto& c : cases) base.push_back(reference(*model, *tok, c));
+  struct Param {
+    const char* name;
+    bool sampled_only;                 // no effect on greedy decoding
+    std::function<bool(Case&)> alter;  // false: the case has the default already
+  };
+  const std::vector<Param> params = {
+      {"temperature", true, [](Case& c) { return to_default(c.temperature, 0.0f); }},
+      {"top_k", true, [](Case& c) { return to_default(c.top_k, 0); }},
+      {"top_p", true, [](Case& c) { return to_default(c.top_p, 1.0f); }},
+      {"min_p", true, [](Case& c) { return to_default(c.min_p, 0.0f); }},
+      {"seed", true, [](Case& c) { return ++c.seed, true; }},
+      {"repetition_penalty", false, [](Case& c) { return to_default(c.repeat_penalty, 1.0f); }},
+      {"presence_penalty", false, [](Case& c) { return to_default(c.presence_penalty, 0.0f); }},
+      {"frequency_penalty", false, [](Case& c) { return to_default(c.frequency_penalty, 0.0f); }},
+      {"penalty_last_n", false, [](Case& c) { return to_default(c.penalty_last_n, 64); }},
+  };
+  for (const bool greedy : {true, false}) {
+    for (const auto& p : params) {
+      if (greedy && p.sampled_only) continue;
+      int set = 0, changed = 0;
+      for (size_t i = 0; i < cases.size(); ++i) {
+        if ((cases[i].temperature == 0.0f) != greedy) continue;
+        Case c = cases[i];
+        if (!p.alter(c)) continue;
+        ++set;
+        if (reference(*model, *tok, c) != base[i]) ++changed;
+      }
+      EXPECT_GT(changed, 0) << p.name << " in " << (greedy ? "greedy" : "sampled") << " cases: set in " << set
+                            << ", changes none of them";
+    }
+  }
+}
+
 TEST_F(Serving, ConcurrentStreamsMatchTheSingleProcessEngine) {
-  expect_concurrent_streams_match(*coord_, kModel, kCtx);
+  expect_concurrent_streams_match(*coord_, model_path(kModel), kCtx);
+}
+
+// The prompt as text and as token ids (the server's Tokenize: BOS as the model asks, the same
+// ids as the reference's and the CLI's tokenizer) give the same ids, served and from
+// `pipellm generate -p` / `--ids-file`.
+TEST_F(Serving, TextAndTokenPromptsMatchGenerateCli) {
+  auto file = GgufFile::open(model_path(kModel));
+  const auto tok = Tokenizer::from_gguf(*file);
+  const auto cases = cases16();
+  for (const size_t i : {size_t{2}, size_t{8}, size_t{11}, size_t{15}}) {  // greedy and sampled, with penalties
+    const Case& c = cases[i];
+    SCOPED_TRACE("case " + std::to_string(i) + ": " + c.prompt);
+    grpc::ClientContext ctx;
+    v1::TokenizeRequest tr;
+    v1::TokenizeResponse tres;
+    tr.set_text(c.prompt);
+    ASSERT_TRUE(coord_->stub().Tokenize(&ctx, tr, &tres).ok());
+    const std::vector<int32_t> prompt(tres.ids().begin(), tres.ids().end());
+    EXPECT_EQ(prompt, tok->encode(c.prompt, true, false));
+    EXPECT_EQ(prompt.front(), tok->bos_id());
+    const auto text = generate(coord_->stub(), request_of(c));
+    ASSERT_TRUE(text.status.ok()) << text.status.error_message();
+    auto req = request_of(c);
+    req.mutable_tokens()->mutable_ids()->Assign(prompt.begin(), prompt.end());
+    const auto ids = generate(coord_->stub(), req);
+    ASSERT_TRUE(ids.status.ok()) << ids.status.error_message();
+    EXPECT_EQ(ids.final.usage().prompt_tokens(), static_cast<int>(prompt.size()));
+    EXPECT_EQ(text.final.usage().prompt_tokens(), static_cast<int>(prompt.size()));
+    EXPECT_EQ(static_cast<int>(text.ids.size()), c.max_tokens);
+    EXPECT_EQ(ids.ids, text.ids);
+    EXPECT_EQ(cli_generate(model_path(kModel), kCtx, c), text.ids) << "pipellm generate -p";
+    EXPECT_EQ(cli_generate(model_path(kModel), kCtx, c, &prompt), text.ids) << "pipellm generate --ids-file";
+  }
 }
 
 TEST_F(Serving, StopStringEndsTheStream) {
