@@ -1,7 +1,7 @@
 // pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
-//                      [--no-f16-cache] [--skip-depth] [--skip-batched] [--gpu N]
+//                      [--no-f16-cache] [--no-mmq] [--skip-depth] [--skip-batched] [--gpu N]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
@@ -287,7 +287,7 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
-               "                          [--no-f16-cache] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--no-f16-cache] [--no-mmq] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
                "                          [--gpu N]\n");
   return 2;
 }
@@ -297,7 +297,7 @@ int usage() {
 int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3, gpu = 0;
-  bool f16_cache = true, depth = true, batched = true;
+  bool f16_cache = true, depth = true, batched = true, mmq = true;
   int profile_steps = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -311,6 +311,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--runs") runs = std::stoi(next());
     else if (a == "--json") json = next();
     else if (a == "--no-f16-cache") f16_cache = false;
+    else if (a == "--no-mmq") mmq = false;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
@@ -363,6 +364,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.n_slots = 1;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
+    o.mmq = mmq;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
@@ -392,10 +394,14 @@ int cuda_bench_main(int argc, char** argv) {
     o.n_slots = 64;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
+    o.mmq = mmq;
     cuda::CudaStage st(cfg, weights, true, true, o);
+    std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     double total = 0;
+    rows.push_back({"batched 16x128 gen", repeat(runs, [&] { return run_batched(st, 16, 128, 128, &total); }), false});
+    std::fprintf(txt, "batched 16: %.0f tok/s including the 16x128 prompts\n", total);
     rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), false});
-    std::fprintf(txt, "batched: %.0f tok/s including the 64x128 prompts\n", total);
+    std::fprintf(txt, "batched 64: %.0f tok/s including the 64x128 prompts\n", total);
   }
 
   std::fprintf(txt, "\n| test | tok/s (mean +- sd, %d runs) | GB/s | of copy bw |\n| --- | --- | --- | --- |\n", runs);

@@ -30,7 +30,9 @@ gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader; }
 for phase in $phases; do
   case $phase in
   engine)
-    $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth --skip-batched 2>&1 | tee "$out/engine.txt" ;;
+    $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth 2>&1 | tee "$out/engine.txt" ;;
+  engine-nommq)  # the f16-copy path for prefill and batches (the earlier default)
+    $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth --no-mmq 2>&1 | tee "$out/engine-nommq.txt" ;;
   pipellm)
     $B/coordinator/pipellm-coordinator --model "$model" --device cuda --slots $SLOTS --ctx $CTX --listen off \
       --max-queue 256 --http-listen 127.0.0.1:8090 >"$out/pipellm-server.log" 2>&1 &

@@ -10,6 +10,7 @@
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/matvec_quant.h"
+#include "kernels/cuda/mmq.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/swiglu.h"
@@ -45,12 +46,22 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
+  // Tensor-core products on the quantized blocks when every matrix has a kernel (no f16 copies
+  // needed then).
+  mmq_ = opt_.mmq;
+  const auto mmq_ok = [](const TensorView* t) {
+    return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
+  };
+  for (const LayerWeights& l : w.layers) {
+    for (const TensorView* t : {l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down}) mmq_ = mmq_ && mmq_ok(t);
+  }
+  if (last_) mmq_ = mmq_ && mmq_ok(w.output);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
     streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming);
     weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());
     streamed_->install(*weights_);
   } else {
-    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16, stream_.get());
+    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16 && !mmq_, stream_.get());
   }
 
   const int64_t kdim = cfg_.k_dim();
@@ -95,7 +106,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   xds_.resize(T * W / 32 + 1);
   xh_.resize(T * W);
   if (last_) logits_.resize(T * static_cast<size_t>(cfg_.n_vocab));
-  if (!opt_.resident_f16) wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
+  if (!opt_.resident_f16 && !mmq_) wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
   const int sms = sm_count(opt_.device);
   for (int t = 1; t <= max_tokens_; t = t < max_tokens_ ? std::min(max_tokens_, t * 2) : max_tokens_ + 1) {
@@ -179,7 +190,7 @@ void CudaStage::product_input(int T, const float* x, int64_t n, const float* nor
   a.normalize = normalize;
   a.w = norm_w;
   a.eps = cfg_.rms_eps;
-  if (use_matvec(T)) {
+  if (q8_activations(T)) {
     a.y_f32 = y_.get();
     a.xq = xq_.get();
     a.xds = xds_.get();
@@ -215,6 +226,18 @@ void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, 
     a.y = y;
     a.y_stride = y_stride;
     matvec_rows(a, T);
+    return;
+  }
+  if (use_mmq(T)) {
+    MmqArgs a;
+    a.w = w.m;
+    a.n_rows = T;
+    a.xq = xq_.get();
+    a.xds = xds_.get();
+    a.y = y;
+    a.y_stride = y_stride;
+    a.add = add;
+    mmq(a, launch());
     return;
   }
   const __half* wh = w.f16.get();
@@ -308,7 +331,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
       throw Error("CUDA stage: attention scratch too small");
     // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
-    const bool att_q8 = use_matvec(T) && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
+    const bool att_q8 = q8_activations(T) && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
     if (att_q8) {
       a.xq = xq_.get();
       a.xds = xds_.get();

@@ -38,6 +38,7 @@ struct CudaStageOptions {
   bool resident_f16 = false;   // keep f16 copies of the matrices (faster prefill / large batches)
   StreamingOptions streaming;  // a VRAM budget: stream the layers that do not fit (docs/PREFETCH.md)
   bool pdl = true;             // programmatic dependent launch between kernels (kernels/cuda/launch.h)
+  bool mmq = true;             // tensor-core products on the quantized blocks beyond 8 rows (mmq.h)
 };
 
 class CudaStage : public Stage {
@@ -106,12 +107,16 @@ class CudaStage : public Stage {
   void enqueue_decode_step(int B, int ctx_bucket);
   void fetch_tokens(int n, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
-  // Products of T rows by the quantized mat-vec (in launches of up to kMatvecMaxRows rows, each
-  // reading the weights once) rather than cuBLAS on f16 weights: up to 8 rows with resident f16
-  // copies (cuBLAS on them is faster beyond), up to kMatvecChunkedRows without, where the
-  // alternative dequantizes every matrix each step (concurrent decodes).
+  // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
+  // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; beyond, the
+  // tensor-core product on the quantized blocks (mmq.h) when every matrix of the stage allows it,
+  // else cuBLAS on f16 weights (resident copies, or dequantized per product). Without mmq and
+  // without resident copies the mat-vec takes batches up to kMatvecChunkedRows (cheaper than
+  // dequantizing every matrix each step).
   static constexpr int kMatvecChunkedRows = 32;
-  bool use_matvec(int T) const { return T <= (opt_.resident_f16 ? 8 : kMatvecChunkedRows); }
+  bool use_matvec(int T) const { return T <= (mmq_ || opt_.resident_f16 ? 8 : kMatvecChunkedRows); }
+  bool use_mmq(int T) const { return mmq_ && !use_matvec(T); }
+  bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // PDL only inside decode steps, whose kernels follow kernels (never a host copy).
@@ -156,6 +161,7 @@ class CudaStage : public Stage {
 
   std::map<std::pair<int, int>, GraphExec> graphs_;
   int last_rows_ = 0;
+  bool mmq_ = false;  // opt_.mmq and every matrix of the stage has an mmq kernel
   bool in_decode_ = false;
 };
 

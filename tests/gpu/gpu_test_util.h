@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/model/stage.h"
+#include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/tensor_type.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -145,6 +146,14 @@ inline std::vector<int32_t> decode_step(Stage& st, const std::vector<int32_t>& t
   StepOutput out;
   st.step(b, out, false);
   return out.tokens;
+}
+
+// The CPU's dequantization of n_out rows of n_in elements (GGUF blocks): the reference weights.
+inline std::vector<float> cpu_dequant(TensorType t, const std::vector<uint8_t>& blocks, int64_t n_in, int64_t n_out) {
+  std::vector<float> w(static_cast<size_t>(n_in * n_out));
+  const size_t rb = tensor_row_bytes(t, n_in);
+  for (int64_t r = 0; r < n_out; ++r) dequantize_row(t, blocks.data() + r * rb, w.data() + r * n_in, n_in);
+  return w;
 }
 
 }  // namespace pipellm::test

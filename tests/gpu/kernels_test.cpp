@@ -24,12 +24,7 @@ namespace {
 
 using test::random_floats;
 
-std::vector<float> cpu_dequant(TensorType t, const std::vector<uint8_t>& blocks, int64_t n_in, int64_t n_out) {
-  std::vector<float> w(static_cast<size_t>(n_in * n_out));
-  const size_t rb = tensor_row_bytes(t, n_in);
-  for (int64_t r = 0; r < n_out; ++r) dequantize_row(t, blocks.data() + r * rb, w.data() + r * n_in, n_in);
-  return w;
-}
+using test::cpu_dequant;
 
 class PerType : public ::testing::TestWithParam<TensorType> {};
 

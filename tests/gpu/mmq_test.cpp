@@ -1,0 +1,111 @@
+// The tensor-core product on quantized blocks (kernels/cuda/mmq.cu) against float64 products of
+// the CPU's dequantized weights (kernels/cpu/dequantize) with the activations the kernel was
+// given (its 8-bit blocks read back and decoded), for every type it takes, activation row counts
+// around its 64-row tiles, output counts that leave partial tiles, store and accumulate; and the
+// same rows through the mat-vec (8 at a time) agree with it.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "kernels/cuda/matvec_quant.h"
+#include "kernels/cuda/mmq.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace pipellm {
+namespace {
+
+class MmqPerType : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(MmqPerType, MatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  for (const int64_t n_in : {256, 4096}) {
+    const int64_t n_out = 100;  // one full 64-row tile and a partial one
+    const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
+    auto m = test::upload_matrix(t, n_in, n_out, blocks);
+    ASSERT_TRUE(cuda::mmq_supports(m.m)) << tensor_type_name(t);
+    const auto w = test::cpu_dequant(t, blocks, n_in, n_out);
+    for (const int rows : {1, 9, 64, 100}) {
+      const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
+      auto d_x = test::to_device(x);
+      cuda::DeviceBuffer<int8_t> xq(x.size());
+      cuda::DeviceBuffer<float2> xds(x.size() / 32);
+      cuda::NormOutArgs na;
+      na.x = d_x.get();
+      na.x_stride = n_in;
+      na.n_rows = rows;
+      na.n = n_in;
+      na.normalize = false;
+      na.xq = xq.get();
+      na.xds = xds.get();
+      cuda::rmsnorm_convert(na, nullptr);
+      const auto hq = test::to_host(xq, xq.size());
+      const auto hds = test::to_host(xds, xds.size());
+      std::vector<double> ref(static_cast<size_t>(rows * n_out));
+      for (int b = 0; b < rows; ++b) {
+        for (int64_t r = 0; r < n_out; ++r) {
+          double sum = 0;
+          for (int64_t i = 0; i < n_in; ++i) {
+            const size_t xi = static_cast<size_t>(b * n_in + i);
+            sum += static_cast<double>(w[r * n_in + i]) * hds[xi / 32].x * static_cast<double>(hq[xi]);
+          }
+          ref[static_cast<size_t>(b * n_out + r)] = sum;
+        }
+      }
+      for (const bool add : {false, true}) {
+        const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
+        auto d_y = test::to_device(y0);
+        if (!add) test::poison(d_y);
+        cuda::MmqArgs a;
+        a.w = m.m;
+        a.n_rows = rows;
+        a.xq = xq.get();
+        a.xds = xds.get();
+        a.y = d_y.get();
+        a.y_stride = n_out;
+        a.add = add;
+        cuda::mmq(a, nullptr);
+        auto got = test::to_host(d_y, d_y.size());
+        if (add) {
+          for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
+        }
+        const double e = test::rel_err(got, ref);
+        EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
+                                        << "; got[0] " << got[0] << " ref[0] " << ref[0];
+      }
+      // The mat-vec on the same 8-bit activations, eight rows per launch.
+      cuda::DeviceBuffer<float> ym(static_cast<size_t>(rows * n_out));
+      for (int c0 = 0; c0 < rows; c0 += 8) {
+        cuda::MatvecArgs mv;
+        mv.w = m.m;
+        mv.n_rows = std::min(8, rows - c0);
+        mv.x = d_x.get() + c0 * n_in;
+        mv.xq = xq.get() + c0 * n_in;
+        mv.xds = xds.get() + c0 * (n_in / 32);
+        mv.y = ym.get() + c0 * n_out;
+        mv.y_stride = n_out;
+        cuda::matvec(mv, nullptr);
+      }
+      EXPECT_LT(test::rel_err(test::to_host(ym, ym.size()), ref), 1e-5) << "mat-vec, " << tensor_type_name(t);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K),
+                         [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
+
+TEST(Mmq, RefusesWhatItHasNoKernelFor) {
+  cuda::DeviceMatrix m{TensorType::Q5_K, 4096, 64, nullptr};
+  EXPECT_FALSE(cuda::mmq_supports(m));
+  m = {TensorType::Q8_0, 4096 + 32, 64, nullptr};  // n_in not a multiple of 256
+  EXPECT_FALSE(cuda::mmq_supports(m));
+  cuda::MmqArgs a;
+  a.w = m;
+  a.n_rows = 1;
+  EXPECT_THROW(cuda::mmq(a, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace pipellm
