@@ -1,7 +1,7 @@
 // pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
-//                      [--no-f16-cache] [--no-mmq] [--skip-depth] [--skip-batched] [--gpu N]
+//                      [--no-f16-cache] [--mmq] [--skip-depth] [--skip-batched] [--gpu N]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
@@ -287,7 +287,7 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
-               "                          [--no-f16-cache] [--no-mmq] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--no-f16-cache] [--mmq] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
                "                          [--gpu N]\n");
   return 2;
 }
@@ -297,7 +297,7 @@ int usage() {
 int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3, gpu = 0;
-  bool f16_cache = true, depth = true, batched = true, mmq = true;
+  bool f16_cache = true, depth = true, batched = true, mmq = false;
   int profile_steps = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -311,7 +311,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--runs") runs = std::stoi(next());
     else if (a == "--json") json = next();
     else if (a == "--no-f16-cache") f16_cache = false;
-    else if (a == "--no-mmq") mmq = false;
+    else if (a == "--mmq") mmq = true;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());

@@ -38,7 +38,9 @@ struct CudaStageOptions {
   bool resident_f16 = false;   // keep f16 copies of the matrices (faster prefill / large batches)
   StreamingOptions streaming;  // a VRAM budget: stream the layers that do not fit (docs/PREFETCH.md)
   bool pdl = true;             // programmatic dependent launch between kernels (kernels/cuda/launch.h)
-  bool mmq = true;             // tensor-core products on the quantized blocks beyond 8 rows (mmq.h)
+  // Tensor-core products on the quantized blocks beyond 8 rows (mmq.h). Off: measured 5x slower
+  // than cuBLAS on f16 weights for now (bench/RESULTS.md); kept, tested, for the VRAM issue.
+  bool mmq = false;
 };
 
 class CudaStage : public Stage {

@@ -10,6 +10,9 @@
 // shared memory, multiplies it with a 64 x 256 tile of activations (mma m16n8k16 s8), and scales
 // each 16-value partial sum into float accumulators. Weights are read once per 64 activation
 // rows, so a decode batch of up to 64 sequences reads them once.
+// Status: exact to float rounding, not yet fast (single-buffered tiles, one 64-row block per SM
+// quarter for small n_out): 5x slower than cuBLAS on f16 copies at pp512 on an H200
+// (bench/RESULTS.md), so the engine uses it only when asked (CudaStageOptions::mmq).
 #pragma once
 #include <cuda_runtime.h>
 
