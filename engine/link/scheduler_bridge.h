@@ -1,9 +1,9 @@
 // The pipeline head's side of the coordinator link: Submit and Cancel messages become
-// Scheduler::submit / cancel, token events go back as Token and Finished. Used by
-// `pipellm-stage --coordinator` with StageRunner::serve_head, for any number of ranks.
+// Scheduler::submit / cancel, token events go back as Token and Finished. Used by every head
+// (serve_link: StageRunner::serve_head), for any number of ranks.
 //
-// Like HeadLoop, a stop id ends its request with Finished{Stop} and is not sent as a Token, so
-// the coordinator counts the same tokens whichever backend serves it. A bad request (ids
+// A stop id ends its request with Finished{Stop} and is not sent as a Token, so the coordinator
+// counts the same tokens whichever backend serves it. A bad request (ids
 // outside the vocabulary, a prompt over the context, bad sampling values, an id already
 // running) gets Error{id}; the pipeline goes on. With a stats source, poll() also sends the
 // stages' StageStats (at most every `interval`, when they changed).
