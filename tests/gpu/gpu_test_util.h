@@ -13,6 +13,7 @@
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/tensor_type.h"
 #include "kernels/cuda/cuda_raii.h"
+#include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/weight_layout.h"
 
 #define PIPELLM_REQUIRE_GPU()                                                          \
@@ -154,6 +155,33 @@ inline std::vector<float> cpu_dequant(TensorType t, const std::vector<uint8_t>& 
   const size_t rb = tensor_row_bytes(t, n_in);
   for (int64_t r = 0; r < n_out; ++r) dequantize_row(t, blocks.data() + r * rb, w.data() + r * n_in, n_in);
   return w;
+}
+
+// Activations on the device in both forms the products read: f32 rows and the 8-bit blocks
+// rmsnorm_convert makes of them (no normalisation); `decoded` is what the 8-bit form stands for.
+struct DeviceActivations {
+  cuda::DeviceBuffer<float> x;
+  cuda::DeviceBuffer<int8_t> xq;
+  cuda::DeviceBuffer<float2> xds;
+  std::vector<float> decoded;
+};
+
+inline DeviceActivations device_activations(const std::vector<float>& x, int rows, int64_t n_in) {
+  DeviceActivations a{to_device(x), cuda::DeviceBuffer<int8_t>(x.size()), cuda::DeviceBuffer<float2>(x.size() / 32), {}};
+  cuda::NormOutArgs na;
+  na.x = a.x.get();
+  na.x_stride = n_in;
+  na.n_rows = rows;
+  na.n = n_in;
+  na.normalize = false;
+  na.xq = a.xq.get();
+  na.xds = a.xds.get();
+  cuda::rmsnorm_convert(na, nullptr);
+  const auto hq = to_host(a.xq, a.xq.size());
+  const auto hds = to_host(a.xds, a.xds.size());
+  a.decoded.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) a.decoded[i] = hds[i / 32].x * static_cast<float>(hq[i]);
+  return a;
 }
 
 }  // namespace pipellm::test

@@ -73,24 +73,11 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         const auto x = random_floats(static_cast<size_t>(rows * n_in));
         const auto y0 = random_floats(static_cast<size_t>(rows * n_out));
         // 8-bit activation blocks and f32 activations, as rmsnorm_convert produces them.
-        auto d_x = test::to_device(x);
-        cuda::DeviceBuffer<int8_t> xq(x.size());
-        cuda::DeviceBuffer<float2> xds(x.size() / 32);
-        cuda::NormOutArgs na;
-        na.x = d_x.get();
-        na.x_stride = n_in;
-        na.n_rows = rows;
-        na.n = n_in;
-        na.normalize = false;
-        na.xq = xq.get();
-        na.xds = xds.get();
-        cuda::rmsnorm_convert(na, nullptr);
-        std::vector<float> xa = x;  // the activations the kernel multiplies by
-        if (q8) {
-          const auto hq = test::to_host(xq, xq.size());
-          const auto hds = test::to_host(xds, xds.size());
-          for (size_t i = 0; i < xa.size(); ++i) xa[i] = hds[i / 32].x * static_cast<float>(hq[i]);
-        }
+        auto act = test::device_activations(x, rows, n_in);
+        auto& d_x = act.x;
+        auto& xq = act.xq;
+        auto& xds = act.xds;
+        const std::vector<float> xa = q8 ? act.decoded : x;  // the activations the kernel multiplies by
         auto d_y = test::to_device(y0);
         if (mode != cuda::MatvecMode::Add) test::poison(d_y);
         cuda::MatvecArgs a;

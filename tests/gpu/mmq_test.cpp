@@ -9,7 +9,6 @@
 
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/mmq.h"
-#include "kernels/cuda/rmsnorm.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace pipellm {
@@ -28,27 +27,13 @@ TEST_P(MmqPerType, MatchesFloat64) {
     const auto w = test::cpu_dequant(t, blocks, n_in, n_out);
     for (const int rows : {1, 9, 64, 100}) {
       const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
-      auto d_x = test::to_device(x);
-      cuda::DeviceBuffer<int8_t> xq(x.size());
-      cuda::DeviceBuffer<float2> xds(x.size() / 32);
-      cuda::NormOutArgs na;
-      na.x = d_x.get();
-      na.x_stride = n_in;
-      na.n_rows = rows;
-      na.n = n_in;
-      na.normalize = false;
-      na.xq = xq.get();
-      na.xds = xds.get();
-      cuda::rmsnorm_convert(na, nullptr);
-      const auto hq = test::to_host(xq, xq.size());
-      const auto hds = test::to_host(xds, xds.size());
+      auto act = test::device_activations(x, rows, n_in);
       std::vector<double> ref(static_cast<size_t>(rows * n_out));
       for (int b = 0; b < rows; ++b) {
         for (int64_t r = 0; r < n_out; ++r) {
           double sum = 0;
           for (int64_t i = 0; i < n_in; ++i) {
-            const size_t xi = static_cast<size_t>(b * n_in + i);
-            sum += static_cast<double>(w[r * n_in + i]) * hds[xi / 32].x * static_cast<double>(hq[xi]);
+            sum += static_cast<double>(w[r * n_in + i]) * act.decoded[static_cast<size_t>(b * n_in + i)];
           }
           ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
@@ -60,8 +45,8 @@ TEST_P(MmqPerType, MatchesFloat64) {
         cuda::MmqArgs a;
         a.w = m.m;
         a.n_rows = rows;
-        a.xq = xq.get();
-        a.xds = xds.get();
+        a.xq = act.xq.get();
+        a.xds = act.xds.get();
         a.y = d_y.get();
         a.y_stride = n_out;
         a.add = add;
@@ -80,9 +65,9 @@ TEST_P(MmqPerType, MatchesFloat64) {
         cuda::MatvecArgs mv;
         mv.w = m.m;
         mv.n_rows = std::min(8, rows - c0);
-        mv.x = d_x.get() + c0 * n_in;
-        mv.xq = xq.get() + c0 * n_in;
-        mv.xds = xds.get() + c0 * (n_in / 32);
+        mv.x = act.x.get() + c0 * n_in;
+        mv.xq = act.xq.get() + c0 * n_in;
+        mv.xds = act.xds.get() + c0 * (n_in / 32);
         mv.y = ym.get() + c0 * n_out;
         mv.y_stride = n_out;
         cuda::matvec(mv, nullptr);
