@@ -1,5 +1,6 @@
 #include "kernels/cuda/embedding.h"
 
+#include <cstdint>
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
@@ -24,8 +25,38 @@ __global__ void embed_kernel(const uint8_t* w, int64_t n_in, int64_t n_out, int6
   }
 }
 
+// Eight consecutive elements per thread (one row and, for block types, one block: every block
+// size is a multiple of 8), stored with one 16-byte (f16) or two 16-byte (f32) writes.
 template <TensorType T, class OutT>
 __global__ void dequant_kernel(const uint8_t* w, int64_t n_in, int64_t total, int64_t nb, OutT* out) {
+  constexpr int bs = TypeTraits<T>::block_size;
+  const int64_t bpr = n_in / bs;
+  const int64_t groups = total / 8;
+  for (int64_t gi = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; gi < groups;
+       gi += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = gi * 8, r = i / n_in, c = i - r * n_in;
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int64_t ck = c + k;
+      v[k] = deq<T>(w, nb, r * bpr + ck / bs, static_cast<int>(ck % bs));
+    }
+    if constexpr (sizeof(OutT) == 2) {
+      uint4 pk;
+      __half2* h = reinterpret_cast<__half2*>(&pk);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+      *reinterpret_cast<uint4*>(out + i) = pk;
+    } else {
+      reinterpret_cast<float4*>(out + i)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(out + i)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+  }
+}
+
+// One element per thread: rows whose length is not a multiple of 8.
+template <TensorType T, class OutT>
+__global__ void dequant_scalar_kernel(const uint8_t* w, int64_t n_in, int64_t total, int64_t nb, OutT* out) {
   constexpr int bs = TypeTraits<T>::block_size;
   const int64_t bpr = n_in / bs;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
@@ -41,11 +72,14 @@ template <class OutT>
 void dequantize_any(const DeviceMatrix& m, OutT* out, cudaStream_t s) {
   const int64_t total = m.n_in * m.n_out;
   if (total == 0) return;
+  // Rows of a multiple of 8 elements keep every group of 8 in one row (and one block).
+  const bool by8 = m.n_in % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
   const int64_t nb = m.blocks();
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 64));
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(((by8 ? total / 8 : total) + 255) / 256, 132 * 16));
   const bool ok = dispatch_type(m.type, [&](auto tag) {
     constexpr TensorType T = decltype(tag)::value;
-    dequant_kernel<T, OutT><<<blocks, 256, 0, s>>>(m.data, m.n_in, total, nb, out);
+    if (by8) dequant_kernel<T, OutT><<<blocks, 256, 0, s>>>(m.data, m.n_in, total, nb, out);
+    else dequant_scalar_kernel<T, OutT><<<blocks, 256, 0, s>>>(m.data, m.n_in, total, nb, out);
   });
   if (!ok) throw Error(std::string("dequantize: unsupported type ") + tensor_type_name(m.type));
   PIPELLM_CUDA_LAUNCH_CHECK("dequantize");

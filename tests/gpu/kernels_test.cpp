@@ -31,16 +31,30 @@ class PerType : public ::testing::TestWithParam<TensorType> {};
 TEST_P(PerType, DequantizeMatchesCpu) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
+  // Rows of 20 float elements take the one-element-per-thread path, the others groups of 8.
+  for (const int64_t width : {int64_t{512}, int64_t{20}}) {
+    if (width % tensor_type_info(t).block_size != 0) continue;
+    const int64_t n_out = 7;
+    const auto blocks = test::random_blocks(t, n_out * width / tensor_type_info(t).block_size);
+    auto m = test::upload_matrix(t, width, n_out, blocks);
+    cuda::DeviceBuffer<float> out(static_cast<size_t>(width * n_out));
+    cuda::DeviceBuffer<__half> out16(static_cast<size_t>(width * n_out));
+    test::poison(out);
+    cuda::dequantize_f32(m.m, out.get(), nullptr);
+    cuda::dequantize_f16(m.m, out16.get(), nullptr);
+    const auto got = test::to_host(out, out.size());
+    const auto got16 = test::to_host(out16, out16.size());
+    const auto ref = cpu_dequant(t, blocks, width, n_out);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(got[i], ref[i], 1e-6 * std::max(1.0f, std::fabs(ref[i]))) << tensor_type_name(t) << " element " << i;
+      ASSERT_EQ(__half2float(got16[i]), __half2float(__float2half_rn(got[i]))) << tensor_type_name(t) << " f16 " << i;
+    }
+  }
+  // Embedding rows of the 512-wide matrix.
   const int64_t n_in = 512, n_out = 7;
   const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
   auto m = test::upload_matrix(t, n_in, n_out, blocks);
-  cuda::DeviceBuffer<float> out(static_cast<size_t>(n_in * n_out));
-  test::poison(out);
-  cuda::dequantize_f32(m.m, out.get(), nullptr);
-  const auto got = test::to_host(out, out.size());
   const auto ref = cpu_dequant(t, blocks, n_in, n_out);
-  for (size_t i = 0; i < ref.size(); ++i)
-    ASSERT_NEAR(got[i], ref[i], 1e-6 * std::max(1.0f, std::fabs(ref[i]))) << tensor_type_name(t) << " element " << i;
 
   // Embedding lookup of a few rows (and one invalid id -> zeros).
   const std::vector<int32_t> ids = {3, 0, 6, 3};
