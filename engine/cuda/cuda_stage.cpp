@@ -84,10 +84,13 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   d_out_pos_ = d_io_.get() + 4 * T;
   for (auto& h : h_io_) h = PinnedBuffer<int32_t>(5 * T);
   h_next_ = PinnedBuffer<int32_t>(T);
+  h_logprob_ = PinnedBuffer<float>(T);
   d_next_.resize(T);
+  d_logprob_.resize(T);
   if (last_) {
     const size_t S = static_cast<size_t>(opt_.n_slots);
     d_sampling_.resize(S);
+    slot_logprobs_.assign(S, 0);
     d_counter_.resize(S);
     d_history_.resize(S * static_cast<size_t>(opt_.n_ctx));
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get(), 0, d_counter_.bytes(), stream_.get()));
@@ -384,6 +387,7 @@ void CudaStage::enqueue_sampling(int n_out, const int32_t* row_slot, const int32
   a.history = d_history_.get();
   a.n_ctx = opt_.n_ctx;
   a.out = d_next_.get();
+  a.logprob = d_logprob_.get();
   sample_rows(a, launch());
 }
 
@@ -457,6 +461,7 @@ SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
   g.repeat_penalty = p.repeat_penalty;
   g.frequency_penalty = p.frequency_penalty;
   g.presence_penalty = p.presence_penalty;
+  g.logprobs = spec.logprobs ? 1 : 0;
   if (p.greedy()) return g;  // temperature 0: argmax after penalties
   const auto& c = p.chain;
   const int k = p.top_k > 0 ? where(c, SamplerStage::TopK) : -1;
@@ -491,6 +496,7 @@ void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
   // Pageable source: the copy is staged before the call returns; ordered before the next step.
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_sampling_.get() + slot, &g, sizeof(g), cudaMemcpyHostToDevice, stream_.get()));
   PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get() + slot, 0, sizeof(uint64_t), stream_.get()));
+  slot_logprobs_[static_cast<size_t>(slot)] = sampling.logprobs ? 1 : 0;
 }
 
 ActivationRows CudaStage::input_rows(int n_tokens) {
@@ -510,11 +516,19 @@ void CudaStage::rows_from_host(const float* host, const ActivationRows& rows, si
   stream_.synchronize();
 }
 
-void CudaStage::fetch_tokens(int n, StepOutput& out) {
+void CudaStage::fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepOutput& out) {
+  bool any = false;
+  for (int32_t s : row_slots) any = any || slot_logprobs_[static_cast<size_t>(s)];
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), d_next_.get(), n * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                      stream_.get()));
+  if (any) {
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_logprob_.get(), d_logprob_.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                                       stream_.get()));
+  }
   stream_.synchronize();
   out.tokens.assign(h_next_.get(), h_next_.get() + n);
+  if (any) out.logprobs.assign(h_logprob_.get(), h_logprob_.get() + n);
+  else out.logprobs.clear();
 }
 
 void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
@@ -538,6 +552,7 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
   last_rows_ = n_out;
   if (n_out == 0) {
     out.tokens.clear();
+    out.logprobs.clear();
     return;
   }
   enqueue_logits(n_out);
@@ -547,7 +562,11 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
                                        cudaMemcpyDeviceToHost, stream_.get()));
   }
   enqueue_sampling(n_out, d_out_slot_, d_out_pos_);
-  fetch_tokens(n_out, out);
+  std::vector<int32_t> row_slots;
+  for (int i = 0; i < T; ++i) {
+    if (b.logits[static_cast<size_t>(i)]) row_slots.push_back(b.slot[static_cast<size_t>(i)]);
+  }
+  fetch_tokens(n_out, row_slots, out);
 }
 
 void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
@@ -591,7 +610,7 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
     enqueue_decode_step(B, C);
   }
   last_rows_ = B;
-  if (last_) fetch_tokens(n, out);
+  if (last_) fetch_tokens(n, batch.slot, out);
 }
 
 void CudaStage::last_logits(int rows, std::vector<float>& out) const {

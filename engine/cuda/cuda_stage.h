@@ -107,7 +107,8 @@ class CudaStage : public Stage {
   // Final norm + lm head over `n_out` rows of x_ starting at the rows listed (host) or all T.
   void enqueue_logits(int n_out);
   void enqueue_decode_step(int B, int ctx_bucket);
-  void fetch_tokens(int n, StepOutput& out);
+  // The n sampled ids (and log-probabilities when a row's slot asked) to the host.
+  void fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
   // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; beyond, the
@@ -155,6 +156,9 @@ class CudaStage : public Stage {
   Event io_done_[kIoRing];
   int io_next_ = 0;
   PinnedBuffer<int32_t> h_next_;
+  PinnedBuffer<float> h_logprob_;
+  DeviceBuffer<float> d_logprob_;
+  std::vector<uint8_t> slot_logprobs_;  // per slot: its sequence asked for log-probabilities
   DeviceBuffer<float> x_, y_, q_, k_, v_, att_, g_, u_, act_, logits_, attn_part_;
   DeviceBuffer<int8_t> xq_;
   DeviceBuffer<float2> xds_;

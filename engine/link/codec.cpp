@@ -69,6 +69,11 @@ class Writer {
 class Reader {
  public:
   Reader(const uint8_t* p, size_t n, const char* msg) : p_(p), n_(n), msg_(msg) {}
+  float logprob(const char* field) {  // a log-probability (<= 0) or NaN (not asked for)
+    const float v = f32(field);
+    if (!(std::isnan(v) || v <= 0.0f)) fail(field, "not a log-probability (<= 0) or NaN");
+    return v;
+  }
   uint8_t u8(const char* field) {
     need(1, field);
     return p_[off_++];
@@ -151,6 +156,7 @@ void write_sampling(Writer& w, const SamplingParams& s) {
   w.i32(s.penalty_last_n);
   w.u64(s.seed);
   w.u32(s.chain);
+  w.u8(s.logprobs ? 1 : 0);
 }
 
 SamplingParams read_sampling(Reader& r) {
@@ -165,6 +171,7 @@ SamplingParams read_sampling(Reader& r) {
   s.penalty_last_n = r.i32("penalty_last_n");
   s.seed = r.u64("seed");
   s.chain = r.u32("chain");
+  s.logprobs = r.u8("logprobs") != 0;
   return s;
 }
 
@@ -201,6 +208,7 @@ std::vector<uint8_t> encode_one(const TokenMsg& m) {
   Writer w(MsgType::Token);
   w.u64(m.id);
   w.i32(m.token);
+  w.f32(m.logprob);
   return w.finish();
 }
 std::vector<uint8_t> encode_one(const FinishedMsg& m) {
@@ -302,6 +310,7 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       TokenMsg m;
       m.id = r.u64("id");
       m.token = r.i32("token");
+      m.logprob = r.logprob("logprob");
       r.done();
       return m;
     }

@@ -6,6 +6,7 @@
 // The stages see token ids only; tokenization and stop strings stay in the coordinator.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <variant>
 #include <vector>
@@ -49,6 +50,9 @@ struct HelloMsg {
 struct TokenMsg {
   uint64_t id = 0;
   int32_t token = 0;
+  // The token's natural-log probability when the request asked for it (SamplingSpec::logprobs),
+  // else NaN.
+  float logprob = std::numeric_limits<float>::quiet_NaN();
 };
 
 enum class FinishReason : uint8_t { Stop = 0, Length = 1, Cancelled = 2, Error = 3 };

@@ -134,7 +134,7 @@ void SchedulerBridge::on_token(const TokenEvent& e) {
   const Live l = it->second;
   const bool last = e.finish != pipellm::FinishReason::None;  // Length, or the context is full
   if (last) live_.erase(it);
-  send(TokenMsg{id, e.token});
+  send(TokenMsg{id, e.token, e.logprob});
   if (last) send(FinishedMsg{id, FinishReason::Length, l.prompt_tokens, l.generated});
 }
 

@@ -20,10 +20,12 @@
 
 namespace pipellm {
 
-// What step() produced on the tail: one id per logits row, in batch order; the rows' logits
-// (before penalties) when the caller asked for them.
+// What step() produced on the tail: one id per logits row, in batch order, with its
+// log-probability where the sequence asked (SamplingSpec::logprobs); the rows' logits (before
+// penalties) when the caller asked for them.
 struct StepOutput {
   std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // per row when any row's sequence asked for them (NaN for others), else empty
   std::vector<float> logits;  // [rows][n_vocab] when want_logits
 };
 

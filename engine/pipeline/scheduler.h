@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <optional>
 #include <vector>
@@ -48,6 +49,7 @@ struct TokenEvent {
   int index = 0;                 // 0 for the first generated token
   FinishReason finish = FinishReason::None;  // not None on the sequence's last token
   const float* logits = nullptr;  // the row when the step returned logits, else null
+  float logprob = std::numeric_limits<float>::quiet_NaN();  // when the sequence asked for it
   int n_vocab = 0;
 };
 

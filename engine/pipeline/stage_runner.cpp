@@ -75,6 +75,7 @@ StepResult StageRunner::run_tail(const StepHeader& h) {
                 " tokens for " + std::to_string(r.slot.size()) + " rows");
   }
   r.token = step_out_.tokens;
+  r.logprob = step_out_.logprobs;
   if (h.return_logits) {
     r.n_vocab = stage_.config().n_vocab;
     r.logits = std::move(step_out_.logits);

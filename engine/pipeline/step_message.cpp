@@ -87,6 +87,7 @@ void put_sampling(Writer& w, const SamplingSpec& s) {
   w.put(s.penalty_last_n);
   w.put(s.seed);
   w.put(s.chain);
+  w.put<uint8_t>(s.logprobs ? 1 : 0);
 }
 
 SamplingSpec get_sampling(Reader& r) {
@@ -101,6 +102,7 @@ SamplingSpec get_sampling(Reader& r) {
   s.penalty_last_n = r.get<int32_t>("penalty_last_n");
   s.seed = r.get<uint64_t>("seed");
   s.chain = r.get<uint32_t>("chain");
+  s.logprobs = r.get<uint8_t>("logprobs") != 0;
   return s;
 }
 
@@ -205,6 +207,7 @@ std::vector<uint8_t> StepResult::encode() const {
   w.put(step_id);
   w.put_array(slot);
   w.put_array(token);
+  w.put_array(logprob);
   w.put(n_vocab);
   w.put_array(logits);
   put_stats(w, stats);
@@ -220,10 +223,12 @@ StepResult StepResult::decode(const std::vector<uint8_t>& bytes) {
   s.step_id = r.get<int64_t>("step_id");
   s.slot = r.get_array<int32_t>("slot");
   s.token = r.get_array<int32_t>("token");
+  s.logprob = r.get_array<float>("logprob");
   s.n_vocab = r.get<int32_t>("n_vocab");
   s.logits = r.get_array<float>("logits");
   s.stats = get_stats(r);
   if (s.slot.size() != s.token.size()) r.fail("token", "slot and token counts differ");
+  if (!s.logprob.empty() && s.logprob.size() != s.token.size()) r.fail("logprob", "logprob and token counts differ");
   if (!s.logits.empty() && (s.n_vocab <= 0 || s.logits.size() != s.slot.size() * static_cast<size_t>(s.n_vocab))) {
     r.fail("logits", "size does not match rows x n_vocab");
   }

@@ -58,6 +58,7 @@ struct StepResult {
   int64_t step_id = 0;
   std::vector<int32_t> slot;   // per logits row, in batch order
   std::vector<int32_t> token;  // sampled id per row
+  std::vector<float> logprob;  // per row when any row's sequence asked (NaN for the others), else empty
   int32_t n_vocab = 0;         // > 0 when logits are included
   std::vector<float> logits;   // [rows][n_vocab] when requested
   std::vector<RankStats> stats;  // of the ranks after the head, in rank order

@@ -120,6 +120,14 @@ void Sampler::min_p(float p) {
               cand_.end());
 }
 
+double Sampler::logprob(int32_t token) const {
+  if (work_.empty() || token < 0 || token >= n_vocab_) return std::nan("");
+  const float mx = *std::max_element(work_.begin(), work_.end());
+  double sum = 0.0;
+  for (float l : work_) sum += std::exp(static_cast<double>(l) - mx);
+  return static_cast<double>(work_[static_cast<size_t>(token)]) - mx - std::log(sum);
+}
+
 double Sampler::uniform() {
   return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0);  // [0, 1), 53 bits
 }

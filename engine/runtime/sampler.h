@@ -48,6 +48,10 @@ class Sampler {
   void accept(int32_t token);
   void reset();  // clears the window and reseeds
 
+  // The natural-log probability of `token` under the softmax of the last sample()'s logits after
+  // penalties (temperature 1).
+  double logprob(int32_t token) const;
+
   // The candidates left after the chain in the last sample() (sorted by logit when a filter
   // sorted them), with their final logits. Empty after a greedy sample.
   const std::vector<Candidate>& last_candidates() const { return cand_; }

@@ -24,6 +24,9 @@ struct SamplingSpec {
   // Filter order, packed: stage k (SamplerStage value + 1) in bits [4k, 4k + 4); 0 = the default
   // order top_k, top_p, min_p, temperature.
   uint32_t chain = 0;
+  // Report each sampled token's log-probability: natural log of its probability under the
+  // softmax of the logits after penalties, at temperature 1 (the model's own distribution).
+  bool logprobs = false;
   bool operator==(const SamplingSpec& o) const;
 };
 

@@ -1,22 +1,27 @@
 #include "engine/runtime/slot_samplers.h"
 
+#include <cmath>
 #include <string>
 
 #include "engine/util/error.h"
 
 namespace pipellm {
 
-SlotSamplers::SlotSamplers(int n_slots, int n_vocab) : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)) {}
+SlotSamplers::SlotSamplers(int n_slots, int n_vocab)
+    : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)), want_logprobs_(static_cast<size_t>(n_slots), 0) {}
 
 void SlotSamplers::start(int slot, const SamplingSpec& s) {
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(slots_.size()) + ")");
   }
   slots_[static_cast<size_t>(slot)] = std::make_unique<Sampler>(sampler_params(s), n_vocab_);
+  want_logprobs_[static_cast<size_t>(slot)] = s.logprobs ? 1 : 0;
 }
 
-std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<float>& logits) {
+std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<float>& logits,
+                                          std::vector<float>& logprobs) {
   std::vector<int32_t> out;
+  logprobs.clear();
   size_t row = 0;
   for (int i = 0; i < b.n_tokens(); ++i) {
     const int32_t s = b.slot[static_cast<size_t>(i)];
@@ -26,8 +31,13 @@ std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<floa
     if (!b.logits[static_cast<size_t>(i)]) continue;
     if ((row + 1) * static_cast<size_t>(n_vocab_) > logits.size()) break;
     out.push_back(sm->sample(logits.data() + row * static_cast<size_t>(n_vocab_)));
+    if (want_logprobs_[static_cast<size_t>(s)]) {
+      logprobs.resize(out.size(), std::nanf(""));
+      logprobs.back() = static_cast<float>(sm->logprob(out.back()));
+    }
     ++row;
   }
+  if (!logprobs.empty()) logprobs.resize(out.size(), std::nanf(""));
   if (row * static_cast<size_t>(n_vocab_) != logits.size() || static_cast<int>(row) != b.n_outputs()) {
     throw Error("sampling: " + std::to_string(logits.size()) + " logits for " + std::to_string(b.n_outputs()) + " rows");
   }

@@ -20,13 +20,15 @@ class SlotSamplers {
   // Throws InvalidArgument for a slot outside [0, n_slots) or bad settings.
   void start(int slot, const SamplingSpec& s);
   // Records every token of the batch in its slot's window (in batch order), then samples one
-  // token per logits row from logits [rows][n_vocab]. Throws Error when a row's slot has no
-  // sequence or the logits count does not match the batch.
-  std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits);
+  // token per logits row from logits [rows][n_vocab]; `logprobs` gets each row's log-probability
+  // where its sequence asked (NaN for the others), or stays empty when none did. Throws Error
+  // when a row's slot has no sequence or the logits count does not match the batch.
+  std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits, std::vector<float>& logprobs);
 
  private:
   int n_vocab_;
   std::vector<std::unique_ptr<Sampler>> slots_;
+  std::vector<uint8_t> want_logprobs_;  // per slot
 };
 
 }  // namespace pipellm

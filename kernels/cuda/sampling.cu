@@ -1,5 +1,7 @@
 #include "kernels/cuda/sampling.h"
 
+#include <math_constants.h>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -60,7 +62,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   const int64_t n = a.n_vocab;
   const int32_t pos = a.row_pos[blockIdx.x];
   if (pos < 0) {  // padding row
-    if (threadIdx.x == 0) a.out[blockIdx.x] = 0;
+    if (threadIdx.x == 0) {
+      a.out[blockIdx.x] = 0;
+      a.logprob[blockIdx.x] = CUDART_NAN_F;
+    }
     return;
   }
   const int32_t slot = a.row_slot[blockIdx.x];
@@ -71,8 +76,15 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   Best b{-INFINITY, 0x7fffffff};
   for (int64_t i = threadIdx.x; i < n; i += kThreads) b = better(b, Best{row[i], static_cast<int32_t>(i)});
   b = block_argmax(b, redb);
+  // log(sum exp(row - max)): the chosen token's log-probability is its logit - max - this.
+  const float log_z =
+      p.logprobs ? __logf(block_reduce_sum(n, [&](int64_t i) { return __expf(row[i] - b.v); }, red)) : 0.0f;
+  const auto finish = [&](int32_t pick) {
+    a.out[blockIdx.x] = pick;
+    a.logprob[blockIdx.x] = p.logprobs ? row[pick] - b.v - log_z : CUDART_NAN_F;
+  };
   if (p.temperature <= 0.0f) {
-    if (threadIdx.x == 0) a.out[blockIdx.x] = b.i == 0x7fffffff ? 0 : b.i;
+    if (threadIdx.x == 0) finish(b.i == 0x7fffffff ? 0 : b.i);
     return;
   }
   const float inv_t = 1.0f / p.temperature;
@@ -151,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    a.out[blockIdx.x] = pick;
+    finish(pick);
     a.counter[slot] += 1;
   }
 }

@@ -12,6 +12,8 @@
 //    the best one's; the temperature applies before top_p and min_p or, with temperature_last,
 //    only to the final draw (the default chain top_k, top_p, min_p, temperature); one draw with
 //    a counter-based random number from (seed, counter[slot]) (the kernel increments it).
+// Where the slot asks (logprobs), the chosen token's natural-log probability under the softmax of
+// the row after penalties (temperature 1) goes to logprob[row]; NaN elsewhere.
 // Rows whose position is negative are padding: they get token 0 and draw nothing.
 #pragma once
 #include <cuda_runtime.h>
@@ -33,6 +35,7 @@ struct SlotSampling {
   int32_t penalty_last_n = 0;  // 0: no penalties
   uint64_t seed = 0;
   int32_t temperature_last = 1;
+  int32_t logprobs = 0;  // write the chosen token's log-probability (softmax after penalties, T = 1)
 };
 
 struct SampleRowsArgs {
@@ -47,6 +50,7 @@ struct SampleRowsArgs {
   const int32_t* history = nullptr;     // device [n_slots][n_ctx]
   int n_ctx = 0;
   int32_t* out = nullptr;  // device [n_rows]
+  float* logprob = nullptr;  // device [n_rows]: the chosen token's log-probability where asked, else NaN
 };
 
 // history[slot[i] * n_ctx + pos[i]] = tokens[i] for the n rows with pos >= 0.

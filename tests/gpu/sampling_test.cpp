@@ -2,7 +2,8 @@
 // on fixed logits, one setting at a time: greedy ids equal exactly (with and without penalties);
 // stochastic settings draw from the distribution the host sampler's chain leaves (its surviving
 // candidates and their final logits): a chi-square test over many rows, each row its own
-// sequence (slot) with its own seed, so each draw is independent.
+// sequence (slot) with its own seed, so each draw is independent. Log-probabilities, where asked,
+// equal the host sampler's for the drawn token.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -45,8 +46,13 @@ std::vector<int32_t> window_tokens(const std::vector<float>& logits) {
   return w;
 }
 
+struct Draws {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+};
+
 // Samples one token per row on the GPU: row r is slot r with spec.seed + r.
-std::vector<int32_t> gpu_draws(const std::vector<float>& logits, const std::vector<int32_t>& window, SamplingSpec spec,
+Draws gpu_draws(const std::vector<float>& logits, const std::vector<int32_t>& window, SamplingSpec spec,
                                int rows) {
   std::vector<float> all;
   std::vector<cuda::SlotSampling> slots;
@@ -68,7 +74,9 @@ std::vector<int32_t> gpu_draws(const std::vector<float>& logits, const std::vect
   cuda::DeviceBuffer<uint64_t> counter(static_cast<size_t>(rows));
   PIPELLM_CUDA_CHECK(cudaMemset(counter.get(), 0, counter.bytes()));
   cuda::DeviceBuffer<int32_t> out(static_cast<size_t>(rows));
+  cuda::DeviceBuffer<float> logprob(static_cast<size_t>(rows));
   test::poison(out);
+  test::poison(logprob);
   cuda::SampleRowsArgs a;
   a.logits = d_logits.get();
   a.stride = kVocab;
@@ -81,9 +89,10 @@ std::vector<int32_t> gpu_draws(const std::vector<float>& logits, const std::vect
   a.history = d_hist.get();
   a.n_ctx = kWindow + 1;
   a.out = out.get();
+  a.logprob = logprob.get();
   cuda::sample_rows(a, nullptr);
   PIPELLM_CUDA_CHECK(cudaDeviceSynchronize());
-  return test::to_host(out, static_cast<size_t>(rows));
+  return {test::to_host(out, static_cast<size_t>(rows)), test::to_host(logprob, static_cast<size_t>(rows))};
 }
 
 // The host sampler's distribution after penalties and its chain: token -> probability.
@@ -122,7 +131,12 @@ TEST(GpuSampler, GreedyEqualsHostSamplerExactly) {
       Sampler host(sampler_params(c.spec), kVocab);
       for (int32_t t : window) host.accept(t);
       const int32_t want = host.sample(logits.data());
-      EXPECT_EQ(gpu_draws(logits, window, c.spec, 1)[0], want) << c.name << ", logits seed " << seed;
+      SamplingSpec with_lp = c.spec;
+      with_lp.logprobs = true;
+      const Draws got = gpu_draws(logits, window, with_lp, 1);
+      EXPECT_EQ(got.tokens[0], want) << c.name << ", logits seed " << seed;
+      EXPECT_NEAR(got.logprobs[0], host.logprob(want), 1e-4) << c.name << ", logits seed " << seed;
+      EXPECT_TRUE(std::isnan(gpu_draws(logits, window, c.spec, 1).logprobs[0])) << "not asked: NaN";
     }
   }
 }
@@ -178,7 +192,16 @@ TEST(GpuSampler, DrawsFollowTheHostSamplersDistribution) {
   for (Case c : stochastic_cases()) {
     c.spec.seed = 1000;
     const auto want = host_distribution(logits, window, c.spec);
-    const auto got = gpu_draws(logits, window, c.spec, kDraws);
+    c.spec.logprobs = true;
+    const Draws draws = gpu_draws(logits, window, c.spec, kDraws);
+    const auto& got = draws.tokens;
+    // Each draw's log-probability is the host sampler's for that token (softmax after penalties).
+    Sampler host(sampler_params(c.spec), kVocab);
+    for (int32_t t : window) host.accept(t);
+    host.sample(logits.data());
+    for (int i = 0; i < 64; ++i) {
+      ASSERT_NEAR(draws.logprobs[static_cast<size_t>(i)], host.logprob(got[static_cast<size_t>(i)]), 1e-4) << c.name;
+    }
     std::map<int32_t, int> count;
     int outside = 0;
     for (int32_t t : got) {
