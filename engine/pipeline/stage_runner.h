@@ -8,8 +8,9 @@
 // for the receiver, so the ring head -> ... -> tail -> head cannot deadlock.
 // With one rank the head is also the tail and nothing is sent.
 //
-// Every rank keeps running totals of its compute time (forward and sampling) and transfer time
-// (sends, and receiving activations once their header is in: waiting for work is neither) and
+// Every rank keeps running totals of its compute time (step and sampling; for a GPU stage that
+// passes device rows on without waiting for its stream, the time to enqueue them) and transfer
+// time (sends, and receiving activations once their header is in: waiting for work is neither) and
 // appends them to each step it passes on; the head gathers them from the step results
 // (stage_stats()), one step behind at most.
 //
