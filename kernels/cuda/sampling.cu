@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
   if (pos < 0) {  // padding row
     if (threadIdx.x == 0) {
       a.out[blockIdx.x] = 0;
-      a.logprob[blockIdx.x] = CUDART_NAN_F;
+      if (a.logprob) a.logprob[blockIdx.x] = CUDART_NAN_F;
     }
     return;
   }
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleRowsArgs a) {
       p.logprobs ? __logf(block_reduce_sum(n, [&](int64_t i) { return __expf(row[i] - b.v); }, red)) : 0.0f;
   const auto finish = [&](int32_t pick) {
     a.out[blockIdx.x] = pick;
-    a.logprob[blockIdx.x] = p.logprobs ? row[pick] - b.v - log_z : CUDART_NAN_F;
+    if (a.logprob) a.logprob[blockIdx.x] = p.logprobs ? row[pick] - b.v - log_z : CUDART_NAN_F;
   };
   if (p.temperature <= 0.0f) {
     if (threadIdx.x == 0) finish(b.i == 0x7fffffff ? 0 : b.i);

@@ -50,7 +50,7 @@ struct SampleRowsArgs {
   const int32_t* history = nullptr;     // device [n_slots][n_ctx]
   int n_ctx = 0;
   int32_t* out = nullptr;  // device [n_rows]
-  float* logprob = nullptr;  // device [n_rows]: the chosen token's log-probability where asked, else NaN
+  float* logprob = nullptr;  // device [n_rows] or null: the chosen token's log-probability where asked, else NaN
 };
 
 // history[slot[i] * n_ctx + pos[i]] = tokens[i] for the n rows with pos >= 0.
