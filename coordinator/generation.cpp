@@ -7,12 +7,17 @@ std::unique_ptr<Generation> Generation::start(RequestScheduler& sched, const Mod
   auto handle = sched.submit(prep.submit);
   return std::make_unique<Generation>(std::move(handle),
                                       TextStream(text.tokenizer(), prep.stop_strings, prep.submit.stop_ids),
-                                      std::move(lease), static_cast<int>(prep.submit.prompt.size()));
+                                      std::move(lease), static_cast<int>(prep.submit.prompt.size()),
+                                      prep.submit.sampling.logprobs);
 }
 
 Generation::Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease,
-                       int prompt_tokens)
-    : handle_(std::move(handle)), text_(std::move(text)), lease_(std::move(lease)), prompt_tokens_(prompt_tokens) {}
+                       int prompt_tokens, bool logprobs)
+    : handle_(std::move(handle)),
+      text_(std::move(text)),
+      lease_(std::move(lease)),
+      prompt_tokens_(prompt_tokens),
+      logprobs_(logprobs) {}
 
 Generation::~Generation() { abandon(); }
 
@@ -36,6 +41,7 @@ Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
     case StreamEvent::Kind::Token:
       ++generated_;
       u.tokens.push_back(ev->token);
+      if (logprobs_) u.logprobs.push_back(ev->logprob);
       u.text = text_.push(ev->token);
       if (text_.stopped()) {  // a stop string: the rest is not wanted
         handle_->cancel();

@@ -27,6 +27,9 @@ class Generation {
   struct Update {
     std::string text;                   // newly visible text (may be empty)
     std::vector<int32_t> tokens;        // ids generated with this update (a stop's last one too)
+    // With SamplingSpec::logprobs: each of `tokens`' natural-log probability (same order; NaN
+    // if the stages sent none). Empty when the request did not ask.
+    std::vector<float> logprobs;
     bool ended = false;
     link::FinishReason finish = link::FinishReason::Stop;  // when ended without failure
     std::string stop_string;            // the stop string that ended the text, if one did
@@ -40,7 +43,9 @@ class Generation {
   static std::unique_ptr<Generation> start(RequestScheduler& sched, const ModelText& text, const PreparedRequest& prep,
                                            StreamLimiter::Lease lease);
 
-  Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease, int prompt_tokens);
+  // `logprobs`: the request asked for log-probabilities (Update::logprobs is filled).
+  Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease, int prompt_tokens,
+             bool logprobs = false);
   ~Generation();
   Generation(const Generation&) = delete;
   Generation& operator=(const Generation&) = delete;
@@ -54,6 +59,7 @@ class Generation {
   uint64_t id() const { return handle_->id(); }
   int prompt_tokens() const { return prompt_tokens_; }
   int generated_tokens() const { return generated_; }
+  bool logprobs() const { return logprobs_; }
 
  private:
   std::shared_ptr<RequestHandle> handle_;
@@ -61,6 +67,7 @@ class Generation {
   StreamLimiter::Lease lease_;
   int prompt_tokens_ = 0;
   int generated_ = 0;
+  bool logprobs_ = false;
   bool ended_ = false;
 };
 

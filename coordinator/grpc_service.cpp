@@ -88,6 +88,7 @@ GenerateInput to_input(const v1::GenerateRequest& r) {
   if (s.has_frequency_penalty()) in.frequency_penalty = s.frequency_penalty();
   if (s.has_penalty_last_n()) in.penalty_last_n = s.penalty_last_n();
   if (s.has_seed()) in.seed = s.seed();
+  in.logprobs = s.has_logprobs() && s.logprobs();
   if (r.has_max_tokens()) in.max_tokens = r.max_tokens();
   in.stop.assign(r.stop().begin(), r.stop().end());
   in.ignore_eos = r.ignore_eos();
@@ -140,6 +141,7 @@ grpc::Status PipeLLMService::Generate(grpc::ServerContext* ctx, const v1::Genera
       v1::GenerateResponse r;
       r.mutable_chunk()->set_text(u.text);
       for (int32_t id : u.tokens) r.mutable_chunk()->add_token_ids(id);
+      for (float lp : u.logprobs) r.mutable_chunk()->add_token_logprobs(lp);
       if (!out->Write(r)) {
         gen->abandon();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");

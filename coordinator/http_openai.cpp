@@ -1,7 +1,10 @@
 #include "coordinator/http_openai.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+
+#include "coordinator/text_stream.h"
 
 namespace pipellm::coord {
 
@@ -305,8 +308,16 @@ OpenAiRequest parse_completion_request(const json& body) {
     refuse("prompt", std::string("prompt: must be a string or token ids (got ") + type_name(*p) + ")");
   }
   if (const auto echo = opt_bool(body, "echo"); echo && *echo) refuse("echo", "echo: not supported", "unsupported_parameter");
-  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_number_integer() && lp->get<int64_t>() == 0)) {
-    refuse("logprobs", "logprobs: not supported", "unsupported_parameter");
+  // Legacy `logprobs`: how many top alternatives to list besides the chosen token; 0 lists none.
+  if (const auto lp = opt_int(body, "logprobs")) {
+    if (*lp < 0) refuse("logprobs", "logprobs: must be 0 or more (got " + std::to_string(*lp) + ")");
+    if (*lp > 0) {
+      refuse("logprobs",
+             "logprobs: only 0 is supported (the chosen tokens' log-probabilities; top alternatives are not) (got " +
+                 std::to_string(*lp) + ")",
+             "unsupported_parameter");
+    }
+    in.logprobs = true;
   }
   if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty())) {
     refuse("suffix", "suffix: not supported", "unsupported_parameter");
@@ -334,7 +345,16 @@ OpenAiRequest parse_chat_request(const json& body) {
     cm.content = content == m.end() ? "" : message_content(*content, where + ".content");
     in.chat.push_back(std::move(cm));
   }
-  if (const auto lp = opt_bool(body, "logprobs"); lp && *lp) refuse("logprobs", "logprobs: not supported", "unsupported_parameter");
+  in.logprobs = opt_bool(body, "logprobs").value_or(false);
+  if (const auto top = opt_int(body, "top_logprobs")) {
+    if (*top < 0) refuse("top_logprobs", "top_logprobs: must be 0 or more (got " + std::to_string(*top) + ")");
+    if (*top > 0) {
+      refuse("top_logprobs",
+             "top_logprobs: only the chosen token's log-probability is supported (got " + std::to_string(*top) +
+                 "; use 0 or leave it out)",
+             "unsupported_parameter");
+    }
+  }
   if (const json* rf = field(body, "response_format")) {
     const auto t = rf->is_object() ? rf->find("type") : rf->end();
     if (!rf->is_object() || t == rf->end() || *t != "text") {
@@ -368,38 +388,91 @@ json envelope(const ResponseMeta& m, const char* object) {
 }  // namespace
 
 json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
-                     int completion_tokens) {
+                     int completion_tokens, const json& logprobs) {
   json j = envelope(m, "text_completion");
-  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_value(finish)}}});
   j["usage"] = usage_json(prompt_tokens, completion_tokens);
   return j;
 }
 
-json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish) {
+json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish, const json& logprobs) {
   json j = envelope(m, "text_completion");
-  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_value(finish)}}});
   return j;
 }
 
 json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
-               int completion_tokens) {
+               int completion_tokens, const json& logprobs) {
   json j = envelope(m, "chat.completion");
   j["choices"] = json::array({{{"index", 0},
                                {"message", {{"role", "assistant"}, {"content", content}}},
-                               {"logprobs", nullptr},
+                               {"logprobs", logprobs},
                                {"finish_reason", finish_value(finish)}}});
   j["usage"] = usage_json(prompt_tokens, completion_tokens);
   return j;
 }
 
 json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& role,
-                     const std::optional<std::string>& content, const char* finish) {
+                     const std::optional<std::string>& content, const char* finish, const json& logprobs) {
   json delta = json::object();
   if (role) delta["role"] = *role;
   if (content) delta["content"] = *content;
   json j = envelope(m, "chat.completion.chunk");
-  j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_value(finish)}}});
+  j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", finish_value(finish)}}});
   return j;
+}
+
+void LogprobTrack::add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& p = tok_.render_piece(ids[i]);
+    const bool strip = first_ && tok_.strips_first_space() && !p.empty() && p[0] == ' ';
+    first_ = false;
+    Token t{p.substr(strip ? 1 : 0), i < logprobs.size() ? logprobs[i] : std::numeric_limits<float>::quiet_NaN(),
+            raw_bytes_};
+    raw_bytes_ += t.piece.size();
+    pending_.push_back(std::move(t));
+  }
+}
+
+void LogprobTrack::add_text(const std::string& returned) { text_ += returned; }
+
+size_t LogprobTrack::char_offset(size_t byte_at) {
+  const auto continuation = [&](size_t i) { return (static_cast<unsigned char>(text_[i]) & 0xC0) == 0x80; };
+  const size_t end = std::min(byte_at, text_.size());
+  for (; counted_bytes_ < end; ++counted_bytes_) {
+    if (!continuation(counted_bytes_)) ++counted_chars_;
+  }
+  // A token that starts inside a character (a byte token) is at that character.
+  return end < text_.size() && continuation(end) && counted_chars_ > 0 ? counted_chars_ - 1 : counted_chars_;
+}
+
+namespace {
+json logprob_value(float x) { return std::isnan(x) ? json(nullptr) : json(x); }
+}  // namespace
+
+json LogprobTrack::take_chat() {
+  json content = json::array();
+  for (const Token& t : pending_) {
+    json bytes = json::array();
+    for (char c : t.piece) bytes.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+    content.push_back(
+        {{"token", valid_utf8(t.piece)}, {"logprob", logprob_value(t.logprob)}, {"bytes", bytes}, {"top_logprobs", json::array()}});
+  }
+  taken_ += pending_.size();
+  pending_.clear();
+  return {{"content", content}};
+}
+
+json LogprobTrack::take_completion() {
+  json tokens = json::array(), lps = json::array(), offsets = json::array();
+  for (const Token& t : pending_) {
+    tokens.push_back(valid_utf8(t.piece));
+    lps.push_back(logprob_value(t.logprob));
+    offsets.push_back(char_offset(t.byte_at));
+  }
+  taken_ += pending_.size();
+  pending_.clear();
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", nullptr}, {"text_offset", offsets}};
 }
 
 json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens) {

@@ -7,10 +7,12 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "coordinator/request_builder.h"
 #include "coordinator/status.h"
 #include "engine/link/messages.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace pipellm::coord {
 
@@ -67,15 +69,57 @@ struct ResponseMeta {
   std::string model;
 };
 
+// `logprobs` is choices[0].logprobs: null (not asked), or LogprobTrack::take_completion() /
+// take_chat() for the tokens of this response or chunk.
 nlohmann::json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
-                               int completion_tokens);
+                               int completion_tokens, const nlohmann::json& logprobs = nullptr);
 // finish == nullptr: the chunk's finish_reason is null.
-nlohmann::json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish);
+nlohmann::json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish,
+                                     const nlohmann::json& logprobs = nullptr);
 nlohmann::json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
-                         int completion_tokens);
+                         int completion_tokens, const nlohmann::json& logprobs = nullptr);
 // `role` adds delta.role ("assistant" in the first chunk); `content` nullopt: no delta.content.
 nlohmann::json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& role,
-                               const std::optional<std::string>& content, const char* finish);
+                               const std::optional<std::string>& content, const char* finish,
+                               const nlohmann::json& logprobs = nullptr);
+
+// The log-probabilities of one response's tokens, in OpenAI's two shapes. Tokens come in as
+// Generation updates give them (ids and logprobs); each token's piece is its own text as the
+// detokenizer renders it in place (control tokens "", the first token's leading space dropped
+// where decode() drops it). The HTTP door takes the pending tokens with each chunk that returns
+// text and with the last one, so a token whose text is held back (an incomplete UTF-8 character,
+// a possible stop string) goes with the chunk that returns text after it. text_offset: Unicode
+// characters of the text returned so far before the token's text (capped at its length, e.g.
+// for the tokens of a stop string).
+class LogprobTrack {
+ public:
+  explicit LogprobTrack(const Tokenizer& tok) : tok_(tok) {}
+  void add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs);
+  void add_text(const std::string& returned);  // text returned to the client, in order
+  bool pending() const { return !pending_.empty(); }
+  size_t taken() const { return taken_; }
+  // The pending tokens (then none are pending): chat {"content": [{"token", "logprob", "bytes",
+  // "top_logprobs": []}, ...]}; completions {"tokens", "token_logprobs", "top_logprobs": null,
+  // "text_offset"}. A logprob the stages did not send (NaN) is null.
+  nlohmann::json take_chat();
+  nlohmann::json take_completion();
+
+ private:
+  struct Token {
+    std::string piece;  // raw bytes (may be part of a UTF-8 character)
+    float logprob;
+    size_t byte_at;     // bytes of the pieces before it
+  };
+  size_t char_offset(size_t byte_at);  // monotonic in byte_at
+
+  const Tokenizer& tok_;
+  std::vector<Token> pending_;
+  size_t raw_bytes_ = 0;
+  bool first_ = true;
+  std::string text_;  // returned so far
+  size_t counted_bytes_ = 0, counted_chars_ = 0;
+  size_t taken_ = 0;
+};
 // The last chunk of a stream with stream_options.include_usage: empty choices and the usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens);
 

@@ -147,6 +147,8 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
 void HttpFrontDoor::Impl::collect(httplib::Response& res, Generation& gen, const ResponseMeta& meta, bool chat,
                                   steady::time_point t0) {
   std::string text;
+  std::optional<LogprobTrack> lp;  // when the request asked for logprobs
+  if (gen.logprobs()) lp.emplace(ctx.text.tokenizer());
   for (;;) {
     if (stopped.load()) {
       gen.abandon();
@@ -155,6 +157,7 @@ void HttpFrontDoor::Impl::collect(httplib::Response& res, Generation& gen, const
     }
     Generation::Update u = gen.poll(kPoll);
     text += u.text;
+    if (lp) lp->add_tokens(u.tokens, u.logprobs);
     if (!u.ended) continue;
     ctx.metrics.observe_request_duration("http", std::chrono::duration<double>(steady::now() - t0).count());
     if (u.failed) {
@@ -163,8 +166,13 @@ void HttpFrontDoor::Impl::collect(httplib::Response& res, Generation& gen, const
       return;
     }
     const char* finish = finish_reason_text(u.finish);
-    send_json(res, chat ? chat_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens())
-                        : completion_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens()));
+    json logprobs = nullptr;
+    if (lp) {
+      lp->add_text(text);
+      logprobs = chat ? lp->take_chat() : lp->take_completion();
+    }
+    send_json(res, chat ? chat_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens(), logprobs)
+                        : completion_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens(), logprobs));
     return;
   }
 }
@@ -177,8 +185,15 @@ void HttpFrontDoor::Impl::stream(httplib::Response& res, std::shared_ptr<Generat
     bool chat, usage;
     bool started = false, done = false;
     steady::time_point t0 = steady::now();
+    std::optional<LogprobTrack> lp{};  // when the request asked for logprobs
+    // The pending tokens' logprobs for the next chunk (null when not asked or none pending).
+    json take_logprobs() {
+      if (!lp || !lp->pending()) return nullptr;
+      return chat ? lp->take_chat() : lp->take_completion();
+    }
   };
   auto st = std::make_shared<State>(State{std::move(gen), std::move(meta), chat, usage});
+  if (st->gen->logprobs()) st->lp.emplace(ctx.text.tokenizer());
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   auto provider = [this, st](size_t, httplib::DataSink& sink) -> bool {
@@ -201,9 +216,12 @@ void HttpFrontDoor::Impl::stream(httplib::Response& res, std::shared_ptr<Generat
       if (!first.empty() && !write(first)) return false;
     }
     Generation::Update u = st->gen->poll(kPoll);
+    if (st->lp) st->lp->add_tokens(u.tokens, u.logprobs);
     if (!u.text.empty()) {
-      const json chunk = st->chat ? chat_chunk_json(st->meta, std::nullopt, u.text, nullptr)
-                                  : completion_chunk_json(st->meta, u.text, nullptr);
+      if (st->lp) st->lp->add_text(u.text);
+      const json lps = st->take_logprobs();
+      const json chunk = st->chat ? chat_chunk_json(st->meta, std::nullopt, u.text, nullptr, lps)
+                                  : completion_chunk_json(st->meta, u.text, nullptr, lps);
       if (!write(sse_event(chunk))) {
         spdlog::info("http: request {}: the client went away; cancelling", st->gen->id());
         st->gen->abandon();
@@ -220,8 +238,9 @@ void HttpFrontDoor::Impl::stream(httplib::Response& res, std::shared_ptr<Generat
       tail = sse_event(error_json(e));
     } else {
       const char* finish = finish_reason_text(u.finish);
-      tail = sse_event(st->chat ? chat_chunk_json(st->meta, std::nullopt, std::nullopt, finish)
-                                : completion_chunk_json(st->meta, "", finish));
+      const json lps = st->take_logprobs();  // tokens whose text never showed (a stop string)
+      tail = sse_event(st->chat ? chat_chunk_json(st->meta, std::nullopt, std::nullopt, finish, lps)
+                                : completion_chunk_json(st->meta, "", finish, lps));
       if (st->usage) {
         tail += sse_event(usage_chunk_json(st->meta, st->chat, st->gen->prompt_tokens(), st->gen->generated_tokens()));
       }

@@ -150,7 +150,7 @@ void LinkBackend::serve_connected() {
         continue;
       }
       if (const auto* t = std::get_if<link::TokenMsg>(&*m)) {
-        listener_->on_token(t->id, t->token);
+        listener_->on_token(t->id, t->token, t->logprob);
       } else if (const auto* f = std::get_if<link::FinishedMsg>(&*m)) {
         listener_->on_finished(*f);
       } else if (const auto* e = std::get_if<link::ErrorMsg>(&*m)) {

@@ -23,7 +23,7 @@ void MeteredBackend::on_down(const std::string& reason) {
   listener_->on_down(reason);
 }
 
-void MeteredBackend::on_token(uint64_t id, int32_t token) {
+void MeteredBackend::on_token(uint64_t id, int32_t token, float logprob) {
   {
     const auto now = clock::now();
     std::lock_guard<std::mutex> lock(mu_);
@@ -42,7 +42,7 @@ void MeteredBackend::on_token(uint64_t id, int32_t token) {
     }
   }
   metrics_.add_generated_tokens(1);
-  listener_->on_token(id, token);
+  listener_->on_token(id, token, logprob);
 }
 
 void MeteredBackend::on_finished(const link::FinishedMsg& m) {

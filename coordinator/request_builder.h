@@ -28,6 +28,7 @@ struct GenerateInput {
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  bool logprobs = false;  // report each generated token's log-probability
 };
 
 struct RequestLimits {

@@ -156,7 +156,7 @@ void RequestScheduler::on_down(const std::string& reason) {
   }
 }
 
-void RequestScheduler::on_token(uint64_t id, int32_t token) {
+void RequestScheduler::on_token(uint64_t id, int32_t token, float logprob) {
   std::shared_ptr<RequestHandle> h;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -167,6 +167,7 @@ void RequestScheduler::on_token(uint64_t id, int32_t token) {
   StreamEvent e;
   e.kind = StreamEvent::Kind::Token;
   e.token = token;
+  e.logprob = logprob;
   h->push(std::move(e));
 }
 

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,6 +23,7 @@ namespace pipellm::coord {
 struct StreamEvent {
   enum class Kind { Token, Finished, Failed } kind = Kind::Token;
   int32_t token = -1;              // Token
+  float logprob = std::numeric_limits<float>::quiet_NaN();  // Token: when the request asked
   link::FinishedMsg finished;      // Finished
   Code code = Code::Ok;            // Failed
   std::string message;             // Failed
@@ -88,7 +90,7 @@ class RequestScheduler : public BackendListener {
   // BackendListener
   void on_up(const link::HelloMsg& hello) override;
   void on_down(const std::string& reason) override;
-  void on_token(uint64_t id, int32_t token) override;
+  void on_token(uint64_t id, int32_t token, float logprob) override;
   void on_finished(const link::FinishedMsg& m) override;
   void on_request_error(uint64_t id, const std::string& message) override;
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -42,6 +43,9 @@ constexpr auto kTokenEvery = std::chrono::milliseconds(4);
 // A head stage played by the test: every live request gets one token of `script` (cycled) each
 // kTokenEvery until its max_tokens (Finished: length). Cancels are confirmed with
 // Finished(cancelled), as the head does. The test ends requests in other ways by hand.
+// A request that asks for logprobs gets scripted_logprob(k) with its k-th token, else NaN.
+float scripted_logprob(int k) { return -0.25f * static_cast<float>(1 + k % 7); }
+
 class ScriptedBackend final : public coord::Backend {
  public:
   ScriptedBackend(link::HelloMsg hello, std::vector<int32_t> script) : hello_(std::move(hello)), script_(std::move(script)) {}
@@ -55,7 +59,7 @@ class ScriptedBackend final : public coord::Backend {
   // Called by the scheduler under its lock: only our own state is touched here.
   void submit(const link::SubmitRequest& r) override {
     std::lock_guard<std::mutex> lock(mu_);
-    live_[r.id] = Live{r.max_tokens, 0};
+    live_[r.id] = Live{r.max_tokens, 0, r.sampling.logprobs};
     ++submitted_;
     cv_.notify_all();
   }
@@ -120,12 +124,18 @@ class ScriptedBackend final : public coord::Backend {
   struct Live {
     int max_tokens = 0;
     int sent = 0;
+    bool logprobs = false;
+  };
+  struct Sent {
+    uint64_t id;
+    int32_t token;
+    float logprob;
   };
 
   void run() {
     size_t k = 0;
     for (;;) {
-      std::vector<std::pair<uint64_t, int32_t>> tokens;
+      std::vector<Sent> tokens;
       std::vector<link::FinishedMsg> finished;
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -134,7 +144,8 @@ class ScriptedBackend final : public coord::Backend {
         for (uint64_t id : confirm_) finished.push_back({id, link::FinishReason::Cancelled, 0, 0});
         confirm_.clear();
         for (auto it = live_.begin(); it != live_.end();) {
-          tokens.emplace_back(it->first, script_[(k + static_cast<size_t>(it->second.sent)) % script_.size()]);
+          const float lp = it->second.logprobs ? scripted_logprob(it->second.sent) : std::nanf("");
+          tokens.push_back({it->first, script_[(k + static_cast<size_t>(it->second.sent)) % script_.size()], lp});
           if (++it->second.sent >= it->second.max_tokens) {
             finished.push_back({it->first, link::FinishReason::Length, 0, it->second.sent});
             it = live_.erase(it);
@@ -145,7 +156,7 @@ class ScriptedBackend final : public coord::Backend {
         cv_.notify_all();
       }
       // Outside our lock: the scheduler takes its own.
-      for (const auto& [id, t] : tokens) listener_->on_token(id, t);
+      for (const Sent& t : tokens) listener_->on_token(t.id, t.token, t.logprob);
       for (const auto& f : finished) listener_->on_finished(f);
     }
   }
@@ -173,6 +184,12 @@ struct Outcome {
   std::string error_kind;    // gRPC status name / OpenAI error code
   std::string message;
   int http_status = 0;       // HTTP only
+  // Log-probabilities: gRPC token_logprobs; HTTP choices[0].logprobs (chunks joined).
+  std::vector<float> logprobs;
+  std::vector<std::string> lp_tokens;  // HTTP only
+  std::vector<int> text_offset;         // HTTP only
+  bool logprobs_null = true;            // HTTP: every logprobs field was null
+  int completion_tokens = 0;            // HTTP non-streamed usage
 };
 
 std::string finish_text(v1::FinishReason r) {
@@ -270,6 +287,8 @@ class DoorParity : public ::testing::Test {
       } else {
         o.text = j["choices"][0]["text"].get<std::string>();
         o.finish = j["choices"][0]["finish_reason"].get<std::string>();
+        o.completion_tokens = j["usage"]["completion_tokens"].get<int>();
+        take_logprobs(o, j["choices"][0]["logprobs"]);
       }
       return o;
     }
@@ -288,8 +307,20 @@ class DoorParity : public ::testing::Test {
       const json& ch = j["choices"][0];
       o.text += ch["text"].get<std::string>();
       if (!ch["finish_reason"].is_null()) o.finish = ch["finish_reason"].get<std::string>();
+      take_logprobs(o, ch["logprobs"]);
     }
     return o;
+  }
+  // Completions' logprobs object (or null) appended to `o`.
+  static void take_logprobs(Outcome& o, const json& lp) {
+    if (lp.is_null()) return;
+    o.logprobs_null = false;
+    EXPECT_TRUE(lp["top_logprobs"].is_null()) << lp.dump();
+    EXPECT_EQ(lp["tokens"].size(), lp["token_logprobs"].size()) << lp.dump();
+    EXPECT_EQ(lp["tokens"].size(), lp["text_offset"].size()) << lp.dump();
+    for (const auto& x : lp["token_logprobs"]) o.logprobs.push_back(x.get<float>());
+    for (const auto& x : lp["tokens"]) o.lp_tokens.push_back(x.get<std::string>());
+    for (const auto& x : lp["text_offset"]) o.text_offset.push_back(x.get<int>());
   }
 
   static v1::GenerateRequest grpc_request(const json& body) {
@@ -299,6 +330,7 @@ class DoorParity : public ::testing::Test {
     r.mutable_sampling()->set_temperature(0.0f);
     if (body.contains("stop")) r.add_stop(body["stop"].get<std::string>());
     if (body.contains("ignore_eos")) r.set_ignore_eos(body["ignore_eos"].get<bool>());
+    if (body.contains("logprobs")) r.mutable_sampling()->set_logprobs(true);
     return r;
   }
 
@@ -309,6 +341,7 @@ class DoorParity : public ::testing::Test {
       if (m.has_chunk()) {
         o.text += m.chunk().text();
         o.ids.insert(o.ids.end(), m.chunk().token_ids().begin(), m.chunk().token_ids().end());
+        o.logprobs.insert(o.logprobs.end(), m.chunk().token_logprobs().begin(), m.chunk().token_logprobs().end());
       } else if (m.has_final()) {
         o.finish = finish_text(m.final().finish_reason());
         o.stop_string = m.final().stop_string();
@@ -418,6 +451,54 @@ TEST_F(DoorParity, StopStringEndsBothTheSameWay) {
   EXPECT_FALSE(g.ids.empty());
 }
 
+// Logprobs come from the stages' TokenMsg through the one generation path: both doors report the
+// same values for the same tokens (gRPC parallel to token_ids; HTTP streamed and not), one per
+// generated token, with a stop string too; a request that does not ask gets none.
+TEST_F(DoorParity, LogprobsSameOnBothDoors) {
+  for (const bool with_stop : {false, true}) {
+    SCOPED_TRACE(with_stop ? "stop string" : "length");
+    json body = {{"prompt", "hello"}, {"max_tokens", 40}, {"ignore_eos", true}, {"logprobs", 0}};
+    if (with_stop) body["stop"] = "the dog";
+    const Outcome g = via_grpc(body);
+    const Outcome whole = via_http(body, false);
+    const Outcome streamed = via_http(body, true);
+    ASSERT_FALSE(g.failed) << g.message;
+    ASSERT_EQ(g.logprobs.size(), g.ids.size()) << "token_logprobs parallel to token_ids";
+    if (with_stop) {
+      EXPECT_LT(g.ids.size(), 40u);
+    } else {
+      EXPECT_EQ(g.ids.size(), 40u);
+    }
+    for (size_t k = 0; k < g.logprobs.size(); ++k) EXPECT_EQ(g.logprobs[k], scripted_logprob(static_cast<int>(k)));
+    EXPECT_EQ(whole.completion_tokens, static_cast<int>(g.ids.size()));
+    EXPECT_EQ(whole.logprobs, g.logprobs);
+    EXPECT_EQ(streamed.logprobs, g.logprobs);
+    EXPECT_EQ(streamed.lp_tokens, whole.lp_tokens);
+    EXPECT_EQ(streamed.text_offset, whole.text_offset);
+    // Each token's piece sits at its offset in the returned text (ASCII words here).
+    std::string joined;
+    for (size_t k = 0; k < whole.lp_tokens.size(); ++k) {
+      SCOPED_TRACE(k);
+      const size_t at = static_cast<size_t>(whole.text_offset[k]);
+      if (!with_stop || at + whole.lp_tokens[k].size() <= whole.text.size()) {
+        EXPECT_EQ(whole.text.compare(at, whole.lp_tokens[k].size(), whole.lp_tokens[k]), 0) << whole.text;
+        EXPECT_EQ(at, joined.size());
+      } else {
+        EXPECT_LE(at, whole.text.size());  // the stop string's tokens: capped at the text's end
+      }
+      joined += whole.lp_tokens[k];
+    }
+    if (!with_stop) {
+      EXPECT_EQ(joined, whole.text);
+    }
+    EXPECT_EQ(whole.text, g.text);
+  }
+  const json plain = {{"prompt", "hello"}, {"max_tokens", 6}, {"ignore_eos", true}};
+  EXPECT_TRUE(via_grpc(plain).logprobs.empty());
+  EXPECT_TRUE(via_http(plain, false).logprobs_null);
+  EXPECT_TRUE(via_http(plain, true).logprobs_null);
+}
+
 TEST_F(DoorParity, StagesDownEndsBothStreamsWithTheSameMessage) {
   const std::string reason = "rank 1 exited (injected fault at step 7)";
   const auto [h, g] = both_open_then([&] { backend_->go_down_and_up(reason); });
@@ -484,6 +565,82 @@ TEST_F(DoorParity, ClientCancelOnEitherDoorCancelsTheSequence) {
     EXPECT_EQ(backend_->cancelled(), before + 2);
   }
   EXPECT_TRUE(sched_->wait_idle(std::chrono::milliseconds(2000))) << "the scheduler still counts a sequence";
+}
+
+// The pieces of LogprobTrack: each token's own text (the first one's leading space dropped as
+// decode() drops it), its bytes, and its offset in the returned text; byte tokens of one
+// multi-byte character each report their byte, a replacement character as the token string, and
+// the character's offset.
+TEST(OpenAiLogprobTrack, PiecesBytesAndOffsets) {
+  auto gguf = GgufFile::open(model_path("tiny-llama-Q8_0"));
+  const auto tok = Tokenizer::from_gguf(*gguf);
+  std::vector<int32_t> ids = tok->encode("The cat sat", false, false);
+  ASSERT_GE(ids.size(), 3u);
+  const size_t n_words = ids.size();
+  // "€" = E2 82 AC as three byte-fallback tokens, when the vocabulary has them.
+  std::vector<int32_t> bytes_ids;
+  for (const char* b : {"\xE2", "\x82", "\xAC"}) {
+    for (int32_t id = 0; id < tok->n_vocab(); ++id) {
+      if (tok->render_piece(id) == b) {
+        bytes_ids.push_back(id);
+        break;
+      }
+    }
+  }
+  const bool with_bytes = bytes_ids.size() == 3;
+  if (with_bytes) ids.insert(ids.end(), bytes_ids.begin(), bytes_ids.end());
+  const std::string text = coord::valid_utf8(tok->decode(ids));
+  std::vector<float> lps;
+  for (size_t k = 0; k < ids.size(); ++k) lps.push_back(-0.5f * static_cast<float>(k + 1));
+
+  coord::LogprobTrack chat(*tok);
+  chat.add_tokens(ids, lps);
+  chat.add_text(text);
+  EXPECT_TRUE(chat.pending());
+  const json c = chat.take_chat();
+  EXPECT_FALSE(chat.pending());
+  EXPECT_EQ(chat.taken(), ids.size());
+  ASSERT_EQ(c["content"].size(), ids.size()) << c.dump();
+  std::string joined;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const json& e = c["content"][k];
+    EXPECT_EQ(e["logprob"].get<float>(), lps[k]);
+    EXPECT_EQ(e["top_logprobs"], json::array());
+    std::string raw;
+    for (const auto& b : e["bytes"]) raw += static_cast<char>(b.get<int>());
+    if (k < n_words) {
+      EXPECT_EQ(e["token"].get<std::string>(), raw);
+    }
+    joined += raw;
+  }
+  EXPECT_EQ(joined, tok->decode(ids)) << "the pieces' bytes make up the text";
+  if (tok->strips_first_space()) {  // as decode() does
+    EXPECT_NE(c["content"][0]["token"].get<std::string>().substr(0, 1), " ") << c.dump();
+  }
+
+  coord::LogprobTrack cmpl(*tok);
+  cmpl.add_tokens(ids, lps);
+  cmpl.add_text(text);
+  const json j = cmpl.take_completion();
+  EXPECT_TRUE(j["top_logprobs"].is_null());
+  ASSERT_EQ(j["tokens"].size(), ids.size());
+  size_t at = 0;
+  for (size_t k = 0; k < n_words; ++k) {
+    EXPECT_EQ(j["text_offset"][k].get<size_t>(), at) << k;
+    at += j["tokens"][k].get<std::string>().size();
+  }
+  if (with_bytes) {
+    for (size_t k = n_words; k < ids.size(); ++k) {
+      EXPECT_EQ(j["tokens"][k], "\xEF\xBF\xBD") << "a lone byte: the replacement character";
+      EXPECT_EQ(j["text_offset"][k].get<size_t>(), at) << "the offset of the character it is part of";
+    }
+    EXPECT_EQ(c["content"][n_words]["bytes"], json::array({0xE2}));
+    EXPECT_EQ(text.substr(at), "\xE2\x82\xAC");
+  }
+  // Not asked: the stages send NaN, reported as null.
+  coord::LogprobTrack none(*tok);
+  none.add_tokens({ids[0]}, {std::nanf("")});
+  EXPECT_TRUE(none.take_chat()["content"][0]["logprob"].is_null());
 }
 
 // The two doors' tables: every coordinator Code a failure can carry maps to equivalent

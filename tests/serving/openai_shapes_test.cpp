@@ -76,6 +76,23 @@ TEST(OpenAiParse, ChatMessages) {
   EXPECT_EQ(*r.input.max_tokens, 5);
 }
 
+TEST(OpenAiParse, Logprobs) {  // only the chosen token's: chat logprobs:true, completions logprobs:0
+  const json msgs = json::parse(R"([{"role":"user","content":"x"}])");
+  EXPECT_FALSE(parse_chat_request(json{{"messages", msgs}}).input.logprobs);
+  EXPECT_FALSE(parse_chat_request(json{{"messages", msgs}, {"logprobs", false}}).input.logprobs);
+  EXPECT_TRUE(parse_chat_request(json{{"messages", msgs}, {"logprobs", true}}).input.logprobs);
+  EXPECT_TRUE(parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 0}}).input.logprobs);
+  EXPECT_TRUE(
+      parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", nullptr}}).input.logprobs);
+  EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}}).input.logprobs);
+  EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}, {"logprobs", nullptr}}).input.logprobs);
+  EXPECT_TRUE(parse_completion_request(json{{"prompt", "x"}, {"logprobs", 0}}).input.logprobs);
+  const ApiError top = refusal_of([&] {
+    parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 3}});
+  });
+  EXPECT_NE(top.message.find("only the chosen token's log-probability is supported"), std::string::npos) << top.message;
+}
+
 struct BadCase {
   const char* body;
   bool chat;
@@ -104,6 +121,16 @@ TEST(OpenAiParse, BadRequestsNamed) {
       {R"({"messages":[{"role":"user","content":"x"}],"ignore_eos":"true"})", true, "ignore_eos", "invalid_parameter"},
       {R"({"prompt":"x","echo":true})", false, "echo", "unsupported_parameter"},
       {R"({"prompt":"x","logprobs":3})", false, "logprobs", "unsupported_parameter"},
+      {R"({"prompt":"x","logprobs":1})", false, "logprobs", "unsupported_parameter"},
+      {R"({"prompt":"x","logprobs":-1})", false, "logprobs", "invalid_parameter"},
+      {R"({"prompt":"x","logprobs":true})", false, "logprobs", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":2})", true, "top_logprobs",
+       "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":1})", true, "top_logprobs",
+       "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":-1})", true, "top_logprobs",
+       "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":"yes"})", true, "logprobs", "invalid_parameter"},
       {R"({"prompt":"x","logit_bias":{"1":5}})", false, "logit_bias", "unsupported_parameter"},
       {R"({})", true, "messages", "invalid_parameter"},
       {R"({"messages":"hi"})", true, "messages", "invalid_parameter"},
@@ -237,6 +264,17 @@ TEST(OpenAiShapes, ChatChunks) {
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["completion_tokens"], 6);
+}
+
+TEST(OpenAiShapes, LogprobsPassThrough) {  // null unless given; the object as given otherwise
+  const json chat_lp = {{"content", json::array({{{"token", "Hi"}, {"logprob", -0.5}, {"bytes", {72, 105}},
+                                                   {"top_logprobs", json::array()}}})}};
+  EXPECT_EQ(chat_json(kMeta, "Hi", "stop", 1, 1, chat_lp)["choices"][0]["logprobs"], chat_lp);
+  EXPECT_EQ(chat_chunk_json(kMeta, std::nullopt, std::string("Hi"), nullptr, chat_lp)["choices"][0]["logprobs"], chat_lp);
+  EXPECT_TRUE(chat_chunk_json(kMeta, std::nullopt, std::string("Hi"), nullptr)["choices"][0]["logprobs"].is_null());
+  const json cmpl_lp = {{"tokens", {"Hi"}}, {"token_logprobs", {-0.5}}, {"top_logprobs", nullptr}, {"text_offset", {0}}};
+  EXPECT_EQ(completion_json(kMeta, "Hi", "stop", 1, 1, cmpl_lp)["choices"][0]["logprobs"], cmpl_lp);
+  EXPECT_EQ(completion_chunk_json(kMeta, "Hi", nullptr, cmpl_lp)["choices"][0]["logprobs"], cmpl_lp);
 }
 
 TEST(OpenAiShapes, SseFraming) {
