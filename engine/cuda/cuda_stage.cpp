@@ -406,44 +406,47 @@ void CudaStage::enqueue_decode_step(int B, int ctx_bucket) {
   enqueue_sampling(B, d_slot_, d_pos_);
 }
 
+void CudaStage::enqueue_chunk(const Batch& b, int c0, int T, const float* host_rows) {
+  upload_step(b, c0, T, T);
+  int n_keys = 1;
+  for (int i = c0; i < c0 + T; ++i) n_keys = std::max(n_keys, b.pos[static_cast<size_t>(i)] + 1);
+  if (first_) {
+    enqueue_embed(T);
+  } else if (host_rows != nullptr) {
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(x_.get(), host_rows, static_cast<size_t>(T) * cfg_.n_embd * sizeof(float),
+                                       cudaMemcpyHostToDevice, stream_.get()));
+  }
+  enqueue_layers(T, n_keys);
+}
+
+int CudaStage::enqueue_logits_rows(const Batch& b, int c0, int T) {
+  const int64_t E = cfg_.n_embd;
+  int n_out = 0;
+  for (int i = c0; i < c0 + T; ++i) {
+    if (!b.logits[static_cast<size_t>(i)]) continue;
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + (i - c0) * E, E * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+    ++n_out;
+  }
+  if (n_out > 0) enqueue_logits(n_out);
+  return n_out;
+}
+
 void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
   PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));
   validate(batch, !first_);
   const int total = batch.n_tokens();
   const int64_t E = cfg_.n_embd, V = cfg_.n_vocab;
   out.clear();
-  if (last_) out.reserve(static_cast<size_t>(batch.n_outputs()) * static_cast<size_t>(V));
-  else out.reserve(static_cast<size_t>(total) * static_cast<size_t>(E));
   for (int c0 = 0; c0 < total; c0 += max_tokens_) {
     const int T = std::min(max_tokens_, total - c0);
-    upload_step(batch, c0, T, T);
-    int n_keys = 1;
-    for (int i = c0; i < c0 + T; ++i) n_keys = std::max(n_keys, batch.pos[i] + 1);
-    if (first_) {
-      enqueue_embed(T);
-    } else {
-      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(x_.get(), batch.hidden + c0 * E, T * E * sizeof(float),
-                                         cudaMemcpyHostToDevice, stream_.get()));
-    }
-    enqueue_layers(T, n_keys);
+    enqueue_chunk(batch, c0, T, first_ ? nullptr : batch.hidden + c0 * E);
+    const size_t old = out.size();
     if (!last_) {
-      const size_t old = out.size();
       out.resize(old + static_cast<size_t>(T * E));
       PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data() + old, x_.get(), T * E * sizeof(float), cudaMemcpyDeviceToHost,
                                          stream_.get()));
-      stream_.synchronize();
-      continue;
-    }
-    int n_out = 0;
-    for (int i = c0; i < c0 + T; ++i) {
-      if (!batch.logits[static_cast<size_t>(i)]) continue;
-      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + (i - c0) * E, E * sizeof(float),
-                                         cudaMemcpyDeviceToDevice, stream_.get()));
-      ++n_out;
-    }
-    if (n_out > 0) {
-      enqueue_logits(n_out);
-      const size_t old = out.size();
+    } else if (const int n_out = enqueue_logits_rows(batch, c0, T); n_out > 0) {
       out.resize(old + static_cast<size_t>(n_out) * static_cast<size_t>(V));
       PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data() + old, logits_.get(), n_out * V * sizeof(float),
                                          cudaMemcpyDeviceToHost, stream_.get()));
@@ -533,31 +536,19 @@ void CudaStage::fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepO
 
 void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
   const int T = b.n_tokens();
-  const int64_t E = cfg_.n_embd, V = cfg_.n_vocab;
-  upload_step(b, 0, T, T);
-  int n_keys = 1;
-  for (int i = 0; i < T; ++i) n_keys = std::max(n_keys, b.pos[i] + 1);
-  if (first_) enqueue_embed(T);
-  enqueue_layers(T, n_keys);
+  enqueue_chunk(b, 0, T, nullptr);  // non-first stages: the transport wrote the rows into x_
   if (!last_) return;
   record_tokens(d_tok_, d_pos_, d_slot_, T, d_history_.get(), opt_.n_ctx, launch());
-  int n_out = 0;
-  for (int i = 0; i < T; ++i) {
-    if (!b.logits[static_cast<size_t>(i)]) continue;
-    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + i * E, E * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, stream_.get()));
-    ++n_out;
-  }
-  out.logits.clear();
+  const int n_out = enqueue_logits_rows(b, 0, T);
   last_rows_ = n_out;
+  out.logits.clear();
   if (n_out == 0) {
     out.tokens.clear();
     out.logprobs.clear();
     return;
   }
-  enqueue_logits(n_out);
   if (want_logits) {
-    out.logits.resize(static_cast<size_t>(n_out) * static_cast<size_t>(V));
+    out.logits.resize(static_cast<size_t>(n_out) * static_cast<size_t>(cfg_.n_vocab));
     PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.logits.data(), logits_.get(), out.logits.size() * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_.get()));
   }

@@ -98,6 +98,11 @@ class CudaStage : public Stage {
   void upload_step(const Batch& b, int c0, int n, int padded);
   // Eager step of the rows in x_ (or embedded); the tail samples the rows that want logits.
   void run_eager(const Batch& b, bool want_logits, StepOutput& out);
+  // Rows [c0, c0 + T) of `b`: uploads the step's ids, embeds (first stage) or copies host_rows
+  // into x_ (when given), and runs the layers.
+  void enqueue_chunk(const Batch& b, int c0, int T, const float* host_rows);
+  // Gathers the chunk's rows that want logits into g_ and projects them into logits_; how many.
+  int enqueue_logits_rows(const Batch& b, int c0, int T);
   // The tail's sampling of n_out rows of logits_ whose slots/positions are at row_slot/row_pos.
   void enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos);
   // Enqueues the forward pass of T tokens whose ids/pos/slots are in d_tok_/d_pos_/d_slot_ (or
