@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <fstream>
 #include <thread>
 
 #include "coordinator/coordinator_options.h"
@@ -75,6 +76,25 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
   return std::make_unique<MpirunLauncher>(mo);
 }
 
+// The secret stages started by hand (--backend attach) must give: --link-secret-file, else
+// $PIPELLM_LINK_SECRET. Launched stages get a fresh one per launch instead (LinkBackend).
+std::string attach_secret(const CoordinatorOptions& o) {
+  std::string s;
+  if (!o.link_secret_file.empty()) {
+    std::ifstream in(o.link_secret_file);
+    if (!in || !std::getline(in, s)) throw Error("--link-secret-file: cannot read '" + o.link_secret_file + "'");
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  } else {
+    s = link::link_secret_from_env();
+  }
+  if (s.size() < 16) {
+    throw InvalidArgument(std::string("--backend attach needs the link secret the stages will give (at least 16 ") +
+                          "characters): --link-secret-file FILE or $" + link::kLinkSecretEnv +
+                          ", and the same in the stages' $" + link::kLinkSecretEnv);
+  }
+  return s;
+}
+
 int run(const CoordinatorOptions& o) {
   std::optional<PipelineConfig> cfg;
   if (!o.config.empty()) cfg = PipelineConfig::load(o.config);
@@ -90,11 +110,15 @@ int run(const CoordinatorOptions& o) {
   std::string kind;
   LinkBackendOptions bo;
   bo.listen = !o.link_listen.empty() ? o.link_listen : (cfg && !cfg->coordinator.empty()) ? cfg->coordinator : "127.0.0.1:0";
+  require_loopback_or_allowed(bo.listen, o.serving.allow_remote, "link (--link or the config's `coordinator`)",
+                              "the link has no TLS; a head proves itself with the launch's secret only");
+  bo.handshake = std::chrono::milliseconds(o.link_handshake_ms);
   bo.restart_on_failure = o.restart_on_failure;
   bo.max_restarts = o.max_restarts;
   bo.startup_timeout = std::chrono::seconds(o.startup_timeout_s);
   auto launcher = make_launcher(o, cfg, model_path, kind);
   if (kind == "attach") {
+    bo.secret = attach_secret(o);
     bo.restart_on_failure = true;  // stages started by hand may come and go
     bo.max_restarts = 1 << 30;
   }

@@ -13,6 +13,11 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "inprocess", "mpirun", "attach"}));
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks one)");
   app.add_option("--link", o.link_listen, "address the head stage connects to (default: config `coordinator`)");
+  app.add_option("--link-secret-file", o.link_secret_file,
+                 "--backend attach: file holding the secret the stages give in $PIPELLM_LINK_SECRET "
+                 "(default: this process's $PIPELLM_LINK_SECRET)");
+  app.add_option("--link-handshake-ms", o.link_handshake_ms, "time a link connection has to say Hello")
+      ->check(CLI::Range(1, 3600000));
   app.add_option("--port-file", o.port_file, "write the gRPC port here when serving");
   app.add_option("--np", o.n_ranks, "MPI ranks (default: the config's stages)");
   app.add_option("--mpirun", o.mpirun, "mpirun program");

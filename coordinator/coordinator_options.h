@@ -13,6 +13,8 @@ struct CoordinatorOptions {
   std::string backend = "auto"; // auto | inprocess | mpirun | attach
   std::string listen = "127.0.0.1:50051";
   std::string link_listen;      // head link address; default: the config's `coordinator`, else 127.0.0.1:0
+  std::string link_secret_file; // attach: the secret the stages' Hello must carry (else $PIPELLM_LINK_SECRET)
+  int link_handshake_ms = 10000; // a link connection's time to say Hello before it is dropped
   std::string port_file;        // write the bound gRPC port here once serving starts
   // mpirun backend
   int n_ranks = 0;              // 0: one per stage of the config

@@ -20,8 +20,10 @@ class HeadProcess {
 class HeadLauncher {
  public:
   virtual ~HeadLauncher() = default;
-  // Starts a head that will connect to `coordinator_address` (host:port). Throws Error.
-  virtual std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address) = 0;
+  // Starts a head that will connect to `coordinator_address` (host:port) and say `secret` in
+  // its Hello (a child process gets it in $PIPELLM_LINK_SECRET, never in its arguments).
+  // Throws Error.
+  virtual std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address, const std::string& secret) = 0;
   virtual std::string describe() const = 0;
 };
 

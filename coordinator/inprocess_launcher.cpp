@@ -16,8 +16,9 @@ namespace {
 
 class HeadThread : public HeadProcess {
  public:
-  HeadThread(Stage& stage, const std::string& name, const InProcessOptions& opt, const std::string& address) {
-    thread_ = std::thread([this, &stage, name, opt, address] {
+  HeadThread(Stage& stage, const std::string& name, const InProcessOptions& opt, const std::string& address,
+             const std::string& secret) {
+    thread_ = std::thread([this, &stage, name, opt, address, secret] {
       std::string why = "the head thread returned";
       try {
         InprocHub hub(1);
@@ -25,8 +26,9 @@ class HeadThread : public HeadProcess {
         StageRunner runner(stage, transport);
         runner.set_step_delay(std::chrono::milliseconds(opt.debug_step_delay_ms));
         const std::string plan = "in-process " + opt.device + ":[0," + std::to_string(stage.config().n_layer) + ")";
-        auto head = link::HeadLink::connect(
-            address, link::hello_for(stage, name, stage.n_ctx(), stage.n_slots(), 1, plan), 10000);
+        link::HelloMsg hello = link::hello_for(stage, name, stage.n_ctx(), stage.n_slots(), 1, plan);
+        hello.secret = secret;
+        auto head = link::HeadLink::connect(address, hello, 10000);
         SchedulerOptions so;
         so.n_slots = stage.n_slots();
         so.n_ctx = stage.n_ctx();
@@ -94,9 +96,9 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
 
 InProcessLauncher::~InProcessLauncher() = default;
 
-std::unique_ptr<HeadProcess> InProcessLauncher::launch(const std::string& coordinator_address) {
+std::unique_ptr<HeadProcess> InProcessLauncher::launch(const std::string& coordinator_address, const std::string& secret) {
   Stage& stage = gpu_ ? *gpu_ : cpu_->stage();
-  return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address);
+  return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address, secret);
 }
 
 }  // namespace pipellm::coord

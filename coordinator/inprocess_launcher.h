@@ -28,7 +28,7 @@ class InProcessLauncher : public HeadLauncher {
   // bad device).
   InProcessLauncher(const std::string& model_path, const InProcessOptions& opt);
   ~InProcessLauncher() override;
-  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address) override;
+  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address, const std::string& secret) override;
   std::string describe() const override { return "in-process engine on " + opt_.device; }
 
  private:

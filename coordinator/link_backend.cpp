@@ -15,7 +15,9 @@ const char* backend_state_name(BackendState s) {
 }
 
 LinkBackend::LinkBackend(std::unique_ptr<HeadLauncher> launcher, const LinkBackendOptions& opt)
-    : launcher_(std::move(launcher)), opt_(opt), link_(opt.listen) {}
+    : launcher_(std::move(launcher)), opt_(opt), link_(opt.listen, opt.handshake) {
+  link_.on_refused([](const std::string& why) { spdlog::warn("backend: {}", why); });
+}
 
 LinkBackend::~LinkBackend() { stop(); }
 
@@ -81,7 +83,8 @@ void LinkBackend::watch() {
     first = false;
     state_ = BackendState::Starting;
     try {
-      head_ = launcher_->launch(link_.address());
+      secret_ = opt_.secret.empty() ? link::new_link_secret() : opt_.secret;
+      head_ = launcher_->launch(link_.address(), secret_);
     } catch (const std::exception& e) {
       go_down(std::string("cannot launch the stages: ") + e.what());
       continue;
@@ -111,10 +114,8 @@ bool LinkBackend::wait_for_hello() {
       return false;
     }
     try {
-      if (!link_.connected() && !link_.accept(100)) continue;
-      auto m = link_.receive(100);
-      if (!m) continue;
-      if (const auto* h = std::get_if<link::HelloMsg>(&*m)) {
+      const auto h = link_.accept_head(secret_, 100);
+      if (h) {
         spdlog::info("backend: head connected: model {} ({}), n_ctx {}, {} sequences, {} stage(s) {}", h->model_name,
                      h->arch, h->n_ctx, h->max_sequences, h->n_stages, h->plan);
         {
@@ -128,8 +129,6 @@ bool LinkBackend::wait_for_hello() {
         listener_->on_up(*h);
         return true;
       }
-      spdlog::warn("backend: head sent a message before Hello; dropping the connection");
-      link_.disconnect();
     } catch (const link::LinkError& e) {
       spdlog::warn("backend: head connection failed during startup: {}", e.what());
     }
@@ -138,8 +137,13 @@ bool LinkBackend::wait_for_hello() {
 }
 
 void LinkBackend::serve_connected() {
+  auto next_refusal = std::chrono::steady_clock::now();
   while (!stopping_.load()) {
     try {
+      if (std::chrono::steady_clock::now() >= next_refusal) {
+        link_.refuse_newcomers();  // one head per launch
+        next_refusal = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+      }
       auto m = link_.receive(100);
       if (!m) {
         if (auto why = head_ ? head_->exited() : std::nullopt) {

@@ -1,5 +1,6 @@
 // A Backend whose head stage speaks the link protocol (engine/link): it listens on a
-// CoordinatorLink, has its HeadLauncher start the head, waits for Hello, then relays messages.
+// CoordinatorLink, has its HeadLauncher start the head with a fresh secret, waits for the Hello
+// carrying that secret (any other connection is dropped and logged), then relays messages.
 // A watcher thread reads the link and watches the head: when the link drops or the head
 // exits, the listener hears on_down(reason); with restart_on_failure the head is launched again.
 // A writer thread sends queued messages so no caller ever blocks on the socket.
@@ -25,6 +26,10 @@ namespace pipellm::coord {
 
 struct LinkBackendOptions {
   std::string listen = "127.0.0.1:0";  // where the head connects
+  // The secret the head must say in its Hello. Empty: a fresh one for every launch (the
+  // launcher hands it over); set for stages started by hand (attach), which know it beforehand.
+  std::string secret;
+  std::chrono::milliseconds handshake{10000};  // connect -> Hello, else the connection is dropped
   bool restart_on_failure = false;
   int max_restarts = 10;                              // then stay down
   std::chrono::milliseconds startup_timeout{120000};  // launch -> Hello
@@ -64,6 +69,7 @@ class LinkBackend : public Backend {
   link::CoordinatorLink link_;
   BackendListener* listener_ = nullptr;
   std::unique_ptr<HeadProcess> head_;  // watcher thread only
+  std::string secret_;                 // this launch's; watcher thread only
   std::map<int32_t, link::StageStatsMsg> stage_stats_;  // by rank; watcher thread only
   std::atomic<BackendState> state_{BackendState::Starting};
   std::atomic<bool> stopping_{false};

@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     std::string name = cfg.model.substr(cfg.model.find_last_of('/') + 1);
     auto hello = link::hello_for(m->stage(), name, cfg.context_length, cfg.max_sequences, 1,
                                  "link-head:[0," + std::to_string(m->config().n_layer) + ")");
+    hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
+    if (hello.secret.empty()) throw InvalidArgument(std::string("$") + link::kLinkSecretEnv + " is not set");
     auto head = link::HeadLink::connect(coordinator, hello, 30000);
     link::serve_link(runner, *head, scheduler_options(cfg, m->stage()), m->config().n_vocab, nullptr);
     return 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "coordinator/child_process.h"
+#include "engine/link/coordinator_link.h"
 
 namespace pipellm::coord {
 
@@ -13,7 +14,7 @@ std::vector<std::string> mpirun_argv(const MpirunOptions& opt, const std::string
     a.push_back("--allow-run-as-root");
     a.push_back("--oversubscribe");
   }
-  a.insert(a.end(), {"-np", std::to_string(opt.n_ranks)});
+  a.insert(a.end(), {"-np", std::to_string(opt.n_ranks), "-x", link::kLinkSecretEnv});
   a.insert(a.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
   a.insert(a.end(), {opt.stage_binary, "--config", opt.config_path, "--coordinator", coordinator_address});
   a.insert(a.end(), opt.stage_args.begin(), opt.stage_args.end());
@@ -24,7 +25,8 @@ namespace {
 
 class ChildHead : public HeadProcess {
  public:
-  ChildHead(const std::vector<std::string>& argv) : child_(argv, {}) {}
+  ChildHead(const std::vector<std::string>& argv, const std::string& secret)
+      : child_(argv, {std::string(link::kLinkSecretEnv) + "=" + secret}) {}
   std::optional<std::string> exited() override { return child_.exited(); }
   void terminate(std::chrono::milliseconds grace) override { child_.terminate(grace); }
 
@@ -46,17 +48,17 @@ std::string join(const std::vector<std::string>& v) {
 
 }  // namespace
 
-std::unique_ptr<HeadProcess> MpirunLauncher::launch(const std::string& coordinator_address) {
+std::unique_ptr<HeadProcess> MpirunLauncher::launch(const std::string& coordinator_address, const std::string& secret) {
   const auto argv = mpirun_argv(opt_, coordinator_address);
-  spdlog::info("backend: launching: {}", join(argv));
-  return std::make_unique<ChildHead>(argv);
+  spdlog::info("backend: launching: {} (the link secret in ${})", join(argv), link::kLinkSecretEnv);
+  return std::make_unique<ChildHead>(argv, secret);
 }
 
 std::string MpirunLauncher::describe() const {
   return "mpirun -np " + std::to_string(opt_.n_ranks) + " " + opt_.stage_binary + " --config " + opt_.config_path;
 }
 
-std::unique_ptr<HeadProcess> AttachLauncher::launch(const std::string& coordinator_address) {
+std::unique_ptr<HeadProcess> AttachLauncher::launch(const std::string& coordinator_address, const std::string&) {
   spdlog::info("backend: waiting for stages started by hand to connect to {}", coordinator_address);
   return std::make_unique<Attached>();
 }

@@ -1,6 +1,8 @@
-// The head as rank 0 of an MPI job: `mpirun -np N pipellm-stage --config X.yaml --coordinator
-// ADDR`, started from an argument vector (no shell: no config value can inject a command).
-// AttachLauncher starts nothing: stages started by hand connect to the coordinator's address.
+// The head as rank 0 of an MPI job: `mpirun -np N -x PIPELLM_LINK_SECRET pipellm-stage --config
+// X.yaml --coordinator ADDR`, started from an argument vector (no shell: no config value can
+// inject a command); the launch's secret goes in the environment, not on the command line.
+// AttachLauncher starts nothing: stages started by hand connect to the coordinator's address
+// (with the secret the coordinator was given, LinkBackendOptions::secret).
 #pragma once
 #include <string>
 #include <vector>
@@ -25,7 +27,7 @@ std::vector<std::string> mpirun_argv(const MpirunOptions& opt, const std::string
 class MpirunLauncher : public HeadLauncher {
  public:
   explicit MpirunLauncher(MpirunOptions opt) : opt_(std::move(opt)) {}
-  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address) override;
+  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address, const std::string& secret) override;
   std::string describe() const override;
 
  private:
@@ -34,7 +36,7 @@ class MpirunLauncher : public HeadLauncher {
 
 class AttachLauncher : public HeadLauncher {
  public:
-  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address) override;
+  std::unique_ptr<HeadProcess> launch(const std::string& coordinator_address, const std::string& secret) override;
   std::string describe() const override { return "attached stages"; }
 };
 

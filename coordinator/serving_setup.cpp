@@ -38,15 +38,20 @@ ApiKeys load_api_keys(const ServingOptions& o) {
   return keys;
 }
 
-void check_listen_address(const std::string& address, const ServingOptions& o, const char* front_door) {
-  const auto [host, port] = split_host_port(address);
-  (void)port;
-  if (!is_loopback_host(host) && !o.allow_remote) {
-    throw InvalidArgument(std::string(front_door) + ": listening on '" + address +
-                          "' reaches beyond this machine; pass --allow-remote to mean it (and consider --api-keys-file "
-                          "and --tls-cert)");
+void require_loopback_or_allowed(const std::string& address, bool allow_remote, const std::string& what,
+                                 const std::string& advice) {
+  const std::string host = split_host_port(address).first;
+  if (!is_loopback_host(host) && !allow_remote) {
+    throw InvalidArgument(what + ": listening on '" + address + "' reaches beyond this machine; pass --allow-remote to mean it (" +
+                          advice + ")");
   }
-  if (!is_loopback_host(host) && o.tls_cert.empty()) spdlog::warn("{}: listening on {} without TLS", front_door, address);
+}
+
+void check_listen_address(const std::string& address, const ServingOptions& o, const char* front_door) {
+  require_loopback_or_allowed(address, o.allow_remote, front_door, "and consider --api-keys-file and --tls-cert");
+  if (!is_loopback_host(split_host_port(address).first) && o.tls_cert.empty()) {
+    spdlog::warn("{}: listening on {} without TLS", front_door, address);
+  }
 }
 
 bool grpc_built() {

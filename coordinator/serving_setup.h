@@ -14,7 +14,11 @@ namespace pipellm::coord {
 
 // --api-keys-file and $PIPELLM_API_KEYS; logs how many keys (never the keys).
 ApiKeys load_api_keys(const ServingOptions& o);
-// Throws InvalidArgument unless `address` is loopback or --allow-remote was given.
+// The loopback rule of every port the coordinator listens on (the front doors, the stage link):
+// throws InvalidArgument naming `what` unless `address` is loopback or allow_remote is set.
+void require_loopback_or_allowed(const std::string& address, bool allow_remote, const std::string& what,
+                                 const std::string& advice);
+// The rule for a front door (and a warning when it reaches beyond this machine without TLS).
 void check_listen_address(const std::string& address, const ServingOptions& o, const char* front_door);
 // A PEM file's contents; throws Error naming the file ("tls: cannot read the key '...'").
 std::string read_tls_file(const std::string& path, const char* what);

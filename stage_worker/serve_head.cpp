@@ -34,8 +34,14 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet) {
-  const link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
-                                               cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
+  link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
+                                         cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
+  hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
+  if (hello.secret.empty()) {
+    throw InvalidArgument(std::string("--coordinator: $") + link::kLinkSecretEnv +
+                          " is not set (the coordinator sets it when it launches the stages; for --backend attach "
+                          "export the coordinator's secret)");
+  }
   auto head = link::HeadLink::connect(address, hello, 30000);
   if (!quiet) std::fprintf(stderr, "pipellm-stage: rank 0 serving the coordinator at %s (%s)\n", address.c_str(), hello.plan.c_str());
   const link::ServeResult r = link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab,

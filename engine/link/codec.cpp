@@ -202,6 +202,7 @@ std::vector<uint8_t> encode_one(const HelloMsg& m) {
   w.i32(m.max_sequences);
   w.i32(m.n_stages);
   w.str(m.plan);
+  w.str(m.secret);
   return w.finish();
 }
 std::vector<uint8_t> encode_one(const TokenMsg& m) {
@@ -302,6 +303,7 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       m.max_sequences = r.i32("max_sequences");
       m.n_stages = r.i32("n_stages");
       m.plan = r.str("plan");
+      m.secret = r.str("secret");
       r.done();
       return m;
     }

@@ -15,7 +15,7 @@
 
 namespace pipellm::link {
 
-constexpr uint32_t kProtocolVersion = 2;  // 2: the sampling chain
+constexpr uint32_t kProtocolVersion = 3;  // 2: the sampling chain; 3: Hello.secret
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;
@@ -45,6 +45,9 @@ struct HelloMsg {
   int32_t max_sequences = 0;  // sequences in flight at once
   int32_t n_stages = 1;
   std::string plan;  // human-readable layer partition, e.g. "rank0:[0,4) rank1:[4,8)"
+  // The launch's secret (PIPELLM_LINK_SECRET), proving the coordinator launched this head; the
+  // coordinator drops a connection whose Hello does not carry the current launch's secret.
+  std::string secret;
 };
 
 struct TokenMsg {

@@ -85,17 +85,24 @@ TcpListener::TcpListener(const HostPort& addr) : host_(addr.host) {
   port_ = ntohs(bound.sin_port);
 }
 
-Fd TcpListener::accept(int timeout_ms) {
+Fd TcpListener::accept(int timeout_ms, std::string* peer) {
   pollfd p{fd_.get(), POLLIN, 0};
   const int rc = ::poll(&p, 1, timeout_ms);
   if (rc < 0 && errno != EINTR) throw LinkError("link: poll on listener: " + errno_text(errno));
   if (rc <= 0) return Fd();
-  Fd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  sockaddr_in from{};
+  socklen_t from_len = sizeof from;
+  Fd c(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&from), &from_len, SOCK_CLOEXEC));
   if (!c.valid()) {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return Fd();
     throw LinkError("link: accept: " + errno_text(errno));
   }
   set_nodelay(c.get());
+  if (peer != nullptr) {
+    char ip[INET_ADDRSTRLEN] = "?";
+    ::inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
+    *peer = std::string(ip) + ":" + std::to_string(ntohs(from.sin_port));
+  }
   return c;
 }
 

@@ -50,8 +50,9 @@ class TcpListener {
   explicit TcpListener(const HostPort& addr);
   uint16_t port() const { return port_; }
   const std::string& host() const { return host_; }
-  // The next connection, or an invalid Fd after timeout_ms (-1: wait forever).
-  Fd accept(int timeout_ms);
+  // The next connection, or an invalid Fd after timeout_ms (-1: wait forever). `peer`, when
+  // given, gets the connection's "address:port".
+  Fd accept(int timeout_ms, std::string* peer = nullptr);
 
  private:
   Fd fd_;

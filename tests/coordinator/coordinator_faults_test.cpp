@@ -12,6 +12,7 @@
 #include <fstream>
 #include <thread>
 
+#include "engine/link/coordinator_link.h"
 #include "tests/coordinator/coordinator_process.h"
 
 namespace pipellm::test {
@@ -134,6 +135,99 @@ TEST(Faults, StagesThatNeverStartAreReportedAsUnavailable) {
   const auto res = generate(coord.stub(), r, 5000);
   EXPECT_EQ(res.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_NE(res.status.error_message().find("exit status 1"), std::string::npos) << res.status.error_message();
+}
+
+// The coordinator's link port as its log names it ("(link 127.0.0.1:PORT)").
+std::string link_address(const CoordinatorProcess& coord) {
+  const std::string log = coord.log();
+  const size_t at = log.find("(link ");
+  if (at == std::string::npos) return "";
+  return log.substr(at + 6, log.find(')', at) - at - 6);
+}
+
+// Whether the coordinator drops `head` (LinkClosed) within timeout_ms.
+bool dropped(link::HeadLink& head, int timeout_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  try {
+    while (std::chrono::steady_clock::now() < until) head.poll(50);
+  } catch (const link::LinkClosed&) {
+    return true;
+  }
+  return false;
+}
+
+// Issue 21: processes that connect to the link port are not taken for the head. A fake head (no
+// secret, or a guessed one) and an idle connection are dropped while the head serves; at the
+// restart after the head dies, the relaunched head (and only it) is accepted despite a fake and
+// an idle connection waiting, and requests are served by it.
+TEST(Faults, OnlyTheLaunchedHeadIsTakenOnTheLink) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found";
+  TempDir dir;
+  const std::string cfg = dir.file("one.yaml");
+  std::ofstream(cfg) << "model: " << model_path("tiny-llama-Q8_0") << "\ncontext_length: 256\nmax_sequences: 2\n"
+                     << "threads: 1\nstages:\n  - device: cpu\n";
+  const std::string pid_file = dir.file("head.pid");
+  CoordinatorProcess coord({"--config", cfg, "--backend", "mpirun", "--np", "1", "--stage-bin", PIPELLM_LINK_HEAD_BIN,
+                            "--stage-arg=--pid-file", "--stage-arg", pid_file, "--restart-on-failure",
+                            "--link-handshake-ms", "1000"});
+  ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
+  const std::string addr = link_address(coord);
+  ASSERT_FALSE(addr.empty()) << coord.log();
+  const pid_t head = read_pid(pid_file, 5000);
+  ASSERT_GT(head, 0);
+  std::remove(pid_file.c_str());
+
+  link::HelloMsg fake_hello;
+  fake_hello.model_name = "fake";
+  fake_hello.n_vocab = 32000;
+  fake_hello.n_ctx = 256;
+  fake_hello.max_sequences = 2;
+  auto fake = link::HeadLink::connect(addr, fake_hello, 5000);
+  link::Fd idle = link::tcp_connect(link::HostPort::parse(addr), 5000);
+  EXPECT_TRUE(dropped(*fake, 5000)) << "a second head was kept while the launched one serves\n" << coord.log();
+
+  // The head dies; before the relaunch a fake with a guessed secret and an idle connection wait.
+  ASSERT_EQ(::kill(head, SIGKILL), 0);
+  EXPECT_TRUE(coord.wait_health("NOT_SERVING", 5000)) << coord.log();
+  fake_hello.secret = std::string(32, '0');
+  auto fake2 = link::HeadLink::connect(addr, fake_hello, 5000);
+  link::Fd idle2 = link::tcp_connect(link::HostPort::parse(addr), 5000);
+  ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
+  EXPECT_GT(read_pid(pid_file, 10000), 0) << coord.log();
+  EXPECT_TRUE(dropped(*fake2, 5000)) << coord.log();
+  v1::GenerateRequest r;
+  r.set_text("after the restart");
+  r.set_max_tokens(3);
+  r.set_ignore_eos(true);
+  const auto res = generate(coord.stub(), r, 20000);
+  EXPECT_TRUE(res.status.ok()) << res.status.error_message() << "\n" << coord.log();
+  EXPECT_EQ(res.ids.size(), 3u);
+  const std::string log = coord.log();
+  EXPECT_NE(log.find("refused the connection from 127.0.0.1:"), std::string::npos) << log;
+  EXPECT_NE(log.find("a head is already connected"), std::string::npos) << log;
+  EXPECT_NE(log.find("the wrong secret"), std::string::npos) << log;
+  EXPECT_EQ(log.find("model fake"), std::string::npos) << log;
+}
+
+TEST(Faults, LinkBeyondLoopbackNeedsAllowRemote) {
+  try {
+    CoordinatorProcess coord({"--model", model_path("tiny-llama-Q8_0"), "--link", "0.0.0.0:0"});
+    FAIL() << "the coordinator started with --link 0.0.0.0:0 and no --allow-remote\n" << coord.log();
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("exit status 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("link"), std::string::npos) << what;
+    EXPECT_NE(what.find("'0.0.0.0:0' reaches beyond this machine; pass --allow-remote"), std::string::npos) << what;
+  }
+}
+
+TEST(Faults, AttachNeedsALinkSecret) {
+  try {
+    CoordinatorProcess coord({"--model", model_path("tiny-llama-Q8_0"), "--backend", "attach"});
+    FAIL() << "attach without a link secret started\n" << coord.log();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--backend attach needs the link secret"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

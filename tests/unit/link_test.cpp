@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <thread>
@@ -66,9 +68,11 @@ TEST(LinkCodec, HeadMessagesRoundTrip) {
   h.max_sequences = 8;
   h.n_stages = 2;
   h.plan = "rank0:[0,2) rank1:[2,4)";
+  h.secret = "0123456789abcdef0123456789abcdef";
   auto b = body_of(encode(HeadMessage{h}));
   auto m = decode_head_message(b.data(), b.size());
   const auto& hr = std::get<HelloMsg>(m);
+  EXPECT_EQ(hr.secret, h.secret);
   EXPECT_EQ(hr.model_name, "tiny");
   EXPECT_EQ(hr.plan, h.plan);
   EXPECT_EQ(hr.n_ctx, 512);
@@ -199,20 +203,38 @@ TEST(LinkCodec, RandomBytesNeverCrash) {
   EXPECT_GT(errors, 0);
 }
 
+const std::string kSecret = "00112233445566778899aabbccddeeff";
+
+HelloMsg hello_with(const std::string& secret, const std::string& model = "m") {
+  HelloMsg h;
+  h.model_name = model;
+  h.secret = secret;
+  return h;
+}
+
+// A head connected (and accepted) on `coord`.
+std::unique_ptr<HeadLink> connected_head(CoordinatorLink& coord, const HelloMsg& hello = hello_with(kSecret)) {
+  std::unique_ptr<HeadLink> head;
+  std::thread t([&] { head = HeadLink::connect(coord.address(), hello, 5000); });
+  const auto h = coord.accept_head(hello.secret, 5000);
+  t.join();
+  EXPECT_TRUE(h.has_value());
+  return head;
+}
+
 TEST(LinkSession, LoopbackRequestAndTokens) {
   CoordinatorLink coord("127.0.0.1:0");
   ASSERT_GT(coord.port(), 0);
-  HelloMsg hello;
-  hello.model_name = "m";
+  HelloMsg hello = hello_with(kSecret);
   hello.n_ctx = 128;
   hello.max_sequences = 4;
   std::unique_ptr<HeadLink> head;
   std::thread t([&] { head = HeadLink::connect(coord.address(), hello, 5000); });
-  ASSERT_TRUE(coord.accept(5000));
+  const auto h = coord.accept_head(kSecret, 5000);
   t.join();
-  auto m = coord.receive(5000);
-  ASSERT_TRUE(m && std::holds_alternative<HelloMsg>(*m));
-  EXPECT_EQ(std::get<HelloMsg>(*m).max_sequences, 4);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->max_sequences, 4);
+  EXPECT_TRUE(coord.connected());
 
   EXPECT_TRUE(head->poll(0).empty());
   coord.send(sample_submit());
@@ -246,11 +268,13 @@ TEST(LinkSession, LoopbackRequestAndTokens) {
   EXPECT_THROW(coord.send(CancelRequest{1}), LinkClosed);
 }
 
-// Writes raw bytes to the coordinator as a misbehaving head would.
+// Writes raw bytes to the coordinator as a misbehaving head would (after its Hello).
 void expect_malformed(const std::vector<uint8_t>& bytes, const std::string& expect) {
   CoordinatorLink coord("127.0.0.1:0");
   Fd fd = tcp_connect(HostPort::parse(coord.address()), 5000);
-  ASSERT_TRUE(coord.accept(5000));
+  const auto hello = encode(HeadMessage{hello_with(kSecret)});
+  ASSERT_EQ(::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL), static_cast<ssize_t>(hello.size()));
+  ASSERT_TRUE(coord.accept_head(kSecret, 5000));
   ASSERT_EQ(::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
   try {
     coord.receive(5000);
@@ -260,9 +284,7 @@ void expect_malformed(const std::vector<uint8_t>& bytes, const std::string& expe
   }
   EXPECT_FALSE(coord.connected());
   // The link accepts a well-behaved head afterwards.
-  std::thread t([&] { HeadLink::connect(coord.address(), HelloMsg{}, 5000); });
-  EXPECT_TRUE(coord.accept(5000));
-  t.join();
+  EXPECT_TRUE(connected_head(coord));
 }
 
 TEST(LinkSession, MalformedFramesAreClearErrors) {
@@ -274,12 +296,142 @@ TEST(LinkSession, MalformedFramesAreClearErrors) {
 
 TEST(LinkSession, HeadSeesCoordinatorGoAway) {
   auto coord = std::make_unique<CoordinatorLink>("127.0.0.1:0");
-  std::unique_ptr<HeadLink> head;
-  std::thread t([&] { head = HeadLink::connect(coord->address(), HelloMsg{}, 5000); });
-  ASSERT_TRUE(coord->accept(5000));
-  t.join();
+  auto head = connected_head(*coord);
+  ASSERT_TRUE(head);
   coord.reset();
   EXPECT_THROW(head->poll(5000), LinkClosed);
+}
+
+// Whether the coordinator closed `fd` within timeout_ms (EOF or reset; data is ignored).
+bool closed_by_peer(const Fd& fd, int timeout_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    char buf[256];
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// Whether the head's connection ends (LinkClosed) within timeout_ms.
+bool head_dropped(HeadLink& head, int timeout_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  try {
+    while (std::chrono::steady_clock::now() < until) head.poll(50);
+  } catch (const LinkClosed&) {
+    return true;
+  }
+  return false;
+}
+
+struct Refusals {
+  std::vector<std::string> lines;
+  bool any(const std::string& part) const {
+    for (const auto& l : lines) {
+      if (l.find(part) != std::string::npos) return true;
+    }
+    return false;
+  }
+};
+
+TEST(LinkHandshake, SecretsAreFreshHex) {
+  const std::string a = new_link_secret(), b = new_link_secret();
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos) << a;
+  EXPECT_NE(a, b);
+}
+
+TEST(LinkHandshake, WrongOrMissingSecretIsRefusedAndTheLaunchedHeadServes) {
+  CoordinatorLink coord("127.0.0.1:0");
+  Refusals r;
+  coord.on_refused([&](const std::string& l) { r.lines.push_back(l); });
+  // Three impostors connect first: no secret, a wrong one, and one that sends a Token first.
+  auto no_secret = HeadLink::connect(coord.address(), hello_with("", "fake1"), 5000);
+  auto wrong = HeadLink::connect(coord.address(), hello_with("ffffffffffffffffffffffffffffffff", "fake2"), 5000);
+  Fd rude = tcp_connect(HostPort::parse(coord.address()), 5000);
+  const auto tok = encode(HeadMessage{TokenMsg{1, 2}});
+  ASSERT_EQ(::send(rude.get(), tok.data(), tok.size(), MSG_NOSIGNAL), static_cast<ssize_t>(tok.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::unique_ptr<HeadLink> head;
+  std::thread t([&] { head = HeadLink::connect(coord.address(), hello_with(kSecret, "real"), 5000); });
+  const auto h = coord.accept_head(kSecret, 5000);
+  t.join();
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->model_name, "real");
+  EXPECT_TRUE(head_dropped(*no_secret, 2000));
+  EXPECT_TRUE(head_dropped(*wrong, 2000));
+  EXPECT_TRUE(closed_by_peer(rude, 2000));
+  EXPECT_TRUE(r.any("no secret")) << ::testing::PrintToString(r.lines);
+  EXPECT_TRUE(r.any("the wrong secret")) << ::testing::PrintToString(r.lines);
+  EXPECT_TRUE(r.any("sent Token before Hello")) << ::testing::PrintToString(r.lines);
+  EXPECT_TRUE(r.any("from 127.0.0.1:")) << ::testing::PrintToString(r.lines);
+  // The real head is the one served.
+  coord.send(CancelRequest{9});
+  std::vector<CoordinatorMessage> got;
+  for (int i = 0; i < 50 && got.empty(); ++i) got = head->poll(100);
+  ASSERT_EQ(got.size(), 1u);
+  head->send(TokenMsg{9, 5});
+  auto m = coord.receive(5000);
+  ASSERT_TRUE(m && std::holds_alternative<TokenMsg>(*m));
+  EXPECT_THROW(coord.accept_head("", 10), InvalidArgument);
+}
+
+TEST(LinkHandshake, IdleConnectionDoesNotBlockTheHeadAndIsDroppedAtTheDeadline) {
+  CoordinatorLink coord("127.0.0.1:0", std::chrono::milliseconds(300));
+  Refusals r;
+  coord.on_refused([&](const std::string& l) { r.lines.push_back(l); });
+  // Alone, an idle connection is dropped when its handshake time is up.
+  Fd idle = tcp_connect(HostPort::parse(coord.address()), 5000);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(coord.accept_head(kSecret, 1000).has_value());
+  EXPECT_TRUE(closed_by_peer(idle, 100));
+  EXPECT_TRUE(r.any("no Hello within 300 ms")) << ::testing::PrintToString(r.lines);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(3000));
+  // An idle connection ahead of the head does not delay it (the handshake is long here).
+  CoordinatorLink slow("127.0.0.1:0", std::chrono::milliseconds(60000));
+  Fd idle2 = tcp_connect(HostPort::parse(slow.address()), 5000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto t1 = std::chrono::steady_clock::now();
+  std::unique_ptr<HeadLink> head;
+  std::thread t([&] { head = HeadLink::connect(slow.address(), hello_with(kSecret), 5000); });
+  const auto h = slow.accept_head(kSecret, 5000);
+  t.join();
+  ASSERT_TRUE(h.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(2000));
+  EXPECT_TRUE(closed_by_peer(idle2, 1000));  // dropped: this launch has its head
+}
+
+TEST(LinkHandshake, OneHeadPerLaunchAndStaleConnectionsAreRefused) {
+  CoordinatorLink coord("127.0.0.1:0");
+  Refusals r;
+  coord.on_refused([&](const std::string& l) { r.lines.push_back(l); });
+  auto head = connected_head(coord);
+  ASSERT_TRUE(head);
+  // A second connection, even with the right secret, is dropped while the head serves.
+  auto second = HeadLink::connect(coord.address(), hello_with(kSecret, "second"), 5000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  coord.refuse_newcomers();
+  EXPECT_TRUE(head_dropped(*second, 2000));
+  EXPECT_TRUE(r.any("a head is already connected")) << ::testing::PrintToString(r.lines);
+  EXPECT_TRUE(coord.connected());
+  head->send(TokenMsg{1, 2});
+  EXPECT_TRUE(coord.receive(5000).has_value());
+  // The next launch (a new secret): a connection still holding the old launch's secret is refused.
+  coord.disconnect();
+  auto stale = HeadLink::connect(coord.address(), hello_with(kSecret, "stale"), 5000);
+  const std::string next = new_link_secret();
+  std::unique_ptr<HeadLink> head2;
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    head2 = HeadLink::connect(coord.address(), hello_with(next, "next"), 5000);
+  });
+  const auto h = coord.accept_head(next, 5000);
+  t.join();
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->model_name, "next");
+  EXPECT_TRUE(head_dropped(*stale, 2000));
+  EXPECT_TRUE(r.any("the wrong secret")) << ::testing::PrintToString(r.lines);
 }
 
 TEST(LinkAddress, Parse) {

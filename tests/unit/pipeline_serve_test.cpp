@@ -23,6 +23,7 @@ namespace {
 
 constexpr const char* kModel = "tiny-llama-Q8_0";
 constexpr int kCtx = 128;
+const std::string kSecret = "0123456789abcdef0123456789abcdef";
 
 struct Outcome {
   std::vector<int32_t> tokens;
@@ -45,9 +46,7 @@ class ServedPipeline {
       stages_.push_back(std::make_unique<CpuStage>(*file_, cfg_, LayerRange{i, i + 1}, i == 0, i == 1, so, *pools_.back()));
     }
     head_ = std::thread([this] { serve(); });
-    if (!coord_.accept(10000)) throw Error("the head did not connect");
-    auto hello = coord_.receive(10000);
-    if (!hello || !std::holds_alternative<link::HelloMsg>(*hello)) throw Error("no Hello");
+    if (!coord_.accept_head(kSecret, 10000)) throw Error("the head did not connect");
   }
   ~ServedPipeline() {
     if (head_.joinable()) {
@@ -99,6 +98,7 @@ class ServedPipeline {
       hello.n_ctx = kCtx;
       hello.max_sequences = 2;
       hello.n_stages = 2;
+      hello.secret = kSecret;
       auto head = link::HeadLink::connect(coord_.address(), hello, 10000);
       SchedulerOptions so;
       so.n_slots = 2;
