@@ -19,10 +19,12 @@ stage_count() {
   echo "$n"
 }
 
-# mpirun flags every launch needs: root (containers, CI) and more ranks than local cores.
+# mpirun flags every launch needs: root (containers, CI), more ranks than local cores, and the
+# link secret of a coordinator in attach mode (stages serving it prove they are the head with it).
 mpirun_flags() {
   local ranks="$1" flags=()
   [[ "$(id -u)" == 0 ]] && flags+=(--allow-run-as-root)
+  [[ -n "${PIPELLM_LINK_SECRET:-}" ]] && flags+=(-x PIPELLM_LINK_SECRET)
   (( ranks > $(nproc) )) && flags+=(--oversubscribe)
   echo "${flags[@]}"
 }
