@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "coordinator/generation.h"
+#include "coordinator/http_gate.h"
 #include "coordinator/http_openai.h"
 
 namespace pipellm::coord {
@@ -39,7 +40,8 @@ struct HttpFrontDoor::Impl {
   FrontDoorContext ctx;
   HttpOptions opt;
   std::unique_ptr<httplib::Server> server;
-  std::thread thread;
+  std::unique_ptr<HttpGate> gate;  // plain HTTP: our own connection handling
+  std::thread thread;              // TLS: cpp-httplib's own listen loop
   int port = 0;
   bool tls = false;
   std::atomic<bool> stopped{false};
@@ -422,6 +424,25 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
     m.server = std::make_unique<httplib::Server>();
   }
   m.routes();
+  if (!m.tls) {
+    HttpGateLimits l;
+    l.workers = std::max(2, m.opt.threads);
+    l.max_header_bytes = m.opt.max_header_bytes;
+    l.max_headers = m.opt.max_headers;
+    l.header_timeout_ms = m.opt.header_timeout_ms;
+    l.read_timeout_ms = m.opt.read_timeout_ms;
+    l.max_connections = m.opt.max_connections;
+    l.max_connections_per_client = m.opt.max_connections_per_client;
+    m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, [&m](int status) {
+      m.ctx.metrics.count_request("http", "other", std::to_string(status));
+    });
+    m.port = m.gate->port();
+    return;
+  }
+  // TLS: cpp-httplib's own loop (the gate cannot read encrypted headers). Bounded per read only:
+  // see README, "HTTP limits".
+  m.server->set_read_timeout(std::max(1, m.opt.header_timeout_ms / 1000));
+  m.server->set_keep_alive_timeout(std::max(1, m.opt.header_timeout_ms / 1000));
   // cpp-httplib listens with a backlog of 5, too few for bursts of clients: remember the
   // listening socket and widen its backlog after the bind (listen() again updates it).
   int listen_fd = -1;
@@ -445,6 +466,7 @@ bool HttpFrontDoor::tls() const { return impl_->tls; }
 
 void HttpFrontDoor::stop() {
   if (impl_->stopped.exchange(true)) return;
+  if (impl_->gate) impl_->gate->stop();
   impl_->server->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

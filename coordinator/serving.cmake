@@ -15,7 +15,7 @@ target_link_libraries(pipellm_serving PUBLIC pipellm_coordinator_core)
 
 if(PIPELLM_HTTPLIB_FOUND AND NLOHMANN_JSON_INCLUDE_DIR)
   message(STATUS "PipeLLM: HTTP front door with cpp-httplib ${PIPELLM_HTTPLIB_VERSION}")
-  add_library(pipellm_http STATIC http_openai.cpp http_server.cpp)
+  add_library(pipellm_http STATIC http_gate.cpp http_openai.cpp http_server.cpp)
   target_link_libraries(pipellm_http PUBLIC pipellm_serving PkgConfig::PIPELLM_HTTPLIB)
   set(PIPELLM_HTTP_ENABLED ON)
 else()

@@ -24,6 +24,7 @@ class ServingProcess {
   ~ServingProcess();
 
   int http_port() const { return http_port_; }
+  pid_t pid() const { return child_->pid(); }
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::unique_ptr<httplib::Client> http() const;  // a new client (one per thread)
   pipellm::v1::PipeLLM::Stub& stub() { return *stub_; }

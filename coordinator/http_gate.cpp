@@ -1,0 +1,439 @@
+#include "coordinator/http_gate.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/util/error.h"
+
+namespace pipellm::coord {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kListenBacklog = 1024;
+
+// Reaches cpp-httplib's protected per-request entry point (request line, headers, body, routing,
+// response) for a Stream of our own.
+struct ProcessRequest : httplib::Server {
+  static bool call(httplib::Server& s, httplib::Stream& strm, bool close_connection, bool& connection_closed) {
+    auto fn = &ProcessRequest::process_request;
+    return (s.*fn)(strm, close_connection, connection_closed, nullptr);
+  }
+  // cpp-httplib ends streamed (content-provider) responses once its listening socket is invalid;
+  // the gate's socket stands in for it while serving.
+  static void set_listening(httplib::Server& s, socket_t fd) {
+    auto member = &ProcessRequest::svr_sock_;
+    (s.*member) = fd;
+  }
+};
+
+int ms_left(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+}
+
+// Best effort on a non-blocking socket: a short, complete response, then no more writes.
+void send_and_close(int fd, const std::string& msg) {
+  (void)::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+std::string refusal(int status, const char* reason, const std::string& message) {
+  const std::string body = std::string(R"({"error":{"message":")") + message +
+                           R"(","type":"invalid_request_error","param":null,"code":null}})";
+  std::string r = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n";
+  if (status == 503) r += "Retry-After: 1\r\n";
+  r += "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
+       "\r\n\r\n" + body;
+  return r;
+}
+
+struct Conn {
+  int fd = -1;
+  std::string ip;
+  int port = 0;
+  std::string buf;   // bytes read and not yet consumed by cpp-httplib
+  size_t scanned = 0;  // header terminator searched up to here
+  Clock::time_point deadline;
+  int requests = 0;
+};
+
+// Whether `c.buf` holds a complete header block (cpp-httplib stops at the first "\r\n" line).
+// Returns 0: not yet, 1: complete, 431: over a limit.
+int header_state(Conn& c, const HttpGateLimits& l) {
+  const size_t from = c.scanned >= 2 ? c.scanned - 2 : 0;
+  const size_t end = c.buf.find("\n\r\n", from);
+  const size_t upto = end == std::string::npos ? c.buf.size() : end + 3;
+  if (upto > l.max_header_bytes) return 431;
+  if (std::count(c.buf.begin(), c.buf.begin() + static_cast<long>(upto), '\n') > l.max_headers + 2) return 431;
+  c.scanned = c.buf.size();
+  return end == std::string::npos ? 0 : 1;
+}
+
+// The socket as cpp-httplib sees it: the buffered header block first, then the body from the
+// socket within the read deadline.
+class ConnStream : public httplib::Stream {
+ public:
+  ConnStream(Conn& c, const HttpGateLimits& l)
+      : c_(c), l_(l), body_deadline_(Clock::now() + std::chrono::milliseconds(l.read_timeout_ms)) {}
+
+  size_t consumed() const { return pos_; }
+
+  bool is_readable() const override { return pos_ < c_.buf.size() || wait(POLLIN, ms_left(body_deadline_)); }
+  bool is_writable() const override { return wait(POLLOUT, l_.write_timeout_ms); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ < c_.buf.size()) {
+      const size_t n = std::min(size, c_.buf.size() - pos_);
+      std::memcpy(ptr, c_.buf.data() + pos_, n);
+      pos_ += n;
+      return static_cast<ssize_t>(n);
+    }
+    for (;;) {
+      if (!wait(POLLIN, ms_left(body_deadline_))) return -1;
+      const ssize_t n = ::recv(c_.fd, ptr, size, 0);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      return n;
+    }
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::send(c_.fd, ptr + done, size - done, MSG_NOSIGNAL);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        if (!wait(POLLOUT, l_.write_timeout_ms)) return -1;
+        continue;
+      }
+      return -1;
+    }
+    return static_cast<ssize_t>(size);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = c_.ip;
+    port = c_.port;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    ip.clear();
+    port = 0;
+    if (::getsockname(c_.fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+  socket_t socket() const override { return c_.fd; }
+
+ private:
+  bool wait(short events, int timeout_ms) const {
+    pollfd p{c_.fd, events, 0};
+    for (;;) {
+      const int r = ::poll(&p, 1, timeout_ms);
+      if (r < 0 && errno == EINTR) continue;
+      return r > 0 && (p.revents & (events | POLLHUP | POLLERR));
+    }
+  }
+
+  Conn& c_;
+  const HttpGateLimits& l_;
+  size_t pos_ = 0;
+  Clock::time_point body_deadline_;
+};
+
+}  // namespace
+
+struct HttpGate::Impl {
+  httplib::Server& server;
+  HttpGateLimits lim;
+  std::function<void(int)> on_refused;
+  int listen_fd = -1;
+  int wake_fd = -1;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+  std::thread loop;
+  std::vector<std::thread> workers;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Conn>> ready;     // complete header block, waiting for a worker
+  std::deque<std::unique_ptr<Conn>> returned;  // keep-alive, back to the event loop
+  std::map<std::string, int> per_client;       // open connections per address (guarded by mu)
+  int open = 0;                                // guarded by mu
+
+  Impl(httplib::Server& s, HttpGateLimits l, std::function<void(int)> r)
+      : server(s), lim(l), on_refused(std::move(r)) {}
+
+  void refused(int status) {
+    if (on_refused) on_refused(status);
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+  }
+
+  void closed(Conn& c) {
+    ::close(c.fd);
+    std::lock_guard<std::mutex> g(mu);
+    --open;
+    if (--per_client[c.ip] <= 0) per_client.erase(c.ip);
+  }
+
+  void accept_all(std::vector<std::unique_ptr<Conn>>& waiting) {
+    for (;;) {
+      sockaddr_storage a{};
+      socklen_t len = sizeof a;
+      const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&a), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      auto c = std::make_unique<Conn>();
+      c->fd = fd;
+      char host[NI_MAXHOST], serv[NI_MAXSERV];
+      if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+        c->ip = host;
+        c->port = std::atoi(serv);
+      }
+      bool admit;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        admit = open < lim.max_connections && per_client[c->ip] < lim.max_connections_per_client;
+        if (admit) {
+          ++open;
+          ++per_client[c->ip];
+        } else if (per_client[c->ip] == 0) {
+          per_client.erase(c->ip);
+        }
+      }
+      if (!admit) {
+        spdlog::warn("http: connection from {} refused (too many connections)", c->ip);
+        send_and_close(fd, refusal(503, "Service Unavailable", "too many connections"));
+        refused(503);
+        continue;
+      }
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      c->deadline = Clock::now() + std::chrono::milliseconds(lim.header_timeout_ms);
+      waiting.push_back(std::move(c));
+    }
+  }
+
+  // Checks a connection's header block; true when it left `waiting` (to a worker or closed).
+  bool check(std::unique_ptr<Conn>& c) {
+    const int st = header_state(*c, lim);
+    if (st == 0) return false;
+    if (st == 431) {
+      spdlog::warn("http: request from {} refused: header block over {} bytes or {} lines", c->ip,
+                   lim.max_header_bytes, lim.max_headers);
+      const std::string r = refusal(431, "Request Header Fields Too Large", "request header fields too large");
+      (void)::send(c->fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::shutdown(c->fd, SHUT_WR);
+      closed(*c);
+      refused(431);
+      return true;
+    }
+    {
+      std::lock_guard<std::mutex> g(mu);
+      ready.push_back(std::move(c));
+    }
+    cv.notify_one();
+    return true;
+  }
+
+  void run_loop() {
+    std::vector<std::unique_ptr<Conn>> waiting;
+    std::vector<pollfd> fds;
+    char chunk[16384];
+    while (!stopping.load()) {
+      {
+        std::lock_guard<std::mutex> g(mu);
+        while (!returned.empty()) {
+          waiting.push_back(std::move(returned.front()));
+          returned.pop_front();
+        }
+      }
+      // Returned keep-alive connections may already hold their next request.
+      for (size_t i = 0; i < waiting.size();) {
+        if (waiting[i]->scanned == 0 && !waiting[i]->buf.empty() && check(waiting[i])) {
+          waiting.erase(waiting.begin() + static_cast<long>(i));
+        } else {
+          ++i;
+        }
+      }
+      fds.assign(2, pollfd{});
+      fds[0] = {listen_fd, POLLIN, 0};
+      fds[1] = {wake_fd, POLLIN, 0};
+      int timeout = 1000;
+      for (auto& c : waiting) {
+        fds.push_back({c->fd, POLLIN, 0});
+        timeout = std::min(timeout, ms_left(c->deadline) + 1);
+      }
+      const int r = ::poll(fds.data(), fds.size(), timeout);
+      if (r < 0 && errno != EINTR) {
+        spdlog::error("http: poll failed: {}", std::strerror(errno));
+        break;
+      }
+      if (fds[1].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(wake_fd, &v, sizeof v);
+      }
+      const auto now = Clock::now();
+      std::vector<std::unique_ptr<Conn>> kept;
+      kept.reserve(waiting.size());
+      for (size_t i = 0; i < waiting.size(); ++i) {
+        auto& c = waiting[i];
+        const short ev = fds[i + 2].revents;
+        bool gone = false;
+        if (ev & (POLLIN | POLLHUP | POLLERR)) {
+          const size_t room = lim.max_header_bytes + 4 - std::min(c->buf.size(), lim.max_header_bytes + 3);
+          const ssize_t n = ::recv(c->fd, chunk, std::min(room, sizeof chunk), 0);
+          if (n > 0) {
+            c->buf.append(chunk, static_cast<size_t>(n));
+            gone = check(c);
+          } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            closed(*c);
+            gone = true;
+          }
+        }
+        if (!gone && c->deadline <= now) {
+          if (!c->buf.empty()) {
+            spdlog::warn("http: request from {} timed out reading headers", c->ip);
+            send_and_close(::dup(c->fd), refusal(408, "Request Timeout", "request header timeout"));
+            refused(408);
+          }
+          closed(*c);
+          gone = true;
+        }
+        if (!gone) kept.push_back(std::move(c));
+      }
+      waiting.swap(kept);
+      if (fds[0].revents & POLLIN) accept_all(waiting);
+    }
+    for (auto& c : waiting) closed(*c);
+  }
+
+  void run_worker() {
+    for (;;) {
+      std::unique_ptr<Conn> c;
+      {
+        std::unique_lock<std::mutex> g(mu);
+        cv.wait(g, [&] { return stopping.load() || !ready.empty(); });
+        if (ready.empty()) return;
+        c = std::move(ready.front());
+        ready.pop_front();
+      }
+      c->requests++;
+      const bool last = stopping.load() || c->requests >= lim.keep_alive_max_requests;
+      bool connection_closed = false;
+      bool ok = false;
+      size_t used = 0;
+      {
+        ConnStream strm(*c, lim);
+        ok = ProcessRequest::call(server, strm, last, connection_closed);
+        used = strm.consumed();
+      }
+      if (!ok || connection_closed || last || stopping.load()) {
+        ::shutdown(c->fd, SHUT_WR);
+        closed(*c);
+        continue;
+      }
+      c->buf.erase(0, std::min(used, c->buf.size()));
+      c->scanned = 0;
+      c->deadline = Clock::now() + std::chrono::milliseconds(lim.header_timeout_ms);
+      {
+        std::lock_guard<std::mutex> g(mu);
+        returned.push_back(std::move(c));
+      }
+      wake();
+    }
+  }
+};
+
+HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
+                   std::function<void(int)> on_refused)
+    : impl_(std::make_unique<Impl>(server, limits, std::move(on_refused))) {
+  Impl& m = *impl_;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string h = host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  const std::string service = std::to_string(port);
+  if (::getaddrinfo(h.empty() ? nullptr : h.c_str(), service.c_str(), &hints, &res) != 0 || !res) {
+    throw Error("http: cannot resolve " + host);
+  }
+  for (addrinfo* a = res; a && m.listen_fd < 0; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, kListenBacklog) == 0) {
+      m.listen_fd = fd;
+    } else {
+      ::close(fd);
+    }
+  }
+  ::freeaddrinfo(res);
+  if (m.listen_fd < 0) throw Error("http: cannot listen on " + host + ":" + service);
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  ::getsockname(m.listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
+  m.port = a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port)
+                                   : ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+  m.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ProcessRequest::set_listening(m.server, m.listen_fd);
+  for (int i = 0; i < std::max(1, m.lim.workers); ++i) m.workers.emplace_back([&m] { m.run_worker(); });
+  m.loop = std::thread([&m] { m.run_loop(); });
+}
+
+HttpGate::~HttpGate() { stop(); }
+
+int HttpGate::port() const { return impl_->port; }
+
+void HttpGate::stop() {
+  Impl& m = *impl_;
+  if (m.stopping.exchange(true)) return;
+  m.wake();
+  if (m.loop.joinable()) m.loop.join();
+  ProcessRequest::set_listening(m.server, INVALID_SOCKET);
+  m.cv.notify_all();
+  for (auto& t : m.workers) t.join();
+  // Connections still waiting for a worker when it stopped.
+  for (auto* q : {&m.ready, &m.returned}) {
+    for (auto& c : *q) m.closed(*c);
+    q->clear();
+  }
+  ::close(m.listen_fd);
+  ::close(m.wake_fd);
+}
+
+}  // namespace pipellm::coord

@@ -1,0 +1,52 @@
+// The plain-HTTP front door's own connection handling in front of cpp-httplib's request
+// processing. cpp-httplib 0.11 (a shared library in Debian) reads headers with no count or size
+// bound and gives each connection a worker thread from accept on, so one slow or huge header
+// block holds a thread (slowloris) and memory. The gate instead accepts on its own socket, and one
+// event-loop thread reads every connection's header block without a worker: bounded in bytes and
+// lines (431), within a deadline (closed), connections capped per client address and overall
+// (503 at once). Only a complete header block goes to a worker thread, which hands the buffered
+// bytes and the socket to cpp-httplib's routing; the body is read with an idle and a total
+// deadline. Between keep-alive requests the connection goes back to the event loop.
+#pragma once
+#include <httplib.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace pipellm::coord {
+
+struct HttpGateLimits {
+  int workers = 64;                    // requests processed at once
+  size_t max_header_bytes = 64 << 10;  // request line + headers; larger: 431
+  int max_headers = 256;               // header lines; more: 431
+  int header_timeout_ms = 10000;       // the whole header block must arrive within this
+  int read_timeout_ms = 30000;         // the whole body must arrive within this
+  int write_timeout_ms = 30000;        // a blocked write fails after this
+  int max_connections = 4096;          // open connections overall; more: 503
+  int max_connections_per_client = 64; // open connections per client address; more: 503
+  int keep_alive_max_requests = 100;
+};
+
+class HttpGate {
+ public:
+  // `server` holds the routes; `on_refused` is told the status of each connection refused by
+  // the gate itself (431 / 503 / 408). Binds host:port (0: any free port); throws Error.
+  HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
+           std::function<void(int status)> on_refused);
+  ~HttpGate();  // stop()
+  HttpGate(const HttpGate&) = delete;
+  HttpGate& operator=(const HttpGate&) = delete;
+
+  int port() const;
+  // Closes the listening socket and idle connections, waits for requests in progress.
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pipellm::coord
