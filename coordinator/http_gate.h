@@ -25,7 +25,7 @@ struct HttpGateLimits {
   int read_timeout_ms = 30000;         // the whole body must arrive within this
   int write_timeout_ms = 30000;        // a blocked write fails after this
   int max_connections = 4096;          // open connections overall; more: 503
-  int max_connections_per_client = 64; // open connections per client address; more: 503
+  int max_connections_per_client = 512;  // open connections per client address; more: 503
   int keep_alive_max_requests = 100;
 };
 

@@ -21,7 +21,7 @@ struct HttpOptions {
   int header_timeout_ms = 10000;          // the header block must arrive within this
   int read_timeout_ms = 30000;            // the body must arrive within this
   int max_connections = 4096;             // open connections overall; more: 503
-  int max_connections_per_client = 64;    // open connections per client address; more: 503
+  int max_connections_per_client = 512;   // open connections per client address; more: 503
   std::string model_alias;                // the model id in responses (default: the model's name)
 };
 

@@ -22,7 +22,7 @@ struct ServingOptions {
   int http_header_timeout_ms = 10000;          // whole header block, else the connection is closed
   int http_read_timeout_ms = 30000;            // whole request body
   int max_connections = 4096;                  // open HTTP connections (503 beyond)
-  int max_connections_per_client = 64;         // open HTTP connections per client address (503 beyond)
+  int max_connections_per_client = 512;        // open HTTP connections per client address (503 beyond)
   bool allow_remote = false;                   // needed to listen on a non-loopback address
   std::string api_keys_file;                   // one key per line; also $PIPELLM_API_KEYS (comma-separated)
   std::string tls_cert, tls_key;               // PEM files: TLS on both front doors
