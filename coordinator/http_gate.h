@@ -15,17 +15,13 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/http_limits.h"
+
 namespace pipellm::coord {
 
-struct HttpGateLimits {
+struct HttpGateLimits : HttpLimits {
   int workers = 64;                    // requests processed at once
-  size_t max_header_bytes = 64 << 10;  // request line + headers; larger: 431
-  int max_headers = 256;               // header lines; more: 431
-  int header_timeout_ms = 10000;       // the whole header block must arrive within this
-  int read_timeout_ms = 30000;         // the whole body must arrive within this
   int write_timeout_ms = 30000;        // a blocked write fails after this
-  int max_connections = 4096;          // open connections overall; more: 503
-  int max_connections_per_client = 512;  // open connections per client address; more: 503
   int keep_alive_max_requests = 100;
 };
 

@@ -426,13 +426,8 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
   m.routes();
   if (!m.tls) {
     HttpGateLimits l;
+    static_cast<HttpLimits&>(l) = m.opt.limits;
     l.workers = std::max(2, m.opt.threads);
-    l.max_header_bytes = m.opt.max_header_bytes;
-    l.max_headers = m.opt.max_headers;
-    l.header_timeout_ms = m.opt.header_timeout_ms;
-    l.read_timeout_ms = m.opt.read_timeout_ms;
-    l.max_connections = m.opt.max_connections;
-    l.max_connections_per_client = m.opt.max_connections_per_client;
     m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, [&m](int status) {
       m.ctx.metrics.count_request("http", "other", std::to_string(status));
     });
@@ -441,8 +436,8 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
   }
   // TLS: cpp-httplib's own loop (the gate cannot read encrypted headers). Bounded per read only:
   // see README, "HTTP limits".
-  m.server->set_read_timeout(std::max(1, m.opt.header_timeout_ms / 1000));
-  m.server->set_keep_alive_timeout(std::max(1, m.opt.header_timeout_ms / 1000));
+  m.server->set_read_timeout(std::max(1, m.opt.limits.header_timeout_ms / 1000));
+  m.server->set_keep_alive_timeout(std::max(1, m.opt.limits.header_timeout_ms / 1000));
   // cpp-httplib listens with a backlog of 5, too few for bursts of clients: remember the
   // listening socket and widen its backlog after the bind (listen() again updates it).
   int listen_fd = -1;

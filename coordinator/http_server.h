@@ -8,6 +8,7 @@
 #include <string>
 
 #include "coordinator/front_door.h"
+#include "coordinator/http_limits.h"
 
 namespace pipellm::coord {
 
@@ -16,12 +17,7 @@ struct HttpOptions {
   std::string tls_cert, tls_key;          // both set: HTTPS
   size_t max_body_bytes = 1 << 20;        // larger bodies get 413
   int threads = 64;                       // requests processed at once (worker threads)
-  size_t max_header_bytes = 64 << 10;     // request line + headers; larger: 431
-  int max_headers = 256;                  // header lines; more: 431
-  int header_timeout_ms = 10000;          // the header block must arrive within this
-  int read_timeout_ms = 30000;            // the body must arrive within this
-  int max_connections = 4096;             // open connections overall; more: 503
-  int max_connections_per_client = 512;   // open connections per client address; more: 503
+  HttpLimits limits;                      // plain HTTP only (the gate); TLS: see README
   std::string model_alias;                // the model id in responses (default: the model's name)
 };
 

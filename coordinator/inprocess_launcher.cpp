@@ -8,6 +8,7 @@
 
 #include "engine/link/serve_link.h"
 #include "engine/pipeline/inproc_transport.h"
+#include "engine/pipeline/stage_factory.h"
 #include "engine/pipeline/stage_runner.h"
 
 namespace pipellm::coord {
@@ -32,8 +33,9 @@ class HeadThread : public HeadProcess {
         SchedulerOptions so;
         so.n_slots = stage.n_slots();
         so.n_ctx = stage.n_ctx();
-        so.max_batch_tokens = std::min(opt.max_batch_tokens, stage.max_step_tokens());
-        so.prefill_chunk = std::min(opt.prefill_chunk, so.max_batch_tokens);
+        so.max_batch_tokens = opt.max_batch_tokens;
+        so.prefill_chunk = opt.prefill_chunk;
+        so = fit_to_stage(so, stage);
         const auto stats = [&] {
           std::vector<link::StageStatsMsg> out;
           for (const RankStats& s : runner.stage_stats()) {

@@ -11,17 +11,17 @@ void add_serving_options(CLI::App& app, ServingOptions& o) {
                      kDefaultHttpListen);
   app.add_option("--http-port-file", o.http_port_file, "write the HTTP port here when serving");
   app.add_option("--http-threads", o.http_threads, "HTTP connections served at once")->check(CLI::Range(2, 4096));
-  app.add_option("--max-header-bytes", o.max_header_bytes, "largest HTTP request line + headers (431 beyond)")
+  app.add_option("--max-header-bytes", o.http_limits.max_header_bytes, "largest HTTP request line + headers (431 beyond)")
       ->check(CLI::Range(size_t{1024}, size_t{16} << 20));
-  app.add_option("--max-headers", o.max_headers, "most HTTP header lines (431 beyond)")->check(CLI::Range(8, 100000));
-  app.add_option("--http-header-timeout-ms", o.http_header_timeout_ms,
+  app.add_option("--max-headers", o.http_limits.max_headers, "most HTTP header lines (431 beyond)")->check(CLI::Range(8, 100000));
+  app.add_option("--http-header-timeout-ms", o.http_limits.header_timeout_ms,
                  "an HTTP header block must arrive within this (else the connection is closed)")
       ->check(CLI::Range(100, 3600000));
-  app.add_option("--http-read-timeout-ms", o.http_read_timeout_ms, "an HTTP request body must arrive within this")
+  app.add_option("--http-read-timeout-ms", o.http_limits.read_timeout_ms, "an HTTP request body must arrive within this")
       ->check(CLI::Range(100, 3600000));
-  app.add_option("--max-connections", o.max_connections, "open HTTP connections (503 beyond)")
+  app.add_option("--max-connections", o.http_limits.max_connections, "open HTTP connections (503 beyond)")
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--max-connections-per-client", o.max_connections_per_client,
+  app.add_option("--max-connections-per-client", o.http_limits.max_connections_per_client,
                  "open HTTP connections per client address (503 beyond)")
       ->check(CLI::Range(1, 1000000));
   app.add_flag("--allow-remote", o.allow_remote, "allow listening on addresses other than loopback");

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <string>
 
+#include "coordinator/http_limits.h"
+
 namespace CLI {
 class App;
 }
@@ -17,12 +19,7 @@ struct ServingOptions {
   std::string http_listen;                     // "": 127.0.0.1:8080 (busy: a warning); "off": no HTTP
   std::string http_port_file;                  // write the bound HTTP port here
   int http_threads = 64;                       // HTTP requests processed at once
-  size_t max_header_bytes = 64 << 10;          // HTTP request line + headers (431 beyond)
-  int max_headers = 256;                       // HTTP header lines (431 beyond)
-  int http_header_timeout_ms = 10000;          // whole header block, else the connection is closed
-  int http_read_timeout_ms = 30000;            // whole request body
-  int max_connections = 4096;                  // open HTTP connections (503 beyond)
-  int max_connections_per_client = 512;        // open HTTP connections per client address (503 beyond)
+  HttpLimits http_limits;                      // header size/count, deadlines, connection caps
   bool allow_remote = false;                   // needed to listen on a non-loopback address
   std::string api_keys_file;                   // one key per line; also $PIPELLM_API_KEYS (comma-separated)
   std::string tls_cert, tls_key;               // PEM files: TLS on both front doors

@@ -101,12 +101,7 @@ std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorCont
   h.tls_key = o.tls_key;
   h.max_body_bytes = o.max_body_bytes;
   h.threads = o.http_threads;
-  h.max_header_bytes = o.max_header_bytes;
-  h.max_headers = o.max_headers;
-  h.header_timeout_ms = o.http_header_timeout_ms;
-  h.read_timeout_ms = o.http_read_timeout_ms;
-  h.max_connections = o.max_connections;
-  h.max_connections_per_client = o.max_connections_per_client;
+  h.limits = o.http_limits;
   h.model_alias = o.served_model_name;
   std::unique_ptr<HttpFrontDoor> http;
   try {

@@ -22,7 +22,9 @@ ActivationRows HostStage::input_rows(int n_tokens) {
 }
 
 void HostStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
-  Batch b = batch;
+  // forward() reads non-first rows through Batch::hidden: a reused copy (no allocation per step).
+  batch_ = batch;
+  Batch& b = batch_;
   if (!is_first()) {
     if (in_.size() != static_cast<size_t>(b.n_tokens()) * static_cast<size_t>(config().n_embd)) {
       throw InvalidArgument("step: " + std::to_string(b.n_tokens()) + " tokens but " + std::to_string(in_.size()) +

@@ -21,6 +21,7 @@ class HostStage : public Stage {
   SlotSamplers& samplers();
   std::unique_ptr<SlotSamplers> samplers_;  // made on first use (the config is known then)
   std::vector<float> in_, out_;             // input rows; output rows or logits
+  Batch batch_;                             // step()'s batch with `hidden` set
 };
 
 }  // namespace pipellm

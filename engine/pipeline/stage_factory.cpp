@@ -17,14 +17,20 @@ std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool) {
                                     s.plan.has_output, cpu_stage_options(s.pipeline), pool);
 }
 
+SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head) {
+  so.max_batch_tokens = std::max(1, std::min(so.max_batch_tokens, head.max_step_tokens()));
+  so.prefill_chunk = std::max(1, std::min(so.prefill_chunk, so.max_batch_tokens));
+  return so;
+}
+
 SchedulerOptions scheduler_options(const PipelineConfig& c, const Stage& head) {
   SchedulerOptions so;
   so.n_slots = c.max_sequences;
   so.n_ctx = c.context_length;
   so.micro_batches = c.micro_batches;
-  so.max_batch_tokens = std::min(c.max_batch_tokens, head.max_step_tokens());
-  so.prefill_chunk = std::min(c.prefill_chunk, so.max_batch_tokens);
-  return so;
+  so.max_batch_tokens = c.max_batch_tokens;
+  so.prefill_chunk = c.prefill_chunk;
+  return fit_to_stage(so, head);
 }
 
 }  // namespace pipellm

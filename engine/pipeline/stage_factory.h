@@ -22,7 +22,9 @@ struct StageSetup {
 
 CpuStageOptions cpu_stage_options(const PipelineConfig& c);
 std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool);
-// The head's scheduler settings from the config (steps no larger than the stage takes).
+// Steps no larger than the head stage takes: max_batch_tokens and prefill_chunk clamped to it.
+SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head);
+// The head's scheduler settings from the config (fitted to the stage).
 SchedulerOptions scheduler_options(const PipelineConfig& c, const Stage& head);
 
 }  // namespace pipellm

@@ -5,6 +5,7 @@
 
 #include "engine/pipeline/inproc_transport.h"
 #include "engine/pipeline/scheduler.h"
+#include "engine/pipeline/stage_factory.h"
 #include "engine/pipeline/stage_runner.h"
 #include "engine/runtime/stop_strings.h"
 #include "engine/util/error.h"
@@ -49,9 +50,9 @@ GenerationResult generate(Stage& model, const GenerationRequest& req, const Text
   SchedulerOptions so;
   so.n_slots = 1;
   so.n_ctx = model.n_ctx();
-  so.prefill_chunk = std::max(1, std::min(req.prefill_chunk, model.max_step_tokens()));
-  so.max_batch_tokens = so.prefill_chunk;
-  Scheduler sched(so);
+  so.prefill_chunk = req.prefill_chunk;
+  so.max_batch_tokens = req.prefill_chunk;  // one chunk per step, as a lone sequence needs
+  Scheduler sched(fit_to_stage(so, model));
   Request r;
   r.id = 1;
   r.prompt = req.prompt;

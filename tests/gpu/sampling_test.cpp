@@ -141,47 +141,33 @@ TEST(GpuSampler, GreedyEqualsHostSamplerExactly) {
   }
 }
 
-std::vector<Case> stochastic_cases() {
-  std::vector<Case> v;
+// A sampled setting: temperature and filters (0 / 1 / 0: off).
+SamplingSpec sampled(float temperature, int top_k, float top_p, float min_p) {
   SamplingSpec s;
-  s.temperature = 0.7f;
-  v.push_back({"temperature", s});
-  s = SamplingSpec{};
-  s.temperature = 1.0f;
-  s.top_k = 20;
-  v.push_back({"top_k", s});
-  s = SamplingSpec{};
-  s.temperature = 0.9f;
-  s.top_p = 0.8f;
-  v.push_back({"top_p", s});
-  s = SamplingSpec{};
-  s.temperature = 1.2f;
-  s.min_p = 0.05f;
-  v.push_back({"min_p", s});
-  s = SamplingSpec{};
-  s.temperature = 0.8f;
-  s.top_k = 40;
-  s.top_p = 0.95f;
-  s.min_p = 0.05f;
-  v.push_back({"default_chain", s});
-  s = SamplingSpec{};
-  s.temperature = 1.0f;
-  s.repeat_penalty = 1.5f;
-  s.presence_penalty = 0.7f;
-  s.frequency_penalty = 0.3f;
-  s.penalty_last_n = 64;
-  v.push_back({"penalties", s});
-  s = SamplingSpec{};
-  s.temperature = 1.5f;
-  s.top_p = 0.9f;
-  s.chain = sampling_spec([] {
-              SamplerParams p;
-              p.chain = SamplerParams::parse_chain("temperature,top_k,top_p,min_p");
-              return p;
-            }())
-                .chain;
-  v.push_back({"temperature_first", s});
-  return v;
+  s.temperature = temperature;
+  s.top_k = top_k;
+  s.top_p = top_p;
+  s.min_p = min_p;
+  return s;
+}
+
+std::vector<Case> stochastic_cases() {
+  SamplingSpec penalties = sampled(1.0f, 0, 1.0f, 0.0f);
+  penalties.repeat_penalty = 1.5f;
+  penalties.presence_penalty = 0.7f;
+  penalties.frequency_penalty = 0.3f;
+  penalties.penalty_last_n = 64;
+  SamplingSpec temperature_first = sampled(1.5f, 0, 0.9f, 0.0f);
+  SamplerParams chain;
+  chain.chain = SamplerParams::parse_chain("temperature,top_k,top_p,min_p");
+  temperature_first.chain = sampling_spec(chain).chain;
+  return {{"temperature", sampled(0.7f, 0, 1.0f, 0.0f)},
+          {"top_k", sampled(1.0f, 20, 1.0f, 0.0f)},
+          {"top_p", sampled(0.9f, 0, 0.8f, 0.0f)},
+          {"min_p", sampled(1.2f, 0, 1.0f, 0.05f)},
+          {"default_chain", sampled(0.8f, 40, 0.95f, 0.05f)},
+          {"penalties", penalties},
+          {"temperature_first", temperature_first}};
 }
 
 TEST(GpuSampler, DrawsFollowTheHostSamplersDistribution) {

@@ -8,29 +8,13 @@ set -euo pipefail
 build=$1; shift
 pipellm=$build/cli/pipellm coord=$build/coordinator/pipellm-coordinator stage=$build/stage_worker/pipellm-stage
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 || { echo "SKIP: no CUDA device present"; exit 77; }
-dir=$(mktemp -d)
-pid=
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$dir/log" ] && { echo "--- log ---"; tail -n 30 "$dir/log"; }; exit 1; }
+source "$(dirname "$0")/../serving/coordinator_lib.sh"
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]), end='')" "$@"; }
 
 prompts=("The jury said" "It was a" "In the morning the city")
 for model in "$@"; do
   [ -x "$coord" ] || { echo "no coordinator built: skipping the served part"; break; }
-  rm -f "$dir/http.port"
-  "$coord" --model "$model" --device cuda --ctx 512 --slots 4 --listen off \
-    --http-listen 127.0.0.1:0 --http-port-file "$dir/http.port" >"$dir/log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    if [ -s "$dir/http.port" ] && curl -sf "http://127.0.0.1:$(cat "$dir/http.port")/health" >/dev/null; then break; fi
-    kill -0 "$pid" 2>/dev/null || fail "the coordinator exited ($model)"
-    sleep 0.1
-  done
-  http="http://127.0.0.1:$(cat "$dir/http.port")"
+  start_http --model "$model" --device cuda --ctx 512 --slots 4 --listen off
   for p in "${prompts[@]}"; do
     "$pipellm" generate -m "$model" --device cuda --ctx 512 -p "$p" -n 32 --temp 0 --ignore-eos --json \
       >"$dir/gen.json" 2>/dev/null || fail "pipellm generate ($model)"
@@ -44,7 +28,7 @@ PY
     [ "$want" = "$got" ] || fail "$model, '$p': served [$got] vs generate [$want]"
     echo "same: $(basename "$model"): $p"
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  stop_coordinator
 done
 
 command -v mpirun >/dev/null && [ -x "$stage" ] || { echo "SKIP: no mpirun or pipellm-stage"; exit 77; }

@@ -6,24 +6,9 @@
 # Usage: http_only_test.sh PIPELLM-COORDINATOR MODEL.gguf   (tiny-llama-Q8_0 fixture)
 set -euo pipefail
 coord=$1 model=$2
-dir=$(mktemp -d)
-pid=
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; echo "--- coordinator log ---"; cat "$dir/log" || true; exit 1; }
+source "$(dirname "$0")/coordinator_lib.sh"
 
-"$coord" --model "$model" --backend inprocess --ctx 512 --threads 1 --listen off \
-  --http-listen 127.0.0.1:0 --http-port-file "$dir/http.port" >"$dir/log" 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do
-  if [ -s "$dir/http.port" ] && curl -sf "http://127.0.0.1:$(cat "$dir/http.port")/health" >/dev/null; then break; fi
-  kill -0 "$pid" 2>/dev/null || fail "the coordinator exited"
-  sleep 0.1
-done
-http="http://127.0.0.1:$(cat "$dir/http.port")"
+start_http --model "$model" --backend inprocess --ctx 512 --threads 1 --listen off
 [ "$(curl -sf "$http/health" | jq -r .status)" = ok ] || fail "not serving"
 grep -q "gRPC front door off" "$dir/log" || fail "no log line for the gRPC door being off"
 
