@@ -20,16 +20,6 @@ using nlohmann::json;
 namespace v1 = pipellm::v1;
 constexpr const char* kModel = "tiny-llama-Q8_0";
 
-json post_json(httplib::Client& c, const std::string& path, const json& body, int* status = nullptr,
-               const httplib::Headers& h = {}) {
-  auto r = c.Post(path.c_str(), h, body.dump(), "application/json");
-  if (!r) {
-    ADD_FAILURE() << path << ": no response (" << httplib::to_string(r.error()) << ")";
-    return {};
-  }
-  if (status) *status = r->status;
-  return json::parse(r->body, nullptr, false);
-}
 
 // The streamed text (and the parsed chunks) of a stream:true request.
 struct Streamed {

@@ -24,15 +24,6 @@ constexpr const char* kModel = "tiny-llama-Q8_0";
 constexpr int kCtx = 512;
 constexpr double kTol = 1e-3;  // the served steps round the logits a little differently
 
-json post(httplib::Client& c, const std::string& path, const json& body, int* status = nullptr) {
-  auto r = c.Post(path.c_str(), body.dump(), "application/json");
-  if (!r) {
-    ADD_FAILURE() << path << ": no response (" << httplib::to_string(r.error()) << ")";
-    return {};
-  }
-  if (status) *status = r->status;
-  return json::parse(r->body, nullptr, false);
-}
 
 // A stream:true response's chunks (the usage chunk apart).
 struct Streamed {
@@ -177,7 +168,7 @@ TEST_F(ServingLogprobs, GreedyCompletionEqualsReference) {
   const json body = {{"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0}};
   auto c = srv_->http();
   int status = 0;
-  const json j = post(*c, "/v1/completions", body, &status);
+  const json j = post_json(*c, "/v1/completions", body, &status);
   ASSERT_EQ(status, 200) << j.dump();
   const json& lp = j["choices"][0]["logprobs"];
   ASSERT_TRUE(lp.is_object()) << j.dump();
@@ -243,7 +234,7 @@ TEST_F(ServingLogprobs, SeededChatEqualsReference) {
                      {"ignore_eos", true}, {"logprobs", true}};
   auto c = srv_->http();
   int status = 0;
-  const json j = post(*c, "/v1/chat/completions", body, &status);
+  const json j = post_json(*c, "/v1/chat/completions", body, &status);
   ASSERT_EQ(status, 200) << j.dump();
   const json& content = j["choices"][0]["logprobs"]["content"];
   ASSERT_TRUE(content.is_array()) << j.dump();
@@ -278,7 +269,7 @@ TEST_F(ServingLogprobs, SeededChatEqualsReference) {
     EXPECT_NEAR(content[k]["logprob"].get<float>(), out.logprobs[k], 1e-6) << k;
     EXPECT_EQ(content[k]["token"], coord::valid_utf8(piece(out.ids[k], k == 0))) << k;
   }
-  const json t = post(*c, "/tokenize", {{"messages", messages}});
+  const json t = post_json(*c, "/tokenize", {{"messages", messages}});
   std::vector<int32_t> prompt;
   for (const auto& x : t["tokens"]) prompt.push_back(x.get<int32_t>());
   ASSERT_EQ(static_cast<int>(prompt.size()), j["usage"]["prompt_tokens"].get<int>());
@@ -309,12 +300,12 @@ TEST_F(ServingLogprobs, SeededChatEqualsReference) {
 TEST_F(ServingLogprobs, StopStringKeepsTheResponsesTokens) {
   auto c = srv_->http();
   json body = {{"prompt", "abc def"}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true}};
-  const std::string full = post(*c, "/v1/completions", body)["choices"][0]["text"];
+  const std::string full = post_json(*c, "/v1/completions", body)["choices"][0]["text"];
   ASSERT_GE(full.size(), 8u);
   const std::string stop = full.substr(4, 2);
   body["stop"] = stop;
   body["logprobs"] = 0;
-  const json j = post(*c, "/v1/completions", body);
+  const json j = post_json(*c, "/v1/completions", body);
   ASSERT_EQ(j["choices"][0]["finish_reason"], "stop") << j.dump();
   const std::string text = j["choices"][0]["text"];
   const json& lp = j["choices"][0]["logprobs"];
@@ -359,7 +350,7 @@ TEST_F(ServingLogprobs, TopAlternativesRefusedByName) {
   for (const auto& b : cases) {
     SCOPED_TRACE(b.body.dump());
     int status = 0;
-    const json j = post(*c, b.path, b.body, &status);
+    const json j = post_json(*c, b.path, b.body, &status);
     EXPECT_EQ(status, 400);
     EXPECT_EQ(j["error"]["param"], b.param);
     EXPECT_EQ(j["error"]["code"], "unsupported_parameter");
@@ -371,12 +362,12 @@ TEST_F(ServingLogprobs, NullWhenNotAsked) {
   auto c = srv_->http();
   const json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 4}, {"ignore_eos", true}};
   const json cmpl = {{"prompt", "hi"}, {"max_tokens", 4}, {"ignore_eos", true}};
-  EXPECT_TRUE(post(*c, "/v1/chat/completions", chat)["choices"][0]["logprobs"].is_null());
-  EXPECT_TRUE(post(*c, "/v1/completions", cmpl)["choices"][0]["logprobs"].is_null());
+  EXPECT_TRUE(post_json(*c, "/v1/chat/completions", chat)["choices"][0]["logprobs"].is_null());
+  EXPECT_TRUE(post_json(*c, "/v1/completions", cmpl)["choices"][0]["logprobs"].is_null());
   json off = chat;
   off["logprobs"] = false;
   off["top_logprobs"] = 0;
-  EXPECT_TRUE(post(*c, "/v1/chat/completions", off)["choices"][0]["logprobs"].is_null());
+  EXPECT_TRUE(post_json(*c, "/v1/chat/completions", off)["choices"][0]["logprobs"].is_null());
   for (const auto& [path, body] : {std::pair{"/v1/chat/completions", chat}, std::pair{"/v1/completions", cmpl}}) {
     const Streamed s = post_stream(*c, path, body);
     ASSERT_FALSE(s.chunks.empty());

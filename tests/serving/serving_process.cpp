@@ -1,5 +1,7 @@
 #include "tests/serving/serving_process.h"
 
+#include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -87,6 +89,17 @@ std::vector<std::string> sse_payloads(const std::string& body) {
     pos = end + 2;
   }
   return out;
+}
+
+nlohmann::json post_json(httplib::Client& c, const std::string& path, const nlohmann::json& body, int* status,
+                         const httplib::Headers& h) {
+  auto r = c.Post(path.c_str(), h, body.dump(), "application/json");
+  if (!r) {
+    ADD_FAILURE() << path << ": no response (" << httplib::to_string(r.error()) << ")";
+    return {};
+  }
+  if (status) *status = r->status;
+  return nlohmann::json::parse(r->body, nullptr, false);
 }
 
 }  // namespace pipellm::test

@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +40,11 @@ class ServingProcess {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pipellm::v1::PipeLLM::Stub> stub_;
 };
+
+// POST a JSON body; the parsed reply (discarded JSON when it is not JSON), its status in
+// `status`. No response at all is a test failure (and an empty json).
+nlohmann::json post_json(httplib::Client& c, const std::string& path, const nlohmann::json& body, int* status = nullptr,
+                         const httplib::Headers& h = {});
 
 // A Server-Sent Events body split into its `data:` payloads (in order).
 std::vector<std::string> sse_payloads(const std::string& body);
