@@ -26,6 +26,7 @@
 #include "bench/cuda_bench.h"
 #include "engine/cuda/cuda_stage.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/arch/recipe.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 #include "engine/model_gen/model_shape.h"
@@ -139,12 +140,15 @@ std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std:
   c.n_ff = shape->n_ff;
   c.n_vocab = shape->n_vocab;
   c.n_ctx_train = shape->n_ctx;
-  c.rope_base = shape->rope_base;
-  c.rope_type = c.arch == Arch::Llama ? RopeType::Normal : RopeType::Neox;
   c.rms_eps = shape->rms_eps;
   c.has_qkv_bias = shape->has_qkv_bias();
   c.has_qk_norm = shape->has_qk_norm();
   c.tied_output = shape->tied_output;
+  LayerSpec base;
+  base.rope.type = c.arch == Arch::Llama ? RopeType::Normal : RopeType::Neox;
+  base.rope.base = shape->rope_base;
+  base.n_ff = shape->n_ff;
+  arch::llama_layers(c, base);
   const auto plan = plan_model_tensors(*shape, *ft);
   uint64_t seed = 1;
   for (const auto& p : plan) {
@@ -177,20 +181,7 @@ std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std:
   for (int i = 0; i < c.n_layer; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     LayerWeights l;
-    l.attn_norm = find(b + "attn_norm.weight");
-    l.wq = find(b + "attn_q.weight");
-    l.wk = find(b + "attn_k.weight");
-    l.wv = find(b + "attn_v.weight");
-    l.wo = find(b + "attn_output.weight");
-    l.bq = find(b + "attn_q.bias");
-    l.bk = find(b + "attn_k.bias");
-    l.bv = find(b + "attn_v.bias");
-    l.q_norm = find(b + "attn_q_norm.weight");
-    l.k_norm = find(b + "attn_k_norm.weight");
-    l.ffn_norm = find(b + "ffn_norm.weight");
-    l.w_gate = find(b + "ffn_gate.weight");
-    l.w_up = find(b + "ffn_up.weight");
-    l.w_down = find(b + "ffn_down.weight");
+    for (const TensorSpec& t : c.layer_tensors(i)) l[t.role] = find(b + t.name);
     w.layers.push_back(l);
   }
   return m;
@@ -347,7 +338,7 @@ int cuda_bench_main(int argc, char** argv) {
     weights = synth->weights;
     label = preset + " " + quant + " (synthetic)";
   }
-  const double bpt = static_cast<double>(weights.bytes_per_token());
+  const double bpt = static_cast<double>(weights.bytes_per_token(cfg));
   std::fprintf(txt, "model: %s, %.2f GB read per token; device %s, copy bandwidth %.0f GB/s; synthesis %.1f s\n",
               label.c_str(), bpt / 1e9, prop.name, copy_gbs, seconds_since(tl));
 

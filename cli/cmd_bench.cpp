@@ -156,7 +156,7 @@ int cmd_bench(int argc, char** argv) {
   const double load_s = seconds(t0);
   const ModelConfig& cfg = model->config();
   CpuStage& st = model->stage();
-  const uint64_t bytes_per_token = st.weights().bytes_per_token();
+  const uint64_t bytes_per_token = st.weights().bytes_per_token(st.config());
 
   // Deterministic pseudo-random prompt ids.
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));

@@ -7,7 +7,8 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/rmsnorm.h"
-#include "kernels/cpu/swiglu.h"
+#include "kernels/cpu/gated_activation.h"
+#include "kernels/cpu/moe_route.h"
 
 namespace pipellm {
 
@@ -37,22 +38,32 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
       filled_(static_cast<size_t>(opt.n_slots), 0) {
   for (const auto& l : weights_.layers) {
     LayerFloats d;
-    d.attn_norm = to_floats(l.attn_norm);
-    d.ffn_norm = to_floats(l.ffn_norm);
-    d.bq = to_floats(l.bq);
-    d.bk = to_floats(l.bk);
-    d.bv = to_floats(l.bv);
-    d.q_norm = to_floats(l.q_norm);
-    d.k_norm = to_floats(l.k_norm);
+    for (LayerTensor r : all_layer_tensors()) {
+      if (!is_matrix(r)) d.v[static_cast<size_t>(r)] = to_floats(l[r]);
+    }
     lf_.push_back(std::move(d));
   }
   output_norm_ = to_floats(weights_.output_norm);
   rope_freqs_ = to_floats(weights_.rope_freqs);
-  rope_.n_rot = c.n_rot;
-  rope_.base = c.rope_base;
-  rope_.freq_scale = c.rope_freq_scale;
-  rope_.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
-  rope_.mode = c.rope_type == RopeType::Neox ? RopeMode::Neox : RopeMode::Normal;
+  for (int il = range.first; il < range.last; ++il) {
+    const RopeSpec& r = c.layer(il).rope;
+    RopeParams p;
+    p.n_rot = c.n_rot;
+    p.base = r.base;
+    p.freq_scale = r.freq_scale;
+    p.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+    p.mode = r.type == RopeType::Neox ? RopeMode::Neox : RopeMode::Normal;
+    p.ext_factor = r.ext_factor;
+    p.attn_factor = r.attn_factor;
+    if (r.ext_factor != 0.0f) rope_yarn_corr_dims(c.n_rot, r.n_ctx_orig, r.base, r.beta_fast, r.beta_slow, p.corr_dims);
+    const auto same = [&](const RopeParams& q) {
+      return q.base == p.base && q.freq_scale == p.freq_scale && q.mode == p.mode && q.ext_factor == p.ext_factor &&
+             q.attn_factor == p.attn_factor && q.corr_dims[0] == p.corr_dims[0] && q.corr_dims[1] == p.corr_dims[1];
+    };
+    const auto it = std::find_if(ropes_.begin(), ropes_.end(), same);
+    layer_rope_.push_back(static_cast<int>(it - ropes_.begin()));
+    if (it == ropes_.end()) ropes_.push_back(p);
+  }
 }
 
 MatmulArgs CpuStage::product(const TensorView& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
@@ -127,7 +138,11 @@ void CpuStage::embed(const Batch& b) {
   const TensorView& te = *weights_.token_embd;
   for_tokens(n, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      dequantize_row(te.type, te.row(b.tokens[static_cast<size_t>(t)]), x_.data() + t * E, E);
+      float* x = x_.data() + t * E;
+      dequantize_row(te.type, te.row(b.tokens[static_cast<size_t>(t)]), x, E);
+      if (cfg_.embd_scale != 1.0f) {
+        for (int64_t i = 0; i < E; ++i) x[i] *= cfg_.embd_scale;
+      }
     }
   });
 }
@@ -144,11 +159,15 @@ void CpuStage::forward(const Batch& b, std::vector<float>& out) {
   att_.resize(T * static_cast<size_t>(cfg_.n_head) * static_cast<size_t>(cfg_.head_dim_v));
   gate_.resize(T * static_cast<size_t>(cfg_.n_ff));
   up_.resize(gate_.size());
-  cs_.resize(T * static_cast<size_t>(cfg_.n_rot));
   n_kv_.resize(T);
   kp_.resize(T);
   vp_.resize(T);
-  for (size_t t = 0; t < T; ++t) rope_angles(rope_, b.pos[t], cs_.data() + t * static_cast<size_t>(cfg_.n_rot));
+  // Angles per distinct rope setting: cs_[r][t][n_rot].
+  const size_t R = static_cast<size_t>(cfg_.n_rot);
+  cs_.resize(ropes_.size() * T * R);
+  for (size_t r = 0; r < ropes_.size(); ++r) {
+    for (size_t t = 0; t < T; ++t) rope_angles(ropes_[r], b.pos[t], cs_.data() + (r * T + t) * R);
+  }
 
   embed(b);
   for (int il = weights_.range.first; il < weights_.range.last; ++il) run_layer(il, b);
@@ -159,42 +178,82 @@ void CpuStage::forward(const Batch& b, std::vector<float>& out) {
   }
 }
 
+void CpuStage::norm_rows(float* x, const float* w, int T, int64_t n) {
+  for_tokens(T, [&](int64_t t0, int64_t t1) { rmsnorm_rows(x + t0 * n, w, t1 - t0, n, cfg_.rms_eps, x + t0 * n); });
+}
+
 void CpuStage::run_layer(int il, const Batch& b) {
-  const LayerWeights& w = weights_.layer(il);
+  const LayerSpec& s = cfg_.layer(il);
   const LayerFloats& d = lf_[static_cast<size_t>(il - weights_.range.first)];
   const int T = b.n_tokens();
-  const int64_t E = cfg_.n_embd, QD = cfg_.q_dim(), KD = cfg_.k_dim(), VD = cfg_.v_dim(), F = cfg_.n_ff;
+  const int64_t E = cfg_.n_embd;
+
+  attention_block(il, b);
+  if (s.post_attn_norm) norm_rows(tmp_.data(), d.ptr(LayerTensor::PostAttnNorm), T, E);
+  for_tokens(T, [&](int64_t t0, int64_t t1) {
+    add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E);
+    rmsnorm_rows(x_.data() + t0 * E, d.ptr(LayerTensor::FfnNorm), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
+  });
+  switch (s.ffn) {
+    case FfnKind::Dense: dense_ffn(il, T); break;
+    case FfnKind::Moe: moe_ffn(il, T); break;
+  }
+  if (s.post_ffn_norm) norm_rows(tmp_.data(), d.ptr(LayerTensor::PostFfnNorm), T, E);
+  for_tokens(T, [&](int64_t t0, int64_t t1) { add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E); });
+}
+
+void CpuStage::attention_block(int il, const Batch& b) {
+  const LayerWeights& w = weights_.layer(il);
+  const LayerSpec& s = cfg_.layer(il);
+  const size_t local = static_cast<size_t>(il - weights_.range.first);
+  const LayerFloats& d = lf_[local];
+  const int T = b.n_tokens();
+  const int64_t E = cfg_.n_embd, QD = cfg_.q_dim(), KD = cfg_.k_dim(), VD = cfg_.v_dim();
   const int64_t AD = static_cast<int64_t>(cfg_.n_head) * cfg_.head_dim_v;
 
-  // Attention block.
   for_tokens(T, [&](int64_t t0, int64_t t1) {
-    rmsnorm_rows(x_.data() + t0 * E, d.attn_norm.data(), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
+    rmsnorm_rows(x_.data() + t0 * E, d.ptr(LayerTensor::AttnNorm), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
   });
-  const MatmulArgs mq = product(*w.wq, h_.data(), E, T, q_.data(), QD);
-  const MatmulArgs mk = product(*w.wk, h_.data(), E, T, k_.data(), KD);
-  const MatmulArgs mv = product(*w.wv, h_.data(), E, T, v_.data(), VD);
-  pool_.run([&](int ith, int nth) {
-    matmul(mq, ith, nth);
-    matmul(mk, ith, nth);
-    matmul(mv, ith, nth);
-  });
+  if (s.qkv_fused) {
+    const int64_t W = QD + KD + VD;
+    qkv_.resize(static_cast<size_t>(T * W));
+    const MatmulArgs m = product(*w[LayerTensor::Qkv], h_.data(), E, T, qkv_.data(), W);
+    pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
+    for (int64_t t = 0; t < T; ++t) {
+      const float* r = qkv_.data() + t * W;
+      std::copy(r, r + QD, q_.data() + t * QD);
+      std::copy(r + QD, r + QD + KD, k_.data() + t * KD);
+      std::copy(r + QD + KD, r + W, v_.data() + t * VD);
+    }
+  } else {
+    const MatmulArgs mq = product(*w[LayerTensor::Q], h_.data(), E, T, q_.data(), QD);
+    const MatmulArgs mk = product(*w[LayerTensor::K], h_.data(), E, T, k_.data(), KD);
+    const MatmulArgs mv = product(*w[LayerTensor::V], h_.data(), E, T, v_.data(), VD);
+    pool_.run([&](int ith, int nth) {
+      matmul(mq, ith, nth);
+      matmul(mk, ith, nth);
+      matmul(mv, ith, nth);
+    });
+  }
+  const RopeParams& rope = ropes_[static_cast<size_t>(layer_rope_[local])];
+  const float* cs_layer = cs_.data() + static_cast<size_t>(layer_rope_[local]) * T * cfg_.n_rot;
   for_tokens(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* q = q_.data() + t * QD;
       float* k = k_.data() + t * KD;
       float* v = v_.data() + t * VD;
-      if (!d.bq.empty()) {
-        add_rows(q, d.bq.data(), QD);
-        add_rows(k, d.bk.data(), KD);
-        add_rows(v, d.bv.data(), VD);
+      if (s.qkv_bias) {
+        add_rows(q, d.ptr(LayerTensor::QBias), QD);
+        add_rows(k, d.ptr(LayerTensor::KBias), KD);
+        add_rows(v, d.ptr(LayerTensor::VBias), VD);
       }
-      if (!d.q_norm.empty()) {
-        rmsnorm_rows(q, d.q_norm.data(), cfg_.n_head, cfg_.head_dim, cfg_.rms_eps, q);
-        rmsnorm_rows(k, d.k_norm.data(), cfg_.n_head_kv, cfg_.head_dim, cfg_.rms_eps, k);
+      if (s.qk_norm) {
+        rmsnorm_rows(q, d.ptr(LayerTensor::QNorm), cfg_.n_head, cfg_.head_dim, cfg_.rms_eps, q);
+        rmsnorm_rows(k, d.ptr(LayerTensor::KNorm), cfg_.n_head_kv, cfg_.head_dim, cfg_.rms_eps, k);
       }
-      const float* cs = cs_.data() + t * cfg_.n_rot;
-      rope_apply(rope_, cs, q, cfg_.n_head, cfg_.head_dim);
-      rope_apply(rope_, cs, k, cfg_.n_head_kv, cfg_.head_dim);
+      const float* cs = cs_layer + t * cfg_.n_rot;
+      rope_apply(rope, cs, q, cfg_.n_head, cfg_.head_dim);
+      rope_apply(rope, cs, k, cfg_.n_head_kv, cfg_.head_dim);
       const size_t ts = static_cast<size_t>(t);
       cache_.store_k(il, b.slot[ts], b.pos[ts], k);
       cache_.store_v(il, b.slot[ts], b.pos[ts], v);
@@ -210,7 +269,7 @@ void CpuStage::run_layer(int il, const Batch& b) {
   aa.n_head_kv = cfg_.n_head_kv;
   aa.head_dim = cfg_.head_dim;
   aa.head_dim_v = cfg_.head_dim_v;
-  aa.scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+  aa.scale = s.attn_scale;
   aa.q = q_.data();
   aa.q_stride = QD;
   aa.out = att_.data();
@@ -221,28 +280,126 @@ void CpuStage::run_layer(int il, const Batch& b) {
   aa.k_row_bytes = cache_.k_row_bytes();
   aa.v_row_bytes = cache_.v_row_bytes();
   aa.kv_type = cache_.type();
+  aa.window = s.window;
+  aa.sinks = d.ptr(LayerTensor::Sinks);
   pool_.run([&](int ith, int nth) { attention(aa, ith, nth); });
 
-  const MatmulArgs mo = product(*w.wo, att_.data(), AD, T, tmp_.data(), E);
+  const MatmulArgs mo = product(*w[LayerTensor::O], att_.data(), AD, T, tmp_.data(), E);
   pool_.run([&](int ith, int nth) { matmul(mo, ith, nth); });
+  if (s.o_bias) {
+    for (int64_t t = 0; t < T; ++t) add_rows(tmp_.data() + t * E, d.ptr(LayerTensor::OBias), E);
+  }
+}
 
-  // Feed-forward block.
-  for_tokens(T, [&](int64_t t0, int64_t t1) {
-    add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E);
-    rmsnorm_rows(x_.data() + t0 * E, d.ffn_norm.data(), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
-  });
-  const MatmulArgs mg = product(*w.w_gate, h_.data(), E, T, gate_.data(), F);
-  const MatmulArgs mu = product(*w.w_up, h_.data(), E, T, up_.data(), F);
-  pool_.run([&](int ith, int nth) {
-    matmul(mg, ith, nth);
-    matmul(mu, ith, nth);
-  });
-  for_tokens(T, [&](int64_t t0, int64_t t1) {
-    swiglu(gate_.data() + t0 * F, up_.data() + t0 * F, (t1 - t0) * F, gate_.data() + t0 * F);
-  });
-  const MatmulArgs md = product(*w.w_down, gate_.data(), F, T, tmp_.data(), E);
+void CpuStage::dense_ffn(int il, int T) {
+  const LayerWeights& w = weights_.layer(il);
+  const LayerSpec& s = cfg_.layer(il);
+  const int64_t E = cfg_.n_embd, F = s.n_ff;
+  if (s.gate_up_fused) {
+    // One product into [T][2F] rows (gate then up), activated into gate_ rows of F.
+    qkv_.resize(static_cast<size_t>(T * 2 * F));
+    const MatmulArgs m = product(*w[LayerTensor::GateUp], h_.data(), E, T, qkv_.data(), 2 * F);
+    pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
+    for (int64_t t = 0; t < T; ++t) {
+      const float* r = qkv_.data() + t * 2 * F;
+      gated_activation(s.act, r, r + F, F, gate_.data() + t * F);
+    }
+  } else {
+    const MatmulArgs mg = product(*w[LayerTensor::Gate], h_.data(), E, T, gate_.data(), F);
+    const MatmulArgs mu = product(*w[LayerTensor::Up], h_.data(), E, T, up_.data(), F);
+    pool_.run([&](int ith, int nth) {
+      matmul(mg, ith, nth);
+      matmul(mu, ith, nth);
+    });
+    for_tokens(T, [&](int64_t t0, int64_t t1) {
+      gated_activation(s.act, gate_.data() + t0 * F, up_.data() + t0 * F, (t1 - t0) * F, gate_.data() + t0 * F);
+    });
+  }
+  const MatmulArgs md = product(*w[LayerTensor::Down], gate_.data(), F, T, tmp_.data(), E);
   pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
-  for_tokens(T, [&](int64_t t0, int64_t t1) { add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E); });
+}
+
+void CpuStage::moe_ffn(int il, int T) {
+  const LayerWeights& w = weights_.layer(il);
+  const LayerSpec& s = cfg_.layer(il);
+  const LayerFloats& d = lf_[static_cast<size_t>(il - weights_.range.first)];
+  const int64_t E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used;
+
+  // Route every token.
+  router_.resize(static_cast<size_t>(T * X));
+  const MatmulArgs mr = product(*w[LayerTensor::Router], h_.data(), E, T, router_.data(), X);
+  pool_.run([&](int ith, int nth) { matmul(mr, ith, nth); });
+  route_id_.resize(static_cast<size_t>(T * K));
+  route_w_.resize(route_id_.size());
+  for (int64_t t = 0; t < T; ++t) {
+    float* logits = router_.data() + t * X;
+    if (s.router_bias) add_rows(logits, d.ptr(LayerTensor::RouterBias), X);
+    moe_route(s.routing, logits, static_cast<int>(X), static_cast<int>(K), route_id_.data() + t * K,
+              route_w_.data() + t * K);
+  }
+
+  // Each expert computes the rows of the tokens routed to it, added into tmp_ with their weight.
+  std::fill(tmp_.begin(), tmp_.begin() + T * E, 0.0f);
+  const auto slice = [](const TensorView& t, int64_t rows_per_expert, int64_t e, int64_t n_in) {
+    MatmulArgs a;
+    a.type = t.type;
+    a.row_bytes = t.row_bytes();
+    a.w = t.data + static_cast<size_t>(e * rows_per_expert) * a.row_bytes;
+    a.n_rows = rows_per_expert;
+    a.n = n_in;
+    return a;
+  };
+  const float* bg = d.ptr(LayerTensor::GateExpsBias);
+  const float* bu = d.ptr(LayerTensor::UpExpsBias);
+  const float* bd = d.ptr(LayerTensor::DownExpsBias);
+  for (int64_t e = 0; e < X; ++e) {
+    expert_rows_.clear();
+    for (int64_t i = 0; i < T * K; ++i) {
+      if (route_id_[static_cast<size_t>(i)] == e) expert_rows_.push_back(static_cast<int32_t>(i));
+    }
+    const int64_t n = static_cast<int64_t>(expert_rows_.size());
+    if (n == 0) continue;
+    eh_.resize(static_cast<size_t>(n * E));
+    eg_.resize(static_cast<size_t>(n * F));
+    eu_.resize(eg_.size());
+    ed_.resize(eh_.size());
+    for (int64_t j = 0; j < n; ++j) {
+      const float* src = h_.data() + (expert_rows_[static_cast<size_t>(j)] / K) * E;
+      std::copy(src, src + E, eh_.data() + j * E);
+    }
+    MatmulArgs mg = slice(*w[LayerTensor::GateExps], F, e, E), mu = slice(*w[LayerTensor::UpExps], F, e, E);
+    mg.x = mu.x = eh_.data();
+    mg.x_stride = mu.x_stride = E;
+    mg.n_tokens = mu.n_tokens = n;
+    mg.y = eg_.data();
+    mu.y = eu_.data();
+    mg.y_stride = mu.y_stride = F;
+    pool_.run([&](int ith, int nth) {
+      matmul(mg, ith, nth);
+      matmul(mu, ith, nth);
+    });
+    for (int64_t j = 0; j < n; ++j) {
+      float* g = eg_.data() + j * F;
+      float* u = eu_.data() + j * F;
+      if (bg != nullptr) add_rows(g, bg + e * F, F);
+      if (bu != nullptr) add_rows(u, bu + e * F, F);
+      gated_activation(s.act, g, u, F, g);
+    }
+    MatmulArgs md = slice(*w[LayerTensor::DownExps], E, e, F);
+    md.x = eg_.data();
+    md.x_stride = F;
+    md.n_tokens = n;
+    md.y = ed_.data();
+    md.y_stride = E;
+    pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
+    for (int64_t j = 0; j < n; ++j) {
+      const int32_t r = expert_rows_[static_cast<size_t>(j)];
+      const float wt = route_w_[static_cast<size_t>(r)];
+      float* y = tmp_.data() + (r / K) * E;
+      const float* o = ed_.data() + j * E;
+      for (int64_t i = 0; i < E; ++i) y[i] += wt * (o[i] + (bd != nullptr ? bd[e * E + i] : 0.0f));
+    }
+  }
 }
 
 void CpuStage::output(const Batch& b, std::vector<float>& out) {
@@ -258,6 +415,10 @@ void CpuStage::output(const Batch& b, std::vector<float>& out) {
   if (n_out == 0) return;
   const MatmulArgs ml = product(*weights_.output, h_.data(), E, n_out, out.data(), V);
   pool_.run([&](int ith, int nth) { matmul(ml, ith, nth); });
+  if (cfg_.logit_softcap > 0.0f) {
+    const float cap = cfg_.logit_softcap;
+    for (float& l : out) l = cap * std::tanh(l / cap);
+  }
 }
 
 }  // namespace pipellm

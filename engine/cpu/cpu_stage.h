@@ -8,12 +8,15 @@
 //   rope_freqs) are decoded to float once at construction;
 // - the KV cache is described in engine/model/kv_cache.h.
 //
-// Per layer: h = rmsnorm(x)*attn_norm; q,k,v = h W^T (+bias); [qwen3] per-head rmsnorm of q,k;
-// RoPE(q,k) at each token's position; store k,v in the cache; causal attention over the
-// slot's positions [0,pos]; x += attn W_o^T; h = rmsnorm(x)*ffn_norm;
-// x += (silu(h W_gate^T) * (h W_up^T)) W_down^T. Tail: rmsnorm(x)*output_norm, then W_out^T for
-// the rows whose logits are wanted.
+// Per layer (what is optional is the layer's LayerSpec, engine/model/model_config.h):
+// h = rmsnorm(x)*attn_norm; q,k,v = h W^T (+bias; or one fused qkv product); per-head rmsnorm
+// of q,k; RoPE(q,k) at each token's position (the layer's rope); store k,v in the cache;
+// attention over the slot's positions [0,pos] (or the sliding window; sinks); o = attn W_o^T
+// (+bias) (rmsnorm(o)*post_attn_norm); x += o; h = rmsnorm(x)*ffn_norm; f = down(act(gate h, up h))
+// or, for MoE layers, the routed sum over the token's experts; (rmsnorm(f)*post_ffn_norm); x += f.
+// Tail: rmsnorm(x)*output_norm, then W_out^T (softcapped) for the rows whose logits are wanted.
 #pragma once
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -49,13 +52,20 @@ class CpuStage : public HostStage {
   const KvCache& cache() const { return cache_; }
 
  private:
-  struct LayerFloats {  // decoded 1-D tensors of a layer (empty when absent)
-    std::vector<float> attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm;
+  // Decoded 1-D tensors of a layer (norms, biases, sinks) by role; empty when absent.
+  struct LayerFloats {
+    std::array<std::vector<float>, kLayerTensorCount> v;
+    const std::vector<float>& operator[](LayerTensor r) const { return v[static_cast<size_t>(r)]; }
+    const float* ptr(LayerTensor r) const { return v[static_cast<size_t>(r)].empty() ? nullptr : v[static_cast<size_t>(r)].data(); }
   };
 
   void validate(const Batch& b);
   void embed(const Batch& b);
   void run_layer(int il, const Batch& b);
+  void attention_block(int il, const Batch& b);  // leaves the block's output in tmp_
+  void dense_ffn(int il, int T);                 // h_ -> tmp_
+  void moe_ffn(int il, int T);                   // h_ -> tmp_
+  void norm_rows(float* x, const float* w, int T, int64_t n);  // in place
   void output(const Batch& b, std::vector<float>& out);
   void for_tokens(int n, const std::function<void(int64_t, int64_t)>& fn);
   MatmulArgs product(const TensorView& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
@@ -68,11 +78,15 @@ class CpuStage : public HostStage {
   KvCache cache_;
   std::vector<LayerFloats> lf_;
   std::vector<float> output_norm_, rope_freqs_;
-  RopeParams rope_;
+  std::vector<RopeParams> ropes_;  // distinct rope settings of the stage's layers
+  std::vector<int> layer_rope_;    // per local layer: index into ropes_
   std::vector<int32_t> filled_;  // per slot: positions [0, filled) hold valid K/V
 
   // Scratch, resized per batch.
-  std::vector<float> x_, h_, q_, k_, v_, att_, tmp_, gate_, up_, cs_;
+  std::vector<float> x_, h_, q_, k_, v_, qkv_, att_, tmp_, gate_, up_, cs_;
+  // MoE scratch: router logits, per token the chosen experts and weights, an expert's rows.
+  std::vector<float> router_, route_w_, eh_, eg_, eu_, ed_;
+  std::vector<int32_t> route_id_, expert_rows_;
   std::vector<int32_t> n_kv_;
   std::vector<const uint8_t*> kp_, vp_;
 };

@@ -12,8 +12,10 @@
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/mmq.h"
 #include "kernels/cuda/rmsnorm.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cuda/rope.h"
-#include "kernels/cuda/swiglu.h"
+#include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/moe.h"
 
 namespace pipellm::cuda {
 namespace {
@@ -53,7 +55,9 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
   };
   for (const LayerWeights& l : w.layers) {
-    for (const TensorView* t : {l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down}) mmq_ = mmq_ && mmq_ok(t);
+    for (LayerTensor r : all_layer_tensors()) {
+      if (is_matrix(r)) mmq_ = mmq_ && (is_expert_stack(r) || mmq_ok(l[r]));
+    }
   }
   if (last_) mmq_ = mmq_ && mmq_ok(w.output);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
@@ -76,6 +80,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   const size_t T = static_cast<size_t>(max_tokens_);
   const size_t E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = kdim;
   const size_t W = std::max({E, F, Q});
+  bool fused_qkv = false;
+  for (const LayerSpec& l : cfg_.layers) fused_qkv = fused_qkv || l.qkv_fused;
   d_io_.resize(5 * T);
   d_tok_ = d_io_.get();
   d_pos_ = d_io_.get() + T;
@@ -102,7 +108,20 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   k_.resize(T * K);
   v_.resize(T * K);
   att_.resize(T * Q);
-  g_.resize(T * std::max(F, E));
+  g_.resize(T * std::max(2 * F, E));  // also the [gate; up] rows of a fused product
+  tmp_.resize(T * E);
+  if (fused_qkv) qkv_.resize(T * (Q + 2 * K));
+  if (cfg_.has_moe()) {
+    const size_t P = T * static_cast<size_t>(cfg_.max_expert_used());  // (token, expert) pairs
+    size_t n_expert = 0;
+    for (const LayerSpec& l : cfg_.layers) n_expert = std::max(n_expert, static_cast<size_t>(l.n_expert));
+    router_.resize(T * n_expert);
+    route_id_.resize(P);
+    route_w_.resize(P);
+    eg_.resize(P * F);
+    eu_.resize(P * F);
+    ed_.resize(P * E);
+  }
   u_.resize(T * F);
   act_.resize(T * F);
   xq_.resize(T * W);
@@ -254,124 +273,219 @@ void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, 
 void CudaStage::enqueue_embed(int T) {
   // The first kernel of a step follows the host-to-device copy of the step's inputs: no PDL.
   embed_rows(weights_->token_embd.m, d_tok_, T, x_.get(), stream_.get());
+  if (cfg_.embd_scale != 1.0f) scale(x_.get(), static_cast<int64_t>(T) * cfg_.n_embd, cfg_.embd_scale, launch());
 }
 
 void CudaStage::enqueue_layers(int T, int n_keys) {
-  const int E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = cfg_.k_dim();
   int sms = 0;
   PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt_.device));
   if (streamed_) streamed_->begin_pass(stream_.get());
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
+    const LayerSpec& s = cfg_.layer(range_.first + i);
     if (streamed_) streamed_->before_layer(i, stream_.get());
-    product_input(T, x_.get(), E, l.attn_norm.get(), true);
-    if (use_matvec(T) && matvec_uses_q8(l.wq.m.type) && l.wk.m.type == l.wq.m.type) {
-      // q and k (and v when it has the same type) in one launch.
-      MatvecArgs m;
-      m.w = l.wq.m;
-      m.x = y_.get();
-      m.xq = xq_.get();
-      m.xds = xds_.get();
-      m.y = q_.get();
-      m.y_stride = Q;
-      m.extra[0] = {l.wk.m, k_.get(), K};
-      m.n_extra = 1;
-      const bool v_too = l.wv.m.type == l.wq.m.type;
-      if (v_too) m.extra[m.n_extra++] = {l.wv.m, v_.get(), K};
-      matvec_rows(m, T);
-      if (!v_too) product(l.wv, T, v_.get(), K, false);
-    } else {
-      product(l.wq, T, q_.get(), Q, false);
-      product(l.wk, T, k_.get(), K, false);
-      product(l.wv, T, v_.get(), K, false);
+    enqueue_attention(i, l, s, T, n_keys, sms);
+    product_input(T, x_.get(), cfg_.n_embd, l.vec(LayerTensor::FfnNorm), true);
+    switch (s.ffn) {
+      case FfnKind::Dense: enqueue_dense_ffn(l, s, T); break;
+      case FfnKind::Moe: enqueue_moe_ffn(l, s, T); break;
     }
-
-    RopeKvArgs r;
-    r.n_tokens = T;
-    r.n_head = cfg_.n_head;
-    r.n_head_kv = cfg_.n_head_kv;
-    r.head_dim = cfg_.head_dim;
-    r.q = q_.get();
-    r.q_stride = Q;
-    r.k = k_.get();
-    r.v = v_.get();
-    r.kv_stride = K;
-    r.bq = l.bq.get();
-    r.bk = l.bk.get();
-    r.bv = l.bv.get();
-    r.q_norm = l.q_norm.get();
-    r.k_norm = l.k_norm.get();
-    r.norm_eps = cfg_.rms_eps;
-    r.pos = d_pos_;
-    r.slot = d_slot_;
-    r.k_cache = k_cache_[static_cast<size_t>(i)].get();
-    r.v_cache = v_cache_[static_cast<size_t>(i)].get();
-    r.n_ctx = opt_.n_ctx;
-    r.n_rot = cfg_.n_rot;
-    r.base = cfg_.rope_base;
-    r.freq_scale = cfg_.rope_freq_scale;
-    r.freq_factors = weights_->rope_freqs.get();
-    r.neox = cfg_.rope_type == RopeType::Neox;
-    rope_kv_store(r, launch());
-
-    AttentionArgs a;
-    a.n_tokens = T;
-    a.n_head = cfg_.n_head;
-    a.n_head_kv = cfg_.n_head_kv;
-    a.head_dim = cfg_.head_dim;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
-    a.q = q_.get();
-    a.q_stride = Q;
-    a.out = att_.get();
-    a.out_stride = Q;
-    a.k_cache = r.k_cache;
-    a.v_cache = r.v_cache;
-    a.n_ctx = opt_.n_ctx;
-    a.pos = d_pos_;
-    a.slot = d_slot_;
-    attention_split(n_keys, T, cfg_.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
-    a.partial = attn_part_.get();
-    if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
-      throw Error("CUDA stage: attention scratch too small");
-    // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
-    const bool att_q8 = q8_activations(T) && matvec_uses_q8(l.wo.m.type) && Q % 32 == 0;
-    if (att_q8) {
-      a.xq = xq_.get();
-      a.xds = xds_.get();
-    }
-    attention(a, launch());
-
-    if (!att_q8) product_input(T, att_.get(), Q, nullptr, false);
-    product(l.wo, T, x_.get(), E, true);
-
-    product_input(T, x_.get(), E, l.ffn_norm.get(), true);
-    if (use_matvec(T) && l.w_gate.m.type == l.w_up.m.type) {
-      MatvecArgs m;
-      m.w = l.w_gate.m;
-      m.w2 = l.w_up.m;
-      m.mode = MatvecMode::Swiglu;
-      m.x = y_.get();
-      m.xq = xq_.get();
-      m.xds = xds_.get();
-      m.y = act_.get();
-      m.y_stride = F;
-      matvec_rows(m, T);
-    } else {
-      product(l.w_gate, T, g_.get(), F, false);
-      product(l.w_up, T, u_.get(), F, false);
-      swiglu(g_.get(), u_.get(), F, T, F, act_.get(), stream_.get());
-    }
-    product_input(T, act_.get(), F, nullptr, false);
-    product(l.w_down, T, x_.get(), E, true);
     if (streamed_) streamed_->after_layer(i, stream_.get());
   }
   if (streamed_) streamed_->end_pass(stream_.get());
+}
+
+void CudaStage::add_block_output(int T, const float* bias, const float* norm_w) {
+  const int E = cfg_.n_embd;
+  residual_add(x_.get(), E, tmp_.get(), E, bias, norm_w, cfg_.rms_eps, T, E, launch());
+}
+
+void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms) {
+  const int E = cfg_.n_embd, Q = cfg_.q_dim(), K = cfg_.k_dim();
+  product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
+  float *q = q_.get(), *k = k_.get(), *v = v_.get();
+  int64_t q_stride = Q, kv_stride = K;
+  if (s.qkv_fused) {
+    // One product; q, k and v are column ranges of its rows.
+    q_stride = kv_stride = Q + 2 * K;
+    product(l[LayerTensor::Qkv], T, qkv_.get(), q_stride, false);
+    q = qkv_.get();
+    k = q + Q;
+    v = k + K;
+  } else if (use_matvec(T) && matvec_uses_q8(l[LayerTensor::Q].m.type) &&
+             l[LayerTensor::K].m.type == l[LayerTensor::Q].m.type) {
+    // q and k (and v when it has the same type) in one launch.
+    MatvecArgs m;
+    m.w = l[LayerTensor::Q].m;
+    m.x = y_.get();
+    m.xq = xq_.get();
+    m.xds = xds_.get();
+    m.y = q;
+    m.y_stride = Q;
+    m.extra[0] = {l[LayerTensor::K].m, k, K};
+    m.n_extra = 1;
+    const bool v_too = l[LayerTensor::V].m.type == l[LayerTensor::Q].m.type;
+    if (v_too) m.extra[m.n_extra++] = {l[LayerTensor::V].m, v, K};
+    matvec_rows(m, T);
+    if (!v_too) product(l[LayerTensor::V], T, v, K, false);
+  } else {
+    product(l[LayerTensor::Q], T, q, Q, false);
+    product(l[LayerTensor::K], T, k, K, false);
+    product(l[LayerTensor::V], T, v, K, false);
+  }
+
+  RopeKvArgs r;
+  r.n_tokens = T;
+  r.n_head = cfg_.n_head;
+  r.n_head_kv = cfg_.n_head_kv;
+  r.head_dim = cfg_.head_dim;
+  r.q = q;
+  r.q_stride = q_stride;
+  r.k = k;
+  r.v = v;
+  r.kv_stride = kv_stride;
+  r.bq = l.vec(LayerTensor::QBias);
+  r.bk = l.vec(LayerTensor::KBias);
+  r.bv = l.vec(LayerTensor::VBias);
+  r.q_norm = l.vec(LayerTensor::QNorm);
+  r.k_norm = l.vec(LayerTensor::KNorm);
+  r.norm_eps = cfg_.rms_eps;
+  r.pos = d_pos_;
+  r.slot = d_slot_;
+  r.k_cache = k_cache_[static_cast<size_t>(i)].get();
+  r.v_cache = v_cache_[static_cast<size_t>(i)].get();
+  r.n_ctx = opt_.n_ctx;
+  r.n_rot = cfg_.n_rot;
+  r.base = s.rope.base;
+  r.freq_scale = s.rope.freq_scale;
+  r.freq_factors = weights_->rope_freqs.get();
+  r.neox = s.rope.type == RopeType::Neox;
+  r.ext_factor = s.rope.ext_factor;
+  r.attn_factor = s.rope.attn_factor;
+  if (s.rope.ext_factor != 0.0f) {
+    rope_yarn_corr_dims(cfg_.n_rot, s.rope.n_ctx_orig, s.rope.base, s.rope.beta_fast, s.rope.beta_slow, r.corr_dims);
+  }
+  rope_kv_store(r, launch());
+
+  AttentionArgs a;
+  a.n_tokens = T;
+  a.n_head = cfg_.n_head;
+  a.n_head_kv = cfg_.n_head_kv;
+  a.head_dim = cfg_.head_dim;
+  a.scale = s.attn_scale;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.out = att_.get();
+  a.out_stride = Q;
+  a.k_cache = r.k_cache;
+  a.v_cache = r.v_cache;
+  a.n_ctx = opt_.n_ctx;
+  a.pos = d_pos_;
+  a.slot = d_slot_;
+  a.window = s.window;
+  a.sinks = l.vec(LayerTensor::Sinks);
+  attention_split(n_keys, T, cfg_.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
+  a.partial = attn_part_.get();
+  if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
+    throw Error("CUDA stage: attention scratch too small");
+  // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
+  const CudaMatrix& wo = l[LayerTensor::O];
+  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0;
+  if (att_q8) {
+    a.xq = xq_.get();
+    a.xds = xds_.get();
+  }
+  attention(a, launch());
+
+  if (!att_q8) product_input(T, att_.get(), Q, nullptr, false);
+  if (s.o_bias || s.post_attn_norm) {
+    product(wo, T, tmp_.get(), E, false);
+    add_block_output(T, l.vec(LayerTensor::OBias), l.vec(LayerTensor::PostAttnNorm));
+  } else {
+    product(wo, T, x_.get(), E, true);
+  }
+}
+
+void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T) {
+  const int E = cfg_.n_embd, F = s.n_ff;
+  if (s.gate_up_fused) {
+    product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
+    gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
+  } else if (use_matvec(T) && s.act == GatedAct::Silu && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type) {
+    MatvecArgs m;
+    m.w = l[LayerTensor::Gate].m;
+    m.w2 = l[LayerTensor::Up].m;
+    m.mode = MatvecMode::Swiglu;
+    m.x = y_.get();
+    m.xq = xq_.get();
+    m.xds = xds_.get();
+    m.y = act_.get();
+    m.y_stride = F;
+    matvec_rows(m, T);
+  } else {
+    product(l[LayerTensor::Gate], T, g_.get(), F, false);
+    product(l[LayerTensor::Up], T, u_.get(), F, false);
+    gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
+  }
+  product_input(T, act_.get(), F, nullptr, false);
+  if (s.post_ffn_norm) {
+    product(l[LayerTensor::Down], T, tmp_.get(), E, false);
+    add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
+  } else {
+    product(l[LayerTensor::Down], T, x_.get(), E, true);
+  }
+}
+
+void CudaStage::enqueue_moe_ffn(const CudaLayer& l, const LayerSpec& s, int T) {
+  const int E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
+  if (!q8_activations(T)) {
+    // The expert products read float rows; the f16 path only wrote f16 ones.
+    NormOutArgs a;
+    a.x = x_.get();
+    a.x_stride = E;
+    a.n_rows = T;
+    a.n = E;
+    a.w = l.vec(LayerTensor::FfnNorm);
+    a.eps = cfg_.rms_eps;
+    a.y_f32 = y_.get();
+    rmsnorm_convert(a, launch());
+  }
+  product(l[LayerTensor::Router], T, router_.get(), X, false);
+  moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
+            launch());
+  const auto experts = [&](LayerTensor w, LayerTensor bias, const float* x, int x_group, float* y) {
+    MoeMatvecArgs m;
+    m.w = l[w].m;
+    m.expert_bytes = l[w].expert_bytes;
+    m.ids = route_id_.get();
+    m.n_pairs = P;
+    m.x = x;
+    m.x_group = x_group;
+    m.bias = l.vec(bias);
+    m.y = y;
+    moe_matvec(m, launch());
+  };
+  experts(LayerTensor::GateExps, LayerTensor::GateExpsBias, y_.get(), K, eg_.get());
+  experts(LayerTensor::UpExps, LayerTensor::UpExpsBias, y_.get(), K, eu_.get());
+  moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
+  experts(LayerTensor::DownExps, LayerTensor::DownExpsBias, eg_.get(), 1, ed_.get());
+  if (s.post_ffn_norm) {
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
+  } else {
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+  }
 }
 
 void CudaStage::enqueue_logits(int n_out) {
   // Rows to project are the first n_out rows of g_ (gathered by the caller) or of x_ (decode).
   product_input(n_out, g_.get(), cfg_.n_embd, weights_->output_norm.get(), true);
   product(weights_->output, n_out, logits_.get(), cfg_.n_vocab, false);
+  enqueue_softcap(n_out);
+}
+
+void CudaStage::enqueue_softcap(int n_rows) {
+  if (cfg_.logit_softcap > 0.0f) softcap(logits_.get(), cfg_.n_vocab, n_rows, cfg_.n_vocab, cfg_.logit_softcap, launch());
 }
 
 void CudaStage::enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos) {
@@ -403,6 +517,7 @@ void CudaStage::enqueue_decode_step(int B, int ctx_bucket) {
   record_tokens(d_tok_, d_pos_, d_slot_, B, d_history_.get(), opt_.n_ctx, launch());
   product_input(B, x_.get(), cfg_.n_embd, weights_->output_norm.get(), true);
   product(weights_->output, B, logits_.get(), cfg_.n_vocab, false);
+  enqueue_softcap(B);
   enqueue_sampling(B, d_slot_, d_pos_);
 }
 

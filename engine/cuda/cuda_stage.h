@@ -108,6 +108,13 @@ class CudaStage : public Stage {
   // Enqueues the forward pass of T tokens whose ids/pos/slots are in d_tok_/d_pos_/d_slot_ (or
   // whose hidden rows are in x_). n_keys: an upper bound on pos + 1 over the tokens.
   void enqueue_layers(int T, int n_keys);
+  // The blocks of local layer i (the layer's LayerSpec says which parts it has).
+  void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms);
+  void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T);
+  void enqueue_moe_ffn(const CudaLayer& l, const LayerSpec& s, int T);
+  // x += post(tmp_ + bias): a block's output (in tmp_) with its optional bias and post-norm.
+  void add_block_output(int T, const float* bias, const float* norm_w);
+  void enqueue_softcap(int n_rows);
   void enqueue_embed(int T);
   // Final norm + lm head over `n_out` rows of x_ starting at the rows listed (host) or all T.
   void enqueue_logits(int n_out);
@@ -164,7 +171,10 @@ class CudaStage : public Stage {
   PinnedBuffer<float> h_logprob_;
   DeviceBuffer<float> d_logprob_;
   std::vector<uint8_t> slot_logprobs_;  // per slot: its sequence asked for log-probabilities
-  DeviceBuffer<float> x_, y_, q_, k_, v_, att_, g_, u_, act_, logits_, attn_part_;
+  DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
+  // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
+  DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_;
+  DeviceBuffer<int32_t> route_id_;
   DeviceBuffer<int8_t> xq_;
   DeviceBuffer<float2> xds_;
   DeviceBuffer<__half> xh_, wh_;

@@ -10,24 +10,29 @@
 namespace pipellm::cuda {
 namespace {
 
+// n_expert > 1: t is a stack [n_in, rows, n_expert] uploaded as n_expert matrices of `rows`.
 void upload_matrix(const TensorView* t, bool resident_f16, cudaStream_t s, CudaMatrix& out, size_t& bytes,
-                   int64_t& max_elems) {
+                   int64_t& max_elems, int64_t n_expert = 1) {
   if (t == nullptr) return;
   if (!cuda_supports(t->type))
     throw Error("CUDA: tensor '" + t->name + "' has type " + tensor_type_name(t->type) + ", which the CUDA kernels cannot read");
   DeviceMatrix m;
   m.type = t->type;
   m.n_in = t->ne[0];
-  m.n_out = t->n_rows();
+  m.n_out = t->n_rows() / n_expert;
   const int64_t nb = m.blocks();
+  out.expert_bytes = t->nbytes / static_cast<uint64_t>(n_expert);
   std::vector<uint8_t> host(t->nbytes);
-  repack_for_device(t->type, t->data, nb, host.data());
+  for (int64_t e = 0; e < n_expert; ++e) {
+    repack_for_device(t->type, t->data + e * out.expert_bytes, nb, host.data() + e * out.expert_bytes);
+  }
   out.storage.resize(t->nbytes);
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.storage.get(), host.data(), t->nbytes, cudaMemcpyHostToDevice, s));
   PIPELLM_CUDA_CHECK(cudaStreamSynchronize(s));  // `host` is released below
   m.data = out.storage.get();
   out.m = m;
   bytes += t->nbytes;
+  if (n_expert > 1) return;  // expert products read the blocks (moe.h): no f16 copy, no scratch
   max_elems = std::max(max_elems, m.n_in * m.n_out);
   if (resident_f16) {
     out.f16.resize(static_cast<size_t>(m.n_in * m.n_out));
@@ -49,25 +54,19 @@ void upload_vector(const TensorView* t, cudaStream_t s, DeviceBuffer<float>& out
 }  // namespace
 
 CudaWeights::CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resident_f16, cudaStream_t s) {
-  (void)c;
   layers.resize(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LayerWeights& lw = w.layers[i];
+    const LayerSpec& spec = c.layer(w.range.first + static_cast<int>(i));
     CudaLayer& l = layers[i];
-    upload_matrix(lw.wq, resident_f16, s, l.wq, device_bytes, max_matrix_elems);
-    upload_matrix(lw.wk, resident_f16, s, l.wk, device_bytes, max_matrix_elems);
-    upload_matrix(lw.wv, resident_f16, s, l.wv, device_bytes, max_matrix_elems);
-    upload_matrix(lw.wo, resident_f16, s, l.wo, device_bytes, max_matrix_elems);
-    upload_matrix(lw.w_gate, resident_f16, s, l.w_gate, device_bytes, max_matrix_elems);
-    upload_matrix(lw.w_up, resident_f16, s, l.w_up, device_bytes, max_matrix_elems);
-    upload_matrix(lw.w_down, resident_f16, s, l.w_down, device_bytes, max_matrix_elems);
-    upload_vector(lw.attn_norm, s, l.attn_norm);
-    upload_vector(lw.ffn_norm, s, l.ffn_norm);
-    upload_vector(lw.bq, s, l.bq);
-    upload_vector(lw.bk, s, l.bk);
-    upload_vector(lw.bv, s, l.bv);
-    upload_vector(lw.q_norm, s, l.q_norm);
-    upload_vector(lw.k_norm, s, l.k_norm);
+    for (LayerTensor r : all_layer_tensors()) {
+      if (is_matrix(r)) {
+        const int64_t experts = is_expert_stack(r) ? spec.n_expert : 1;
+        upload_matrix(lw[r], resident_f16, s, l[r], device_bytes, max_matrix_elems, experts);
+      } else {
+        upload_vector(lw[r], s, l.vecs[static_cast<size_t>(r)]);
+      }
+    }
   }
   // The embedding is only looked up row by row: no f16 copy.
   upload_matrix(w.token_embd, false, s, token_embd, device_bytes, max_matrix_elems);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_fp16.h>
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -15,16 +16,23 @@
 
 namespace pipellm::cuda {
 
+// A matrix, or a stack of expert matrices: then m is expert 0 (n_out = one expert's rows) and
+// expert e starts expert_bytes after it (each expert repacked on its own, weight_layout.h).
 struct CudaMatrix {
   DeviceBuffer<uint8_t> storage;
   DeviceMatrix m;
-  DeviceBuffer<__half> f16;  // resident copy, or empty
+  size_t expert_bytes = 0;
+  DeviceBuffer<__half> f16;  // resident copy, or empty (never for expert stacks)
   bool present() const { return m.data != nullptr; }
 };
 
+// A layer's tensors by role (engine/model/layer_tensors.h): matrices, and 1-D tensors as f32.
 struct CudaLayer {
-  CudaMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
-  DeviceBuffer<float> attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm;
+  std::array<CudaMatrix, kLayerTensorCount> mats;
+  std::array<DeviceBuffer<float>, kLayerTensorCount> vecs;
+  CudaMatrix& operator[](LayerTensor r) { return mats[static_cast<size_t>(r)]; }
+  const CudaMatrix& operator[](LayerTensor r) const { return mats[static_cast<size_t>(r)]; }
+  const float* vec(LayerTensor r) const { return vecs[static_cast<size_t>(r)].get(); }
 };
 
 class CudaWeights {

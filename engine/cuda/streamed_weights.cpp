@@ -11,14 +11,6 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr const TensorView* LayerWeights::*kHostMats[7] = {&LayerWeights::wq,     &LayerWeights::wk,
-                                                            &LayerWeights::wv,     &LayerWeights::wo,
-                                                            &LayerWeights::w_gate, &LayerWeights::w_up,
-                                                            &LayerWeights::w_down};
-constexpr CudaMatrix CudaLayer::*kDeviceMats[7] = {&CudaLayer::wq,     &CudaLayer::wk,   &CudaLayer::wv,
-                                                   &CudaLayer::wo,     &CudaLayer::w_gate, &CudaLayer::w_up,
-                                                   &CudaLayer::w_down};
-
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 DeviceMatrix shape_of(const TensorView& t) {
@@ -80,18 +72,21 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
     StreamedLayer sl;
     sl.local = i;
     sl.host_offset = host_bytes;
-    for (int k = 0; k < 7; ++k) {
-      const TensorView* t = lw.*kHostMats[k];
-      if (t == nullptr) throw Error("weight streaming: layer " + std::to_string(w.range.first + i) + " lacks a matrix");
-      sl.m[k] = shape_of(*t);
-      sl.offset[k] = sl.bytes;
+    for (LayerTensor r : all_layer_tensors()) {
+      const TensorView* t = lw[r];
+      if (t == nullptr || !is_matrix(r)) continue;
+      if (is_expert_stack(r)) {
+        throw Error("weight streaming: layer " + std::to_string(w.range.first + i) +
+                    " has experts, which cannot be streamed yet (give the stage more VRAM or more ranks)");
+      }
+      sl.parts.push_back({r, shape_of(*t), sl.bytes});
       sl.bytes += align_up(t->nbytes, kStreamAlign);
     }
     host_bytes += sl.bytes;
     position_[static_cast<size_t>(i)] = static_cast<int>(layers_.size());
     layers_.push_back(sl);
     LayerWeights& vw = view_.layers[static_cast<size_t>(i)];
-    for (const auto mat : kHostMats) vw.*mat = nullptr;
+    for (const auto& part : sl.parts) vw[part.role] = nullptr;
   }
   const size_t emb_offset = host_bytes;
   if (plan_.embeddings_in_host) {
@@ -105,9 +100,9 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
   parallel_for(static_cast<int>(layers_.size()), [&](int p) {
     const StreamedLayer& sl = layers_[static_cast<size_t>(p)];
     const LayerWeights& lw = w.layers[static_cast<size_t>(sl.local)];
-    for (int k = 0; k < 7; ++k) {
-      const TensorView* t = lw.*kHostMats[k];
-      repack_for_device(t->type, t->data, sl.m[k].blocks(), host_.host() + sl.host_offset + sl.offset[k]);
+    for (const auto& part : sl.parts) {
+      const TensorView* t = lw[part.role];
+      repack_for_device(t->type, t->data, part.m.blocks(), host_.host() + sl.host_offset + part.offset);
     }
   });
   if (plan_.embeddings_in_host) {
@@ -129,10 +124,10 @@ void StreamedWeights::install(CudaWeights& cw) const {
     const StreamedLayer& sl = layers_[p];
     CudaLayer& l = cw.layers.at(static_cast<size_t>(sl.local));
     uint8_t* base = streamer_->slot_data(static_cast<int>(p));
-    for (int k = 0; k < 7; ++k) {
-      CudaMatrix& m = l.*kDeviceMats[k];
-      m.m = sl.m[k];
-      m.m.data = base + sl.offset[k];
+    for (const auto& part : sl.parts) {
+      CudaMatrix& m = l[part.role];
+      m.m = part.m;
+      m.m.data = base + part.offset;
       cw.max_matrix_elems = std::max(cw.max_matrix_elems, m.m.n_in * m.m.n_out);
     }
   }

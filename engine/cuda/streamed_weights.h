@@ -51,8 +51,12 @@ class StreamedWeights {
  private:
   struct StreamedLayer {
     int local = 0;
-    DeviceMatrix m[7];  // wq wk wv wo gate up down: data holds the offset inside the image
-    size_t offset[7] = {};
+    struct Part {
+      LayerTensor role;
+      DeviceMatrix m;  // data is set at install
+      size_t offset;   // inside the layer's image
+    };
+    std::vector<Part> parts;  // the layer's matrices
     size_t host_offset = 0;
     size_t bytes = 0;
   };

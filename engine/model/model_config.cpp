@@ -1,116 +1,139 @@
 #include "engine/model/model_config.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/arch/recipe.h"
 #include "engine/util/error.h"
 
 namespace pipellm {
 
-const char* arch_name(Arch a) {
-  switch (a) {
-    case Arch::Llama: return "llama";
-    case Arch::Qwen2: return "qwen2";
-    case Arch::Qwen3: return "qwen3";
-  }
-  return "?";
-}
-
 namespace {
 
-int positive(const GgufFile& f, const std::string& key, uint32_t v) {
-  if (v == 0 || v > (1u << 30)) {
-    throw FormatError(f.name() + ": " + key + ": invalid value " + std::to_string(v));
-  }
-  return static_cast<int>(v);
-}
+struct ArchEntry {
+  const char* name;
+  Arch arch;
+  void (*recipe)(const GgufFile&, ModelConfig&);
+};
+
+constexpr ArchEntry kArchs[] = {
+    {"llama", Arch::Llama, arch::llama_family},     {"qwen2", Arch::Qwen2, arch::llama_family},
+    {"qwen3", Arch::Qwen3, arch::llama_family},     {"qwen3moe", Arch::Qwen3Moe, arch::llama_family},
+    {"gemma3", Arch::Gemma3, arch::gemma3},         {"phi3", Arch::Phi3, arch::phi3},
+    {"gpt-oss", Arch::GptOss, arch::gpt_oss},
+};
 
 }  // namespace
 
+const char* arch_name(Arch a) {
+  for (const ArchEntry& e : kArchs) {
+    if (e.arch == a) return e.name;
+  }
+  throw Error("architecture id " + std::to_string(static_cast<int>(a)) + " has no name");
+}
+
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
-  ModelConfig c;
-  const std::string arch = f.get_string("general.architecture");
-  if (arch == "llama") {
-    c.arch = Arch::Llama;
-    c.rope_type = RopeType::Normal;
-  } else if (arch == "qwen2") {
-    c.arch = Arch::Qwen2;
-    c.rope_type = RopeType::Neox;
-    c.has_qkv_bias = true;
-  } else if (arch == "qwen3") {
-    c.arch = Arch::Qwen3;
-    c.rope_type = RopeType::Neox;
-    c.has_qk_norm = true;
-  } else {
-    throw FormatError(f.name() + ": unsupported architecture '" + arch +
-                      "' (supported: llama, qwen2, qwen3)");
+  const std::string name = f.get_string("general.architecture");
+  for (const ArchEntry& e : kArchs) {
+    if (name != e.name) continue;
+    ModelConfig c;
+    c.arch = e.arch;
+    e.recipe(f, c);
+    if (static_cast<int>(c.layers.size()) != c.n_layer) {
+      throw Error(f.name() + ": the " + name + " recipe described " + std::to_string(c.layers.size()) + " of " +
+                  std::to_string(c.n_layer) + " layers");
+    }
+    for (const LayerSpec& l : c.layers) c.n_ff = std::max(c.n_ff, l.n_ff);
+    return c;
   }
-  const std::string p = arch + ".";
-  auto req = [&](const std::string& k) { return positive(f, p + k, f.get_u32(p + k)); };
-  auto opt = [&](const std::string& k, uint32_t fallback) {
-    return positive(f, p + k, f.get_u32_or(p + k, fallback));
+  std::string known;
+  for (const ArchEntry& e : kArchs) known += std::string(known.empty() ? "" : ", ") + e.name;
+  throw FormatError(f.name() + ": unsupported architecture '" + name + "' (supported: " + known + ")");
+}
+
+bool ModelConfig::has_moe() const {
+  return std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.ffn == FfnKind::Moe; });
+}
+
+int ModelConfig::max_expert_used() const {
+  int k = 0;
+  for (const LayerSpec& l : layers) k = std::max(k, l.ffn == FfnKind::Moe ? l.n_expert_used : 0);
+  return k;
+}
+
+std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
+  const LayerSpec& s = layer(il);
+  const int64_t E = n_embd, QD = q_dim(), KD = k_dim(), VD = v_dim(), F = s.n_ff, X = s.n_expert;
+  std::vector<TensorSpec> t;
+  auto add = [&](LayerTensor r, std::string name, std::vector<int64_t> shape) {
+    t.push_back({r, std::move(name), std::move(shape)});
   };
-
-  c.n_layer = req("block_count");
-  c.n_embd = req("embedding_length");
-  c.n_ff = req("feed_forward_length");
-  c.n_head = req("attention.head_count");
-  c.n_head_kv = opt("attention.head_count_kv", static_cast<uint32_t>(c.n_head));
-  if (c.n_head % c.n_head_kv != 0) {
-    throw FormatError(f.name() + ": " + p + "attention.head_count " + std::to_string(c.n_head) +
-                      " is not a multiple of head_count_kv " + std::to_string(c.n_head_kv));
-  }
-  c.head_dim = opt("attention.key_length", static_cast<uint32_t>(c.n_embd / c.n_head));
-  c.head_dim_v = opt("attention.value_length", static_cast<uint32_t>(c.head_dim));
-  c.n_rot = opt("rope.dimension_count", static_cast<uint32_t>(c.head_dim));
-  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0) {
-    throw FormatError(f.name() + ": " + p + "rope.dimension_count " + std::to_string(c.n_rot) +
-                      " does not fit head size " + std::to_string(c.head_dim));
-  }
-  c.n_ctx_train = opt("context_length", 4096);
-  c.rope_base = f.get_f32_or(p + "rope.freq_base", 10000.0f);
-  c.rms_eps = f.get_f32_or(p + "attention.layer_norm_rms_epsilon", c.arch == Arch::Llama ? 1e-5f : 1e-6f);
-  if (!(c.rope_base > 0.0f) || !(c.rms_eps > 0.0f)) {
-    throw FormatError(f.name() + ": " + p + "rope.freq_base / layer_norm_rms_epsilon must be positive");
-  }
-
-  const std::string scaling = f.get_string_or(p + "rope.scaling.type", "none");
-  if (scaling == "linear") {
-    const float factor = f.get_f32_or(p + "rope.scaling.factor", 1.0f);
-    if (!(factor > 0.0f)) throw FormatError(f.name() + ": " + p + "rope.scaling.factor must be positive");
-    c.rope_freq_scale = 1.0f / factor;
-  } else if (scaling != "none" && scaling != "llama3") {
-    // "llama3" scaling is carried by rope_freqs.weight; yarn/longrope are not implemented.
-    throw FormatError(f.name() + ": " + p + "rope.scaling.type '" + scaling + "' is not supported");
-  }
-
-  const TensorView* embd = f.find_tensor("token_embd.weight");
-  if (f.has(p + "vocab_size")) {
-    c.n_vocab = req("vocab_size");
-  } else if (embd != nullptr) {
-    c.n_vocab = static_cast<int>(embd->ne[1]);
-  } else if (f.has("tokenizer.ggml.tokens")) {
-    c.n_vocab = static_cast<int>(f.get_string_array("tokenizer.ggml.tokens").size());
+  add(LayerTensor::AttnNorm, "attn_norm.weight", {E});
+  if (s.qkv_fused) {
+    add(LayerTensor::Qkv, "attn_qkv.weight", {E, QD + KD + VD});
   } else {
-    throw FormatError(f.name() + ": cannot tell the vocabulary size (no " + p +
-                      "vocab_size, token_embd.weight or tokenizer.ggml.tokens)");
+    add(LayerTensor::Q, "attn_q.weight", {E, QD});
+    add(LayerTensor::K, "attn_k.weight", {E, KD});
+    add(LayerTensor::V, "attn_v.weight", {E, VD});
   }
-
-  c.tied_output = f.find_tensor("output.weight") == nullptr;
-  c.has_rope_freqs = f.find_tensor("rope_freqs.weight") != nullptr;
-  if (f.find_tensor("blk.0.attn_q.bias") != nullptr) c.has_qkv_bias = true;
-  if (f.find_tensor("blk.0.attn_q_norm.weight") != nullptr) c.has_qk_norm = true;
-  return c;
+  if (s.qkv_bias) {
+    add(LayerTensor::QBias, "attn_q.bias", {QD});
+    add(LayerTensor::KBias, "attn_k.bias", {KD});
+    add(LayerTensor::VBias, "attn_v.bias", {VD});
+  }
+  if (s.qk_norm) {
+    add(LayerTensor::QNorm, "attn_q_norm.weight", {head_dim});
+    add(LayerTensor::KNorm, "attn_k_norm.weight", {head_dim});
+  }
+  add(LayerTensor::O, "attn_output.weight", {int64_t{n_head} * head_dim_v, E});
+  if (s.o_bias) add(LayerTensor::OBias, "attn_output.bias", {E});
+  if (s.sinks) add(LayerTensor::Sinks, "attn_sinks.weight", {n_head});
+  if (s.post_attn_norm) add(LayerTensor::PostAttnNorm, "post_attention_norm.weight", {E});
+  add(LayerTensor::FfnNorm, std::string(s.ffn_norm_name) + ".weight", {E});
+  switch (s.ffn) {
+    case FfnKind::Dense:
+      if (s.gate_up_fused) {
+        add(LayerTensor::GateUp, "ffn_up.weight", {E, 2 * F});
+      } else {
+        add(LayerTensor::Gate, "ffn_gate.weight", {E, F});
+        add(LayerTensor::Up, "ffn_up.weight", {E, F});
+      }
+      add(LayerTensor::Down, "ffn_down.weight", {F, E});
+      break;
+    case FfnKind::Moe:
+      add(LayerTensor::Router, "ffn_gate_inp.weight", {E, X});
+      if (s.router_bias) add(LayerTensor::RouterBias, "ffn_gate_inp.bias", {X});
+      add(LayerTensor::GateExps, "ffn_gate_exps.weight", {E, F, X});
+      add(LayerTensor::UpExps, "ffn_up_exps.weight", {E, F, X});
+      add(LayerTensor::DownExps, "ffn_down_exps.weight", {F, E, X});
+      if (s.expert_bias) {
+        add(LayerTensor::GateExpsBias, "ffn_gate_exps.bias", {F, X});
+        add(LayerTensor::UpExpsBias, "ffn_up_exps.bias", {F, X});
+        add(LayerTensor::DownExpsBias, "ffn_down_exps.bias", {E, X});
+      }
+      break;
+  }
+  if (s.post_ffn_norm) add(LayerTensor::PostFfnNorm, "post_ffw_norm.weight", {E});
+  return t;
 }
 
 std::string ModelConfig::summary() const {
   std::ostringstream os;
   os << arch_name(arch) << ": " << n_layer << " layers, n_embd " << n_embd << ", heads " << n_head << "/"
-     << n_head_kv << " x " << head_dim << ", n_ff " << n_ff << ", vocab " << n_vocab << ", rope "
-     << (rope_type == RopeType::Neox ? "neox" : "normal") << " base " << rope_base;
+     << n_head_kv << " x " << head_dim << ", n_ff " << n_ff << ", vocab " << n_vocab;
+  if (!layers.empty()) {
+    const LayerSpec& l = layers.back();
+    os << ", rope " << (l.rope.type == RopeType::Neox ? "neox" : "normal") << " base " << l.rope.base;
+    if (l.ffn == FfnKind::Moe) os << ", " << l.n_expert << " experts (" << l.n_expert_used << " used)";
+    if (l.act != GatedAct::Silu) os << ", " << gated_act_name(l.act);
+  }
+  const auto n_sliding = std::count_if(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.window > 0; });
+  if (n_sliding > 0) os << ", " << n_sliding << " sliding-window layers";
   if (tied_output) os << ", tied output";
   if (has_qkv_bias) os << ", qkv bias";
   if (has_qk_norm) os << ", qk norm";
+  if (logit_softcap > 0.0f) os << ", logit softcap " << logit_softcap;
   return os.str();
 }
 

@@ -1,19 +1,69 @@
-// Hyperparameters of a llama-family decoder, read from a GGUF file's metadata.
-// Supported architectures: llama (normal RoPE), qwen2 (q/k/v biases, NEOX RoPE),
-// qwen3 (per-head q/k RMSNorm, NEOX RoPE). Any other `general.architecture` is an error.
+// Hyperparameters of a decoder read from a GGUF file's metadata, with one LayerSpec per layer:
+// what the layer computes (attention window, rope, FFN kind and activation, routing) and which
+// optional tensors it holds. Each architecture's recipe (engine/model/arch/<arch>.cpp) fills
+// them; the loader, planners, CPU and CUDA passes read only this. Supported: llama (also with
+// Mixtral-style experts), qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss. Anything else is an
+// error naming the architecture.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "engine/model/layer_tensors.h"
+#include "kernels/cpu/gated_activation.h"
+#include "kernels/cpu/moe_route.h"
 
 namespace pipellm {
 
 class GgufFile;
 
-enum class Arch { Llama, Qwen2, Qwen3 };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, GptOss };
 // Normal: rotates adjacent pairs (x[2i], x[2i+1]); Neox: rotates (x[i], x[i + n_rot/2]).
 enum class RopeType { Normal, Neox };
+enum class FfnKind { Dense, Moe };
 
 const char* arch_name(Arch a);
+
+// RoPE of one layer (kernels/cpu/rope.h has the formulas).
+struct RopeSpec {
+  RopeType type = RopeType::Normal;
+  float base = 10000.0f;
+  float freq_scale = 1.0f;   // 1 / scaling factor (linear or YaRN)
+  float ext_factor = 0.0f;   // YaRN: 1 when on
+  float attn_factor = 1.0f;  // cos/sin magnitude
+  int n_ctx_orig = 0;        // YaRN: the context the model was trained on
+  float beta_fast = 32.0f, beta_slow = 1.0f;
+};
+
+struct LayerSpec {
+  // Attention.
+  int window = 0;           // sliding window in keys (0: attends to the whole causal past)
+  float attn_scale = 0.0f;  // score scale
+  RopeSpec rope;
+  bool qkv_fused = false;   // one attn_qkv matrix (phi3)
+  bool qkv_bias = false;    // q/k/v biases (qwen2, gpt-oss)
+  bool o_bias = false;      // output projection bias (gpt-oss)
+  bool qk_norm = false;     // per-head q/k RMSNorm (qwen3, gemma3)
+  bool sinks = false;       // attention sinks (gpt-oss)
+  bool post_attn_norm = false;  // RMSNorm of the attention output (gemma3)
+  // Feed-forward.
+  const char* ffn_norm_name = "ffn_norm";  // gpt-oss calls its pre-FFN norm post_attention_norm
+  FfnKind ffn = FfnKind::Dense;
+  GatedAct act = GatedAct::Silu;
+  int n_ff = 0;               // dense width, or each expert's width
+  bool gate_up_fused = false;  // one ffn_up holding [gate; up] (phi3)
+  bool post_ffn_norm = false;  // RMSNorm of the FFN output (gemma3)
+  int n_expert = 0, n_expert_used = 0;
+  MoeRouting routing = MoeRouting::SoftmaxTopK;
+  bool router_bias = false, expert_bias = false;  // gpt-oss
+};
+
+// One tensor of a layer: its role, GGUF name (without "blk.N.") and shape (ne order).
+struct TensorSpec {
+  LayerTensor role;
+  std::string name;
+  std::vector<int64_t> shape;
+};
 
 struct ModelConfig {
   Arch arch = Arch::Llama;
@@ -24,21 +74,28 @@ struct ModelConfig {
   int head_dim = 0;    // key_length: size of one q/k head
   int head_dim_v = 0;  // value_length: size of one v head
   int n_rot = 0;       // rotated dimensions per head (rope.dimension_count, default head_dim)
-  int n_ff = 0;
+  int n_ff = 0;        // the widest FFN of any layer (dense width or one expert's)
   int n_vocab = 0;
   int n_ctx_train = 0;
-  float rope_base = 10000.0f;
-  float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
-  RopeType rope_type = RopeType::Normal;
   float rms_eps = 1e-5f;
+  float embd_scale = 1.0f;     // token embeddings are multiplied by it (gemma: sqrt(n_embd))
+  float logit_softcap = 0.0f;  // logits -> cap * tanh(logits / cap) when > 0
+  bool tied_output = false;    // no output.weight: the lm head is token_embd
+  bool has_rope_freqs = false;  // rope_freqs.weight (per-dimension frequency divisors)
+  // Llama-family options detected from the file (the llama recipe turns them into LayerSpecs).
   bool has_qkv_bias = false;
   bool has_qk_norm = false;
-  bool tied_output = false;    // no output.weight: the lm head is token_embd
-  bool has_rope_freqs = false;  // Llama 3.1 rope_freqs.weight (per-dimension frequency divisors)
+  std::vector<LayerSpec> layers;
 
   int q_dim() const { return n_head * head_dim; }
   int k_dim() const { return n_head_kv * head_dim; }
   int v_dim() const { return n_head_kv * head_dim_v; }
+  const LayerSpec& layer(int il) const { return layers.at(static_cast<size_t>(il)); }
+  bool has_moe() const;
+  int max_expert_used() const;
+
+  // The tensors of layer il, from its spec.
+  std::vector<TensorSpec> layer_tensors(int il) const;
 
   // Reads the metadata (and which optional tensors exist). Throws FormatError naming the file
   // and the key, or the unsupported architecture.

@@ -86,39 +86,26 @@ ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c, LayerRa
   for (int il = range.first; il < range.last; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
     LayerWeights l;
-    l.attn_norm = b.bind(p + "attn_norm.weight", {E});
-    l.wq = b.bind(p + "attn_q.weight", {E, c.q_dim()});
-    l.wk = b.bind(p + "attn_k.weight", {E, c.k_dim()});
-    l.wv = b.bind(p + "attn_v.weight", {E, c.v_dim()});
-    l.wo = b.bind(p + "attn_output.weight", {int64_t{c.n_head} * c.head_dim_v, E});
-    if (c.has_qkv_bias) {
-      l.bq = b.bind(p + "attn_q.bias", {c.q_dim()});
-      l.bk = b.bind(p + "attn_k.bias", {c.k_dim()});
-      l.bv = b.bind(p + "attn_v.bias", {c.v_dim()});
-    }
-    if (c.has_qk_norm) {
-      l.q_norm = b.bind(p + "attn_q_norm.weight", {c.head_dim});
-      l.k_norm = b.bind(p + "attn_k_norm.weight", {c.head_dim});
-    }
-    l.ffn_norm = b.bind(p + "ffn_norm.weight", {E});
-    l.w_gate = b.bind(p + "ffn_gate.weight", {E, c.n_ff});
-    l.w_up = b.bind(p + "ffn_up.weight", {E, c.n_ff});
-    l.w_down = b.bind(p + "ffn_down.weight", {c.n_ff, E});
+    for (const TensorSpec& spec : c.layer_tensors(il)) l[spec.role] = b.bind(p + spec.name, spec.shape);
     w.layers.push_back(l);
   }
   b.finish();
   return w;
 }
 
-uint64_t ModelWeights::bytes_per_token() const {
+uint64_t ModelWeights::bytes_per_token(const ModelConfig& c) const {
   uint64_t total = 0;
   auto add = [&](const TensorView* t) {
     if (t != nullptr) total += t->nbytes;
   };
-  for (const auto& l : layers) {
-    for (const TensorView* t : {l.attn_norm, l.wq, l.wk, l.wv, l.wo, l.bq, l.bk, l.bv, l.q_norm, l.k_norm,
-                                l.ffn_norm, l.w_gate, l.w_up, l.w_down}) {
-      add(t);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerSpec& s = c.layer(range.first + static_cast<int>(i));
+    for (LayerTensor r : all_layer_tensors()) {
+      const TensorView* t = layers[i][r];
+      if (t == nullptr) continue;
+      // Stacked experts (and their biases): a token reads n_expert_used of n_expert slices.
+      total += is_expert_stack(r) && s.n_expert > 0 ? t->nbytes / static_cast<uint64_t>(s.n_expert) * static_cast<uint64_t>(s.n_expert_used)
+                          : t->nbytes;
     }
   }
   if (token_embd != nullptr) total += token_embd->row_bytes();

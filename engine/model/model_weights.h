@@ -3,6 +3,7 @@
 // output_norm and output (or token_embd again when the output is tied). Pages of tensors a
 // stage does not use are never touched.
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
@@ -19,22 +20,12 @@ struct LayerRange {
   static LayerRange all(const ModelConfig& c) { return {0, c.n_layer}; }
 };
 
-// Matrices are stored as GGUF lays them out: ne = [n_in, n_out], one row per output feature.
+// Matrices are stored as GGUF lays them out: ne = [n_in, n_out(, n_expert)], one row per output
+// feature. A layer's tensors by role (engine/model/layer_tensors.h); absent roles are null.
 struct LayerWeights {
-  const TensorView* attn_norm = nullptr;  // [n_embd]
-  const TensorView* wq = nullptr;         // [n_embd, n_head*head_dim]
-  const TensorView* wk = nullptr;         // [n_embd, n_head_kv*head_dim]
-  const TensorView* wv = nullptr;         // [n_embd, n_head_kv*head_dim_v]
-  const TensorView* wo = nullptr;         // [n_head*head_dim_v, n_embd]
-  const TensorView* bq = nullptr;         // qwen2: biases of q, k, v
-  const TensorView* bk = nullptr;
-  const TensorView* bv = nullptr;
-  const TensorView* q_norm = nullptr;     // qwen3: [head_dim], applied per head before RoPE
-  const TensorView* k_norm = nullptr;
-  const TensorView* ffn_norm = nullptr;   // [n_embd]
-  const TensorView* w_gate = nullptr;     // [n_embd, n_ff]
-  const TensorView* w_up = nullptr;       // [n_embd, n_ff]
-  const TensorView* w_down = nullptr;     // [n_ff, n_embd]
+  std::array<const TensorView*, kLayerTensorCount> t{};
+  const TensorView* operator[](LayerTensor r) const { return t[static_cast<size_t>(r)]; }
+  const TensorView*& operator[](LayerTensor r) { return t[static_cast<size_t>(r)]; }
 };
 
 struct ModelWeights {
@@ -46,9 +37,9 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;         // layers[i] is layer range.first + i
 
   const LayerWeights& layer(int global_index) const { return layers.at(static_cast<size_t>(global_index - range.first)); }
-  // Bytes of weights this stage reads per decoded token (matrices of its layers, one embedding
-  // row, the whole lm head).
-  uint64_t bytes_per_token() const;
+  // Bytes of weights this stage reads per decoded token (matrices of its layers, of MoE layers
+  // only the experts one token uses, one embedding row, the whole lm head).
+  uint64_t bytes_per_token(const ModelConfig& c) const;
 
   // Throws FormatError listing every missing tensor, or naming a tensor whose shape or type
   // does not fit the config. The file must outlive the weights.

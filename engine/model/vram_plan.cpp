@@ -158,13 +158,19 @@ VramPlan plan_vram(const VramPlanInput& in) {
 }
 
 uint64_t layer_stream_bytes(const LayerWeights& l) {
-  return matrix_bytes(l.wq) + matrix_bytes(l.wk) + matrix_bytes(l.wv) + matrix_bytes(l.wo) + matrix_bytes(l.w_gate) +
-         matrix_bytes(l.w_up) + matrix_bytes(l.w_down);
+  uint64_t total = 0;
+  for (LayerTensor r : all_layer_tensors()) {
+    if (is_matrix(r)) total += matrix_bytes(l[r]);
+  }
+  return total;
 }
 
 uint64_t layer_fixed_bytes(const LayerWeights& l) {
-  return vector_bytes(l.attn_norm) + vector_bytes(l.ffn_norm) + vector_bytes(l.bq) + vector_bytes(l.bk) +
-         vector_bytes(l.bv) + vector_bytes(l.q_norm) + vector_bytes(l.k_norm);
+  uint64_t total = 0;
+  for (LayerTensor r : all_layer_tensors()) {
+    if (!is_matrix(r)) total += vector_bytes(l[r]);
+  }
+  return total;
 }
 
 VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget) {

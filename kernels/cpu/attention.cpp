@@ -84,13 +84,15 @@ void attention(const AttentionArgs& a, int ith, int nth) {
     const int h = static_cast<int>(item % a.n_head);
     const int g = h / group;
     const int n_kv = a.n_kv[t];
+    const int j0 = a.window > 0 ? std::max(0, n_kv - a.window) : 0;
     const float* q = a.q + t * a.q_stride + static_cast<int64_t>(h) * a.head_dim;
     float* out = a.out + t * a.out_stride + static_cast<int64_t>(h) * a.head_dim_v;
     scores.resize(static_cast<size_t>(n_kv));
 
     const uint8_t* kbase = a.k[t];
-    float max_s = -INFINITY;
-    for (int j = 0; j < n_kv; ++j) {
+    const float sink = a.sinks != nullptr ? a.sinks[h] : -INFINITY;
+    float max_s = sink;
+    for (int j = j0; j < n_kv; ++j) {
       const uint8_t* row = kbase + static_cast<size_t>(j) * a.k_row_bytes;
       float s;
       if (f16) {
@@ -104,8 +106,8 @@ void attention(const AttentionArgs& a, int ith, int nth) {
       scores[static_cast<size_t>(j)] = s;
       max_s = std::max(max_s, s);
     }
-    double sum = 0.0;
-    for (int j = 0; j < n_kv; ++j) {
+    double sum = a.sinks != nullptr ? std::exp(sink - max_s) : 0.0;
+    for (int j = j0; j < n_kv; ++j) {
       const float e = std::exp(scores[static_cast<size_t>(j)] - max_s);
       scores[static_cast<size_t>(j)] = e;
       sum += e;
@@ -114,7 +116,7 @@ void attention(const AttentionArgs& a, int ith, int nth) {
 
     std::fill(out, out + a.head_dim_v, 0.0f);
     const uint8_t* vbase = a.v[t];
-    for (int j = 0; j < n_kv; ++j) {
+    for (int j = j0; j < n_kv; ++j) {
       const float w = scores[static_cast<size_t>(j)] * inv;
       const uint8_t* row = vbase + static_cast<size_t>(j) * a.v_row_bytes;
       if (f16) {

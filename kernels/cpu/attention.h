@@ -1,8 +1,11 @@
 // Causal multi-head attention over a KV cache (CPU reference), with grouped-query heads.
 //
 // For token t and query head h (kv head g = h / (n_head / n_head_kv)):
-//   s_j = scale * dot(q[t][h], K[t][j][g])           for cache rows j in [0, n_kv[t])
+//   s_j = scale * dot(q[t][h], K[t][j][g])           for cache rows j in [j0, n_kv[t])
 //   out[t][h] = sum_j softmax(s)_j * V[t][j][g]
+// j0 = 0, or with a sliding window W: j0 = max(0, n_kv[t] - W) (the query, at row n_kv[t]-1,
+// sees W keys including its own: gemma3, gpt-oss). With attention sinks (gpt-oss) head h's
+// softmax denominator also holds exp(sinks[h]): a logit with no value vector.
 // q row t: q + t*q_stride, heads contiguous (head h at h*head_dim); out likewise with head_dim_v.
 // K[t] / V[t]: the first cache row of token t's sequence; rows k_row_bytes / v_row_bytes apart,
 // kv head g at element g*head_dim (g*head_dim_v) of a row; elements F16 or F32 (see KvCache).
@@ -31,6 +34,8 @@ struct AttentionArgs {
   size_t k_row_bytes = 0;
   size_t v_row_bytes = 0;
   TensorType kv_type = TensorType::F16;  // F16 or F32
+  int window = 0;                 // sliding window in keys, 0 = none
+  const float* sinks = nullptr;   // [n_head] or null
 };
 
 // Part ith of nth of the (token, head) pairs; call with ith = 0..nth-1 (any threads).

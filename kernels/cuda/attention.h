@@ -1,6 +1,7 @@
 // Causal attention with grouped-query heads over the f16 KV cache (reference:
 // kernels/cpu/attention.h). Token t of slot slot[t] at position pos[t] attends to its slot's
-// cache rows [0, pos[t]] (its own k/v must already be stored, see rope.h).
+// cache rows [0, pos[t]] (its own k/v must already be stored, see rope.h), or the last
+// `window` of them; with sinks, as kernels/cpu/attention.h.
 //
 // Split-KV: the key range of each token is cut into n_splits pieces of keys_per_split keys; one
 // block per (kv head, split, token) handles all query heads of the group with an online
@@ -40,6 +41,10 @@ struct AttentionArgs {
   // that merges the splits: the next quantized product needs no conversion pass.
   int8_t* xq = nullptr;   // [T][out_stride]
   float2* xds = nullptr;  // [T][out_stride / 32]
+  // Sliding window (gemma3, gpt-oss): token t sees keys (pos[t] - window, pos[t]]; 0 = none.
+  int window = 0;
+  // Attention sinks (gpt-oss): head h's softmax denominator also holds exp(sinks[h]). Device [n_head] or null.
+  const float* sinks = nullptr;
 };
 
 // Scratch floats the kernels need for these sizes.

@@ -38,6 +38,12 @@ struct RopeKvArgs {
   float freq_scale = 1.0f;
   const float* freq_factors = nullptr;  // [n_rot/2] or null
   bool neox = false;
+  // YaRN (gpt-oss) and the cos/sin magnitude: kernels/cpu/rope.h (RopeParams) has the formula.
+  float ext_factor = 0.0f;
+  float attn_factor = 1.0f;
+  float corr_dims[2] = {0.0f, 0.0f};
+  // q/k/v rows may be parts of one fused product row (phi3): q at q, k at k, v at v, all rows
+  // q_stride / kv_stride apart (as above).
 };
 
 void rope_kv_store(const RopeKvArgs& a, const Launch& s);

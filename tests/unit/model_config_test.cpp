@@ -27,8 +27,8 @@ TEST(ModelConfig, TinyLlama) {
   EXPECT_EQ(c.head_dim, 64);
   EXPECT_EQ(c.n_rot, 64);
   EXPECT_EQ(c.n_vocab, 1024);
-  EXPECT_EQ(c.rope_type, RopeType::Normal);
-  EXPECT_FLOAT_EQ(c.rope_base, 10000.0f);
+  EXPECT_EQ(c.layer(0).rope.type, RopeType::Normal);
+  EXPECT_FLOAT_EQ(c.layer(0).rope.base, 10000.0f);
   EXPECT_FLOAT_EQ(c.rms_eps, 1e-5f);
   EXPECT_FALSE(c.has_qkv_bias);
   EXPECT_FALSE(c.has_qk_norm);
@@ -38,12 +38,12 @@ TEST(ModelConfig, TinyLlama) {
 TEST(ModelConfig, QwenAndTiedFlags) {
   const ModelConfig q2 = config_of("tiny-qwen2-Q8_0");
   EXPECT_EQ(q2.arch, Arch::Qwen2);
-  EXPECT_EQ(q2.rope_type, RopeType::Neox);
+  EXPECT_EQ(q2.layer(0).rope.type, RopeType::Neox);
   EXPECT_TRUE(q2.has_qkv_bias);
   EXPECT_FLOAT_EQ(q2.rms_eps, 1e-6f);
   const ModelConfig q3 = config_of("tiny-qwen3-Q8_0");
   EXPECT_EQ(q3.arch, Arch::Qwen3);
-  EXPECT_EQ(q3.rope_type, RopeType::Neox);
+  EXPECT_EQ(q3.layer(0).rope.type, RopeType::Neox);
   EXPECT_TRUE(q3.has_qk_norm);
   EXPECT_FALSE(q3.has_qkv_bias);
   const ModelConfig tied = config_of("tiny-tied-Q8_0");
@@ -106,8 +106,8 @@ TEST(ModelWeights, LoadsOnlyTheRequestedRange) {
   EXPECT_EQ(mid.token_embd, nullptr);
   EXPECT_EQ(mid.output, nullptr);
   ASSERT_EQ(mid.layers.size(), 1u);
-  EXPECT_EQ(mid.layer(1).wq->name, "blk.1.attn_q.weight");
-  EXPECT_EQ(mid.layer(1).bq, nullptr);
+  EXPECT_EQ(mid.layer(1)[LayerTensor::Q]->name, "blk.1.attn_q.weight");
+  EXPECT_EQ(mid.layer(1)[LayerTensor::QBias], nullptr);
 
   const ModelWeights full = ModelWeights::load(*f, c, {0, 2}, true, true);
   EXPECT_EQ(full.output->name, "output.weight");
@@ -117,7 +117,7 @@ TEST(ModelWeights, LoadsOnlyTheRequestedRange) {
   for (const auto& t : f->tensors()) {
     if (t.name.rfind("blk.", 0) == 0) layer_bytes += t.nbytes;
   }
-  EXPECT_EQ(full.bytes_per_token(), layer_bytes + f->tensor("output.weight").nbytes +
+  EXPECT_EQ(full.bytes_per_token(c), layer_bytes + f->tensor("output.weight").nbytes +
                                         f->tensor("output_norm.weight").nbytes +
                                         f->tensor("token_embd.weight").row_bytes());
 
@@ -135,7 +135,7 @@ TEST(ModelWeights, TiedOutputUsesTheEmbeddings) {
 TEST(ModelWeights, MissingTensorsAreAllListed) {
   auto f = GgufFile::open(test::model_path("tiny-llama-Q8_0"));
   ModelConfig c = ModelConfig::from_gguf(*f);
-  c.has_qk_norm = true;  // the file has no q/k norms
+  for (LayerSpec& l : c.layers) l.qk_norm = true;  // the file has no q/k norms
   try {
     ModelWeights::load(*f, c, {0, 2}, true, true);
     FAIL() << "expected an error";
@@ -152,7 +152,7 @@ TEST(ModelWeights, MissingTensorsAreAllListed) {
 TEST(ModelWeights, ShapeMismatchNamesTensorAndShapes) {
   auto f = GgufFile::open(test::model_path("tiny-llama-Q8_0"));
   ModelConfig c = ModelConfig::from_gguf(*f);
-  c.n_ff = 512;
+  c.layers[0].n_ff = 512;
   try {
     ModelWeights::load(*f, c, {0, 1}, false, false);
     FAIL() << "expected an error";

@@ -154,6 +154,10 @@ void expect_matches(const std::string& model, const std::vector<std::pair<int, i
 TEST(PipelineInproc, OneStageMatchesSingleProcess) { expect_matches("tiny-llama-Q8_0", {{0, 2}}); }
 TEST(PipelineInproc, TwoStagesMatchSingleProcess) { expect_matches("tiny-llama-Q8_0", {{0, 1}, {1, 2}}); }
 TEST(PipelineInproc, TwoStagesQwen3) { expect_matches("tiny-qwen3-Q8_0", {{0, 1}, {1, 2}}); }
+// Mixture of experts and sliding-window layers split across ranks (fixtures-arch).
+TEST(PipelineInproc, TwoStagesQwen3Moe) { expect_matches("tiny-qwen3moe-Q4_K_M", {{0, 1}, {1, 2}}); }
+TEST(PipelineInproc, ThreeStagesGptOss) { expect_matches("tiny-gptoss-MXFP4_MOE", {{0, 1}, {1, 2}, {2, 2}}); }
+TEST(PipelineInproc, ThreeStagesGemma3) { expect_matches("tiny-gemma3-Q4_K_M", {{0, 2}, {2, 5}, {5, 6}}); }
 TEST(PipelineInproc, ThreeStagesWithHeadOnlyTail) { expect_matches("tiny-tied-Q8_0", {{0, 1}, {1, 2}, {2, 2}}); }
 
 // 8 sequences of different prompt and output lengths through 3 KV slots: they join and leave

@@ -182,7 +182,8 @@ TEST(VramPlan, InputFromFixtureModel) {
   for (int i = 0; i < c.n_layer; ++i) {
     const LayerWeights& l = w.layers[static_cast<size_t>(i)];
     uint64_t sum = 0;
-    for (const TensorView* t : {l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down}) sum += (t->nbytes + 255) / 256 * 256;
+    for (LayerTensor r : {LayerTensor::Q, LayerTensor::K, LayerTensor::V, LayerTensor::O, LayerTensor::Gate, LayerTensor::Up, LayerTensor::Down})
+      sum += (l[r]->nbytes + 255) / 256 * 256;
     EXPECT_EQ(in.layer_bytes[static_cast<size_t>(i)], sum);
   }
   EXPECT_EQ(in.layer_fixed_bytes, static_cast<uint64_t>(c.n_layer) * 2 * c.n_embd * 4);  // two norms per layer

@@ -1,0 +1,37 @@
+#include "engine/model/layer_tensors.h"
+
+#include <string>
+
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+const LayerTensorInfo& layer_tensor_info(LayerTensor t) {
+  static const LayerTensorInfo kInfo[kLayerTensorCount] = {
+      {"attn_norm", TensorKind::Vector},      {"q", TensorKind::Matrix},
+      {"k", TensorKind::Matrix},              {"v", TensorKind::Matrix},
+      {"qkv", TensorKind::Matrix},            {"o", TensorKind::Matrix},
+      {"q_bias", TensorKind::Vector},         {"k_bias", TensorKind::Vector},
+      {"v_bias", TensorKind::Vector},         {"o_bias", TensorKind::Vector},
+      {"q_norm", TensorKind::Vector},         {"k_norm", TensorKind::Vector},
+      {"sinks", TensorKind::Vector},          {"post_attn_norm", TensorKind::Vector},
+      {"ffn_norm", TensorKind::Vector},       {"gate", TensorKind::Matrix},
+      {"up", TensorKind::Matrix},             {"gate_up", TensorKind::Matrix},
+      {"down", TensorKind::Matrix},           {"post_ffn_norm", TensorKind::Vector},
+      {"router", TensorKind::Matrix},         {"router_bias", TensorKind::Vector},
+      {"gate_exps", TensorKind::Matrix},      {"up_exps", TensorKind::Matrix},
+      {"down_exps", TensorKind::Matrix},      {"gate_exps_bias", TensorKind::Vector},
+      {"up_exps_bias", TensorKind::Vector},   {"down_exps_bias", TensorKind::Vector},
+  };
+  const size_t i = static_cast<size_t>(t);
+  if (i >= kLayerTensorCount) throw Error("layer tensor role " + std::to_string(i) + " is unknown");
+  return kInfo[i];
+}
+
+std::array<LayerTensor, kLayerTensorCount> all_layer_tensors() {
+  std::array<LayerTensor, kLayerTensorCount> a{};
+  for (size_t i = 0; i < kLayerTensorCount; ++i) a[i] = static_cast<LayerTensor>(i);
+  return a;
+}
+
+}  // namespace pipellm
