@@ -1,5 +1,7 @@
 #include "engine/tokenizer/chat_template.h"
 
+#include <ctime>
+
 #include "engine/util/error.h"
 
 namespace pipellm {
@@ -88,12 +90,22 @@ std::string render_mistral(const std::vector<ChatMessage>& msgs, const std::stri
   return s;
 }
 
+// Gemma has no system turn: as its template does, the system text and a blank line go in front of
+// the next user turn untrimmed, while each message's own content is trimmed.
 std::string render_gemma(const std::vector<ChatMessage>& msgs, bool gen, const std::string& bos) {
-  std::string s = bos;
-  for (const auto& m : fold_system(msgs, "\n\n")) {
-    const std::string role = m.role == "assistant" ? "model" : m.role;
-    s += "<start_of_turn>" + role + "\n" + trim(m.content) + "<end_of_turn>\n";
+  std::string s = bos, system;
+  for (const auto& m : msgs) {
+    if (m.role == "system") {
+      system += m.content + "\n\n";
+      continue;
+    }
+    const bool user = m.role == "user";
+    s += std::string("<start_of_turn>") + (user ? "user" : "model") + "\n";
+    if (user) s += system, system.clear();
+    s += trim(m.content) + "<end_of_turn>\n";
   }
+  // Only system text (the official template would render nothing): keep it as a user turn.
+  if (!system.empty()) s += "<start_of_turn>user\n" + trim(system) + "<end_of_turn>\n";
   if (gen) s += "<start_of_turn>model\n";
   return s;
 }
@@ -105,6 +117,60 @@ std::string render_phi3(const std::vector<ChatMessage>& msgs, bool gen) {
   return s;
 }
 
+// "YYYY-MM-DD" of today in local time (strftime_now("%Y-%m-%d") in the Jinja templates).
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buf[16];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d", &local);
+  return buf;
+}
+
+bool is_date(const std::string& d) {
+  if (d.size() != 10 || d[4] != '-' || d[7] != '-') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
+    if (d[i] < '0' || d[i] > '9') return false;
+  }
+  return true;
+}
+
+// gpt-oss (OpenAI harmony) as its published template renders a conversation without tools or
+// reasoning text: the model's own system message, then every system message's text as the
+// developer's instructions, then the turns. Earlier answers are final-channel messages closed by
+// <|end|>; a closing answer without a generation prompt ends in <|return|>, as in training.
+std::string render_gpt_oss(const std::vector<ChatMessage>& msgs, bool gen, const ChatTemplateOptions& o) {
+  const std::string& effort = o.reasoning_effort;
+  if (effort != "low" && effort != "medium" && effort != "high") {
+    throw InvalidArgument("chat template: gpt-oss reasoning effort '" + effort + "' (expected low, medium or high)");
+  }
+  if (!o.date.empty() && !is_date(o.date)) {
+    throw InvalidArgument("chat template: date '" + o.date + "' is not YYYY-MM-DD");
+  }
+  std::string s =
+      "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+      "Knowledge cutoff: 2024-06\nCurrent date: " +
+      (o.date.empty() ? today() : o.date) + "\n\nReasoning: " + effort +
+      "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>";
+  // The template takes only a leading system message; later ones join it rather than vanish.
+  std::string developer;
+  for (const auto& m : msgs) {
+    if (m.role == "system" && !m.content.empty()) developer += (developer.empty() ? "" : "\n\n") + m.content;
+  }
+  if (!developer.empty()) s += "<|start|>developer<|message|># Instructions\n\n" + developer + "\n\n<|end|>";
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const ChatMessage& m = msgs[i];
+    if (m.role == "user") {
+      s += "<|start|>user<|message|>" + m.content + "<|end|>";
+    } else if (m.role == "assistant") {
+      const bool closing = i + 1 == msgs.size() && !gen;
+      s += "<|start|>assistant<|channel|>final<|message|>" + m.content + (closing ? "<|return|>" : "<|end|>");
+    }
+  }
+  if (gen) s += "<|start|>assistant";
+  return s;
+}
+
 }  // namespace
 
 ChatTemplateFamily detect_chat_template(const std::string& t) {
@@ -113,9 +179,11 @@ ChatTemplateFamily detect_chat_template(const std::string& t) {
   if (has(t, "<start_of_turn>")) return ChatTemplateFamily::kGemma;
   if (has(t, "<|assistant|>") && has(t, "<|end|>")) return ChatTemplateFamily::kPhi3;
   if (has(t, "[INST]")) return has(t, "<<SYS>>") ? ChatTemplateFamily::kLlama2 : ChatTemplateFamily::kMistral;
+  if (has(t, "<|start|>") && has(t, "<|channel|>")) return ChatTemplateFamily::kGptOss;
   std::string head = t.substr(0, 80);
-  throw FormatError("chat template: unrecognised template (not llama3, chatml, llama2, mistral, gemma or phi3): \"" +
-                    head + (t.size() > 80 ? "...\"" : "\""));
+  throw FormatError(
+      "chat template: unrecognised template (not llama3, chatml, llama2, mistral, gemma, phi3 or gpt-oss): \"" +
+      head + (t.size() > 80 ? "...\"" : "\""));
 }
 
 const char* chat_template_family_name(ChatTemplateFamily f) {
@@ -126,12 +194,14 @@ const char* chat_template_family_name(ChatTemplateFamily f) {
     case ChatTemplateFamily::kMistral: return "mistral";
     case ChatTemplateFamily::kGemma: return "gemma";
     case ChatTemplateFamily::kPhi3: return "phi3";
+    case ChatTemplateFamily::kGptOss: return "gpt-oss";
   }
   return "?";
 }
 
 std::string apply_chat_template(const std::string& tmpl, const std::vector<ChatMessage>& msgs,
-                                bool add_generation_prompt, const std::string& bos, const std::string& eos) {
+                                bool add_generation_prompt, const std::string& bos, const std::string& eos,
+                                const ChatTemplateOptions& options) {
   const ChatTemplateFamily family = detect_chat_template(tmpl);
   check_messages(msgs);
   switch (family) {
@@ -141,6 +211,7 @@ std::string apply_chat_template(const std::string& tmpl, const std::vector<ChatM
     case ChatTemplateFamily::kMistral: return render_mistral(msgs, bos, eos);
     case ChatTemplateFamily::kGemma: return render_gemma(msgs, add_generation_prompt, bos);
     case ChatTemplateFamily::kPhi3: return render_phi3(msgs, add_generation_prompt);
+    case ChatTemplateFamily::kGptOss: return render_gpt_oss(msgs, add_generation_prompt, options);
   }
   return {};
 }

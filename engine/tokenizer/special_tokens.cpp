@@ -1,13 +1,65 @@
 #include "engine/tokenizer/special_tokens.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace pipellm::tok {
 
 SpecialTokenMatcher::SpecialTokenMatcher(const Vocab& vocab) : vocab_(vocab) {
-  for (int32_t id : vocab.special_tokens) {
-    by_first_byte_[static_cast<uint8_t>(vocab.text[id][0])].push_back(id);
+  std::fill(std::begin(root_child_), std::end(root_child_), -1);
+  for (size_t rank = 0; rank < vocab.special_tokens.size(); ++rank) {
+    const std::string& text = vocab.text[vocab.special_tokens[rank]];
+    if (text.empty()) continue;  // cannot happen (empty texts are renamed), and would match nowhere
+    int32_t* slot = &root_child_[static_cast<uint8_t>(text[0])];
+    int32_t node = -1;
+    for (size_t i = 0; i < text.size(); ++i) {
+      const auto b = static_cast<uint8_t>(text[i]);
+      if (i > 0) {
+        slot = &nodes_[node].first_child;
+        while (*slot >= 0 && nodes_[*slot].byte != b) slot = &nodes_[*slot].next_sibling;
+      }
+      if (*slot >= 0) {
+        node = *slot;
+        continue;
+      }
+      node = static_cast<int32_t>(nodes_.size());
+      *slot = node;  // before the push_back, which may move the node `slot` points into
+      nodes_.push_back(Node{});
+      nodes_.back().byte = b;
+    }
+    // Texts are unique in the vocabulary, so no other token ends at this node.
+    nodes_[node].rank = static_cast<int32_t>(rank);
   }
+}
+
+int32_t SpecialTokenMatcher::child(int32_t node, uint8_t byte) const {
+  for (int32_t c = nodes_[node].first_child; c >= 0; c = nodes_[c].next_sibling) {
+    if (nodes_[c].byte == byte) return c;
+  }
+  return -1;
+}
+
+std::vector<int32_t> SpecialTokenMatcher::present_ranks(std::string_view text, bool parse_special) const {
+  std::vector<int32_t> ranks;
+  std::vector<char> seen;
+  for (size_t i = 0; i < text.size(); ++i) {
+    int32_t node = root_child_[static_cast<uint8_t>(text[i])];
+    for (size_t j = i + 1; node >= 0; ++j) {
+      const int32_t rank = nodes_[node].rank;
+      if (rank >= 0) {
+        const bool parsed = parse_special || !(vocab_.attr[vocab_.special_tokens[rank]] & (kAttrControl | kAttrUnknown));
+        if (seen.empty()) seen.resize(vocab_.special_tokens.size(), 0);
+        if (parsed && !seen[rank]) {
+          seen[rank] = 1;
+          ranks.push_back(rank);
+        }
+      }
+      if (j == text.size()) break;
+      node = child(node, static_cast<uint8_t>(text[j]));
+    }
+  }
+  std::sort(ranks.begin(), ranks.end());
+  return ranks;
 }
 
 std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text, bool parse_special) const {
@@ -15,24 +67,10 @@ std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text, bool
   if (text.empty()) return frags;
   frags.push_back({-1, 0, text.size()});
 
-  // A token that does not occur anywhere in the text cannot occur in a fragment of it: find the
-  // ones that do with one scan, so long texts are not searched once per special token.
-  std::vector<char> present(vocab_.text.size(), 0);
-  bool any = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    for (int32_t id : by_first_byte_[static_cast<uint8_t>(text[i])]) {
-      if (!present[id] && text.compare(i, vocab_.text[id].size(), vocab_.text[id]) == 0) {
-        present[id] = 1;
-        any = true;
-      }
-    }
-  }
-  if (!any) return frags;
-
-  for (int32_t id : vocab_.special_tokens) {
-    if (!present[id]) continue;
+  // A token that does not occur anywhere in the text cannot occur in a fragment of it.
+  for (int32_t rank : present_ranks(text, parse_special)) {
+    const int32_t id = vocab_.special_tokens[rank];
     const uint32_t attr = vocab_.attr[id];
-    if (!parse_special && (attr & (kAttrControl | kAttrUnknown))) continue;
     const std::string& tok = vocab_.text[id];
     std::vector<Fragment> next;
     next.reserve(frags.size() + 2);

@@ -31,7 +31,7 @@ bool bigram_after(const Bigram& a, const Bigram& b) {
 
 }  // namespace
 
-SpmModel::SpmModel(const Vocab& vocab) : vocab_(vocab) {
+SpmModel::SpmModel(const Vocab& vocab, bool chunked) : vocab_(vocab), chunked_(chunked) {
   for (int b = 0; b < 256; ++b) {
     char hex[8];
     std::snprintf(hex, sizeof(hex), "<0x%02X>", b);
@@ -42,26 +42,31 @@ SpmModel::SpmModel(const Vocab& vocab) : vocab_(vocab) {
     }
     byte_token_[b] = id;
   }
+  // Every byte string of 1 to 4 bytes that ends right before a U+2581 inside a piece: the
+  // symbol before a U+2581 in the text (one UTF-8 character, or one stray byte) can only be merged
+  // with it when it is one of these.
   for (const std::string& t : vocab.text) {
     for (size_t at = t.find(kSpaceMark, 1); at != std::string::npos; at = t.find(kSpaceMark, at + 1)) {
-      if (at < 3 || t.compare(at - 3, 3, kSpaceMark) != 0) chunk_at_spaces_ = false;
+      for (size_t k = 1; k <= 4 && k <= at; ++k) joins_space_.emplace(t, at - k, k);
     }
   }
 }
 
 void SpmModel::encode(const std::string& text, std::vector<int32_t>& out) const {
-  if (!chunk_at_spaces_) {
-    encode_chunk(text, out);
-    return;
+  // Walk the symbols exactly as encode_chunk splits them, so that every cut falls between two
+  // symbols (with invalid UTF-8 a U+2581 may sit inside a symbol).
+  const std::string_view all(text);
+  size_t begin = 0, prev = 0;  // start of the current chunk, of the previous symbol
+  for (size_t at = 0; chunked_ && at < all.size();) {
+    const size_t len = std::min(utf8_len_from_lead(static_cast<uint8_t>(all[at])), all.size() - at);
+    if (at > 0 && all.compare(at, len, kSpaceMark) == 0 && joins_space_.count(all.substr(prev, at - prev)) == 0) {
+      encode_chunk(all.substr(begin, at - begin), out);
+      begin = at;
+    }
+    prev = at;
+    at += len;
   }
-  // Cut before every U+2581 that follows another character (not itself a U+2581).
-  size_t begin = 0;
-  for (size_t at = text.find(kSpaceMark, 1); at != std::string::npos; at = text.find(kSpaceMark, at + 3)) {
-    if (at >= 3 && text.compare(at - 3, 3, kSpaceMark) == 0) continue;
-    encode_chunk(std::string_view(text).substr(begin, at - begin), out);
-    begin = at;
-  }
-  encode_chunk(std::string_view(text).substr(begin), out);
+  encode_chunk(all.substr(begin), out);
 }
 
 void SpmModel::encode_chunk(std::string_view text, std::vector<int32_t>& out) const {

@@ -3,6 +3,8 @@
 // <0xNN> byte tokens.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,7 +15,8 @@ namespace pipellm::tok {
 
 class SpmModel {
  public:
-  explicit SpmModel(const Vocab& vocab);
+  // chunked=false merges every text as one piece (tests compare both paths).
+  explicit SpmModel(const Vocab& vocab, bool chunked = true);
 
   // Tokenizes `text` (spaces already escaped as U+2581) and appends the ids.
   void encode(const std::string& text, std::vector<int32_t>& out) const;
@@ -22,9 +25,12 @@ class SpmModel {
   void encode_chunk(std::string_view text, std::vector<int32_t>& out) const;
 
   const Vocab& vocab_;
-  // True when no piece holds another character followed by U+2581: then no merge can cross the
-  // start of a "▁word", and the text can be merged chunk by chunk with the same result.
-  bool chunk_at_spaces_ = true;
+  // What some piece holds directly before a U+2581 (see the constructor). A merge can only join
+  // the symbol before a U+2581 with it when that symbol is in this set, so the text is cut
+  // before every other U+2581 and merged chunk by chunk with the same result (much faster on long
+  // texts). Usually only U+2581 itself (runs of spaces); Gemma 3 adds '>' (its piece ">▁</").
+  std::set<std::string, std::less<>> joins_space_;
+  bool chunked_ = true;
   int32_t byte_token_[256];  // <0xNN> (or the byte itself), -1 when the vocabulary has neither
 };
 

@@ -64,30 +64,32 @@ void apply_text_fixups(Vocab& v) {
       "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
       "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
       "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~["};
-  auto has = [](const auto& l, std::string_view s) { return std::find(std::begin(l), std::end(l), s) != std::end(l); };
-
-  for (int32_t id = 0; id < v.n_tokens(); ++id) {
-    const std::string& t = v.text[id];
-    if (v.eot < 0 && has(kEotTexts, t)) {
-      v.eot = id;
-      v.attr[id] |= kAttrControl;
+  // Each listed text is looked up (not each token compared with the lists: 262k tokens x 70
+  // texts was a noticeable part of loading). The lowest id wins where several texts match.
+  auto lowest_id = [&v](const auto& texts) {
+    int32_t best = -1;
+    for (std::string_view t : texts) {
+      const int32_t id = v.find(t);
+      if (id >= 0 && (best < 0 || id < best)) best = id;
     }
-    if (v.eom < 0 && t == "<|eom_id|>") {
-      v.eom = id;
-      v.attr[id] |= kAttrControl;
-    }
-    if (has(kFimTexts, t)) v.attr[id] |= kAttrControl;
-    if ((v.attr[id] & kAttrControl) && t.find("unused") != std::string::npos) v.attr[id] |= kAttrUnused;
+    return best;
+  };
+  if (v.eot < 0 && (v.eot = lowest_id(kEotTexts)) >= 0) v.attr[v.eot] |= kAttrControl;
+  if (v.eom < 0 && (v.eom = v.find("<|eom_id|>")) >= 0) v.attr[v.eom] |= kAttrControl;
+  for (std::string_view t : kFimTexts) {
+    if (const int32_t id = v.find(t); id >= 0) v.attr[id] |= kAttrControl;
   }
   for (int32_t id = 0; id < v.n_tokens(); ++id) {
-    if (has(kEogTexts, v.text[id])) {
+    if ((v.attr[id] & kAttrControl) && v.text[id].find("unused") != std::string::npos) v.attr[id] |= kAttrUnused;
+  }
+  for (std::string_view t : kEogTexts) {
+    if (const int32_t id = v.find(t); id >= 0) {
       v.eog.insert(id);
       v.attr[id] |= kAttrControl;
     }
-    const std::string& t = v.text[id];
-    if (t == "<|channel|>" || t == "<|message|>" || t == "<|start|>" || t == "<|constrain|>") {
-      v.attr[id] = kAttrUserDefined;  // gpt-oss: always rendered
-    }
+  }
+  for (std::string_view t : {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}) {
+    if (const int32_t id = v.find(t); id >= 0) v.attr[id] = kAttrUserDefined;  // gpt-oss: always rendered
   }
   for (int32_t id : {v.eos, v.eot, v.eom}) {
     if (id >= 0) v.eog.insert(id);

@@ -21,6 +21,7 @@ const char* kLlama2Tmpl = "{{ bos_token + '[INST] ' }}{{ '<<SYS>>\\n' }}";
 const char* kMistralTmpl = "{{ '[INST] ' + message['content'] + ' [/INST]' }}";
 const char* kGemmaTmpl = "{{ '<start_of_turn>' + role + '\\n' }}";
 const char* kPhi3Tmpl = "{{ '<|user|>\\n' }}{{ '<|assistant|>\\n' }}{{ '<|end|>\\n' }}";
+const char* kGptOssTmpl = "{{- \"<|start|>system<|message|>\" }}{{- \"<|start|>assistant<|channel|>final<|message|>\" }}";
 
 TEST(ChatTemplate, Llama3) {
   EXPECT_EQ(apply_chat_template(kLlama3Tmpl, kChat, true, "<|begin_of_text|>", "<|eot_id|>"),
@@ -60,6 +61,76 @@ TEST(ChatTemplate, Gemma) {
             "<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n");
 }
 
+// Gemma 3's own template (tokenizer.chat_template of vocab-gemma3.gguf): the system text goes in
+// front of the first user turn as it is, each message's content is trimmed.
+TEST(ChatTemplate, Gemma3TemplateFromTheVocabulary) {
+  auto f = GgufFile::open(test::testdata("vocab/vocab-gemma3.gguf"));
+  auto tok = Tokenizer::from_gguf(*f);
+  ASSERT_TRUE(tok->chat_template().has_value());
+  const std::string& tmpl = *tok->chat_template();
+  EXPECT_EQ(detect_chat_template(tmpl), ChatTemplateFamily::kGemma);
+  EXPECT_EQ(apply_chat_template(tmpl, {{"system", " Be brief. "}, {"user", "  Hi \n"}, {"assistant", "\nHello. "}}, true,
+                                "<bos>", "<eos>"),
+            "<bos><start_of_turn>user\n Be brief. \n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+            "<start_of_turn>model\n");
+  EXPECT_EQ(apply_chat_template(tmpl, {{"user", "q"}}, false, "", ""), "<start_of_turn>user\nq<end_of_turn>\n");
+}
+
+// gpt-oss: OpenAI's published harmony template without tools: its own system message, the
+// caller's system text as developer instructions, answers on the final channel.
+TEST(ChatTemplate, GptOss) {
+  ChatTemplateOptions o;
+  o.date = "2025-08-05";
+  auto system = [](const char* effort) {
+    return std::string(
+               "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+               "Knowledge cutoff: 2024-06\nCurrent date: 2025-08-05\n\nReasoning: ") +
+           effort + "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>";
+  };
+  EXPECT_EQ(detect_chat_template(kGptOssTmpl), ChatTemplateFamily::kGptOss);
+  EXPECT_STREQ(chat_template_family_name(ChatTemplateFamily::kGptOss), "gpt-oss");
+  EXPECT_EQ(apply_chat_template(kGptOssTmpl, kChat, true, "", "<|return|>", o),
+            system("medium") +
+                "<|start|>developer<|message|># Instructions\n\nYou are terse.\n\n<|end|>"
+                "<|start|>user<|message|>Hi there<|end|>"
+                "<|start|>assistant<|channel|>final<|message|>Hello.<|end|>"
+                "<|start|>user<|message|>2+2?<|end|>"
+                "<|start|>assistant");
+  // A closing answer without a generation prompt ends in <|return|>; no system text, no developer message.
+  o.reasoning_effort = "high";
+  EXPECT_EQ(apply_chat_template(kGptOssTmpl, {{"user", "q"}, {"assistant", "a"}}, false, "", "", o),
+            system("high") + "<|start|>user<|message|>q<|end|><|start|>assistant<|channel|>final<|message|>a<|return|>");
+  // Without a date: today's, as YYYY-MM-DD.
+  const std::string today = apply_chat_template(kGptOssTmpl, {{"user", "q"}}, true, "", "");
+  const size_t at = today.find("Current date: ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string date = today.substr(at + 14, 11);
+  EXPECT_TRUE(date.size() == 11 && date[4] == '-' && date[7] == '-' && date[10] == '\n') << today;
+
+  o.reasoning_effort = "extreme";
+  EXPECT_THROW(apply_chat_template(kGptOssTmpl, kChat, true, "", "", o), InvalidArgument);
+  o.reasoning_effort = "low";
+  o.date = "5 Aug 2025";
+  EXPECT_THROW(apply_chat_template(kGptOssTmpl, kChat, true, "", "", o), InvalidArgument);
+}
+
+// The rendered prompts tokenize with the turn markers as single tokens.
+TEST(ChatTemplate, PromptsTokenizeIntoTheMarkers) {
+  auto f = GgufFile::open(test::testdata("vocab/vocab-gptoss.gguf"));
+  auto tok = Tokenizer::from_gguf(*f);
+  ChatTemplateOptions o;
+  o.date = "2025-08-05";
+  const std::string prompt = apply_chat_template(kGptOssTmpl, {{"user", "Hi"}}, true, "", "", o);
+  const auto ids = tok->encode(prompt, false, true);
+  std::string markers;
+  for (int32_t id : ids) {
+    const std::string piece = tok->token_to_piece(id);
+    if (piece.size() > 4 && piece.compare(0, 2, "<|") == 0) markers += piece;
+  }
+  EXPECT_EQ(markers, "<|start|><|message|><|end|><|start|><|message|><|end|><|start|>");
+  EXPECT_EQ(tok->decode(ids), prompt);
+}
+
 TEST(ChatTemplate, Phi3) {
   EXPECT_EQ(apply_chat_template(kPhi3Tmpl, kChat, false, "", ""),
             "<|system|>\nYou are terse.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello.<|end|>\n"
@@ -71,6 +142,7 @@ TEST(ChatTemplate, DetectsTheVocabularyFilesTemplates) {
   const std::pair<const char*, ChatTemplateFamily> files[] = {
       {"vocab/vocab-llama3.gguf", ChatTemplateFamily::kLlama3},
       {"vocab/vocab-qwen3.gguf", ChatTemplateFamily::kChatml},
+      {"vocab/vocab-gemma3.gguf", ChatTemplateFamily::kGemma},
   };
   for (const auto& [file, family] : files) {
     auto f = GgufFile::open(test::testdata(file));

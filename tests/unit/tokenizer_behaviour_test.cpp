@@ -1,8 +1,13 @@
 // Tokenizer behaviour beyond the fixture corpora: random input never crashes, valid UTF-8
 // round-trips on the byte-level vocabularies, the streaming decoder agrees with decode(),
-// the PCRE2 pre-tokenizer agrees with the hand-written splitters, and bad files are rejected.
+// the PCRE2 pre-tokenizer agrees with the hand-written splitters, chunked SentencePiece merging
+// agrees with whole-text merging, Gemma 3's and gpt-oss's special tokens follow llama.cpp's rules
+// (the corpora hold none of them), large vocabularies load quickly, and bad files are rejected.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -12,9 +17,11 @@
 #include "engine/gguf/gguf_writer.h"
 #include "engine/tokenizer/pretokenizer.h"
 #include "engine/tokenizer/pretokenizer_patterns.h"
+#include "engine/tokenizer/spm_model.h"
 #include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode_text.h"
+#include "engine/tokenizer/vocab.h"
 #include "engine/util/error.h"
 #include "tests/unit/test_data.h"
 
@@ -64,14 +71,14 @@ std::string random_utf8(std::mt19937& rng, size_t n_cpts) {
 
 TEST(TokenizerFuzz, RandomBytesNeverCrash) {
   const char* files[] = {"vocab/vocab-llama3.gguf", "vocab/vocab-qwen3.gguf", "vocab/vocab-llama2.gguf",
-                         "models/tiny-llama-F32.gguf"};
+                         "models/tiny-llama-F32.gguf", "vocab/vocab-gemma3.gguf", "vocab/vocab-gptoss.gguf"};
   std::mt19937 rng(7);
   for (const char* file : files) {
     auto tok = load(file);
     for (int iter = 0; iter < 300; ++iter) {
       std::string s(std::uniform_int_distribution<size_t>(0, 64)(rng), '\0');
       for (char& c : s) c = static_cast<char>(std::uniform_int_distribution<int>(0, 255)(rng));
-      if (iter % 3 == 0) s += "<|eot_id|><s></s><|im_end|>";
+      if (iter % 3 == 0) s += "<|eot_id|><s></s><|im_end|><start_of_turn><|start|><|return|>";
       for (int mode = 0; mode < 4; ++mode) {
         const auto ids = tok->encode(s, mode & 1, mode & 2);
         for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->n_vocab()) << file;
@@ -87,7 +94,7 @@ TEST(TokenizerFuzz, RandomBytesNeverCrash) {
 
 TEST(TokenizerFuzz, ValidUtf8RoundTripsOnByteLevelVocabularies) {
   std::mt19937 rng(11);
-  for (const char* file : {"vocab/vocab-llama3.gguf", "vocab/vocab-qwen3.gguf"}) {
+  for (const char* file : {"vocab/vocab-llama3.gguf", "vocab/vocab-qwen3.gguf", "vocab/vocab-gptoss.gguf"}) {
     auto tok = load(file);
     for (int iter = 0; iter < 500; ++iter) {
       const std::string text = random_utf8(rng, std::uniform_int_distribution<size_t>(0, 80)(rng));
@@ -106,12 +113,14 @@ TEST(TokenizerFuzz, ValidUtf8RoundTripsOnByteLevelVocabularies) {
 
 TEST(TokenizerStreaming, ConcatenationEqualsDecode) {
   std::mt19937 rng(3);
-  for (const char* file : {"vocab/vocab-llama3.gguf", "vocab/vocab-qwen3.gguf", "vocab/vocab-llama2.gguf"}) {
+  const std::pair<const char*, const char*> files[] = {{"vocab/vocab-llama3.gguf", "tokenizer/llama3.jsonl"},
+                                                       {"vocab/vocab-qwen3.gguf", "tokenizer/qwen3.jsonl"},
+                                                       {"vocab/vocab-llama2.gguf", "tokenizer/llama2.jsonl"},
+                                                       {"vocab/vocab-gemma3.gguf", "tokenizer/gemma3.jsonl"},
+                                                       {"vocab/vocab-gptoss.gguf", "tokenizer/gptoss.jsonl"}};
+  for (const auto& [file, corpus] : files) {
     auto tok = load(file);
-    auto texts = corpus_texts(std::string("tokenizer/") +
-                              (std::string(file).find("llama3") != std::string::npos ? "llama3"
-                               : std::string(file).find("qwen3") != std::string::npos ? "qwen3" : "llama2") +
-                              ".jsonl");
+    auto texts = corpus_texts(corpus);
     texts.push_back("It 's a test , isn 't it ? Yes ' no ' maybe .");
     StreamingDecoder dec(*tok);
     for (const auto& text : texts) {
@@ -220,6 +229,126 @@ TEST(TokenizerApi, SpecialIdsAndFlags) {
   EXPECT_EQ(l2->eos_id(), 2);
   EXPECT_TRUE(l2->is_eog(2));
   EXPECT_EQ(l2->token_to_piece(l2->encode("\n", false, false).back()), "\n");
+}
+
+// The SentencePiece merges run per chunk (cut before a U+2581 no piece can join with what
+// precedes it); that must give the same ids as merging the whole text at once. Gemma 3 has a
+// piece (">▁</") that joins across a space; invalid UTF-8 can hide a U+2581 inside a symbol.
+TEST(TokenizerSpm, ChunkedMergingMatchesWholeText) {
+  const std::pair<const char*, const char*> files[] = {{"vocab/vocab-llama2.gguf", "tokenizer/llama2.jsonl"},
+                                                       {"models/tiny-llama-F32.gguf", "tokenizer/tiny-spm.jsonl"},
+                                                       {"vocab/vocab-gemma3.gguf", "tokenizer/gemma3.jsonl"}};
+  std::mt19937 rng(13);
+  for (const auto& [file, corpus] : files) {
+    auto f = GgufFile::open(testdata(file));
+    const auto vocab = tok::load_vocab(*f);
+    const tok::SpmModel chunked(*vocab, true), whole(*vocab, false);
+    auto texts = corpus_texts(corpus);
+    for (int i = 0; i < 200; ++i) texts.push_back(random_utf8(rng, 60));
+    for (int i = 0; i < 200; ++i) {
+      std::string s(std::uniform_int_distribution<size_t>(0, 40)(rng), '\0');
+      for (char& c : s) c = static_cast<char>(std::uniform_int_distribution<int>(0, 255)(rng));
+      texts.push_back(s + " x\xE2 y\xF0\x9F z");
+    }
+    texts.push_back("<a> </a> <b>  </b> >  </ > </");
+    for (const auto& t : texts) {
+      std::string escaped;
+      for (char c : t) escaped += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+      std::vector<int32_t> a, b;
+      chunked.encode(escaped, a);
+      whole.encode(escaped, b);
+      ASSERT_EQ(a, b) << file << ": " << nlohmann::json(t).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+  }
+}
+
+std::vector<int32_t> join(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// Gemma 3 (llama.cpp's rules, see src/llama-vocab.cpp): its turn markers are control tokens,
+// parsed only with parse_special and decoded as ""; the user-defined pieces (HTML tags,
+// <unusedN>, runs of spaces) are matched in raw text and decoded verbatim.
+TEST(TokenizerSpecial, Gemma3) {
+  auto f = GgufFile::open(testdata("vocab/vocab-gemma3.gguf"));
+  const auto vocab = tok::load_vocab(*f);
+  auto tok = Tokenizer::from_gguf(*f);
+  const int32_t start = vocab->find("<start_of_turn>"), end = vocab->find("<end_of_turn>");
+  ASSERT_GE(start, 0);
+  ASSERT_GE(end, 0);
+  EXPECT_EQ(tok->bos_id(), vocab->find("<bos>"));
+  EXPECT_EQ(tok->eos_id(), end);
+  EXPECT_TRUE(tok->add_bos());
+  EXPECT_TRUE(tok->is_eog(end));
+  EXPECT_FALSE(tok->is_eog(start));
+
+  auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
+  const std::string turn = "<start_of_turn>user\nHi there<end_of_turn>\n";
+  EXPECT_EQ(tok->encode(turn, false, true), join({{start}, enc("user\nHi there"), {end}, enc("\n")}));
+  const auto plain = enc(turn);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), start), 0);
+  EXPECT_EQ(tok->decode(plain), turn);
+  EXPECT_EQ(tok->decode({start, end}), "");
+  EXPECT_EQ(tok->token_to_piece(start), "<start_of_turn>");
+  EXPECT_EQ(tok->encode(turn, true, true).front(), tok->bos_id());
+
+  const int32_t div = vocab->find("<div>"), div_end = vocab->find("</div>"), unused = vocab->find("<unused12>");
+  ASSERT_GE(div, 0);
+  ASSERT_GE(div_end, 0);
+  ASSERT_GE(unused, 0);
+  for (bool parse_special : {false, true}) {
+    EXPECT_EQ(tok->encode("x<div><unused12></div>y", false, parse_special),
+              join({enc("x"), {div, unused, div_end}, enc("y")}));
+  }
+  const int32_t two_spaces = vocab->find("\xE2\x96\x81\xE2\x96\x81");
+  ASSERT_GE(two_spaces, 0);
+  EXPECT_EQ(tok->decode({two_spaces}), "\xE2\x96\x81\xE2\x96\x81");  // not "  " (fixtures README)
+}
+
+// gpt-oss (llama.cpp's rules): <|start|>, <|channel|>, <|message|>, <|constrain|> and, since the
+// vocabulary has <|return|> and <|call|>, <|end|> are user-defined: always parsed, always shown,
+// and <|end|> does not end generation. <|return|> and <|call|> stay control tokens.
+TEST(TokenizerSpecial, GptOss) {
+  auto f = GgufFile::open(testdata("vocab/vocab-gptoss.gguf"));
+  const auto vocab = tok::load_vocab(*f);
+  auto tok = Tokenizer::from_gguf(*f);
+  const int32_t start = vocab->find("<|start|>"), message = vocab->find("<|message|>"), end = vocab->find("<|end|>"),
+                channel = vocab->find("<|channel|>"), ret = vocab->find("<|return|>"), call = vocab->find("<|call|>");
+  for (int32_t id : {start, message, end, channel, ret, call}) ASSERT_GE(id, 0);
+  EXPECT_EQ(tok->eos_id(), ret);
+  EXPECT_FALSE(tok->add_bos());
+  EXPECT_TRUE(tok->encode("", true, true).empty());
+  EXPECT_TRUE(tok->is_eog(ret));
+  EXPECT_TRUE(tok->is_eog(call));
+  EXPECT_FALSE(tok->is_eog(end));
+
+  auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
+  const std::string turn = "<|start|>assistant<|channel|>final<|message|>Hi there<|end|>";
+  const auto expected = join({{start}, enc("assistant"), {channel}, enc("final"), {message}, enc("Hi there"), {end}});
+  EXPECT_EQ(tok->encode(turn, false, false), expected);
+  EXPECT_EQ(tok->encode(turn, false, true), expected);
+  EXPECT_EQ(tok->decode(expected), turn);
+
+  EXPECT_EQ(tok->encode("ok<|return|>", false, true), join({enc("ok"), {ret}}));
+  const auto plain = enc("ok<|return|>");
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), ret), 0);
+  EXPECT_EQ(tok->decode(plain), "ok<|return|>");
+  EXPECT_EQ(tok->decode({ret, call}), "");
+  EXPECT_EQ(tok->token_to_piece(ret), "<|return|>");
+}
+
+// 262k pieces, 200k tokens with 446k merges: setup must stay linear (a quadratic step would take
+// minutes). The bound is loose on purpose; the parity test prints the actual times.
+TEST(TokenizerApi, LargeVocabulariesLoadQuickly) {
+  for (const char* file : {"vocab/vocab-gemma3.gguf", "vocab/vocab-gptoss.gguf"}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto tok = load(file);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[ load   ] %s: %d tokens in %.0f ms\n", file, tok->n_vocab(), ms);
+    EXPECT_LT(ms, 10000.0) << file;
+  }
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // llama_detokenize) must be reproduced exactly.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -54,8 +56,10 @@ std::string show_ids(const std::vector<int32_t>& ids) {
 }
 
 void check_corpus(const std::string& vocab_file, const std::string& corpus) {
+  const auto t0 = std::chrono::steady_clock::now();
   auto f = GgufFile::open(testdata(vocab_file));
   auto tok = Tokenizer::from_gguf(*f);
+  const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const auto cases = load_corpus(testdata(corpus));
   ASSERT_GT(cases.size(), 1000u) << corpus;
   size_t ids_ok = 0, detok_ok = 0, shown = 0;
@@ -72,8 +76,8 @@ void check_corpus(const std::string& vocab_file, const std::string& corpus) {
                     << "\n  got      detok " << nlohmann::json(detok).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }
-  std::printf("[ parity ] %s: ids %zu/%zu, detok %zu/%zu\n", corpus.c_str(), ids_ok, cases.size(), detok_ok,
-              cases.size());
+  std::printf("[ parity ] %s: ids %zu/%zu, detok %zu/%zu (vocabulary loaded in %.0f ms)\n", corpus.c_str(), ids_ok,
+              cases.size(), detok_ok, cases.size(), load_ms);
   EXPECT_EQ(ids_ok, cases.size()) << corpus;
   EXPECT_EQ(detok_ok, cases.size()) << corpus;
 }
@@ -82,6 +86,11 @@ TEST(TokenizerParity, Llama3) { check_corpus("vocab/vocab-llama3.gguf", "tokeniz
 TEST(TokenizerParity, Qwen3) { check_corpus("vocab/vocab-qwen3.gguf", "tokenizer/qwen3.jsonl"); }
 TEST(TokenizerParity, Llama2) { check_corpus("vocab/vocab-llama2.gguf", "tokenizer/llama2.jsonl"); }
 TEST(TokenizerParity, TinySpm) { check_corpus("models/tiny-llama-F32.gguf", "tokenizer/tiny-spm.jsonl"); }
+// SentencePiece without the space prefix, 6406 user-defined pieces matched in raw text and
+// shown verbatim, byte fallback.
+TEST(TokenizerParity, Gemma3) { check_corpus("vocab/vocab-gemma3.gguf", "tokenizer/gemma3.jsonl"); }
+// Byte-level BPE with the gpt-4o (o200k) pre-tokenizer and 446189 merges.
+TEST(TokenizerParity, GptOss) { check_corpus("vocab/vocab-gptoss.gguf", "tokenizer/gptoss.jsonl"); }
 
 }  // namespace
 }  // namespace pipellm
