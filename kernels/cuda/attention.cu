@@ -28,7 +28,11 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
   const int S = a.n_splits;
   const int p = a.pos[t];
   const int n_keys = p + 1;  // 0 for padding
-  const int k0 = split * a.keys_per_split;
+  // Splits count from the first key the token sees (the window's start): a split past the end
+  // is empty (m = -inf, l = 0) and the merge skips it. So splits sized for all n_ctx keys (one
+  // CUDA graph per context bucket) stay correct, and splits sized for just the window suffice.
+  const int lo = a.window > 0 ? max(0, n_keys - a.window) : 0;
+  const int k0 = lo + split * a.keys_per_split;
   const int k1 = min(n_keys, k0 + a.keys_per_split);
 
   __shared__ float qs[kMaxGroup][D];
@@ -154,10 +158,13 @@ __global__ void attention_combine_kernel(AttentionArgs a) {
   const float* po = a.partial + (static_cast<int64_t>(t) * a.n_head + h) * S * D;
   const float* pml =
       a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D + (static_cast<int64_t>(t) * a.n_head + h) * S * 2;
-  float M = -INFINITY;
+  // Head h's sink is one more logit without a value: it enters the maximum and, once, the
+  // denominator (kernels/cpu/attention.cpp).
+  const float sink = a.sinks ? a.sinks[h] : -INFINITY;
+  float M = sink;
   for (int s = 0; s < S; ++s)
     if (pml[2 * s + 1] > 0.0f) M = fmaxf(M, pml[2 * s]);
-  float num = 0.0f, den = 0.0f;
+  float num = 0.0f, den = sink > -INFINITY ? __expf(sink - M) : 0.0f;
   for (int s = 0; s < S; ++s) {
     const float l = pml[2 * s + 1];
     if (l > 0.0f) {

@@ -38,14 +38,28 @@ __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
   __syncwarp();
   if (kind != 2) {
     const int half = a.n_rot / 2;
+    // The cos/sin magnitude of kernels/cpu/rope.cpp (rope_angles); exactly 1 without YaRN and
+    // attn_factor 1, so that case is unchanged.
+    double mscale = a.attn_factor;
+    if (a.ext_factor != 0.0f) mscale *= 1.0 + 0.1 * log(1.0 / a.freq_scale);
     for (int i = lane; i < half; i += 32) {
-      double theta = static_cast<double>(p) * a.freq_scale * pow(static_cast<double>(a.base), -2.0 * i / a.n_rot);
-      if (a.freq_factors) theta /= a.freq_factors[i];
+      double theta;
+      if (a.ext_factor == 0.0f) {
+        theta = static_cast<double>(p) * a.freq_scale * pow(static_cast<double>(a.base), -2.0 * i / a.n_rot);
+        if (a.freq_factors) theta /= a.freq_factors[i];
+      } else {
+        // YaRN: the extrapolated angle mixed into the interpolated one below corr_dims[1].
+        double extrap = static_cast<double>(p) * pow(static_cast<double>(a.base), -2.0 * i / a.n_rot);
+        if (a.freq_factors) extrap /= a.freq_factors[i];
+        const double y = (i - a.corr_dims[0]) / fmax(0.001, static_cast<double>(a.corr_dims[1] - a.corr_dims[0]));
+        const double m = a.ext_factor * (1.0 - fmin(1.0, fmax(0.0, y)));
+        theta = extrap * a.freq_scale * (1.0 - m) + extrap * m;
+      }
       double sn, cs;
       sincos(theta, &sn, &cs);
       const int i0 = a.neox ? i : 2 * i, i1 = a.neox ? i + half : 2 * i + 1;
       const float x0 = buf[i0], x1 = buf[i1];
-      const float c = static_cast<float>(cs), s = static_cast<float>(sn);
+      const float c = static_cast<float>(cs * mscale), s = static_cast<float>(sn * mscale);
       buf[i0] = x0 * c - x1 * s;
       buf[i1] = x0 * s + x1 * c;
     }

@@ -1,0 +1,282 @@
+// moe_route, moe_matvec, moe_combine. moe_gated_act lives in layer_ops.cu, beside gated_act:
+// both forms share one activation kernel.
+#include "kernels/cuda/moe.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dequant_device.cuh"
+#include "kernels/cuda/device_util.cuh"
+
+namespace pipellm::cuda {
+namespace {
+
+// ---- routing: one warp per token ----
+
+constexpr int kRouteWarps = 4;
+constexpr int kRoutePerLane = 16;
+constexpr int kRouteMaxExperts = 32 * kRoutePerLane;
+constexpr int kRouteMaxK = 32;  // lane j keeps the j-th choice
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// (v, id) beats (bv, bi): larger logit, ties to the lower id; INT_MAX marks "no candidate". A
+// strict total order, so the butterfly leaves every lane with the same winner.
+__device__ __forceinline__ bool route_better(float v, int id, float bv, int bi) {
+  return id != INT_MAX && (bi == INT_MAX || v > bv || (v == bv && id < bi));
+}
+
+// k rounds of a warp-wide argmax over the not yet chosen experts (lane l holds experts l + 32 s),
+// then the weights in double from the chosen logits exactly as kernels/cpu/moe_route.cpp.
+template <MoeRouting R>
+__global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const float* logits, const float* bias,
+                                                                     int n_tokens, int n_expert, int k, int32_t* ids,
+                                                                     float* weights) {
+  grid_dependency_wait();
+  const int lane = threadIdx.x & 31;
+  const int t = blockIdx.x * kRouteWarps + (threadIdx.x >> 5);
+  if (t >= n_tokens) return;
+  const float* lr = logits + static_cast<int64_t>(t) * n_expert;
+  float v[kRoutePerLane];
+  uint32_t taken = 0;  // bit s: expert lane + 32 s is chosen or does not exist
+#pragma unroll
+  for (int s = 0; s < kRoutePerLane; ++s) {
+    const int e = lane + 32 * s;
+    v[s] = -INFINITY;
+    if (e < n_expert) {
+      const float x = lr[e] + (bias ? bias[e] : 0.0f);
+      // NaN (garbage logits of a padding token) would break the total order; as -inf the ids
+      // stay valid experts.
+      v[s] = isnan(x) ? -INFINITY : x;
+    } else {
+      taken |= 1u << s;
+    }
+  }
+  float my_v = 0.0f;
+  int my_id = 0;
+  for (int j = 0; j < k; ++j) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+#pragma unroll
+    for (int s = 0; s < kRoutePerLane; ++s) {
+      if (!((taken >> s) & 1u) && route_better(v[s], lane + 32 * s, bv, bi)) {
+        bv = v[s];
+        bi = lane + 32 * s;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (route_better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == (bi & 31)) taken |= 1u << (bi >> 5);
+    if (lane == j) {
+      my_v = bv;
+      my_id = bi;
+    }
+  }
+  const double top = static_cast<double>(__shfl_sync(0xffffffffu, my_v, 0));
+  const double ex = lane < k ? exp(static_cast<double>(my_v) - top) : 0.0;
+  const double chosen = warp_sum_d(ex);
+  double denom = chosen;
+  if constexpr (R == MoeRouting::SoftmaxTopK) {
+    double all = 0.0;
+#pragma unroll
+    for (int s = 0; s < kRoutePerLane; ++s)
+      if (lane + 32 * s < n_expert) all += exp(static_cast<double>(v[s]) - top);
+    all = warp_sum_d(all);
+    denom = fmax(chosen / all, 6.103515625e-5) * all;  // llama.cpp's clamp of the renormalising sum
+  }
+  if (lane < k) {
+    ids[static_cast<int64_t>(t) * k + lane] = my_id;
+    weights[static_cast<int64_t>(t) * k + lane] = static_cast<float>(ex / denom);
+  }
+}
+
+// ---- expert mat-vec: one warp per (output row, pair), weights decoded to float ----
+
+constexpr int kMvWarps = 4;
+constexpr int kMvThreads = kMvWarps * 32;
+constexpr int kMaxGridY = 65535;
+
+// Elements c..c+7 of row `row` (c a multiple of 8, so one block for every block type).
+template <TensorType T>
+__device__ __forceinline__ void deq8(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr, int64_t c, float* o) {
+  constexpr int bs = TypeTraits<T>::block_size;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int64_t ci = c + i;
+    o[i] = deq<T>(w, nb, row * bpr + ci / bs, static_cast<int>(ci % bs));
+  }
+}
+
+// Q8_0 (repacked): the 8 quants are one aligned 8-byte load, the scale one 2-byte load.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q8_0>(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr,
+                                                       int64_t c, float* o) {
+  const int64_t bi = row * bpr + c / 32;
+  const float d = f16_bits(*reinterpret_cast<const uint16_t*>(w + nb * 32 + bi * 2));
+  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 32 + (c & 31));
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    o[i] = d * static_cast<float>(static_cast<int8_t>(q.x >> (8 * i)));
+    o[i + 4] = d * static_cast<float>(static_cast<int8_t>(q.y >> (8 * i)));
+  }
+}
+
+// MXFP4 (repacked): elements j < 16 are the low nibbles of bytes j, j >= 16 the high nibbles of
+// bytes j - 16: 8 consecutive elements are one aligned 8-byte load.
+template <>
+__device__ __forceinline__ void deq8<TensorType::MXFP4>(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr,
+                                                        int64_t c, float* o) {
+  const int64_t bi = row * bpr + c / 32;
+  const int j0 = static_cast<int>(c & 31);
+  const float d = mxfp4_scale(w[nb * 16 + bi]);
+  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 16 + (j0 & 15));
+  const int sh = j0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    o[i] = d * static_cast<float>(mxfp4_value((q.x >> (8 * i + sh)) & 0xF));
+    o[i + 4] = d * static_cast<float>(mxfp4_value((q.y >> (8 * i + sh)) & 0xF));
+  }
+}
+
+struct MvParams {
+  const uint8_t* w;
+  size_t expert_bytes;
+  int64_t n_in, n_out, nb;
+  const int32_t* ids;
+  int n_pairs;
+  const float* x;
+  int x_group;
+  const float* bias;
+  float* y;
+};
+
+// BY8: each lane takes 8 consecutive elements at a time (n_in % 8 == 0, x 16-byte aligned);
+// else one element at a time.
+template <TensorType T, bool BY8>
+__global__ void __launch_bounds__(kMvThreads) moe_matvec_kernel(MvParams a) {
+  grid_dependency_wait();  // ids come from the router: nothing can be loaded before it
+  constexpr int bs = TypeTraits<T>::block_size;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kMvWarps + (threadIdx.x >> 5);
+  if (row >= a.n_out) return;
+  const int64_t bpr = a.n_in / bs;
+  for (int p = blockIdx.y; p < a.n_pairs; p += gridDim.y) {
+    const int64_t e = a.ids[p];
+    const uint8_t* w = a.w + static_cast<size_t>(e) * a.expert_bytes;
+    const float* x = a.x + static_cast<int64_t>(p / a.x_group) * a.n_in;
+    float acc = 0.0f;
+    if constexpr (BY8) {
+#pragma unroll 2
+      for (int64_t c = 8 * lane; c < a.n_in; c += 8 * 32) {
+        float wv[8];
+        deq8<T>(w, a.nb, row, bpr, c, wv);
+        const float4 x0 = *reinterpret_cast<const float4*>(x + c);
+        const float4 x1 = *reinterpret_cast<const float4*>(x + c + 4);
+        acc += wv[0] * x0.x + wv[1] * x0.y + wv[2] * x0.z + wv[3] * x0.w;
+        acc += wv[4] * x1.x + wv[5] * x1.y + wv[6] * x1.z + wv[7] * x1.w;
+      }
+    } else {
+      for (int64_t c = lane; c < a.n_in; c += 32)
+        acc += deq<T>(w, a.nb, row * bpr + c / bs, static_cast<int>(c % bs)) * x[c];
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) a.y[static_cast<int64_t>(p) * a.n_out + row] = acc + (a.bias ? a.bias[e * a.n_out + row] : 0.0f);
+  }
+}
+
+// ---- combine: out[t][i] (+)= sum_j w[t][j] y[t][j][i] ----
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y, const float* weights, int k, int64_t n,
+                                                               int64_t total, float* out, bool add) {
+  grid_dependency_wait();
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / n, c = i - t * n;
+    float s = 0.0f;
+    for (int j = 0; j < k; ++j) s += weights[t * k + j] * y[(t * k + j) * n + c];
+    out[i] = add ? out[i] + s : s;
+  }
+}
+
+std::string shape_of(const DeviceMatrix& m) {
+  return std::string(tensor_type_name(m.type)) + " [" + std::to_string(m.n_in) + ", " + std::to_string(m.n_out) + "]";
+}
+
+}  // namespace
+
+void moe_route(MoeRouting r, const float* logits, const float* bias, int n_tokens, int n_expert, int k, int32_t* ids,
+               float* weights, const Launch& s) {
+  if (n_tokens == 0) return;
+  if (n_expert < 1 || n_expert > kRouteMaxExperts || k < 1 || k > n_expert || k > kRouteMaxK)
+    throw Error("moe_route: " + std::to_string(k) + " of " + std::to_string(n_expert) + " experts unsupported (up to " +
+                std::to_string(kRouteMaxExperts) + " experts, k <= " + std::to_string(kRouteMaxK) + ")");
+  const dim3 grid(static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps)), block(kRouteWarps * 32);
+  switch (r) {
+    case MoeRouting::SoftmaxTopK:
+      launch_kernel(s, moe_route_kernel<MoeRouting::SoftmaxTopK>, grid, block, logits, bias, n_tokens, n_expert, k,
+                    ids, weights);
+      break;
+    case MoeRouting::TopKSoftmax:
+      launch_kernel(s, moe_route_kernel<MoeRouting::TopKSoftmax>, grid, block, logits, bias, n_tokens, n_expert, k,
+                    ids, weights);
+      break;
+    default:
+      throw Error("moe_route: unknown routing " + std::to_string(static_cast<int>(r)));
+  }
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_route");
+}
+
+void moe_matvec(const MoeMatvecArgs& a, const Launch& s) {
+  if (a.n_pairs == 0 || a.w.n_out == 0) return;
+  const int bs = tensor_type_info(a.w.type).block_size;
+  if (a.w.n_in % bs != 0)
+    throw Error("moe_matvec: " + shape_of(a.w) + ": rows are not whole blocks of " + std::to_string(bs));
+  if (a.x_group < 1 || a.n_pairs % a.x_group != 0)
+    throw Error("moe_matvec: " + std::to_string(a.n_pairs) + " pairs in groups of " + std::to_string(a.x_group));
+  if (a.expert_bytes < a.w.bytes())
+    throw Error("moe_matvec: experts " + std::to_string(a.expert_bytes) + " bytes apart, but " + shape_of(a.w) +
+                " takes " + std::to_string(a.w.bytes()));
+  MvParams p{a.w.data, a.expert_bytes, a.w.n_in, a.w.n_out, a.w.blocks(), a.ids, a.n_pairs, a.x, a.x_group, a.bias,
+             a.y};
+  // The 8-wide path reads x as float4; its Q8_0/MXFP4 decoders read 8-byte words from every
+  // expert's base. Other shapes take the one-element path (correct, slower).
+  const bool wide_words = a.w.type == TensorType::Q8_0 || a.w.type == TensorType::MXFP4;
+  const bool by8 = a.w.n_in % 8 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 &&
+                   (!wide_words || (reinterpret_cast<uintptr_t>(a.w.data) % 8 == 0 && a.expert_bytes % 8 == 0));
+  const dim3 grid(static_cast<unsigned>((a.w.n_out + kMvWarps - 1) / kMvWarps),
+                  static_cast<unsigned>(std::min(a.n_pairs, kMaxGridY)));
+  const bool ok = dispatch_type(a.w.type, [&](auto tag) {
+    constexpr TensorType T = decltype(tag)::value;
+    if (by8) launch_kernel(s, moe_matvec_kernel<T, true>, grid, dim3(kMvThreads), p);
+    else launch_kernel(s, moe_matvec_kernel<T, false>, grid, dim3(kMvThreads), p);
+  });
+  if (!ok) throw Error("moe_matvec: unsupported weight type " + shape_of(a.w));
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_matvec");
+}
+
+void moe_combine(const float* y, const float* weights, int n_tokens, int k, int64_t n, float* out, bool add,
+                 const Launch& s) {
+  const int64_t total = static_cast<int64_t>(n_tokens) * n;
+  if (total == 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 132 * 16));
+  launch_kernel(s, moe_combine_kernel, dim3(blocks), dim3(kThreads), y, weights, k, n, total, out, add);
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_combine");
+}
+
+}  // namespace pipellm::cuda
