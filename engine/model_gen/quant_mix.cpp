@@ -12,6 +12,7 @@ const std::vector<FileType>& file_types() {
       {"F32", 0, TensorType::F32},     {"F16", 1, TensorType::F16},       {"BF16", 32, TensorType::BF16},
       {"Q8_0", 7, TensorType::Q8_0},   {"Q4_0", 2, TensorType::Q4_0},
       {"Q4_K_M", 15, TensorType::Q4_K}, {"Q5_K_M", 17, TensorType::Q5_K}, {"Q6_K", 18, TensorType::Q6_K},
+      {"MXFP4_MOE", 38, TensorType::MXFP4},
   };
   return kTypes;
 }
@@ -37,6 +38,7 @@ TensorType output_type(const FileType& ft) {
     case TensorType::F16:
     case TensorType::BF16:
     case TensorType::Q8_0: return ft.base;
+    case TensorType::MXFP4: return TensorType::Q8_0;  // MXFP4_MOE: only experts get MXFP4
     default: return TensorType::Q6_K;
   }
 }
@@ -77,6 +79,9 @@ TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t
   if (name == "output.weight" || (!has_output && name == "token_embd.weight")) {
     // With a tied output the embedding matrix doubles as the output head and gets its type.
     t = output_type(ft);
+  } else if (ft.base == TensorType::MXFP4) {
+    // MXFP4_MOE: expert stacks (3-D, more than one expert) in MXFP4, every other matrix Q8_0.
+    t = ne.size() >= 3 && ne[2] > 1 ? TensorType::MXFP4 : TensorType::Q8_0;
   } else if (ft.name == "Q4_K_M" || ft.name == "Q5_K_M") {
     const bool v_or_down = name.find(".attn_v.weight") != std::string::npos ||
                            name.find(".ffn_down.weight") != std::string::npos;

@@ -17,7 +17,7 @@ struct FileType {
   TensorType base;      // type of most matrices
 };
 
-// F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K (case-insensitive); nullopt otherwise.
+// F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, MXFP4_MOE (case-insensitive); nullopt otherwise.
 std::optional<FileType> file_type_from_name(const std::string& name);
 std::vector<std::string> file_type_names();
 

@@ -54,6 +54,14 @@ struct BlockIQ4_NL {  // x = d * kIQ4NLValues[q], nibble order as Q4_0
   uint8_t qs[kQK / 2];
 };
 
+// OCP microscaling FP4: an E8M0 power-of-two scale byte, then 4-bit E2M1 codes (nibble order as
+// Q4_0). x = kMXFP4Values[q] * 2^(e - 128): the table holds twice the E2M1 values, so the scale
+// is half of E8M0's 2^(e - 127) (mxfp4_scale_bits). No padding: 17 bytes, byte-aligned fields.
+struct BlockMXFP4 {
+  uint8_t e;
+  uint8_t qs[kQK / 2];
+};
+
 // ---- K-quants: 256-element super-blocks ----
 
 // 16 sub-blocks of 16: 4-bit scale (low nibble) and 4-bit min (high nibble) per sub-block;
@@ -115,6 +123,7 @@ static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block layout");
 static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block layout");
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block layout");
 static_assert(sizeof(BlockIQ4_NL) == 18, "IQ4_NL block layout");
+static_assert(sizeof(BlockMXFP4) == 17, "MXFP4 block layout");
 static_assert(sizeof(BlockQ2_K) == 84, "Q2_K block layout");
 static_assert(sizeof(BlockQ3_K) == 110, "Q3_K block layout");
 static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block layout");
@@ -125,6 +134,18 @@ static_assert(sizeof(BlockIQ4_XS) == 136, "IQ4_XS block layout");
 // The non-linear 4-bit codebook of IQ4_NL / IQ4_XS (part of the format's definition).
 constexpr int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                      1,    13,   25,  38,  53,  69,  89,  113};
+
+// E2M1 codes times two, so every value is a small integer: bit 3 is the sign, bits 0..2 index the
+// magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 (doubled). Code 8 is -0, which decodes to 0.
+constexpr int8_t kMXFP4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// Float bits of an MXFP4 block's scale 2^(e - 128) (half the E8M0 value, matching the doubled
+// table). e = 0 and 1 give the subnormals 2^-128 and 2^-127; e = 255 gives 2^127 (E8M0's NaN
+// code is read as a number, as llama.cpp does). Returned as bits so host and device code can
+// each reinterpret them without libm: every scale is an exact power of two.
+PIPELLM_HD uint32_t mxfp4_scale_bits(uint8_t e) {
+  return e < 2 ? (0x00200000u << e) : (static_cast<uint32_t>(e - 1) << 23);
+}
 
 // ---- scale unpacking shared by dequantizers and dot products ----
 

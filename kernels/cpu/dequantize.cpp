@@ -36,6 +36,7 @@ void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
     case TensorType::Q5_1: return detail::dequantize_q5_1(src, dst, nb);
     case TensorType::Q8_0: return detail::dequantize_q8_0(src, dst, nb);
     case TensorType::IQ4_NL: return detail::dequantize_iq4_nl(src, dst, nb);
+    case TensorType::MXFP4: return detail::dequantize_mxfp4(src, dst, nb);
     case TensorType::Q2_K: return detail::dequantize_q2_k(src, dst, nb);
     case TensorType::Q3_K: return detail::dequantize_q3_k(src, dst, nb);
     case TensorType::Q4_K: return detail::dequantize_q4_k(src, dst, nb);

@@ -20,6 +20,7 @@ bool can_quantize(TensorType type) {
     case TensorType::Q4_K:
     case TensorType::Q5_K:
     case TensorType::Q6_K:
+    case TensorType::MXFP4:
       return true;
     default:
       return false;
@@ -53,7 +54,9 @@ size_t quantize_row(TensorType type, const float* src, void* dst, int64_t n) {
     case TensorType::Q4_K: detail::quantize_q4_k(src, dst, nb); break;
     case TensorType::Q5_K: detail::quantize_q5_k(src, dst, nb); break;
     case TensorType::Q6_K: detail::quantize_q6_k(src, dst, nb); break;
-    default: break;  // excluded by can_quantize
+    case TensorType::MXFP4: detail::quantize_mxfp4(src, dst, nb); break;
+    default:  // can_quantize and this switch disagree: a type was added to one only
+      throw Error(std::string("quantize_row: tensor type ") + info.name + " has no quantizer in the dispatch");
   }
   return static_cast<size_t>(nb) * info.block_bytes;
 }

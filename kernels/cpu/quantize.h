@@ -1,4 +1,4 @@
-// CPU quantizers (for writing models): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, plus F32/F16/BF16.
+// CPU quantizers (for writing models): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, MXFP4, plus F32/F16/BF16.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -88,7 +88,8 @@ ActQuant act_quant_for(TensorType weight_type) {
     case TensorType::Q4_0:
     case TensorType::Q4_1:
     case TensorType::Q8_0:
-    case TensorType::IQ4_NL: return ActQuant::Q8x32;
+    case TensorType::IQ4_NL:
+    case TensorType::MXFP4: return ActQuant::Q8x32;
     case TensorType::Q4_K:
     case TensorType::Q5_K:
     case TensorType::Q6_K:

@@ -5,7 +5,7 @@
 // x[i] ~ d * q[i], q in [-127, 127], |d| = max|x| over the block / 127, rounded to nearest, so
 // |x - d q| <= |d| / 2 (up to float rounding).
 // Two block sizes, matching the weight formats they meet:
-//   ActQ8Block32:  32 elements (legacy 32-element weight blocks), with the sum of its q
+//   ActQ8Block32:  32 elements (legacy 32-element weight blocks, MXFP4), with the sum of its q
 //                  (the weight's constant term, Q4_1's m, multiplies sum(x)).
 //   ActQ8Block256: 256 elements (K-quant super-blocks), with the sum of q over each 16
 //                  elements (Q4_K/Q5_K mins and Q6_K's -32 offset multiply those sums).

@@ -10,5 +10,6 @@ void quantize_q4_0(const float* src, void* dst, int64_t n_blocks);
 void quantize_q4_k(const float* src, void* dst, int64_t n_blocks);
 void quantize_q5_k(const float* src, void* dst, int64_t n_blocks);
 void quantize_q6_k(const float* src, void* dst, int64_t n_blocks);
+void quantize_mxfp4(const float* src, void* dst, int64_t n_blocks);
 
 }  // namespace pipellm::detail

@@ -47,7 +47,7 @@ constexpr std::array<Entry, 32> kTypes = {{
     {TensorType::BF16, {"BF16", 1, 2, true}},
     {TensorType::TQ1_0, {"TQ1_0", 256, 54, false}},
     {TensorType::TQ2_0, {"TQ2_0", 256, 66, false}},
-    {TensorType::MXFP4, {"MXFP4", 32, 17, false}},
+    {TensorType::MXFP4, {"MXFP4", 32, 17, true}},
 }};
 
 }  // namespace

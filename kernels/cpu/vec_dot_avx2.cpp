@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/avx2_helpers.h"
 #include "kernels/cpu/block_formats.h"
+#include "kernels/cpu/dequantize_formats.h"
 
 namespace pipellm::detail {
 namespace {
@@ -141,6 +142,18 @@ PIPELLM_AVX2 float dot_iq4_nl(const void* row, const float* x, int64_t n) {
   return hsum(acc);
 }
 
+// MXFP4: as IQ4_NL with the E2M1 table and a power-of-two block scale.
+PIPELLM_AVX2 float dot_mxfp4(const void* row, const float* x, int64_t n) {
+  const auto* b = static_cast<const BlockMXFP4*>(row);
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kMXFP4Values)));
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
+    const __m256i q = _mm256_shuffle_epi8(table, unpack_nibbles16(b[i].qs));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(mxfp4_scale(b[i].e)), dot32_i8(q, x), acc);
+  }
+  return hsum(acc);
+}
+
 // Q4_K: chunk c of 64 elements = sub-blocks 2c (low nibbles of 32 bytes) and 2c+1 (high).
 PIPELLM_AVX2 float dot_q4_k(const void* row, const float* x, int64_t n) {
   const auto* b = static_cast<const BlockQ4_K*>(row);
@@ -250,6 +263,7 @@ VecDotFn vec_dot_avx2_kernel(TensorType type) {
     case TensorType::Q4_0: return dot_q4_0;
     case TensorType::Q4_1: return dot_q4_1;
     case TensorType::IQ4_NL: return dot_iq4_nl;
+    case TensorType::MXFP4: return dot_mxfp4;
     case TensorType::Q4_K: return dot_q4_k;
     case TensorType::Q5_K: return dot_q5_k;
     case TensorType::Q6_K: return dot_q6_k;

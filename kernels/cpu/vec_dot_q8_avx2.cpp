@@ -16,6 +16,7 @@
 
 #include "kernels/cpu/avx2_helpers.h"
 #include "kernels/cpu/block_formats.h"
+#include "kernels/cpu/dequantize_formats.h"
 
 namespace pipellm::detail {
 namespace {
@@ -71,18 +72,21 @@ PIPELLM_AVX2 inline const ActQ8Block256* blocks256(const uint8_t* xq, size_t xb,
   return reinterpret_cast<const ActQ8Block256*>(xq + static_cast<size_t>(t) * xb);
 }
 
-// Q8_0, Q4_0 and IQ4_NL: signed weights (Q8_0 as stored, q - 8, or the IQ4_NL codebook).
-enum class Signed32 { Q8_0, Q4_0, IQ4_NL };
+// Q8_0, Q4_0, IQ4_NL and MXFP4: signed weights (Q8_0 as stored, q - 8, or a 16-entry codebook:
+// IQ4_NL's, or MXFP4's doubled E2M1 values, whose block scale is a power of two, not fp16).
+enum class Signed32 { Q8_0, Q4_0, IQ4_NL, MXFP4 };
 
 template <Signed32 kFormat, typename Block, int NT>
 PIPELLM_AVX2 void dot_signed32(const void* row, const uint8_t* xq, size_t xb, int64_t n, float* out) {
   const auto* b = static_cast<const Block*>(row);
-  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+  const int8_t* codebook = kFormat == Signed32::MXFP4 ? kMXFP4Values : kIQ4NLValues;
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codebook)));
   const __m256i eight = _mm256_set1_epi8(8);
   __m256 acc[NT];
   for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 32; ++i) {
     __m256i w;
+    float dw;
     if constexpr (kFormat == Signed32::Q8_0) {
       w = load256(b[i].qs);
     } else if constexpr (kFormat == Signed32::Q4_0) {
@@ -90,8 +94,12 @@ PIPELLM_AVX2 void dot_signed32(const void* row, const uint8_t* xq, size_t xb, in
     } else {
       w = _mm256_shuffle_epi8(table, unpack_nibbles16(b[i].qs));
     }
+    if constexpr (kFormat == Signed32::MXFP4) {
+      dw = mxfp4_scale(b[i].e);
+    } else {
+      dw = half(b[i].d);
+    }
     const __m256i aw = _mm256_sign_epi8(w, w);
-    const float dw = half(b[i].d);
     for (int t = 0; t < NT; ++t) {
       const ActQ8Block32& x = blocks32(xq, xb, t)[i];
       const __m256i p = mul_sum_u8_i8(aw, _mm256_sign_epi8(load256(x.qs), w));
@@ -243,6 +251,7 @@ PIPELLM_AVX2 void dot_iq4_xs(const void* row, const uint8_t* xq, size_t xb, int6
 template <int NT> struct KQ8_0 { static constexpr auto run = dot_signed32<Signed32::Q8_0, BlockQ8_0, NT>; };
 template <int NT> struct KQ4_0 { static constexpr auto run = dot_signed32<Signed32::Q4_0, BlockQ4_0, NT>; };
 template <int NT> struct KIQ4_NL { static constexpr auto run = dot_signed32<Signed32::IQ4_NL, BlockIQ4_NL, NT>; };
+template <int NT> struct KMXFP4 { static constexpr auto run = dot_signed32<Signed32::MXFP4, BlockMXFP4, NT>; };
 template <int NT> struct KQ4_1 { static constexpr auto run = dot_q4_1<NT>; };
 template <int NT> struct KQ4_K { static constexpr auto run = dot_q45_k<false, BlockQ4_K, NT>; };
 template <int NT> struct KQ5_K { static constexpr auto run = dot_q45_k<true, BlockQ5_K, NT>; };
@@ -278,6 +287,7 @@ VecDotQ8Kernels vec_dot_q8_avx2_kernels(TensorType type) {
     case TensorType::Q4_0: return kernels<KQ4_0>();
     case TensorType::Q4_1: return kernels<KQ4_1>();
     case TensorType::IQ4_NL: return kernels<KIQ4_NL>();
+    case TensorType::MXFP4: return kernels<KMXFP4>();
     case TensorType::Q4_K: return kernels<KQ4_K>();
     case TensorType::Q5_K: return kernels<KQ5_K>();
     case TensorType::Q6_K: return kernels<KQ6_K>();

@@ -3,6 +3,7 @@
 // weight quant times activation quant exactly in int32, then applies weight scale times
 // activation scale once; constant terms (mins, Q4_1's m, Q6_K's -32) use the activation sums.
 #include "kernels/cpu/block_formats.h"
+#include "kernels/cpu/dequantize_formats.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/vec_dot_q8.h"
 
@@ -57,6 +58,18 @@ float dot_iq4_nl(const void* row, const void* xq, int64_t n) {
     int32_t isum = 0;
     for (int j = 0; j < 32; ++j) isum += kIQ4NLValues[nibble(b[i].qs, j)] * x[i].qs[j];
     s += fp16_to_f32(b[i].d) * x[i].d * static_cast<float>(isum);
+  }
+  return s;
+}
+
+float dot_mxfp4(const void* row, const void* xq, int64_t n) {
+  const auto* b = static_cast<const BlockMXFP4*>(row);
+  const auto* x = static_cast<const ActQ8Block32*>(xq);
+  float s = 0;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    int32_t isum = 0;
+    for (int j = 0; j < 32; ++j) isum += kMXFP4Values[nibble(b[i].qs, j)] * x[i].qs[j];
+    s += mxfp4_scale(b[i].e) * x[i].d * static_cast<float>(isum);
   }
   return s;
 }
@@ -151,6 +164,7 @@ VecDotQ8Kernels vec_dot_q8_scalar_kernels(TensorType type) {
     case TensorType::Q4_0: return kernels<dot_q4_0>();
     case TensorType::Q4_1: return kernels<dot_q4_1>();
     case TensorType::IQ4_NL: return kernels<dot_iq4_nl>();
+    case TensorType::MXFP4: return kernels<dot_mxfp4>();
     case TensorType::Q4_K: return kernels<dot_q45_k<false, BlockQ4_K>>();
     case TensorType::Q5_K: return kernels<dot_q45_k<true, BlockQ5_K>>();
     case TensorType::Q6_K: return kernels<dot_q6_k>();

@@ -66,6 +66,7 @@ VecDotFn vec_dot_scalar_kernel(TensorType type) {
     case TensorType::Q5_1: return dot_blocks<dequantize_q5_1, 32, sizeof(BlockQ5_1)>;
     case TensorType::Q8_0: return dot_blocks<dequantize_q8_0, 32, sizeof(BlockQ8_0)>;
     case TensorType::IQ4_NL: return dot_blocks<dequantize_iq4_nl, 32, sizeof(BlockIQ4_NL)>;
+    case TensorType::MXFP4: return dot_blocks<dequantize_mxfp4, 32, sizeof(BlockMXFP4)>;
     case TensorType::Q2_K: return dot_blocks<dequantize_q2_k, 256, sizeof(BlockQ2_K)>;
     case TensorType::Q3_K: return dot_blocks<dequantize_q3_k, 256, sizeof(BlockQ3_K)>;
     case TensorType::Q4_K: return dot_blocks<dequantize_q4_k, 256, sizeof(BlockQ4_K)>;

@@ -23,6 +23,16 @@ __device__ __forceinline__ int iq4_value(int idx) {
   return static_cast<int8_t>(static_cast<uint8_t>(word >> (8 * (idx & 7))));
 }
 
+// MXFP4's doubled E2M1 codebook (kMXFP4Values): the magnitude of code idx & 7 from one word
+// (0, 1, 2, 3, 4, 6, 8, 12), bit 3 the sign. No memory access.
+__device__ __forceinline__ int mxfp4_value(int idx) {
+  const int mag = static_cast<int>((0x0C08060403020100ull >> (8 * (idx & 7))) & 0xFF);
+  return idx & 8 ? -mag : mag;
+}
+
+// An MXFP4 block's scale 2^(e - 128) (exact: built from its bits).
+__device__ __forceinline__ float mxfp4_scale(uint8_t e) { return __uint_as_float(mxfp4_scale_bits(e)); }
+
 template <TensorType T>
 struct TypeTraits;
 #define PIPELLM_TRAITS(T_, BS)              \
@@ -45,6 +55,7 @@ PIPELLM_TRAITS(Q5_K, 256)
 PIPELLM_TRAITS(Q6_K, 256)
 PIPELLM_TRAITS(IQ4_NL, 32)
 PIPELLM_TRAITS(IQ4_XS, 256)
+PIPELLM_TRAITS(MXFP4, 32)
 #undef PIPELLM_TRAITS
 
 template <TensorType T>
@@ -167,10 +178,21 @@ __device__ __forceinline__ float deq<TensorType::IQ4_XS>(const uint8_t* w, int64
   return f16_bits(ld_u16(b)) * static_cast<float>(ls) * static_cast<float>(iq4_value(l < 16 ? (q & 0xF) : (q >> 4)));
 }
 
+// MXFP4 (repacked): qs at bi*16, e at nb*16 + bi. The product of a small integer and a power of
+// two is exact, so this equals the CPU dequantizer bit for bit, except for e = 0 and 1: their
+// scales are subnormal floats, which the kernels' flush-to-zero (--use_fast_math) reads as 0
+// (values below 1e-37 either way; from e = 2 on every nonzero value is a normal float).
+template <>
+__device__ __forceinline__ float deq<TensorType::MXFP4>(const uint8_t* w, int64_t nb, int64_t bi, int j) {
+  const uint8_t q = w[bi * 16 + (j & 15)];
+  return static_cast<float>(mxfp4_value(j < 16 ? (q & 0xF) : (q >> 4))) * mxfp4_scale(w[nb * 16 + bi]);
+}
+
 template <TensorType T>
 using TypeTag = std::integral_constant<TensorType, T>;
 
-// Calls f(TypeTag<T>{}) for a runtime type; returns false for an unsupported type.
+// Calls f(TypeTag<T>{}) for a runtime type; returns false for an unsupported type (every caller
+// turns that into an Error naming the type). Must list exactly the types cuda_supports() names.
 template <class F>
 bool dispatch_type(TensorType t, F&& f) {
   switch (t) {
@@ -193,6 +215,7 @@ bool dispatch_type(TensorType t, F&& f) {
     PIPELLM_CASE(Q6_K)
     PIPELLM_CASE(IQ4_NL)
     PIPELLM_CASE(IQ4_XS)
+    PIPELLM_CASE(MXFP4)
 #undef PIPELLM_CASE
     default:
       return false;

@@ -1,6 +1,6 @@
 // Per-format pieces of the fast quantized mat-vec kernels (matvec_quant.cu): how a thread loads
-// its share of one "item" of a weight row (Q4_K/Q6_K: a 256-element super-block, Q8_0/Q4_0: a
-// 32-element block) with 16-byte loads, how it decodes those bytes into integer lanes, which
+// its share of one "item" of a weight row (Q4_K/Q6_K: a 256-element super-block, Q8_0/Q4_0/MXFP4:
+// a 32-element block) with 16-byte loads, how it decodes those bytes into integer lanes, which
 // 8-bit activations (act_q8.h) it pairs them with, and the scaled integer dot product (dp4a).
 //
 // Each format F provides:
@@ -242,6 +242,63 @@ struct Q40 {
       o.hi[i] = static_cast<int>(__vsub4((v[i] >> 4) & 0x0F0F0F0F, 0x08080808));
     }
     o.d = f16_bits(r.d);
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
+    return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
+    return w.d * a.d * static_cast<float>(si);
+  }
+};
+
+// ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
+// The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at
+// a time with a byte permute; the block scale 2^(e - 128) multiplies the integer sum.
+struct MXFP4 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  struct Raw {
+    uint4 q;
+    uint8_t e;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d;
+  };
+  struct Act {
+    int4 lo, hi;
+    float d;
+  };
+
+  // Four codes (one per byte, each 0..15) -> their four table values as signed bytes. The
+  // magnitudes 0, 1, 2, 3 | 4, 6, 8, 12 of codes & 7 are the bytes of two words, picked by
+  // __byte_perm with the codes packed as its 4-bit selectors (bit 3 of a selector would ask for
+  // sign replication, so only the low 3 bits go in); bit 3 of a code negates its byte.
+  __device__ static int values4(uint32_t codes) {
+    const uint32_t m = codes & 0x07070707u;
+    const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
+    const uint32_t sel = (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
+    const uint32_t mag = __byte_perm(0x03020100u, 0x0C080604u, sel);
+    const uint32_t neg = ((codes >> 3) & 0x01010101u) * 0xFFu;  // 0xFF in the bytes to negate
+    return static_cast<int>(__vsub4(mag ^ neg, neg));         // per byte: (~m) - (-1) = -m
+  }
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const int64_t bi = row * m.nb + ib;
+    return Raw{ld16(m.w + bi * 16), __ldg(m.w + m.NB * 16 + bi)};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = values4(v[i] & 0x0F0F0F0Fu);
+      o.hi[i] = values4((v[i] >> 4) & 0x0F0F0F0Fu);
+    }
+    o.d = mxfp4_scale(r.e);
     return o;
   }
   __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {

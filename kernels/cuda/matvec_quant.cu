@@ -204,7 +204,8 @@ std::string shape_of(const DeviceMatrix& m) {
 }  // namespace
 
 bool matvec_uses_q8(TensorType t) {
-  return t == TensorType::Q4_K || t == TensorType::Q6_K || t == TensorType::Q8_0 || t == TensorType::Q4_0;
+  return t == TensorType::Q4_K || t == TensorType::Q6_K || t == TensorType::Q8_0 || t == TensorType::Q4_0 ||
+         t == TensorType::MXFP4;
 }
 
 void matvec(const MatvecArgs& a, const Launch& s) {
@@ -248,7 +249,10 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       case TensorType::Q4_K: k = fast_kernel<mv::Q4K>(a.n_rows, dual); break;
       case TensorType::Q6_K: k = fast_kernel<mv::Q6K>(a.n_rows, dual); break;
       case TensorType::Q8_0: k = fast_kernel<mv::Q80>(a.n_rows, dual); break;
-      default: k = fast_kernel<mv::Q40>(a.n_rows, dual); break;
+      case TensorType::Q4_0: k = fast_kernel<mv::Q40>(a.n_rows, dual); break;
+      case TensorType::MXFP4: k = fast_kernel<mv::MXFP4>(a.n_rows, dual); break;
+      default:  // matvec_uses_q8 names a type this switch lacks: never read it as another format
+        throw Error("matvec: no fast kernel for " + shape_of(a.w) + " although matvec_uses_q8 names it");
     }
     if (blocks > 0x7fffffff) throw Error("matvec: " + std::to_string(rows) + " rows are too many for one launch");
     launch_kernel(s, k, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), p);

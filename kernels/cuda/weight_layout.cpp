@@ -11,7 +11,8 @@ int64_t DeviceMatrix::blocks() const { return n_out * (n_in / tensor_type_info(t
 size_t DeviceMatrix::bytes() const { return static_cast<size_t>(n_out) * tensor_row_bytes(type, n_in); }
 
 bool is_repacked(TensorType type) {
-  return type == TensorType::Q4_0 || type == TensorType::Q8_0 || type == TensorType::Q6_K;
+  return type == TensorType::Q4_0 || type == TensorType::Q8_0 || type == TensorType::Q6_K ||
+         type == TensorType::MXFP4;
 }
 
 bool cuda_supports(TensorType type) {
@@ -31,6 +32,7 @@ bool cuda_supports(TensorType type) {
     case TensorType::Q6_K:
     case TensorType::IQ4_NL:
     case TensorType::IQ4_XS:
+    case TensorType::MXFP4:
       return true;
     default:
       return false;
@@ -72,9 +74,18 @@ void repack_for_device(TensorType type, const uint8_t* src, int64_t n_blocks, ui
       split_fields(src, n_blocks, bb, offs, sizes, 4, dst);
       return;
     }
+    case TensorType::MXFP4: {
+      const size_t offs[] = {1, 0}, sizes[] = {16, 1};
+      split_fields(src, n_blocks, bb, offs, sizes, 2, dst);
+      return;
+    }
     default:
       if (!cuda_supports(type))
         throw Error(std::string("CUDA: tensor type ") + tensor_type_name(type) + " is not supported");
+      // A type is_repacked() names must have its case above: copying it would hand the kernels
+      // bytes in the wrong layout.
+      if (is_repacked(type))
+        throw Error(std::string("CUDA: no repacking for tensor type ") + tensor_type_name(type));
       std::memcpy(dst, src, static_cast<size_t>(n_blocks) * bb);
   }
 }

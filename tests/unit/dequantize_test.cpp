@@ -1,5 +1,7 @@
-// dequantize_row against llama.cpp's gguf-py reference dequantizers (ref/dequant.json):
-// every tensor of every fixture model, one test case per (model, tensor).
+// dequantize_row against llama.cpp's gguf-py reference dequantizers: every tensor of every
+// fixture model, one test case per (model, tensor). ref/dequant.json covers the llama/qwen
+// fixtures, ref/dequant-arch.json the gemma3/phi3/qwen3moe/llama-MoE/gpt-oss ones (3-D expert
+// stacks and MXFP4 included). Sampled elements must be the reference's floats exactly.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,14 +24,26 @@ struct DequantCase {
   nlohmann::json ref;  // {type, ne, sum, sumsq, first, at}
 };
 
-std::vector<DequantCase> load_cases() {
+// The reference files: each maps "<model>.gguf" to {tensor name: reference}.
+const char* const kRefFiles[] = {"ref/dequant.json", "ref/dequant-arch.json"};
+
+std::vector<DequantCase> load_cases(const char* ref_file) {
   std::vector<DequantCase> cases;
-  std::ifstream in(test::testdata("ref/dequant.json"));
+  std::ifstream in(test::testdata(ref_file));
   if (!in) return cases;  // DequantFixtures.CasesLoaded reports it
   const auto all = nlohmann::json::parse(in);
   for (const auto& [file, tensors] : all.items()) {
     const std::string model = file.substr(0, file.size() - std::string(".gguf").size());
     for (const auto& [name, ref] : tensors.items()) cases.push_back({model, name, ref});
+  }
+  return cases;
+}
+
+std::vector<DequantCase> load_cases() {
+  std::vector<DequantCase> cases;
+  for (const char* f : kRefFiles) {
+    auto more = load_cases(f);
+    cases.insert(cases.end(), more.begin(), more.end());
   }
   return cases;
 }
@@ -42,8 +56,18 @@ std::string case_name(const testing::TestParamInfo<DequantCase>& info) {
 }
 
 TEST(DequantFixtures, CasesLoaded) {
-  const auto cases = load_cases();
-  EXPECT_GT(cases.size(), 300u) << "ref/dequant.json missing or truncated under " << test::testdata("");
+  EXPECT_GT(load_cases("ref/dequant.json").size(), 300u) << "ref/dequant.json missing or truncated under "
+                                                          << test::testdata("");
+  // gemma3 80, phi3 15, qwen3moe 27, llama-MoE 23, gpt-oss 41 tensors.
+  const auto arch = load_cases("ref/dequant-arch.json");
+  EXPECT_GE(arch.size(), 186u) << "ref/dequant-arch.json missing or truncated under " << test::testdata("");
+  int mxfp4 = 0, stacks = 0;
+  for (const auto& c : arch) {
+    mxfp4 += c.ref.at("type").get<std::string>() == "MXFP4";
+    stacks += c.ref.at("ne").size() == 3;
+  }
+  EXPECT_GE(mxfp4, 6) << "gpt-oss expert stacks";
+  EXPECT_GE(stacks, 6 + 6 + 6);  // gpt-oss, qwen3moe, llama-MoE: gate/up/down of two layers each
 }
 
 class DequantizeReference : public testing::TestWithParam<DequantCase> {};
@@ -58,6 +82,8 @@ TEST_P(DequantizeReference, MatchesGgufPy) {
   ASSERT_EQ(static_cast<size_t>(t.n_dims), ne.size());
   for (size_t d = 0; d < ne.size(); ++d) ASSERT_EQ(t.ne[d], ne[d]) << "dim " << d;
 
+  // Rows of every dimension above the first in order (a 3-D expert stack is n_expert matrices):
+  // the flat index of the reference is the GGUF element order.
   std::vector<float> out(static_cast<size_t>(t.n_elements()));
   for (int64_t r = 0; r < t.n_rows(); ++r)
     dequantize_row(t.type, t.row(r), out.data() + r * t.ne[0], t.ne[0]);
@@ -75,14 +101,15 @@ TEST_P(DequantizeReference, MatchesGgufPy) {
   EXPECT_NEAR(sum, ref_sum, 1e-9 * std::fabs(ref_sum) + 1e-12 * scale + 1e-12);
   EXPECT_NEAR(sumsq, ref_sumsq, 1e-9 * ref_sumsq + 1e-12);
 
+  // The JSON numbers are the reference's float32 values printed as doubles: exact as floats.
   const auto first = c.ref.at("first").get<std::vector<double>>();
   ASSERT_LE(first.size(), out.size());
   for (size_t i = 0; i < first.size(); ++i)
-    EXPECT_FLOAT_EQ(out[i], static_cast<float>(first[i])) << "element " << i;
+    EXPECT_EQ(out[i], static_cast<float>(first[i])) << "element " << i;
   for (const auto& [idx, v] : c.ref.at("at").items()) {
     const size_t k = std::stoull(idx);
     ASSERT_LT(k, out.size());
-    EXPECT_FLOAT_EQ(out[k], static_cast<float>(v.get<double>())) << "flat index " << k;
+    EXPECT_EQ(out[k], static_cast<float>(v.get<double>())) << "flat index " << k;
   }
 }
 
