@@ -33,8 +33,9 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
       weights_(ModelWeights::load(f, c, range, first, last)),
       first_(first),
       last_(last),
+      max_batch_(std::max(1, opt.max_batch_tokens)),
       pool_(pool),
-      cache_(c, range, opt.n_slots, opt.n_ctx, opt.kv_type),
+      cache_(c, range, opt.n_slots, opt.n_ctx, max_batch_, opt.kv_type),
       filled_(static_cast<size_t>(opt.n_slots), 0) {
   for (const auto& l : weights_.layers) {
     LayerFloats d;
@@ -149,6 +150,27 @@ void CpuStage::embed(const Batch& b) {
 
 void CpuStage::forward(const Batch& b, std::vector<float>& out) {
   validate(b);
+  const int n = b.n_tokens();
+  if (n <= max_batch_) {
+    forward_chunk(b, out);
+    return;
+  }
+  out.clear();
+  std::vector<float> part;
+  for (int c0 = 0; c0 < n; c0 += max_batch_) {
+    const int c1 = std::min(n, c0 + max_batch_);
+    Batch c;
+    if (!b.tokens.empty()) c.tokens.assign(b.tokens.begin() + c0, b.tokens.begin() + c1);
+    c.hidden = b.hidden != nullptr ? b.hidden + static_cast<size_t>(c0) * cfg_.n_embd : nullptr;
+    c.pos.assign(b.pos.begin() + c0, b.pos.begin() + c1);
+    c.slot.assign(b.slot.begin() + c0, b.slot.begin() + c1);
+    c.logits.assign(b.logits.begin() + c0, b.logits.begin() + c1);
+    forward_chunk(c, part);
+    out.insert(out.end(), part.begin(), part.end());
+  }
+}
+
+void CpuStage::forward_chunk(const Batch& b, std::vector<float>& out) {
   const size_t T = static_cast<size_t>(b.n_tokens());
   x_.resize(T * static_cast<size_t>(cfg_.n_embd));
   h_.resize(x_.size());
@@ -281,6 +303,7 @@ void CpuStage::attention_block(int il, const Batch& b) {
   aa.v_row_bytes = cache_.v_row_bytes();
   aa.kv_type = cache_.type();
   aa.window = s.window;
+  aa.ring = cache_.rows(il) < cache_.n_ctx() ? cache_.rows(il) : 0;
   aa.sinks = d.ptr(LayerTensor::Sinks);
   pool_.run([&](int ith, int nth) { attention(aa, ith, nth); });
 

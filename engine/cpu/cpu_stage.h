@@ -32,6 +32,7 @@ struct CpuStageOptions {
   int n_ctx = 2048;
   int n_slots = 1;
   TensorType kv_type = TensorType::F16;
+  int max_batch_tokens = 512;  // longer batches run in chunks (sizes the sliding-window KV rings)
 };
 
 class CpuStage : public HostStage {
@@ -60,6 +61,7 @@ class CpuStage : public HostStage {
   };
 
   void validate(const Batch& b);
+  void forward_chunk(const Batch& b, std::vector<float>& out);
   void embed(const Batch& b);
   void run_layer(int il, const Batch& b);
   void attention_block(int il, const Batch& b);  // leaves the block's output in tmp_
@@ -74,6 +76,7 @@ class CpuStage : public HostStage {
   ModelConfig cfg_;
   ModelWeights weights_;
   bool first_, last_;
+  int max_batch_;
   ThreadPool& pool_;
   KvCache cache_;
   std::vector<LayerFloats> lf_;

@@ -69,14 +69,16 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   }
 
   const int64_t kdim = cfg_.k_dim();
+  max_tokens_ = std::max(opt_.max_batch_tokens, batch_bucket(opt_.n_slots));
+  // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx.
   for (int l = 0; l < range_.size(); ++l) {
-    k_cache_.emplace_back(static_cast<size_t>(opt_.n_slots) * opt_.n_ctx * kdim);
-    v_cache_.emplace_back(static_cast<size_t>(opt_.n_slots) * opt_.n_ctx * kdim);
+    kv_rows_.push_back(cfg_.kv_rows(range_.first + l, opt_.n_ctx, max_tokens_));
+    const size_t n = static_cast<size_t>(opt_.n_slots) * static_cast<size_t>(kv_rows_.back()) * kdim;
+    k_cache_.emplace_back(n);
+    v_cache_.emplace_back(n);
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(k_cache_.back().get(), 0, k_cache_.back().bytes(), stream_.get()));
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(v_cache_.back().get(), 0, v_cache_.back().bytes(), stream_.get()));
   }
-
-  max_tokens_ = std::max(opt_.max_batch_tokens, batch_bucket(opt_.n_slots));
   const size_t T = static_cast<size_t>(max_tokens_);
   const size_t E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = kdim;
   const size_t W = std::max({E, F, Q});
@@ -354,7 +356,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.slot = d_slot_;
   r.k_cache = k_cache_[static_cast<size_t>(i)].get();
   r.v_cache = v_cache_[static_cast<size_t>(i)].get();
-  r.n_ctx = opt_.n_ctx;
+  r.n_ctx = kv_rows_[static_cast<size_t>(i)];
   r.n_rot = cfg_.n_rot;
   r.base = s.rope.base;
   r.freq_scale = s.rope.freq_scale;
@@ -379,7 +381,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.out_stride = Q;
   a.k_cache = r.k_cache;
   a.v_cache = r.v_cache;
-  a.n_ctx = opt_.n_ctx;
+  a.n_ctx = r.n_ctx;
   a.pos = d_pos_;
   a.slot = d_slot_;
   a.window = s.window;

@@ -148,6 +148,7 @@ class CudaStage : public Stage {
   std::unique_ptr<StreamedWeights> streamed_;
   std::unique_ptr<CudaWeights> weights_;
   std::vector<DeviceBuffer<__half>> k_cache_, v_cache_;
+  std::vector<int> kv_rows_;  // per local layer: KV rows per slot
 
   DeviceBuffer<uint8_t> cublas_ws_;
   DeviceBuffer<int32_t> d_io_;  // [5][max_tokens_]: tokens, positions, slots, logits rows' slots, positions

@@ -5,7 +5,8 @@
 // row-major, elements f16 (default) or f32. Row p of slot s holds the token at position p of
 // the sequence in slot s, after RoPE (K). Heads are contiguous inside a row (head h at h*head_dim).
 // A sequence's cache is valid for positions [0, n) once tokens 0..n-1 have gone through forward;
-// reusing a slot just overwrites it from position 0.
+// reusing a slot just overwrites it from position 0. A sliding-window layer keeps fewer rows
+// (ModelConfig::kv_rows): a ring where position p lives in row p % rows(layer).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,7 +21,9 @@ namespace pipellm {
 class KvCache {
  public:
   // type: TensorType::F16 or TensorType::F32.
-  KvCache(const ModelConfig& c, LayerRange range, int n_slots, int n_ctx, TensorType type = TensorType::F16);
+  // max_step: the most tokens one forward step stores (sizes the sliding-window rings).
+  KvCache(const ModelConfig& c, LayerRange range, int n_slots, int n_ctx, int max_step,
+          TensorType type = TensorType::F16);
 
   LayerRange range() const { return range_; }
   int n_slots() const { return n_slots_; }
@@ -29,10 +32,11 @@ class KvCache {
   size_t k_row_bytes() const { return k_row_bytes_; }
   size_t v_row_bytes() const { return v_row_bytes_; }
   size_t bytes() const;
+  int rows(int layer) const { return rows_[local(layer)]; }  // per slot
 
   // First row (position 0) of a slot's K or V for a global layer index.
-  uint8_t* k(int layer, int slot) { return k_[local(layer)].data() + row_offset(slot, k_row_bytes_); }
-  uint8_t* v(int layer, int slot) { return v_[local(layer)].data() + row_offset(slot, v_row_bytes_); }
+  uint8_t* k(int layer, int slot) { return k_[local(layer)].data() + row_offset(layer, slot, k_row_bytes_); }
+  uint8_t* v(int layer, int slot) { return v_[local(layer)].data() + row_offset(layer, slot, v_row_bytes_); }
 
   // Stores n floats at row `pos` of a slot, converting to the cache type.
   void store_k(int layer, int slot, int pos, const float* src);
@@ -40,8 +44,8 @@ class KvCache {
 
  private:
   size_t local(int layer) const { return static_cast<size_t>(layer - range_.first); }
-  size_t row_offset(int slot, size_t row_bytes) const {
-    return static_cast<size_t>(slot) * static_cast<size_t>(n_ctx_) * row_bytes;
+  size_t row_offset(int layer, int slot, size_t row_bytes) const {
+    return static_cast<size_t>(slot) * static_cast<size_t>(rows(layer)) * row_bytes;
   }
   void store(uint8_t* row, const float* src, int n) const;
 
@@ -51,6 +55,7 @@ class KvCache {
   TensorType type_;
   int k_dim_, v_dim_;
   size_t k_row_bytes_, v_row_bytes_;
+  std::vector<int> rows_;  // per local layer
   std::vector<std::vector<uint8_t>> k_, v_;
 };
 

@@ -62,6 +62,12 @@ int ModelConfig::max_expert_used() const {
   return k;
 }
 
+int ModelConfig::kv_rows(int il, int n_ctx, int max_step) const {
+  const int w = layer(il).window;
+  if (w <= 0) return n_ctx;
+  return static_cast<int>(std::min<int64_t>(n_ctx, int64_t{w} + std::max(1, max_step) - 1));
+}
+
 std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
   const LayerSpec& s = layer(il);
   const int64_t E = n_embd, QD = q_dim(), KD = k_dim(), VD = v_dim(), F = s.n_ff, X = s.n_expert;

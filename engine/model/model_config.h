@@ -94,6 +94,11 @@ struct ModelConfig {
   bool has_moe() const;
   int max_expert_used() const;
 
+  // KV rows per sequence slot that layer il keeps for a context of n_ctx when a step holds at
+  // most max_step tokens: a sliding-window layer keeps a ring of window + max_step - 1 rows
+  // (every query of a step still finds its window after the step's own rows are written).
+  int kv_rows(int il, int n_ctx, int max_step) const;
+
   // The tensors of layer il, from its spec.
   std::vector<TensorSpec> layer_tensors(int il) const;
 

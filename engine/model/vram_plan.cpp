@@ -173,7 +173,8 @@ uint64_t layer_fixed_bytes(const LayerWeights& l) {
   return total;
 }
 
-VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget) {
+VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget,
+                              int max_step) {
   VramPlanInput in;
   for (const LayerWeights& l : w.layers) {
     in.layer_bytes.push_back(layer_stream_bytes(l));
@@ -183,8 +184,10 @@ VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n
   in.output_is_embeddings = w.output != nullptr && w.output == w.token_embd;
   in.output_bytes = (w.output && !in.output_is_embeddings ? w.output->nbytes : 0) + vector_bytes(w.output_norm) +
                     vector_bytes(w.rope_freqs);
-  in.kv_bytes = static_cast<uint64_t>(w.layers.size()) * static_cast<uint64_t>(n_slots) *
-                static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(c.k_dim() + c.v_dim()) * 2;  // f16
+  for (int il = w.range.first; il < w.range.last; ++il) {
+    in.kv_bytes += static_cast<uint64_t>(n_slots) * static_cast<uint64_t>(c.kv_rows(il, n_ctx, max_step)) *
+                   static_cast<uint64_t>(c.k_dim() + c.v_dim()) * 2;  // f16
+  }
   in.budget = budget;
   return in;
 }

@@ -73,6 +73,8 @@ uint64_t layer_stream_bytes(const LayerWeights& l);
 uint64_t layer_fixed_bytes(const LayerWeights& l);
 
 // The planner's input for a stage holding `w`, with an f16 KV cache of n_slots x n_ctx.
-VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget);
+// KV sizes per layer as the stage keeps them (ModelConfig::kv_rows with steps of max_step tokens).
+VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget,
+                              int max_step = 512);
 
 }  // namespace pipellm

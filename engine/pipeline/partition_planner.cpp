@@ -13,6 +13,8 @@ namespace pipellm {
 ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv) {
   ModelSizes m;
   m.layer_bytes.assign(static_cast<size_t>(c.n_layer), 0);
+  m.layer_read_bytes.assign(static_cast<size_t>(c.n_layer), 0);
+  for (int il = 0; il < c.n_layer; ++il) m.layer_window.push_back(c.layer(il).window);
   const TensorView* embd = f.find_tensor("token_embd.weight");
   for (const TensorView& t : f.tensors()) {
     if (t.name.rfind("blk.", 0) == 0) {
@@ -23,7 +25,13 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
       } catch (const std::exception&) {
         il = -1;
       }
-      if (il >= 0 && il < c.n_layer) m.layer_bytes[static_cast<size_t>(il)] += t.nbytes;
+      if (il >= 0 && il < c.n_layer) {
+        const LayerSpec& l = c.layer(il);
+        const bool experts = l.n_expert > 0 && t.name.find("_exps.") != std::string::npos;
+        m.layer_bytes[static_cast<size_t>(il)] += t.nbytes;
+        m.layer_read_bytes[static_cast<size_t>(il)] +=
+            experts ? t.nbytes / static_cast<uint64_t>(l.n_expert) * static_cast<uint64_t>(l.n_expert_used) : t.nbytes;
+      }
     } else if (t.name == "output_norm.weight" || t.name == "output.weight") {
       m.output_bytes += t.nbytes;
     }
@@ -49,6 +57,8 @@ PlanInput PlanInput::from_config(const PipelineConfig& c) {
     if (s.layers) in.explicit_layers.push_back(*s.layers);
   }
   in.kv_positions = static_cast<uint64_t>(c.context_length) * static_cast<uint64_t>(c.max_sequences);
+  in.context_length = c.context_length;
+  in.max_sequences = c.max_sequences;
   in.scratch_bytes = c.scratch_bytes;
   return in;
 }
@@ -85,8 +95,23 @@ std::string human_bytes(uint64_t b) {
 
 class Costs {
  public:
-  Costs(const ModelSizes& m, const PlanInput& in) : m_(m), in_(in), prefix_(m.layer_bytes.size() + 1, 0) {
-    for (size_t i = 0; i < m.layer_bytes.size(); ++i) prefix_[i + 1] = prefix_[i] + m.layer_bytes[i];
+  Costs(const ModelSizes& m, const PlanInput& in)
+      : m_(m), in_(in), prefix_(m.layer_bytes.size() + 1, 0), read_prefix_(prefix_), kv_prefix_(prefix_) {
+    for (size_t i = 0; i < m.layer_bytes.size(); ++i) {
+      prefix_[i + 1] = prefix_[i] + m.layer_bytes[i];
+      read_prefix_[i + 1] = read_prefix_[i] + (i < m.layer_read_bytes.size() ? m.layer_read_bytes[i] : m.layer_bytes[i]);
+      kv_prefix_[i + 1] = kv_prefix_[i] + m.kv_bytes_per_token * kv_positions(i);
+    }
+  }
+
+  // KV positions a layer keeps: all of them, or a sliding window's ring per sequence
+  // (ModelConfig::kv_rows).
+  uint64_t kv_positions(size_t layer) const {
+    const int w = layer < m_.layer_window.size() ? m_.layer_window[layer] : 0;
+    if (w <= 0 || in_.context_length <= 0) return in_.kv_positions;
+    const uint64_t rows = std::min<uint64_t>(static_cast<uint64_t>(in_.context_length),
+                                             static_cast<uint64_t>(w) + static_cast<uint64_t>(in_.step_tokens) - 1);
+    return rows * static_cast<uint64_t>(std::max(1, in_.max_sequences));
   }
 
   StagePlan stage(int s, int first, int last) const {
@@ -95,9 +120,9 @@ class Costs {
     p.last = last;
     p.has_embeddings = s == 0;
     p.has_output = s == in_.n_stages - 1;
-    const uint64_t layers = prefix_[static_cast<size_t>(last)] - prefix_[static_cast<size_t>(first)];
-    p.weight_bytes = layers;
-    p.read_bytes = layers;
+    const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last);
+    p.weight_bytes = prefix_[b] - prefix_[a];
+    p.read_bytes = read_prefix_[b] - read_prefix_[a];
     if (p.has_embeddings) {
       p.weight_bytes += m_.embd_bytes;
       p.read_bytes += m_.embd_row_bytes;
@@ -108,7 +133,7 @@ class Costs {
       p.weight_bytes += shared ? m_.output_bytes - m_.embd_bytes : m_.output_bytes;
       p.read_bytes += m_.output_bytes;
     }
-    p.kv_bytes = static_cast<uint64_t>(last - first) * m_.kv_bytes_per_token * in_.kv_positions;
+    p.kv_bytes = kv_prefix_[b] - kv_prefix_[a];
     p.scratch_bytes = in_.scratch_bytes;
     p.budget = budget(s);
     return p;
@@ -122,7 +147,7 @@ class Costs {
  private:
   const ModelSizes& m_;
   const PlanInput& in_;
-  std::vector<uint64_t> prefix_;
+  std::vector<uint64_t> prefix_, read_prefix_, kv_prefix_;  // per layer prefix sums
 };
 
 std::string stage_over_budget(int s, const StagePlan& p) {

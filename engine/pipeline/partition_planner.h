@@ -23,7 +23,9 @@ class GgufFile;
 struct ModelConfig;
 
 struct ModelSizes {
-  std::vector<uint64_t> layer_bytes;  // weight bytes of each layer (all read per token)
+  std::vector<uint64_t> layer_bytes;  // weight bytes of each layer (resident)
+  std::vector<uint64_t> layer_read_bytes;  // of them read per token (MoE: the used experts only)
+  std::vector<int> layer_window;      // sliding window of each layer (0: keeps the whole context)
   uint64_t embd_bytes = 0;            // token_embd, whole tensor
   uint64_t embd_row_bytes = 0;        // one row of it (read per token)
   uint64_t output_bytes = 0;          // output_norm + output (token_embd when tied)
@@ -38,6 +40,9 @@ struct PlanInput {
   int n_stages = 1;
   std::vector<uint64_t> budgets;  // per stage; 0 = unlimited
   uint64_t kv_positions = 0;      // context_length * max_sequences
+  int context_length = 0;         // with max_sequences, sizes the sliding-window layers' rings
+  int max_sequences = 0;
+  int step_tokens = 512;          // tokens per step (the stages' default max batch)
   uint64_t scratch_bytes = 0;     // reserve per stage
   std::vector<std::pair<int, int>> explicit_layers;  // empty: plan automatically
 

@@ -93,7 +93,7 @@ void attention(const AttentionArgs& a, int ith, int nth) {
     const float sink = a.sinks != nullptr ? a.sinks[h] : -INFINITY;
     float max_s = sink;
     for (int j = j0; j < n_kv; ++j) {
-      const uint8_t* row = kbase + static_cast<size_t>(j) * a.k_row_bytes;
+      const uint8_t* row = kbase + static_cast<size_t>(a.ring > 0 ? j % a.ring : j) * a.k_row_bytes;
       float s;
       if (f16) {
         const uint16_t* kh = reinterpret_cast<const uint16_t*>(row) + static_cast<int64_t>(g) * a.head_dim;
@@ -118,7 +118,7 @@ void attention(const AttentionArgs& a, int ith, int nth) {
     const uint8_t* vbase = a.v[t];
     for (int j = j0; j < n_kv; ++j) {
       const float w = scores[static_cast<size_t>(j)] * inv;
-      const uint8_t* row = vbase + static_cast<size_t>(j) * a.v_row_bytes;
+      const uint8_t* row = vbase + static_cast<size_t>(a.ring > 0 ? j % a.ring : j) * a.v_row_bytes;
       if (f16) {
         const uint16_t* vh = reinterpret_cast<const uint16_t*>(row) + static_cast<int64_t>(g) * a.head_dim_v;
         if (simd) axpy_f16_avx2(w, vh, out, a.head_dim_v); else axpy_f16(w, vh, out, a.head_dim_v);

@@ -35,6 +35,7 @@ struct AttentionArgs {
   size_t v_row_bytes = 0;
   TensorType kv_type = TensorType::F16;  // F16 or F32
   int window = 0;                 // sliding window in keys, 0 = none
+  int ring = 0;                   // > 0: the cache is a ring of `ring` rows (key j in row j % ring)
   const float* sinks = nullptr;   // [n_head] or null
 };
 

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
     const int nt = min(kTile, k1 - tile0);
     // Scores: one warp per key, lanes split the head dimension.
     for (int kk = warp; kk < nt; kk += kWarps) {
-      const __half* kr = kc + static_cast<int64_t>(tile0 + kk) * row_stride + lane * kEpl;
+      const __half* kr = kc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + lane * kEpl;
       float kv[kEpl];
 #pragma unroll
       for (int e = 0; e < kEpl; e += 2) {
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
         if (gi < G) {
           float v = acc[r] * alpha[gi];
           for (int kk = 0; kk < nt; ++kk)
-            v += sc[gi][kk] * __half2float(vc[static_cast<int64_t>(tile0 + kk) * row_stride + d]);
+            v += sc[gi][kk] * __half2float(vc[static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + d]);
           acc[r] = v;
         }
       }
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
         if (gi < G) acc[r] *= alpha[gi];
       }
       for (int kk = 0; kk < nt; ++kk) {
-        const float vv = __half2float(vc[static_cast<int64_t>(tile0 + kk) * row_stride + dcol]);
+        const float vv = __half2float(vc[static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + dcol]);
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
           const int gi = tid / D + r * kHeadStride;

@@ -30,7 +30,7 @@ struct AttentionArgs {
   int64_t out_stride = 0;
   const __half* k_cache = nullptr;  // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
   const __half* v_cache = nullptr;
-  int n_ctx = 0;
+  int n_ctx = 0;  // rows per slot: key/position p lives in row p % n_ctx (a ring for sliding-window layers)
   const int32_t* pos = nullptr;   // device [T]
   const int32_t* slot = nullptr;  // device [T]
   int n_splits = 1;

@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
     float* dst = a.q + t * a.q_stride + h * D;
     for (int i = lane; i < D; i += 32) dst[i] = buf[i];
   } else {
-    const int64_t row = static_cast<int64_t>(a.slot[t]) * a.n_ctx + p;
+    const int64_t row = static_cast<int64_t>(a.slot[t]) * a.n_ctx + p % a.n_ctx;  // a ring for sliding-window layers
     __half* dst = (kind == 1 ? a.k_cache : a.v_cache) + row * a.n_head_kv * D + h * D;
     for (int i = lane; i < D; i += 32) dst[i] = __float2half_rn(buf[i]);
   }

@@ -32,7 +32,7 @@ struct RopeKvArgs {
   const int32_t* slot = nullptr;  // device [T]
   __half* k_cache = nullptr;      // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
   __half* v_cache = nullptr;
-  int n_ctx = 0;
+  int n_ctx = 0;  // rows per slot: key/position p lives in row p % n_ctx (a ring for sliding-window layers)
   int n_rot = 0;
   float base = 10000.0f;
   float freq_scale = 1.0f;

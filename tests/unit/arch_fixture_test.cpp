@@ -11,11 +11,12 @@
 namespace pipellm {
 namespace {
 
-std::unique_ptr<CpuModel> open_model(const std::string& name, int n_slots = 1) {
+std::unique_ptr<CpuModel> open_model(const std::string& name, int n_slots = 1, int max_batch = 512) {
   CpuModelOptions opt;
   opt.n_threads = 2;
   opt.stage.n_ctx = 128;
   opt.stage.n_slots = n_slots;
+  opt.stage.max_batch_tokens = max_batch;
   return CpuModel::open(test::model_path(name), opt);
 }
 
@@ -69,6 +70,34 @@ TEST_P(ArchFixture, PrefillEqualsDecodeAndBatchedEqualsAlone) {
     EXPECT_LT(test::rel_rms(batched.data() + i * V, ref_a.data() + (a.size() + i) * V, V), 1e-3) << name << " row " << i;
     EXPECT_LT(test::rel_rms(batched.data() + (b.size() + i) * V, ref_b.data() + i * V, V), 1e-3)
         << name << " row " << b.size() + i;
+  }
+}
+
+// Sliding-window layers keep a ring of window + step - 1 rows: with steps of 8 tokens the
+// windows of gemma3 (16) and gpt-oss (16) live in rings of 23 rows, the global layers keep all
+// 128; the logits of the 48-token prompt (6 chunks) equal the unchunked run's.
+TEST(SlidingWindowCache, RingsHoldOnlyTheWindowAndGiveTheSameLogits) {
+  for (const std::string name : {"tiny-gemma3-Q4_K_M", "tiny-gptoss-MXFP4_MOE"}) {
+    const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+    auto full = open_model(name), ring = open_model(name, 1, 8);
+    const ModelConfig& c = ring->config();
+    size_t expect_bytes = 0, full_bytes = 0;
+    for (int il = 0; il < c.n_layer; ++il) {
+      EXPECT_EQ(ring->stage().cache().rows(il), c.layer(il).window > 0 ? 23 : 128) << name << " layer " << il;
+      EXPECT_EQ(full->stage().cache().rows(il), 128);
+      expect_bytes += static_cast<size_t>(ring->stage().cache().rows(il)) * 2 * 2 * static_cast<size_t>(c.k_dim());
+      full_bytes += 128u * 2 * 2 * static_cast<size_t>(c.k_dim());
+    }
+    EXPECT_EQ(ring->stage().cache().bytes(), expect_bytes);
+    EXPECT_LT(ring->stage().cache().bytes(), full_bytes);
+    std::vector<float> a, b;
+    full->stage().forward(Batch::sequence(tokens, 0, 0, true), a);
+    ring->stage().forward(Batch::sequence(tokens, 0, 0, true), b);
+    ASSERT_EQ(a.size(), b.size());
+    const size_t V = static_cast<size_t>(c.n_vocab);
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      EXPECT_LT(test::rel_rms(b.data() + p * V, a.data() + p * V, V), 1e-4) << name << " position " << p;
+    }
   }
 }
 

@@ -1,0 +1,100 @@
+// The CUDA engine on the architectures of fixtures-arch (gemma3, phi3, qwen3moe, llama MoE,
+// gpt-oss/MXFP4): llama.cpp's logits and greedy ids within each file's bounds (the CPU test's
+// checks, tests/arch_fixture_check.h) through the batched path, through mat-vec-sized chunks,
+// and greedy decode through step() (GPU sampling, CUDA graphs); graph replay equals eager.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "engine/cuda/cuda_model.h"
+#include "tests/arch_fixture_check.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace pipellm {
+namespace {
+
+std::unique_ptr<cuda::CudaModel> open_arch(const std::string& name, bool graphs, int n_slots = 1) {
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.n_slots = n_slots;
+  opt.max_batch_tokens = 64;
+  opt.use_graphs = graphs;
+  return cuda::CudaModel::open(test::model_path(name), opt);
+}
+
+class CudaArchFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaArchFixture, MatchesLlamaCppWithinTheFileBounds) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = GetParam();
+  auto model = open_arch(name, true);
+  test::check_arch_fixture(
+      name, model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+}
+
+TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = GetParam();
+  auto model = open_arch(name, true);
+  const size_t V = static_cast<size_t>(model->config().n_vocab);
+  const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+  const auto ref = test::read_f32(test::testdata("ref/" + name + ".logits.f32"));
+  const double bound = test::arch_limits(name).rel_rms;
+  std::vector<float> part_logits;
+  for (const size_t chunk : {size_t{1}, size_t{5}, size_t{20}}) {
+    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
+      const size_t c1 = std::min(tokens.size(), c0 + chunk);
+      const std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
+      model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), part_logits);
+      for (size_t p = c0; p < c1; ++p) {
+        EXPECT_LT(test::rel_rms(part_logits.data() + (p - c0) * V, ref.data() + p * V, V), bound)
+            << name << " chunks of " << chunk << ", position " << p;
+      }
+    }
+  }
+}
+
+TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = GetParam();
+  const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+  std::vector<std::vector<int32_t>> ids(2);
+  std::vector<std::vector<float>> logits(2);
+  for (int graphs = 0; graphs < 2; ++graphs) {
+    auto m = open_arch(name, graphs == 1, 2);
+    std::vector<float> tmp, step;
+    // Two sequences of different lengths, then 12 decode steps of both.
+    std::vector<int32_t> cur(2), pos(2), slot = {0, 1};
+    for (int s = 0; s < 2; ++s) {
+      const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 20 + 7 * s);
+      m->stage().forward(Batch::sequence(prompt, 0, s), tmp);
+      cur[s] = test::argmax(tmp.data(), tmp.size());
+      pos[s] = static_cast<int32_t>(prompt.size());
+    }
+    for (int it = 0; it < 12; ++it) {
+      cur = test::decode_step(m->stage(), cur, pos, slot);
+      m->stage().last_logits(2, step);
+      logits[graphs].insert(logits[graphs].end(), step.begin(), step.end());
+      ids[graphs].insert(ids[graphs].end(), cur.begin(), cur.end());
+      for (auto& p : pos) ++p;
+    }
+    if (graphs == 1) {
+      EXPECT_GT(m->stage().graphs_captured(), 0u);
+    }
+  }
+  EXPECT_EQ(ids[0], ids[1]) << name;
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float))) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Arch, CudaArchFixture, ::testing::ValuesIn(test::arch_fixture_models()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (ch == '-') ch = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace pipellm
