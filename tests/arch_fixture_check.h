@@ -21,8 +21,9 @@
 namespace pipellm::test {
 
 inline const std::vector<std::string>& arch_fixture_models() {
-  static const std::vector<std::string> names = {"tiny-gemma3-Q4_K_M", "tiny-phi3-Q4_K_M", "tiny-qwen3moe-Q4_K_M",
-                                                 "tiny-llamamoe-Q4_K_M", "tiny-gptoss-MXFP4_MOE"};
+  static const std::vector<std::string> names = {
+      "tiny-gemma3-Q4_K_M",   "tiny-phi3-Q4_K_M", "tiny-qwen3moe-Q4_K_M",  "tiny-llamamoe-Q4_K_M",
+      "tiny-gptoss-MXFP4_MOE", "tiny-qwen35-F16",  "tiny-qwen35-Q4_K_M", "tiny-qwen35moe-Q4_K_M"};
   return names;
 }
 
@@ -32,8 +33,9 @@ struct ArchLimits {
 };
 
 inline ArchLimits arch_limits(const std::string& name) {
-  std::ifstream in(testdata("ref/limits.json"));
-  if (!in) throw std::runtime_error("cannot open ref/limits.json under " + testdata(""));
+  const std::string path = testdata(fixture_dir(name) + "ref/limits.json");
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path);
   const nlohmann::json j = nlohmann::json::parse(in);
   const auto& e = j.at(name);
   return {e.at("rel_rms").get<double>(), e.at("clear_gap").get<double>()};
@@ -41,7 +43,7 @@ inline ArchLimits arch_limits(const std::string& name) {
 
 // How many reference greedy steps are clear enough to compare.
 inline size_t clear_greedy_steps(const std::string& name, double clear_gap) {
-  std::ifstream in(testdata("ref/" + name + ".greedy"));
+  std::ifstream in(fixture_ref(name, ".greedy"));
   std::string l1, l2, l3;
   std::getline(in, l1);
   std::getline(in, l2);
@@ -65,8 +67,8 @@ using DecodeFn = std::function<int32_t(int32_t token, int32_t pos)>;
 inline void check_arch_fixture(const std::string& name, int n_vocab, const ForwardFn& forward,
                                const DecodeFn& decode) {
   const ArchLimits lim = arch_limits(name);
-  const auto tokens = read_ids(testdata("ref/" + name + ".tokens"));
-  const auto ref = read_f32(testdata("ref/" + name + ".logits.f32"));
+  const auto tokens = read_ids(fixture_ref(name, ".tokens"));
+  const auto ref = read_f32(fixture_ref(name, ".logits.f32"));
   const size_t V = static_cast<size_t>(n_vocab);
   ASSERT_EQ(ref.size(), tokens.size() * V);
   std::vector<float> logits;
@@ -88,7 +90,7 @@ inline void check_arch_fixture(const std::string& name, int n_vocab, const Forwa
   ASSERT_GT(considered, 0);
   EXPECT_GE(agreed, 0.95 * considered) << name << ": argmax agreed at " << agreed << "/" << considered;
 
-  const auto greedy = read_greedy(testdata("ref/" + name + ".greedy"));
+  const auto greedy = read_greedy(fixture_ref(name, ".greedy"));
   const size_t steps = clear_greedy_steps(name, lim.clear_gap);
   int32_t cur = argmax(logits.data() + (tokens.size() - 1) * V, V);
   int32_t pos = static_cast<int32_t>(tokens.size());

@@ -7,7 +7,9 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/delta_net.h"
 #include "kernels/cpu/gated_activation.h"
+#include "kernels/cpu/swiglu.h"
 #include "kernels/cpu/moe_route.h"
 
 namespace pipellm {
@@ -44,21 +46,28 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
     }
     lf_.push_back(std::move(d));
   }
+  for (int il = range.first; il < range.last; ++il) {
+    const int64_t per_slot = c.layer(il).mixer == Mixer::DeltaNet ? c.layer(il).delta.state_floats() : 0;
+    const int64_t conv = c.layer(il).mixer == Mixer::DeltaNet ? c.layer(il).delta.conv_state_floats() : 0;
+    delta_state_.emplace_back(static_cast<size_t>(per_slot * opt.n_slots), 0.0f);
+    conv_state_.emplace_back(static_cast<size_t>(conv * opt.n_slots), 0.0f);
+    recurrent_ = recurrent_ || per_slot > 0;
+  }
   output_norm_ = to_floats(weights_.output_norm);
   rope_freqs_ = to_floats(weights_.rope_freqs);
   for (int il = range.first; il < range.last; ++il) {
     const RopeSpec& r = c.layer(il).rope;
     RopeParams p;
-    p.n_rot = c.n_rot;
+    p.n_rot = c.layer(il).n_rot;
     p.base = r.base;
     p.freq_scale = r.freq_scale;
     p.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
     p.mode = r.type == RopeType::Neox ? RopeMode::Neox : RopeMode::Normal;
     p.ext_factor = r.ext_factor;
     p.attn_factor = r.attn_factor;
-    if (r.ext_factor != 0.0f) rope_yarn_corr_dims(c.n_rot, r.n_ctx_orig, r.base, r.beta_fast, r.beta_slow, p.corr_dims);
+    if (r.ext_factor != 0.0f) rope_yarn_corr_dims(p.n_rot, r.n_ctx_orig, r.base, r.beta_fast, r.beta_slow, p.corr_dims);
     const auto same = [&](const RopeParams& q) {
-      return q.base == p.base && q.freq_scale == p.freq_scale && q.mode == p.mode && q.ext_factor == p.ext_factor &&
+      return q.n_rot == p.n_rot && q.freq_factors == p.freq_factors && q.base == p.base && q.freq_scale == p.freq_scale && q.mode == p.mode && q.ext_factor == p.ext_factor &&
              q.attn_factor == p.attn_factor && q.corr_dims[0] == p.corr_dims[0] && q.corr_dims[1] == p.corr_dims[1];
     };
     const auto it = std::find_if(ropes_.begin(), ropes_.end(), same);
@@ -118,6 +127,12 @@ void CpuStage::validate(const Batch& b) {
     if (p < 0 || p >= cache_.n_ctx()) {
       throw InvalidArgument("forward: position " + std::to_string(p) + " is outside the context of " +
                             std::to_string(cache_.n_ctx()) + " tokens");
+    }
+    if (recurrent_ && p != 0 && p != filled[static_cast<size_t>(s)]) {
+      // A recurrent state holds one history: a sequence continues where it stopped or restarts.
+      throw InvalidArgument("forward: position " + std::to_string(p) + " of slot " + std::to_string(s) +
+                            " neither continues its sequence (at " + std::to_string(filled[static_cast<size_t>(s)]) +
+                            ") nor restarts it (at 0): the model's recurrent layers cannot rewind");
     }
     if (p > filled[static_cast<size_t>(s)]) {
       throw InvalidArgument("forward: position " + std::to_string(p) + " of slot " + std::to_string(s) +
@@ -179,7 +194,7 @@ void CpuStage::forward_chunk(const Batch& b, std::vector<float>& out) {
   k_.resize(T * static_cast<size_t>(cfg_.k_dim()));
   v_.resize(T * static_cast<size_t>(cfg_.v_dim()));
   att_.resize(T * static_cast<size_t>(cfg_.n_head) * static_cast<size_t>(cfg_.head_dim_v));
-  gate_.resize(T * static_cast<size_t>(cfg_.n_ff));
+  gate_.resize(T * static_cast<size_t>(std::max(cfg_.n_ff, cfg_.q_dim())));
   up_.resize(gate_.size());
   n_kv_.resize(T);
   kp_.resize(T);
@@ -210,7 +225,10 @@ void CpuStage::run_layer(int il, const Batch& b) {
   const int T = b.n_tokens();
   const int64_t E = cfg_.n_embd;
 
-  attention_block(il, b);
+  switch (s.mixer) {
+    case Mixer::Attention: attention_block(il, b); break;
+    case Mixer::DeltaNet: delta_block(il, b); break;
+  }
   if (s.post_attn_norm) norm_rows(tmp_.data(), d.ptr(LayerTensor::PostAttnNorm), T, E);
   for_tokens(T, [&](int64_t t0, int64_t t1) {
     add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E);
@@ -230,8 +248,8 @@ void CpuStage::attention_block(int il, const Batch& b) {
   const size_t local = static_cast<size_t>(il - weights_.range.first);
   const LayerFloats& d = lf_[local];
   const int T = b.n_tokens();
-  const int64_t E = cfg_.n_embd, QD = cfg_.q_dim(), KD = cfg_.k_dim(), VD = cfg_.v_dim();
-  const int64_t AD = static_cast<int64_t>(cfg_.n_head) * cfg_.head_dim_v;
+  const int64_t E = cfg_.n_embd, QD = cfg_.q_dim(il), KD = cfg_.k_dim(il), VD = cfg_.v_dim(il);
+  const int64_t AD = static_cast<int64_t>(cfg_.n_head) * s.head_dim_v;
 
   for_tokens(T, [&](int64_t t0, int64_t t1) {
     rmsnorm_rows(x_.data() + t0 * E, d.ptr(LayerTensor::AttnNorm), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
@@ -248,7 +266,9 @@ void CpuStage::attention_block(int il, const Batch& b) {
       std::copy(r + QD + KD, r + W, v_.data() + t * VD);
     }
   } else {
-    const MatmulArgs mq = product(*w[LayerTensor::Q], h_.data(), E, T, q_.data(), QD);
+    if (s.gated_q) qkv_.resize(static_cast<size_t>(T * 2 * QD));
+    const MatmulArgs mq = s.gated_q ? product(*w[LayerTensor::Q], h_.data(), E, T, qkv_.data(), 2 * QD)
+                                    : product(*w[LayerTensor::Q], h_.data(), E, T, q_.data(), QD);
     const MatmulArgs mk = product(*w[LayerTensor::K], h_.data(), E, T, k_.data(), KD);
     const MatmulArgs mv = product(*w[LayerTensor::V], h_.data(), E, T, v_.data(), VD);
     pool_.run([&](int ith, int nth) {
@@ -256,9 +276,20 @@ void CpuStage::attention_block(int il, const Batch& b) {
       matmul(mk, ith, nth);
       matmul(mv, ith, nth);
     });
+    if (s.gated_q) {
+      // Rows hold [q | gate] per head: q to q_, the gates stay in the first half of qkv_.
+      const int64_t D = s.head_dim;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t hh = 0; hh < cfg_.n_head; ++hh) {
+          const float* src = qkv_.data() + t * 2 * QD + hh * 2 * D;
+          std::copy(src, src + D, q_.data() + t * QD + hh * D);
+          std::copy(src + D, src + 2 * D, gate_.data() + t * QD + hh * D);
+        }
+      }
+    }
   }
   const RopeParams& rope = ropes_[static_cast<size_t>(layer_rope_[local])];
-  const float* cs_layer = cs_.data() + static_cast<size_t>(layer_rope_[local]) * T * cfg_.n_rot;
+  const float* cs_layer = cs_.data() + static_cast<size_t>(layer_rope_[local]) * T * cfg_.n_rot;  // rows of n_rot
   for_tokens(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* q = q_.data() + t * QD;
@@ -270,12 +301,12 @@ void CpuStage::attention_block(int il, const Batch& b) {
         add_rows(v, d.ptr(LayerTensor::VBias), VD);
       }
       if (s.qk_norm) {
-        rmsnorm_rows(q, d.ptr(LayerTensor::QNorm), cfg_.n_head, cfg_.head_dim, cfg_.rms_eps, q);
-        rmsnorm_rows(k, d.ptr(LayerTensor::KNorm), cfg_.n_head_kv, cfg_.head_dim, cfg_.rms_eps, k);
+        rmsnorm_rows(q, d.ptr(LayerTensor::QNorm), cfg_.n_head, s.head_dim, cfg_.rms_eps, q);
+        rmsnorm_rows(k, d.ptr(LayerTensor::KNorm), s.n_head_kv, s.head_dim, cfg_.rms_eps, k);
       }
       const float* cs = cs_layer + t * cfg_.n_rot;
-      rope_apply(rope, cs, q, cfg_.n_head, cfg_.head_dim);
-      rope_apply(rope, cs, k, cfg_.n_head_kv, cfg_.head_dim);
+      rope_apply(rope, cs, q, cfg_.n_head, s.head_dim);
+      rope_apply(rope, cs, k, s.n_head_kv, s.head_dim);
       const size_t ts = static_cast<size_t>(t);
       cache_.store_k(il, b.slot[ts], b.pos[ts], k);
       cache_.store_v(il, b.slot[ts], b.pos[ts], v);
@@ -288,9 +319,9 @@ void CpuStage::attention_block(int il, const Batch& b) {
   AttentionArgs aa;
   aa.n_tokens = T;
   aa.n_head = cfg_.n_head;
-  aa.n_head_kv = cfg_.n_head_kv;
-  aa.head_dim = cfg_.head_dim;
-  aa.head_dim_v = cfg_.head_dim_v;
+  aa.n_head_kv = s.n_head_kv;
+  aa.head_dim = s.head_dim;
+  aa.head_dim_v = s.head_dim_v;
   aa.scale = s.attn_scale;
   aa.q = q_.data();
   aa.q_stride = QD;
@@ -299,19 +330,112 @@ void CpuStage::attention_block(int il, const Batch& b) {
   aa.n_kv = n_kv_.data();
   aa.k = kp_.data();
   aa.v = vp_.data();
-  aa.k_row_bytes = cache_.k_row_bytes();
-  aa.v_row_bytes = cache_.v_row_bytes();
+  aa.k_row_bytes = cache_.k_row_bytes(il);
+  aa.v_row_bytes = cache_.v_row_bytes(il);
   aa.kv_type = cache_.type();
   aa.window = s.window;
   aa.ring = cache_.rows(il) < cache_.n_ctx() ? cache_.rows(il) : 0;
   aa.sinks = d.ptr(LayerTensor::Sinks);
   pool_.run([&](int ith, int nth) { attention(aa, ith, nth); });
+  if (s.gated_q) {
+    for (int64_t i = 0; i < T * AD; ++i) att_[static_cast<size_t>(i)] *= 1.0f / (1.0f + std::exp(-gate_[static_cast<size_t>(i)]));
+  }
 
   const MatmulArgs mo = product(*w[LayerTensor::O], att_.data(), AD, T, tmp_.data(), E);
   pool_.run([&](int ith, int nth) { matmul(mo, ith, nth); });
   if (s.o_bias) {
     for (int64_t t = 0; t < T; ++t) add_rows(tmp_.data() + t * E, d.ptr(LayerTensor::OBias), E);
   }
+}
+
+void CpuStage::delta_block(int il, const Batch& b) {
+  const LayerWeights& w = weights_.layer(il);
+  const LayerSpec& s = cfg_.layer(il);
+  const size_t local = static_cast<size_t>(il - weights_.range.first);
+  const LayerFloats& d = lf_[local];
+  const DeltaNetShape& sh = s.delta;
+  const int T = b.n_tokens();
+  const int64_t E = cfg_.n_embd, C = sh.channels(), HV = sh.n_v_heads, S = sh.head, VS = HV * S;
+  const int64_t KS = int64_t{sh.n_k_heads} * S;
+
+  for_tokens(T, [&](int64_t t0, int64_t t1) {
+    rmsnorm_rows(x_.data() + t0 * E, d.ptr(LayerTensor::AttnNorm), t1 - t0, E, cfg_.rms_eps, h_.data() + t0 * E);
+  });
+  qkv_.resize(static_cast<size_t>(T * C));
+  dz_.resize(static_cast<size_t>(T * VS));
+  dg_.resize(static_cast<size_t>(T * HV));
+  dbeta_.resize(dg_.size());
+  dout_.resize(dz_.size());
+  const MatmulArgs mqkv = product(*w[LayerTensor::Qkv], h_.data(), E, T, qkv_.data(), C);
+  const MatmulArgs mz = product(*w[LayerTensor::AttnGate], h_.data(), E, T, dz_.data(), VS);
+  const MatmulArgs ma = product(*w[LayerTensor::SsmAlpha], h_.data(), E, T, dg_.data(), HV);
+  const MatmulArgs mb = product(*w[LayerTensor::SsmBeta], h_.data(), E, T, dbeta_.data(), HV);
+  pool_.run([&](int ith, int nth) {
+    matmul(mqkv, ith, nth);
+    matmul(mz, ith, nth);
+    matmul(ma, ith, nth);
+    matmul(mb, ith, nth);
+  });
+  // beta = sigmoid(.), g = softplus(. + dt_bias) * a (a = -exp(A_log) <= 0: exp(g) is the decay).
+  const float* dt_bias = d.ptr(LayerTensor::SsmDtBias);
+  const float* a = d.ptr(LayerTensor::SsmA);
+  for (int64_t i = 0; i < T * HV; ++i) {
+    const int64_t hh = i % HV;
+    dbeta_[static_cast<size_t>(i)] = 1.0f / (1.0f + std::exp(-dbeta_[static_cast<size_t>(i)]));
+    const float u = dg_[static_cast<size_t>(i)] + dt_bias[hh];
+    dg_[static_cast<size_t>(i)] = (u > 20.0f ? u : std::log1p(std::exp(u))) * a[hh];
+  }
+
+  // The recurrence runs per sequence over its rows in order.
+  std::vector<int32_t> rows;
+  std::vector<uint8_t> done(static_cast<size_t>(T), 0);
+  std::vector<float> gs, bs;
+  for (int t0 = 0; t0 < T; ++t0) {
+    if (done[static_cast<size_t>(t0)]) continue;
+    const int32_t slot = b.slot[static_cast<size_t>(t0)];
+    rows.clear();
+    for (int t = t0; t < T; ++t) {
+      if (b.slot[static_cast<size_t>(t)] == slot) {
+        rows.push_back(t);
+        done[static_cast<size_t>(t)] = 1;
+      }
+    }
+    const int n = static_cast<int>(rows.size());
+    float* conv = conv_state_[local].data() + static_cast<size_t>(slot) * static_cast<size_t>(sh.conv_state_floats());
+    float* state = delta_state_[local].data() + static_cast<size_t>(slot) * static_cast<size_t>(sh.state_floats());
+    if (b.pos[static_cast<size_t>(t0)] == 0) {
+      std::fill(conv, conv + sh.conv_state_floats(), 0.0f);
+      std::fill(state, state + sh.state_floats(), 0.0f);
+    }
+    dx_.resize(static_cast<size_t>(n * C));
+    dy_.resize(dx_.size());
+    gs.resize(static_cast<size_t>(n * HV));
+    bs.resize(gs.size());
+    for (int j = 0; j < n; ++j) {
+      const int64_t t = rows[static_cast<size_t>(j)];
+      std::copy(qkv_.data() + t * C, qkv_.data() + (t + 1) * C, dx_.data() + j * C);
+      std::copy(dg_.data() + t * HV, dg_.data() + (t + 1) * HV, gs.data() + j * HV);
+      std::copy(dbeta_.data() + t * HV, dbeta_.data() + (t + 1) * HV, bs.data() + j * HV);
+    }
+    delta_conv(sh, d.ptr(LayerTensor::SsmConv), dx_.data(), C, n, conv, dy_.data(), C);
+    // The recurrence's output reuses dx_ (the conv input is no longer needed).
+    delta_rule(sh, dy_.data(), dy_.data() + KS, C, dy_.data() + 2 * KS, C, gs.data(), bs.data(), n, cfg_.rms_eps, state,
+               dx_.data());
+    for (int j = 0; j < n; ++j) {
+      const int64_t t = rows[static_cast<size_t>(j)];
+      std::copy(dx_.data() + j * VS, dx_.data() + (j + 1) * VS, dout_.data() + t * VS);
+    }
+  }
+
+  // Gated norm per value head: rms(o) * ssm_norm * silu(z); then the output projection.
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = dout_.data() + t * VS;
+    const float* z = dz_.data() + t * VS;
+    rmsnorm_rows(o, d.ptr(LayerTensor::SsmNorm), HV, S, cfg_.rms_eps, o);
+    swiglu(z, o, VS, o);
+  }
+  const MatmulArgs mo = product(*w[LayerTensor::SsmOut], dout_.data(), VS, T, tmp_.data(), E);
+  pool_.run([&](int ith, int nth) { matmul(mo, ith, nth); });
 }
 
 void CpuStage::dense_ffn(int il, int T) {
@@ -421,6 +545,32 @@ void CpuStage::moe_ffn(int il, int T) {
       float* y = tmp_.data() + (r / K) * E;
       const float* o = ed_.data() + j * E;
       for (int64_t i = 0; i < E; ++i) y[i] += wt * (o[i] + (bd != nullptr ? bd[e * E + i] : 0.0f));
+    }
+  }
+  if (s.n_ff_shexp > 0) {
+    // The shared expert: every token, scaled by sigmoid(ffn_gate_inp_shexp . h).
+    const int64_t FS = s.n_ff_shexp;
+    eg_.resize(static_cast<size_t>(T * FS));
+    eu_.resize(eg_.size());
+    ed_.resize(static_cast<size_t>(T * E));
+    const MatmulArgs mg = product(*w[LayerTensor::GateShexp], h_.data(), E, T, eg_.data(), FS);
+    const MatmulArgs mu = product(*w[LayerTensor::UpShexp], h_.data(), E, T, eu_.data(), FS);
+    pool_.run([&](int ith, int nth) {
+      matmul(mg, ith, nth);
+      matmul(mu, ith, nth);
+    });
+    swiglu(eg_.data(), eu_.data(), T * FS, eg_.data());
+    const MatmulArgs md = product(*w[LayerTensor::DownShexp], eg_.data(), FS, T, ed_.data(), E);
+    pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
+    const float* gw = d.ptr(LayerTensor::RouterShexp);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* h = h_.data() + t * E;
+      double dot = 0.0;
+      for (int64_t i = 0; i < E; ++i) dot += static_cast<double>(gw[i]) * h[i];
+      const float gv = static_cast<float>(1.0 / (1.0 + std::exp(-dot)));
+      float* y = tmp_.data() + t * E;
+      const float* o = ed_.data() + t * E;
+      for (int64_t i = 0; i < E; ++i) y[i] += gv * o[i];
     }
   }
 }

@@ -65,6 +65,7 @@ class CpuStage : public HostStage {
   void embed(const Batch& b);
   void run_layer(int il, const Batch& b);
   void attention_block(int il, const Batch& b);  // leaves the block's output in tmp_
+  void delta_block(int il, const Batch& b);      // Gated DeltaNet: output in tmp_
   void dense_ffn(int il, int T);                 // h_ -> tmp_
   void moe_ffn(int il, int T);                   // h_ -> tmp_
   void norm_rows(float* x, const float* w, int T, int64_t n);  // in place
@@ -90,6 +91,11 @@ class CpuStage : public HostStage {
   // MoE scratch: router logits, per token the chosen experts and weights, an expert's rows.
   std::vector<float> router_, route_w_, eh_, eg_, eu_, ed_;
   std::vector<int32_t> route_id_, expert_rows_;
+  // DeltaNet: per local layer the slots' conv and recurrent states (empty for attention layers),
+  // and scratch (projections, one slot's rows).
+  std::vector<std::vector<float>> conv_state_, delta_state_;
+  std::vector<float> dz_, dab_, dg_, dbeta_, dx_, dy_, dout_;
+  bool recurrent_ = false;
   std::vector<int32_t> n_kv_;
   std::vector<const uint8_t*> kp_, vp_;
 };

@@ -45,6 +45,14 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     throw Error("CUDA: head_dim " + std::to_string(cfg_.head_dim) + " != head_dim_v " + std::to_string(cfg_.head_dim_v) +
                 " is not supported");
   if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
+  for (int il = range_.first; il < range_.last; ++il) {
+    const LayerSpec& l = cfg_.layer(il);
+    if (l.mixer != Mixer::Attention || l.gated_q || l.n_ff_shexp > 0) {
+      throw Error(std::string("CUDA: ") + arch_name(cfg_.arch) + " layer " + std::to_string(il) +
+                  " (Gated DeltaNet, gated attention or a shared expert) is not implemented on the GPU yet; "
+                  "run it with --device cpu");
+    }
+  }
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
@@ -73,7 +81,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx.
   for (int l = 0; l < range_.size(); ++l) {
     kv_rows_.push_back(cfg_.kv_rows(range_.first + l, opt_.n_ctx, max_tokens_));
-    const size_t n = static_cast<size_t>(opt_.n_slots) * static_cast<size_t>(kv_rows_.back()) * kdim;
+    const size_t n = static_cast<size_t>(opt_.n_slots) * static_cast<size_t>(kv_rows_.back()) *
+                     static_cast<size_t>(cfg_.k_dim(range_.first + l));
     k_cache_.emplace_back(n);
     v_cache_.emplace_back(n);
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(k_cache_.back().get(), 0, k_cache_.back().bytes(), stream_.get()));
@@ -134,9 +143,11 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
   const int sms = sm_count(opt_.device);
   for (int t = 1; t <= max_tokens_; t = t < max_tokens_ ? std::min(max_tokens_, t * 2) : max_tokens_ + 1) {
-    int s = 1, kps = 0;
-    attention_split(opt_.n_ctx, t, cfg_.n_head_kv, 2 * sms, &s, &kps);
-    attn_part_floats_ = std::max(attn_part_floats_, attention_scratch_floats(t, cfg_.n_head, cfg_.head_dim, s));
+    for (int il = range_.first; il < range_.last; ++il) {  // layers may differ in KV heads
+      int s = 1, kps = 0;
+      attention_split(opt_.n_ctx, t, cfg_.layer(il).n_head_kv, 2 * sms, &s, &kps);
+      attn_part_floats_ = std::max(attn_part_floats_, attention_scratch_floats(t, cfg_.n_head, cfg_.head_dim, s));
+    }
   }
   attn_part_.resize(static_cast<size_t>(attn_part_floats_));
   stream_.synchronize();
@@ -303,7 +314,8 @@ void CudaStage::add_block_output(int T, const float* bias, const float* norm_w) 
 }
 
 void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms) {
-  const int E = cfg_.n_embd, Q = cfg_.q_dim(), K = cfg_.k_dim();
+  const int il = range_.first + i;
+  const int E = cfg_.n_embd, Q = cfg_.q_dim(il), K = cfg_.k_dim(il);
   product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
   float *q = q_.get(), *k = k_.get(), *v = v_.get();
   int64_t q_stride = Q, kv_stride = K;
@@ -339,8 +351,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   RopeKvArgs r;
   r.n_tokens = T;
   r.n_head = cfg_.n_head;
-  r.n_head_kv = cfg_.n_head_kv;
-  r.head_dim = cfg_.head_dim;
+  r.n_head_kv = s.n_head_kv;
+  r.head_dim = s.head_dim;
   r.q = q;
   r.q_stride = q_stride;
   r.k = k;
@@ -357,7 +369,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.k_cache = k_cache_[static_cast<size_t>(i)].get();
   r.v_cache = v_cache_[static_cast<size_t>(i)].get();
   r.n_ctx = kv_rows_[static_cast<size_t>(i)];
-  r.n_rot = cfg_.n_rot;
+  r.n_rot = s.n_rot;
   r.base = s.rope.base;
   r.freq_scale = s.rope.freq_scale;
   r.freq_factors = weights_->rope_freqs.get();
@@ -365,15 +377,15 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.ext_factor = s.rope.ext_factor;
   r.attn_factor = s.rope.attn_factor;
   if (s.rope.ext_factor != 0.0f) {
-    rope_yarn_corr_dims(cfg_.n_rot, s.rope.n_ctx_orig, s.rope.base, s.rope.beta_fast, s.rope.beta_slow, r.corr_dims);
+    rope_yarn_corr_dims(s.n_rot, s.rope.n_ctx_orig, s.rope.base, s.rope.beta_fast, s.rope.beta_slow, r.corr_dims);
   }
   rope_kv_store(r, launch());
 
   AttentionArgs a;
   a.n_tokens = T;
   a.n_head = cfg_.n_head;
-  a.n_head_kv = cfg_.n_head_kv;
-  a.head_dim = cfg_.head_dim;
+  a.n_head_kv = s.n_head_kv;
+  a.head_dim = s.head_dim;
   a.scale = s.attn_scale;
   a.q = q;
   a.q_stride = q_stride;
@@ -386,9 +398,9 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.slot = d_slot_;
   a.window = s.window;
   a.sinks = l.vec(LayerTensor::Sinks);
-  attention_split(n_keys, T, cfg_.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
+  attention_split(n_keys, T, s.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
   a.partial = attn_part_.get();
-  if (attention_scratch_floats(T, cfg_.n_head, cfg_.head_dim, a.n_splits) > attn_part_floats_)
+  if (attention_scratch_floats(T, cfg_.n_head, s.head_dim, a.n_splits) > attn_part_floats_)
     throw Error("CUDA stage: attention scratch too small");
   // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
   const CudaMatrix& wo = l[LayerTensor::O];

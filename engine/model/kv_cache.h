@@ -29,14 +29,14 @@ class KvCache {
   int n_slots() const { return n_slots_; }
   int n_ctx() const { return n_ctx_; }
   TensorType type() const { return type_; }
-  size_t k_row_bytes() const { return k_row_bytes_; }
-  size_t v_row_bytes() const { return v_row_bytes_; }
+  size_t k_row_bytes(int layer) const { return k_row_bytes_[local(layer)]; }
+  size_t v_row_bytes(int layer) const { return v_row_bytes_[local(layer)]; }
   size_t bytes() const;
   int rows(int layer) const { return rows_[local(layer)]; }  // per slot
 
   // First row (position 0) of a slot's K or V for a global layer index.
-  uint8_t* k(int layer, int slot) { return k_[local(layer)].data() + row_offset(layer, slot, k_row_bytes_); }
-  uint8_t* v(int layer, int slot) { return v_[local(layer)].data() + row_offset(layer, slot, v_row_bytes_); }
+  uint8_t* k(int layer, int slot) { return k_[local(layer)].data() + row_offset(layer, slot, k_row_bytes(layer)); }
+  uint8_t* v(int layer, int slot) { return v_[local(layer)].data() + row_offset(layer, slot, v_row_bytes(layer)); }
 
   // Stores n floats at row `pos` of a slot, converting to the cache type.
   void store_k(int layer, int slot, int pos, const float* src);
@@ -53,8 +53,8 @@ class KvCache {
   int n_slots_;
   int n_ctx_;
   TensorType type_;
-  int k_dim_, v_dim_;
-  size_t k_row_bytes_, v_row_bytes_;
+  std::vector<int> k_dim_, v_dim_;              // per local layer
+  std::vector<size_t> k_row_bytes_, v_row_bytes_;
   std::vector<int> rows_;  // per local layer
   std::vector<std::vector<uint8_t>> k_, v_;
 };

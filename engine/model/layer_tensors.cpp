@@ -7,7 +7,7 @@
 namespace pipellm {
 
 const LayerTensorInfo& layer_tensor_info(LayerTensor t) {
-  static const LayerTensorInfo kInfo[kLayerTensorCount] = {
+  static const LayerTensorInfo kInfo[] = {
       {"attn_norm", TensorKind::Vector},      {"q", TensorKind::Matrix},
       {"k", TensorKind::Matrix},              {"v", TensorKind::Matrix},
       {"qkv", TensorKind::Matrix},            {"o", TensorKind::Matrix},
@@ -22,7 +22,14 @@ const LayerTensorInfo& layer_tensor_info(LayerTensor t) {
       {"gate_exps", TensorKind::Matrix},      {"up_exps", TensorKind::Matrix},
       {"down_exps", TensorKind::Matrix},      {"gate_exps_bias", TensorKind::Vector},
       {"up_exps_bias", TensorKind::Vector},   {"down_exps_bias", TensorKind::Vector},
+      {"gate_shexp", TensorKind::Matrix},     {"up_shexp", TensorKind::Matrix},
+      {"down_shexp", TensorKind::Matrix},     {"router_shexp", TensorKind::Vector},
+      {"attn_gate", TensorKind::Matrix},      {"ssm_alpha", TensorKind::Matrix},
+      {"ssm_beta", TensorKind::Matrix},       {"ssm_conv1d", TensorKind::Vector},
+      {"ssm_a", TensorKind::Vector},          {"ssm_dt_bias", TensorKind::Vector},
+      {"ssm_norm", TensorKind::Vector},       {"ssm_out", TensorKind::Matrix},
   };
+  static_assert(sizeof(kInfo) / sizeof(kInfo[0]) == kLayerTensorCount, "one entry per LayerTensor");
   const size_t i = static_cast<size_t>(t);
   if (i >= kLayerTensorCount) throw Error("layer tensor role " + std::to_string(i) + " is unknown");
   return kInfo[i];

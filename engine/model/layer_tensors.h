@@ -29,6 +29,20 @@ enum class LayerTensor : uint8_t {
   DownExps,          // [n_ff, E, n_expert]
   GateExpsBias, UpExpsBias,  // [n_ff, n_expert]
   DownExpsBias,              // [E, n_expert]
+  // Shared expert beside the routed ones (qwen35moe): a SwiGLU FFN scaled by sigmoid(gate . h).
+  GateShexp, UpShexp,  // [E, n_ff_shexp]
+  DownShexp,           // [n_ff_shexp, E]
+  RouterShexp,         // [E] one gate value per token
+  // Gated DeltaNet (qwen35): attn_qkv is the Qkv role ([E, C] conv channels), attn_gate the
+  // output gate z.
+  AttnGate,   // [E, Hv*S]
+  SsmAlpha,   // [E, Hv]
+  SsmBeta,    // [E, Hv]
+  SsmConv,    // [K, C] conv kernel per channel
+  SsmA,       // [Hv] -exp(A_log)
+  SsmDtBias,  // [Hv]
+  SsmNorm,    // [S]
+  SsmOut,     // [Hv*S, E]
   Count
 };
 constexpr size_t kLayerTensorCount = static_cast<size_t>(LayerTensor::Count);
@@ -46,6 +60,7 @@ const LayerTensorInfo& layer_tensor_info(LayerTensor t);
 inline bool is_matrix(LayerTensor t) { return layer_tensor_info(t).kind == TensorKind::Matrix; }
 // One slice per expert (the stacked matrices and their biases).
 inline bool is_expert_stack(LayerTensor t) { return t >= LayerTensor::GateExps && t <= LayerTensor::DownExpsBias; }
+
 
 // Iterate roles: for (LayerTensor t : all_layer_tensors()) ...
 std::array<LayerTensor, kLayerTensorCount> all_layer_tensors();

@@ -21,7 +21,8 @@ constexpr ArchEntry kArchs[] = {
     {"llama", Arch::Llama, arch::llama_family},     {"qwen2", Arch::Qwen2, arch::llama_family},
     {"qwen3", Arch::Qwen3, arch::llama_family},     {"qwen3moe", Arch::Qwen3Moe, arch::llama_family},
     {"gemma3", Arch::Gemma3, arch::gemma3},         {"phi3", Arch::Phi3, arch::phi3},
-    {"gpt-oss", Arch::GptOss, arch::gpt_oss},
+    {"gpt-oss", Arch::GptOss, arch::gpt_oss},       {"qwen35", Arch::Qwen35, arch::qwen35},
+    {"qwen35moe", Arch::Qwen35Moe, arch::qwen35},
 };
 
 }  // namespace
@@ -44,7 +45,24 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
       throw Error(f.name() + ": the " + name + " recipe described " + std::to_string(c.layers.size()) + " of " +
                   std::to_string(c.n_layer) + " layers");
     }
-    for (const LayerSpec& l : c.layers) c.n_ff = std::max(c.n_ff, l.n_ff);
+    for (LayerSpec& l : c.layers) {
+      if (l.n_head_kv == 0) l.n_head_kv = c.n_head_kv;
+      if (l.head_dim == 0) l.head_dim = c.head_dim;
+      if (l.head_dim_v == 0) l.head_dim_v = c.head_dim_v;
+      if (l.n_rot == 0) l.n_rot = c.n_rot;
+      if (c.n_head % l.n_head_kv != 0 || l.n_rot > l.head_dim || l.n_rot % 2 != 0) {
+        throw FormatError(f.name() + ": a layer's heads (" + std::to_string(c.n_head) + " of size " +
+                          std::to_string(l.head_dim) + ", " + std::to_string(l.n_head_kv) + " KV heads, " +
+                          std::to_string(l.n_rot) + " rotated dims) do not fit together");
+      }
+    }
+    for (const LayerSpec& l : c.layers) {
+      c.n_ff = std::max(c.n_ff, l.n_ff);
+      c.n_head_kv = std::max(c.n_head_kv, l.n_head_kv);
+      c.head_dim = std::max(c.head_dim, l.head_dim);
+      c.head_dim_v = std::max(c.head_dim_v, l.head_dim_v);
+      c.n_rot = std::max(c.n_rot, l.n_rot);
+    }
     return c;
   }
   std::string known;
@@ -56,6 +74,10 @@ bool ModelConfig::has_moe() const {
   return std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.ffn == FfnKind::Moe; });
 }
 
+bool ModelConfig::has_recurrent() const {
+  return std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.mixer == Mixer::DeltaNet; });
+}
+
 int ModelConfig::max_expert_used() const {
   int k = 0;
   for (const LayerSpec& l : layers) k = std::max(k, l.ffn == FfnKind::Moe ? l.n_expert_used : 0);
@@ -63,23 +85,41 @@ int ModelConfig::max_expert_used() const {
 }
 
 int ModelConfig::kv_rows(int il, int n_ctx, int max_step) const {
+  if (layer(il).mixer == Mixer::DeltaNet) return 0;  // a fixed-size state instead (state_floats)
   const int w = layer(il).window;
   if (w <= 0) return n_ctx;
   return static_cast<int>(std::min<int64_t>(n_ctx, int64_t{w} + std::max(1, max_step) - 1));
 }
 
+int64_t ModelConfig::state_floats(int il) const {
+  const LayerSpec& l = layer(il);
+  return l.mixer == Mixer::DeltaNet ? l.delta.state_floats() + l.delta.conv_state_floats() : 0;
+}
+
 std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
   const LayerSpec& s = layer(il);
-  const int64_t E = n_embd, QD = q_dim(), KD = k_dim(), VD = v_dim(), F = s.n_ff, X = s.n_expert;
+  const int64_t E = n_embd, QD = q_dim(il), KD = k_dim(il), VD = v_dim(il), F = s.n_ff, X = s.n_expert;
   std::vector<TensorSpec> t;
   auto add = [&](LayerTensor r, std::string name, std::vector<int64_t> shape) {
     t.push_back({r, std::move(name), std::move(shape)});
   };
   add(LayerTensor::AttnNorm, "attn_norm.weight", {E});
-  if (s.qkv_fused) {
+  if (s.mixer == Mixer::DeltaNet) {
+    const DeltaNetShape& d = s.delta;
+    const int64_t C = d.channels(), HV = d.n_v_heads, VS = int64_t{d.n_v_heads} * d.head;
+    add(LayerTensor::Qkv, "attn_qkv.weight", {E, C});
+    add(LayerTensor::AttnGate, "attn_gate.weight", {E, VS});
+    add(LayerTensor::SsmAlpha, "ssm_alpha.weight", {E, HV});
+    add(LayerTensor::SsmBeta, "ssm_beta.weight", {E, HV});
+    add(LayerTensor::SsmConv, "ssm_conv1d.weight", {d.conv_kernel, C});
+    add(LayerTensor::SsmA, "ssm_a", {HV});
+    add(LayerTensor::SsmDtBias, "ssm_dt.bias", {HV});
+    add(LayerTensor::SsmNorm, "ssm_norm.weight", {d.head});
+    add(LayerTensor::SsmOut, "ssm_out.weight", {VS, E});
+  } else if (s.qkv_fused) {
     add(LayerTensor::Qkv, "attn_qkv.weight", {E, QD + KD + VD});
   } else {
-    add(LayerTensor::Q, "attn_q.weight", {E, QD});
+    add(LayerTensor::Q, "attn_q.weight", {E, s.gated_q ? 2 * QD : QD});
     add(LayerTensor::K, "attn_k.weight", {E, KD});
     add(LayerTensor::V, "attn_v.weight", {E, VD});
   }
@@ -88,13 +128,15 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
     add(LayerTensor::KBias, "attn_k.bias", {KD});
     add(LayerTensor::VBias, "attn_v.bias", {VD});
   }
-  if (s.qk_norm) {
-    add(LayerTensor::QNorm, "attn_q_norm.weight", {head_dim});
-    add(LayerTensor::KNorm, "attn_k_norm.weight", {head_dim});
+  if (s.mixer == Mixer::Attention) {
+    if (s.qk_norm) {
+      add(LayerTensor::QNorm, "attn_q_norm.weight", {s.head_dim});
+      add(LayerTensor::KNorm, "attn_k_norm.weight", {s.head_dim});
+    }
+    add(LayerTensor::O, "attn_output.weight", {int64_t{n_head} * s.head_dim_v, E});
+    if (s.o_bias) add(LayerTensor::OBias, "attn_output.bias", {E});
+    if (s.sinks) add(LayerTensor::Sinks, "attn_sinks.weight", {n_head});
   }
-  add(LayerTensor::O, "attn_output.weight", {int64_t{n_head} * head_dim_v, E});
-  if (s.o_bias) add(LayerTensor::OBias, "attn_output.bias", {E});
-  if (s.sinks) add(LayerTensor::Sinks, "attn_sinks.weight", {n_head});
   if (s.post_attn_norm) add(LayerTensor::PostAttnNorm, "post_attention_norm.weight", {E});
   add(LayerTensor::FfnNorm, std::string(s.ffn_norm_name) + ".weight", {E});
   switch (s.ffn) {
@@ -117,6 +159,12 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
         add(LayerTensor::GateExpsBias, "ffn_gate_exps.bias", {F, X});
         add(LayerTensor::UpExpsBias, "ffn_up_exps.bias", {F, X});
         add(LayerTensor::DownExpsBias, "ffn_down_exps.bias", {E, X});
+      }
+      if (s.n_ff_shexp > 0) {
+        add(LayerTensor::GateShexp, "ffn_gate_shexp.weight", {E, s.n_ff_shexp});
+        add(LayerTensor::UpShexp, "ffn_up_shexp.weight", {E, s.n_ff_shexp});
+        add(LayerTensor::DownShexp, "ffn_down_shexp.weight", {s.n_ff_shexp, E});
+        add(LayerTensor::RouterShexp, "ffn_gate_inp_shexp.weight", {E});
       }
       break;
   }

@@ -2,7 +2,7 @@
 // what the layer computes (attention window, rope, FFN kind and activation, routing) and which
 // optional tensors it holds. Each architecture's recipe (engine/model/arch/<arch>.cpp) fills
 // them; the loader, planners, CPU and CUDA passes read only this. Supported: llama (also with
-// Mixtral-style experts), qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss. Anything else is an
+// Mixtral-style experts), qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss, qwen35, qwen35moe. Anything else is an
 // error naming the architecture.
 #pragma once
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/model/layer_tensors.h"
+#include "kernels/cpu/delta_net.h"
 #include "kernels/cpu/gated_activation.h"
 #include "kernels/cpu/moe_route.h"
 
@@ -17,10 +18,13 @@ namespace pipellm {
 
 class GgufFile;
 
-enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, GptOss };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, GptOss, Qwen35, Qwen35Moe };
 // Normal: rotates adjacent pairs (x[2i], x[2i+1]); Neox: rotates (x[i], x[i + n_rot/2]).
 enum class RopeType { Normal, Neox };
 enum class FfnKind { Dense, Moe };
+// What mixes tokens: softmax attention over a KV cache, or the Gated DeltaNet recurrence over a
+// fixed-size per-sequence state (kernels/cpu/delta_net.h).
+enum class Mixer { Attention, DeltaNet };
 
 const char* arch_name(Arch a);
 
@@ -36,7 +40,11 @@ struct RopeSpec {
 };
 
 struct LayerSpec {
-  // Attention.
+  Mixer mixer = Mixer::Attention;
+  DeltaNetShape delta;  // DeltaNet layers
+  // Attention. Head geometry per layer (gemma4's sliding and global layers differ); the
+  // recipes leave 0 for "the model's" (ModelConfig's fields), filled in by from_gguf.
+  int n_head_kv = 0, head_dim = 0, head_dim_v = 0, n_rot = 0;
   int window = 0;           // sliding window in keys (0: attends to the whole causal past)
   float attn_scale = 0.0f;  // score scale
   RopeSpec rope;
@@ -46,6 +54,7 @@ struct LayerSpec {
   bool qk_norm = false;     // per-head q/k RMSNorm (qwen3, gemma3)
   bool sinks = false;       // attention sinks (gpt-oss)
   bool post_attn_norm = false;  // RMSNorm of the attention output (gemma3)
+  bool gated_q = false;     // attn_q rows hold [q | gate] per head; output *= sigmoid(gate) (qwen35)
   // Feed-forward.
   const char* ffn_norm_name = "ffn_norm";  // gpt-oss calls its pre-FFN norm post_attention_norm
   FfnKind ffn = FfnKind::Dense;
@@ -56,6 +65,7 @@ struct LayerSpec {
   int n_expert = 0, n_expert_used = 0;
   MoeRouting routing = MoeRouting::SoftmaxTopK;
   bool router_bias = false, expert_bias = false;  // gpt-oss
+  int n_ff_shexp = 0;  // > 0: a shared expert of this width beside the routed ones (qwen35moe)
 };
 
 // One tensor of a layer: its role, GGUF name (without "blk.N.") and shape (ne order).
@@ -70,6 +80,7 @@ struct ModelConfig {
   int n_layer = 0;
   int n_embd = 0;
   int n_head = 0;
+  // The largest head geometry of any layer (sizes buffers); layers may have smaller ones.
   int n_head_kv = 0;
   int head_dim = 0;    // key_length: size of one q/k head
   int head_dim_v = 0;  // value_length: size of one v head
@@ -87,17 +98,23 @@ struct ModelConfig {
   bool has_qk_norm = false;
   std::vector<LayerSpec> layers;
 
-  int q_dim() const { return n_head * head_dim; }
+  int q_dim() const { return n_head * head_dim; }  // the largest of any layer (buffers)
   int k_dim() const { return n_head_kv * head_dim; }
   int v_dim() const { return n_head_kv * head_dim_v; }
+  int q_dim(int il) const { return n_head * layer(il).head_dim; }
+  int k_dim(int il) const { return layer(il).n_head_kv * layer(il).head_dim; }
+  int v_dim(int il) const { return layer(il).n_head_kv * layer(il).head_dim_v; }
   const LayerSpec& layer(int il) const { return layers.at(static_cast<size_t>(il)); }
   bool has_moe() const;
+  bool has_recurrent() const;  // any DeltaNet layer
   int max_expert_used() const;
 
   // KV rows per sequence slot that layer il keeps for a context of n_ctx when a step holds at
   // most max_step tokens: a sliding-window layer keeps a ring of window + max_step - 1 rows
   // (every query of a step still finds its window after the step's own rows are written).
+  // DeltaNet layers keep no rows (0) but a per-sequence state of state_floats(il) floats.
   int kv_rows(int il, int n_ctx, int max_step) const;
+  int64_t state_floats(int il) const;
 
   // The tensors of layer il, from its spec.
   std::vector<TensorSpec> layer_tensors(int il) const;

@@ -185,8 +185,9 @@ VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n
   in.output_bytes = (w.output && !in.output_is_embeddings ? w.output->nbytes : 0) + vector_bytes(w.output_norm) +
                     vector_bytes(w.rope_freqs);
   for (int il = w.range.first; il < w.range.last; ++il) {
-    in.kv_bytes += static_cast<uint64_t>(n_slots) * static_cast<uint64_t>(c.kv_rows(il, n_ctx, max_step)) *
-                   static_cast<uint64_t>(c.k_dim() + c.v_dim()) * 2;  // f16
+    in.kv_bytes += static_cast<uint64_t>(n_slots) * (static_cast<uint64_t>(c.kv_rows(il, n_ctx, max_step)) *
+                                                         static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)) * 2 +  // f16
+                                                     static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
   }
   in.budget = budget;
   return in;

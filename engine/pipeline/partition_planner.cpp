@@ -46,6 +46,11 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
   }
   const uint64_t elem = kv == KvType::F16 ? 2 : 4;
   m.kv_bytes_per_token = elem * static_cast<uint64_t>(c.k_dim() + c.v_dim());
+  for (int il = 0; il < c.n_layer; ++il) {
+    const bool recurrent = c.layer(il).mixer == Mixer::DeltaNet;
+    m.layer_kv_bytes_per_token.push_back(recurrent ? 0 : elem * static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)));
+    m.layer_state_bytes.push_back(static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
+  }
   return m;
 }
 
@@ -100,7 +105,10 @@ class Costs {
     for (size_t i = 0; i < m.layer_bytes.size(); ++i) {
       prefix_[i + 1] = prefix_[i] + m.layer_bytes[i];
       read_prefix_[i + 1] = read_prefix_[i] + (i < m.layer_read_bytes.size() ? m.layer_read_bytes[i] : m.layer_bytes[i]);
-      kv_prefix_[i + 1] = kv_prefix_[i] + m.kv_bytes_per_token * kv_positions(i);
+      const uint64_t per_token = i < m.layer_kv_bytes_per_token.size() ? m.layer_kv_bytes_per_token[i] : m.kv_bytes_per_token;
+      const uint64_t state = i < m.layer_state_bytes.size() ? m.layer_state_bytes[i] : 0;
+      kv_prefix_[i + 1] = kv_prefix_[i] + per_token * kv_positions(i) +
+                          state * static_cast<uint64_t>(std::max(1, in.max_sequences));
     }
   }
 

@@ -29,7 +29,9 @@ struct ModelSizes {
   uint64_t embd_bytes = 0;            // token_embd, whole tensor
   uint64_t embd_row_bytes = 0;        // one row of it (read per token)
   uint64_t output_bytes = 0;          // output_norm + output (token_embd when tied)
-  uint64_t kv_bytes_per_token = 0;    // K + V of one layer for one position
+  uint64_t kv_bytes_per_token = 0;    // K + V of one layer for one position (the largest layer)
+  std::vector<uint64_t> layer_kv_bytes_per_token;  // per layer (0: a recurrent layer)
+  std::vector<uint64_t> layer_state_bytes;         // per layer and sequence: a recurrent state
   bool tied_output = false;           // output_bytes includes token_embd (shared with stage 0 if one)
 
   int n_layer() const { return static_cast<int>(layer_bytes.size()); }

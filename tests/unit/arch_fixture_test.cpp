@@ -42,7 +42,7 @@ TEST_P(ArchFixture, MatchesLlamaCppWithinTheFileBounds) {
 
 TEST_P(ArchFixture, PrefillEqualsDecodeAndBatchedEqualsAlone) {
   const std::string name = GetParam();
-  const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+  const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
   const std::vector<int32_t> a(tokens.begin(), tokens.begin() + 24), b(tokens.begin() + 24, tokens.end());
   auto model = open_model(name, 2);
   const size_t V = static_cast<size_t>(model->config().n_vocab);
@@ -78,7 +78,7 @@ TEST_P(ArchFixture, PrefillEqualsDecodeAndBatchedEqualsAlone) {
 // 128; the logits of the 48-token prompt (6 chunks) equal the unchunked run's.
 TEST(SlidingWindowCache, RingsHoldOnlyTheWindowAndGiveTheSameLogits) {
   for (const std::string name : {"tiny-gemma3-Q4_K_M", "tiny-gptoss-MXFP4_MOE"}) {
-    const auto tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+    const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
     auto full = open_model(name), ring = open_model(name, 1, 8);
     const ModelConfig& c = ring->config();
     size_t expect_bytes = 0, full_bytes = 0;

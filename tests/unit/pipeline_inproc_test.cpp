@@ -107,7 +107,7 @@ std::map<int64_t, Output> run(Pipeline& p, const SchedulerOptions& so, const std
 }
 
 std::vector<int32_t> fixture_prompt(const std::string& model, size_t n) {
-  auto ids = test::read_ids(test::testdata("ref/" + model + ".tokens"));
+  auto ids = test::read_ids(test::fixture_ref(model, ".tokens"));
   ids.resize(std::min(n, ids.size()));
   return ids;
 }
@@ -157,6 +157,8 @@ TEST(PipelineInproc, TwoStagesQwen3) { expect_matches("tiny-qwen3-Q8_0", {{0, 1}
 // Mixture of experts and sliding-window layers split across ranks (fixtures-arch).
 TEST(PipelineInproc, TwoStagesQwen3Moe) { expect_matches("tiny-qwen3moe-Q4_K_M", {{0, 1}, {1, 2}}); }
 TEST(PipelineInproc, ThreeStagesGptOss) { expect_matches("tiny-gptoss-MXFP4_MOE", {{0, 1}, {1, 2}, {2, 2}}); }
+TEST(PipelineInproc, TwoStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 2}, {2, 4}}); }
+TEST(PipelineInproc, ThreeStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 1}, {1, 3}, {3, 4}}); }
 TEST(PipelineInproc, ThreeStagesGemma3) { expect_matches("tiny-gemma3-Q4_K_M", {{0, 2}, {2, 5}, {5, 6}}); }
 TEST(PipelineInproc, ThreeStagesWithHeadOnlyTail) { expect_matches("tiny-tied-Q8_0", {{0, 1}, {1, 2}, {2, 2}}); }
 
@@ -171,7 +173,7 @@ void expect_continuous_batching(const std::vector<std::pair<int, int>>& ranges) 
   so.micro_batches = 2;
   so.max_batch_tokens = 12;
   so.prefill_chunk = 5;
-  const auto all = test::read_ids(test::testdata("ref/" + model + ".tokens"));
+  const auto all = test::read_ids(test::fixture_ref(model, ".tokens"));
   std::vector<Request> reqs;
   for (int i = 0; i < 8; ++i) {
     Request r;

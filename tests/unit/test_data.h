@@ -5,6 +5,17 @@
 namespace pipellm::test {
 
 inline std::string testdata(const std::string& rel) { return std::string(PIPELLM_TESTDATA) + "/" + rel; }
-inline std::string model_path(const std::string& name) { return testdata("models/" + name + ".gguf"); }
+// A fixture's folder under the test data: "" (fixtures, fixtures-arch) or "next/" (fixtures-next).
+inline std::string fixture_dir(const std::string& name) {
+  for (const char* next : {"tiny-qwen35", "tiny-gemma4"}) {
+    if (name.rfind(next, 0) == 0) return "next/";
+  }
+  return "";
+}
+inline std::string model_path(const std::string& name) { return testdata(fixture_dir(name) + "models/" + name + ".gguf"); }
+// ref/<name><ext> of a fixture model (.tokens, .logits.f32, .greedy).
+inline std::string fixture_ref(const std::string& name, const std::string& ext) {
+  return testdata(fixture_dir(name) + "ref/" + name + ext);
+}
 
 }  // namespace pipellm::test

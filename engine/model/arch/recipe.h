@@ -41,6 +41,7 @@ void llama_family(const GgufFile& f, ModelConfig& c);  // llama (+ MoE), qwen2, 
 void gemma3(const GgufFile& f, ModelConfig& c);
 void phi3(const GgufFile& f, ModelConfig& c);
 void gpt_oss(const GgufFile& f, ModelConfig& c);
+void qwen35(const GgufFile& f, ModelConfig& c);  // qwen35, qwen35moe
 
 // The llama-family layer specs of c (from has_qkv_bias / has_qk_norm / arch); also used by
 // benchmarks that build a config by hand.
