@@ -23,7 +23,8 @@ namespace pipellm::test {
 inline const std::vector<std::string>& arch_fixture_models() {
   static const std::vector<std::string> names = {
       "tiny-gemma3-Q4_K_M",   "tiny-phi3-Q4_K_M", "tiny-qwen3moe-Q4_K_M",  "tiny-llamamoe-Q4_K_M",
-      "tiny-gptoss-MXFP4_MOE", "tiny-qwen35-F16",  "tiny-qwen35-Q4_K_M", "tiny-qwen35moe-Q4_K_M"};
+      "tiny-gptoss-MXFP4_MOE", "tiny-qwen35-F16",  "tiny-qwen35-Q4_K_M", "tiny-qwen35moe-Q4_K_M",
+      "tiny-gemma4-Q4_K_M",   "tiny-gemma4moe-Q4_K_M"};
   return names;
 }
 

@@ -47,6 +47,12 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
     lf_.push_back(std::move(d));
   }
   for (int il = range.first; il < range.last; ++il) {
+    const int src = c.layer(il).kv_source;
+    if (src >= 0 && !range.contains(src)) {
+      throw InvalidArgument("layer " + std::to_string(il) + " reads the KV cache of layer " + std::to_string(src) +
+                            ", which this stage (layers " + std::to_string(range.first) + "-" +
+                            std::to_string(range.last - 1) + ") does not hold: keep them in one stage");
+    }
     const int64_t per_slot = c.layer(il).mixer == Mixer::DeltaNet ? c.layer(il).delta.state_floats() : 0;
     const int64_t conv = c.layer(il).mixer == Mixer::DeltaNet ? c.layer(il).delta.conv_state_floats() : 0;
     delta_state_.emplace_back(static_cast<size_t>(per_slot * opt.n_slots), 0.0f);
@@ -54,6 +60,7 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
     recurrent_ = recurrent_ || per_slot > 0;
   }
   output_norm_ = to_floats(weights_.output_norm);
+  per_layer_proj_norm_ = to_floats(weights_.per_layer_proj_norm);
   rope_freqs_ = to_floats(weights_.rope_freqs);
   for (int il = range.first; il < range.last; ++il) {
     const RopeSpec& r = c.layer(il).rope;
@@ -61,7 +68,7 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
     p.n_rot = c.layer(il).n_rot;
     p.base = r.base;
     p.freq_scale = r.freq_scale;
-    p.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+    p.freq_factors = r.freq_factors && !rope_freqs_.empty() ? rope_freqs_.data() : nullptr;
     p.mode = r.type == RopeType::Neox ? RopeMode::Neox : RopeMode::Normal;
     p.ext_factor = r.ext_factor;
     p.attn_factor = r.attn_factor;
@@ -114,6 +121,8 @@ void CpuStage::validate(const Batch& b) {
                               std::to_string(cfg_.n_vocab) + ")");
       }
     }
+  } else if (cfg_.per_layer_input > 0 && b.tokens.size() != b.pos.size()) {
+    throw InvalidArgument("forward: the model's per-layer inputs need the batch's token ids on every stage");
   } else if (b.hidden == nullptr) {
     throw InvalidArgument("forward: a non-first stage needs the previous stage's activations");
   }
@@ -163,6 +172,44 @@ void CpuStage::embed(const Batch& b) {
   });
 }
 
+void CpuStage::per_layer_inputs(const Batch& b) {
+  const int64_t T = b.n_tokens(), E = cfg_.n_embd, P = cfg_.per_layer_input, LP = int64_t{cfg_.n_layer} * P;
+  // proj = per_layer_model_proj (token_embd[id] * sqrt(E)) / sqrt(E): the scales cancel.
+  pl_tmp_.resize(static_cast<size_t>(T * E));
+  const TensorView& te = *weights_.token_embd;
+  for (int64_t t = 0; t < T; ++t) dequantize_row(te.type, te.row(b.tokens[static_cast<size_t>(t)]), pl_tmp_.data() + t * E, E);
+  inp_pl_.resize(static_cast<size_t>(T * LP));
+  const MatmulArgs m = product(*weights_.per_layer_model_proj, pl_tmp_.data(), E, T, inp_pl_.data(), LP);
+  pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
+  const TensorView& pe = *weights_.per_layer_token_embd;
+  std::vector<float> tok(static_cast<size_t>(LP));
+  const float sp = std::sqrt(static_cast<float>(P)), inv2 = 1.0f / std::sqrt(2.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    float* r = inp_pl_.data() + t * LP;
+    rmsnorm_rows(r, per_layer_proj_norm_.data(), cfg_.n_layer, P, cfg_.rms_eps, r);
+    dequantize_row(pe.type, pe.row(b.tokens[static_cast<size_t>(t)]), tok.data(), LP);
+    for (int64_t i = 0; i < LP; ++i) r[i] = (r[i] + tok[static_cast<size_t>(i)] * sp) * inv2;
+  }
+}
+
+void CpuStage::per_layer_block(int il, int T) {
+  const LayerWeights& w = weights_.layer(il);
+  const LayerFloats& d = lf_[static_cast<size_t>(il - weights_.range.first)];
+  const int64_t E = cfg_.n_embd, P = cfg_.per_layer_input, LP = int64_t{cfg_.n_layer} * P;
+  pl_tmp_.resize(static_cast<size_t>(T * P));
+  const MatmulArgs mg = product(*w[LayerTensor::InpGate], x_.data(), E, T, pl_tmp_.data(), P);
+  pool_.run([&](int ith, int nth) { matmul(mg, ith, nth); });
+  for (int64_t t = 0; t < T; ++t) {
+    // gelu(g) * inp_pl: the gated activation with the per-layer input as the "up" half.
+    float* g = pl_tmp_.data() + t * P;
+    gated_activation(GatedAct::GeluTanh, g, inp_pl_.data() + t * LP + int64_t{il} * P, P, g);
+  }
+  const MatmulArgs mp = product(*w[LayerTensor::Proj], pl_tmp_.data(), P, T, tmp_.data(), E);
+  pool_.run([&](int ith, int nth) { matmul(mp, ith, nth); });
+  norm_rows(tmp_.data(), d.ptr(LayerTensor::PostNorm), T, E);
+  for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += tmp_[static_cast<size_t>(i)];
+}
+
 void CpuStage::forward(const Batch& b, std::vector<float>& out) {
   validate(b);
   const int n = b.n_tokens();
@@ -207,6 +254,7 @@ void CpuStage::forward_chunk(const Batch& b, std::vector<float>& out) {
   }
 
   embed(b);
+  if (cfg_.per_layer_input > 0 && weights_.range.size() > 0) per_layer_inputs(b);
   for (int il = weights_.range.first; il < weights_.range.last; ++il) run_layer(il, b);
   if (last_) {
     output(b, out);
@@ -240,6 +288,11 @@ void CpuStage::run_layer(int il, const Batch& b) {
   }
   if (s.post_ffn_norm) norm_rows(tmp_.data(), d.ptr(LayerTensor::PostFfnNorm), T, E);
   for_tokens(T, [&](int64_t t0, int64_t t1) { add_rows(x_.data() + t0 * E, tmp_.data() + t0 * E, (t1 - t0) * E); });
+  if (s.per_layer_input) per_layer_block(il, T);
+  if (s.output_scale) {
+    const float k = d[LayerTensor::LayerOutputScale][0];
+    for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] *= k;
+  }
 }
 
 void CpuStage::attention_block(int il, const Batch& b) {
@@ -269,13 +322,16 @@ void CpuStage::attention_block(int il, const Batch& b) {
     if (s.gated_q) qkv_.resize(static_cast<size_t>(T * 2 * QD));
     const MatmulArgs mq = s.gated_q ? product(*w[LayerTensor::Q], h_.data(), E, T, qkv_.data(), 2 * QD)
                                     : product(*w[LayerTensor::Q], h_.data(), E, T, q_.data(), QD);
-    const MatmulArgs mk = product(*w[LayerTensor::K], h_.data(), E, T, k_.data(), KD);
-    const MatmulArgs mv = product(*w[LayerTensor::V], h_.data(), E, T, v_.data(), VD);
+    // Layers reading another layer's cache project only q; a layer without attn_v reuses k.
+    const bool own_kv = s.kv_source < 0;
+    const MatmulArgs mk = own_kv ? product(*w[LayerTensor::K], h_.data(), E, T, k_.data(), KD) : MatmulArgs{};
+    const MatmulArgs mv = own_kv && !s.k_eq_v ? product(*w[LayerTensor::V], h_.data(), E, T, v_.data(), VD) : MatmulArgs{};
     pool_.run([&](int ith, int nth) {
       matmul(mq, ith, nth);
-      matmul(mk, ith, nth);
-      matmul(mv, ith, nth);
+      if (own_kv) matmul(mk, ith, nth);
+      if (own_kv && !s.k_eq_v) matmul(mv, ith, nth);
     });
+    if (own_kv && s.k_eq_v) std::copy(k_.begin(), k_.begin() + T * KD, v_.begin());
     if (s.gated_q) {
       // Rows hold [q | gate] per head: q to q_, the gates stay in the first half of qkv_.
       const int64_t D = s.head_dim;
@@ -289,6 +345,7 @@ void CpuStage::attention_block(int il, const Batch& b) {
     }
   }
   const RopeParams& rope = ropes_[static_cast<size_t>(layer_rope_[local])];
+  const int kv_layer = s.kv_source >= 0 ? s.kv_source : il;  // whose cache the queries read
   const float* cs_layer = cs_.data() + static_cast<size_t>(layer_rope_[local]) * T * cfg_.n_rot;  // rows of n_rot
   for_tokens(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -300,19 +357,23 @@ void CpuStage::attention_block(int il, const Batch& b) {
         add_rows(k, d.ptr(LayerTensor::KBias), KD);
         add_rows(v, d.ptr(LayerTensor::VBias), VD);
       }
+      const bool own_kv = s.kv_source < 0;
       if (s.qk_norm) {
         rmsnorm_rows(q, d.ptr(LayerTensor::QNorm), cfg_.n_head, s.head_dim, cfg_.rms_eps, q);
-        rmsnorm_rows(k, d.ptr(LayerTensor::KNorm), s.n_head_kv, s.head_dim, cfg_.rms_eps, k);
+        if (own_kv) rmsnorm_rows(k, d.ptr(LayerTensor::KNorm), s.n_head_kv, s.head_dim, cfg_.rms_eps, k);
       }
+      if (s.v_norm && own_kv) rmsnorm_rows(v, nullptr, s.n_head_kv, s.head_dim_v, cfg_.rms_eps, v);
       const float* cs = cs_layer + t * cfg_.n_rot;
       rope_apply(rope, cs, q, cfg_.n_head, s.head_dim);
-      rope_apply(rope, cs, k, s.n_head_kv, s.head_dim);
       const size_t ts = static_cast<size_t>(t);
-      cache_.store_k(il, b.slot[ts], b.pos[ts], k);
-      cache_.store_v(il, b.slot[ts], b.pos[ts], v);
+      if (own_kv) {
+        rope_apply(rope, cs, k, s.n_head_kv, s.head_dim);
+        cache_.store_k(il, b.slot[ts], b.pos[ts], k);
+        cache_.store_v(il, b.slot[ts], b.pos[ts], v);
+      }
       n_kv_[ts] = b.pos[ts] + 1;
-      kp_[ts] = cache_.k(il, b.slot[ts]);
-      vp_[ts] = cache_.v(il, b.slot[ts]);
+      kp_[ts] = cache_.k(kv_layer, b.slot[ts]);
+      vp_[ts] = cache_.v(kv_layer, b.slot[ts]);
     }
   });
 
@@ -330,11 +391,11 @@ void CpuStage::attention_block(int il, const Batch& b) {
   aa.n_kv = n_kv_.data();
   aa.k = kp_.data();
   aa.v = vp_.data();
-  aa.k_row_bytes = cache_.k_row_bytes(il);
-  aa.v_row_bytes = cache_.v_row_bytes(il);
+  aa.k_row_bytes = cache_.k_row_bytes(kv_layer);
+  aa.v_row_bytes = cache_.v_row_bytes(kv_layer);
   aa.kv_type = cache_.type();
   aa.window = s.window;
-  aa.ring = cache_.rows(il) < cache_.n_ctx() ? cache_.rows(il) : 0;
+  aa.ring = cache_.rows(kv_layer) < cache_.n_ctx() ? cache_.rows(kv_layer) : 0;
   aa.sinks = d.ptr(LayerTensor::Sinks);
   pool_.run([&](int ith, int nth) { attention(aa, ith, nth); });
   if (s.gated_q) {
@@ -441,7 +502,7 @@ void CpuStage::delta_block(int il, const Batch& b) {
 void CpuStage::dense_ffn(int il, int T) {
   const LayerWeights& w = weights_.layer(il);
   const LayerSpec& s = cfg_.layer(il);
-  const int64_t E = cfg_.n_embd, F = s.n_ff;
+  const int64_t E = cfg_.n_embd, F = s.ffn == FfnKind::Moe ? s.n_ff_dense : s.n_ff;
   if (s.gate_up_fused) {
     // One product into [T][2F] rows (gate then up), activated into gate_ rows of F.
     qkv_.resize(static_cast<size_t>(T * 2 * F));
@@ -472,9 +533,29 @@ void CpuStage::moe_ffn(int il, int T) {
   const LayerFloats& d = lf_[static_cast<size_t>(il - weights_.range.first)];
   const int64_t E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used;
 
+  // gemma4: the dense MLP beside the experts (on h_, the ffn_norm rows) into dense_, and the
+  // router's and experts' own inputs from the residual x.
+  const float* router_in = h_.data();
+  const float* expert_in = h_.data();
+  if (s.n_ff_dense > 0) {
+    dense_ffn(il, T);
+    norm_rows(tmp_.data(), d.ptr(LayerTensor::PostFfwNorm1), T, E);
+    dense_.assign(tmp_.begin(), tmp_.begin() + T * E);
+    const float* rs = d.ptr(LayerTensor::RouterScale);
+    const float inv = 1.0f / std::sqrt(static_cast<float>(E));
+    pl_tmp_.resize(static_cast<size_t>(T * E));
+    for (int64_t t = 0; t < T; ++t) {
+      float* r = pl_tmp_.data() + t * E;
+      rmsnorm(x_.data() + t * E, nullptr, E, cfg_.rms_eps, r);
+      for (int64_t i = 0; i < E; ++i) r[i] *= inv * rs[i];
+      rmsnorm(x_.data() + t * E, d.ptr(LayerTensor::PreFfwNorm2), E, cfg_.rms_eps, h_.data() + t * E);
+    }
+    router_in = pl_tmp_.data();
+  }
+
   // Route every token.
   router_.resize(static_cast<size_t>(T * X));
-  const MatmulArgs mr = product(*w[LayerTensor::Router], h_.data(), E, T, router_.data(), X);
+  const MatmulArgs mr = product(*w[LayerTensor::Router], router_in, E, T, router_.data(), X);
   pool_.run([&](int ith, int nth) { matmul(mr, ith, nth); });
   route_id_.resize(static_cast<size_t>(T * K));
   route_w_.resize(route_id_.size());
@@ -511,23 +592,37 @@ void CpuStage::moe_ffn(int il, int T) {
     eu_.resize(eg_.size());
     ed_.resize(eh_.size());
     for (int64_t j = 0; j < n; ++j) {
-      const float* src = h_.data() + (expert_rows_[static_cast<size_t>(j)] / K) * E;
+      const float* src = expert_in + (expert_rows_[static_cast<size_t>(j)] / K) * E;
       std::copy(src, src + E, eh_.data() + j * E);
     }
-    MatmulArgs mg = slice(*w[LayerTensor::GateExps], F, e, E), mu = slice(*w[LayerTensor::UpExps], F, e, E);
-    mg.x = mu.x = eh_.data();
-    mg.x_stride = mu.x_stride = E;
-    mg.n_tokens = mu.n_tokens = n;
-    mg.y = eg_.data();
-    mu.y = eu_.data();
-    mg.y_stride = mu.y_stride = F;
-    pool_.run([&](int ith, int nth) {
-      matmul(mg, ith, nth);
-      matmul(mu, ith, nth);
-    });
+    const bool fused = w[LayerTensor::GateUpExps] != nullptr;  // one [gate; up] stack (gemma4)
+    if (fused) {
+      eu_.resize(static_cast<size_t>(n * 2 * F));
+      MatmulArgs m = slice(*w[LayerTensor::GateUpExps], 2 * F, e, E);
+      m.x = eh_.data();
+      m.x_stride = E;
+      m.n_tokens = n;
+      m.y = eu_.data();
+      m.y_stride = 2 * F;
+      pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
+    } else {
+      MatmulArgs mg = slice(*w[LayerTensor::GateExps], F, e, E), mu = slice(*w[LayerTensor::UpExps], F, e, E);
+      mg.x = mu.x = eh_.data();
+      mg.x_stride = mu.x_stride = E;
+      mg.n_tokens = mu.n_tokens = n;
+      mg.y = eg_.data();
+      mu.y = eu_.data();
+      mg.y_stride = mu.y_stride = F;
+      pool_.run([&](int ith, int nth) {
+        matmul(mg, ith, nth);
+        matmul(mu, ith, nth);
+      });
+    }
     for (int64_t j = 0; j < n; ++j) {
-      float* g = eg_.data() + j * F;
-      float* u = eu_.data() + j * F;
+      float* g = fused ? eu_.data() + j * 2 * F : eg_.data() + j * F;
+      float* u = fused ? g + F : eu_.data() + j * F;
+      if (fused) std::copy(g, g + F, eg_.data() + j * F);
+      g = eg_.data() + j * F;
       if (bg != nullptr) add_rows(g, bg + e * F, F);
       if (bu != nullptr) add_rows(u, bu + e * F, F);
       gated_activation(s.act, g, u, F, g);
@@ -539,13 +634,18 @@ void CpuStage::moe_ffn(int il, int T) {
     md.y = ed_.data();
     md.y_stride = E;
     pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
+    const float* scale = d.ptr(LayerTensor::DownExpsScale);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t r = expert_rows_[static_cast<size_t>(j)];
-      const float wt = route_w_[static_cast<size_t>(r)];
+      const float wt = route_w_[static_cast<size_t>(r)] * (scale != nullptr ? scale[e] : 1.0f);
       float* y = tmp_.data() + (r / K) * E;
       const float* o = ed_.data() + j * E;
       for (int64_t i = 0; i < E; ++i) y[i] += wt * (o[i] + (bd != nullptr ? bd[e * E + i] : 0.0f));
     }
+  }
+  if (s.n_ff_dense > 0) {
+    norm_rows(tmp_.data(), d.ptr(LayerTensor::PostFfwNorm2), T, E);
+    for (int64_t i = 0; i < T * E; ++i) tmp_[static_cast<size_t>(i)] += dense_[static_cast<size_t>(i)];
   }
   if (s.n_ff_shexp > 0) {
     // The shared expert: every token, scaled by sigmoid(ffn_gate_inp_shexp . h).

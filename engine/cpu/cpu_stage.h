@@ -69,6 +69,8 @@ class CpuStage : public HostStage {
   void dense_ffn(int il, int T);                 // h_ -> tmp_
   void moe_ffn(int il, int T);                   // h_ -> tmp_
   void norm_rows(float* x, const float* w, int T, int64_t n);  // in place
+  void per_layer_inputs(const Batch& b);     // gemma4: inp_pl_ from the token ids
+  void per_layer_block(int il, int T);       // gemma4: x += rms(proj(gelu(inp_gate x) * inp_pl)) * post_norm
   void output(const Batch& b, std::vector<float>& out);
   void for_tokens(int n, const std::function<void(int64_t, int64_t)>& fn);
   MatmulArgs product(const TensorView& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
@@ -96,6 +98,8 @@ class CpuStage : public HostStage {
   std::vector<std::vector<float>> conv_state_, delta_state_;
   std::vector<float> dz_, dab_, dg_, dbeta_, dx_, dy_, dout_;
   bool recurrent_ = false;
+  std::vector<float> inp_pl_, pl_tmp_, dense_;  // gemma4: [T][n_layer * P] per-layer inputs, scratch
+  std::vector<float> per_layer_proj_norm_;
   std::vector<int32_t> n_kv_;
   std::vector<const uint8_t*> kp_, vp_;
 };

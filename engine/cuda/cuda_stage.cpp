@@ -47,10 +47,11 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
   for (int il = range_.first; il < range_.last; ++il) {
     const LayerSpec& l = cfg_.layer(il);
-    if (l.mixer != Mixer::Attention || l.gated_q || l.n_ff_shexp > 0) {
+    if (l.mixer != Mixer::Attention || l.gated_q || l.n_ff_shexp > 0 || l.kv_source >= 0 || l.k_eq_v || l.v_norm ||
+        l.n_ff_dense > 0 || l.per_layer_input || l.output_scale) {
       throw Error(std::string("CUDA: ") + arch_name(cfg_.arch) + " layer " + std::to_string(il) +
-                  " (Gated DeltaNet, gated attention or a shared expert) is not implemented on the GPU yet; "
-                  "run it with --device cpu");
+                  " (Gated DeltaNet, gated attention, a shared expert or Gemma 4's layer parts) is not implemented "
+                  "on the GPU yet; run it with --device cpu");
     }
   }
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
@@ -372,7 +373,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.n_rot = s.n_rot;
   r.base = s.rope.base;
   r.freq_scale = s.rope.freq_scale;
-  r.freq_factors = weights_->rope_freqs.get();
+  r.freq_factors = s.rope.freq_factors ? weights_->rope_freqs.get() : nullptr;
   r.neox = s.rope.type == RopeType::Neox;
   r.ext_factor = s.rope.ext_factor;
   r.attn_factor = s.rope.attn_factor;

@@ -28,6 +28,11 @@ const LayerTensorInfo& layer_tensor_info(LayerTensor t) {
       {"ssm_beta", TensorKind::Matrix},       {"ssm_conv1d", TensorKind::Vector},
       {"ssm_a", TensorKind::Vector},          {"ssm_dt_bias", TensorKind::Vector},
       {"ssm_norm", TensorKind::Vector},       {"ssm_out", TensorKind::Matrix},
+      {"gate_up_exps", TensorKind::Matrix},   {"down_exps_scale", TensorKind::Vector},
+      {"router_scale", TensorKind::Vector},   {"pre_ffw_norm_2", TensorKind::Vector},
+      {"post_ffw_norm_1", TensorKind::Vector}, {"post_ffw_norm_2", TensorKind::Vector},
+      {"inp_gate", TensorKind::Matrix},       {"proj", TensorKind::Matrix},
+      {"post_norm", TensorKind::Vector},      {"layer_output_scale", TensorKind::Vector},
   };
   static_assert(sizeof(kInfo) / sizeof(kInfo[0]) == kLayerTensorCount, "one entry per LayerTensor");
   const size_t i = static_cast<size_t>(t);

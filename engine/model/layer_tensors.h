@@ -43,6 +43,18 @@ enum class LayerTensor : uint8_t {
   SsmDtBias,  // [Hv]
   SsmNorm,    // [S]
   SsmOut,     // [Hv*S, E]
+  // gemma4: experts with one [gate; up] stack, a scale per expert, the router's input scale; a
+  // dense MLP beside the experts with its own norms; the per-layer input block; an output scale.
+  GateUpExps,      // [E, 2*n_ff, n_expert]
+  DownExpsScale,   // [n_expert]
+  RouterScale,     // [E]
+  PreFfwNorm2,     // [E] experts' input norm
+  PostFfwNorm1,    // [E] dense MLP output norm
+  PostFfwNorm2,    // [E] experts' output norm
+  InpGate,         // [E, P]
+  Proj,            // [P, E]
+  PostNorm,        // [E]
+  LayerOutputScale,  // [1]
   Count
 };
 constexpr size_t kLayerTensorCount = static_cast<size_t>(LayerTensor::Count);
@@ -59,7 +71,10 @@ struct LayerTensorInfo {
 const LayerTensorInfo& layer_tensor_info(LayerTensor t);
 inline bool is_matrix(LayerTensor t) { return layer_tensor_info(t).kind == TensorKind::Matrix; }
 // One slice per expert (the stacked matrices and their biases).
-inline bool is_expert_stack(LayerTensor t) { return t >= LayerTensor::GateExps && t <= LayerTensor::DownExpsBias; }
+inline bool is_expert_stack(LayerTensor t) {
+  return (t >= LayerTensor::GateExps && t <= LayerTensor::DownExpsBias) || t == LayerTensor::GateUpExps ||
+         t == LayerTensor::DownExpsScale;
+}
 
 
 // Iterate roles: for (LayerTensor t : all_layer_tensors()) ...

@@ -22,7 +22,7 @@ constexpr ArchEntry kArchs[] = {
     {"qwen3", Arch::Qwen3, arch::llama_family},     {"qwen3moe", Arch::Qwen3Moe, arch::llama_family},
     {"gemma3", Arch::Gemma3, arch::gemma3},         {"phi3", Arch::Phi3, arch::phi3},
     {"gpt-oss", Arch::GptOss, arch::gpt_oss},       {"qwen35", Arch::Qwen35, arch::qwen35},
-    {"qwen35moe", Arch::Qwen35Moe, arch::qwen35},
+    {"qwen35moe", Arch::Qwen35Moe, arch::qwen35},   {"gemma4", Arch::Gemma4, arch::gemma4},
 };
 
 }  // namespace
@@ -57,7 +57,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
       }
     }
     for (const LayerSpec& l : c.layers) {
-      c.n_ff = std::max(c.n_ff, l.n_ff);
+      c.n_ff = std::max({c.n_ff, l.n_ff, l.n_ff_dense, l.n_ff_shexp});
       c.n_head_kv = std::max(c.n_head_kv, l.n_head_kv);
       c.head_dim = std::max(c.head_dim, l.head_dim);
       c.head_dim_v = std::max(c.head_dim_v, l.head_dim_v);
@@ -86,6 +86,7 @@ int ModelConfig::max_expert_used() const {
 
 int ModelConfig::kv_rows(int il, int n_ctx, int max_step) const {
   if (layer(il).mixer == Mixer::DeltaNet) return 0;  // a fixed-size state instead (state_floats)
+  if (layer(il).kv_source >= 0) return 0;            // reads another layer's cache
   const int w = layer(il).window;
   if (w <= 0) return n_ctx;
   return static_cast<int>(std::min<int64_t>(n_ctx, int64_t{w} + std::max(1, max_step) - 1));
@@ -120,8 +121,10 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
     add(LayerTensor::Qkv, "attn_qkv.weight", {E, QD + KD + VD});
   } else {
     add(LayerTensor::Q, "attn_q.weight", {E, s.gated_q ? 2 * QD : QD});
-    add(LayerTensor::K, "attn_k.weight", {E, KD});
-    add(LayerTensor::V, "attn_v.weight", {E, VD});
+    if (s.kv_source < 0) {
+      add(LayerTensor::K, "attn_k.weight", {E, KD});
+      if (!s.k_eq_v) add(LayerTensor::V, "attn_v.weight", {E, VD});
+    }
   }
   if (s.qkv_bias) {
     add(LayerTensor::QBias, "attn_q.bias", {QD});
@@ -131,7 +134,7 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
   if (s.mixer == Mixer::Attention) {
     if (s.qk_norm) {
       add(LayerTensor::QNorm, "attn_q_norm.weight", {s.head_dim});
-      add(LayerTensor::KNorm, "attn_k_norm.weight", {s.head_dim});
+      if (s.kv_source < 0) add(LayerTensor::KNorm, "attn_k_norm.weight", {s.head_dim});
     }
     add(LayerTensor::O, "attn_output.weight", {int64_t{n_head} * s.head_dim_v, E});
     if (s.o_bias) add(LayerTensor::OBias, "attn_output.bias", {E});
@@ -152,8 +155,23 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
     case FfnKind::Moe:
       add(LayerTensor::Router, "ffn_gate_inp.weight", {E, X});
       if (s.router_bias) add(LayerTensor::RouterBias, "ffn_gate_inp.bias", {X});
-      add(LayerTensor::GateExps, "ffn_gate_exps.weight", {E, F, X});
-      add(LayerTensor::UpExps, "ffn_up_exps.weight", {E, F, X});
+      if (s.n_ff_dense > 0) {
+        // gemma4: the dense MLP beside the experts, the router's input scale, the experts' norms
+        // and their one [gate; up] stack with a scale per expert.
+        const int64_t FD = s.n_ff_dense;
+        add(LayerTensor::Gate, "ffn_gate.weight", {E, FD});
+        add(LayerTensor::Up, "ffn_up.weight", {E, FD});
+        add(LayerTensor::Down, "ffn_down.weight", {FD, E});
+        add(LayerTensor::PostFfwNorm1, "post_ffw_norm_1.weight", {E});
+        add(LayerTensor::RouterScale, "ffn_gate_inp.scale", {E});
+        add(LayerTensor::PreFfwNorm2, "pre_ffw_norm_2.weight", {E});
+        add(LayerTensor::PostFfwNorm2, "post_ffw_norm_2.weight", {E});
+        add(LayerTensor::GateUpExps, "ffn_gate_up_exps.weight", {E, 2 * F, X});
+        add(LayerTensor::DownExpsScale, "ffn_down_exps.scale", {X});
+      } else {
+        add(LayerTensor::GateExps, "ffn_gate_exps.weight", {E, F, X});
+        add(LayerTensor::UpExps, "ffn_up_exps.weight", {E, F, X});
+      }
       add(LayerTensor::DownExps, "ffn_down_exps.weight", {F, E, X});
       if (s.expert_bias) {
         add(LayerTensor::GateExpsBias, "ffn_gate_exps.bias", {F, X});
@@ -169,6 +187,12 @@ std::vector<TensorSpec> ModelConfig::layer_tensors(int il) const {
       break;
   }
   if (s.post_ffn_norm) add(LayerTensor::PostFfnNorm, "post_ffw_norm.weight", {E});
+  if (s.per_layer_input) {
+    add(LayerTensor::InpGate, "inp_gate.weight", {E, per_layer_input});
+    add(LayerTensor::Proj, "proj.weight", {per_layer_input, E});
+    add(LayerTensor::PostNorm, "post_norm.weight", {E});
+  }
+  if (s.output_scale) add(LayerTensor::LayerOutputScale, "layer_output_scale.weight", {1});
   return t;
 }
 

@@ -2,7 +2,7 @@
 // what the layer computes (attention window, rope, FFN kind and activation, routing) and which
 // optional tensors it holds. Each architecture's recipe (engine/model/arch/<arch>.cpp) fills
 // them; the loader, planners, CPU and CUDA passes read only this. Supported: llama (also with
-// Mixtral-style experts), qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss, qwen35, qwen35moe. Anything else is an
+// Mixtral-style experts), qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss, qwen35, qwen35moe, gemma4. Anything else is an
 // error naming the architecture.
 #pragma once
 #include <cstdint>
@@ -18,7 +18,7 @@ namespace pipellm {
 
 class GgufFile;
 
-enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, GptOss, Qwen35, Qwen35Moe };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, GptOss, Qwen35, Qwen35Moe, Gemma4 };
 // Normal: rotates adjacent pairs (x[2i], x[2i+1]); Neox: rotates (x[i], x[i + n_rot/2]).
 enum class RopeType { Normal, Neox };
 enum class FfnKind { Dense, Moe };
@@ -35,6 +35,7 @@ struct RopeSpec {
   float freq_scale = 1.0f;   // 1 / scaling factor (linear or YaRN)
   float ext_factor = 0.0f;   // YaRN: 1 when on
   float attn_factor = 1.0f;  // cos/sin magnitude
+  bool freq_factors = false; // divide the frequencies by rope_freqs.weight (llama 3.1, gemma4's global layers)
   int n_ctx_orig = 0;        // YaRN: the context the model was trained on
   float beta_fast = 32.0f, beta_slow = 1.0f;
 };
@@ -55,6 +56,9 @@ struct LayerSpec {
   bool sinks = false;       // attention sinks (gpt-oss)
   bool post_attn_norm = false;  // RMSNorm of the attention output (gemma3)
   bool gated_q = false;     // attn_q rows hold [q | gate] per head; output *= sigmoid(gate) (qwen35)
+  int kv_source = -1;       // >= 0: no K/V of its own, attends to that layer's cache (gemma4)
+  bool k_eq_v = false;      // no attn_v: V is the raw K projection (gemma4 MoE global layers)
+  bool v_norm = false;      // V = rmsnorm(V) without a weight (gemma4)
   // Feed-forward.
   const char* ffn_norm_name = "ffn_norm";  // gpt-oss calls its pre-FFN norm post_attention_norm
   FfnKind ffn = FfnKind::Dense;
@@ -66,6 +70,12 @@ struct LayerSpec {
   MoeRouting routing = MoeRouting::SoftmaxTopK;
   bool router_bias = false, expert_bias = false;  // gpt-oss
   int n_ff_shexp = 0;  // > 0: a shared expert of this width beside the routed ones (qwen35moe)
+  // gemma4's MoE layers: a dense GELU MLP of n_ff_dense beside the experts, (rms(dense) *
+  // post_ffw_norm_1 + rms(experts) * post_ffw_norm_2); router input rms(x) / sqrt(E) * scale;
+  // experts read rms(x) * pre_ffw_norm_2 through one [gate; up] stack, outputs scaled per expert.
+  int n_ff_dense = 0;
+  bool per_layer_input = false;  // gemma4: x += rms(proj(gelu(inp_gate x) * inp_pl[l])) * post_norm
+  bool output_scale = false;     // gemma4: x *= layer_output_scale
 };
 
 // One tensor of a layer: its role, GGUF name (without "blk.N.") and shape (ne order).
@@ -91,6 +101,7 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   float embd_scale = 1.0f;     // token embeddings are multiplied by it (gemma: sqrt(n_embd))
   float logit_softcap = 0.0f;  // logits -> cap * tanh(logits / cap) when > 0
+  int per_layer_input = 0;     // gemma4: P, the per-layer input width (0: none)
   bool tied_output = false;    // no output.weight: the lm head is token_embd
   bool has_rope_freqs = false;  // rope_freqs.weight (per-dimension frequency divisors)
   // Llama-family options detected from the file (the llama recipe turns them into LayerSpecs).

@@ -76,7 +76,14 @@ ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c, LayerRa
   w.range = range;
   Binder b(f);
   const int64_t E = c.n_embd, V = c.n_vocab;
-  if (with_embeddings || (with_output && c.tied_output)) w.token_embd = b.bind("token_embd.weight", {E, V});
+  const bool per_layer = c.per_layer_input > 0 && range.size() > 0;
+  if (with_embeddings || (with_output && c.tied_output) || per_layer) w.token_embd = b.bind("token_embd.weight", {E, V});
+  if (per_layer) {
+    const int64_t LP = int64_t{c.n_layer} * c.per_layer_input;
+    w.per_layer_token_embd = b.bind("per_layer_token_embd.weight", {LP, V});
+    w.per_layer_model_proj = b.bind("per_layer_model_proj.weight", {E, LP});
+    w.per_layer_proj_norm = b.bind("per_layer_proj_norm.weight", {c.per_layer_input});
+  }
   if (with_output) {
     w.output_norm = b.bind("output_norm.weight", {E});
     w.output = c.tied_output ? w.token_embd : b.bind("output.weight", {E, V});

@@ -34,6 +34,11 @@ struct ModelWeights {
   const TensorView* output_norm = nullptr;  // [n_embd]          (with_output)
   const TensorView* output = nullptr;       // [n_embd, n_vocab] (with_output; token_embd if tied)
   const TensorView* rope_freqs = nullptr;   // [n_rot/2] when the model has one
+  // gemma4's per-layer inputs, held by every stage with layers (computed from the token ids,
+  // which every stage receives): [n_layer*P, n_vocab], [E, n_layer*P], [P]; token_embd too.
+  const TensorView* per_layer_token_embd = nullptr;
+  const TensorView* per_layer_model_proj = nullptr;
+  const TensorView* per_layer_proj_norm = nullptr;
   std::vector<LayerWeights> layers;         // layers[i] is layer range.first + i
 
   const LayerWeights& layer(int global_index) const { return layers.at(static_cast<size_t>(global_index - range.first)); }

@@ -11,6 +11,7 @@ void llama_layers(ModelConfig& c, const LayerSpec& base) {
   LayerSpec s = base;
   s.qkv_bias = c.has_qkv_bias;
   s.qk_norm = c.has_qk_norm;
+  s.rope.freq_factors = c.has_rope_freqs;
   if (s.attn_scale == 0.0f) s.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   c.layers.assign(static_cast<size_t>(c.n_layer), s);
   c.n_ff = s.n_ff;

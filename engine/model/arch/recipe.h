@@ -42,6 +42,7 @@ void gemma3(const GgufFile& f, ModelConfig& c);
 void phi3(const GgufFile& f, ModelConfig& c);
 void gpt_oss(const GgufFile& f, ModelConfig& c);
 void qwen35(const GgufFile& f, ModelConfig& c);  // qwen35, qwen35moe
+void gemma4(const GgufFile& f, ModelConfig& c);
 
 // The llama-family layer specs of c (from has_qkv_bias / has_qk_norm / arch); also used by
 // benchmarks that build a config by hand.
