@@ -50,6 +50,7 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
     const bool recurrent = c.layer(il).mixer == Mixer::DeltaNet;
     m.layer_kv_bytes_per_token.push_back(recurrent ? 0 : elem * static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)));
     m.layer_state_bytes.push_back(static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
+    m.layer_kv_source.push_back(c.layer(il).kv_source);
   }
   return m;
 }
@@ -148,6 +149,15 @@ class Costs {
   }
 
   bool fits(const StagePlan& p) const { return p.budget == 0 || p.total() <= p.budget; }
+  // A layer that reads another layer's KV cache (gemma4) must share its stage: -1 when
+  // [first, last) keeps them together, else the first layer that would read across the cut.
+  int kv_reader_cut_off(int first, int last) const {
+    for (int l = first; l < last && static_cast<size_t>(l) < m_.layer_kv_source.size(); ++l) {
+      const int src = m_.layer_kv_source[static_cast<size_t>(l)];
+      if (src >= 0 && src < first) return l;
+    }
+    return -1;
+  }
   uint64_t budget(int s) const {
     return static_cast<size_t>(s) < in_.budgets.size() ? in_.budgets[static_cast<size_t>(s)] : 0;
   }
@@ -185,6 +195,11 @@ PartitionPlan check_explicit(const ModelSizes& m, const PlanInput& in, const Cos
                             std::to_string(b) + ") go beyond the model's " + std::to_string(m.n_layer()) + " layers");
     }
     expect = b;
+    if (const int l = costs.kv_reader_cut_off(a, b); l >= 0) {
+      throw InvalidArgument("plan: stage " + std::to_string(s) + " holds layer " + std::to_string(l) +
+                            ", which reads the KV cache of layer " +
+                            std::to_string(m.layer_kv_source[static_cast<size_t>(l)]) + " of an earlier stage: keep them in one stage");
+    }
     plan.stages.push_back(costs.stage(s, a, b));
     if (!costs.fits(plan.stages.back())) throw InvalidArgument("plan: " + stage_over_budget(s, plan.stages.back()));
   }
@@ -228,7 +243,10 @@ PartitionPlan check_explicit(const ModelSizes& m, const PlanInput& in, const Cos
         named = true;
       }
     }
-    if (!named) os << "the layers cannot be cut into contiguous ranges that each fit their stage's budget";
+    if (!named) {
+      os << "the layers cannot be cut into contiguous ranges that each fit their stage's budget (layers that read "
+            "another layer's KV cache stay with it)";
+    }
   }
   throw InvalidArgument(os.str());
 }
@@ -257,7 +275,7 @@ PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in) {
         const uint64_t prev = s == 0 ? (j == 0 ? 0 : kInf) : at(best, s - 1, j);
         if (prev == kInf) continue;
         const StagePlan p = costs.stage(s, j, i);
-        if (!costs.fits(p)) continue;
+        if (!costs.fits(p) || costs.kv_reader_cut_off(j, i) >= 0) continue;
         at(best, s, i) = std::min(at(best, s, i), std::max(prev, p.read_bytes));
       }
     }
@@ -278,7 +296,7 @@ PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in) {
                                    : sq[static_cast<size_t>(s - 1) * W + static_cast<size_t>(j)];
         if (prev == std::numeric_limits<double>::infinity()) continue;
         const StagePlan p = costs.stage(s, j, i);
-        if (!costs.fits(p) || p.read_bytes > bottleneck) continue;
+        if (!costs.fits(p) || p.read_bytes > bottleneck || costs.kv_reader_cut_off(j, i) >= 0) continue;
         const double r = static_cast<double>(p.read_bytes) / unit;
         const double v = prev + r * r;
         if (v < sq[k] - 1e-12) {

@@ -32,6 +32,7 @@ struct ModelSizes {
   uint64_t kv_bytes_per_token = 0;    // K + V of one layer for one position (the largest layer)
   std::vector<uint64_t> layer_kv_bytes_per_token;  // per layer (0: a recurrent layer)
   std::vector<uint64_t> layer_state_bytes;         // per layer and sequence: a recurrent state
+  std::vector<int> layer_kv_source;  // per layer: the layer whose KV cache it reads (-1: its own)
   bool tied_output = false;           // output_bytes includes token_embd (shared with stage 0 if one)
 
   int n_layer() const { return static_cast<int>(layer_bytes.size()); }

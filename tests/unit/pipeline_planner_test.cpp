@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/util/error.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "tests/unit/test_data.h"
@@ -152,6 +153,58 @@ TEST(PipelinePlanner, SizesFromAFixtureFile) {
   EXPECT_EQ(m.embd_row_bytes, 272u);
   EXPECT_EQ(m.output_bytes, 278528u + 1024u);
   EXPECT_EQ(m.kv_bytes_per_token, 2u * (128u + 128u));
+}
+
+// Layers 2 and 3 read layer 1's KV cache (gemma4's KV-sharing layers): no cut may separate them
+// from it. Unconstrained the best 2-stage split is 3|1 (see BalancesBytesReadPerToken); with the
+// readers only 1|3 keeps layers 1-3 together.
+TEST(PipelinePlanner, KvReadersStayWithTheirSource) {
+  ModelSizes m = four_layers();
+  m.layer_kv_source = {-1, -1, 1, 1};
+  const PartitionPlan p = plan_partition(m, stages(2));
+  EXPECT_EQ(ranges(p), (Ranges{{0, 1}, {1, 4}}));
+  PlanInput in = stages(2);
+  in.explicit_layers = {{0, 3}, {3, 4}};
+  try {
+    plan_partition(m, in);
+    FAIL() << "expected an error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 3, which reads the KV cache of layer 1"), std::string::npos) << e.what();
+  }
+}
+
+// Per-layer KV: a sliding-window layer keeps a ring of window + step - 1 positions per sequence,
+// a recurrent layer no KV but a fixed state per sequence; reads count the used experts only.
+TEST(PipelinePlanner, PerLayerKvStateAndExpertReads) {
+  ModelSizes m = four_layers();
+  m.layer_kv_bytes_per_token = {4, 4, 0, 4};
+  m.layer_state_bytes = {0, 0, 1000, 0};
+  m.layer_window = {0, 8, 0, 0};
+  m.layer_read_bytes = {100, 100, 100, 25};  // layer 3: MoE, a quarter of its experts per token
+  PlanInput in = stages(1);
+  in.context_length = 64;
+  in.max_sequences = 2;
+  in.kv_positions = 128;
+  in.step_tokens = 4;
+  const PartitionPlan p = plan_partition(m, in);
+  // KV: 4 x 128 + 4 x (8 + 4 - 1) x 2 + 1000 x 2 + 4 x 128.
+  EXPECT_EQ(p.stages[0].kv_bytes, 512u + 88u + 2000u + 512u);
+  EXPECT_EQ(p.stages[0].read_bytes, 325u + 10u + 200u);
+  EXPECT_EQ(p.stages[0].weight_bytes, 400u + 1000u + 200u);
+}
+
+// The fixture's numbers: qwen35moe's recurrent layers hold a state of Hv*S*S + (K-1)*C floats.
+TEST(PipelinePlanner, RecurrentStateFromAFixtureFile) {
+  auto f = GgufFile::open(test::model_path("tiny-qwen35moe-Q4_K_M"));
+  const ModelConfig c = ModelConfig::from_gguf(*f);
+  const ModelSizes m = ModelSizes::from_gguf(*f, c, KvType::F16);
+  // 4 value heads of 32 x 32, conv over 3 previous rows of 2*2*32 + 4*32 = 256 channels.
+  EXPECT_EQ(m.layer_state_bytes[0], (4u * 32 * 32 + 3u * 256) * 4);
+  EXPECT_EQ(m.layer_kv_bytes_per_token[0], 0u);
+  EXPECT_EQ(m.layer_state_bytes[1], 0u);
+  EXPECT_EQ(m.layer_kv_bytes_per_token[1], 2u * 2 * 64);  // one KV head of 64, f16, K and V
+  // Experts: 2 of 8 per token.
+  EXPECT_LT(m.layer_read_bytes[1], m.layer_bytes[1]);
 }
 
 }  // namespace
