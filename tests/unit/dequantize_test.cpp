@@ -25,7 +25,7 @@ struct DequantCase {
 };
 
 // The reference files: each maps "<model>.gguf" to {tensor name: reference}.
-const char* const kRefFiles[] = {"ref/dequant.json", "ref/dequant-arch.json"};
+const char* const kRefFiles[] = {"ref/dequant.json", "ref/dequant-arch.json", "next/ref/dequant.json"};
 
 std::vector<DequantCase> load_cases(const char* ref_file) {
   std::vector<DequantCase> cases;
