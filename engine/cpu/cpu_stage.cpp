@@ -9,6 +9,7 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/delta_net.h"
 #include "kernels/cpu/gated_activation.h"
+#include "kernels/cpu/hybrid_ops.h"
 #include "kernels/cpu/swiglu.h"
 #include "kernels/cpu/moe_route.h"
 
@@ -182,14 +183,10 @@ void CpuStage::per_layer_inputs(const Batch& b) {
   const MatmulArgs m = product(*weights_.per_layer_model_proj, pl_tmp_.data(), E, T, inp_pl_.data(), LP);
   pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
   const TensorView& pe = *weights_.per_layer_token_embd;
-  std::vector<float> tok(static_cast<size_t>(LP));
-  const float sp = std::sqrt(static_cast<float>(P)), inv2 = 1.0f / std::sqrt(2.0f);
-  for (int64_t t = 0; t < T; ++t) {
-    float* r = inp_pl_.data() + t * LP;
-    rmsnorm_rows(r, per_layer_proj_norm_.data(), cfg_.n_layer, P, cfg_.rms_eps, r);
-    dequantize_row(pe.type, pe.row(b.tokens[static_cast<size_t>(t)]), tok.data(), LP);
-    for (int64_t i = 0; i < LP; ++i) r[i] = (r[i] + tok[static_cast<size_t>(i)] * sp) * inv2;
-  }
+  pl_tmp_.resize(static_cast<size_t>(T * LP));
+  for (int64_t t = 0; t < T; ++t) dequantize_row(pe.type, pe.row(b.tokens[static_cast<size_t>(t)]), pl_tmp_.data() + t * LP, LP);
+  per_layer_combine(inp_pl_.data(), pl_tmp_.data(), per_layer_proj_norm_.data(), T, cfg_.n_layer, static_cast<int>(P),
+                    cfg_.rms_eps);
 }
 
 void CpuStage::per_layer_block(int il, int T) {
@@ -333,15 +330,8 @@ void CpuStage::attention_block(int il, const Batch& b) {
     });
     if (own_kv && s.k_eq_v) std::copy(k_.begin(), k_.begin() + T * KD, v_.begin());
     if (s.gated_q) {
-      // Rows hold [q | gate] per head: q to q_, the gates stay in the first half of qkv_.
-      const int64_t D = s.head_dim;
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t hh = 0; hh < cfg_.n_head; ++hh) {
-          const float* src = qkv_.data() + t * 2 * QD + hh * 2 * D;
-          std::copy(src, src + D, q_.data() + t * QD + hh * D);
-          std::copy(src + D, src + 2 * D, gate_.data() + t * QD + hh * D);
-        }
-      }
+      // Rows hold [q | gate] per head: q to q_, the gates to gate_.
+      split_gated_q(qkv_.data(), q_.data(), gate_.data(), T, cfg_.n_head, s.head_dim);
     }
   }
   const RopeParams& rope = ropes_[static_cast<size_t>(layer_rope_[local])];
@@ -398,9 +388,7 @@ void CpuStage::attention_block(int il, const Batch& b) {
   aa.ring = cache_.rows(kv_layer) < cache_.n_ctx() ? cache_.rows(kv_layer) : 0;
   aa.sinks = d.ptr(LayerTensor::Sinks);
   pool_.run([&](int ith, int nth) { attention(aa, ith, nth); });
-  if (s.gated_q) {
-    for (int64_t i = 0; i < T * AD; ++i) att_[static_cast<size_t>(i)] *= 1.0f / (1.0f + std::exp(-gate_[static_cast<size_t>(i)]));
-  }
+  if (s.gated_q) sigmoid_mul(att_.data(), gate_.data(), T * AD);
 
   const MatmulArgs mo = product(*w[LayerTensor::O], att_.data(), AD, T, tmp_.data(), E);
   pool_.run([&](int ith, int nth) { matmul(mo, ith, nth); });
@@ -437,15 +425,8 @@ void CpuStage::delta_block(int il, const Batch& b) {
     matmul(ma, ith, nth);
     matmul(mb, ith, nth);
   });
-  // beta = sigmoid(.), g = softplus(. + dt_bias) * a (a = -exp(A_log) <= 0: exp(g) is the decay).
-  const float* dt_bias = d.ptr(LayerTensor::SsmDtBias);
-  const float* a = d.ptr(LayerTensor::SsmA);
-  for (int64_t i = 0; i < T * HV; ++i) {
-    const int64_t hh = i % HV;
-    dbeta_[static_cast<size_t>(i)] = 1.0f / (1.0f + std::exp(-dbeta_[static_cast<size_t>(i)]));
-    const float u = dg_[static_cast<size_t>(i)] + dt_bias[hh];
-    dg_[static_cast<size_t>(i)] = (u > 20.0f ? u : std::log1p(std::exp(u))) * a[hh];
-  }
+  delta_gates(dg_.data(), dbeta_.data(), d.ptr(LayerTensor::SsmDtBias), d.ptr(LayerTensor::SsmA), T,
+              static_cast<int>(HV));
 
   // The recurrence runs per sequence over its rows in order.
   std::vector<int32_t> rows;
@@ -489,12 +470,8 @@ void CpuStage::delta_block(int il, const Batch& b) {
   }
 
   // Gated norm per value head: rms(o) * ssm_norm * silu(z); then the output projection.
-  for (int64_t t = 0; t < T; ++t) {
-    float* o = dout_.data() + t * VS;
-    const float* z = dz_.data() + t * VS;
-    rmsnorm_rows(o, d.ptr(LayerTensor::SsmNorm), HV, S, cfg_.rms_eps, o);
-    swiglu(z, o, VS, o);
-  }
+  gated_rmsnorm(dout_.data(), dz_.data(), d.ptr(LayerTensor::SsmNorm), T, static_cast<int>(HV), static_cast<int>(S),
+                cfg_.rms_eps);
   const MatmulArgs mo = product(*w[LayerTensor::SsmOut], dout_.data(), VS, T, tmp_.data(), E);
   pool_.run([&](int ith, int nth) { matmul(mo, ith, nth); });
 }
@@ -565,6 +542,9 @@ void CpuStage::moe_ffn(int il, int T) {
     moe_route(s.routing, logits, static_cast<int>(X), static_cast<int>(K), route_id_.data() + t * K,
               route_w_.data() + t * K);
   }
+  if (const float* scale = d.ptr(LayerTensor::DownExpsScale)) {
+    moe_scale_weights(route_w_.data(), route_id_.data(), scale, T * K);
+  }
 
   // Each expert computes the rows of the tokens routed to it, added into tmp_ with their weight.
   std::fill(tmp_.begin(), tmp_.begin() + T * E, 0.0f);
@@ -634,10 +614,9 @@ void CpuStage::moe_ffn(int il, int T) {
     md.y = ed_.data();
     md.y_stride = E;
     pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
-    const float* scale = d.ptr(LayerTensor::DownExpsScale);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t r = expert_rows_[static_cast<size_t>(j)];
-      const float wt = route_w_[static_cast<size_t>(r)] * (scale != nullptr ? scale[e] : 1.0f);
+      const float wt = route_w_[static_cast<size_t>(r)];
       float* y = tmp_.data() + (r / K) * E;
       const float* o = ed_.data() + j * E;
       for (int64_t i = 0; i < E; ++i) y[i] += wt * (o[i] + (bd != nullptr ? bd[e * E + i] : 0.0f));
@@ -662,16 +641,7 @@ void CpuStage::moe_ffn(int il, int T) {
     swiglu(eg_.data(), eu_.data(), T * FS, eg_.data());
     const MatmulArgs md = product(*w[LayerTensor::DownShexp], eg_.data(), FS, T, ed_.data(), E);
     pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
-    const float* gw = d.ptr(LayerTensor::RouterShexp);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* h = h_.data() + t * E;
-      double dot = 0.0;
-      for (int64_t i = 0; i < E; ++i) dot += static_cast<double>(gw[i]) * h[i];
-      const float gv = static_cast<float>(1.0 / (1.0 + std::exp(-dot)));
-      float* y = tmp_.data() + t * E;
-      const float* o = ed_.data() + t * E;
-      for (int64_t i = 0; i < E; ++i) y[i] += gv * o[i];
-    }
+    gate_dot_add(tmp_.data(), ed_.data(), h_.data(), d.ptr(LayerTensor::RouterShexp), T, E);
   }
 }
 
