@@ -26,11 +26,10 @@
 #include "bench/cuda_bench.h"
 #include "engine/cuda/cuda_stage.h"
 #include "engine/gguf/gguf_file.h"
-#include "engine/model/arch/recipe.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 #include "engine/model_gen/model_shape.h"
-#include "engine/model_gen/quant_mix.h"
+#include "engine/model_gen/model_plan.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cuda/cuda_raii.h"
 
@@ -130,26 +129,11 @@ std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std:
   const auto ft = file_type_from_name(quant);
   if (!ft) throw InvalidArgument("unknown quant " + quant);
   auto m = std::make_unique<SyntheticModel>();
-  ModelConfig& c = m->cfg;
-  c.arch = shape->arch == "qwen2" ? Arch::Qwen2 : (shape->arch == "qwen3" ? Arch::Qwen3 : Arch::Llama);
-  c.n_layer = shape->n_layer;
-  c.n_embd = shape->n_embd;
-  c.n_head = shape->n_head;
-  c.n_head_kv = shape->n_head_kv;
-  c.head_dim = c.head_dim_v = c.n_rot = shape->key_length();
-  c.n_ff = shape->n_ff;
-  c.n_vocab = shape->n_vocab;
-  c.n_ctx_train = shape->n_ctx;
-  c.rms_eps = shape->rms_eps;
-  c.has_qkv_bias = shape->has_qkv_bias();
-  c.has_qk_norm = shape->has_qk_norm();
-  c.tied_output = shape->tied_output;
-  LayerSpec base;
-  base.rope.type = c.arch == Arch::Llama ? RopeType::Normal : RopeType::Neox;
-  base.rope.base = shape->rope_base;
-  base.n_ff = shape->n_ff;
-  arch::llama_layers(c, base);
-  const auto plan = plan_model_tensors(*shape, *ft);
+  // The architecture's own recipe lists the tensors and reads the config, as for a file.
+  ModelPlan mp = plan_model(*shape, *ft);
+  m->cfg = std::move(mp.config);
+  const ModelConfig& c = m->cfg;
+  const std::vector<PlannedTensor>& plan = mp.tensors;
   uint64_t seed = 1;
   for (const auto& p : plan) {
     TensorView v;
@@ -160,6 +144,10 @@ std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std:
     v.nbytes = p.nbytes();
     m->data.emplace_back(v.nbytes);
     fill_random(p.type, m->data.back(), seed++);
+    if (p.type == TensorType::MXFP4) {  // E8M0 scale bytes of 117: values below 0.01, like the others
+      const size_t bb = tensor_type_info(p.type).block_bytes;
+      for (size_t b = 0; b < m->data.back().size(); b += bb) m->data.back()[b] = 117;
+    }
     if (p.name.find("norm") != std::string::npos) {  // norms near 1
       float* f = reinterpret_cast<float*>(m->data.back().data());
       for (int64_t i = 0; i < v.n_elements(); ++i) f[i] = 1.0f + 0.01f * static_cast<float>(i % 7);

@@ -1,4 +1,6 @@
-// Shapes of real model families, for writing random-weight models of a real size.
+// Shapes of real model families, for writing random-weight models of a real size. A shape holds
+// what llama.cpp's converter writes into a GGUF file's metadata for the family; which tensors a
+// file of that shape has is the architecture's recipe's business (engine/model_gen/model_plan.h).
 #pragma once
 #include <optional>
 #include <string>
@@ -7,10 +9,10 @@
 namespace pipellm {
 
 struct ModelShape {
-  std::string arch = "llama";  // llama | qwen2 | qwen3
+  std::string arch = "llama";  // one of model_shape_archs()
   int n_layer = 0;
   int n_embd = 0;
-  int n_ff = 0;
+  int n_ff = 0;  // feed_forward_length (dense width; Mixtral-style llama experts are this wide too)
   int n_head = 0;
   int n_head_kv = 0;
   int head_dim = 0;  // 0: n_embd / n_head
@@ -20,13 +22,41 @@ struct ModelShape {
   float rms_eps = 1e-5f;
   bool tied_output = false;
 
+  // Mixture of experts (n_expert 0: dense).
+  int n_expert = 0;
+  int n_expert_used = 0;
+  int n_ff_expert = 0;  // expert_feed_forward_length, where the family names it apart (qwen3moe, gpt-oss)
+
+  // Attention window and rope variants (0 / "none": the key is not written).
+  int sliding_window = 0;              // gemma3, gpt-oss; phi3 files carry one that nothing reads
+  float rope_base_swa = 0.0f;          // gemma3: rope base of the sliding-window layers
+  std::string rope_scaling = "none";   // none | linear | yarn
+  float rope_scaling_factor = 1.0f;
+  int rope_scaling_orig_ctx = 0;       // yarn: the context the model was trained on
+  float logit_softcap = 0.0f;          // final_logit_softcapping
+
+  // The file type published GGUF files of this model usually have (mkmodel's default).
+  std::string file_type = "Q4_K_M";
+
   int key_length() const { return head_dim > 0 ? head_dim : n_embd / n_head; }
-  bool has_qkv_bias() const { return arch == "qwen2"; }
-  bool has_qk_norm() const { return arch == "qwen3"; }
 };
 
-// llama3-8b, llama3.2-1b, llama2-7b, qwen2.5-7b, qwen2.5-32b, qwen3-8b, tiny.
+// The architectures a shape can have: llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss.
+const std::vector<std::string>& model_shape_archs();
+
+// llama3-8b, llama3.2-1b, llama2-7b, qwen2.5-7b, qwen2.5-32b, qwen3-8b, gemma3-12b, gemma3-27b,
+// phi3-mini, qwen3-30b-a3b, mixtral-8x7b, gpt-oss-20b, tiny.
 std::optional<ModelShape> model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
+
+// The same family at test size: n_embd 256, 2 KV heads with the preset's grouping (up to 4 query
+// heads per KV head), dense width 512, experts 256 wide and at most 16 of them, windows of at
+// most 16 keys, vocabulary 1024, and enough layers to hold one of each kind (gemma3: 6, so that
+// the last is global). Everything else (rope, norms, tying, biases, routing) is kept.
+ModelShape shrink_shape(const ModelShape& s);
+
+// One line for --help and logs:
+// "gpt-oss, 24 layers, n_embd 2880, heads 64/8, 32 experts (4 used), window 128, vocab 201088, MXFP4_MOE".
+std::string shape_summary(const ModelShape& s);
 
 }  // namespace pipellm

@@ -17,6 +17,21 @@ const std::vector<FileType>& file_types() {
   return kTypes;
 }
 
+bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// llama-quantize's tensor_allows_quantization: 2-D and 3-D weights only, never norms or the
+// router (a small matrix every token reads in full, kept exact).
+bool quantizable(const std::string& name, const std::vector<int64_t>& ne) {
+  return ne.size() >= 2 && ends_with(name, "weight") && !contains(name, "_norm.weight") &&
+         !contains(name, "ffn_gate_inp.weight");
+}
+
+bool is_float_type(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
+
 // llama.cpp gives a few layers' attn_v / ffn_down more bits in the _M mixes: the first and
 // last eighth of the layers and every third one in between.
 bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
@@ -25,23 +40,24 @@ bool is_k_quant(TensorType t) {
   return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
 }
 
-// K-quants need rows in whole 256-blocks; like llama.cpp, fall back to a 32-block type.
+// K-quants need rows in whole 256-blocks. llama.cpp falls back to Q5_0 / Q5_1 / Q8_0 for
+// Q4_K / Q5_K / Q6_K; PipeLLM cannot encode Q5_0 / Q5_1, so every K-quant falls back to Q8_0.
 TensorType fit_row(TensorType t, int64_t ne0) {
   if (is_k_quant(t) && ne0 % 256 != 0) return TensorType::Q8_0;
   if (ne0 % tensor_type_info(t).block_size != 0) return TensorType::F16;
   return t;
 }
 
+// The lm head (or the embedding that doubles as it): Q8_0 stays Q8_0, MXFP4_MOE takes Q8_0,
+// every other quantized mix Q6_K.
 TensorType output_type(const FileType& ft) {
-  switch (ft.base) {
-    case TensorType::F32:
-    case TensorType::F16:
-    case TensorType::BF16:
-    case TensorType::Q8_0: return ft.base;
-    case TensorType::MXFP4: return TensorType::Q8_0;  // MXFP4_MOE: only experts get MXFP4
-    default: return TensorType::Q6_K;
-  }
+  if (ft.base == TensorType::Q8_0 || ft.base == TensorType::MXFP4) return TensorType::Q8_0;
+  return TensorType::Q6_K;
 }
+
+// "blk.N." -> N; -1 for tensors outside the layers. llama.cpp counts attn_v / ffn_down tensors
+// in layer order, which is the layer index (one of each per layer).
+int layer_of(const std::string& name) { return name.rfind("blk.", 0) == 0 ? std::atoi(name.c_str() + 4) : -1; }
 
 }  // namespace
 
@@ -60,21 +76,17 @@ std::vector<std::string> file_type_names() {
   return out;
 }
 
-uint64_t PlannedTensor::nbytes() const {
-  uint64_t rows = 1;
-  for (size_t d = 1; d < ne.size(); ++d) rows *= static_cast<uint64_t>(ne[d]);
-  return tensor_row_bytes(type, ne[0]) * rows;
-}
-
-uint64_t planned_bytes(const std::vector<PlannedTensor>& tensors) {
-  uint64_t total = 0;
-  for (const auto& t : tensors) total += t.nbytes();
-  return total;
-}
-
 TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
-                              const FileType& ft, bool has_output) {
-  if (ne.size() == 1) return TensorType::F32;  // norms, biases, rope factors
+                              const FileType& ft, bool has_output, int n_expert) {
+  if (!quantizable(name, ne)) return TensorType::F32;  // as the converter wrote it
+  if (is_float_type(ft.base)) return ft.base;          // no mix: every matrix converted
+  const bool is_m_mix = ft.name == "Q4_K_M" || ft.name == "Q5_K_M";
+  const int layer = layer_of(name);
+  const bool more_bits = is_m_mix && layer >= 0 && use_more_bits(layer, n_layer);
+  // llama.cpp's "8-expert model" bumps (Mixtral-sized): attn_k and attn_v to Q8_0, attn_output
+  // to Q5_K in Q4_K_M ("trades just ~128MB").
+  const bool eight_experts = n_expert == 8;
+
   TensorType t = ft.base;
   if (name == "output.weight" || (!has_output && name == "token_embd.weight")) {
     // With a tied output the embedding matrix doubles as the output head and gets its type.
@@ -82,50 +94,20 @@ TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t
   } else if (ft.base == TensorType::MXFP4) {
     // MXFP4_MOE: expert stacks (3-D, more than one expert) in MXFP4, every other matrix Q8_0.
     t = ne.size() >= 3 && ne[2] > 1 ? TensorType::MXFP4 : TensorType::Q8_0;
-  } else if (ft.name == "Q4_K_M" || ft.name == "Q5_K_M") {
-    const bool v_or_down = name.find(".attn_v.weight") != std::string::npos ||
-                           name.find(".ffn_down.weight") != std::string::npos;
-    int layer = -1;
-    if (v_or_down && name.rfind("blk.", 0) == 0) layer = std::atoi(name.c_str() + 4);
-    if (layer >= 0 && use_more_bits(layer, n_layer)) t = TensorType::Q6_K;
+  } else if (name == "token_embd.weight") {
+    // An untied embedding keeps the base type.
+  } else if (contains(name, "attn_qkv.weight") || contains(name, "attn_v.weight")) {
+    // llama.cpp treats the fused qkv (phi3) as an attn_v: its own Q5_K rule is never reached.
+    if (more_bits) t = TensorType::Q6_K;
+    if (eight_experts) t = TensorType::Q8_0;
+  } else if (contains(name, "attn_k.weight")) {
+    if (eight_experts) t = TensorType::Q8_0;
+  } else if (contains(name, "attn_output.weight")) {
+    if (eight_experts && ft.name == "Q4_K_M") t = TensorType::Q5_K;
+  } else if (contains(name, "ffn_down")) {  // ffn_down and the stacked ffn_down_exps
+    if (more_bits) t = TensorType::Q6_K;
   }
   return fit_row(t, ne[0]);
-}
-
-std::vector<PlannedTensor> plan_model_tensors(const ModelShape& s, const FileType& ft) {
-  const int64_t E = s.n_embd, F = s.n_ff, V = s.n_vocab;
-  const int64_t q_dim = static_cast<int64_t>(s.n_head) * s.key_length();
-  const int64_t kv_dim = static_cast<int64_t>(s.n_head_kv) * s.key_length();
-  std::vector<PlannedTensor> out;
-  auto add = [&](std::string name, std::vector<int64_t> ne) {
-    const TensorType t = choose_tensor_type(name, ne, s.n_layer, ft, !s.tied_output);
-    out.push_back({std::move(name), t, std::move(ne)});
-  };
-  add("token_embd.weight", {E, V});
-  for (int l = 0; l < s.n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    add(p + "attn_norm.weight", {E});
-    add(p + "attn_q.weight", {E, q_dim});
-    add(p + "attn_k.weight", {E, kv_dim});
-    add(p + "attn_v.weight", {E, kv_dim});
-    if (s.has_qkv_bias()) {
-      add(p + "attn_q.bias", {q_dim});
-      add(p + "attn_k.bias", {kv_dim});
-      add(p + "attn_v.bias", {kv_dim});
-    }
-    if (s.has_qk_norm()) {
-      add(p + "attn_q_norm.weight", {s.key_length()});
-      add(p + "attn_k_norm.weight", {s.key_length()});
-    }
-    add(p + "attn_output.weight", {q_dim, E});
-    add(p + "ffn_norm.weight", {E});
-    add(p + "ffn_gate.weight", {E, F});
-    add(p + "ffn_up.weight", {E, F});
-    add(p + "ffn_down.weight", {F, E});
-  }
-  add("output_norm.weight", {E});
-  if (!s.tied_output) add("output.weight", {E, V});
-  return out;
 }
 
 }  // namespace pipellm

@@ -1,12 +1,13 @@
 // Which tensor type each tensor of a model gets for a file type such as Q4_K_M, following
-// llama.cpp's llama-quantize rules so file sizes match llama.cpp's files of the same shape.
+// llama.cpp's llama-quantize (src/llama-quant.cpp) so file sizes match llama.cpp's files of the
+// same shape. Checked tensor by tensor against llama.cpp's fixture files (tests/unit/
+// quant_mix_test.cpp, model_gen_test.cpp).
 #pragma once
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "engine/model_gen/model_shape.h"
 #include "kernels/cpu/tensor_type.h"
 
 namespace pipellm {
@@ -21,20 +22,13 @@ struct FileType {
 std::optional<FileType> file_type_from_name(const std::string& name);
 std::vector<std::string> file_type_names();
 
-struct PlannedTensor {
-  std::string name;
-  TensorType type;
-  std::vector<int64_t> ne;
-  uint64_t nbytes() const;
-};
-
-// The type llama-quantize gives the tensor `name` of shape `ne` under `ft`, in a model of
-// `n_layer` layers with (`has_output`) or without (tied) a separate output.weight.
+// The type llama-quantize gives the tensor `name` of shape `ne` (from an F32 source) under `ft`,
+// in a model of `n_layer` layers with (`has_output`) or without (tied) a separate output.weight
+// and `n_expert` experts per MoE layer (0: dense). Tensors llama-quantize leaves alone stay F32:
+// 1-D ones, biases (also the 2-D expert biases), norms and the MoE router (ffn_gate_inp).
+// Deliberate difference: a K-quant that does not fit a row falls back to Q8_0 where llama.cpp
+// takes Q5_0 / Q5_1 (Q4_K / Q5_K rows not a multiple of 256), which PipeLLM cannot encode.
 TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
-                              const FileType& ft, bool has_output);
-
-// Every tensor of a model of this shape, in file order, with its type under `ft`.
-std::vector<PlannedTensor> plan_model_tensors(const ModelShape& shape, const FileType& ft);
-uint64_t planned_bytes(const std::vector<PlannedTensor>& tensors);
+                              const FileType& ft, bool has_output, int n_expert = 0);
 
 }  // namespace pipellm

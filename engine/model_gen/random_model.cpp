@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_writer.h"
+#include "engine/model_gen/shape_metadata.h"
 #include "engine/util/error.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/quantize.h"
@@ -75,7 +76,8 @@ void write_random_model(const RandomModelOptions& opt, const std::string& path, 
   ModelShape s = opt.shape;
   s.n_vocab = effective_vocab_size(opt);
   if (s.n_vocab < 259) throw InvalidArgument("vocabulary of " + std::to_string(s.n_vocab) + " tokens is too small");
-  if (s.n_head <= 0 || s.n_embd % s.n_head != 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0)
+  if (s.n_head <= 0 || (s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head_kv <= 0 ||
+      s.n_head % s.n_head_kv != 0)
     throw InvalidArgument("inconsistent head counts: n_embd " + std::to_string(s.n_embd) + ", n_head " +
                           std::to_string(s.n_head) + ", n_head_kv " + std::to_string(s.n_head_kv));
 
@@ -85,18 +87,7 @@ void write_random_model(const RandomModelOptions& opt, const std::string& path, 
   w.set_string("general.name", "pipellm random " + a + " " + opt.file_type.name);
   w.set_u32("general.file_type", opt.file_type.gguf_id);
   w.set_u32("general.quantization_version", 2);
-  w.set_u32(a + ".block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32(a + ".context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32(a + ".embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32(a + ".feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32(a + ".attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_u32(a + ".attention.key_length", static_cast<uint32_t>(s.key_length()));
-  w.set_u32(a + ".attention.value_length", static_cast<uint32_t>(s.key_length()));
-  w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(s.key_length()));
-  w.set_f32(a + ".rope.freq_base", s.rope_base);
-  w.set_f32(a + ".attention.layer_norm_rms_epsilon", s.rms_eps);
-  w.set_u32(a + ".vocab_size", static_cast<uint32_t>(s.n_vocab));
+  write_shape_hparams(w, s);
   if (opt.vocab) {
     for (const auto& [key, value] : opt.vocab->metadata())
       if (key.rfind("tokenizer.", 0) == 0) w.set_value(key, value);

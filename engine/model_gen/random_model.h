@@ -1,10 +1,13 @@
-// Writes a GGUF model of a real shape with random weights (benchmarks without downloads).
+// Writes a GGUF model of a real shape with random weights (benchmarks without downloads): the
+// family's metadata (engine/model_gen/shape_metadata.h) and every tensor its recipe lists, typed
+// as llama-quantize would (engine/model_gen/model_plan.h).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <string>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model_gen/model_plan.h"
 #include "engine/model_gen/model_shape.h"
 #include "engine/model_gen/quant_mix.h"
 

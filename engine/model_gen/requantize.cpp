@@ -15,6 +15,8 @@ void requantize_model(const GgufFile& in, const FileType& ft, const std::string&
   const std::string arch = in.get_string("general.architecture");
   const int n_layer = static_cast<int>(in.get_u32(arch + ".block_count"));
   const bool has_output = in.find_tensor("output.weight") != nullptr;
+  // llama-quantize's MoE rules depend on the expert count (0: dense).
+  const int n_expert = static_cast<int>(in.get_u32_or(arch + ".expert_count", 0));
 
   GgufWriter w(in.alignment());
   for (const auto& [key, value] : in.metadata()) {
@@ -24,7 +26,7 @@ void requantize_model(const GgufFile& in, const FileType& ft, const std::string&
 
   for (const TensorView& t : in.tensors()) {
     const std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
-    const TensorType to = choose_tensor_type(t.name, ne, n_layer, ft, has_output);
+    const TensorType to = choose_tensor_type(t.name, ne, n_layer, ft, has_output, n_expert);
     if (to == t.type) {
       w.add_tensor(t.name, t.type, ne, t.data);
       continue;

@@ -1,12 +1,23 @@
 // Random-model generation: tensor type mixes follow llama-quantize (checked against the types in
-// llama.cpp's own fixture files) and file sizes match llama.cpp's files of the same shapes.
+// llama.cpp's own fixture files; the newer architectures' in quant_mix_test.cpp) and file sizes
+// match llama.cpp's files of the same shapes; every newer-architecture preset, shrunk to test
+// size, loads through its recipe and the loader and runs on the CPU; `pipellm mkmodel` options.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "engine/cpu/cpu_model.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/batch.h"
+#include "engine/model/model_weights.h"
+#include "engine/model_gen/model_plan.h"
 #include "engine/model_gen/quant_mix.h"
 #include "engine/model_gen/random_model.h"
 #include "engine/util/thread_pool.h"
@@ -102,6 +113,183 @@ TEST(ModelGen, WritesALoadableModelWithTheVocabCopied) {
   dequantize_row(n.type, n.data, row.data(), n.ne[0]);
   EXPECT_NEAR(row[0], 1.0f, 0.1f);
   std::remove(path.c_str());
+}
+
+// ---- the presets of the newer architectures ----
+
+std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string s = info.param;
+  for (char& c : s)
+    if (c == '-' || c == '.') c = '_';
+  return s;
+}
+
+// Each preset at test size (shrink_shape: its family's every tensor kind, in KiB) in its own file
+// type: written, read back by the recipe, bound by the loader and run on the CPU.
+class ModelGenPreset : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelGenPreset, AtTestSizeLoadsAndRunsOnTheCpu) {
+  const ModelShape shape = shrink_shape(*model_preset(GetParam()));
+  RandomModelOptions opt;
+  opt.shape = shape;
+  opt.file_type = *file_type_from_name(shape.file_type);
+  ThreadPool pool(2);
+  const std::string path = ::testing::TempDir() + "/pipellm_preset_" + param_name({GetParam(), 0}) + ".gguf";
+  write_random_model(opt, path, pool);
+  {
+    const auto f = GgufFile::open(path);
+    const ModelConfig c = ModelConfig::from_gguf(*f);
+    const ModelPlan plan = plan_model(shape, opt.file_type);
+    EXPECT_EQ(c.summary(), plan.config.summary());
+    EXPECT_EQ(arch_name(c.arch), shape.arch);
+    EXPECT_EQ(c.has_moe(), shape.n_expert > 0);
+    EXPECT_EQ(c.tied_output, shape.tied_output);
+    // The loader finds every tensor of every layer with the shape the recipe asks for.
+    const ModelWeights w = ModelWeights::load(*f, c, LayerRange::all(c), true, true);
+    EXPECT_EQ(w.layers.size(), static_cast<size_t>(c.n_layer));
+    ASSERT_EQ(f->tensors().size(), plan.tensors.size());
+    for (size_t k = 0; k < plan.tensors.size(); ++k) {
+      EXPECT_EQ(f->tensors()[k].name, plan.tensors[k].name);
+      EXPECT_EQ(f->tensors()[k].type, plan.tensors[k].type) << plan.tensors[k].name;
+    }
+    if (shape.sliding_window > 0 && shape.arch != "phi3") {  // both kinds of layer are there
+      EXPECT_GT(c.layer(0).window, 0);
+      EXPECT_EQ(c.layer(c.n_layer - 1).window, 0);
+    }
+  }
+  CpuModelOptions mo;
+  mo.n_threads = 2;
+  mo.stage.n_ctx = 64;
+  const auto model = CpuModel::open(path, mo);
+  const std::vector<int32_t> tokens = {1,   17, 300, 5,   900, 42,  7, 613, 259, 1000,
+                                       3,   77, 512, 64,  128, 999, 2, 31,  8,   400};  // past the 16-key windows
+  std::vector<float> logits;
+  model->stage().forward(Batch::sequence(tokens, 0, 0, true), logits);
+  ASSERT_EQ(logits.size(), tokens.size() * static_cast<size_t>(model->config().n_vocab));
+  double sum2 = 0;
+  for (float v : logits) {
+    ASSERT_TRUE(std::isfinite(v));
+    sum2 += static_cast<double>(v) * v;
+  }
+  EXPECT_GT(sum2, 0.0);  // a random network's logits are not all zero
+  std::remove(path.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(NewArchs, ModelGenPreset,
+                         ::testing::Values("gemma3-12b", "gemma3-27b", "phi3-mini", "qwen3-30b-a3b", "mixtral-8x7b",
+                                           "gpt-oss-20b"),
+                         param_name);
+
+double gb(uint64_t b) { return static_cast<double>(b) / 1e9; }
+
+TEST(ModelGen, NewPresetSizesMatchPublishedFiles) {
+  struct Case {
+    const char* preset;
+    double gb;  // decimal GB, as the download pages list them
+  };
+  // Published llama.cpp GGUFs of these models in the preset's file type (their tokenizer
+  // metadata, a few MB, is in the published size and not in the plan):
+  // gpt-oss-20b MXFP4_MOE: ggml-org/gpt-oss-20b-GGUF gpt-oss-20b-mxfp4.gguf, 12.1 GB;
+  // qwen3-30b-a3b Q4_K_M: unsloth's / bartowski's Qwen3-30B-A3B-Q4_K_M.gguf, 18.6 GB;
+  // gemma3-12b / -27b Q4_K_M: bartowski's google_gemma-3-{12b,27b}-it-Q4_K_M.gguf, 7.3 / 16.5 GB;
+  // phi3-mini Q4_K_M: bartowski's Phi-3-mini-4k-instruct-Q4_K_M.gguf, 2.39 GB.
+  const Case cases[] = {{"gpt-oss-20b", 12.1},  {"qwen3-30b-a3b", 18.6}, {"gemma3-12b", 7.3},
+                        {"gemma3-27b", 16.5},   {"phi3-mini", 2.39}};
+  for (const Case& c : cases) {
+    const ModelShape s = *model_preset(c.preset);
+    const double planned = gb(planned_bytes(plan_model_tensors(s, *file_type_from_name(s.file_type))));
+    EXPECT_NEAR(planned / c.gb, 1.0, 0.03) << c.preset << ": " << planned << " GB planned";
+  }
+
+  // Mixtral. bartowski's Mixtral-8x22B-v0.1-Q4_K_M.gguf (llama.cpp b2636), 85.58 GB: the same
+  // rules at 8x22B's shape (56 layers, n_embd 6144, 48 heads, experts 16384 wide).
+  const auto q4km = *file_type_from_name("Q4_K_M");
+  ModelShape x22 = *model_preset("mixtral-8x7b");
+  x22.n_layer = 56;
+  x22.n_embd = 6144;
+  x22.n_ff = 16384;
+  x22.n_head = 48;
+  EXPECT_NEAR(gb(planned_bytes(plan_model_tensors(x22, q4km))) / 85.58, 1.0, 0.01);
+  // 8x7B plans 28.4 GB. TheBloke's mixtral-8x7b-v0.1.Q4_K_M.gguf (26.44 GB) predates llama.cpp's
+  // stacked experts (April 2024): its per-expert blk.N.ffn_down.E.weight names escaped the
+  // "ffn_down.weight" bump, so that file is this plan with every ffn_down_exps left in Q4_K.
+  auto x7 = plan_model_tensors(*model_preset("mixtral-8x7b"), q4km);
+  EXPECT_NEAR(gb(planned_bytes(x7)), 28.4, 0.1);
+  for (PlannedTensor& t : x7)
+    if (t.name.find("ffn_down_exps") != std::string::npos) t.type = TensorType::Q4_K;
+  EXPECT_NEAR(gb(planned_bytes(x7)) / 26.44, 1.0, 0.01);
+}
+
+// The real-size recipes see the published structure.
+TEST(ModelGen, NewPresetsHaveTheirFamiliesStructure) {
+  const auto config = [](const char* name) {
+    return plan_model(*model_preset(name), *file_type_from_name("Q8_0")).config;
+  };
+  const ModelConfig g27 = config("gemma3-27b");
+  EXPECT_EQ(g27.n_layer, 62);
+  EXPECT_TRUE(g27.tied_output);
+  EXPECT_EQ(g27.layer(4).window, 1024);
+  EXPECT_EQ(g27.layer(5).window, 0);  // every sixth layer is global
+  EXPECT_FLOAT_EQ(g27.layer(5).rope.freq_scale, 1.0f / 8.0f);
+  EXPECT_FLOAT_EQ(g27.layer(4).rope.base, 10000.0f);
+  EXPECT_FLOAT_EQ(g27.layer(0).attn_scale, 1.0f / std::sqrt(168.0f));  // query_pre_attn_scalar 5376 / 32
+  const ModelConfig oss = config("gpt-oss-20b");
+  EXPECT_EQ(oss.layer(0).n_expert, 32);
+  EXPECT_EQ(oss.layer(0).n_expert_used, 4);
+  EXPECT_EQ(oss.layer(0).window, 128);
+  EXPECT_EQ(oss.layer(1).window, 0);
+  EXPECT_TRUE(oss.layer(1).sinks);
+  EXPECT_FLOAT_EQ(oss.layer(1).rope.ext_factor, 1.0f);  // YaRN
+  const ModelConfig q = config("qwen3-30b-a3b");
+  EXPECT_EQ(q.layer(0).n_ff, 768);
+  EXPECT_EQ(q.layer(0).n_expert, 128);
+  EXPECT_TRUE(q.layer(0).qk_norm);
+  const ModelConfig mx = config("mixtral-8x7b");
+  EXPECT_EQ(mx.layer(0).n_ff, 14336);
+  EXPECT_EQ(mx.layer(0).n_expert_used, 2);
+  const ModelConfig phi = config("phi3-mini");
+  EXPECT_TRUE(phi.layer(0).qkv_fused);
+  EXPECT_EQ(phi.layer(0).window, 0);  // Phi-3's sliding_window is not used
+  EXPECT_EQ(phi.head_dim, 96);
+}
+
+// ---- the command ----
+
+struct CliResult {
+  int code;
+  std::string out;
+};
+
+CliResult run_mkmodel(const std::string& args) {
+  const std::string out = ::testing::TempDir() + "/pipellm_mkmodel_cli_out.txt";
+  const std::string cmd = std::string(PIPELLM_CLI_PATH) + " mkmodel " + args + " >" + out + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream in(out);
+  std::ostringstream s;
+  s << in.rdbuf();
+  std::remove(out.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
+}
+
+TEST(Mkmodel, HelpListsThePresets) {
+  const CliResult r = run_mkmodel("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const std::string& name : model_preset_names()) EXPECT_NE(r.out.find(name), std::string::npos) << name;
+  EXPECT_NE(r.out.find("--tiny"), std::string::npos);
+}
+
+TEST(Mkmodel, TinyPresetInThePresetsFileType) {
+  const std::string path = ::testing::TempDir() + "/pipellm_mkmodel_cli_gptoss.gguf";
+  const CliResult r = run_mkmodel("--preset gpt-oss-20b --tiny --layers 4 --threads 2 " + path);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto f = GgufFile::open(path);
+  EXPECT_EQ(f->get_u32("general.file_type"), 38u);  // MXFP4_MOE, gpt-oss's published type
+  EXPECT_EQ(f->get_u32("gpt-oss.block_count"), 4u);  // --layers applies after --tiny
+  EXPECT_EQ(f->tensor("blk.3.ffn_down_exps.weight").type, TensorType::MXFP4);
+  EXPECT_EQ(f->tensor("blk.3.ffn_gate_inp.weight").type, TensorType::F32);
+  std::remove(path.c_str());
+  EXPECT_EQ(run_mkmodel("--tiny " + path).code, 2);  // --tiny needs a preset
+  EXPECT_EQ(run_mkmodel("--preset tiny --arch falcon " + path).code, 2);
 }
 
 }  // namespace

@@ -1,0 +1,58 @@
+#include "engine/model_gen/shape_metadata.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "engine/gguf/gguf_file.h"
+#include "engine/util/error.h"
+
+namespace pipellm {
+
+void write_shape_hparams(GgufWriter& w, const ModelShape& s) {
+  const auto& archs = model_shape_archs();
+  if (std::find(archs.begin(), archs.end(), s.arch) == archs.end())
+    throw InvalidArgument("architecture '" + s.arch + "' cannot be generated");
+  const std::string a = s.arch + ".";
+  auto u32 = [&](const char* k, int v) { w.set_u32(a + k, static_cast<uint32_t>(v)); };
+  // The keys every family shares, in the order the first generator wrote them (files of the
+  // dense presets stay byte-identical).
+  u32("block_count", s.n_layer);
+  u32("context_length", s.n_ctx);
+  u32("embedding_length", s.n_embd);
+  u32("feed_forward_length", s.n_ff);
+  u32("attention.head_count", s.n_head);
+  u32("attention.head_count_kv", s.n_head_kv);
+  u32("attention.key_length", s.key_length());
+  u32("attention.value_length", s.key_length());
+  u32("rope.dimension_count", s.key_length());
+  w.set_f32(a + "rope.freq_base", s.rope_base);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
+  u32("vocab_size", s.n_vocab);
+  // What only some families have.
+  if (s.n_expert > 0) {
+    u32("expert_count", s.n_expert);
+    u32("expert_used_count", s.n_expert_used);
+  }
+  if (s.n_ff_expert > 0) u32("expert_feed_forward_length", s.n_ff_expert);
+  if (s.sliding_window > 0) u32("attention.sliding_window", s.sliding_window);
+  if (s.rope_base_swa > 0.0f) w.set_f32(a + "rope.freq_base_swa", s.rope_base_swa);
+  if (s.rope_scaling != "none") {
+    w.set_string(a + "rope.scaling.type", s.rope_scaling);
+    w.set_f32(a + "rope.scaling.factor", s.rope_scaling_factor);
+    if (s.rope_scaling_orig_ctx > 0) u32("rope.scaling.original_context_length", s.rope_scaling_orig_ctx);
+  }
+  if (s.logit_softcap > 0.0f) w.set_f32(a + "final_logit_softcapping", s.logit_softcap);
+}
+
+ModelConfig config_for_shape(const ModelShape& s) {
+  GgufWriter w;
+  w.set_string("general.architecture", s.arch);
+  write_shape_hparams(w, s);
+  const std::vector<uint8_t> bytes = w.write_to_memory();
+  const auto f = GgufFile::parse(bytes.data(), bytes.size(), "shape of " + s.arch + " (" + shape_summary(s) + ")");
+  ModelConfig c = ModelConfig::from_gguf(*f);
+  c.tied_output = s.tied_output;  // the recipe looks for output.weight, which metadata cannot show
+  return c;
+}
+
+}  // namespace pipellm
