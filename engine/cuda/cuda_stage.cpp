@@ -6,16 +6,19 @@
 #include <vector>
 
 #include "engine/util/error.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/delta_net.h"
 #include "kernels/cuda/embedding.h"
+#include "kernels/cuda/hybrid_ops.h"
+#include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/mmq.h"
-#include "kernels/cuda/rmsnorm.h"
-#include "kernels/cpu/rope.h"
-#include "kernels/cuda/rope.h"
-#include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/moe.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
 
 namespace pipellm::cuda {
 namespace {
@@ -41,19 +44,14 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
         PIPELLM_CUDA_CHECK(cudaSetDevice(opt.device));
         return Stream();
       }()) {
-  if (cfg_.head_dim != cfg_.head_dim_v)
-    throw Error("CUDA: head_dim " + std::to_string(cfg_.head_dim) + " != head_dim_v " + std::to_string(cfg_.head_dim_v) +
-                " is not supported");
-  if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
   for (int il = range_.first; il < range_.last; ++il) {
     const LayerSpec& l = cfg_.layer(il);
-    if (l.mixer != Mixer::Attention || l.gated_q || l.n_ff_shexp > 0 || l.kv_source >= 0 || l.k_eq_v || l.v_norm ||
-        l.n_ff_dense > 0 || l.per_layer_input || l.output_scale) {
-      throw Error(std::string("CUDA: ") + arch_name(cfg_.arch) + " layer " + std::to_string(il) +
-                  " (Gated DeltaNet, gated attention, a shared expert or Gemma 4's layer parts) is not implemented "
-                  "on the GPU yet; run it with --device cpu");
+    if (l.head_dim != l.head_dim_v) {
+      throw Error("CUDA: layer " + std::to_string(il) + ": head_dim " + std::to_string(l.head_dim) + " != head_dim_v " +
+                  std::to_string(l.head_dim_v) + " is not supported");
     }
   }
+  if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
@@ -91,9 +89,21 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   }
   const size_t T = static_cast<size_t>(max_tokens_);
   const size_t E = cfg_.n_embd, F = cfg_.n_ff, Q = cfg_.q_dim(), K = kdim;
-  const size_t W = std::max({E, F, Q});
-  bool fused_qkv = false;
-  for (const LayerSpec& l : cfg_.layers) fused_qkv = fused_qkv || l.qkv_fused;
+  // The widest product input or fused product row of any layer.
+  size_t W = std::max({E, F, Q}), fused_row = 0, delta_vs = 0, delta_heads = 0;
+  bool gated_q = false;
+  for (int il = range_.first; il < range_.last; ++il) {
+    const LayerSpec& l = cfg_.layer(il);
+    if (l.qkv_fused) fused_row = std::max(fused_row, Q + 2 * K);
+    if (l.gated_q) fused_row = std::max(fused_row, 2 * Q);
+    gated_q = gated_q || l.gated_q;
+    if (l.mixer == Mixer::DeltaNet) {
+      fused_row = std::max(fused_row, static_cast<size_t>(l.delta.channels()));
+      delta_vs = std::max(delta_vs, static_cast<size_t>(l.delta.n_v_heads) * l.delta.head);
+      delta_heads = std::max(delta_heads, static_cast<size_t>(l.delta.n_v_heads));
+    }
+  }
+  W = std::max(W, delta_vs);
   d_io_.resize(5 * T);
   d_tok_ = d_io_.get();
   d_pos_ = d_io_.get() + T;
@@ -122,7 +132,49 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   att_.resize(T * Q);
   g_.resize(T * std::max(2 * F, E));  // also the [gate; up] rows of a fused product
   tmp_.resize(T * E);
-  if (fused_qkv) qkv_.resize(T * (Q + 2 * K));
+  if (fused_row > 0) qkv_.resize(T * fused_row);
+  if (gated_q) gq_.resize(T * Q);
+  if (delta_vs > 0) {
+    dz_.resize(T * delta_vs);
+    dout_.resize(T * delta_vs);
+    dy_.resize(T * fused_row);
+    dg_.resize(T * delta_heads);
+    dbeta_.resize(T * delta_heads);
+  }
+  for (int il = range_.first; il < range_.last; ++il) {
+    const LayerSpec& l = cfg_.layer(il);
+    const size_t S = static_cast<size_t>(opt_.n_slots);
+    conv_state_.emplace_back(l.mixer == Mixer::DeltaNet ? S * static_cast<size_t>(l.delta.conv_state_floats()) : 0);
+    delta_state_.emplace_back(l.mixer == Mixer::DeltaNet ? S * static_cast<size_t>(l.delta.state_floats()) : 0);
+    if (conv_state_.back().bytes() > 0) {
+      PIPELLM_CUDA_CHECK(cudaMemsetAsync(conv_state_.back().get(), 0, conv_state_.back().bytes(), stream_.get()));
+      PIPELLM_CUDA_CHECK(cudaMemsetAsync(delta_state_.back().get(), 0, delta_state_.back().bytes(), stream_.get()));
+    }
+    // Host copies of what the kernels take by value, and the router's pre-scaled input weight
+    // (gemma4: rms(x) / sqrt(E) * scale is one rmsnorm with weight scale / sqrt(E)).
+    const LayerWeights& lw = w.layers[static_cast<size_t>(il - range_.first)];
+    float out_scale = 1.0f;
+    if (const TensorView* os = lw[LayerTensor::LayerOutputScale]) dequantize_row(os->type, os->data, &out_scale, 1);
+    layer_scale_.push_back(out_scale);
+    router_scale_.emplace_back();
+    if (const TensorView* rs = lw[LayerTensor::RouterScale]) {
+      std::vector<float> v(static_cast<size_t>(rs->n_elements()));
+      dequantize_row(rs->type, rs->data, v.data(), rs->n_elements());
+      for (float& x : v) x /= std::sqrt(static_cast<float>(E));
+      router_scale_.back().resize(v.size());
+      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(router_scale_.back().get(), v.data(), v.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream_.get()));
+      stream_.synchronize();  // `v` is released below
+    }
+  }
+  if (cfg_.per_layer_input > 0) {
+    const size_t LP = static_cast<size_t>(cfg_.n_layer) * static_cast<size_t>(cfg_.per_layer_input);
+    inp_pl_.resize(T * LP);
+    pl_tok_.resize(T * LP);
+    pl_x0_.resize(T * E);
+    pl_g_.resize(T * static_cast<size_t>(cfg_.per_layer_input));
+    pl_u_.resize(pl_g_.size());
+  }
   if (cfg_.has_moe()) {
     const size_t P = T * static_cast<size_t>(cfg_.max_expert_used());  // (token, expert) pairs
     size_t n_expert = 0;
@@ -130,9 +182,10 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     router_.resize(T * n_expert);
     route_id_.resize(P);
     route_w_.resize(P);
-    eg_.resize(P * F);
+    eg_.resize(P * 2 * F);  // also [gate; up] rows of a fused expert stack
     eu_.resize(P * F);
     ed_.resize(P * E);
+    dense_.resize(T * E);
   }
   u_.resize(T * F);
   act_.resize(T * F);
@@ -294,16 +347,22 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
   int sms = 0;
   PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt_.device));
   if (streamed_) streamed_->begin_pass(stream_.get());
+  if (cfg_.per_layer_input > 0 && range_.size() > 0) enqueue_per_layer_inputs(T);
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
     const LayerSpec& s = cfg_.layer(range_.first + i);
     if (streamed_) streamed_->before_layer(i, stream_.get());
-    enqueue_attention(i, l, s, T, n_keys, sms);
+    switch (s.mixer) {
+      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys, sms); break;
+      case Mixer::DeltaNet: enqueue_delta_net(i, l, s, T); break;
+    }
     product_input(T, x_.get(), cfg_.n_embd, l.vec(LayerTensor::FfnNorm), true);
     switch (s.ffn) {
-      case FfnKind::Dense: enqueue_dense_ffn(l, s, T); break;
-      case FfnKind::Moe: enqueue_moe_ffn(l, s, T); break;
+      case FfnKind::Dense: enqueue_dense_ffn(l, s, T, nullptr); break;
+      case FfnKind::Moe: enqueue_moe_ffn(i, l, s, T); break;
     }
+    if (s.per_layer_input) enqueue_per_layer_block(i, l, T);
+    if (s.output_scale) scale(x_.get(), static_cast<int64_t>(T) * cfg_.n_embd, layer_scale_[static_cast<size_t>(i)], launch());
     if (streamed_) streamed_->after_layer(i, stream_.get());
   }
   if (streamed_) streamed_->end_pass(stream_.get());
@@ -320,7 +379,25 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
   float *q = q_.get(), *k = k_.get(), *v = v_.get();
   int64_t q_stride = Q, kv_stride = K;
-  if (s.qkv_fused) {
+  const bool own_kv = s.kv_source < 0;
+  if (s.gated_q || !own_kv || s.k_eq_v) {
+    // qwen35: [q | gate] rows split in two; gemma4: only q for a layer reading another's cache,
+    // V = the raw K for a layer without attn_v.
+    if (s.gated_q) {
+      product(l[LayerTensor::Q], T, qkv_.get(), 2 * Q, false);
+      split_gated_q(qkv_.get(), q, gq_.get(), T, cfg_.n_head, s.head_dim, launch());
+    } else {
+      product(l[LayerTensor::Q], T, q, Q, false);
+    }
+    if (own_kv) {
+      product(l[LayerTensor::K], T, k, K, false);
+      if (s.k_eq_v) {
+        v = k;
+      } else {
+        product(l[LayerTensor::V], T, v, K, false);
+      }
+    }
+  } else if (s.qkv_fused) {
     // One product; q, k and v are column ranges of its rows.
     q_stride = kv_stride = Q + 2 * K;
     product(l[LayerTensor::Qkv], T, qkv_.get(), q_stride, false);
@@ -356,8 +433,9 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.head_dim = s.head_dim;
   r.q = q;
   r.q_stride = q_stride;
-  r.k = k;
+  r.k = own_kv ? k : nullptr;  // without: only q is normed and rotated
   r.v = v;
+  r.v_norm = s.v_norm;
   r.kv_stride = kv_stride;
   r.bq = l.vec(LayerTensor::QBias);
   r.bk = l.vec(LayerTensor::KBias);
@@ -367,9 +445,11 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.norm_eps = cfg_.rms_eps;
   r.pos = d_pos_;
   r.slot = d_slot_;
-  r.k_cache = k_cache_[static_cast<size_t>(i)].get();
-  r.v_cache = v_cache_[static_cast<size_t>(i)].get();
-  r.n_ctx = kv_rows_[static_cast<size_t>(i)];
+  // The cache written (own K/V) or read (gemma4's KV-sharing layers: the source layer's).
+  const size_t kv = static_cast<size_t>(own_kv ? i : s.kv_source - range_.first);
+  r.k_cache = k_cache_[kv].get();
+  r.v_cache = v_cache_[kv].get();
+  r.n_ctx = kv_rows_[kv];
   r.n_rot = s.n_rot;
   r.base = s.rope.base;
   r.freq_scale = s.rope.freq_scale;
@@ -405,12 +485,13 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     throw Error("CUDA stage: attention scratch too small");
   // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
   const CudaMatrix& wo = l[LayerTensor::O];
-  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0;
+  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q;
   if (att_q8) {
     a.xq = xq_.get();
     a.xds = xds_.get();
   }
   attention(a, launch());
+  if (s.gated_q) sigmoid_mul(att_.get(), gq_.get(), static_cast<int64_t>(T) * Q, launch());
 
   if (!att_q8) product_input(T, att_.get(), Q, nullptr, false);
   if (s.o_bias || s.post_attn_norm) {
@@ -421,8 +502,9 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   }
 }
 
-void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T) {
-  const int E = cfg_.n_embd, F = s.n_ff;
+void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out) {
+  // Beside experts (gemma4) the dense MLP has its own width.
+  const int E = cfg_.n_embd, F = s.ffn == FfnKind::Moe ? s.n_ff_dense : s.n_ff;
   if (s.gate_up_fused) {
     product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
     gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
@@ -443,7 +525,9 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T)
     gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
   }
   product_input(T, act_.get(), F, nullptr, false);
-  if (s.post_ffn_norm) {
+  if (out != nullptr) {
+    product(l[LayerTensor::Down], T, out, E, false);
+  } else if (s.post_ffn_norm) {
     product(l[LayerTensor::Down], T, tmp_.get(), E, false);
     add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
   } else {
@@ -451,24 +535,39 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T)
   }
 }
 
-void CudaStage::enqueue_moe_ffn(const CudaLayer& l, const LayerSpec& s, int T) {
+void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T) {
   const int E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
-  if (!q8_activations(T)) {
-    // The expert products read float rows; the f16 path only wrote f16 ones.
+  const float eps = cfg_.rms_eps;
+  const auto float_rows = [&](const float* norm_w) {  // rmsnorm(x) * w as float rows in y_
     NormOutArgs a;
     a.x = x_.get();
     a.x_stride = E;
     a.n_rows = T;
     a.n = E;
-    a.w = l.vec(LayerTensor::FfnNorm);
-    a.eps = cfg_.rms_eps;
+    a.w = norm_w;
+    a.eps = eps;
     a.y_f32 = y_.get();
     rmsnorm_convert(a, launch());
+  };
+  const bool gemma4 = s.n_ff_dense > 0;
+  if (gemma4) {
+    // The dense MLP (on the ffn_norm rows prepared by the caller) into dense_ = rms(.) * norm_1;
+    // the router reads rms(x) / sqrt(E) * scale, the experts rms(x) * pre_ffw_norm_2.
+    enqueue_dense_ffn(l, s, T, tmp_.get());
+    PIPELLM_CUDA_CHECK(cudaMemsetAsync(dense_.get(), 0, static_cast<size_t>(T) * E * sizeof(float), stream_.get()));
+    residual_add(dense_.get(), E, tmp_.get(), E, nullptr, l.vec(LayerTensor::PostFfwNorm1), eps, T, E, launch());
+    product_input(T, x_.get(), E, router_scale_[static_cast<size_t>(i)].get(), true);
+    product(l[LayerTensor::Router], T, router_.get(), X, false);
+    float_rows(l.vec(LayerTensor::PreFfwNorm2));
+  } else {
+    // The expert products read float rows; the f16 path only wrote f16 ones.
+    if (!q8_activations(T)) float_rows(l.vec(LayerTensor::FfnNorm));
+    product(l[LayerTensor::Router], T, router_.get(), X, false);
   }
-  product(l[LayerTensor::Router], T, router_.get(), X, false);
   moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
             launch());
-  const auto experts = [&](LayerTensor w, LayerTensor bias, const float* x, int x_group, float* y) {
+  if (const float* scale = l.vec(LayerTensor::DownExpsScale)) moe_scale_weights(route_w_.get(), route_id_.get(), scale, P, launch());
+  const auto experts = [&](LayerTensor w, const float* bias, const float* x, int x_group, float* y) {
     MoeMatvecArgs m;
     m.w = l[w].m;
     m.expert_bytes = l[w].expert_bytes;
@@ -476,20 +575,100 @@ void CudaStage::enqueue_moe_ffn(const CudaLayer& l, const LayerSpec& s, int T) {
     m.n_pairs = P;
     m.x = x;
     m.x_group = x_group;
-    m.bias = l.vec(bias);
+    m.bias = bias;
     m.y = y;
     moe_matvec(m, launch());
   };
-  experts(LayerTensor::GateExps, LayerTensor::GateExpsBias, y_.get(), K, eg_.get());
-  experts(LayerTensor::UpExps, LayerTensor::UpExpsBias, y_.get(), K, eu_.get());
-  moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
-  experts(LayerTensor::DownExps, LayerTensor::DownExpsBias, eg_.get(), 1, ed_.get());
+  if (l[LayerTensor::GateUpExps].present()) {
+    // One [gate; up] stack: rows of 2F, activated into eu_.
+    experts(LayerTensor::GateUpExps, nullptr, y_.get(), K, eg_.get());
+    gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
+    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eu_.get(), 1, ed_.get());
+  } else {
+    experts(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias), y_.get(), K, eg_.get());
+    experts(LayerTensor::UpExps, l.vec(LayerTensor::UpExpsBias), y_.get(), K, eu_.get());
+    moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
+    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eg_.get(), 1, ed_.get());
+  }
+  if (gemma4) {
+    // f = dense_ + rms(experts) * norm_2, then x += rms(f) * post_ffw_norm.
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    residual_add(dense_.get(), E, tmp_.get(), E, nullptr, l.vec(LayerTensor::PostFfwNorm2), eps, T, E, launch());
+    residual_add(x_.get(), E, dense_.get(), E, nullptr, l.vec(LayerTensor::PostFfnNorm), eps, T, E, launch());
+    return;
+  }
+  if (s.n_ff_shexp > 0) {
+    // The shared expert reads the same ffn_norm rows (still prepared for products); its gate
+    // sigmoid(w . h) needs them as floats after the products overwrite y_: kept in dense_.
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dense_.get(), y_.get(), static_cast<size_t>(T) * E * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+    const int FS = s.n_ff_shexp;
+    product(l[LayerTensor::GateShexp], T, g_.get(), FS, false);
+    product(l[LayerTensor::UpShexp], T, u_.get(), FS, false);
+    gated_act(GatedAct::Silu, g_.get(), u_.get(), FS, T, FS, act_.get(), launch());
+    product_input(T, act_.get(), FS, nullptr, false);
+    product(l[LayerTensor::DownShexp], T, ed_.get(), E, false);
+    gate_dot_add(x_.get(), ed_.get(), dense_.get(), l.vec(LayerTensor::RouterShexp), T, E, launch());
+    return;
+  }
   if (s.post_ffn_norm) {
     moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
     add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
   } else {
     moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
   }
+}
+
+void CudaStage::enqueue_delta_net(int i, const CudaLayer& l, const LayerSpec& s, int T) {
+  const DeltaNetShape& d = s.delta;
+  const int E = cfg_.n_embd, C = d.channels(), HV = d.n_v_heads, S = d.head, VS = HV * S, KS = d.n_k_heads * S;
+  product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
+  product(l[LayerTensor::Qkv], T, qkv_.get(), C, false);
+  product(l[LayerTensor::AttnGate], T, dz_.get(), VS, false);
+  product(l[LayerTensor::SsmAlpha], T, dg_.get(), HV, false);
+  product(l[LayerTensor::SsmBeta], T, dbeta_.get(), HV, false);
+  delta_gates(dg_.get(), dbeta_.get(), l.vec(LayerTensor::SsmDtBias), l.vec(LayerTensor::SsmA), T, HV, launch());
+  DeltaNetArgs a;
+  a.shape = d;
+  a.n_tokens = T;
+  a.pos = d_pos_;
+  a.slot = d_slot_;
+  a.eps = cfg_.rms_eps;
+  delta_conv(a, l.vec(LayerTensor::SsmConv), qkv_.get(), C, conv_state_[static_cast<size_t>(i)].get(), dy_.get(), C,
+             launch());
+  delta_rule(a, dy_.get(), dy_.get() + KS, C, dy_.get() + 2 * KS, C, dg_.get(), dbeta_.get(),
+             delta_state_[static_cast<size_t>(i)].get(), dout_.get(), launch());
+  gated_rmsnorm(dout_.get(), dz_.get(), l.vec(LayerTensor::SsmNorm), T, HV, S, cfg_.rms_eps, launch());
+  product_input(T, dout_.get(), VS, nullptr, false);
+  product(l[LayerTensor::SsmOut], T, x_.get(), E, true);
+}
+
+void CudaStage::enqueue_per_layer_inputs(int T) {
+  // inp_pl = (rms(per_layer_model_proj x0) * norm + per_layer_token_embd[id] * sqrt(P)) / sqrt(2),
+  // x0 = token_embd[id] (the sqrt(E) scale cancels against the projection's 1 / sqrt(E)).
+  const int E = cfg_.n_embd, P = cfg_.per_layer_input, LP = cfg_.n_layer * P;
+  embed_rows(weights_->token_embd.m, d_tok_, T, pl_x0_.get(), launch());
+  product_input(T, pl_x0_.get(), E, nullptr, false);
+  product(weights_->per_layer_model_proj, T, inp_pl_.get(), LP, false);
+  embed_rows(weights_->per_layer_token_embd.m, d_tok_, T, pl_tok_.get(), launch());
+  per_layer_combine(inp_pl_.get(), pl_tok_.get(), weights_->per_layer_proj_norm.get(), T, cfg_.n_layer, P,
+                    cfg_.rms_eps, launch());
+}
+
+void CudaStage::enqueue_per_layer_block(int i, const CudaLayer& l, int T) {
+  // x += rms(proj(gelu(inp_gate x) * inp_pl[layer])) * post_norm
+  const int E = cfg_.n_embd, P = cfg_.per_layer_input, LP = cfg_.n_layer * P, il = range_.first + i;
+  product_input(T, x_.get(), E, nullptr, false);
+  product(l[LayerTensor::InpGate], T, pl_g_.get(), P, false);
+  PIPELLM_CUDA_CHECK(cudaMemcpy2DAsync(pl_u_.get(), static_cast<size_t>(P) * sizeof(float),
+                                       inp_pl_.get() + static_cast<size_t>(il) * P, static_cast<size_t>(LP) * sizeof(float),
+                                       static_cast<size_t>(P) * sizeof(float), static_cast<size_t>(T),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+  gated_act(GatedAct::GeluTanh, pl_g_.get(), pl_u_.get(), P, T, P, act_.get(), launch());
+  product_input(T, act_.get(), P, nullptr, false);
+  product(l[LayerTensor::Proj], T, tmp_.get(), E, false);
+  add_block_output(T, nullptr, l.vec(LayerTensor::PostNorm));
 }
 
 void CudaStage::enqueue_logits(int n_out) {

@@ -110,8 +110,12 @@ class CudaStage : public Stage {
   void enqueue_layers(int T, int n_keys);
   // The blocks of local layer i (the layer's LayerSpec says which parts it has).
   void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms);
-  void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T);
-  void enqueue_moe_ffn(const CudaLayer& l, const LayerSpec& s, int T);
+  // out: the down product's rows (gemma4's MLP beside experts); null: added to x (post-norm).
+  void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
+  void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);
+  void enqueue_delta_net(int i, const CudaLayer& l, const LayerSpec& s, int T);
+  void enqueue_per_layer_inputs(int T);  // gemma4: inp_pl_ from the step's token ids
+  void enqueue_per_layer_block(int i, const CudaLayer& l, int T);
   // x += post(tmp_ + bias): a block's output (in tmp_) with its optional bias and post-norm.
   void add_block_output(int T, const float* bias, const float* norm_w);
   void enqueue_softcap(int n_rows);
@@ -174,8 +178,17 @@ class CudaStage : public Stage {
   std::vector<uint8_t> slot_logprobs_;  // per slot: its sequence asked for log-probabilities
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
-  DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_;
+  DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;
   DeviceBuffer<int32_t> route_id_;
+  DeviceBuffer<float> gq_;  // qwen35: the attention output gates
+  // DeltaNet: projections and per-slot conv / recurrent states per local layer (empty for others).
+  DeviceBuffer<float> dz_, dg_, dbeta_, dy_, dout_;
+  std::vector<DeviceBuffer<float>> conv_state_, delta_state_;
+  // gemma4: per-layer inputs and scratch; per local layer the output scale and the router's
+  // pre-scaled input norm weight.
+  DeviceBuffer<float> inp_pl_, pl_tok_, pl_x0_, pl_g_, pl_u_;
+  std::vector<float> layer_scale_;
+  std::vector<DeviceBuffer<float>> router_scale_;
   DeviceBuffer<int8_t> xq_;
   DeviceBuffer<float2> xds_;
   DeviceBuffer<__half> xh_, wh_;

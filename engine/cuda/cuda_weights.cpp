@@ -79,6 +79,9 @@ CudaWeights::CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resid
     max_matrix_elems = std::max(max_matrix_elems, output.m.n_in * output.m.n_out);
   }
   upload_vector(w.output_norm, s, output_norm);
+  upload_matrix(w.per_layer_token_embd, false, s, per_layer_token_embd, device_bytes, max_matrix_elems);
+  upload_matrix(w.per_layer_model_proj, resident_f16, s, per_layer_model_proj, device_bytes, max_matrix_elems);
+  upload_vector(w.per_layer_proj_norm, s, per_layer_proj_norm);
   upload_vector(w.rope_freqs, s, rope_freqs);
   PIPELLM_CUDA_CHECK(cudaStreamSynchronize(s));
 }

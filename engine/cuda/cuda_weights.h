@@ -44,6 +44,8 @@ class CudaWeights {
   std::vector<CudaLayer> layers;  // layers[i] is global layer range.first + i
   CudaMatrix token_embd, output;  // either may be absent for a middle stage
   DeviceBuffer<float> output_norm, rope_freqs;
+  CudaMatrix per_layer_token_embd, per_layer_model_proj;  // gemma4's per-layer inputs
+  DeviceBuffer<float> per_layer_proj_norm;
   size_t device_bytes = 0;
   int64_t max_matrix_elems = 0;  // largest n_in * n_out (scratch for per-call dequantization)
 };

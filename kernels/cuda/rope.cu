@@ -22,6 +22,7 @@ __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
   const float* src = kind == 0 ? a.q + t * a.q_stride + h * D : (kind == 1 ? a.k : a.v) + t * a.kv_stride + h * D;
   const float* bias = kind == 0 ? a.bq : (kind == 1 ? a.bk : a.bv);
   const float* nw = kind == 0 ? a.q_norm : (kind == 1 ? a.k_norm : nullptr);
+  const bool normalize = nw != nullptr || (kind == 2 && a.v_norm);
   __shared__ float buf[kMaxHeadDim];
   float ss = 0.0f;
   for (int i = lane; i < D; i += 32) {
@@ -30,10 +31,10 @@ __global__ void __launch_bounds__(32) rope_kv_kernel(RopeKvArgs a) {
     buf[i] = v;
     ss += v * v;
   }
-  if (nw) {
+  if (normalize) {
     ss = warp_sum(ss);
     const float sc = rsqrtf(ss / static_cast<float>(D) + a.norm_eps);
-    for (int i = lane; i < D; i += 32) buf[i] = buf[i] * sc * nw[i];
+    for (int i = lane; i < D; i += 32) buf[i] = buf[i] * sc * (nw ? nw[i] : 1.0f);
   }
   __syncwarp();
   if (kind != 2) {
@@ -82,7 +83,9 @@ void rope_kv_store(const RopeKvArgs& a, const Launch& s) {
   if (a.head_dim > kMaxHeadDim || a.n_rot > a.head_dim || a.n_rot % 2 != 0)
     throw Error("rope_kv_store: head_dim " + std::to_string(a.head_dim) + ", n_rot " + std::to_string(a.n_rot) +
                 " unsupported (head_dim <= 256, even n_rot <= head_dim)");
-  const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head + 2 * a.n_head_kv));
+  // Without k only the query heads run (a layer reading another layer's cache).
+  const int heads = a.n_head + (a.k != nullptr ? 2 * a.n_head_kv : 0);
+  const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(heads));
   launch_kernel(s, rope_kv_kernel, grid, dim3(32), a);
   PIPELLM_CUDA_LAUNCH_CHECK("rope_kv_store");
 }

@@ -44,6 +44,9 @@ struct RopeKvArgs {
   float corr_dims[2] = {0.0f, 0.0f};
   // q/k/v rows may be parts of one fused product row (phi3): q at q, k at k, v at v, all rows
   // q_stride / kv_stride apart (as above).
+  // gemma4: V RMS-normed per head without a weight before it is stored; k == nullptr for a layer
+  // that reads another layer's cache (only q is normed and rotated, nothing is stored).
+  bool v_norm = false;
 };
 
 void rope_kv_store(const RopeKvArgs& a, const Launch& s);

@@ -1,5 +1,5 @@
-// The CUDA engine on the architectures of fixtures-arch (gemma3, phi3, qwen3moe, llama MoE,
-// gpt-oss/MXFP4): llama.cpp's logits and greedy ids within each file's bounds (the CPU test's
+// The CUDA engine on the architectures of fixtures-arch and fixtures-next (gemma3, phi3, qwen3moe,
+// llama MoE, gpt-oss/MXFP4, qwen35/qwen35moe's DeltaNet, gemma4): llama.cpp's logits and greedy ids within each file's bounds (the CPU test's
 // checks, tests/arch_fixture_check.h) through the batched path, through mat-vec-sized chunks,
 // and greedy decode through step() (GPU sampling, CUDA graphs); graph replay equals eager.
 #include <gtest/gtest.h>
@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "engine/cuda/cuda_model.h"
-#include "engine/util/error.h"
 #include "tests/arch_fixture_check.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -89,27 +88,7 @@ TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float))) << name;
 }
 
-// The architectures the CUDA stage runs (qwen35's DeltaNet and gemma4's layers are CPU-only so far: the CUDA
-// stage refuses them by name, tested in CudaArchRefusal below).
-std::vector<std::string> cuda_models() {
-  std::vector<std::string> out;
-  for (const std::string& m : test::arch_fixture_models()) {
-    if (m.rfind("tiny-qwen35", 0) != 0 && m.rfind("tiny-gemma4", 0) != 0) out.push_back(m);
-  }
-  return out;
-}
-
-TEST(CudaArchRefusal, DeltaNetLayersAreNamed) {
-  PIPELLM_REQUIRE_GPU();
-  try {
-    open_arch("tiny-qwen35-Q4_K_M", true);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("qwen35 layer 0"), std::string::npos) << e.what();
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(Arch, CudaArchFixture, ::testing::ValuesIn(cuda_models()),
+INSTANTIATE_TEST_SUITE_P(Arch, CudaArchFixture, ::testing::ValuesIn(test::arch_fixture_models()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string s = info.param;
                            for (char& ch : s)
