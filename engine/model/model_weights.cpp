@@ -28,7 +28,10 @@ class Binder {
     if (missing_.empty()) return;
     std::ostringstream os;
     os << f_.name() << ": missing " << missing_.size() << " tensor" << (missing_.size() > 1 ? "s" : "") << ":";
-    for (const auto& m : missing_) os << " " << m;
+    // A bounded message however broken the file is.
+    constexpr size_t kListed = 16;
+    for (size_t i = 0; i < missing_.size() && i < kListed; ++i) os << " " << missing_[i];
+    if (missing_.size() > kListed) os << " ... and " << missing_.size() - kListed << " more";
     throw FormatError(os.str());
   }
 

@@ -1,7 +1,10 @@
 // ModelConfig from GGUF metadata and ModelWeights binding (fixtures and hand-built files).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
@@ -85,6 +88,29 @@ TEST(ModelConfig, UnsupportedArchitectureIsNamed) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("unsupported architecture 'gpt2'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("mem.gguf"), std::string::npos) << e.what();
+  }
+}
+
+// A file claiming 1e9 layers (with tensors for 2) fails at once with a short message, before
+// anything is sized by the claim (issue 21 item 5).
+TEST(ModelConfig, HugeBlockCountIsRefusedBeforeAllocating) {
+  std::ifstream in(test::model_path("tiny-llama-Q8_0"), std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string key = "llama.block_count";
+  const auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(it, bytes.end());
+  const size_t value_at = static_cast<size_t>(it - bytes.begin()) + key.size() + 4;  // after the type id
+  for (const uint32_t n : {1000000000u, 3u}) {
+    std::memcpy(bytes.data() + value_at, &n, 4);
+    auto f = GgufFile::parse(bytes.data(), bytes.size(), "mem.gguf");
+    try {
+      ModelConfig::from_gguf(*f);
+      FAIL() << "expected an error for " << n << " layers";
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("llama.block_count"), std::string::npos) << m;
+      EXPECT_LT(m.size(), 300u) << m;
+    }
   }
 }
 

@@ -31,7 +31,7 @@ std::vector<int32_t> per_layer(const HParams& h, const std::string& k, int n_lay
 
 void gemma4(const GgufFile& f, ModelConfig& c) {
   const HParams h(f, "gemma4");
-  c.n_layer = h.req("block_count");
+  c.n_layer = h.layers();
   c.n_embd = h.req("embedding_length");
   c.n_head = h.req("attention.head_count");
   // read_common reads the scalar head counts and widths: the per-layer arrays are read below.

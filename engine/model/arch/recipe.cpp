@@ -1,10 +1,15 @@
 #include "engine/model/arch/recipe.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/util/error.h"
 
 namespace pipellm::arch {
+
+namespace {
+constexpr int kMaxLayers = 1 << 14;  // real models have at most a few hundred
+}  // namespace
 
 void HParams::fail(const std::string& k, const std::string& what) const {
   throw FormatError(f_.name() + ": " + p_ + k + ": " + what);
@@ -13,6 +18,29 @@ void HParams::fail(const std::string& k, const std::string& what) const {
 int HParams::req(const std::string& k) const {
   if (!has(k)) fail(k, "missing key");
   return opt(k, 0);
+}
+
+int HParams::layers() const {
+  const int n = req("block_count");
+  if (n > kMaxLayers) fail("block_count", std::to_string(n) + " layers is more than any model has (" + std::to_string(kMaxLayers) + ")");
+  int present = 0;
+  for (const TensorView& t : f_.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    const size_t dot = t.name.find('.', 4);
+    int il = 0;
+    bool digits = dot != std::string::npos && dot > 4 && dot - 4 <= 9;
+    for (size_t i = 4; digits && i < dot; ++i) {
+      if (t.name[i] < '0' || t.name[i] > '9') digits = false;
+      il = il * 10 + (t.name[i] - '0');
+    }
+    if (digits) present = std::max(present, il + 1);
+  }
+  // A file without tensors (a vocabulary-only or metadata-only file) is sized by the key alone;
+  // the loader names what is missing.
+  if (!f_.tensors().empty() && n != present) {
+    fail("block_count", std::to_string(n) + " layers but the file has tensors for " + std::to_string(present));
+  }
+  return n;
 }
 
 int HParams::opt(const std::string& k, int fallback) const {
@@ -35,7 +63,7 @@ float HParams::f32(const std::string& k, float fallback) const {
 
 void read_common(const HParams& h, ModelConfig& c, float default_rms_eps) {
   const GgufFile& f = h.file();
-  c.n_layer = h.req("block_count");
+  c.n_layer = h.layers();
   c.n_embd = h.req("embedding_length");
   c.n_head = h.req("attention.head_count");
   c.n_head_kv = h.opt("attention.head_count_kv", c.n_head);

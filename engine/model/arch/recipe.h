@@ -16,6 +16,9 @@ class HParams {
   std::string key(const std::string& k) const { return p_ + k; }
   bool has(const std::string& k) const { return f_.has(p_ + k); }
   int req(const std::string& k) const;                // a positive integer
+  // block_count, checked against the blk.N tensors present before anything is sized by it (a
+  // hostile file's 1e9 layers must not allocate 1e9 of anything).
+  int layers() const;
   int opt(const std::string& k, int fallback) const;  // a positive integer when present
   int opt_nonneg(const std::string& k, int fallback) const;
   float f32(const std::string& k, float fallback) const;
