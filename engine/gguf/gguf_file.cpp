@@ -1,5 +1,6 @@
 #include "engine/gguf/gguf_file.h"
 
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -149,7 +150,62 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   f->data_ = f->map_.data();
   f->size_ = f->map_.size();
   f->parse_all();
+  f->open_split_parts();
   return f;
+}
+
+size_t GgufFile::file_size() const {
+  size_t total = size_;
+  for (const auto& p : parts_) total += p->size_;
+  return total;
+}
+
+void GgufFile::open_split_parts() {
+  const uint32_t count = get_u32_or("split.count", 1);
+  if (count <= 1) return;
+  const uint32_t no = get_u32_or("split.no", 0);
+  // llama.cpp names the parts PREFIX-%05d-of-%05d.gguf.
+  char suffix[64];
+  std::snprintf(suffix, sizeof suffix, "-%05u-of-%05u.gguf", no + 1, count);
+  const std::string s(suffix);
+  if (name_.size() < s.size() || name_.compare(name_.size() - s.size(), s.size(), s) != 0) {
+    throw FormatError(name_ + ": part " + std::to_string(no + 1) + " of a split model, but the name does not end in " +
+                      s + " (llama.cpp's gguf-split naming)");
+  }
+  if (no != 0) {
+    char first[64];
+    std::snprintf(first, sizeof first, "-%05u-of-%05u.gguf", 1u, count);
+    throw FormatError(name_ + ": part " + std::to_string(no + 1) + " of " + std::to_string(count) +
+                      " of a split model: open the first part, " + name_.substr(0, name_.size() - s.size()) + first);
+  }
+  const std::string prefix = name_.substr(0, name_.size() - s.size());
+  for (uint32_t k = 1; k < count; ++k) {
+    char part[64];
+    std::snprintf(part, sizeof part, "-%05u-of-%05u.gguf", k + 1, count);
+    std::unique_ptr<GgufFile> p(new GgufFile());
+    p->name_ = prefix + part;
+    p->map_ = MappedFile(p->name_);
+    p->data_ = p->map_.data();
+    p->size_ = p->map_.size();
+    p->parse_all();
+    if (p->get_u32_or("split.no", 0) != k || p->get_u32_or("split.count", 1) != count) {
+      throw FormatError(p->name_ + ": split.no / split.count do not say part " + std::to_string(k + 1) + " of " +
+                        std::to_string(count));
+    }
+    for (const TensorView& t : p->tensors_) {
+      if (tensor_index_.count(t.name) != 0) throw FormatError(p->name_ + ": tensor " + t.name + " is in two parts");
+      tensor_index_.emplace(t.name, tensors_.size());
+      tensors_.push_back(t);
+    }
+    parts_.push_back(std::move(p));
+  }
+  if (has("split.tensors.count")) {
+    const uint64_t want = get_u64("split.tensors.count");
+    if (want != tensors_.size()) {
+      throw FormatError(name_ + ": split.tensors.count says " + std::to_string(want) + " tensors, the " +
+                        std::to_string(count) + " parts hold " + std::to_string(tensors_.size()));
+    }
+  }
 }
 
 std::unique_ptr<GgufFile> GgufFile::parse(const uint8_t* data, size_t size, const std::string& name) {

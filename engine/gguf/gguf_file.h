@@ -39,7 +39,10 @@ class GgufFile {
   static constexpr uint32_t kDefaultAlignment = 32;
   static constexpr uint64_t kMaxStringBytes = 1ull << 30;  // no real key or token is this large
 
-  // Maps and parses `path`. Throws FormatError (bad structure) or Error (I/O).
+  // Maps and parses `path`. Throws FormatError (bad structure) or Error (I/O). A split model
+  // (llama.cpp's gguf-split: NAME-00001-of-0000N.gguf, `split.count` > 1) is opened from its
+  // first part: the other parts are mapped too and their tensors join this file's (metadata
+  // comes from the first part).
   static std::unique_ptr<GgufFile> open(const std::string& path);
   // Parses a buffer that outlives the object (fuzzing, tests). `name` is used in errors.
   static std::unique_ptr<GgufFile> parse(const uint8_t* data, size_t size, const std::string& name);
@@ -48,7 +51,8 @@ class GgufFile {
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
-  size_t file_size() const { return size_; }
+  size_t file_size() const;  // all parts together
+  int n_parts() const { return 1 + static_cast<int>(parts_.size()); }
 
   // Metadata, in file order.
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }
@@ -81,6 +85,7 @@ class GgufFile {
  private:
   GgufFile() = default;
   void parse_all();
+  void open_split_parts();
   [[noreturn]] void fail_key(std::string_view key, const char* expected, const GgufValue& v) const;
 
   std::string name_;
@@ -94,6 +99,7 @@ class GgufFile {
   std::unordered_map<std::string, size_t> kv_index_;
   std::vector<TensorView> tensors_;
   std::unordered_map<std::string, size_t> tensor_index_;
+  std::vector<std::unique_ptr<GgufFile>> parts_;  // split parts 2..N (their mappings stay alive)
 };
 
 }  // namespace pipellm
