@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/model/layer_rope.h"
 #include "engine/util/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dequantize.h"
@@ -64,18 +65,10 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
   per_layer_proj_norm_ = to_floats(weights_.per_layer_proj_norm);
   rope_freqs_ = to_floats(weights_.rope_freqs);
   for (int il = range.first; il < range.last; ++il) {
-    const RopeSpec& r = c.layer(il).rope;
-    RopeParams p;
-    p.n_rot = c.layer(il).n_rot;
-    p.base = r.base;
-    p.freq_scale = r.freq_scale;
-    p.freq_factors = r.freq_factors && !rope_freqs_.empty() ? rope_freqs_.data() : nullptr;
-    p.mode = r.type == RopeType::Neox ? RopeMode::Neox : RopeMode::Normal;
-    p.ext_factor = r.ext_factor;
-    p.attn_factor = r.attn_factor;
-    if (r.ext_factor != 0.0f) rope_yarn_corr_dims(p.n_rot, r.n_ctx_orig, r.base, r.beta_fast, r.beta_slow, p.corr_dims);
+    const RopeParams p = layer_rope(c.layer(il), rope_freqs_.empty() ? nullptr : rope_freqs_.data());
     const auto same = [&](const RopeParams& q) {
-      return q.n_rot == p.n_rot && q.freq_factors == p.freq_factors && q.base == p.base && q.freq_scale == p.freq_scale && q.mode == p.mode && q.ext_factor == p.ext_factor &&
+      return q.n_rot == p.n_rot && q.freq_factors == p.freq_factors && q.base == p.base &&
+             q.freq_scale == p.freq_scale && q.mode == p.mode && q.ext_factor == p.ext_factor &&
              q.attn_factor == p.attn_factor && q.corr_dims[0] == p.corr_dims[0] && q.corr_dims[1] == p.corr_dims[1];
     };
     const auto it = std::find_if(ropes_.begin(), ropes_.end(), same);

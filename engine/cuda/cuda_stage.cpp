@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/layer_rope.h"
 #include "engine/util/error.h"
 #include "kernels/cpu/dequantize.h"
-#include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/delta_net.h"
 #include "kernels/cuda/embedding.h"
@@ -450,16 +450,16 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   r.k_cache = k_cache_[kv].get();
   r.v_cache = v_cache_[kv].get();
   r.n_ctx = kv_rows_[kv];
-  r.n_rot = s.n_rot;
-  r.base = s.rope.base;
-  r.freq_scale = s.rope.freq_scale;
-  r.freq_factors = s.rope.freq_factors ? weights_->rope_freqs.get() : nullptr;
-  r.neox = s.rope.type == RopeType::Neox;
-  r.ext_factor = s.rope.ext_factor;
-  r.attn_factor = s.rope.attn_factor;
-  if (s.rope.ext_factor != 0.0f) {
-    rope_yarn_corr_dims(s.n_rot, s.rope.n_ctx_orig, s.rope.base, s.rope.beta_fast, s.rope.beta_slow, r.corr_dims);
-  }
+  const RopeParams rp = layer_rope(s, weights_->rope_freqs.get());
+  r.n_rot = rp.n_rot;
+  r.base = rp.base;
+  r.freq_scale = rp.freq_scale;
+  r.freq_factors = rp.freq_factors;
+  r.neox = rp.mode == RopeMode::Neox;
+  r.ext_factor = rp.ext_factor;
+  r.attn_factor = rp.attn_factor;
+  r.corr_dims[0] = rp.corr_dims[0];
+  r.corr_dims[1] = rp.corr_dims[1];
   rope_kv_store(r, launch());
 
   AttentionArgs a;

@@ -1,6 +1,9 @@
-// Small device helpers shared by the kernels: warp and block reductions.
+// Small device helpers shared by the kernels: warp and block reductions, grid-stride sizing.
 #pragma once
 #include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
 
 namespace pipellm::cuda {
 
@@ -38,6 +41,13 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   __syncthreads();
   float t = lane < NT / 32 ? red[lane] : -INFINITY;
   return warp_max(t);
+}
+
+// Blocks of `threads` for a grid-stride loop over `total` elements: enough to fill the GPU (an
+// H200 has 132 SMs), no more.
+inline unsigned elementwise_blocks(int64_t total, int threads = 256) {
+  constexpr int64_t kMaxBlocks = 132 * 16;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + threads - 1) / threads, kMaxBlocks)));
 }
 
 }  // namespace pipellm::cuda

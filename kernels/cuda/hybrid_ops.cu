@@ -10,15 +10,12 @@ namespace pipellm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 132 * 16;
-
-unsigned blocks_for(int64_t total) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks)));
-}
 
 // expf in full precision: --use_fast_math would turn it into an approximation, and these gates
 // feed recurrences and residuals.
-__device__ __forceinline__ float sigmoid_exact(float x) { return static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(x)))); }
+__device__ __forceinline__ float sigmoid_exact(float x) {
+  return static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(x))));
+}
 
 #define PIPELLM_GRID_STRIDE(i, total)                                                          \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
@@ -114,7 +111,8 @@ void delta_gates(float* g, float* beta, const float* dt_bias, const float* a, in
                  const Launch& s) {
   const int64_t total = n_rows * n_heads;
   if (total == 0) return;
-  launch_kernel(s, delta_gates_kernel, dim3(blocks_for(total)), dim3(kThreads), g, beta, dt_bias, a, total, n_heads);
+  launch_kernel(s, delta_gates_kernel, dim3(elementwise_blocks(total)), dim3(kThreads), g, beta, dt_bias, a, total,
+                n_heads);
   PIPELLM_CUDA_LAUNCH_CHECK("delta_gates");
 }
 
@@ -131,13 +129,14 @@ void gated_rmsnorm(float* o, const float* z, const float* w, int64_t n_rows, int
 void split_gated_q(const float* src, float* q, float* gate, int64_t n_rows, int n_head, int head_dim, const Launch& s) {
   const int64_t qd = int64_t{n_head} * head_dim, total = n_rows * qd;
   if (total == 0) return;
-  launch_kernel(s, split_gated_q_kernel, dim3(blocks_for(total)), dim3(kThreads), src, q, gate, total, head_dim, qd);
+  launch_kernel(s, split_gated_q_kernel, dim3(elementwise_blocks(total)), dim3(kThreads), src, q, gate, total, head_dim,
+                qd);
   PIPELLM_CUDA_LAUNCH_CHECK("split_gated_q");
 }
 
 void sigmoid_mul(float* x, const float* gate, int64_t n, const Launch& s) {
   if (n == 0) return;
-  launch_kernel(s, sigmoid_mul_kernel, dim3(blocks_for(n)), dim3(kThreads), x, gate, n);
+  launch_kernel(s, sigmoid_mul_kernel, dim3(elementwise_blocks(n)), dim3(kThreads), x, gate, n);
   PIPELLM_CUDA_LAUNCH_CHECK("sigmoid_mul");
 }
 
@@ -159,7 +158,8 @@ void per_layer_combine(float* proj, const float* tok, const float* norm_w, int64
 
 void moe_scale_weights(float* weights, const int32_t* ids, const float* scale, int64_t n_pairs, const Launch& s) {
   if (n_pairs == 0) return;
-  launch_kernel(s, moe_scale_weights_kernel, dim3(blocks_for(n_pairs)), dim3(kThreads), weights, ids, scale, n_pairs);
+  launch_kernel(s, moe_scale_weights_kernel, dim3(elementwise_blocks(n_pairs)), dim3(kThreads), weights, ids, scale,
+                n_pairs);
   PIPELLM_CUDA_LAUNCH_CHECK("moe_scale_weights");
 }
 

@@ -12,12 +12,6 @@ namespace pipellm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Grid-stride elementwise kernels: enough blocks to fill the GPU, no more.
-constexpr int64_t kMaxBlocks = 132 * 16;
-
-unsigned elementwise_blocks(int64_t total) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks)));
-}
 
 // tanh in double: under --use_fast_math tanhf becomes tanh.approx.f32 (relative error ~2^-11),
 // too coarse for logits and for matching the CPU reference; these ops are memory-bound anyway.
