@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Device calls for the architecture issues (15: gemma3/phi3/MoE/gpt-oss, 16: qwen35/gemma4).
+# Here first: `scripts/device-tree.sh keep fixtures-arch fixtures-next` (the upload limit), then
+# call the device with carry [".carry/sysroot"] (and ".carry/llama" for WITH_LLAMA=1):
+#   scripts/device-arch.sh build    PipeLLM (+ llama.cpp in the background), the architecture GPU
+#                                   tests (fixtures within their bounds, graph == eager, the ops)
+#   scripts/device-arch.sh bench    real-shape MoE files (mkmodel, real vocabularies): pipellm bench
+#                                   --device cuda beside llama-bench on the same files
+# Afterwards here: `scripts/device-tree.sh restore`. Logs under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
+S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
+export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+B=build-device
+case ${1:-} in
+build)
+  if [ -n "${WITH_LLAMA:-}" ] && [ ! -x build-llama/bin/llama-bench ]; then
+    ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
+      cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
+      nice ninja -C build-llama -j8 llama-bench ) >"$OUT/llama-build.log" 2>&1 &
+  fi
+  scripts/device-build.sh pipellm pipellm_gpu_tests >"$OUT/build.log" 2>&1
+  echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
+  (cd $B && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 \
+     --gtest_filter='Arch*:CudaArch*:HybridOps*:DeltaNet*:Moe*:LayerOps*:Mxfp4*:*Yarn*:*Window*:*Sink*' \
+     >"$OUT/arch_gpu_tests.log" 2>&1)
+  echo "arch gpu tests rc=$? $(since)"
+  grep -E "FAILED|tests ran|PASSED|\] tiny|rel RMS" "$OUT/arch_gpu_tests.log" | cut -c1-200 | head -60
+  wait; echo "llama.cpp: $(ls build-llama/bin 2>/dev/null | tr '\n' ' ') $(since)" ;;
+bench)
+  V=$B/testdata/vocab
+  declare -A VOCAB=([qwen3-30b-a3b]=$V/vocab-qwen3.gguf [gpt-oss-20b]=$V/vocab-gptoss.gguf)
+  for p in qwen3-30b-a3b gpt-oss-20b; do
+    m=$B/$p.gguf
+    [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab "${VOCAB[$p]}" "$m" >"$OUT/mkmodel-$p.log" 2>&1
+    ls -la "$m"
+    timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --json >"$OUT/pipellm-$p.json" 2>"$OUT/pipellm-$p.log"
+    echo "pipellm $p rc=$? $(since)"; tail -c 600 "$OUT/pipellm-$p.json"
+    if [ -x build-llama/bin/llama-bench ]; then
+      timeout 200 build-llama/bin/llama-bench -m "$m" -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json \
+        >"$OUT/llama-$p.json" 2>"$OUT/llama-$p.log"
+      echo "llama-bench $p rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p.json" | head
+    fi
+  done ;;
+*) echo "usage: $0 build|bench" >&2; exit 2 ;;
+esac
