@@ -24,13 +24,14 @@ void usage(FILE* out) {
                "                       [--quant TYPE] [--vocab FROM.gguf] [--seed S] [--threads N] OUT.gguf\n"
                "  --preset NAME  a published model's shape, which the shape options change (without a\n"
                "                 preset they give the whole shape: --layers, --embd, --ff and --heads at least)\n"
-               "  --tiny         the preset's family at test size (n_embd 256, 2 layers (gemma3: 6), at most\n"
-               "                 16 experts, vocabulary 1024): every tensor kind of the real model, in KiB\n"
+               "  --tiny         the preset's family at test size (n_embd 256, 2 layers (gemma3, gemma4: 6;\n"
+               "                 qwen3.6: 4, one attention interval), at most 16 experts, vocabulary 1024):\n"
+               "                 every tensor kind of the real model, in KiB\n"
                "  --arch         one of:");
   for (const auto& a : model_shape_archs()) std::fprintf(out, " %s", a.c_str());
   std::fprintf(out, "\n  presets:\n");
   for (const auto& n : model_preset_names())
-    std::fprintf(out, "    %-14s %s\n", n.c_str(), shape_summary(*model_preset(n)).c_str());
+    std::fprintf(out, "    %-16s %s\n", n.c_str(), shape_summary(*model_preset(n)).c_str());
   std::fprintf(out, "  quant types:");
   for (const auto& n : file_type_names()) std::fprintf(out, " %s", n.c_str());
   std::fprintf(out,

@@ -1,5 +1,7 @@
 // `pipellm plan --config X.yaml`: the layer partition a stage config gives (ranges, bytes read
-// per token, KV cache, headroom per stage), or the reason no partition fits (exit 1).
+// per token, KV cache, headroom per stage) and what each kind of layer keeps per sequence (KV
+// rows of full and sliding layers, recurrent state, KV-sharing layers), or the reason no
+// partition fits (exit 1).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,7 +21,9 @@ void plan_usage(FILE* out) {
   std::fprintf(out,
                "usage: pipellm plan --config X.yaml [--model FILE]\n"
                "  prints the partition of the model's layers over the config's stages: layer ranges,\n"
-               "  bytes read per token (the time model), weights, KV cache, scratch, budget and headroom.\n"
+               "  bytes read per token (the time model), weights, KV cache, scratch, budget and headroom;\n"
+               "  then the KV cache and recurrent state per sequence of each kind of layer (full attention,\n"
+               "  sliding-window ring, recurrent, KV-sharing).\n"
                "  --model FILE   use this GGUF instead of the config's model\n");
 }
 
@@ -61,8 +65,11 @@ int cmd_plan(int argc, char** argv) {
               c.n_stages(), c.n_stages() == 1 ? "" : "s", c.micro_batches, c.context_length, c.max_sequences,
               kv_type_name(c.kv_cache_type), transport_name(c.transport));
   try {
-    const PartitionPlan p = plan_partition(ModelSizes::from_gguf(*f, mc, c.kv_cache_type), PlanInput::from_config(c));
+    const ModelSizes sizes = ModelSizes::from_gguf(*f, mc, c.kv_cache_type);
+    const PlanInput in = PlanInput::from_config(c);
+    const PartitionPlan p = plan_partition(sizes, in);
     std::printf("%s", format_plan(p).c_str());
+    std::printf("%s", format_layer_memory(sizes, in).c_str());
     for (size_t s = 0; s < p.stages.size(); ++s) {
       const StageSpec& spec = c.stages[s];
       std::printf("rank %zu: %s%s%s\n", s, spec.device.c_str(), spec.host.empty() ? "" : " on ", spec.host.c_str());

@@ -21,7 +21,7 @@ struct PlannedTensor {
 
 struct ModelPlan {
   ModelConfig config;                  // what ModelConfig::from_gguf will read from the file
-  std::vector<PlannedTensor> tensors;  // file order: token_embd, blk.0.., output_norm, output
+  std::vector<PlannedTensor> tensors;  // file order: token_embd, per-layer inputs, rope_freqs, blk.0.., output_norm, output
 };
 
 // Throws InvalidArgument / FormatError naming the architecture when the shape is unusable.

@@ -34,25 +34,57 @@ struct ModelShape {
   float rope_scaling_factor = 1.0f;
   int rope_scaling_orig_ctx = 0;       // yarn: the context the model was trained on
   float logit_softcap = 0.0f;          // final_logit_softcapping
+  int n_rot = 0;                       // rope.dimension_count (0: the head size); qwen35 rotates a quarter
+  std::vector<int> rope_sections;      // qwen35: rope.dimension_sections (4 IMROPE sections)
+
+  // Gated DeltaNet hybrids (qwen35, qwen35moe): every full_attention_interval-th layer attends,
+  // the others are DeltaNet layers with the ssm.* geometry.
+  int full_attention_interval = 0;
+  int ssm_conv_kernel = 0;
+  int ssm_state = 0;    // S: head size of the recurrent keys and values (ssm.state_size)
+  int ssm_groups = 0;   // Hk: key heads (ssm.group_count)
+  int ssm_v_heads = 0;  // Hv: value heads (ssm.time_step_rank)
+  int n_ff_shexp = 0;   // qwen35moe: the shared expert's width
+
+  // gemma4: sliding layers have their own head size and KV heads; the pattern is one global
+  // layer every swa_period layers, or swa_layers (one flag per layer) when given.
+  int head_dim_swa = 0;       // key_length_swa (head_dim is the global layers')
+  int n_head_kv_global = 0;   // KV heads of the global layers (0: n_head_kv)
+  int swa_period = 0;
+  std::vector<bool> swa_layers;
+  int shared_kv_layers = 0;   // the last ones read an earlier layer's KV cache
+  int per_layer_input = 0;    // embedding_length_per_layer_input (0: no per-layer inputs)
+  bool double_wide_mlp = false;     // the KV-sharing layers' FFN is 2 * n_ff wide (Gemma 4 E2B)
+  bool k_eq_v = false;              // global layers have no attn_v (V is the raw K projection)
+  bool layer_output_scale = false;  // a layer_output_scale per layer
+  bool rope_freqs = false;          // rope_freqs.weight (proportional rope of the global layers)
 
   // The file type published GGUF files of this model usually have (mkmodel's default).
   std::string file_type = "Q4_K_M";
 
   int key_length() const { return head_dim > 0 ? head_dim : n_embd / n_head; }
+  int rope_dims() const { return n_rot > 0 ? n_rot : key_length(); }
+  // gemma4: whether layer il is a sliding-window layer, and its FFN width.
+  bool slides(int il) const;
+  int layer_ff(int il) const;
 };
 
-// The architectures a shape can have: llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss.
+// The architectures a shape can have: llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gpt-oss,
+// qwen35, qwen35moe, gemma4.
 const std::vector<std::string>& model_shape_archs();
 
 // llama3-8b, llama3.2-1b, llama2-7b, qwen2.5-7b, qwen2.5-32b, qwen3-8b, gemma3-12b, gemma3-27b,
-// phi3-mini, qwen3-30b-a3b, mixtral-8x7b, gpt-oss-20b, tiny.
+// phi3-mini, qwen3-30b-a3b, mixtral-8x7b, gpt-oss-20b, qwen3.6-35b-a3b, qwen3.6-27b, gemma4-31b,
+// gemma4-26b-a4b, tiny.
 std::optional<ModelShape> model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 
 // The same family at test size: n_embd 256, 2 KV heads with the preset's grouping (up to 4 query
-// heads per KV head), dense width 512, experts 256 wide and at most 16 of them, windows of at
-// most 16 keys, vocabulary 1024, and enough layers to hold one of each kind (gemma3: 6, so that
-// the last is global). Everything else (rope, norms, tying, biases, routing) is kept.
+// heads per KV head), dense width 512, experts (and a shared expert) 256 wide and at most 16 of
+// them, windows of at most 16 keys, vocabulary 1024, and enough layers to hold one of each kind
+// (gemma3 / gemma4: 6, so that the last is global; qwen35: one attention interval). DeltaNet
+// layers keep their key/value head ratio with 2 key heads of 32; rotated fractions are kept.
+// Everything else (rope, norms, tying, biases, routing) is kept.
 ModelShape shrink_shape(const ModelShape& s);
 
 // One line for --help and logs:

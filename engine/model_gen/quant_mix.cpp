@@ -24,10 +24,17 @@ bool ends_with(const std::string& s, const std::string& tail) {
 }
 
 // llama-quantize's tensor_allows_quantization: 2-D and 3-D weights only, never norms or the
-// router (a small matrix every token reads in full, kept exact).
+// router (a small matrix every token reads in full, kept exact), nor the small DeltaNet conv
+// kernels and gemma4's per-layer projection ("not too big so keep them as it is").
 bool quantizable(const std::string& name, const std::vector<int64_t>& ne) {
   return ne.size() >= 2 && ends_with(name, "weight") && !contains(name, "_norm.weight") &&
-         !contains(name, "ffn_gate_inp.weight");
+         !contains(name, "ffn_gate_inp.weight") && !contains(name, "ssm_conv1d") &&
+         !contains(name, "per_layer_model_proj");
+}
+
+// llama-quantize's token-embedding category: gemma4's per-layer embeddings are one too.
+bool is_token_embd(const std::string& name) {
+  return name == "token_embd.weight" || name == "per_layer_token_embd.weight";
 }
 
 bool is_float_type(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
@@ -61,6 +68,10 @@ int layer_of(const std::string& name) { return name.rfind("blk.", 0) == 0 ? std:
 
 }  // namespace
 
+bool is_attn_v_like(const std::string& name) {
+  return contains(name, "attn_qkv.weight") || contains(name, "attn_v.weight");
+}
+
 std::optional<FileType> file_type_from_name(const std::string& name) {
   std::string upper = name;
   std::transform(upper.begin(), upper.end(), upper.begin(),
@@ -77,28 +88,33 @@ std::vector<std::string> file_type_names() {
 }
 
 TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
-                              const FileType& ft, bool has_output, int n_expert) {
+                              const FileType& ft, bool has_output, int n_expert, AttnVSlot attn_v) {
   if (!quantizable(name, ne)) return TensorType::F32;  // as the converter wrote it
   if (is_float_type(ft.base)) return ft.base;          // no mix: every matrix converted
   const bool is_m_mix = ft.name == "Q4_K_M" || ft.name == "Q5_K_M";
   const int layer = layer_of(name);
+  // ffn_down counts by layer; attn_v-like tensors by their place among their kind.
   const bool more_bits = is_m_mix && layer >= 0 && use_more_bits(layer, n_layer);
+  const bool more_bits_v =
+      attn_v.count > 0 ? is_m_mix && use_more_bits(attn_v.index, attn_v.count) : more_bits;
   // llama.cpp's "8-expert model" bumps (Mixtral-sized): attn_k and attn_v to Q8_0, attn_output
   // to Q5_K in Q4_K_M ("trades just ~128MB").
   const bool eight_experts = n_expert == 8;
 
   TensorType t = ft.base;
-  if (name == "output.weight" || (!has_output && name == "token_embd.weight")) {
-    // With a tied output the embedding matrix doubles as the output head and gets its type.
+  if (name == "output.weight" || (!has_output && is_token_embd(name))) {
+    // With a tied output the embedding matrix doubles as the output head and gets its type (so
+    // do gemma4's per-layer embeddings: llama-quantize puts them in the same category).
     t = output_type(ft);
   } else if (ft.base == TensorType::MXFP4) {
     // MXFP4_MOE: expert stacks (3-D, more than one expert) in MXFP4, every other matrix Q8_0.
     t = ne.size() >= 3 && ne[2] > 1 ? TensorType::MXFP4 : TensorType::Q8_0;
-  } else if (name == "token_embd.weight") {
+  } else if (is_token_embd(name)) {
     // An untied embedding keeps the base type.
-  } else if (contains(name, "attn_qkv.weight") || contains(name, "attn_v.weight")) {
-    // llama.cpp treats the fused qkv (phi3) as an attn_v: its own Q5_K rule is never reached.
-    if (more_bits) t = TensorType::Q6_K;
+  } else if (is_attn_v_like(name)) {
+    // llama.cpp treats the fused qkv (phi3, DeltaNet) as an attn_v: its own Q5_K rule is never
+    // reached.
+    if (more_bits_v) t = TensorType::Q6_K;
     if (eight_experts) t = TensorType::Q8_0;
   } else if (contains(name, "attn_k.weight")) {
     if (eight_experts) t = TensorType::Q8_0;

@@ -22,13 +22,26 @@ struct FileType {
 std::optional<FileType> file_type_from_name(const std::string& name);
 std::vector<std::string> file_type_names();
 
+// Where a tensor stands among the model's attn_v-like ones (attn_v, and the fused attn_qkv of
+// phi3 and of qwen35's DeltaNet layers), which llama-quantize counts in layer order: the _M mixes
+// give the index-th of count more bits. The default means "one per layer": the tensor's layer
+// of n_layer. Models where some layers have none (gemma4's K = V and KV-sharing layers) differ.
+struct AttnVSlot {
+  int index = -1;
+  int count = 0;
+};
+
 // The type llama-quantize gives the tensor `name` of shape `ne` (from an F32 source) under `ft`,
 // in a model of `n_layer` layers with (`has_output`) or without (tied) a separate output.weight
 // and `n_expert` experts per MoE layer (0: dense). Tensors llama-quantize leaves alone stay F32:
-// 1-D ones, biases (also the 2-D expert biases), norms and the MoE router (ffn_gate_inp).
+// 1-D ones, biases (also the 2-D expert biases), norms, the MoE router (ffn_gate_inp), DeltaNet's
+// ssm_conv1d and gemma4's per_layer_model_proj. per_layer_token_embd is typed as token_embd.
 // Deliberate difference: a K-quant that does not fit a row falls back to Q8_0 where llama.cpp
 // takes Q5_0 / Q5_1 (Q4_K / Q5_K rows not a multiple of 256), which PipeLLM cannot encode.
 TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t>& ne, int n_layer,
-                              const FileType& ft, bool has_output, int n_expert = 0);
+                              const FileType& ft, bool has_output, int n_expert = 0, AttnVSlot attn_v = {});
+
+// Whether llama-quantize counts the tensor as attn_v-like (see AttnVSlot).
+bool is_attn_v_like(const std::string& name);
 
 }  // namespace pipellm

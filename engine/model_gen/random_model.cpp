@@ -101,11 +101,14 @@ void write_random_model(const RandomModelOptions& opt, const std::string& path, 
   size_t done = 0;
   for (const auto& t : plan) {
     const uint64_t tseed = opt.seed ^ hash_name(t.name);
-    const bool is_norm = t.name.find("norm") != std::string::npos;
-    const bool is_bias = t.name.find(".bias") != std::string::npos;
-    // Norm weights near 1 and small matrices keep the random network's activations tame.
-    const float mean = is_norm ? 1.0f : 0.0f;
-    const float sd = is_norm ? 0.05f : (is_bias ? 0.01f : 0.02f);
+    const auto has = [&](const char* part) { return t.name.find(part) != std::string::npos; };
+    // Factors (norm weights, scales, rope frequency divisors) near 1 and small matrices keep the
+    // random network's activations tame; ssm_a holds -exp(A_log) < 0, so DeltaNet states decay.
+    const bool is_factor = has("norm") || has("scale") || has("rope_freqs");
+    const bool is_bias = has(".bias");
+    const bool is_decay = t.name.size() > 6 && t.name.compare(t.name.size() - 6, 6, ".ssm_a") == 0;
+    const float mean = is_factor ? 1.0f : (is_decay ? -1.0f : 0.0f);
+    const float sd = is_factor || is_decay ? 0.05f : (is_bias ? 0.01f : 0.02f);
     const int64_t ne0 = t.ne[0];
     const TensorType type = t.type;
     w.add_tensor(t.name, t.type, t.ne, [&, tseed, mean, sd, ne0, type](uint8_t* dst, size_t nbytes) {

@@ -350,4 +350,88 @@ std::string format_plan(const PartitionPlan& p) {
   return os.str();
 }
 
+const char* layer_kind_name(LayerKind k) {
+  switch (k) {
+    case LayerKind::Full: return "full";
+    case LayerKind::Sliding: return "sliding ring";
+    case LayerKind::Recurrent: return "recurrent";
+    case LayerKind::Shared: return "shared";
+  }
+  return "?";
+}
+
+LayerKind layer_kind(const ModelSizes& m, int layer) {
+  const size_t i = static_cast<size_t>(layer);
+  if (i < m.layer_kv_source.size() && m.layer_kv_source[i] >= 0) return LayerKind::Shared;
+  if (i < m.layer_state_bytes.size() && m.layer_state_bytes[i] > 0) return LayerKind::Recurrent;
+  if (i < m.layer_window.size() && m.layer_window[i] > 0) return LayerKind::Sliding;
+  return LayerKind::Full;
+}
+
+std::vector<LayerKindMemory> layer_memory_by_kind(const ModelSizes& m, const PlanInput& in) {
+  const uint64_t seqs = static_cast<uint64_t>(std::max(1, in.max_sequences));
+  // Positions per sequence as the planner's KV model counts them (Costs::kv_positions).
+  const int context = in.context_length > 0 ? in.context_length : static_cast<int>(in.kv_positions / seqs);
+  std::vector<LayerKindMemory> kinds;
+  for (LayerKind k : {LayerKind::Full, LayerKind::Sliding, LayerKind::Recurrent, LayerKind::Shared}) {
+    LayerKindMemory km;
+    km.kind = k;
+    for (int l = 0; l < m.n_layer(); ++l) {
+      if (layer_kind(m, l) != k) continue;
+      const size_t i = static_cast<size_t>(l);
+      ++km.layers;
+      if (k == LayerKind::Recurrent) {
+        km.bytes_per_sequence += m.layer_state_bytes[i];
+      } else if (k == LayerKind::Shared) {
+        const int src = m.layer_kv_source[i];
+        if (std::find(km.sources.begin(), km.sources.end(), src) == km.sources.end()) km.sources.push_back(src);
+      } else {
+        const uint64_t per_token = i < m.layer_kv_bytes_per_token.size() ? m.layer_kv_bytes_per_token[i] : m.kv_bytes_per_token;
+        const int rows = k == LayerKind::Sliding
+                             ? std::min(context, m.layer_window[i] + std::max(1, in.step_tokens) - 1)
+                             : context;
+        km.rows_per_sequence = km.layers == 1 || km.rows_per_sequence == rows ? rows : -1;
+        km.kv_bytes_per_token += per_token;
+        km.bytes_per_sequence += per_token * static_cast<uint64_t>(rows);
+      }
+    }
+    std::sort(km.sources.begin(), km.sources.end());
+    km.bytes = km.bytes_per_sequence * seqs;
+    if (km.layers > 0) kinds.push_back(km);
+  }
+  return kinds;
+}
+
+std::string format_layer_memory(const ModelSizes& m, const PlanInput& in) {
+  const std::vector<LayerKindMemory> kinds = layer_memory_by_kind(m, in);
+  std::ostringstream os;
+  os << "memory by kind of layer (context " << in.context_length << ", " << std::max(1, in.max_sequences)
+     << " sequences, steps of " << in.step_tokens << " tokens):\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-13s %6s %13s %9s %17s %14s\n", "kind", "layers", "KV/token (B)", "rows/seq",
+                "per sequence (B)", "all sequences");
+  os << line;
+  const auto num = [](uint64_t v) { return std::to_string(static_cast<unsigned long long>(v)); };
+  for (const LayerKindMemory& k : kinds) {
+    const bool kv = k.kind == LayerKind::Full || k.kind == LayerKind::Sliding;
+    const std::string rows = !kv ? "-" : k.rows_per_sequence < 0 ? "mixed" : std::to_string(k.rows_per_sequence);
+    std::string note;
+    if (k.kind == LayerKind::Recurrent) note = "  fixed state, any context";
+    if (k.kind == LayerKind::Shared) {
+      note = "  no cache of their own: read layers";
+      for (size_t s = 0; s < k.sources.size(); ++s) note += (s ? ", " : " ") + std::to_string(k.sources[s]);
+    }
+    std::snprintf(line, sizeof line, "%-13s %6d %13s %9s %17s %14s", layer_kind_name(k.kind), k.layers,
+                  kv ? num(k.kv_bytes_per_token).c_str() : "-", rows.c_str(), num(k.bytes_per_sequence).c_str(),
+                  k.bytes > 0 ? human_bytes(k.bytes).c_str() : "-");
+    os << line << note << "\n";
+  }
+  for (const LayerKindMemory& k : kinds) {
+    if (k.kind != LayerKind::Recurrent) continue;
+    os << "recurrent state per sequence: " << num(k.bytes_per_sequence) << " B (" << human_bytes(k.bytes_per_sequence)
+       << ") in " << k.layers << " layer" << (k.layers == 1 ? "" : "s") << "\n";
+  }
+  return os.str();
+}
+
 }  // namespace pipellm

@@ -78,4 +78,27 @@ PartitionPlan plan_partition(const ModelSizes& m, const PlanInput& in);
 // Multi-line table for `pipellm plan` and the stage worker's log.
 std::string format_plan(const PartitionPlan& p);
 
+// What each kind of layer keeps per sequence, for `pipellm plan`: full-attention layers K and V
+// for every position of the context, sliding-window layers a ring of window + step - 1 positions,
+// recurrent (DeltaNet) layers a fixed state, KV-sharing layers nothing of their own (they read
+// an earlier layer's cache).
+enum class LayerKind { Full, Sliding, Recurrent, Shared };
+const char* layer_kind_name(LayerKind k);  // "full", "sliding ring", "recurrent", "shared"
+LayerKind layer_kind(const ModelSizes& m, int layer);
+
+struct LayerKindMemory {
+  LayerKind kind = LayerKind::Full;
+  int layers = 0;
+  uint64_t kv_bytes_per_token = 0;  // K + V of one position, all of the kind's layers
+  int rows_per_sequence = 0;        // positions each layer keeps per sequence (-1: they differ)
+  uint64_t bytes_per_sequence = 0;  // KV rows or recurrent state, all of the kind's layers
+  uint64_t bytes = 0;               // for in.max_sequences sequences
+  std::vector<int> sources;         // shared: the layers whose caches they read
+};
+
+// One entry per kind the model has, in the order full, sliding, recurrent, shared.
+std::vector<LayerKindMemory> layer_memory_by_kind(const ModelSizes& m, const PlanInput& in);
+// Their table and the recurrent state per sequence, with exact byte counts.
+std::string format_layer_memory(const ModelSizes& m, const PlanInput& in);
+
 }  // namespace pipellm

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -177,7 +178,8 @@ TEST_P(ModelGenPreset, AtTestSizeLoadsAndRunsOnTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(NewArchs, ModelGenPreset,
                          ::testing::Values("gemma3-12b", "gemma3-27b", "phi3-mini", "qwen3-30b-a3b", "mixtral-8x7b",
-                                           "gpt-oss-20b"),
+                                           "gpt-oss-20b", "qwen3.6-35b-a3b", "qwen3.6-27b", "gemma4-31b",
+                                           "gemma4-26b-a4b"),
                          param_name);
 
 double gb(uint64_t b) { return static_cast<double>(b) / 1e9; }
@@ -253,6 +255,119 @@ TEST(ModelGen, NewPresetsHaveTheirFamiliesStructure) {
   EXPECT_EQ(phi.head_dim, 96);
 }
 
+// The hybrid presets' recipes see the published structure (model_presets.cpp cites the figures).
+TEST(ModelGen, HybridPresetsHaveTheirFamiliesStructure) {
+  const auto config = [](const char* name) {
+    return plan_model(*model_preset(name), *file_type_from_name("Q8_0")).config;
+  };
+  const ModelConfig q35 = config("qwen3.6-35b-a3b");
+  EXPECT_EQ(q35.n_layer, 40);
+  EXPECT_EQ(q35.n_vocab, 248320);
+  EXPECT_FALSE(q35.tied_output);
+  for (int il : {0, 1, 2}) EXPECT_EQ(q35.layer(il).mixer, Mixer::DeltaNet) << il;
+  EXPECT_EQ(q35.layer(3).mixer, Mixer::Attention);  // every 4th layer attends
+  EXPECT_EQ(q35.layer(0).delta.n_k_heads, 16);
+  EXPECT_EQ(q35.layer(0).delta.n_v_heads, 32);
+  EXPECT_EQ(q35.layer(0).delta.head, 128);
+  EXPECT_TRUE(q35.layer(3).gated_q);
+  EXPECT_EQ(q35.layer(3).head_dim, 256);
+  EXPECT_EQ(q35.layer(3).n_rot, 64);  // a quarter of the head
+  EXPECT_EQ(q35.layer(3).n_head_kv, 2);
+  EXPECT_EQ(q35.layer(0).n_expert, 256);
+  EXPECT_EQ(q35.layer(0).n_expert_used, 8);
+  EXPECT_EQ(q35.layer(0).n_ff, 512);
+  EXPECT_EQ(q35.layer(0).n_ff_shexp, 512);
+  const ModelConfig q27 = config("qwen3.6-27b");
+  EXPECT_EQ(q27.n_layer, 64);
+  EXPECT_EQ(q27.layer(0).delta.n_v_heads, 48);
+  EXPECT_EQ(q27.layer(63).mixer, Mixer::Attention);
+  EXPECT_EQ(q27.layer(0).n_ff, 17408);
+  EXPECT_FALSE(q27.has_moe());
+
+  const ModelConfig g31 = config("gemma4-31b");
+  EXPECT_EQ(g31.n_layer, 60);
+  EXPECT_TRUE(g31.tied_output);
+  EXPECT_TRUE(g31.has_rope_freqs);
+  EXPECT_FLOAT_EQ(g31.logit_softcap, 30.0f);
+  EXPECT_EQ(g31.per_layer_input, 0);
+  const LayerSpec& local = g31.layer(4);
+  const LayerSpec& global = g31.layer(5);  // 5 sliding layers, then a global one
+  EXPECT_EQ(local.window, 1024);
+  EXPECT_EQ(local.head_dim, 256);
+  EXPECT_EQ(local.n_head_kv, 16);
+  EXPECT_FALSE(local.k_eq_v);
+  EXPECT_FLOAT_EQ(local.rope.base, 10000.0f);
+  EXPECT_EQ(global.window, 0);
+  EXPECT_EQ(global.head_dim, 512);
+  EXPECT_EQ(global.n_head_kv, 4);
+  EXPECT_TRUE(global.k_eq_v);            // attention_k_eq_v: no attn_v
+  EXPECT_TRUE(global.rope.freq_factors);  // proportional rope through rope_freqs
+  EXPECT_TRUE(global.output_scale);
+  EXPECT_EQ(global.kv_source, -1);       // no KV sharing
+  EXPECT_EQ(global.n_ff, 21504);
+  const ModelConfig g26 = config("gemma4-26b-a4b");
+  EXPECT_EQ(g26.n_layer, 30);
+  EXPECT_EQ(g26.layer(0).n_expert, 128);
+  EXPECT_EQ(g26.layer(0).n_expert_used, 8);
+  EXPECT_EQ(g26.layer(0).n_ff, 704);
+  EXPECT_EQ(g26.layer(0).n_ff_dense, 2112);  // the dense MLP beside the experts
+  EXPECT_EQ(g26.layer(29).n_head_kv, 2);
+  EXPECT_TRUE(g26.layer(29).k_eq_v);
+
+  // The plan lists what the recipe binds: rope_freqs over the global heads' pairs, no attn_v on
+  // a K = V layer.
+  const auto plan = plan_model_tensors(*model_preset("gemma4-31b"), *file_type_from_name("Q4_K_M"));
+  std::map<std::string, const PlannedTensor*> by_name;
+  for (const PlannedTensor& t : plan) by_name[t.name] = &t;
+  ASSERT_TRUE(by_name.count("rope_freqs.weight"));
+  EXPECT_EQ(by_name["rope_freqs.weight"]->ne, std::vector<int64_t>{256});
+  EXPECT_EQ(by_name["rope_freqs.weight"]->type, TensorType::F32);
+  EXPECT_TRUE(by_name.count("blk.4.attn_v.weight"));
+  EXPECT_FALSE(by_name.count("blk.5.attn_v.weight"));
+  EXPECT_EQ(by_name["blk.5.attn_k.weight"]->ne, (std::vector<int64_t>{5376, 4 * 512}));
+}
+
+// Parameter counts of the text models (F16 bytes / 2) against the published ones. Gemma 4 31B:
+// "30.7B dense + ~550M vision encoder", 26B-A4B: 25.2 B total (model cards; the vision encoder
+// counted apart). Qwen3.6 publishes totals with a vision tower (27 blocks of 1152, ~0.45 B) and
+// the MTP block llama.cpp's converter leaves out: 35B-A3B's 35.95 B and 27B's 27.78 B (bf16
+// safetensors totals) less ~0.45 B and ~0.85 B (one MoE layer) or ~0.45 B (one dense layer) are
+// estimates, hence the tolerance.
+TEST(ModelGen, HybridPresetsHaveThePublishedParameterCounts) {
+  struct Case {
+    const char* preset;
+    double billions;
+  };
+  const Case cases[] = {{"qwen3.6-35b-a3b", 34.65}, {"qwen3.6-27b", 26.9}, {"gemma4-31b", 30.7},
+                        {"gemma4-26b-a4b", 25.2}};
+  for (const Case& c : cases) {
+    const double params =
+        static_cast<double>(planned_bytes(plan_model_tensors(*model_preset(c.preset), *file_type_from_name("F16")))) /
+        2e9;
+    EXPECT_NEAR(params / c.billions, 1.0, 0.02) << c.preset << ": " << params << " B parameters planned";
+  }
+}
+
+// gemma-4-26B-A4B's experts are 704 wide and its dense MLP 2112: their ffn_down rows are no whole
+// number of 256-blocks, so where the mix says Q4_K llama-quantize falls back to Q5_0, which
+// PipeLLM cannot encode: it writes Q8_0 (quant_mix.h). With those tensors at Q5_0's 22 bytes per
+// 32 values instead of Q8_0's 34, the plan is ggml-org's gemma-4-26B-A4B-it Q4_K_M GGUF (16.80 GB
+// on disk per its Hugging Face tree); the generated file is about 9% larger.
+TEST(ModelGen, Gemma4MoeSizeIsLlamaCppsButForTheQ5_0Fallback) {
+  const FileType q4km = *file_type_from_name("Q4_K_M");
+  const ModelPlan plan = plan_model(*model_preset("gemma4-26b-a4b"), q4km);
+  uint64_t as_llama_cpp = 0;
+  for (const PlannedTensor& t : plan.tensors) {
+    std::vector<int64_t> whole_blocks = t.ne;
+    whole_blocks[0] = (whole_blocks[0] + 255) / 256 * 256;
+    const bool q5_0 = t.type == TensorType::Q8_0 &&
+                      choose_tensor_type(t.name, whole_blocks, plan.config.n_layer, q4km, false, 128) == TensorType::Q4_K;
+    as_llama_cpp += q5_0 ? t.nbytes() / 34 * 22 : t.nbytes();
+  }
+  EXPECT_NEAR(gb(as_llama_cpp) / 16.80, 1.0, 0.01) << gb(as_llama_cpp) << " GB";
+  EXPECT_NEAR(static_cast<double>(planned_bytes(plan.tensors)) / static_cast<double>(as_llama_cpp), 1.09, 0.01);
+}
+
 // ---- the command ----
 
 struct CliResult {
@@ -290,6 +405,26 @@ TEST(Mkmodel, TinyPresetInThePresetsFileType) {
   std::remove(path.c_str());
   EXPECT_EQ(run_mkmodel("--tiny " + path).code, 2);  // --tiny needs a preset
   EXPECT_EQ(run_mkmodel("--preset tiny --arch falcon " + path).code, 2);
+}
+
+TEST(Mkmodel, TinyHybridPresetKeepsWhatLlamaQuantizeKeeps) {
+  const std::string path = ::testing::TempDir() + "/pipellm_mkmodel_cli_qwen36.gguf";
+  const CliResult r = run_mkmodel("--preset qwen3.6-35b-a3b --tiny --threads 2 " + path);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto f = GgufFile::open(path);
+  EXPECT_EQ(f->get_string("general.architecture"), "qwen35moe");
+  EXPECT_EQ(f->get_u32("qwen35moe.block_count"), 4u);  // one attention interval
+  EXPECT_FALSE(f->has("qwen35moe.feed_forward_length"));
+  EXPECT_EQ(f->tensor("blk.0.ssm_conv1d.weight").type, TensorType::F32);
+  EXPECT_EQ(f->tensor("blk.0.ssm_a").type, TensorType::F32);
+  EXPECT_EQ(f->tensor("blk.0.ssm_dt.bias").type, TensorType::F32);
+  EXPECT_EQ(f->tensor("blk.0.ffn_gate_inp_shexp.weight").type, TensorType::F32);
+  // attn_v-like: the _M bump on the 3rd and the last of 4 (use_more_bits), as on attn_v.
+  EXPECT_EQ(f->tensor("blk.0.attn_qkv.weight").type, TensorType::Q4_K);
+  EXPECT_EQ(f->tensor("blk.2.attn_qkv.weight").type, TensorType::Q6_K);
+  EXPECT_EQ(f->tensor("blk.3.attn_v.weight").type, TensorType::Q6_K);
+  EXPECT_EQ(f->tensor("blk.3.attn_q.weight").type, TensorType::Q4_K);
+  std::remove(path.c_str());
 }
 
 }  // namespace

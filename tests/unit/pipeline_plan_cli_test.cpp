@@ -1,4 +1,6 @@
-// `pipellm plan --config X`: prints the split, refuses an impossible one with the reason.
+// `pipellm plan --config X`: prints the split, refuses an impossible one with the reason, and
+// what each kind of layer keeps per sequence (checked on the hybrid fixtures, by hand from their
+// shapes in shared/fixtures/next/README.md).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -6,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <vector>
 
 #include "tests/unit/test_data.h"
 
@@ -46,6 +50,58 @@ TEST(PipelinePlanCli, ConfigErrorIsAUsageError) {
   const auto [rc, out] = plan("model: x.gguf\nstages: [{device: tpu}]\n");
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find(":2: stages[0].device: 'tpu' is not cpu or cuda:N"), std::string::npos) << out;
+}
+
+// The numbers of one kind's row of the table: layers, KV/token, rows/seq, per sequence.
+std::vector<std::string> kind_row(const std::string& out, const std::string& kind) {
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(kind + " ", 0) != 0) continue;
+    std::istringstream fields(line.substr(kind.size()));
+    std::vector<std::string> v;
+    std::string f;
+    while (v.size() < 4 && fields >> f) v.push_back(f);
+    return v;
+  }
+  return {};
+}
+
+std::string hybrid_config(const std::string& model) {
+  return "model: " + test::model_path(model) +
+         "\ncontext_length: 4096\nmax_sequences: 2\nstages:\n  - {device: cpu, memory: 1GiB}\n";
+}
+
+using Row = std::vector<std::string>;
+
+// tiny-qwen35moe: layers 0 and 2 are DeltaNet, 1 and 3 attention with one KV head of 64.
+TEST(PipelinePlanCli, ReportsTheRecurrentStatePerSequence) {
+  const auto [rc, out] = plan(hybrid_config("tiny-qwen35moe-Q4_K_M"));
+  ASSERT_EQ(rc, 0) << out;
+  // K and V of 64 in f16 per attention layer: 2 x 64 x 2 B = 256 B a position, 2 layers.
+  EXPECT_EQ(kind_row(out, "full"), (Row{"2", "512", "4096", std::to_string(512 * 4096)})) << out;
+  // Per DeltaNet layer: 4 value heads of 32 x 32 floats, and the conv's 3 previous inputs of
+  // 2 * 2 * 32 + 4 * 32 = 256 channels: (4096 + 768) x 4 B = 19456 B.
+  EXPECT_EQ(kind_row(out, "recurrent"), (Row{"2", "-", "-", "38912"})) << out;
+  EXPECT_NE(out.find("recurrent state per sequence: 38912 B (38.0 KiB) in 2 layers"), std::string::npos) << out;
+  EXPECT_NE(out.find("76.0 KiB  fixed state"), std::string::npos) << out;  // 2 sequences
+  EXPECT_TRUE(kind_row(out, "sliding ring").empty()) << out;
+  EXPECT_TRUE(kind_row(out, "shared").empty()) << out;
+}
+
+// tiny-gemma4: S G S G | G S S G, the last four sharing the caches of layers 2 (sliding) and 3
+// (global); sliding layers have 2 KV heads of 64, global ones 1 of 128, window 16.
+TEST(PipelinePlanCli, ReportsKvPerKindOfLayer) {
+  const auto [rc, out] = plan(hybrid_config("tiny-gemma4-Q4_K_M"));
+  ASSERT_EQ(rc, 0) << out;
+  // Layers 1 and 3: 2 x 128 x 2 B = 512 B a position each, the whole context.
+  EXPECT_EQ(kind_row(out, "full"), (Row{"2", "1024", "4096", std::to_string(1024 * 4096)})) << out;
+  // Layers 0 and 2: 2 x 2 x 64 x 2 B = 512 B each, a ring of 16 + 512 - 1 positions.
+  EXPECT_EQ(kind_row(out, "sliding ring"), (Row{"2", "1024", "527", std::to_string(1024 * 527)})) << out;
+  EXPECT_EQ(kind_row(out, "shared"), (Row{"4", "-", "-", "0"})) << out;
+  EXPECT_NE(out.find("no cache of their own: read layers 2, 3"), std::string::npos) << out;
+  EXPECT_TRUE(kind_row(out, "recurrent").empty()) << out;
+  EXPECT_EQ(out.find("recurrent state per sequence"), std::string::npos) << out;
 }
 
 }  // namespace

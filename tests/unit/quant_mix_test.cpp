@@ -1,8 +1,9 @@
 // llama-quantize's type choices (src/llama-quant.cpp) for the MoE and fused-tensor families, and
 // the honest reference: for the five fixture models of tests/data/fixtures-arch.tar.xz (made by
-// llama.cpp's converter and llama-quantize), a plan of the same shape and file type has every
-// tensor of the file, with its shape and its type, and the generator's metadata carries every
-// hyperparameter key the converter wrote, with the same value.
+// llama.cpp's converter and llama-quantize) and the four of fixtures-next (qwen35, qwen35moe,
+// gemma4 dense and MoE), a plan of the same shape and file type has every tensor of the file,
+// with its shape and its type, and the generator's metadata carries every hyperparameter key the
+// converter wrote, with the same value.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -74,6 +75,40 @@ TEST(QuantMix, FusedQkvCountsAsAttnV) {
   EXPECT_EQ(type("blk.0.attn_qkv.weight"), TensorType::Q6_K);
   EXPECT_EQ(type("blk.4.attn_qkv.weight"), TensorType::Q4_K);
   EXPECT_EQ(type("blk.6.attn_qkv.weight"), TensorType::Q6_K);
+}
+
+// llama-quantize counts attn_v-like tensors among themselves: where some layers have none
+// (gemma4's K = V global layers, its KV-sharing layers) the i-th of n is not layer i of the model.
+TEST(QuantMix, AttnVCountsAmongItsKind) {
+  const auto type = [&](const char* name, AttnVSlot slot) {
+    return choose_tensor_type(name, {4096, 1024}, 8, ft("Q4_K_M"), true, 0, slot);
+  };
+  EXPECT_EQ(type("blk.0.attn_v.weight", {}), TensorType::Q6_K);      // layer 0 of 8: the first eighth
+  EXPECT_EQ(type("blk.0.attn_v.weight", {0, 4}), TensorType::Q4_K);  // the first of 4: 4 / 8 == 0
+  EXPECT_EQ(type("blk.2.attn_v.weight", {}), TensorType::Q4_K);
+  EXPECT_EQ(type("blk.2.attn_v.weight", {2, 4}), TensorType::Q6_K);  // (2 - 0) % 3 == 2
+  EXPECT_EQ(type("blk.3.attn_qkv.weight", {3, 4}), TensorType::Q6_K);  // DeltaNet's fused input counts too
+  EXPECT_TRUE(is_attn_v_like("blk.3.attn_qkv.weight"));
+  EXPECT_FALSE(is_attn_v_like("blk.3.attn_gate.weight"));
+}
+
+// The hybrids' tensors llama-quantize leaves in F32 (checked against the fixtures' types below).
+TEST(QuantMix, HybridTensorsThatStayF32) {
+  for (const char* q : {"Q4_K_M", "Q8_0", "F16"}) {
+    const auto type = [&](const char* name, std::vector<int64_t> ne) {
+      return choose_tensor_type(name, ne, 8, ft(q), false, 8);
+    };
+    EXPECT_EQ(type("blk.0.ssm_conv1d.weight", {4, 8192}), TensorType::F32) << q;
+    EXPECT_EQ(type("blk.0.ssm_a", {32}), TensorType::F32) << q;
+    EXPECT_EQ(type("blk.0.ssm_dt.bias", {32}), TensorType::F32) << q;
+    EXPECT_EQ(type("blk.0.ssm_norm.weight", {128}), TensorType::F32) << q;
+    EXPECT_EQ(type("blk.0.ffn_gate_inp_shexp.weight", {2048}), TensorType::F32) << q;
+    EXPECT_EQ(type("per_layer_model_proj.weight", {2560, 10752}), TensorType::F32) << q;
+    EXPECT_EQ(type("blk.0.ffn_down_exps.scale", {128}), TensorType::F32) << q;
+  }
+  // The per-layer embeddings are typed as token_embd: the head's type when it is tied.
+  EXPECT_EQ(choose_tensor_type("per_layer_token_embd.weight", {256, 1024}, 8, ft("Q4_K_M"), false), TensorType::Q6_K);
+  EXPECT_EQ(choose_tensor_type("per_layer_token_embd.weight", {256, 1024}, 8, ft("Q4_K_M"), true), TensorType::Q4_K);
 }
 
 TEST(QuantMix, OutputHeadAndRowFallbacks) {
@@ -148,47 +183,125 @@ std::vector<Fixture> arch_fixtures() {
           {"tiny-gptoss-MXFP4_MOE", "MXFP4_MOE", gptoss}};
 }
 
-TEST(QuantMix, PlansMatchLlamaCppFixturesTensorByTensor) {
-  for (const Fixture& fx : arch_fixtures()) {
-    SCOPED_TRACE(fx.name);
-    const auto file = GgufFile::open(test::model_path(fx.name));
-    const ModelPlan plan = plan_model(fx.shape, ft(fx.file_type.c_str()));
-    EXPECT_EQ(plan.config.summary(), ModelConfig::from_gguf(*file).summary());
-    std::map<std::string, const PlannedTensor*> planned;
-    for (const PlannedTensor& t : plan.tensors) planned[t.name] = &t;
-    EXPECT_EQ(planned.size(), file->tensors().size());
-    for (const TensorView& t : file->tensors()) {
-      const auto it = planned.find(t.name);
-      ASSERT_NE(it, planned.end()) << "the plan lacks " << t.name;
-      const PlannedTensor& p = *it->second;
-      EXPECT_EQ(tensor_type_name(p.type), tensor_type_name(t.type)) << t.name;
-      EXPECT_EQ(p.ne, std::vector<int64_t>(t.ne, t.ne + t.n_dims)) << t.name;
+// The shapes shared/fixtures/next/README.md gives for the files (and their metadata shows).
+ModelShape qwen35_fixture(const char* arch, int n_layer, int n_head, int n_head_kv, int interval) {
+  ModelShape s = fixture_shape(arch, n_layer, 128, n_head, 64, 262144, 10000000.0f, 1e-6f);
+  s.n_head_kv = n_head_kv;
+  s.n_rot = 16;
+  s.rope_sections = {3, 3, 2, 0};
+  s.full_attention_interval = interval;
+  s.ssm_conv_kernel = 4;
+  s.ssm_state = 32;
+  s.ssm_groups = 2;
+  s.ssm_v_heads = 4;
+  return s;
+}
+
+ModelShape gemma4_fixture(std::vector<bool> sliding, int n_ff, int n_head_kv_swa, int n_head_kv_global) {
+  ModelShape s = fixture_shape("gemma4", static_cast<int>(sliding.size()), n_ff, 2, 128, 131072, 1000000.0f, 1e-6f);
+  s.swa_layers = std::move(sliding);
+  s.head_dim_swa = 64;
+  s.n_head_kv = n_head_kv_swa;
+  s.n_head_kv_global = n_head_kv_global;
+  s.sliding_window = 16;
+  s.rope_base_swa = 10000.0f;
+  s.logit_softcap = 15.0f;
+  s.tied_output = true;
+  s.layer_output_scale = true;
+  s.rope_freqs = true;
+  return s;
+}
+
+std::vector<Fixture> next_fixtures() {
+  // qwen35: layers 0 1 3 4 DeltaNet, 2 5 attention; dense SwiGLU of 128.
+  const ModelShape qwen35 = qwen35_fixture("qwen35", 6, 4, 2, 3);
+  // qwen35moe: 0 2 DeltaNet; 8 experts (2 used) of 32 and a shared one of 64.
+  ModelShape qwen35moe = qwen35_fixture("qwen35moe", 4, 2, 1, 2);
+  qwen35moe.n_expert = 8;
+  qwen35moe.n_expert_used = 2;
+  qwen35moe.n_ff_expert = 32;
+  qwen35moe.n_ff_shexp = 64;
+  // gemma4: S G S G G S S G, the last 4 layers read layers 2 (sliding) and 3 (global), with an
+  // FFN twice as wide; per-layer inputs of 32.
+  ModelShape gemma4 = gemma4_fixture({true, false, true, false, false, true, true, false}, 64, 2, 1);
+  gemma4.shared_kv_layers = 4;
+  gemma4.double_wide_mlp = true;
+  gemma4.per_layer_input = 32;
+  // gemma4 MoE: S S G S G, K = V on the global layers, a dense MLP of 96 beside 8 experts of 32.
+  ModelShape gemma4moe = gemma4_fixture({true, true, false, true, false}, 96, 1, 1);
+  gemma4moe.k_eq_v = true;
+  gemma4moe.n_expert = 8;
+  gemma4moe.n_expert_used = 2;
+  gemma4moe.n_ff_expert = 32;
+  return {{"tiny-qwen35-Q4_K_M", "Q4_K_M", qwen35},
+          {"tiny-qwen35-F16", "F16", qwen35},
+          {"tiny-qwen35moe-Q4_K_M", "Q4_K_M", qwen35moe},
+          {"tiny-gemma4-Q4_K_M", "Q4_K_M", gemma4},
+          {"tiny-gemma4moe-Q4_K_M", "Q4_K_M", gemma4moe}};
+}
+
+// Q5_0 / Q5_1 (llama.cpp's K-quant fallbacks for rows not a multiple of 256) are planned as Q8_0,
+// which PipeLLM can write (quant_mix.h); every other type must be llama.cpp's own.
+std::string expected_type(TensorType t) {
+  return t == TensorType::Q5_0 || t == TensorType::Q5_1 ? "Q8_0" : tensor_type_name(t);
+}
+
+void expect_plan_matches_file(const Fixture& fx) {
+  SCOPED_TRACE(fx.name);
+  const auto file = GgufFile::open(test::model_path(fx.name));
+  const ModelPlan plan = plan_model(fx.shape, ft(fx.file_type.c_str()));
+  EXPECT_EQ(plan.config.summary(), ModelConfig::from_gguf(*file).summary());
+  std::map<std::string, const PlannedTensor*> planned;
+  for (const PlannedTensor& t : plan.tensors) planned[t.name] = &t;
+  EXPECT_EQ(planned.size(), file->tensors().size());
+  for (const TensorView& t : file->tensors()) {
+    const auto it = planned.find(t.name);
+    ASSERT_NE(it, planned.end()) << "the plan lacks " << t.name;
+    const PlannedTensor& p = *it->second;
+    EXPECT_EQ(tensor_type_name(p.type), expected_type(t.type)) << t.name;
+    EXPECT_EQ(p.ne, std::vector<int64_t>(t.ne, t.ne + t.n_dims)) << t.name;
+    if (p.type == t.type) {
       EXPECT_EQ(p.nbytes(), t.nbytes) << t.name;
     }
   }
 }
 
-TEST(QuantMix, ShapeMetadataHasTheConvertersKeys) {
-  for (const Fixture& fx : arch_fixtures()) {
-    SCOPED_TRACE(fx.name);
-    const auto file = GgufFile::open(test::model_path(fx.name));
-    GgufWriter w;
-    w.set_string("general.architecture", fx.shape.arch);
-    write_shape_hparams(w, fx.shape);
-    const std::vector<uint8_t> bytes = w.write_to_memory();
-    const auto ours = GgufFile::parse(bytes.data(), bytes.size(), "generated");
-    const std::string prefix = fx.shape.arch + ".";
-    int compared = 0;
-    for (const auto& [key, value] : file->metadata()) {
-      if (key.rfind(prefix, 0) != 0) continue;
-      const GgufValue* v = ours->find(key);
-      ASSERT_NE(v, nullptr) << "the generator does not write " << key;
-      EXPECT_EQ(v->type, value.type) << key;
-      EXPECT_EQ(v->to_string(), value.to_string()) << key;
-      ++compared;
-    }
-    EXPECT_GE(compared, 10);
+void expect_converter_keys(const Fixture& fx) {
+  SCOPED_TRACE(fx.name);
+  const auto file = GgufFile::open(test::model_path(fx.name));
+  GgufWriter w;
+  w.set_string("general.architecture", fx.shape.arch);
+  write_shape_hparams(w, fx.shape);
+  const std::vector<uint8_t> bytes = w.write_to_memory();
+  const auto ours = GgufFile::parse(bytes.data(), bytes.size(), "generated");
+  const std::string prefix = fx.shape.arch + ".";
+  int compared = 0;
+  for (const auto& [key, value] : file->metadata()) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    const GgufValue* v = ours->find(key);
+    ASSERT_NE(v, nullptr) << "the generator does not write " << key;
+    EXPECT_EQ(v->type, value.type) << key;
+    EXPECT_EQ(v->elem_type, value.elem_type) << key;
+    EXPECT_EQ(v->to_string(64), value.to_string(64)) << key;
+    ++compared;
   }
+  EXPECT_GE(compared, 10);
+}
+
+TEST(QuantMix, PlansMatchLlamaCppFixturesTensorByTensor) {
+  for (const Fixture& fx : arch_fixtures()) expect_plan_matches_file(fx);
+}
+
+TEST(QuantMix, ShapeMetadataHasTheConvertersKeys) {
+  for (const Fixture& fx : arch_fixtures()) expect_converter_keys(fx);
+}
+
+TEST(QuantMix, HybridPlansMatchLlamaCppFixturesTensorByTensor) {
+  for (const Fixture& fx : next_fixtures()) expect_plan_matches_file(fx);
+}
+
+TEST(QuantMix, HybridShapeMetadataHasTheConvertersKeys) {
+  for (const Fixture& fx : next_fixtures()) expect_converter_keys(fx);
 }
 
 }  // namespace
