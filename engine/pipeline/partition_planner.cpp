@@ -47,8 +47,9 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
   const uint64_t elem = kv == KvType::F16 ? 2 : 4;
   m.kv_bytes_per_token = elem * static_cast<uint64_t>(c.k_dim() + c.v_dim());
   for (int il = 0; il < c.n_layer; ++il) {
-    const bool recurrent = c.layer(il).mixer == Mixer::DeltaNet;
-    m.layer_kv_bytes_per_token.push_back(recurrent ? 0 : elem * static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)));
+    // Recurrent layers keep a state instead, KV-sharing layers read another layer's cache.
+    const bool own_kv = c.layer(il).mixer == Mixer::Attention && c.layer(il).kv_source < 0;
+    m.layer_kv_bytes_per_token.push_back(own_kv ? elem * static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)) : 0);
     m.layer_state_bytes.push_back(static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
     m.layer_kv_source.push_back(c.layer(il).kv_source);
   }
