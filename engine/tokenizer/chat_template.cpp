@@ -1,7 +1,10 @@
 #include "engine/tokenizer/chat_template.h"
 
 #include <ctime>
+#include <utility>
 
+#include "engine/tokenizer/jinja/chat.h"
+#include "engine/tokenizer/jinja/json.h"
 #include "engine/util/error.h"
 
 namespace pipellm {
@@ -135,6 +138,68 @@ bool is_date(const std::string& d) {
   return true;
 }
 
+void check_options(const ChatTemplateOptions& o) {
+  const std::string& effort = o.reasoning_effort;
+  if (effort != "low" && effort != "medium" && effort != "high") {
+    throw InvalidArgument("chat template: reasoning effort '" + effort + "' (expected low, medium or high)");
+  }
+  if (!o.date.empty() && !is_date(o.date)) {
+    throw InvalidArgument("chat template: date '" + o.date + "' is not YYYY-MM-DD");
+  }
+}
+
+// The messages as the template sees them: a list of dicts with role and content first (in that
+// order, as callers of HF's apply_chat_template write them), then the optional keys that are set.
+jinja::Value messages_value(const std::vector<ChatMessage>& msgs) {
+  std::vector<jinja::Value> list;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const ChatMessage& m = msgs[i];
+    jinja::Value d = jinja::Value::dict();
+    d.set("role", jinja::Value::string(m.role));
+    d.set("content", jinja::Value::string(m.content));
+    if (m.reasoning_content) d.set("reasoning_content", jinja::Value::string(*m.reasoning_content));
+    if (m.tool_calls) {
+      d.set("tool_calls", jinja::parse_json(*m.tool_calls, "chat template: tool_calls of message " + std::to_string(i)));
+    }
+    if (m.tool_call_id) d.set("tool_call_id", jinja::Value::string(*m.tool_call_id));
+    if (m.name) d.set("name", jinja::Value::string(*m.name));
+    list.push_back(std::move(d));
+  }
+  return jinja::Value::list(std::move(list));
+}
+
+// Midnight of a YYYY-MM-DD date (already checked by is_date) as strftime_now's clock.
+std::tm date_tm(const std::string& date) {
+  std::tm t{};
+  t.tm_year = std::stoi(date.substr(0, 4)) - 1900;
+  t.tm_mon = std::stoi(date.substr(5, 2)) - 1;
+  t.tm_mday = std::stoi(date.substr(8, 2));
+  if (t.tm_mon < 0 || t.tm_mon > 11 || t.tm_mday < 1 || t.tm_mday > 31) {
+    throw InvalidArgument("chat template: date '" + date + "' is not a calendar date");
+  }
+  const std::time_t secs = timegm(&t);  // also fills tm_wday and tm_yday (%a, %j)
+  std::tm out{};
+  gmtime_r(&secs, &out);
+  return out;
+}
+
+std::string render_jinja(const std::string& tmpl, const std::vector<ChatMessage>& msgs, bool gen,
+                         const std::string& bos, const std::string& eos, const ChatTemplateOptions& o) {
+  std::vector<std::pair<std::string, jinja::Value>> extra;
+  if (o.tools) extra.emplace_back("tools", jinja::parse_json(*o.tools, "chat template: tools"));
+  // Only a non-default effort is passed, as HF callers pass kwargs: the gpt-oss template's own
+  // default is medium.
+  if (o.reasoning_effort != "medium") extra.emplace_back("reasoning_effort", jinja::Value::string(o.reasoning_effort));
+  if (o.variables) {
+    const jinja::Value vars = jinja::parse_json(*o.variables, "chat template: variables");
+    if (!vars.is_dict()) throw InvalidArgument("chat template: variables must be a JSON object");
+    for (const auto& [k, v] : vars.entries()) extra.emplace_back(k, v);
+  }
+  jinja::RenderOptions ro;
+  if (!o.date.empty()) ro.now = date_tm(o.date);
+  return jinja::render_chat_template(tmpl, messages_value(msgs), gen, bos, eos, extra, ro);
+}
+
 // gpt-oss (OpenAI harmony) as its published template renders a conversation without tools or
 // reasoning text: the model's own system message, then every system message's text as the
 // developer's instructions, then the turns. Earlier answers are final-channel messages closed by
@@ -202,7 +267,23 @@ const char* chat_template_family_name(ChatTemplateFamily f) {
 std::string apply_chat_template(const std::string& tmpl, const std::vector<ChatMessage>& msgs,
                                 bool add_generation_prompt, const std::string& bos, const std::string& eos,
                                 const ChatTemplateOptions& options) {
-  const ChatTemplateFamily family = detect_chat_template(tmpl);
+  if (msgs.empty()) throw InvalidArgument("chat template: no messages");
+  check_options(options);
+  std::string jinja_error;
+  if (options.use_jinja) {
+    try {
+      return render_jinja(tmpl, msgs, add_generation_prompt, bos, eos, options);
+    } catch (const FormatError& e) {
+      jinja_error = e.what();  // the family renderers may still know this template
+    }
+  }
+  ChatTemplateFamily family;
+  try {
+    family = detect_chat_template(tmpl);
+  } catch (const FormatError& e) {
+    if (!options.use_jinja) throw;
+    throw FormatError(std::string(e.what()) + "; the Jinja engine failed too: " + jinja_error);
+  }
   check_messages(msgs);
   switch (family) {
     case ChatTemplateFamily::kLlama3: return render_llama3(msgs, add_generation_prompt, bos);
