@@ -765,6 +765,11 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
 }
 
 SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
+  // Grammar masks are built on the host (engine/runtime/grammar); the device sampler has none.
+  if (!spec.grammar.empty()) {
+    throw InvalidArgument("sampling: a grammar (structured output: grammar, json_schema, response_format) is only "
+                          "supported by the CPU sampler; this CUDA stage samples on the GPU and cannot apply it yet");
+  }
   const SamplerParams p = sampler_params(spec);
   p.validate();
   SlotSampling g;

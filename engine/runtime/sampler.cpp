@@ -5,6 +5,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "engine/runtime/grammar/gbnf_parser.h"
+#include "engine/runtime/grammar/grammar_matcher.h"
 #include "engine/util/error.h"
 
 namespace pipellm {
@@ -21,6 +23,13 @@ void SamplerParams::validate() const {
   for (SamplerStage s : chain) {
     if (std::find(seen.begin(), seen.end(), s) != seen.end()) bad("a stage appears twice in the chain");
     seen.push_back(s);
+  }
+  if (!grammar.empty()) {
+    try {
+      grammar::parse_gbnf(grammar);
+    } catch (const FormatError& e) {
+      throw InvalidArgument(std::string("sampler: ") + e.what());
+    }
   }
 }
 
@@ -46,11 +55,41 @@ std::vector<SamplerStage> SamplerParams::parse_chain(const std::string& s) {
 Sampler::Sampler(const SamplerParams& p, int n_vocab) : p_(p), n_vocab_(n_vocab), rng_(p.seed) {
   p_.validate();
   if (n_vocab <= 0) throw InvalidArgument("sampler: empty vocabulary");
+  if (!p_.grammar.empty()) {
+    if (!p_.grammar_vocab) {
+      throw InvalidArgument("sampler: a grammar needs the vocabulary's token texts (grammar_vocab) to mask tokens");
+    }
+    if (p_.grammar_vocab->n_tokens() > n_vocab) {
+      throw InvalidArgument("sampler: the grammar's vocabulary has " + std::to_string(p_.grammar_vocab->n_tokens()) +
+                            " tokens, the model " + std::to_string(n_vocab));
+    }
+    auto g = std::make_shared<const grammar::Grammar>(grammar::parse_gbnf(p_.grammar));
+    grammar_ = std::make_unique<grammar::GrammarMatcher>(std::move(g), p_.grammar_vocab);
+  }
 }
+
+Sampler::~Sampler() = default;
 
 void Sampler::reset() {
   window_.clear();
   rng_.seed(p_.seed);
+  if (grammar_) grammar_->reset();
+}
+
+const uint8_t* Sampler::grammar_mask(int32_t& fallback) {
+  fallback = -1;
+  if (!grammar_) return nullptr;
+  const std::vector<uint8_t>& m = grammar_->mask();
+  // Ids past the vocabulary's texts (a padded output layer) are never allowed.
+  allowed_.assign(static_cast<size_t>(n_vocab_), 0);
+  std::copy(m.begin(), m.end(), allowed_.begin());
+  if (std::find(allowed_.begin(), allowed_.end(), 1) != allowed_.end()) return allowed_.data();
+  const auto& eog = grammar_->vocabulary().eog();
+  if (eog.empty()) {
+    throw Error("sampling: the grammar allows no token of the vocabulary here, and there is no end-of-generation token to stop with");
+  }
+  fallback = eog.front();
+  return allowed_.data();
 }
 
 void Sampler::accept(int32_t token) {
@@ -137,11 +176,35 @@ int32_t Sampler::sample(const float* logits) {
   apply_penalties(work_);
   cand_.clear();
   sorted_ = false;
-  if (p_.greedy()) {
-    return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  const int32_t t = pick();
+  if (grammar_ && !grammar_->accept(t) && !grammar_->vocabulary().is_eog(t)) {
+    throw Error("sampling: token " + std::to_string(t) + " was picked but the grammar rejects it");
   }
+  return t;
+}
+
+int32_t Sampler::pick() {
+  if (p_.greedy()) {
+    const auto best = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    // The overall argmax is also the argmax among the allowed tokens when it is allowed: one
+    // token's walk instead of a mask.
+    if (!grammar_ || grammar_->allows(best)) return best;
+    int32_t fallback;
+    const uint8_t* allowed = grammar_mask(fallback);
+    if (fallback >= 0) return fallback;
+    int32_t arg = -1;
+    for (int i = 0; i < n_vocab_; ++i) {
+      if (allowed[i] && (arg < 0 || work_[static_cast<size_t>(i)] > work_[static_cast<size_t>(arg)])) arg = i;
+    }
+    return arg;
+  }
+  int32_t fallback;
+  const uint8_t* allowed = grammar_mask(fallback);
+  if (fallback >= 0) return fallback;
   cand_.reserve(static_cast<size_t>(n_vocab_));
-  for (int i = 0; i < n_vocab_; ++i) cand_.push_back({i, work_[static_cast<size_t>(i)]});
+  for (int i = 0; i < n_vocab_; ++i) {
+    if (allowed == nullptr || allowed[i]) cand_.push_back({i, work_[static_cast<size_t>(i)]});
+  }
   for (SamplerStage s : p_.chain) {
     switch (s) {
       case SamplerStage::TopK: top_k(p_.top_k); break;

@@ -2,14 +2,25 @@
 // configurable chain of filters (top-k, top-p, min-p, temperature), then a draw from the
 // remaining distribution with a seeded std::mt19937_64 (same seed, same logits -> same tokens).
 // temperature <= 0 means greedy (argmax after penalties).
+//
+// With a grammar (structured output), only the tokens the grammar allows next are candidates:
+// the mask applies after the penalties and before the chain (masked logits count as -inf), and
+// the chosen token advances the grammar. End-of-generation tokens are allowed only where the
+// grammar can end.
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace pipellm {
+
+namespace grammar {
+class TokenVocabulary;
+class GrammarMatcher;
+}  // namespace grammar
 
 enum class SamplerStage { TopK, TopP, MinP, Temperature };
 
@@ -25,8 +36,12 @@ struct SamplerParams {
   uint64_t seed = 0;
   std::vector<SamplerStage> chain = {SamplerStage::TopK, SamplerStage::TopP, SamplerStage::MinP,
                                      SamplerStage::Temperature};
+  // GBNF text the output must match ("" for none; grammar/gbnf_parser.h), and the vocabulary's
+  // token texts it is matched against (the sampler needs it when there is a grammar).
+  std::string grammar;
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;
 
-  // Throws InvalidArgument naming the bad field.
+  // Throws InvalidArgument naming the bad field (for a grammar: its line, column and error).
   void validate() const;
   bool greedy() const { return temperature <= 0.0f; }
   // "top_k,top_p,min_p,temperature" (any order, each at most once). Throws InvalidArgument.
@@ -40,16 +55,22 @@ struct Candidate {
 
 class Sampler {
  public:
+  // Throws InvalidArgument for bad parameters, or a grammar without a vocabulary (or one with
+  // more tokens than n_vocab).
   Sampler(const SamplerParams& p, int n_vocab);
+  ~Sampler();
 
-  // Picks a token from logits[n_vocab] (the history's penalties applied to a copy).
+  // Picks a token from logits[n_vocab] (the history's penalties applied to a copy). With a
+  // grammar: among the tokens it allows, and advances it by the pick. Where it allows none (no
+  // token of the vocabulary can spell what must come next) the pick is the first
+  // end-of-generation token; Error when the vocabulary has none.
   int32_t sample(const float* logits);
   // Adds a token to the penalty window (prompt tokens and generated ones).
   void accept(int32_t token);
-  void reset();  // clears the window and reseeds
+  void reset();  // clears the window, reseeds and restarts the grammar
 
   // The natural-log probability of `token` under the softmax of the last sample()'s logits after
-  // penalties (temperature 1).
+  // penalties (temperature 1; the model's distribution, before any grammar mask).
   double logprob(int32_t token) const;
 
   // The candidates left after the chain in the last sample() (sorted by logit when a filter
@@ -58,6 +79,10 @@ class Sampler {
 
  private:
   void apply_penalties(std::vector<float>& logits) const;
+  int32_t pick();  // sample() on the penalised logits in work_
+  // The grammar's allowed-token flags for this step (n_vocab entries), or nullptr without a
+  // grammar; -1 in `fallback` when some token is allowed, else the token to return.
+  const uint8_t* grammar_mask(int32_t& fallback);
   void sort_desc();
   void top_k(int k);
   void top_p(float p);
@@ -71,6 +96,8 @@ class Sampler {
   std::vector<float> work_;
   std::vector<Candidate> cand_;
   bool sorted_ = false;
+  std::unique_ptr<grammar::GrammarMatcher> grammar_;
+  std::vector<uint8_t> allowed_;  // grammar mask widened to n_vocab
 };
 
 }  // namespace pipellm

@@ -10,7 +10,7 @@ bool SamplingSpec::operator==(const SamplingSpec& o) const {
   return temperature == o.temperature && top_k == o.top_k && top_p == o.top_p && min_p == o.min_p &&
          repeat_penalty == o.repeat_penalty && frequency_penalty == o.frequency_penalty &&
          presence_penalty == o.presence_penalty && penalty_last_n == o.penalty_last_n && seed == o.seed &&
-         chain == o.chain && logprobs == o.logprobs;
+         chain == o.chain && logprobs == o.logprobs && grammar == o.grammar && grammar_vocab == o.grammar_vocab;
 }
 
 std::vector<SamplerStage> unpack_chain(uint32_t chain) {
@@ -36,6 +36,8 @@ SamplerParams sampler_params(const SamplingSpec& s) {
   p.penalty_last_n = s.penalty_last_n;
   p.seed = s.seed;
   p.chain = unpack_chain(s.chain);
+  p.grammar = s.grammar;
+  p.grammar_vocab = s.grammar_vocab;
   return p;
 }
 
@@ -50,6 +52,8 @@ SamplingSpec sampling_spec(const SamplerParams& p) {
   s.frequency_penalty = p.frequency_penalty;
   s.penalty_last_n = p.penalty_last_n;
   s.seed = p.seed;
+  s.grammar = p.grammar;
+  s.grammar_vocab = p.grammar_vocab;
   if (p.chain != SamplerParams{}.chain) {
     for (size_t k = 0; k < p.chain.size() && k < 8; ++k) s.chain |= (static_cast<uint32_t>(p.chain[k]) + 1u) << (4 * k);
   }

@@ -1,9 +1,12 @@
 // The sampling settings of one request, the one type from the front doors (HTTP, gRPC, CLI) to
-// the sampler: plain fields only, so they travel as they are (coordinator link, pipeline step
-// headers). The tail builds its sampler from them: engine/runtime's Sampler on the host, the
-// per-slot device settings of kernels/cuda/sampling.h on a GPU.
+// the sampler: plain fields, so they travel as they are (coordinator link, pipeline step
+// headers), except the grammar's vocabulary, a process-local pointer. The tail builds its
+// sampler from them: engine/runtime's Sampler on the host, the per-slot device settings of
+// kernels/cuda/sampling.h on a GPU (which takes no grammar yet).
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/runtime/sampler.h"
@@ -27,6 +30,13 @@ struct SamplingSpec {
   // Report each sampled token's log-probability: natural log of its probability under the
   // softmax of the logits after penalties, at temperature 1 (the model's own distribution).
   bool logprobs = false;
+  // Structured output: GBNF text the output must match ("" for none). Front doors compile a
+  // JSON schema to it (grammar/json_schema.h: json_schema_to_gbnf) where they parse the request.
+  std::string grammar;
+  // The token texts the grammar is matched against (grammar/token_vocabulary.h), built once per
+  // model from its tokenizer and shared. Needed where the sampler runs; it does not travel, so
+  // the process that samples attaches it.
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;
   bool operator==(const SamplingSpec& o) const;
 };
 

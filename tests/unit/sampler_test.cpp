@@ -5,7 +5,9 @@
 #include <map>
 #include <set>
 
+#include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/runtime/sampler.h"
+#include "engine/runtime/slot_samplers.h"
 #include "engine/util/error.h"
 
 namespace pipellm {
@@ -174,6 +176,115 @@ TEST(Sampler, BadParametersAreRejected) {
   EXPECT_THROW(SamplerParams::parse_chain("top_k,top_k"), InvalidArgument);
   EXPECT_EQ(SamplerParams::parse_chain("min_p,temperature"),
             (std::vector<SamplerStage>{SamplerStage::MinP, SamplerStage::Temperature}));
+}
+
+// Grammar masks: token i is the letter 'a' + i for i < 4, token 4 a control token (no text),
+// token 5 EOS.
+std::shared_ptr<const grammar::TokenVocabulary> letters_vocab() {
+  return std::make_shared<const grammar::TokenVocabulary>(std::vector<std::string>{"a", "b", "c", "d", "", "</s>"},
+                                                          std::vector<int32_t>{5});
+}
+
+SamplerParams with_grammar(SamplerParams p, const std::string& gbnf) {
+  p.grammar = gbnf;
+  p.grammar_vocab = letters_vocab();
+  return p;
+}
+
+TEST(Sampler, GrammarMasksTokensBeforeTheChain) {
+  // The model prefers d, then the control token, then c; the grammar wants [ab] "c" and then
+  // the end.
+  const std::vector<float> l = {0.0f, 0.5f, 3.0f, 9.0f, 8.0f, 1.0f};
+  std::set<int> first;
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    SamplerParams p = with_grammar(plain(1.0f, seed), "root ::= [ab] \"c\"");
+    p.top_k = 2;  // after the mask: a and b are the two best, d and the control token are gone
+    Sampler s(p, 6);
+    const int t = s.sample(l.data());
+    ASSERT_TRUE(t == 0 || t == 1) << t;
+    first.insert(t);
+    for (const auto& c : s.last_candidates()) EXPECT_TRUE(c.id == 0 || c.id == 1) << c.id;
+    EXPECT_EQ(s.sample(l.data()), 2);
+    EXPECT_EQ(s.sample(l.data()), 5);
+  }
+  EXPECT_EQ(first, (std::set<int>{0, 1}));
+}
+
+TEST(Sampler, GreedyGrammarTakesTheBestAllowedToken) {
+  Sampler s(with_grammar(plain(0.0f), "root ::= [ab]+ \"c\""), 6);
+  const std::vector<float> l = {1.0f, 2.0f, 0.0f, 9.0f, 8.0f, 7.0f};
+  EXPECT_EQ(s.sample(l.data()), 1);
+  EXPECT_EQ(s.sample(l.data()), 1);
+  const std::vector<float> prefer_c = {1.0f, 2.0f, 3.0f, 9.0f, 8.0f, 7.0f};
+  EXPECT_EQ(s.sample(prefer_c.data()), 2);
+  EXPECT_EQ(s.sample(prefer_c.data()), 5);  // only the end is left
+  s.reset();                                 // the grammar starts over too
+  EXPECT_EQ(s.sample(prefer_c.data()), 1);
+}
+
+TEST(Sampler, GrammarLeavesLogprobsOnTheModelsDistribution) {
+  Sampler s(with_grammar(plain(0.0f), "root ::= \"a\""), 6);
+  const std::vector<float> l = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f};
+  EXPECT_EQ(s.sample(l.data()), 0);
+  double sum = 0.0;
+  for (float x : l) sum += std::exp(static_cast<double>(x));
+  EXPECT_NEAR(s.logprob(0), -std::log(sum), 1e-9);
+}
+
+TEST(Sampler, GrammarDeadEndEndsWithEos) {
+  // No token spells "z": the pick is the end-of-generation token rather than a token the
+  // grammar rejects.
+  Sampler s(with_grammar(plain(1.0f), "root ::= \"z\""), 6);
+  const std::vector<float> l = {5.0f, 5.0f, 5.0f, 5.0f, 5.0f, 0.0f};
+  EXPECT_EQ(s.sample(l.data()), 5);
+}
+
+TEST(Sampler, GrammarSettingsAreChecked) {
+  SamplerParams p = plain(1.0f);
+  p.grammar = "root ::= \"a\"";
+  EXPECT_NO_THROW(p.validate());  // the vocabulary is only needed where the sampler is built
+  EXPECT_THROW(Sampler(p, 6), InvalidArgument);
+  p.grammar = "root ::= [a";
+  try {
+    p.validate();
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("sampler: grammar: line 1, column 10: unclosed '['"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Sampler(with_grammar(plain(1.0f), "root ::= \"a\""), 5), InvalidArgument);  // 6 texts, 5 logits
+  // The settings travel through SamplingSpec.
+  const SamplerParams q = with_grammar(plain(1.0f), "root ::= \"a\"");
+  const SamplerParams back = sampler_params(sampling_spec(q));
+  EXPECT_EQ(back.grammar, q.grammar);
+  EXPECT_EQ(back.grammar_vocab, q.grammar_vocab);
+}
+
+TEST(Sampler, SlotSamplersApplyEachSlotsGrammar) {
+  SlotSamplers ss(2, 6);
+  SamplingSpec g;
+  g.grammar = "root ::= \"cab\"";
+  g.grammar_vocab = letters_vocab();
+  ss.start(0, g);
+  ss.start(1, SamplingSpec{});  // greedy, no grammar
+  const std::vector<float> row = {0.0f, 1.0f, 2.0f, 9.0f, 0.0f, 0.0f};
+  std::vector<float> logits;
+  for (int i = 0; i < 2; ++i) logits.insert(logits.end(), row.begin(), row.end());
+  std::vector<int32_t> seen0, seen1;
+  std::vector<float> lp;
+  Batch b;
+  b.add(1, 0, 0, true);
+  b.add(1, 0, 1, true);
+  for (int step = 0; step < 4; ++step) {
+    const auto out = ss.sample(b, logits, lp);
+    ASSERT_EQ(out.size(), 2u);
+    seen0.push_back(out[0]);
+    seen1.push_back(out[1]);
+    b.clear();
+    b.add(out[0], step + 1, 0, true);
+    b.add(out[1], step + 1, 1, true);
+  }
+  EXPECT_EQ(seen0, (std::vector<int32_t>{2, 0, 1, 5}));
+  EXPECT_EQ(seen1, (std::vector<int32_t>{3, 3, 3, 3}));
 }
 
 }  // namespace
