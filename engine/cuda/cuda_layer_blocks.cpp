@@ -1,0 +1,349 @@
+// A CUDA stage's layers (engine/cuda/cuda_stage.h): enqueue_layers chains, per layer, the blocks its
+// LayerSpec names: attention (gated q, shared KV, sinks, windows) or Gated DeltaNet mixing, the
+// dense or mixture-of-experts FFN (shared expert, gemma4's MLP beside experts), gemma4's per-layer
+// input block and output scale. Everything is enqueued on the stage's stream (graph-capturable).
+#include <cmath>
+
+#include "engine/cuda/cuda_stage.h"
+#include "engine/model/layer_rope.h"
+#include "engine/util/error.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/delta_net.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/hybrid_ops.h"
+#include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/moe.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+
+namespace pipellm::cuda {
+
+void CudaStage::enqueue_layers(int T, int n_keys) {
+  int sms = 0;
+  PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt_.device));
+  if (streamed_) streamed_->begin_pass(stream_.get());
+  if (cfg_.per_layer_input > 0 && range_.size() > 0) enqueue_per_layer_inputs(T);
+  for (int i = 0; i < range_.size(); ++i) {
+    const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
+    const LayerSpec& s = cfg_.layer(range_.first + i);
+    if (streamed_) streamed_->before_layer(i, stream_.get());
+    switch (s.mixer) {
+      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys, sms); break;
+      case Mixer::DeltaNet: enqueue_delta_net(i, l, s, T); break;
+    }
+    product_input(T, x_.get(), cfg_.n_embd, l.vec(LayerTensor::FfnNorm), true);
+    switch (s.ffn) {
+      case FfnKind::Dense: enqueue_dense_ffn(l, s, T, nullptr); break;
+      case FfnKind::Moe: enqueue_moe_ffn(i, l, s, T); break;
+    }
+    if (s.per_layer_input) enqueue_per_layer_block(i, l, T);
+    if (s.output_scale) scale(x_.get(), static_cast<int64_t>(T) * cfg_.n_embd, layer_scale_[static_cast<size_t>(i)], launch());
+    if (streamed_) streamed_->after_layer(i, stream_.get());
+  }
+  if (streamed_) streamed_->end_pass(stream_.get());
+}
+
+void CudaStage::add_block_output(int T, const float* bias, const float* norm_w) {
+  const int E = cfg_.n_embd;
+  residual_add(x_.get(), E, tmp_.get(), E, bias, norm_w, cfg_.rms_eps, T, E, launch());
+}
+
+void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms) {
+  const int il = range_.first + i;
+  const int E = cfg_.n_embd, Q = cfg_.q_dim(il), K = cfg_.k_dim(il);
+  product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
+  float *q = q_.get(), *k = k_.get(), *v = v_.get();
+  int64_t q_stride = Q, kv_stride = K;
+  const bool own_kv = s.kv_source < 0;
+  if (s.gated_q || !own_kv || s.k_eq_v) {
+    // qwen35: [q | gate] rows split in two; gemma4: only q for a layer reading another's cache,
+    // V = the raw K for a layer without attn_v.
+    if (s.gated_q) {
+      product(l[LayerTensor::Q], T, qkv_.get(), 2 * Q, false);
+      split_gated_q(qkv_.get(), q, gq_.get(), T, cfg_.n_head, s.head_dim, launch());
+    } else {
+      product(l[LayerTensor::Q], T, q, Q, false);
+    }
+    if (own_kv) {
+      product(l[LayerTensor::K], T, k, K, false);
+      if (s.k_eq_v) {
+        v = k;
+      } else {
+        product(l[LayerTensor::V], T, v, K, false);
+      }
+    }
+  } else if (s.qkv_fused) {
+    // One product; q, k and v are column ranges of its rows.
+    q_stride = kv_stride = Q + 2 * K;
+    product(l[LayerTensor::Qkv], T, qkv_.get(), q_stride, false);
+    q = qkv_.get();
+    k = q + Q;
+    v = k + K;
+  } else if (use_matvec(T) && matvec_uses_q8(l[LayerTensor::Q].m.type) &&
+             l[LayerTensor::K].m.type == l[LayerTensor::Q].m.type) {
+    // q and k (and v when it has the same type) in one launch.
+    MatvecArgs m;
+    m.w = l[LayerTensor::Q].m;
+    m.x = y_.get();
+    m.xq = xq_.get();
+    m.xds = xds_.get();
+    m.y = q;
+    m.y_stride = Q;
+    m.extra[0] = {l[LayerTensor::K].m, k, K};
+    m.n_extra = 1;
+    const bool v_too = l[LayerTensor::V].m.type == l[LayerTensor::Q].m.type;
+    if (v_too) m.extra[m.n_extra++] = {l[LayerTensor::V].m, v, K};
+    matvec_rows(m, T);
+    if (!v_too) product(l[LayerTensor::V], T, v, K, false);
+  } else {
+    product(l[LayerTensor::Q], T, q, Q, false);
+    product(l[LayerTensor::K], T, k, K, false);
+    product(l[LayerTensor::V], T, v, K, false);
+  }
+
+  RopeKvArgs r;
+  r.n_tokens = T;
+  r.n_head = cfg_.n_head;
+  r.n_head_kv = s.n_head_kv;
+  r.head_dim = s.head_dim;
+  r.q = q;
+  r.q_stride = q_stride;
+  r.k = own_kv ? k : nullptr;  // without: only q is normed and rotated
+  r.v = v;
+  r.v_norm = s.v_norm;
+  r.kv_stride = kv_stride;
+  r.bq = l.vec(LayerTensor::QBias);
+  r.bk = l.vec(LayerTensor::KBias);
+  r.bv = l.vec(LayerTensor::VBias);
+  r.q_norm = l.vec(LayerTensor::QNorm);
+  r.k_norm = l.vec(LayerTensor::KNorm);
+  r.norm_eps = cfg_.rms_eps;
+  r.pos = d_pos_;
+  r.slot = d_slot_;
+  // The cache written (own K/V) or read (gemma4's KV-sharing layers: the source layer's).
+  const size_t kv = static_cast<size_t>(own_kv ? i : s.kv_source - range_.first);
+  r.k_cache = k_cache_[kv].get();
+  r.v_cache = v_cache_[kv].get();
+  r.n_ctx = kv_rows_[kv];
+  const RopeParams rp = layer_rope(s, weights_->rope_freqs.get());
+  r.n_rot = rp.n_rot;
+  r.base = rp.base;
+  r.freq_scale = rp.freq_scale;
+  r.freq_factors = rp.freq_factors;
+  r.neox = rp.mode == RopeMode::Neox;
+  r.ext_factor = rp.ext_factor;
+  r.attn_factor = rp.attn_factor;
+  r.corr_dims[0] = rp.corr_dims[0];
+  r.corr_dims[1] = rp.corr_dims[1];
+  rope_kv_store(r, launch());
+
+  AttentionArgs a;
+  a.n_tokens = T;
+  a.n_head = cfg_.n_head;
+  a.n_head_kv = s.n_head_kv;
+  a.head_dim = s.head_dim;
+  a.scale = s.attn_scale;
+  a.q = q;
+  a.q_stride = q_stride;
+  a.out = att_.get();
+  a.out_stride = Q;
+  a.k_cache = r.k_cache;
+  a.v_cache = r.v_cache;
+  a.n_ctx = r.n_ctx;
+  a.pos = d_pos_;
+  a.slot = d_slot_;
+  a.window = s.window;
+  a.sinks = l.vec(LayerTensor::Sinks);
+  attention_split(n_keys, T, s.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
+  a.partial = attn_part_.get();
+  if (attention_scratch_floats(T, cfg_.n_head, s.head_dim, a.n_splits) > attn_part_floats_)
+    throw Error("CUDA stage: attention scratch too small");
+  // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
+  const CudaMatrix& wo = l[LayerTensor::O];
+  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q;
+  if (att_q8) {
+    a.xq = xq_.get();
+    a.xds = xds_.get();
+  }
+  attention(a, launch());
+  if (s.gated_q) sigmoid_mul(att_.get(), gq_.get(), static_cast<int64_t>(T) * Q, launch());
+
+  if (!att_q8) product_input(T, att_.get(), Q, nullptr, false);
+  if (s.o_bias || s.post_attn_norm) {
+    product(wo, T, tmp_.get(), E, false);
+    add_block_output(T, l.vec(LayerTensor::OBias), l.vec(LayerTensor::PostAttnNorm));
+  } else {
+    product(wo, T, x_.get(), E, true);
+  }
+}
+
+void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out) {
+  // Beside experts (gemma4) the dense MLP has its own width.
+  const int E = cfg_.n_embd, F = s.ffn == FfnKind::Moe ? s.n_ff_dense : s.n_ff;
+  if (s.gate_up_fused) {
+    product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
+    gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
+  } else if (use_matvec(T) && s.act == GatedAct::Silu && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type) {
+    MatvecArgs m;
+    m.w = l[LayerTensor::Gate].m;
+    m.w2 = l[LayerTensor::Up].m;
+    m.mode = MatvecMode::Swiglu;
+    m.x = y_.get();
+    m.xq = xq_.get();
+    m.xds = xds_.get();
+    m.y = act_.get();
+    m.y_stride = F;
+    matvec_rows(m, T);
+  } else {
+    product(l[LayerTensor::Gate], T, g_.get(), F, false);
+    product(l[LayerTensor::Up], T, u_.get(), F, false);
+    gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
+  }
+  product_input(T, act_.get(), F, nullptr, false);
+  if (out != nullptr) {
+    product(l[LayerTensor::Down], T, out, E, false);
+  } else if (s.post_ffn_norm) {
+    product(l[LayerTensor::Down], T, tmp_.get(), E, false);
+    add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
+  } else {
+    product(l[LayerTensor::Down], T, x_.get(), E, true);
+  }
+}
+
+void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T) {
+  const int E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
+  const float eps = cfg_.rms_eps;
+  const auto float_rows = [&](const float* norm_w) {  // rmsnorm(x) * w as float rows in y_
+    NormOutArgs a;
+    a.x = x_.get();
+    a.x_stride = E;
+    a.n_rows = T;
+    a.n = E;
+    a.w = norm_w;
+    a.eps = eps;
+    a.y_f32 = y_.get();
+    rmsnorm_convert(a, launch());
+  };
+  const bool gemma4 = s.n_ff_dense > 0;
+  if (gemma4) {
+    // The dense MLP (on the ffn_norm rows prepared by the caller) into dense_ = rms(.) * norm_1;
+    // the router reads rms(x) / sqrt(E) * scale, the experts rms(x) * pre_ffw_norm_2.
+    enqueue_dense_ffn(l, s, T, tmp_.get());
+    PIPELLM_CUDA_CHECK(cudaMemsetAsync(dense_.get(), 0, static_cast<size_t>(T) * E * sizeof(float), stream_.get()));
+    residual_add(dense_.get(), E, tmp_.get(), E, nullptr, l.vec(LayerTensor::PostFfwNorm1), eps, T, E, launch());
+    product_input(T, x_.get(), E, router_scale_[static_cast<size_t>(i)].get(), true);
+    product(l[LayerTensor::Router], T, router_.get(), X, false);
+    float_rows(l.vec(LayerTensor::PreFfwNorm2));
+  } else {
+    // The expert products read float rows; the f16 path only wrote f16 ones.
+    if (!q8_activations(T)) float_rows(l.vec(LayerTensor::FfnNorm));
+    product(l[LayerTensor::Router], T, router_.get(), X, false);
+  }
+  moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
+            launch());
+  if (const float* scale = l.vec(LayerTensor::DownExpsScale)) moe_scale_weights(route_w_.get(), route_id_.get(), scale, P, launch());
+  const auto experts = [&](LayerTensor w, const float* bias, const float* x, int x_group, float* y) {
+    MoeMatvecArgs m;
+    m.w = l[w].m;
+    m.expert_bytes = l[w].expert_bytes;
+    m.ids = route_id_.get();
+    m.n_pairs = P;
+    m.x = x;
+    m.x_group = x_group;
+    m.bias = bias;
+    m.y = y;
+    moe_matvec(m, launch());
+  };
+  if (l[LayerTensor::GateUpExps].present()) {
+    // One [gate; up] stack: rows of 2F, activated into eu_.
+    experts(LayerTensor::GateUpExps, nullptr, y_.get(), K, eg_.get());
+    gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
+    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eu_.get(), 1, ed_.get());
+  } else {
+    experts(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias), y_.get(), K, eg_.get());
+    experts(LayerTensor::UpExps, l.vec(LayerTensor::UpExpsBias), y_.get(), K, eu_.get());
+    moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
+    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eg_.get(), 1, ed_.get());
+  }
+  if (gemma4) {
+    // f = dense_ + rms(experts) * norm_2, then x += rms(f) * post_ffw_norm.
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    residual_add(dense_.get(), E, tmp_.get(), E, nullptr, l.vec(LayerTensor::PostFfwNorm2), eps, T, E, launch());
+    residual_add(x_.get(), E, dense_.get(), E, nullptr, l.vec(LayerTensor::PostFfnNorm), eps, T, E, launch());
+    return;
+  }
+  if (s.n_ff_shexp > 0) {
+    // The shared expert reads the same ffn_norm rows (still prepared for products); its gate
+    // sigmoid(w . h) needs them as floats after the products overwrite y_: kept in dense_.
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dense_.get(), y_.get(), static_cast<size_t>(T) * E * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+    const int FS = s.n_ff_shexp;
+    product(l[LayerTensor::GateShexp], T, g_.get(), FS, false);
+    product(l[LayerTensor::UpShexp], T, u_.get(), FS, false);
+    gated_act(GatedAct::Silu, g_.get(), u_.get(), FS, T, FS, act_.get(), launch());
+    product_input(T, act_.get(), FS, nullptr, false);
+    product(l[LayerTensor::DownShexp], T, ed_.get(), E, false);
+    gate_dot_add(x_.get(), ed_.get(), dense_.get(), l.vec(LayerTensor::RouterShexp), T, E, launch());
+    return;
+  }
+  if (s.post_ffn_norm) {
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
+  } else {
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+  }
+}
+
+void CudaStage::enqueue_delta_net(int i, const CudaLayer& l, const LayerSpec& s, int T) {
+  const DeltaNetShape& d = s.delta;
+  const int E = cfg_.n_embd, C = d.channels(), HV = d.n_v_heads, S = d.head, VS = HV * S, KS = d.n_k_heads * S;
+  product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
+  product(l[LayerTensor::Qkv], T, qkv_.get(), C, false);
+  product(l[LayerTensor::AttnGate], T, dz_.get(), VS, false);
+  product(l[LayerTensor::SsmAlpha], T, dg_.get(), HV, false);
+  product(l[LayerTensor::SsmBeta], T, dbeta_.get(), HV, false);
+  delta_gates(dg_.get(), dbeta_.get(), l.vec(LayerTensor::SsmDtBias), l.vec(LayerTensor::SsmA), T, HV, launch());
+  DeltaNetArgs a;
+  a.shape = d;
+  a.n_tokens = T;
+  a.pos = d_pos_;
+  a.slot = d_slot_;
+  a.eps = cfg_.rms_eps;
+  delta_conv(a, l.vec(LayerTensor::SsmConv), qkv_.get(), C, conv_state_[static_cast<size_t>(i)].get(), dy_.get(), C,
+             launch());
+  delta_rule(a, dy_.get(), dy_.get() + KS, C, dy_.get() + 2 * KS, C, dg_.get(), dbeta_.get(),
+             delta_state_[static_cast<size_t>(i)].get(), dout_.get(), launch());
+  gated_rmsnorm(dout_.get(), dz_.get(), l.vec(LayerTensor::SsmNorm), T, HV, S, cfg_.rms_eps, launch());
+  product_input(T, dout_.get(), VS, nullptr, false);
+  product(l[LayerTensor::SsmOut], T, x_.get(), E, true);
+}
+
+void CudaStage::enqueue_per_layer_inputs(int T) {
+  // inp_pl = (rms(per_layer_model_proj x0) * norm + per_layer_token_embd[id] * sqrt(P)) / sqrt(2),
+  // x0 = token_embd[id] (the sqrt(E) scale cancels against the projection's 1 / sqrt(E)).
+  const int E = cfg_.n_embd, P = cfg_.per_layer_input, LP = cfg_.n_layer * P;
+  embed_rows(weights_->token_embd.m, d_tok_, T, pl_x0_.get(), launch());
+  product_input(T, pl_x0_.get(), E, nullptr, false);
+  product(weights_->per_layer_model_proj, T, inp_pl_.get(), LP, false);
+  embed_rows(weights_->per_layer_token_embd.m, d_tok_, T, pl_tok_.get(), launch());
+  per_layer_combine(inp_pl_.get(), pl_tok_.get(), weights_->per_layer_proj_norm.get(), T, cfg_.n_layer, P,
+                    cfg_.rms_eps, launch());
+}
+
+void CudaStage::enqueue_per_layer_block(int i, const CudaLayer& l, int T) {
+  // x += rms(proj(gelu(inp_gate x) * inp_pl[layer])) * post_norm
+  const int E = cfg_.n_embd, P = cfg_.per_layer_input, LP = cfg_.n_layer * P, il = range_.first + i;
+  product_input(T, x_.get(), E, nullptr, false);
+  product(l[LayerTensor::InpGate], T, pl_g_.get(), P, false);
+  PIPELLM_CUDA_CHECK(cudaMemcpy2DAsync(pl_u_.get(), static_cast<size_t>(P) * sizeof(float),
+                                       inp_pl_.get() + static_cast<size_t>(il) * P, static_cast<size_t>(LP) * sizeof(float),
+                                       static_cast<size_t>(P) * sizeof(float), static_cast<size_t>(T),
+                                       cudaMemcpyDeviceToDevice, stream_.get()));
+  gated_act(GatedAct::GeluTanh, pl_g_.get(), pl_u_.get(), P, T, P, act_.get(), launch());
+  product_input(T, act_.get(), P, nullptr, false);
+  product(l[LayerTensor::Proj], T, tmp_.get(), E, false);
+  add_block_output(T, nullptr, l.vec(LayerTensor::PostNorm));
+}
+
+}  // namespace pipellm::cuda
