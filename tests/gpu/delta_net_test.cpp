@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/util/error.h"
+#include "tests/random_data.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/delta_net.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -20,19 +21,8 @@
 namespace pipellm {
 namespace {
 
-std::vector<float> normal_vec(size_t n, std::mt19937_64& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-std::vector<float> uniform_vec(size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::normal_vec;
+using test::uniform_vec;
 
 // One step's rows: row t is at position pos[t] of slot slot[t] (pos < 0: padding).
 struct Batch {

@@ -9,16 +9,14 @@
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/hybrid_ops.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/random_data.h"
 
 namespace pipellm {
 namespace {
 
-std::vector<float> random_floats(size_t n, float lo, float hi, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
+std::vector<float> random_floats(size_t n, float lo, float hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  return test::uniform_vec(n, rng, lo, hi);
 }
 
 cuda::DeviceBuffer<float> upload(const std::vector<float>& v) {

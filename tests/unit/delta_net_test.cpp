@@ -10,23 +10,13 @@
 #include <vector>
 
 #include "engine/util/error.h"
+#include "tests/random_data.h"
 
 namespace pipellm {
 namespace {
 
-std::vector<float> normal_vec(size_t n, std::mt19937_64& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-std::vector<float> uniform_vec(size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::normal_vec;
+using test::uniform_vec;
 
 // max |a - ref| / max |ref|
 template <class A, class B>
