@@ -223,7 +223,8 @@ void CudaStage::validate(const Batch& b, bool need_hidden) const {
   const int T = b.n_tokens();
   if (static_cast<int>(b.slot.size()) != T || static_cast<int>(b.logits.size()) != T)
     throw InvalidArgument("batch: slot, logits and pos counts differ");
-  if ((first_ || last_) && static_cast<int>(b.tokens.size()) != T)
+  // gemma4's per-layer inputs are computed from the token ids on every stage.
+  if ((first_ || last_ || cfg_.per_layer_input > 0) && static_cast<int>(b.tokens.size()) != T)
     throw InvalidArgument("batch: token and pos counts differ");
   if (need_hidden && b.hidden == nullptr && T > 0) throw InvalidArgument("batch: a non-first stage needs hidden rows");
   for (int i = 0; i < T; ++i) {
