@@ -116,6 +116,8 @@ int run(const CoordinatorOptions& o) {
   bo.restart_on_failure = o.restart_on_failure;
   bo.max_restarts = o.max_restarts;
   bo.startup_timeout = std::chrono::seconds(o.startup_timeout_s);
+  bo.hang.floor = std::chrono::milliseconds(o.stage_hang_ms);
+  bo.hang.first_step = std::chrono::milliseconds(o.stage_first_step_ms);
   auto launcher = make_launcher(o, cfg, model_path, kind);
   if (kind == "attach") {
     bo.secret = attach_secret(o);

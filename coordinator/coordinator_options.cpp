@@ -27,6 +27,13 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_flag("--restart-on-failure", o.restart_on_failure, "relaunch the stages when they fail");
   app.add_option("--max-restarts", o.max_restarts, "give up after this many relaunches");
   app.add_option("--startup-timeout", o.startup_timeout_s, "seconds for the head stage to connect");
+  app.add_option("--stage-hang-ms", o.stage_hang_ms,
+                 "the stages count as hung (like dead) after this long without a heartbeat or a step back; the "
+                 "deadline grows to 8x the measured step time")
+      ->check(CLI::Range(200, 3600000));
+  app.add_option("--stage-first-step-ms", o.stage_first_step_ms,
+                 "a launch's first step may take this long (warm-up) before the stages count as hung")
+      ->check(CLI::Range(200, 3600000));
   app.add_option("--ctx", o.n_ctx, "context length (in-process backend)");
   app.add_option("--slots", o.n_slots, "sequences at once (in-process backend)");
   app.add_option("--threads", o.n_threads, "CPU threads (in-process backend)");

@@ -25,6 +25,10 @@ struct CoordinatorOptions {
   bool restart_on_failure = false;
   int max_restarts = 10;
   int startup_timeout_s = 120;
+  // Hang detection (coordinator/stage_watchdog.h): the least time without progress, and the
+  // allowance of a launch's first step (before any step time is measured).
+  int stage_hang_ms = 3000;
+  int stage_first_step_ms = 60000;
   // in-process backend (also taken from the config when given)
   int n_ctx = 0;       // 0: config, else 2048
   int n_slots = 0;     // 0: config, else 4

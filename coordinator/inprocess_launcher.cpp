@@ -43,7 +43,10 @@ class HeadThread : public HeadProcess {
           }
           return out;
         };
-        const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, stats, &stop_);
+        link::ServeOptions o;
+        o.stats = stats;
+        o.stop = &stop_;
+        const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, o);
         why = "the head thread finished (" + r.end_reason + ")";
       } catch (const std::exception& e) {
         why = std::string("the head thread ended: ") + e.what();

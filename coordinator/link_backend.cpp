@@ -123,6 +123,7 @@ bool LinkBackend::wait_for_hello() {
           std::lock_guard<std::mutex> lock(out_mu_);
           outbox_.clear();
         }
+        n_stages_ = h->n_stages;
         stage_stats_.clear();  // a new head: its stages report afresh
         publish_stage_stats();
         state_ = BackendState::Serving;
@@ -137,12 +138,20 @@ bool LinkBackend::wait_for_hello() {
 }
 
 void LinkBackend::serve_connected() {
-  auto next_refusal = std::chrono::steady_clock::now();
+  using clock = std::chrono::steady_clock;
+  auto next_refusal = clock::now();
+  StageWatchdog watchdog(opt_.hang, n_stages_, clock::now());
   while (!stopping_.load()) {
     try {
-      if (std::chrono::steady_clock::now() >= next_refusal) {
+      if (clock::now() >= next_refusal) {
         link_.refuse_newcomers();  // one head per launch
-        next_refusal = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+        next_refusal = clock::now() + std::chrono::milliseconds(100);
+      }
+      // Checked after every message too: a flood of frames must not hide a stalled pipeline.
+      if (auto why = watchdog.hung(clock::now())) {
+        link_.disconnect();
+        go_down("the stages hang: " + *why, /*expect_exit=*/false);
+        return;
       }
       auto m = link_.receive(100);
       if (!m) {
@@ -153,6 +162,11 @@ void LinkBackend::serve_connected() {
         }
         continue;
       }
+      if (const auto* p = std::get_if<link::ProgressMsg>(&*m)) {
+        watchdog.progress(*p, clock::now());
+        continue;
+      }
+      watchdog.heard(clock::now());
       if (const auto* t = std::get_if<link::TokenMsg>(&*m)) {
         listener_->on_token(t->id, t->token, t->logprob);
       } else if (const auto* f = std::get_if<link::FinishedMsg>(&*m)) {
@@ -195,13 +209,13 @@ std::string LinkBackend::head_exit_reason(std::chrono::milliseconds wait) {
   }
 }
 
-void LinkBackend::go_down(const std::string& reason) {
+void LinkBackend::go_down(const std::string& reason, bool expect_exit) {
   spdlog::error("backend: down: {}", reason);
   state_ = BackendState::Down;
   listener_->on_down(reason);  // open streams end now, not after the process is reaped
   if (head_) {
     // mpirun needs a moment to notice a dead rank and exit; its status goes to the log.
-    const std::string why = head_exit_reason(std::chrono::milliseconds(3000));
+    const std::string why = head_exit_reason(std::chrono::milliseconds(expect_exit ? 3000 : 0));
     if (!why.empty()) spdlog::error("backend: the stages exited{}", why);
     head_->terminate(std::chrono::milliseconds(1000));
     if (why.empty()) {

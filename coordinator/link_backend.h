@@ -1,8 +1,10 @@
 // A Backend whose head stage speaks the link protocol (engine/link): it listens on a
 // CoordinatorLink, has its HeadLauncher start the head with a fresh secret, waits for the Hello
 // carrying that secret (any other connection is dropped and logged), then relays messages.
-// A watcher thread reads the link and watches the head: when the link drops or the head
-// exits, the listener hears on_down(reason); with restart_on_failure the head is launched again.
+// A watcher thread reads the link and watches the head: when the link drops, the head exits or
+// the stages hang (no heartbeat, or no step back within the deadline: StageWatchdog), the
+// listener hears on_down(reason); with restart_on_failure the head is launched again (a hung
+// job is killed first).
 // A writer thread sends queued messages so no caller ever blocks on the socket.
 // The head's StageStats go to `on_stage_stats` (all stages heard from since the last Hello, in
 // rank order), which the coordinator points at Metrics::set_stage_stats.
@@ -20,6 +22,7 @@
 
 #include "coordinator/backend.h"
 #include "coordinator/head_launcher.h"
+#include "coordinator/stage_watchdog.h"
 #include "engine/link/coordinator_link.h"
 
 namespace pipellm::coord {
@@ -35,6 +38,7 @@ struct LinkBackendOptions {
   std::chrono::milliseconds startup_timeout{120000};  // launch -> Hello
   std::chrono::milliseconds restart_delay{500};
   std::chrono::milliseconds stop_grace{5000};  // Shutdown -> SIGTERM -> SIGKILL
+  HangPolicy hang;  // when a silent or stalled head counts as hung (stage_watchdog.h)
   // Called on the watcher thread with every stage's latest totals (empty after a restart).
   std::function<void(const std::vector<link::StageStatsMsg>&)> on_stage_stats;
 };
@@ -59,7 +63,9 @@ class LinkBackend : public Backend {
   void enqueue(link::CoordinatorMessage m);
   bool wait_for_hello();
   void serve_connected();
-  void go_down(const std::string& reason);
+  // `expect_exit`: the stages are dying by themselves (give them a moment to say why); false for
+  // a hang, where nothing will exit until killed.
+  void go_down(const std::string& reason, bool expect_exit = true);
   std::string head_exit_reason(std::chrono::milliseconds wait);
   bool sleep_unless_stopping(std::chrono::milliseconds d);
   void publish_stage_stats();
@@ -70,6 +76,7 @@ class LinkBackend : public Backend {
   BackendListener* listener_ = nullptr;
   std::unique_ptr<HeadProcess> head_;  // watcher thread only
   std::string secret_;                 // this launch's; watcher thread only
+  int n_stages_ = 1;                   // the connected head's pipeline; watcher thread only
   std::map<int32_t, link::StageStatsMsg> stage_stats_;  // by rank; watcher thread only
   std::atomic<BackendState> state_{BackendState::Starting};
   std::atomic<bool> stopping_{false};

@@ -47,7 +47,15 @@ int main(int argc, char** argv) {
     hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
     if (hello.secret.empty()) throw InvalidArgument(std::string("$") + link::kLinkSecretEnv + " is not set");
     auto head = link::HeadLink::connect(coordinator, hello, 30000);
-    link::serve_link(runner, *head, scheduler_options(cfg, m->stage()), m->config().n_vocab, nullptr);
+    link::ServeOptions so;  // statistics too: the heartbeat reports steps from them
+    so.stats = [&] {
+      std::vector<link::StageStatsMsg> out;
+      for (const RankStats& s : runner.stage_stats()) {
+        out.push_back({s.rank, "cpu", s.steps, s.step_seconds, s.transfer_seconds, s.device_bytes});
+      }
+      return out;
+    };
+    link::serve_link(runner, *head, scheduler_options(cfg, m->stage()), m->config().n_vocab, so);
     return 0;
   } catch (const std::exception& e) {
     spdlog::error("pipellm-link-head: {}", e.what());

@@ -33,7 +33,8 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 }
 
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
-                      const std::string& address, bool quiet) {
+                      const std::string& address, bool quiet, const std::vector<RankProcess>& ranks,
+                      const std::string& host) {
   link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
                                          cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
   hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
@@ -44,8 +45,12 @@ int serve_coordinator(StageRunner& runner, const Stage& head_stage, const Pipeli
   }
   auto head = link::HeadLink::connect(address, hello, 30000);
   if (!quiet) std::fprintf(stderr, "pipellm-stage: rank 0 serving the coordinator at %s (%s)\n", address.c_str(), hello.plan.c_str());
-  const link::ServeResult r = link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab,
-                                               [&] { return stage_stats_messages(runner.stage_stats(), cfg); });
+  link::ServeOptions so;
+  so.stats = [&] { return stage_stats_messages(runner.stage_stats(), cfg); };
+  so.diagnose = [&ranks, &host] { return describe_stuck_ranks(ranks, host); };
+  so.n_stages = cfg.n_stages();
+  const link::ServeResult r =
+      link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab, so);
   if (!quiet || r.link_failed) {
     std::fprintf(stderr, "pipellm-stage: rank 0 stops serving (%s) after %lld steps, %lld tokens generated\n",
                  r.end_reason.c_str(), static_cast<long long>(r.stats.steps), static_cast<long long>(r.stats.generated_tokens));

@@ -11,6 +11,7 @@
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
 #include "engine/pipeline/stage_runner.h"
+#include "stage_worker/rank_processes.h"
 
 namespace pipellm {
 
@@ -22,7 +23,9 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 
 // Serves until the coordinator sends Shutdown (returns 0) or goes away (returns 1); the
 // followers get Shutdown either way. Errors of the pipeline throw (the caller aborts every rank).
+// `ranks` (gather_rank_processes) lets the heartbeat name a stuck rank on this host.
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
-                      const std::string& address, bool quiet);
+                      const std::string& address, bool quiet, const std::vector<RankProcess>& ranks,
+                      const std::string& host);
 
 }  // namespace pipellm

@@ -125,12 +125,14 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
                  mine.has_output ? " +output" : "", since(t0));
   }
   mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier after loading");
+  // Serving: rank 0 learns the ranks' pids, so that its heartbeat can name a stuck one.
+  const std::vector<RankProcess> ranks = serve_at.empty() ? std::vector<RankProcess>{} : gather_rank_processes(session);
 
   if (rank != 0) {
     runner.run_follower();
     return 0;
   }
-  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet);
+  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet, ranks, session.host());
   const bool need_text = o.have_prompt || !o.requests.empty();
   const auto tok = try_tokenizer(*file, o.have_prompt);
   if (need_text && !o.have_prompt && tok == nullptr) {

@@ -238,6 +238,17 @@ std::vector<uint8_t> encode_one(const StageStatsMsg& m) {
   return w.finish();
 }
 
+std::vector<uint8_t> encode_one(const ProgressMsg& m) {
+  Writer w(MsgType::Progress);
+  w.i64(m.steps_issued);
+  w.i64(m.steps_done);
+  w.f64(m.waiting_seconds);
+  w.f64(m.busy_seconds);
+  w.f64(m.step_seconds);
+  w.str(m.suspect);
+  return w.finish();
+}
+
 [[noreturn]] void bad_type(uint8_t t, const char* direction) {
   throw LinkError(std::string("link: unknown message type ") + std::to_string(t) + " for " + direction);
 }
@@ -349,6 +360,22 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       m.step_seconds = r.seconds("step_seconds");
       m.transfer_seconds = r.seconds("transfer_seconds");
       m.gpu_bytes = r.u64("gpu_bytes");
+      r.done();
+      return m;
+    }
+    case MsgType::Progress: {
+      Reader r(body + 1, size - 1, "Progress");
+      ProgressMsg m;
+      m.steps_issued = r.i64("steps_issued");
+      m.steps_done = r.i64("steps_done");
+      if (m.steps_issued < 0 || m.steps_done < 0) {
+        throw LinkError("link: Progress.steps: negative (" + std::to_string(m.steps_issued) + ", " +
+                        std::to_string(m.steps_done) + ")");
+      }
+      m.waiting_seconds = r.seconds("waiting_seconds");
+      m.busy_seconds = r.seconds("busy_seconds");
+      m.step_seconds = r.seconds("step_seconds");
+      m.suspect = r.str("suspect");
       r.done();
       return m;
     }

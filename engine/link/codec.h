@@ -31,6 +31,7 @@ enum class MsgType : uint8_t {
   Finished = 18,
   Error = 19,
   StageStats = 20,
+  Progress = 21,
 };
 
 // Whole frames (header included), ready to write.

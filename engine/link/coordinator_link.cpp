@@ -11,7 +11,7 @@ namespace pipellm::link {
 
 namespace {
 
-const char* const kHeadMessageNames[] = {"Hello", "Token", "Finished", "Error", "StageStats"};
+const char* const kHeadMessageNames[] = {"Hello", "Token", "Finished", "Error", "StageStats", "Progress"};
 
 // Compares every byte whatever the first difference (no timing hint about the secret).
 bool same_secret(const std::string& a, const std::string& b) {

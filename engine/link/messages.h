@@ -1,7 +1,7 @@
 // The messages of the coordinator <-> head-stage link (see link.md in this folder).
 //
 // coordinator -> head: SubmitRequest, CancelRequest, ShutdownRequest
-// head -> coordinator: HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg
+// head -> coordinator: HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg, ProgressMsg
 //
 // The stages see token ids only; tokenization and stop strings stay in the coordinator.
 #pragma once
@@ -15,7 +15,7 @@
 
 namespace pipellm::link {
 
-constexpr uint32_t kProtocolVersion = 3;  // 2: the sampling chain; 3: Hello.secret
+constexpr uint32_t kProtocolVersion = 4;  // 2: the sampling chain; 3: Hello.secret; 4: Progress
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;
@@ -84,7 +84,20 @@ struct StageStatsMsg {
   uint64_t gpu_bytes = 0;         // GPU memory in use; 0 for a CPU stage
 };
 
+// The head's heartbeat and the pipeline's progress. The head sends one every 250 ms from a
+// thread of its own, so a head busy in a long step still sends it and a stopped head process
+// does not; the coordinator judges from it (and from its absence) whether the stages hang
+// (coordinator/stage_watchdog.h). All times are as the head measured them when it sent this.
+struct ProgressMsg {
+  int64_t steps_issued = 0;      // steps the head has sent down the pipeline
+  int64_t steps_done = 0;        // steps whose result came back
+  double waiting_seconds = 0.0;  // steps are in flight and none came back for this long (0: none in flight)
+  double busy_seconds = 0.0;     // the head's loop has been inside one step of its own for this long
+  double step_seconds = 0.0;     // the longest step round trip of late (0: none measured yet)
+  std::string suspect;           // which rank holds the pipeline up, when the head can tell ("" else)
+};
+
 using CoordinatorMessage = std::variant<SubmitRequest, CancelRequest, ShutdownRequest>;
-using HeadMessage = std::variant<HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg>;
+using HeadMessage = std::variant<HelloMsg, TokenMsg, FinishedMsg, ErrorMsg, StageStatsMsg, ProgressMsg>;
 
 }  // namespace pipellm::link

@@ -1,5 +1,6 @@
 #include "engine/link/serve_link.h"
 
+#include "engine/link/progress_watch.h"
 #include "engine/link/scheduler_bridge.h"
 
 namespace pipellm::link {
@@ -21,18 +22,27 @@ HelloMsg hello_for(const Stage& head_stage, const std::string& model_name, int n
 }
 
 ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptions& so, int n_vocab,
-                       const std::function<std::vector<StageStatsMsg>()>& stats, const std::atomic<bool>* stop) {
+                       const ServeOptions& o) {
   Scheduler sched(so);
   SchedulerBridge bridge(sched, head, n_vocab, so.n_ctx);
-  if (stats) bridge.set_stats_source(stats);
+  if (o.stats) bridge.set_stats_source(o.stats);
+  ProgressWatch watch(head, o.n_stages, o.heartbeat, o.diagnose);
   ServeResult res;
   res.stats = runner.serve_head(
       sched, [&](const TokenEvent& e) { bridge.on_token(e); },
       [&](std::chrono::milliseconds wait) {
-        if (stop != nullptr && stop->load()) return false;
-        return bridge.poll(wait);
+        if (o.stop != nullptr && o.stop->load()) return false;
+        const std::vector<StageStatsMsg> st = o.stats ? o.stats() : std::vector<StageStatsMsg>{};
+        if (st.empty()) {
+          watch.enter_poll(0, 0, 0.0);  // alive and polling; no step counts to report
+        } else {
+          watch.enter_poll(st.front().steps, st.back().steps, st.front().step_seconds);
+        }
+        const bool go_on = bridge.poll(wait);
+        watch.leave_poll();
+        return go_on;
       });
-  res.end_reason = stop != nullptr && stop->load() && bridge.end_reason().empty() ? "stopped" : bridge.end_reason();
+  res.end_reason = o.stop != nullptr && o.stop->load() && bridge.end_reason().empty() ? "stopped" : bridge.end_reason();
   res.link_failed = bridge.link_failed();
   return res;
 }

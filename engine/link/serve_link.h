@@ -4,6 +4,7 @@
 // coordinator's in-process head and pipellm-link-head (one rank, CPU or GPU).
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,11 +26,22 @@ struct ServeResult {
   bool link_failed = false;
 };
 
-// Serves until the coordinator sends Shutdown, the link goes away, or `stop` becomes true; the
-// followers get Shutdown either way. `stats` gives the per-stage statistics the head reports.
+struct ServeOptions {
+  // Every stage's statistics (rank order), reported as StageStats; the Progress heartbeat also
+  // reads steps issued (rank 0) and done (the last rank) from them. Null: no statistics, and the
+  // heartbeat says only that the head is alive.
+  std::function<std::vector<StageStatsMsg>()> stats;
+  // Which rank holds the pipeline up when steps are overdue (ProgressMsg::suspect); may be null.
+  std::function<std::string()> diagnose;
+  int n_stages = 1;
+  std::chrono::milliseconds heartbeat{250};  // Progress every this often
+  const std::atomic<bool>* stop = nullptr;   // serving ends when it becomes true
+};
+
+// Serves until the coordinator sends Shutdown, the link goes away, or `o.stop` becomes true; the
+// followers get Shutdown either way. A ProgressWatch sends the heartbeat meanwhile.
 // Pipeline errors throw (the caller aborts every rank).
 ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptions& so, int n_vocab,
-                       const std::function<std::vector<StageStatsMsg>()>& stats,
-                       const std::atomic<bool>* stop = nullptr);
+                       const ServeOptions& o = {});
 
 }  // namespace pipellm::link

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "engine/link/coordinator_link.h"
+#include "engine/link/progress_watch.h"
 
 namespace pipellm::link {
 namespace {
@@ -432,6 +433,80 @@ TEST(LinkHandshake, OneHeadPerLaunchAndStaleConnectionsAreRefused) {
   EXPECT_EQ(h->model_name, "next");
   EXPECT_TRUE(head_dropped(*stale, 2000));
   EXPECT_TRUE(r.any("the wrong secret")) << ::testing::PrintToString(r.lines);
+}
+
+// Issue 21 item 4: the head's heartbeat. Progress round-trips and refuses negative counts or
+// times; the watch reports steps in flight with nothing back (waiting), the head inside one of
+// its own steps (busy), and the step estimate from the head's share and the round trips.
+TEST(LinkCodec, ProgressRoundTripAndMalformed) {
+  ProgressMsg p;
+  p.steps_issued = 12;
+  p.steps_done = 10;
+  p.waiting_seconds = 1.5;
+  p.busy_seconds = 0.25;
+  p.step_seconds = 0.02;
+  p.suspect = "rank 1 (pid 7) is stopped";
+  const auto b = body_of(encode(HeadMessage{p}));
+  const auto d = std::get<ProgressMsg>(decode_head_message(b.data(), b.size()));
+  EXPECT_EQ(d.steps_issued, 12);
+  EXPECT_EQ(d.steps_done, 10);
+  EXPECT_EQ(d.waiting_seconds, 1.5);
+  EXPECT_EQ(d.busy_seconds, 0.25);
+  EXPECT_EQ(d.step_seconds, 0.02);
+  EXPECT_EQ(d.suspect, p.suspect);
+  ProgressMsg bad = p;
+  bad.steps_done = -1;
+  auto bb = body_of(encode(HeadMessage{bad}));
+  EXPECT_THROW(decode_head_message(bb.data(), bb.size()), LinkError);
+  bad = p;
+  bad.waiting_seconds = std::nan("");
+  bb = body_of(encode(HeadMessage{bad}));
+  try {
+    decode_head_message(bb.data(), bb.size());
+    FAIL() << "a NaN time was accepted";
+  } catch (const LinkError& e) {
+    EXPECT_NE(std::string(e.what()).find("Progress.waiting_seconds"), std::string::npos) << e.what();
+  }
+}
+
+TEST(LinkProgress, WatchReportsWaitingBusyAndStepTime) {
+  CoordinatorLink coord("127.0.0.1:0");
+  auto head = connected_head(coord);
+  ASSERT_TRUE(head);
+  using Clock = ProgressWatch::Clock;
+  using std::chrono::milliseconds;
+  ProgressWatch watch(*head, 2, milliseconds(50), [] { return std::string("rank 1 (pid 9) is stopped"); });
+  const auto t0 = Clock::now();
+  watch.enter_poll(0, 0, 0.0, t0);
+  EXPECT_EQ(watch.snapshot(t0).waiting_seconds, 0.0);
+  watch.leave_poll(t0);
+  // The head spends 10 ms on its share of step 1 and sends it on.
+  EXPECT_NEAR(watch.snapshot(t0 + milliseconds(10)).busy_seconds, 0.010, 1e-6);
+  watch.enter_poll(1, 0, 0.010, t0 + milliseconds(10));
+  auto s = watch.snapshot(t0 + milliseconds(30));
+  EXPECT_EQ(s.busy_seconds, 0.0);
+  EXPECT_NEAR(s.waiting_seconds, 0.020, 1e-6);
+  EXPECT_NEAR(s.step_seconds, 0.020, 1e-6);  // 2 ranks x the head's 10 ms
+  // Its result comes back 50 ms later: nothing in flight, a 50 ms round trip measured.
+  watch.enter_poll(1, 1, 0.010, t0 + milliseconds(60));
+  s = watch.snapshot(t0 + milliseconds(70));
+  EXPECT_EQ(s.waiting_seconds, 0.0);
+  EXPECT_NEAR(s.step_seconds, 0.050, 1e-6);
+  EXPECT_EQ(s.steps_issued, 1);
+  EXPECT_EQ(s.steps_done, 1);
+  // Step 2 goes out and never comes back: the head keeps polling, waiting grows.
+  watch.enter_poll(2, 1, 0.020, t0 + milliseconds(80));
+  watch.leave_poll(t0 + milliseconds(80));
+  watch.enter_poll(2, 1, 0.020, t0 + milliseconds(82));
+  EXPECT_NEAR(watch.snapshot(t0 + milliseconds(2080)).waiting_seconds, 2.0, 1e-6);
+  // The thread sends it, with the suspect once overdue.
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    auto m = coord.receive(100);
+    if (!m) continue;
+    if (const auto* p = std::get_if<ProgressMsg>(&*m)) seen = p->waiting_seconds > 0.5 && p->suspect == "rank 1 (pid 9) is stopped";
+  }
+  EXPECT_TRUE(seen) << "no overdue Progress with the suspect arrived";
 }
 
 TEST(LinkAddress, Parse) {
