@@ -215,6 +215,9 @@ TEST(JinjaFilters, Sequences) {
                    "|{{ [1, 2, 3, 4] | select('odd') | list }}|{{ [1, 2, 3, 4] | reject('odd') | list }}",
                    people),
             "ac|['b']|1|[3, 0, 9]|[3, 9]|ab|[1, 3]|[2, 4]");
+  // Like Python's generators, what select/map/... return is always true and has no length.
+  EXPECT_EQ(render("{% if [] | select('odd') %}always{% endif %}|{{ [] | select('odd') | list | length }}"), "always|0");
+  EXPECT_NE(format_error("{{ [1] | map('string') | length }}").find("no len()"), std::string::npos);
   EXPECT_EQ(render("{{ undefined_name | default('d') }}{{ '' | default('d') }}{{ '' | default('d', true) }}{{ none | d('n') }}"), "ddNone");
 }
 
@@ -314,6 +317,9 @@ TEST(JinjaErrors, LimitsStopHostileTemplates) {
                   "iteration limit"));
   // The default budget also stops it (in well under a second).
   EXPECT_TRUE(has(format_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"), "iteration limit"));
+  // Quadratic copying (a list grown one item at a time) is counted too.
+  EXPECT_TRUE(has(format_error("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i] %}{% endfor %}"),
+                  "iteration limit"));
   // Output growth.
   jinja::Limits out;
   out.max_output = 100000;

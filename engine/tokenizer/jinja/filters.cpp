@@ -86,7 +86,9 @@ Value f_length(Interpreter&, const Value& v, const CallArgs& a) {
   ArgReader r(a, "length", {});
   switch (v.kind()) {
     case Value::Kind::kString: return Value::integer(static_cast<int64_t>(pystr::length(v.as_string())));
-    case Value::Kind::kList: return Value::integer(static_cast<int64_t>(v.items().size()));
+    case Value::Kind::kList:
+      if (v.is_generator()) break;  // Python: a generator has no len()
+      return Value::integer(static_cast<int64_t>(v.items().size()));
     case Value::Kind::kDict:
       if (v.is_namespace()) break;
       return Value::integer(static_cast<int64_t>(v.entries().size()));
@@ -166,6 +168,7 @@ bool parse_float(const std::string& s, double* out) {
 
 Value f_float(Interpreter&, const Value& v, const CallArgs& a) {
   ArgReader r(a, "float", {"default"});
+  if (v.is_undefined()) throw OpError(v.undefined_why());  // float(Undefined) fails in Jinja too
   if (v.is_number()) return Value::number(v.as_float());
   double d;
   if (v.is_string() && parse_float(v.as_string(), &d)) return Value::number(d);
@@ -174,6 +177,7 @@ Value f_float(Interpreter&, const Value& v, const CallArgs& a) {
 
 Value f_int(Interpreter&, const Value& v, const CallArgs& a) {
   ArgReader r(a, "int", {"default", "base"});
+  if (v.is_undefined()) throw OpError(v.undefined_why());
   if (v.is_int()) return Value::integer(v.as_int());
   if (v.is_number()) {
     const double d = v.as_float();
@@ -196,6 +200,10 @@ Value f_int(Interpreter&, const Value& v, const CallArgs& a) {
 
 Value f_indent(Interpreter&, const Value& v, const CallArgs& a) {
   ArgReader r(a, "indent", {"width", "first", "blank"});
+  if (!v.is_string()) {
+    if (v.is_undefined()) throw OpError(v.undefined_why());
+    throw OpError(std::string("indent needs a string, not ") + v.type_name());
+  }
   const Value width = r.value(0, Value::integer(4));
   const std::string ind = width.is_string() ? width.as_string() : std::string(static_cast<size_t>(std::max<int64_t>(0, width.is_int() ? width.as_int() : 4)), ' ');
   const std::vector<std::string> lines = pystr::splitlines(v.str() + "\n");
@@ -217,7 +225,7 @@ Value f_items(Interpreter& in, const Value& v, const CallArgs& a) {
   std::vector<Value> out;
   for (const auto& [k, x] : v.entries()) out.push_back(Value::tuple({Value::string(k), x}));
   in.charge(out.size());
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value f_join(Interpreter& in, const Value& v, const CallArgs& a) {
@@ -263,7 +271,7 @@ Value f_map(Interpreter& in, const Value& v, const CallArgs& a) {
       Value x = attr_path(item, attr);
       out.push_back(x.is_undefined() && r.get(1) ? *r.get(1) : x);
     }
-    return Value::list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (a.positional.empty() || !a.positional[0].is_string()) throw OpError("map needs a filter name or attribute=");
   const std::string name = a.positional[0].as_string();
@@ -275,7 +283,7 @@ Value f_map(Interpreter& in, const Value& v, const CallArgs& a) {
     CallArgs each = rest;
     out.push_back(apply_filter(in, name, item, each));
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value min_max(Interpreter& in, const Value& v, const CallArgs& a, bool want_max, const char* name) {
@@ -319,7 +327,7 @@ Value select_items(Interpreter& in, const Value& v, const CallArgs& a, bool by_a
     const bool pass = test.empty() ? x.truthy() : apply_test(in, test, x, each);
     if (pass == keep) out.push_back(item);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 Value f_select(Interpreter& in, const Value& v, const CallArgs& a) { return select_items(in, v, a, false, true); }
 Value f_reject(Interpreter& in, const Value& v, const CallArgs& a) { return select_items(in, v, a, false, false); }
@@ -340,7 +348,7 @@ Value f_reverse(Interpreter& in, const Value& v, const CallArgs& a) {
   ArgReader r(a, "reverse", {});
   std::vector<Value> items = iterate(in, v);
   std::reverse(items.begin(), items.end());
-  if (!v.is_string()) return Value::list(std::move(items));
+  if (!v.is_string()) return Value::generator(std::move(items));  // Python's reversed() iterator
   std::string out;
   for (const Value& c : items) out += c.as_string();
   return Value::string(std::move(out));
@@ -450,7 +458,7 @@ Value f_unique(Interpreter& in, const Value& v, const CallArgs& a) {
     seen.push_back(k);
     out.push_back(item);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 struct FilterEntry {
@@ -499,25 +507,27 @@ bool t_float(Interpreter&, const Value& v, const CallArgs&) { return v.kind() ==
 bool t_number(Interpreter&, const Value& v, const CallArgs&) { return v.is_number(); }
 bool t_string(Interpreter&, const Value& v, const CallArgs&) { return v.is_string(); }
 bool t_mapping(Interpreter&, const Value& v, const CallArgs&) { return v.is_dict() && !v.is_namespace(); }
-bool t_callable(Interpreter&, const Value& v, const CallArgs&) { return v.is_function(); }
+// Jinja's Undefined defines __call__ (to fail), so Python's callable() says yes.
+bool t_callable(Interpreter&, const Value& v, const CallArgs&) { return v.is_function() || v.is_undefined(); }
 // Python's iter() works on str, list, dict and Jinja's Undefined.
 bool t_iterable(Interpreter&, const Value& v, const CallArgs&) {
   return v.is_string() || v.is_list() || (v.is_dict() && !v.is_namespace()) || v.is_undefined();
 }
 bool t_escaped(Interpreter&, const Value&, const CallArgs&) { return false; }
-bool t_lower(Interpreter&, const Value& v, const CallArgs&) { return v.is_string() && pystr::is_lower(v.as_string()); }
-bool t_upper(Interpreter&, const Value& v, const CallArgs&) { return v.is_string() && pystr::is_upper(v.as_string()); }
-int64_t int_arg(const Value& v, const char* test) {
-  if (!v.is_int()) throw OpError(std::string("test '") + test + "' needs an integer, not " + v.type_name());
-  return v.as_int();
+// Jinja: str(value).islower(), so a dict printed in lower case "is lower".
+bool t_lower(Interpreter&, const Value& v, const CallArgs&) { return pystr::is_lower(v.str()); }
+bool t_upper(Interpreter&, const Value& v, const CallArgs&) { return pystr::is_upper(v.str()); }
+// len() and indexing: not a generator (nor a number).
+bool t_sequence(Interpreter&, const Value& v, const CallArgs&) {
+  return v.is_string() || (v.is_list() && !v.is_generator()) || (v.is_dict() && !v.is_namespace()) || v.is_undefined();
 }
-bool t_odd(Interpreter&, const Value& v, const CallArgs&) { return int_arg(v, "odd") % 2 != 0; }
-bool t_even(Interpreter&, const Value& v, const CallArgs&) { return int_arg(v, "even") % 2 == 0; }
-bool t_divisibleby(Interpreter&, const Value& v, const CallArgs& a) {
-  const int64_t d = int_arg(one_arg(a, "divisibleby"), "divisibleby");
-  if (d == 0) throw OpError("divisibleby 0");
-  return int_arg(v, "divisibleby") % d == 0;
+// Jinja: value % 2 == 1, value % 2 == 0, value % num == 0 (Python's %, floats included).
+bool mod_is(Interpreter& in, const Value& v, const Value& d, int64_t r) {
+  return equals(binary_op(BinaryOp::kMod, v, d, in.limits().max_size), Value::integer(r));
 }
+bool t_odd(Interpreter& in, const Value& v, const CallArgs&) { return mod_is(in, v, Value::integer(2), 1); }
+bool t_even(Interpreter& in, const Value& v, const CallArgs&) { return mod_is(in, v, Value::integer(2), 0); }
+bool t_divisibleby(Interpreter& in, const Value& v, const CallArgs& a) { return mod_is(in, v, one_arg(a, "divisibleby"), 0); }
 bool t_eq(Interpreter&, const Value& v, const CallArgs& a) { return equals(v, one_arg(a, "eq")); }
 bool t_ne(Interpreter&, const Value& v, const CallArgs& a) { return !equals(v, one_arg(a, "ne")); }
 bool t_lt(Interpreter&, const Value& v, const CallArgs& a) { return compare(CompareOp::kLt, v, one_arg(a, "lt")); }
@@ -537,24 +547,25 @@ bool t_test(Interpreter&, const Value& v, const CallArgs&) { return v.is_string(
 struct TestEntry {
   const char* name;
   TestFn fn;
+  int arity;  // arguments after the tested value
 };
 
 constexpr TestEntry kTests[] = {
-    {"defined", t_defined}, {"undefined", t_undefined}, {"none", t_none},       {"boolean", t_boolean},
-    {"true", t_true},       {"false", t_false},         {"integer", t_integer}, {"float", t_float},
-    {"number", t_number},   {"string", t_string},       {"mapping", t_mapping}, {"callable", t_callable},
-    {"iterable", t_iterable}, {"sequence", t_iterable}, {"escaped", t_escaped}, {"lower", t_lower},
-    {"upper", t_upper},     {"odd", t_odd},             {"even", t_even},       {"divisibleby", t_divisibleby},
-    {"eq", t_eq},           {"equalto", t_eq},          {"==", t_eq},           {"ne", t_ne},
-    {"!=", t_ne},           {"lt", t_lt},               {"lessthan", t_lt},     {"<", t_lt},
-    {"le", t_le},           {"<=", t_le},               {"gt", t_gt},           {"greaterthan", t_gt},
-    {">", t_gt},            {"ge", t_ge},               {">=", t_ge},           {"in", t_in},
-    {"sameas", t_sameas},   {"filter", t_filter},       {"test", t_test},
+    {"defined", t_defined, 0},   {"undefined", t_undefined, 0}, {"none", t_none, 0},         {"boolean", t_boolean, 0},
+    {"true", t_true, 0},         {"false", t_false, 0},         {"integer", t_integer, 0},   {"float", t_float, 0},
+    {"number", t_number, 0},     {"string", t_string, 0},       {"mapping", t_mapping, 0},   {"callable", t_callable, 0},
+    {"iterable", t_iterable, 0}, {"sequence", t_sequence, 0},   {"escaped", t_escaped, 0},   {"lower", t_lower, 0},
+    {"upper", t_upper, 0},       {"odd", t_odd, 0},             {"even", t_even, 0},         {"divisibleby", t_divisibleby, 1},
+    {"eq", t_eq, 1},             {"equalto", t_eq, 1},          {"==", t_eq, 1},             {"ne", t_ne, 1},
+    {"!=", t_ne, 1},             {"lt", t_lt, 1},               {"lessthan", t_lt, 1},       {"<", t_lt, 1},
+    {"le", t_le, 1},             {"<=", t_le, 1},               {"gt", t_gt, 1},             {"greaterthan", t_gt, 1},
+    {">", t_gt, 1},              {"ge", t_ge, 1},               {">=", t_ge, 1},             {"in", t_in, 1},
+    {"sameas", t_sameas, 1},     {"filter", t_filter, 0},       {"test", t_test, 0},
 };
 
-TestFn find_test(const std::string& name) {
+const TestEntry* find_test(const std::string& name) {
   for (const TestEntry& t : kTests) {
-    if (name == t.name) return t.fn;
+    if (name == t.name) return &t;
   }
   return nullptr;
 }
@@ -571,9 +582,13 @@ Value apply_filter(Interpreter& in, const std::string& name, const Value& input,
 }
 
 bool apply_test(Interpreter& in, const std::string& name, const Value& input, CallArgs& args) {
-  const TestFn t = find_test(name);
+  const TestEntry* t = find_test(name);
   if (!t) throw OpError("unknown test '" + name + "'");
-  return t(in, input, args);
+  const size_t given = args.positional.size() + args.keyword.size();
+  if (given > static_cast<size_t>(t->arity)) {
+    throw OpError("test '" + name + "' takes " + std::to_string(t->arity) + " argument(s), " + std::to_string(given) + " given");
+  }
+  return t->fn(in, input, args);
 }
 
 }  // namespace pipellm::jinja

@@ -51,6 +51,12 @@ void Interpreter::charge(uint64_t steps) {
   }
 }
 
+const Value& Interpreter::charge_built(const Value& v) {
+  if (v.is_string()) charge(v.as_string().size() / 4096);
+  if (v.is_list()) charge(v.items().size() / 64);
+  return v;
+}
+
 void Interpreter::append(std::string& out, const std::string& text) {
   if (out.size() + text.size() > limits_.max_output) {
     fail(pos_, "the rendered text grew beyond " + std::to_string(limits_.max_output) + " bytes: output size limit reached");
@@ -379,7 +385,7 @@ Value Interpreter::eval_node(const Expr& e, const ScopePtr& scope) {
       Value left = eval(*b.left, scope);
       if (b.op == BinaryOp::kAnd) return left.truthy() ? eval(*b.right, scope) : left;
       if (b.op == BinaryOp::kOr) return left.truthy() ? left : eval(*b.right, scope);
-      return binary_op(b.op, left, eval(*b.right, scope), limits_.max_size);
+      return charge_built(binary_op(b.op, left, eval(*b.right, scope), limits_.max_size));
     }
     case ExprKind::kConcat: {
       std::string s;
@@ -388,7 +394,7 @@ Value Interpreter::eval_node(const Expr& e, const ScopePtr& scope) {
         if (s.size() + part.size() > limits_.max_size) throw OpError("'~' result larger than the size limit");
         s += part;
       }
-      return Value::string(std::move(s));
+      return charge_built(Value::string(std::move(s)));
     }
     case ExprKind::kCompare: {
       const auto& c = static_cast<const CompareExpr&>(e);
@@ -425,7 +431,7 @@ Value Interpreter::eval_filter(const Expr& e, const ScopePtr& scope, const Value
   }
   CallArgs args = eval_args(f.args, scope);
   try {
-    return apply_filter(*this, f.name, input, args);
+    return charge_built(apply_filter(*this, f.name, input, args));
   } catch (const OpError& err) {
     fail(f.pos, "filter '" + f.name + "': " + err.what());
   }

@@ -65,6 +65,7 @@ void write(std::string& out, const Value& v, const JsonOptions& o, int level) {
     }
     case Value::Kind::kString: write_string(out, v.as_string(), o.ensure_ascii); return;
     case Value::Kind::kList: {
+      if (v.is_generator()) throw OpError("Object of type generator is not JSON serializable");
       const auto& items = v.items();
       if (items.empty()) {
         out += "[]";

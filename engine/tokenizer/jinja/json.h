@@ -21,7 +21,8 @@ struct JsonOptions {
 // OpError for what json.dumps rejects (undefined, namespace, functions).
 std::string to_json(const Value& v, const JsonOptions& options);
 
-// FormatError-free parse for callers: InvalidArgument naming `what` on malformed JSON.
+// JSON text (messages, tools, extra variables from a caller) as a Value, objects keeping their key
+// order; InvalidArgument naming `what` when the text is not JSON: the caller's input is wrong.
 Value parse_json(const std::string& text, const std::string& what);
 
 }  // namespace pipellm::jinja

@@ -208,7 +208,7 @@ Value find_method(const Value& self, const std::string& name) {
   if (self.is_string() && has(kStrMethods, name)) {
     return Value::function("str." + name, [self, name](Interpreter&, CallArgs& a) { return str_method(self.as_string(), name, a); });
   }
-  if (self.is_list() && has(kListMethods, name)) {
+  if (self.is_list() && !self.is_generator() && has(kListMethods, name)) {
     return Value::function("list." + name, [self, name](Interpreter&, CallArgs& a) { return list_method(self, name, a); });
   }
   if (self.is_dict() && !self.is_namespace() && has(kDictMethods, name)) {
@@ -243,6 +243,7 @@ Value get_item(const Value& obj, const Value& key) {
     }
     return Value::undefined("'dict object' has no key " + key.repr());
   }
+  if (obj.is_generator()) return Value::undefined("'generator' object is not subscriptable");
   if (obj.is_list() || obj.is_string()) {
     if (key.is_int()) {
       const bool str = obj.is_string();
@@ -263,7 +264,7 @@ Value get_item(const Value& obj, const Value& key) {
 
 Value get_slice(const Value& obj, const Value& start, const Value& stop, const Value& step) {
   if (obj.is_undefined()) throw OpError(obj.undefined_why());
-  if (obj.is_list()) {
+  if (obj.is_list() && !obj.is_generator()) {
     std::vector<Value> out;
     for (size_t i : slice_positions(obj.items().size(), start, stop, step)) out.push_back(obj.items()[i]);
     return obj.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));

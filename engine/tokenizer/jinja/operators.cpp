@@ -95,7 +95,7 @@ Value binary_op(BinaryOp op, const Value& a, const Value& b, size_t max_size) {
         check_size(a.as_string().size() + b.as_string().size(), max_size);
         return Value::string(a.as_string() + b.as_string());
       }
-      if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+      if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple() && !a.is_generator() && !b.is_generator()) {
         check_size(a.items().size() + b.items().size(), max_size);
         std::vector<Value> items = a.items();
         items.insert(items.end(), b.items().begin(), b.items().end());
@@ -117,8 +117,8 @@ Value binary_op(BinaryOp op, const Value& a, const Value& b, size_t max_size) {
         return Value::integer(r);
       }
       if (numbers) return Value::number(a.as_float() * b.as_float());
-      if ((a.is_string() || a.is_list()) && b.is_int()) return repeat(a, b.as_int(), max_size);
-      if (a.is_int() && (b.is_string() || b.is_list())) return repeat(b, a.as_int(), max_size);
+      if ((a.is_string() || (a.is_list() && !a.is_generator())) && b.is_int()) return repeat(a, b.as_int(), max_size);
+      if (a.is_int() && (b.is_string() || (b.is_list() && !b.is_generator()))) return repeat(b, a.as_int(), max_size);
       type_error(op, a, b);
     case BinaryOp::kDiv:
       if (numbers) {
@@ -209,6 +209,9 @@ bool contains(const Value& container, const Value& item) {
       return false;
     case Value::Kind::kDict:
       if (container.is_namespace()) break;
+      if ((item.is_list() && !item.is_tuple()) || item.is_dict()) {
+        throw OpError(std::string("unhashable type: '") + item.type_name() + "'");
+      }
       return item.is_string() && container.find(item.as_string()) != nullptr;
     case Value::Kind::kUndefined: return false;  // Jinja's Undefined iterates as empty
     default: break;

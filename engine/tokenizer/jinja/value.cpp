@@ -61,6 +61,12 @@ Value Value::tuple(std::vector<Value> items) {
   return v;
 }
 
+Value Value::generator(std::vector<Value> items) {
+  Value v = list(std::move(items));
+  v.list_->generator = true;
+  return v;
+}
+
 Value Value::dict() {
   Value v;
   v.kind_ = Kind::kDict;
@@ -82,6 +88,7 @@ Value Value::function(std::string name, NativeFn fn) {
 }
 
 bool Value::is_tuple() const { return kind_ == Kind::kList && list_->tuple; }
+bool Value::is_generator() const { return kind_ == Kind::kList && list_->generator; }
 bool Value::is_namespace() const { return kind_ == Kind::kDict && dict_->is_namespace; }
 
 int64_t Value::as_int() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
@@ -115,8 +122,6 @@ void Value::set(const std::string& key, Value v) {
   dict_->entries.emplace_back(key, std::move(v));
 }
 
-void Value::push_back(Value v) { list_->items.push_back(std::move(v)); }
-
 const std::string& Value::undefined_why() const {
   static const std::string kNone = "a value is undefined";
   return s_ ? *s_ : kNone;
@@ -140,7 +145,7 @@ bool Value::truthy() const {
     case Kind::kInt: return i_ != 0;
     case Kind::kFloat: return f_ != 0;
     case Kind::kString: return !s_->empty();
-    case Kind::kList: return !list_->items.empty();
+    case Kind::kList: return list_->generator || !list_->items.empty();
     case Kind::kDict: return dict_->is_namespace || !dict_->entries.empty();  // a namespace is an object
     case Kind::kFunction: return true;
   }
@@ -155,7 +160,7 @@ const char* Value::type_name() const {
     case Kind::kInt: return "int";
     case Kind::kFloat: return "float";
     case Kind::kString: return "str";
-    case Kind::kList: return list_->tuple ? "tuple" : "list";
+    case Kind::kList: return list_->generator ? "generator" : list_->tuple ? "tuple" : "list";
     case Kind::kDict: return dict_->is_namespace ? "Namespace" : "dict";
     case Kind::kFunction: return "function";
   }
@@ -172,13 +177,14 @@ std::string Value::str() const {
 
 std::string Value::repr() const {
   switch (kind_) {
-    case Kind::kUndefined: return {};
+    case Kind::kUndefined: return "Undefined";  // str() is empty, repr() (inside a list) is not
     case Kind::kNone: return "None";
     case Kind::kBool: return b_ ? "True" : "False";
     case Kind::kInt: return std::to_string(i_);
     case Kind::kFloat: return pystr::float_repr(f_);
     case Kind::kString: return pystr::repr(*s_);
     case Kind::kList: {
+      if (list_->generator) return "<generator object>";
       std::string out = list_->tuple ? "(" : "[";
       for (size_t i = 0; i < list_->items.size(); ++i) {
         if (i) out += ", ";
@@ -212,6 +218,7 @@ bool equals(const Value& a, const Value& b) {
     case K::kNone: return true;
     case K::kString: return a.as_string() == b.as_string();
     case K::kList: {
+      if (a.is_generator() || b.is_generator()) return a.identity() == b.identity();
       if (a.is_tuple() != b.is_tuple() || a.items().size() != b.items().size()) return false;
       for (size_t i = 0; i < a.items().size(); ++i) {
         if (!equals(a.items()[i], b.items()[i])) return false;
@@ -239,7 +246,7 @@ bool less(const Value& a, const Value& b) {
     return a.as_int() < b.as_int();
   }
   if (a.is_string() && b.is_string()) return a.as_string() < b.as_string();  // UTF-8 order = code point order
-  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple() && !a.is_generator() && !b.is_generator()) {
     const auto& x = a.items();
     const auto& y = b.items();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {

@@ -42,6 +42,9 @@ class Value {
   static Value string(std::string s);
   static Value list(std::vector<Value> items);
   static Value tuple(std::vector<Value> items);
+  // What Jinja's select/map/... filters return: a Python generator. It iterates like a list but is
+  // always true, has no len(), cannot be indexed and prints as "<generator object>".
+  static Value generator(std::vector<Value> items);
   static Value dict();       // an empty dict
   static Value namespace_();  // an empty namespace()
   static Value function(std::string name, NativeFn fn);
@@ -56,6 +59,7 @@ class Value {
   bool is_int() const { return kind_ == Kind::kInt || kind_ == Kind::kBool; }  // Python: bool is an int
   bool is_number() const { return is_int() || kind_ == Kind::kFloat; }
   bool is_tuple() const;
+  bool is_generator() const;
   bool is_namespace() const;
 
   bool as_bool() const { return b_; }
@@ -66,7 +70,6 @@ class Value {
   const std::vector<std::pair<std::string, Value>>& entries() const;  // dict / namespace
   const Value* find(const std::string& key) const;                     // dict / namespace
   void set(const std::string& key, Value v);  // dict being built, or a namespace
-  void push_back(Value v);                    // list being built
   const Function& function() const { return *fn_; }
   const std::string& undefined_why() const;
 
@@ -82,6 +85,7 @@ class Value {
   struct ListData {
     std::vector<Value> items;
     bool tuple = false;
+    bool generator = false;
   };
   struct DictData {
     std::vector<std::pair<std::string, Value>> entries;
