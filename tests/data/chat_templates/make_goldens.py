@@ -83,6 +83,9 @@ CONVERSATIONS = {
 # The special tokens each model's tokenizer gives bos_token / eos_token.
 TOKENS = {
     "deepseek-r1.jinja": ("<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+    "deepseek-v3.1.jinja": ("<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+    "gemma4.jinja": ("<bos>", "<eos>"),
+    "kimi-k2.jinja": ("[BOS]", "[EOS]"),
     "gemma-it.jinja": ("<bos>", "<eos>"),
     "gemma3-it.jinja": ("<bos>", "<eos>"),
     "gpt-oss-120b.jinja": ("<|startoftext|>", "<|return|>"),
@@ -99,6 +102,26 @@ TOKENS = {
 }
 
 
+# Template variables beyond the standard ones, rendered on a few conversations each.
+VARIABLES = {
+    "qwen3.jinja": [{"enable_thinking": False}],
+    "deepseek-v3.1.jinja": [{"thinking": True}],
+    "gemma4.jinja": [{"enable_thinking": True}],
+    "gpt-oss-120b.jinja": [{"reasoning_effort": "high", "model_identity": "You are a test."}],
+}
+
+
+def render(template, case, messages, variables):
+    try:
+        case["expected"] = template.render(messages=messages, tools=TOOLS if case["tools"] else None, documents=None,
+                                           add_generation_prompt=case["add_generation_prompt"],
+                                           bos_token=case["bos_token"], eos_token=case["eos_token"], **variables)
+    except Raised as e:
+        case["raises"] = str(e)
+    except Exception as e:  # a template that cannot take this conversation
+        case["fails"] = type(e).__name__
+
+
 def main():
     env = environment()
     cases = []
@@ -111,15 +134,14 @@ def main():
                 for gen in (True, False):
                     case = {"template": name, "conversation": conv, "tools": with_tools, "add_generation_prompt": gen,
                             "bos_token": bos, "eos_token": eos}
-                    try:
-                        case["expected"] = template.render(messages=messages, tools=TOOLS if with_tools else None,
-                                                           documents=None, add_generation_prompt=gen,
-                                                           bos_token=bos, eos_token=eos)
-                    except Raised as e:
-                        case["raises"] = str(e)
-                    except Exception as e:  # a template that cannot take this conversation
-                        case["fails"] = type(e).__name__
+                    render(template, case, messages, {})
                     cases.append(case)
+        for variables in VARIABLES.get(name, []):
+            for conv in ("system_user", "system_history"):
+                case = {"template": name, "conversation": conv, "tools": False, "add_generation_prompt": True,
+                        "bos_token": bos, "eos_token": eos, "variables": variables}
+                render(template, case, CONVERSATIONS[conv], variables)
+                cases.append(case)
     out = {"date": DATE, "tools": TOOLS, "conversations": CONVERSATIONS, "cases": cases}
     with open(os.path.join(HERE, "goldens.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
