@@ -8,6 +8,7 @@ namespace pipellm::coord {
 namespace {
 
 constexpr size_t kMaxSuspect = 300;  // the head's words about a rank, as much as a message keeps
+constexpr double kFreshHeartbeat = 1.0;  // seconds: four heartbeats; older figures are not extrapolated
 
 std::string secs(double s) {
   char buf[32];
@@ -59,8 +60,10 @@ std::optional<std::string> StageWatchdog::hung(Clock::time_point now) const {
     return "rank 0 (the head stage) is not responding: no message, not even its heartbeat, for " + secs(silent);
   }
   if (!last_) return std::nullopt;
-  // The head's figures grow while its next heartbeat is on the way.
+  // The head's figures grow while its next heartbeat is on the way; once that is overdue, the
+  // silence rule above speaks (a stopped head is "not responding", not "inside one step").
   const double age = seconds(now - last_at_);
+  if (age > kFreshHeartbeat) return std::nullopt;
   const double limit = deadline().count();
   if (last_->waiting_seconds > 0.0 && last_->waiting_seconds + age > limit) {
     return "the pipeline made no progress for " + secs(last_->waiting_seconds + age) + " (" + deadline_text() +

@@ -40,14 +40,23 @@ TEST(StageWatchdog, SilenceBeyondTheFloorNamesTheHead) {
   const auto why = w.hung(t0 + milliseconds(6000));
   ASSERT_TRUE(why);
   EXPECT_NE(why->find("rank 0 (the head stage) is not responding"), std::string::npos) << *why;
+
+  // A head stopped inside a step: its last heartbeat said "busy"; the silence names it, not
+  // the busy figure extrapolated past the heartbeat.
+  StageWatchdog s(policy(), 1, t0);
+  s.progress(progress(0.0, 0.02, 0.020), t0);
+  EXPECT_FALSE(s.hung(t0 + milliseconds(2990)));
+  const auto stopped = s.hung(t0 + milliseconds(3010));
+  ASSERT_TRUE(stopped);
+  EXPECT_NE(stopped->find("is not responding"), std::string::npos) << *stopped;
 }
 
 TEST(StageWatchdog, OverdueStepsNameTheSuspectOrTheOnlyFollower) {
   const auto t0 = Clock::now();
   StageWatchdog two(policy(), 2, t0);
-  two.progress(progress(2.0, 0.0, 0.010), t0);
-  EXPECT_FALSE(two.hung(t0 + milliseconds(900)));  // 2.9 s waiting < the 3 s floor
-  auto why = two.hung(t0 + milliseconds(1100));
+  two.progress(progress(2.2, 0.0, 0.010), t0);
+  EXPECT_FALSE(two.hung(t0 + milliseconds(700)));  // 2.9 s waiting < the 3 s floor
+  auto why = two.hung(t0 + milliseconds(900));
   ASSERT_TRUE(why);
   EXPECT_NE(why->find("held up at rank 1"), std::string::npos) << *why;
   EXPECT_NE(why->find("step 11"), std::string::npos) << *why;
@@ -68,10 +77,10 @@ TEST(StageWatchdog, TheDeadlineFollowsTheMeasuredStep) {
   StageWatchdog w(policy(), 2, t0);
   w.progress(progress(0.0, 0.0, 0.010), t0);
   EXPECT_DOUBLE_EQ(w.deadline().count(), 3.0);  // 8 x 10 ms is under the floor
-  w.progress(progress(7.0, 0.0, 1.0), t0);      // 1 s steps: 8 s
+  w.progress(progress(7.5, 0.0, 1.0), t0);      // 1 s steps: 8 s
   EXPECT_DOUBLE_EQ(w.deadline().count(), 8.0);
-  EXPECT_FALSE(w.hung(t0 + milliseconds(500)));
-  const auto why = w.hung(t0 + milliseconds(1500));
+  EXPECT_FALSE(w.hung(t0 + milliseconds(400)));
+  const auto why = w.hung(t0 + milliseconds(600));
   ASSERT_TRUE(why);
   EXPECT_NE(why->find("8x the measured step of 1000 ms"), std::string::npos) << *why;
 }
