@@ -38,7 +38,7 @@ ApiKeys ApiKeys::of(std::vector<std::string> keys) {
   return k;
 }
 
-ApiKeys ApiKeys::load(const std::string& file, const std::string& env_value) {
+ApiKeys ApiKeys::load(const std::string& file, const std::optional<std::string>& env_value) {
   std::vector<std::string> keys;
   if (!file.empty()) {
     std::ifstream in(file);
@@ -53,12 +53,23 @@ ApiKeys ApiKeys::load(const std::string& file, const std::string& env_value) {
     }
     if (from_file == 0) throw Error("api keys: '" + file + "' holds no keys");
   }
-  size_t start = 0;
-  while (start <= env_value.size() && !env_value.empty()) {
-    const size_t comma = env_value.find(',', start);
-    keys.push_back(env_value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
+  if (env_value) {
+    size_t from_env = 0;
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = env_value->find(',', start);
+      std::string k = trim(env_value->substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (!k.empty()) {
+        keys.push_back(std::move(k));
+        ++from_env;
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    if (from_env == 0) {
+      throw Error("api keys: $PIPELLM_API_KEYS is set but holds no key (comma-separated keys; unset it to serve "
+                  "without keys)");
+    }
   }
   return of(std::move(keys));
 }

@@ -16,8 +16,10 @@ class ApiKeys {
  public:
   ApiKeys() = default;  // no keys: everyone is admitted as "anonymous"
   // Keys from `file` (one per line; blank lines and lines starting with '#' skipped) and from
-  // `env_value` (comma-separated). Throws Error naming the file (unreadable, or no keys in it).
-  static ApiKeys load(const std::string& file, const std::string& env_value);
+  // `env_value` (comma-separated; nullopt: the variable is not set). Fails closed: a source that
+  // is given but yields no key throws Error naming it (an unreadable or keyless file, a set
+  // $PIPELLM_API_KEYS holding only separators or blanks), rather than serve without keys.
+  static ApiKeys load(const std::string& file, const std::optional<std::string>& env_value);
   static ApiKeys of(std::vector<std::string> keys);
 
   bool enabled() const { return !keys_.empty(); }

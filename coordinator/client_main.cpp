@@ -4,7 +4,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -37,14 +41,45 @@ int fail(const grpc::Status& s) {
   return 2;
 }
 
-std::vector<int32_t> parse_ids(const std::string& s) {
+// "1,2,3" -> ids. Every item must be a whole number in [0, 2^31): nothing is skipped, wrapped
+// (4294967297 is not 1) or cut short ("12abc"); throws CLI::ValidationError naming the item.
+std::vector<int32_t> parse_ids(const std::string& s, const std::string& what) {
   std::vector<int32_t> ids;
   std::stringstream in(s);
   std::string item;
+  size_t n = 0;
   while (std::getline(in, item, ',')) {
-    if (!item.empty()) ids.push_back(static_cast<int32_t>(std::stol(item)));
+    ++n;
+    const size_t a = item.find_first_not_of(" \t");
+    const std::string t = a == std::string::npos ? "" : item.substr(a, item.find_last_not_of(" \t") - a + 1);
+    const bool digits = !t.empty() && t.size() <= 10 && t.find_first_not_of("0123456789") == std::string::npos;
+    const long long v = digits ? std::stoll(t) : -1;
+    if (v < 0 || v > std::numeric_limits<int32_t>::max()) {
+      throw CLI::ValidationError(what, "item " + std::to_string(n) + " ('" + item + "') is not a token id (0.." +
+                                           std::to_string(std::numeric_limits<int32_t>::max()) + ")");
+    }
+    ids.push_back(static_cast<int32_t>(v));
   }
+  if (ids.empty()) throw CLI::ValidationError(what, "no token ids");
   return ids;
+}
+
+// A float the server can take: finite and within float's range (1e309 is not silently inf).
+CLI::Validator finite_float() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        try {
+          size_t used = 0;
+          const double d = std::stod(v, &used);
+          if (used != v.size() || !std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) {
+            return "'" + v + "' is not a finite number in float range";
+          }
+        } catch (const std::exception&) {
+          return "'" + v + "' is not a finite number in float range";
+        }
+        return "";
+      },
+      "FLOAT");
 }
 
 const char* finish_name(v1::FinishReason r) {
@@ -57,13 +92,15 @@ const char* finish_name(v1::FinishReason r) {
   }
 }
 
+// Optional values are sent only when given, and then always (the server judges their range and
+// names the parameter; nothing given is dropped here).
 struct GenArgs {
   std::string prompt, tokens, system;
   std::vector<std::string> chat;  // role:content
-  int max_tokens = -1000000;
-  double temperature = -1, top_p = -1, min_p = -1, repeat_penalty = -1;
-  int top_k = -1;
-  long long seed = -1;
+  std::optional<int> max_tokens;
+  std::optional<double> temperature, top_p, min_p, repeat_penalty;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   int timeout_ms = 0;
   bool json = false;
@@ -73,7 +110,7 @@ struct GenArgs {
 int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
   v1::GenerateRequest req;
   if (!a.tokens.empty()) {
-    for (int32_t id : parse_ids(a.tokens)) req.mutable_tokens()->add_ids(id);
+    for (int32_t id : parse_ids(a.tokens, "--tokens")) req.mutable_tokens()->add_ids(id);
   } else if (!a.chat.empty() || !a.system.empty()) {
     auto* chat = req.mutable_chat();
     if (!a.system.empty()) {
@@ -91,13 +128,13 @@ int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
     req.set_text(a.prompt);
   }
   auto* s = req.mutable_sampling();
-  if (a.temperature >= 0) s->set_temperature(static_cast<float>(a.temperature));
-  if (a.top_p >= 0) s->set_top_p(static_cast<float>(a.top_p));
-  if (a.min_p >= 0) s->set_min_p(static_cast<float>(a.min_p));
-  if (a.repeat_penalty >= 0) s->set_repetition_penalty(static_cast<float>(a.repeat_penalty));
-  if (a.top_k >= 0) s->set_top_k(a.top_k);
-  if (a.seed >= 0) s->set_seed(static_cast<uint64_t>(a.seed));
-  if (a.max_tokens != -1000000) req.set_max_tokens(a.max_tokens);
+  if (a.temperature) s->set_temperature(static_cast<float>(*a.temperature));
+  if (a.top_p) s->set_top_p(static_cast<float>(*a.top_p));
+  if (a.min_p) s->set_min_p(static_cast<float>(*a.min_p));
+  if (a.repeat_penalty) s->set_repetition_penalty(static_cast<float>(*a.repeat_penalty));
+  if (a.top_k) s->set_top_k(*a.top_k);
+  if (a.seed) s->set_seed(*a.seed);
+  if (a.max_tokens) req.set_max_tokens(*a.max_tokens);
   for (const auto& x : a.stop) req.add_stop(x);
   req.set_ignore_eos(a.ignore_eos);
 
@@ -157,13 +194,25 @@ int main(int argc, char** argv) {
   gen->add_option("--tokens", g.tokens, "prompt as token ids: 1,2,3");
   gen->add_option("--chat", g.chat, "chat message role:content (repeatable)")->allow_extra_args(false);
   gen->add_option("--system", g.system, "system message (chat)");
-  gen->add_option("-n,--max-tokens", g.max_tokens, "tokens to generate");
-  gen->add_option("--temp,--temperature", g.temperature, "temperature (0: greedy)");
-  gen->add_option("--top-k", g.top_k);
-  gen->add_option("--top-p", g.top_p);
-  gen->add_option("--min-p", g.min_p);
-  gen->add_option("--repeat-penalty", g.repeat_penalty);
-  gen->add_option("--seed", g.seed);
+  // Parsed into plain values and moved into GenArgs' optionals when given (see below).
+  int max_tokens = 0, top_k = 0;
+  double temperature = 0, top_p = 0, min_p = 0, repeat_penalty = 0;
+  uint64_t seed = 0;
+  auto* o_n = gen->add_option("-n,--max-tokens", max_tokens, "tokens to generate");
+  auto* o_temp = gen->add_option("--temp,--temperature", temperature, "temperature (0: greedy)")->check(finite_float());
+  auto* o_top_k = gen->add_option("--top-k", top_k);
+  auto* o_top_p = gen->add_option("--top-p", top_p)->check(finite_float());
+  auto* o_min_p = gen->add_option("--min-p", min_p)->check(finite_float());
+  auto* o_rep = gen->add_option("--repeat-penalty", repeat_penalty)->check(finite_float());
+  auto* o_seed = gen->add_option("--seed", seed, "0..2^64-1")->check(CLI::Validator(
+      [](std::string& v) {
+        errno = 0;
+        char* end = nullptr;
+        (void)std::strtoull(v.c_str(), &end, 10);
+        const bool ok = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos && errno != ERANGE;
+        return ok ? std::string() : "'" + v + "' is not a seed (0..2^64-1)";
+      },
+      "SEED"));
   gen->add_option("--stop", g.stop, "stop string (repeatable)")->allow_extra_args(false);
   gen->add_option("--timeout-ms", g.timeout_ms, "deadline");
   gen->add_flag("--ignore-eos", g.ignore_eos);
@@ -183,6 +232,13 @@ int main(int argc, char** argv) {
   health->add_option("--service", health_service);
 
   CLI11_PARSE(app, argc, argv);
+  if (*o_n) g.max_tokens = max_tokens;
+  if (*o_temp) g.temperature = temperature;
+  if (*o_top_k) g.top_k = top_k;
+  if (*o_top_p) g.top_p = top_p;
+  if (*o_min_p) g.min_p = min_p;
+  if (*o_rep) g.repeat_penalty = repeat_penalty;
+  if (*o_seed) g.seed = seed;
   std::shared_ptr<grpc::Channel> channel;
   try {
     channel = pipellm::coord::make_client_channel(addr, api_key, tls_ca);
@@ -210,7 +266,7 @@ int main(int argc, char** argv) {
       grpc::ClientContext ctx;
       v1::DetokenizeRequest req;
       v1::DetokenizeResponse res;
-      for (int32_t id : parse_ids(detok_ids)) req.add_ids(id);
+      for (int32_t id : parse_ids(detok_ids, "ids")) req.add_ids(id);
       const auto st = stub->Detokenize(&ctx, req, &res);
       if (!st.ok()) return fail(st);
       std::cout << res.text() << "\n";
@@ -243,6 +299,8 @@ int main(int argc, char** argv) {
       std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(res.status()) << "\n";
       return res.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
     }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);  // a bad value found after the parse (token ids): usage error
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -14,6 +14,7 @@
 #include "coordinator/link_backend.h"
 #include "coordinator/metered_backend.h"
 #include "coordinator/mpirun_launcher.h"
+#include "coordinator/plan_check.h"
 #include "coordinator/serving_setup.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/pipeline/pipeline_config.h"
@@ -40,10 +41,27 @@ std::string default_stage_binary() {
   return "pipellm-stage";
 }
 
+std::string backend_kind(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg) {
+  return o.backend == "auto" ? (cfg ? "mpirun" : "inprocess") : o.backend;
+}
+
+// Refuses, before anything is launched, what the stages could not run (plan_check.h).
+void check_before_launch(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model,
+                         const std::string& kind) {
+  if (kind == "mpirun" && cfg) {
+    const PartitionPlan plan = check_stage_plan(*cfg, model, o.n_ranks, physical_memory_bytes(), visible_gpu_count());
+    spdlog::info("coordinator: plan checked: {} stage(s), balance {:.2f}", plan.stages.size(), plan.balance());
+  } else if (kind == "inprocess") {
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
+    const int n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
+    check_inprocess_fit(model, n_ctx, n_slots, cfg ? cfg->kv_cache_type : KvType::F16, o.device, physical_memory_bytes(),
+                        visible_gpu_count());
+  }
+}
+
 std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg,
                                             const std::string& model_path, std::string& kind) {
-  kind = o.backend;
-  if (kind == "auto") kind = cfg ? "mpirun" : "inprocess";
+  kind = backend_kind(o, cfg);
   if (o.device != "cpu" && kind != "inprocess") {
     throw InvalidArgument("--device " + o.device + " is for the in-process backend (--model); the stages of --config " +
                           "name their own devices");
@@ -105,6 +123,7 @@ int run(const CoordinatorOptions& o) {
   {
     auto gguf = GgufFile::open(model_path);
     text = std::make_unique<ModelText>(Tokenizer::from_gguf(*gguf));
+    check_before_launch(o, cfg, *gguf, backend_kind(o, cfg));
   }
 
   std::string kind;

@@ -19,14 +19,15 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--link-handshake-ms", o.link_handshake_ms, "time a link connection has to say Hello")
       ->check(CLI::Range(1, 3600000));
   app.add_option("--port-file", o.port_file, "write the gRPC port here when serving");
-  app.add_option("--np", o.n_ranks, "MPI ranks (default: the config's stages)");
+  app.add_option("--np", o.n_ranks, "MPI ranks (default: the config's stages)")->check(CLI::Range(0, 4096));
   app.add_option("--mpirun", o.mpirun, "mpirun program");
   app.add_option("--stage-bin", o.stage_binary, "pipellm-stage program");
   app.add_option("--mpirun-arg", o.mpirun_args, "extra mpirun argument (repeatable)")->allow_extra_args(false);
   app.add_option("--stage-arg", o.stage_args, "extra pipellm-stage argument (repeatable)")->allow_extra_args(false);
   app.add_flag("--restart-on-failure", o.restart_on_failure, "relaunch the stages when they fail");
-  app.add_option("--max-restarts", o.max_restarts, "give up after this many relaunches");
-  app.add_option("--startup-timeout", o.startup_timeout_s, "seconds for the head stage to connect");
+  app.add_option("--max-restarts", o.max_restarts, "give up after this many relaunches")->check(CLI::Range(0, 1000000));
+  app.add_option("--startup-timeout", o.startup_timeout_s, "seconds for the head stage to connect")
+      ->check(CLI::Range(1, 86400));
   app.add_option("--stage-hang-ms", o.stage_hang_ms,
                  "the stages count as hung (like dead) after this long without a heartbeat or a step back; the "
                  "deadline grows to 8x the measured step time")
@@ -34,24 +35,35 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--stage-first-step-ms", o.stage_first_step_ms,
                  "a launch's first step may take this long (warm-up) before the stages count as hung")
       ->check(CLI::Range(200, 3600000));
-  app.add_option("--ctx", o.n_ctx, "context length (in-process backend)");
-  app.add_option("--slots", o.n_slots, "sequences at once (in-process backend)");
-  app.add_option("--threads", o.n_threads, "CPU threads (in-process backend)");
+  app.add_option("--ctx", o.n_ctx, "context length (in-process backend; 0: the config's, else 2048)")
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--slots", o.n_slots, "sequences at once (in-process backend; 0: the config's, else 4)")
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--threads", o.n_threads, "CPU threads (in-process backend; 0: all)")->check(CLI::Range(0, 4096));
   app.add_option("--device", o.device, "cpu, cuda or cuda:N: where the in-process backend runs the model");
   app.add_flag("--no-graphs", o.no_graphs, "in-process CUDA: run decode steps eagerly (ablation)");
-  app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512)");
-  app.add_option("--debug-step-delay-ms", o.debug_step_delay_ms, "tests: sleep per step (in-process backend)");
-  app.add_option("--max-queue", o.max_queue, "requests waiting beyond those running");
-  app.add_option("--max-prompt-tokens", o.max_prompt_tokens, "per-request prompt limit (0: the context)");
-  app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)");
-  app.add_option("--default-max-tokens", o.default_max_tokens, "max_tokens when a request gives none");
-  app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM");
+  app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512)")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--debug-step-delay-ms", o.debug_step_delay_ms, "tests: sleep per step (in-process backend)")
+      ->check(CLI::Range(0, 60000));
+  app.add_option("--max-queue", o.max_queue, "requests waiting beyond those running")->check(CLI::Range(0, 1000000));
+  app.add_option("--max-prompt-tokens", o.max_prompt_tokens, "per-request prompt limit (0: the context)")
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)")
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--default-max-tokens", o.default_max_tokens, "max_tokens when a request gives none (0: to the context)")
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM")->check(CLI::Range(0, 86400));
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add_serving_options(app, o.serving);
   try {
     app.parse(argc, argv);
     if (o.config.empty() && o.model.empty()) throw CLI::ValidationError("give --config or --model");
+    // A key source named but empty would mean "no keys": fail closed (issue 21 item 7).
+    if (app.count("--api-keys-file") > 0 && o.serving.api_keys_file.empty()) {
+      throw CLI::ValidationError("--api-keys-file", "empty path (leave the setting out to serve without keys)");
+    }
   } catch (const CLI::ParseError& e) {
     std::exit(app.exit(e));
   }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "coordinator/port_probe.h"
 #include "coordinator/serving_setup.h"
 
 namespace pipellm::coord {
@@ -116,10 +117,17 @@ class GrpcServer final : public GrpcFrontDoor {
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc_credentials(o), &port_);
+    // gRPC sets SO_REUSEPORT by default: a second server on a busy port would then start and
+    // the two would split the calls. The port is this coordinator's alone.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_body_bytes));
     builder.RegisterService(&guarded_);
     server_ = builder.BuildAndStart();
-    if (!server_ || port_ == 0) throw Error("grpc: cannot listen on " + address);
+    if (!server_ || port_ == 0) {
+      const auto [host, port] = split_host_port(address);
+      const std::string why = bind_failure(host, port);
+      throw Error("grpc: cannot listen on " + address + (why.empty() ? "" : ": " + why));
+    }
     set_serving(false);
   }
   ~GrpcServer() override { stop(); }

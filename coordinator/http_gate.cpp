@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -58,11 +59,12 @@ void send_and_close(int fd, const std::string& msg) {
   ::close(fd);
 }
 
-std::string refusal(int status, const char* reason, const std::string& message) {
-  const std::string body = std::string(R"({"error":{"message":")") + message +
-                           R"(","type":"invalid_request_error","param":null,"code":null}})";
+std::string refusal(int status, const char* reason, const std::string& message, const char* code = nullptr) {
+  const std::string body = std::string(R"({"error":{"message":")") + message + R"(","type":")" +
+                           (status == 429 ? "rate_limit_error" : "invalid_request_error") + R"(","param":null,"code":)" +
+                           (code ? std::string("\"") + code + "\"" : std::string("null")) + "}}";
   std::string r = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n";
-  if (status == 503) r += "Retry-After: 1\r\n";
+  if (status == 503 || status == 429) r += "Retry-After: 1\r\n";
   r += "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
        "\r\n\r\n" + body;
   return r;
@@ -75,8 +77,24 @@ struct Conn {
   std::string buf;   // bytes read and not yet consumed by cpp-httplib
   size_t scanned = 0;  // header terminator searched up to here
   Clock::time_point deadline;
+  Clock::time_point queued_at;  // when its complete request began to wait for a worker
   int requests = 0;
 };
+
+// The path of the request line at the start of `buf` ("GET /health?x HTTP/1.1" -> "/health").
+std::string request_path(const std::string& buf) {
+  const size_t sp = buf.find(' ');
+  if (sp == std::string::npos) return "";
+  const size_t end = buf.find_first_of(" ?\r\n", sp + 1);
+  return buf.substr(sp + 1, (end == std::string::npos ? buf.size() : end) - sp - 1);
+}
+
+// Cheap read-only requests that must answer under any load: served by the control workers.
+bool is_control_request(const std::string& buf) {
+  if (buf.rfind("GET ", 0) != 0) return false;
+  const std::string p = request_path(buf);
+  return p == "/health" || p == "/metrics" || p == "/v1/models";
+}
 
 // Whether `c.buf` holds a complete header block (cpp-httplib stops at the first "\r\n" line).
 // Returns 0: not yet, 1: complete, 431: over a limit.
@@ -174,26 +192,59 @@ class ConnStream : public httplib::Stream {
 struct HttpGate::Impl {
   httplib::Server& server;
   HttpGateLimits lim;
-  std::function<void(int)> on_refused;
   int listen_fd = -1;
   int wake_fd = -1;
   int port = 0;
   std::atomic<bool> stopping{false};
   std::thread loop;
-  std::vector<std::thread> workers;
+  std::vector<std::thread> workers;  // generation workers, then the control workers
 
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;          // generation workers
+  std::condition_variable control_cv;  // control workers
   std::deque<std::unique_ptr<Conn>> ready;     // complete header block, waiting for a worker
+  std::deque<std::unique_ptr<Conn>> control;   // the same for /health, /metrics, /v1/models
   std::deque<std::unique_ptr<Conn>> returned;  // keep-alive, back to the event loop
   std::map<std::string, int> per_client;       // open connections per address (guarded by mu)
   int open = 0;                                // guarded by mu
+  int busy = 0;                                // generation workers in a request (guarded by mu)
+  uint64_t busy_refusals = 0;                  // 429s for want of a worker (guarded by mu)
 
-  Impl(httplib::Server& s, HttpGateLimits l, std::function<void(int)> r)
+  Impl(httplib::Server& s, HttpGateLimits l, std::function<void(int, const std::string&)> r)
       : server(s), lim(l), on_refused(std::move(r)) {}
 
-  void refused(int status) {
-    if (on_refused) on_refused(status);
+  std::function<void(int, const std::string&)> on_refused;
+
+  void refused(int status, const std::string& path = "") {
+    if (on_refused) on_refused(status, path);
+  }
+
+  // No worker for this request in time (or too many waiting): 429 with Retry-After, closed.
+  void too_busy(Conn& c, const char* why) {
+    spdlog::warn("http: request from {} refused: {} ({} workers busy)", c.ip, why, lim.workers);
+    const std::string path = request_path(c.buf);
+    send_and_close(::dup(c.fd), refusal(429, "Too Many Requests",
+                                        std::string("the server is busy: ") + why + "; retry later", "server_busy"));
+    closed(c);
+    {
+      std::lock_guard<std::mutex> g(mu);
+      ++busy_refusals;
+    }
+    refused(429, path);
+  }
+
+  // Requests that waited for a worker past the queue deadline (the oldest are at the front).
+  void expire_waiting() {
+    std::vector<std::unique_ptr<Conn>> late;
+    const auto limit = Clock::now() - std::chrono::milliseconds(lim.queue_timeout_ms);
+    {
+      std::lock_guard<std::mutex> g(mu);
+      while (!ready.empty() && ready.front()->queued_at <= limit) {
+        late.push_back(std::move(ready.front()));
+        ready.pop_front();
+      }
+    }
+    for (auto& c : late) too_busy(*c, "no worker became free in time");
   }
 
   void wake() {
@@ -260,11 +311,19 @@ struct HttpGate::Impl {
       refused(431);
       return true;
     }
+    c->queued_at = Clock::now();
+    const bool ctl = is_control_request(c->buf);
     {
-      std::lock_guard<std::mutex> g(mu);
-      ready.push_back(std::move(c));
+      std::unique_lock<std::mutex> g(mu);
+      auto& q = ctl ? control : ready;
+      if (static_cast<int>(q.size()) >= lim.max_waiting) {
+        g.unlock();
+        too_busy(*c, "too many requests waiting for a worker");
+        return true;
+      }
+      q.push_back(std::move(c));
     }
-    cv.notify_one();
+    (ctl ? control_cv : cv).notify_one();
     return true;
   }
 
@@ -291,7 +350,12 @@ struct HttpGate::Impl {
       fds.assign(2, pollfd{});
       fds[0] = {listen_fd, POLLIN, 0};
       fds[1] = {wake_fd, POLLIN, 0};
+      expire_waiting();
       int timeout = 1000;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        if (!ready.empty()) timeout = 50;  // watch the queue deadline
+      }
       for (auto& c : waiting) {
         fds.push_back({c->fd, POLLIN, 0});
         timeout = std::min(timeout, ms_left(c->deadline) + 1);
@@ -340,45 +404,57 @@ struct HttpGate::Impl {
     for (auto& c : waiting) closed(*c);
   }
 
-  void run_worker() {
+  void run_worker(bool ctl) {
+    auto& q = ctl ? control : ready;
+    auto& wait_cv = ctl ? control_cv : cv;
     for (;;) {
       std::unique_ptr<Conn> c;
       {
         std::unique_lock<std::mutex> g(mu);
-        cv.wait(g, [&] { return stopping.load() || !ready.empty(); });
-        if (ready.empty()) return;
-        c = std::move(ready.front());
-        ready.pop_front();
+        wait_cv.wait(g, [&] { return stopping.load() || !q.empty(); });
+        if (q.empty()) return;
+        c = std::move(q.front());
+        q.pop_front();
+        if (!ctl) ++busy;
       }
-      c->requests++;
-      const bool last = stopping.load() || c->requests >= lim.keep_alive_max_requests;
-      bool connection_closed = false;
-      bool ok = false;
-      size_t used = 0;
-      {
-        ConnStream strm(*c, lim);
-        ok = ProcessRequest::call(server, strm, last, connection_closed);
-        used = strm.consumed();
-      }
-      if (!ok || connection_closed || last || stopping.load()) {
-        ::shutdown(c->fd, SHUT_WR);
-        closed(*c);
-        continue;
-      }
-      c->buf.erase(0, std::min(used, c->buf.size()));
-      c->scanned = 0;
-      c->deadline = Clock::now() + std::chrono::milliseconds(lim.header_timeout_ms);
-      {
+      serve(std::move(c));
+      if (!ctl) {
         std::lock_guard<std::mutex> g(mu);
-        returned.push_back(std::move(c));
+        --busy;
       }
-      wake();
     }
+  }
+
+  // One request on a worker; a kept-alive connection goes back to the event loop.
+  void serve(std::unique_ptr<Conn> c) {
+    c->requests++;
+    const bool last = stopping.load() || c->requests >= lim.keep_alive_max_requests;
+    bool connection_closed = false;
+    bool ok = false;
+    size_t used = 0;
+    {
+      ConnStream strm(*c, lim);
+      ok = ProcessRequest::call(server, strm, last, connection_closed);
+      used = strm.consumed();
+    }
+    if (!ok || connection_closed || last || stopping.load()) {
+      ::shutdown(c->fd, SHUT_WR);
+      closed(*c);
+      return;
+    }
+    c->buf.erase(0, std::min(used, c->buf.size()));
+    c->scanned = 0;
+    c->deadline = Clock::now() + std::chrono::milliseconds(lim.header_timeout_ms);
+    {
+      std::lock_guard<std::mutex> g(mu);
+      returned.push_back(std::move(c));
+    }
+    wake();
   }
 };
 
 HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
-                   std::function<void(int)> on_refused)
+                   std::function<void(int, const std::string&)> on_refused)
     : impl_(std::make_unique<Impl>(server, limits, std::move(on_refused))) {
   Impl& m = *impl_;
   addrinfo hints{};
@@ -391,19 +467,22 @@ HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, H
   if (::getaddrinfo(h.empty() ? nullptr : h.c_str(), service.c_str(), &hints, &res) != 0 || !res) {
     throw Error("http: cannot resolve " + host);
   }
+  std::string why;
   for (addrinfo* a = res; a && m.listen_fd < 0; a = a->ai_next) {
     const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
     int yes = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // never SO_REUSEPORT: the port is ours alone
     if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, kListenBacklog) == 0) {
       m.listen_fd = fd;
     } else {
+      why = std::strerror(errno);
+      if (errno == EADDRINUSE) why += ": another process listens there";
       ::close(fd);
     }
   }
   ::freeaddrinfo(res);
-  if (m.listen_fd < 0) throw Error("http: cannot listen on " + host + ":" + service);
+  if (m.listen_fd < 0) throw Error("http: cannot listen on " + host + ":" + service + (why.empty() ? "" : ": " + why));
   sockaddr_storage a{};
   socklen_t len = sizeof a;
   ::getsockname(m.listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
@@ -411,13 +490,20 @@ HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, H
                                    : ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
   m.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   ProcessRequest::set_listening(m.server, m.listen_fd);
-  for (int i = 0; i < std::max(1, m.lim.workers); ++i) m.workers.emplace_back([&m] { m.run_worker(); });
+  for (int i = 0; i < std::max(1, m.lim.workers); ++i) m.workers.emplace_back([&m] { m.run_worker(false); });
+  for (int i = 0; i < std::max(1, m.lim.control_workers); ++i) m.workers.emplace_back([&m] { m.run_worker(true); });
   m.loop = std::thread([&m] { m.run_loop(); });
 }
 
 HttpGate::~HttpGate() { stop(); }
 
 int HttpGate::port() const { return impl_->port; }
+
+HttpGateStats HttpGate::stats() const {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> g(m.mu);
+  return {m.lim.workers, m.busy, static_cast<int>(m.ready.size()), m.open, m.busy_refusals};
+}
 
 void HttpGate::stop() {
   Impl& m = *impl_;
@@ -426,9 +512,10 @@ void HttpGate::stop() {
   if (m.loop.joinable()) m.loop.join();
   ProcessRequest::set_listening(m.server, INVALID_SOCKET);
   m.cv.notify_all();
+  m.control_cv.notify_all();
   for (auto& t : m.workers) t.join();
   // Connections still waiting for a worker when it stopped.
-  for (auto* q : {&m.ready, &m.returned}) {
+  for (auto* q : {&m.ready, &m.control, &m.returned}) {
     for (auto& c : *q) m.closed(*c);
     q->clear();
   }

@@ -7,10 +7,15 @@
 // (503 at once). Only a complete header block goes to a worker thread, which hands the buffered
 // bytes and the socket to cpp-httplib's routing; the body is read with an idle and a total
 // deadline. Between keep-alive requests the connection goes back to the event loop.
+// Admission: a request that finds no free worker waits at most `queue_timeout_ms` (and at most
+// `max_waiting` wait), else it gets 429 with Retry-After -- counted, never an invisible wait.
+// GET /health, /metrics and /v1/models go to control workers of their own, so they answer while
+// every generation worker streams.
 #pragma once
 #include <httplib.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,22 +25,33 @@
 namespace pipellm::coord {
 
 struct HttpGateLimits : HttpLimits {
-  int workers = 64;                    // requests processed at once
+  int workers = 64;                    // requests processed at once (besides the control workers)
   int write_timeout_ms = 30000;        // a blocked write fails after this
   int keep_alive_max_requests = 100;
 };
 
+// What /metrics shows of the gate.
+struct HttpGateStats {
+  int workers = 0;              // generation workers
+  int busy = 0;                 // of them in a request now
+  int waiting = 0;              // complete requests waiting for one
+  int connections = 0;          // open connections
+  uint64_t busy_refusals = 0;   // 429s: no worker in time, or too many waiting
+};
+
 class HttpGate {
  public:
-  // `server` holds the routes; `on_refused` is told the status of each connection refused by
-  // the gate itself (431 / 503 / 408). Binds host:port (0: any free port); throws Error.
+  // `server` holds the routes; `on_refused` is told the status (431 / 503 / 408 / 429) and the
+  // request path ("" when unknown) of each request refused by the gate itself. Binds host:port
+  // (0: any free port); throws Error.
   HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
-           std::function<void(int status)> on_refused);
+           std::function<void(int status, const std::string& path)> on_refused);
   ~HttpGate();  // stop()
   HttpGate(const HttpGate&) = delete;
   HttpGate& operator=(const HttpGate&) = delete;
 
   int port() const;
+  HttpGateStats stats() const;
   // Closes the listening socket and idle connections, waits for requests in progress.
   void stop();
 

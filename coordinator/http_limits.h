@@ -13,6 +13,14 @@ struct HttpLimits {
   int max_connections = 4096;             // open connections overall; more: 503
   int max_connections_per_client = 512;   // open connections per client address (a proxy or a
                                           // load generator is one address); more: 503
+  // Admission beyond the workers: a complete request waits for a free worker at most this long,
+  // and at most this many wait; beyond either it gets 429 with Retry-After (counted in
+  // /metrics) instead of waiting invisibly.
+  int queue_timeout_ms = 1000;
+  int max_waiting = 256;
+  // GET /health, /metrics and /v1/models are served by these workers of their own, so they
+  // answer while every generation worker is busy.
+  int control_workers = 2;
 };
 
 }  // namespace pipellm::coord

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "coordinator/text_stream.h"
 
@@ -270,10 +271,26 @@ json error_json(const ApiError& e) {
 
 json parse_body(const std::string& body) {
   json j;
+  // The key path being read, so that a value the parser cannot hold (1e309 overflows a double)
+  // is blamed on its own field, not on whichever field a later catch-all names.
+  std::vector<std::string> path;
+  const json::parser_callback_t track = [&path](int depth, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::key && depth > 0) {
+      path.resize(static_cast<size_t>(depth));
+      path.back() = parsed.is_string() ? parsed.get<std::string>() : std::string();
+    }
+    return true;
+  };
   try {
-    j = json::parse(body);
+    j = json::parse(body, track);
   } catch (const json::parse_error& e) {
     refuse("", std::string("body: not valid JSON: ") + e.what(), "invalid_json");
+  } catch (const json::exception& e) {  // out_of_range.406: a number beyond a double
+    std::string field;
+    for (const auto& k : path) {
+      if (!k.empty()) field += (field.empty() ? "" : ".") + k;
+    }
+    refuse(field, (field.empty() ? std::string("body") : field) + ": number out of range (" + e.what() + ")");
   }
   if (!j.is_object()) refuse("", std::string("body: must be a JSON object (got ") + type_name(j) + ")", "invalid_json");
   return j;

@@ -12,6 +12,8 @@
 #include "coordinator/generation.h"
 #include "coordinator/http_gate.h"
 #include "coordinator/http_openai.h"
+#include "coordinator/http_origin.h"
+#include "coordinator/port_probe.h"
 
 namespace pipellm::coord {
 
@@ -25,13 +27,29 @@ constexpr int kListenBacklog = 1024;
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// The routes and their methods: metrics labels and 405's Allow header.
+struct RouteMethods {
+  const char* path;
+  const char* allow;
+};
+constexpr RouteMethods kRoutes[] = {{"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
+                                    {"/v1/models", "GET"},       {"/health", "GET"},
+                                    {"/tokenize", "POST"},       {"/detokenize", "POST"},
+                                    {"/metrics", "GET"}};
+
 // Route label for metrics: the fixed routes by name, anything else "other" (bounded cardinality).
 std::string route_label(const std::string& path) {
-  for (const char* r : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/tokenize",
-                        "/detokenize", "/metrics"}) {
-    if (path == r) return r;
+  for (const RouteMethods& r : kRoutes) {
+    if (path == r.path) return r.path;
   }
   return "other";
+}
+
+const char* allowed_methods(const std::string& path) {
+  for (const RouteMethods& r : kRoutes) {
+    if (path == r.path) return r.allow;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -46,7 +64,12 @@ struct HttpFrontDoor::Impl {
   bool tls = false;
   std::atomic<bool> stopped{false};
 
-  Impl(FrontDoorContext c, HttpOptions o) : ctx(c), opt(std::move(o)) {}
+  OriginPolicy origin_policy;
+
+  Impl(FrontDoorContext c, HttpOptions o) : ctx(c), opt(std::move(o)) {
+    origin_policy.listen_host = split_host_port(opt.listen).first;
+    origin_policy.cors_origins = opt.cors_origins;
+  }
 
   void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
@@ -62,6 +85,35 @@ struct HttpFrontDoor::Impl {
   std::string model_id(const link::HelloMsg& m) const {
     if (!opt.model_alias.empty()) return opt.model_alias;
     return m.model_name.empty() ? "pipellm" : m.model_name;
+  }
+
+  // Host, Origin and Content-Type (http_origin.h), CORS for --cors-origin, then the API key;
+  // all before the body is read.
+  httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res) {
+    const std::string origin = req.get_header_value("Origin");
+    if (auto no = check_origin(origin_policy, req.method, req.get_header_value("Host"), origin,
+                               req.get_header_value("Content-Type"), req.local_port)) {
+      spdlog::warn("http: {} {} from {}: refused ({}): {}", req.method, route_label(req.path), req.remote_addr, no->code,
+                   no->message);
+      ApiError e;
+      e.status = no->status;
+      e.code = no->code;
+      e.message = no->message;
+      send_error(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (cors_allowed(origin_policy, origin)) {
+      res.set_header("Access-Control-Allow-Origin", origin);
+      res.set_header("Vary", "Origin");
+      if (req.method == "OPTIONS") {  // the preflight of a cross-origin JSON POST
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", "600");
+        res.status = 204;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return authorize(req, res);
   }
 
   // Every route but /health needs a key when keys are configured; checked before the body is read.
@@ -87,6 +139,7 @@ struct HttpFrontDoor::Impl {
   void detokenize(const httplib::Request& req, httplib::Response& res);
   void models(httplib::Response& res);
   void health(httplib::Response& res);
+  std::string gate_metrics() const;
   void routes();
 };
 
@@ -365,14 +418,43 @@ void HttpFrontDoor::Impl::health(httplib::Response& res) {
   }
 }
 
+// The gate's workers and admission, appended to /metrics (plain HTTP only).
+std::string HttpFrontDoor::Impl::gate_metrics() const {
+  if (!gate) return "";
+  const HttpGateStats g = gate->stats();
+  std::string out;
+  const auto gauge = [&out](const char* name, const char* help, const std::string& v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " + v + "\n";
+  };
+  gauge("pipellm_http_workers", "HTTP workers for requests other than health, metrics and models", std::to_string(g.workers));
+  gauge("pipellm_http_workers_busy", "HTTP workers in a request now", std::to_string(g.busy));
+  gauge("pipellm_http_waiting_requests", "HTTP requests waiting for a free worker", std::to_string(g.waiting));
+  gauge("pipellm_http_connections", "Open HTTP connections", std::to_string(g.connections));
+  out += "# HELP pipellm_http_busy_refusals_total HTTP requests answered 429 for want of a worker\n"
+         "# TYPE pipellm_http_busy_refusals_total counter\npipellm_http_busy_refusals_total " +
+         std::to_string(g.busy_refusals) + "\n";
+  return out;
+}
+
 void HttpFrontDoor::Impl::routes() {
   httplib::Server& s = *server;
   s.set_payload_max_length(opt.max_body_bytes);
   s.new_task_queue = [n = static_cast<size_t>(std::max(2, opt.threads))] { return new httplib::ThreadPool(n); };
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) { return authorize(req, res); });
-  // Statuses set by the HTTP layer itself (404, 413 ...) get an OpenAI-shaped body too.
-  s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request&, httplib::Response& res) {
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) { return admit(req, res); });
+  // Statuses set by the HTTP layer itself (404, 413 ...) get an OpenAI-shaped body too; a known
+  // route asked with the wrong method is 405 with Allow (cpp-httplib says 404).
+  s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    if (res.status == 404) {
+      if (const char* allow = allowed_methods(req.path)) {
+        res.status = 405;
+        res.set_header("Allow", allow);
+        ApiError e = error_of_status(405);
+        e.message = "method " + req.method + " not allowed on " + req.path + " (allowed: " + allow + ")";
+        send_error(res, e);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
     send_error(res, error_of_status(res.status));
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -401,7 +483,7 @@ void HttpFrontDoor::Impl::routes() {
   s.Post("/tokenize", [this](const httplib::Request& q, httplib::Response& r) { tokenize(q, r); });
   s.Post("/detokenize", [this](const httplib::Request& q, httplib::Response& r) { detokenize(q, r); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
-    r.set_content(ctx.metrics.render(ctx.sched.stats(), ctx.sched.serving()), "text/plain; version=0.0.4");
+    r.set_content(ctx.metrics.render(ctx.sched.stats(), ctx.sched.serving()) + gate_metrics(), "text/plain; version=0.0.4");
   });
 }
 
@@ -428,8 +510,9 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
     HttpGateLimits l;
     static_cast<HttpLimits&>(l) = m.opt.limits;
     l.workers = std::max(2, m.opt.threads);
-    m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, [&m](int status) {
-      m.ctx.metrics.count_request("http", "other", std::to_string(status));
+    m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, [&m](int status, const std::string& path) {
+      m.ctx.metrics.count_request("http", route_label(path), std::to_string(status));
+      if (status == 429) m.ctx.metrics.count_refusal("http", "server_busy");
     });
     m.port = m.gate->port();
     return;
@@ -447,7 +530,10 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
     listen_fd = sock;
   });
   m.port = port == 0 ? m.server->bind_to_any_port(host) : (m.server->bind_to_port(host, port) ? port : -1);
-  if (m.port <= 0) throw Error("http: cannot listen on " + m.opt.listen);
+  if (m.port <= 0) {
+    const std::string why = bind_failure(host, port);
+    throw Error("http: cannot listen on " + m.opt.listen + (why.empty() ? "" : ": " + why));
+  }
   if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) spdlog::warn("http: cannot widen the listen backlog");
   m.thread = std::thread([&m] {
     if (!m.server->listen_after_bind() && !m.stopped.load()) spdlog::error("http: the server stopped unexpectedly");

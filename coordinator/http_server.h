@@ -2,10 +2,13 @@
 // scheduler: POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with
 // stream:true), GET /v1/models, GET /health, POST /tokenize, POST /detokenize, GET /metrics.
 // Every route but /health needs `Authorization: Bearer KEY` when API keys are configured.
+// Before that, Host, Origin and a POST's Content-Type are checked (http_origin.h); a known
+// route asked with another method gets 405 with Allow.
 #pragma once
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "coordinator/front_door.h"
 #include "coordinator/http_limits.h"
@@ -19,6 +22,7 @@ struct HttpOptions {
   int threads = 64;                       // requests processed at once (worker threads)
   HttpLimits limits;                      // plain HTTP only (the gate); TLS: see README
   std::string model_alias;                // the model id in responses (default: the model's name)
+  std::vector<std::string> cors_origins;  // browser origins allowed besides this server (http_origin.h)
 };
 
 class HttpFrontDoor {

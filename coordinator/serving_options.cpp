@@ -2,10 +2,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include "coordinator/strict_config.h"
+
 namespace pipellm::coord {
 
 void add_serving_options(CLI::App& app, ServingOptions& o) {
-  app.set_config("--server-config", "", "read options from a TOML/INI file (keys are the long flag names)");
+  app.set_config("--server-config", "", "read options from a TOML file (keys are the long flag names; strict)");
+  // Fail closed: an unknown key, a malformed value or a key set twice stops the program
+  // (strict_config.h); extras are an error in CLI11 too, should a key slip past the reader.
+  app.config_formatter(std::make_shared<StrictConfig>(&app));
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--http-listen", o.http_listen,
                  std::string("OpenAI-compatible HTTP address (host:port, port 0 picks one; 'off'); default ") +
                      kDefaultHttpListen);
@@ -24,13 +30,24 @@ void add_serving_options(CLI::App& app, ServingOptions& o) {
   app.add_option("--max-connections-per-client", o.http_limits.max_connections_per_client,
                  "open HTTP connections per client address (503 beyond)")
       ->check(CLI::Range(1, 1000000));
+  app.add_option("--http-queue-timeout-ms", o.http_limits.queue_timeout_ms,
+                 "a request waits at most this long for a free HTTP worker (429 with Retry-After beyond)")
+      ->check(CLI::Range(1, 3600000));
+  app.add_option("--http-max-waiting", o.http_limits.max_waiting,
+                 "requests waiting for a free HTTP worker at most (429 with Retry-After beyond)")
+      ->check(CLI::Range(0, 1000000));
   app.add_flag("--allow-remote", o.allow_remote, "allow listening on addresses other than loopback");
   app.add_option("--api-keys-file", o.api_keys_file, "file of API keys, one per line (also $PIPELLM_API_KEYS)");
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate: TLS on both front doors");
   app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
   app.add_option("--max-body-bytes", o.max_body_bytes, "largest HTTP body / gRPC message")->check(CLI::Range(1024, 1 << 30));
-  app.add_option("--max-streams-per-key", o.max_streams_per_key, "concurrent generations per API key (0: unlimited)");
+  app.add_option("--max-streams-per-key", o.max_streams_per_key, "concurrent generations per API key (0: unlimited)")
+      ->check(CLI::Range(0, 1000000));
   app.add_option("--served-model-name", o.served_model_name, "model id in HTTP responses");
+  app.add_option("--cors-origin", o.cors_origins,
+                 "a browser origin (scheme://host[:port]) allowed to call the HTTP API, with CORS headers; "
+                 "repeatable; '*' allows any")
+      ->allow_extra_args(false);
 }
 
 }  // namespace pipellm::coord

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "coordinator/http_limits.h"
 
@@ -26,6 +27,7 @@ struct ServingOptions {
   size_t max_body_bytes = 1 << 20;             // HTTP body / gRPC message
   int max_streams_per_key = 0;                 // concurrent generations per API key (0: unlimited)
   std::string served_model_name;               // model id in HTTP responses (default: the GGUF's name)
+  std::vector<std::string> cors_origins;       // browser origins allowed on HTTP (http_origin.h)
 };
 
 // Adds the flags (and --server-config FILE) to `app`.

@@ -29,7 +29,7 @@ std::string read_tls_file(const std::string& path, const char* what) {
 
 ApiKeys load_api_keys(const ServingOptions& o) {
   const char* env = std::getenv("PIPELLM_API_KEYS");
-  ApiKeys keys = ApiKeys::load(o.api_keys_file, env ? env : "");
+  ApiKeys keys = ApiKeys::load(o.api_keys_file, env ? std::optional<std::string>(env) : std::nullopt);
   if (keys.enabled()) {
     spdlog::info("serving: API keys required ({} key(s))", keys.size());
   } else {
@@ -103,6 +103,7 @@ std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorCont
   h.threads = o.http_threads;
   h.limits = o.http_limits;
   h.model_alias = o.served_model_name;
+  h.cors_origins = o.cors_origins;
   std::unique_ptr<HttpFrontDoor> http;
   try {
     http = std::make_unique<HttpFrontDoor>(ctx, h);

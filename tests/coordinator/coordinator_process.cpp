@@ -70,6 +70,31 @@ bool CoordinatorProcess::wait_health(const std::string& want, int timeout_ms) {
   return false;
 }
 
+Exited run_coordinator_to_exit(const std::vector<std::string>& args, const std::vector<std::string>& env, int timeout_ms) {
+  TempDir dir;
+  std::vector<std::string> argv = {PIPELLM_COORDINATOR_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  coord::ChildProcess child(argv, env, dir.file("log"));
+  Exited r;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (auto why = child.exited()) {
+      r.status = *why;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (r.status.empty()) {
+    r.status = "still running";
+    child.terminate(std::chrono::seconds(5));
+  }
+  std::ifstream in(dir.file("log"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.log = ss.str();
+  return r;
+}
+
 StreamResult generate(pipellm::v1::PipeLLM::Stub& stub, const pipellm::v1::GenerateRequest& req, int deadline_ms) {
   StreamResult r;
   grpc::ClientContext ctx;

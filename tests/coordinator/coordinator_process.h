@@ -51,6 +51,15 @@ class CoordinatorProcess {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
+// Runs pipellm-coordinator with exactly `args` (plus `env` entries) until it exits, for refusals
+// at startup; it is killed after `timeout_ms` (status "still running"). Its status and output.
+struct Exited {
+  std::string status;  // "exit status 1", "killed by signal ...", "still running"
+  std::string log;
+};
+Exited run_coordinator_to_exit(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                               int timeout_ms = 30000);
+
 // One Generate call, read to the end.
 struct StreamResult {
   grpc::Status status;

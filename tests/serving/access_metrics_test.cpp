@@ -27,10 +27,25 @@ TEST(ApiKeys, FileAndEnvironment) {
   EXPECT_FALSE(k.find("sk-one "));
   EXPECT_FALSE(k.find(""));
   std::ofstream(path) << "# nothing\n";
-  EXPECT_THROW(ApiKeys::load(path, ""), Error);
+  EXPECT_THROW(ApiKeys::load(path, std::nullopt), Error);
   std::remove(path.c_str());
-  EXPECT_THROW(ApiKeys::load(path, ""), Error);
-  EXPECT_FALSE(ApiKeys::load("", "").enabled());
+  EXPECT_THROW(ApiKeys::load(path, std::nullopt), Error);
+  EXPECT_FALSE(ApiKeys::load("", std::nullopt).enabled());
+}
+
+// Issue 21 item 7: a key source that is given but yields no key is fatal, never "no keys".
+TEST(ApiKeys, ASourceWithoutKeysFailsClosed) {
+  for (const char* env : {"", ", ,", " ", ",,,", " , \t"}) {
+    try {
+      ApiKeys::load("", std::string(env));
+      ADD_FAILURE() << "PIPELLM_API_KEYS='" << env << "' started without keys";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("$PIPELLM_API_KEYS is set but holds no key"), std::string::npos) << e.what();
+    }
+  }
+  const ApiKeys k = ApiKeys::load("", std::string(" sk-a , ,sk-b "));
+  EXPECT_EQ(k.size(), 2u);
+  EXPECT_EQ(k.find("sk-b"), 1u);
 }
 
 TEST(ApiKeys, BearerCheck) {

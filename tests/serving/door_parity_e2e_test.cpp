@@ -295,7 +295,7 @@ TEST_F(DoorParityE2E, HttpClientCancelFreesTheSlot) {
   json body = long_body();
   body["stream"] = true;
   const std::string b = body.dump();
-  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                           "Content-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b;
   ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
   std::string got;

@@ -163,6 +163,24 @@ TEST(OpenAiParse, BodyMustBeJsonObject) {
   }
 }
 
+// Issue 21 item 11: a number a double cannot hold is blamed on its own field (it used to be
+// blamed on `prompt` by a catch-all).
+TEST(OpenAiParse, NumberOverflowNamesItsField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"prompt":"hi","temperature":1e309})", "temperature"},
+      {R"({"prompt":"hi","max_tokens":-1e400})", "max_tokens"},
+      {R"({"prompt":[1, 2, 1e999]})", "prompt"},
+      {R"({"messages":[{"role":"user","content":"x"}],"top_p":1e309})", "top_p"},
+      {R"({"a":{"b":{"c":1e309}}})", "a.b.c"},
+  };
+  for (const auto& [body, field] : cases) {
+    const ApiError e = refusal_of([&] { parse_body(body); });
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, field) << body;
+    EXPECT_EQ(e.message.rfind(field + ": number out of range", 0), 0u) << e.message;
+  }
+}
+
 TEST(OpenAiErrors, StatusOfEachRefusal) {
   EXPECT_EQ(error_of_prepare(RequestError(Code::InvalidArgument, "sampling.top_p: must be in (0, 1]")).param, "top_p");
   const ApiError big = error_of_prepare(RequestError(Code::ResourceExhausted, "prompt.text: 9 bytes, more than ..."));
