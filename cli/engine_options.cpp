@@ -9,6 +9,7 @@
 
 #include "engine/model/vram_plan.h"
 #include "engine/util/error.h"
+#include "cli/model_path.h"
 #include "engine/devices/device_stage.h"
 
 namespace pipellm::cli {
@@ -125,10 +126,8 @@ std::string default_model_path() {
 std::string resolve_model(const EngineFlags& f) {
   if (f.vram_budget != 0 && f.device == "cpu") throw InvalidArgument("--vram-budget needs --device cuda[:N]");
   const std::string path = f.model.empty() ? default_model_path() : f.model;
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw InvalidArgument("model file '" + path + "' does not exist" +
-                          (f.model.empty() ? " (the default model; pass -m FILE)" : ""));
+  if (const std::string why = model_path_problem(path); !why.empty()) {
+    throw InvalidArgument("model file '" + path + "' " + why + (f.model.empty() ? " (the default model; pass -m FILE)" : ""));
   }
   return path;
 }

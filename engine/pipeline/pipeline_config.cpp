@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -50,10 +51,15 @@ class Reader {
     return node_[key];
   }
 
+  // Unknown keys, and keys given twice (yaml-cpp keeps both and reads the first, so the second
+  // would be silently ignored), are errors.
   void check_unknown() const {
+    std::map<std::string, int> lines;
     for (auto it = node_.begin(); it != node_.end(); ++it) {
       const std::string k = it->first.as<std::string>();
       if (seen_.count(k) == 0) fail(it->first, full(k), "unknown key");
+      const auto [at, fresh] = lines.emplace(k, it->first.Mark().line + 1);
+      if (!fresh) fail(it->first, full(k), "given twice (first on line " + std::to_string(at->second) + ")");
     }
   }
 

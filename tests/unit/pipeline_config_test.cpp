@@ -114,7 +114,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "bad.yaml:3: prefill_chunk: 128 exceeds max_batch_tokens (64)"},
         BadConfig{"model: [a]\nstages: [{device: cpu}]\n", "bad.yaml:1: model: expected a file path"},
         BadConfig{"model: a.gguf\nstages: [{device: cpu}\n", "bad.yaml:3: YAML syntax: end of sequence flow not found"},
-        BadConfig{"- just\n- a list\n", "bad.yaml:1: the config must be a mapping"}));
+        BadConfig{"- just\n- a list\n", "bad.yaml:1: the config must be a mapping"},
+        // Issue 21 item 11: a key given twice is an error (the second used to be ignored silently).
+        BadConfig{"model: a.gguf\ncontext_length: 10\ncontext_length: 20\nstages: [{device: cpu}]\n",
+                  "bad.yaml:3: context_length: given twice (first on line 2)"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    device: cuda:0\n",
+                  "bad.yaml:4: stages[0].device: given twice (first on line 3)"},
+        BadConfig{"model: a.gguf\nprefetch: {enabled: true, enabled: false}\nstages: [{device: cpu}]\n",
+                  "prefetch.enabled: given twice"}));
 
 TEST(PipelineConfig, MissingFile) {
   try {
