@@ -1,47 +1,38 @@
 #include "coordinator/chat_format.h"
 
 #include "coordinator/status.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/util/error.h"
 
 namespace pipellm::coord {
 
-ChatStyle chat_style(const std::optional<std::string>& t) {
-  if (!t) return ChatStyle::Plain;
-  if (t->find("<|im_start|>") != std::string::npos) return ChatStyle::ChatML;
-  if (t->find("<|start_header_id|>") != std::string::npos) return ChatStyle::Llama3;
-  return ChatStyle::Plain;
-}
-
-std::string format_chat(const std::vector<ChatMessage>& messages, ChatStyle style, bool add_generation_prompt) {
+std::string format_chat(const std::vector<ChatMessage>& messages, const ChatFormat& format, bool add_generation_prompt) {
   if (messages.empty()) throw RequestError(Code::InvalidArgument, "chat.messages: no messages");
+  std::vector<pipellm::ChatMessage> msgs;
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     const std::string where = "chat.messages[" + std::to_string(i) + "]";
-    if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
+    const std::string role = m.role == "developer" ? "system" : m.role;
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
       throw RequestError(Code::InvalidArgument, where + ".role: '" + m.role +
-                                                    "' is not one of system, user, assistant, tool");
+                                                    "' is not one of system, developer, user, assistant, tool");
     }
     if (m.content.empty()) throw RequestError(Code::InvalidArgument, where + ".content: empty");
-    if (m.role == "system" && i != 0) {
-      throw RequestError(Code::InvalidArgument, where + ".role: a system message must come first");
+    msgs.push_back({role, m.content});
+  }
+  if (format.chat_template) {
+    try {
+      return apply_chat_template(*format.chat_template, msgs, add_generation_prompt, "", format.eos);
+    } catch (const InvalidArgument& e) {
+      // The template refused this conversation (raise_exception), or a bad role for it.
+      throw RequestError(Code::InvalidArgument, std::string("chat.messages: ") + e.what());
+    } catch (const FormatError& e) {
+      throw RequestError(Code::Internal, std::string("the model's chat template cannot be rendered: ") + e.what());
     }
   }
   std::string out;
-  for (const auto& m : messages) {
-    switch (style) {
-      case ChatStyle::ChatML: out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n"; break;
-      case ChatStyle::Llama3:
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
-        break;
-      case ChatStyle::Plain: out += m.role + ": " + m.content + "\n"; break;
-    }
-  }
-  if (add_generation_prompt) {
-    switch (style) {
-      case ChatStyle::ChatML: out += "<|im_start|>assistant\n"; break;
-      case ChatStyle::Llama3: out += "<|start_header_id|>assistant<|end_header_id|>\n\n"; break;
-      case ChatStyle::Plain: out += "assistant:"; break;
-    }
-  }
+  for (const auto& m : msgs) out += m.role + ": " + m.content + "\n";
+  if (add_generation_prompt) out += "assistant:";
   return out;
 }
 

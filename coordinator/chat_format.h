@@ -1,7 +1,8 @@
-// Chat messages -> prompt text. Messages are validated here (non-empty list, known roles,
-// non-empty content). The format follows the model's tokenizer.chat_template family: ChatML
-// (<|im_start|>), Llama 3 (<|start_header_id|>), else a plain "role: content" transcript.
-// (A full Jinja renderer can replace format_chat() behind the same signature.)
+// Chat messages -> prompt text, for both front doors. Messages are validated here (non-empty
+// list, known roles, non-empty content; OpenAI's "developer" role is the system role). A model
+// with a tokenizer.chat_template gets its own template rendered (engine/tokenizer/chat_template.h:
+// the Jinja engine, the family renderers as fallback), exactly as `pipellm generate --chat` does;
+// a model without one gets a plain "role: content" transcript.
 #pragma once
 #include <optional>
 #include <string>
@@ -14,10 +15,14 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatStyle { ChatML, Llama3, Plain };
-ChatStyle chat_style(const std::optional<std::string>& chat_template);
+// How a model's chat prompts are made: its template (if any) and the EOS text it writes
+// between turns (BOS comes from tokenizing with add_special).
+struct ChatFormat {
+  std::optional<std::string> chat_template;
+  std::string eos;
+};
 
-// Throws RequestError(InvalidArgument) naming the message and field.
-std::string format_chat(const std::vector<ChatMessage>& messages, ChatStyle style, bool add_generation_prompt);
+// Throws RequestError(InvalidArgument) naming the message and field, or the template's refusal.
+std::string format_chat(const std::vector<ChatMessage>& messages, const ChatFormat& format, bool add_generation_prompt);
 
 }  // namespace pipellm::coord

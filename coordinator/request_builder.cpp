@@ -30,7 +30,9 @@ float check_range(const std::optional<float>& v, float def, float lo, float hi, 
 
 }  // namespace
 
-ModelText::ModelText(std::unique_ptr<Tokenizer> tok) : tok_(std::move(tok)), chat_style_(chat_style(tok_->chat_template())) {
+ModelText::ModelText(std::unique_ptr<Tokenizer> tok)
+    : tok_(std::move(tok)),
+      chat_format_{tok_->chat_template(), tok_->eos_id() >= 0 ? tok_->token_to_piece(tok_->eos_id()) : ""} {
   for (int32_t id = 0; id < tok_->n_vocab(); ++id) {
     if (tok_->is_eog(id)) eog_ids_.push_back(id);
   }
@@ -39,7 +41,7 @@ ModelText::ModelText(std::unique_ptr<Tokenizer> tok) : tok_(std::move(tok)), cha
 std::string ModelText::prompt_text(const GenerateInput& in) const {
   switch (in.kind) {
     case GenerateInput::PromptKind::Text: return in.text;
-    case GenerateInput::PromptKind::Chat: return format_chat(in.chat, chat_style_, in.add_generation_prompt);
+    case GenerateInput::PromptKind::Chat: return format_chat(in.chat, chat_format_, in.add_generation_prompt);
     default: return "";
   }
 }

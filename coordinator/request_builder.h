@@ -58,7 +58,7 @@ class ModelText {
 
  private:
   std::unique_ptr<Tokenizer> tok_;
-  ChatStyle chat_style_;
+  ChatFormat chat_format_;
   std::vector<int32_t> eog_ids_;
 };
 
