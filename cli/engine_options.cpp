@@ -19,6 +19,10 @@ const char* engine_flags_help() {
          "  --threads N        CPU threads (default: one per hardware thread)\n"
          "  --ctx N            context length in tokens\n"
          "  --kv-type T        KV cache element type: f16 (default) or f32\n"
+         "  -ctk, --cache-type-k T\n"
+         "                     K cache type: f16, f32, q8_0 or q4_0 (default: --kv-type; CPU)\n"
+         "  -ctv, --cache-type-v T\n"
+         "                     V cache type: f16, f32, q8_0 or q4_0 (default: --kv-type; CPU)\n"
          "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n"
          "  --no-graphs        CUDA: launch each decode step's kernels one by one instead of\n"
          "                     replaying a captured CUDA graph (the ablation)\n"
@@ -92,6 +96,13 @@ bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
     } else {
       throw InvalidArgument("--kv-type: '" + v + "' is not f16 or f32");
     }
+  } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
+    const std::string v = flag_value(argc, argv, i);
+    const auto t = tensor_type_from_name(v);
+    if (!t || !(*t == TensorType::F16 || *t == TensorType::F32 || *t == TensorType::Q8_0 || *t == TensorType::Q4_0)) {
+      throw InvalidArgument(a + ": '" + v + "' is not f16, f32, q8_0 or q4_0");
+    }
+    (a == "-ctk" || a == "--cache-type-k" ? f.kv_type_k : f.kv_type_v) = *t;
   } else if (a == "--vram-budget") {
     f.vram_budget = parse_byte_size(flag_value(argc, argv, i), "--vram-budget");
   } else if (a == "--no-graphs") {
@@ -138,12 +149,18 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
   opt.stage.n_ctx = n_ctx;
   opt.stage.n_slots = n_slots;
   opt.stage.kv_type = f.kv_type;
+  opt.stage.kv_type_k = f.kv_type_k;
+  opt.stage.kv_type_v = f.kv_type_v;
   return CpuModel::open(path, opt);
 }
 
 int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(f.device); }
 
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
+  // DeviceStageOptions carries no cache types yet: refuse rather than run an f16 cache unasked.
+  if ((f.kv_type_k || f.kv_type_v) && cuda_device_index(f) >= 0) {
+    throw InvalidArgument("--cache-type-k/--cache-type-v: not passed to --device " + f.device + " yet (CPU only here)");
+  }
   DeviceStageOptions o;
   o.device = f.device;
   o.n_ctx = n_ctx;

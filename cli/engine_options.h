@@ -2,6 +2,7 @@
 // KV cache type, device; plus value parsing that reports bad values as usage errors (exit 2).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@ struct EngineFlags {
   int threads = 0;            // 0: one per hardware thread
   int ctx = 0;                // 0: the command's default
   TensorType kv_type = TensorType::F16;
+  std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv: one side's type (overrides --kv-type)
   std::string device = "cpu";
   bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
   uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit

@@ -142,7 +142,8 @@ void CpuStage::attention_block(int il, const Batch& b) {
   aa.v = vp_.data();
   aa.k_row_bytes = cache_.k_row_bytes(kv_layer);
   aa.v_row_bytes = cache_.v_row_bytes(kv_layer);
-  aa.kv_type = cache_.type();
+  aa.k_type = cache_.k_type();
+  aa.v_type = cache_.v_type();
   aa.window = s.window;
   aa.ring = cache_.rows(kv_layer) < cache_.n_ctx() ? cache_.rows(kv_layer) : 0;
   aa.sinks = d.ptr(LayerTensor::Sinks);

@@ -30,7 +30,7 @@ CpuStage::CpuStage(const GgufFile& f, const ModelConfig& c, LayerRange range, bo
       last_(last),
       max_batch_(std::max(1, opt.max_batch_tokens)),
       pool_(pool),
-      cache_(c, range, opt.n_slots, opt.n_ctx, max_batch_, opt.kv_type),
+      cache_(c, range, opt.n_slots, opt.n_ctx, max_batch_, opt.k_type(), opt.v_type()),
       filled_(static_cast<size_t>(opt.n_slots), 0) {
   for (const auto& l : weights_.layers) {
     LayerFloats d;

@@ -18,6 +18,7 @@
 #pragma once
 #include <array>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/model/kv_cache.h"
@@ -31,7 +32,12 @@ namespace pipellm {
 struct CpuStageOptions {
   int n_ctx = 2048;
   int n_slots = 1;
+  // KV cache element types (engine/model/kv_cache.h): kv_type for K and V, unless kv_type_k /
+  // kv_type_v set one side (llama.cpp's --cache-type-k / --cache-type-v): f16, f32, q8_0, q4_0.
   TensorType kv_type = TensorType::F16;
+  std::optional<TensorType> kv_type_k, kv_type_v;
+  TensorType k_type() const { return kv_type_k.value_or(kv_type); }
+  TensorType v_type() const { return kv_type_v.value_or(kv_type); }
   int max_batch_tokens = 512;  // longer batches run in chunks (sizes the sliding-window KV rings)
 };
 

@@ -124,6 +124,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   const size_t kv = static_cast<size_t>(own_kv ? i : s.kv_source - range_.first);
   r.k_cache = k_cache_[kv].get();
   r.v_cache = v_cache_[kv].get();
+  r.k_type = opt_.kv_type_k;
+  r.v_type = opt_.kv_type_v;
   r.n_ctx = kv_rows_[kv];
   const RopeParams rp = layer_rope(s, weights_->rope_freqs.get());
   r.n_rot = rp.n_rot;
@@ -149,6 +151,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.out_stride = Q;
   a.k_cache = r.k_cache;
   a.v_cache = r.v_cache;
+  a.k_type = r.k_type;
+  a.v_type = r.v_type;
   a.n_ctx = r.n_ctx;
   a.pos = d_pos_;
   a.slot = d_slot_;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/kv_cache.h"
 #include "engine/util/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/attention.h"
@@ -72,13 +73,27 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
 
   const int64_t kdim = cfg_.k_dim();
   max_tokens_ = std::max(opt_.max_batch_tokens, batch_bucket(opt_.n_slots));
-  // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx.
+  // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx;
+  // rows in bytes of the cache types (kv_row_bytes), as the CPU cache lays them out.
+  for (const TensorType t : {opt_.kv_type_k, opt_.kv_type_v}) {
+    if (t != TensorType::F16 && t != TensorType::Q8_0 && t != TensorType::Q4_0) {
+      throw InvalidArgument(std::string("CUDA stage: KV cache type ") + tensor_type_name(t) +
+                            " unsupported (f16, q8_0, q4_0)");
+    }
+  }
   for (int l = 0; l < range_.size(); ++l) {
-    kv_rows_.push_back(cfg_.kv_rows(range_.first + l, opt_.n_ctx, max_tokens_));
-    const size_t n = static_cast<size_t>(opt_.n_slots) * static_cast<size_t>(kv_rows_.back()) *
-                     static_cast<size_t>(cfg_.k_dim(range_.first + l));
-    k_cache_.emplace_back(n);
-    v_cache_.emplace_back(n);
+    const int il = range_.first + l;
+    kv_rows_.push_back(cfg_.kv_rows(il, opt_.n_ctx, max_tokens_));
+    size_t k_bytes = 0, v_bytes = 0;
+    if (kv_rows_.back() > 0) {  // recurrent and KV-sharing layers keep no rows
+      check_kv_head_dim(opt_.kv_type_k, cfg_.layer(il).head_dim, "CUDA stage, layer " + std::to_string(il) + " K");
+      check_kv_head_dim(opt_.kv_type_v, cfg_.layer(il).head_dim_v, "CUDA stage, layer " + std::to_string(il) + " V");
+      const size_t rows = static_cast<size_t>(opt_.n_slots) * static_cast<size_t>(kv_rows_.back());
+      k_bytes = rows * kv_row_bytes(opt_.kv_type_k, cfg_.k_dim(il));
+      v_bytes = rows * kv_row_bytes(opt_.kv_type_v, cfg_.v_dim(il));
+    }
+    k_cache_.emplace_back(k_bytes);
+    v_cache_.emplace_back(v_bytes);
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(k_cache_.back().get(), 0, k_cache_.back().bytes(), stream_.get()));
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(v_cache_.back().get(), 0, v_cache_.back().bytes(), stream_.get()));
   }

@@ -1,8 +1,9 @@
 // The forward pass of one pipeline stage (or a whole model) on one NVIDIA GPU.
 //
 // Mirrors engine/cpu/cpu_stage.h: same Batch semantics, same activations ([T][width] f32), same
-// KV cache layout (engine/model/kv_cache.h; f16 on the device). Products use the quantized
-// mat-vec kernels for up to 8 tokens and cuBLAS on f16 (dequantized) weights beyond.
+// KV cache layout (engine/model/kv_cache.h; f16, q8_0 or q4_0 on the device, K and V apart).
+// Products use the quantized mat-vec kernels for up to 8 tokens and cuBLAS on f16 (dequantized)
+// weights beyond.
 //
 // step() is the runtime's path (engine/model/stage.h): input rows in device memory (written by
 // the transport), output rows left there, and on the tail one token per logits row sampled on
@@ -41,6 +42,10 @@ struct CudaStageOptions {
   // Tensor-core products on the quantized blocks beyond 8 rows (mmq.h). Off: measured 5x slower
   // than cuBLAS on f16 weights for now (bench/RESULTS.md); kept, tested, for the VRAM issue.
   bool mmq = false;
+  // KV cache element types (llama.cpp's --cache-type-k / -v): f16, or the q8_0 / q4_0 blocks the
+  // CPU cache writes (head sizes a multiple of 32). No f32 on the device.
+  TensorType kv_type_k = TensorType::F16;
+  TensorType kv_type_v = TensorType::F16;
 };
 
 class CudaStage : public Stage {
@@ -151,7 +156,7 @@ class CudaStage : public Stage {
   CublasHandle cublas_;
   std::unique_ptr<StreamedWeights> streamed_;
   std::unique_ptr<CudaWeights> weights_;
-  std::vector<DeviceBuffer<__half>> k_cache_, v_cache_;
+  std::vector<DeviceBuffer<uint8_t>> k_cache_, v_cache_;  // rows of opt_.kv_type_k / kv_type_v
   std::vector<int> kv_rows_;  // per local layer: KV rows per slot
 
   DeviceBuffer<uint8_t> cublas_ws_;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "engine/model/kv_cache.h"
 #include "engine/util/error.h"
 
 namespace pipellm {
@@ -174,7 +175,7 @@ uint64_t layer_fixed_bytes(const LayerWeights& l) {
 }
 
 VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget,
-                              int max_step) {
+                              int max_step, TensorType k_type, TensorType v_type) {
   VramPlanInput in;
   for (const LayerWeights& l : w.layers) {
     in.layer_bytes.push_back(layer_stream_bytes(l));
@@ -185,9 +186,11 @@ VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n
   in.output_bytes = (w.output && !in.output_is_embeddings ? w.output->nbytes : 0) + vector_bytes(w.output_norm) +
                     vector_bytes(w.rope_freqs);
   for (int il = w.range.first; il < w.range.last; ++il) {
-    in.kv_bytes += static_cast<uint64_t>(n_slots) * (static_cast<uint64_t>(c.kv_rows(il, n_ctx, max_step)) *
-                                                         static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)) * 2 +  // f16
-                                                     static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
+    const uint64_t rows = static_cast<uint64_t>(c.kv_rows(il, n_ctx, max_step));
+    // Layers without rows (recurrent, KV-sharing) hold no cache whatever their head sizes.
+    const uint64_t row_bytes = rows == 0 ? 0 : kv_row_bytes(k_type, c.k_dim(il)) + kv_row_bytes(v_type, c.v_dim(il));
+    in.kv_bytes += static_cast<uint64_t>(n_slots) *
+                   (rows * row_bytes + static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
   }
   in.budget = budget;
   return in;

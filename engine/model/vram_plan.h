@@ -72,9 +72,11 @@ uint64_t layer_stream_bytes(const LayerWeights& l);
 // Bytes of one layer's 1-D tensors as the device holds them (f32).
 uint64_t layer_fixed_bytes(const LayerWeights& l);
 
-// The planner's input for a stage holding `w`, with an f16 KV cache of n_slots x n_ctx.
+// The planner's input for a stage holding `w`, with a KV cache of n_slots x n_ctx whose K and V
+// rows are of k_type / v_type (f16 by default; engine/model/kv_cache.h: kv_row_bytes).
 // KV sizes per layer as the stage keeps them (ModelConfig::kv_rows with steps of max_step tokens).
 VramPlanInput vram_plan_input(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, uint64_t budget,
-                              int max_step = 512);
+                              int max_step = 512, TensorType k_type = TensorType::F16,
+                              TensorType v_type = TensorType::F16);
 
 }  // namespace pipellm

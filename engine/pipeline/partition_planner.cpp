@@ -6,11 +6,26 @@
 #include <sstream>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/kv_cache.h"
 #include "engine/model/model_config.h"
 
 namespace pipellm {
 
+namespace {
+
+// Bytes of n cache values of type t, in whole blocks (a KvCache row).
+uint64_t kv_value_bytes(KvType t, int64_t n) {
+  const TensorTypeInfo& info = tensor_type_info(kv_tensor_type(t));
+  const int64_t blocks = (n + info.block_size - 1) / info.block_size;
+  return static_cast<uint64_t>(blocks) * info.block_bytes;
+}
+
+}  // namespace
+
+// KV bytes as the stages keep them: rows of the type's elements or blocks (engine/model/kv_cache.h),
+// K and V of one type (PipelineConfig::kv_cache_type).
 ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv) {
+  const KvType k = kv, v = kv;
   ModelSizes m;
   m.layer_bytes.assign(static_cast<size_t>(c.n_layer), 0);
   m.layer_read_bytes.assign(static_cast<size_t>(c.n_layer), 0);
@@ -44,12 +59,15 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
       m.tied_output = true;
     }
   }
-  const uint64_t elem = kv == KvType::F16 ? 2 : 4;
-  m.kv_bytes_per_token = elem * static_cast<uint64_t>(c.k_dim() + c.v_dim());
+  m.kv_bytes_per_token = kv_value_bytes(k, c.k_dim()) + kv_value_bytes(v, c.v_dim());
   for (int il = 0; il < c.n_layer; ++il) {
     // Recurrent layers keep a state instead, KV-sharing layers read another layer's cache.
     const bool own_kv = c.layer(il).mixer == Mixer::Attention && c.layer(il).kv_source < 0;
-    m.layer_kv_bytes_per_token.push_back(own_kv ? elem * static_cast<uint64_t>(c.k_dim(il) + c.v_dim(il)) : 0);
+    if (own_kv) {  // a quantized cache needs whole blocks per head: say so before planning
+      check_kv_head_dim(kv_tensor_type(k), c.layer(il).head_dim, "plan: layer " + std::to_string(il) + " K");
+      check_kv_head_dim(kv_tensor_type(v), c.layer(il).head_dim_v, "plan: layer " + std::to_string(il) + " V");
+    }
+    m.layer_kv_bytes_per_token.push_back(own_kv ? kv_value_bytes(k, c.k_dim(il)) + kv_value_bytes(v, c.v_dim(il)) : 0);
     m.layer_state_bytes.push_back(static_cast<uint64_t>(c.state_floats(il)) * sizeof(float));
     m.layer_kv_source.push_back(c.layer(il).kv_source);
   }

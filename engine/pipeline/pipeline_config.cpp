@@ -21,7 +21,25 @@ const char* transport_name(TransportKind t) {
   return "?";
 }
 
-const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
+const char* kv_type_name(KvType t) {
+  switch (t) {
+    case KvType::F16: return "f16";
+    case KvType::F32: return "f32";
+    case KvType::Q8_0: return "q8_0";
+    case KvType::Q4_0: return "q4_0";
+  }
+  throw Error("kv_type_name: unknown KV cache type " + std::to_string(static_cast<int>(t)));
+}
+
+TensorType kv_tensor_type(KvType t) {
+  switch (t) {
+    case KvType::F16: return TensorType::F16;
+    case KvType::F32: return TensorType::F32;
+    case KvType::Q8_0: return TensorType::Q8_0;
+    case KvType::Q4_0: return TensorType::Q4_0;
+  }
+  throw Error("kv_tensor_type: unknown KV cache type " + std::to_string(static_cast<int>(t)));
+}
 
 bool PipelineConfig::has_explicit_layers() const {
   for (const auto& s : stages) {
@@ -221,7 +239,11 @@ PipelineConfig PipelineConfig::parse(const std::string& text, const std::string&
   c.prefill_chunk = r.integer("prefill_chunk", c.prefill_chunk, 1, 1 << 20);
   c.threads = r.integer("threads", c.threads, 0, 4096);
   c.scratch_bytes = r.bytes("scratch", c.scratch_bytes);
-  c.kv_cache_type = r.choice<KvType>("kv_cache_type", c.kv_cache_type, {{"f16", KvType::F16}, {"f32", KvType::F32}});
+  const std::vector<std::pair<const char*, KvType>> kv_types = {
+      {"f16", KvType::F16}, {"f32", KvType::F32}, {"q8_0", KvType::Q8_0}, {"q4_0", KvType::Q4_0}};
+  c.kv_cache_type = r.choice<KvType>("kv_cache_type", c.kv_cache_type, kv_types);
+  c.kv_cache_type_k = r.choice<KvType>("kv_cache_type_k", c.kv_cache_type, kv_types);
+  c.kv_cache_type_v = r.choice<KvType>("kv_cache_type_v", c.kv_cache_type, kv_types);
   c.transport = r.choice<TransportKind>(
       "transport", c.transport,
       {{"auto", TransportKind::Auto}, {"nccl", TransportKind::Nccl}, {"ipc", TransportKind::Ipc}, {"mpi", TransportKind::Mpi}});

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/util/error.h"
+#include "kernels/cpu/tensor_type.h"
 
 namespace pipellm {
 
@@ -21,8 +22,10 @@ class ConfigError : public InvalidArgument {
 enum class TransportKind { Auto, Nccl, Ipc, Mpi };
 const char* transport_name(TransportKind t);
 
-enum class KvType { F16, F32 };
-const char* kv_type_name(KvType t);
+// KV cache element types (engine/model/kv_cache.h); the names are llama.cpp's --cache-type-k/-v values.
+enum class KvType { F16, F32, Q8_0, Q4_0 };
+const char* kv_type_name(KvType t);  // "f16", "f32", "q8_0", "q4_0"
+TensorType kv_tensor_type(KvType t);
 
 // One pipeline stage = one MPI rank.
 struct StageSpec {
@@ -50,7 +53,11 @@ struct PipelineConfig {
   int micro_batches = 2;            // in flight at once
   int max_batch_tokens = 512;       // tokens per micro-batch
   int prefill_chunk = 256;          // prompt tokens of one sequence per micro-batch
+  // kv_cache_type sets K and V; kv_cache_type_k / kv_cache_type_v (default: kv_cache_type) are
+  // what the stages use, each side on its own (llama.cpp's -ctk / -ctv).
   KvType kv_cache_type = KvType::F16;
+  KvType kv_cache_type_k = KvType::F16;
+  KvType kv_cache_type_v = KvType::F16;
   int threads = 0;                  // CPU threads per rank (0: all)
   uint64_t scratch_bytes = 256ull << 20;  // per-stage activations/workspace reserve (planner)
   TransportKind transport = TransportKind::Auto;

@@ -8,7 +8,9 @@ CpuStageOptions cpu_stage_options(const PipelineConfig& c) {
   CpuStageOptions o;
   o.n_ctx = c.context_length;
   o.n_slots = c.max_sequences;
-  o.kv_type = c.kv_cache_type == KvType::F16 ? TensorType::F16 : TensorType::F32;
+  o.kv_type = kv_tensor_type(c.kv_cache_type);
+  o.kv_type_k = kv_tensor_type(c.kv_cache_type_k);
+  o.kv_type_v = kv_tensor_type(c.kv_cache_type_v);
   return o;
 }
 

@@ -8,10 +8,14 @@
 // softmax denominator also holds exp(sinks[h]): a logit with no value vector.
 // q row t: q + t*q_stride, heads contiguous (head h at h*head_dim); out likewise with head_dim_v.
 // K[t] / V[t]: the first cache row of token t's sequence; rows k_row_bytes / v_row_bytes apart,
-// kv head g at element g*head_dim (g*head_dim_v) of a row; elements F16 or F32 (see KvCache).
+// kv head g at element g*head_dim (g*head_dim_v) of a row; elements F16, F32, or the 32-value
+// blocks Q8_0 / Q4_0 (see KvCache: head g is then the row's blocks from g*head_dim/32 on, and
+// head_dim must be a multiple of 32). Quantized rows are read in float on the fly, block by
+// block (scores and outputs as over the dequantized rows; nothing else is rounded).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "kernels/cpu/tensor_type.h"
 
@@ -33,7 +37,8 @@ struct AttentionArgs {
   const uint8_t* const* v = nullptr;      // per token
   size_t k_row_bytes = 0;
   size_t v_row_bytes = 0;
-  TensorType kv_type = TensorType::F16;  // F16 or F32
+  TensorType kv_type = TensorType::F16;  // K and V: F16 or F32 (or Q8_0, Q4_0) ...
+  std::optional<TensorType> k_type, v_type;  // ... unless set here, per side (F16, F32, Q8_0, Q4_0)
   int window = 0;                 // sliding window in keys, 0 = none
   int ring = 0;                   // > 0: the cache is a ring of `ring` rows (key j in row j % ring)
   const float* sinks = nullptr;   // [n_head] or null

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "kernels/cpu/block_formats.h"
+#include "kernels/cpu/kv_quant.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -14,9 +16,55 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 64;     // keys per online-softmax step
 constexpr int kMaxGroup = 8;  // query heads per kv head
 
+// Cache readers, one per element type: N consecutive values of a head from e0 (N divides 32
+// and e0 is a multiple of N, so they lie in one block and one nibble half of Q4_0), and one value.
+template <TensorType T, int N>
+__device__ __forceinline__ void load_values(const uint8_t* head, int e0, float* out) {
+  if constexpr (T == TensorType::F16) {
+    const __half* h = reinterpret_cast<const __half*>(head) + e0;
+#pragma unroll
+    for (int e = 0; e < N; e += 2) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(h + e));
+      out[e] = f.x;
+      out[e + 1] = f.y;
+    }
+  } else if constexpr (T == TensorType::Q8_0) {
+    const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(head)[e0 / kQK];
+    const float d = kvq::from_fp16_bits(b.d);
+    const int j = e0 % kQK;
+#pragma unroll
+    for (int e = 0; e < N; ++e) out[e] = d * static_cast<float>(b.qs[j + e]);
+  } else {
+    static_assert(T == TensorType::Q4_0, "KV cache type: F16, Q8_0 or Q4_0");
+    const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(head)[e0 / kQK];
+    const float d = kvq::from_fp16_bits(b.d);
+    const int j = e0 % kQK;
+    const int shift = j < kQK / 2 ? 0 : 4;
+    const int j0 = j % (kQK / 2);
+#pragma unroll
+    for (int e = 0; e < N; ++e) out[e] = d * static_cast<float>(((b.qs[j0 + e] >> shift) & 0xF) - 8);
+  }
+}
+
+template <TensorType T>
+__device__ __forceinline__ float load_value(const uint8_t* head, int i) {
+  if constexpr (T == TensorType::F16) {
+    return __half2float(reinterpret_cast<const __half*>(head)[i]);
+  } else if constexpr (T == TensorType::Q8_0) {
+    const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(head)[i / kQK];
+    return kvq::from_fp16_bits(b.d) * static_cast<float>(b.qs[i % kQK]);
+  } else {
+    static_assert(T == TensorType::Q4_0, "KV cache type: F16, Q8_0 or Q4_0");
+    const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(head)[i / kQK];
+    const int j = i % kQK;
+    const int q = j < kQK / 2 ? (b.qs[j] & 0xF) : (b.qs[j - kQK / 2] >> 4);
+    return kvq::from_fp16_bits(b.d) * static_cast<float>(q - 8);
+  }
+}
+
 // Block (kv head g, split s, token t). Threads own output columns d = tid % D of heads
 // gi = tid / D + r * (kThreads / D), r < kMaxGroup * D / kThreads.
-template <int D>
+template <int D, TensorType KT, TensorType VT>
 __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
   grid_dependency_wait();
   constexpr int kEpl = D / 32;  // elements per lane in a key row
@@ -51,24 +99,20 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 #pragma unroll
   for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
   const int dcol = D > kThreads ? 0 : tid % D;
-  const int64_t row_stride = static_cast<int64_t>(a.n_head_kv) * D;
-  const int64_t base = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx * row_stride + g * D : 0;
-  const __half* kc = a.k_cache + base;
-  const __half* vc = a.v_cache + base;
+  // Bytes: rows of n_head_kv heads; this block's kv head g in each.
+  const int64_t k_head = kvq::head_bytes(KT, D), v_head = kvq::head_bytes(VT, D);
+  const int64_t k_row = a.n_head_kv * k_head, v_row = a.n_head_kv * v_head;
+  const int64_t slot_rows = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx : 0;
+  const uint8_t* kc = static_cast<const uint8_t*>(a.k_cache) + slot_rows * k_row + g * k_head;
+  const uint8_t* vc = static_cast<const uint8_t*>(a.v_cache) + slot_rows * v_row + g * v_head;
   __syncthreads();
 
   for (int tile0 = k0; tile0 < k1; tile0 += kTile) {
     const int nt = min(kTile, k1 - tile0);
     // Scores: one warp per key, lanes split the head dimension.
     for (int kk = warp; kk < nt; kk += kWarps) {
-      const __half* kr = kc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + lane * kEpl;
       float kv[kEpl];
-#pragma unroll
-      for (int e = 0; e < kEpl; e += 2) {
-        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(kr + e));
-        kv[e] = f.x;
-        kv[e + 1] = f.y;
-      }
+      load_values<KT, kEpl>(kc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * k_row, lane * kEpl, kv);
       for (int gi = 0; gi < G; ++gi) {
         float dot = 0.0f;
 #pragma unroll
@@ -108,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
         if (gi < G) {
           float v = acc[r] * alpha[gi];
           for (int kk = 0; kk < nt; ++kk)
-            v += sc[gi][kk] * __half2float(vc[static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + d]);
+            v += sc[gi][kk] * load_value<VT>(vc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * v_row, d);
           acc[r] = v;
         }
       }
@@ -119,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
         if (gi < G) acc[r] *= alpha[gi];
       }
       for (int kk = 0; kk < nt; ++kk) {
-        const float vv = __half2float(vc[static_cast<int64_t>((tile0 + kk) % a.n_ctx) * row_stride + dcol]);
+        const float vv = load_value<VT>(vc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * v_row, dcol);
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
           const int gi = tid / D + r * kHeadStride;
@@ -186,6 +230,32 @@ __global__ void attention_combine_kernel(AttentionArgs a) {
   }
 }
 
+// The split kernel for the cache's (K, V) types: every pair of f16 / q8_0 / q4_0.
+template <int D, TensorType KT>
+void launch_split_v(const AttentionArgs& a, dim3 grid, const Launch& s) {
+  const dim3 block(kThreads);
+  switch (a.v_type) {
+    case TensorType::F16: launch_kernel(s, attention_split_kernel<D, KT, TensorType::F16>, grid, block, a); return;
+    case TensorType::Q8_0: launch_kernel(s, attention_split_kernel<D, KT, TensorType::Q8_0>, grid, block, a); return;
+    case TensorType::Q4_0: launch_kernel(s, attention_split_kernel<D, KT, TensorType::Q4_0>, grid, block, a); return;
+    default: break;
+  }
+  throw Error(std::string("attention: V cache type ") + tensor_type_name(a.v_type) +
+              " unsupported (f16, q8_0, q4_0)");
+}
+
+template <int D>
+void launch_split(const AttentionArgs& a, dim3 grid, const Launch& s) {
+  switch (a.k_type) {
+    case TensorType::F16: launch_split_v<D, TensorType::F16>(a, grid, s); return;
+    case TensorType::Q8_0: launch_split_v<D, TensorType::Q8_0>(a, grid, s); return;
+    case TensorType::Q4_0: launch_split_v<D, TensorType::Q4_0>(a, grid, s); return;
+    default: break;
+  }
+  throw Error(std::string("attention: K cache type ") + tensor_type_name(a.k_type) +
+              " unsupported (f16, q8_0, q4_0)");
+}
+
 }  // namespace
 
 int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits) {
@@ -217,9 +287,9 @@ void attention(const AttentionArgs& a, const Launch& s) {
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
                   static_cast<unsigned>(a.n_tokens));
   switch (a.head_dim) {
-    case 64: launch_kernel(s, attention_split_kernel<64>, grid, dim3(kThreads), a); break;
-    case 128: launch_kernel(s, attention_split_kernel<128>, grid, dim3(kThreads), a); break;
-    case 256: launch_kernel(s, attention_split_kernel<256>, grid, dim3(kThreads), a); break;
+    case 64: launch_split<64>(a, grid, s); break;
+    case 128: launch_split<128>(a, grid, s); break;
+    case 256: launch_split<256>(a, grid, s); break;
     default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 128, 256)");
   }
   PIPELLM_CUDA_LAUNCH_CHECK("attention_split");

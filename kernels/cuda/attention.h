@@ -1,7 +1,9 @@
-// Causal attention with grouped-query heads over the f16 KV cache (reference:
-// kernels/cpu/attention.h). Token t of slot slot[t] at position pos[t] attends to its slot's
-// cache rows [0, pos[t]] (its own k/v must already be stored, see rope.h), or the last
-// `window` of them; with sinks, as kernels/cpu/attention.h.
+// Causal attention with grouped-query heads over the KV cache (reference:
+// kernels/cpu/attention.h): K and V each f16, or Q8_0 / Q4_0 blocks (engine/model/kv_cache.h)
+// dequantized to float as they are read, so the products are those over the dequantized rows.
+// Token t of slot slot[t] at position pos[t] attends to its slot's cache rows [0, pos[t]] (its
+// own k/v must already be stored, see rope.h), or the last `window` of them; with sinks, as
+// kernels/cpu/attention.h.
 //
 // Split-KV: the key range of each token is cut into n_splits pieces of keys_per_split keys; one
 // block per (kv head, split, token) handles all query heads of the group with an online
@@ -14,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cpu/tensor_type.h"
 #include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
@@ -28,8 +31,10 @@ struct AttentionArgs {
   int64_t q_stride = 0;
   float* out = nullptr;      // [T][out_stride]
   int64_t out_stride = 0;
-  const __half* k_cache = nullptr;  // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
-  const __half* v_cache = nullptr;
+  const void* k_cache = nullptr;  // this layer's [n_slots][n_ctx][n_head_kv*head_dim] of k_type
+  const void* v_cache = nullptr;  // of v_type
+  TensorType k_type = TensorType::F16;  // F16, Q8_0 or Q4_0
+  TensorType v_type = TensorType::F16;
   int n_ctx = 0;  // rows per slot: key/position p lives in row p % n_ctx (a ring for sliding-window layers)
   const int32_t* pos = nullptr;   // device [T]
   const int32_t* slot = nullptr;  // device [T]

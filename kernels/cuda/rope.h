@@ -1,13 +1,16 @@
 // Post-projection step of attention on the GPU, fused: for each token t and head,
 //   q/k/v += bias (qwen2), per-head RMSNorm of q and k (qwen3), RoPE of q and k at pos[t]
-//   (reference: kernels/cpu/rope.h), then q is written back in place and k, v are stored as
-//   f16 into the KV cache row pos[t] of slot slot[t] (layout: engine/model/kv_cache.h).
+//   (reference: kernels/cpu/rope.h), then q is written back in place and k, v are stored into
+//   the KV cache row pos[t] of slot slot[t] (layout: engine/model/kv_cache.h) as f16, or as
+//   Q8_0 / Q4_0 blocks quantized exactly as the CPU cache does (kernels/cpu/kv_quant.h: the
+//   same bytes for the same floats; head_dim a multiple of 32 then).
 // Tokens with pos[t] < 0 are padding: nothing is read or written for them.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include "kernels/cpu/tensor_type.h"
 #include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
@@ -30,8 +33,10 @@ struct RopeKvArgs {
   float norm_eps = 1e-6f;
   const int32_t* pos = nullptr;   // device [T]
   const int32_t* slot = nullptr;  // device [T]
-  __half* k_cache = nullptr;      // this layer's [n_slots][n_ctx][n_head_kv*head_dim]
-  __half* v_cache = nullptr;
+  void* k_cache = nullptr;        // this layer's [n_slots][n_ctx][n_head_kv*head_dim] of k_type
+  void* v_cache = nullptr;        // of v_type
+  TensorType k_type = TensorType::F16;  // F16, Q8_0 or Q4_0
+  TensorType v_type = TensorType::F16;
   int n_ctx = 0;  // rows per slot: key/position p lives in row p % n_ctx (a ring for sliding-window layers)
   int n_rot = 0;
   float base = 10000.0f;

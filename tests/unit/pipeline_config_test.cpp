@@ -32,6 +32,8 @@ TEST(PipelineConfig, ParsesEveryKey) {
   EXPECT_EQ(c.max_batch_tokens, 1024);
   EXPECT_EQ(c.prefill_chunk, 512);
   EXPECT_EQ(c.kv_cache_type, KvType::F32);
+  EXPECT_EQ(c.kv_cache_type_k, KvType::F32);  // kv_cache_type sets both sides
+  EXPECT_EQ(c.kv_cache_type_v, KvType::F32);
   EXPECT_EQ(c.threads, 4);
   EXPECT_EQ(c.scratch_bytes, 1ull << 30);
   EXPECT_EQ(c.transport, TransportKind::Nccl);
@@ -56,6 +58,25 @@ TEST(PipelineConfig, DefaultsAndAbsolutePaths) {
   EXPECT_FALSE(c.stages[0].is_gpu());
   EXPECT_EQ(c.transport, TransportKind::Auto);
   EXPECT_FALSE(c.has_explicit_layers());
+}
+
+// kv_cache_type_k / kv_cache_type_v set one side each; the other keeps kv_cache_type (f16 by default).
+TEST(PipelineConfig, KvCacheTypesPerSide) {
+  const PipelineConfig d = PipelineConfig::parse("model: a.gguf\nstages: [{device: cpu}]\n", "t.yaml", "/cfg");
+  EXPECT_EQ(d.kv_cache_type_k, KvType::F16);
+  EXPECT_EQ(d.kv_cache_type_v, KvType::F16);
+  const PipelineConfig k = PipelineConfig::parse("model: a.gguf\nkv_cache_type_k: q8_0\nstages: [{device: cpu}]\n",
+                                                 "t.yaml", "/cfg");
+  EXPECT_EQ(k.kv_cache_type, KvType::F16);
+  EXPECT_EQ(k.kv_cache_type_k, KvType::Q8_0);
+  EXPECT_EQ(k.kv_cache_type_v, KvType::F16);
+  const PipelineConfig b = PipelineConfig::parse(
+      "model: a.gguf\nkv_cache_type: q4_0\nkv_cache_type_v: q8_0\nstages: [{device: cpu}]\n", "t.yaml", "/cfg");
+  EXPECT_EQ(b.kv_cache_type, KvType::Q4_0);
+  EXPECT_EQ(b.kv_cache_type_k, KvType::Q4_0);
+  EXPECT_EQ(b.kv_cache_type_v, KvType::Q8_0);
+  EXPECT_STREQ(kv_type_name(KvType::Q4_0), "q4_0");
+  EXPECT_EQ(kv_tensor_type(KvType::Q8_0), TensorType::Q8_0);
 }
 
 struct BadConfig {
@@ -88,7 +109,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"model: a.gguf\nmicro_batches: 0\nstages: [{device: cpu}]\n",
                   "bad.yaml:2: micro_batches: 0 is outside [1, 64]"},
         BadConfig{"model: a.gguf\nkv_cache_type: q8\nstages: [{device: cpu}]\n",
-                  "bad.yaml:2: kv_cache_type: 'q8' is not one of f16, f32"},
+                  "bad.yaml:2: kv_cache_type: 'q8' is not one of f16, f32, q8_0, q4_0"},
+        BadConfig{"model: a.gguf\nkv_cache_type_k: q5_1\nstages: [{device: cpu}]\n",
+                  "bad.yaml:2: kv_cache_type_k: 'q5_1' is not one of f16, f32, q8_0, q4_0"},
+        BadConfig{"model: a.gguf\nkv_cache_type_v: [q8_0]\nstages: [{device: cpu}]\n",
+                  "bad.yaml:2: kv_cache_type_v: '' is not one of f16, f32, q8_0, q4_0"},
         BadConfig{"model: a.gguf\ntransport: tcp\nstages: [{device: cpu}]\n",
                   "bad.yaml:2: transport: 'tcp' is not one of auto, nccl, ipc, mpi"},
         BadConfig{"model: a.gguf\nstages:\n  - device: gpu0\n", "bad.yaml:3: stages[0].device: 'gpu0' is not cpu or cuda:N"},
