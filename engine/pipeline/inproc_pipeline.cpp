@@ -43,6 +43,7 @@ HeadStats run_inproc_pipeline(const std::vector<Stage*>& stages, Scheduler& sche
       try {
         StageRunner runner(*stages[static_cast<size_t>(r)], t);
         if (r == opt.fault_rank) runner.set_fault(opt.fault);
+        if (r == n - 1) runner.set_grammar_vocabulary(opt.grammar_vocab);
         runner.run_follower();
       } catch (const std::exception& e) {
         first.record(r, e);
@@ -56,6 +57,7 @@ HeadStats run_inproc_pipeline(const std::vector<Stage*>& stages, Scheduler& sche
     try {
       StageRunner runner(*stages[0], t);
       if (opt.fault_rank == 0) runner.set_fault(opt.fault);
+      if (n == 1) runner.set_grammar_vocabulary(opt.grammar_vocab);
       stats = opt.serve ? runner.serve_head(scheduler, sink, opt.serve, std::chrono::milliseconds(20))
                         : runner.run_head(scheduler, sink, opt.return_logits);
     } catch (const std::exception& e) {

@@ -15,6 +15,8 @@ struct InprocOptions {
   // When set, the head serves (StageRunner::serve_head with this poll) instead of running
   // until the scheduler is idle.
   StageRunner::PollFn serve;
+  // The tail's vocabulary for requests with a grammar (StageRunner::set_grammar_vocabulary).
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;
 };
 
 // stages[i] is rank i (first: embeddings, last: output head). Throws the first rank's error as

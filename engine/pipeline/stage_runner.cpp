@@ -54,6 +54,13 @@ void StageRunner::maybe_fault(int64_t step) const {
 void StageRunner::apply_starts(const StepHeader& h) {
   for (const SequenceStart& s : h.starts) {
     try {
+      if (!s.sampling.grammar.empty() && !s.sampling.grammar_vocab) {
+        if (!grammar_vocab_) throw InvalidArgument("a grammar needs the tail's vocabulary, which this rank was not given");
+        SamplingSpec with_vocab = s.sampling;
+        with_vocab.grammar_vocab = grammar_vocab_;
+        stage_.start_sequence(s.slot, with_vocab);
+        continue;
+      }
       stage_.start_sequence(s.slot, s.sampling);
     } catch (const InvalidArgument& e) {
       throw Error("step " + std::to_string(h.step_id) + ": sequence " + std::to_string(s.seq_id) + ": " + e.what());

@@ -30,6 +30,7 @@
 #include "engine/model/stage.h"
 #include "engine/pipeline/scheduler.h"
 #include "engine/pipeline/transport.h"
+#include "engine/runtime/grammar/token_vocabulary.h"
 
 namespace pipellm {
 
@@ -58,6 +59,9 @@ class StageRunner {
   StageRunner(Stage& stage, Transport& transport);
 
   void set_fault(const FaultInjection& f) { fault_ = f; }
+  // The tail's token texts for sequences with a grammar (a step message carries only the
+  // grammar's text; the sampling process matches it against its own model's vocabulary).
+  void set_grammar_vocabulary(std::shared_ptr<const grammar::TokenVocabulary> v) { grammar_vocab_ = std::move(v); }
   // Tests: the head sleeps this long before each step (streams long enough to kill mid-way).
   void set_step_delay(std::chrono::milliseconds d) { step_delay_ = d; }
 
@@ -98,6 +102,7 @@ class StageRunner {
   Stage& stage_;
   Transport& transport_;
   FaultInjection fault_;
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab_;
   std::chrono::milliseconds step_delay_{0};
   std::chrono::steady_clock::time_point head_t0_;
   StepOutput step_out_;

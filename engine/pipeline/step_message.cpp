@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"
 constexpr uint32_t kResultMagic = 0x53524c50;  // "PLRS"
-constexpr uint32_t kVersion = 3;  // 2: per-rank statistics; 3: the sampling chain
+constexpr uint32_t kVersion = 4;  // 2: per-rank statistics; 3: the sampling chain; 4: grammar
 constexpr uint64_t kMaxCount = 1u << 28;
 
 // The hosts of one pipeline share byte order; x86-64 and aarch64 are both little-endian.
@@ -88,6 +88,7 @@ void put_sampling(Writer& w, const SamplingSpec& s) {
   w.put(s.seed);
   w.put(s.chain);
   w.put<uint8_t>(s.logprobs ? 1 : 0);
+  w.put_array(std::vector<char>(s.grammar.begin(), s.grammar.end()));
 }
 
 SamplingSpec get_sampling(Reader& r) {
@@ -103,6 +104,8 @@ SamplingSpec get_sampling(Reader& r) {
   s.seed = r.get<uint64_t>("seed");
   s.chain = r.get<uint32_t>("chain");
   s.logprobs = r.get<uint8_t>("logprobs") != 0;
+  const std::vector<char> g = r.get_array<char>("grammar");
+  s.grammar.assign(g.begin(), g.end());
   return s;
 }
 

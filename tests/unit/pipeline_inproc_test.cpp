@@ -13,6 +13,8 @@
 #include "engine/pipeline/inproc_pipeline.h"
 #include "engine/pipeline/inproc_transport.h"
 #include "engine/runtime/generator.h"
+#include "engine/runtime/grammar/token_vocabulary.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/util/error.h"
 #include "tests/unit/model_test_util.h"
 #include "tests/reference_generate.h"
@@ -157,6 +159,40 @@ TEST(PipelineInproc, TwoStagesQwen3) { expect_matches("tiny-qwen3-Q8_0", {{0, 1}
 // Mixture of experts and sliding-window layers split across ranks (fixtures-arch).
 TEST(PipelineInproc, TwoStagesQwen3Moe) { expect_matches("tiny-qwen3moe-Q4_K_M", {{0, 1}, {1, 2}}); }
 TEST(PipelineInproc, ThreeStagesGptOss) { expect_matches("tiny-gptoss-MXFP4_MOE", {{0, 1}, {1, 2}, {2, 2}}); }
+// A grammar crosses the step messages to the tail, which matches it against its own vocabulary:
+// every generated token of a 3-stage pipeline keeps the text inside [a-z ]; without the tail's
+// vocabulary the request fails by name instead of being sampled unconstrained.
+TEST(PipelineInproc, GrammarReachesTheTail) {
+  const std::string model = "tiny-llama-Q8_0";
+  Pipeline p(model, {{0, 1}, {1, 2}, {2, 2}}, 1);
+  auto f = GgufFile::open(test::model_path(model));
+  auto tok = Tokenizer::from_gguf(*f);
+  SchedulerOptions so;
+  so.n_slots = 1;
+  so.n_ctx = kCtx;
+  so.micro_batches = 3;
+  so.prefill_chunk = kChunk;
+  Request r;
+  r.id = 3;
+  r.prompt = fixture_prompt(model, 5);
+  r.max_new_tokens = 12;
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 11;
+  r.sampling.grammar = "root ::= [a-z ]+";
+  r.stop_tokens = {tok->eos_id()};  // the grammar may end: EOS is then allowed and stops the sequence
+  InprocOptions io;
+  io.grammar_vocab = grammar::TokenVocabulary::from_tokenizer(*tok);
+  const auto out = run(p, so, {r}, io);
+  ASSERT_EQ(out.count(3), 1u);
+  std::string text;
+  for (int32_t t : out.at(3).tokens) {
+    if (t != tok->eos_id()) text += tok->token_to_piece(t);
+  }
+  ASSERT_FALSE(text.empty());
+  for (char c : text) EXPECT_TRUE((c >= 'a' && c <= 'z') || c == ' ') << "'" << text << "'";
+  EXPECT_THROW(run(p, so, {r}, InprocOptions{}), Error);
+}
+
 TEST(PipelineInproc, TwoStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 2}, {2, 4}}); }
 TEST(PipelineInproc, ThreeStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 1}, {1, 3}, {3, 4}}); }
 TEST(PipelineInproc, ThreeStagesGemma3) { expect_matches("tiny-gemma3-Q4_K_M", {{0, 2}, {2, 5}, {5, 6}}); }

@@ -200,6 +200,7 @@ TEST(PipelineMessages, HeaderRoundTrip) {
   st.sampling.temperature = 0.7f;
   st.sampling.top_k = 40;
   st.sampling.seed = 1234567890123ull;
+  st.sampling.grammar = "root ::= [a-z]+ \"!\"";
   h.starts.push_back(st);
   h.batch.add(5, 0, 3, false);
   h.batch.add(6, 1, 3, true);
