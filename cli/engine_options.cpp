@@ -157,11 +157,9 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
 int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(f.device); }
 
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
-  // DeviceStageOptions carries no cache types yet: refuse rather than run an f16 cache unasked.
-  if ((f.kv_type_k || f.kv_type_v) && cuda_device_index(f) >= 0) {
-    throw InvalidArgument("--cache-type-k/--cache-type-v: not passed to --device " + f.device + " yet (CPU only here)");
-  }
   DeviceStageOptions o;
+  o.kv_type_k = f.kv_type_k.value_or(f.kv_type);
+  o.kv_type_v = f.kv_type_v.value_or(f.kv_type);
   o.device = f.device;
   o.n_ctx = n_ctx;
   o.n_slots = n_slots;

@@ -38,6 +38,8 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.max_batch_tokens = opt.max_batch_tokens;
   o.use_graphs = opt.graphs;
   o.streaming.vram_budget = opt.vram_budget;
+  o.kv_type_k = opt.kv_type_k;
+  o.kv_type_v = opt.kv_type_v;
   return std::make_unique<cuda::CudaStage>(c, w, true, true, o);
 #else
   (void)file;
