@@ -65,7 +65,7 @@ int cmd_plan(int argc, char** argv) {
               c.n_stages(), c.n_stages() == 1 ? "" : "s", c.micro_batches, c.context_length, c.max_sequences,
               kv_type_name(c.kv_cache_type), transport_name(c.transport));
   try {
-    const ModelSizes sizes = ModelSizes::from_gguf(*f, mc, c.kv_cache_type);
+    const ModelSizes sizes = ModelSizes::from_gguf(*f, mc, c);
     const PlanInput in = PlanInput::from_config(c);
     const PartitionPlan p = plan_partition(sizes, in);
     std::printf("%s", format_plan(p).c_str());

@@ -22,10 +22,14 @@ uint64_t kv_value_bytes(KvType t, int64_t n) {
 
 }  // namespace
 
-// KV bytes as the stages keep them: rows of the type's elements or blocks (engine/model/kv_cache.h),
-// K and V of one type (PipelineConfig::kv_cache_type).
-ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv) {
-  const KvType k = kv, v = kv;
+ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv) { return from_gguf(f, c, kv, kv); }
+
+ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, const PipelineConfig& p) {
+  return from_gguf(f, c, p.kv_cache_type_k, p.kv_cache_type_v);
+}
+
+// KV bytes as the stages keep them: rows of the type's elements or blocks (engine/model/kv_cache.h).
+ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType k, KvType v) {
   ModelSizes m;
   m.layer_bytes.assign(static_cast<size_t>(c.n_layer), 0);
   m.layer_read_bytes.assign(static_cast<size_t>(c.n_layer), 0);

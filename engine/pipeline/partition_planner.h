@@ -36,7 +36,10 @@ struct ModelSizes {
   bool tied_output = false;           // output_bytes includes token_embd (shared with stage 0 if one)
 
   int n_layer() const { return static_cast<int>(layer_bytes.size()); }
+  // K and V caches of one type, of their own types, or as a pipeline config gives them.
   static ModelSizes from_gguf(const GgufFile& f, const ModelConfig& c, KvType kv);
+  static ModelSizes from_gguf(const GgufFile& f, const ModelConfig& c, KvType k, KvType v);
+  static ModelSizes from_gguf(const GgufFile& f, const ModelConfig& c, const PipelineConfig& p);
 };
 
 struct PlanInput {
