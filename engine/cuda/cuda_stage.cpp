@@ -64,7 +64,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   }
   if (last_) mmq_ = mmq_ && mmq_ok(w.output);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
-    streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming);
+    streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming, opt_.kv_type_k,
+                                                  opt_.kv_type_v);
     weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());
     streamed_->install(*weights_);
   } else {

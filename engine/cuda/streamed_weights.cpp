@@ -48,9 +48,9 @@ void parallel_for(int n, F f) {
 }  // namespace
 
 StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx,
-                                 const StreamingOptions& opt)
+                                 const StreamingOptions& opt, TensorType kv_k, TensorType kv_v)
     : view_(w) {
-  VramPlanInput in = vram_plan_input(c, w, n_slots, n_ctx, opt.vram_budget);
+  VramPlanInput in = vram_plan_input(c, w, n_slots, n_ctx, opt.vram_budget, 512, kv_k, kv_v);
   in.slots = std::max(2, opt.streamer.slots);
   in.placement = opt.placement;
   in.embeddings_in_host = opt.embeddings_in_host;

@@ -33,7 +33,9 @@ class StreamedWeights {
  public:
   // Plans (throws InvalidArgument with the minimum budget when nothing fits) and builds the pinned
   // host images. `w`'s tensors are read only here. n_slots / n_ctx size the (f16) KV cache.
-  StreamedWeights(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, const StreamingOptions& opt);
+  // kv_k / kv_v: the stage's KV cache element types (the plan counts their bytes).
+  StreamedWeights(const ModelConfig& c, const ModelWeights& w, int n_slots, int n_ctx, const StreamingOptions& opt,
+                  TensorType kv_k = TensorType::F16, TensorType kv_v = TensorType::F16);
 
   const VramPlan& plan() const { return plan_; }
   // `w` without the tensors that must not be uploaded (streamed matrices, host embeddings).
