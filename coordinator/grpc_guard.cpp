@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "coordinator/grpc_interceptors.h"
 #include "coordinator/port_probe.h"
 #include "coordinator/serving_setup.h"
 
@@ -122,6 +123,7 @@ class GrpcServer final : public GrpcFrontDoor {
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_body_bytes));
     builder.RegisterService(&guarded_);
+    builder.experimental().SetInterceptorCreators(guard_interceptors(ctx));  // reflection's key, bad protobufs
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) {
       const auto [host, port] = split_host_port(address);

@@ -1,9 +1,10 @@
 // Access control and metrics in front of the gRPC service: a decorator over PipeLLMService
 // that checks `authorization: Bearer KEY` metadata (UNAUTHENTICATED, logged without the key),
 // caps concurrent Generate streams per key (RESOURCE_EXHAUSTED, "too many concurrent
-// streams"), and counts every call by method and status. The health service and reflection
-// stay open. Also the gRPC front door itself (make_grpc_front_door, serving_setup.h): this file
-// is compiled only where gRPC is found.
+// streams"), and counts every call by method and status. The health service stays open;
+// reflection needs the key too, and malformed protobufs are INVALID_ARGUMENT
+// (grpc_interceptors.h). Also the gRPC front door itself (make_grpc_front_door,
+// serving_setup.h): this file is compiled only where gRPC is found.
 #pragma once
 #include "coordinator/front_door.h"
 #include "coordinator/grpc_service.h"

@@ -34,7 +34,7 @@ target_link_libraries(pipellm-coordinator PRIVATE pipellm_http)
 if(PIPELLM_HAVE_GRPC)
   # The gRPC service drives requests through Generation (generation.cpp), as HTTP does.
   target_link_libraries(pipellm_grpc_service PUBLIC pipellm_serving)
-  add_library(pipellm_grpc_guard STATIC grpc_guard.cpp)
+  add_library(pipellm_grpc_guard STATIC grpc_guard.cpp grpc_interceptors.cpp)
   pipellm_target_defaults(pipellm_grpc_guard)
   target_link_libraries(pipellm_grpc_guard PUBLIC pipellm_grpc_service pipellm_serving gRPC::grpc++_reflection)
   # The one place the gRPC door is switched: serving_setup.cpp's start_grpc().

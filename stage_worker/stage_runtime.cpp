@@ -81,6 +81,20 @@ void write_pid_file(const std::string& path) {
   if (!f) throw Error("cannot write the pid file " + path);
 }
 
+// A CPU stage allocates its KV cache and scratch in host memory (the weights are mapped): a
+// plan beyond this host's memory is a clear error here rather than a bare std::bad_alloc.
+void check_host_memory(const PipelineConfig& cfg, const StageSpec& spec, const StagePlan& p, int rank) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (spec.is_gpu() || pages <= 0 || page <= 0) return;
+  const double have = static_cast<double>(pages) * static_cast<double>(page);
+  const double need = static_cast<double>(p.kv_bytes) + static_cast<double>(p.scratch_bytes);
+  if (need <= have) return;
+  char msg[256];
+  std::snprintf(msg, sizeof msg, "rank %d needs %.1f GiB for its KV cache and scratch but this host has %.1f GiB; lower "
+                "context_length or max_sequences", rank, need / 1073741824.0, have / 1073741824.0);
+  throw ConfigError(cfg.source + ": " + msg);
+}
+
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -113,6 +127,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
 
   const StageSpec& spec = cfg.stages[static_cast<size_t>(rank)];
   const StagePlan& mine = plan.stages[static_cast<size_t>(rank)];
+  check_host_memory(cfg, spec, mine, rank);
   ThreadPool pool(cfg.threads);
   auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
   transport = make_transport(session, cfg, mc.n_embd);
