@@ -13,7 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "bench/cuda_bench.h"
 #endif

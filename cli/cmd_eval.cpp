@@ -5,7 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cli {
 namespace {

@@ -12,7 +12,7 @@
 #include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cli {
 namespace {

@@ -5,7 +5,7 @@
 
 #include "cli/commands.h"
 #include "engine/model_gen/raw_import.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 
 namespace pipellm::cli {

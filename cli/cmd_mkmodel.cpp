@@ -10,7 +10,7 @@
 #include "cli/engine_options.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/random_model.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

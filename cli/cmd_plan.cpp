@@ -11,7 +11,7 @@
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cli {
 

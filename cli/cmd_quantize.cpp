@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/requantize.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

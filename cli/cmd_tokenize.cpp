@@ -11,7 +11,7 @@
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cli {
 namespace {

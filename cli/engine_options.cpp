@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "engine/model/vram_plan.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "cli/model_path.h"
 #include "engine/devices/device_stage.h"
 

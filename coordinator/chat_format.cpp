@@ -2,7 +2,7 @@
 
 #include "coordinator/status.h"
 #include "engine/tokenizer/chat_template.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::coord {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <thread>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 extern char** environ;
 

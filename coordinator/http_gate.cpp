@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::coord {
 

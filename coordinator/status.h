@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::coord {
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -1,7 +1,7 @@
 // `pipellm-stage`: one rank of the pipeline (mpirun -np N pipellm-stage --config X.yaml).
 #include <cstdio>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "stage_worker/mpi_env.h"
 #include "stage_worker/stage_runtime.h"
 #include "stage_worker/worker_options.h"

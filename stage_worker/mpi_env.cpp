@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

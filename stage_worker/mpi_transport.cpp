@@ -5,7 +5,7 @@
 #include <cstring>
 #include <thread>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

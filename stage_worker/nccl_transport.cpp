@@ -3,7 +3,7 @@
 #include <chrono>
 #include <thread>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

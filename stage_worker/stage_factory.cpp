@@ -1,6 +1,6 @@
 #include "stage_worker/stage_factory.h"
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #ifdef PIPELLM_WITH_CUDA_STAGE
 #include "engine/cuda/cuda_stage.h"
 #endif

@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "engine/pipeline/partition_planner.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "stage_worker/mpi_transport.h"
 #include "stage_worker/request_io.h"
 #include "stage_worker/serve_head.h"

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "engine/model/layer_rope.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/hybrid_ops.h"
 #include "kernels/cpu/rmsnorm.h"

@@ -6,7 +6,7 @@
 
 #include "engine/cuda/cuda_stage.h"
 #include "engine/model/layer_rope.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/delta_net.h"
 #include "kernels/cuda/embedding.h"

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "engine/model/kv_cache.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/embedding.h"

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/embedding.h"
 

@@ -6,7 +6,7 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cuda {
 namespace {

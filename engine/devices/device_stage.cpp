@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "engine/model/model_weights.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "engine/cuda/cuda_stage.h"
 #endif

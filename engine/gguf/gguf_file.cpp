@@ -5,7 +5,7 @@
 #include <limits>
 #include <sstream>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

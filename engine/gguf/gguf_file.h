@@ -12,7 +12,7 @@
 
 #include "engine/gguf/gguf_value.h"
 #include "engine/util/mapped_file.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <memory>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

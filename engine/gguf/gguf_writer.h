@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_value.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

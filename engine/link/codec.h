@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/link/messages.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::link {
 

@@ -3,7 +3,7 @@
 #include <variant>
 
 #include "engine/pipeline/stage_runner.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::link {
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/kv_quant.h"
 

@@ -20,7 +20,7 @@
 
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -5,7 +5,7 @@
 
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/arch/recipe.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

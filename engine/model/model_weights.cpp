@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

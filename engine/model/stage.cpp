@@ -1,6 +1,6 @@
 #include "engine/model/stage.h"
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "engine/model/kv_cache.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "engine/gguf/gguf_value.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

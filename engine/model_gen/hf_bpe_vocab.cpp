@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "engine/gguf/gguf_writer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/json_file.h"
 
 namespace pipellm {

@@ -5,7 +5,7 @@
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model_gen/shape_metadata.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/quantize.h"
 

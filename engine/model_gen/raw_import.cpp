@@ -8,7 +8,7 @@
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model_gen/hf_bpe_vocab.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/json_file.h"
 #include "engine/util/mapped_file.h"
 #include "engine/util/thread_pool.h"

@@ -8,7 +8,7 @@
 #pragma once
 #include <string>
 
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

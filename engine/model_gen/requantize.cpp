@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_writer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/quantize.h"

@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "engine/pipeline/inproc_transport.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/error.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -4,7 +4,7 @@
 #include <csignal>
 #include <thread>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

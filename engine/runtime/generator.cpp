@@ -8,7 +8,7 @@
 #include "engine/pipeline/stage_factory.h"
 #include "engine/pipeline/stage_runner.h"
 #include "engine/runtime/stop_strings.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -7,7 +7,7 @@
 
 #include "engine/runtime/grammar/gbnf_parser.h"
 #include "engine/runtime/grammar/grammar_matcher.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -5,7 +5,7 @@
 
 #include "engine/tokenizer/jinja/chat.h"
 #include "engine/tokenizer/jinja/json.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

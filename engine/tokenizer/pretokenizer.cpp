@@ -7,7 +7,7 @@
 
 #include "engine/tokenizer/pretokenizer_custom.h"
 #include "engine/tokenizer/unicode_text.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::tok {
 

@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "engine/tokenizer/unicode_text.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::tok {
 

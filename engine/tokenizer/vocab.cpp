@@ -5,7 +5,7 @@
 #include <initializer_list>
 
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::tok {
 

@@ -3,7 +3,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <utility>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/block_formats.h"
 #include "kernels/cpu/fp16.h"
 

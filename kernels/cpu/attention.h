@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

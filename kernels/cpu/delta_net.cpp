@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize_formats.h"
 #include "kernels/cpu/fp16.h"
 

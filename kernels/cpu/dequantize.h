@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/swiglu.h"
 
 namespace pipellm {

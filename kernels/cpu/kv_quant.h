@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "kernels/cpu/block_formats.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>

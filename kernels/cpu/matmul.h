@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 

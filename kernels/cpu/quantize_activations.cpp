@@ -13,7 +13,7 @@
 #include <limits>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/quantize_activations_avx2.h"
 #include "kernels/cpu/vec_dot.h"
 

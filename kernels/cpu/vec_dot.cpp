@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/vec_dot_kernels.h"
 
 namespace pipellm {

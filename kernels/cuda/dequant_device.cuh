@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/block_formats.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm::cuda {
 

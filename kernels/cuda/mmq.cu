@@ -4,7 +4,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dequant_device.cuh"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cuda {
 namespace {

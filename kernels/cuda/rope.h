@@ -10,7 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 #include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::cuda {
 
@@ -15,29 +15,7 @@ bool is_repacked(TensorType type) {
          type == TensorType::MXFP4;
 }
 
-bool cuda_supports(TensorType type) {
-  switch (type) {
-    case TensorType::F32:
-    case TensorType::F16:
-    case TensorType::BF16:
-    case TensorType::Q4_0:
-    case TensorType::Q4_1:
-    case TensorType::Q5_0:
-    case TensorType::Q5_1:
-    case TensorType::Q8_0:
-    case TensorType::Q2_K:
-    case TensorType::Q3_K:
-    case TensorType::Q4_K:
-    case TensorType::Q5_K:
-    case TensorType::Q6_K:
-    case TensorType::IQ4_NL:
-    case TensorType::IQ4_XS:
-    case TensorType::MXFP4:
-      return true;
-    default:
-      return false;
-  }
-}
+bool cuda_supports(TensorType type) { return tensor_type_info(type).cuda; }
 
 namespace {
 

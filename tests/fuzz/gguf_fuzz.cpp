@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/random_data.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/delta_net.h"

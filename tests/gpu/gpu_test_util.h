@@ -11,7 +11,7 @@
 #include "engine/model/stage.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/weight_layout.h"

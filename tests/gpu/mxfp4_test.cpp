@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/mmq.h"

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/cpu/cpu_model.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/arch_fixture_check.h"
 
 namespace pipellm {

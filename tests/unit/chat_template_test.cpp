@@ -7,7 +7,7 @@
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/random_data.h"
 
 namespace pipellm {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "tests/unit/test_data.h"
 

@@ -4,7 +4,7 @@
 #include "engine/model/host_stage.h"
 #include "engine/runtime/generator.h"
 #include "engine/runtime/stop_strings.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -12,7 +12,7 @@
 #include "engine/cpu/cpu_model.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/model_test_util.h"
 
 namespace pipellm {

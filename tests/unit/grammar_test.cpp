@@ -23,7 +23,7 @@
 #include "engine/runtime/grammar/pattern_gbnf.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -33,7 +33,7 @@
 #include "engine/model/kv_cache.h"
 #include "engine/model/vram_plan.h"
 #include "engine/pipeline/partition_planner.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/block_formats.h"
 #include "kernels/cpu/dequantize.h"

@@ -8,7 +8,7 @@
 
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

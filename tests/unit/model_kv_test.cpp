@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/cpu/cpu_model.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/model_test_util.h"
 
 namespace pipellm {

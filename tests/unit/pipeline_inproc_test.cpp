@@ -15,7 +15,7 @@
 #include "engine/runtime/generator.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/model_test_util.h"
 #include "tests/reference_generate.h"
 

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/gguf/gguf_file.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "tests/unit/test_data.h"

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/pipeline/scheduler.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -14,7 +14,7 @@
 #include "engine/link/scheduler_bridge.h"
 #include "engine/pipeline/inproc_pipeline.h"
 #include "engine/runtime/generator.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/model_test_util.h"
 #include "tests/reference_generate.h"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/quantize.h"

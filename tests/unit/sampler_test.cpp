@@ -8,7 +8,7 @@
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/runtime/sampler.h"
 #include "engine/runtime/slot_samplers.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm {
 namespace {

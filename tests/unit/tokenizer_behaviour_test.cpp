@@ -22,7 +22,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode_text.h"
 #include "engine/tokenizer/vocab.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -7,7 +7,7 @@
 
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/quantize.h"
-#include "kernels/cpu/tensor_type.h"
+#include "base/tensor_type.h"
 
 namespace pipellm::test {
 

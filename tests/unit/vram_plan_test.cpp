@@ -4,7 +4,7 @@
 
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/vram_plan.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "engine/model/arch/recipe.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::arch {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::arch {
 

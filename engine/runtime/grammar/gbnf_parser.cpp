@@ -4,7 +4,7 @@
 
 #include "engine/runtime/grammar/grammar_checks.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

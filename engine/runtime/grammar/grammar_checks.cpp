@@ -3,7 +3,7 @@
 #include <functional>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 

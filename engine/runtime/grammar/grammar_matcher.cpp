@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 

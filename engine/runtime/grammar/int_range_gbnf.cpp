@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "engine/runtime/grammar/gbnf_text.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

@@ -12,7 +12,7 @@
 #include "engine/runtime/grammar/json_gbnf_rules.h"
 #include "engine/runtime/grammar/pattern_gbnf.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

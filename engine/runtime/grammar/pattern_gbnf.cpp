@@ -7,7 +7,7 @@
 
 #include "engine/runtime/grammar/gbnf_text.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "engine/util/error.h"
+#include "base/error.h"
 
 namespace pipellm::jinja {
 

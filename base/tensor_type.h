@@ -1,4 +1,5 @@
-// GGML tensor types as stored in GGUF files: ids, block geometry, names.
+// GGML tensor types as stored in GGUF files: ids, block geometry, names, and which backend reads
+// which type (one table; a type without support is refused by name wherever it is used).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -47,7 +48,8 @@ struct TensorTypeInfo {
   const char* name;
   int64_t block_size;   // elements per block
   size_t block_bytes;   // bytes per block
-  bool can_dequantize;  // PipeLLM has a CPU dequantizer for it
+  bool can_dequantize;  // PipeLLM has a CPU dequantizer (and products) for it
+  bool cuda;            // the CUDA kernels read it (kernels/cuda/weight_layout.h)
 };
 
 // nullopt for an id that is not a known ggml type.
