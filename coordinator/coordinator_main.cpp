@@ -18,6 +18,7 @@
 #include "coordinator/serving_setup.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/pipeline/pipeline_config.h"
+#include "engine/pipeline/stage_factory.h"
 
 namespace pipellm::coord {
 namespace {
@@ -77,7 +78,10 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
     if (cfg) {
       io.max_batch_tokens = cfg->max_batch_tokens;
       io.prefill_chunk = cfg->prefill_chunk;
-      if (cfg->kv_cache_type == KvType::F32) io.cpu.stage.kv_type = TensorType::F32;
+      const CpuStageOptions kv = cpu_stage_options(*cfg);  // the config's KV cache types
+      io.cpu.stage.kv_type = kv.kv_type;
+      io.cpu.stage.kv_type_k = kv.kv_type_k;
+      io.cpu.stage.kv_type_v = kv.kv_type_v;
     }
     if (o.max_batch_tokens > 0) io.max_batch_tokens = o.max_batch_tokens;
     return std::make_unique<InProcessLauncher>(model_path, io);

@@ -32,9 +32,7 @@ int main(int argc, char** argv) {
     if (coordinator.empty()) throw InvalidArgument("no coordinator address (--coordinator or `coordinator:` in the config)");
     if (!pid_file.empty()) std::ofstream(pid_file) << ::getpid() << "\n";
     CpuModelOptions mo;
-    mo.stage.n_ctx = cfg.context_length;
-    mo.stage.n_slots = cfg.max_sequences;
-    mo.stage.kv_type = cfg.kv_cache_type == KvType::F32 ? TensorType::F32 : TensorType::F16;
+    mo.stage = cpu_stage_options(cfg);
     mo.n_threads = cfg.threads;
     auto m = CpuModel::open(cfg.model, mo);
     InprocHub hub(1);

@@ -20,6 +20,9 @@ std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec
   o.max_batch_tokens = setup.pipeline.max_batch_tokens;
   o.streaming.vram_budget = spec.vram_budget;
   o.streaming.streamer.slots = setup.pipeline.prefetch.staging_buffers;
+  const CpuStageOptions kv = cpu_stage_options(setup.pipeline);  // the config's KV types, mapped once
+  o.kv_type_k = kv.k_type();
+  o.kv_type_v = kv.v_type();
   return std::make_unique<cuda::CudaStage>(setup.model, w, setup.plan.has_embeddings, setup.plan.has_output, o);
 #else
   throw InvalidArgument(setup.pipeline.source + ":" + std::to_string(spec.line) + ": device " + spec.device +
