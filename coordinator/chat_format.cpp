@@ -18,6 +18,10 @@ std::string format_chat(const std::vector<ChatMessage>& messages, const ChatForm
                                                     "' is not one of system, developer, user, assistant, tool");
     }
     if (m.content.empty()) throw RequestError(Code::InvalidArgument, where + ".content: empty");
+    // Templates place the system prompt at the start (many drop or refuse it elsewhere).
+    if (role == "system" && i != 0) {
+      throw RequestError(Code::InvalidArgument, where + ".role: a system message must come first");
+    }
     msgs.push_back({role, m.content});
   }
   if (format.chat_template) {

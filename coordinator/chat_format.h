@@ -1,8 +1,8 @@
 // Chat messages -> prompt text, for both front doors. Messages are validated here (non-empty
-// list, known roles, non-empty content; OpenAI's "developer" role is the system role). A model
-// with a tokenizer.chat_template gets its own template rendered (engine/tokenizer/chat_template.h:
-// the Jinja engine, the family renderers as fallback), exactly as `pipellm generate --chat` does;
-// a model without one gets a plain "role: content" transcript.
+// list, known roles, non-empty content, a system message only first; OpenAI's "developer" role
+// is the system role). A model with a tokenizer.chat_template gets its own template rendered
+// (engine/tokenizer/chat_template.h: the Jinja engine, the family renderers as fallback), exactly
+// as `pipellm generate --chat` does; a model without one gets a plain "role: content" transcript.
 #pragma once
 #include <optional>
 #include <string>
