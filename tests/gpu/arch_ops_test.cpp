@@ -609,21 +609,8 @@ TEST(ArchOps, AttentionWindowSinksMatchesCpu) {
     auto dk = test::to_device(kc), dv = test::to_device(vc);
     cuda::DeviceBuffer<float> out(static_cast<size_t>(T * H * D));
     test::poison(out);
-    cuda::AttentionArgs a;
-    a.n_tokens = T;
-    a.n_head = H;
-    a.n_head_kv = Hkv;
-    a.head_dim = D;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-    a.q = dq.get();
-    a.q_stride = H * D;
-    a.out = out.get();
-    a.out_stride = H * D;
-    a.k_cache = dk.get();
-    a.v_cache = dv.get();
-    a.n_ctx = n_ctx;
-    a.pos = dpos.get();
-    a.slot = dslot.get();
+    cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, dq.get(), out.get(), dk.get(),
+                                                       dv.get(), n_ctx, dpos.get(), dslot.get());
     a.window = c.window;
     a.sinks = c.sinks ? ds.get() : nullptr;
     const int bound = c.window_splits ? std::min(c.window, n_ctx) : n_ctx;
@@ -660,21 +647,8 @@ TEST(ArchOps, AttentionWindowInCudaGraph) {
   auto dslot = test::to_device(slot);
   cuda::DeviceBuffer<float> q(static_cast<size_t>(T * H * D)), out(q.size());
   cuda::DeviceBuffer<int32_t> pos(static_cast<size_t>(T));
-  cuda::AttentionArgs a;
-  a.n_tokens = T;
-  a.n_head = H;
-  a.n_head_kv = Hkv;
-  a.head_dim = D;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-  a.q = q.get();
-  a.q_stride = H * D;
-  a.out = out.get();
-  a.out_stride = H * D;
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.n_ctx = n_ctx;
-  a.pos = pos.get();
-  a.slot = dslot.get();
+  cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, q.get(), out.get(), dk.get(),
+                                                     dv.get(), n_ctx, pos.get(), dslot.get());
   a.window = c.window;
   a.sinks = ds.get();
   cuda::attention_split(n_ctx, T, Hkv, c.splits_target, &a.n_splits, &a.keys_per_split);

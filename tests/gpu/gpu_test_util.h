@@ -12,6 +12,7 @@
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 #include "base/tensor_type.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/weight_layout.h"
@@ -181,6 +182,29 @@ inline DeviceActivations device_activations(const std::vector<float>& x, int row
   const auto hds = to_host(a.xds, a.xds.size());
   a.decoded.resize(x.size());
   for (size_t i = 0; i < x.size(); ++i) a.decoded[i] = hds[i / 32].x * static_cast<float>(hq[i]);
+  return a;
+}
+
+// Attention args for dense q / out rows ([T][H*D]) over a cache of n_ctx rows per slot, scored
+// at 1/sqrt(D): the common setup of the attention tests (callers add window, sinks, splits).
+inline cuda::AttentionArgs dense_attention_args(int T, int H, int Hkv, int D, const float* q, float* out,
+                                                const void* k_cache, const void* v_cache, int n_ctx,
+                                                const int32_t* pos, const int32_t* slot) {
+  cuda::AttentionArgs a;
+  a.n_tokens = T;
+  a.n_head = H;
+  a.n_head_kv = Hkv;
+  a.head_dim = D;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  a.q = q;
+  a.q_stride = static_cast<int64_t>(H) * D;
+  a.out = out;
+  a.out_stride = static_cast<int64_t>(H) * D;
+  a.k_cache = k_cache;
+  a.v_cache = v_cache;
+  a.n_ctx = n_ctx;
+  a.pos = pos;
+  a.slot = slot;
   return a;
 }
 

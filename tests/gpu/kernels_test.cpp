@@ -324,21 +324,8 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
         auto dk = test::to_device(kc), dv = test::to_device(vc);
         cuda::DeviceBuffer<float> out(T * H * D);
         test::poison(out);
-        cuda::AttentionArgs a;
-        a.n_tokens = T;
-        a.n_head = H;
-        a.n_head_kv = Hkv;
-        a.head_dim = D;
-        a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-        a.q = dq.get();
-        a.q_stride = H * D;
-        a.out = out.get();
-        a.out_stride = H * D;
-        a.k_cache = dk.get();
-        a.v_cache = dv.get();
-        a.n_ctx = n_ctx;
-        a.pos = dpos.get();
-        a.slot = dslot.get();
+        cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, dq.get(), out.get(), dk.get(),
+                                                           dv.get(), n_ctx, dpos.get(), dslot.get());
         cuda::attention_split(n_ctx, T, Hkv, splits_target, &a.n_splits, &a.keys_per_split);
         cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, a.n_splits)));
         a.partial = part.get();

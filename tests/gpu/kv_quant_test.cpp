@@ -201,23 +201,10 @@ TEST(CudaKvQuant, AttentionMatchesCpuOverTheSameBytes) {
         auto dk = test::to_device(kc), dv = test::to_device(vc);
         cuda::DeviceBuffer<float> out(static_cast<size_t>(T * H * D));
         test::poison(out);
-        cuda::AttentionArgs a;
-        a.n_tokens = T;
-        a.n_head = H;
-        a.n_head_kv = Hkv;
-        a.head_dim = D;
-        a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-        a.q = dq.get();
-        a.q_stride = H * D;
-        a.out = out.get();
-        a.out_stride = H * D;
-        a.k_cache = dk.get();
-        a.v_cache = dv.get();
+        cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, dq.get(), out.get(), dk.get(),
+                                                           dv.get(), n_ctx, dpos.get(), dslot.get());
         a.k_type = kt;
         a.v_type = vt;
-        a.n_ctx = n_ctx;
-        a.pos = dpos.get();
-        a.slot = dslot.get();
         a.window = c.window;
         a.sinks = c.sinks ? ds.get() : nullptr;
         cuda::attention_split(c.window > 0 ? c.window : n_ctx, T, Hkv, c.splits_target, &a.n_splits, &a.keys_per_split);
@@ -274,23 +261,10 @@ TEST(CudaKvQuant, DecodeUnderACapturedGraph) {
       r.v_type = vt;
       r.n_ctx = n_ctx;
       r.n_rot = 0;  // the cache then holds exactly the CPU's bytes
-      cuda::AttentionArgs a;
-      a.n_tokens = T;
-      a.n_head = H;
-      a.n_head_kv = Hkv;
-      a.head_dim = D;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-      a.q = q.get();
-      a.q_stride = H * D;
-      a.out = out.get();
-      a.out_stride = H * D;
-      a.k_cache = kc.get();
-      a.v_cache = vc.get();
+      cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, q.get(), out.get(), kc.get(),
+                                                         vc.get(), n_ctx, pos.get(), dslot.get());
       a.k_type = kt;
       a.v_type = vt;
-      a.n_ctx = n_ctx;
-      a.pos = pos.get();
-      a.slot = dslot.get();
       cuda::attention_split(n_ctx, T, Hkv, 64, &a.n_splits, &a.keys_per_split);  // the context bucket's splits
       cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, a.n_splits)));
       a.partial = part.get();
