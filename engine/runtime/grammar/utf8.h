@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "engine/tokenizer/unicode_text.h"
+
 namespace pipellm::grammar {
 
 // Decodes the code point starting at s[i] and advances i past it. Returns false (i unchanged)
@@ -41,22 +43,6 @@ inline bool next_code_point(std::string_view s, size_t& i, uint32_t& cp) {
   return true;
 }
 
-inline void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+using tok::append_utf8;  // the tokenizer's encoder
 
 }  // namespace pipellm::grammar

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/tokenizer/unicode_text.h"
+
 namespace pipellm::jinja::pystr {
 
 // Byte offsets of every code point, plus s.size() at the end (size() - 1 code points). Invalid
@@ -54,8 +56,8 @@ std::string float_repr(double d);
 // escapes stay as written. Returns false (with *bad set to the byte offset) on a malformed \x/\u.
 bool unescape(const std::string& body, std::string* out, size_t* bad);
 
-// Appends the UTF-8 encoding of a code point.
-void append_utf8(std::string& out, uint32_t cp);
+// Appends the UTF-8 encoding of a code point (the tokenizer's encoder).
+using tok::append_utf8;
 // Decodes the code point at s[i]; *len is its byte length (1 for an invalid byte).
 uint32_t decode_at(const std::string& s, size_t i, size_t* len);
 
