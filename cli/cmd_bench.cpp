@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
-#include "base/error.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "bench/cuda_bench.h"
 #endif

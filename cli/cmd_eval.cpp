@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <string>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
-#include "base/error.h"
 
 namespace pipellm::cli {
 namespace {

@@ -6,13 +6,13 @@
 #include <random>
 #include <string>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "engine/runtime/generator.h"
-#include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "base/error.h"
 
 namespace pipellm::cli {
 namespace {

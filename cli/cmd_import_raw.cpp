@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <string>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "engine/model_gen/raw_import.h"
-#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
-#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 
 namespace pipellm::cli {

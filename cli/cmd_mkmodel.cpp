@@ -6,11 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/random_model.h"
-#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

@@ -6,12 +6,12 @@
 #include <cstring>
 #include <string>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
-#include "base/error.h"
 
 namespace pipellm::cli {
 

@@ -3,10 +3,10 @@
 #include <cstdio>
 #include <string>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/requantize.h"
-#include "base/error.h"
 #include "engine/util/thread_pool.h"
 
 namespace pipellm::cli {

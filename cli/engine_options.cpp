@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/model/vram_plan.h"
 #include "base/error.h"
 #include "cli/model_path.h"
 #include "engine/devices/device_stage.h"
+#include "engine/model/vram_plan.h"
 
 namespace pipellm::cli {
 

@@ -1,8 +1,8 @@
 #include "coordinator/chat_format.h"
 
+#include "base/error.h"
 #include "coordinator/status.h"
 #include "engine/tokenizer/chat_template.h"
-#include "base/error.h"
 
 namespace pipellm::coord {
 

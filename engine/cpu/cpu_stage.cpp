@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/model/layer_rope.h"
 #include "base/error.h"
+#include "engine/model/layer_rope.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/hybrid_ops.h"
 #include "kernels/cpu/rmsnorm.h"

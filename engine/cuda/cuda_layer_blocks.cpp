@@ -4,9 +4,9 @@
 // input block and output scale. Everything is enqueued on the stage's stream (graph-capturable).
 #include <cmath>
 
+#include "base/error.h"
 #include "engine/cuda/cuda_stage.h"
 #include "engine/model/layer_rope.h"
-#include "base/error.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/delta_net.h"
 #include "kernels/cuda/embedding.h"

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/kv_cache.h"
 #include "base/error.h"
+#include "engine/model/kv_cache.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/embedding.h"

@@ -2,8 +2,8 @@
 
 #include <cstdlib>
 
-#include "engine/model/model_weights.h"
 #include "base/error.h"
+#include "engine/model/model_weights.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include "engine/cuda/cuda_stage.h"
 #endif

@@ -10,9 +10,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/tensor_type.h"
 #include "engine/gguf/gguf_value.h"
 #include "engine/util/mapped_file.h"
-#include "base/tensor_type.h"
 
 namespace pipellm {
 

@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/gguf/gguf_value.h"
 #include "base/tensor_type.h"
+#include "engine/gguf/gguf_value.h"
 
 namespace pipellm {
 

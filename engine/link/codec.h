@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/link/messages.h"
 #include "base/error.h"
+#include "engine/link/messages.h"
 
 namespace pipellm::link {
 

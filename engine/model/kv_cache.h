@@ -18,9 +18,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/tensor_type.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
-#include "base/tensor_type.h"
 
 namespace pipellm {
 

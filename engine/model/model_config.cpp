@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/arch/recipe.h"
-#include "base/error.h"
 
 namespace pipellm {
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "engine/model/kv_cache.h"
 #include "base/error.h"
+#include "engine/model/kv_cache.h"
 
 namespace pipellm {
 namespace {

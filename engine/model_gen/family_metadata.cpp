@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "engine/gguf/gguf_value.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_value.h"
 
 namespace pipellm {
 namespace {

@@ -4,8 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/gguf/gguf_writer.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_writer.h"
 #include "engine/util/json_file.h"
 
 namespace pipellm {

@@ -3,9 +3,9 @@
 #include <cmath>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model_gen/shape_metadata.h"
-#include "base/error.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/quantize.h"
 

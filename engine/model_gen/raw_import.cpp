@@ -6,9 +6,9 @@
 #include <sstream>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model_gen/hf_bpe_vocab.h"
-#include "base/error.h"
 #include "engine/util/json_file.h"
 #include "engine/util/mapped_file.h"
 #include "engine/util/thread_pool.h"

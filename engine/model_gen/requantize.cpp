@@ -3,8 +3,8 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/gguf/gguf_writer.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_writer.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/quantize.h"

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/family_metadata.h"
-#include "base/error.h"
 
 namespace pipellm {
 

@@ -4,8 +4,8 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/pipeline/inproc_transport.h"
 #include "base/error.h"
+#include "engine/pipeline/inproc_transport.h"
 
 namespace pipellm {
 

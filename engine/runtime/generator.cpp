@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <chrono>
 
+#include "base/error.h"
 #include "engine/pipeline/inproc_transport.h"
 #include "engine/pipeline/scheduler.h"
 #include "engine/pipeline/stage_factory.h"
 #include "engine/pipeline/stage_runner.h"
 #include "engine/runtime/stop_strings.h"
-#include "base/error.h"
 
 namespace pipellm {
 

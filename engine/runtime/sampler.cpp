@@ -5,9 +5,9 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "base/error.h"
 #include "engine/runtime/grammar/gbnf_parser.h"
 #include "engine/runtime/grammar/grammar_matcher.h"
-#include "base/error.h"
 
 namespace pipellm {
 

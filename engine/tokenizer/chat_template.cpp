@@ -3,9 +3,9 @@
 #include <ctime>
 #include <utility>
 
+#include "base/error.h"
 #include "engine/tokenizer/jinja/chat.h"
 #include "engine/tokenizer/jinja/json.h"
-#include "base/error.h"
 
 namespace pipellm {
 

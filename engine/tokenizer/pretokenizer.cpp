@@ -5,9 +5,9 @@
 
 #include <algorithm>
 
+#include "base/error.h"
 #include "engine/tokenizer/pretokenizer_custom.h"
 #include "engine/tokenizer/unicode_text.h"
-#include "base/error.h"
 
 namespace pipellm::tok {
 

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <string_view>
 
-#include "engine/tokenizer/unicode_text.h"
 #include "base/error.h"
+#include "engine/tokenizer/unicode_text.h"
 
 namespace pipellm::tok {
 

@@ -4,8 +4,8 @@
 #include <cctype>
 #include <initializer_list>
 
-#include "engine/gguf/gguf_file.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_file.h"
 
 namespace pipellm::tok {
 

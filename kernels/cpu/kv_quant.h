@@ -16,8 +16,8 @@
 #pragma once
 #include <stdint.h>
 
-#include "kernels/cpu/block_formats.h"
 #include "base/tensor_type.h"
+#include "kernels/cpu/block_formats.h"
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>

@@ -7,8 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/quantize_activations.h"
 #include "base/tensor_type.h"
+#include "kernels/cpu/quantize_activations.h"
 #include "kernels/cpu/vec_dot.h"
 
 namespace pipellm {

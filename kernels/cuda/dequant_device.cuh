@@ -9,8 +9,8 @@
 
 #include <type_traits>
 
-#include "kernels/cpu/block_formats.h"
 #include "base/tensor_type.h"
+#include "kernels/cpu/block_formats.h"
 
 namespace pipellm::cuda {
 

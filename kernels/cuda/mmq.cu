@@ -2,9 +2,9 @@
 
 #include <string>
 
+#include "base/error.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dequant_device.cuh"
-#include "base/error.h"
 
 namespace pipellm::cuda {
 namespace {

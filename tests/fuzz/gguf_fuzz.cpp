@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/gguf/gguf_file.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_file.h"
 #include "kernels/cpu/dequantize.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

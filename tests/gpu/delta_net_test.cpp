@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "base/error.h"
-#include "tests/random_data.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/delta_net.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/random_data.h"
 
 namespace pipellm {
 namespace {

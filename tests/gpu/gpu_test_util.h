@@ -8,10 +8,10 @@
 #include <random>
 #include <vector>
 
+#include "base/tensor_type.h"
 #include "engine/model/stage.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
-#include "base/tensor_type.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/rmsnorm.h"

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf/gguf_file.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_file.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/mmq.h"

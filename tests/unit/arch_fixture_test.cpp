@@ -4,8 +4,8 @@
 // equals each alone; what each recipe reads from the file.
 #include <gtest/gtest.h>
 
-#include "engine/cpu/cpu_model.h"
 #include "base/error.h"
+#include "engine/cpu/cpu_model.h"
 #include "tests/arch_fixture_check.h"
 
 namespace pipellm {

@@ -4,10 +4,10 @@
 // engine itself is tested in jinja_test.cpp.
 #include <gtest/gtest.h>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf/gguf_file.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_file.h"
 #include "kernels/cpu/dequantize.h"
 #include "tests/unit/test_data.h"
 

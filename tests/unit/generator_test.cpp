@@ -1,10 +1,10 @@
 // The generation loop on a scripted stage, and the stop-string filter.
 #include <gtest/gtest.h>
 
+#include "base/error.h"
 #include "engine/model/host_stage.h"
 #include "engine/runtime/generator.h"
 #include "engine/runtime/stop_strings.h"
-#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
-#include "base/error.h"
 #include "tests/unit/model_test_util.h"
 
 namespace pipellm {

@@ -12,6 +12,7 @@
 #include <random>
 #include <regex>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/runtime/generator.h"
@@ -23,7 +24,6 @@
 #include "engine/runtime/grammar/pattern_gbnf.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

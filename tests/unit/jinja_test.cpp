@@ -9,11 +9,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/jinja/chat.h"
 #include "engine/tokenizer/jinja/json.h"
 #include "engine/tokenizer/jinja/template.h"
-#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -29,11 +29,11 @@
 #include <random>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/vram_plan.h"
 #include "engine/pipeline/partition_planner.h"
-#include "base/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/block_formats.h"
 #include "kernels/cpu/dequantize.h"

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <iterator>
 
+#include "base/error.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
-#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -2,8 +2,8 @@
 // == each alone, a model split into two stages == the whole model.
 #include <gtest/gtest.h>
 
-#include "engine/cpu/cpu_model.h"
 #include "base/error.h"
+#include "engine/cpu/cpu_model.h"
 #include "tests/unit/model_test_util.h"
 
 namespace pipellm {

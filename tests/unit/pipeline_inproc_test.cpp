@@ -9,15 +9,15 @@
 #include <memory>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/pipeline/inproc_pipeline.h"
 #include "engine/pipeline/inproc_transport.h"
 #include "engine/runtime/generator.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "base/error.h"
-#include "tests/unit/model_test_util.h"
 #include "tests/reference_generate.h"
+#include "tests/unit/model_test_util.h"
 
 namespace pipellm {
 namespace {

@@ -1,8 +1,8 @@
 // Partition planner: hand-computed plans (balance, budgets, explicit splits, impossible plans).
 #include <gtest/gtest.h>
 
-#include "engine/gguf/gguf_file.h"
 #include "base/error.h"
+#include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
 #include "tests/unit/test_data.h"

@@ -2,8 +2,8 @@
 // step messages' wire format.
 #include <gtest/gtest.h>
 
-#include "engine/pipeline/scheduler.h"
 #include "base/error.h"
+#include "engine/pipeline/scheduler.h"
 
 namespace pipellm {
 namespace {

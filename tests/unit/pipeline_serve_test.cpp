@@ -9,14 +9,14 @@
 #include <map>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/link/coordinator_link.h"
 #include "engine/link/scheduler_bridge.h"
 #include "engine/pipeline/inproc_pipeline.h"
 #include "engine/runtime/generator.h"
-#include "base/error.h"
-#include "tests/unit/model_test_util.h"
 #include "tests/reference_generate.h"
+#include "tests/unit/model_test_util.h"
 
 namespace pipellm {
 namespace {

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/hf_bpe_vocab.h"
 #include "engine/model_gen/raw_import.h"
-#include "base/error.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"

@@ -5,10 +5,10 @@
 #include <map>
 #include <set>
 
+#include "base/error.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/runtime/sampler.h"
 #include "engine/runtime/slot_samplers.h"
-#include "base/error.h"
 
 namespace pipellm {
 namespace {

@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/gguf/gguf_writer.h"
 #include "engine/tokenizer/pretokenizer.h"
@@ -22,7 +23,6 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode_text.h"
 #include "engine/tokenizer/vocab.h"
-#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

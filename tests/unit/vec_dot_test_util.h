@@ -5,9 +5,9 @@
 #include <random>
 #include <vector>
 
+#include "base/tensor_type.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/quantize.h"
-#include "base/tensor_type.h"
 
 namespace pipellm::test {
 

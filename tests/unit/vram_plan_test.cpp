@@ -2,9 +2,9 @@
 // minimum-budget error and --vram-budget parsing. Every expected figure is computed by hand.
 #include <gtest/gtest.h>
 
+#include "base/error.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/vram_plan.h"
-#include "base/error.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {

@@ -7,8 +7,8 @@
 // output, final logit softcap. MoE variant: a dense MLP beside the experts (LayerSpec::n_ff_dense).
 #include <cmath>
 
-#include "engine/model/arch/recipe.h"
 #include "base/error.h"
+#include "engine/model/arch/recipe.h"
 
 namespace pipellm::arch {
 

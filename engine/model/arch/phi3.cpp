@@ -2,8 +2,8 @@
 // `sliding_window` in Phi-3 files is ignored, as llama.cpp does.
 #include <cmath>
 
-#include "engine/model/arch/recipe.h"
 #include "base/error.h"
+#include "engine/model/arch/recipe.h"
 
 namespace pipellm::arch {
 

@@ -2,9 +2,9 @@
 
 #include <map>
 
+#include "base/error.h"
 #include "engine/runtime/grammar/grammar_checks.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

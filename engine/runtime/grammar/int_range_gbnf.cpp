@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "engine/runtime/grammar/gbnf_text.h"
 #include "base/error.h"
+#include "engine/runtime/grammar/gbnf_text.h"
 
 namespace pipellm::grammar {
 namespace {

@@ -7,12 +7,12 @@
 #include <set>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/runtime/grammar/gbnf_text.h"
 #include "engine/runtime/grammar/int_range_gbnf.h"
 #include "engine/runtime/grammar/json_gbnf_rules.h"
 #include "engine/runtime/grammar/pattern_gbnf.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

@@ -5,9 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/runtime/grammar/gbnf_text.h"
 #include "engine/runtime/grammar/utf8.h"
-#include "base/error.h"
 
 namespace pipellm::grammar {
 namespace {

@@ -1,7 +1,7 @@
 #include "engine/runtime/grammar/token_vocabulary.h"
 
-#include "engine/tokenizer/tokenizer.h"
 #include "base/error.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace pipellm::grammar {
 namespace {
