@@ -18,13 +18,14 @@ namespace {
 class HeadThread : public HeadProcess {
  public:
   HeadThread(Stage& stage, const std::string& name, const InProcessOptions& opt, const std::string& address,
-             const std::string& secret) {
-    thread_ = std::thread([this, &stage, name, opt, address, secret] {
+             const std::string& secret, const link::GrammarSupport& grammar) {
+    thread_ = std::thread([this, &stage, name, opt, address, secret, grammar] {
       std::string why = "the head thread returned";
       try {
         InprocHub hub(1);
         InprocTransport transport(hub, 0);
         StageRunner runner(stage, transport);
+        runner.set_grammar_vocabulary(grammar.vocab);  // the one stage is the tail
         runner.set_step_delay(std::chrono::milliseconds(opt.debug_step_delay_ms));
         const std::string plan = "in-process " + opt.device + ":[0," + std::to_string(stage.config().n_layer) + ")";
         link::HelloMsg hello = link::hello_for(stage, name, stage.n_ctx(), stage.n_slots(), 1, plan);
@@ -46,6 +47,7 @@ class HeadThread : public HeadProcess {
         link::ServeOptions o;
         o.stats = stats;
         o.stop = &stop_;
+        o.grammar_refusal = grammar.refusal;
         const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, o);
         why = "the head thread finished (" + r.end_reason + ")";
       } catch (const std::exception& e) {
@@ -86,6 +88,7 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
     : model_name_(stem(model_path)), opt_(opt) {
   if (cuda_device_index(opt.device) < 0) {
     cpu_ = CpuModel::open(model_path, opt.cpu);
+    grammar_ = link::grammar_support(cpu_->file(), "cpu");  // once: every relaunch shares it
     return;
   }
   // The CUDA stage reads the mapping only while it uploads the weights.
@@ -99,13 +102,14 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();
   gpu_ = open_cuda_stage(*file, ModelConfig::from_gguf(*file), d);
+  grammar_ = link::grammar_support(*file, opt.device);  // a refusal: the device samples
 }
 
 InProcessLauncher::~InProcessLauncher() = default;
 
 std::unique_ptr<HeadProcess> InProcessLauncher::launch(const std::string& coordinator_address, const std::string& secret) {
   Stage& stage = gpu_ ? *gpu_ : cpu_->stage();
-  return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address, secret);
+  return std::make_unique<HeadThread>(stage, model_name_, opt_, coordinator_address, secret, grammar_);
 }
 
 }  // namespace pipellm::coord

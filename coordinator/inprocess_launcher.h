@@ -9,6 +9,7 @@
 #include "engine/cpu/cpu_model.h"
 #include "engine/devices/device_stage.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/link/serve_link.h"
 #include "engine/pipeline/scheduler.h"
 
 namespace pipellm::coord {
@@ -36,6 +37,7 @@ class InProcessLauncher : public HeadLauncher {
   InProcessOptions opt_;
   std::unique_ptr<CpuModel> cpu_;  // device cpu
   std::unique_ptr<Stage> gpu_;     // device cuda[:N] (no CPU stage, no host KV cache)
+  link::GrammarSupport grammar_;   // the tail's token texts for grammars, or why they are refused
 };
 
 }  // namespace pipellm::coord

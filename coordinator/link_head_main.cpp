@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
     InprocHub hub(1);
     InprocTransport transport(hub, 0);
     StageRunner runner(m->stage(), transport);
+    // The one rank is the tail: it samples, so it matches grammars against the model's tokens.
+    const link::GrammarSupport grammar = link::grammar_support(m->file(), "cpu");
+    runner.set_grammar_vocabulary(grammar.vocab);
     runner.set_step_delay(std::chrono::milliseconds(step_delay_ms));
     std::string name = cfg.model.substr(cfg.model.find_last_of('/') + 1);
     auto hello = link::hello_for(m->stage(), name, cfg.context_length, cfg.max_sequences, 1,
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
     if (hello.secret.empty()) throw InvalidArgument(std::string("$") + link::kLinkSecretEnv + " is not set");
     auto head = link::HeadLink::connect(coordinator, hello, 30000);
     link::ServeOptions so;  // statistics too: the heartbeat reports steps from them
+    so.grammar_refusal = grammar.refusal;
     so.stats = [&] {
       std::vector<link::StageStatsMsg> out;
       for (const RankStats& s : runner.stage_stats()) {

@@ -34,7 +34,7 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet, const std::vector<RankProcess>& ranks,
-                      const std::string& host) {
+                      const std::string& host, const std::string& grammar_refusal) {
   link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
                                          cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
   hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
@@ -49,6 +49,7 @@ int serve_coordinator(StageRunner& runner, const Stage& head_stage, const Pipeli
   so.stats = [&] { return stage_stats_messages(runner.stage_stats(), cfg); };
   so.diagnose = [&ranks, &host] { return describe_stuck_ranks(ranks, host); };
   so.n_stages = cfg.n_stages();
+  so.grammar_refusal = grammar_refusal;
   const link::ServeResult r =
       link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab, so);
   if (!quiet || r.link_failed) {

@@ -24,8 +24,9 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
 // Serves until the coordinator sends Shutdown (returns 0) or goes away (returns 1); the
 // followers get Shutdown either way. Errors of the pipeline throw (the caller aborts every rank).
 // `ranks` (gather_rank_processes) lets the heartbeat name a stuck rank on this host.
+// `grammar_refusal` (link::grammar_support): why the tail cannot serve grammars, "" if it can.
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet, const std::vector<RankProcess>& ranks,
-                      const std::string& host);
+                      const std::string& host, const std::string& grammar_refusal);
 
 }  // namespace pipellm

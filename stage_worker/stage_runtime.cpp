@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "stage_worker/mpi_transport.h"
 #include "stage_worker/request_io.h"
+#include "engine/link/serve_link.h"
 #include "stage_worker/serve_head.h"
 #include "stage_worker/stage_factory.h"
 #ifdef PIPELLM_HAVE_NCCL
@@ -132,6 +133,13 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
   transport = make_transport(session, cfg, mc.n_embd);
   StageRunner runner(*stage, *transport);
+  // The last rank samples: it matches grammars against the model's tokens. Rank 0 knows the
+  // same (one file, one config) and refuses grammar requests the tail could not serve.
+  const bool tail = rank == session.size() - 1;
+  const link::GrammarSupport grammar = tail || (rank == 0 && !serve_at.empty())
+                                           ? link::grammar_support(*file, cfg.stages.back().device)
+                                           : link::GrammarSupport{};
+  if (tail) runner.set_grammar_vocabulary(grammar.vocab);
   if (o.fault_rank == rank) runner.set_fault(o.fault);
   runner.set_step_delay(std::chrono::milliseconds(o.step_delay_ms));
   if (!o.quiet) {
@@ -147,7 +155,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
     runner.run_follower();
     return 0;
   }
-  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet, ranks, session.host());
+  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet, ranks, session.host(), grammar.refusal);
   const bool need_text = o.have_prompt || !o.requests.empty();
   const auto tok = try_tokenizer(*file, o.have_prompt);
   if (need_text && !o.have_prompt && tok == nullptr) {

@@ -157,6 +157,8 @@ void write_sampling(Writer& w, const SamplingParams& s) {
   w.u64(s.seed);
   w.u32(s.chain);
   w.u8(s.logprobs ? 1 : 0);
+  // The GBNF text only: the head's tail matches it against its own model's vocabulary.
+  w.str(s.grammar);
 }
 
 SamplingParams read_sampling(Reader& r) {
@@ -172,6 +174,7 @@ SamplingParams read_sampling(Reader& r) {
   s.seed = r.u64("seed");
   s.chain = r.u32("chain");
   s.logprobs = r.u8("logprobs") != 0;
+  s.grammar = r.str("grammar");
   return s;
 }
 

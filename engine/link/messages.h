@@ -15,7 +15,7 @@
 
 namespace pipellm::link {
 
-constexpr uint32_t kProtocolVersion = 4;  // 2: the sampling chain; 3: Hello.secret; 4: Progress
+constexpr uint32_t kProtocolVersion = 5;  // 2: the sampling chain; 3: Hello.secret; 4: Progress; 5: grammar
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;

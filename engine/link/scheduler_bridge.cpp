@@ -85,6 +85,7 @@ void SchedulerBridge::submit(const SubmitRequest& r) {
     }
   }
   if (r.max_tokens < 0) return reject("max_tokens must be >= 0");
+  if (!r.sampling.grammar.empty() && !grammar_refusal_.empty()) return reject(grammar_refusal_);
   const auto n_prompt = static_cast<int32_t>(r.prompt.size());
   if (r.max_tokens == 0) return send(FinishedMsg{r.id, FinishReason::Length, n_prompt, 0});
   Request q;

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/gguf/gguf_file.h"
 #include "engine/link/coordinator_link.h"
+#include "engine/runtime/grammar/token_vocabulary.h"
 #include "engine/pipeline/scheduler.h"
 #include "engine/pipeline/stage_runner.h"
 
@@ -19,6 +21,16 @@ namespace pipellm::link {
 // number of sequences the pipeline serves, the stage count and the plan as the coordinator shows it.
 HelloMsg hello_for(const Stage& head_stage, const std::string& model_name, int n_ctx, int max_sequences, int n_stages,
                    const std::string& plan);
+
+// What a sampling tail needs for structured output: the model's token texts (built from its
+// tokenizer, once per process: ~70 ms for a 128k vocabulary), or why grammars are refused.
+struct GrammarSupport {
+  std::shared_ptr<const grammar::TokenVocabulary> vocab;  // null when refused
+  std::string refusal;                                     // empty when vocab is set
+};
+// `sampling_device` is where the tail samples ("cpu" or "cuda:N"): a GPU sampler takes no
+// grammar, so the vocabulary is not built there.
+GrammarSupport grammar_support(const GgufFile& file, const std::string& sampling_device);
 
 struct ServeResult {
   HeadStats stats;
@@ -36,6 +48,9 @@ struct ServeOptions {
   int n_stages = 1;
   std::chrono::milliseconds heartbeat{250};  // Progress every this often
   const std::atomic<bool>* stop = nullptr;   // serving ends when it becomes true
+  // Why this pipeline's tail cannot sample with a grammar (SchedulerBridge::refuse_grammars):
+  // such requests then fail by themselves instead of failing a step. Empty: it can.
+  std::string grammar_refusal;
 };
 
 // Serves until the coordinator sends Shutdown, the link goes away, or `o.stop` becomes true; the

@@ -11,6 +11,7 @@
 
 #include "engine/link/coordinator_link.h"
 #include "engine/link/progress_watch.h"
+#include "engine/link/scheduler_bridge.h"
 
 namespace pipellm::link {
 namespace {
@@ -28,6 +29,10 @@ SubmitRequest sample_submit() {
   s.sampling.frequency_penalty = 0.25f;
   s.sampling.penalty_last_n = 32;
   s.sampling.seed = 0xdeadbeefcafeull;
+  s.sampling.chain = 0x321;
+  s.sampling.logprobs = true;
+  // Non-ASCII and a NUL byte: the grammar travels as bytes, not as a C string.
+  s.sampling.grammar = std::string("root ::= \"{\" [a-z\u00e9]* \"}\"\n") + '\0' + "x";
   s.max_tokens = 17;
   s.stop_ids = {2, 7};
   return s;
@@ -54,6 +59,9 @@ TEST(LinkCodec, SubmitRoundTrip) {
   EXPECT_EQ(r.sampling.frequency_penalty, s.sampling.frequency_penalty);
   EXPECT_EQ(r.sampling.penalty_last_n, s.sampling.penalty_last_n);
   EXPECT_EQ(r.sampling.seed, s.sampling.seed);
+  EXPECT_EQ(r.sampling.chain, s.sampling.chain);
+  EXPECT_EQ(r.sampling.logprobs, s.sampling.logprobs);
+  EXPECT_EQ(r.sampling.grammar, s.sampling.grammar);
   EXPECT_EQ(r.max_tokens, s.max_tokens);
   EXPECT_EQ(r.stop_ids, s.stop_ids);
 }
@@ -335,6 +343,39 @@ struct Refusals {
     return false;
   }
 };
+
+// A head whose tail cannot mask (a GPU sampler) refuses grammar requests one by one, with the
+// reason, before they reach the pipeline; requests without a grammar are taken as before.
+TEST(LinkBridge, GrammarRequestsRefusedWhereTheTailCannotMask) {
+  CoordinatorLink coord("127.0.0.1:0");
+  const auto head = connected_head(coord);
+  ASSERT_TRUE(head);
+  SchedulerOptions so;
+  so.n_slots = 2;
+  so.n_ctx = 128;
+  Scheduler sched(so);
+  SchedulerBridge bridge(sched, *head, 100, 128);
+  bridge.refuse_grammars("grammar: the last stage samples on cuda:0");
+  SubmitRequest with;
+  with.id = 7;
+  with.prompt = {1, 2, 3};
+  with.max_tokens = 4;
+  with.sampling.grammar = "root ::= \"x\"";
+  coord.send(with);
+  SubmitRequest without = with;
+  without.id = 8;
+  without.sampling.grammar.clear();
+  coord.send(without);
+  for (int i = 0; i < 20 && !sched.has_work(); ++i) ASSERT_TRUE(bridge.poll(std::chrono::milliseconds(100)));
+  const auto m = coord.receive(5000);
+  ASSERT_TRUE(m);
+  const auto* e = std::get_if<ErrorMsg>(&*m);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->id, 7);
+  EXPECT_EQ(e->message, "grammar: the last stage samples on cuda:0");
+  EXPECT_TRUE(sched.has_work());  // request 8
+  EXPECT_FALSE(coord.receive(50).has_value());
+}
 
 TEST(LinkHandshake, SecretsAreFreshHex) {
   const std::string a = new_link_secret(), b = new_link_secret();
