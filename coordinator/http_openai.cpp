@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "coordinator/text_stream.h"
+#include "engine/runtime/grammar/gbnf_parser.h"
+#include "engine/runtime/grammar/json_gbnf_rules.h"
+#include "engine/runtime/grammar/json_schema.h"
 
 namespace pipellm::coord {
 
@@ -70,8 +73,98 @@ std::string string_at(const json& v, const std::string& where) {
   return v.get<std::string>();
 }
 
+// A schema as the client wrote it: `at` is its path in the body; from `raw` when given (ordered
+// keys: json_schema_to_gbnf emits properties in this order), else from the sorted `body`.
+nlohmann::ordered_json schema_at(const json& body, const std::string* raw, const std::vector<std::string>& at) {
+  if (raw != nullptr) {
+    try {
+      const nlohmann::ordered_json whole = nlohmann::ordered_json::parse(*raw);
+      const nlohmann::ordered_json* v = &whole;
+      for (const std::string& k : at) v = &v->at(k);
+      return *v;
+    } catch (const nlohmann::ordered_json::exception&) {
+      // parse_body accepted the body; fall through to the sorted copy rather than fail here
+    }
+  }
+  const json* v = &body;
+  for (const std::string& k : at) v = &v->at(k);
+  return nlohmann::ordered_json::parse(v->dump());
+}
+
+// Compiles a schema to GBNF; a schema it cannot express is a 400 naming `param`.
+std::string schema_gbnf(const nlohmann::ordered_json& schema, const char* param, const std::string& where) {
+  if (!schema.is_object() && !schema.is_boolean()) {
+    const char* got = schema.is_string() ? "a string" : schema.is_number() ? "a number" : schema.is_array() ? "an array" : "null";
+    refuse(param, where + ": must be a JSON schema object (got " + std::string(got) + ")");
+  }
+  try {
+    return grammar::json_schema_to_gbnf(schema);
+  } catch (const Error& e) {
+    refuse(param, where + ": " + e.what());
+  }
+}
+
+// Structured output (llama-server's `grammar` and `json_schema`, OpenAI's `response_format`):
+// the GBNF the sampler is held to, parsed here so that a bad one is this request's 400 rather
+// than a failure at the tail. At most one of them.
+std::string parse_structured_output(const json& body, const std::string* raw) {
+  std::string gbnf;
+  const char* from = nullptr;
+  const auto take = [&](const char* param, std::string g) {
+    if (from != nullptr) {
+      refuse(param, std::string(param) + ": give one of grammar, json_schema and response_format (" + from + " is given too)");
+    }
+    from = param;
+    gbnf = std::move(g);
+  };
+  if (const json* g = field(body, "grammar")) {
+    const std::string text = string_at(*g, "grammar");
+    if (!text.empty()) take("grammar", text);
+  }
+  if (field(body, "json_schema") != nullptr) {
+    take("json_schema", schema_gbnf(schema_at(body, raw, {"json_schema"}), "json_schema", "json_schema"));
+  }
+  if (const json* rf = field(body, "response_format")) {
+    if (!rf->is_object()) {
+      refuse("response_format", std::string("response_format: must be an object (got ") + type_name(*rf) + ")");
+    }
+    const auto type = rf->find("type");
+    if (type == rf->end() || !type->is_string()) {
+      refuse("response_format", "response_format.type: missing (\"text\", \"json_object\" or \"json_schema\")");
+    }
+    const std::string t = type->get<std::string>();
+    if (t == "json_object") {
+      // llama-server also takes a schema here; without one, any JSON value
+      if (rf->contains("schema")) {
+        take("response_format",
+             schema_gbnf(schema_at(body, raw, {"response_format", "schema"}), "response_format", "response_format.schema"));
+      } else {
+        take("response_format", grammar::any_json_gbnf());
+      }
+    } else if (t == "json_schema") {
+      const auto js = rf->find("json_schema");
+      if (js == rf->end() || !js->is_object()) {
+        refuse("response_format", "response_format.json_schema: missing (an object with a \"schema\")");
+      }
+      if (!js->contains("schema")) refuse("response_format", "response_format.json_schema.schema: missing");
+      take("response_format", schema_gbnf(schema_at(body, raw, {"response_format", "json_schema", "schema"}), "response_format",
+                                          "response_format.json_schema.schema"));
+    } else if (t != "text") {
+      refuse("response_format", "response_format.type: \"" + t + "\" is not one of \"text\", \"json_object\", \"json_schema\"",
+             "unsupported_parameter");
+    }
+  }
+  if (from == nullptr) return "";
+  try {
+    grammar::parse_gbnf(gbnf);
+  } catch (const Error& e) {
+    refuse(from, std::string(from) + ": " + e.what());
+  }
+  return gbnf;
+}
+
 // Fields shared by both endpoints: sampling, limits, stop, n, stream.
-void parse_common(const json& body, OpenAiRequest& r) {
+void parse_common(const json& body, OpenAiRequest& r, const std::string* raw) {
   if (!body.is_object()) refuse("", "body: must be a JSON object");
   GenerateInput& in = r.input;
   in.temperature = opt_float(body, "temperature");
@@ -116,6 +209,11 @@ void parse_common(const json& body, OpenAiRequest& r) {
   }
   if (const json* tools = field(body, "tools"); tools && !tools->empty()) {
     refuse("tools", "tools: not supported", "unsupported_parameter");
+  }
+  in.grammar = parse_structured_output(body, raw);
+  if (!in.grammar.empty() && in.ignore_eos) {
+    // The grammar ends the output with an end-of-generation token, which ignore_eos would skip.
+    refuse("ignore_eos", "ignore_eos: cannot be combined with grammar, json_schema or response_format");
   }
   r.stream = opt_bool(body, "stream").value_or(false);
   if (const json* so = field(body, "stream_options")) {
@@ -296,9 +394,9 @@ json parse_body(const std::string& body) {
   return j;
 }
 
-OpenAiRequest parse_completion_request(const json& body) {
+OpenAiRequest parse_completion_request(const json& body, const std::string* raw) {
   OpenAiRequest r;
-  parse_common(body, r);
+  parse_common(body, r, raw);
   GenerateInput& in = r.input;
   const json* p = field(body, "prompt");
   if (!p) refuse("prompt", "prompt: missing");
@@ -342,9 +440,9 @@ OpenAiRequest parse_completion_request(const json& body) {
   return r;
 }
 
-OpenAiRequest parse_chat_request(const json& body) {
+OpenAiRequest parse_chat_request(const json& body, const std::string* raw) {
   OpenAiRequest r;
-  parse_common(body, r);
+  parse_common(body, r, raw);
   GenerateInput& in = r.input;
   in.kind = GenerateInput::PromptKind::Chat;
   const json* msgs = field(body, "messages");
@@ -370,12 +468,6 @@ OpenAiRequest parse_chat_request(const json& body) {
              "top_logprobs: only the chosen token's log-probability is supported (got " + std::to_string(*top) +
                  "; use 0 or leave it out)",
              "unsupported_parameter");
-    }
-  }
-  if (const json* rf = field(body, "response_format")) {
-    const auto t = rf->is_object() ? rf->find("type") : rf->end();
-    if (!rf->is_object() || t == rf->end() || *t != "text") {
-      refuse("response_format", "response_format: only {\"type\": \"text\"} is supported", "unsupported_parameter");
     }
   }
   return r;

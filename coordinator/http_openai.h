@@ -52,9 +52,11 @@ struct OpenAiRequest {
   bool include_usage = false;  // stream_options.include_usage
 };
 
-// Throw HttpError (400) naming the field.
-OpenAiRequest parse_completion_request(const nlohmann::json& body);
-OpenAiRequest parse_chat_request(const nlohmann::json& body);
+// Throw HttpError (400) naming the field. `raw` (the body's text, optional) is read again for a
+// JSON schema (`json_schema`, `response_format`) so that its properties keep the client's order;
+// without it they come out sorted.
+OpenAiRequest parse_completion_request(const nlohmann::json& body, const std::string* raw = nullptr);
+OpenAiRequest parse_chat_request(const nlohmann::json& body, const std::string* raw = nullptr);
 // The body as JSON (an object); throws HttpError 400 "invalid_json".
 nlohmann::json parse_body(const std::string& body);
 

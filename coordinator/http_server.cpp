@@ -152,7 +152,8 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
   std::optional<StreamLimiter::Lease> lease;
   std::optional<link::HelloMsg> model;
   try {
-    r = chat ? parse_chat_request(parse_body(req.body)) : parse_completion_request(parse_body(req.body));
+    r = chat ? parse_chat_request(parse_body(req.body), &req.body)
+             : parse_completion_request(parse_body(req.body), &req.body);
     model = ctx.sched.model();
     if (!model) {
       send_error(res, error_of_failure(Code::Unavailable, "the model stages are not available: " + ctx.sched.down_reason()));

@@ -97,6 +97,7 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
   sp.penalty_last_n = in.penalty_last_n ? static_cast<int32_t>(*in.penalty_last_n) : 64;
   sp.seed = in.seed.value_or(0);
   sp.logprobs = in.logprobs;
+  sp.grammar = in.grammar;  // the front door compiled and parsed it (schema -> GBNF)
 
   if (in.max_tokens && *in.max_tokens < 1) {
     invalid("max_tokens: must be at least 1 (got " + std::to_string(*in.max_tokens) + ")");

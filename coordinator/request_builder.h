@@ -29,6 +29,7 @@ struct GenerateInput {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool logprobs = false;  // report each generated token's log-probability
+  std::string grammar;    // structured output: GBNF the output must match ("" for none), parsed already
 };
 
 struct RequestLimits {

@@ -100,6 +100,26 @@ struct BadCase {
   const char* code;
 };
 
+// Structured output compiles to the GBNF the sampler is held to; a schema keeps the client's
+// property order when the raw body is given (nlohmann::json would sort "b" before "z").
+TEST(OpenAiParse, StructuredOutput) {
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}}).input.grammar, "");
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}, {"grammar", "root ::= \"a\""}}).input.grammar, "root ::= \"a\"");
+  const std::string any =
+      parse_chat_request(json::parse(R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})"))
+          .input.grammar;
+  EXPECT_NE(any.find("root"), std::string::npos);
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}, {"response_format", {{"type", "text"}}}}).input.grammar, "");
+  const std::string raw =
+      R"({"prompt":"x","response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object",)"
+      R"("properties":{"z":{"type":"integer"},"b":{"type":"boolean"}},"required":["z","b"]}}}})";
+  const std::string g = parse_completion_request(json::parse(raw), &raw).input.grammar;
+  const std::string root = g.substr(g.find("root ::="));
+  EXPECT_EQ(root.substr(0, root.find('\n')).find("z-kv \",\" space b-kv"), 19u) << g;
+  // Without the raw text the keys come out sorted.
+  EXPECT_NE(parse_completion_request(json::parse(raw)).input.grammar.find("b-kv \",\" space z-kv"), std::string::npos);
+}
+
 TEST(OpenAiParse, BadRequestsNamed) {
   const BadCase cases[] = {
       {R"({})", false, "prompt", "invalid_parameter"},
@@ -140,8 +160,13 @@ TEST(OpenAiParse, BadRequestsNamed) {
       {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, "messages", "unsupported_parameter"},
       {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", true, "tools",
        "unsupported_parameter"},
-      {R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})", true,
+      {R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}})", true,
        "response_format", "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"response_format":"json"})", true, "response_format",
+       "invalid_parameter"},
+      {R"({"prompt":"x","grammar":"root ::= ("})", false, "grammar", "invalid_parameter"},
+      {R"({"prompt":"x","json_schema":{"type":"nope"}})", false, "json_schema", "invalid_parameter"},
+      {R"({"prompt":"x","grammar":"root ::= \"a\"","ignore_eos":true})", false, "ignore_eos", "invalid_parameter"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.body);
