@@ -12,6 +12,8 @@
 #include "engine/link/coordinator_link.h"
 #include "engine/link/progress_watch.h"
 #include "engine/link/scheduler_bridge.h"
+#include "engine/link/serve_link.h"
+#include "tests/unit/test_data.h"
 
 namespace pipellm::link {
 namespace {
@@ -375,6 +377,20 @@ TEST(LinkBridge, GrammarRequestsRefusedWhereTheTailCannotMask) {
   EXPECT_EQ(e->message, "grammar: the last stage samples on cuda:0");
   EXPECT_TRUE(sched.has_work());  // request 8
   EXPECT_FALSE(coord.receive(50).has_value());
+}
+
+// The tail's vocabulary where it samples on the host; on a GPU a refusal naming the device
+// (starting "grammar:", so the HTTP door's 400 names that field), and no vocabulary built.
+TEST(LinkBridge, GrammarSupportByDevice) {
+  const auto f = GgufFile::open(test::model_path("tiny-llama-Q8_0"));
+  const GrammarSupport cpu = grammar_support(*f, "cpu");
+  ASSERT_TRUE(cpu.vocab);
+  EXPECT_EQ(cpu.refusal, "");
+  EXPECT_GT(cpu.vocab->n_tokens(), 0);
+  const GrammarSupport gpu = grammar_support(*f, "cuda:1");
+  EXPECT_FALSE(gpu.vocab);
+  EXPECT_EQ(gpu.refusal.rfind("grammar: ", 0), 0u) << gpu.refusal;
+  EXPECT_NE(gpu.refusal.find("cuda:1"), std::string::npos) << gpu.refusal;
 }
 
 TEST(LinkHandshake, SecretsAreFreshHex) {
