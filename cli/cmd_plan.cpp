@@ -11,6 +11,7 @@
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
+#include "engine/pipeline/plan_check.h"
 #include "engine/pipeline/pipeline_config.h"
 
 namespace pipellm::cli {
@@ -68,6 +69,8 @@ int cmd_plan(int argc, char** argv) {
     const ModelSizes sizes = ModelSizes::from_gguf(*f, mc, c);
     const PlanInput in = PlanInput::from_config(c);
     const PartitionPlan p = plan_partition(sizes, in);
+    // And what the coordinator would refuse besides (stages past this machine's memory or GPUs).
+    check_stage_plan(c, *f, 0, physical_memory_bytes(), visible_gpu_count());
     std::printf("%s", format_plan(p).c_str());
     std::printf("%s", format_layer_memory(sizes, in).c_str());
     for (size_t s = 0; s < p.stages.size(); ++s) {

@@ -14,10 +14,10 @@
 #include "coordinator/link_backend.h"
 #include "coordinator/metered_backend.h"
 #include "coordinator/mpirun_launcher.h"
-#include "coordinator/plan_check.h"
 #include "coordinator/serving_setup.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/pipeline/pipeline_config.h"
+#include "engine/pipeline/plan_check.h"
 #include "engine/pipeline/stage_factory.h"
 
 namespace pipellm::coord {

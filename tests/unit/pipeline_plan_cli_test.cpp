@@ -46,6 +46,16 @@ TEST(PipelinePlanCli, RefusesAnImpossiblePlan) {
   EXPECT_NE(out.find("stage 0 cannot hold even one layer"), std::string::npos) << out;
 }
 
+// A KV cache no machine holds (2 layers x 512 bytes x 2^24 positions x 2^16 sequences, 1.1 PB) is
+// refused by name, as the coordinator refuses it, instead of being planned (issue 21 item 10).
+TEST(PipelinePlanCli, RefusesAKvCacheBeyondThisMachinesMemory) {
+  const auto [rc, out] = plan("model: " + test::model_path("tiny-llama-Q8_0") +
+                              "\ncontext_length: 16777216\nmax_sequences: 65536\nstages:\n  - {device: cpu}\n");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("for its KV cache"), std::string::npos) << out;
+  EXPECT_NE(out.find("of memory"), std::string::npos) << out;
+}
+
 TEST(PipelinePlanCli, ConfigErrorIsAUsageError) {
   const auto [rc, out] = plan("model: x.gguf\nstages: [{device: tpu}]\n");
   EXPECT_EQ(rc, 2) << out;

@@ -1,7 +1,6 @@
-// What the coordinator checks before it launches anything (issue 21 item 10): it used to start
-// the stages on configs `pipellm plan` rejects and then stay up reporting them dead. Now it plans
-// the partition itself (the same planner the stages run) and refuses to start, exit status 1,
-// with the planner's message when the plan fails: more stages than layers, explicit layers past
+// What a config must pass before anything runs it (issue 21 item 10), checked by the coordinator
+// before it launches the stages and by `pipellm plan`: the planner's partition (the same planner
+// the stages run), refused with its message when the plan fails: more stages than layers, explicit layers past
 // the end, a model architecture the engine cannot run, an MPI rank count that is not the config's
 // stage count, a cuda:N this machine does not have, or a stage (or the in-process engine) whose
 // weights and KV cache exceed this machine's memory (which used to end in a bare std::bad_alloc).
@@ -14,7 +13,7 @@
 #include "engine/pipeline/partition_planner.h"
 #include "engine/pipeline/pipeline_config.h"
 
-namespace pipellm::coord {
+namespace pipellm {
 
 // Bytes of memory this machine has (sysconf), 0 when unknown.
 uint64_t physical_memory_bytes();
@@ -34,4 +33,4 @@ PartitionPlan check_stage_plan(const PipelineConfig& cfg, const GgufFile& model,
 void check_inprocess_fit(const GgufFile& model, int n_ctx, int n_slots, KvType kv, const std::string& device,
                          uint64_t local_memory, int local_gpus);
 
-}  // namespace pipellm::coord
+}  // namespace pipellm

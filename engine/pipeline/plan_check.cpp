@@ -1,4 +1,4 @@
-#include "coordinator/plan_check.h"
+#include "engine/pipeline/plan_check.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 
 #include "engine/model/model_config.h"
 
-namespace pipellm::coord {
+namespace pipellm {
 
 namespace {
 
@@ -36,7 +36,8 @@ double kv_need(uint64_t planned, uint64_t positions, const ModelSizes& m) {
 std::string gpus_text(int n) { return n == 0 ? "no GPU" : std::to_string(n) + " GPU" + (n == 1 ? "" : "s"); }
 
 // The model's sizes, or the reason the engine cannot run it (an unknown architecture, ...).
-ModelSizes sizes_of(const GgufFile& f, KvType kv, const std::string& where) {
+template <class Kv>
+ModelSizes sizes_of(const GgufFile& f, const Kv& kv, const std::string& where) {
   try {
     const ModelConfig mc = ModelConfig::from_gguf(f);
     return ModelSizes::from_gguf(f, mc, kv);
@@ -76,7 +77,7 @@ PartitionPlan check_stage_plan(const PipelineConfig& cfg, const GgufFile& model,
     throw ConfigError(src + ": stages: the config has " + std::to_string(cfg.n_stages()) + " stage(s) but --np asks for " +
                       std::to_string(n_ranks) + " ranks (one rank runs one stage)");
   }
-  const ModelSizes sizes = sizes_of(model, cfg.kv_cache_type, src);
+  const ModelSizes sizes = sizes_of(model, cfg, src);
   PartitionPlan plan;
   try {
     plan = plan_partition(sizes, PlanInput::from_config(cfg));
@@ -131,4 +132,4 @@ void check_inprocess_fit(const GgufFile& model, int n_ctx, int n_slots, KvType k
   }
 }
 
-}  // namespace pipellm::coord
+}  // namespace pipellm
