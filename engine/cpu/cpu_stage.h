@@ -102,7 +102,7 @@ class CpuStage : public HostStage {
   // DeltaNet: per local layer the slots' conv and recurrent states (empty for attention layers),
   // and scratch (projections, one slot's rows).
   std::vector<std::vector<float>> conv_state_, delta_state_;
-  std::vector<float> dz_, dab_, dg_, dbeta_, dx_, dy_, dout_;
+  std::vector<float> dz_, dg_, dbeta_, dx_, dy_, dout_;
   bool recurrent_ = false;
   std::vector<float> inp_pl_, pl_tmp_, dense_;  // gemma4: [T][n_layer * P] per-layer inputs, scratch
   std::vector<float> per_layer_proj_norm_;
