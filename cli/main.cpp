@@ -4,7 +4,9 @@
 #include <exception>
 #include <string>
 
+#include "base/version.h"
 #include "cli/commands.h"
+#include "engine/model/model_config.h"
 
 namespace {
 
@@ -42,6 +44,13 @@ int main(int argc, char** argv) {
   const std::string name = argv[1];
   if (name == "-h" || name == "--help" || name == "help") {
     usage(stdout);
+    return 0;
+  }
+  if (name == "--version" || name == "-V") {
+    std::string archs;
+    for (const std::string& a : pipellm::supported_architectures()) archs += (archs.empty() ? "" : ", ") + a;
+    std::printf("pipellm %s\narchitectures: %s\nCUDA backend: %s\n", pipellm::pipellm_version(), archs.c_str(),
+                PIPELLM_WITH_CUDA ? "built" : "not built");
     return 0;
   }
   for (const auto& c : kCommands) {

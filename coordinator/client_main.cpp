@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/version.h"
 #include "coordinator/client_channel.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/pipellm.grpc.pb.h"
@@ -178,6 +179,7 @@ int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
 
 int main(int argc, char** argv) {
   CLI::App app{"pipellm-client: talk to a pipellm-coordinator"};
+  app.set_version_flag("--version", std::string("pipellm-client ") + pipellm::pipellm_version());
   // --addr/--api-key/--tls-ca work before or after the sub-command (`generate --addr A -p ...`).
   app.fallthrough();
   std::string addr = "127.0.0.1:50051";

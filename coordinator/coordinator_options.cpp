@@ -2,11 +2,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/version.h"
+
 namespace pipellm::coord {
 
 CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   CoordinatorOptions o;
   CLI::App app{"pipellm-coordinator: the gRPC front door of PipeLLM"};
+  app.set_version_flag("--version", std::string("pipellm-coordinator ") + pipellm_version());
   app.add_option("--config", o.config, "pipeline config (YAML)");
   app.add_option("--model", o.model, "GGUF model (in-process backend, no config needed)");
   app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 
+#include "base/version.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/link/serve_link.h"
 #include "engine/pipeline/inproc_transport.h"
@@ -17,6 +18,7 @@
 int main(int argc, char** argv) {
   using namespace pipellm;
   CLI::App app{"pipellm-link-head: a single-process head stage for pipellm-coordinator"};
+  app.set_version_flag("--version", std::string("pipellm-link-head ") + pipellm_version());
   std::string config, model, coordinator, pid_file;
   int step_delay_ms = 0;
   app.add_option("--config", config, "pipeline config (YAML)")->required();

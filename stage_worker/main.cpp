@@ -1,7 +1,9 @@
 // `pipellm-stage`: one rank of the pipeline (mpirun -np N pipellm-stage --config X.yaml).
 #include <cstdio>
+#include <string>
 
 #include "base/error.h"
+#include "base/version.h"
 #include "stage_worker/mpi_env.h"
 #include "stage_worker/stage_runtime.h"
 #include "stage_worker/worker_options.h"
@@ -10,6 +12,12 @@ int main(int argc, char** argv) {
   using namespace pipellm;
   try {
     MpiSession session(&argc, &argv);
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--version") {
+        if (session.rank() == 0) std::printf("pipellm-stage %s\n", pipellm_version());
+        return 0;
+      }
+    }
     WorkerOptions o;
     try {
       bool help = false;

@@ -34,6 +34,12 @@ const char* arch_name(Arch a) {
   throw Error("architecture id " + std::to_string(static_cast<int>(a)) + " has no name");
 }
 
+std::vector<std::string> supported_architectures() {
+  std::vector<std::string> v;
+  for (const ArchEntry& e : kArchs) v.push_back(e.name);
+  return v;
+}
+
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   const std::string name = f.get_string("general.architecture");
   for (const ArchEntry& e : kArchs) {
@@ -66,7 +72,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     return c;
   }
   std::string known;
-  for (const ArchEntry& e : kArchs) known += std::string(known.empty() ? "" : ", ") + e.name;
+  for (const std::string& n : supported_architectures()) known += (known.empty() ? "" : ", ") + n;
   throw FormatError(f.name() + ": unsupported architecture '" + name + "' (supported: " + known + ")");
 }
 

@@ -27,6 +27,8 @@ enum class FfnKind { Dense, Moe };
 enum class Mixer { Attention, DeltaNet };
 
 const char* arch_name(Arch a);
+// The general.architecture names the recipes read, e.g. for --version.
+std::vector<std::string> supported_architectures();
 
 // RoPE of one layer (kernels/cpu/rope.h has the formulas).
 struct RopeSpec {

@@ -41,6 +41,16 @@ RunResult run_cli(const std::string& args) {
 
 std::string model_arg(const std::string& name) { return "-m " + test::model_path(name); }
 
+// `pipellm --version`: the project's version and what this build reads.
+TEST(CliGenerate, VersionNamesTheArchitectures) {
+  const RunResult r = run_cli("--version");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("pipellm 0."), std::string::npos) << r.out;
+  for (const char* a : {"llama", "gemma3", "gpt-oss", "qwen35moe", "gemma4"}) {
+    EXPECT_NE(r.out.find(a), std::string::npos) << a << " in " << r.out;
+  }
+}
+
 TEST(CliGenerate, UsageErrorsExitWithTwo) {
   const std::string m = model_arg("tiny-llama-Q8_0");
   struct Case {

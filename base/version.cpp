@@ -1,0 +1,7 @@
+#include "base/version.h"
+
+namespace pipellm {
+
+const char* pipellm_version() { return PIPELLM_VERSION_STRING; }
+
+}  // namespace pipellm
