@@ -327,6 +327,13 @@ void GgufFile::parse_all() {
     }
     t.file_offset = data_offset_ + t.offset;
     t.data = data_ + t.file_offset;
+    // The kernels read blocks and rows in place (f16 scales, f32 values): a tiny
+    // general.alignment must not hand them misaligned data.
+    if (reinterpret_cast<uintptr_t>(t.data) % kTensorDataAlignment != 0) {
+      throw FormatError(name_ + ": tensor '" + t.name + "': data at byte " + std::to_string(t.file_offset) +
+                        " is not aligned to " + std::to_string(kTensorDataAlignment) + " bytes (general.alignment " +
+                        std::to_string(alignment_) + ")");
+    }
   }
 }
 

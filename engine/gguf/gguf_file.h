@@ -38,6 +38,7 @@ class GgufFile {
  public:
   static constexpr uint32_t kDefaultAlignment = 32;
   static constexpr uint64_t kMaxStringBytes = 1ull << 30;  // no real key or token is this large
+  static constexpr uint64_t kTensorDataAlignment = 4;      // tensor data must start at a multiple
 
   // Maps and parses `path`. Throws FormatError (bad structure) or Error (I/O). A split model
   // (llama.cpp's gguf-split: NAME-00001-of-0000N.gguf, `split.count` > 1) is opened from its

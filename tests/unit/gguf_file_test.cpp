@@ -259,6 +259,24 @@ TEST(GgufFile, OpensFixtureModelsZeroCopy) {
   EXPECT_THROW(g->tensor("no.such.tensor"), FormatError);
 }
 
+// With general.alignment 1 a tensor can start at an odd byte; the kernels read blocks in place,
+// so the reader refuses it by name (found by the fuzzer: misaligned block reads are UB).
+TEST(GgufFile, MisalignedTensorDataIsRefused) {
+  GgufWriter w(1);
+  const std::vector<uint8_t> one(1, 7);
+  const std::vector<float> data(2, 1.0f);
+  w.add_tensor("byte", TensorType::I8, {1}, one.data());
+  w.add_tensor("floats", TensorType::F32, {2}, data.data());
+  const auto bytes = w.write_to_memory();
+  try {
+    GgufFile::parse(bytes.data(), bytes.size(), "odd.gguf");
+    FAIL() << "expected an error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("is not aligned to 4 bytes (general.alignment 1)"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(GgufFile, MissingFileIsAnErrorNamingThePath) {
   try {
     GgufFile::open("/nonexistent/model.gguf");
