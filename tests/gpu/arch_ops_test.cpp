@@ -475,16 +475,7 @@ TEST(ArchOps, RopeYarnMatchesCpu) {
     auto dq = test::to_device(q), dk = test::to_device(k), dv = test::to_device(v), dff = test::to_device(ff);
     auto dpos = test::to_device(pos), dslot = test::to_device(slot);
     cuda::DeviceBuffer<__half> kc(static_cast<size_t>(n_slots) * n_ctx * Hkv * D), vc(kc.size());
-    cuda::RopeKvArgs a;
-    a.n_tokens = T;
-    a.n_head = H;
-    a.n_head_kv = Hkv;
-    a.head_dim = D;
-    a.q = dq.get();
-    a.q_stride = H * D;
-    a.k = dk.get();
-    a.v = dv.get();
-    a.kv_stride = Hkv * D;
+    cuda::RopeKvArgs a = test::dense_rope_args(T, H, Hkv, D, dq.get(), dk.get(), dv.get());
     a.pos = dpos.get();
     a.slot = dslot.get();
     a.k_cache = kc.get();

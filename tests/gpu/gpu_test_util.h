@@ -15,6 +15,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
 #include "kernels/cuda/weight_layout.h"
 
 #define PIPELLM_REQUIRE_GPU()                                                          \
@@ -205,6 +206,22 @@ inline cuda::AttentionArgs dense_attention_args(int T, int H, int Hkv, int D, co
   a.n_ctx = n_ctx;
   a.pos = pos;
   a.slot = slot;
+  return a;
+}
+
+// Rope + KV-store args for dense q rows ([T][H*D]) and k/v rows ([T][Hkv*D]): the common setup
+// of the rope tests (callers add the cache, positions and rope settings).
+inline cuda::RopeKvArgs dense_rope_args(int T, int H, int Hkv, int D, float* q, const float* k, const float* v) {
+  cuda::RopeKvArgs a;
+  a.n_tokens = T;
+  a.n_head = H;
+  a.n_head_kv = Hkv;
+  a.head_dim = D;
+  a.q = q;
+  a.q_stride = static_cast<int64_t>(H) * D;
+  a.k = k;
+  a.v = v;
+  a.kv_stride = static_cast<int64_t>(Hkv) * D;
   return a;
 }
 

@@ -244,16 +244,7 @@ TEST(CudaKernels, RopeKvStoreMatchesCpu) {
       cuda::DeviceBuffer<__half> kc(n_slots * n_ctx * Hkv * D), vc(n_slots * n_ctx * Hkv * D);
       test::poison(kc);
       test::poison(vc);
-      cuda::RopeKvArgs a;
-      a.n_tokens = T;
-      a.n_head = H;
-      a.n_head_kv = Hkv;
-      a.head_dim = D;
-      a.q = dq.get();
-      a.q_stride = H * D;
-      a.k = dk.get();
-      a.v = dv.get();
-      a.kv_stride = Hkv * D;
+      cuda::RopeKvArgs a = test::dense_rope_args(T, H, Hkv, D, dq.get(), dk.get(), dv.get());
       if (extras) {
         a.bq = dbq.get();
         a.bk = dbk.get();

@@ -112,16 +112,7 @@ TEST(CudaKvQuant, StoreWritesTheCpuCacheBytes) {
         cuda::DeviceBuffer<uint8_t> kc(krb * n_slots * n_ctx), vc(vrb * n_slots * n_ctx);
         test::poison(kc);
         test::poison(vc);
-        cuda::RopeKvArgs a;
-        a.n_tokens = T;
-        a.n_head = H;
-        a.n_head_kv = Hkv;
-        a.head_dim = D;
-        a.q = dq.get();
-        a.q_stride = H * D;
-        a.k = dk.get();
-        a.v = dv.get();
-        a.kv_stride = Hkv * D;
+        cuda::RopeKvArgs a = test::dense_rope_args(T, H, Hkv, D, dq.get(), dk.get(), dv.get());
         a.pos = dpos.get();
         a.slot = dslot.get();
         a.k_cache = kc.get();
@@ -243,16 +234,7 @@ TEST(CudaKvQuant, DecodeUnderACapturedGraph) {
       const std::vector<int32_t> slot = {1, 0};
       auto dslot = test::to_device(slot);
 
-      cuda::RopeKvArgs r;
-      r.n_tokens = T;
-      r.n_head = H;
-      r.n_head_kv = Hkv;
-      r.head_dim = D;
-      r.q = q.get();
-      r.q_stride = H * D;
-      r.k = k.get();
-      r.v = v.get();
-      r.kv_stride = Hkv * D;
+      cuda::RopeKvArgs r = test::dense_rope_args(T, H, Hkv, D, q.get(), k.get(), v.get());
       r.pos = pos.get();
       r.slot = dslot.get();
       r.k_cache = kc.get();
