@@ -20,28 +20,6 @@ namespace {
 
 namespace v1 = pipellm::v1;
 
-bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-pid_t read_pid(const std::string& path, int timeout_ms) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < until) {
-    std::ifstream in(path);
-    pid_t p = 0;
-    if (in >> p && p > 0) return p;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return 0;
-}
-
-// Whether `pid` still runs (a zombie waiting for its parent to reap it does not).
-bool running(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return false;
-  const size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
-}
-
 TEST(Faults, KillingTheStageEndsStreamsAndRestartRestoresService) {
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not found";
   TempDir dir;

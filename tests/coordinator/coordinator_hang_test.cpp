@@ -17,28 +17,6 @@ namespace {
 namespace v1 = pipellm::v1;
 using Clock = std::chrono::steady_clock;
 
-bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-pid_t read_pid(const std::string& path, int timeout_ms) {
-  const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < until) {
-    std::ifstream in(path);
-    pid_t p = 0;
-    if (in >> p && p > 0) return p;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return 0;
-}
-
-// Whether `pid` exists and is not a zombie.
-bool running(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return false;
-  const size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
-}
-
 // Stops a process for the test and makes sure it does not stay stopped whatever happens.
 class Stopped {
  public:

@@ -23,8 +23,6 @@ namespace v1 = pipellm::v1;
 constexpr const char* kModel = "tiny-llama-Q8_0";
 constexpr int kCtx = 512;
 
-bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
-
 // `ranks` CPU ranks (explicit layer ranges when given), 4 KV slots, one micro-batch per rank.
 std::string rank_config(const TempDir& dir, const std::string& name, const std::string& model, int ranks,
                         const std::vector<std::pair<int, int>>& layers = {}) {

@@ -2,6 +2,8 @@
 #pragma once
 #include <grpcpp/grpcpp.h>
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +16,13 @@ namespace pipellm::test {
 
 inline std::string testdata(const std::string& rel) { return std::string(PIPELLM_TESTDATA) + "/" + rel; }
 inline std::string model_path(const std::string& name) { return testdata("models/" + name + ".gguf"); }
+
+// Process helpers of the multi-rank and fault tests.
+bool have_mpirun();
+// The pid a process wrote to `path`, waiting up to timeout_ms for it; 0 when none came.
+pid_t read_pid(const std::string& path, int timeout_ms);
+// Whether `pid` still runs (a zombie waiting for its parent to reap it does not).
+bool running(pid_t pid);
 
 // A fresh temporary directory, removed on destruction.
 class TempDir {
