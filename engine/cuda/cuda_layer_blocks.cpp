@@ -19,8 +19,6 @@
 namespace pipellm::cuda {
 
 void CudaStage::enqueue_layers(int T, int n_keys) {
-  int sms = 0;
-  PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt_.device));
   if (streamed_) streamed_->begin_pass(stream_.get());
   if (cfg_.per_layer_input > 0 && range_.size() > 0) enqueue_per_layer_inputs(T);
   for (int i = 0; i < range_.size(); ++i) {
@@ -28,7 +26,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     const LayerSpec& s = cfg_.layer(range_.first + i);
     if (streamed_) streamed_->before_layer(i, stream_.get());
     switch (s.mixer) {
-      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys, sms); break;
+      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys); break;
       case Mixer::DeltaNet: enqueue_delta_net(i, l, s, T); break;
     }
     product_input(T, x_.get(), cfg_.n_embd, l.vec(LayerTensor::FfnNorm), true);
@@ -48,7 +46,7 @@ void CudaStage::add_block_output(int T, const float* bias, const float* norm_w) 
   residual_add(x_.get(), E, tmp_.get(), E, bias, norm_w, cfg_.rms_eps, T, E, launch());
 }
 
-void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms) {
+void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys) {
   const int il = range_.first + i;
   const int E = cfg_.n_embd, Q = cfg_.q_dim(il), K = cfg_.k_dim(il);
   product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
@@ -158,7 +156,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.slot = d_slot_;
   a.window = s.window;
   a.sinks = l.vec(LayerTensor::Sinks);
-  attention_split(n_keys, T, s.n_head_kv, 2 * sms, &a.n_splits, &a.keys_per_split);
+  attention_split(n_keys, T, s.n_head_kv, 2 * sms_, &a.n_splits, &a.keys_per_split);
   a.partial = attn_part_.get();
   if (attention_scratch_floats(T, cfg_.n_head, s.head_dim, a.n_splits) > attn_part_floats_)
     throw Error("CUDA stage: attention scratch too small");

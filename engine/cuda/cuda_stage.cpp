@@ -206,7 +206,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   if (last_) logits_.resize(T * static_cast<size_t>(cfg_.n_vocab));
   if (!opt_.resident_f16 && !mmq_) wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
-  const int sms = sm_count(opt_.device);
+  sms_ = sm_count(opt_.device);
+  const int sms = sms_;
   for (int t = 1; t <= max_tokens_; t = t < max_tokens_ ? std::min(max_tokens_, t * 2) : max_tokens_ + 1) {
     for (int il = range_.first; il < range_.last; ++il) {  // layers may differ in KV heads
       int s = 1, kps = 0;

@@ -114,7 +114,7 @@ class CudaStage : public Stage {
   // whose hidden rows are in x_). n_keys: an upper bound on pos + 1 over the tokens.
   void enqueue_layers(int T, int n_keys);
   // The blocks of local layer i (the layer's LayerSpec says which parts it has).
-  void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, int sms);
+  void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys);
   // out: the down product's rows (gemma4's MLP beside experts); null: added to x (post-norm).
   void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
   void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);
@@ -201,6 +201,7 @@ class CudaStage : public Stage {
 
   std::map<std::pair<int, int>, GraphExec> graphs_;
   int last_rows_ = 0;
+  int sms_ = 0;  // the device's multiprocessors (attention split sizing), read once
   bool mmq_ = false;  // opt_.mmq and every matrix of the stage has an mmq kernel
   bool in_decode_ = false;
 };
