@@ -320,19 +320,29 @@ void CpuStage::moe_ffn(int il, int T) {
   const float* bg = d.ptr(LayerTensor::GateExpsBias);
   const float* bu = d.ptr(LayerTensor::UpExpsBias);
   const float* bd = d.ptr(LayerTensor::DownExpsBias);
-  for (int64_t e = 0; e < X; ++e) {
-    expert_rows_.clear();
+  // The (token, slot) routes grouped by expert in one pass (a counting sort): expert e's routes
+  // are expert_rows_[expert_start_[e], expert_start_[e + 1]).
+  expert_start_.assign(static_cast<size_t>(X + 1), 0);
+  for (int64_t i = 0; i < T * K; ++i) ++expert_start_[static_cast<size_t>(route_id_[static_cast<size_t>(i)]) + 1];
+  for (int64_t e = 0; e < X; ++e) expert_start_[static_cast<size_t>(e + 1)] += expert_start_[static_cast<size_t>(e)];
+  expert_rows_.resize(static_cast<size_t>(T * K));
+  {
+    std::vector<int32_t> next(expert_start_.begin(), expert_start_.end() - 1);
     for (int64_t i = 0; i < T * K; ++i) {
-      if (route_id_[static_cast<size_t>(i)] == e) expert_rows_.push_back(static_cast<int32_t>(i));
+      expert_rows_[static_cast<size_t>(next[static_cast<size_t>(route_id_[static_cast<size_t>(i)])]++)] =
+          static_cast<int32_t>(i);
     }
-    const int64_t n = static_cast<int64_t>(expert_rows_.size());
+  }
+  for (int64_t e = 0; e < X; ++e) {
+    const int32_t* rows = expert_rows_.data() + expert_start_[static_cast<size_t>(e)];
+    const int64_t n = expert_start_[static_cast<size_t>(e + 1)] - expert_start_[static_cast<size_t>(e)];
     if (n == 0) continue;
     eh_.resize(static_cast<size_t>(n * E));
     eg_.resize(static_cast<size_t>(n * F));
     eu_.resize(eg_.size());
     ed_.resize(eh_.size());
     for (int64_t j = 0; j < n; ++j) {
-      const float* src = expert_in + (expert_rows_[static_cast<size_t>(j)] / K) * E;
+      const float* src = expert_in + (rows[j] / K) * E;
       std::copy(src, src + E, eh_.data() + j * E);
     }
     const bool fused = w[LayerTensor::GateUpExps] != nullptr;  // one [gate; up] stack (gemma4)
@@ -375,7 +385,7 @@ void CpuStage::moe_ffn(int il, int T) {
     md.y_stride = E;
     pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
     for (int64_t j = 0; j < n; ++j) {
-      const int32_t r = expert_rows_[static_cast<size_t>(j)];
+      const int32_t r = rows[j];
       const float wt = route_w_[static_cast<size_t>(r)];
       float* y = tmp_.data() + (r / K) * E;
       const float* o = ed_.data() + j * E;
