@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "coordinator/http_tls.h"
 
 namespace pipellm::coord {
 
@@ -72,13 +73,37 @@ std::string refusal(int status, const char* reason, const std::string& message, 
 
 struct Conn {
   int fd = -1;
+  std::unique_ptr<TlsSession> tls;  // HTTPS: the session over fd
   std::string ip;
   int port = 0;
-  std::string buf;   // bytes read and not yet consumed by cpp-httplib
+  std::string buf;   // bytes read (decrypted) and not yet consumed by cpp-httplib
   size_t scanned = 0;  // header terminator searched up to here
-  Clock::time_point deadline;
+  Clock::time_point deadline;  // the handshake and the header block must be done by then
   Clock::time_point queued_at;  // when its complete request began to wait for a worker
   int requests = 0;
+
+  // recv/send through TLS or on the plain socket; -1 with EAGAIN: poll for want_read/want_write.
+  ssize_t recv_some(char* p, size_t n) { return tls ? tls->read(p, n) : ::recv(fd, p, n, 0); }
+  ssize_t send_some(const char* p, size_t n) { return tls ? tls->write(p, n) : ::send(fd, p, n, MSG_NOSIGNAL); }
+  short want_read() const { return tls ? tls->want() : POLLIN; }
+  short want_write() const { return tls ? tls->want() : POLLOUT; }
+  // Decrypted bytes TLS holds that poll() cannot see.
+  size_t pending() const { return tls ? tls->pending() : 0; }
+
+  // No more responses: a short final one (a refusal) best effort without blocking, then the end
+  // of the stream (close_notify over TLS). The caller closes the socket.
+  void finish(const std::string& final_response = "") {
+    const bool can_speak = !tls || tls->handshake_done();
+    if (can_speak && !final_response.empty()) {
+      if (tls) {
+        (void)tls->write(final_response.data(), final_response.size());
+      } else {
+        (void)::send(fd, final_response.data(), final_response.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+    }
+    if (tls) tls->close_notify();
+    ::shutdown(fd, SHUT_WR);
+  }
 };
 
 // The path of the request line at the start of `buf` ("GET /health?x HTTP/1.1" -> "/health").
@@ -117,7 +142,9 @@ class ConnStream : public httplib::Stream {
 
   size_t consumed() const { return pos_; }
 
-  bool is_readable() const override { return pos_ < c_.buf.size() || wait(POLLIN, ms_left(body_deadline_)); }
+  bool is_readable() const override {
+    return pos_ < c_.buf.size() || c_.pending() > 0 || wait(c_.want_read(), ms_left(body_deadline_));
+  }
   bool is_writable() const override { return wait(POLLOUT, l_.write_timeout_ms); }
 
   ssize_t read(char* ptr, size_t size) override {
@@ -128,8 +155,8 @@ class ConnStream : public httplib::Stream {
       return static_cast<ssize_t>(n);
     }
     for (;;) {
-      if (!wait(POLLIN, ms_left(body_deadline_))) return -1;
-      const ssize_t n = ::recv(c_.fd, ptr, size, 0);
+      if (c_.pending() == 0 && !wait(c_.want_read(), ms_left(body_deadline_))) return -1;
+      const ssize_t n = c_.recv_some(ptr, size);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
       return n;
     }
@@ -138,13 +165,13 @@ class ConnStream : public httplib::Stream {
   ssize_t write(const char* ptr, size_t size) override {
     size_t done = 0;
     while (done < size) {
-      const ssize_t n = ::send(c_.fd, ptr + done, size - done, MSG_NOSIGNAL);
+      const ssize_t n = c_.send_some(ptr + done, size - done);
       if (n > 0) {
         done += static_cast<size_t>(n);
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        if (!wait(POLLOUT, l_.write_timeout_ms)) return -1;
+        if (!wait(c_.want_write(), l_.write_timeout_ms)) return -1;
         continue;
       }
       return -1;
@@ -192,6 +219,7 @@ class ConnStream : public httplib::Stream {
 struct HttpGate::Impl {
   httplib::Server& server;
   HttpGateLimits lim;
+  const TlsContext* tls;  // null: plain HTTP
   int listen_fd = -1;
   int wake_fd = -1;
   int port = 0;
@@ -210,8 +238,8 @@ struct HttpGate::Impl {
   int busy = 0;                                // generation workers in a request (guarded by mu)
   uint64_t busy_refusals = 0;                  // 429s for want of a worker (guarded by mu)
 
-  Impl(httplib::Server& s, HttpGateLimits l, std::function<void(int, const std::string&)> r)
-      : server(s), lim(l), on_refused(std::move(r)) {}
+  Impl(httplib::Server& s, HttpGateLimits l, const TlsContext* t, std::function<void(int, const std::string&)> r)
+      : server(s), lim(l), tls(t), on_refused(std::move(r)) {}
 
   std::function<void(int, const std::string&)> on_refused;
 
@@ -223,8 +251,8 @@ struct HttpGate::Impl {
   void too_busy(Conn& c, const char* why) {
     spdlog::warn("http: request from {} refused: {} ({} workers busy)", c.ip, why, lim.workers);
     const std::string path = request_path(c.buf);
-    send_and_close(::dup(c.fd), refusal(429, "Too Many Requests",
-                                        std::string("the server is busy: ") + why + "; retry later", "server_busy"));
+    c.finish(refusal(429, "Too Many Requests", std::string("the server is busy: ") + why + "; retry later",
+                     "server_busy"));
     closed(c);
     {
       std::lock_guard<std::mutex> g(mu);
@@ -286,9 +314,19 @@ struct HttpGate::Impl {
       }
       if (!admit) {
         spdlog::warn("http: connection from {} refused (too many connections)", c->ip);
-        send_and_close(fd, refusal(503, "Service Unavailable", "too many connections"));
+        // Over TLS there is no session to answer in (a handshake costs what the cap saves).
+        send_and_close(fd, tls ? std::string() : refusal(503, "Service Unavailable", "too many connections"));
         refused(503);
         continue;
+      }
+      if (tls) {
+        try {
+          c->tls = std::make_unique<TlsSession>(*tls, fd);
+        } catch (const Error& e) {
+          spdlog::warn("{}", e.what());
+          closed(*c);
+          continue;
+        }
       }
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -304,9 +342,7 @@ struct HttpGate::Impl {
     if (st == 431) {
       spdlog::warn("http: request from {} refused: header block over {} bytes or {} lines", c->ip,
                    lim.max_header_bytes, lim.max_headers);
-      const std::string r = refusal(431, "Request Header Fields Too Large", "request header fields too large");
-      (void)::send(c->fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::shutdown(c->fd, SHUT_WR);
+      c->finish(refusal(431, "Request Header Fields Too Large", "request header fields too large"));
       closed(*c);
       refused(431);
       return true;
@@ -325,6 +361,30 @@ struct HttpGate::Impl {
     }
     (ctl ? control_cv : cv).notify_one();
     return true;
+  }
+
+  // The TLS handshake, then header bytes, as far as the socket allows without blocking; true when
+  // the connection left the event loop (to a worker, or closed).
+  bool advance(std::unique_ptr<Conn>& c, char* chunk, size_t chunk_size) {
+    if (c->tls && !c->tls->handshake_done() && c->tls->handshake() < 0) {
+      if (errno == EAGAIN) return false;
+      spdlog::debug("http: TLS handshake with {} failed", c->ip);
+      closed(*c);  // nothing to answer in
+      return true;
+    }
+    for (;;) {
+      const size_t room = lim.max_header_bytes + 4 - std::min(c->buf.size(), lim.max_header_bytes + 3);
+      const ssize_t n = c->recv_some(chunk, std::min(room, chunk_size));
+      if (n > 0) {
+        c->buf.append(chunk, static_cast<size_t>(n));
+        if (check(c)) return true;
+        if (c->pending() == 0) return false;  // the socket's next bytes come with the next poll
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+      closed(*c);
+      return true;
+    }
   }
 
   void run_loop() {
@@ -357,8 +417,8 @@ struct HttpGate::Impl {
         if (!ready.empty()) timeout = 50;  // watch the queue deadline
       }
       for (auto& c : waiting) {
-        fds.push_back({c->fd, POLLIN, 0});
-        timeout = std::min(timeout, ms_left(c->deadline) + 1);
+        fds.push_back({c->fd, c->want_read(), 0});
+        timeout = std::min(timeout, c->pending() > 0 ? 0 : ms_left(c->deadline) + 1);
       }
       const int r = ::poll(fds.data(), fds.size(), timeout);
       if (r < 0 && errno != EINTR) {
@@ -376,21 +436,11 @@ struct HttpGate::Impl {
         auto& c = waiting[i];
         const short ev = fds[i + 2].revents;
         bool gone = false;
-        if (ev & (POLLIN | POLLHUP | POLLERR)) {
-          const size_t room = lim.max_header_bytes + 4 - std::min(c->buf.size(), lim.max_header_bytes + 3);
-          const ssize_t n = ::recv(c->fd, chunk, std::min(room, sizeof chunk), 0);
-          if (n > 0) {
-            c->buf.append(chunk, static_cast<size_t>(n));
-            gone = check(c);
-          } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            closed(*c);
-            gone = true;
-          }
-        }
+        if ((ev & (POLLIN | POLLOUT | POLLHUP | POLLERR)) || c->pending() > 0) gone = advance(c, chunk, sizeof chunk);
         if (!gone && c->deadline <= now) {
           if (!c->buf.empty()) {
             spdlog::warn("http: request from {} timed out reading headers", c->ip);
-            send_and_close(::dup(c->fd), refusal(408, "Request Timeout", "request header timeout"));
+            c->finish(refusal(408, "Request Timeout", "request header timeout"));
             refused(408);
           }
           closed(*c);
@@ -438,7 +488,7 @@ struct HttpGate::Impl {
       used = strm.consumed();
     }
     if (!ok || connection_closed || last || stopping.load()) {
-      ::shutdown(c->fd, SHUT_WR);
+      c->finish();
       closed(*c);
       return;
     }
@@ -454,8 +504,8 @@ struct HttpGate::Impl {
 };
 
 HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
-                   std::function<void(int, const std::string&)> on_refused)
-    : impl_(std::make_unique<Impl>(server, limits, std::move(on_refused))) {
+                   const TlsContext* tls, std::function<void(int, const std::string&)> on_refused)
+    : impl_(std::make_unique<Impl>(server, limits, tls, std::move(on_refused))) {
   Impl& m = *impl_;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -1,4 +1,4 @@
-// The plain-HTTP front door's own connection handling in front of cpp-httplib's request
+// The HTTP front door's own connection handling (plain or TLS, http_tls.h) in front of cpp-httplib's request
 // processing. cpp-httplib 0.11 (a shared library in Debian) reads headers with no count or size
 // bound and gives each connection a worker thread from accept on, so one slow or huge header
 // block holds a thread (slowloris) and memory. The gate instead accepts on its own socket, and one
@@ -24,6 +24,8 @@
 
 namespace pipellm::coord {
 
+class TlsContext;
+
 struct HttpGateLimits : HttpLimits {
   int workers = 64;                    // requests processed at once (besides the control workers)
   int write_timeout_ms = 30000;        // a blocked write fails after this
@@ -41,10 +43,12 @@ struct HttpGateStats {
 
 class HttpGate {
  public:
-  // `server` holds the routes; `on_refused` is told the status (431 / 503 / 408 / 429) and the
+  // `server` holds the routes; `tls` (null: plain HTTP, else it must outlive the gate) makes the
+  // gate speak HTTPS, under the same limits (the handshake within the header deadline; a
+  // connection over a cap is closed without an answer); `on_refused` is told the status (431 / 503 / 408 / 429) and the
   // request path ("" when unknown) of each request refused by the gate itself. Binds host:port
   // (0: any free port); throws Error.
-  HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits,
+  HttpGate(httplib::Server& server, const std::string& host, int port, HttpGateLimits limits, const TlsContext* tls,
            std::function<void(int status, const std::string& path)> on_refused);
   ~HttpGate();  // stop()
   HttpGate(const HttpGate&) = delete;

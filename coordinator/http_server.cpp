@@ -2,18 +2,16 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
 #include <ctime>
-#include <thread>
 
 #include "coordinator/generation.h"
 #include "coordinator/http_gate.h"
 #include "coordinator/http_openai.h"
 #include "coordinator/http_origin.h"
-#include "coordinator/port_probe.h"
+#include "coordinator/http_tls.h"
 
 namespace pipellm::coord {
 
@@ -23,7 +21,6 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kPoll = std::chrono::milliseconds(100);
-constexpr int kListenBacklog = 1024;
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -57,11 +54,10 @@ const char* allowed_methods(const std::string& path) {
 struct HttpFrontDoor::Impl {
   FrontDoorContext ctx;
   HttpOptions opt;
+  std::unique_ptr<TlsContext> tls;  // HTTPS; outlives the gate (declared first)
   std::unique_ptr<httplib::Server> server;
-  std::unique_ptr<HttpGate> gate;  // plain HTTP: our own connection handling
-  std::thread thread;              // TLS: cpp-httplib's own listen loop
+  std::unique_ptr<HttpGate> gate;  // our own connection handling, plain or TLS
   int port = 0;
-  bool tls = false;
   std::atomic<bool> stopped{false};
 
   OriginPolicy origin_policy;
@@ -493,64 +489,28 @@ HttpFrontDoor::HttpFrontDoor(FrontDoorContext ctx, HttpOptions opt) : impl_(std:
   const auto [host, port] = split_host_port(m.opt.listen);
   if (!m.opt.tls_cert.empty() || !m.opt.tls_key.empty()) {
     if (m.opt.tls_cert.empty() || m.opt.tls_key.empty()) throw Error("http: TLS needs both a certificate and a key");
-#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
-    auto ssl = std::make_unique<httplib::SSLServer>(m.opt.tls_cert.c_str(), m.opt.tls_key.c_str());
-    if (!ssl->is_valid()) {
-      throw Error("http: cannot load the TLS certificate '" + m.opt.tls_cert + "' / key '" + m.opt.tls_key + "'");
-    }
-    m.server = std::move(ssl);
-    m.tls = true;
-#else
-    throw Error("http: TLS requested but cpp-httplib was built without OpenSSL");
-#endif
-  } else {
-    m.server = std::make_unique<httplib::Server>();
+    m.tls = std::make_unique<TlsContext>(m.opt.tls_cert, m.opt.tls_key);
   }
+  m.server = std::make_unique<httplib::Server>();
   m.routes();
-  if (!m.tls) {
-    HttpGateLimits l;
-    static_cast<HttpLimits&>(l) = m.opt.limits;
-    l.workers = std::max(2, m.opt.threads);
-    m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, [&m](int status, const std::string& path) {
-      m.ctx.metrics.count_request("http", route_label(path), std::to_string(status));
-      if (status == 429) m.ctx.metrics.count_refusal("http", "server_busy");
-    });
-    m.port = m.gate->port();
-    return;
-  }
-  // TLS: cpp-httplib's own loop (the gate cannot read encrypted headers). Bounded per read only:
-  // see README, "HTTP limits".
-  m.server->set_read_timeout(std::max(1, m.opt.limits.header_timeout_ms / 1000));
-  m.server->set_keep_alive_timeout(std::max(1, m.opt.limits.header_timeout_ms / 1000));
-  // cpp-httplib listens with a backlog of 5, too few for bursts of clients: remember the
-  // listening socket and widen its backlog after the bind (listen() again updates it).
-  int listen_fd = -1;
-  m.server->set_socket_options([&listen_fd](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    listen_fd = sock;
+  HttpGateLimits l;
+  static_cast<HttpLimits&>(l) = m.opt.limits;
+  l.workers = std::max(2, m.opt.threads);
+  m.gate = std::make_unique<HttpGate>(*m.server, host, port, l, m.tls.get(), [&m](int status, const std::string& path) {
+    m.ctx.metrics.count_request("http", route_label(path), std::to_string(status));
+    if (status == 429) m.ctx.metrics.count_refusal("http", "server_busy");
   });
-  m.port = port == 0 ? m.server->bind_to_any_port(host) : (m.server->bind_to_port(host, port) ? port : -1);
-  if (m.port <= 0) {
-    const std::string why = bind_failure(host, port);
-    throw Error("http: cannot listen on " + m.opt.listen + (why.empty() ? "" : ": " + why));
-  }
-  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) spdlog::warn("http: cannot widen the listen backlog");
-  m.thread = std::thread([&m] {
-    if (!m.server->listen_after_bind() && !m.stopped.load()) spdlog::error("http: the server stopped unexpectedly");
-  });
+  m.port = m.gate->port();
 }
 
 HttpFrontDoor::~HttpFrontDoor() { stop(); }
 
 int HttpFrontDoor::port() const { return impl_->port; }
-bool HttpFrontDoor::tls() const { return impl_->tls; }
+bool HttpFrontDoor::tls() const { return impl_->tls != nullptr; }
 
 void HttpFrontDoor::stop() {
   if (impl_->stopped.exchange(true)) return;
-  if (impl_->gate) impl_->gate->stop();
-  impl_->server->stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->gate->stop();
 }
 
 }  // namespace pipellm::coord

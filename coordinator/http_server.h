@@ -20,7 +20,7 @@ struct HttpOptions {
   std::string tls_cert, tls_key;          // both set: HTTPS
   size_t max_body_bytes = 1 << 20;        // larger bodies get 413
   int threads = 64;                       // requests processed at once (worker threads)
-  HttpLimits limits;                      // plain HTTP only (the gate); TLS: see README
+  HttpLimits limits;                      // enforced by the gate, over HTTP and HTTPS alike
   std::string model_alias;                // the model id in responses (default: the model's name)
   std::vector<std::string> cors_origins;  // browser origins allowed besides this server (http_origin.h)
 };

@@ -1,6 +1,6 @@
 # Serving (included from coordinator/CMakeLists.txt): access control, metrics, the gRPC guard
 # and the OpenAI-compatible HTTP front door. HTTP needs cpp-httplib (Debian: libcpp-httplib-dev,
-# found by pkg-config; its build has OpenSSL, so HTTPS works) and nlohmann-json; without them
+# found by pkg-config; HTTPS needs OpenSSL) and nlohmann-json; without them
 # the coordinator builds and --http-listen is refused. The gRPC guard and front door
 # (grpc_guard.cpp) exist only with gRPC (PIPELLM_HAVE_GRPC).
 find_package(PkgConfig QUIET)
@@ -15,8 +15,16 @@ target_link_libraries(pipellm_serving PUBLIC pipellm_coordinator_core)
 
 if(PIPELLM_HTTPLIB_FOUND AND NLOHMANN_JSON_INCLUDE_DIR)
   message(STATUS "PipeLLM: HTTP front door with cpp-httplib ${PIPELLM_HTTPLIB_VERSION}")
-  add_library(pipellm_http STATIC http_gate.cpp http_openai.cpp http_origin.cpp http_server.cpp)
+  add_library(pipellm_http STATIC http_gate.cpp http_openai.cpp http_origin.cpp http_server.cpp http_tls.cpp)
   target_link_libraries(pipellm_http PUBLIC pipellm_serving PkgConfig::PIPELLM_HTTPLIB)
+  # HTTPS is terminated by the gate itself (http_tls.cpp), with OpenSSL.
+  find_package(OpenSSL QUIET)
+  if(OpenSSL_FOUND)
+    target_compile_definitions(pipellm_http PRIVATE PIPELLM_HAVE_OPENSSL=1)
+    target_link_libraries(pipellm_http PUBLIC OpenSSL::SSL OpenSSL::Crypto)
+  else()
+    message(STATUS "PipeLLM: no OpenSSL: the HTTP front door refuses --tls-cert")
+  endif()
   set(PIPELLM_HTTP_ENABLED ON)
 else()
   message(STATUS "PipeLLM: HTTP front door skipped (needs cpp-httplib via pkg-config and nlohmann-json)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reliability probes (issue 21): replays the attack and fault classes against a real
 # pipellm-coordinator on loopback and prints one table row per probe: probe | expected | observed.
-#   header flood, slowloris, overload (429), browser (CSRF / DNS rebinding), fake head, idle link,
+#   header flood, slowloris (HTTP and HTTPS), overload (429), browser (CSRF / DNS rebinding), fake head, idle link,
 #   hung rank (kill -STOP), oversized metadata, config typos, key source without keys, busy port.
 # Usage: scripts/reliability.sh [BUILD_DIR]   (default build-hard; ctest label `reliability`)
 # Exit status 0 when every probe observed what it expected; each probe is bounded in time.
@@ -46,9 +46,11 @@ start() {
   cpid=$!
   pids+=("$cpid")
   http=
+  local scheme=http
+  case " $* " in *" --tls-cert "*) scheme=https ;; esac
   for _ in $(seq 1 300); do
-    if [ -s "$dir/$name.port" ] && curl -s -o /dev/null "http://127.0.0.1:$(cat "$dir/$name.port")/health"; then
-      http="http://127.0.0.1:$(cat "$dir/$name.port")"
+    if [ -s "$dir/$name.port" ] && curl -sk -o /dev/null "$scheme://127.0.0.1:$(cat "$dir/$name.port")/health"; then
+      http="$scheme://127.0.0.1:$(cat "$dir/$name.port")"
       return 0
     fi
     kill -0 "$cpid" 2>/dev/null || return 1
@@ -162,6 +164,51 @@ PY
   stop
 else
   row "http door" "starts" "did not start: $(tail -1 "$dir/http.log")" 1
+fi
+
+# --- the HTTPS door: the same gate, so the same limits -------------------------------------
+if [ $have_py = 1 ] && command -v openssl >/dev/null 2>&1; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+  if start https --model "$model" --threads 1 --ctx 512 --slots 2 --listen off --http-threads 2 \
+    --http-header-timeout-ms 2000 --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"; then
+    # Slowloris over TLS: 40 connections that finish the handshake, then trickle; plus 20 that
+    # never start it. A normal HTTPS request answers at once; all 60 are closed at the deadline.
+    got=$(python3 - "${http##*:}" <<'PY'
+import socket, ssl, sys, time, urllib.request
+port = int(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for _ in range(40):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    conns.append(s)
+conns += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+t0 = time.time()
+code = urllib.request.urlopen("https://127.0.0.1:%d/health" % port, timeout=5, context=ctx).status
+took = time.time() - t0
+time.sleep(2.5)
+closed = 0
+for s in conns:
+    try:
+        s.settimeout(0.5)
+        d = s.recv(256)
+        closed += (d == b"" or d.startswith(b"HTTP/1.1 408"))
+    except (OSError, ssl.SSLError):
+        closed += 1
+print("health %d in %.2f s; %d/60 slow closed" % (code, took, closed))
+PY
+)
+    case "$got" in "health 200 in 0."*"; 60/60 slow closed") ok=0 ;; *) ok=1 ;; esac
+    row "slowloris over HTTPS (40 + 20 silent)" "health 200 < 1 s; slow closed at 2 s" "$got" $ok
+    stop
+  else
+    row "https door" "starts" "did not start: $(tail -1 "$dir/https.log")" 1
+  fi
+else
+  skip "slowloris over HTTPS" "health answers" "python3 or openssl missing"
 fi
 
 # --- the link -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -29,6 +30,7 @@ ServingProcess::ServingProcess(const std::vector<std::string>& args, const std::
                                    "--port-file",           dir_ + "/grpc.port", "--http-listen",
                                    "127.0.0.1:0",           "--http-port-file",  dir_ + "/http.port"};
   argv.insert(argv.end(), args.begin(), args.end());
+  https_ = std::find(args.begin(), args.end(), "--tls-cert") != args.end();
   child_ = std::make_unique<coord::ChildProcess>(argv, env, dir_ + "/log");
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   bool ok = false;
@@ -58,7 +60,9 @@ ServingProcess::~ServingProcess() {
 }
 
 std::unique_ptr<httplib::Client> ServingProcess::http() const {
-  auto c = std::make_unique<httplib::Client>("127.0.0.1", http_port_);
+  auto c = std::make_unique<httplib::Client>((https_ ? "https://127.0.0.1:" : "http://127.0.0.1:") +
+                                              std::to_string(http_port_));
+  c->enable_server_certificate_verification(false);  // the tests' certificates are self-signed
   c->set_read_timeout(120, 0);
   c->set_connection_timeout(5, 0);
   return c;

@@ -21,7 +21,7 @@ inline std::string model_path(const std::string& name) {
 class ServingProcess {
  public:
   // `--listen 127.0.0.1:0 --http-listen 127.0.0.1:0` plus `args`; waits for both ports and
-  // for /health to say ok.
+  // for /health to say ok (over HTTPS when `args` has --tls-cert).
   explicit ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
   ~ServingProcess();
 
@@ -37,6 +37,7 @@ class ServingProcess {
   std::string dir_;
   std::unique_ptr<coord::ChildProcess> child_;
   int grpc_port_ = 0, http_port_ = 0;
+  bool https_ = false;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pipellm::v1::PipeLLM::Stub> stub_;
 };
