@@ -11,10 +11,41 @@ const std::vector<FileType>& file_types() {
   static const std::vector<FileType> kTypes = {
       {"F32", 0, TensorType::F32},     {"F16", 1, TensorType::F16},       {"BF16", 32, TensorType::BF16},
       {"Q8_0", 7, TensorType::Q8_0},   {"Q4_0", 2, TensorType::Q4_0},
-      {"Q4_K_M", 15, TensorType::Q4_K}, {"Q5_K_M", 17, TensorType::Q5_K}, {"Q6_K", 18, TensorType::Q6_K},
-      {"MXFP4_MOE", 38, TensorType::MXFP4},
+      {"Q4_K_S", 14, TensorType::Q4_K}, {"Q4_K_M", 15, TensorType::Q4_K},
+      {"Q5_K_S", 16, TensorType::Q5_K}, {"Q5_K_M", 17, TensorType::Q5_K},
+      {"Q6_K", 18, TensorType::Q6_K},   {"MXFP4_MOE", 38, TensorType::MXFP4},
   };
   return kTypes;
+}
+
+// llama-quantize's aliases (its QUANT_OPTIONS list): the bare K-quant names mean the _M mixes.
+const char* alias_of(const std::string& upper) {
+  if (upper == "Q4_K") return "Q4_K_M";
+  if (upper == "Q5_K") return "Q5_K_M";
+  return nullptr;
+}
+
+// llama-quantize's other file types and the tensor type most of their matrices take, for which
+// PipeLLM has no encoder (kernels/cpu/quantize.h): refused by name rather than as unknown.
+const std::vector<std::pair<const char*, TensorType>>& unwritable_types() {
+  static const std::vector<std::pair<const char*, TensorType>> kTypes = {
+      {"Q4_1", TensorType::Q4_1},     {"Q5_0", TensorType::Q5_0},       {"Q5_1", TensorType::Q5_1},
+      {"Q2_K", TensorType::Q2_K},     {"Q2_K_S", TensorType::Q2_K},     {"Q3_K", TensorType::Q3_K},
+      {"Q3_K_S", TensorType::Q3_K},   {"Q3_K_M", TensorType::Q3_K},     {"Q3_K_L", TensorType::Q3_K},
+      {"IQ4_NL", TensorType::IQ4_NL}, {"IQ4_XS", TensorType::IQ4_XS},   {"IQ3_XXS", TensorType::IQ3_XXS},
+      {"IQ3_XS", TensorType::IQ3_S},  {"IQ3_S", TensorType::IQ3_S},     {"IQ3_M", TensorType::IQ3_S},
+      {"IQ2_XXS", TensorType::IQ2_XXS}, {"IQ2_XS", TensorType::IQ2_XS}, {"IQ2_S", TensorType::IQ2_S},
+      {"IQ2_M", TensorType::IQ2_S},   {"IQ1_S", TensorType::IQ1_S},     {"IQ1_M", TensorType::IQ1_M},
+      {"TQ1_0", TensorType::TQ1_0},   {"TQ2_0", TensorType::TQ2_0},
+  };
+  return kTypes;
+}
+
+std::string upper_case(const std::string& s) {
+  std::string upper = s;
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return upper;
 }
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
@@ -73,11 +104,17 @@ bool is_attn_v_like(const std::string& name) {
 }
 
 std::optional<FileType> file_type_from_name(const std::string& name) {
-  std::string upper = name;
-  std::transform(upper.begin(), upper.end(), upper.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  std::string upper = upper_case(name);
+  if (const char* target = alias_of(upper)) upper = target;
   for (const auto& ft : file_types())
     if (ft.name == upper) return ft;
+  return std::nullopt;
+}
+
+std::optional<TensorType> unwritable_file_type(const std::string& name) {
+  const std::string upper = upper_case(name);
+  for (const auto& [n, t] : unwritable_types())
+    if (upper == n) return t;
   return std::nullopt;
 }
 
@@ -92,11 +129,16 @@ TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t
   if (!quantizable(name, ne)) return TensorType::F32;  // as the converter wrote it
   if (is_float_type(ft.base)) return ft.base;          // no mix: every matrix converted
   const bool is_m_mix = ft.name == "Q4_K_M" || ft.name == "Q5_K_M";
+  const bool is_q4_k_s = ft.name == "Q4_K_S";
   const int layer = layer_of(name);
   // ffn_down counts by layer; attn_v-like tensors by their place among their kind.
   const bool more_bits = is_m_mix && layer >= 0 && use_more_bits(layer, n_layer);
   const bool more_bits_v =
       attn_v.count > 0 ? is_m_mix && use_more_bits(attn_v.index, attn_v.count) : more_bits;
+  // Q4_K_S gives the first four attn_v-like tensors and the first eighth of ffn_down Q5_K.
+  const int attn_v_index = attn_v.count > 0 ? attn_v.index : layer;
+  const bool q4_k_s_v = is_q4_k_s && attn_v_index >= 0 && attn_v_index < 4;
+  const bool q4_k_s_down = is_q4_k_s && layer >= 0 && layer < n_layer / 8;
   // llama.cpp's "8-expert model" bumps (Mixtral-sized): attn_k and attn_v to Q8_0, attn_output
   // to Q5_K in Q4_K_M ("trades just ~128MB").
   const bool eight_experts = n_expert == 8;
@@ -115,13 +157,15 @@ TensorType choose_tensor_type(const std::string& name, const std::vector<int64_t
     // llama.cpp treats the fused qkv (phi3, DeltaNet) as an attn_v: its own Q5_K rule is never
     // reached.
     if (more_bits_v) t = TensorType::Q6_K;
+    if (q4_k_s_v) t = TensorType::Q5_K;
     if (eight_experts) t = TensorType::Q8_0;
   } else if (contains(name, "attn_k.weight")) {
     if (eight_experts) t = TensorType::Q8_0;
   } else if (contains(name, "attn_output.weight")) {
-    if (eight_experts && ft.name == "Q4_K_M") t = TensorType::Q5_K;
+    if (eight_experts && (ft.name == "Q4_K_M" || is_q4_k_s)) t = TensorType::Q5_K;
   } else if (contains(name, "ffn_down")) {  // ffn_down and the stacked ffn_down_exps
     if (more_bits) t = TensorType::Q6_K;
+    if (q4_k_s_down) t = TensorType::Q5_K;
   }
   return fit_row(t, ne[0]);
 }

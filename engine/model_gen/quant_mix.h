@@ -18,13 +18,17 @@ struct FileType {
   TensorType base;      // type of most matrices
 };
 
-// F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, MXFP4_MOE (case-insensitive); nullopt otherwise.
+// F32, F16, BF16, Q8_0, Q4_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, MXFP4_MOE, and llama-quantize's
+// aliases Q4_K (Q4_K_M) and Q5_K (Q5_K_M) (case-insensitive); nullopt otherwise.
 std::optional<FileType> file_type_from_name(const std::string& name);
-std::vector<std::string> file_type_names();
+std::vector<std::string> file_type_names();  // the canonical names, without the aliases
+// For llama-quantize's file types PipeLLM cannot write (Q3_K_M, IQ4_XS, ...), the tensor type it
+// has no quantizer for; nullopt for every other name (file_type_from_name's included).
+std::optional<TensorType> unwritable_file_type(const std::string& name);
 
 // Where a tensor stands among the model's attn_v-like ones (attn_v, and the fused attn_qkv of
 // phi3 and of qwen35's DeltaNet layers), which llama-quantize counts in layer order: the _M mixes
-// give the index-th of count more bits. The default means "one per layer": the tensor's layer
+// give the index-th of count more bits, Q4_K_S the first four. The default means "one per layer": the tensor's layer
 // of n_layer. Models where some layers have none (gemma4's K = V and KV-sharing layers) differ.
 struct AttnVSlot {
   int index = -1;
