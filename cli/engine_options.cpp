@@ -119,19 +119,31 @@ bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
 std::string default_model_path() {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    // <repo>/<build>/cli/pipellm -> <repo>/models; an installed <prefix>/bin/pipellm -> <prefix>/models.
-    const auto exe_dir = exe.parent_path();
-    for (const auto& root : {exe_dir.parent_path().parent_path(), exe_dir.parent_path()}) {
-      const auto candidate = root / "models" / "default.gguf";
-      if (std::filesystem::is_regular_file(candidate, ec)) return candidate.string();
-    }
-  }
+  if (ec) {
 #ifdef PIPELLM_DEFAULT_MODEL
-  return PIPELLM_DEFAULT_MODEL;
+    return PIPELLM_DEFAULT_MODEL;
 #else
-  return "models/default.gguf";
+    return "models/default.gguf";
 #endif
+  }
+  const auto prefix = exe.parent_path().parent_path();
+  // An installed <prefix>/bin/pipellm (cmake --install, the .deb) -> <prefix>/share/pipellm/models;
+  // <repo>/<build>/cli/pipellm -> <repo>/models; <prefix>/models (a tree laid out by hand).
+  const auto installed = prefix / "share" / "pipellm" / "models" / "default.gguf";
+  for (const auto& candidate : {installed, prefix.parent_path() / "models" / "default.gguf",
+                                prefix / "models" / "default.gguf"}) {
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate.string();
+  }
+#if defined(PIPELLM_DEFAULT_MODEL) && defined(PIPELLM_BUILD_DIR)
+  // The source tree's model serves a binary still in its build tree (a build directory outside
+  // the repository); an installed copy must not depend on the tree it was built from.
+  const auto build = std::filesystem::weakly_canonical(PIPELLM_BUILD_DIR, ec);
+  if (!ec) {
+    const auto rel = exe.lexically_relative(build);
+    if (!rel.empty() && *rel.begin() != "..") return PIPELLM_DEFAULT_MODEL;
+  }
+#endif
+  return installed.string();  // absent: named in resolve_model's error
 }
 
 std::string resolve_model(const EngineFlags& f) {

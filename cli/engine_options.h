@@ -29,8 +29,10 @@ const char* engine_flags_help();
 // Throws InvalidArgument for a bad value.
 bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f);
 
-// The model shipped with the repository: <exe dir>/../models/default.gguf or, failing that,
-// <source dir>/models/default.gguf (compile definition PIPELLM_DEFAULT_MODEL).
+// The model shipped with the repository: <exe dir>/../share/pipellm/models/default.gguf (installed),
+// <exe dir>/../../models/default.gguf (the repository, from <repo>/<build>/cli), or
+// <exe dir>/../models/default.gguf; failing those, for a binary in its build tree only,
+// <source dir>/models/default.gguf (compile definitions PIPELLM_DEFAULT_MODEL, PIPELLM_BUILD_DIR).
 std::string default_model_path();
 
 // The model to open (flag or default); throws InvalidArgument when the file does not exist.
