@@ -2,6 +2,7 @@
 // floor of decoding (bytes of weights read per token / measured copy bandwidth). With
 // --device cuda[:N]: the CUDA engine benchmark (bench/cuda_bench.h: pp512, tg128 with and
 // without graphs, tg128 at depth 4096, batched 64x decode).
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,54 +24,27 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm bench [-m FILE] [-p N] [-n N] [--reps R] [--json] [options]\n"
-               "  -p N               prompt tokens processed as one batch (default 128)\n"
-               "  -n N               tokens generated one at a time (default 32)\n"
-               "  --reps R           repetitions; the best is reported (default 2)\n"
-               "  --json             one JSON object on stdout instead of the table\n"
-               "With --device cuda[:N] (the CUDA benchmark; -p/-n do not apply):\n"
-               "  --reps R           runs after a warm-up, mean +- sd (default 3)\n"
-               "  --preset NAME --quant TYPE   a synthetic model of a real shape instead of -m\n"
-               "  --skip-depth --skip-batched --no-f16-cache --profile-steps N\n%s",
-               engine_flags_help());
-}
+// The CUDA benchmark (bench/cuda_bench.h) with this command's settings in its own flags.
+struct CudaBenchArgs {
+  std::string preset, quant;
+  bool skip_depth = false, skip_batched = false, no_f16_cache = false, mmq = false;
+  int profile_steps = 0;
+};
 
-// The index N of --device cuda[:N] among the arguments, or -1 when the device is the CPU.
-int cuda_device_of(int argc, char** argv) {
-  EngineFlags f;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--device") f.device = flag_value(argc, argv, i);
+int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json, int gpu) {
+  std::vector<std::string> args = {"pipellm bench", "--gpu", std::to_string(gpu), "--runs", std::to_string(reps)};
+  if (json) args.insert(args.end(), {"--json", "-"});
+  if (!c.preset.empty()) {
+    args.insert(args.end(), {"--preset", c.preset});
+  } else {
+    args.insert(args.end(), {"-m", resolve_model(f)});
   }
-  return cuda_device_index(f);
-}
-
-// Runs the CUDA benchmark with the arguments translated to its own (bench/cuda_bench.h).
-int cuda_bench(int argc, char** argv, int gpu) {
-  std::vector<std::string> args = {"pipellm bench", "--gpu", std::to_string(gpu)};
-  bool have_model = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--device") {
-      ++i;
-    } else if (a == "--reps") {
-      args.push_back("--runs");
-      args.push_back(flag_value(argc, argv, i));
-    } else if (a == "--json") {
-      args.push_back("--json");
-      args.push_back("-");
-    } else if (a == "--no-graphs") {  // the CUDA benchmark always reports both
-    } else {
-      have_model = have_model || a == "-m" || a == "--model" || a == "--preset";
-      args.push_back(a == "--model" ? "-m" : a);
-    }
-  }
-  if (!have_model) {
-    EngineFlags f;
-    args.push_back("-m");
-    args.push_back(resolve_model(f));
-  }
+  if (!c.quant.empty()) args.insert(args.end(), {"--quant", c.quant});
+  if (c.skip_depth) args.push_back("--skip-depth");
+  if (c.skip_batched) args.push_back("--skip-batched");
+  if (c.no_f16_cache) args.push_back("--no-f16-cache");
+  if (c.profile_steps > 0) args.insert(args.end(), {"--profile-steps", std::to_string(c.profile_steps)});
+  if (c.mmq) args.push_back("--mmq");
   std::vector<char*> av;
   for (auto& a : args) av.push_back(a.data());
 #ifdef PIPELLM_HAVE_CUDA
@@ -115,44 +89,46 @@ double copy_bandwidth(ThreadPool& pool) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  try {
-    const int gpu = cuda_device_of(argc, argv);
-    if (gpu >= 0) return cuda_bench(argc, argv, gpu);
-  } catch (const InvalidArgument& e) {
-    std::fprintf(stderr, "pipellm bench: error: %s\n", e.what());
-    return 2;
-  }
   EngineFlags ef;
-  int n_prompt = 128, n_gen = 32, reps = 2;
+  int n_prompt = 128, n_gen = 32, reps = 0;
   bool json = false;
+  CudaBenchArgs cb;
+  CLI::App app{"pipellm bench: prompt-processing and generation speed against the hardware limit (the "
+               "memory-bandwidth floor of decoding). With --device cuda[:N] (or -ngl): the CUDA benchmark "
+               "(pp512, tg128 with and without graphs, tg128 at depth 4096, batched decode).",
+               "pipellm bench"};
+  add_engine_flags(app, ef);
+  app.add_option("-p,--n-prompt", n_prompt, "CPU: prompt tokens processed as one batch (default 128)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("-n,--n-gen", n_gen, "CPU: tokens generated one at a time (default 32)")->check(CLI::Range(1, 1 << 16));
+  app.add_option("-r,--repetitions,--reps", reps, "repetitions (CPU: the best is reported, default 2; CUDA: after a "
+                                                  "warm-up, mean +- sd, default 3)")
+      ->check(CLI::Range(1, 100));
+  app.add_flag("--json", json, "one JSON object on stdout instead of the table");
+  auto* preset = app.add_option("--preset", cb.preset, "CUDA: a synthetic model of a real shape instead of -m")->group("CUDA");
+  app.add_option("--quant", cb.quant, "CUDA: the synthetic model's type")->needs(preset)->group("CUDA");
+  app.add_flag("--skip-depth", cb.skip_depth, "CUDA: no tg128 at depth 4096")->group("CUDA");
+  app.add_flag("--skip-batched", cb.skip_batched, "CUDA: no batched decode")->group("CUDA");
+  app.add_flag("--no-f16-cache", cb.no_f16_cache, "CUDA: no f16 weight copies")->group("CUDA");
+  app.add_flag("--mmq", cb.mmq, "CUDA: the int8 tensor-core product for quantized blocks")->group("CUDA");
+  app.add_option("--profile-steps", cb.profile_steps, "CUDA: per-kernel profile of N decode steps")
+      ->check(CLI::Range(0, 100000))
+      ->group("CUDA");
+  if (auto code = flags::parse(app, argc, argv)) return *code;
   std::string model_path;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "-h" || a == "--help") {
-        usage(stdout);
-        return 0;
-      } else if (parse_engine_flag(argc, argv, i, ef)) {
-      } else if (a == "-p") {
-        n_prompt = parse_int(a, flag_value(argc, argv, i), 1, 1 << 16);
-      } else if (a == "-n") {
-        n_gen = parse_int(a, flag_value(argc, argv, i), 1, 1 << 16);
-      } else if (a == "--reps") {
-        reps = parse_int(a, flag_value(argc, argv, i), 1, 100);
-      } else if (a == "--json") {
-        json = true;
-      } else {
-        throw InvalidArgument("unknown option '" + a + "'");
-      }
-    }
+    const int gpu = cuda_device_index(ef);
+    if (gpu >= 0) return cuda_bench(ef, cb, reps > 0 ? reps : 3, json, gpu);
+    if (!cb.preset.empty()) throw InvalidArgument("--preset needs --device cuda");
     model_path = resolve_model(ef);
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "pipellm bench: error: %s\n", e.what());
     return 2;
   }
+  if (reps == 0) reps = 2;
 
   auto t0 = Clock::now();
-  auto model = open_model(model_path, ef, ef.ctx != 0 ? std::max(ef.ctx, n_prompt + n_gen) : n_prompt + n_gen);
+  auto model = open_model(model_path, ef, ef.ctx_size != 0 ? std::max(ef.ctx_size, n_prompt + n_gen) : n_prompt + n_gen);
   const double load_s = seconds(t0);
   const ModelConfig& cfg = model->config();
   CpuStage& st = model->stage();

@@ -1,4 +1,5 @@
 // `pipellm eval`: logits of every position of a token-id file, evaluated as one batch.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -8,49 +9,27 @@
 #include "cli/engine_options.h"
 
 namespace pipellm::cli {
-namespace {
-
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm eval [-m FILE] --ids-file F --logits OUT.f32 [--batch N] [options]\n"
-               "  Evaluates the whitespace-separated token ids in F (one sequence) and writes the logits\n"
-               "  of every position as float32 [n_tokens][n_vocab], little-endian.\n"
-               "  --batch N          tokens per forward call (default: all at once)\n%s",
-               engine_flags_help());
-}
-
-}  // namespace
 
 int cmd_eval(int argc, char** argv) {
   EngineFlags ef;
   std::string ids_path, out_path;
   int batch = 0;
+  CLI::App app{"pipellm eval: evaluates the whitespace-separated token ids of a file (one sequence) and writes the "
+               "logits of every position as float32 [n_tokens][n_vocab], little-endian.",
+               "pipellm eval"};
+  add_engine_flags(app, ef);
+  app.add_option("--ids-file", ids_path, "token ids to evaluate")->required();
+  app.add_option("--logits", out_path, "output file")->required();
+  app.add_option("--batch", batch, "tokens per forward call (default: all at once)")->check(CLI::Range(1, 1 << 24));
+  if (auto code = flags::parse(app, argc, argv)) return *code;
   std::vector<int32_t> ids;
   std::string model_path;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "-h" || a == "--help") {
-        usage(stdout);
-        return 0;
-      } else if (parse_engine_flag(argc, argv, i, ef)) {
-      } else if (a == "--ids-file") {
-        ids_path = flag_value(argc, argv, i);
-      } else if (a == "--logits") {
-        out_path = flag_value(argc, argv, i);
-      } else if (a == "--batch") {
-        batch = parse_int(a, flag_value(argc, argv, i), 1, 1 << 24);
-      } else {
-        throw InvalidArgument("unknown option '" + a + "'");
-      }
-    }
-    if (ids_path.empty()) throw InvalidArgument("--ids-file is required");
-    if (out_path.empty()) throw InvalidArgument("--logits is required");
     model_path = resolve_model(ef);
     ids = read_ids_file(ids_path);
-    if (ef.ctx != 0 && ef.ctx < static_cast<int>(ids.size())) {
-      throw InvalidArgument("--ids-file holds " + std::to_string(ids.size()) + " tokens, more than --ctx " +
-                            std::to_string(ef.ctx));
+    if (ef.ctx_size != 0 && ef.ctx_size < static_cast<int>(ids.size())) {
+      throw InvalidArgument("--ids-file holds " + std::to_string(ids.size()) + " tokens, more than -c " +
+                            std::to_string(ef.ctx_size));
     }
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "pipellm eval: error: %s\n", e.what());
@@ -58,7 +37,7 @@ int cmd_eval(int argc, char** argv) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  const int n_ctx = ef.ctx != 0 ? ef.ctx : static_cast<int>(ids.size());
+  const int n_ctx = ef.ctx_size != 0 ? ef.ctx_size : static_cast<int>(ids.size());
   auto model = open_model(model_path, ef, n_ctx);
   const auto gpu = open_gpu_stage(*model, ef, n_ctx);
   Stage& stage = gpu ? *gpu : model->stage();

@@ -1,15 +1,22 @@
 // `pipellm generate`: text (or token ids) in, streamed text (or ids) out, on the CPU engine or
-// (--device cuda) the CUDA stage, through the serving runtime (engine/runtime generate()).
+// (--device cuda / -ngl) the CUDA stage, through the serving runtime (engine/runtime generate());
+// -cnv: an interactive chat with the model's template. llama-cli's flags (flags/llama_flags.h).
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <cstdio>
-#include <random>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "engine/runtime/generator.h"
+#include "engine/runtime/grammar/json_schema.h"
+#include "engine/runtime/grammar/token_vocabulary.h"
+#include "engine/runtime/sampler.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -17,104 +24,70 @@
 namespace pipellm::cli {
 namespace {
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm generate [-m FILE] (-p PROMPT | --ids-file F) [options]\n"
-               "  -p, --prompt TEXT   prompt text (tokenized with the model's tokenizer)\n"
-               "  --ids-file F        prompt as whitespace-separated token ids (no tokenizer needed)\n"
-               "  --print-ids         print the generated ids on one line instead of text\n"
-               "  -n, --n-predict N   tokens to generate (default 128)\n"
-               "  --temp T            temperature; 0 = greedy (default 0.8)\n"
-               "  --top-k K           (default 40; 0 = off)\n"
-               "  --top-p P           (default 0.95; 1 = off)\n"
-               "  --min-p M           (default 0.05; 0 = off)\n"
-               "  --repeat-penalty R  (default 1.0 = off)   --repeat-last-n N (default 64)\n"
-               "  --presence-penalty X  --frequency-penalty X  (default 0)\n"
-               "  --sampler-chain S   order of top_k,top_p,min_p,temperature (default in that order)\n"
-               "  --seed S            random seed (default: random, printed on stderr)\n"
-               "  --stop STR          stop when STR appears (repeatable; not printed)\n"
-               "  --ignore-eos        do not stop at end-of-generation tokens\n"
-               "  --no-special        do not add BOS (and other special tokens) to the prompt\n"
-               "  --chat              wrap the prompt as one user turn of the model's chat template\n"
-               "  --json              print one JSON object at the end instead of streaming\n%s",
-               engine_flags_help());
-}
-
 struct Options {
   EngineFlags engine;
-  std::string prompt;
-  bool have_prompt = false;
+  flags::SamplingFlags sampling;
+  flags::ChatFlags chat_flags;
   std::string ids_file;
   bool print_ids = false;
   bool json = false;
-  bool chat = false;
-  bool ignore_eos = false;
+  bool chat = false;          // one user turn of the chat template
   bool add_special = true;
-  bool seed_given = false;
-  SamplerParams sampling;  // the flags as given; the request carries them as a SamplingSpec
+  std::vector<std::string> stop;
   GenerationRequest req;
 };
 
-Options parse(int argc, char** argv, bool& help) {
-  Options o;
-  o.req.max_tokens = 128;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    SamplerParams& s = o.sampling;
-    if (a == "-h" || a == "--help") {
-      help = true;
-      return o;
-    } else if (parse_engine_flag(argc, argv, i, o.engine)) {
-    } else if (a == "-p" || a == "--prompt") {
-      o.prompt = flag_value(argc, argv, i);
-      o.have_prompt = true;
-    } else if (a == "--ids-file") {
-      o.ids_file = flag_value(argc, argv, i);
-    } else if (a == "--print-ids") {
-      o.print_ids = true;
-    } else if (a == "-n" || a == "--n-predict") {
-      o.req.max_tokens = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
-    } else if (a == "--temp") {
-      s.temperature = parse_float(a, flag_value(argc, argv, i), 0.0f, 100.0f);
-    } else if (a == "--top-k") {
-      s.top_k = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
-    } else if (a == "--top-p") {
-      s.top_p = parse_float(a, flag_value(argc, argv, i), 1e-6f, 1.0f);
-    } else if (a == "--min-p") {
-      s.min_p = parse_float(a, flag_value(argc, argv, i), 0.0f, 1.0f);
-    } else if (a == "--repeat-penalty") {
-      s.repeat_penalty = parse_float(a, flag_value(argc, argv, i), 1e-3f, 100.0f);
-    } else if (a == "--repeat-last-n") {
-      s.penalty_last_n = parse_int(a, flag_value(argc, argv, i), 0, 1 << 24);
-    } else if (a == "--presence-penalty") {
-      s.presence_penalty = parse_float(a, flag_value(argc, argv, i), -100.0f, 100.0f);
-    } else if (a == "--frequency-penalty") {
-      s.frequency_penalty = parse_float(a, flag_value(argc, argv, i), -100.0f, 100.0f);
-    } else if (a == "--sampler-chain") {
-      s.chain = SamplerParams::parse_chain(flag_value(argc, argv, i));
-    } else if (a == "--seed") {
-      s.seed = parse_u64(a, flag_value(argc, argv, i));
-      o.seed_given = true;
-    } else if (a == "--stop") {
-      o.req.stop_strings.push_back(flag_value(argc, argv, i));
-    } else if (a == "--ignore-eos") {
-      o.ignore_eos = true;
-    } else if (a == "--no-special") {
-      o.add_special = false;
-    } else if (a == "--chat") {
-      o.chat = true;
-    } else if (a == "--json") {
-      o.json = true;
-    } else {
-      throw InvalidArgument("unknown option '" + a + "'");
+// Parses the command line (CLI11; llama.cpp's flags from flags/llama_flags.h). Returns the exit
+// status when the program should stop (help, usage error), else nullopt.
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  CLI::App app{"pipellm generate: text (or token ids) in, streamed text out. With no -m: the default model shipped with PipeLLM.",
+               "pipellm generate"};
+  app.get_formatter()->column_width(34);
+  add_engine_flags(app, o.engine);
+  flags::add_sampling_flags(app, o.sampling);
+  flags::add_chat_flags(app, o.chat_flags);
+  app.add_option("--ids-file", o.ids_file, "prompt as whitespace-separated token ids (no tokenizer needed)");
+  app.add_flag("--print-ids", o.print_ids, "print the generated ids on one line instead of text");
+  app.add_option("--stop,-r,--reverse-prompt", o.stop, "stop when this text appears (repeatable; not printed)")
+      ->allow_extra_args(false);
+  app.add_flag_callback("--no-special", [&o] { o.add_special = false; }, "do not add BOS to the prompt");
+  app.add_flag("--chat", o.chat, "wrap the prompt as one user turn of the chat template");
+  app.add_flag("--json", o.json, "print one JSON object at the end instead of streaming");
+  if (auto code = flags::parse(app, argc, argv)) return code;
+  const flags::ChatFlags& c = o.chat_flags;
+  try {
+    if (c.conversation) {
+      if (!o.ids_file.empty() || o.print_ids || o.json) throw InvalidArgument("-cnv works with text: leave out --ids-file, --print-ids and --json");
+    } else if (c.have_prompt == !o.ids_file.empty()) {
+      throw InvalidArgument("give exactly one of -p PROMPT (or -f FILE) and --ids-file F, or -cnv for a chat");
     }
+    if ((o.chat || !c.system_prompt.empty()) && !o.ids_file.empty()) throw InvalidArgument("--chat and -sys need a text prompt");
+    if (!o.sampling.grammar.empty() && !o.sampling.json_schema.empty()) throw InvalidArgument("give --grammar or --json-schema, not both");
+    SamplerParams sp;  // the engine's defaults, where a flag leaves a setting out
+    const flags::SamplingFlags& f = o.sampling;
+    if (f.temperature) sp.temperature = *f.temperature;
+    if (f.top_k) sp.top_k = *f.top_k;
+    if (f.top_p) sp.top_p = *f.top_p;
+    if (f.min_p) sp.min_p = *f.min_p;
+    if (f.repeat_penalty) sp.repeat_penalty = *f.repeat_penalty;
+    if (f.repeat_last_n) sp.penalty_last_n = *f.repeat_last_n;
+    if (f.presence_penalty) sp.presence_penalty = *f.presence_penalty;
+    if (f.frequency_penalty) sp.frequency_penalty = *f.frequency_penalty;
+    if (!f.samplers.empty()) {
+      std::string chain = f.samplers;
+      std::replace(chain.begin(), chain.end(), ';', ',');
+      sp.chain = SamplerParams::parse_chain(chain);
+    }
+    sp.seed = flags::resolve_seed(f.seed);
+    sp.validate();
+    o.req.sampling = sampling_spec(sp);
+    o.req.max_tokens = f.n_predict.value_or(-1);
+    o.req.stop_strings = o.stop;
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "pipellm generate: error: %s\n", e.what());
+    return 2;
   }
-  if (o.have_prompt == !o.ids_file.empty()) throw InvalidArgument("give exactly one of -p PROMPT and --ids-file F");
-  if (o.chat && !o.ids_file.empty()) throw InvalidArgument("--chat needs a text prompt (-p)");
-  if (!o.seed_given) o.sampling.seed = std::random_device{}();
-  o.sampling.validate();
-  o.req.sampling = sampling_spec(o.sampling);
-  return o;
+  return std::nullopt;
 }
 
 std::string ids_line(const std::vector<int32_t>& ids) {
@@ -123,47 +96,124 @@ std::string ids_line(const std::vector<int32_t>& ids) {
   return s;
 }
 
+int usage_error(const std::string& what) {
+  std::fprintf(stderr, "pipellm generate: error: %s\n", what.c_str());
+  return 2;
+}
+
+// End-of-generation ids: the tokenizer's, or (ids in, ids out) the file's EOS/EOT.
+std::function<bool(int32_t)> eog_of(const Tokenizer* tok, const GgufFile& file) {
+  if (tok) return [tok](int32_t id) { return tok->is_eog(id); };
+  const int64_t eos = file.has("tokenizer.ggml.eos_token_id") ? file.get_i64("tokenizer.ggml.eos_token_id") : -1;
+  const int64_t eot = file.has("tokenizer.ggml.eot_token_id") ? file.get_i64("tokenizer.ggml.eot_token_id") : -1;
+  return [eos, eot](int32_t id) { return id == eos || id == eot; };
+}
+
+// max_tokens for a prompt: -n, or (-n -1) up to the end of the context.
+int token_budget(int n_predict, size_t n_prompt, int n_ctx) {
+  const int room = n_ctx - static_cast<int>(n_prompt);
+  return n_predict < 0 ? room : std::min(n_predict, room);
+}
+
+// -cnv: read a user turn per line from stdin, answer it with the whole conversation rendered by
+// the chat template, until end of input. -p (if given) is the first turn.
+int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Options& o, int n_ctx,
+              const TextHooks& base_hooks) {
+  const std::string eos = tok.eos_id() >= 0 ? tok.token_to_piece(tok.eos_id()) : "";
+  std::vector<ChatMessage> history;
+  if (!o.chat_flags.system_prompt.empty()) history.push_back({"system", o.chat_flags.system_prompt});
+  std::string line = o.chat_flags.have_prompt ? o.chat_flags.prompt : "";
+  bool first = o.chat_flags.have_prompt;
+  std::fprintf(stderr, "chat mode: one message per line; end of input (Ctrl-D) ends the chat\n");
+  for (;;) {
+    if (!first) {
+      std::fprintf(stderr, "\n> ");
+      std::fflush(stderr);
+      if (!std::getline(std::cin, line)) break;
+    }
+    first = false;
+    if (line.empty()) continue;
+    history.push_back({"user", line});
+    GenerationRequest req = o.req;
+    req.prompt = tok.encode(apply_chat_template(tmpl, history, /*add_generation_prompt=*/true, "", eos),
+                            o.add_special, /*parse_special=*/true);
+    if (static_cast<int>(req.prompt.size()) >= n_ctx) {
+      std::fprintf(stderr, "pipellm generate: the conversation (%zu tokens) no longer fits the context of %d (raise -c)\n",
+                   req.prompt.size(), n_ctx);
+      return 1;
+    }
+    req.max_tokens = token_budget(o.sampling.n_predict.value_or(-1), req.prompt.size(), n_ctx);
+    StreamingDecoder stream(tok);
+    TextHooks hooks = base_hooks;
+    hooks.piece = [&stream](int32_t id) { return stream.push(id); };
+    hooks.flush = [&stream] { return stream.flush(); };
+    const GenerationResult res = generate(stage, req, hooks, [](int32_t, const std::string& text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::printf("\n");
+    std::fflush(stdout);
+    history.push_back({"assistant", res.text});
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
   Options o;
+  if (auto code = parse(argc, argv, o)) return *code;
+  const flags::ChatFlags& c = o.chat_flags;
   std::string model_path;
   try {
-    bool help = false;
-    o = parse(argc, argv, help);
-    if (help) {
-      usage(stdout);
-      return 0;
-    }
     model_path = resolve_model(o.engine);
     if (!o.ids_file.empty()) o.req.prompt = read_ids_file(o.ids_file);
   } catch (const InvalidArgument& e) {
-    std::fprintf(stderr, "pipellm generate: error: %s\n", e.what());
-    return 2;
+    return usage_error(e.what());
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  const int n_ctx = o.engine.ctx != 0 ? o.engine.ctx : 4096;
+  const int n_ctx = o.engine.ctx_size != 0 ? o.engine.ctx_size : 4096;
   auto model = open_model(model_path, o.engine, n_ctx);
   const auto gpu = open_gpu_stage(*model, o.engine, n_ctx);
   Stage& stage = gpu ? *gpu : model->stage();
   std::unique_ptr<Tokenizer> tok;
-  if (o.have_prompt || !o.print_ids) tok = Tokenizer::from_gguf(model->file());
+  if (c.have_prompt || c.conversation || !o.print_ids) tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  const bool chat = o.chat || !c.system_prompt.empty() || c.conversation;
+  std::string tmpl;
   try {
-    if (o.have_prompt) {
-      std::string text = o.prompt;
-      if (o.chat) {
-        const auto tmpl = tok->chat_template();
-        if (!tmpl) throw InvalidArgument("--chat: the model has no tokenizer.chat_template");
+    if (chat) {
+      const auto t = flags::resolve_chat_template(c.chat_template, tok->chat_template());
+      if (!t) throw InvalidArgument("the model has no tokenizer.chat_template (give --chat-template NAME|JINJA)");
+      tmpl = *t;
+    }
+    const flags::SamplingFlags& f = o.sampling;
+    if (!f.grammar.empty() || !f.json_schema.empty()) {
+      if (!tok) throw InvalidArgument("--grammar / --json-schema need the model's tokenizer (leave out --print-ids)");
+      std::string grammar = f.grammar;
+      if (!f.json_schema.empty()) {
+        const auto schema = nlohmann::ordered_json::parse(f.json_schema, nullptr, false);
+        if (schema.is_discarded()) throw InvalidArgument("--json-schema: not valid JSON");
+        grammar = grammar::json_schema_to_gbnf(schema);
+      }
+      SamplerParams sp = sampler_params(o.req.sampling);
+      sp.grammar = grammar;
+      sp.grammar_vocab = grammar::TokenVocabulary::from_tokenizer(*tok);
+      sp.validate();
+      o.req.sampling = sampling_spec(sp);
+    }
+    if (c.have_prompt && !c.conversation) {
+      std::string text = c.prompt;
+      if (chat) {
         // BOS comes from encode(add_special); the template writes EOS only between turns.
         const std::string eos = tok->eos_id() >= 0 ? tok->token_to_piece(tok->eos_id()) : "";
-        try {
-          text = apply_chat_template(*tmpl, {{"user", o.prompt}}, /*add_generation_prompt=*/true, "", eos);
-        } catch (const FormatError& e) {
-          throw InvalidArgument(std::string("--chat: ") + e.what());
-        }
+        std::vector<ChatMessage> msgs;
+        if (!c.system_prompt.empty()) msgs.push_back({"system", c.system_prompt});
+        msgs.push_back({"user", c.prompt});
+        text = apply_chat_template(tmpl, msgs, /*add_generation_prompt=*/true, "", eos);
       }
       o.req.prompt = tok->encode(text, o.add_special, /*parse_special=*/true);
     }
@@ -173,26 +223,23 @@ int cmd_generate(int argc, char** argv) {
     }
     if (static_cast<int>(o.req.prompt.size()) >= n_ctx) {
       throw InvalidArgument("the prompt has " + std::to_string(o.req.prompt.size()) +
-                            " tokens; the context holds " + std::to_string(n_ctx) + " (raise --ctx)");
+                            " tokens; the context holds " + std::to_string(n_ctx) + " (raise -c/--ctx-size)");
     }
+    o.req.max_tokens = token_budget(o.req.max_tokens, o.req.prompt.size(), n_ctx);
   } catch (const InvalidArgument& e) {
-    std::fprintf(stderr, "pipellm generate: error: %s\n", e.what());
-    return 2;
+    return usage_error(e.what());
+  } catch (const FormatError& e) {
+    return usage_error(std::string("chat template: ") + e.what());
+  } catch (const CLI::ValidationError& e) {
+    return usage_error(e.what());
   }
 
   TextHooks hooks;
+  if (!o.sampling.ignore_eos) hooks.is_eog = eog_of(tok.get(), model->file());
+  if (c.conversation) return chat_loop(stage, *tok, tmpl, o, n_ctx, hooks);
+
   std::unique_ptr<StreamingDecoder> stream;
   size_t skip = 0;
-  const GgufFile& file = model->file();
-  if (!o.ignore_eos) {
-    if (tok) {
-      hooks.is_eog = [&](int32_t id) { return tok->is_eog(id); };
-    } else {
-      const int64_t eos = file.has("tokenizer.ggml.eos_token_id") ? file.get_i64("tokenizer.ggml.eos_token_id") : -1;
-      const int64_t eot = file.has("tokenizer.ggml.eot_token_id") ? file.get_i64("tokenizer.ggml.eot_token_id") : -1;
-      hooks.is_eog = [eos, eot](int32_t id) { return id == eos || id == eot; };
-    }
-  }
   if (tok) {
     // Primed with the prompt so that the first generated piece is rendered as a continuation.
     // The prompt's own tail that the decoder still holds back is skipped, not printed.
@@ -210,8 +257,8 @@ int cmd_generate(int argc, char** argv) {
     hooks.flush = [&, drop_skipped] { return drop_skipped(stream->flush()); };
   }
   const bool stream_text = !o.json && !o.print_ids;
-  if (stream_text && o.have_prompt && !o.chat) {  // the continuation reads on from the prompt
-    std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+  if (stream_text && c.have_prompt && !chat) {  // the continuation reads on from the prompt
+    std::fwrite(c.prompt.data(), 1, c.prompt.size(), stdout);
     std::fflush(stdout);
   }
   const GenerationResult res = generate(

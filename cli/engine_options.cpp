@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -14,20 +16,30 @@
 
 namespace pipellm::cli {
 
-const char* engine_flags_help() {
-  return "  -m FILE            GGUF model (default: the repository's models/default.gguf)\n"
-         "  --threads N        CPU threads (default: one per hardware thread)\n"
-         "  --ctx N            context length in tokens\n"
-         "  --kv-type T        KV cache element type: f16 (default) or f32\n"
-         "  -ctk, --cache-type-k T\n"
-         "                     K cache type: f16, f32, q8_0 or q4_0 (default: --kv-type; CPU)\n"
-         "  -ctv, --cache-type-v T\n"
-         "                     V cache type: f16, f32, q8_0 or q4_0 (default: --kv-type; CPU)\n"
-         "  --device D         cpu (default), or cuda[:N] (GPU N; CUDA builds)\n"
-         "  --no-graphs        CUDA: launch each decode step's kernels one by one instead of\n"
-         "                     replaying a captured CUDA graph (the ablation)\n"
-         "  --vram-budget B    CUDA: GPU memory for the model (e.g. 2GiB); layers beyond it stream\n"
-         "                     from pinned host memory while the GPU computes (docs/PREFETCH.md)\n";
+void add_engine_flags(CLI::App& app, EngineFlags& f) {
+  flags::add_model_flags(app, f, PIPELLM_WITH_CUDA, /*parallel=*/false);
+  app.add_option_function<std::string>(
+         "--kv-type",
+         [&f](const std::string& v) {
+           if (v != "f16" && v != "f32") throw CLI::ValidationError("--kv-type", "'" + v + "' is not f16 or f32");
+           f.kv_type = v == "f16" ? TensorType::F16 : TensorType::F32;
+         },
+         "KV cache element type of both sides: f16 (default) or f32")
+      ->group("Model");
+  app.add_flag_callback("--no-graphs", [&f] { f.graphs = false; },
+                        "CUDA: launch each decode step's kernels one by one instead of replaying a captured graph")
+      ->group("Model");
+  app.add_option_function<std::string>(
+         "--vram-budget",
+         [&f](const std::string& v) {
+           try {
+             f.vram_budget = parse_byte_size(v, "--vram-budget");
+           } catch (const std::exception& e) {
+             throw CLI::ValidationError("--vram-budget", e.what());
+           }
+         },
+         "CUDA: GPU memory for the model (e.g. 2GiB); layers beyond it stream from pinned host memory")
+      ->group("Model");
 }
 
 std::string flag_value(int argc, char** argv, int& i) {
@@ -79,43 +91,6 @@ float parse_float(const std::string& flag, const std::string& v, float lo, float
   return x;
 }
 
-bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f) {
-  const std::string a = argv[i];
-  if (a == "-m" || a == "--model") {
-    f.model = flag_value(argc, argv, i);
-  } else if (a == "--threads" || a == "-t") {
-    f.threads = parse_int(a, flag_value(argc, argv, i), 1, 1024);
-  } else if (a == "--ctx" || a == "-c") {
-    f.ctx = parse_int(a, flag_value(argc, argv, i), 1, 1 << 24);
-  } else if (a == "--kv-type") {
-    const std::string v = flag_value(argc, argv, i);
-    if (v == "f16") {
-      f.kv_type = TensorType::F16;
-    } else if (v == "f32") {
-      f.kv_type = TensorType::F32;
-    } else {
-      throw InvalidArgument("--kv-type: '" + v + "' is not f16 or f32");
-    }
-  } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
-    const std::string v = flag_value(argc, argv, i);
-    const auto t = tensor_type_from_name(v);
-    if (!t || !(*t == TensorType::F16 || *t == TensorType::F32 || *t == TensorType::Q8_0 || *t == TensorType::Q4_0)) {
-      throw InvalidArgument(a + ": '" + v + "' is not f16, f32, q8_0 or q4_0");
-    }
-    (a == "-ctk" || a == "--cache-type-k" ? f.kv_type_k : f.kv_type_v) = *t;
-  } else if (a == "--vram-budget") {
-    f.vram_budget = parse_byte_size(flag_value(argc, argv, i), "--vram-budget");
-  } else if (a == "--no-graphs") {
-    f.graphs = false;
-  } else if (a == "--device") {
-    f.device = flag_value(argc, argv, i);
-    if (f.device != "cpu") cuda_device_index(f);  // validates cuda[:N]
-  } else {
-    return false;
-  }
-  return true;
-}
-
 std::string default_model_path() {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -161,8 +136,8 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
   opt.stage.n_ctx = n_ctx;
   opt.stage.n_slots = n_slots;
   opt.stage.kv_type = f.kv_type;
-  opt.stage.kv_type_k = f.kv_type_k;
-  opt.stage.kv_type_v = f.kv_type_v;
+  opt.stage.kv_type_k = f.cache_type_k;
+  opt.stage.kv_type_v = f.cache_type_v;
   return CpuModel::open(path, opt);
 }
 
@@ -170,8 +145,8 @@ int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(
 
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
   DeviceStageOptions o;
-  o.kv_type_k = f.kv_type_k.value_or(f.kv_type);
-  o.kv_type_v = f.kv_type_v.value_or(f.kv_type);
+  o.kv_type_k = f.cache_type_k.value_or(f.kv_type);
+  o.kv_type_v = f.cache_type_v.value_or(f.kv_type);
   o.device = f.device;
   o.n_ctx = n_ctx;
   o.n_slots = n_slots;

@@ -1,5 +1,6 @@
 // Flags shared by the engine commands (generate, eval, bench): model path, threads, context,
-// KV cache type, device; plus value parsing that reports bad values as usage errors (exit 2).
+// KV cache type, device (CLI11, llama.cpp's spellings); plus value parsing for the commands that
+// still read their own arguments (inspect, tokenize, mkmodel, ...).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -8,26 +9,20 @@
 
 #include "engine/cpu/cpu_model.h"
 #include "engine/model/stage.h"
+#include "flags/llama_flags.h"
 
 namespace pipellm::cli {
 
-struct EngineFlags {
-  std::string model;          // empty: the default model
-  int threads = 0;            // 0: one per hardware thread
-  int ctx = 0;                // 0: the command's default
-  TensorType kv_type = TensorType::F16;
-  std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv: one side's type (overrides --kv-type)
-  std::string device = "cpu";
+// The model flags every engine command shares (llama.cpp's, flags/llama_flags.h) and the
+// engine's own.
+struct EngineFlags : flags::ModelFlags {
+  TensorType kv_type = TensorType::F16;  // --kv-type: both cache sides unless -ctk / -ctv
   bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
   uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit
 };
 
-// Help text for the shared flags.
-const char* engine_flags_help();
-
-// If argv[i] is a shared flag, consumes it (and its value, advancing i) and returns true.
-// Throws InvalidArgument for a bad value.
-bool parse_engine_flag(int argc, char** argv, int& i, EngineFlags& f);
+// Adds the shared model flags and --kv-type, --no-graphs, --vram-budget to `app`.
+void add_engine_flags(CLI::App& app, EngineFlags& f);
 
 // The model shipped with the repository: <exe dir>/../share/pipellm/models/default.gguf (installed),
 // <exe dir>/../../models/default.gguf (the repository, from <repo>/<build>/cli), or

@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "engine/gguf/gguf_file.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "tests/unit/model_test_util.h"
 
 namespace pipellm {
@@ -59,17 +62,18 @@ TEST(CliGenerate, UsageErrorsExitWithTwo) {
   };
   const Case cases[] = {
       {"-m /nonexistent/model.gguf -p hi", "does not exist"},
-      {m + " -p hi --temp abc", "--temp: 'abc' is not a number"},
+      {m + " -p hi --temp abc", "--temp: ('abc' is not a finite number)"},
       {m + " -p hi --top-p 1.5", "--top-p"},
-      {m + " -p hi -n -3", "-n: '-3'"},
-      {m + " -p hi --threads 0", "--threads"},
+      {m + " -p hi -n -3", "--n-predict: Value -3 not in range -1"},
+      {m + " -p hi --threads -1", "--threads"},
       {m + " -p hi --sampler-chain top_k,bogus", "unknown stage 'bogus'"},
-      {m + " -p hi --bogus", "unknown option '--bogus'"},
+      {m + " -p hi --bogus", "not expected: --bogus"},
       {m + " -p hi --vram-budget 2GiB", "--vram-budget needs --device cuda"},
       {m + " -p hi --vram-budget lots --device cuda", "--vram-budget"},
-      {m + " -p hi --temp", "--temp needs a value"},
-      {m, "give exactly one of -p PROMPT and --ids-file F"},
-      {m + " -p 'a fairly long prompt that needs more than four tokens' --ctx 4", "raise --ctx"},
+      {m + " -p hi --temp", "--temp: 1 required"},
+      {m, "give exactly one of -p PROMPT"},
+      {m + " -p hi --chat-template vicuna --chat", "neither a built-in template"},
+      {m + " -p 'a fairly long prompt that needs more than four tokens' --ctx 4", "raise -c/--ctx-size"},
   };
   for (const auto& c : cases) {
     const RunResult r = run_cli("generate " + c.args);
@@ -156,6 +160,86 @@ TEST(CliGenerate, ChatWrapsThePromptInTheModelsTemplate) {
   const auto expected = nlohmann::json::parse(ids.out).get<std::vector<int>>();
   EXPECT_EQ(expected.size(), 9u) << ids.out;
   EXPECT_EQ(nlohmann::json::parse(chat.out)["n_prompt"].get<size_t>(), expected.size()) << chat.out;
+}
+
+
+std::string write_temp(const std::string& tag, const std::string& text) {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pipellm_cli_" + tag + std::to_string(::getpid()))).string();
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+// llama.cpp's spellings (flags/llama_flags.h) give exactly what the long-standing ones give.
+TEST(CliGenerate, LlamaSpellingsGiveTheSameOutput) {
+  const std::string m = test::model_path("tiny-llama-Q8_0");
+  const std::string prompt = write_temp("prompt", "Once upon a time");
+  const RunResult a = run_cli("generate -m " + m + " -p 'Once upon a time' -n 8 --seed 3 --temp 0.7 --top-k 20 --ctx 256 --json");
+  const RunResult b = run_cli("generate --model=" + m + " -f " + prompt +
+                              " -n 8 -s 3 --temperature 0.7 --top-k=20 -c 256 -ngl 0 -fa -t 1 --jinja --json");
+  std::filesystem::remove(prompt);
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(nlohmann::json::parse(a.out)["tokens"], nlohmann::json::parse(b.out)["tokens"]);
+}
+
+// -n -1: until end of generation or, without one, the end of the context.
+TEST(CliGenerate, NPredictMinusOneRunsToTheContext) {
+  const RunResult r = run_cli("generate " + model_arg("tiny-llama-Q8_0") + " -p 'Once upon a time' -c 40 -n -1 --ignore-eos --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["n_prompt"].get<int>() + j["n_generated"].get<int>(), 40) << r.out;
+  // --seed -1 is a random seed, reported.
+  const RunResult s = run_cli("generate " + model_arg("tiny-llama-Q8_0") + " -p hi -n 2 --seed -1 --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_TRUE(nlohmann::json::parse(s.out)["seed"].is_number_unsigned()) << s.out;
+}
+
+// --grammar and -j constrain sampling at temperature 1: every seed's output matches.
+TEST(CliGenerate, GrammarAndJsonSchemaConstrainTheOutput) {
+  const std::string m = model_arg("tiny-qwen3-Q4_K_M");
+  for (int seed = 1; seed <= 4; ++seed) {
+    const RunResult g = run_cli("generate " + m + " -p hi --temp 1 --seed " + std::to_string(seed) +
+                                " --grammar 'root ::= (\"yes\" | \"no\") \".\"' --json");
+    ASSERT_EQ(g.code, 0) << g.err;
+    const std::string text = nlohmann::json::parse(g.out)["text"];
+    EXPECT_TRUE(text == "yes." || text == "no.") << text;
+    const RunResult j = run_cli("generate " + m + " -p hi --temp 1 --seed " + std::to_string(seed) +
+                                " -j '{\"type\":\"integer\",\"minimum\":-5,\"maximum\":250}' --json");
+    ASSERT_EQ(j.code, 0) << j.err;
+    const std::string num = nlohmann::json::parse(j.out)["text"];
+    const auto v = nlohmann::json::parse(num, nullptr, false);
+    ASSERT_TRUE(v.is_number_integer()) << num;
+    EXPECT_GE(v.get<int>(), -5);
+    EXPECT_LE(v.get<int>(), 250);
+  }
+}
+
+// -cnv: each line of input is a user turn; each answer is what a one-shot generation of the
+// whole conversation, rendered by the template, gives (greedy).
+TEST(CliGenerate, ConversationAnswersEachTurnWithTheWholeHistory) {
+  const std::string model = write_temp("chatmodel.gguf", "");
+  ASSERT_EQ(run_cli("mkmodel --preset tiny --quant Q8_0 --vocab " + test::testdata("vocab/vocab-qwen3.gguf") + " " + model).code, 0);
+  const std::string input = write_temp("chatin", "hi\nwhat now\n");
+  const RunResult chat = run_cli("generate -m " + model + " -cnv -sys 'Be brief.' --temp 0 -n 6 < " + input);
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  // The reference: the rendered conversation as a raw prompt, turn by turn.
+  auto answer = [&](const std::vector<ChatMessage>& msgs) {
+    const auto tmpl = Tokenizer::from_gguf(*GgufFile::open(model))->chat_template();
+    const std::string file = write_temp("chatprompt", apply_chat_template(*tmpl, msgs, true, "", "<|im_end|>"));
+    const RunResult r = run_cli("generate -m " + model + " -f " + file + " --temp 0 -n 6 --json");
+    std::filesystem::remove(file);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["text"].get<std::string>();
+  };
+  std::vector<ChatMessage> msgs = {{"system", "Be brief."}, {"user", "hi"}};
+  const std::string first = answer(msgs);
+  msgs.push_back({"assistant", first});
+  msgs.push_back({"user", "what now"});
+  const std::string second = answer(msgs);
+  std::filesystem::remove(model);
+  std::filesystem::remove(input);
+  EXPECT_EQ(chat.out, first + "\n" + second + "\n");
 }
 
 }  // namespace
