@@ -49,7 +49,7 @@ std::unique_ptr<Transport> make_transport(const MpiSession& s, const PipelineCon
     return std::make_unique<MpiTransport>(s, MPI_COMM_WORLD);
   }
   if (!all_gpu) throw ConfigError(c.source + ": transport: " + transport_name(c.transport) + " needs every stage on a cuda device");
-  const int device = c.stages[static_cast<size_t>(s.rank())].device_index;
+  [[maybe_unused]] const int device = c.stages[static_cast<size_t>(s.rank())].device_index;
   const bool shared = one_gpu_for_all(s, c);
   if (c.transport == TransportKind::Ipc || (c.transport == TransportKind::Auto && shared)) {
     if (!shared) throw ConfigError(c.source + ": transport: ipc needs every stage on the same GPU of one host");
