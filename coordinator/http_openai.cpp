@@ -591,6 +591,29 @@ json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int c
   return j;
 }
 
+json model_json(const link::HelloMsg& m, const std::string& id, int64_t created) {
+  return {{"id", id},
+          {"object", "model"},
+          {"created", created},
+          {"owned_by", "pipellm"},
+          {"meta",
+           {{"architecture", m.arch},
+            {"context_length", m.n_ctx},
+            {"n_vocab", m.n_vocab},
+            {"n_layer", m.n_layer},
+            {"n_stages", m.n_stages},
+            {"max_sequences", m.max_sequences}}}};
+}
+
+ApiError model_not_found(const std::string& asked, const std::string& served) {
+  ApiError e;
+  e.status = 404;
+  e.code = "model_not_found";
+  e.param = "model";
+  e.message = "model '" + asked + "' does not exist (this server serves '" + served + "')";
+  return e;
+}
+
 std::string dump_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; }

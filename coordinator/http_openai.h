@@ -125,6 +125,12 @@ class LogprobTrack {
 // The last chunk of a stream with stream_options.include_usage: empty choices and the usage.
 nlohmann::json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens);
 
+// The OpenAI model object of the served model (GET /v1/models lists it, /v1/models/{id} is it),
+// with the head's geometry under `meta`.
+nlohmann::json model_json(const link::HelloMsg& m, const std::string& id, int64_t created);
+// GET /v1/models/{id} for an id this server does not serve: 404 model_not_found.
+ApiError model_not_found(const std::string& asked, const std::string& served);
+
 // JSON text; invalid UTF-8 is replaced, never thrown.
 std::string dump_json(const nlohmann::json& j);
 // One server-sent event: "data: <json>\n\n".

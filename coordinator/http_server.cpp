@@ -5,10 +5,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <ctime>
+#include <random>
 
+#include "base/version.h"
 #include "coordinator/generation.h"
 #include "coordinator/http_gate.h"
+#include "coordinator/http_generation.h"
+#include "coordinator/http_llama_routes.h"
 #include "coordinator/http_openai.h"
 #include "coordinator/http_origin.h"
 #include "coordinator/http_tls.h"
@@ -20,33 +25,39 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kPoll = std::chrono::milliseconds(100);
-
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
-// The routes and their methods: metrics labels and 405's Allow header.
+// The routes and their methods: metrics labels and 405's Allow header. A `prefix` route takes an
+// id after its path ("/v1/models/{id}") and is labelled by that pattern.
 struct RouteMethods {
   const char* path;
   const char* allow;
+  bool prefix = false;
 };
-constexpr RouteMethods kRoutes[] = {{"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
-                                    {"/v1/models", "GET"},       {"/health", "GET"},
-                                    {"/tokenize", "POST"},       {"/detokenize", "POST"},
-                                    {"/metrics", "GET"}};
+constexpr RouteMethods kRoutes[] = {
+    {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"}, {"/v1/models/", "GET", true},
+    {"/health", "GET"},          {"/tokenize", "POST"},            {"/detokenize", "POST"}, {"/metrics", "GET"},
+    // llama-server's own routes (http_llama_routes.h)
+    {"/completion", "POST"},     {"/apply-template", "POST"},      {"/props", "GET"},       {"/slots", "GET"}};
+
+const RouteMethods* route_of(const std::string& path) {
+  for (const RouteMethods& r : kRoutes) {
+    const size_t n = std::strlen(r.path);
+    if (r.prefix ? path.size() > n && path.compare(0, n, r.path) == 0 : path == r.path) return &r;
+  }
+  return nullptr;
+}
 
 // Route label for metrics: the fixed routes by name, anything else "other" (bounded cardinality).
 std::string route_label(const std::string& path) {
-  for (const RouteMethods& r : kRoutes) {
-    if (path == r.path) return r.path;
-  }
-  return "other";
+  const RouteMethods* r = route_of(path);
+  if (r == nullptr) return "other";
+  return r->prefix ? std::string(r->path) + "{id}" : std::string(r->path);
 }
 
 const char* allowed_methods(const std::string& path) {
-  for (const RouteMethods& r : kRoutes) {
-    if (path == r.path) return r.allow;
-  }
-  return nullptr;
+  const RouteMethods* r = route_of(path);
+  return r == nullptr ? nullptr : r->allow;
 }
 
 }  // namespace
@@ -67,11 +78,7 @@ struct HttpFrontDoor::Impl {
     origin_policy.cors_origins = opt.cors_origins;
   }
 
-  void send_error(httplib::Response& res, const ApiError& e) {
-    res.status = e.status;
-    res.set_content(dump_json(error_json(e)), "application/json");
-    ctx.metrics.count_refusal("http", e.code.empty() ? std::to_string(e.status) : e.code);
-  }
+  void send_error(httplib::Response& res, const ApiError& e) { send_api_error(ctx.metrics, res, e); }
 
   void send_json(httplib::Response& res, const json& j, int status = 200) {
     res.status = status;
@@ -128,12 +135,25 @@ struct HttpFrontDoor::Impl {
     return httplib::Server::HandlerResponse::Handled;
   }
 
+  // The model while it is up; else sends 503 and returns nullopt.
+  std::optional<link::HelloMsg> model_or_503(httplib::Response& res) {
+    auto m = ctx.sched.model();
+    if (!m) send_error(res, error_of_failure(Code::Unavailable, "the model stages are not available: " + ctx.sched.down_reason()));
+    return m;
+  }
+  std::string principal(const httplib::Request& req) const {
+    return check_bearer(ctx.keys, req.get_header_value("Authorization")).principal;
+  }
+
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
-  void stream(httplib::Response& res, std::shared_ptr<Generation> gen, ResponseMeta meta, bool chat, bool usage);
-  void collect(httplib::Response& res, Generation& gen, const ResponseMeta& meta, bool chat, steady::time_point t0);
+  void llama_completion(const httplib::Request& req, httplib::Response& res);
+  void apply_template(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
   void models(httplib::Response& res);
+  void model(const std::string& id, httplib::Response& res);
+  void props(httplib::Response& res);
+  void slots(httplib::Response& res);
   void health(httplib::Response& res);
   std::string gate_metrics() const;
   void routes();
@@ -141,171 +161,69 @@ struct HttpFrontDoor::Impl {
 
 void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const auto t0 = steady::now();
-  const std::string principal = check_bearer(ctx.keys, req.get_header_value("Authorization")).principal;
   OpenAiRequest r;
-  PreparedRequest prep;
-  std::shared_ptr<Generation> gen;  // the one generation path, shared with the gRPC door
-  std::optional<StreamLimiter::Lease> lease;
-  std::optional<link::HelloMsg> model;
   try {
-    r = chat ? parse_chat_request(parse_body(req.body), &req.body)
-             : parse_completion_request(parse_body(req.body), &req.body);
-    model = ctx.sched.model();
-    if (!model) {
-      send_error(res, error_of_failure(Code::Unavailable, "the model stages are not available: " + ctx.sched.down_reason()));
-      return;
-    }
-    try {
-      prep = ctx.text.prepare(r.input, model->n_ctx, model->n_vocab, ctx.limits);
-    } catch (const RequestError& e) {
-      send_error(res, error_of_prepare(e));
-      return;
-    }
-    lease = ctx.streams.try_acquire(principal);
-    if (!lease) {
-      ApiError e;
-      e.status = 429;
-      e.type = "rate_limit_error";
-      e.code = "too_many_streams";
-      e.message = "too many concurrent requests for " + principal + " (limit " + std::to_string(ctx.streams.limit()) + ")";
-      spdlog::info("http: refused ({}): {}", e.code, e.message);
-      send_error(res, e);
-      return;
-    }
-    try {
-      gen = Generation::start(ctx.sched, ctx.text, prep, std::move(*lease));
-    } catch (const RequestError& e) {
-      send_error(res, error_of_submit(e));
-      return;
-    }
+    r = chat ? parse_chat_request(parse_body(req.body), &req.body) : parse_completion_request(parse_body(req.body), &req.body);
   } catch (const HttpError& e) {
     send_error(res, e.error());
     return;
-  } catch (const std::exception& e) {  // e.g. a tokenizer failure on odd input
-    send_error(res, bad_request("prompt", std::string("prompt: ") + e.what()));
+  }
+  StartedGeneration s = start_generation(ctx, principal(req), r.input);  // the one path, shared with gRPC
+  if (!s.gen) {
+    send_error(res, s.error);
     return;
   }
-
-  ResponseMeta meta{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(gen->id()), unix_now(), model_id(*model)};
+  ResponseMeta meta{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(s.gen->id()), unix_now(), model_id(s.model)};
   spdlog::debug("http: {} request {} ({} prompt tokens, max_tokens {}, stream {})", chat ? "chat" : "completion",
-                gen->id(), gen->prompt_tokens(), prep.submit.max_tokens, r.stream);
+                s.gen->id(), s.gen->prompt_tokens(), s.prep.submit.max_tokens, r.stream);
+  auto format = openai_format(meta, chat, r.include_usage, s.gen->logprobs() ? &ctx.text.tokenizer() : nullptr);
   if (r.stream) {
-    stream(res, std::move(gen), meta, chat, r.include_usage);
+    stream_generation(ctx, stopped, res, std::move(s.gen), std::move(format), t0);
   } else {
-    collect(res, *gen, meta, chat, t0);
+    collect_generation(ctx, stopped, res, *s.gen, *format, t0);
   }
 }
 
-void HttpFrontDoor::Impl::collect(httplib::Response& res, Generation& gen, const ResponseMeta& meta, bool chat,
-                                  steady::time_point t0) {
-  std::string text;
-  std::optional<LogprobTrack> lp;  // when the request asked for logprobs
-  if (gen.logprobs()) lp.emplace(ctx.text.tokenizer());
-  for (;;) {
-    if (stopped.load()) {
-      gen.abandon();
-      send_error(res, error_of_failure(Code::Unavailable, "the server is shutting down"));
-      return;
-    }
-    Generation::Update u = gen.poll(kPoll);
-    text += u.text;
-    if (lp) lp->add_tokens(u.tokens, u.logprobs);
-    if (!u.ended) continue;
-    ctx.metrics.observe_request_duration("http", std::chrono::duration<double>(steady::now() - t0).count());
-    if (u.failed) {
-      spdlog::warn("http: request {} failed ({}): {}", gen.id(), code_name(*u.failed), u.message);
-      send_error(res, error_of_failure(*u.failed, u.message));
-      return;
-    }
-    const char* finish = finish_reason_text(u.finish);
-    json logprobs = nullptr;
-    if (lp) {
-      lp->add_text(text);
-      logprobs = chat ? lp->take_chat() : lp->take_completion();
-    }
-    send_json(res, chat ? chat_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens(), logprobs)
-                        : completion_json(meta, text, finish, gen.prompt_tokens(), gen.generated_tokens(), logprobs));
+// llama-server's POST /completion: its body read into the same request type, run through the
+// same generation path, answered in its own shape.
+void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib::Response& res) {
+  const auto t0 = steady::now();
+  LlamaCompletionRequest lr;
+  try {
+    lr = parse_llama_completion(parse_body(req.body), &req.body);
+  } catch (const HttpError& e) {
+    send_error(res, e.error());
     return;
   }
+  GenerateInput& in = lr.request.input;
+  if (lr.random_seed) in.seed = std::random_device{}();  // 32 bits, as llama.cpp's seeds (exact in JSON clients)
+  StartedGeneration s = start_generation(ctx, principal(req), in);
+  if (!s.gen) {
+    send_error(res, as_llama_error(s.error));
+    return;
+  }
+  const std::string id = model_id(s.model);
+  spdlog::debug("http: /completion request {} ({} prompt tokens, n_predict {}, stream {})", s.gen->id(),
+                s.gen->prompt_tokens(), s.prep.submit.max_tokens, lr.request.stream);
+  auto format = llama_completion_format(id, llama_generation_settings(in, s.prep, s.model.n_ctx, lr.request.stream, id),
+                                        lr.return_tokens, t0);
+  if (lr.request.stream) {
+    stream_generation(ctx, stopped, res, std::move(s.gen), std::move(format), t0);
+  } else {
+    collect_generation(ctx, stopped, res, *s.gen, *format, t0);
+  }
 }
 
-void HttpFrontDoor::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> gen, ResponseMeta meta, bool chat,
-                                 bool usage) {
-  struct State {
-    std::shared_ptr<Generation> gen;
-    ResponseMeta meta;
-    bool chat, usage;
-    bool started = false, done = false;
-    steady::time_point t0 = steady::now();
-    std::optional<LogprobTrack> lp{};  // when the request asked for logprobs
-    // The pending tokens' logprobs for the next chunk (null when not asked or none pending).
-    json take_logprobs() {
-      if (!lp || !lp->pending()) return nullptr;
-      return chat ? lp->take_chat() : lp->take_completion();
-    }
-  };
-  auto st = std::make_shared<State>(State{std::move(gen), std::move(meta), chat, usage});
-  if (st->gen->logprobs()) st->lp.emplace(ctx.text.tokenizer());
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  auto provider = [this, st](size_t, httplib::DataSink& sink) -> bool {
-    auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-    if (st->done) {
-      sink.done();
-      return true;
-    }
-    if (stopped.load()) {
-      st->gen->abandon();
-      write(sse_event(error_json(error_of_failure(Code::Unavailable, "the server is shutting down"))));
-      st->done = true;
-      sink.done();
-      return true;
-    }
-    if (!st->started) {
-      st->started = true;
-      const std::string first = st->chat ? sse_event(chat_chunk_json(st->meta, std::string("assistant"), std::string(), nullptr))
-                                         : std::string();
-      if (!first.empty() && !write(first)) return false;
-    }
-    Generation::Update u = st->gen->poll(kPoll);
-    if (st->lp) st->lp->add_tokens(u.tokens, u.logprobs);
-    if (!u.text.empty()) {
-      if (st->lp) st->lp->add_text(u.text);
-      const json lps = st->take_logprobs();
-      const json chunk = st->chat ? chat_chunk_json(st->meta, std::nullopt, u.text, nullptr, lps)
-                                  : completion_chunk_json(st->meta, u.text, nullptr, lps);
-      if (!write(sse_event(chunk))) {
-        spdlog::info("http: request {}: the client went away; cancelling", st->gen->id());
-        st->gen->abandon();
-        return false;
-      }
-    }
-    if (!u.ended) return true;
-    ctx.metrics.observe_request_duration("http", std::chrono::duration<double>(steady::now() - st->t0).count());
-    std::string tail;
-    if (u.failed) {
-      spdlog::warn("http: request {} failed ({}): {}", st->gen->id(), code_name(*u.failed), u.message);
-      const ApiError e = error_of_failure(*u.failed, u.message);
-      ctx.metrics.count_refusal("http", e.code);
-      tail = sse_event(error_json(e));
-    } else {
-      const char* finish = finish_reason_text(u.finish);
-      const json lps = st->take_logprobs();  // tokens whose text never showed (a stop string)
-      tail = sse_event(st->chat ? chat_chunk_json(st->meta, std::nullopt, std::nullopt, finish, lps)
-                                : completion_chunk_json(st->meta, "", finish, lps));
-      if (st->usage) {
-        tail += sse_event(usage_chunk_json(st->meta, st->chat, st->gen->prompt_tokens(), st->gen->generated_tokens()));
-      }
-    }
-    tail += sse_done();
-    st->done = true;
-    if (!write(tail)) return false;
-    sink.done();
-    return true;
-  };
-  // Called when the response ends, written or not: an unfinished generation is cancelled.
-  auto releaser = [st](bool) { st->gen->abandon(); };
-  res.set_chunked_content_provider("text/event-stream", std::move(provider), std::move(releaser));
+// POST /apply-template: the prompt /v1/chat/completions would run for these messages.
+void HttpFrontDoor::Impl::apply_template(const httplib::Request& req, httplib::Response& res) {
+  try {
+    const OpenAiRequest r = parse_chat_request(parse_body(req.body), &req.body);
+    send_json(res, {{"prompt", ctx.text.prompt_text(r.input)}});
+  } catch (const HttpError& e) {
+    send_error(res, e.error());
+  } catch (const RequestError& e) {
+    send_error(res, error_of_prepare(e));
+  }
 }
 
 void HttpFrontDoor::Impl::tokenize(const httplib::Request& req, httplib::Response& res) {
@@ -386,33 +304,51 @@ void HttpFrontDoor::Impl::detokenize(const httplib::Request& req, httplib::Respo
 }
 
 void HttpFrontDoor::Impl::models(httplib::Response& res) {
-  const auto m = ctx.sched.model();
-  if (!m) {
-    send_error(res, error_of_failure(Code::Unavailable, "the model stages are not available: " + ctx.sched.down_reason()));
+  const auto m = model_or_503(res);
+  if (!m) return;
+  send_json(res, {{"object", "list"}, {"data", json::array({model_json(*m, model_id(*m), unix_now())})}});
+}
+
+void HttpFrontDoor::Impl::model(const std::string& id, httplib::Response& res) {
+  const auto m = model_or_503(res);
+  if (!m) return;
+  if (id != model_id(*m)) {
+    send_error(res, model_not_found(id, model_id(*m)));
     return;
   }
-  json model = {{"id", model_id(*m)},
-                {"object", "model"},
-                {"created", unix_now()},
-                {"owned_by", "pipellm"},
-                {"meta",
-                 {{"architecture", m->arch},
-                  {"context_length", m->n_ctx},
-                  {"n_vocab", m->n_vocab},
-                  {"n_layer", m->n_layer},
-                  {"n_stages", m->n_stages},
-                  {"max_sequences", m->max_sequences}}}};
-  send_json(res, {{"object", "list"}, {"data", json::array({model})}});
+  send_json(res, model_json(*m, id, unix_now()));
+}
+
+void HttpFrontDoor::Impl::props(httplib::Response& res) {
+  const auto m = model_or_503(res);
+  if (!m) return;
+  // The server's defaults as prepare() applies them (one source of truth): a one-token request.
+  GenerateInput probe;
+  probe.kind = GenerateInput::PromptKind::Tokens;
+  probe.tokens = {0};
+  const PreparedRequest d = ctx.text.prepare(probe, m->n_ctx, m->n_vocab, ctx.limits);
+  const int n_predict = ctx.limits.default_max_tokens > 0 ? ctx.limits.default_max_tokens : -1;
+  LlamaProps p;
+  p.model_id = model_id(*m);
+  p.n_ctx = m->n_ctx;
+  p.total_slots = ctx.sched.stats().capacity;
+  p.default_params = llama_params_json(d.submit.sampling, n_predict, {}, false, false);
+  p.chat_template = ctx.text.tokenizer().chat_template();
+  p.build_info = std::string("pipellm ") + pipellm_version();
+  send_json(res, llama_props_json(p));
+}
+
+void HttpFrontDoor::Impl::slots(httplib::Response& res) {
+  const auto m = model_or_503(res);
+  if (!m) return;
+  const SchedulerStats st = ctx.sched.stats();
+  send_json(res, llama_slots_json(st.capacity, m->n_ctx, st.in_flight));
 }
 
 void HttpFrontDoor::Impl::health(httplib::Response& res) {
-  const auto st = ctx.sched.stats();
-  if (ctx.sched.serving()) {
-    send_json(res, {{"status", "ok"}, {"queued", st.queued}, {"in_flight", st.in_flight}});
-  } else {
-    const std::string reason = ctx.sched.model() ? "shutting down" : ctx.sched.down_reason();
-    send_json(res, {{"status", "unavailable"}, {"reason", reason}}, 503);
-  }
+  const HealthReply h = health_reply(ctx.sched.serving(), ctx.sched.model().has_value(), ctx.sched.down_reason(),
+                                     ctx.sched.stats());
+  send_json(res, h.body, h.status);
 }
 
 // The gate's workers and admission, appended to /metrics (plain HTTP only).
@@ -476,7 +412,12 @@ void HttpFrontDoor::Impl::routes() {
   s.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { generate(q, r, false); });
   s.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { generate(q, r, true); });
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& r) { models(r); });
+  s.Get(R"(/v1/models/(.+))", [this](const httplib::Request& q, httplib::Response& r) { model(q.matches[1], r); });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& r) { health(r); });
+  s.Post("/completion", [this](const httplib::Request& q, httplib::Response& r) { llama_completion(q, r); });
+  s.Post("/apply-template", [this](const httplib::Request& q, httplib::Response& r) { apply_template(q, r); });
+  s.Get("/props", [this](const httplib::Request&, httplib::Response& r) { props(r); });
+  s.Get("/slots", [this](const httplib::Request&, httplib::Response& r) { slots(r); });
   s.Post("/tokenize", [this](const httplib::Request& q, httplib::Response& r) { tokenize(q, r); });
   s.Post("/detokenize", [this](const httplib::Request& q, httplib::Response& r) { detokenize(q, r); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {

@@ -50,7 +50,7 @@ std::vector<int32_t> ModelText::tokenize(const GenerateInput& in) const {
   if (in.kind == GenerateInput::PromptKind::Tokens) return in.tokens;
   const bool chat = in.kind == GenerateInput::PromptKind::Chat;
   // Chat text carries the template's control tokens, so they are parsed as specials.
-  return tok_->encode(prompt_text(in), in.add_special.value_or(true), chat);
+  return tok_->encode(prompt_text(in), in.add_special.value_or(true), in.parse_special.value_or(chat));
 }
 
 PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_vocab, const RequestLimits& lim) const {
@@ -133,7 +133,8 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
     s.max_tokens = static_cast<int32_t>(*in.max_tokens);
   } else {
     int m = n_ctx - n_prompt;
-    if (lim.default_max_tokens > 0) m = std::min(m, lim.default_max_tokens);
+    const int cap = in.until_context ? lim.max_tokens : lim.default_max_tokens;
+    if (cap > 0) m = std::min(m, cap);
     s.max_tokens = m;
   }
   if (!in.ignore_eos) s.stop_ids = eog_ids_;

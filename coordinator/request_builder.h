@@ -22,9 +22,15 @@ struct GenerateInput {
   std::vector<ChatMessage> chat;
   bool add_generation_prompt = true;
   std::optional<bool> add_special;  // BOS etc. (default: on for text, off for token ids)
+  // Special-token text (e.g. "<|im_start|>") in the prompt becomes those tokens (default: chat
+  // only; llama-server's /completion parses them in text prompts too).
+  std::optional<bool> parse_special;
 
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
   std::optional<int64_t> top_k, penalty_last_n, max_tokens;
+  // Without max_tokens: generate to the end of the context (llama-server's n_predict -1) rather
+  // than the server's default; the server's max_tokens limit still applies.
+  bool until_context = false;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   bool ignore_eos = false;

@@ -129,6 +129,7 @@ void RequestScheduler::end(uint64_t id, StreamEvent e) {
 void RequestScheduler::on_up(const link::HelloMsg& hello) {
   std::lock_guard<std::mutex> lock(mu_);
   hello_ = hello;
+  ever_up_ = true;
   down_reason_.clear();
   spdlog::info("scheduler: serving ({} sequences in flight at most, queue {})", capacity_locked(), opt_.max_queue);
   dispatch_locked();
@@ -204,7 +205,7 @@ std::string RequestScheduler::down_reason() const {
 
 SchedulerStats RequestScheduler::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {static_cast<int>(queue_.size()), in_flight_, submitted_, rejected_};
+  return {static_cast<int>(queue_.size()), in_flight_, submitted_, rejected_, capacity_locked(), ever_up_};
 }
 
 void RequestScheduler::drain() {

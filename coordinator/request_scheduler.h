@@ -64,6 +64,8 @@ struct SchedulerStats {
   int in_flight = 0;
   uint64_t submitted = 0;
   uint64_t rejected = 0;
+  int capacity = 0;      // sequences in flight at most (the head's slots; 0 while it is down)
+  bool ever_up = false;  // the head has said Hello at least once (false: still loading the model)
 };
 
 class RequestScheduler : public BackendListener {
@@ -118,6 +120,7 @@ class RequestScheduler : public BackendListener {
   std::deque<uint64_t> queue_;  // FIFO of ids not yet dispatched
   int in_flight_ = 0;
   uint64_t submitted_ = 0, rejected_ = 0;
+  bool ever_up_ = false;
 };
 
 }  // namespace pipellm::coord
