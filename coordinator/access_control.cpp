@@ -38,7 +38,28 @@ ApiKeys ApiKeys::of(std::vector<std::string> keys) {
   return k;
 }
 
-ApiKeys ApiKeys::load(const std::string& file, const std::optional<std::string>& env_value) {
+namespace {
+
+// Appends the non-blank comma-separated keys of `list`; how many.
+size_t add_comma_separated(const std::string& list, std::vector<std::string>& keys) {
+  size_t added = 0;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = list.find(',', start);
+    std::string k = trim(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (!k.empty()) {
+      keys.push_back(std::move(k));
+      ++added;
+    }
+    if (comma == std::string::npos) return added;
+    start = comma + 1;
+  }
+}
+
+}  // namespace
+
+ApiKeys ApiKeys::load(const std::string& file, const std::optional<std::string>& env_value,
+                      const std::vector<std::string>& flag_values) {
   std::vector<std::string> keys;
   if (!file.empty()) {
     std::ifstream in(file);
@@ -53,23 +74,12 @@ ApiKeys ApiKeys::load(const std::string& file, const std::optional<std::string>&
     }
     if (from_file == 0) throw Error("api keys: '" + file + "' holds no keys");
   }
-  if (env_value) {
-    size_t from_env = 0;
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = env_value->find(',', start);
-      std::string k = trim(env_value->substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-      if (!k.empty()) {
-        keys.push_back(std::move(k));
-        ++from_env;
-      }
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-    if (from_env == 0) {
-      throw Error("api keys: $PIPELLM_API_KEYS is set but holds no key (comma-separated keys; unset it to serve "
-                  "without keys)");
-    }
+  if (env_value && add_comma_separated(*env_value, keys) == 0) {
+    throw Error("api keys: $PIPELLM_API_KEYS is set but holds no key (comma-separated keys; unset it to serve "
+                "without keys)");
+  }
+  for (const std::string& v : flag_values) {
+    if (add_comma_separated(v, keys) == 0) throw Error("api keys: an --api-key value holds no key");
   }
   return of(std::move(keys));
 }

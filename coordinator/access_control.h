@@ -19,7 +19,9 @@ class ApiKeys {
   // `env_value` (comma-separated; nullopt: the variable is not set). Fails closed: a source that
   // is given but yields no key throws Error naming it (an unreadable or keyless file, a set
   // $PIPELLM_API_KEYS holding only separators or blanks), rather than serve without keys.
-  static ApiKeys load(const std::string& file, const std::optional<std::string>& env_value);
+  // `flag_values`: --api-key values (llama-server's), each one or more comma-separated keys.
+  static ApiKeys load(const std::string& file, const std::optional<std::string>& env_value,
+                      const std::vector<std::string>& flag_values = {});
   static ApiKeys of(std::vector<std::string> keys);
 
   bool enabled() const { return !keys_.empty(); }

@@ -13,12 +13,16 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "base/version.h"
 #include "coordinator/client_channel.h"
+#include "flags/llama_flags.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/pipellm.grpc.pb.h"
 
 namespace v1 = pipellm::v1;
+namespace flags = pipellm::flags;
+using pipellm::InvalidArgument;
 
 namespace {
 
@@ -65,24 +69,6 @@ std::vector<int32_t> parse_ids(const std::string& s, const std::string& what) {
   return ids;
 }
 
-// A float the server can take: finite and within float's range (1e309 is not silently inf).
-CLI::Validator finite_float() {
-  return CLI::Validator(
-      [](std::string& v) -> std::string {
-        try {
-          size_t used = 0;
-          const double d = std::stod(v, &used);
-          if (used != v.size() || !std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) {
-            return "'" + v + "' is not a finite number in float range";
-          }
-        } catch (const std::exception&) {
-          return "'" + v + "' is not a finite number in float range";
-        }
-        return "";
-      },
-      "FLOAT");
-}
-
 const char* finish_name(v1::FinishReason r) {
   switch (r) {
     case v1::FINISH_REASON_STOP: return "stop";
@@ -93,31 +79,30 @@ const char* finish_name(v1::FinishReason r) {
   }
 }
 
-// Optional values are sent only when given, and then always (the server judges their range and
-// names the parameter; nothing given is dropped here).
+// The sampling flags are llama.cpp's (flags/llama_flags.h), as in pipellm generate; values are
+// sent only when given, and then always (the server judges their range and names the parameter).
 struct GenArgs {
-  std::string prompt, tokens, system;
-  std::vector<std::string> chat;  // role:content
-  std::optional<int> max_tokens;
-  std::optional<double> temperature, top_p, min_p, repeat_penalty;
-  std::optional<int> top_k;
-  std::optional<uint64_t> seed;
+  std::string tokens;
+  flags::ChatFlags chat_flags;     // -p, -f, -sys
+  std::vector<std::string> chat;   // role:content
+  flags::SamplingFlags sampling;
   std::vector<std::string> stop;
   int timeout_ms = 0;
   bool json = false;
-  bool ignore_eos = false;
 };
 
-int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
+// Throws InvalidArgument for what the gRPC API cannot carry.
+v1::GenerateRequest generate_request(const GenArgs& a) {
   v1::GenerateRequest req;
+  const std::string& system = a.chat_flags.system_prompt;
   if (!a.tokens.empty()) {
     for (int32_t id : parse_ids(a.tokens, "--tokens")) req.mutable_tokens()->add_ids(id);
-  } else if (!a.chat.empty() || !a.system.empty()) {
+  } else if (!a.chat.empty() || !system.empty()) {
     auto* chat = req.mutable_chat();
-    if (!a.system.empty()) {
+    if (!system.empty()) {
       auto* m = chat->add_messages();
       m->set_role("system");
-      m->set_content(a.system);
+      m->set_content(system);
     }
     for (const auto& rc : a.chat) {
       const auto colon = rc.find(':');
@@ -125,20 +110,42 @@ int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
       m->set_role(colon == std::string::npos ? "user" : rc.substr(0, colon));
       m->set_content(colon == std::string::npos ? rc : rc.substr(colon + 1));
     }
+    if (a.chat_flags.have_prompt) {  // -p with -sys: the user's turn
+      auto* m = chat->add_messages();
+      m->set_role("user");
+      m->set_content(a.chat_flags.prompt);
+    }
   } else {
-    req.set_text(a.prompt);
+    req.set_text(a.chat_flags.prompt);
+  }
+  const flags::SamplingFlags& f = a.sampling;
+  if (!f.grammar.empty() || !f.json_schema.empty() || !f.samplers.empty()) {
+    throw InvalidArgument("--grammar, --json-schema and --samplers are not carried by the gRPC API yet; use the HTTP API");
   }
   auto* s = req.mutable_sampling();
-  if (a.temperature) s->set_temperature(static_cast<float>(*a.temperature));
-  if (a.top_p) s->set_top_p(static_cast<float>(*a.top_p));
-  if (a.min_p) s->set_min_p(static_cast<float>(*a.min_p));
-  if (a.repeat_penalty) s->set_repetition_penalty(static_cast<float>(*a.repeat_penalty));
-  if (a.top_k) s->set_top_k(*a.top_k);
-  if (a.seed) s->set_seed(*a.seed);
-  if (a.max_tokens) req.set_max_tokens(*a.max_tokens);
+  if (f.temperature) s->set_temperature(*f.temperature);
+  if (f.top_p) s->set_top_p(*f.top_p);
+  if (f.min_p) s->set_min_p(*f.min_p);
+  if (f.repeat_penalty) s->set_repetition_penalty(*f.repeat_penalty);
+  if (f.presence_penalty) s->set_presence_penalty(*f.presence_penalty);
+  if (f.frequency_penalty) s->set_frequency_penalty(*f.frequency_penalty);
+  if (f.repeat_last_n) s->set_penalty_last_n(*f.repeat_last_n);
+  if (f.top_k) s->set_top_k(*f.top_k);
+  if (f.seed && *f.seed >= 0) s->set_seed(static_cast<uint64_t>(*f.seed));  // -1: the server's random seed
+  if (f.n_predict && *f.n_predict >= 0) req.set_max_tokens(*f.n_predict);  // -1: the server's default
   for (const auto& x : a.stop) req.add_stop(x);
-  req.set_ignore_eos(a.ignore_eos);
+  req.set_ignore_eos(f.ignore_eos);
+  return req;
+}
 
+int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
+  v1::GenerateRequest req;
+  try {
+    req = generate_request(a);
+  } catch (const std::exception& e) {  // InvalidArgument, or CLI::ValidationError from --tokens
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  }
   grpc::ClientContext ctx;
   if (a.timeout_ms > 0) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(a.timeout_ms));
   auto reader = stub.Generate(&ctx, req);
@@ -192,32 +199,12 @@ int main(int argc, char** argv) {
 
   GenArgs g;
   auto* gen = app.add_subcommand("generate", "stream a completion");
-  gen->add_option("-p,--prompt", g.prompt, "prompt text");
+  flags::add_chat_flags(*gen, g.chat_flags);
+  flags::add_sampling_flags(*gen, g.sampling);
   gen->add_option("--tokens", g.tokens, "prompt as token ids: 1,2,3");
   gen->add_option("--chat", g.chat, "chat message role:content (repeatable)")->allow_extra_args(false);
-  gen->add_option("--system", g.system, "system message (chat)");
-  // Parsed into plain values and moved into GenArgs' optionals when given (see below).
-  int max_tokens = 0, top_k = 0;
-  double temperature = 0, top_p = 0, min_p = 0, repeat_penalty = 0;
-  uint64_t seed = 0;
-  auto* o_n = gen->add_option("-n,--max-tokens", max_tokens, "tokens to generate");
-  auto* o_temp = gen->add_option("--temp,--temperature", temperature, "temperature (0: greedy)")->check(finite_float());
-  auto* o_top_k = gen->add_option("--top-k", top_k);
-  auto* o_top_p = gen->add_option("--top-p", top_p)->check(finite_float());
-  auto* o_min_p = gen->add_option("--min-p", min_p)->check(finite_float());
-  auto* o_rep = gen->add_option("--repeat-penalty", repeat_penalty)->check(finite_float());
-  auto* o_seed = gen->add_option("--seed", seed, "0..2^64-1")->check(CLI::Validator(
-      [](std::string& v) {
-        errno = 0;
-        char* end = nullptr;
-        (void)std::strtoull(v.c_str(), &end, 10);
-        const bool ok = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos && errno != ERANGE;
-        return ok ? std::string() : "'" + v + "' is not a seed (0..2^64-1)";
-      },
-      "SEED"));
-  gen->add_option("--stop", g.stop, "stop string (repeatable)")->allow_extra_args(false);
+  gen->add_option("--stop,-r,--reverse-prompt", g.stop, "stop string (repeatable)")->allow_extra_args(false);
   gen->add_option("--timeout-ms", g.timeout_ms, "deadline");
-  gen->add_flag("--ignore-eos", g.ignore_eos);
   gen->add_flag("--json", g.json, "one JSON object per message");
 
   std::string tok_text;
@@ -233,14 +220,11 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "grpc.health.v1 check (exit 0 when SERVING)");
   health->add_option("--service", health_service);
 
-  CLI11_PARSE(app, argc, argv);
-  if (*o_n) g.max_tokens = max_tokens;
-  if (*o_temp) g.temperature = temperature;
-  if (*o_top_k) g.top_k = top_k;
-  if (*o_top_p) g.top_p = top_p;
-  if (*o_min_p) g.min_p = min_p;
-  if (*o_rep) g.repeat_penalty = repeat_penalty;
-  if (*o_seed) g.seed = seed;
+  if (auto code = flags::parse(app, argc, argv)) return *code;
+  if (g.chat_flags.conversation) {
+    std::cerr << "error: -cnv is pipellm generate's; pipellm-client sends one request\n";
+    return 2;
+  }
   std::shared_ptr<grpc::Channel> channel;
   try {
     channel = pipellm::coord::make_client_channel(addr, api_key, tls_ca);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "coordinator/mpirun_launcher.h"
 #include "coordinator/serving_setup.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
 #include "engine/pipeline/pipeline_config.h"
 #include "engine/pipeline/plan_check.h"
 #include "engine/pipeline/stage_factory.h"
@@ -46,14 +48,26 @@ std::string backend_kind(const CoordinatorOptions& o, const std::optional<Pipeli
   return o.backend == "auto" ? (cfg ? "mpirun" : "inprocess") : o.backend;
 }
 
+// The in-process backend's context: -c, else the config's, else the model's training context
+// up to 4096 (llama-server's default; more than the model was trained on is only a warning).
+int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model) {
+  const int trained = ModelConfig::from_gguf(model).n_ctx_train;
+  const int n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : trained > 0 ? std::min(trained, 4096) : 4096;
+  if (trained > 0 && n_ctx > trained) {
+    spdlog::warn("coordinator: context {} is beyond the {} tokens the model was trained on; quality may drop", n_ctx,
+                 trained);
+  }
+  spdlog::info("coordinator: context {} tokens{}", n_ctx, o.n_ctx > 0 ? "" : cfg ? " (the config's)" : " (the model's, at most 4096)");
+  return n_ctx;
+}
+
 // Refuses, before anything is launched, what the stages could not run (plan_check.h).
 void check_before_launch(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model,
-                         const std::string& kind) {
+                         const std::string& kind, int n_ctx) {
   if (kind == "mpirun" && cfg) {
     const PartitionPlan plan = check_stage_plan(*cfg, model, o.n_ranks, physical_memory_bytes(), visible_gpu_count());
     spdlog::info("coordinator: plan checked: {} stage(s), balance {:.2f}", plan.stages.size(), plan.balance());
   } else if (kind == "inprocess") {
-    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
     const int n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
     check_inprocess_fit(model, n_ctx, n_slots, cfg ? cfg->kv_cache_type : KvType::F16, o.device, physical_memory_bytes(),
                         visible_gpu_count());
@@ -61,7 +75,7 @@ void check_before_launch(const CoordinatorOptions& o, const std::optional<Pipeli
 }
 
 std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg,
-                                            const std::string& model_path, std::string& kind) {
+                                            const std::string& model_path, int n_ctx, std::string& kind) {
   kind = backend_kind(o, cfg);
   if (o.device != "cpu" && kind != "inprocess") {
     throw InvalidArgument("--device " + o.device + " is for the in-process backend (--model); the stages of --config " +
@@ -69,7 +83,7 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
   }
   if (kind == "inprocess") {
     InProcessOptions io;
-    io.cpu.stage.n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : 2048;
+    io.cpu.stage.n_ctx = n_ctx;
     io.cpu.stage.n_slots = o.n_slots > 0 ? o.n_slots : cfg ? cfg->max_sequences : 4;
     io.cpu.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
     io.device = o.device;
@@ -83,6 +97,8 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
       io.cpu.stage.kv_type_k = kv.kv_type_k;
       io.cpu.stage.kv_type_v = kv.kv_type_v;
     }
+    if (o.kv_type_k) io.cpu.stage.kv_type_k = o.kv_type_k;
+    if (o.kv_type_v) io.cpu.stage.kv_type_v = o.kv_type_v;
     if (o.max_batch_tokens > 0) io.max_batch_tokens = o.max_batch_tokens;
     return std::make_unique<InProcessLauncher>(model_path, io);
   }
@@ -124,10 +140,12 @@ int run(const CoordinatorOptions& o) {
 
   spdlog::info("coordinator: tokenizer from {}", model_path);
   std::unique_ptr<ModelText> text;
+  int n_ctx = 0;
   {
     auto gguf = GgufFile::open(model_path);
     text = std::make_unique<ModelText>(Tokenizer::from_gguf(*gguf));
-    check_before_launch(o, cfg, *gguf, backend_kind(o, cfg));
+    if (backend_kind(o, cfg) == "inprocess") n_ctx = inprocess_context(o, cfg, *gguf);
+    check_before_launch(o, cfg, *gguf, backend_kind(o, cfg), n_ctx);
   }
 
   std::string kind;
@@ -141,7 +159,7 @@ int run(const CoordinatorOptions& o) {
   bo.startup_timeout = std::chrono::seconds(o.startup_timeout_s);
   bo.hang.floor = std::chrono::milliseconds(o.stage_hang_ms);
   bo.hang.first_step = std::chrono::milliseconds(o.stage_first_step_ms);
-  auto launcher = make_launcher(o, cfg, model_path, kind);
+  auto launcher = make_launcher(o, cfg, model_path, n_ctx, kind);
   if (kind == "attach") {
     bo.secret = attach_secret(o);
     bo.restart_on_failure = true;  // stages started by hand may come and go

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/version.h"
+#include "flags/llama_flags.h"
 
 namespace pipellm::coord {
 
@@ -11,7 +12,10 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   CLI::App app{"pipellm-coordinator: the gRPC front door of PipeLLM"};
   app.set_version_flag("--version", std::string("pipellm-coordinator ") + pipellm_version());
   app.add_option("--config", o.config, "pipeline config (YAML)");
-  app.add_option("--model", o.model, "GGUF model (in-process backend, no config needed)");
+  // -m, -c, -t, -np, --device, -ngl, -fa, -ctk, -ctv: llama-server's spellings (flags/llama_flags.h);
+  // they set up the in-process backend (--model without --config).
+  flags::ModelFlags mf;
+  flags::add_model_flags(app, mf, PIPELLM_WITH_CUDA, /*parallel=*/true);
   app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")
       ->check(CLI::IsMember({"auto", "inprocess", "mpirun", "attach"}));
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks one)");
@@ -38,12 +42,6 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--stage-first-step-ms", o.stage_first_step_ms,
                  "a launch's first step may take this long (warm-up) before the stages count as hung")
       ->check(CLI::Range(200, 3600000));
-  app.add_option("--ctx", o.n_ctx, "context length (in-process backend; 0: the config's, else 2048)")
-      ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--slots", o.n_slots, "sequences at once (in-process backend; 0: the config's, else 4)")
-      ->check(CLI::Range(0, 65536));
-  app.add_option("--threads", o.n_threads, "CPU threads (in-process backend; 0: all)")->check(CLI::Range(0, 4096));
-  app.add_option("--device", o.device, "cpu, cuda or cuda:N: where the in-process backend runs the model");
   app.add_flag("--no-graphs", o.no_graphs, "in-process CUDA: run decode steps eagerly (ablation)");
   app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512)")
       ->check(CLI::Range(0, 1 << 20));
@@ -54,22 +52,33 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 30));
   app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)")
       ->check(CLI::Range(0, 1 << 30));
-  app.add_option("--default-max-tokens", o.default_max_tokens, "max_tokens when a request gives none (0: to the context)")
-      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("-n,--n-predict,--default-max-tokens", o.default_max_tokens,
+                 "tokens a request without max_tokens / n_predict gets; -1: until end of generation or the context "
+                 "(default)")
+      ->check(CLI::Range(-1, 1 << 30));
   app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM")->check(CLI::Range(0, 86400));
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add_serving_options(app, o.serving);
+  if (auto code = flags::parse(app, argc, argv)) std::exit(*code);
   try {
-    app.parse(argc, argv);
-    if (o.config.empty() && o.model.empty()) throw CLI::ValidationError("give --config or --model");
+    if (mf.model.empty() && o.config.empty()) throw CLI::ValidationError("give --config or -m/--model");
     // A key source named but empty would mean "no keys": fail closed (issue 21 item 7).
     if (app.count("--api-keys-file") > 0 && o.serving.api_keys_file.empty()) {
       throw CLI::ValidationError("--api-keys-file", "empty path (leave the setting out to serve without keys)");
     }
   } catch (const CLI::ParseError& e) {
-    std::exit(app.exit(e));
+    std::exit(app.exit(e) == 0 ? 0 : 2);
   }
+  o.model = mf.model;
+  o.n_ctx = mf.ctx_size;
+  o.n_slots = mf.parallel;
+  o.n_threads = mf.threads;
+  o.device = mf.device;
+  o.kv_type_k = mf.cache_type_k;
+  o.kv_type_v = mf.cache_type_v;
+  if (o.default_max_tokens < 0) o.default_max_tokens = 0;  // RequestLimits: 0 is "to the context"
+  finish_serving_options(o.serving);
   return o;
 }
 

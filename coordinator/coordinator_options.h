@@ -1,8 +1,10 @@
 // Command line of pipellm-coordinator.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "base/tensor_type.h"
 #include "coordinator/serving_options.h"
 
 namespace pipellm::coord {
@@ -30,10 +32,11 @@ struct CoordinatorOptions {
   int stage_hang_ms = 3000;
   int stage_first_step_ms = 60000;
   // in-process backend (also taken from the config when given)
-  int n_ctx = 0;       // 0: config, else 2048
+  int n_ctx = 0;       // 0: config, else the model's training context up to 4096
   int n_slots = 0;     // 0: config, else 4
   int n_threads = 0;   // 0: config, else all
   std::string device = "cpu";  // cpu | cuda | cuda:N
+  std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv (else the config's, else f16)
   bool no_graphs = false;
   int max_batch_tokens = 0;    // 0: config, else 512
   int debug_step_delay_ms = 0;  // tests: slow the in-process head down
@@ -41,7 +44,7 @@ struct CoordinatorOptions {
   int max_queue = 64;
   int max_prompt_tokens = 0;
   int max_tokens_limit = 0;
-  int default_max_tokens = 256;
+  int default_max_tokens = 0;   // 0: until end of generation or the context (llama-server's -n -1)
   int shutdown_grace_s = 10;
   std::string log_level = "info";
   ServingOptions serving;  // HTTP, API keys, TLS, limits (serving_options.h)

@@ -29,7 +29,7 @@ std::string read_tls_file(const std::string& path, const char* what) {
 
 ApiKeys load_api_keys(const ServingOptions& o) {
   const char* env = std::getenv("PIPELLM_API_KEYS");
-  ApiKeys keys = ApiKeys::load(o.api_keys_file, env ? std::optional<std::string>(env) : std::nullopt);
+  ApiKeys keys = ApiKeys::load(o.api_keys_file, env ? std::optional<std::string>(env) : std::nullopt, o.api_keys);
   if (keys.enabled()) {
     spdlog::info("serving: API keys required ({} key(s))", keys.size());
   } else {

@@ -198,7 +198,7 @@ void add_chat_flags(CLI::App& app, ChatFlags& f) {
          "read the prompt from a file")
       ->excludes(prompt)
       ->group(g);
-  app.add_option("--system-prompt", f.system_prompt, "system message of the chat (-sys)")->group(g);
+  app.add_option("--system-prompt,--system", f.system_prompt, "system message of the chat (-sys)")->group(g);
   auto* cnv = app.add_flag("--conversation", f.conversation, "interactive chat with the model's template (-cnv)")->group(g);
   app.add_flag_callback("--no-conversation", [&f] { f.conversation = false; }, "no interactive chat (-no-cnv)")
       ->excludes(cnv)
