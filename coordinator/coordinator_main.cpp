@@ -48,6 +48,29 @@ std::string backend_kind(const CoordinatorOptions& o, const std::optional<Pipeli
   return o.backend == "auto" ? (cfg ? "mpirun" : "inprocess") : o.backend;
 }
 
+// The server's sampling flags as the defaults of requests that leave a setting out.
+void apply_sampling_flags(const flags::SamplingFlags& f, RequestLimits& lim) {
+  SamplerParams& s = lim.sampling;
+  if (f.temperature) s.temperature = *f.temperature;
+  if (f.top_k) s.top_k = *f.top_k;
+  if (f.top_p) s.top_p = *f.top_p;
+  if (f.min_p) s.min_p = *f.min_p;
+  if (f.repeat_penalty) s.repeat_penalty = *f.repeat_penalty;
+  if (f.repeat_last_n) s.penalty_last_n = *f.repeat_last_n;
+  if (f.presence_penalty) s.presence_penalty = *f.presence_penalty;
+  if (f.frequency_penalty) s.frequency_penalty = *f.frequency_penalty;
+  if (!f.samplers.empty()) {
+    std::string chain = f.samplers;
+    std::replace(chain.begin(), chain.end(), ';', ',');
+    s.chain = SamplerParams::parse_chain(chain);
+  }
+  if (f.seed) {
+    lim.random_seed = *f.seed < 0;
+    if (*f.seed >= 0) s.seed = static_cast<uint64_t>(*f.seed);
+  }
+  lim.ignore_eos = f.ignore_eos;
+}
+
 // The in-process backend's context: -c, else the config's, else the model's training context
 // up to 4096 (llama-server's default; more than the model was trained on is only a warning).
 int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model) {
@@ -143,7 +166,10 @@ int run(const CoordinatorOptions& o) {
   int n_ctx = 0;
   {
     auto gguf = GgufFile::open(model_path);
-    text = std::make_unique<ModelText>(Tokenizer::from_gguf(*gguf));
+    auto tok = Tokenizer::from_gguf(*gguf);
+    auto tmpl = flags::resolve_chat_template(o.chat_template, tok->chat_template());
+    if (!o.chat_template.empty()) spdlog::info("coordinator: chat template from --chat-template");
+    text = std::make_unique<ModelText>(std::move(tok), std::move(tmpl));
     if (backend_kind(o, cfg) == "inprocess") n_ctx = inprocess_context(o, cfg, *gguf);
     check_before_launch(o, cfg, *gguf, backend_kind(o, cfg), n_ctx);
   }
@@ -177,13 +203,14 @@ int run(const CoordinatorOptions& o) {
   lim.max_prompt_tokens = o.max_prompt_tokens;
   lim.max_tokens = o.max_tokens_limit;
   lim.default_max_tokens = o.default_max_tokens;
+  apply_sampling_flags(o.sampling, lim);
   const ApiKeys keys = load_api_keys(o.serving);
   StreamLimiter streams(o.serving.max_streams_per_key);
   const FrontDoorContext front{scheduler, *text, lim, keys, streams, metrics};
 
   GrpcListen gl;
   gl.address = o.listen;
-  gl.given = o.listen != CoordinatorOptions{}.listen;
+  gl.given = o.listen != kDefaultGrpcListen;
   gl.port_file = o.port_file;
   gl.backend = backend.describe();
   auto grpc = start_grpc(gl, o.serving, front);  // nullptr when off or not built

@@ -52,10 +52,13 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 30));
   app.add_option("--max-tokens-limit", o.max_tokens_limit, "per-request max_tokens limit (0: the context)")
       ->check(CLI::Range(0, 1 << 30));
-  app.add_option("-n,--n-predict,--default-max-tokens", o.default_max_tokens,
-                 "tokens a request without max_tokens / n_predict gets; -1: until end of generation or the context "
-                 "(default)")
+  // The sampling flags set what requests leave out (llama-server's server-wide defaults); -n is
+  // the max_tokens / n_predict of requests without one (-1, the default: to the end).
+  flags::add_sampling_flags(app, o.sampling);
+  app.add_option_function<int>(
+         "--default-max-tokens", [&o](int n) { o.sampling.n_predict = n; }, "the same as -n")
       ->check(CLI::Range(-1, 1 << 30));
+  flags::add_chat_template_flags(app, o.chat_template);
   app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM")->check(CLI::Range(0, 86400));
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -63,6 +66,10 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   if (auto code = flags::parse(app, argc, argv)) std::exit(*code);
   try {
     if (mf.model.empty() && o.config.empty()) throw CLI::ValidationError("give --config or -m/--model");
+    if (!o.sampling.grammar.empty() || !o.sampling.json_schema.empty()) {
+      throw CLI::ValidationError("--grammar / --json-schema",
+                                 "not server-wide here: send `grammar` / `json_schema` / `response_format` per request");
+    }
     // A key source named but empty would mean "no keys": fail closed (issue 21 item 7).
     if (app.count("--api-keys-file") > 0 && o.serving.api_keys_file.empty()) {
       throw CLI::ValidationError("--api-keys-file", "empty path (leave the setting out to serve without keys)");
@@ -77,7 +84,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   o.device = mf.device;
   o.kv_type_k = mf.cache_type_k;
   o.kv_type_v = mf.cache_type_v;
-  if (o.default_max_tokens < 0) o.default_max_tokens = 0;  // RequestLimits: 0 is "to the context"
+  o.default_max_tokens = std::max(0, o.sampling.n_predict.value_or(-1));  // RequestLimits: 0 is "to the end"
   finish_serving_options(o.serving);
   return o;
 }

@@ -5,15 +5,18 @@
 #include <vector>
 
 #include "base/tensor_type.h"
+#include "flags/llama_flags.h"
 #include "coordinator/serving_options.h"
 
 namespace pipellm::coord {
+
+constexpr const char* kDefaultGrpcListen = "127.0.0.1:50051";
 
 struct CoordinatorOptions {
   std::string config;           // pipeline YAML (model, stages, context, coordinator link address)
   std::string model;            // GGUF path (in-process backend without a config)
   std::string backend = "auto"; // auto | inprocess | mpirun | attach
-  std::string listen = "127.0.0.1:50051";
+  std::string listen = kDefaultGrpcListen;
   std::string link_listen;      // head link address; default: the config's `coordinator`, else 127.0.0.1:0
   std::string link_secret_file; // attach: the secret the stages' Hello must carry (else $PIPELLM_LINK_SECRET)
   int link_handshake_ms = 10000; // a link connection's time to say Hello before it is dropped
@@ -45,6 +48,8 @@ struct CoordinatorOptions {
   int max_prompt_tokens = 0;
   int max_tokens_limit = 0;
   int default_max_tokens = 0;   // 0: until end of generation or the context (llama-server's -n -1)
+  flags::SamplingFlags sampling;  // what requests leave out (--temp, --top-k, -s, -n ...)
+  std::string chat_template;      // --chat-template NAME|JINJA (else the model's)
   int shutdown_grace_s = 10;
   std::string log_level = "info";
   ServingOptions serving;  // HTTP, API keys, TLS, limits (serving_options.h)

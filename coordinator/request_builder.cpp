@@ -1,14 +1,18 @@
 #include "coordinator/request_builder.h"
 
 #include <cmath>
+#include <random>
 
 #include "coordinator/status.h"
+#include "engine/runtime/sampling_spec.h"
 
 namespace pipellm::coord {
 
 namespace {
 
 [[noreturn]] void invalid(const std::string& what) { throw RequestError(Code::InvalidArgument, what); }
+
+uint64_t random_seed() { return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}(); }
 
 std::string num(double v) {
   std::string s = std::to_string(v);
@@ -30,9 +34,10 @@ float check_range(const std::optional<float>& v, float def, float lo, float hi, 
 
 }  // namespace
 
-ModelText::ModelText(std::unique_ptr<Tokenizer> tok)
+ModelText::ModelText(std::unique_ptr<Tokenizer> tok, std::optional<std::string> chat_template)
     : tok_(std::move(tok)),
-      chat_format_{tok_->chat_template(), tok_->eos_id() >= 0 ? tok_->token_to_piece(tok_->eos_id()) : ""} {
+      chat_format_{chat_template ? chat_template : tok_->chat_template(),
+                   tok_->eos_id() >= 0 ? tok_->token_to_piece(tok_->eos_id()) : ""} {
   for (int32_t id = 0; id < tok_->n_vocab(); ++id) {
     if (tok_->is_eog(id)) eog_ids_.push_back(id);
   }
@@ -78,24 +83,26 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
     case GenerateInput::PromptKind::Chat: break;  // validated by format_chat
   }
 
-  // Sampling (defaults: llama.cpp's).
+  // Sampling (defaults: the server's, lim.sampling).
   link::SamplingParams& sp = s.sampling;
-  sp.temperature = check_range(in.temperature, 0.8f, 0.0f, 100.0f, false, "temperature");
-  sp.top_p = check_range(in.top_p, 0.95f, 0.0f, 1.0f, true, "top_p");
-  sp.min_p = check_range(in.min_p, 0.05f, 0.0f, 1.0f, false, "min_p");
-  sp.repeat_penalty = check_range(in.repetition_penalty, 1.0f, 0.0f, 100.0f, true, "repetition_penalty");
-  sp.presence_penalty = check_range(in.presence_penalty, 0.0f, -2.0f, 2.0f, false, "presence_penalty");
-  sp.frequency_penalty = check_range(in.frequency_penalty, 0.0f, -2.0f, 2.0f, false, "frequency_penalty");
+  const SamplerParams& def = lim.sampling;
+  sp.temperature = check_range(in.temperature, def.temperature, 0.0f, 100.0f, false, "temperature");
+  sp.top_p = check_range(in.top_p, def.top_p, 0.0f, 1.0f, true, "top_p");
+  sp.min_p = check_range(in.min_p, def.min_p, 0.0f, 1.0f, false, "min_p");
+  sp.repeat_penalty = check_range(in.repetition_penalty, def.repeat_penalty, 0.0f, 100.0f, true, "repetition_penalty");
+  sp.presence_penalty = check_range(in.presence_penalty, def.presence_penalty, -2.0f, 2.0f, false, "presence_penalty");
+  sp.frequency_penalty = check_range(in.frequency_penalty, def.frequency_penalty, -2.0f, 2.0f, false, "frequency_penalty");
   if (in.top_k && (*in.top_k < 0 || *in.top_k > n_vocab)) {
     invalid("sampling.top_k: must be in [0, " + std::to_string(n_vocab) + "] (got " + std::to_string(*in.top_k) + ")");
   }
-  sp.top_k = in.top_k ? static_cast<int32_t>(*in.top_k) : 40;
+  sp.top_k = in.top_k ? static_cast<int32_t>(*in.top_k) : def.top_k;
   if (in.penalty_last_n && (*in.penalty_last_n < 0 || *in.penalty_last_n > n_ctx)) {
     invalid("sampling.penalty_last_n: must be in [0, " + std::to_string(n_ctx) + "] (got " +
             std::to_string(*in.penalty_last_n) + ")");
   }
-  sp.penalty_last_n = in.penalty_last_n ? static_cast<int32_t>(*in.penalty_last_n) : 64;
-  sp.seed = in.seed.value_or(0);
+  sp.penalty_last_n = in.penalty_last_n ? static_cast<int32_t>(*in.penalty_last_n) : std::min(def.penalty_last_n, n_ctx);
+  sp.chain = sampling_spec(def).chain;  // requests do not choose the order
+  sp.seed = in.seed ? *in.seed : lim.random_seed ? random_seed() : def.seed;
   sp.logprobs = in.logprobs;
   sp.grammar = in.grammar;  // the front door compiled and parsed it (schema -> GBNF)
 
@@ -137,7 +144,7 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
     if (cap > 0) m = std::min(m, cap);
     s.max_tokens = m;
   }
-  if (!in.ignore_eos) s.stop_ids = eog_ids_;
+  if (!in.ignore_eos && !lim.ignore_eos) s.stop_ids = eog_ids_;
   return p;
 }
 

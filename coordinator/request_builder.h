@@ -11,6 +11,7 @@
 
 #include "coordinator/chat_format.h"
 #include "engine/link/messages.h"
+#include "engine/runtime/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace pipellm::coord {
@@ -41,7 +42,12 @@ struct GenerateInput {
 struct RequestLimits {
   int max_prompt_tokens = 0;  // 0: the context length
   int max_tokens = 0;         // 0: no limit beyond the context
-  int default_max_tokens = 256;
+  int default_max_tokens = 0;  // without max_tokens: 0 is to the end of the context (llama-server's -1)
+  // What a request leaves out: the engine's defaults (llama.cpp's), or the server's sampling
+  // flags (--temp, --top-k, ...: llama-server's server-wide defaults). Seed and grammar unused.
+  SamplerParams sampling;
+  bool random_seed = false;    // -s -1: a random seed for each request without one (else sampling.seed)
+  bool ignore_eos = false;     // --ignore-eos: every request
   size_t max_stop_strings = 16;
   size_t max_prompt_bytes = 1 << 20;
 };
@@ -54,7 +60,8 @@ struct PreparedRequest {
 // The tokenizer side of the coordinator, shared by every front door.
 class ModelText {
  public:
-  explicit ModelText(std::unique_ptr<Tokenizer> tok);
+  // `chat_template`: the template to render chats with (--chat-template); nullopt: the model's.
+  explicit ModelText(std::unique_ptr<Tokenizer> tok, std::optional<std::string> chat_template = std::nullopt);
   const Tokenizer& tokenizer() const { return *tok_; }
 
   // Throws RequestError. `n_ctx` and `n_vocab` come from the head's Hello.

@@ -203,14 +203,19 @@ void add_chat_flags(CLI::App& app, ChatFlags& f) {
   app.add_flag_callback("--no-conversation", [&f] { f.conversation = false; }, "no interactive chat (-no-cnv)")
       ->excludes(cnv)
       ->group(g);
+  add_chat_template_flags(app, f.chat_template);
+}
+
+void add_chat_template_flags(CLI::App& app, std::string& chat_template) {
+  const std::string g = "Prompt and chat";
   std::string names;
   for (const std::string& n : chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-  auto* tmpl = app.add_option("--chat-template", f.chat_template,
+  auto* tmpl = app.add_option("--chat-template", chat_template,
                               "a built-in template (" + names + ") or Jinja text, instead of the model's")
                    ->group(g);
   app.add_option_function<std::string>(
          "--chat-template-file",
-         [&f](const std::string& path) { f.chat_template = read_text_file("--chat-template-file", path); },
+         [&chat_template](const std::string& path) { chat_template = read_text_file("--chat-template-file", path); },
          "a Jinja chat template file, instead of the model's")
       ->excludes(tmpl)
       ->group(g);

@@ -87,9 +87,11 @@ struct ChatFlags {
   std::string chat_template;               // --chat-template NAME|Jinja text, --chat-template-file
 };
 
-// -p/--prompt, -f/--file, -sys/--system-prompt, -cnv/--conversation, -no-cnv, --chat-template,
-// --chat-template-file, --jinja (accepted: templates always run through the Jinja engine).
+// -p/--prompt, -f/--file, -sys/--system-prompt, -cnv/--conversation, -no-cnv, and the template flags.
 void add_chat_flags(CLI::App& app, ChatFlags& f);
+// --chat-template NAME|JINJA, --chat-template-file, --jinja (accepted: templates always run
+// through the Jinja engine). The server takes only these.
+void add_chat_template_flags(CLI::App& app, std::string& chat_template);
 
 // "-1" / unset seed -> a random one; else the value.
 uint64_t resolve_seed(const std::optional<int64_t>& seed);

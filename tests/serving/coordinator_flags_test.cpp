@@ -57,6 +57,14 @@ TEST(CoordinatorFlags, LlamaServerSpellings) {
          EXPECT_EQ(o.kv_type_v, TensorType::Q4_0);
        }},
       {{"-m", "x.gguf", "-ngl", "0"}, [](const CoordinatorOptions& o) { EXPECT_EQ(o.device, "cpu"); }},
+      {{"-m", "x.gguf", "--temp", "0", "--top-k", "5", "-s", "-1", "--chat-template", "chatml", "--jinja"},
+       [](const CoordinatorOptions& o) {
+         EXPECT_EQ(o.sampling.temperature, 0.0f);
+         EXPECT_EQ(o.sampling.top_k, 5);
+         EXPECT_EQ(o.sampling.seed, -1);
+         EXPECT_EQ(o.chat_template, "chatml");
+       }},
+      {{"-m", "x.gguf", "--default-max-tokens", "32"}, [](const CoordinatorOptions& o) { EXPECT_EQ(o.default_max_tokens, 32); }},
       {{"-m", "x.gguf", "--api-key", "k1,k2", "--api-key", "k3"},
        [](const CoordinatorOptions& o) {
          const ApiKeys keys = ApiKeys::load("", std::nullopt, o.serving.api_keys);
@@ -79,6 +87,7 @@ TEST(CoordinatorFlags, BadFlagsExitTwoNamingTheFlag) {
   EXPECT_EXIT(parse_line({"-m", "x.gguf", "--http-listen", "127.0.0.1:1", "--port", "2"}), ::testing::ExitedWithCode(2),
               "excludes");
   EXPECT_EXIT(parse_line({"-c", "512"}), ::testing::ExitedWithCode(2), "give --config or -m/--model");
+  EXPECT_EXIT(parse_line({"-m", "x.gguf", "--grammar", "root ::= \"a\""}), ::testing::ExitedWithCode(2), "per request");
   EXPECT_THROW(ApiKeys::load("", std::nullopt, {" , "}), Error);  // fails closed
 }
 
