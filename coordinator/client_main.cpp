@@ -119,9 +119,9 @@ v1::GenerateRequest generate_request(const GenArgs& a) {
     req.set_text(a.chat_flags.prompt);
   }
   const flags::SamplingFlags& f = a.sampling;
-  if (!f.grammar.empty() || !f.json_schema.empty() || !f.samplers.empty()) {
-    throw InvalidArgument("--grammar, --json-schema and --samplers are not carried by the gRPC API yet; use the HTTP API");
-  }
+  if (!f.samplers.empty()) throw InvalidArgument("--samplers: the server's order applies (the gRPC API carries no order)");
+  if (!f.grammar.empty()) req.set_grammar(f.grammar);
+  if (!f.json_schema.empty()) req.set_json_schema(f.json_schema);
   auto* s = req.mutable_sampling();
   if (f.temperature) s->set_temperature(*f.temperature);
   if (f.top_p) s->set_top_p(*f.top_p);

@@ -4,7 +4,11 @@
 
 #include <chrono>
 
+#include <nlohmann/json.hpp>
+
 #include "coordinator/generation.h"
+#include "engine/runtime/grammar/gbnf_parser.h"
+#include "engine/runtime/grammar/json_schema.h"
 #include "coordinator/text_stream.h"
 
 namespace pipellm::coord {
@@ -59,6 +63,27 @@ bool past_deadline(const grpc::ServerContext* ctx) {
 
 }  // namespace
 
+// The GBNF of `grammar` or `json_schema` (checked here: a bad one is this request's
+// INVALID_ARGUMENT naming the field), "" for neither.
+std::string structured_output(const v1::GenerateRequest& r) {
+  if (r.has_grammar() && r.has_json_schema()) throw RequestError(Code::InvalidArgument, "give grammar or json_schema, not both");
+  std::string gbnf;
+  const char* field = r.has_grammar() ? "grammar" : "json_schema";
+  try {
+    if (r.has_grammar()) {
+      gbnf = r.grammar();
+    } else if (r.has_json_schema()) {
+      const auto schema = nlohmann::ordered_json::parse(r.json_schema(), nullptr, false);
+      if (schema.is_discarded()) throw InvalidArgument("not valid JSON");
+      gbnf = grammar::json_schema_to_gbnf(schema);
+    }
+    if (!gbnf.empty()) grammar::parse_gbnf(gbnf);
+  } catch (const Error& e) {
+    throw RequestError(Code::InvalidArgument, std::string(field) + ": " + e.what());
+  }
+  return gbnf;
+}
+
 GenerateInput to_input(const v1::GenerateRequest& r) {
   GenerateInput in;
   switch (r.prompt_case()) {
@@ -92,6 +117,7 @@ GenerateInput to_input(const v1::GenerateRequest& r) {
   if (r.has_max_tokens()) in.max_tokens = r.max_tokens();
   in.stop.assign(r.stop().begin(), r.stop().end());
   in.ignore_eos = r.ignore_eos();
+  in.grammar = structured_output(r);
   return in;
 }
 

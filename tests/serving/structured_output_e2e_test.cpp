@@ -2,9 +2,10 @@
 // backend, tiny model): `response_format` (json_schema, json_object), llama-server's
 // `json_schema` and `grammar` on /v1/completions and /v1/chat/completions, sampled at
 // temperature 1 with several seeds; every output must parse and match. Bad grammars and schemas
-// are a 400 naming the field.
+// are a 400 naming the field. The gRPC door's grammar / json_schema fields too.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -14,6 +15,7 @@ namespace pipellm::test {
 namespace {
 
 using nlohmann::json;
+namespace v1 = pipellm::v1;
 using ojson = nlohmann::ordered_json;
 constexpr const char* kModel = "tiny-llama-Q8_0";
 
@@ -167,6 +169,46 @@ TEST_F(HttpStructuredOutput, JsonObjectAndGrammar) {
   int status = 0;
   const json r = post_ordered(*c, "/v1/completions", t, &status);
   EXPECT_EQ(status, 200) << r.dump();
+}
+
+// The gRPC door carries the same constraint (GenerateRequest.grammar / json_schema).
+TEST_F(HttpStructuredOutput, GrpcGrammarAndJsonSchema) {
+  auto run = [&](const std::function<void(v1::GenerateRequest&)>& set, uint64_t seed, grpc::Status* st) {
+    v1::GenerateRequest req;
+    req.set_text("Answer in JSON:");
+    req.set_max_tokens(300);
+    req.mutable_sampling()->set_temperature(1.0f);
+    req.mutable_sampling()->set_top_k(0);
+    req.mutable_sampling()->set_seed(seed);
+    set(req);
+    grpc::ClientContext ctx;
+    auto reader = srv_->stub().Generate(&ctx, req);
+    v1::GenerateResponse r;
+    std::string text;
+    while (reader->Read(&r)) {
+      if (r.has_chunk()) text += r.chunk().text();
+    }
+    *st = reader->Finish();
+    return text;
+  };
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    grpc::Status st;
+    const std::string yes_no = run([](v1::GenerateRequest& q) { q.set_grammar("root ::= (\"yes\" | \"no\") \"!\""); }, seed, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_TRUE(yes_no == "yes!" || yes_no == "no!") << yes_no;
+    const std::string person = run([](v1::GenerateRequest& q) { q.set_json_schema(kSchema); }, seed, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    const json v = json::parse(person, nullptr, false);
+    ASSERT_FALSE(v.is_discarded()) << person;
+    EXPECT_EQ(schema_violation(v), "") << person;
+  }
+  grpc::Status st;
+  run([](v1::GenerateRequest& q) { q.set_grammar("root ::= missing"); }, 1, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("grammar"), std::string::npos) << st.error_message();
+  run([](v1::GenerateRequest& q) { q.set_json_schema("{not json"); }, 1, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("json_schema"), std::string::npos) << st.error_message();
 }
 
 TEST_F(HttpStructuredOutput, BadGrammarsAndSchemasAre400NamingTheField) {
