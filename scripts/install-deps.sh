@@ -11,6 +11,11 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Node.js and npm, for the OpenAI SDK test (tests/sdk): Debian's nodejs and npm where the commands
+# are missing. Looked up as commands, not packages: a NodeSource nodejs bundles npm and conflicts
+# with Debian's npm package, which apt would install by replacing it.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # libFuzzer's runtime: Debian 12 calls it libclang-rt-14-dev, newer releases libclang-rt-NN-dev.
 if ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
   missing+=("libclang-rt-dev")
