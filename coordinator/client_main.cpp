@@ -41,6 +41,10 @@ const char* code_name(grpc::StatusCode c) {
   }
 }
 
+// Exit statuses: 2 for an error the server returned, kUsageError (sysexits' EX_USAGE) for a bad
+// command line, so scripts can tell them apart.
+constexpr int kUsageError = 64;
+
 int fail(const grpc::Status& s) {
   std::cerr << "error: " << code_name(s.error_code()) << ": " << s.error_message() << "\n";
   return 2;
@@ -144,7 +148,7 @@ int generate(v1::PipeLLM::Stub& stub, const GenArgs& a) {
     req = generate_request(a);
   } catch (const std::exception& e) {  // InvalidArgument, or CLI::ValidationError from --tokens
     std::cerr << "error: " << e.what() << "\n";
-    return 2;
+    return kUsageError;
   }
   grpc::ClientContext ctx;
   if (a.timeout_ms > 0) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(a.timeout_ms));
@@ -220,10 +224,10 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "grpc.health.v1 check (exit 0 when SERVING)");
   health->add_option("--service", health_service);
 
-  if (auto code = flags::parse(app, argc, argv)) return *code;
+  if (auto code = flags::parse(app, argc, argv, kUsageError)) return *code;
   if (g.chat_flags.conversation) {
     std::cerr << "error: -cnv is pipellm generate's; pipellm-client sends one request\n";
-    return 2;
+    return kUsageError;
   }
   std::shared_ptr<grpc::Channel> channel;
   try {

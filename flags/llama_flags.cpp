@@ -57,7 +57,7 @@ std::vector<std::string> normalize_args(int argc, const char* const* argv) {
   return out;
 }
 
-std::optional<int> parse(CLI::App& app, int argc, const char* const* argv) {
+std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, int usage_status) {
   std::vector<std::string> args = normalize_args(argc, argv);
   args.erase(args.begin());  // the program name
   std::reverse(args.begin(), args.end());  // CLI11 takes a vector last-first
@@ -65,7 +65,13 @@ std::optional<int> parse(CLI::App& app, int argc, const char* const* argv) {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
     // Usage errors exit 2 (as before CLI11, and as most Unix tools); help and version 0.
-    return app.exit(e) == 0 ? 0 : 2;
+    // CLI11 checks required flags before it reports words it did not understand, but a missing
+    // flag is often a misspelt one: name the misspelling then.
+    const bool missing = dynamic_cast<const CLI::RequiredError*>(&e) || dynamic_cast<const CLI::RequiresError*>(&e);
+    if (missing && !app.remaining().empty()) {
+      return app.exit(CLI::ExtrasError(app.get_name(), app.remaining())) == 0 ? 0 : usage_status;
+    }
+    return app.exit(e) == 0 ? 0 : usage_status;
   }
   return std::nullopt;
 }
@@ -100,8 +106,24 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   app.add_option("--repeat-last-n", f.repeat_last_n, "penalty window in tokens (default 64)")->check(CLI::Range(0, 1 << 24))->group(g);
   app.add_option("--presence-penalty", f.presence_penalty, "(default 0)")->check(finite & CLI::Range(-100.0, 100.0))->group(g);
   app.add_option("--frequency-penalty", f.frequency_penalty, "(default 0)")->check(finite & CLI::Range(-100.0, 100.0))->group(g);
-  app.add_option("-s,--seed", f.seed, "random seed; -1: random (default)")
-      ->check(CLI::Range(static_cast<int64_t>(-1), INT64_MAX))
+  app.add_option_function<std::string>(
+         "-s,--seed",
+         [&f](const std::string& v) {
+           // Whole text, no wrap-around: 2^64 is not 0, "12abc" is not 12.
+           size_t used = 0;
+           long long x = 0;
+           try {
+             x = std::stoll(v, &used);
+           } catch (const std::exception&) {
+             used = 0;
+           }
+           if (used == 0 || used != v.size() || x < -1) {
+             throw CLI::ValidationError("--seed", "'" + v + "' is not a seed (-1 for random, or 0.." +
+                                                      std::to_string(INT64_MAX) + ")");
+           }
+           f.seed = x;
+         },
+         "random seed; -1: random (default)")
       ->group(g);
   app.add_option("--samplers,--sampler-chain", f.samplers,
                  "order of top_k, top_p, min_p, temperature (';' or ',' separated; default in that order)")

@@ -35,8 +35,9 @@ std::vector<std::string> normalize_args(int argc, const char* const* argv);
 
 // Parses with `app` after normalize_args. Returns nullopt to go on, or the exit status when the
 // program should stop now (--help, --version: 0, printed on stdout; a usage error: CLI11's
-// message on stderr and status 2).
-std::optional<int> parse(CLI::App& app, int argc, const char* const* argv);
+// message on stderr and `usage_status`; a required flag missing beside a word not understood is
+// reported as that word, the likely misspelling).
+std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, int usage_status = 2);
 
 // The sampling settings a user can give; unset fields keep the receiver's defaults (the
 // engine's SamplerParams for the CLI, the server's request defaults for the coordinator, the

@@ -47,7 +47,7 @@ TEST(Startup, ServerConfigFailsClosed) {
   std::ofstream(keys) << "sk-test\n";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"api_keys_file = \"" + keys + "\"\n", ":1: unknown setting 'api_keys_file' (did you mean 'api-keys-file'?)"},
-      {"api-key-file = \"" + keys + "\"\n", ":1: unknown setting 'api-key-file' (did you mean 'api-keys-file'?)"},
+      {"api-keys-files = \"" + keys + "\"\n", ":1: unknown setting 'api-keys-files' (did you mean 'api-keys-file'?)"},
       {"api-keys-file = \"" + keys + "\n", "the string opened with \" is not closed"},
       {"api-keys-file = " + keys + "\n", "is not a TOML value"},
       {"api-keys-file = \"" + keys + "\"\napi-keys-file = \"/x\"\n", ":2: 'api-keys-file' is set twice"},
