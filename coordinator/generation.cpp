@@ -6,7 +6,7 @@ std::unique_ptr<Generation> Generation::start(RequestScheduler& sched, const Mod
                                               const PreparedRequest& prep, StreamLimiter::Lease lease) {
   auto handle = sched.submit(prep.submit);
   return std::make_unique<Generation>(std::move(handle),
-                                      TextStream(text.tokenizer(), prep.stop_strings, prep.submit.stop_ids),
+                                      TextStream(text.tokenizer(), prep.stop_strings, prep.submit.stop_ids, prep.shown_ids),
                                       std::move(lease), static_cast<int>(prep.submit.prompt.size()),
                                       prep.submit.sampling.logprobs);
 }

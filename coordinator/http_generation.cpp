@@ -15,6 +15,17 @@ constexpr auto kPoll = std::chrono::milliseconds(100);
 
 double seconds_since(steady::time_point t0) { return std::chrono::duration<double>(steady::now() - t0).count(); }
 
+// The ids of the special tokens written as `texts` (texts that are not one token of this
+// vocabulary are skipped: the model spells them, and they show anyway).
+std::vector<int32_t> special_ids(const Tokenizer& tok, const std::vector<std::string>& texts) {
+  std::vector<int32_t> ids;
+  for (const std::string& t : texts) {
+    const std::vector<int32_t> one = tok.encode(t, false, true);
+    if (one.size() == 1 && tok.token_to_piece(one[0]) == t) ids.push_back(one[0]);
+  }
+  return ids;
+}
+
 class OpenAiFormat final : public GenerationFormat {
  public:
   OpenAiFormat(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok)
@@ -95,6 +106,7 @@ StartedGeneration start_generation(const FrontDoorContext& ctx, const std::strin
     } catch (const RequestError& e) {
       return refuse(error_of_prepare(e));
     }
+    s.prep.shown_ids = special_ids(ctx.text.tokenizer(), in.shown_tokens);
     std::optional<StreamLimiter::Lease> lease = ctx.streams.try_acquire(principal);
     if (!lease) {
       ApiError e;
@@ -141,8 +153,15 @@ void collect_generation(const FrontDoorContext& ctx, const std::atomic<bool>& st
       send_api_error(ctx.metrics, res, error_of_failure(*u.failed, u.message));
       return;
     }
+    json body;
+    try {
+      body = format.body(u, gen);
+    } catch (const HttpError& e) {  // the output is not what the request required (a tool call)
+      send_api_error(ctx.metrics, res, e.error());
+      return;
+    }
     res.status = 200;
-    res.set_content(dump_json(format.body(u, gen)), "application/json");
+    res.set_content(dump_json(body), "application/json");
     return;
   }
 }

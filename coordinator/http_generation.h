@@ -25,8 +25,8 @@ class GenerationFormat {
   virtual std::string stream_open() { return ""; }
   // Every update, in order. Streaming: the events for it ("" for none).
   virtual std::string update(const Generation::Update& u, bool streaming) = 0;
-  // The end without failure (`last` went through update() first): the whole body, or the
-  // stream's last events.
+  // The end without failure (`last` went through update() first): the whole body (HttpError
+  // when the output is not what the request required), or the stream's last events.
   virtual nlohmann::json body(const Generation::Update& last, const Generation& g) = 0;
   virtual std::string stream_close(const Generation::Update& last, const Generation& g) = 0;
   // A failure after the stream started: its last events.

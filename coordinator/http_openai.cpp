@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "coordinator/http_tool_request.h"
 #include "coordinator/text_stream.h"
 #include "engine/runtime/grammar/gbnf_parser.h"
 #include "engine/runtime/grammar/json_gbnf_rules.h"
@@ -206,9 +207,6 @@ void parse_common(const json& body, OpenAiRequest& r, const std::string* raw) {
   }
   if (const json* lb = field(body, "logit_bias"); lb && !lb->empty()) {
     refuse("logit_bias", "logit_bias: not supported", "unsupported_parameter");
-  }
-  if (const json* tools = field(body, "tools"); tools && !tools->empty()) {
-    refuse("tools", "tools: not supported", "unsupported_parameter");
   }
   in.grammar = parse_structured_output(body, raw);
   if (!in.grammar.empty() && in.ignore_eos) {
@@ -437,6 +435,9 @@ OpenAiRequest parse_completion_request(const json& body, const std::string* raw)
   if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty())) {
     refuse("suffix", "suffix: not supported", "unsupported_parameter");
   }
+  if (const json* tools = field(body, "tools"); tools && !tools->empty()) {  // a chat feature
+    refuse("tools", "tools: only on /v1/chat/completions", "unsupported_parameter");
+  }
   return r;
 }
 
@@ -458,8 +459,12 @@ OpenAiRequest parse_chat_request(const json& body, const std::string* raw) {
     cm.role = string_at(*role, where + ".role");
     const auto content = m.find("content");
     cm.content = content == m.end() ? "" : message_content(*content, where + ".content");
+    parse_message_tool_fields(m, where, cm);
     in.chat.push_back(std::move(cm));
   }
+  r.tools = parse_tool_request(body, raw);
+  // tool_choice "none": the model is not told about the tools at all.
+  if (r.tools && r.tools->choice != ToolRequest::Choice::kNone) in.tools = r.tools->tools_json;
   in.logprobs = opt_bool(body, "logprobs").value_or(false);
   if (const auto top = opt_int(body, "top_logprobs")) {
     if (*top < 0) refuse("top_logprobs", "top_logprobs: must be 0 or more (got " + std::to_string(*top) + ")");

@@ -11,6 +11,7 @@
 
 #include "coordinator/request_builder.h"
 #include "coordinator/status.h"
+#include "coordinator/tool_request.h"
 #include "engine/link/messages.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -50,6 +51,7 @@ struct OpenAiRequest {
   GenerateInput input;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  std::optional<ToolRequest> tools;  // chat: the functions the model may call (input.tools lists them)
 };
 
 // Throw HttpError (400) naming the field. `raw` (the body's text, optional) is read again for a

@@ -17,6 +17,7 @@
 #include "coordinator/http_openai.h"
 #include "coordinator/http_origin.h"
 #include "coordinator/http_tls.h"
+#include "coordinator/http_tool_calls.h"
 
 namespace pipellm::coord {
 
@@ -168,15 +169,26 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
     send_error(res, e.error());
     return;
   }
+  std::optional<ToolCallPlan> tools;
+  if (r.tools) {
+    try {
+      tools = plan_tool_calls(*r.tools, ctx.text.chat_template(), r.input);
+    } catch (const HttpError& e) {
+      send_error(res, e.error());
+      return;
+    }
+  }
   StartedGeneration s = start_generation(ctx, principal(req), r.input);  // the one path, shared with gRPC
   if (!s.gen) {
     send_error(res, s.error);
     return;
   }
   ResponseMeta meta{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(s.gen->id()), unix_now(), model_id(s.model)};
-  spdlog::debug("http: {} request {} ({} prompt tokens, max_tokens {}, stream {})", chat ? "chat" : "completion",
-                s.gen->id(), s.gen->prompt_tokens(), s.prep.submit.max_tokens, r.stream);
-  auto format = openai_format(meta, chat, r.include_usage, s.gen->logprobs() ? &ctx.text.tokenizer() : nullptr);
+  spdlog::debug("http: {} request {} ({} prompt tokens, max_tokens {}, stream {}, tool calls {})", chat ? "chat" : "completion",
+                s.gen->id(), s.gen->prompt_tokens(), s.prep.submit.max_tokens, r.stream,
+                tools ? tool_call_syntax_name(tools->syntax) : "off");
+  const Tokenizer* lp_tok = s.gen->logprobs() ? &ctx.text.tokenizer() : nullptr;
+  auto format = tools ? tool_call_format(meta, r.include_usage, lp_tok, *tools) : openai_format(meta, chat, r.include_usage, lp_tok);
   if (r.stream) {
     stream_generation(ctx, stopped, res, std::move(s.gen), std::move(format), t0);
   } else {

@@ -46,7 +46,7 @@ ModelText::ModelText(std::unique_ptr<Tokenizer> tok, std::optional<std::string> 
 std::string ModelText::prompt_text(const GenerateInput& in) const {
   switch (in.kind) {
     case GenerateInput::PromptKind::Text: return in.text;
-    case GenerateInput::PromptKind::Chat: return format_chat(in.chat, chat_format_, in.add_generation_prompt);
+    case GenerateInput::PromptKind::Chat: return format_chat(in.chat, chat_format_, in.add_generation_prompt, in.tools);
     default: return "";
   }
 }

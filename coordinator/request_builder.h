@@ -37,6 +37,10 @@ struct GenerateInput {
   bool ignore_eos = false;
   bool logprobs = false;  // report each generated token's log-probability
   std::string grammar;    // structured output: GBNF the output must match ("" for none), parsed already
+  // Chat: the OpenAI `tools` array (JSON) the template is given; special tokens the output text
+  // shows (a tool-call syntax's markers, which detokenizing would drop), by their text.
+  std::optional<std::string> tools;
+  std::vector<std::string> shown_tokens;
 };
 
 struct RequestLimits {
@@ -55,6 +59,7 @@ struct RequestLimits {
 struct PreparedRequest {
   link::SubmitRequest submit;  // id assigned by the scheduler
   std::vector<std::string> stop_strings;
+  std::vector<int32_t> shown_ids;  // special tokens the text shows (GenerateInput::shown_tokens)
 };
 
 // The tokenizer side of the coordinator, shared by every front door.
@@ -63,6 +68,7 @@ class ModelText {
   // `chat_template`: the template to render chats with (--chat-template); nullopt: the model's.
   explicit ModelText(std::unique_ptr<Tokenizer> tok, std::optional<std::string> chat_template = std::nullopt);
   const Tokenizer& tokenizer() const { return *tok_; }
+  const std::optional<std::string>& chat_template() const { return chat_format_.chat_template; }
 
   // Throws RequestError. `n_ctx` and `n_vocab` come from the head's Hello.
   PreparedRequest prepare(const GenerateInput& in, int n_ctx, int n_vocab, const RequestLimits& lim) const;

@@ -46,8 +46,9 @@ std::string valid_utf8(const std::string& s) {
   return out;
 }
 
-TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stops, std::vector<int32_t> silent_ids)
-    : decoder_(tok), stops_(stops), stop_list_(std::move(stops)), silent_(std::move(silent_ids)) {}
+TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stops, std::vector<int32_t> silent_ids,
+                       std::vector<int32_t> shown_ids)
+    : decoder_(tok, std::move(shown_ids)), stops_(stops), stop_list_(std::move(stops)), silent_(std::move(silent_ids)) {}
 
 std::string TextStream::push(int32_t id) {
   if (stops_.stopped()) return "";

@@ -16,7 +16,9 @@ std::string valid_utf8(const std::string& s);
 
 class TextStream {
  public:
-  TextStream(const Tokenizer& tok, std::vector<std::string> stops, std::vector<int32_t> silent_ids);
+  // `shown_ids`: control tokens whose text is shown (StreamingDecoder).
+  TextStream(const Tokenizer& tok, std::vector<std::string> stops, std::vector<int32_t> silent_ids,
+             std::vector<int32_t> shown_ids = {});
 
   // The text that became visible with this token ("" while pending).
   std::string push(int32_t id);

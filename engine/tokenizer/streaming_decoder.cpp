@@ -1,11 +1,15 @@
 #include "engine/tokenizer/streaming_decoder.h"
 
+#include <algorithm>
+
 #include "engine/tokenizer/unicode_text.h"
 
 namespace pipellm {
 
 std::string StreamingDecoder::push(int32_t id) {
-  const std::string& piece = tok_.render_piece(id);
+  std::string shown;
+  if (!shown_.empty() && std::find(shown_.begin(), shown_.end(), id) != shown_.end()) shown = tok_.token_to_piece(id);
+  const std::string& piece = shown.empty() ? tok_.render_piece(id) : shown;
   const bool strip = first_ && tok_.strips_first_space() && !piece.empty() && piece[0] == ' ';
   raw_.append(piece, strip ? 1 : 0, std::string::npos);
   first_ = false;

@@ -76,6 +76,43 @@ TEST(OpenAiParse, ChatMessages) {
   EXPECT_EQ(*r.input.max_tokens, 5);
 }
 
+TEST(OpenAiParse, ChatTools) {
+  // The tools keep the client's key order (from the raw text); a tool-calling turn has no
+  // content; a tool message carries its call id.
+  const std::string raw = R"({"messages":[{"role":"user","content":"Weather?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+        "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+      {"role":"tool","tool_call_id":"call_1","name":"get_weather","content":"21"}],
+      "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+        "properties":{"city":{"type":"string"}},"required":["city"]}}}],
+      "tool_choice":{"type":"function","function":{"name":"get_weather"}},"parallel_tool_calls":false})";
+  const OpenAiRequest r = parse_chat_request(json::parse(raw), &raw);
+  ASSERT_TRUE(r.tools);
+  EXPECT_EQ(r.tools->choice, ToolRequest::Choice::kNamed);
+  EXPECT_EQ(r.tools->named, "get_weather");
+  EXPECT_FALSE(r.tools->parallel);
+  ASSERT_EQ(r.tools->functions.size(), 1u);
+  EXPECT_EQ(r.tools->functions[0].parameters.begin().key(), "type");  // not sorted ("properties" first)
+  ASSERT_TRUE(r.input.tools);
+  EXPECT_EQ(*r.input.tools, r.tools->tools_json);
+  ASSERT_EQ(r.input.chat.size(), 3u);
+  EXPECT_EQ(r.input.chat[1].content, "");
+  ASSERT_TRUE(r.input.chat[1].tool_calls);
+  EXPECT_EQ(json::parse(*r.input.chat[1].tool_calls)[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(r.input.chat[2].tool_call_id, "call_1");
+  EXPECT_EQ(r.input.chat[2].name, "get_weather");
+
+  // "none": the tools are read (and checked) but not shown to the template.
+  json none = json::parse(raw);
+  none["tool_choice"] = "none";
+  const OpenAiRequest n = parse_chat_request(none);
+  ASSERT_TRUE(n.tools);
+  EXPECT_EQ(n.tools->choice, ToolRequest::Choice::kNone);
+  EXPECT_FALSE(n.input.tools);
+  // No tools, "auto": nothing to do.
+  EXPECT_FALSE(parse_chat_request(json::parse(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"})")).tools);
+}
+
 TEST(OpenAiParse, Logprobs) {  // only the chosen token's: chat logprobs:true, completions logprobs:0
   const json msgs = json::parse(R"([{"role":"user","content":"x"}])");
   EXPECT_FALSE(parse_chat_request(json{{"messages", msgs}}).input.logprobs);
@@ -159,7 +196,28 @@ TEST(OpenAiParse, BadRequestsNamed) {
       {R"({"messages":[{"role":1,"content":"x"}]})", true, "messages", "invalid_parameter"},
       {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", true, "messages", "unsupported_parameter"},
       {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", true, "tools",
-       "unsupported_parameter"},
+       "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":{"type":"function"}})", true, "tools", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"code","function":{"name":"f"}}]})", true, "tools",
+       "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"a b"}}]})", true,
+       "tools", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}},
+          {"type":"function","function":{"name":"f"}}]})", true, "tools", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f",
+          "parameters":{"type":"array"}}}]})", true, "tools", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],
+          "tool_choice":"sometimes"})", true, "tool_choice", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],
+          "tool_choice":{"type":"function","function":{"name":"g"}}})", true, "tool_choice", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"required"})", true, "tool_choice", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],
+          "parallel_tool_calls":1})", true, "parallel_tool_calls", "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x","tool_calls":[]}]})", true, "messages", "invalid_parameter"},
+      {R"({"messages":[{"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]}]})", true, "messages",
+       "invalid_parameter"},
+      {R"({"messages":[{"role":"tool","tool_call_id":7,"content":"x"}]})", true, "messages", "invalid_parameter"},
+      {R"({"prompt":"x","tools":[{"type":"function","function":{"name":"f"}}]})", false, "tools", "unsupported_parameter"},
       {R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}})", true,
        "response_format", "unsupported_parameter"},
       {R"({"messages":[{"role":"user","content":"x"}],"response_format":"json"})", true, "response_format",
