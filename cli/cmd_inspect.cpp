@@ -1,6 +1,6 @@
-// `pipellm inspect FILE [--json] [--tensor NAME --f32 OUT]`: what is inside a GGUF file.
+// `pipellm inspect FILE [--json] [--tensor NAME [--f32 OUT]]`: what is inside a GGUF file.
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,16 +10,11 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
+#include "flags/llama_flags.h"
 #include "kernels/cpu/dequantize.h"
 
 namespace pipellm::cli {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: pipellm inspect FILE [--json] [--tensor NAME --f32 OUT]\n"
-    "  --json            print everything as one JSON object\n"
-    "  --tensor NAME     select a tensor; with --f32 OUT write it dequantized as little-endian\n"
-    "                    float32, row-major (ne0 fastest)\n";
 
 std::string human_bytes(uint64_t b) {
   char buf[32];
@@ -103,33 +98,23 @@ int write_tensor_f32(const GgufFile& f, const std::string& name, const std::stri
 int cmd_inspect(int argc, char** argv) {
   std::string path, tensor_name, f32_out;
   bool json = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto need = [&](const char* flag) -> std::string {
-      if (i + 1 >= argc) throw InvalidArgument(std::string(flag) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--json") {
-      json = true;
-    } else if (a == "--tensor") {
-      tensor_name = need("--tensor");
-    } else if (a == "--f32") {
-      f32_out = need("--f32");
-    } else if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "pipellm inspect: unknown option '%s'\n%s", a.c_str(), kUsage);
-      return 2;
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      std::fprintf(stderr, "pipellm inspect: unexpected argument '%s'\n%s", a.c_str(), kUsage);
-      return 2;
-    }
-  }
-  if (path.empty() || (!f32_out.empty() && tensor_name.empty())) {
-    std::fputs(kUsage, stderr);
+  CLI::App app{"pipellm inspect: what is inside a GGUF file: metadata, tokenizer, tensors, bytes per layer.",
+               "pipellm inspect"};
+  auto* file = app.add_option("FILE", path, "the GGUF file")->type_name("");
+  // -m as llama.cpp's programs name the model file; the positional FILE stays.
+  app.add_option("-m,--model", path, "the GGUF file (instead of FILE)")->type_name("FILE")->excludes(file);
+  app.add_flag("--json", json, "print everything as one JSON object");
+  auto* tensor = app.add_option("--tensor", tensor_name, "show one tensor (name, type, shape, bytes, offset)")
+                     ->type_name("NAME");
+  app.add_option("--f32", f32_out,
+                 "with --tensor: write it dequantized to this file as little-endian float32, row-major (ne0 "
+                 "fastest)")
+      ->type_name("OUT")
+      ->needs(tensor);
+  if (auto code = flags::parse(app, argc, argv)) return *code;
+  if (path.empty()) {
+    std::fputs("pipellm inspect: error: give the GGUF file (FILE or -m FILE)\nRun with --help for more information.\n",
+               stderr);
     return 2;
   }
 

@@ -1,8 +1,10 @@
 // `pipellm mkmodel`: writes a random-weight GGUF model of a real shape.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <functional>
+#include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,27 +18,19 @@
 namespace pipellm::cli {
 namespace {
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm mkmodel [--preset NAME [--tiny]] [--arch A] [--layers N] [--embd N] [--ff N]\n"
-               "                       [--heads N] [--kv-heads N] [--head-dim N] [--experts N] [--experts-used N]\n"
-               "                       [--expert-ff N] [--window N] [--vocab-size N] [--ctx N] [--tied]\n"
-               "                       [--quant TYPE] [--vocab FROM.gguf] [--seed S] [--threads N] OUT.gguf\n"
-               "  --preset NAME  a published model's shape, which the shape options change (without a\n"
-               "                 preset they give the whole shape: --layers, --embd, --ff and --heads at least)\n"
-               "  --tiny         the preset's family at test size (n_embd 256, 2 layers (gemma3, gemma4: 6;\n"
-               "                 qwen3.6: 4, one attention interval), at most 16 experts, vocabulary 1024):\n"
-               "                 every tensor kind of the real model, in KiB\n"
-               "  --arch         one of:");
-  for (const auto& a : model_shape_archs()) std::fprintf(out, " %s", a.c_str());
-  std::fprintf(out, "\n  presets:\n");
-  for (const auto& n : model_preset_names())
-    std::fprintf(out, "    %-16s %s\n", n.c_str(), shape_summary(*model_preset(n)).c_str());
-  std::fprintf(out, "  quant types:");
-  for (const auto& n : file_type_names()) std::fprintf(out, " %s", n.c_str());
-  std::fprintf(out,
-               " (default: the preset's, else Q4_K_M)\n"
-               "  --vocab copies the tokenizer (and so the vocabulary size) from another GGUF\n");
+// What --help shows after the options: the choices of --arch, --preset and --quant.
+std::string footer() {
+  std::string s = "architectures (--arch):";
+  for (const auto& a : model_shape_archs()) s += " " + a;
+  s += "\npresets (--preset):\n";
+  for (const auto& n : model_preset_names()) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-16s %s\n", n.c_str(), shape_summary(*model_preset(n)).c_str());
+    s += line;
+  }
+  s += "quant types (--quant):";
+  for (const auto& n : file_type_names()) s += " " + n;
+  return s + " (default: the preset's, else Q4_K_M)";
 }
 
 }  // namespace
@@ -44,84 +38,86 @@ void usage(FILE* out) {
 int cmd_mkmodel(int argc, char** argv) {
   std::string preset, quant, vocab_path, out;
   bool tiny = false;
-  // Shape options apply after the preset (and --tiny), whatever their place on the line.
-  std::vector<std::function<void(ModelShape&)>> edits;
+  // Shape options apply after the preset (and --tiny), whatever their place on the line: each
+  // lands in its own slot here (a deque: CLI11 keeps pointers to the slots) and is applied once
+  // the line is read.
+  std::deque<std::pair<std::optional<int>, int ModelShape::*>> ints;
+  std::optional<std::string> arch;
+  bool tied = false;
   uint64_t seed = 1;
   int threads = 0;
+  CLI::App app{"pipellm mkmodel: writes a random-weight GGUF model of a real shape: a preset (a published model's "
+               "shape, which the shape options change) or, without one, the shape options alone (--layers, --embd, "
+               "--ff and --heads at least).",
+               "pipellm mkmodel"};
+  app.get_formatter()->column_width(28);
+  const std::string g = "Shape";
+  auto* preset_opt = app.add_option("--preset", preset, "a published model's shape (see below)")
+                         ->check(CLI::Validator(
+                             [](std::string& v) {
+                               return model_preset(v) ? std::string() : "unknown preset '" + v + "' (see --help)";
+                             },
+                             ""))
+                         ->type_name("NAME")
+                         ->group(g);
+  app.add_flag("--tiny", tiny,
+               "the preset's family at test size (n_embd 256, 2 layers (gemma3, gemma4: 6; qwen3.6: 4, one attention "
+               "interval), at most 16 experts, vocabulary 1024): every tensor kind of the real model, in KiB")
+      ->needs(preset_opt)
+      ->group(g);
+  app.add_option("--arch", arch, "architecture (see below)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            const auto& archs = model_shape_archs();
+            return std::find(archs.begin(), archs.end(), v) != archs.end()
+                       ? std::string()
+                       : "'" + v + "' cannot be generated (see --help)";
+          },
+          ""))
+      ->type_name("ARCH")
+      ->group(g);
+  constexpr int kMax = 1 << 20;
+  auto shape_int = [&](const std::string& flag, int lo, int hi, int ModelShape::*field, const std::string& what) {
+    ints.emplace_back(std::nullopt, field);
+    app.add_option(flag, ints.back().first, what)->type_name("N")->check(CLI::Range(lo, hi))->group(g);
+  };
+  shape_int("--layers", 1, 1024, &ModelShape::n_layer, "layers");
+  shape_int("--embd", 32, kMax, &ModelShape::n_embd, "embedding width");
+  shape_int("--ff", 32, kMax, &ModelShape::n_ff, "feed-forward width");
+  shape_int("--heads", 1, 1024, &ModelShape::n_head, "attention heads");
+  shape_int("--kv-heads", 1, 1024, &ModelShape::n_head_kv, "KV heads (default: --heads)");
+  shape_int("--head-dim", 2, 4096, &ModelShape::head_dim, "head dimension");
+  shape_int("--experts", 1, 4096, &ModelShape::n_expert, "experts");
+  shape_int("--experts-used", 1, 4096, &ModelShape::n_expert_used, "experts used per token");
+  shape_int("--expert-ff", 32, kMax, &ModelShape::n_ff_expert, "feed-forward width of an expert");
+  shape_int("--window", 1, 1 << 24, &ModelShape::sliding_window, "sliding-window length");
+  shape_int("--vocab-size", 259, 1 << 24, &ModelShape::n_vocab, "vocabulary size (default 32000)");
+  shape_int("--ctx", 1, 1 << 24, &ModelShape::n_ctx, "the model's training context length");
+  app.add_flag("--tied", tied, "the output head shares the token embedding")->group(g);
+  app.add_option("--quant", quant, "file type (see below)")
+      ->check(CLI::Validator(
+          [](std::string& v) { return file_type_from_name(v) ? std::string() : "unknown type '" + v + "'"; }, ""))
+      ->type_name("TYPE");
+  app.add_option("--vocab", vocab_path, "copy the tokenizer (and so the vocabulary size) from this GGUF")
+      ->type_name("FILE");
+  app.add_option("-s,--seed", seed, "random seed of the weights (default 1)")
+      ->type_name("N")
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("OUT", out, "the GGUF file to write")->type_name("")->required();
+  app.footer(footer());
+  if (auto code = flags::parse(app, argc, argv)) return *code;
   ModelShape shape;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto val = [&]() -> std::string {
-        if (i + 1 >= argc) throw InvalidArgument(a + " needs a value");
-        return argv[++i];
-      };
-      auto int_edit = [&](int lo, int hi, int ModelShape::*field) {
-        const int v = parse_int(a, val(), lo, hi);
-        edits.push_back([v, field](ModelShape& s) { s.*field = v; });
-      };
-      constexpr int kMax = 1 << 20;
-      if (a == "-h" || a == "--help") {
-        usage(stdout);
-        return 0;
-      } else if (a == "--preset") {
-        preset = val();
-        if (!model_preset(preset)) throw InvalidArgument("--preset: unknown preset '" + preset + "'");
-      } else if (a == "--tiny") {
-        tiny = true;
-      } else if (a == "--arch") {
-        const std::string arch = val();
-        const auto& archs = model_shape_archs();
-        if (std::find(archs.begin(), archs.end(), arch) == archs.end())
-          throw InvalidArgument("--arch: '" + arch + "' cannot be generated (see --help)");
-        edits.push_back([arch](ModelShape& s) { s.arch = arch; });
-      } else if (a == "--layers") {
-        int_edit(1, 1024, &ModelShape::n_layer);
-      } else if (a == "--embd") {
-        int_edit(32, kMax, &ModelShape::n_embd);
-      } else if (a == "--ff") {
-        int_edit(32, kMax, &ModelShape::n_ff);
-      } else if (a == "--heads") {
-        int_edit(1, 1024, &ModelShape::n_head);
-      } else if (a == "--kv-heads") {
-        int_edit(1, 1024, &ModelShape::n_head_kv);
-      } else if (a == "--head-dim") {
-        int_edit(2, 4096, &ModelShape::head_dim);
-      } else if (a == "--experts") {
-        int_edit(1, 4096, &ModelShape::n_expert);
-      } else if (a == "--experts-used") {
-        int_edit(1, 4096, &ModelShape::n_expert_used);
-      } else if (a == "--expert-ff") {
-        int_edit(32, kMax, &ModelShape::n_ff_expert);
-      } else if (a == "--window") {
-        int_edit(1, 1 << 24, &ModelShape::sliding_window);
-      } else if (a == "--vocab-size") {
-        int_edit(259, 1 << 24, &ModelShape::n_vocab);
-      } else if (a == "--ctx") {
-        int_edit(1, 1 << 24, &ModelShape::n_ctx);
-      } else if (a == "--tied") {
-        edits.push_back([](ModelShape& s) { s.tied_output = true; });
-      } else if (a == "--quant") {
-        quant = val();
-      } else if (a == "--vocab") {
-        vocab_path = val();
-      } else if (a == "--seed") {
-        seed = static_cast<uint64_t>(parse_int(a, val(), 0, 1 << 30));
-      } else if (a == "--threads") {
-        threads = parse_int(a, val(), 1, 4096);
-      } else if (!a.empty() && a[0] == '-') {
-        throw InvalidArgument("unknown option '" + a + "'");
-      } else if (out.empty()) {
-        out = a;
-      } else {
-        throw InvalidArgument("unexpected argument '" + a + "'");
-      }
-    }
-    if (out.empty()) throw InvalidArgument("missing OUT.gguf");
-    if (tiny && preset.empty()) throw InvalidArgument("--tiny shrinks a preset: give --preset NAME");
     if (!preset.empty()) shape = *model_preset(preset);
     if (tiny) shape = shrink_shape(shape);
-    for (const auto& edit : edits) edit(shape);
+    if (arch) shape.arch = *arch;
+    for (const auto& [value, field] : ints) {
+      if (value) shape.*field = *value;
+    }
+    if (tied) shape.tied_output = true;
     if (preset.empty()) {
       if (shape.n_layer == 0) throw InvalidArgument("give --preset NAME or --layers/--embd/... for the shape");
       if (shape.n_embd == 0 || shape.n_ff == 0 || shape.n_head == 0)
@@ -131,14 +127,12 @@ int cmd_mkmodel(int argc, char** argv) {
     }
     if (quant.empty()) quant = shape.file_type;
   } catch (const InvalidArgument& e) {
-    std::fprintf(stderr, "pipellm mkmodel: %s\n", e.what());
-    usage(stderr);
+    std::fprintf(stderr, "pipellm mkmodel: error: %s\nRun with --help for more information.\n", e.what());
     return 2;
   }
   const auto ft = file_type_from_name(quant);
   if (!ft) {
-    std::fprintf(stderr, "pipellm mkmodel: --quant: unknown type '%s'\n", quant.c_str());
-    usage(stderr);
+    std::fprintf(stderr, "pipellm mkmodel: error: --quant: unknown type '%s'\n", quant.c_str());
     return 2;
   }
 

@@ -2,8 +2,8 @@
 // per token, KV cache, headroom per stage) and what each kind of layer keeps per sequence (KV
 // rows of full and sliding layers, recurrent state, KV-sharing layers), or the reason no
 // partition fits (exit 1).
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "base/error.h"
@@ -11,46 +11,25 @@
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
-#include "engine/pipeline/plan_check.h"
 #include "engine/pipeline/pipeline_config.h"
+#include "engine/pipeline/plan_check.h"
+#include "flags/llama_flags.h"
 
 namespace pipellm::cli {
 
-namespace {
-
-void plan_usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm plan --config X.yaml [--model FILE]\n"
-               "  prints the partition of the model's layers over the config's stages: layer ranges,\n"
-               "  bytes read per token (the time model), weights, KV cache, scratch, budget and headroom;\n"
-               "  then the KV cache and recurrent state per sequence of each kind of layer (full attention,\n"
-               "  sliding-window ring, recurrent, KV-sharing).\n"
-               "  --model FILE   use this GGUF instead of the config's model\n");
-}
-
-}  // namespace
-
 int cmd_plan(int argc, char** argv) {
   std::string config, model;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      plan_usage(stdout);
-      return 0;
-    }
-    if ((a == "--config" || a == "--model" || a == "-m") && i + 1 < argc) {
-      (a == "--config" ? config : model) = argv[++i];
-    } else {
-      std::fprintf(stderr, "pipellm plan: error: unexpected argument '%s'\n", a.c_str());
-      plan_usage(stderr);
-      return 2;
-    }
-  }
-  if (config.empty()) {
-    std::fprintf(stderr, "pipellm plan: error: --config is required\n");
-    plan_usage(stderr);
-    return 2;
-  }
+  CLI::App app{"pipellm plan: prints the partition of the model's layers over the config's stages: layer ranges, "
+               "bytes read per token (the time model), weights, KV cache, scratch, budget and headroom; then the KV "
+               "cache and recurrent state per sequence of each kind of layer (full attention, sliding-window ring, "
+               "recurrent, KV-sharing).",
+               "pipellm plan"};
+  app.add_option("--config", config, "the stage config (YAML), as pipellm-stage --config takes")
+      ->type_name("FILE")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("-m,--model", model, "use this GGUF instead of the config's model")->type_name("FILE");
+  if (auto code = flags::parse(app, argc, argv)) return *code;
   PipelineConfig c;
   try {
     c = PipelineConfig::load(config);

@@ -1,5 +1,6 @@
 // `pipellm quantize [options] IN.gguf [OUT.gguf] TYPE [NTHREADS]`: re-encodes a model with
 // llama-quantize's type mix (llama-quantize's argument order and --allow-requantize).
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +9,7 @@
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model_gen/requantize.h"
 #include "engine/util/thread_pool.h"
@@ -21,20 +23,11 @@ std::string accepted_types() {
   return s + " (Q4_K and Q5_K mean Q4_K_M and Q5_K_M)";
 }
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: pipellm quantize [options] IN.gguf [OUT.gguf] TYPE [NTHREADS]\n"
-               "  OUT defaults to ggml-model-TYPE.gguf beside IN\n"
-               "  --allow-requantize  re-encode tensors that are already quantized (rounds them twice)\n"
-               "  -t, --threads N     worker threads (default: all cores)\n"
-               "  types: %s\n",
-               accepted_types().c_str());
-}
-
 // Whether a positional argument names a file type, writable or not (llama-quantize's test for
 // "is the output path left out").
 bool names_a_type(const std::string& s) { return file_type_from_name(s) || unwritable_file_type(s); }
 
+// NTHREADS: a positive count, as -t takes (0 or junk is a usage error, not "all cores").
 int parse_threads(const std::string& s) {
   char* end = nullptr;
   const long v = std::strtol(s.c_str(), &end, 10);
@@ -50,27 +43,21 @@ int cmd_quantize(int argc, char** argv) {
   std::vector<std::string> pos;
   int threads = 0;
   RequantizeOptions ropt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      usage(stdout);
-      return 0;
-    } else if (a == "--allow-requantize") {
-      ropt.allow_requantize = true;
-    } else if ((a == "--threads" || a == "-t") && i + 1 < argc) {
-      threads = parse_threads(argv[++i]);
-      if (threads <= 0) {
-        std::fprintf(stderr, "pipellm quantize: %s: '%s' is not a positive integer\n", a.c_str(), argv[i]);
-        return 2;
-      }
-    } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "pipellm quantize: unknown option '%s'\n", a.c_str());
-      usage(stderr);
-      return 2;
-    } else {
-      pos.push_back(a);
-    }
-  }
+  CLI::App app{"pipellm quantize: re-encodes a model with llama-quantize's type mix for TYPE, in llama-quantize's "
+               "argument order. OUT defaults to ggml-model-TYPE.gguf beside IN; NTHREADS (or -t) defaults to all "
+               "cores.",
+               "pipellm quantize"};
+  set_usage(app, "pipellm quantize [OPTIONS] IN.gguf [OUT.gguf] TYPE [NTHREADS]");
+  app.add_flag("--allow-requantize", ropt.allow_requantize,
+               "re-encode tensors that are already quantized (rounds them twice)");
+  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 4096));
+  // One positional list, read below: whether OUT is there depends on whether the second word
+  // names a type, which CLI11's fixed positional slots cannot express.
+  app.add_option("ARGS", pos, "IN.gguf [OUT.gguf] TYPE [NTHREADS]")->type_name("");
+  app.footer("types: " + accepted_types());
+  if (auto code = flags::parse(app, argc, argv)) return *code;
   // IN [OUT] TYPE [NTHREADS]: OUT is left out when the second argument is a type name.
   std::string in_path, out_path, type_name, threads_arg;
   if (pos.size() >= 2 && pos.size() <= 3 && names_a_type(pos[1])) {
@@ -83,7 +70,9 @@ int cmd_quantize(int argc, char** argv) {
     type_name = pos[2];
     if (pos.size() == 4) threads_arg = pos[3];
   } else {
-    usage(stderr);
+    std::fputs("pipellm quantize: error: expected IN.gguf [OUT.gguf] TYPE [NTHREADS]\nRun with --help for more "
+               "information.\n",
+               stderr);
     return 2;
   }
   if (!threads_arg.empty()) {

@@ -1,6 +1,6 @@
 // `pipellm tokenize`: text -> token ids with a GGUF file's tokenizer (llama.cpp parity).
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -12,21 +12,10 @@
 #include "cli/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "flags/llama_flags.h"
 
 namespace pipellm::cli {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: pipellm tokenize -m FILE [--ids] [--no-bos] [--special] TEXT|-\n"
-    "       pipellm tokenize -m FILE --jsonl IN.jsonl|-\n"
-    "  -m FILE        GGUF file whose tokenizer.ggml.* metadata to use (a vocab-only file works)\n"
-    "  --ids          print only the ids, as a JSON array\n"
-    "  --no-bos       do not add BOS/EOS (add_special = false)\n"
-    "  --special      parse special tokens written in the text (parse_special = true)\n"
-    "  TEXT|-         the text, or - to read it from stdin\n"
-    "  --jsonl IN     one JSON string per line; writes for each string and each (add_special,\n"
-    "                 parse_special) in (0,0),(0,1),(1,0),(1,1) one JSON object with text,\n"
-    "                 add_special, parse_special, ids and detok (the fixture files' format)\n";
 
 std::string json_dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -79,39 +68,48 @@ int run_jsonl(const Tokenizer& tok, const std::string& path) {
 
 int cmd_tokenize(int argc, char** argv) {
   std::string model, jsonl, text;
-  bool ids_only = false, add_special = true, parse_special = false, have_text = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if ((a == "-m" || a == "--model") && i + 1 < argc) {
-      model = argv[++i];
-    } else if (a == "--jsonl" && i + 1 < argc) {
-      jsonl = argv[++i];
-    } else if (a == "--ids") {
-      ids_only = true;
-    } else if (a == "--no-bos") {
-      add_special = false;
-    } else if (a == "--special") {
-      parse_special = true;
-    } else if ((a.empty() || a[0] != '-' || a == "-") && !have_text) {
-      text = a;
-      have_text = true;
-    } else {
-      std::fprintf(stderr, "pipellm tokenize: bad argument '%s'\n%s", a.c_str(), kUsage);
-      return 2;
-    }
-  }
-  if (model.empty() || (jsonl.empty() == !have_text)) {
-    std::fprintf(stderr, "pipellm tokenize: need -m FILE and either TEXT|- or --jsonl IN\n%s", kUsage);
+  bool ids_only = false, add_special = true, parse_special = false, from_stdin = false;
+  CLI::App app{"pipellm tokenize: text -> token ids with a GGUF file's tokenizer (llama.cpp's ids). Prints one line "
+               "per token: id and piece (as JSON).",
+               "pipellm tokenize"};
+  app.add_option("-m,--model", model, "GGUF file whose tokenizer.ggml.* metadata to use (a vocab-only file works)")
+      ->type_name("FILE")
+      ->required();
+  auto* text_opt = app.add_option("TEXT", text, "the text, or - to read it from stdin")->type_name("");
+  // llama-tokenize's ways to give the text: -p, -f, --stdin.
+  auto* prompt = app.add_option("-p,--prompt", text, "the text (instead of TEXT)");
+  auto* file = app.add_option_function<std::string>(
+                       "-f,--file",
+                       [&text](const std::string& path) {
+                         std::ifstream in(path, std::ios::binary);
+                         if (!in) throw CLI::ValidationError("--file", "cannot read '" + path + "'");
+                         text = read_all(in);
+                       },
+                       "read the text from a file")
+                   ->type_name("FILE");
+  auto* stdin_flag = app.add_flag("--stdin", from_stdin, "read the text from stdin (as TEXT -)");
+  auto* jsonl_opt = app.add_option("--jsonl", jsonl,
+                                   "one JSON string per line (IN, or - for stdin); writes for each string and each "
+                                   "(add_special, parse_special) in (0,0),(0,1),(1,0),(1,1) one JSON object with "
+                                   "text, add_special, parse_special, ids and detok (the fixture files' format)")
+                        ->type_name("IN");
+  app.add_flag("--ids", ids_only, "print only the ids, as a JSON array");
+  app.add_flag_callback("--no-bos", [&add_special] { add_special = false; }, "do not add BOS/EOS (add_special = false)");
+  app.add_flag("--special", parse_special, "parse special tokens written in the text (parse_special = true)");
+  if (auto code = flags::parse(app, argc, argv)) return *code;
+  int n_sources = 0;
+  for (const CLI::Option* o : {text_opt, prompt, file, stdin_flag, jsonl_opt}) n_sources += o->count() > 0 ? 1 : 0;
+  if (n_sources != 1) {
+    std::fputs("pipellm tokenize: error: give exactly one of TEXT (- for stdin), -p TEXT, -f FILE, --stdin and --jsonl "
+               "IN\nRun with --help for more information.\n",
+               stderr);
     return 2;
   }
   auto f = GgufFile::open(model);
   auto tok = Tokenizer::from_gguf(*f);
   if (!jsonl.empty()) return run_jsonl(*tok, jsonl);
 
-  if (text == "-") text = read_all(std::cin);
+  if (from_stdin || (text_opt->count() > 0 && text == "-")) text = read_all(std::cin);
   const auto ids = tok->encode(text, add_special, parse_special);
   if (ids_only) {
     std::printf("%s\n", json_dump(nlohmann::json(ids)).c_str());

@@ -4,10 +4,10 @@
 
 #include <CLI/CLI.hpp>
 
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "base/error.h"
 #include "cli/model_path.h"
@@ -42,53 +42,23 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
       ->group("Model");
 }
 
-std::string flag_value(int argc, char** argv, int& i) {
-  if (i + 1 >= argc) throw InvalidArgument(std::string(argv[i]) + " needs a value");
-  return argv[++i];
-}
+namespace {
 
-int parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
-  size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || x < lo || x > hi) {
-    throw InvalidArgument(flag + ": '" + v + "' is not an integer in [" + std::to_string(lo) + ", " +
-                          std::to_string(hi) + "]");
-  }
-  return static_cast<int>(x);
-}
+class UsageFormatter : public CLI::Formatter {
+ public:
+  explicit UsageFormatter(std::string usage) : usage_(std::move(usage)) {}
+  std::string make_usage(const CLI::App*, std::string) const override { return "Usage: " + usage_ + "\n"; }
 
-uint64_t parse_u64(const std::string& flag, const std::string& v) {
-  size_t used = 0;
-  unsigned long long x = 0;
-  try {
-    x = std::stoull(v, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || v[0] == '-') {
-    throw InvalidArgument(flag + ": '" + v + "' is not a non-negative integer");
-  }
-  return x;
-}
+ private:
+  std::string usage_;
+};
 
-float parse_float(const std::string& flag, const std::string& v, float lo, float hi) {
-  size_t used = 0;
-  float x = 0.0f;
-  try {
-    x = std::stof(v, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || !std::isfinite(x) || x < lo || x > hi) {
-    throw InvalidArgument(flag + ": '" + v + "' is not a number in [" + std::to_string(lo) + ", " +
-                          std::to_string(hi) + "]");
-  }
-  return x;
+}  // namespace
+
+void set_usage(CLI::App& app, const std::string& usage) {
+  auto f = std::make_shared<UsageFormatter>(usage);
+  f->column_width(app.get_formatter()->get_column_width());
+  app.formatter(f);
 }
 
 std::string default_model_path() {
@@ -160,7 +130,20 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
   if (!in) throw InvalidArgument("--ids-file: cannot open '" + path + "'");
   std::vector<int32_t> ids;
   std::string word;
-  while (in >> word) ids.push_back(parse_int("--ids-file " + path, word, 0, INT32_MAX));
+  while (in >> word) {
+    size_t used = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != word.size() || id < 0 || id > INT32_MAX) {
+      throw InvalidArgument("--ids-file " + path + ": '" + word + "' is not an integer in [0, " +
+                            std::to_string(INT32_MAX) + "]");
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
   if (ids.empty()) throw InvalidArgument("--ids-file: '" + path + "' holds no token ids");
   return ids;
 }

@@ -1,6 +1,6 @@
 // Flags shared by the engine commands (generate, eval, bench): model path, threads, context,
-// KV cache type, device (CLI11, llama.cpp's spellings); plus value parsing for the commands that
-// still read their own arguments (inspect, tokenize, mkmodel, ...).
+// KV cache type, device (CLI11, llama.cpp's spellings); and what every sub-command's CLI11 parser
+// shares besides (the usage line of --help).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -45,11 +45,9 @@ int cuda_device_index(const EngineFlags& f);
 // for --device cpu.
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots = 1);
 
-// The value after a flag, or InvalidArgument "FLAG needs a value".
-std::string flag_value(int argc, char** argv, int& i);
-int parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi);
-uint64_t parse_u64(const std::string& flag, const std::string& v);
-float parse_float(const std::string& flag, const std::string& v, float lo, float hi);
+// Replaces the "Usage:" line CLI11 derives from the options, for a command whose positional
+// arguments CLI11 cannot describe (quantize's `IN [OUT] TYPE [NTHREADS]`).
+void set_usage(CLI::App& app, const std::string& usage);
 
 // Whitespace-separated token ids; throws InvalidArgument (missing file, not a number).
 std::vector<int32_t> read_ids_file(const std::string& path);

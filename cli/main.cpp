@@ -1,4 +1,5 @@
-// `pipellm` command-line entry: dispatches to the sub-commands in cmd_*.cpp.
+// `pipellm` command-line entry: dispatches to the sub-commands in cmd_*.cpp, each of which parses
+// its own flags with CLI11 (flags::parse: `pipellm CMD --help`, usage errors exit 2).
 #include <cstdio>
 #include <cstring>
 #include <exception>
