@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -133,6 +135,32 @@ int header_state(Conn& c, const HttpGateLimits& l) {
   return end == std::string::npos ? 0 : 1;
 }
 
+// How the request at the start of `buf` (a complete header block) frames its body.
+struct BodyFraming {
+  size_t header_bytes = 0;
+  uint64_t content_length = 0;
+  bool chunked = false;
+};
+
+BodyFraming body_framing(const std::string& buf) {
+  BodyFraming f;
+  const size_t end = buf.find("\n\r\n");
+  f.header_bytes = end == std::string::npos ? buf.size() : end + 3;
+  size_t pos = buf.find('\n');
+  while (pos != std::string::npos && pos + 1 < f.header_bytes) {
+    const size_t next = buf.find('\n', pos + 1);
+    std::string line = buf.substr(pos + 1, (next == std::string::npos ? f.header_bytes : next) - pos - 1);
+    std::transform(line.begin(), line.end(), line.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (line.rfind("content-length:", 0) == 0) {
+      f.content_length = std::strtoull(line.c_str() + 15, nullptr, 10);
+    } else if (line.rfind("transfer-encoding:", 0) == 0 && line.find("chunked") != std::string::npos) {
+      f.chunked = true;
+    }
+    pos = next;
+  }
+  return f;
+}
+
 // The socket as cpp-httplib sees it: the buffered header block first, then the body from the
 // socket within the read deadline.
 class ConnStream : public httplib::Stream {
@@ -140,7 +168,8 @@ class ConnStream : public httplib::Stream {
   ConnStream(Conn& c, const HttpGateLimits& l)
       : c_(c), l_(l), body_deadline_(Clock::now() + std::chrono::milliseconds(l.read_timeout_ms)) {}
 
-  size_t consumed() const { return pos_; }
+  size_t consumed() const { return pos_; }                 // of the buffered bytes
+  uint64_t total_read() const { return pos_ + from_socket_; }  // buffered and from the socket
 
   bool is_readable() const override {
     return pos_ < c_.buf.size() || c_.pending() > 0 || wait(c_.want_read(), ms_left(body_deadline_));
@@ -158,6 +187,7 @@ class ConnStream : public httplib::Stream {
       if (c_.pending() == 0 && !wait(c_.want_read(), ms_left(body_deadline_))) return -1;
       const ssize_t n = c_.recv_some(ptr, size);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      if (n > 0) from_socket_ += static_cast<uint64_t>(n);
       return n;
     }
   }
@@ -211,6 +241,7 @@ class ConnStream : public httplib::Stream {
   Conn& c_;
   const HttpGateLimits& l_;
   size_t pos_ = 0;
+  uint64_t from_socket_ = 0;
   Clock::time_point body_deadline_;
 };
 
@@ -482,12 +513,18 @@ struct HttpGate::Impl {
     bool connection_closed = false;
     bool ok = false;
     size_t used = 0;
+    // A request refused before its body was read (401, 403, 415) leaves the body unread: on a
+    // kept-alive connection it would be read as the next request, so such a connection closes.
+    const BodyFraming framing = body_framing(c->buf);
+    bool body_unread = false;
     {
       ConnStream strm(*c, lim);
       ok = ProcessRequest::call(server, strm, last, connection_closed);
       used = strm.consumed();
+      body_unread = framing.chunked ? strm.total_read() <= framing.header_bytes
+                                    : strm.total_read() < framing.header_bytes + framing.content_length;
     }
-    if (!ok || connection_closed || last || stopping.load()) {
+    if (!ok || connection_closed || last || stopping.load() || body_unread) {
       c->finish();
       closed(*c);
       return;

@@ -442,6 +442,21 @@ TEST_F(Guarded, HttpKeys) {
   EXPECT_NE(srv_->log().find("invalid_api_key"), std::string::npos) << "the refusal was not logged";
 }
 
+// A request refused before its body is read (401 here) must not leave the body to be read as
+// the next request of a kept-alive connection (the OpenAI SDKs reuse connections).
+TEST_F(Guarded, ARefusedBodyDoesNotPoisonAKeptAliveConnection) {
+  auto c = srv_->http();
+  c->set_keep_alive(true);
+  const json body = {{"prompt", "hi"}, {"max_tokens", 2}};
+  for (int i = 0; i < 3; ++i) {
+    int status = 0;
+    post_json(*c, "/v1/completions", body, &status, bearer("wrong-secret-789"));
+    EXPECT_EQ(status, 401);
+    const json j = post_json(*c, "/v1/completions", body, &status, bearer("key-one"));
+    EXPECT_EQ(status, 200) << j.dump();
+  }
+}
+
 TEST_F(Guarded, GrpcKeys) {
   const auto req = grpc_request("hi", 0.0f, 0, 2);
   grpc::Status st;
