@@ -122,6 +122,7 @@ std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f,
   o.n_slots = n_slots;
   o.graphs = f.graphs;
   o.vram_budget = f.vram_budget;
+  o.gpu_layers = f.n_gpu_layers.value_or(-1);
   return open_cuda_stage(cpu.file(), cpu.config(), o);
 }
 

@@ -82,6 +82,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   o.n_slots = mf.parallel;
   o.n_threads = mf.threads;
   o.device = mf.device;
+  o.gpu_layers = mf.n_gpu_layers.value_or(-1);
   o.kv_type_k = mf.cache_type_k;
   o.kv_type_v = mf.cache_type_v;
   o.default_max_tokens = std::max(0, o.sampling.n_predict.value_or(-1));  // RequestLimits: 0 is "to the end"

@@ -40,6 +40,7 @@ struct CoordinatorOptions {
   int n_threads = 0;   // 0: config, else all
   std::string device = "cpu";  // cpu | cuda | cuda:N
   std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv (else the config's, else f16)
+  int gpu_layers = -1;         // -ngl N: N layers resident on the GPU, the rest streamed (-1: all)
   bool no_graphs = false;
   int max_batch_tokens = 0;    // 0: config, else 512
   int debug_step_delay_ms = 0;  // tests: slow the in-process head down

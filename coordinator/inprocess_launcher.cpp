@@ -99,6 +99,7 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.n_slots = opt.cpu.stage.n_slots;
   d.max_batch_tokens = opt.max_batch_tokens;
   d.graphs = opt.graphs;
+  d.gpu_layers = opt.gpu_layers;
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();
   gpu_ = open_cuda_stage(*file, ModelConfig::from_gguf(*file), d);

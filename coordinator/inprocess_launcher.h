@@ -18,6 +18,7 @@ struct InProcessOptions {
   CpuModelOptions cpu;         // the file, threads, context, sequences, KV type
   std::string device = "cpu";  // or cuda[:N]: the stage runs there
   bool graphs = true;
+  int gpu_layers = -1;         // -ngl N: layers resident on the GPU, the rest streamed (-1: all)
   int max_batch_tokens = 512;
   int prefill_chunk = 256;
   int debug_step_delay_ms = 0;  // tests: the head sleeps this long per step

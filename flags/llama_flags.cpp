@@ -171,14 +171,16 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
            if (n == 0) {
              f.device = "cpu";
            } else if (cuda_built) {
-             // Layers beyond the GPU's memory stream from host memory (--vram-budget); there is no
-             // split where some layers compute on the CPU.
+             // N layers resident; the others stream from host memory each pass (there is no
+             // split where some layers compute on the CPU).
              if (f.device == "cpu") f.device = "cuda";
+             if (n > 0 && n < (1 << 20)) f.n_gpu_layers = n;
            } else if (n > 0) {
              std::fprintf(stderr, "note: -ngl %s ignored: this build has no CUDA backend\n", v.c_str());
            }
          },
-         "layers on the GPU (-ngl): 0 runs on the CPU, any other count (or 'all') on the GPU")
+         "layers on the GPU (-ngl): 0 runs on the CPU; N keeps N layers resident on the GPU and streams the "
+         "others from host memory; 'all' (or -1) every layer")
       ->excludes(device)
       ->group(g);
   app.add_option("--flash-attn", f.flash_attn, "on, off or auto (-fa): accepted; attention is always fused")

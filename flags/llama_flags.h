@@ -69,6 +69,7 @@ struct ModelFlags {
   int threads = 0;                         // -t; 0: one per hardware thread
   int parallel = 0;                        // -np; 0: the program's default
   std::string device = "cpu";              // --device, or -ngl N > 0 on a CUDA build: cuda
+  std::optional<int> n_gpu_layers;         // -ngl N: N layers resident on the GPU (unset, 'all': every one)
   std::optional<TensorType> cache_type_k, cache_type_v;  // -ctk / -ctv
   std::string flash_attn = "auto";         // -fa on|off|auto: attention is always fused here
 };

@@ -38,6 +38,9 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.max_batch_tokens = opt.max_batch_tokens;
   o.use_graphs = opt.graphs;
   o.streaming.vram_budget = opt.vram_budget;
+  // llama.cpp's -ngl N keeps N layers on the GPU; here the others stream from pinned host
+  // memory each pass (there is no CPU compute split).
+  if (opt.gpu_layers >= 0 && opt.gpu_layers < c.n_layer) o.streaming.min_streamed_layers = c.n_layer - opt.gpu_layers;
   o.kv_type_k = opt.kv_type_k;
   o.kv_type_v = opt.kv_type_v;
   return std::make_unique<cuda::CudaStage>(c, w, true, true, o);

@@ -20,6 +20,7 @@ struct DeviceStageOptions {
   int max_batch_tokens = 512;  // tokens per step (prefill chunk)
   bool graphs = true;          // CUDA: decode steps as CUDA graphs (false: the eager ablation)
   uint64_t vram_budget = 0;    // CUDA: bytes for weights + KV + staging; 0: everything resident
+  int gpu_layers = -1;         // CUDA (-ngl N): at most N layers resident, the rest streamed; -1: all
   TensorType kv_type_k = TensorType::F16;  // KV cache element types (f16, q8_0, q4_0)
   TensorType kv_type_v = TensorType::F16;
 };

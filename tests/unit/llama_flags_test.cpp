@@ -64,7 +64,12 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"-t", "3"}, [](const Parsed& p) { EXPECT_EQ(p.m.threads, 3); }},
       {{"-np", "8"}, [](const Parsed& p) { EXPECT_EQ(p.m.parallel, 8); }},
       {{"--parallel", "4"}, [](const Parsed& p) { EXPECT_EQ(p.m.parallel, 4); }},
-      {{"-ngl", "99"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda"); }},
+      {{"-ngl", "99"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.device, "cuda");
+         EXPECT_EQ(p.m.n_gpu_layers, 99);  // at most 99 resident: every layer of a smaller model
+       }},
+      {{"-ngl", "all"}, [](const Parsed& p) { EXPECT_FALSE(p.m.n_gpu_layers.has_value()); }},
       {{"-ngl=99"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda"); }},
       {{"--n-gpu-layers", "all"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda"); }},
       {{"-ngl", "0"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cpu"); }},
