@@ -3,12 +3,12 @@
 # package-lock.json) against a real pipellm-coordinator. Installs the SDK with `npm ci` into
 # WORKDIR (in the build tree; the source tree stays clean), again only when package.json or the lockfile changes,
 # then runs openai_sdk.test.mjs with node's test runner.
-# Usage: run_sdk_test.sh PIPELLM-COORDINATOR MODEL.gguf WORKDIR
+# Usage: run_sdk_test.sh PIPELLM-COORDINATOR MODEL.gguf WORKDIR CHAT-TEMPLATE.jinja
 # Without node (18 or newer) and npm it fails: scripts/install-deps.sh installs them. The pinned
 # SDK (openai 6) names Node 20 as its floor; what this test uses also runs on Debian 12's Node 18
 # (checked with 18.20.4).
 set -euo pipefail
-coord=$1 model=$2 work=$3
+coord=$1 model=$2 work=$3 template=$4
 src=$(cd "$(dirname "$0")" && pwd)
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
@@ -34,7 +34,7 @@ echo "sdk: openai $(node -p "require('$work/node_modules/openai/package.json').v
 log="$work/coordinator.log"
 rm -f "$log"
 rc=0
-PIPELLM_COORDINATOR="$coord" PIPELLM_MODEL="$model" PIPELLM_SDK_LOG="$log" \
+PIPELLM_COORDINATOR="$coord" PIPELLM_MODEL="$model" PIPELLM_CHAT_TEMPLATE_FILE="$template" PIPELLM_SDK_LOG="$log" \
   node --test --test-reporter=spec "$work/openai_sdk.test.mjs" || rc=$?
 if [ "$rc" -ne 0 ]; then
   echo "--- coordinator log (last 60 lines) ---"
