@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -46,6 +47,18 @@ std::string default_stage_binary() {
 
 std::string backend_kind(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg) {
   return o.backend == "auto" ? (cfg ? "mpirun" : "inprocess") : o.backend;
+}
+
+// With --config, launched stages load the config's model: a different -m would give the front
+// door another file's tokenizer (garbage text), so it is refused. In-process, -m replaces it.
+void check_model_matches_config(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg) {
+  if (!cfg || o.model.empty() || backend_kind(o, cfg) == "inprocess") return;
+  std::error_code e1, e2;
+  const auto a = std::filesystem::weakly_canonical(o.model, e1), b = std::filesystem::weakly_canonical(cfg->model, e2);
+  if (e1 || e2 ? o.model != cfg->model : a != b) {
+    throw InvalidArgument("-m/--model '" + o.model + "' is not the model of --config " + o.config + " ('" + cfg->model +
+                          "'), which the stages load: leave out -m, or give the config the model");
+  }
 }
 
 // The server's sampling flags as the defaults of requests that leave a setting out.
@@ -161,6 +174,7 @@ int run(const CoordinatorOptions& o) {
   std::optional<PipelineConfig> cfg;
   if (!o.config.empty()) cfg = PipelineConfig::load(o.config);
   const std::string model_path = !o.model.empty() ? o.model : cfg->model;
+  check_model_matches_config(o, cfg);
 
   spdlog::info("coordinator: tokenizer from {}", model_path);
   std::unique_ptr<ModelText> text;

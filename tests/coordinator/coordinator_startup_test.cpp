@@ -109,6 +109,10 @@ TEST(Startup, ConfigsThePlannerRejectsAreRefusedBeforeLaunch) {
   const std::string huge = config("huge.yaml", kModel,
                                   "context_length: 16000000\nmax_sequences: 60000\nstages:\n  - device: cpu\n");
   expect_refused(run_coordinator_to_exit({"--config", huge, "--listen", "127.0.0.1:0"}), "for its KV cache");
+  // Issue 20: --config X --model Y served X's weights with Y's tokenizer.
+  expect_refused(run_coordinator_to_exit({"--config", one, "--model", model_path("tiny-qwen3-Q8_0"), "--listen",
+                                          "127.0.0.1:0"}),
+                 "is not the model of --config");
   expect_refused(run_coordinator_to_exit({"--model", kModel, "--ctx", "16000000", "--slots", "65536", "--listen",
                                           "127.0.0.1:0"}),
                  "--ctx 16000000 x --slots 65536: the KV cache needs");
