@@ -221,7 +221,17 @@ int run(const CoordinatorOptions& o) {
   apply_sampling_flags(o.sampling, lim);
   const ApiKeys keys = load_api_keys(o.serving);
   StreamLimiter streams(o.serving.max_streams_per_key);
-  const FrontDoorContext front{scheduler, *text, lim, keys, streams, metrics};
+  EmbeddingSetup es;  // --embeddings: the in-process CPU backend's side path (serving_setup.h)
+  es.enabled = o.embeddings;
+  es.pooling = o.pooling;
+  es.backend = kind;
+  es.device = o.device;
+  es.model_path = model_path;
+  es.n_ctx = n_ctx;
+  es.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
+  es.max_batch_tokens = o.max_batch_tokens > 0 ? o.max_batch_tokens : cfg ? cfg->max_batch_tokens : 512;
+  const std::unique_ptr<Embedder> embedder = start_embeddings(es);
+  const FrontDoorContext front{scheduler, *text, lim, keys, streams, metrics, embedder.get()};
 
   GrpcListen gl;
   gl.address = o.listen;

@@ -59,6 +59,11 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
          "--default-max-tokens", [&o](int n) { o.sampling.n_predict = n; }, "the same as -n")
       ->check(CLI::Range(-1, 1 << 30));
   flags::add_chat_template_flags(app, o.chat_template);
+  // llama-server's: the embedding routes answer 501 without --embeddings (--embedding too).
+  app.add_flag("--embeddings,--embedding", o.embeddings,
+               "serve /v1/embeddings and /embedding (the CPU in-process backend only for now)");
+  app.add_option("--pooling", o.pooling, "embeddings: none | mean | cls | last (default: the model's pooling_type)")
+      ->check(CLI::IsMember({"none", "mean", "cls", "last"}));
   app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM")->check(CLI::Range(0, 86400));
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

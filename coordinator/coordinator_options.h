@@ -51,6 +51,8 @@ struct CoordinatorOptions {
   int default_max_tokens = 0;   // 0: until end of generation or the context (llama-server's -n -1)
   flags::SamplingFlags sampling;  // what requests leave out (--temp, --top-k, -s, -n ...)
   std::string chat_template;      // --chat-template NAME|JINJA (else the model's)
+  bool embeddings = false;        // --embeddings: /v1/embeddings and /embedding (serving_setup.h)
+  std::string pooling;            // --pooling none|mean|cls|last ("": the model's)
   int shutdown_grace_s = 10;
   std::string log_level = "info";
   ServingOptions serving;  // HTTP, API keys, TLS, limits (serving_options.h)

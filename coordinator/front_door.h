@@ -6,6 +6,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/request_builder.h"
 #include "coordinator/request_scheduler.h"
+#include "engine/runtime/embedding.h"
 
 namespace pipellm::coord {
 
@@ -16,6 +17,9 @@ struct FrontDoorContext {
   const ApiKeys& keys;
   StreamLimiter& streams;
   Metrics& metrics;
+  // --embeddings: the side path that computes them (engine/runtime/embedding.h); nullptr: the
+  // embedding routes answer 501 saying how to turn them on.
+  Embedder* embedder = nullptr;
 };
 
 }  // namespace pipellm::coord

@@ -11,6 +11,7 @@
 
 #include "base/version.h"
 #include "coordinator/generation.h"
+#include "coordinator/http_embeddings.h"
 #include "coordinator/http_gate.h"
 #include "coordinator/http_generation.h"
 #include "coordinator/http_llama_routes.h"
@@ -39,7 +40,8 @@ constexpr RouteMethods kRoutes[] = {
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/models", "GET"}, {"/v1/models/", "GET", true},
     {"/health", "GET"},          {"/tokenize", "POST"},            {"/detokenize", "POST"}, {"/metrics", "GET"},
     // llama-server's own routes (http_llama_routes.h)
-    {"/completion", "POST"},     {"/apply-template", "POST"},      {"/props", "GET"},       {"/slots", "GET"}};
+    {"/completion", "POST"},     {"/apply-template", "POST"},      {"/props", "GET"},       {"/slots", "GET"},
+    {"/v1/embeddings", "POST"},  {"/embedding", "POST"},           {"/embeddings", "POST"}};  // http_embeddings.h
 
 const RouteMethods* route_of(const std::string& path) {
   for (const RouteMethods& r : kRoutes) {
@@ -151,6 +153,7 @@ struct HttpFrontDoor::Impl {
   void apply_template(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
+  void embeddings(const httplib::Request& req, httplib::Response& res, bool oai);
   void models(httplib::Response& res);
   void model(const std::string& id, httplib::Response& res);
   void props(httplib::Response& res);
@@ -315,6 +318,17 @@ void HttpFrontDoor::Impl::detokenize(const httplib::Request& req, httplib::Respo
   }
 }
 
+// /v1/embeddings (oai) and llama-server's /embedding, /embeddings: http_embeddings.h.
+void HttpFrontDoor::Impl::embeddings(const httplib::Request& req, httplib::Response& res, bool oai) {
+  try {
+    const json body = parse_body(req.body);
+    const std::string model = model_id(ctx.sched.model().value_or(link::HelloMsg{}));
+    send_json(res, run_embeddings(ctx.embedder, ctx.text.tokenizer(), body, model, oai, ctx.limits.max_prompt_bytes));
+  } catch (const HttpError& e) {
+    send_error(res, e.error());
+  }
+}
+
 void HttpFrontDoor::Impl::models(httplib::Response& res) {
   const auto m = model_or_503(res);
   if (!m) return;
@@ -432,6 +446,9 @@ void HttpFrontDoor::Impl::routes() {
   s.Get("/slots", [this](const httplib::Request&, httplib::Response& r) { slots(r); });
   s.Post("/tokenize", [this](const httplib::Request& q, httplib::Response& r) { tokenize(q, r); });
   s.Post("/detokenize", [this](const httplib::Request& q, httplib::Response& r) { detokenize(q, r); });
+  s.Post("/v1/embeddings", [this](const httplib::Request& q, httplib::Response& r) { embeddings(q, r, true); });
+  s.Post("/embedding", [this](const httplib::Request& q, httplib::Response& r) { embeddings(q, r, false); });
+  s.Post("/embeddings", [this](const httplib::Request& q, httplib::Response& r) { embeddings(q, r, false); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
     r.set_content(ctx.metrics.render(ctx.sched.stats(), ctx.sched.serving()) + gate_metrics(), "text/plain; version=0.0.4");
   });

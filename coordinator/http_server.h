@@ -2,7 +2,8 @@
 // scheduler: POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with
 // stream:true), GET /v1/models, GET /v1/models/{id}, GET /health, POST /tokenize,
 // POST /detokenize, GET /metrics; and llama-server's POST /completion, POST /apply-template,
-// GET /props, GET /slots (http_llama_routes.h).
+// GET /props, GET /slots (http_llama_routes.h); embeddings with --embeddings: POST /v1/embeddings and
+// llama-server's POST /embedding, /embeddings (http_embeddings.h).
 // Every route but /health needs `Authorization: Bearer KEY` when API keys are configured.
 // Before that, Host, Origin and a POST's Content-Type are checked (http_origin.h); a known
 // route asked with another method gets 405 with Allow.

@@ -91,6 +91,28 @@ std::unique_ptr<GrpcFrontDoor> start_grpc(const GrpcListen& l, const ServingOpti
 #endif
 }
 
+std::unique_ptr<Embedder> start_embeddings(const EmbeddingSetup& s) {
+  if (!s.enabled) return nullptr;
+  if (s.backend != "inprocess" || s.device != "cpu") {
+    throw InvalidArgument("--embeddings: the CPU in-process backend only for now (this server runs " +
+                          (s.backend == "inprocess" ? "on " + s.device : "the " + s.backend + " backend") +
+                          "); leave out --embeddings, or serve -m FILE on the CPU");
+  }
+  EmbedderOptions eo;
+  eo.n_ctx = s.n_ctx;
+  eo.n_threads = s.n_threads;
+  eo.max_batch_tokens = s.max_batch_tokens;
+  if (!s.pooling.empty()) eo.pooling = parse_pooling(s.pooling);
+  auto e = Embedder::open(s.model_path, eo);
+  spdlog::info("coordinator: embeddings on (/v1/embeddings, /embedding), pooling {}{}", pooling_name(e->pooling()),
+               s.pooling.empty() ? " (the model's)" : "");
+  if (e->pooling() == Pooling::None) {
+    spdlog::warn("coordinator: pooling none: /v1/embeddings refuses it (one vector per token); pass --pooling "
+                 "mean|cls|last for OpenAI's route");
+  }
+  return e;
+}
+
 std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorContext ctx) {
   if (o.http_listen == "off") return nullptr;
   const bool given = !o.http_listen.empty();

@@ -48,6 +48,21 @@ std::unique_ptr<GrpcFrontDoor> start_grpc(const GrpcListen& l, const ServingOpti
 // The HTTP front door, or nullptr when off (or when the default port is busy: a warning).
 std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorContext ctx);
 
+// --embeddings: the side path that computes them (engine/runtime/embedding.h), or nullptr when
+// not asked for. Only the in-process CPU backend has the whole model on this CPU: elsewhere
+// (mpirun/attach stages, a CUDA device) it throws InvalidArgument saying so.
+struct EmbeddingSetup {
+  bool enabled = false;     // --embeddings
+  std::string pooling;      // --pooling none|mean|cls|last ("": the model's <arch>.pooling_type)
+  std::string backend;      // inprocess | mpirun | attach
+  std::string device;       // cpu | cuda[:N]
+  std::string model_path;
+  int n_ctx = 0;            // the longest input (the in-process context)
+  int n_threads = 0;
+  int max_batch_tokens = 512;
+};
+std::unique_ptr<Embedder> start_embeddings(const EmbeddingSetup& s);
+
 // Defined in grpc_guard.cpp, which only gRPC builds compile (call start_grpc instead): binds
 // `address` (TLS from `o`); throws Error when it cannot.
 std::unique_ptr<GrpcFrontDoor> make_grpc_front_door(const std::string& address, const ServingOptions& o,

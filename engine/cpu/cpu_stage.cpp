@@ -195,6 +195,16 @@ void CpuStage::forward(const Batch& b, std::vector<float>& out) {
   }
 }
 
+void CpuStage::forward_hidden(const Batch& b, std::vector<float>& out) {
+  if (!last_) throw InvalidArgument("embeddings: the stage has no final norm (it is not the last stage)");
+  struct Flag {
+    bool& f;
+    explicit Flag(bool& x) : f(x) { f = true; }
+    ~Flag() { f = false; }
+  } flag(hidden_out_);
+  forward(b, out);
+}
+
 void CpuStage::forward_chunk(const Batch& b, std::vector<float>& out) {
   const size_t T = static_cast<size_t>(b.n_tokens());
   x_.resize(T * static_cast<size_t>(cfg_.n_embd));
@@ -238,6 +248,10 @@ void CpuStage::output(const Batch& b, std::vector<float>& out) {
     if (b.logits[static_cast<size_t>(t)] == 0) continue;
     rmsnorm(x_.data() + t * E, output_norm_.data(), E, cfg_.rms_eps, h_.data() + n_out * E);
     ++n_out;
+  }
+  if (hidden_out_) {  // forward_hidden(): the normed rows are the result
+    out.assign(h_.begin(), h_.begin() + static_cast<int64_t>(n_out) * E);
+    return;
   }
   out.resize(static_cast<size_t>(n_out) * static_cast<size_t>(V));
   if (n_out == 0) return;

@@ -54,6 +54,11 @@ class CpuStage : public HostStage {
   int n_ctx() const override { return cache_.n_ctx(); }
   int n_slots() const override { return cache_.n_slots(); }
   void forward(const Batch& batch, std::vector<float>& out) override;
+  // Embeddings (engine/runtime/embedding.h): the same pass as forward() on a last stage, but
+  // `out` becomes the final-norm hidden states rmsnorm(x)*output_norm of the rows whose
+  // `logits` flag is set, [n_outputs][n_embd], instead of their logits (no output product).
+  // Throws InvalidArgument on a stage without the final norm (not the last one).
+  void forward_hidden(const Batch& batch, std::vector<float>& out);
 
   const ModelWeights& weights() const { return weights_; }
   const KvCache& cache() const { return cache_; }
@@ -93,6 +98,7 @@ class CpuStage : public HostStage {
   std::vector<RopeParams> ropes_;  // distinct rope settings of the stage's layers
   std::vector<int> layer_rope_;    // per local layer: index into ropes_
   std::vector<int32_t> filled_;  // per slot: positions [0, filled) hold valid K/V
+  bool hidden_out_ = false;      // forward_hidden(): output() stops after the final norm
 
   // Scratch, resized per batch.
   std::vector<float> x_, h_, q_, k_, v_, qkv_, att_, tmp_, gate_, up_, cs_;
