@@ -64,6 +64,21 @@ TEST(CoordinatorFlags, LlamaServerSpellings) {
          EXPECT_EQ(o.sampling.seed, -1);
          EXPECT_EQ(o.chat_template, "chatml");
        }},
+      {{"-m", "x.gguf"},  // embeddings off; the model's pooling
+       [](const CoordinatorOptions& o) {
+         EXPECT_FALSE(o.embeddings);
+         EXPECT_EQ(o.pooling, "");
+       }},
+      {{"-m", "x.gguf", "--embeddings", "--pooling", "mean"},
+       [](const CoordinatorOptions& o) {
+         EXPECT_TRUE(o.embeddings);
+         EXPECT_EQ(o.pooling, "mean");
+       }},
+      {{"-m", "x.gguf", "--embedding", "--pooling", "last"},  // llama-server's other spelling
+       [](const CoordinatorOptions& o) {
+         EXPECT_TRUE(o.embeddings);
+         EXPECT_EQ(o.pooling, "last");
+       }},
       {{"-m", "x.gguf", "--default-max-tokens", "32"}, [](const CoordinatorOptions& o) { EXPECT_EQ(o.default_max_tokens, 32); }},
       {{"-m", "x.gguf", "--api-key", "k1,k2", "--api-key", "k3"},
        [](const CoordinatorOptions& o) {
@@ -88,6 +103,7 @@ TEST(CoordinatorFlags, BadFlagsExitTwoNamingTheFlag) {
               "excludes");
   EXPECT_EXIT(parse_line({"-c", "512"}), ::testing::ExitedWithCode(2), "give --config or -m/--model");
   EXPECT_EXIT(parse_line({"-m", "x.gguf", "--grammar", "root ::= \"a\""}), ::testing::ExitedWithCode(2), "per request");
+  EXPECT_EXIT(parse_line({"-m", "x.gguf", "--pooling", "avg"}), ::testing::ExitedWithCode(2), "--pooling");
   EXPECT_THROW(ApiKeys::load("", std::nullopt, {" , "}), Error);  // fails closed
 }
 

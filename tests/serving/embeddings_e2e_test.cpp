@@ -7,7 +7,10 @@
 // bad input is 400 naming `input`; without --embeddings the routes answer 501 saying so.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -231,6 +234,22 @@ TEST(EmbeddingsOff, RoutesAnswer501SayingHowToTurnThemOn) {
     EXPECT_EQ(status, 501) << path << " " << r;
     EXPECT_NE(r["error"].value("message", "").find("--embeddings"), std::string::npos) << r;
   }
+}
+
+// Where the coordinator has no whole model on its CPU, --embeddings is refused at start by name.
+TEST(EmbeddingsElsewhere, RefusedAtStartNamingTheBackend) {
+  const std::string cmd = std::string("PIPELLM_LINK_SECRET=0123456789abcdef0123 ") + PIPELLM_COORDINATOR_BIN +
+                          " -m " + model_path(kModel) +
+                          " --backend attach --embeddings --listen off --http-listen 127.0.0.1:0 --link 127.0.0.1:0 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("--embeddings: the CPU in-process backend only for now"), std::string::npos) << out;
+  EXPECT_NE(out.find("attach"), std::string::npos) << out;
 }
 
 }  // namespace
