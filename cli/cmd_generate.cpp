@@ -20,6 +20,7 @@
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/streaming_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "flags/sampler_flags.h"
 
 namespace pipellm::cli {
 namespace {
@@ -63,21 +64,8 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     }
     if ((o.chat || !c.system_prompt.empty()) && !o.ids_file.empty()) throw InvalidArgument("--chat and -sys need a text prompt");
     if (!o.sampling.grammar.empty() && !o.sampling.json_schema.empty()) throw InvalidArgument("give --grammar or --json-schema, not both");
-    SamplerParams sp;  // the engine's defaults, where a flag leaves a setting out
     const flags::SamplingFlags& f = o.sampling;
-    if (f.temperature) sp.temperature = *f.temperature;
-    if (f.top_k) sp.top_k = *f.top_k;
-    if (f.top_p) sp.top_p = *f.top_p;
-    if (f.min_p) sp.min_p = *f.min_p;
-    if (f.repeat_penalty) sp.repeat_penalty = *f.repeat_penalty;
-    if (f.repeat_last_n) sp.penalty_last_n = *f.repeat_last_n;
-    if (f.presence_penalty) sp.presence_penalty = *f.presence_penalty;
-    if (f.frequency_penalty) sp.frequency_penalty = *f.frequency_penalty;
-    if (!f.samplers.empty()) {
-      std::string chain = f.samplers;
-      std::replace(chain.begin(), chain.end(), ';', ',');
-      sp.chain = SamplerParams::parse_chain(chain);
-    }
+    SamplerParams sp = flags::apply_sampling_flags(f);  // the engine's defaults where a flag is left out
     sp.seed = flags::resolve_seed(f.seed);
     sp.validate();
     o.req.sampling = sampling_spec(sp);

@@ -22,6 +22,7 @@
 #include "engine/pipeline/pipeline_config.h"
 #include "engine/pipeline/plan_check.h"
 #include "engine/pipeline/stage_factory.h"
+#include "flags/sampler_flags.h"
 
 namespace pipellm::coord {
 namespace {
@@ -63,23 +64,10 @@ void check_model_matches_config(const CoordinatorOptions& o, const std::optional
 
 // The server's sampling flags as the defaults of requests that leave a setting out.
 void apply_sampling_flags(const flags::SamplingFlags& f, RequestLimits& lim) {
-  SamplerParams& s = lim.sampling;
-  if (f.temperature) s.temperature = *f.temperature;
-  if (f.top_k) s.top_k = *f.top_k;
-  if (f.top_p) s.top_p = *f.top_p;
-  if (f.min_p) s.min_p = *f.min_p;
-  if (f.repeat_penalty) s.repeat_penalty = *f.repeat_penalty;
-  if (f.repeat_last_n) s.penalty_last_n = *f.repeat_last_n;
-  if (f.presence_penalty) s.presence_penalty = *f.presence_penalty;
-  if (f.frequency_penalty) s.frequency_penalty = *f.frequency_penalty;
-  if (!f.samplers.empty()) {
-    std::string chain = f.samplers;
-    std::replace(chain.begin(), chain.end(), ';', ',');
-    s.chain = SamplerParams::parse_chain(chain);
-  }
+  lim.sampling = flags::apply_sampling_flags(f, lim.sampling);
   if (f.seed) {
     lim.random_seed = *f.seed < 0;
-    if (*f.seed >= 0) s.seed = static_cast<uint64_t>(*f.seed);
+    if (*f.seed >= 0) lim.sampling.seed = static_cast<uint64_t>(*f.seed);
   }
   lim.ignore_eos = f.ignore_eos;
 }
