@@ -16,43 +16,17 @@
 #include <vector>
 
 #include "tests/unit/test_data.h"
+#include "tests/unit/cli_run.h"
 
 namespace pipellm {
 namespace {
 
+using test::RunResult;
+using test::run_cli;
+using test::slurp;
+using test::temp_path;
+
 namespace fs = std::filesystem;
-
-struct RunResult {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// A path under the temporary directory unique to this process and call.
-std::string temp_path(const std::string& name) {
-  static int n = 0;
-  return (fs::temp_directory_path() / ("pipellm_cli_flags_" + std::to_string(::getpid()) + "_" + std::to_string(n++) +
-                                       "_" + name))
-      .string();
-}
-
-RunResult run_cli(const std::string& args) {
-  const std::string out = temp_path("out");
-  const std::string err = temp_path("err");
-  const std::string cmd = std::string(PIPELLM_CLI_PATH) + " " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);

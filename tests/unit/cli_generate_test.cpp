@@ -12,35 +12,15 @@
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "tests/unit/model_test_util.h"
+#include "tests/unit/cli_run.h"
 
 namespace pipellm {
 namespace {
 
-struct RunResult {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-RunResult run_cli(const std::string& args) {
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string tag = std::to_string(::getpid());
-  const std::string out = (dir / ("pipellm_cli_out_" + tag)).string();
-  const std::string err = (dir / ("pipellm_cli_err_" + tag)).string();
-  const std::string cmd = std::string(PIPELLM_CLI_PATH) + " " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
-}
+using test::RunResult;
+using test::run_cli;
+using test::slurp;
+using test::temp_path;
 
 std::string model_arg(const std::string& name) { return "-m " + test::model_path(name); }
 

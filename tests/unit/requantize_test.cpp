@@ -23,39 +23,19 @@
 #include "engine/util/thread_pool.h"
 #include "kernels/cpu/dequantize.h"
 #include "tests/unit/model_test_util.h"
+#include "tests/unit/cli_run.h"
 
 namespace pipellm {
 namespace {
 
+using test::RunResult;
+using test::run_cli;
+using test::slurp;
+using test::temp_path;
+
 namespace fs = std::filesystem;
 
 const char* kSource = "tiny-llama-Q4_K_M";  // llama.cpp's Q4_K_M file (Q4_K and Q6_K matrices)
-
-struct RunResult {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-RunResult run_cli(const std::string& args) {
-  const fs::path dir = fs::temp_directory_path();
-  const std::string tag = std::to_string(::getpid());
-  const std::string out = (dir / ("pipellm_requant_out_" + tag)).string();
-  const std::string err = (dir / ("pipellm_requant_err_" + tag)).string();
-  const std::string cmd = std::string(PIPELLM_CLI_PATH) + " " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
 
 // A scratch directory removed with everything in it.
 class TempDir {
