@@ -66,33 +66,6 @@ Streamed post_stream(httplib::Client& c, const std::string& path, const json& bo
   return s;
 }
 
-// gRPC text of the same request (sampling as in the JSON body).
-std::string grpc_text(v1::PipeLLM::Stub& stub, const v1::GenerateRequest& req, grpc::Status* st = nullptr,
-                      const std::string& key = "") {
-  grpc::ClientContext ctx;
-  if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto reader = stub.Generate(&ctx, req);
-  v1::GenerateResponse m;
-  std::string text;
-  while (reader->Read(&m)) {
-    if (m.has_chunk()) text += m.chunk().text();
-  }
-  const grpc::Status s = reader->Finish();
-  if (st) *st = s;
-  return text;
-}
-
-v1::GenerateRequest grpc_request(const std::string& prompt, float temp, uint64_t seed, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_text(prompt);
-  r.mutable_sampling()->set_temperature(temp);
-  r.mutable_sampling()->set_seed(seed);
-  r.set_max_tokens(max_tokens);
-  r.set_ignore_eos(true);
-  return r;
-}
-
 class Http : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

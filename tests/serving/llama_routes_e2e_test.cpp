@@ -69,25 +69,6 @@ LlamaStream post_stream(httplib::Client& c, json body) {
   return s;
 }
 
-std::string grpc_text(v1::PipeLLM::Stub& stub, const std::string& prompt, float temp, uint64_t seed, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_text(prompt);
-  r.mutable_sampling()->set_temperature(temp);
-  r.mutable_sampling()->set_seed(seed);
-  r.set_max_tokens(max_tokens);
-  r.set_ignore_eos(true);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto reader = stub.Generate(&ctx, r);
-  v1::GenerateResponse m;
-  std::string text;
-  while (reader->Read(&m)) {
-    if (m.has_chunk()) text += m.chunk().text();
-  }
-  const grpc::Status st = reader->Finish();
-  EXPECT_TRUE(st.ok()) << st.error_message();
-  return text;
-}
 
 // The greedy, ignore_eos /completion body.
 json greedy(const std::string& prompt, int n) {
@@ -139,7 +120,7 @@ TEST_F(LlamaRoutes, CompletionTextEqualsV1CompletionsAndGrpc) {
     ASSERT_EQ(status, 200) << o.dump();
     const std::string text = o["choices"][0]["text"];
     EXPECT_EQ(l["content"], text);
-    EXPECT_EQ(l["content"], grpc_text(srv_->stub(), prompt, temp, seed, 16));
+    EXPECT_EQ(l["content"], grpc_text(srv_->stub(), grpc_request(prompt, temp, seed, 16)));
     EXPECT_FALSE(text.empty());
     EXPECT_EQ(l["stop"], true);
     EXPECT_EQ(l["model"], id);

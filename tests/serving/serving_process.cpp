@@ -75,6 +75,32 @@ std::string ServingProcess::log() const {
   return ss.str();
 }
 
+pipellm::v1::GenerateRequest grpc_request(const std::string& prompt, float temp, uint64_t seed, int max_tokens) {
+  pipellm::v1::GenerateRequest r;
+  r.set_text(prompt);
+  r.mutable_sampling()->set_temperature(temp);
+  r.mutable_sampling()->set_seed(seed);
+  r.set_max_tokens(max_tokens);
+  r.set_ignore_eos(true);
+  return r;
+}
+
+std::string grpc_text(pipellm::v1::PipeLLM::Stub& stub, const pipellm::v1::GenerateRequest& req, grpc::Status* st,
+                      const std::string& key) {
+  grpc::ClientContext ctx;
+  if (!key.empty()) ctx.AddMetadata("authorization", "Bearer " + key);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub.Generate(&ctx, req);
+  pipellm::v1::GenerateResponse m;
+  std::string text;
+  while (reader->Read(&m)) {
+    if (m.has_chunk()) text += m.chunk().text();
+  }
+  const grpc::Status s = reader->Finish();
+  if (st) *st = s;
+  return text;
+}
+
 std::vector<std::string> sse_payloads(const std::string& body) {
   std::vector<std::string> out;
   size_t pos = 0;

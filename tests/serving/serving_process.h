@@ -47,6 +47,13 @@ class ServingProcess {
 nlohmann::json post_json(httplib::Client& c, const std::string& path, const nlohmann::json& body, int* status = nullptr,
                          const httplib::Headers& h = {});
 
+// A text GenerateRequest with temperature, seed, max_tokens and ignore_eos.
+pipellm::v1::GenerateRequest grpc_request(const std::string& prompt, float temp, uint64_t seed, int max_tokens);
+// The streamed text of one Generate call (a 60 s deadline; `key` as a bearer token); its final
+// status in `st`.
+std::string grpc_text(pipellm::v1::PipeLLM::Stub& stub, const pipellm::v1::GenerateRequest& req,
+                      grpc::Status* st = nullptr, const std::string& key = "");
+
 // A Server-Sent Events body split into its `data:` payloads (in order).
 std::vector<std::string> sse_payloads(const std::string& body);
 

@@ -181,15 +181,7 @@ TEST_F(HttpStructuredOutput, GrpcGrammarAndJsonSchema) {
     req.mutable_sampling()->set_top_k(0);
     req.mutable_sampling()->set_seed(seed);
     set(req);
-    grpc::ClientContext ctx;
-    auto reader = srv_->stub().Generate(&ctx, req);
-    v1::GenerateResponse r;
-    std::string text;
-    while (reader->Read(&r)) {
-      if (r.has_chunk()) text += r.chunk().text();
-    }
-    *st = reader->Finish();
-    return text;
+    return grpc_text(srv_->stub(), req, st);
   };
   for (uint64_t seed = 1; seed <= 3; ++seed) {
     grpc::Status st;
