@@ -7,6 +7,9 @@
 // result as <tool_response>) and are answered.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -64,7 +67,8 @@ json ask(uint64_t seed, const json& tool_choice) {
 class HttpToolCalls : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_ = ::testing::TempDir() + "/pipellm_tool_calls_qwen3.gguf";
+    // One file per process: ctest runs each test of the suite as its own process, at once.
+    model_ = ::testing::TempDir() + "/pipellm_tool_calls_qwen3_" + std::to_string(::getpid()) + ".gguf";
     const std::string cmd = std::string(PIPELLM_CLI_BIN) + " mkmodel --preset tiny --quant Q8_0 --vocab " +
                             PIPELLM_TESTDATA + "/vocab/vocab-qwen3.gguf " + model_ + " >/dev/null 2>&1";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
