@@ -48,7 +48,8 @@ struct RequestLimits {
   int max_tokens = 0;         // 0: no limit beyond the context
   int default_max_tokens = 0;  // without max_tokens: 0 is to the end of the context (llama-server's -1)
   // What a request leaves out: the engine's defaults (llama.cpp's), or the server's sampling
-  // flags (--temp, --top-k, ...: llama-server's server-wide defaults). Seed and grammar unused.
+  // flags (--temp, --top-k, -s, ...: llama-server's server-wide defaults). Its grammar is unused
+  // (grammars are per request).
   SamplerParams sampling;
   bool random_seed = false;    // -s -1: a random seed for each request without one (else sampling.seed)
   bool ignore_eos = false;     // --ignore-eos: every request
