@@ -7,8 +7,10 @@
 // or, before any step was measured in this launch (weights warming up, graphs captured),
 // after max(floor, first_step). Three things count as a hang, each naming the rank:
 // - the head sends nothing for `floor` (its heartbeat thread stopped: rank 0 is stopped or gone),
-// - steps in flight with no result back for the deadline (a later rank: the head's suspect, or
-//   "rank 1" / "one of ranks 1-N" when it cannot tell),
+// - steps in flight with no result back for the deadline (a later rank: the head's suspect --
+//   from /proc for ranks on its host, from the rank heartbeats on any host: whose beats stopped,
+//   who is inside one step past the others (stage_worker/serve_head.h, stuck_rank_diagnosis) --
+//   or "rank 1" / "one of ranks 1-N" when it cannot tell, e.g. heartbeats could not be set up),
 // - the head inside one step of its own for the deadline (rank 0).
 #pragma once
 #include <chrono>

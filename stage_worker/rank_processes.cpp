@@ -54,15 +54,20 @@ char proc_state(long pid) {
   return stat[close + 2];
 }
 
-std::string describe_stuck_ranks(const std::vector<RankProcess>& ranks, const std::string& host) {
-  std::string out;
+std::vector<heartbeat::RankNote> stuck_rank_notes(const std::vector<RankProcess>& ranks, const std::string& host) {
+  std::vector<heartbeat::RankNote> out;
   for (const RankProcess& r : ranks) {
     if (r.rank == 0 || r.host != host) continue;
     const char* why = trouble(proc_state(r.pid));
     if (why == nullptr) continue;
-    out += (out.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r.rank) + " (pid " + std::to_string(r.pid) +
-           ") " + why;
+    out.push_back({r.rank, "rank " + std::to_string(r.rank) + " (pid " + std::to_string(r.pid) + ") " + why});
   }
+  return out;
+}
+
+std::string describe_stuck_ranks(const std::vector<RankProcess>& ranks, const std::string& host) {
+  std::string out;
+  for (const heartbeat::RankNote& n : stuck_rank_notes(ranks, host)) out += (out.empty() ? "" : "; ") + n.text;
   return out;
 }
 

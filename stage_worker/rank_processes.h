@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/pipeline/rank_heartbeat.h"
 #include "stage_worker/mpi_env.h"
 
 namespace pipellm {
@@ -22,7 +23,9 @@ std::vector<RankProcess> gather_rank_processes(const MpiSession& session);
 char proc_state(long pid);
 
 // The ranks after rank 0 that /proc shows in trouble, on `host` only (others cannot be seen):
-// "rank 1 (pid 4242) is stopped (SIGSTOP or a debugger)"; several joined by "; "; "" for none.
+// "rank 1 (pid 4242) is stopped (SIGSTOP or a debugger)", one note per rank in rank order.
+std::vector<heartbeat::RankNote> stuck_rank_notes(const std::vector<RankProcess>& ranks, const std::string& host);
+// The same joined by "; "; "" for none.
 std::string describe_stuck_ranks(const std::vector<RankProcess>& ranks, const std::string& host);
 
 }  // namespace pipellm

@@ -1,6 +1,8 @@
 #include "stage_worker/serve_head.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "engine/link/serve_link.h"
 #include "engine/pipeline/stage_factory.h"
@@ -32,9 +34,18 @@ std::vector<link::StageStatsMsg> stage_stats_messages(const std::vector<RankStat
   return out;
 }
 
+std::string stuck_rank_diagnosis(const std::vector<RankProcess>& ranks, const std::string& host,
+                                 const heartbeat::HeartbeatRegistry* beats, bool use_proc) {
+  const std::vector<heartbeat::RankNote> proc = use_proc ? stuck_rank_notes(ranks, host) : std::vector<heartbeat::RankNote>{};
+  const std::vector<heartbeat::RankNote> beat =
+      beats != nullptr ? beats->judge(heartbeat::Clock::now()) : std::vector<heartbeat::RankNote>{};
+  return heartbeat::merge_notes(proc, beat);
+}
+
 int serve_coordinator(StageRunner& runner, const Stage& head_stage, const PipelineConfig& cfg, const PartitionPlan& plan,
                       const std::string& address, bool quiet, const std::vector<RankProcess>& ranks,
-                      const std::string& host, const std::string& grammar_refusal) {
+                      const std::string& host, const std::string& grammar_refusal,
+                      const heartbeat::HeartbeatRegistry* beats) {
   link::HelloMsg hello = link::hello_for(head_stage, cfg.model.substr(cfg.model.find_last_of('/') + 1),
                                          cfg.context_length, cfg.max_sequences, cfg.n_stages(), plan_summary(plan));
   hello.secret = link::link_secret_from_env();  // the coordinator's, for this launch
@@ -47,7 +58,9 @@ int serve_coordinator(StageRunner& runner, const Stage& head_stage, const Pipeli
   if (!quiet) std::fprintf(stderr, "pipellm-stage: rank 0 serving the coordinator at %s (%s)\n", address.c_str(), hello.plan.c_str());
   link::ServeOptions so;
   so.stats = [&] { return stage_stats_messages(runner.stage_stats(), cfg); };
-  so.diagnose = [&ranks, &host] { return describe_stuck_ranks(ranks, host); };
+  const char* no_proc = std::getenv(kDiagnoseNoProcEnv);
+  const bool use_proc = no_proc == nullptr || std::strcmp(no_proc, "") == 0 || std::strcmp(no_proc, "0") == 0;
+  so.diagnose = [&ranks, &host, beats, use_proc] { return stuck_rank_diagnosis(ranks, host, beats, use_proc); };
   so.n_stages = cfg.n_stages();
   so.grammar_refusal = grammar_refusal;
   const link::ServeResult r =

@@ -12,6 +12,7 @@
 #include "engine/pipeline/partition_planner.h"
 #include "base/error.h"
 #include "stage_worker/mpi_transport.h"
+#include "stage_worker/rank_heartbeat_setup.h"
 #include "stage_worker/request_io.h"
 #include "engine/link/serve_link.h"
 #include "stage_worker/serve_head.h"
@@ -133,6 +134,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
   transport = make_transport(session, cfg, mc.n_embd);
   StageRunner runner(*stage, *transport);
+  StepTracker tracker;  // what this rank's heartbeat reports (serving only)
   // The last rank samples: it matches grammars against the model's tokens. Rank 0 knows the
   // same (one file, one config) and refuses grammar requests the tail could not serve.
   const bool tail = rank == session.size() - 1;
@@ -148,14 +150,20 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
                  mine.has_output ? " +output" : "", since(t0));
   }
   mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier after loading");
-  // Serving: rank 0 learns the ranks' pids, so that its heartbeat can name a stuck one.
+  // Serving: rank 0 learns the ranks' pids and hosts, and every later rank beats to it, so that
+  // the head can name a stuck rank (from /proc on its host, from the beats on any).
   const std::vector<RankProcess> ranks = serve_at.empty() ? std::vector<RankProcess>{} : gather_rank_processes(session);
+  const RankHeartbeat heartbeat = serve_at.empty() ? RankHeartbeat{} : start_rank_heartbeat(session, ranks, tracker, o.quiet);
+  if (!serve_at.empty()) runner.set_step_tracker(&tracker);
 
   if (rank != 0) {
     runner.run_follower();
     return 0;
   }
-  if (!serve_at.empty()) return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet, ranks, session.host(), grammar.refusal);
+  if (!serve_at.empty()) {
+    return serve_coordinator(runner, *stage, cfg, plan, serve_at, o.quiet, ranks, session.host(), grammar.refusal,
+                             heartbeat.registry.get());
+  }
   const bool need_text = o.have_prompt || !o.requests.empty();
   const auto tok = try_tokenizer(*file, o.have_prompt);
   if (need_text && !o.have_prompt && tok == nullptr) {

@@ -131,6 +131,7 @@ void StageRunner::issue_steps(Scheduler& scheduler, const TokenSink& sink, HeadS
     maybe_fault(h->step_id);
     if (step_delay_.count() > 0) std::this_thread::sleep_for(step_delay_);
     h->return_logits = return_logits;
+    const StepTracker::Scope inside(tracker_, h->step_id);
     ++st.steps;
     st.tokens_fed += h->n_tokens();
     const auto t0 = Clock::now();
@@ -219,6 +220,7 @@ void StageRunner::run_follower() {
       return;
     }
     maybe_fault(h.step_id);
+    const StepTracker::Scope inside(tracker_, h.step_id);
     if (h.width != E) {
       throw Error("step " + std::to_string(h.step_id) + ": activations of width " + std::to_string(h.width) +
                   " from rank " + std::to_string(r - 1) + ", this model's n_embd is " + std::to_string(E));

@@ -29,6 +29,7 @@
 
 #include "engine/model/stage.h"
 #include "engine/pipeline/scheduler.h"
+#include "engine/pipeline/step_tracker.h"
 #include "engine/pipeline/transport.h"
 #include "engine/runtime/grammar/token_vocabulary.h"
 
@@ -64,6 +65,10 @@ class StageRunner {
   void set_grammar_vocabulary(std::shared_ptr<const grammar::TokenVocabulary> v) { grammar_vocab_ = std::move(v); }
   // Tests: the head sleeps this long before each step (streams long enough to kill mid-way).
   void set_step_delay(std::chrono::milliseconds d) { step_delay_ = d; }
+  // Told when this rank enters and leaves each step (its compute and sends; a follower's
+  // receive of the step's activations too), for a thread that watches the rank (the rank
+  // heartbeat). Not owned; null (the default): nothing is told.
+  void set_step_tracker(StepTracker* t) { tracker_ = t; }
 
   // Head: runs until the scheduler has no work, then sends Shutdown down the pipeline.
   HeadStats run_head(Scheduler& scheduler, const TokenSink& sink, bool return_logits = false);
@@ -104,6 +109,7 @@ class StageRunner {
   FaultInjection fault_;
   std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab_;
   std::chrono::milliseconds step_delay_{0};
+  StepTracker* tracker_ = nullptr;
   std::chrono::steady_clock::time_point head_t0_;
   StepOutput step_out_;
   std::vector<float> host_rows_;  // host staging for host-only transports

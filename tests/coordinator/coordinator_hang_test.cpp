@@ -36,7 +36,13 @@ std::string write_config(const TempDir& dir, int ranks) {
   std::ofstream out(cfg);
   out << "model: " << model_path("tiny-llama-Q8_0") << "\ncontext_length: 1024\nmax_sequences: 4\n"
       << "threads: 1\ntransport: mpi\nstages:\n";
-  for (int r = 0; r < ranks; ++r) out << "  - device: cpu\n";
+  // The fixture has 2 layers: with three ranks, one each for the first two and the output head
+  // alone on the last (as tests/mpi's ThreeRanksHeadOnlyTail).
+  const int layers[][2] = {{0, 1}, {1, 2}, {2, 2}};
+  for (int r = 0; r < ranks; ++r) {
+    out << "  - device: cpu\n";
+    if (ranks == 3) out << "    layers: [" << layers[r][0] << ", " << layers[r][1] << "]\n";
+  }
   return cfg;
 }
 
@@ -117,6 +123,29 @@ TEST(Hang, AStoppedFollowerRankIsTreatedAsDead) {
   EXPECT_FALSE(running(victim)) << "the stopped rank outlived its job";
   EXPECT_FALSE(running(head)) << "the old head outlived its job";
   EXPECT_NE(coord.log().find("backend: down: the stages hang"), std::string::npos) << coord.log();
+}
+
+// A stopped rank the head cannot see in /proc (on another host; here the test switch
+// PIPELLM_DIAGNOSE_NO_PROC turns /proc off) is named from the rank heartbeats: its beats stop.
+TEST(Hang, AStoppedRankIsNamedFromItsHeartbeats) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found";
+  TempDir dir;
+  const std::string pids = dir.file("stage.pid");
+  CoordinatorProcess coord({"--config", write_config(dir, 3), "--backend", "mpirun", "--stage-bin", PIPELLM_STAGE_BIN,
+                            "--stage-arg=--pid-file", "--stage-arg", pids, "--stage-arg=--debug-step-delay-ms",
+                            "--stage-arg=20", "--shutdown-grace", "2"},
+                           {"PIPELLM_DIAGNOSE_NO_PROC=1"});
+  ASSERT_TRUE(coord.wait_health("SERVING", 60000)) << coord.log();
+  const pid_t victim = read_pid(pids + ".rank2", 5000);
+  ASSERT_GT(victim, 0);
+  OpenStreams streams = open_streams(coord, 2);
+  Stopped stopped(victim);
+  ASSERT_TRUE(stopped.ok());
+  const double s = expect_unavailable(streams, Clock::now(),
+                                      {"hang", "rank 2 on ", "(pid " + std::to_string(victim) + ") has sent no heartbeat"});
+  EXPECT_LT(s, 5.0) << "streams ended " << s << " s after SIGSTOP\n" << coord.log();
+  EXPECT_EQ(coord.log().find("is stopped (SIGSTOP"), std::string::npos) << "the /proc path spoke\n" << coord.log();
+  EXPECT_EQ(coord.log().find("the head cannot tell which"), std::string::npos) << coord.log();
 }
 
 TEST(Hang, AStoppedHeadIsTreatedAsDead) {

@@ -23,12 +23,12 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-CoordinatorProcess::CoordinatorProcess(const std::vector<std::string>& args) {
+CoordinatorProcess::CoordinatorProcess(const std::vector<std::string>& args, const std::vector<std::string>& env) {
   const std::string port_file = dir_.file("port");
   // The coordinator's output goes to a log file (read back in failure messages).
   std::vector<std::string> argv = {PIPELLM_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--port-file", port_file};
   argv.insert(argv.end(), args.begin(), args.end());
-  child_ = std::make_unique<coord::ChildProcess>(argv, std::vector<std::string>{}, dir_.file("log"));
+  child_ = std::make_unique<coord::ChildProcess>(argv, env, dir_.file("log"));
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < until) {
     std::ifstream in(port_file);

@@ -38,9 +38,10 @@ class TempDir {
 
 class CoordinatorProcess {
  public:
-  // Starts `pipellm-coordinator --listen 127.0.0.1:0 --port-file ... <args>` and waits for the
+  // Starts `pipellm-coordinator --listen 127.0.0.1:0 --port-file ... <args>` (with `env`
+  // entries "K=V" added to its environment, and so to the stages it launches) and waits for the
   // port (not for SERVING).
-  explicit CoordinatorProcess(const std::vector<std::string>& args);
+  explicit CoordinatorProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
   ~CoordinatorProcess();
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
