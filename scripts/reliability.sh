@@ -2,7 +2,7 @@
 # Reliability probes (issue 21): replays the attack and fault classes against a real
 # pipellm-coordinator on loopback and prints one table row per probe: probe | expected | observed.
 #   header flood, slowloris (HTTP and HTTPS), overload (429), browser (CSRF / DNS rebinding), fake head, idle link,
-#   hung rank (kill -STOP), oversized metadata, config typos, key source without keys, busy port.
+#   hung rank (kill -STOP; the head, and rank 2 of 3 named by its heartbeats), oversized metadata, config typos, key source without keys, busy port.
 # Usage: scripts/reliability.sh [BUILD_DIR]   (default build-hard; ctest label `reliability`)
 # Exit status 0 when every probe observed what it expected; each probe is bounded in time.
 set -uo pipefail
@@ -285,6 +285,47 @@ PY
     case "$got" in *"ended in "[0-5]" s:"*"rank 0"*relaunched) ok=0 ;; *) ok=1 ;; esac
     row "hung rank (kill -STOP head)" "ends < 5 s naming rank 0; relaunch" "$got" $ok
     stop
+
+    # Hung rank on another host: SIGSTOP rank 2 of 3 with the head's /proc view turned off
+    # (PIPELLM_DIAGNOSE_NO_PROC, as for a rank it cannot see), so only the rank heartbeats can
+    # name it.
+    cat >"$dir/three.yaml" <<YAML
+model: $model
+context_length: 256
+max_sequences: 2
+threads: 1
+transport: mpi
+stages:
+  - device: cpu
+    layers: [0, 1]
+  - device: cpu
+    layers: [1, 2]
+  - device: cpu
+    layers: [2, 2]
+YAML
+    if PIPELLM_DIAGNOSE_NO_PROC=1 start beats --config "$dir/three.yaml" --backend mpirun --stage-bin "$stage_bin" \
+      --listen off --stage-arg=--pid-file --stage-arg "$dir/stage.pid" --stage-arg=--debug-step-delay-ms \
+      --stage-arg=20 && wait_health ok 60; then
+      body=$(mktemp -p "$dir")
+      curl -s -N -m 30 "$http/v1/completions" -H 'Content-Type: application/json' \
+        -d '{"prompt":"a long one","max_tokens":200,"ignore_eos":true,"stream":true}' >"$body" &
+      spid=$!
+      pids+=($spid)
+      sleep 1
+      rpid=$(cat "$dir/stage.pid.rank2")
+      kill -STOP "$rpid"
+      t0=$SECONDS
+      wait $spid
+      took=$((SECONDS - t0))
+      err=$(grep -o '"message":"[^"]*' "$body" | tail -1 | cut -d'"' -f4 | sed 's/.*held up at //' | cut -c1-90)
+      kill -KILL "$rpid" 2>/dev/null
+      got="stream ended in ${took} s: $err"
+      case "$got" in *"ended in "[0-5]" s: rank 2 on "*"no heartbeat"*) ok=0 ;; *) ok=1 ;; esac
+      row "hung rank elsewhere (STOP rank 2 of 3)" "ends < 5 s naming rank 2 (its beats)" "$got" $ok
+      stop
+    else
+      row "hung rank elsewhere" "coordinator starts" "did not start: $(tail -1 "$dir/beats.log")" 1
+    fi
   else
     row "link probes" "coordinator starts" "did not start: $(tail -1 "$dir/link.log")" 1
   fi
