@@ -15,8 +15,9 @@ class BackendListener {
   virtual void on_up(const link::HelloMsg& hello) = 0;  // the head is ready (again)
   // The head is gone: every request in flight is lost. `reason` says why (exit status, signal).
   virtual void on_down(const std::string& reason) = 0;
-  // `logprob`: the token's log-probability when the request asked (SamplingSpec::logprobs), else NaN.
-  virtual void on_token(uint64_t id, int32_t token, float logprob) = 0;
+  // A generated token, with its log-probability (NaN when not asked: SamplingSpec::logprobs) and
+  // alternatives (SamplingSpec::top_logprobs) as the head sent them.
+  virtual void on_token(const link::TokenMsg& t) = 0;
   virtual void on_finished(const link::FinishedMsg& m) = 0;
   virtual void on_request_error(uint64_t id, const std::string& message) = 0;
 };

@@ -8,16 +8,17 @@ std::unique_ptr<Generation> Generation::start(RequestScheduler& sched, const Mod
   return std::make_unique<Generation>(std::move(handle),
                                       TextStream(text.tokenizer(), prep.stop_strings, prep.submit.stop_ids, prep.shown_ids),
                                       std::move(lease), static_cast<int>(prep.submit.prompt.size()),
-                                      prep.submit.sampling.logprobs);
+                                      prep.submit.sampling.logprobs, prep.submit.sampling.top_logprobs);
 }
 
 Generation::Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease,
-                       int prompt_tokens, bool logprobs)
+                       int prompt_tokens, bool logprobs, int top_logprobs)
     : handle_(std::move(handle)),
       text_(std::move(text)),
       lease_(std::move(lease)),
       prompt_tokens_(prompt_tokens),
-      logprobs_(logprobs) {}
+      logprobs_(logprobs),
+      top_logprobs_(top_logprobs) {}
 
 Generation::~Generation() { abandon(); }
 
@@ -42,6 +43,7 @@ Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
       ++generated_;
       u.tokens.push_back(ev->token);
       if (logprobs_) u.logprobs.push_back(ev->logprob);
+      if (top_logprobs_ > 0) u.top_logprobs.push_back(std::move(ev->top_logprobs));
       u.text = text_.push(ev->token);
       if (text_.stopped()) {  // a stop string: the rest is not wanted
         handle_->cancel();

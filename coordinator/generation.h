@@ -30,6 +30,9 @@ class Generation {
     // With SamplingSpec::logprobs: each of `tokens`' natural-log probability (same order; NaN
     // if the stages sent none). Empty when the request did not ask.
     std::vector<float> logprobs;
+    // With SamplingSpec::top_logprobs > 0: each of `tokens`' alternatives, most likely first (same
+    // order). Empty when the request did not ask.
+    std::vector<std::vector<TokenLogprob>> top_logprobs;
     bool ended = false;
     link::FinishReason finish = link::FinishReason::Stop;  // when ended without failure
     std::string stop_string;            // the stop string that ended the text, if one did
@@ -43,9 +46,10 @@ class Generation {
   static std::unique_ptr<Generation> start(RequestScheduler& sched, const ModelText& text, const PreparedRequest& prep,
                                            StreamLimiter::Lease lease);
 
-  // `logprobs`: the request asked for log-probabilities (Update::logprobs is filled).
+  // `logprobs`: the request asked for log-probabilities (Update::logprobs is filled);
+  // `top_logprobs` > 0: for alternatives too (Update::top_logprobs is filled).
   Generation(std::shared_ptr<RequestHandle> handle, TextStream text, StreamLimiter::Lease lease, int prompt_tokens,
-             bool logprobs = false);
+             bool logprobs = false, int top_logprobs = 0);
   ~Generation();
   Generation(const Generation&) = delete;
   Generation& operator=(const Generation&) = delete;
@@ -60,6 +64,7 @@ class Generation {
   int prompt_tokens() const { return prompt_tokens_; }
   int generated_tokens() const { return generated_; }
   bool logprobs() const { return logprobs_; }
+  int top_logprobs() const { return top_logprobs_; }
 
  private:
   std::shared_ptr<RequestHandle> handle_;
@@ -68,6 +73,7 @@ class Generation {
   int prompt_tokens_ = 0;
   int generated_ = 0;
   bool logprobs_ = false;
+  int top_logprobs_ = 0;
   bool ended_ = false;
 };
 

@@ -114,6 +114,7 @@ GenerateInput to_input(const v1::GenerateRequest& r) {
   if (s.has_penalty_last_n()) in.penalty_last_n = s.penalty_last_n();
   if (s.has_seed()) in.seed = s.seed();
   in.logprobs = s.has_logprobs() && s.logprobs();
+  if (s.has_top_logprobs()) in.top_logprobs = s.top_logprobs();
   if (r.has_max_tokens()) in.max_tokens = r.max_tokens();
   in.stop.assign(r.stop().begin(), r.stop().end());
   in.ignore_eos = r.ignore_eos();
@@ -168,6 +169,14 @@ grpc::Status PipeLLMService::Generate(grpc::ServerContext* ctx, const v1::Genera
       r.mutable_chunk()->set_text(u.text);
       for (int32_t id : u.tokens) r.mutable_chunk()->add_token_ids(id);
       for (float lp : u.logprobs) r.mutable_chunk()->add_token_logprobs(lp);
+      for (const auto& alts : u.top_logprobs) {
+        v1::TokenAlternatives* a = r.mutable_chunk()->add_top_logprobs();
+        for (const TokenLogprob& t : alts) {
+          v1::TokenLogprob* x = a->add_alternatives();
+          x->set_id(t.id);
+          x->set_logprob(t.logprob);
+        }
+      }
       if (!out->Write(r)) {
         gen->abandon();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");

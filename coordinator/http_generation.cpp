@@ -28,9 +28,9 @@ std::vector<int32_t> special_ids(const Tokenizer& tok, const std::vector<std::st
 
 class OpenAiFormat final : public GenerationFormat {
  public:
-  OpenAiFormat(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok)
+  OpenAiFormat(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok, int top_logprobs)
       : meta_(std::move(meta)), chat_(chat), usage_(usage) {
-    if (logprobs_tok != nullptr) lp_.emplace(*logprobs_tok);
+    if (logprobs_tok != nullptr) lp_.emplace(*logprobs_tok, top_logprobs);
   }
 
   std::string stream_open() override {
@@ -38,7 +38,7 @@ class OpenAiFormat final : public GenerationFormat {
   }
 
   std::string update(const Generation::Update& u, bool streaming) override {
-    if (lp_) lp_->add_tokens(u.tokens, u.logprobs);
+    if (lp_) lp_->add_tokens(u.tokens, u.logprobs, u.top_logprobs);
     if (!streaming) {
       text_ += u.text;
       return "";
@@ -87,8 +87,9 @@ class OpenAiFormat final : public GenerationFormat {
 
 }  // namespace
 
-std::unique_ptr<GenerationFormat> openai_format(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok) {
-  return std::make_unique<OpenAiFormat>(std::move(meta), chat, usage, logprobs_tok);
+std::unique_ptr<GenerationFormat> openai_format(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok,
+                                                int top_logprobs) {
+  return std::make_unique<OpenAiFormat>(std::move(meta), chat, usage, logprobs_tok, top_logprobs);
 }
 
 StartedGeneration start_generation(const FrontDoorContext& ctx, const std::string& principal, const GenerateInput& in) {

@@ -34,8 +34,10 @@ class GenerationFormat {
 };
 
 // OpenAI's /v1/completions and /v1/chat/completions. `usage`: stream_options.include_usage;
-// `logprobs_tok` is given when the request asked for logprobs.
-std::unique_ptr<GenerationFormat> openai_format(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok);
+// `logprobs_tok` is given when the request asked for logprobs; `top_logprobs`: the alternatives
+// it asked for per token (Generation::top_logprobs).
+std::unique_ptr<GenerationFormat> openai_format(ResponseMeta meta, bool chat, bool usage, const Tokenizer* logprobs_tok,
+                                                int top_logprobs = 0);
 
 struct StartedGeneration {
   std::shared_ptr<Generation> gen;  // null: refused with `error`

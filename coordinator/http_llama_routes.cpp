@@ -48,7 +48,6 @@ constexpr AbsentSampler kAbsentSamplers[] = {
     {"xtc_probability", -kInf, 0, "XTC sampling"},
     {"dry_multiplier", -kInf, 0, "the DRY repetition penalty"},
     {"top_n_sigma", -kInf, 0, "top-n-sigma sampling"},
-    {"n_probs", -kInf, 0, "token probabilities (completion_probabilities)"},
 };
 
 // OpenAI fields /completion does not have (llama-server ignores them there): dropped so that the
@@ -59,8 +58,12 @@ double per(double a, double b) { return b > 0 ? a / b : 0.0; }
 
 class LlamaFormat final : public GenerationFormat {
  public:
-  LlamaFormat(std::string model, json settings, bool return_tokens, steady::time_point started)
-      : model_(std::move(model)), settings_(std::move(settings)), return_tokens_(return_tokens), started_(started) {}
+  LlamaFormat(std::string model, json settings, bool return_tokens, steady::time_point started, const Tokenizer* probs_tok)
+      : model_(std::move(model)),
+        settings_(std::move(settings)),
+        return_tokens_(return_tokens),
+        started_(started),
+        probs_tok_(probs_tok) {}
 
   std::string update(const Generation::Update& u, bool streaming) override {
     const auto now = steady::now();
@@ -69,22 +72,34 @@ class LlamaFormat final : public GenerationFormat {
       last_token_ = now;
     }
     pending_.insert(pending_.end(), u.tokens.begin(), u.tokens.end());
+    if (probs_tok_ != nullptr) {
+      static const std::vector<TokenLogprob> kNone;
+      for (size_t i = 0; i < u.tokens.size(); ++i) {
+        probs_.push_back(llama_token_probs_json(*probs_tok_, u.tokens[i],
+                                                i < u.logprobs.size() ? u.logprobs[i] : std::nanf(""),
+                                                i < u.top_logprobs.size() ? u.top_logprobs[i] : kNone));
+      }
+    }
     if (!streaming) {
       text_ += u.text;
       return "";
     }
     if (u.text.empty()) return "";  // ids whose text is held back go with the next text
-    std::string event = sse_event(llama_chunk_json(u.text, pending_));
+    std::string event = sse_event(llama_chunk_json(u.text, pending_, take_probs()));
     pending_.clear();
     return event;
   }
 
   json body(const Generation::Update& last, const Generation& g) override {
-    return llama_completion_json(result(last, g, text_, return_tokens_ ? pending_ : std::vector<int32_t>{}));
+    LlamaCompletion c = result(last, g, text_, return_tokens_ ? pending_ : std::vector<int32_t>{});
+    c.completion_probabilities = take_probs();
+    return llama_completion_json(c);
   }
 
   std::string stream_close(const Generation::Update& last, const Generation& g) override {
-    return sse_event(llama_completion_json(result(last, g, "", pending_)));  // the content went in chunks
+    LlamaCompletion c = result(last, g, "", pending_);  // the content went in chunks
+    c.completion_probabilities = take_probs();         // of tokens whose text never showed
+    return sse_event(llama_completion_json(c));
   }
 
  private:
@@ -114,8 +129,18 @@ class LlamaFormat final : public GenerationFormat {
   steady::time_point started_;
   std::optional<steady::time_point> first_token_;
   steady::time_point last_token_{};
+  // The pending tokens' completion_probabilities (null without n_probs); none are pending after.
+  json take_probs() {
+    if (probs_tok_ == nullptr) return nullptr;
+    json out = std::move(probs_);
+    probs_ = json::array();
+    return out;
+  }
+
+  const Tokenizer* probs_tok_;
   std::string text_;              // collected (not streaming)
   std::vector<int32_t> pending_;  // ids not yet reported (all of them when not streaming)
+  json probs_ = json::array();    // completion_probabilities not yet reported
 };
 
 }  // namespace
@@ -162,6 +187,21 @@ LlamaCompletionRequest parse_llama_completion(const json& body, const std::strin
              "unsupported_parameter");
     }
   }
+  // n_probs: the alternatives per token (negative: off, as llama-server treats it), refused past
+  // what the link carries rather than cut short.
+  if (const json* np = field(body, "n_probs")) {
+    const int64_t n = integer_of(*np, "n_probs");
+    if (n > kMaxTopLogprobs) {
+      refuse("n_probs", "n_probs: must be at most " + std::to_string(kMaxTopLogprobs) + " (got " + std::to_string(n) + ")");
+    }
+    lr.n_probs = n > 0 ? static_cast<int>(n) : 0;
+  }
+  b.erase("n_probs");
+  // The probabilities after the sampler chain are not computed (the alternatives come from the
+  // model's distribution after penalties).
+  if (const json* ps = field(body, "post_sampling_probs"); ps && !(ps->is_boolean() && !ps->get<bool>())) {
+    refuse("post_sampling_probs", "post_sampling_probs: not supported (leave it out or false)", "unsupported_parameter");
+  }
   for (const char* name : kOpenAiOnly) b.erase(name);
   if (const json* rt = field(body, "return_tokens")) {
     if (!rt->is_boolean()) refuse("return_tokens", "return_tokens: must be a boolean");
@@ -173,6 +213,10 @@ LlamaCompletionRequest parse_llama_completion(const json& body, const std::strin
   if (n_predict && *n_predict > 0) in.max_tokens = *n_predict;
   in.until_context = n_predict && *n_predict == -1;
   in.parse_special = true;
+  if (lr.n_probs > 0) {
+    in.logprobs = true;
+    in.top_logprobs = lr.n_probs;
+  }
   return lr;
 }
 
@@ -219,7 +263,7 @@ json llama_params_json(const link::SamplingParams& sp, int n_predict, const std:
           {"stop", stop},
           {"ignore_eos", ignore_eos},
           {"stream", stream},
-          {"n_probs", 0},
+          {"n_probs", sp.top_logprobs},
           {"grammar", sp.grammar}};
 }
 
@@ -232,7 +276,7 @@ json llama_generation_settings(const GenerateInput& in, const PreparedRequest& p
 }
 
 json llama_completion_json(const LlamaCompletion& c) {
-  return {{"index", 0},
+  json j = {{"index", 0},
           {"content", c.content},
           {"tokens", c.tokens},
           {"id_slot", -1},  // the head picks the KV slot; the coordinator does not see which
@@ -247,15 +291,32 @@ json llama_completion_json(const LlamaCompletion& c) {
           {"stopping_word", c.stopping_word},
           {"tokens_cached", 0},
           {"timings", llama_timings_json(c.timings)}};
+  if (!c.completion_probabilities.is_null()) j["completion_probabilities"] = c.completion_probabilities;
+  return j;
 }
 
-json llama_chunk_json(const std::string& content, const std::vector<int32_t>& tokens) {
-  return {{"index", 0}, {"content", content}, {"tokens", tokens}, {"stop", false}};
+json llama_chunk_json(const std::string& content, const std::vector<int32_t>& tokens, const json& probabilities) {
+  json j = {{"index", 0}, {"content", content}, {"tokens", tokens}, {"stop", false}};
+  if (!probabilities.is_null()) j["completion_probabilities"] = probabilities;
+  return j;
+}
+
+json llama_token_probs_json(const Tokenizer& tok, int32_t id, float logprob, const std::vector<TokenLogprob>& top) {
+  json alts = json::array();
+  for (const TokenLogprob& a : top) {
+    json e = token_logprob_json(tok.render_piece(a.id), a.logprob);
+    e["id"] = a.id;
+    alts.push_back(std::move(e));
+  }
+  json j = token_logprob_json(tok.render_piece(id), logprob);
+  j["id"] = id;
+  j["top_logprobs"] = std::move(alts);
+  return j;
 }
 
 std::unique_ptr<GenerationFormat> llama_completion_format(std::string model, json settings, bool return_tokens,
-                                                          steady::time_point started) {
-  return std::make_unique<LlamaFormat>(std::move(model), std::move(settings), return_tokens, started);
+                                                          steady::time_point started, const Tokenizer* probs_tok) {
+  return std::make_unique<LlamaFormat>(std::move(model), std::move(settings), return_tokens, started, probs_tok);
 }
 
 json llama_props_json(const LlamaProps& p) {

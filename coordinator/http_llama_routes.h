@@ -23,6 +23,7 @@ struct LlamaCompletionRequest {
   OpenAiRequest request;       // input and stream
   bool random_seed = false;    // seed -1: the caller draws one
   bool return_tokens = false;  // the response lists the generated ids
+  int n_probs = 0;             // completion_probabilities with this many alternatives per token (0: none)
 };
 
 // POST /completion's body. `n_predict` (or `max_tokens`): -1 generates to the end of the context,
@@ -65,16 +66,25 @@ struct LlamaCompletion {
   int tokens_predicted = 0;
   LlamaTimings timings;
   nlohmann::json generation_settings = nlohmann::json::object();
+  nlohmann::json completion_probabilities = nullptr;  // listed when not null (n_probs > 0)
 };
 // The final object (stop: true), whole or as a stream's last event.
 nlohmann::json llama_completion_json(const LlamaCompletion& c);
-// A stream's partial event (stop: false).
-nlohmann::json llama_chunk_json(const std::string& content, const std::vector<int32_t>& tokens);
+// A stream's partial event (stop: false); `probabilities` listed as completion_probabilities
+// when not null.
+nlohmann::json llama_chunk_json(const std::string& content, const std::vector<int32_t>& tokens,
+                                const nlohmann::json& probabilities = nullptr);
+// One completion_probabilities entry: {id, token, bytes, logprob, top_logprobs: [{id, token,
+// bytes, logprob}, ...]}, the texts being the tokens' pieces.
+nlohmann::json llama_token_probs_json(const Tokenizer& tok, int32_t id, float logprob,
+                                      const std::vector<TokenLogprob>& top);
 
 // /completion's GenerationFormat: times the first and last tokens from `started`; streams chunks
-// and a final object, without OpenAI's [DONE].
+// and a final object, without OpenAI's [DONE]. `probs_tok` (n_probs > 0): each event lists its
+// tokens' completion_probabilities.
 std::unique_ptr<GenerationFormat> llama_completion_format(std::string model, nlohmann::json settings, bool return_tokens,
-                                                          std::chrono::steady_clock::time_point started);
+                                                          std::chrono::steady_clock::time_point started,
+                                                          const Tokenizer* probs_tok = nullptr);
 
 struct LlamaProps {
   std::string model_id;

@@ -22,6 +22,16 @@ namespace {
   throw HttpError(bad_request(param, message, code));
 }
 
+// A count of alternatives per token: [0, kMaxTopLogprobs], with OpenAI's codes for the bounds.
+void top_logprobs_range(const char* param, int64_t n) {
+  const std::string got = " (got " + std::to_string(n) + ")";
+  if (n < 0) refuse(param, std::string(param) + ": must be 0 or more" + got, "integer_below_min_value");
+  if (n > kMaxTopLogprobs) {
+    refuse(param, std::string(param) + ": must be at most " + std::to_string(kMaxTopLogprobs) + got,
+           "integer_above_max_value");
+  }
+}
+
 const char* type_name(const json& v) {
   if (v.is_null()) return "null";
   if (v.is_boolean()) return "a boolean";
@@ -422,15 +432,11 @@ OpenAiRequest parse_completion_request(const json& body, const std::string* raw)
   }
   if (const auto echo = opt_bool(body, "echo"); echo && *echo) refuse("echo", "echo: not supported", "unsupported_parameter");
   // Legacy `logprobs`: how many top alternatives to list besides the chosen token; 0 lists none.
+  // OpenAI takes at most 5; up to kMaxTopLogprobs here, as chat's top_logprobs.
   if (const auto lp = opt_int(body, "logprobs")) {
-    if (*lp < 0) refuse("logprobs", "logprobs: must be 0 or more (got " + std::to_string(*lp) + ")");
-    if (*lp > 0) {
-      refuse("logprobs",
-             "logprobs: only 0 is supported (the chosen tokens' log-probabilities; top alternatives are not) (got " +
-                 std::to_string(*lp) + ")",
-             "unsupported_parameter");
-    }
+    top_logprobs_range("logprobs", *lp);
     in.logprobs = true;
+    in.top_logprobs = *lp;
   }
   if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty())) {
     refuse("suffix", "suffix: not supported", "unsupported_parameter");
@@ -467,13 +473,10 @@ OpenAiRequest parse_chat_request(const json& body, const std::string* raw) {
   if (r.tools && r.tools->choice != ToolRequest::Choice::kNone) in.tools = r.tools->tools_json;
   in.logprobs = opt_bool(body, "logprobs").value_or(false);
   if (const auto top = opt_int(body, "top_logprobs")) {
-    if (*top < 0) refuse("top_logprobs", "top_logprobs: must be 0 or more (got " + std::to_string(*top) + ")");
-    if (*top > 0) {
-      refuse("top_logprobs",
-             "top_logprobs: only the chosen token's log-probability is supported (got " + std::to_string(*top) +
-                 "; use 0 or leave it out)",
-             "unsupported_parameter");
-    }
+    top_logprobs_range("top_logprobs", *top);
+    // As OpenAI: the alternatives come with the chosen tokens' logprobs, not instead of them.
+    if (*top > 0 && !in.logprobs) refuse("top_logprobs", "top_logprobs: requires logprobs to be true");
+    in.top_logprobs = *top;
   }
   return r;
 }
@@ -536,13 +539,22 @@ json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& ro
   return j;
 }
 
-void LogprobTrack::add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs) {
+void LogprobTrack::add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs,
+                              const std::vector<std::vector<TokenLogprob>>& top) {
   for (size_t i = 0; i < ids.size(); ++i) {
-    const std::string& p = tok_.render_piece(ids[i]);
-    const bool strip = first_ && tok_.strips_first_space() && !p.empty() && p[0] == ' ';
+    // The first position's pieces lose their leading space where decode() drops it, the
+    // alternatives too, so that the chosen token reads the same in both lists.
+    const bool first = first_;
+    const auto piece = [&](int32_t id) {
+      const std::string& p = tok_.render_piece(id);
+      const bool strip = first && tok_.strips_first_space() && !p.empty() && p[0] == ' ';
+      return p.substr(strip ? 1 : 0);
+    };
     first_ = false;
-    Token t{p.substr(strip ? 1 : 0), i < logprobs.size() ? logprobs[i] : std::numeric_limits<float>::quiet_NaN(),
-            raw_bytes_};
+    Token t{piece(ids[i]), i < logprobs.size() ? logprobs[i] : std::numeric_limits<float>::quiet_NaN(), raw_bytes_, {}};
+    if (i < top.size()) {
+      for (const TokenLogprob& a : top[i]) t.top.push_back({piece(a.id), a.logprob});
+    }
     raw_bytes_ += t.piece.size();
     pending_.push_back(std::move(t));
   }
@@ -560,17 +572,22 @@ size_t LogprobTrack::char_offset(size_t byte_at) {
   return end < text_.size() && continuation(end) && counted_chars_ > 0 ? counted_chars_ - 1 : counted_chars_;
 }
 
-namespace {
 json logprob_value(float x) { return std::isnan(x) ? json(nullptr) : json(x); }
-}  // namespace
+
+json token_logprob_json(const std::string& piece, float logprob) {
+  json bytes = json::array();
+  for (char c : piece) bytes.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  return {{"token", valid_utf8(piece)}, {"logprob", logprob_value(logprob)}, {"bytes", bytes}};
+}
 
 json LogprobTrack::take_chat() {
   json content = json::array();
   for (const Token& t : pending_) {
-    json bytes = json::array();
-    for (char c : t.piece) bytes.push_back(static_cast<int>(static_cast<unsigned char>(c)));
-    content.push_back(
-        {{"token", valid_utf8(t.piece)}, {"logprob", logprob_value(t.logprob)}, {"bytes", bytes}, {"top_logprobs", json::array()}});
+    json top = json::array();
+    for (const auto& [piece, lp] : t.top) top.push_back(token_logprob_json(piece, lp));
+    json entry = token_logprob_json(t.piece, t.logprob);
+    entry["top_logprobs"] = std::move(top);
+    content.push_back(std::move(entry));
   }
   taken_ += pending_.size();
   pending_.clear();
@@ -578,15 +595,27 @@ json LogprobTrack::take_chat() {
 }
 
 json LogprobTrack::take_completion() {
-  json tokens = json::array(), lps = json::array(), offsets = json::array();
+  json tokens = json::array(), lps = json::array(), offsets = json::array(), tops = json::array();
   for (const Token& t : pending_) {
     tokens.push_back(valid_utf8(t.piece));
     lps.push_back(logprob_value(t.logprob));
     offsets.push_back(char_offset(t.byte_at));
+    // {text: logprob} per position; as OpenAI, the chosen token is listed too when it is not
+    // among the alternatives (one entry per text: pieces that read the same keep the likelier).
+    json top = json::object();
+    for (const auto& [piece, lp] : t.top) {
+      const std::string key = valid_utf8(piece);
+      if (!top.contains(key)) top[key] = logprob_value(lp);
+    }
+    if (!t.top.empty() && !top.contains(valid_utf8(t.piece))) top[valid_utf8(t.piece)] = logprob_value(t.logprob);
+    tops.push_back(std::move(top));
   }
   taken_ += pending_.size();
   pending_.clear();
-  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", nullptr}, {"text_offset", offsets}};
+  return {{"tokens", tokens},
+          {"token_logprobs", lps},
+          {"top_logprobs", top_logprobs_ > 0 ? tops : json(nullptr)},
+          {"text_offset", offsets}};
 }
 
 json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens) {

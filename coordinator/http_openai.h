@@ -87,6 +87,12 @@ nlohmann::json chat_chunk_json(const ResponseMeta& m, const std::optional<std::s
                                const std::optional<std::string>& content, const char* finish,
                                const nlohmann::json& logprobs = nullptr);
 
+// A log-probability as JSON: null for NaN (not sent).
+nlohmann::json logprob_value(float x);
+// {"token": piece (valid UTF-8), "logprob", "bytes": the piece's bytes}: one entry of OpenAI's
+// chat logprobs and of llama-server's completion_probabilities.
+nlohmann::json token_logprob_json(const std::string& piece, float logprob);
+
 // The log-probabilities of one response's tokens, in OpenAI's two shapes. Tokens come in as
 // Generation updates give them (ids and logprobs); each token's piece is its own text as the
 // detokenizer renders it in place (control tokens "", the first token's leading space dropped
@@ -97,13 +103,17 @@ nlohmann::json chat_chunk_json(const ResponseMeta& m, const std::optional<std::s
 // for the tokens of a stop string).
 class LogprobTrack {
  public:
-  explicit LogprobTrack(const Tokenizer& tok) : tok_(tok) {}
-  void add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs);
+  // `top_logprobs`: alternatives asked per token (0: none; completions' top_logprobs is null then).
+  explicit LogprobTrack(const Tokenizer& tok, int top_logprobs = 0) : tok_(tok), top_logprobs_(top_logprobs) {}
+  // `top`: each token's alternatives (Generation::Update::top_logprobs), or empty.
+  void add_tokens(const std::vector<int32_t>& ids, const std::vector<float>& logprobs,
+                  const std::vector<std::vector<TokenLogprob>>& top = {});
   void add_text(const std::string& returned);  // text returned to the client, in order
   bool pending() const { return !pending_.empty(); }
   size_t taken() const { return taken_; }
   // The pending tokens (then none are pending): chat {"content": [{"token", "logprob", "bytes",
-  // "top_logprobs": []}, ...]}; completions {"tokens", "token_logprobs", "top_logprobs": null,
+  // "top_logprobs": [{"token", "logprob", "bytes"}, ...]}, ...]}; completions {"tokens",
+  // "token_logprobs", "top_logprobs": [{text: logprob}, ...] (null without alternatives),
   // "text_offset"}. A logprob the stages did not send (NaN) is null.
   nlohmann::json take_chat();
   nlohmann::json take_completion();
@@ -113,10 +123,12 @@ class LogprobTrack {
     std::string piece;  // raw bytes (may be part of a UTF-8 character)
     float logprob;
     size_t byte_at;     // bytes of the pieces before it
+    std::vector<std::pair<std::string, float>> top;  // alternatives: piece, logprob
   };
   size_t char_offset(size_t byte_at);  // monotonic in byte_at
 
   const Tokenizer& tok_;
+  int top_logprobs_ = 0;
   std::vector<Token> pending_;
   size_t raw_bytes_ = 0;
   bool first_ = true;

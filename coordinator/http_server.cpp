@@ -191,7 +191,9 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
                 s.gen->id(), s.gen->prompt_tokens(), s.prep.submit.max_tokens, r.stream,
                 tools ? tool_call_syntax_name(tools->syntax) : "off");
   const Tokenizer* lp_tok = s.gen->logprobs() ? &ctx.text.tokenizer() : nullptr;
-  auto format = tools ? tool_call_format(meta, r.include_usage, lp_tok, *tools) : openai_format(meta, chat, r.include_usage, lp_tok);
+  const int top = s.gen->top_logprobs();
+  auto format = tools ? tool_call_format(meta, r.include_usage, lp_tok, *tools, top)
+                      : openai_format(meta, chat, r.include_usage, lp_tok, top);
   if (r.stream) {
     stream_generation(ctx, stopped, res, std::move(s.gen), std::move(format), t0);
   } else {
@@ -220,8 +222,10 @@ void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib:
   const std::string id = model_id(s.model);
   spdlog::debug("http: /completion request {} ({} prompt tokens, n_predict {}, stream {})", s.gen->id(),
                 s.gen->prompt_tokens(), s.prep.submit.max_tokens, lr.request.stream);
+  // n_probs > 0: completion_probabilities, with the tokens' texts.
+  const Tokenizer* probs_tok = s.gen->top_logprobs() > 0 ? &ctx.text.tokenizer() : nullptr;
   auto format = llama_completion_format(id, llama_generation_settings(in, s.prep, s.model.n_ctx, lr.request.stream, id),
-                                        lr.return_tokens, t0);
+                                        lr.return_tokens, t0, probs_tok);
   if (lr.request.stream) {
     stream_generation(ctx, stopped, res, std::move(s.gen), std::move(format), t0);
   } else {

@@ -36,15 +36,15 @@ ApiError no_call_error(const Generation::Update& last) {
 
 class ToolCallFormat final : public GenerationFormat {
  public:
-  ToolCallFormat(ResponseMeta meta, bool usage, const Tokenizer* logprobs_tok, ToolCallPlan plan)
+  ToolCallFormat(ResponseMeta meta, bool usage, const Tokenizer* logprobs_tok, ToolCallPlan plan, int top_logprobs)
       : meta_(std::move(meta)), usage_(usage), plan_(std::move(plan)) {
-    if (logprobs_tok != nullptr) lp_.emplace(*logprobs_tok);
+    if (logprobs_tok != nullptr) lp_.emplace(*logprobs_tok, top_logprobs);
   }
 
   std::string stream_open() override { return sse_event(chat_chunk_json(meta_, std::string("assistant"), std::string(), nullptr)); }
 
   std::string update(const Generation::Update& u, bool streaming) override {
-    if (lp_) lp_->add_tokens(u.tokens, u.logprobs);
+    if (lp_) lp_->add_tokens(u.tokens, u.logprobs, u.top_logprobs);
     text_ += u.text;
     // A required call is the whole output: nothing to send before it is parsed.
     if (!streaming || plan_.required || u.text.empty()) return "";
@@ -200,8 +200,8 @@ std::optional<ToolCallPlan> plan_tool_calls(const ToolRequest& tools, const std:
 }
 
 std::unique_ptr<GenerationFormat> tool_call_format(ResponseMeta meta, bool usage, const Tokenizer* logprobs_tok,
-                                                   ToolCallPlan plan) {
-  return std::make_unique<ToolCallFormat>(std::move(meta), usage, logprobs_tok, std::move(plan));
+                                                   ToolCallPlan plan, int top_logprobs) {
+  return std::make_unique<ToolCallFormat>(std::move(meta), usage, logprobs_tok, std::move(plan), top_logprobs);
 }
 
 }  // namespace pipellm::coord

@@ -31,7 +31,7 @@ std::optional<ToolCallPlan> plan_tool_calls(const ToolRequest& tools, const std:
 
 // The chat response format with tool calls (logprobs_tok as openai_format's).
 std::unique_ptr<GenerationFormat> tool_call_format(ResponseMeta meta, bool usage, const Tokenizer* logprobs_tok,
-                                                   ToolCallPlan plan);
+                                                   ToolCallPlan plan, int top_logprobs = 0);
 
 // A new call id: "call_" and 24 letters and digits; Mistral's templates take exactly 9.
 std::string new_tool_call_id(ToolCallSyntax s);

@@ -48,6 +48,7 @@ class HeadThread : public HeadProcess {
         o.stats = stats;
         o.stop = &stop_;
         o.grammar_refusal = grammar.refusal;
+        o.top_logprobs_refusal = link::top_logprobs_refusal(opt.device);
         const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, o);
         why = "the head thread finished (" + r.end_reason + ")";
       } catch (const std::exception& e) {

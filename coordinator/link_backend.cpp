@@ -168,7 +168,7 @@ void LinkBackend::serve_connected() {
       }
       watchdog.heard(clock::now());
       if (const auto* t = std::get_if<link::TokenMsg>(&*m)) {
-        listener_->on_token(t->id, t->token, t->logprob);
+        listener_->on_token(*t);
       } else if (const auto* f = std::get_if<link::FinishedMsg>(&*m)) {
         listener_->on_finished(*f);
       } else if (const auto* e = std::get_if<link::ErrorMsg>(&*m)) {

@@ -23,7 +23,8 @@ void MeteredBackend::on_down(const std::string& reason) {
   listener_->on_down(reason);
 }
 
-void MeteredBackend::on_token(uint64_t id, int32_t token, float logprob) {
+void MeteredBackend::on_token(const link::TokenMsg& tm) {
+  const uint64_t id = tm.id;
   {
     const auto now = clock::now();
     std::lock_guard<std::mutex> lock(mu_);
@@ -42,7 +43,7 @@ void MeteredBackend::on_token(uint64_t id, int32_t token, float logprob) {
     }
   }
   metrics_.add_generated_tokens(1);
-  listener_->on_token(id, token, logprob);
+  listener_->on_token(tm);
 }
 
 void MeteredBackend::on_finished(const link::FinishedMsg& m) {

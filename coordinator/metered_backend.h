@@ -27,7 +27,7 @@ class MeteredBackend : public Backend, public BackendListener {
   // BackendListener
   void on_up(const link::HelloMsg& hello) override { listener_->on_up(hello); }
   void on_down(const std::string& reason) override;
-  void on_token(uint64_t id, int32_t token, float logprob) override;
+  void on_token(const link::TokenMsg& t) override;
   void on_finished(const link::FinishedMsg& m) override;
   void on_request_error(uint64_t id, const std::string& message) override;
 

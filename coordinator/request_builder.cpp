@@ -104,6 +104,11 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
   sp.chain = sampling_spec(def).chain;  // requests do not choose the order
   sp.seed = in.seed ? *in.seed : lim.random_seed ? random_seed() : def.seed;
   sp.logprobs = in.logprobs;
+  if (in.top_logprobs < 0 || in.top_logprobs > kMaxTopLogprobs) {
+    invalid("sampling.top_logprobs: must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +
+            std::to_string(in.top_logprobs) + ")");
+  }
+  sp.top_logprobs = static_cast<int32_t>(in.top_logprobs);
   sp.grammar = in.grammar;  // the front door compiled and parsed it (schema -> GBNF)
 
   if (in.max_tokens && *in.max_tokens < 1) {

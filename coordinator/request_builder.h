@@ -36,6 +36,7 @@ struct GenerateInput {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool logprobs = false;  // report each generated token's log-probability
+  int64_t top_logprobs = 0;  // and its most likely alternatives, [0, kMaxTopLogprobs]
   std::string grammar;    // structured output: GBNF the output must match ("" for none), parsed already
   // Chat: the OpenAI `tools` array (JSON) the template is given; special tokens the output text
   // shows (a tool-call syntax's markers, which detokenizing would drop), by their text.

@@ -157,7 +157,8 @@ void RequestScheduler::on_down(const std::string& reason) {
   }
 }
 
-void RequestScheduler::on_token(uint64_t id, int32_t token, float logprob) {
+void RequestScheduler::on_token(const link::TokenMsg& t) {
+  const uint64_t id = t.id;
   std::shared_ptr<RequestHandle> h;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -167,8 +168,9 @@ void RequestScheduler::on_token(uint64_t id, int32_t token, float logprob) {
   }
   StreamEvent e;
   e.kind = StreamEvent::Kind::Token;
-  e.token = token;
-  e.logprob = logprob;
+  e.token = t.token;
+  e.logprob = t.logprob;
+  e.top_logprobs = t.top_logprobs;
   h->push(std::move(e));
 }
 

@@ -24,6 +24,7 @@ struct StreamEvent {
   enum class Kind { Token, Finished, Failed } kind = Kind::Token;
   int32_t token = -1;              // Token
   float logprob = std::numeric_limits<float>::quiet_NaN();  // Token: when the request asked
+  std::vector<TokenLogprob> top_logprobs{};  // Token: when the request asked for alternatives
   link::FinishedMsg finished;      // Finished
   Code code = Code::Ok;            // Failed
   std::string message;             // Failed
@@ -92,7 +93,7 @@ class RequestScheduler : public BackendListener {
   // BackendListener
   void on_up(const link::HelloMsg& hello) override;
   void on_down(const std::string& reason) override;
-  void on_token(uint64_t id, int32_t token, float logprob) override;
+  void on_token(const link::TokenMsg& t) override;
   void on_finished(const link::FinishedMsg& m) override;
   void on_request_error(uint64_t id, const std::string& message) override;
 

@@ -455,6 +455,12 @@ SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
     throw InvalidArgument("sampling: a grammar (structured output: grammar, json_schema, response_format) is only "
                           "supported by the CPU sampler; this CUDA stage samples on the GPU and cannot apply it yet");
   }
+  // The device sampler computes the chosen token's log-probability only (heads refuse such
+  // requests first: link::top_logprobs_refusal).
+  if (spec.top_logprobs > 0) {
+    throw InvalidArgument("sampling: top_logprobs is only supported by the CPU sampler; this CUDA stage samples on "
+                          "the GPU and reports only the chosen token's logprob");
+  }
   const SamplerParams p = sampler_params(spec);
   p.validate();
   SlotSampling g;

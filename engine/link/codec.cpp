@@ -74,6 +74,12 @@ class Reader {
     if (!(std::isnan(v) || v <= 0.0f)) fail(field, "not a log-probability (<= 0) or NaN");
     return v;
   }
+  // A count of alternatives: at most kMaxTopLogprobs, so a hostile frame cannot ask for more.
+  int32_t top_count(const char* field) {
+    const int32_t v = i32(field);
+    if (v < 0 || v > kMaxTopLogprobs) fail(field, std::to_string(v) + " outside [0, " + std::to_string(kMaxTopLogprobs) + "]");
+    return v;
+  }
   uint8_t u8(const char* field) {
     need(1, field);
     return p_[off_++];
@@ -132,12 +138,13 @@ class Reader {
     }
   }
 
+  [[noreturn]] void fail(const char* field, const std::string& why) const {
+    throw LinkError(std::string("link: ") + msg_ + "." + field + " at byte " + std::to_string(off_) + ": " + why);
+  }
+
  private:
   void need(size_t k, const char* field) const {
     if (k > n_ - off_) fail(field, "truncated (needs " + std::to_string(k) + " bytes, " + std::to_string(n_ - off_) + " left)");
-  }
-  [[noreturn]] void fail(const char* field, const std::string& why) const {
-    throw LinkError(std::string("link: ") + msg_ + "." + field + " at byte " + std::to_string(off_) + ": " + why);
   }
   const uint8_t* p_;
   size_t n_;
@@ -157,6 +164,7 @@ void write_sampling(Writer& w, const SamplingParams& s) {
   w.u64(s.seed);
   w.u32(s.chain);
   w.u8(s.logprobs ? 1 : 0);
+  w.i32(s.top_logprobs);
   // The GBNF text only: the head's tail matches it against its own model's vocabulary.
   w.str(s.grammar);
 }
@@ -174,6 +182,7 @@ SamplingParams read_sampling(Reader& r) {
   s.seed = r.u64("seed");
   s.chain = r.u32("chain");
   s.logprobs = r.u8("logprobs") != 0;
+  s.top_logprobs = r.top_count("top_logprobs");
   s.grammar = r.str("grammar");
   return s;
 }
@@ -213,6 +222,11 @@ std::vector<uint8_t> encode_one(const TokenMsg& m) {
   w.u64(m.id);
   w.i32(m.token);
   w.f32(m.logprob);
+  w.u8(static_cast<uint8_t>(m.top_logprobs.size()));
+  for (const TokenLogprob& t : m.top_logprobs) {
+    w.i32(t.id);
+    w.f32(t.logprob);
+  }
   return w.finish();
 }
 std::vector<uint8_t> encode_one(const FinishedMsg& m) {
@@ -327,6 +341,14 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       m.id = r.u64("id");
       m.token = r.i32("token");
       m.logprob = r.logprob("logprob");
+      const uint8_t n_top = r.u8("top_logprobs");
+      if (n_top > kMaxTopLogprobs) r.fail("top_logprobs", std::to_string(n_top) + " alternatives, over " + std::to_string(kMaxTopLogprobs));
+      m.top_logprobs.resize(n_top);
+      for (TokenLogprob& t : m.top_logprobs) {
+        t.id = r.i32("top_logprobs.id");
+        if (t.id < 0) r.fail("top_logprobs.id", "negative token id");
+        t.logprob = r.logprob("top_logprobs.logprob");
+      }
       r.done();
       return m;
     }

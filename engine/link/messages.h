@@ -15,7 +15,8 @@
 
 namespace pipellm::link {
 
-constexpr uint32_t kProtocolVersion = 5;  // 2: the sampling chain; 3: Hello.secret; 4: Progress; 5: grammar
+// 2: the sampling chain; 3: Hello.secret; 4: Progress; 5: grammar; 6: top_logprobs
+constexpr uint32_t kProtocolVersion = 6;
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;
@@ -56,6 +57,9 @@ struct TokenMsg {
   // The token's natural-log probability when the request asked for it (SamplingSpec::logprobs),
   // else NaN.
   float logprob = std::numeric_limits<float>::quiet_NaN();
+  // The request's SamplingSpec::top_logprobs most likely tokens of the same distribution, most
+  // likely first (empty when not asked).
+  std::vector<TokenLogprob> top_logprobs{};
 };
 
 enum class FinishReason : uint8_t { Stop = 0, Length = 1, Cancelled = 2, Error = 3 };

@@ -86,6 +86,11 @@ void SchedulerBridge::submit(const SubmitRequest& r) {
   }
   if (r.max_tokens < 0) return reject("max_tokens must be >= 0");
   if (!r.sampling.grammar.empty() && !grammar_refusal_.empty()) return reject(grammar_refusal_);
+  if (r.sampling.top_logprobs < 0 || r.sampling.top_logprobs > kMaxTopLogprobs) {
+    return reject("top_logprobs: must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +
+                  std::to_string(r.sampling.top_logprobs) + ")");
+  }
+  if (r.sampling.top_logprobs > 0 && !top_logprobs_refusal_.empty()) return reject(top_logprobs_refusal_);
   const auto n_prompt = static_cast<int32_t>(r.prompt.size());
   if (r.max_tokens == 0) return send(FinishedMsg{r.id, FinishReason::Length, n_prompt, 0});
   Request q;
@@ -135,7 +140,7 @@ void SchedulerBridge::on_token(const TokenEvent& e) {
   const Live l = it->second;
   const bool last = e.finish != pipellm::FinishReason::None;  // Length, or the context is full
   if (last) live_.erase(it);
-  send(TokenMsg{id, e.token, e.logprob});
+  send(TokenMsg{id, e.token, e.logprob, e.top_logprobs});
   if (last) send(FinishedMsg{id, FinishReason::Length, l.prompt_tokens, l.generated});
 }
 

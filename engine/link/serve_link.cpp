@@ -38,12 +38,20 @@ GrammarSupport grammar_support(const GgufFile& file, const std::string& sampling
   return g;
 }
 
+std::string top_logprobs_refusal(const std::string& sampling_device) {
+  if (sampling_device == "cpu") return "";
+  // "top_logprobs: ..." so that the HTTP door's 400 names the field, as for grammars.
+  return "top_logprobs: alternatives to the chosen token need the host sampler, but this pipeline's last stage "
+         "samples on " + sampling_device + ", whose sampler reports only the chosen token's logprob";
+}
+
 ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptions& so, int n_vocab,
                        const ServeOptions& o) {
   Scheduler sched(so);
   SchedulerBridge bridge(sched, head, n_vocab, so.n_ctx);
   if (o.stats) bridge.set_stats_source(o.stats);
   bridge.refuse_grammars(o.grammar_refusal);
+  bridge.refuse_top_logprobs(o.top_logprobs_refusal);
   ProgressWatch watch(head, o.n_stages, o.heartbeat, o.diagnose);
   ServeResult res;
   res.stats = runner.serve_head(

@@ -31,6 +31,9 @@ struct GrammarSupport {
 // `sampling_device` is where the tail samples ("cpu" or "cuda:N"): a GPU sampler takes no
 // grammar, so the vocabulary is not built there.
 GrammarSupport grammar_support(const GgufFile& file, const std::string& sampling_device);
+// Why a tail sampling on `sampling_device` cannot list top_logprobs alternatives ("" on the
+// CPU): the GPU sampler computes the chosen token's log-probability only.
+std::string top_logprobs_refusal(const std::string& sampling_device);
 
 struct ServeResult {
   HeadStats stats;
@@ -51,6 +54,8 @@ struct ServeOptions {
   // Why this pipeline's tail cannot sample with a grammar (SchedulerBridge::refuse_grammars):
   // such requests then fail by themselves instead of failing a step. Empty: it can.
   std::string grammar_refusal;
+  // Likewise for top_logprobs > 0 (SchedulerBridge::refuse_top_logprobs; top_logprobs_refusal()).
+  std::string top_logprobs_refusal;
 };
 
 // Serves until the coordinator sends Shutdown, the link goes away, or `o.stop` becomes true; the

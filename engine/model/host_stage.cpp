@@ -34,7 +34,7 @@ void HostStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
   }
   forward(b, out_);
   if (!is_last()) return;
-  out.tokens = samplers().sample(b, out_, out.logprobs);
+  out.tokens = samplers().sample(b, out_, out.logprobs, out.top_logprobs);
   if (want_logits) out.logits = out_;
   else out.logits.clear();
 }

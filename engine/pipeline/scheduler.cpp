@@ -134,6 +134,7 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
     e.seq_id = s.req.id;
     e.token = r.token[i];
     if (!r.logprob.empty()) e.logprob = r.logprob[i];
+    if (!r.top_logprobs.empty()) e.top_logprobs = r.top_logprobs[i];
     e.index = s.n_generated++;
     if (r.n_vocab > 0 && !r.logits.empty()) {
       e.logits = r.logits.data() + i * static_cast<size_t>(r.n_vocab);

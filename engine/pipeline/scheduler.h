@@ -50,6 +50,7 @@ struct TokenEvent {
   FinishReason finish = FinishReason::None;  // not None on the sequence's last token
   const float* logits = nullptr;  // the row when the step returned logits, else null
   float logprob = std::numeric_limits<float>::quiet_NaN();  // when the sequence asked for it
+  std::vector<TokenLogprob> top_logprobs{};  // when the sequence asked for alternatives
   int n_vocab = 0;
 };
 

@@ -83,6 +83,7 @@ StepResult StageRunner::run_tail(const StepHeader& h) {
   }
   r.token = step_out_.tokens;
   r.logprob = step_out_.logprobs;
+  r.top_logprobs = std::move(step_out_.top_logprobs);
   if (h.return_logits) {
     r.n_vocab = stage_.config().n_vocab;
     r.logits = std::move(step_out_.logits);

@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"
 constexpr uint32_t kResultMagic = 0x53524c50;  // "PLRS"
-constexpr uint32_t kVersion = 4;  // 2: per-rank statistics; 3: the sampling chain; 4: grammar
+constexpr uint32_t kVersion = 5;  // 2: per-rank statistics; 3: the sampling chain; 4: grammar; 5: top_logprobs
 constexpr uint64_t kMaxCount = 1u << 28;
 
 // The hosts of one pipeline share byte order; x86-64 and aarch64 are both little-endian.
@@ -88,6 +88,7 @@ void put_sampling(Writer& w, const SamplingSpec& s) {
   w.put(s.seed);
   w.put(s.chain);
   w.put<uint8_t>(s.logprobs ? 1 : 0);
+  w.put(s.top_logprobs);
   w.put_array(std::vector<char>(s.grammar.begin(), s.grammar.end()));
 }
 
@@ -104,6 +105,8 @@ SamplingSpec get_sampling(Reader& r) {
   s.seed = r.get<uint64_t>("seed");
   s.chain = r.get<uint32_t>("chain");
   s.logprobs = r.get<uint8_t>("logprobs") != 0;
+  s.top_logprobs = r.get<int32_t>("top_logprobs");
+  if (s.top_logprobs < 0 || s.top_logprobs > kMaxTopLogprobs) r.fail("top_logprobs", "outside [0, " + std::to_string(kMaxTopLogprobs) + "]");
   const std::vector<char> g = r.get_array<char>("grammar");
   s.grammar.assign(g.begin(), g.end());
   return s;
@@ -211,6 +214,14 @@ std::vector<uint8_t> StepResult::encode() const {
   w.put_array(slot);
   w.put_array(token);
   w.put_array(logprob);
+  w.put<uint64_t>(top_logprobs.size());
+  for (const auto& row : top_logprobs) {
+    w.put<uint8_t>(static_cast<uint8_t>(row.size()));
+    for (const TokenLogprob& t : row) {
+      w.put(t.id);
+      w.put(t.logprob);
+    }
+  }
   w.put(n_vocab);
   w.put_array(logits);
   put_stats(w, stats);
@@ -227,11 +238,26 @@ StepResult StepResult::decode(const std::vector<uint8_t>& bytes) {
   s.slot = r.get_array<int32_t>("slot");
   s.token = r.get_array<int32_t>("token");
   s.logprob = r.get_array<float>("logprob");
+  const uint64_t n_top = r.get<uint64_t>("top_logprobs");
+  if (n_top > kMaxCount) r.fail("top_logprobs", "implausible count");
+  for (uint64_t i = 0; i < n_top; ++i) {
+    const uint8_t k = r.get<uint8_t>("top_logprobs.count");
+    if (k > kMaxTopLogprobs) r.fail("top_logprobs.count", std::to_string(k) + " alternatives, over " + std::to_string(kMaxTopLogprobs));
+    std::vector<TokenLogprob> row(k);
+    for (TokenLogprob& t : row) {
+      t.id = r.get<int32_t>("top_logprobs.id");
+      t.logprob = r.get<float>("top_logprobs.logprob");
+    }
+    s.top_logprobs.push_back(std::move(row));
+  }
   s.n_vocab = r.get<int32_t>("n_vocab");
   s.logits = r.get_array<float>("logits");
   s.stats = get_stats(r);
   if (s.slot.size() != s.token.size()) r.fail("token", "slot and token counts differ");
   if (!s.logprob.empty() && s.logprob.size() != s.token.size()) r.fail("logprob", "logprob and token counts differ");
+  if (!s.top_logprobs.empty() && s.top_logprobs.size() != s.token.size()) {
+    r.fail("top_logprobs", "top_logprobs and token counts differ");
+  }
   if (!s.logits.empty() && (s.n_vocab <= 0 || s.logits.size() != s.slot.size() * static_cast<size_t>(s.n_vocab))) {
     r.fail("logits", "size does not match rows x n_vocab");
   }

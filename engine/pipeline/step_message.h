@@ -59,6 +59,9 @@ struct StepResult {
   std::vector<int32_t> slot;   // per logits row, in batch order
   std::vector<int32_t> token;  // sampled id per row
   std::vector<float> logprob;  // per row when any row's sequence asked (NaN for the others), else empty
+  // Per row when any row's sequence asked for alternatives (SamplingSpec::top_logprobs; empty
+  // lists for the others), else empty; at most kMaxTopLogprobs per row.
+  std::vector<std::vector<TokenLogprob>> top_logprobs;
   int32_t n_vocab = 0;         // > 0 when logits are included
   std::vector<float> logits;   // [rows][n_vocab] when requested
   std::vector<RankStats> stats;  // of the ranks after the head, in rank order

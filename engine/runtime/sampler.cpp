@@ -159,12 +159,35 @@ void Sampler::min_p(float p) {
               cand_.end());
 }
 
-double Sampler::logprob(int32_t token) const {
-  if (work_.empty() || token < 0 || token >= n_vocab_) return std::nan("");
+double Sampler::log_normalizer() const {
   const float mx = *std::max_element(work_.begin(), work_.end());
   double sum = 0.0;
   for (float l : work_) sum += std::exp(static_cast<double>(l) - mx);
-  return static_cast<double>(work_[static_cast<size_t>(token)]) - mx - std::log(sum);
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+double Sampler::logprob(int32_t token) const {
+  if (work_.empty() || token < 0 || token >= n_vocab_) return std::nan("");
+  return static_cast<double>(work_[static_cast<size_t>(token)]) - log_normalizer();
+}
+
+std::vector<TokenLogprob> Sampler::top_logprobs(int n) const {
+  std::vector<TokenLogprob> out;
+  if (work_.empty() || n <= 0) return out;
+  const size_t k = std::min(static_cast<size_t>(n), work_.size());
+  // Ids by logit, ties by id: a partial sort of an index (k is at most 20, the vocabulary large).
+  std::vector<int32_t> ids(work_.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(), [&](int32_t a, int32_t b) {
+    const float la = work_[static_cast<size_t>(a)], lb = work_[static_cast<size_t>(b)];
+    return la > lb || (la == lb && a < b);
+  });
+  const double norm = log_normalizer();
+  out.reserve(k);
+  for (size_t i = 0; i < k; ++i) {
+    out.push_back({ids[i], static_cast<float>(static_cast<double>(work_[static_cast<size_t>(ids[i])]) - norm)});
+  }
+  return out;
 }
 
 double Sampler::uniform() {

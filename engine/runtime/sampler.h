@@ -53,6 +53,13 @@ struct Candidate {
   float logit;
 };
 
+// A token and its natural-log probability (Sampler::top_logprobs).
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+  bool operator==(const TokenLogprob& o) const { return id == o.id && logprob == o.logprob; }
+};
+
 class Sampler {
  public:
   // Throws InvalidArgument for bad parameters, or a grammar without a vocabulary (or one with
@@ -72,6 +79,10 @@ class Sampler {
   // The natural-log probability of `token` under the softmax of the last sample()'s logits after
   // penalties (temperature 1; the model's distribution, before any grammar mask).
   double logprob(int32_t token) const;
+  // The min(n, n_vocab) most likely tokens of that same distribution (so the chosen token's entry,
+  // when listed, equals logprob()), by descending probability, equal ones by ascending id. Empty
+  // for n <= 0 or before any sample().
+  std::vector<TokenLogprob> top_logprobs(int n) const;
 
   // The candidates left after the chain in the last sample() (sorted by logit when a filter
   // sorted them), with their final logits. Empty after a greedy sample.
@@ -79,6 +90,8 @@ class Sampler {
 
  private:
   void apply_penalties(std::vector<float>& logits) const;
+  // max + log(sum(exp(l - max))) over work_: the softmax's normaliser (logprob = l - this).
+  double log_normalizer() const;
   int32_t pick();  // sample() on the penalised logits in work_
   // The grammar's allowed-token flags for this step (n_vocab entries), or nullptr without a
   // grammar; -1 in `fallback` when some token is allowed, else the token to return.

@@ -13,6 +13,10 @@
 
 namespace pipellm {
 
+// The most alternatives a request may ask for per generated token (OpenAI's top_logprobs limit);
+// decoders of the link and step messages refuse more, so a frame cannot make them allocate more.
+constexpr int32_t kMaxTopLogprobs = 20;
+
 // temperature <= 0: greedy (argmax).
 struct SamplingSpec {
   float temperature = 0.0f;
@@ -30,6 +34,9 @@ struct SamplingSpec {
   // Report each sampled token's log-probability: natural log of its probability under the
   // softmax of the logits after penalties, at temperature 1 (the model's own distribution).
   bool logprobs = false;
+  // Also report the top_logprobs most likely tokens of that same distribution with their
+  // log-probabilities (0: none; at most kMaxTopLogprobs). Only the host sampler computes them.
+  int32_t top_logprobs = 0;
   // Structured output: GBNF text the output must match ("" for none). Front doors compile a
   // JSON schema to it (grammar/json_schema.h: json_schema_to_gbnf) where they parse the request.
   std::string grammar;

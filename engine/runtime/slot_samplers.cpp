@@ -8,20 +8,27 @@
 namespace pipellm {
 
 SlotSamplers::SlotSamplers(int n_slots, int n_vocab)
-    : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)), want_logprobs_(static_cast<size_t>(n_slots), 0) {}
+    : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)), want_logprobs_(static_cast<size_t>(n_slots), 0),
+      want_top_(static_cast<size_t>(n_slots), 0) {}
 
 void SlotSamplers::start(int slot, const SamplingSpec& s) {
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(slots_.size()) + ")");
   }
+  if (s.top_logprobs < 0 || s.top_logprobs > kMaxTopLogprobs) {
+    throw InvalidArgument("sampling: top_logprobs must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +
+                          std::to_string(s.top_logprobs) + ")");
+  }
   slots_[static_cast<size_t>(slot)] = std::make_unique<Sampler>(sampler_params(s), n_vocab_);
   want_logprobs_[static_cast<size_t>(slot)] = s.logprobs ? 1 : 0;
+  want_top_[static_cast<size_t>(slot)] = s.top_logprobs;
 }
 
 std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<float>& logits,
-                                          std::vector<float>& logprobs) {
+                                          std::vector<float>& logprobs, std::vector<std::vector<TokenLogprob>>& top) {
   std::vector<int32_t> out;
   logprobs.clear();
+  top.clear();
   size_t row = 0;
   for (int i = 0; i < b.n_tokens(); ++i) {
     const int32_t s = b.slot[static_cast<size_t>(i)];
@@ -35,9 +42,14 @@ std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<floa
       logprobs.resize(out.size(), std::nanf(""));
       logprobs.back() = static_cast<float>(sm->logprob(out.back()));
     }
+    if (const int32_t n = want_top_[static_cast<size_t>(s)]; n > 0) {
+      top.resize(out.size());
+      top.back() = sm->top_logprobs(n);
+    }
     ++row;
   }
   if (!logprobs.empty()) logprobs.resize(out.size(), std::nanf(""));
+  if (!top.empty()) top.resize(out.size());
   if (row * static_cast<size_t>(n_vocab_) != logits.size() || static_cast<int>(row) != b.n_outputs()) {
     throw Error("sampling: " + std::to_string(logits.size()) + " logits for " + std::to_string(b.n_outputs()) + " rows");
   }

@@ -21,14 +21,18 @@ class SlotSamplers {
   void start(int slot, const SamplingSpec& s);
   // Records every token of the batch in its slot's window (in batch order), then samples one
   // token per logits row from logits [rows][n_vocab]; `logprobs` gets each row's log-probability
-  // where its sequence asked (NaN for the others), or stays empty when none did. Throws Error
-  // when a row's slot has no sequence or the logits count does not match the batch.
-  std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits, std::vector<float>& logprobs);
+  // where its sequence asked (NaN for the others), or stays empty when none did; `top` likewise
+  // gets each row's Sampler::top_logprobs(SamplingSpec::top_logprobs) (empty lists for rows
+  // that did not ask). Throws Error when a row's slot has no sequence or the logits count does
+  // not match the batch.
+  std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits, std::vector<float>& logprobs,
+                              std::vector<std::vector<TokenLogprob>>& top);
 
  private:
   int n_vocab_;
   std::vector<std::unique_ptr<Sampler>> slots_;
   std::vector<uint8_t> want_logprobs_;  // per slot
+  std::vector<int32_t> want_top_;       // per slot: SamplingSpec::top_logprobs
 };
 
 }  // namespace pipellm

@@ -156,7 +156,7 @@ class ScriptedBackend final : public coord::Backend {
         cv_.notify_all();
       }
       // Outside our lock: the scheduler takes its own.
-      for (const Sent& t : tokens) listener_->on_token(t.id, t.token, t.logprob);
+      for (const Sent& t : tokens) listener_->on_token(link::TokenMsg{t.id, t.token, t.logprob});
       for (const auto& f : finished) listener_->on_finished(f);
     }
   }

@@ -97,14 +97,25 @@ TEST(LlamaCompletionParse, LlamaOnlyFieldsIgnoredMissingSamplersRefused) {
       "logprobs":5,"echo":true,"n":3,"suffix":"s"})");
   EXPECT_EQ(r.request.input.text, "x");
   EXPECT_FALSE(r.request.input.logprobs);  // OpenAI's field, not /completion's
-  for (const char* field : {"mirostat", "dynatemp_range", "typical_p", "xtc_probability", "dry_multiplier", "top_n_sigma",
-                            "n_probs"}) {
+  for (const char* field : {"mirostat", "dynatemp_range", "typical_p", "xtc_probability", "dry_multiplier", "top_n_sigma"}) {
     json body = {{"prompt", "x"}, {field, std::string(field) == "typical_p" ? 0.5 : 1.0}};
     const ApiError e = refusal_of([&] { parse_llama_completion(body); });
     EXPECT_EQ(e.param, field);
     EXPECT_EQ(e.code, "unsupported_parameter") << field;
   }
   EXPECT_EQ(refusal_of([] { parse(R"({"prompt":"x","return_tokens":1})"); }).param, "return_tokens");
+  // n_probs: the alternatives per token, with the chosen tokens' logprobs; at most 20; off when <= 0.
+  const LlamaCompletionRequest probs = parse(R"({"prompt":"x","n_probs":3,"post_sampling_probs":false})");
+  EXPECT_EQ(probs.n_probs, 3);
+  EXPECT_TRUE(probs.request.input.logprobs);
+  EXPECT_EQ(probs.request.input.top_logprobs, 3);
+  EXPECT_EQ(parse(R"({"prompt":"x","n_probs":-1})").request.input.top_logprobs, 0);
+  EXPECT_FALSE(parse(R"({"prompt":"x","n_probs":-1})").request.input.logprobs);
+  EXPECT_EQ(refusal_of([] { parse(R"({"prompt":"x","n_probs":21})"); }).param, "n_probs");
+  EXPECT_EQ(refusal_of([] { parse(R"({"prompt":"x","n_probs":"3"})"); }).param, "n_probs");
+  const ApiError post = refusal_of([] { parse(R"({"prompt":"x","n_probs":2,"post_sampling_probs":true})"); });
+  EXPECT_EQ(post.param, "post_sampling_probs");
+  EXPECT_EQ(post.code, "unsupported_parameter");
   EXPECT_EQ(refusal_of([] { parse(R"({"prompt":"x","logit_bias":[[1,2]]})"); }).param, "logit_bias");
 }
 

@@ -3,11 +3,15 @@
 // (CpuModel, one sequence) over the prompt and the served ids, log-softmax of its logits in
 // float64 (no penalties, so the raw logits are the distribution the sampler reports). Greedy
 // completions and seeded sampled chat, streamed and not; gRPC token_logprobs parallel to
-// token_ids; the refusals of top alternatives; null when not asked.
+// token_ids; the top alternatives (chat top_logprobs, completions logprobs N, /completion
+// n_probs, gRPC top_logprobs) against the largest of the reference's log-softmax; bad counts
+// refused by name; null when not asked.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "coordinator/text_stream.h"
@@ -63,6 +67,7 @@ struct GrpcOut {
   std::string text;
   std::vector<int32_t> ids;
   std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> top;  // per id: alternatives (id, logprob)
   int chunks_with_ids = 0;
 };
 
@@ -80,8 +85,15 @@ GrpcOut generate(v1::PipeLLM::Stub& stub, const v1::GenerateRequest& req) {
     if (c.token_logprobs_size() > 0) {
       EXPECT_EQ(c.token_logprobs_size(), c.token_ids_size()) << "token_logprobs parallel to token_ids";
     }
+    if (c.top_logprobs_size() > 0) {
+      EXPECT_EQ(c.top_logprobs_size(), c.token_ids_size()) << "top_logprobs parallel to token_ids";
+    }
     o.ids.insert(o.ids.end(), c.token_ids().begin(), c.token_ids().end());
     o.logprobs.insert(o.logprobs.end(), c.token_logprobs().begin(), c.token_logprobs().end());
+    for (const auto& alts : c.top_logprobs()) {
+      o.top.emplace_back();
+      for (const auto& a : alts.alternatives()) o.top.back().push_back({a.id(), a.logprob()});
+    }
   }
   const grpc::Status st = reader->Finish();
   EXPECT_TRUE(st.ok()) << st.error_message();
@@ -113,6 +125,7 @@ class ServingLogprobs : public ::testing::Test {
   // log-probability at that step.
   struct Reference {
     std::vector<double> logprob, best;
+    std::vector<std::vector<double>> all;  // every token's, at each step
   };
   static Reference reference(const std::vector<int32_t>& prompt, const std::vector<int32_t>& ids) {
     Reference r;
@@ -127,6 +140,8 @@ class ServingLogprobs : public ::testing::Test {
       for (float v : logits) z += std::exp(static_cast<double>(v) - mx);
       r.logprob.push_back(static_cast<double>(logits[static_cast<size_t>(id)]) - mx - std::log(z));
       r.best.push_back(-std::log(z));
+      r.all.emplace_back();
+      for (float v : logits) r.all.back().push_back(static_cast<double>(v) - mx - std::log(z));
       st.forward(Batch::sequence({id}, pos++, 0), logits);
     }
     return r;
@@ -152,6 +167,38 @@ class ServingLogprobs : public ::testing::Test {
         EXPECT_GE(ref.logprob[k], ref.best[k] - kTol) << "greedy chose the most likely token";
       }
     }
+  }
+
+  // gRPC's alternatives against the reference: at each step n entries, sorted descending, the
+  // k-th one the k-th largest reference value and its id's own reference value (within kTol:
+  // near-ties may swap), the chosen token's entry equal to its logprob.
+  static void expect_top_reference(const std::vector<int32_t>& prompt, const GrpcOut& out, size_t n) {
+    ASSERT_EQ(out.top.size(), out.ids.size());
+    const Reference ref = reference(prompt, out.ids);
+    for (size_t k = 0; k < out.ids.size(); ++k) {
+      SCOPED_TRACE("token " + std::to_string(k));
+      std::vector<double> sorted = ref.all[k];
+      std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+      ASSERT_EQ(out.top[k].size(), n);
+      for (size_t i = 0; i < n; ++i) {
+        const auto [id, lp] = out.top[k][i];
+        EXPECT_NEAR(lp, sorted[i], kTol) << "rank " << i;
+        EXPECT_NEAR(lp, ref.all[k][static_cast<size_t>(id)], kTol) << "rank " << i << " id " << id;
+        if (i > 0) {
+          EXPECT_GE(out.top[k][i - 1].second, lp);
+        }
+        if (id == out.ids[k]) {
+          EXPECT_EQ(lp, out.logprobs[k]) << "the chosen token's entry is its logprob";
+        }
+      }
+    }
+  }
+
+  static std::vector<int32_t> chat_prompt(httplib::Client& c, const json& messages) {
+    const json t = post_json(c, "/tokenize", {{"messages", messages}});
+    std::vector<int32_t> prompt;
+    for (const auto& x : t["tokens"]) prompt.push_back(x.get<int32_t>());
+    return prompt;
   }
 
   static ServingProcess* srv_;
@@ -334,18 +381,195 @@ TEST_F(ServingLogprobs, StopStringKeepsTheResponsesTokens) {
   EXPECT_EQ(lps, lp["token_logprobs"]);
 }
 
-TEST_F(ServingLogprobs, TopAlternativesRefusedByName) {
+// Chat top_logprobs 5 (seeded sampling): over gRPC (ids) against the reference; over HTTP the
+// same alternatives as {token, logprob, bytes}, streamed and not.
+TEST_F(ServingLogprobs, ChatTopLogprobsAreTheLargestOfTheReference) {
+  const json messages = {{{"role", "user"}, {"content", "Tell me a story"}}};
+  const int n = 10;
+  const size_t top_n = 5;
+  const json body = {{"messages", messages}, {"max_tokens", n},    {"temperature", 0.9},     {"seed", 3},
+                     {"ignore_eos", true},   {"logprobs", true}, {"top_logprobs", top_n}};
+  v1::GenerateRequest g;
+  auto* m0 = g.mutable_chat()->add_messages();
+  m0->set_role("user");
+  m0->set_content("Tell me a story");
+  g.set_max_tokens(n);
+  g.set_ignore_eos(true);
+  g.mutable_sampling()->set_temperature(0.9f);
+  g.mutable_sampling()->set_seed(3);
+  g.mutable_sampling()->set_logprobs(true);
+  g.mutable_sampling()->set_top_logprobs(static_cast<int32_t>(top_n));
+  const GrpcOut out = generate(srv_->stub(), g);
+  ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));
+  auto c = srv_->http();
+  const std::vector<int32_t> prompt = chat_prompt(*c, messages);
+  expect_top_reference(prompt, out, top_n);
+
+  int status = 0;
+  const json j = post_json(*c, "/v1/chat/completions", body, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  const json& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), static_cast<size_t>(n)) << j.dump();
+  for (int k = 0; k < n; ++k) {
+    SCOPED_TRACE(k);
+    const json& e = content[k];
+    EXPECT_EQ(e["token"], coord::valid_utf8(piece(out.ids[k], k == 0)));
+    EXPECT_NEAR(e["logprob"].get<float>(), out.logprobs[k], 1e-6);
+    const json& top = e["top_logprobs"];
+    ASSERT_EQ(top.size(), top_n) << e.dump();
+    for (size_t i = 0; i < top_n; ++i) {
+      const auto [id, lp] = out.top[k][i];
+      EXPECT_EQ(top[i].size(), 3u) << top[i].dump();  // token logprob bytes
+      const std::string p = piece(id, k == 0);
+      EXPECT_EQ(top[i]["token"], coord::valid_utf8(p));
+      EXPECT_NEAR(top[i]["logprob"].get<float>(), lp, 1e-6);
+      json bytes = json::array();
+      for (char ch : p) bytes.push_back(static_cast<int>(static_cast<unsigned char>(ch)));
+      EXPECT_EQ(top[i]["bytes"], bytes);
+    }
+  }
+  const Streamed s = post_stream(*c, "/v1/chat/completions", body);
+  json streamed = json::array();
+  for (const json& ch : s.chunks) {
+    const json& l = ch["choices"][0]["logprobs"];
+    if (!l.is_null()) {
+      for (const auto& e : l["content"]) streamed.push_back(e);
+    }
+  }
+  EXPECT_EQ(streamed, content);
+}
+
+// Completions logprobs 3 (greedy): top_logprobs is one {text: logprob} per token, the reference's
+// three largest (the chosen one, the most likely, among them).
+TEST_F(ServingLogprobs, CompletionsLogprobsNListTheLargestOfTheReference) {
+  const std::string prompt = "Once upon a time";
+  const int n = 8;
+  v1::GenerateRequest g;
+  g.set_text(prompt);
+  g.set_max_tokens(n);
+  g.set_ignore_eos(true);
+  g.mutable_sampling()->set_temperature(0.0f);
+  g.mutable_sampling()->set_logprobs(true);
+  g.mutable_sampling()->set_top_logprobs(3);
+  const GrpcOut out = generate(srv_->stub(), g);
+  ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));
+  expect_top_reference(tok_->encode(prompt, true, false), out, 3);
+
+  auto c = srv_->http();
+  const json body = {{"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 3}};
+  int status = 0;
+  const json j = post_json(*c, "/v1/completions", body, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  const json& lp = j["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["top_logprobs"].size(), static_cast<size_t>(n)) << lp.dump();
+  for (int k = 0; k < n; ++k) {
+    SCOPED_TRACE(k);
+    const json& top = lp["top_logprobs"][k];
+    ASSERT_TRUE(top.is_object());
+    std::map<std::string, float> want;
+    for (const auto& [id, v] : out.top[k]) want.emplace(coord::valid_utf8(piece(id, k == 0)), v);
+    EXPECT_EQ(top.size(), want.size()) << top.dump();
+    for (const auto& [text, v] : want) {
+      ASSERT_TRUE(top.contains(text)) << text << " in " << top.dump();
+      EXPECT_NEAR(top[text].get<float>(), v, 1e-6);
+    }
+    // Greedy: the chosen token is the most likely, so listed with its own logprob.
+    EXPECT_NEAR(top[lp["tokens"][k].get<std::string>()].get<float>(), lp["token_logprobs"][k].get<float>(), 1e-6);
+  }
+  const Streamed s = post_stream(*c, "/v1/completions", body);
+  json tops = json::array();
+  for (const json& ch : s.chunks) {
+    const json& l = ch["choices"][0]["logprobs"];
+    if (!l.is_null()) {
+      for (const auto& x : l["top_logprobs"]) tops.push_back(x);
+    }
+  }
+  EXPECT_EQ(tops, lp["top_logprobs"]);
+}
+
+// llama-server's /completion n_probs 3: completion_probabilities, one {id, token, bytes,
+// logprob, top_logprobs: [{id, token, bytes, logprob} x3]} per generated token, streamed and not.
+TEST_F(ServingLogprobs, LlamaCompletionNProbsShape) {
+  const std::string prompt = "Once upon a time";
+  const int n = 6;
+  v1::GenerateRequest g;
+  g.set_text(prompt);
+  g.set_max_tokens(n);
+  g.set_ignore_eos(true);
+  g.mutable_sampling()->set_temperature(0.0f);
+  g.mutable_sampling()->set_logprobs(true);
+  g.mutable_sampling()->set_top_logprobs(3);
+  const GrpcOut out = generate(srv_->stub(), g);
+  ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));
+
+  auto c = srv_->http();
+  const json body = {{"prompt", prompt}, {"n_predict", n}, {"temperature", 0}, {"ignore_eos", true}, {"n_probs", 3}};
+  int status = 0;
+  const json j = post_json(*c, "/completion", body, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["generation_settings"]["n_probs"], 3);
+  const json& probs = j["completion_probabilities"];
+  ASSERT_EQ(probs.size(), static_cast<size_t>(n)) << j.dump();
+  const auto expect_entry = [](const json& e, int32_t id, float lp) {
+    EXPECT_EQ(e["id"], id);
+    const std::string p = tok_->render_piece(id);
+    EXPECT_EQ(e["token"], coord::valid_utf8(p));
+    json bytes = json::array();
+    for (char ch : p) bytes.push_back(static_cast<int>(static_cast<unsigned char>(ch)));
+    EXPECT_EQ(e["bytes"], bytes);
+    EXPECT_NEAR(e["logprob"].get<float>(), lp, 1e-6);
+  };
+  for (int k = 0; k < n; ++k) {
+    SCOPED_TRACE(k);
+    const json& e = probs[k];
+    EXPECT_EQ(e.size(), 5u) << e.dump();  // id token bytes logprob top_logprobs
+    expect_entry(e, out.ids[k], out.logprobs[k]);
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(e["top_logprobs"][i].size(), 4u);
+      expect_entry(e["top_logprobs"][i], out.top[k][i].first, out.top[k][i].second);
+    }
+  }
+  // Streamed: each event carries its tokens' entries; together the same list.
+  json sb = body;
+  sb["stream"] = true;
+  auto r = c->Post("/completion", sb.dump(), "application/json");
+  ASSERT_TRUE(r && r->status == 200);
+  json streamed = json::array();
+  for (const auto& p : sse_payloads(r->body)) {
+    const json ev = json::parse(p);
+    ASSERT_TRUE(ev.contains("completion_probabilities")) << ev.dump();
+    for (const auto& e : ev["completion_probabilities"]) streamed.push_back(e);
+  }
+  EXPECT_EQ(streamed, probs);
+  // Without n_probs: no completion_probabilities.
+  json plain = body;
+  plain.erase("n_probs");
+  EXPECT_FALSE(post_json(*c, "/completion", plain).contains("completion_probabilities"));
+}
+
+TEST_F(ServingLogprobs, BadCountsRefusedByName) {
   auto c = srv_->http();
   const json msgs = {{{"role", "user"}, {"content", "hi"}}};
   struct Bad {
     const char* path;
     json body;
     const char* param;
+    const char* code;
   };
   const Bad cases[] = {
-      {"/v1/chat/completions", {{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 2}}, "top_logprobs"},
-      {"/v1/completions", {{"prompt", "hi"}, {"logprobs", 1}}, "logprobs"},
-      {"/v1/completions", {{"prompt", "hi"}, {"logprobs", 5}, {"stream", true}}, "logprobs"},
+      {"/v1/chat/completions", {{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs",
+       "integer_above_max_value"},
+      {"/v1/chat/completions", {{"messages", msgs}, {"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs",
+       "integer_below_min_value"},
+      {"/v1/chat/completions", {{"messages", msgs}, {"top_logprobs", 2}}, "top_logprobs", "invalid_parameter"},
+      {"/v1/chat/completions", {{"messages", msgs}, {"logprobs", false}, {"top_logprobs", 2}}, "top_logprobs",
+       "invalid_parameter"},
+      {"/v1/completions", {{"prompt", "hi"}, {"logprobs", 21}}, "logprobs", "integer_above_max_value"},
+      {"/v1/completions", {{"prompt", "hi"}, {"logprobs", -1}, {"stream", true}}, "logprobs", "integer_below_min_value"},
+      {"/completion", {{"prompt", "hi"}, {"n_probs", 21}}, "n_probs", "invalid_parameter"},
+      {"/completion", {{"prompt", "hi"}, {"n_probs", 2}, {"post_sampling_probs", true}}, "post_sampling_probs",
+       "unsupported_parameter"},
   };
   for (const auto& b : cases) {
     SCOPED_TRACE(b.body.dump());
@@ -353,8 +577,24 @@ TEST_F(ServingLogprobs, TopAlternativesRefusedByName) {
     const json j = post_json(*c, b.path, b.body, &status);
     EXPECT_EQ(status, 400);
     EXPECT_EQ(j["error"]["param"], b.param);
-    EXPECT_EQ(j["error"]["code"], "unsupported_parameter");
+    EXPECT_EQ(j["error"]["code"], b.code);
     EXPECT_NE(j["error"]["message"].get<std::string>().find(b.param), std::string::npos);
+  }
+  for (int bad : {21, -1}) {
+    v1::GenerateRequest g;
+    g.set_text("hi");
+    g.set_max_tokens(2);
+    g.mutable_sampling()->set_logprobs(true);
+    g.mutable_sampling()->set_top_logprobs(bad);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto reader = srv_->stub().Generate(&ctx, g);
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    const grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(st.error_message().find("top_logprobs"), std::string::npos) << st.error_message();
   }
 }
 

@@ -113,7 +113,7 @@ TEST(OpenAiParse, ChatTools) {
   EXPECT_FALSE(parse_chat_request(json::parse(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"})")).tools);
 }
 
-TEST(OpenAiParse, Logprobs) {  // only the chosen token's: chat logprobs:true, completions logprobs:0
+TEST(OpenAiParse, Logprobs) {  // chat logprobs:true + top_logprobs N, completions logprobs N
   const json msgs = json::parse(R"([{"role":"user","content":"x"}])");
   EXPECT_FALSE(parse_chat_request(json{{"messages", msgs}}).input.logprobs);
   EXPECT_FALSE(parse_chat_request(json{{"messages", msgs}, {"logprobs", false}}).input.logprobs);
@@ -124,10 +124,17 @@ TEST(OpenAiParse, Logprobs) {  // only the chosen token's: chat logprobs:true, c
   EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}}).input.logprobs);
   EXPECT_FALSE(parse_completion_request(json{{"prompt", "x"}, {"logprobs", nullptr}}).input.logprobs);
   EXPECT_TRUE(parse_completion_request(json{{"prompt", "x"}, {"logprobs", 0}}).input.logprobs);
-  const ApiError top = refusal_of([&] {
-    parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 3}});
-  });
-  EXPECT_NE(top.message.find("only the chosen token's log-probability is supported"), std::string::npos) << top.message;
+  EXPECT_EQ(parse_chat_request(json{{"messages", msgs}, {"logprobs", true}}).input.top_logprobs, 0);
+  EXPECT_EQ(parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 3}}).input.top_logprobs, 3);
+  EXPECT_EQ(parse_chat_request(json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}}).input.top_logprobs, 20);
+  const GenerateInput c = parse_completion_request(json{{"prompt", "x"}, {"logprobs", 5}}).input;
+  EXPECT_TRUE(c.logprobs);
+  EXPECT_EQ(c.top_logprobs, 5);
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}, {"logprobs", 20}}).input.top_logprobs, 20);
+  EXPECT_EQ(parse_completion_request(json{{"prompt", "x"}, {"logprobs", 0}}).input.top_logprobs, 0);
+  const ApiError alone = refusal_of([&] { parse_chat_request(json{{"messages", msgs}, {"top_logprobs", 3}}); });
+  EXPECT_EQ(alone.param, "top_logprobs");
+  EXPECT_NE(alone.message.find("requires logprobs"), std::string::npos) << alone.message;
 }
 
 struct BadCase {
@@ -177,16 +184,15 @@ TEST(OpenAiParse, BadRequestsNamed) {
       {R"({"prompt":"x","ignore_eos":1})", false, "ignore_eos", "invalid_parameter"},
       {R"({"messages":[{"role":"user","content":"x"}],"ignore_eos":"true"})", true, "ignore_eos", "invalid_parameter"},
       {R"({"prompt":"x","echo":true})", false, "echo", "unsupported_parameter"},
-      {R"({"prompt":"x","logprobs":3})", false, "logprobs", "unsupported_parameter"},
-      {R"({"prompt":"x","logprobs":1})", false, "logprobs", "unsupported_parameter"},
-      {R"({"prompt":"x","logprobs":-1})", false, "logprobs", "invalid_parameter"},
+      {R"({"prompt":"x","logprobs":21})", false, "logprobs", "integer_above_max_value"},
+      {R"({"prompt":"x","logprobs":-1})", false, "logprobs", "integer_below_min_value"},
       {R"({"prompt":"x","logprobs":true})", false, "logprobs", "invalid_parameter"},
-      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":2})", true, "top_logprobs",
-       "unsupported_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21})", true, "top_logprobs",
+       "integer_above_max_value"},
       {R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":1})", true, "top_logprobs",
-       "unsupported_parameter"},
-      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":-1})", true, "top_logprobs",
        "invalid_parameter"},
+      {R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":-1})", true, "top_logprobs",
+       "integer_below_min_value"},
       {R"({"messages":[{"role":"user","content":"x"}],"logprobs":"yes"})", true, "logprobs", "invalid_parameter"},
       {R"({"prompt":"x","logit_bias":{"1":5}})", false, "logit_bias", "unsupported_parameter"},
       {R"({})", true, "messages", "invalid_parameter"},

@@ -33,6 +33,7 @@ SubmitRequest sample_submit() {
   s.sampling.seed = 0xdeadbeefcafeull;
   s.sampling.chain = 0x321;
   s.sampling.logprobs = true;
+  s.sampling.top_logprobs = 7;
   // Non-ASCII and a NUL byte: the grammar travels as bytes, not as a C string.
   s.sampling.grammar = std::string("root ::= \"{\" [a-z\u00e9]* \"}\"\n") + '\0' + "x";
   s.max_tokens = 17;
@@ -63,6 +64,7 @@ TEST(LinkCodec, SubmitRoundTrip) {
   EXPECT_EQ(r.sampling.seed, s.sampling.seed);
   EXPECT_EQ(r.sampling.chain, s.sampling.chain);
   EXPECT_EQ(r.sampling.logprobs, s.sampling.logprobs);
+  EXPECT_EQ(r.sampling.top_logprobs, s.sampling.top_logprobs);
   EXPECT_EQ(r.sampling.grammar, s.sampling.grammar);
   EXPECT_EQ(r.max_tokens, s.max_tokens);
   EXPECT_EQ(r.stop_ids, s.stop_ids);
@@ -141,6 +143,61 @@ TEST(LinkCodec, MalformedBodiesThrowLinkError) {
   h.protocol_version = 99;
   auto hb = body_of(encode(HeadMessage{h}));
   EXPECT_THROW(decode_head_message(hb.data(), hb.size()), LinkError);
+}
+
+TEST(LinkCodec, TokenAlternativesRoundTripAndHostileCounts) {
+  TokenMsg t{5, 42, -0.25f};
+  t.top_logprobs = {{42, -0.25f}, {7, -1.5f}, {0, -2.0f}};
+  auto b = body_of(encode(HeadMessage{t}));
+  auto m = decode_head_message(b.data(), b.size());
+  const auto& r = std::get<TokenMsg>(m);
+  EXPECT_EQ(r.id, 5u);
+  EXPECT_EQ(r.token, 42);
+  EXPECT_EQ(r.logprob, -0.25f);
+  EXPECT_EQ(r.top_logprobs, t.top_logprobs);
+  // The most alternatives: kMaxTopLogprobs.
+  t.top_logprobs.assign(static_cast<size_t>(kMaxTopLogprobs), TokenLogprob{1, -3.0f});
+  b = body_of(encode(HeadMessage{t}));
+  EXPECT_EQ(std::get<TokenMsg>(decode_head_message(b.data(), b.size())).top_logprobs.size(),
+            static_cast<size_t>(kMaxTopLogprobs));
+  const auto refused = [](const std::vector<uint8_t>& body, const std::string& field) {
+    try {
+      decode_head_message(body.data(), body.size());
+      ADD_FAILURE() << field << " decoded";
+    } catch (const LinkError& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  // A count over the cap is refused before anything is read for it (the count byte follows
+  // type, id, token and logprob: 1 + 8 + 4 + 4).
+  t.top_logprobs.clear();
+  b = body_of(encode(HeadMessage{t}));
+  ASSERT_EQ(b.size(), 18u);
+  b[17] = static_cast<uint8_t>(kMaxTopLogprobs + 1);
+  refused(b, "Token.top_logprobs");
+  b[17] = 255;
+  refused(b, "Token.top_logprobs");
+  // A count the bytes do not hold, a positive log-probability, a negative id.
+  b[17] = 2;
+  refused(b, "Token.top_logprobs");
+  t.top_logprobs = {{3, 0.5f}};
+  b = body_of(encode(HeadMessage{t}));
+  refused(b, "Token.top_logprobs.logprob");
+  t.top_logprobs = {{-4, -1.0f}};
+  b = body_of(encode(HeadMessage{t}));
+  refused(b, "Token.top_logprobs.id");
+  // A Submit asking for more than the cap, or a negative count.
+  for (int32_t n : {kMaxTopLogprobs + 1, -1, 1 << 30}) {
+    SubmitRequest s = sample_submit();
+    s.sampling.top_logprobs = n;
+    const auto sb = body_of(encode(CoordinatorMessage{s}));
+    try {
+      decode_coordinator_message(sb.data(), sb.size());
+      ADD_FAILURE() << n << " decoded";
+    } catch (const LinkError& e) {
+      EXPECT_NE(std::string(e.what()).find("Submit.top_logprobs"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(LinkCodec, StageStatsRoundTripAndMalformed) {
@@ -375,6 +432,43 @@ TEST(LinkBridge, GrammarRequestsRefusedWhereTheTailCannotMask) {
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->id, 7);
   EXPECT_EQ(e->message, "grammar: the last stage samples on cuda:0");
+  EXPECT_TRUE(sched.has_work());  // request 8
+  EXPECT_FALSE(coord.receive(50).has_value());
+}
+
+// top_logprobs > 0 is refused by name where the tail samples on a GPU; 0 goes through.
+TEST(LinkBridge, TopLogprobsRefusedWhereTheTailSamplesOnAGpu) {
+  EXPECT_EQ(top_logprobs_refusal("cpu"), "");
+  const std::string why = top_logprobs_refusal("cuda:0");
+  EXPECT_EQ(why.rfind("top_logprobs: ", 0), 0u) << why;
+  EXPECT_NE(why.find("cuda:0"), std::string::npos) << why;
+  CoordinatorLink coord("127.0.0.1:0");
+  const auto head = connected_head(coord);
+  ASSERT_TRUE(head);
+  SchedulerOptions so;
+  so.n_slots = 2;
+  so.n_ctx = 128;
+  Scheduler sched(so);
+  SchedulerBridge bridge(sched, *head, 100, 128);
+  bridge.refuse_top_logprobs(why);
+  SubmitRequest with;
+  with.id = 7;
+  with.prompt = {1, 2, 3};
+  with.max_tokens = 4;
+  with.sampling.logprobs = true;
+  with.sampling.top_logprobs = 3;
+  coord.send(with);
+  SubmitRequest without = with;
+  without.id = 8;
+  without.sampling.top_logprobs = 0;  // the chosen token's logprob: the GPU computes it
+  coord.send(without);
+  for (int i = 0; i < 20 && !sched.has_work(); ++i) ASSERT_TRUE(bridge.poll(std::chrono::milliseconds(100)));
+  const auto m = coord.receive(5000);
+  ASSERT_TRUE(m);
+  const auto* e = std::get_if<ErrorMsg>(&*m);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->id, 7);
+  EXPECT_EQ(e->message, why);
   EXPECT_TRUE(sched.has_work());  // request 8
   EXPECT_FALSE(coord.receive(50).has_value());
 }

@@ -2,6 +2,8 @@
 // step messages' wire format.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "base/error.h"
 #include "engine/pipeline/scheduler.h"
 
@@ -241,6 +243,43 @@ TEST(PipelineMessages, StatsTravelWithHeaderAndResult) {
     std::vector<uint8_t> t(bytes.begin(), bytes.begin() + static_cast<long>(cut));
     EXPECT_THROW(StepResult::decode(t), Error) << "cut at " << cut;
   }
+}
+
+TEST(PipelineMessages, TopLogprobsTravelAndHostileCountsAreRefused) {
+  StepHeader h;
+  SequenceStart st;
+  st.sampling.logprobs = true;
+  st.sampling.top_logprobs = kMaxTopLogprobs;
+  h.starts.push_back(st);
+  h.batch.add(5, 0, 0, true);
+  EXPECT_EQ(StepHeader::decode(h.encode()).starts.at(0).sampling.top_logprobs, kMaxTopLogprobs);
+  h.starts[0].sampling.top_logprobs = kMaxTopLogprobs + 1;
+  EXPECT_THROW(StepHeader::decode(h.encode()), Error);
+
+  StepResult r;
+  r.step_id = 3;
+  r.slot = {0, 1};
+  r.token = {11, 12};
+  r.logprob = {-0.5f, std::nanf("")};
+  r.top_logprobs = {{{11, -0.5f}, {4, -1.25f}}, {}};
+  const auto bytes = r.encode();
+  const StepResult d = StepResult::decode(bytes);
+  EXPECT_EQ(d.top_logprobs, r.top_logprobs);
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    std::vector<uint8_t> t(bytes.begin(), bytes.begin() + static_cast<long>(cut));
+    EXPECT_THROW(StepResult::decode(t), Error) << "cut at " << cut;
+  }
+  // One row's count over the cap: refused, not read.
+  r.top_logprobs[1].assign(static_cast<size_t>(kMaxTopLogprobs) + 1, TokenLogprob{1, -2.0f});
+  try {
+    StepResult::decode(r.encode());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("top_logprobs.count"), std::string::npos) << e.what();
+  }
+  // Rows of alternatives that do not match the tokens.
+  r.top_logprobs = {{}};
+  EXPECT_THROW(StepResult::decode(r.encode()), Error);
 }
 
 TEST(PipelineMessages, ResultRoundTripAndCorruption) {

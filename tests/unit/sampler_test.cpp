@@ -1,6 +1,7 @@
 // Sampler: penalties (hand-computed), filters, distributions with fixed seeds, reproducibility.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -271,11 +272,12 @@ TEST(Sampler, SlotSamplersApplyEachSlotsGrammar) {
   for (int i = 0; i < 2; ++i) logits.insert(logits.end(), row.begin(), row.end());
   std::vector<int32_t> seen0, seen1;
   std::vector<float> lp;
+  std::vector<std::vector<TokenLogprob>> top;
   Batch b;
   b.add(1, 0, 0, true);
   b.add(1, 0, 1, true);
   for (int step = 0; step < 4; ++step) {
-    const auto out = ss.sample(b, logits, lp);
+    const auto out = ss.sample(b, logits, lp, top);
     ASSERT_EQ(out.size(), 2u);
     seen0.push_back(out[0]);
     seen1.push_back(out[1]);
@@ -285,6 +287,118 @@ TEST(Sampler, SlotSamplersApplyEachSlotsGrammar) {
   }
   EXPECT_EQ(seen0, (std::vector<int32_t>{2, 0, 1, 5}));
   EXPECT_EQ(seen1, (std::vector<int32_t>{3, 3, 3, 3}));
+}
+
+// The top-N of a sample's distribution against a float64 log-softmax of the same logits after
+// the penalties, sorted by value then id.
+std::vector<std::pair<double, int32_t>> reference_top(std::vector<double> l, int n) {
+  double mx = l[0];
+  for (double v : l) mx = std::max(mx, v);
+  double z = 0.0;
+  for (double v : l) z += std::exp(v - mx);
+  std::vector<std::pair<double, int32_t>> all;
+  for (size_t i = 0; i < l.size(); ++i) all.push_back({l[i] - mx - std::log(z), static_cast<int32_t>(i)});
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  all.resize(std::min(all.size(), static_cast<size_t>(std::max(n, 0))));
+  return all;
+}
+
+TEST(Sampler, TopLogprobsAreTheLargestOfTheLogSoftmaxAfterPenalties) {
+  SamplerParams p = plain(0.8f, 5);
+  p.repeat_penalty = 1.3f;
+  p.presence_penalty = 0.2f;
+  p.frequency_penalty = 0.1f;
+  p.top_k = 2;  // filters do not change the reported distribution
+  Sampler s(p, 40);
+  std::vector<float> l(40);
+  for (int i = 0; i < 40; ++i) l[static_cast<size_t>(i)] = std::sin(0.7f * static_cast<float>(i)) * 3.0f;
+  for (int32_t t : {3, 3, 10, 17}) s.accept(t);
+  const int32_t chosen = s.sample(l.data());
+  std::vector<double> ref(l.begin(), l.end());
+  const std::map<int32_t, int> count = {{3, 2}, {10, 1}, {17, 1}};
+  for (const auto& [t, c] : count) {
+    double& v = ref[static_cast<size_t>(t)];
+    v = v > 0 ? v / static_cast<double>(p.repeat_penalty) : v * static_cast<double>(p.repeat_penalty);
+    v -= c * static_cast<double>(p.frequency_penalty) + static_cast<double>(p.presence_penalty);
+  }
+  for (int n : {1, 5, 20}) {
+    const std::vector<TokenLogprob> top = s.top_logprobs(n);
+    const auto want = reference_top(ref, n);
+    ASSERT_EQ(top.size(), want.size()) << n;
+    for (size_t i = 0; i < top.size(); ++i) {
+      EXPECT_EQ(top[i].id, want[i].second) << "n " << n << " rank " << i;
+      EXPECT_NEAR(top[i].logprob, want[i].first, 1e-5) << "n " << n << " rank " << i;
+      if (i > 0) {
+        EXPECT_GE(top[i - 1].logprob, top[i].logprob);
+      }
+      if (top[i].id == chosen) {
+        EXPECT_EQ(top[i].logprob, static_cast<float>(s.logprob(chosen)));
+      }
+    }
+  }
+}
+
+TEST(Sampler, TopLogprobsOrderTiesByIdAndStopAtTheVocabulary) {
+  Sampler s(plain(0.0f), 6);
+  const std::vector<float> l = {1.0f, 3.0f, 2.0f, 3.0f, 1.0f, 3.0f};
+  EXPECT_TRUE(s.top_logprobs(3).empty());  // before any sample
+  s.sample(l.data());
+  const auto top = s.top_logprobs(4);
+  ASSERT_EQ(top.size(), 4u);
+  EXPECT_EQ(top[0].id, 1);
+  EXPECT_EQ(top[1].id, 3);
+  EXPECT_EQ(top[2].id, 5);
+  EXPECT_EQ(top[3].id, 2);
+  EXPECT_EQ(top[0].logprob, top[1].logprob);
+  const auto all = s.top_logprobs(20);  // more than the vocabulary: every token once
+  ASSERT_EQ(all.size(), 6u);
+  std::set<int32_t> ids;
+  double total = 0.0;
+  for (const auto& t : all) {
+    ids.insert(t.id);
+    total += std::exp(static_cast<double>(t.logprob));
+  }
+  EXPECT_EQ(ids.size(), 6u);
+  EXPECT_NEAR(total, 1.0, 1e-6);
+  EXPECT_EQ(all[4].id, 0);  // the tie of 1.0 by id
+  EXPECT_EQ(all[5].id, 4);
+  EXPECT_TRUE(s.top_logprobs(0).empty());
+  EXPECT_TRUE(s.top_logprobs(-3).empty());
+}
+
+TEST(Sampler, SlotSamplersListAlternativesWhereAsked) {
+  SlotSamplers ss(2, 6);
+  SamplingSpec a;
+  a.top_logprobs = 2;
+  ss.start(0, a);
+  ss.start(1, SamplingSpec{});
+  const std::vector<float> row = {0.0f, 1.0f, 2.0f, 9.0f, 0.0f, 0.0f};
+  std::vector<float> logits(row);
+  logits.insert(logits.end(), row.begin(), row.end());
+  Batch b;
+  b.add(1, 0, 0, true);
+  b.add(1, 0, 1, true);
+  std::vector<float> lp;
+  std::vector<std::vector<TokenLogprob>> top;
+  ss.sample(b, logits, lp, top);
+  ASSERT_EQ(top.size(), 2u);
+  ASSERT_EQ(top[0].size(), 2u);
+  EXPECT_EQ(top[0][0].id, 3);
+  EXPECT_EQ(top[0][1].id, 2);
+  EXPECT_TRUE(top[1].empty());
+  EXPECT_TRUE(lp.empty());  // logprobs not asked
+  // Nobody asks: nothing.
+  SlotSamplers none(1, 6);
+  none.start(0, SamplingSpec{});
+  Batch one;
+  one.add(1, 0, 0, true);
+  none.sample(one, row, lp, top);
+  EXPECT_TRUE(top.empty());
+  SamplingSpec bad;
+  bad.top_logprobs = kMaxTopLogprobs + 1;
+  EXPECT_THROW(ss.start(0, bad), InvalidArgument);
 }
 
 }  // namespace
