@@ -95,6 +95,12 @@ struct HttpFrontDoor::Impl {
 
   // Host, Origin and Content-Type (http_origin.h), CORS for --cors-origin, then the API key;
   // all before the body is read.
+  // A refusal made before the body was read: the gate closes the connection (the body is
+  // unread), and the response says so, so a client does not send its next request on it.
+  static void refused_before_body(const httplib::Request& req, httplib::Response& res) {
+    if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) res.set_header("Connection", "close");
+  }
+
   httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res) {
     const std::string origin = req.get_header_value("Origin");
     if (auto no = check_origin(origin_policy, req.method, req.get_header_value("Host"), origin,
@@ -106,6 +112,7 @@ struct HttpFrontDoor::Impl {
       e.code = no->code;
       e.message = no->message;
       send_error(res, e);
+      refused_before_body(req, res);
       return httplib::Server::HandlerResponse::Handled;
     }
     if (cors_allowed(origin_policy, origin)) {
@@ -135,6 +142,7 @@ struct HttpFrontDoor::Impl {
     e.message = a.message();
     send_error(res, e);
     res.set_header("WWW-Authenticate", "Bearer");
+    refused_before_body(req, res);
     return httplib::Server::HandlerResponse::Handled;
   }
 
