@@ -215,7 +215,10 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
 void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T) {
   const int E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
   const float eps = cfg_.rms_eps;
-  const auto float_rows = [&](const float* norm_w) {  // rmsnorm(x) * w as float rows in y_
+  // The expert products read rmsnorm(x) * w as float rows in y_ and as 8-bit blocks in xq_/xds_
+  // (the fast 8-bit kernels; moe.h).
+  const bool q8_rows = E % 32 == 0;
+  const auto float_rows = [&](const float* norm_w) {
     NormOutArgs a;
     a.x = x_.get();
     a.x_stride = E;
@@ -224,7 +227,26 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     a.w = norm_w;
     a.eps = eps;
     a.y_f32 = y_.get();
+    if (q8_rows) {
+      a.xq = xq_.get();
+      a.xds = xds_.get();
+    }
     rmsnorm_convert(a, launch());
+  };
+  // The activated rows (P of F) as 8-bit blocks for the down products; false where F is not
+  // whole 32-element blocks (the float kernel then reads them).
+  const auto quantize_pairs = [&](const float* rows) {
+    if (F % 32 != 0) return false;
+    NormOutArgs a;
+    a.x = rows;
+    a.x_stride = F;
+    a.n_rows = P;
+    a.n = F;
+    a.normalize = false;
+    a.xq = eq_.get();
+    a.xds = eds_.get();
+    rmsnorm_convert(a, launch());
+    return true;
   };
   const bool gemma4 = s.n_ff_dense > 0;
   if (gemma4) {
@@ -237,35 +259,45 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     product(l[LayerTensor::Router], T, router_.get(), X, false);
     float_rows(l.vec(LayerTensor::PreFfwNorm2));
   } else {
-    // The expert products read float rows; the f16 path only wrote f16 ones.
-    if (!q8_activations(T)) float_rows(l.vec(LayerTensor::FfnNorm));
+    // The expert products read float rows and 8-bit blocks; the f16 path only wrote f16 rows.
+    if (!q8_activations(T) || !q8_rows) float_rows(l.vec(LayerTensor::FfnNorm));
     product(l[LayerTensor::Router], T, router_.get(), X, false);
   }
   moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
             launch());
   if (const float* scale = l.vec(LayerTensor::DownExpsScale)) moe_scale_weights(route_w_.get(), route_id_.get(), scale, P, launch());
-  const auto experts = [&](LayerTensor w, const float* bias, const float* x, int x_group, float* y) {
+  const auto experts = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq, const float2* xds,
+                           int x_group, float* y) {
     MoeMatvecArgs m;
     m.w = l[w].m;
     m.expert_bytes = l[w].expert_bytes;
     m.ids = route_id_.get();
     m.n_pairs = P;
     m.x = x;
+    m.xq = xq;
+    m.xds = xds;
     m.x_group = x_group;
     m.bias = bias;
     m.y = y;
     moe_matvec(m, launch());
   };
+  const int8_t* hq = q8_rows ? xq_.get() : nullptr;
+  const float2* hds = q8_rows ? xds_.get() : nullptr;
+  const auto down = [&](const float* act) {
+    const bool q8 = quantize_pairs(act);
+    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), act, q8 ? eq_.get() : nullptr,
+            q8 ? eds_.get() : nullptr, 1, ed_.get());
+  };
   if (l[LayerTensor::GateUpExps].present()) {
     // One [gate; up] stack: rows of 2F, activated into eu_.
-    experts(LayerTensor::GateUpExps, nullptr, y_.get(), K, eg_.get());
+    experts(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, K, eg_.get());
     gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
-    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eu_.get(), 1, ed_.get());
+    down(eu_.get());
   } else {
-    experts(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias), y_.get(), K, eg_.get());
-    experts(LayerTensor::UpExps, l.vec(LayerTensor::UpExpsBias), y_.get(), K, eu_.get());
+    experts(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias), y_.get(), hq, hds, K, eg_.get());
+    experts(LayerTensor::UpExps, l.vec(LayerTensor::UpExpsBias), y_.get(), hq, hds, K, eu_.get());
     moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
-    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), eg_.get(), 1, ed_.get());
+    down(eg_.get());
   }
   if (gemma4) {
     // f = dense_ + rms(experts) * norm_2, then x += rms(f) * post_ffw_norm.

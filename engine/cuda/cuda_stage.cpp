@@ -195,6 +195,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     route_w_.resize(P);
     eg_.resize(P * 2 * F);  // also [gate; up] rows of a fused expert stack
     eu_.resize(P * F);
+    eq_.resize(P * F);
+    eds_.resize(P * F / 32 + 1);
     ed_.resize(P * E);
     dense_.resize(T * E);
   }

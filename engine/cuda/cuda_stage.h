@@ -184,6 +184,8 @@ class CudaStage : public Stage {
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;
+  DeviceBuffer<int8_t> eq_;   // the activated expert rows as 8-bit blocks, for the down products
+  DeviceBuffer<float2> eds_;
   DeviceBuffer<int32_t> route_id_;
   DeviceBuffer<float> gq_;  // qwen35: the attention output gates
   // DeltaNet: projections and per-slot conv / recurrent states per local layer (empty for others).

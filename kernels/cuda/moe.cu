@@ -10,6 +10,8 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dequant_device.cuh"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/matvec_formats.cuh"
+#include "kernels/cuda/matvec_quant.h"
 
 namespace pipellm::cuda {
 namespace {
@@ -198,6 +200,79 @@ __global__ void __launch_bounds__(kMvThreads) moe_matvec_kernel(MvParams a) {
   }
 }
 
+// ---- expert mat-vec on 8-bit activations: the dense mat-vec's formats (matvec_formats.cuh) ----
+// Each warp computes kQ8WarpRows rows of one pair: its lanes take the items of a row in turn
+// (F::kLanes lanes share an item, lane t of it), load the activations of an item once for all
+// the warp's rows, and the warp's sum is the row's value. Warps rather than blocks per row keep
+// the narrow rows of the down products (768 elements: 3 K-quant items) from idling most threads.
+
+constexpr int kQ8WarpRows = 2;
+constexpr int kQ8Rows = kMvWarps * kQ8WarpRows;  // rows per block
+
+struct MvQ8Params {
+  const uint8_t* w;
+  size_t expert_bytes;
+  int64_t n_in, n_out;
+  const int32_t* ids;
+  int n_pairs;
+  const int8_t* xq;
+  const float2* xds;
+  int x_group;
+  const float* bias;
+  float* y;
+};
+
+template <class F>
+__global__ void __launch_bounds__(kMvThreads) moe_matvec_q8_kernel(MvQ8Params a) {
+  grid_dependency_wait();  // ids and activations come from the preceding kernels
+  constexpr int kIpw = 32 / F::kLanes;  // items per pass of a warp
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = lane % F::kLanes;
+  const int64_t nb = a.n_in / F::kItem;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kMvWarps + warp) * kQ8WarpRows;
+  if (row0 >= a.n_out) return;  // the whole warp: nothing below synchronises the block
+  int64_t row[kQ8WarpRows];
+#pragma unroll
+  for (int r = 0; r < kQ8WarpRows; ++r) row[r] = row0 + r < a.n_out ? row0 + r : a.n_out - 1;  // tail: not stored
+  for (int p = blockIdx.y; p < a.n_pairs; p += gridDim.y) {
+    const int64_t e = a.ids[p];
+    const mv::WeightRef m{a.w + static_cast<size_t>(e) * a.expert_bytes, nb, nb * a.n_out};
+    const int64_t xr = p / a.x_group;
+    const int8_t* xq = a.xq + xr * a.n_in;
+    const float2* xds = a.xds + xr * (a.n_in / 32);
+    float acc[kQ8WarpRows] = {};
+    for (int64_t ib = lane / F::kLanes; ib < nb; ib += kIpw) {
+      typename F::Raw w[kQ8WarpRows];
+#pragma unroll
+      for (int r = 0; r < kQ8WarpRows; ++r) w[r] = F::load(m, row[r], ib, t);  // loads in flight together
+      const typename F::Act act = F::act(xq, xds, ib, t);
+#pragma unroll
+      for (int r = 0; r < kQ8WarpRows; ++r) acc[r] += F::dot(F::decode(w[r], t), act, t);
+    }
+#pragma unroll
+    for (int r = 0; r < kQ8WarpRows; ++r) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0 && row0 + r < a.n_out) {
+        a.y[static_cast<int64_t>(p) * a.n_out + row0 + r] = v + (a.bias ? a.bias[e * a.n_out + row0 + r] : 0.0f);
+      }
+    }
+  }
+}
+
+// The 8-bit kernel of a type, or null where the type has none (or the rows are not whole items).
+using MvQ8Kernel = void (*)(MvQ8Params);
+MvQ8Kernel q8_kernel(TensorType t, int64_t n_in) {
+  const auto whole = [&](int item) { return n_in % item == 0; };
+  switch (t) {
+    case TensorType::Q4_K: return whole(mv::Q4K::kItem) ? moe_matvec_q8_kernel<mv::Q4K> : nullptr;
+    case TensorType::Q6_K: return whole(mv::Q6K::kItem) ? moe_matvec_q8_kernel<mv::Q6K> : nullptr;
+    case TensorType::Q8_0: return whole(mv::Q80::kItem) ? moe_matvec_q8_kernel<mv::Q80> : nullptr;
+    case TensorType::Q4_0: return whole(mv::Q40::kItem) ? moe_matvec_q8_kernel<mv::Q40> : nullptr;
+    case TensorType::MXFP4: return whole(mv::MXFP4::kItem) ? moe_matvec_q8_kernel<mv::MXFP4> : nullptr;
+    default: return nullptr;  // decoded to float by moe_matvec_kernel
+  }
+}
+
 // ---- combine: out[t][i] (+)= sum_j w[t][j] y[t][j][i] ----
 
 constexpr int kThreads = 256;
@@ -252,6 +327,20 @@ void moe_matvec(const MoeMatvecArgs& a, const Launch& s) {
   if (a.expert_bytes < a.w.bytes())
     throw Error("moe_matvec: experts " + std::to_string(a.expert_bytes) + " bytes apart, but " + shape_of(a.w) +
                 " takes " + std::to_string(a.w.bytes()));
+  // The formats load 16 bytes at a time from each expert's base (as from a dense matrix's).
+  const bool aligned = reinterpret_cast<uintptr_t>(a.w.data) % 16 == 0 && a.expert_bytes % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(a.xq) % 16 == 0;
+  if (a.xq != nullptr && a.xds != nullptr && aligned && matvec_uses_q8(a.w.type)) {
+    if (const MvQ8Kernel k = q8_kernel(a.w.type, a.w.n_in)) {
+      const MvQ8Params q{a.w.data, a.expert_bytes, a.w.n_in, a.w.n_out, a.ids, a.n_pairs, a.xq, a.xds, a.x_group,
+                         a.bias, a.y};
+      const dim3 grid(static_cast<unsigned>((a.w.n_out + kQ8Rows - 1) / kQ8Rows),
+                      static_cast<unsigned>(std::min(a.n_pairs, kMaxGridY)));
+      launch_kernel(s, k, grid, dim3(kMvThreads), q);
+      PIPELLM_CUDA_LAUNCH_CHECK("moe_matvec (8-bit activations)");
+      return;
+    }
+  }
   MvParams p{a.w.data, a.expert_bytes, a.w.n_in, a.w.n_out, a.w.blocks(), a.ids, a.n_pairs, a.x, a.x_group, a.bias,
              a.y};
   // The 8-wide path reads x as float4; its Q8_0/MXFP4 decoders read 8-byte words from every

@@ -7,7 +7,12 @@
 //   (+ bias_e), W_e the e-th expert matrix of a stack (DeviceMatrix of expert 0 whose n_out is
 //   one expert's rows; expert e's bytes start at data + e * expert_bytes). x_group = k for the
 //   gate/up products (a token's row serves its k experts), 1 for the down product.
-//   Activations are float; weights decoded from the device layout (weight_layout.h).
+//   Activations are float; weights decoded from the device layout (weight_layout.h). With the
+//   8-bit activation blocks (xq/xds of the same rows, act_q8.h) and a type the dense mat-vec
+//   multiplies on them (matvec_uses_q8: Q4_0, Q8_0, Q4_K, Q6_K, MXFP4), rows of whole items and
+//   experts 16-byte aligned, the products use its dp4a formats instead: the chosen experts' rows
+//   read once per pair, as for a dense matrix. Otherwise the float kernel (same results up to
+//   the activations' 8-bit rounding).
 // moe_gated_act: g[p] = act(g[p] + bias_g[e], u[p] + bias_u[e]) for each pair (biases optional),
 //   kernels/cpu/gated_activation.h.
 // moe_combine: out[t] (+)= sum_j weights[t*k+j] * y[t*k+j].
@@ -34,6 +39,8 @@ struct MoeMatvecArgs {
   const int32_t* ids = nullptr;  // [n_pairs]
   int n_pairs = 0;
   const float* x = nullptr;  // [n_pairs / x_group][n_in]
+  const int8_t* xq = nullptr;   // optional: x as 8-bit blocks [n_pairs / x_group][n_in]
+  const float2* xds = nullptr;  //           and their scales [n_pairs / x_group][n_in / 32]
   int x_group = 1;
   const float* bias = nullptr;  // [n_expert][n_out] or null
   float* y = nullptr;        // [n_pairs][n_out]

@@ -18,6 +18,7 @@
 #include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/moe.h"
 #include "kernels/cuda/rope.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -169,6 +170,60 @@ TEST(ArchOps, MoeMatvecMatchesCpuMatmul) {
             ASSERT_LT(test::rel_err(g, rd), 1e-5) << tensor_type_name(t) << " [" << sh.n_in << ", " << sh.n_out
                                                   << "] group " << x_group << " pair " << p << " expert " << ids[p];
           }
+        }
+      }
+    }
+  }
+}
+
+// The 8-bit path (the dense mat-vec's dp4a formats on 8-bit activation blocks) against float64
+// products with the activations it was given (the blocks read back and decoded), as the dense
+// kernels are checked (kernels_test.cpp): only the kernel's own rounding remains.
+TEST(ArchOps, MoeMatvecOn8BitActivationsMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  std::vector<TensorType> types = {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K};
+  if (can_quantize(TensorType::MXFP4) && cuda::cuda_supports(TensorType::MXFP4)) types.push_back(TensorType::MXFP4);
+  const int X = 8, T = 5, K = 3, P = T * K;
+  for (TensorType t : types) {
+    ASSERT_TRUE(cuda::matvec_uses_q8(t)) << tensor_type_name(t);
+    const bool k_quant = t == TensorType::Q4_K || t == TensorType::Q6_K;
+    // Widths of whole items (256 for the K-quants), and rows not a multiple of the 8 per block.
+    // Experts not 16-byte aligned (Q6_K rows of 1024, 2880-wide Q8_0) take the float kernel,
+    // checked against the float activations instead.
+    for (const int64_t n_in : {k_quant ? int64_t{512} : int64_t{2880}, int64_t{1024}, int64_t{2048}}) {
+      const int64_t n_out = 37;
+      const ExpertStack st = make_stack(t, X, n_in, n_out);
+      const bool fast = st.expert_bytes % 16 == 0;
+      const auto bias = random_floats(static_cast<size_t>(X * n_out));
+      auto dbias = test::to_device(bias);
+      for (int x_group : {K, 1}) {
+        const int n_rows = P / x_group;
+        const auto x = random_floats(static_cast<size_t>(n_rows * n_in));
+        auto act = test::device_activations(x, n_rows, n_in);
+        const auto ids = random_ids(static_cast<size_t>(P), X);
+        auto dids = test::to_device(ids);
+        cuda::DeviceBuffer<float> y(static_cast<size_t>(P * n_out));
+        test::poison(y);
+        cuda::MoeMatvecArgs a;
+        a.w = st.m;
+        a.expert_bytes = st.expert_bytes;
+        a.ids = dids.get();
+        a.n_pairs = P;
+        a.x = act.x.get();
+        a.xq = act.xq.get();
+        a.xds = act.xds.get();
+        a.x_group = x_group;
+        a.bias = dbias.get();
+        a.y = y.get();
+        cuda::moe_matvec(a, nullptr);
+        const auto got = test::to_host(y, y.size());
+        for (int p = 0; p < P; ++p) {
+          auto ref = cpu_expert(st, ids[p], (fast ? act.decoded.data() : x.data()) + (p / x_group) * n_in);
+          std::vector<double> rd(ref.begin(), ref.end());
+          for (int64_t r = 0; r < n_out; ++r) rd[r] += bias[ids[p] * n_out + r];
+          const std::vector<float> g(got.begin() + p * n_out, got.begin() + (p + 1) * n_out);
+          ASSERT_LT(test::rel_err(g, rd), 1e-5) << tensor_type_name(t) << " [" << n_in << ", " << n_out << "] group "
+                                                << x_group << " pair " << p << (fast ? " (8-bit)" : " (float)");
         }
       }
     }
