@@ -63,6 +63,17 @@ Streamed post_stream(httplib::Client& c, const std::string& path, json body) {
   return s;
 }
 
+// The `key` array of every chunk's choices[0].logprobs, joined in order (chunks without one skipped).
+json streamed_logprobs(const Streamed& s, const char* key) {
+  json all = json::array();
+  for (const json& ch : s.chunks) {
+    const json& l = ch["choices"][0]["logprobs"];
+    if (l.is_null()) continue;
+    for (const auto& x : l[key]) all.push_back(x);
+  }
+  return all;
+}
+
 struct GrpcOut {
   std::string text;
   std::vector<int32_t> ids;
@@ -371,14 +382,7 @@ TEST_F(ServingLogprobs, StopStringKeepsTheResponsesTokens) {
   EXPECT_EQ(out.ids.size(), static_cast<size_t>(n));
   EXPECT_EQ(out.logprobs.size(), out.ids.size());
   const Streamed s = post_stream(*c, "/v1/completions", body);
-  json lps = json::array();
-  for (const json& ch : s.chunks) {
-    const json& l = ch["choices"][0]["logprobs"];
-    if (!l.is_null()) {
-      for (const auto& x : l["token_logprobs"]) lps.push_back(x);
-    }
-  }
-  EXPECT_EQ(lps, lp["token_logprobs"]);
+  EXPECT_EQ(streamed_logprobs(s, "token_logprobs"), lp["token_logprobs"]);
 }
 
 // Chat top_logprobs 5 (seeded sampling): over gRPC (ids) against the reference; over HTTP the
@@ -429,14 +433,7 @@ TEST_F(ServingLogprobs, ChatTopLogprobsAreTheLargestOfTheReference) {
     }
   }
   const Streamed s = post_stream(*c, "/v1/chat/completions", body);
-  json streamed = json::array();
-  for (const json& ch : s.chunks) {
-    const json& l = ch["choices"][0]["logprobs"];
-    if (!l.is_null()) {
-      for (const auto& e : l["content"]) streamed.push_back(e);
-    }
-  }
-  EXPECT_EQ(streamed, content);
+  EXPECT_EQ(streamed_logprobs(s, "content"), content);
 }
 
 // Completions logprobs 3 (greedy): top_logprobs is one {text: logprob} per token, the reference's
@@ -477,14 +474,7 @@ TEST_F(ServingLogprobs, CompletionsLogprobsNListTheLargestOfTheReference) {
     EXPECT_NEAR(top[lp["tokens"][k].get<std::string>()].get<float>(), lp["token_logprobs"][k].get<float>(), 1e-6);
   }
   const Streamed s = post_stream(*c, "/v1/completions", body);
-  json tops = json::array();
-  for (const json& ch : s.chunks) {
-    const json& l = ch["choices"][0]["logprobs"];
-    if (!l.is_null()) {
-      for (const auto& x : l["top_logprobs"]) tops.push_back(x);
-    }
-  }
-  EXPECT_EQ(tops, lp["top_logprobs"]);
+  EXPECT_EQ(streamed_logprobs(s, "top_logprobs"), lp["top_logprobs"]);
 }
 
 // llama-server's /completion n_probs 3: completion_probabilities, one {id, token, bytes,
