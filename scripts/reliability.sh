@@ -58,6 +58,25 @@ start() {
   done
   return 1
 }
+# stall_stream PIDFILE [SED]: streams a long completion, SIGSTOPs the process named in PIDFILE a
+# second in and waits for the stream to end; sets $took (seconds) and $err (the stream's last
+# error message, edited by SED), then kills the stopped process.
+stall_stream() {
+  local body spid pid t0
+  body=$(mktemp -p "$dir")
+  curl -s -N -m 30 "$http/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt":"a long one","max_tokens":200,"ignore_eos":true,"stream":true}' >"$body" &
+  spid=$!
+  pids+=($spid)
+  sleep 1
+  pid=$(cat "$1")
+  kill -STOP "$pid"
+  t0=$SECONDS
+  wait $spid
+  took=$((SECONDS - t0))
+  err=$(grep -o '"message":"[^"]*' "$body" | tail -1 | cut -d'"' -f4 | sed "${2:-}" | cut -c1-90)
+  kill -KILL "$pid" 2>/dev/null
+}
 stop() {
   kill "$cpid" 2>/dev/null
   wait "$cpid" 2>/dev/null
@@ -267,19 +286,7 @@ PY
     row "idle link connection" "dropped within 1 s" "$got" $ok
 
     # Hung rank: SIGSTOP the head mid-stream.
-    body=$(mktemp -p "$dir")
-    curl -s -N -m 30 "$http/v1/completions" -H 'Content-Type: application/json' \
-      -d '{"prompt":"a long one","max_tokens":200,"ignore_eos":true,"stream":true}' >"$body" &
-    spid=$!
-    pids+=($spid)
-    sleep 1
-    hpid=$(cat "$dir/head.pid")
-    kill -STOP "$hpid"
-    t0=$SECONDS
-    wait $spid
-    took=$((SECONDS - t0))
-    err=$(grep -o '"message":"[^"]*' "$body" | tail -1 | cut -d'"' -f4 | cut -c1-90)
-    kill -KILL "$hpid" 2>/dev/null
+    stall_stream "$dir/head.pid"
     wait_health ok 60 && back="relaunched" || back="not back"
     got="stream ended in ${took} s: $err; $back"
     case "$got" in *"ended in "[0-5]" s:"*"rank 0"*relaunched) ok=0 ;; *) ok=1 ;; esac
@@ -306,19 +313,7 @@ YAML
     if PIPELLM_DIAGNOSE_NO_PROC=1 start beats --config "$dir/three.yaml" --backend mpirun --stage-bin "$stage_bin" \
       --listen off --stage-arg=--pid-file --stage-arg "$dir/stage.pid" --stage-arg=--debug-step-delay-ms \
       --stage-arg=20 && wait_health ok 60; then
-      body=$(mktemp -p "$dir")
-      curl -s -N -m 30 "$http/v1/completions" -H 'Content-Type: application/json' \
-        -d '{"prompt":"a long one","max_tokens":200,"ignore_eos":true,"stream":true}' >"$body" &
-      spid=$!
-      pids+=($spid)
-      sleep 1
-      rpid=$(cat "$dir/stage.pid.rank2")
-      kill -STOP "$rpid"
-      t0=$SECONDS
-      wait $spid
-      took=$((SECONDS - t0))
-      err=$(grep -o '"message":"[^"]*' "$body" | tail -1 | cut -d'"' -f4 | sed 's/.*held up at //' | cut -c1-90)
-      kill -KILL "$rpid" 2>/dev/null
+      stall_stream "$dir/stage.pid.rank2" 's/.*held up at //'
       got="stream ended in ${took} s: $err"
       case "$got" in *"ended in "[0-5]" s: rank 2 on "*"no heartbeat"*) ok=0 ;; *) ok=1 ;; esac
       row "hung rank elsewhere (STOP rank 2 of 3)" "ends < 5 s naming rank 2 (its beats)" "$got" $ok
