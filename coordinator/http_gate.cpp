@@ -27,6 +27,7 @@
 
 #include "base/error.h"
 #include "coordinator/http_tls.h"
+#include "coordinator/port_probe.h"
 
 namespace pipellm::coord {
 
@@ -135,6 +136,16 @@ int header_state(Conn& c, const HttpGateLimits& l) {
   return end == std::string::npos ? 0 : 1;
 }
 
+// The numeric host and port of a socket address; left as they are when it has none.
+void numeric_address(const sockaddr_storage& a, socklen_t len, std::string& ip, int& port) {
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+    ip = host;
+    port = std::atoi(serv);
+  }
+}
+
 // How the request at the start of `buf` (a complete header block) frames its body.
 struct BodyFraming {
   size_t header_bytes = 0;
@@ -218,13 +229,7 @@ class ConnStream : public httplib::Stream {
     socklen_t len = sizeof a;
     ip.clear();
     port = 0;
-    if (::getsockname(c_.fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
-                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-      ip = host;
-      port = std::atoi(serv);
-    }
+    if (::getsockname(c_.fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) numeric_address(a, len, ip, port);
   }
   socket_t socket() const override { return c_.fd; }
 
@@ -326,12 +331,7 @@ struct HttpGate::Impl {
       if (fd < 0) return;
       auto c = std::make_unique<Conn>();
       c->fd = fd;
-      char host[NI_MAXHOST], serv[NI_MAXSERV];
-      if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
-                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-        c->ip = host;
-        c->port = std::atoi(serv);
-      }
+      numeric_address(a, len, c->ip, c->port);
       bool admit;
       {
         std::lock_guard<std::mutex> g(mu);
@@ -544,32 +544,9 @@ HttpGate::HttpGate(httplib::Server& server, const std::string& host, int port, H
                    const TlsContext* tls, std::function<void(int, const std::string&)> on_refused)
     : impl_(std::make_unique<Impl>(server, limits, tls, std::move(on_refused))) {
   Impl& m = *impl_;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string h = host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-  const std::string service = std::to_string(port);
-  if (::getaddrinfo(h.empty() ? nullptr : h.c_str(), service.c_str(), &hints, &res) != 0 || !res) {
-    throw Error("http: cannot resolve " + host);
-  }
   std::string why;
-  for (addrinfo* a = res; a && m.listen_fd < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    int yes = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // never SO_REUSEPORT: the port is ours alone
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, kListenBacklog) == 0) {
-      m.listen_fd = fd;
-    } else {
-      why = std::strerror(errno);
-      if (errno == EADDRINUSE) why += ": another process listens there";
-      ::close(fd);
-    }
-  }
-  ::freeaddrinfo(res);
-  if (m.listen_fd < 0) throw Error("http: cannot listen on " + host + ":" + service + (why.empty() ? "" : ": " + why));
+  m.listen_fd = listen_on(host, port, kListenBacklog, SOCK_NONBLOCK, why);
+  if (m.listen_fd < 0) throw Error("http: cannot listen on " + host + ":" + std::to_string(port) + ": " + why);
   sockaddr_storage a{};
   socklen_t len = sizeof a;
   ::getsockname(m.listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
