@@ -1,18 +1,16 @@
 #include "coordinator/request_builder.h"
 
 #include <cmath>
-#include <random>
 
 #include "coordinator/status.h"
 #include "engine/runtime/sampling_spec.h"
+#include "flags/llama_flags.h"
 
 namespace pipellm::coord {
 
 namespace {
 
 [[noreturn]] void invalid(const std::string& what) { throw RequestError(Code::InvalidArgument, what); }
-
-uint64_t random_seed() { return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}(); }
 
 std::string num(double v) {
   std::string s = std::to_string(v);
@@ -102,7 +100,7 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
   }
   sp.penalty_last_n = in.penalty_last_n ? static_cast<int32_t>(*in.penalty_last_n) : std::min(def.penalty_last_n, n_ctx);
   sp.chain = sampling_spec(def).chain;  // requests do not choose the order
-  sp.seed = in.seed ? *in.seed : lim.random_seed ? random_seed() : def.seed;
+  sp.seed = in.seed ? *in.seed : lim.random_seed ? flags::resolve_seed(std::nullopt) : def.seed;
   sp.logprobs = in.logprobs;
   if (in.top_logprobs < 0 || in.top_logprobs > kMaxTopLogprobs) {
     invalid("sampling.top_logprobs: must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +

@@ -238,11 +238,7 @@ TEST_F(ServingLogprobs, GreedyCompletionEqualsReference) {
 
   // The ids, over gRPC (the same greedy request): token_logprobs parallel to token_ids, the same
   // values as HTTP's.
-  v1::GenerateRequest g;
-  g.set_text(prompt);
-  g.set_max_tokens(n);
-  g.set_ignore_eos(true);
-  g.mutable_sampling()->set_temperature(0.0f);
+  v1::GenerateRequest g = grpc_request(prompt, 0.0f, 0, n);  // greedy, ignore_eos
   g.mutable_sampling()->set_logprobs(true);
   const GrpcOut out = generate(srv_->stub(), g);
   ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));
@@ -441,11 +437,7 @@ TEST_F(ServingLogprobs, ChatTopLogprobsAreTheLargestOfTheReference) {
 TEST_F(ServingLogprobs, CompletionsLogprobsNListTheLargestOfTheReference) {
   const std::string prompt = "Once upon a time";
   const int n = 8;
-  v1::GenerateRequest g;
-  g.set_text(prompt);
-  g.set_max_tokens(n);
-  g.set_ignore_eos(true);
-  g.mutable_sampling()->set_temperature(0.0f);
+  v1::GenerateRequest g = grpc_request(prompt, 0.0f, 0, n);  // greedy, ignore_eos
   g.mutable_sampling()->set_logprobs(true);
   g.mutable_sampling()->set_top_logprobs(3);
   const GrpcOut out = generate(srv_->stub(), g);
@@ -482,11 +474,7 @@ TEST_F(ServingLogprobs, CompletionsLogprobsNListTheLargestOfTheReference) {
 TEST_F(ServingLogprobs, LlamaCompletionNProbsShape) {
   const std::string prompt = "Once upon a time";
   const int n = 6;
-  v1::GenerateRequest g;
-  g.set_text(prompt);
-  g.set_max_tokens(n);
-  g.set_ignore_eos(true);
-  g.mutable_sampling()->set_temperature(0.0f);
+  v1::GenerateRequest g = grpc_request(prompt, 0.0f, 0, n);  // greedy, ignore_eos
   g.mutable_sampling()->set_logprobs(true);
   g.mutable_sampling()->set_top_logprobs(3);
   const GrpcOut out = generate(srv_->stub(), g);
