@@ -5,21 +5,12 @@
 #include <gtest/gtest.h>
 
 #include "coordinator/http_llama_routes.h"
+#include "tests/serving/http_refusal.h"
 
 namespace pipellm::coord {
 namespace {
 
 using nlohmann::json;
-
-ApiError refusal_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const HttpError& e) {
-    return e.error();
-  }
-  ADD_FAILURE() << "no refusal";
-  return {};
-}
 
 LlamaCompletionRequest parse(const char* body) { return parse_llama_completion(json::parse(body)); }
 

@@ -3,21 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "coordinator/http_openai.h"
+#include "tests/serving/http_refusal.h"
 
 namespace pipellm::coord {
 namespace {
 
 using nlohmann::json;
-
-ApiError refusal_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const HttpError& e) {
-    return e.error();
-  }
-  ADD_FAILURE() << "no refusal";
-  return {};
-}
 
 TEST(OpenAiParse, CompletionFields) {
   const json body = json::parse(R"({"model":"x","prompt":"Hello","max_tokens":7,"temperature":0.5,"top_p":0.9,
