@@ -1,7 +1,7 @@
 // pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
-//                      [--no-f16-cache] [--mmq] [--skip-depth] [--skip-batched] [--gpu N]
+//                      [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--gpu N]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
@@ -266,7 +266,7 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
-               "                          [--no-f16-cache] [--mmq] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
                "                          [--gpu N]\n");
   return 2;
 }
@@ -276,7 +276,8 @@ int usage() {
 int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3, gpu = 0;
-  bool f16_cache = true, depth = true, batched = true, mmq = false;
+  bool f16_cache = true, depth = true, batched = true;
+  int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows;
   int profile_steps = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -290,7 +291,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--runs") runs = std::stoi(next());
     else if (a == "--json") json = next();
     else if (a == "--no-f16-cache") f16_cache = false;
-    else if (a == "--mmq") mmq = true;
+    else if (a == "--mmq-max-rows") mmq_max_rows = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
@@ -343,7 +344,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.n_slots = 1;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
-    o.mmq = mmq;
+    o.mmq_max_rows = mmq_max_rows;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
@@ -373,7 +374,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.n_slots = 64;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
-    o.mmq = mmq;
+    o.mmq_max_rows = mmq_max_rows;
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     double total = 0;

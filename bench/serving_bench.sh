@@ -5,7 +5,7 @@
 # bench (tg128) and the served single stream with two ranks sharing the GPU (CUDA IPC).
 # Needs: build-device (scripts/device-build.sh pipellm pipellm-coordinator pipellm-stage) and
 # llama-server in $LLAMA_BIN. Usage: bench/serving_bench.sh MODEL.gguf OUT_DIR [phases...]
-# phases: engine engine-nocopy engine-mmq pipellm ipc llama (default: engine pipellm ipc llama)
+# phases: engine engine-nocopy engine-nommq pipellm ipc llama (default: engine pipellm ipc llama)
 set -uo pipefail
 model=$(readlink -f "$1"); out=$2; shift 2
 phases=${*:-engine pipellm ipc llama}
@@ -33,8 +33,8 @@ for phase in $phases; do
     $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth 2>&1 | tee "$out/engine.txt" ;;
   engine-nocopy)  # no f16 copies: prefill and batches dequantize each matrix per product (the server's path)
     $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth --no-f16-cache 2>&1 | tee "$out/engine-nocopy.txt" ;;
-  engine-mmq)  # prefill and batches through the tensor-core product on the quantized blocks
-    $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth --mmq 2>&1 | tee "$out/engine-mmq.txt" ;;
+  engine-nommq)  # no f16 copies and no tensor-core product on the quantized blocks (the mat-vec, then cuBLAS)
+    $B/cli/pipellm bench --device cuda -m "$model" --reps 3 --skip-depth --no-f16-cache --mmq-max-rows 0 2>&1 | tee "$out/engine-nommq.txt" ;;
   pipellm)
     $B/coordinator/pipellm-coordinator --model "$model" --device cuda --slots $SLOTS --ctx $CTX --listen off \
       --max-queue 256 --http-listen 127.0.0.1:8090 >"$out/pipellm-server.log" 2>&1 &

@@ -27,8 +27,9 @@ using Clock = std::chrono::steady_clock;
 // The CUDA benchmark (bench/cuda_bench.h) with this command's settings in its own flags.
 struct CudaBenchArgs {
   std::string preset, quant;
-  bool skip_depth = false, skip_batched = false, no_f16_cache = false, mmq = false;
+  bool skip_depth = false, skip_batched = false, no_f16_cache = false;
   int profile_steps = 0;
+  int mmq_max_rows = -1;  // -1: the engine's default
 };
 
 int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json, int gpu) {
@@ -44,7 +45,7 @@ int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json
   if (c.skip_batched) args.push_back("--skip-batched");
   if (c.no_f16_cache) args.push_back("--no-f16-cache");
   if (c.profile_steps > 0) args.insert(args.end(), {"--profile-steps", std::to_string(c.profile_steps)});
-  if (c.mmq) args.push_back("--mmq");
+  if (c.mmq_max_rows >= 0) args.insert(args.end(), {"--mmq-max-rows", std::to_string(c.mmq_max_rows)});
   std::vector<char*> av;
   for (auto& a : args) av.push_back(a.data());
 #ifdef PIPELLM_HAVE_CUDA
@@ -110,7 +111,10 @@ int cmd_bench(int argc, char** argv) {
   app.add_flag("--skip-depth", cb.skip_depth, "CUDA: no tg128 at depth 4096")->group("CUDA");
   app.add_flag("--skip-batched", cb.skip_batched, "CUDA: no batched decode")->group("CUDA");
   app.add_flag("--no-f16-cache", cb.no_f16_cache, "CUDA: no f16 weight copies")->group("CUDA");
-  app.add_flag("--mmq", cb.mmq, "CUDA: the int8 tensor-core product for quantized blocks")->group("CUDA");
+  app.add_option("--mmq-max-rows", cb.mmq_max_rows,
+                 "CUDA: largest product (activation rows) on the int8 tensor-core kernel; 0: off")
+      ->check(CLI::Range(0, 4096))
+      ->group("CUDA");
   app.add_option("--profile-steps", cb.profile_steps, "CUDA: per-kernel profile of N decode steps")
       ->check(CLI::Range(0, 100000))
       ->group("CUDA");

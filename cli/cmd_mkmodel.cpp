@@ -94,6 +94,10 @@ int cmd_mkmodel(int argc, char** argv) {
   shape_int("--vocab-size", 259, 1 << 24, &ModelShape::n_vocab, "vocabulary size (default 32000)");
   shape_int("--ctx", 1, 1 << 24, &ModelShape::n_ctx, "the model's training context length");
   app.add_flag("--tied", tied, "the output head shares the token embedding")->group(g);
+  bool text_head = false;
+  app.add_flag("--text-head", text_head,
+               "output rows only for tokens of printable ASCII text (needs --vocab): the random model's text "
+               "passes servers that check UTF-8, such as llama-server");
   app.add_option("--quant", quant, "file type (see below)")
       ->check(CLI::Validator(
           [](std::string& v) { return file_type_from_name(v) ? std::string() : "unknown type '" + v + "'"; }, ""))
@@ -143,6 +147,7 @@ int cmd_mkmodel(int argc, char** argv) {
   opt.file_type = *ft;
   opt.vocab = vocab.get();
   opt.seed = seed;
+  opt.text_head = text_head;
   const auto t0 = std::chrono::steady_clock::now();
   opt.progress = [&](size_t done, size_t total, uint64_t bytes, uint64_t total_bytes) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -51,9 +51,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
-  // Tensor-core products on the quantized blocks when every matrix has a kernel (no f16 copies
-  // needed then).
-  mmq_ = opt_.mmq;
+  // Tensor-core products on the quantized blocks when every matrix has a kernel.
+  mmq_ = opt_.mmq_max_rows > 0;
   const auto mmq_ok = [](const TensorView* t) {
     return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
   };
@@ -69,7 +68,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());
     streamed_->install(*weights_);
   } else {
-    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16 && !mmq_, stream_.get());
+    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16, stream_.get());
   }
 
   const int64_t kdim = cfg_.k_dim();
@@ -206,7 +205,10 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   xds_.resize(T * W / 32 + 1);
   xh_.resize(T * W);
   if (last_) logits_.resize(T * static_cast<size_t>(cfg_.n_vocab));
-  if (!opt_.resident_f16 && !mmq_) wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
+  // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_ (no resident copies).
+  if (!opt_.resident_f16 && !(mmq_ && opt_.mmq_max_rows >= max_tokens_)) {
+    wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
+  }
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
   sms_ = sm_count(opt_.device);
   const int sms = sms_;

@@ -39,9 +39,10 @@ struct CudaStageOptions {
   bool resident_f16 = false;   // keep f16 copies of the matrices (faster prefill / large batches)
   StreamingOptions streaming;  // a VRAM budget: stream the layers that do not fit (docs/PREFETCH.md)
   bool pdl = true;             // programmatic dependent launch between kernels (kernels/cuda/launch.h)
-  // Tensor-core products on the quantized blocks beyond 8 rows (mmq.h). Off: measured 5x slower
-  // than cuBLAS on f16 weights for now (bench/RESULTS.md); kept, tested, for the VRAM issue.
-  bool mmq = false;
+  // Products of 9 .. mmq_max_rows activation rows on tensor cores over the quantized blocks
+  // (mmq.h: batched decode, small prefill chunks); 0 turns them off (the mat-vec up to 32 rows,
+  // cuBLAS on f16 weights beyond).
+  int mmq_max_rows = 64;
   // KV cache element types (llama.cpp's --cache-type-k / -v): f16, or the q8_0 / q4_0 blocks the
   // CPU cache writes (head sizes a multiple of 32). No f32 on the device.
   TensorType kv_type_k = TensorType::F16;
@@ -132,14 +133,17 @@ class CudaStage : public Stage {
   void fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
-  // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; beyond, the
-  // tensor-core product on the quantized blocks (mmq.h) when every matrix of the stage allows it,
-  // else cuBLAS on f16 weights (resident copies, or dequantized per product). Without mmq and
-  // without resident copies the mat-vec takes batches up to kMatvecChunkedRows (cheaper than
-  // dequantizing every matrix each step).
+  // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; the tensor-core
+  // product on the quantized blocks (mmq.h) for 9 .. opt_.mmq_max_rows rows when every matrix of
+  // the stage allows it; else cuBLAS on f16 weights (resident copies, or dequantized per product).
+  // Without mmq and without resident copies the mat-vec takes batches up to kMatvecChunkedRows
+  // (cheaper than dequantizing every matrix each step).
   static constexpr int kMatvecChunkedRows = 32;
-  bool use_matvec(int T) const { return T <= (mmq_ || opt_.resident_f16 ? 8 : kMatvecChunkedRows); }
-  bool use_mmq(int T) const { return mmq_ && !use_matvec(T); }
+  static constexpr int kMatvecRows = 8;
+  bool use_matvec(int T) const {
+    return T <= (mmq_ || opt_.resident_f16 ? kMatvecRows : kMatvecChunkedRows);
+  }
+  bool use_mmq(int T) const { return mmq_ && T > kMatvecRows && T <= opt_.mmq_max_rows; }
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
@@ -204,7 +208,7 @@ class CudaStage : public Stage {
   std::map<std::pair<int, int>, GraphExec> graphs_;
   int last_rows_ = 0;
   int sms_ = 0;  // the device's multiprocessors (attention split sizing), read once
-  bool mmq_ = false;  // opt_.mmq and every matrix of the stage has an mmq kernel
+  bool mmq_ = false;  // opt_.mmq_max_rows > 0 and every matrix of the stage has an mmq kernel
   bool in_decode_ = false;
 };
 

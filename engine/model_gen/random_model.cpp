@@ -1,5 +1,6 @@
 #include "engine/model_gen/random_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -67,6 +68,23 @@ void set_synthetic_vocab(GgufWriter& w, int n_vocab) {
 
 }  // namespace
 
+bool is_plain_text_token(const std::string& text) {
+  if (text.empty()) return false;
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x21 && c <= 0x7E) {
+      ++i;
+    } else if (text.compare(i, 2, "\xC4\xA0") == 0) {  // U+0120, byte-level BPE's space
+      i += 2;
+    } else if (text.compare(i, 3, "\xE2\x96\x81") == 0) {  // U+2581, SentencePiece's space
+      i += 3;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 int effective_vocab_size(const RandomModelOptions& opt) {
   if (opt.vocab) return static_cast<int>(opt.vocab->get_string_array("tokenizer.ggml.tokens").size());
   return opt.shape.n_vocab;
@@ -95,6 +113,24 @@ void write_random_model(const RandomModelOptions& opt, const std::string& path, 
     set_synthetic_vocab(w, s.n_vocab);
   }
 
+  // text_head: the output rows to keep (tokens of plain text, normal type).
+  std::vector<uint8_t> keep_row;
+  if (opt.text_head) {
+    if (s.tied_output) throw InvalidArgument("text_head needs a separate output matrix (the shape ties it)");
+    if (!opt.vocab) throw InvalidArgument("text_head needs a vocabulary file (--vocab)");
+    const auto& texts = opt.vocab->get_string_array("tokenizer.ggml.tokens");
+    std::vector<int32_t> types;
+    if (opt.vocab->has("tokenizer.ggml.token_type")) types = opt.vocab->get_i32_array("tokenizer.ggml.token_type");
+    keep_row.resize(texts.size());
+    size_t kept = 0;
+    for (size_t k = 0; k < texts.size(); ++k) {
+      const bool normal = types.empty() || (k < types.size() && types[k] == 1);  // llama_token_type NORMAL
+      keep_row[k] = normal && is_plain_text_token(std::string(texts[k])) ? 1 : 0;
+      kept += keep_row[k];
+    }
+    if (kept == 0) throw InvalidArgument("text_head: the vocabulary has no plain-text token");
+  }
+
   const auto plan = plan_model_tensors(s, opt.file_type);
   const uint64_t total = planned_bytes(plan);
   uint64_t done_bytes = 0;
@@ -111,13 +147,15 @@ void write_random_model(const RandomModelOptions& opt, const std::string& path, 
     const float sd = is_factor || is_decay ? 0.05f : (is_bias ? 0.01f : 0.02f);
     const int64_t ne0 = t.ne[0];
     const TensorType type = t.type;
-    w.add_tensor(t.name, t.type, t.ne, [&, tseed, mean, sd, ne0, type](uint8_t* dst, size_t nbytes) {
+    const std::vector<uint8_t>* keep = t.name == "output.weight" && !keep_row.empty() ? &keep_row : nullptr;
+    w.add_tensor(t.name, t.type, t.ne, [&, tseed, mean, sd, ne0, type, keep](uint8_t* dst, size_t nbytes) {
       const size_t row_bytes = tensor_row_bytes(type, ne0);
       const int64_t rows = static_cast<int64_t>(nbytes / row_bytes);
       pool.parallel_for(rows, [&](int64_t r0, int64_t r1) {
         std::vector<float> row(static_cast<size_t>(ne0));
         for (int64_t r = r0; r < r1; ++r) {
           random_row(row.data(), ne0, tseed + static_cast<uint64_t>(r) * 0x9e3779b97f4a7c15ull, sd, mean);
+          if (keep && !(*keep)[static_cast<size_t>(r)]) std::fill(row.begin(), row.end(), 0.0f);
           quantize_row(type, row.data(), dst + static_cast<size_t>(r) * row_bytes, ne0);
         }
       });

@@ -27,19 +27,44 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
+// Shape of a launch beyond grid and block: dynamic shared memory, and the blocks along z that
+// form one thread-block cluster (1: no cluster).
+struct LaunchShape {
+  dim3 grid;
+  dim3 block;
+  size_t smem = 0;
+  unsigned cluster_z = 1;
+};
+
+template <class... KArgs, class... Args>
+void launch_kernel(const Launch& l, void (*kernel)(KArgs...), const LaunchShape& shape, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = shape.grid;
+  cfg.blockDim = shape.block;
+  cfg.dynamicSmemBytes = shape.smem;
+  cfg.stream = l.stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (l.pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (shape.cluster_z > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = 1;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = shape.cluster_z;
+    ++n;
+  }
+  cfg.attrs = n > 0 ? attr : nullptr;
+  cfg.numAttrs = n;
+  PIPELLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
 template <class... KArgs, class... Args>
 void launch_kernel(const Launch& l, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = l.stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = l.pdl ? attr : nullptr;
-  cfg.numAttrs = l.pdl ? 1 : 0;
-  PIPELLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  launch_kernel(l, kernel, LaunchShape{grid, block}, std::forward<Args>(args)...);
 }
 #endif
 

@@ -1,25 +1,29 @@
 #include "kernels/cuda/mmq.h"
 
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+
 #include <string>
 
 #include "base/error.h"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/dequant_device.cuh"
 
 namespace pipellm::cuda {
 namespace {
 
-constexpr int kTileRows = 64;   // weight rows (outputs) per block: 4 warps x 16
-constexpr int kTileCols = 64;   // activation rows per block: 8 mma tiles of 8
-constexpr int kK = 256;         // elements of K per step
-constexpr int kPad = 16;        // keeps the 32-bit fragment loads of a warp on distinct banks
+namespace cg = cooperative_groups;
+
+constexpr int kTileRows = 64;       // weight rows per block: 4 warps x 16
 constexpr int kThreads = 128;
-constexpr int kGroups = kK / 16;  // scale groups of 16 values per step
+constexpr int kK = 256;             // K per pipeline stage
+constexpr int kXRow = kK + 16;      // bytes per activation row in shared memory (pad: no bank conflicts)
+constexpr int kXdRow = 80;          // bytes per activation row's 8 scale pairs (64 + pad)
+constexpr int kMaxCluster = 8;
 
 struct Params {
   const uint8_t* w;
-  int64_t nb;  // blocks per weight row
-  int64_t NB;  // blocks of the whole matrix (the repacked layouts index their arrays by it)
+  int64_t nb;    // blocks per weight row
+  int64_t NB;    // blocks of the whole matrix (the repacked layouts index their arrays by it)
   int64_t n_in, n_out;
   int T;
   const int8_t* xq;
@@ -29,153 +33,200 @@ struct Params {
   bool add;
 };
 
-struct Tile {
-  int8_t w[kTileRows][kK + kPad];
-  int8_t x[kTileCols][kK + kPad];
-  float wsc[kTileRows][kGroups];   // weight scale per 16 values
-  float wmin[kTileRows][kK / 32];  // Q4_K: dmin * m per 32 values (else 0)
-  float2 xd[kTileCols][kK / 32];   // activation {d, d * sum(q)} per 32 values
+// ---- asynchronous copies (sm_80+) ----
+
+__device__ __forceinline__ void cp16(void* dst, const void* src, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp4(void* dst, const void* src) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ uint32_t ld32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ float half_at(const uint8_t* p) { return __half2float(*reinterpret_cast<const __half*>(p)); }
+
+// An mma's int32 sum (|c| < 2^22: 32 products of 8-bit values) as float without the
+// quarter-rate I2F: the integer lands in the mantissa of 1.5 * 2^23.
+__device__ __forceinline__ float i2f(int c) { return __int_as_float(c + 0x4B400000) - 12582912.0f; }
+
+// ---- formats: the raw bytes of one 256-wide K step of a row in shared memory, and their
+// decoding into mma fragments ----
+//
+// kRow bytes per row (16-byte chunks at the offsets copy() writes), kExtra bytes per row of a
+// second per-row array (scales), kSub the values per scale (the mma's K: 32, or 16 for Q6_K).
+// frag(row, extra, kbi, j, tig, lo, hi, scale, min): the thread's two 4-value words of sub-step j
+// (values 4 tig.. and 16 + 4 tig.. for kSub 32; only lo for 16), their scale and minimum.
+
+template <TensorType TT>
+struct Fmt;
+
+template <>
+struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles
+  static constexpr int kRow = 144, kChunks = 9, kExtra = 0, kSub = 32;
+  static constexpr bool kMin = true;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    return p.w + (row * p.nb + kc) * 144 + 16 * c;
+  }
+  __device__ static void copy_extra(const Params&, int64_t, int64_t, uint8_t*) {}
+  __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
+                              float& mn) {
+    const uint8_t* q = r + 16 + 32 * (j >> 1);
+    const int sh = (j & 1) * 4;
+    lo = static_cast<int>((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu);
+    hi = static_cast<int>((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu);
+    const uint8_t* s = r + 4;
+    int scv, mv;
+    if (j < 4) {
+      scv = s[j] & 63;
+      mv = s[j + 4] & 63;
+    } else {
+      scv = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+      mv = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(r));
+    sc = dd.x * static_cast<float>(scv);
+    mn = dd.y * static_cast<float>(mv);
+  }
 };
 
-__device__ __forceinline__ uint4 ld16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
-
-__device__ __forceinline__ void put16(int8_t* dst, const uint4& v) { *reinterpret_cast<uint4*>(dst) = v; }
-
-// Decodes weight rows [row0, row0 + 64) x elements [k0, k0 + 256) into the tile. Rows past the
-// matrix repeat its last row (computed, never stored).
-template <TensorType TT>
-__device__ void load_weights(const Params& p, int64_t row0, int64_t k0, Tile& s);
+template <>
+struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
+  static constexpr int kRow = 272, kChunks = 16, kExtra = 16, kSub = 32;
+  static constexpr bool kMin = false;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    return p.w + (row * p.nb + kc * 8) * 32 + 16 * c;
+  }
+  __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
+    cp16(dst, p.w + p.NB * 32 + (row * p.nb + kc * 8) * 2, true);
+  }
+  __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
+                              float& mn) {
+    lo = static_cast<int>(ld32(r + 32 * j + 4 * tig));
+    hi = static_cast<int>(ld32(r + 32 * j + 16 + 4 * tig));
+    sc = half_at(e + 2 * j);
+    mn = 0.0f;
+  }
+};
 
 template <>
-__device__ void load_weights<TensorType::Q8_0>(const Params& p, int64_t row0, int64_t k0, Tile& s) {
-  // 64 rows x 8 blocks of 32: 4 (row, block) pairs per thread.
-  for (int i = threadIdx.x; i < kTileRows * 8; i += kThreads) {
-    const int r = i >> 3, b = i & 7;
-    const int64_t row = min(row0 + r, p.n_out - 1);
-    const int64_t bi = row * p.nb + k0 / 32 + b;
-    put16(&s.w[r][32 * b], ld16(p.w + bi * 32));
-    put16(&s.w[r][32 * b + 16], ld16(p.w + bi * 32 + 16));
-    const float d = f16_bits(ld_u16(p.w + p.NB * 32 + bi * 2));
-    s.wsc[r][2 * b] = d;
-    s.wsc[r][2 * b + 1] = d;
-    s.wmin[r][b] = 0.0f;
+struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low, else high of byte j - 16), [NB] f16
+  static constexpr int kRow = 144, kChunks = 8, kExtra = 16, kSub = 32;
+  static constexpr bool kMin = false;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
+  }
+  __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
+    cp16(dst, p.w + p.NB * 16 + (row * p.nb + kc * 8) * 2, true);
+  }
+  __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
+                              float& mn) {
+    const uint32_t v = ld32(r + 16 * j + 4 * tig);
+    lo = static_cast<int>(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
+    hi = static_cast<int>(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    sc = half_at(e + 2 * j);
+    mn = 0.0f;
+  }
+};
+
+// Q6_K (repacked: ql [NB][128], qh [NB][64], scales [NB][16] int8, d [NB] f16). Value
+// 128 n + 32 qq + l is (4 bits of ql[64 n + l + 32 (qq & 1)], low for qq < 2, high else) |
+// (2 bits of qh[32 n + l] at 2 qq) << 4, minus 32; its scale index is value / 16. The row's d
+// comes as the aligned 4-byte word holding it (kbi: the block index, whose parity picks the half;
+// mmq_supports asks for an even block count so that word never passes the tensor's end).
+template <>
+struct Fmt<TensorType::Q6_K> {
+  static constexpr int kRow = 208, kChunks = 13, kExtra = 4, kSub = 16;
+  static constexpr bool kMin = false;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    const int64_t bi = row * p.nb + kc;
+    if (c < 8) return p.w + bi * 128 + 16 * c;
+    if (c < 12) return p.w + p.NB * 128 + bi * 64 + 16 * (c - 8);
+    return p.w + p.NB * 192 + bi * 16;
+  }
+  __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
+    const int64_t bi = row * p.nb + kc;
+    cp4(dst, p.w + p.NB * 208 + ((bi * 2) & ~int64_t{3}));
+  }
+  __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t kbi, int s, int tig, int& lo, int&, float& sc,
+                              float& mn) {
+    const int n = s >> 3, qq = (s >> 1) & 3, l = 16 * (s & 1) + 4 * tig;
+    const uint32_t a = ld32(r + 64 * n + 32 * (qq & 1) + l);
+    const uint32_t h = ld32(r + 128 + 32 * n + l);
+    const uint32_t nib = (qq < 2 ? a : a >> 4) & 0x0F0F0F0Fu;
+    lo = static_cast<int>(__vsub4(nib | (((h >> (2 * qq)) & 0x03030303u) << 4), 0x20202020u));
+    sc = half_at(e + 2 * (kbi & 1)) * static_cast<float>(static_cast<int8_t>(r[192 + s]));
+    mn = 0.0f;
+  }
+};
+
+template <TensorType TT, int NT>
+struct Layout {
+  using F = Fmt<TT>;
+  static constexpr int kCols = 8 * NT;
+  static constexpr int kStages = NT <= 2 ? 4 : 3;
+  static constexpr int kW = kTileRows * F::kRow;
+  static constexpr int kE = (kTileRows * F::kExtra + 15) / 16 * 16;
+  static constexpr int kX = kCols * kXRow;
+  static constexpr int kXd = kCols * kXdRow;
+  static constexpr int kStage = kW + kE + kX + kXd;
+  static constexpr int kRed = kCols * kTileRows * 4;  // the block's partial sums, after the loop
+  static constexpr int kSmem = kStages * kStage > kRed ? kStages * kStage : kRed;
+};
+
+// Issues the weight copies of K step kc into stage buffer st.
+template <TensorType TT, int NT>
+__device__ void copy_weights(const Params& p, int64_t row0, int64_t kc, uint8_t* st) {
+  using F = Fmt<TT>;
+  using L = Layout<TT, NT>;
+  for (int i = threadIdx.x; i < kTileRows * F::kChunks; i += kThreads) {
+    const int r = i / F::kChunks, c = i % F::kChunks;
+    const int64_t row = min(row0 + r, p.n_out - 1);  // rows past the matrix: computed, never stored
+    cp16(st + r * F::kRow + 16 * c, F::src(p, row, kc, c), true);
+  }
+  if (F::kExtra > 0) {
+    for (int r = threadIdx.x; r < kTileRows; r += kThreads) {
+      F::copy_extra(p, min(row0 + r, p.n_out - 1), kc, st + L::kW + r * F::kExtra);
+    }
   }
 }
 
-template <>
-__device__ void load_weights<TensorType::Q4_0>(const Params& p, int64_t row0, int64_t k0, Tile& s) {
-  for (int i = threadIdx.x; i < kTileRows * 8; i += kThreads) {
-    const int r = i >> 3, b = i & 7;
-    const int64_t row = min(row0 + r, p.n_out - 1);
-    const int64_t bi = row * p.nb + k0 / 32 + b;
-    const uint4 q = ld16(p.w + bi * 16);
-    const uint32_t v[4] = {q.x, q.y, q.z, q.w};
-    // Element j < 16: low nibble of byte j; j >= 16: high nibble of byte j - 16; value q - 8.
-    uint32_t lo[4], hi[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      lo[k] = __vsub4(v[k] & 0x0F0F0F0Fu, 0x08080808u);
-      hi[k] = __vsub4((v[k] >> 4) & 0x0F0F0F0Fu, 0x08080808u);
-    }
-    put16(&s.w[r][32 * b], make_uint4(lo[0], lo[1], lo[2], lo[3]));
-    put16(&s.w[r][32 * b + 16], make_uint4(hi[0], hi[1], hi[2], hi[3]));
-    const float d = f16_bits(ld_u16(p.w + p.NB * 16 + bi * 2));
-    s.wsc[r][2 * b] = d;
-    s.wsc[r][2 * b + 1] = d;
-    s.wmin[r][b] = 0.0f;
-  }
-}
-
-// Q4_K (GGUF blocks of 144 bytes: d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of
-// quants): two threads per row, each one half (two 64-value groups: low nibbles of 32 bytes are
-// the group's first 32 values with sub-block scale 2g, high nibbles the next 32 with 2g + 1).
-template <>
-__device__ void load_weights<TensorType::Q4_K>(const Params& p, int64_t row0, int64_t k0, Tile& s) {
-  const int r = threadIdx.x >> 1, h = threadIdx.x & 1;
-  const int64_t row = min(row0 + r, p.n_out - 1);
-  const uint8_t* blk = p.w + (row * p.nb + k0 / 256) * 144;
-  const float d = f16_bits(ld_u16(blk)), dmin = f16_bits(ld_u16(blk + 2));
-  const uint8_t* sc = blk + 4;
-  for (int g = 2 * h; g < 2 * h + 2; ++g) {
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {  // 16-byte chunks of the group's 32 bytes
-      const uint4 q = ld16(blk + 16 + 32 * g + 16 * c);
-      put16(&s.w[r][64 * g + 16 * c], make_uint4(q.x & 0x0F0F0F0Fu, q.y & 0x0F0F0F0Fu, q.z & 0x0F0F0F0Fu,
-                                                 q.w & 0x0F0F0F0Fu));
-      put16(&s.w[r][64 * g + 32 + 16 * c], make_uint4((q.x >> 4) & 0x0F0F0F0Fu, (q.y >> 4) & 0x0F0F0F0Fu,
-                                                      (q.z >> 4) & 0x0F0F0F0Fu, (q.w >> 4) & 0x0F0F0F0Fu));
-    }
-#pragma unroll
-    for (int j = 2 * g; j < 2 * g + 2; ++j) {  // sub-blocks of 32
-      int scv, mv;
-      if (j < 4) {
-        scv = sc[j] & 63;
-        mv = sc[j + 4] & 63;
-      } else {
-        scv = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-        mv = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-      }
-      s.wsc[r][2 * j] = d * static_cast<float>(scv);
-      s.wsc[r][2 * j + 1] = d * static_cast<float>(scv);
-      s.wmin[r][j] = dmin * static_cast<float>(mv);
-    }
-  }
-}
-
-// Q6_K (repacked: ql [NB][128], qh [NB][64], scales [NB][16] int8, d [NB] f16): two threads per
-// row, each a half n of 128 values; value 128n + 32qq + l is (4 bits of ql[64n + l + 32(qq & 1)],
-// low for qq < 2, high else) | (2 bits of qh[32n + l] at 2qq) << 4, minus 32; scale index e / 16.
-template <>
-__device__ void load_weights<TensorType::Q6_K>(const Params& p, int64_t row0, int64_t k0, Tile& s) {
-  const int r = threadIdx.x >> 1, n = threadIdx.x & 1;
-  const int64_t row = min(row0 + r, p.n_out - 1);
-  const int64_t bi = row * p.nb + k0 / 256;
-  const uint8_t* ql = p.w + bi * 128 + 64 * n;
-  const uint8_t* qh = p.w + p.NB * 128 + bi * 64 + 32 * n;
-  const int8_t* scales = reinterpret_cast<const int8_t*>(p.w + p.NB * 192 + bi * 16);
-  const float d = f16_bits(ld_u16(p.w + p.NB * 208 + bi * 2));
-#pragma unroll
-  for (int c = 0; c < 2; ++c) {  // l in [16c, 16c + 16)
-    const uint4 a4 = ld16(ql + 16 * c), b4 = ld16(ql + 32 + 16 * c), h4 = ld16(qh + 16 * c);
-    const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w}, b[4] = {b4.x, b4.y, b4.z, b4.w}, hh[4] = {h4.x, h4.y, h4.z, h4.w};
-    uint32_t q[4][4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t h0 = (hh[k] & 0x03030303u) << 4, h1 = (hh[k] & 0x0C0C0C0Cu) << 2, h2 = hh[k] & 0x30303030u,
-                     h3 = (hh[k] & 0xC0C0C0C0u) >> 2;
-      q[0][k] = __vsub4((a[k] & 0x0F0F0F0Fu) | h0, 0x20202020u);
-      q[1][k] = __vsub4((b[k] & 0x0F0F0F0Fu) | h1, 0x20202020u);
-      q[2][k] = __vsub4(((a[k] >> 4) & 0x0F0F0F0Fu) | h2, 0x20202020u);
-      q[3][k] = __vsub4(((b[k] >> 4) & 0x0F0F0F0Fu) | h3, 0x20202020u);
-    }
-#pragma unroll
-    for (int qq = 0; qq < 4; ++qq) put16(&s.w[r][128 * n + 32 * qq + 16 * c], make_uint4(q[qq][0], q[qq][1], q[qq][2], q[qq][3]));
-  }
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s.wsc[r][8 * n + j] = d * static_cast<float>(scales[8 * n + j]);
-  if (n == 0) {
-#pragma unroll
-    for (int j = 0; j < kK / 32; ++j) s.wmin[r][j] = 0.0f;
-  }
-}
-
-// Activation rows [col0, col0 + 64) x [k0, k0 + 256); rows past n_rows are zeros.
-__device__ void load_activations(const Params& p, int col0, int64_t k0, Tile& s) {
-  for (int i = threadIdx.x; i < kTileCols * (kK / 16); i += kThreads) {
-    const int c = i / (kK / 16), j = i % (kK / 16);
+// Issues the activation copies (8-bit values and scale pairs) of K step kc; rows past T are zeros.
+template <TensorType TT, int NT>
+__device__ void copy_activations(const Params& p, int col0, int64_t kc, uint8_t* st) {
+  using L = Layout<TT, NT>;
+  uint8_t* x = st + L::kW + L::kE;
+  uint8_t* xd = x + L::kX;
+  for (int i = threadIdx.x; i < L::kCols * 20; i += kThreads) {
+    const int c = i / 20, part = i % 20;
     const int t = col0 + c;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (t < p.T) v = *reinterpret_cast<const uint4*>(p.xq + static_cast<int64_t>(t) * p.n_in + k0 + 16 * j);
-    put16(&s.x[c][16 * j], v);
-  }
-  for (int i = threadIdx.x; i < kTileCols * (kK / 32); i += kThreads) {
-    const int c = i / (kK / 32), j = i % (kK / 32);
-    const int t = col0 + c;
-    s.xd[c][j] = t < p.T ? p.xds[static_cast<int64_t>(t) * (p.n_in / 32) + k0 / 32 + j] : make_float2(0.0f, 0.0f);
+    const bool ok = t < p.T;
+    const int64_t tt = ok ? t : 0;
+    if (part < 16) {
+      cp16(x + c * kXRow + 16 * part, p.xq + tt * p.n_in + kc * kK + 16 * part, ok);
+    } else {
+      cp16(xd + c * kXdRow + 16 * (part - 16),
+           reinterpret_cast<const uint8_t*>(p.xds + tt * (p.n_in / 32) + kc * 8) + 16 * (part - 16), ok);
+    }
   }
 }
 
-__device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b0) {
+__device__ __forceinline__ void mma_k32(int (&c)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
+  c[0] = c[1] = c[2] = c[3] = 0;
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_k16(int (&c)[4], int a0, int a1, int b0) {
   c[0] = c[1] = c[2] = c[3] = 0;
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
@@ -183,73 +234,189 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int b0) {
       : "r"(a0), "r"(a1), "r"(b0));
 }
 
-template <TensorType TT>
-__global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
-  __shared__ __align__(16) Tile s;
-  grid_dependency_wait();
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-  const int col0 = blockIdx.y * kTileCols;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, tig = lane & 3;  // mma fragment coordinates
-  const int ra = 16 * warp + g, rb = ra + 8;  // this thread's two tile rows
-  float acc[kTileCols / 8][4] = {};
-  for (int64_t k0 = 0; k0 < p.n_in; k0 += kK) {
-    __syncthreads();  // the previous step's tile has been read
-    load_weights<TT>(p, row0, k0, s);
-    load_activations(p, col0, k0, s);
-    __syncthreads();
-#pragma unroll 4
-    for (int ks = 0; ks < kGroups; ++ks) {
-      const int a0 = *reinterpret_cast<const int*>(&s.w[ra][16 * ks + 4 * tig]);
-      const int a1 = *reinterpret_cast<const int*>(&s.w[rb][16 * ks + 4 * tig]);
-      const float swa = s.wsc[ra][ks], swb = s.wsc[rb][ks];
-      const bool min_term = TT == TensorType::Q4_K && (ks & 1) == 0;
-      const float mna = min_term ? s.wmin[ra][ks >> 1] : 0.0f, mnb = min_term ? s.wmin[rb][ks >> 1] : 0.0f;
+// Multiplies one stage: the warp's 16 rows (ra = its row g, rb = g + 8) with all columns.
+template <TensorType TT, int NT>
+__device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, int64_t kbi_b, int ra, int rb,
+                                              float (&acc)[NT][4]) {
+  using F = Fmt<TT>;
+  using L = Layout<TT, NT>;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+  const uint8_t* wa = st + ra * F::kRow;
+  const uint8_t* wb = st + rb * F::kRow;
+  const uint8_t* ea = st + L::kW + ra * F::kExtra;
+  const uint8_t* eb = st + L::kW + rb * F::kExtra;
+  const uint8_t* x = st + L::kW + L::kE;
+  const uint8_t* xd = x + L::kX;
+#pragma unroll 2
+  for (int j = 0; j < kK / F::kSub; ++j) {
+    int a0, a1, a2 = 0, a3 = 0;
+    float sa, sb, ma, mb;
+    F::frag(wa, ea, kbi_a, j, tig, a0, a2, sa, ma);
+    F::frag(wb, eb, kbi_b, j, tig, a1, a3, sb, mb);
+    const int blk = j * F::kSub / 32;  // the activations' 32-value block
 #pragma unroll
-      for (int nt = 0; nt < kTileCols / 8; ++nt) {
-        const int b0 = *reinterpret_cast<const int*>(&s.x[8 * nt + g][16 * ks + 4 * tig]);
-        int c[4];
-        mma_s8(c, a0, a1, b0);
-        const float2 xa = s.xd[8 * nt + 2 * tig][ks >> 1], xb = s.xd[8 * nt + 2 * tig + 1][ks >> 1];
-        acc[nt][0] += swa * xa.x * static_cast<float>(c[0]);
-        acc[nt][1] += swa * xb.x * static_cast<float>(c[1]);
-        acc[nt][2] += swb * xa.x * static_cast<float>(c[2]);
-        acc[nt][3] += swb * xb.x * static_cast<float>(c[3]);
-        if (min_term) {
-          acc[nt][0] -= mna * xa.y;
-          acc[nt][1] -= mna * xb.y;
-          acc[nt][2] -= mnb * xa.y;
-          acc[nt][3] -= mnb * xb.y;
-        }
+    for (int nt = 0; nt < NT; ++nt) {
+      const uint8_t* xr = x + (8 * nt + g) * kXRow + j * F::kSub + 4 * tig;
+      int c[4];
+      if constexpr (F::kSub == 32) {
+        mma_k32(c, a0, a1, a2, a3, static_cast<int>(ld32(xr)), static_cast<int>(ld32(xr + 16)));
+      } else {
+        mma_k16(c, a0, a1, static_cast<int>(ld32(xr)));
+      }
+      const float2 xa = *reinterpret_cast<const float2*>(xd + (8 * nt + 2 * tig) * kXdRow + 8 * blk);
+      const float2 xb = *reinterpret_cast<const float2*>(xd + (8 * nt + 2 * tig + 1) * kXdRow + 8 * blk);
+      acc[nt][0] = fmaf(i2f(c[0]), sa * xa.x, acc[nt][0]);
+      acc[nt][1] = fmaf(i2f(c[1]), sa * xb.x, acc[nt][1]);
+      acc[nt][2] = fmaf(i2f(c[2]), sb * xa.x, acc[nt][2]);
+      acc[nt][3] = fmaf(i2f(c[3]), sb * xb.x, acc[nt][3]);
+      if constexpr (F::kMin) {
+        acc[nt][0] = fmaf(-ma, xa.y, acc[nt][0]);
+        acc[nt][1] = fmaf(-ma, xb.y, acc[nt][1]);
+        acc[nt][2] = fmaf(-mb, xa.y, acc[nt][2]);
+        acc[nt][3] = fmaf(-mb, xb.y, acc[nt][3]);
       }
     }
   }
-  // c0/c1: row g, columns 2 tig and 2 tig + 1; c2/c3: row g + 8.
+}
+
+// grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
+template <TensorType TT, int NT>
+__global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
+  using L = Layout<TT, NT>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  const int col0 = blockIdx.y * L::kCols;
+  const int split = gridDim.z, part = blockIdx.z;
+  const int64_t n_k = p.n_in / kK;
+  const int64_t k_begin = n_k * part / split, k_end = n_k * (part + 1) / split, n_steps = k_end - k_begin;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+  const int ra = 16 * warp + g, rb = ra + 8;
+  const int64_t grow_a = min(row0 + ra, p.n_out - 1), grow_b = min(row0 + rb, p.n_out - 1);
+
+  // Weights never depend on the preceding kernel: their first stages are requested before the
+  // wait on it (PDL), the activations after.
+  for (int s = 0; s < L::kStages - 1; ++s) {
+    if (s < n_steps) copy_weights<TT, NT>(p, row0, k_begin + s, smem + s * L::kStage);
+  }
+  grid_dependency_wait();
+  for (int s = 0; s < L::kStages - 1; ++s) {
+    if (s < n_steps) copy_activations<TT, NT>(p, col0, k_begin + s, smem + s * L::kStage);
+    cp_commit();
+  }
+
+  float acc[NT][4] = {};
+  for (int64_t i = 0; i < n_steps; ++i) {
+    cp_wait<L::kStages - 2>();
+    __syncthreads();  // stage i has landed for all threads; stage i - 1 is no longer read
+    const int64_t next = i + L::kStages - 1;
+    if (next < n_steps) {
+      uint8_t* st = smem + (next % L::kStages) * L::kStage;
+      copy_weights<TT, NT>(p, row0, k_begin + next, st);
+      copy_activations<TT, NT>(p, col0, k_begin + next, st);
+    }
+    cp_commit();
+    const int64_t kc = k_begin + i;
+    compute_stage<TT, NT>(smem + (i % L::kStages) * L::kStage, grow_a * p.nb + kc, grow_b * p.nb + kc, ra, rb, acc);
+  }
+  cp_wait<0>();
+  __syncthreads();
+
+  // Partial sums to shared memory as red[column][row], then each block of the cluster adds its
+  // share of rows over all blocks in rank order (a fixed order: bit-stable) and writes them.
+  float* red = reinterpret_cast<float*>(smem);
 #pragma unroll
-  for (int nt = 0; nt < kTileCols / 8; ++nt) {
+  for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t r = row0 + (i < 2 ? ra : rb);
-      const int t = col0 + 8 * nt + 2 * tig + (i & 1);
-      if (r >= p.n_out || t >= p.T) continue;
-      float* o = p.y + static_cast<int64_t>(t) * p.ys + r;
-      *o = p.add ? *o + acc[nt][i] : acc[nt][i];
+    for (int k = 0; k < 4; ++k) red[(8 * nt + 2 * tig + (k & 1)) * kTileRows + (k < 2 ? ra : rb)] = acc[nt][k];
+  }
+#if __CUDA_ARCH__ >= 900
+  cg::cluster_group cluster = cg::this_cluster();
+  if (split > 1) cluster.sync();
+  else __syncthreads();
+#else
+  __syncthreads();  // no clusters before sm_90: the host never splits K there
+#endif
+  const int share = kTileRows / split, r_begin = share * part;
+  for (int e = threadIdx.x; e < share * L::kCols; e += kThreads) {
+    const int c = e / share, r = r_begin + e % share;
+    const int64_t row = row0 + r;
+    const int t = col0 + c;
+    float v = 0.0f;
+    for (int q = 0; q < split; ++q) {
+#if __CUDA_ARCH__ >= 900
+      const float* src = split > 1 ? cluster.map_shared_rank(red, q) : red;
+#else
+      const float* src = red;
+#endif
+      v += src[c * kTileRows + r];
+    }
+    if (row < p.n_out && t < p.T) {
+      float* o = p.y + static_cast<int64_t>(t) * p.ys + row;
+      *o = p.add ? *o + v : v;
     }
   }
+#if __CUDA_ARCH__ >= 900
+  if (split > 1) cluster.sync();  // the other blocks' shared memory is read until here
+#endif
+}
+
+template <TensorType TT, int NT>
+void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
+  using L = Layout<TT, NT>;
+  auto* k = mmq_kernel<TT, NT>;
+  PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
+  LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
+  shape.block = dim3(kThreads);
+  shape.smem = L::kSmem;
+  shape.cluster_z = static_cast<unsigned>(split);
+  launch_kernel(s, k, shape, p);
+}
+
+template <TensorType TT>
+void launch_type(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
+  switch (nt) {
+    case 1: launch_mmq<TT, 1>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq<TT, 2>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq<TT, 4>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq<TT, 8>(p, tiles, chunks, split, s); break;
+    default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
+  }
+}
+
+// The current device's SM count, and whether it has thread-block clusters (sm_90+).
+struct DeviceShape {
+  int sms = 0;
+  bool clusters = false;
+};
+DeviceShape device_shape() {
+  int dev = 0, cc = 0;
+  DeviceShape d;
+  PIPELLM_CUDA_CHECK(cudaGetDevice(&dev));
+  PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+  PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+  d.clusters = cc >= 9;
+  return d;
 }
 
 }  // namespace
 
 bool mmq_supports(const DeviceMatrix& w) {
-  const bool type_ok = w.type == TensorType::Q4_0 || w.type == TensorType::Q8_0 || w.type == TensorType::Q4_K ||
-                       w.type == TensorType::Q6_K;
-  return type_ok && w.n_in % kK == 0 && w.n_out > 0;
+  if (w.n_out <= 0 || w.n_in % kK != 0) return false;
+  switch (w.type) {
+    case TensorType::Q4_0:
+    case TensorType::Q8_0:
+    case TensorType::Q4_K: return true;
+    case TensorType::Q6_K: return (w.n_out * (w.n_in / kK)) % 2 == 0;
+    default: return false;
+  }
 }
 
 void mmq(const MmqArgs& a, const Launch& s) {
   if (!mmq_supports(a.w)) {
     throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(a.w.type) + " [" + std::to_string(a.w.n_in) +
-                ", " + std::to_string(a.w.n_out) + "] (Q4_0, Q8_0, Q4_K, Q6_K with n_in a multiple of 256)");
+                ", " + std::to_string(a.w.n_out) +
+                "] (Q4_0, Q8_0, Q4_K, Q6_K with n_in a multiple of 256; Q6_K with an even block count)");
   }
   if (a.n_rows <= 0) return;
   Params p{};
@@ -264,13 +431,22 @@ void mmq(const MmqArgs& a, const Launch& s) {
   p.y = a.y;
   p.ys = a.y_stride;
   p.add = a.add;
-  const dim3 grid(static_cast<unsigned>((a.w.n_out + kTileRows - 1) / kTileRows),
-                  static_cast<unsigned>((a.n_rows + kTileCols - 1) / kTileCols));
+  // Column tiles: the fewest of 8, 16, 32, 64 rows that hold the batch; 64 per block beyond.
+  int nt = 1;
+  while (nt < 8 && 8 * nt < a.n_rows) nt *= 2;
+  const int chunks = (a.n_rows + 8 * nt - 1) / (8 * nt);
+  const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
+  if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
+  // Split K over a cluster until about two blocks per SM exist, keeping >= 2 K steps per block.
+  const DeviceShape dev = device_shape();
+  const int64_t n_k = a.w.n_in / kK, want = 2 * static_cast<int64_t>(dev.sms);
+  int split = 1;
+  while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
   switch (a.w.type) {
-    case TensorType::Q8_0: launch_kernel(s, mmq_kernel<TensorType::Q8_0>, grid, dim3(kThreads), p); break;
-    case TensorType::Q4_0: launch_kernel(s, mmq_kernel<TensorType::Q4_0>, grid, dim3(kThreads), p); break;
-    case TensorType::Q4_K: launch_kernel(s, mmq_kernel<TensorType::Q4_K>, grid, dim3(kThreads), p); break;
-    case TensorType::Q6_K: launch_kernel(s, mmq_kernel<TensorType::Q6_K>, grid, dim3(kThreads), p); break;
+    case TensorType::Q8_0: launch_type<TensorType::Q8_0>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q4_0: launch_type<TensorType::Q4_0>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q4_K: launch_type<TensorType::Q4_K>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q6_K: launch_type<TensorType::Q6_K>(p, nt, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(a.w.type)));
   }
   PIPELLM_CUDA_LAUNCH_CHECK("mmq");

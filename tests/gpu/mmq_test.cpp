@@ -1,8 +1,9 @@
 // The tensor-core product on quantized blocks (kernels/cuda/mmq.cu) against float64 products of
 // the CPU's dequantized weights (kernels/cpu/dequantize) with the activations the kernel was
 // given (its 8-bit blocks read back and decoded), for every type it takes, activation row counts
-// around its 64-row tiles, output counts that leave partial tiles, store and accumulate; and the
-// same rows through the mat-vec (8 at a time) agree with it.
+// around each of its column tiles (8, 16, 32, 64) and beyond, output counts that leave partial
+// tiles, one K step (no split) and 16 (K split over a cluster), store and accumulate; repeated
+// products are bit-identical; the same rows through the mat-vec (8 at a time) agree with it.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -25,7 +26,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
     auto m = test::upload_matrix(t, n_in, n_out, blocks);
     ASSERT_TRUE(cuda::mmq_supports(m.m)) << tensor_type_name(t);
     const auto w = test::cpu_dequant(t, blocks, n_in, n_out);
-    for (const int rows : {1, 9, 64, 100}) {
+    for (const int rows : {1, 9, 16, 24, 33, 64, 100}) {
       const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
       auto act = test::device_activations(x, rows, n_in);
       std::vector<double> ref(static_cast<size_t>(rows * n_out));
@@ -55,6 +56,10 @@ TEST_P(MmqPerType, MatchesFloat64) {
         if (add) {
           for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
         }
+        if (!add) {  // the same product again: the same bits (the cluster's sums add in a fixed order)
+          cuda::mmq(a, nullptr);
+          EXPECT_EQ(test::to_host(d_y, d_y.size()), got) << tensor_type_name(t) << " rows " << rows << ": not bit-stable";
+        }
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
                                         << "; got[0] " << got[0] << " ref[0] " << ref[0];
@@ -83,6 +88,8 @@ INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
 
 TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   cuda::DeviceMatrix m{TensorType::Q5_K, 4096, 64, nullptr};
+  EXPECT_FALSE(cuda::mmq_supports(m));
+  m = {TensorType::Q6_K, 256, 3, nullptr};  // an odd block count (Q6_K's scale word would pass the end)
   EXPECT_FALSE(cuda::mmq_supports(m));
   m = {TensorType::Q8_0, 4096 + 32, 64, nullptr};  // n_in not a multiple of 256
   EXPECT_FALSE(cuda::mmq_supports(m));

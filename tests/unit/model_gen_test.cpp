@@ -6,6 +6,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/cpu/cpu_model.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/batch.h"
@@ -113,6 +115,50 @@ TEST(ModelGen, WritesALoadableModelWithTheVocabCopied) {
   const TensorView& n = f->tensor("blk.1.ffn_norm.weight");
   dequantize_row(n.type, n.data, row.data(), n.ne[0]);
   EXPECT_NEAR(row[0], 1.0f, 0.1f);
+  std::remove(path.c_str());
+}
+
+TEST(ModelGen, PlainTextTokensAreAsciiAndSpaceMarks) {
+  EXPECT_TRUE(is_plain_text_token("Hello"));
+  EXPECT_TRUE(is_plain_text_token("\xC4\xA0the"));      // byte-level BPE: " the"
+  EXPECT_TRUE(is_plain_text_token("\xE2\x96\x81the"));  // SentencePiece: " the"
+  EXPECT_FALSE(is_plain_text_token(""));
+  EXPECT_FALSE(is_plain_text_token("caf\xC3\xA9"));      // é
+  EXPECT_FALSE(is_plain_text_token("a\n"));
+  EXPECT_FALSE(is_plain_text_token("\xC4"));              // a lone lead byte
+}
+
+// --text-head: the output rows of tokens that are not normal plain-text tokens are zero, the
+// others random, so the greedy random model writes only plain text.
+TEST(ModelGen, TextHeadZeroesTheRowsOfOtherTokens) {
+  auto vocab = GgufFile::open(test::model_path("tiny-llama-F32"));
+  RandomModelOptions opt;
+  opt.shape = tiny_shape("llama", false);
+  opt.file_type = *file_type_from_name("Q8_0");
+  opt.vocab = vocab.get();
+  opt.text_head = true;
+  ThreadPool pool(2);
+  const std::string path = ::testing::TempDir() + "/pipellm_mkmodel_text_head.gguf";
+  write_random_model(opt, path, pool);
+  auto f = GgufFile::open(path);
+  const auto& texts = vocab->get_string_array("tokenizer.ggml.tokens");
+  const auto types = vocab->get_i32_array("tokenizer.ggml.token_type");
+  const TensorView& out = f->tensor("output.weight");
+  ASSERT_EQ(out.n_rows(), static_cast<int64_t>(texts.size()));
+  std::vector<float> row(static_cast<size_t>(out.ne[0]));
+  int zero = 0, kept = 0;
+  for (int64_t r = 0; r < out.n_rows(); ++r) {
+    dequantize_row(out.type, out.row(r), row.data(), out.ne[0]);
+    const bool all_zero = std::all_of(row.begin(), row.end(), [](float v) { return v == 0.0f; });
+    const std::string text(texts[static_cast<size_t>(r)]);
+    const bool plain = types[static_cast<size_t>(r)] == 1 && is_plain_text_token(text);
+    EXPECT_EQ(all_zero, !plain) << "token " << r << " '" << text << "'";
+    (all_zero ? zero : kept) += 1;
+  }
+  EXPECT_GT(zero, 0);
+  EXPECT_GT(kept, 0);
+  opt.shape.tied_output = true;
+  EXPECT_THROW(write_random_model(opt, path, pool), InvalidArgument);
   std::remove(path.c_str());
 }
 
