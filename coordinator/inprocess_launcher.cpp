@@ -48,7 +48,6 @@ class HeadThread : public HeadProcess {
         o.stats = stats;
         o.stop = &stop_;
         o.grammar_refusal = grammar.refusal;
-        o.top_logprobs_refusal = link::top_logprobs_refusal(opt.device);
         const link::ServeResult r = link::serve_link(runner, *head, so, stage.config().n_vocab, o);
         why = "the head thread finished (" + r.end_reason + ")";
       } catch (const std::exception& e) {
@@ -89,7 +88,7 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
     : model_name_(stem(model_path)), opt_(opt) {
   if (cuda_device_index(opt.device) < 0) {
     cpu_ = CpuModel::open(model_path, opt.cpu);
-    grammar_ = link::grammar_support(cpu_->file(), "cpu");  // once: every relaunch shares it
+    grammar_ = link::grammar_support(cpu_->file());  // once: every relaunch shares it
     return;
   }
   // The CUDA stage reads the mapping only while it uploads the weights.
@@ -104,7 +103,7 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();
   gpu_ = open_cuda_stage(*file, ModelConfig::from_gguf(*file), d);
-  grammar_ = link::grammar_support(*file, opt.device);  // a refusal: the device samples
+  grammar_ = link::grammar_support(*file);  // grammars sample on the host (host_sampled_rows.h)
 }
 
 InProcessLauncher::~InProcessLauncher() = default;

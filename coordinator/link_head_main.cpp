@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     InprocTransport transport(hub, 0);
     StageRunner runner(m->stage(), transport);
     // The one rank is the tail: it samples, so it matches grammars against the model's tokens.
-    const link::GrammarSupport grammar = link::grammar_support(m->file(), "cpu");
+    const link::GrammarSupport grammar = link::grammar_support(m->file());
     runner.set_grammar_vocabulary(grammar.vocab);
     runner.set_step_delay(std::chrono::milliseconds(step_delay_ms));
     std::string name = cfg.model.substr(cfg.model.find_last_of('/') + 1);

@@ -63,7 +63,6 @@ int serve_coordinator(StageRunner& runner, const Stage& head_stage, const Pipeli
   so.diagnose = [&ranks, &host, beats, use_proc] { return stuck_rank_diagnosis(ranks, host, beats, use_proc); };
   so.n_stages = cfg.n_stages();
   so.grammar_refusal = grammar_refusal;
-  so.top_logprobs_refusal = link::top_logprobs_refusal(cfg.stages.back().device);
   const link::ServeResult r =
       link::serve_link(runner, *head, scheduler_options(cfg, head_stage), head_stage.config().n_vocab, so);
   if (!quiet || r.link_failed) {

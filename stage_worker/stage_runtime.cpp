@@ -138,9 +138,8 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   // The last rank samples: it matches grammars against the model's tokens. Rank 0 knows the
   // same (one file, one config) and refuses grammar requests the tail could not serve.
   const bool tail = rank == session.size() - 1;
-  const link::GrammarSupport grammar = tail || (rank == 0 && !serve_at.empty())
-                                           ? link::grammar_support(*file, cfg.stages.back().device)
-                                           : link::GrammarSupport{};
+  const link::GrammarSupport grammar =
+      tail || (rank == 0 && !serve_at.empty()) ? link::grammar_support(*file) : link::GrammarSupport{};
   if (tail) runner.set_grammar_vocabulary(grammar.vocab);
   if (o.fault_rank == rank) runner.set_fault(o.fault);
   runner.set_step_delay(std::chrono::milliseconds(o.step_delay_ms));

@@ -27,6 +27,31 @@ int where(const std::vector<SamplerStage>& chain, SamplerStage s) {
   return it == chain.end() ? -1 : static_cast<int>(it - chain.begin());
 }
 
+// The GPU sampler's filter settings for p's chain (p not greedy) into g; false for an order it
+// does not implement: the active filters top_k, top_p, min_p in that order, the temperature
+// first or last.
+bool device_chain(const SamplerParams& p, SlotSampling& g) {
+  const auto& c = p.chain;
+  const int k = p.top_k > 0 ? where(c, SamplerStage::TopK) : -1;
+  const int tp = p.top_p < 1.0f ? where(c, SamplerStage::TopP) : -1;
+  const int mp = p.min_p > 0.0f ? where(c, SamplerStage::MinP) : -1;
+  const int t = where(c, SamplerStage::Temperature);
+  // The active filters must come in the GPU's order (absent ones are skipped).
+  std::vector<int> order;
+  for (int i : {k, tp, mp})
+    if (i >= 0) order.push_back(i);
+  const int first_scaled = std::min(tp < 0 ? 1 << 20 : tp, mp < 0 ? 1 << 20 : mp);
+  const int last_filter = order.empty() ? -1 : order.back();
+  const bool t_first = t >= 0 && t < first_scaled, t_last = t > last_filter;
+  if (!std::is_sorted(order.begin(), order.end()) || t < 0 || !(t_first || t_last)) return false;
+  g.temperature = p.temperature;
+  g.top_k = k >= 0 ? p.top_k : 0;
+  g.top_p = tp >= 0 ? p.top_p : 1.0f;
+  g.min_p = mp >= 0 ? p.min_p : 0.0f;
+  g.temperature_last = t_first ? 0 : 1;
+  return true;
+}
+
 int sm_count(int device) {
   int n = 0;
   PIPELLM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
@@ -133,6 +158,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     d_history_.resize(S * static_cast<size_t>(opt_.n_ctx));
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get(), 0, d_counter_.bytes(), stream_.get()));
     PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_sampling_.get(), 0, d_sampling_.bytes(), stream_.get()));
+    host_rows_ = std::make_unique<HostSampledRows>(opt_.n_slots, cfg_.n_vocab);
   }
   x_.resize(T * E);
   y_.resize(T * W);
@@ -454,17 +480,6 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
 }
 
 SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
-  // Grammar masks are built on the host (engine/runtime/grammar); the device sampler has none.
-  if (!spec.grammar.empty()) {
-    throw InvalidArgument("sampling: a grammar (structured output: grammar, json_schema, response_format) is only "
-                          "supported by the CPU sampler; this CUDA stage samples on the GPU and cannot apply it yet");
-  }
-  // The device sampler computes the chosen token's log-probability only (heads refuse such
-  // requests first: link::top_logprobs_refusal).
-  if (spec.top_logprobs > 0) {
-    throw InvalidArgument("sampling: top_logprobs is only supported by the CPU sampler; this CUDA stage samples on "
-                          "the GPU and reports only the chosen token's logprob");
-  }
   const SamplerParams p = sampler_params(spec);
   p.validate();
   SlotSampling g;
@@ -475,40 +490,37 @@ SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
   g.presence_penalty = p.presence_penalty;
   g.logprobs = spec.logprobs ? 1 : 0;
   if (p.greedy()) return g;  // temperature 0: argmax after penalties
-  const auto& c = p.chain;
-  const int k = p.top_k > 0 ? where(c, SamplerStage::TopK) : -1;
-  const int tp = p.top_p < 1.0f ? where(c, SamplerStage::TopP) : -1;
-  const int mp = p.min_p > 0.0f ? where(c, SamplerStage::MinP) : -1;
-  const int t = where(c, SamplerStage::Temperature);
-  // The active filters must come in the GPU's order (absent ones are skipped).
-  std::vector<int> order;
-  for (int i : {k, tp, mp})
-    if (i >= 0) order.push_back(i);
-  const int first_scaled = std::min(tp < 0 ? 1 << 20 : tp, mp < 0 ? 1 << 20 : mp);
-  const int last_filter = order.empty() ? -1 : order.back();
-  const bool t_first = t >= 0 && t < first_scaled, t_last = t > last_filter;
-  if (!std::is_sorted(order.begin(), order.end()) || t < 0 || !(t_first || t_last)) {
+  if (!device_chain(p, g)) {
     throw InvalidArgument("sampling: the GPU sampler applies top_k, top_p, min_p in that order with the temperature "
                           "first or last; this sampler chain is not supported on a GPU");
   }
-  g.temperature = p.temperature;
-  g.top_k = k >= 0 ? p.top_k : 0;
-  g.top_p = tp >= 0 ? p.top_p : 1.0f;
-  g.min_p = mp >= 0 ? p.min_p : 0.0f;
-  g.temperature_last = t_first ? 0 : 1;
   return g;
+}
+
+bool CudaStage::host_sampled(const SamplingSpec& spec) {
+  // Grammar masks are built on the host (engine/runtime/grammar); the device sampler computes
+  // the chosen token's log-probability only.
+  if (!spec.grammar.empty() || spec.top_logprobs > 0) return true;
+  const SamplerParams p = sampler_params(spec);
+  SlotSampling g;
+  return !p.greedy() && !device_chain(p, g);
 }
 
 void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
   if (!last_) throw InvalidArgument("CUDA stage: start_sequence on a stage without the output head");
   if (slot < 0 || slot >= opt_.n_slots)
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(opt_.n_slots) + ")");
-  const SlotSampling g = slot_sampling(sampling);
+  // A host-sampled slot gets neutral device settings (greedy, no penalties, no logprob), which
+  // leave its logits rows untouched for the host Sampler.
+  const bool on_host = host_sampled(sampling);
+  const SlotSampling g = on_host ? SlotSampling{} : slot_sampling(sampling);
+  if (on_host) host_rows_->start(slot, sampling);
+  else host_rows_->stop(slot);
   PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));
   // Pageable source: the copy is staged before the call returns; ordered before the next step.
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_sampling_.get() + slot, &g, sizeof(g), cudaMemcpyHostToDevice, stream_.get()));
   PIPELLM_CUDA_CHECK(cudaMemsetAsync(d_counter_.get() + slot, 0, sizeof(uint64_t), stream_.get()));
-  slot_logprobs_[static_cast<size_t>(slot)] = sampling.logprobs ? 1 : 0;
+  slot_logprobs_[static_cast<size_t>(slot)] = g.logprobs ? 1 : 0;
 }
 
 ActivationRows CudaStage::input_rows(int n_tokens) {
@@ -528,19 +540,26 @@ void CudaStage::rows_from_host(const float* host, const ActivationRows& rows, si
   stream_.synchronize();
 }
 
-void CudaStage::fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepOutput& out) {
+void CudaStage::fetch_tokens(const Batch& b, StepOutput& out) {
+  const int n = b.n_outputs();
   bool any = false;
-  for (int32_t s : row_slots) any = any || slot_logprobs_[static_cast<size_t>(s)];
+  for (int i = 0; i < b.n_tokens(); ++i) {
+    const size_t j = static_cast<size_t>(i);
+    if (b.logits[j]) any = any || slot_logprobs_[static_cast<size_t>(b.slot[j])];
+  }
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_next_.get(), d_next_.get(), n * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                      stream_.get()));
   if (any) {
     PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_logprob_.get(), d_logprob_.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
                                        stream_.get()));
   }
+  // The host-sampled slots' rows come back in the same sync (no copy when there are none).
+  host_rows_->enqueue_copies(b, logits_.get(), stream_.get());
   stream_.synchronize();
   out.tokens.assign(h_next_.get(), h_next_.get() + n);
   if (any) out.logprobs.assign(h_logprob_.get(), h_logprob_.get() + n);
   else out.logprobs.clear();
+  host_rows_->apply(b, out);
 }
 
 void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
@@ -554,6 +573,7 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
   if (n_out == 0) {
     out.tokens.clear();
     out.logprobs.clear();
+    host_rows_->apply(b, out);  // the host samplers' penalty windows take the step's tokens
     return;
   }
   if (want_logits) {
@@ -562,11 +582,7 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
                                        cudaMemcpyDeviceToHost, stream_.get()));
   }
   enqueue_sampling(n_out, d_out_slot_, d_out_pos_);
-  std::vector<int32_t> row_slots;
-  for (int i = 0; i < T; ++i) {
-    if (b.logits[static_cast<size_t>(i)]) row_slots.push_back(b.slot[static_cast<size_t>(i)]);
-  }
-  fetch_tokens(n_out, row_slots, out);
+  fetch_tokens(b, out);
 }
 
 void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
@@ -610,7 +626,7 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
     enqueue_decode_step(B, C);
   }
   last_rows_ = B;
-  if (last_) fetch_tokens(n, batch.slot, out);
+  if (last_) fetch_tokens(batch, out);
 }
 
 void CudaStage::last_logits(int rows, std::vector<float>& out) const {

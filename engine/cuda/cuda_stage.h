@@ -8,7 +8,9 @@
 // step() is the runtime's path (engine/model/stage.h): input rows in device memory (written by
 // the transport), output rows left there, and on the tail one token per logits row sampled on
 // the GPU with each sequence's own settings and penalties (kernels/cuda/sampling.h; only ids
-// come back). A decode step (every row wants logits: one token per sequence) of any stage -
+// come back), except for sequences the GPU sampler cannot serve (a grammar, top_logprobs, a
+// filter order it lacks): their rows come back and the host Sampler picks (host_sampled_rows.h).
+// A decode step (every row wants logits: one token per sequence) of any stage -
 // first, middle, tail or whole model - is captured once per (batch bucket 1/2/4/8/...,
 // context bucket 512/1024/2048/...) as a CUDA graph and replayed; tokens, positions and slots
 // are read from device memory, so a replay needs only one small host-to-device copy. Prefill
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/host_sampled_rows.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/model/stage.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -86,8 +89,11 @@ class CudaStage : public Stage {
   void last_logits(int rows, std::vector<float>& out) const;
   // The device settings a SamplingSpec becomes; InvalidArgument for a filter order the GPU
   // sampler does not implement (temperature must come first or last, top_k/top_p/min_p in
-  // that order).
+  // that order). A grammar and top_logprobs are not device settings (see host_sampled).
   static SlotSampling slot_sampling(const SamplingSpec& s);
+  // Whether a sequence with these settings samples on the host: a grammar, top_logprobs > 0, or
+  // a filter order slot_sampling refuses. Throws InvalidArgument for a malformed chain.
+  static bool host_sampled(const SamplingSpec& s);
   size_t graphs_captured() const { return graphs_.size(); }
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
@@ -129,8 +135,9 @@ class CudaStage : public Stage {
   // Final norm + lm head over `n_out` rows of x_ starting at the rows listed (host) or all T.
   void enqueue_logits(int n_out);
   void enqueue_decode_step(int B, int ctx_bucket);
-  // The n sampled ids (and log-probabilities when a row's slot asked) to the host.
-  void fetch_tokens(int n, const std::vector<int32_t>& row_slots, StepOutput& out);
+  // The sampled ids of b's logits rows (and log-probabilities when a row's slot asked) to the
+  // host, the host-sampled slots' picks put in their place.
+  void fetch_tokens(const Batch& b, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
   // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; the tensor-core
@@ -184,7 +191,8 @@ class CudaStage : public Stage {
   PinnedBuffer<int32_t> h_next_;
   PinnedBuffer<float> h_logprob_;
   DeviceBuffer<float> d_logprob_;
-  std::vector<uint8_t> slot_logprobs_;  // per slot: its sequence asked for log-probabilities
+  std::vector<uint8_t> slot_logprobs_;  // per slot: the device computes its log-probabilities
+  std::unique_ptr<HostSampledRows> host_rows_;  // tail: the slots sampled on the host
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;

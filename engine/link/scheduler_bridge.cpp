@@ -90,7 +90,6 @@ void SchedulerBridge::submit(const SubmitRequest& r) {
     return reject("top_logprobs: must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +
                   std::to_string(r.sampling.top_logprobs) + ")");
   }
-  if (r.sampling.top_logprobs > 0 && !top_logprobs_refusal_.empty()) return reject(top_logprobs_refusal_);
   const auto n_prompt = static_cast<int32_t>(r.prompt.size());
   if (r.max_tokens == 0) return send(FinishedMsg{r.id, FinishReason::Length, n_prompt, 0});
   Request q;

@@ -34,10 +34,8 @@ class SchedulerBridge {
   using StatsSource = std::function<std::vector<StageStatsMsg>()>;
   void set_stats_source(StatsSource source, std::chrono::milliseconds interval = std::chrono::milliseconds(250));
   // Requests with a grammar get Error{id, why} here, before they reach the pipeline, where the
-  // tail cannot mask (a GPU sampler, a model without a tokenizer); empty: grammars are served.
+  // tail cannot mask (a model without a tokenizer); empty: grammars are served.
   void refuse_grammars(std::string why) { grammar_refusal_ = std::move(why); }
-  // The same for requests asking for top_logprobs > 0 (alternatives come from the host sampler).
-  void refuse_top_logprobs(std::string why) { top_logprobs_refusal_ = std::move(why); }
 
   // Why serving ended: "shutdown requested" or what happened to the link.
   const std::string& end_reason() const { return end_reason_; }
@@ -64,7 +62,6 @@ class SchedulerBridge {
   std::string end_reason_;
   StatsSource stats_source_;
   std::string grammar_refusal_;
-  std::string top_logprobs_refusal_;
   std::chrono::milliseconds stats_interval_{250};
   std::chrono::steady_clock::time_point stats_sent_{};
   int64_t stats_steps_sent_ = 0;  // the steps of all stages in the last report

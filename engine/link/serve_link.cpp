@@ -22,27 +22,15 @@ HelloMsg hello_for(const Stage& head_stage, const std::string& model_name, int n
   return h;
 }
 
-GrammarSupport grammar_support(const GgufFile& file, const std::string& sampling_device) {
+GrammarSupport grammar_support(const GgufFile& file) {
   GrammarSupport g;
-  if (sampling_device != "cpu") {
-    // "grammar: ..." so that the HTTP door's 400 names the field (param_of reads the prefix).
-    g.refusal = "grammar: structured output (grammar, json_schema, response_format) needs the host sampler, but this "
-                "pipeline's last stage samples on " + sampling_device + ", whose sampler takes no grammar";
-    return g;
-  }
   try {
     g.vocab = grammar::TokenVocabulary::from_tokenizer(*Tokenizer::from_gguf(file));
   } catch (const Error& e) {
+    // "grammar: ..." so that the HTTP door's 400 names the field (param_of reads the prefix).
     g.refusal = std::string("grammar: structured output needs the model's tokenizer: ") + e.what();
   }
   return g;
-}
-
-std::string top_logprobs_refusal(const std::string& sampling_device) {
-  if (sampling_device == "cpu") return "";
-  // "top_logprobs: ..." so that the HTTP door's 400 names the field, as for grammars.
-  return "top_logprobs: alternatives to the chosen token need the host sampler, but this pipeline's last stage "
-         "samples on " + sampling_device + ", whose sampler reports only the chosen token's logprob";
 }
 
 ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptions& so, int n_vocab,
@@ -51,7 +39,6 @@ ServeResult serve_link(StageRunner& runner, HeadLink& head, const SchedulerOptio
   SchedulerBridge bridge(sched, head, n_vocab, so.n_ctx);
   if (o.stats) bridge.set_stats_source(o.stats);
   bridge.refuse_grammars(o.grammar_refusal);
-  bridge.refuse_top_logprobs(o.top_logprobs_refusal);
   ProgressWatch watch(head, o.n_stages, o.heartbeat, o.diagnose);
   ServeResult res;
   res.stats = runner.serve_head(

@@ -23,17 +23,14 @@ HelloMsg hello_for(const Stage& head_stage, const std::string& model_name, int n
                    const std::string& plan);
 
 // What a sampling tail needs for structured output: the model's token texts (built from its
-// tokenizer, once per process: ~70 ms for a 128k vocabulary), or why grammars are refused.
+// tokenizer, once per process: ~70 ms for a 128k vocabulary), or why grammars are refused (a
+// model without a usable tokenizer). Any tail can mask: a CPU tail samples on the host, a CUDA
+// tail samples a grammar's sequences with the host sampler too (engine/cuda/host_sampled_rows.h).
 struct GrammarSupport {
   std::shared_ptr<const grammar::TokenVocabulary> vocab;  // null when refused
   std::string refusal;                                     // empty when vocab is set
 };
-// `sampling_device` is where the tail samples ("cpu" or "cuda:N"): a GPU sampler takes no
-// grammar, so the vocabulary is not built there.
-GrammarSupport grammar_support(const GgufFile& file, const std::string& sampling_device);
-// Why a tail sampling on `sampling_device` cannot list top_logprobs alternatives ("" on the
-// CPU): the GPU sampler computes the chosen token's log-probability only.
-std::string top_logprobs_refusal(const std::string& sampling_device);
+GrammarSupport grammar_support(const GgufFile& file);
 
 struct ServeResult {
   HeadStats stats;
@@ -54,8 +51,6 @@ struct ServeOptions {
   // Why this pipeline's tail cannot sample with a grammar (SchedulerBridge::refuse_grammars):
   // such requests then fail by themselves instead of failing a step. Empty: it can.
   std::string grammar_refusal;
-  // Likewise for top_logprobs > 0 (SchedulerBridge::refuse_top_logprobs; top_logprobs_refusal()).
-  std::string top_logprobs_refusal;
 };
 
 // Serves until the coordinator sends Shutdown, the link goes away, or `o.stop` becomes true; the

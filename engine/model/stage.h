@@ -27,7 +27,8 @@ struct StepOutput {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;  // per row when any row's sequence asked for them (NaN for others), else empty
   // Per row when any row's sequence asked for alternatives (SamplingSpec::top_logprobs; empty
-  // lists for the others), else empty. Host samplers only: a GPU tail refuses such sequences.
+  // lists for the others), else empty. From the host Sampler (a CUDA tail samples such sequences
+  // on the host).
   std::vector<std::vector<TokenLogprob>> top_logprobs;
   std::vector<float> logits;  // [rows][n_vocab] when want_logits
 };

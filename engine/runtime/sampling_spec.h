@@ -2,7 +2,8 @@
 // the sampler: plain fields, so they travel as they are (coordinator link, pipeline step
 // headers), except the grammar's vocabulary, a process-local pointer. The tail builds its
 // sampler from them: engine/runtime's Sampler on the host, the per-slot device settings of
-// kernels/cuda/sampling.h on a GPU (which takes no grammar yet).
+// kernels/cuda/sampling.h on a GPU (which takes no grammar and lists no alternatives: a CUDA
+// tail samples those sequences with the host Sampler, engine/cuda/host_sampled_rows.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -35,7 +36,8 @@ struct SamplingSpec {
   // softmax of the logits after penalties, at temperature 1 (the model's own distribution).
   bool logprobs = false;
   // Also report the top_logprobs most likely tokens of that same distribution with their
-  // log-probabilities (0: none; at most kMaxTopLogprobs). Only the host sampler computes them.
+  // log-probabilities (0: none; at most kMaxTopLogprobs). Only the host sampler computes them
+  // (a CUDA tail samples such sequences on the host).
   int32_t top_logprobs = 0;
   // Structured output: GBNF text the output must match ("" for none). Front doors compile a
   // JSON schema to it (grammar/json_schema.h: json_schema_to_gbnf) where they parse the request.

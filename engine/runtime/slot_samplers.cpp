@@ -24,7 +24,21 @@ void SlotSamplers::start(int slot, const SamplingSpec& s) {
   want_top_[static_cast<size_t>(slot)] = s.top_logprobs;
 }
 
+void SlotSamplers::stop(int slot) {
+  if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
+    throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(slots_.size()) + ")");
+  }
+  slots_[static_cast<size_t>(slot)].reset();
+  want_logprobs_[static_cast<size_t>(slot)] = 0;
+  want_top_[static_cast<size_t>(slot)] = 0;
+}
+
 std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<float>& logits,
+                                          std::vector<float>& logprobs, std::vector<std::vector<TokenLogprob>>& top) {
+  return sample(b, logits.data(), logits.size(), logprobs, top);
+}
+
+std::vector<int32_t> SlotSamplers::sample(const Batch& b, const float* logits, size_t count,
                                           std::vector<float>& logprobs, std::vector<std::vector<TokenLogprob>>& top) {
   std::vector<int32_t> out;
   logprobs.clear();
@@ -36,8 +50,8 @@ std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<floa
     if (sm == nullptr) throw Error("sampling: slot " + std::to_string(s) + " has no sequence");
     sm->accept(b.tokens[static_cast<size_t>(i)]);
     if (!b.logits[static_cast<size_t>(i)]) continue;
-    if ((row + 1) * static_cast<size_t>(n_vocab_) > logits.size()) break;
-    out.push_back(sm->sample(logits.data() + row * static_cast<size_t>(n_vocab_)));
+    if ((row + 1) * static_cast<size_t>(n_vocab_) > count) break;
+    out.push_back(sm->sample(logits + row * static_cast<size_t>(n_vocab_)));
     if (want_logprobs_[static_cast<size_t>(s)]) {
       logprobs.resize(out.size(), std::nanf(""));
       logprobs.back() = static_cast<float>(sm->logprob(out.back()));
@@ -50,8 +64,8 @@ std::vector<int32_t> SlotSamplers::sample(const Batch& b, const std::vector<floa
   }
   if (!logprobs.empty()) logprobs.resize(out.size(), std::nanf(""));
   if (!top.empty()) top.resize(out.size());
-  if (row * static_cast<size_t>(n_vocab_) != logits.size() || static_cast<int>(row) != b.n_outputs()) {
-    throw Error("sampling: " + std::to_string(logits.size()) + " logits for " + std::to_string(b.n_outputs()) + " rows");
+  if (row * static_cast<size_t>(n_vocab_) != count || static_cast<int>(row) != b.n_outputs()) {
+    throw Error("sampling: " + std::to_string(count) + " logits for " + std::to_string(b.n_outputs()) + " rows");
   }
   return out;
 }

@@ -1,7 +1,8 @@
 // Sampling on the host for a tail stage: one Sampler per KV slot, started with its sequence's
 // SamplingSpec, fed every token of the slot as it passes (its penalty window), asked for one
 // token per logits row. The CPU stage's tail uses it; the CUDA stage samples on the device with
-// the same semantics (kernels/cuda/sampling.h).
+// the same semantics (kernels/cuda/sampling.h), and with this for the sequences the device
+// sampler cannot serve (engine/cuda/host_sampled_rows.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,6 +20,8 @@ class SlotSamplers {
 
   // Throws InvalidArgument for a slot outside [0, n_slots) or bad settings.
   void start(int slot, const SamplingSpec& s);
+  // Drops the slot's sampler (its next sequence samples elsewhere); start() makes a new one.
+  void stop(int slot);
   // Records every token of the batch in its slot's window (in batch order), then samples one
   // token per logits row from logits [rows][n_vocab]; `logprobs` gets each row's log-probability
   // where its sequence asked (NaN for the others), or stays empty when none did; `top` likewise
@@ -26,6 +29,9 @@ class SlotSamplers {
   // that did not ask). Throws Error when a row's slot has no sequence or the logits count does
   // not match the batch.
   std::vector<int32_t> sample(const Batch& b, const std::vector<float>& logits, std::vector<float>& logprobs,
+                              std::vector<std::vector<TokenLogprob>>& top);
+  // The same over `count` floats of logits at `logits` (a caller's own buffer, pinned say).
+  std::vector<int32_t> sample(const Batch& b, const float* logits, size_t count, std::vector<float>& logprobs,
                               std::vector<std::vector<TokenLogprob>>& top);
 
  private:
