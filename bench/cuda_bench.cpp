@@ -177,6 +177,20 @@ std::unique_ptr<SyntheticModel> synthesize(const std::string& preset, const std:
 
 // ---- measurements ----
 
+// Bytes of the tensors a stage uploads (each once: a tied output is the embedding).
+uint64_t tensor_bytes(const ModelWeights& w) {
+  uint64_t total = 0;
+  const auto add = [&](const TensorView* t) { total += t != nullptr ? t->nbytes : 0; };
+  for (const LayerWeights& l : w.layers) {
+    for (const TensorView* t : l.t) add(t);
+  }
+  for (const TensorView* t : {w.token_embd, w.output_norm, w.rope_freqs, w.per_layer_token_embd,
+                              w.per_layer_model_proj, w.per_layer_proj_norm})
+    add(t);
+  if (w.output != w.token_embd) add(w.output);
+  return total;
+}
+
 double copy_bandwidth_gbs() {
   const size_t bytes = size_t{1} << 30;
   cuda::DeviceBuffer<uint8_t> a(bytes), b(bytes);
@@ -347,7 +361,9 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
-    std::fprintf(txt, "upload %.1f s, %.2f GB on the device\n", seconds_since(tu), st.weight_device_bytes() / 1e9);
+    const double up_s = seconds_since(tu);
+    std::fprintf(txt, "upload %.1f s, %.2f GB on the device (%.1f GB/s of tensor bytes, stage setup included)\n", up_s,
+                 st.weight_device_bytes() / 1e9, tensor_bytes(weights) / 1e9 / up_s);
     if (profile_steps > 0) {  // only decode steps (graphs + PDL), for a profiler
       std::fprintf(txt, "profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
       return 0;

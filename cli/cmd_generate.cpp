@@ -164,7 +164,16 @@ int cmd_generate(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   const int n_ctx = o.engine.ctx_size != 0 ? o.engine.ctx_size : 4096;
   auto model = open_model(model_path, o.engine, n_ctx);
+  const auto t_gpu = std::chrono::steady_clock::now();
   const auto gpu = open_gpu_stage(*model, o.engine, n_ctx);
+  if (gpu) {
+    // The stage's construction is dominated by the weights' upload (KV allocation included).
+    const double up_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_gpu).count();
+    uint64_t bytes = 0;
+    for (const TensorView& t : model->file().tensors()) bytes += t.nbytes;
+    std::fprintf(stderr, "%s: weights uploaded in %.2f s (%.2f GB, %.1f GB/s, stage setup included)\n",
+                 o.engine.device.c_str(), up_s, bytes / 1e9, bytes / 1e9 / up_s);
+  }
   Stage& stage = gpu ? *gpu : model->stage();
   std::unique_ptr<Tokenizer> tok;
   if (c.have_prompt || c.conversation || !o.print_ids) tok = Tokenizer::from_gguf(model->file());

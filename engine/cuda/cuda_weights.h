@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/cuda/staged_upload.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -37,9 +38,11 @@ struct CudaLayer {
 
 class CudaWeights {
  public:
-  // Uploads the tensors `w` refers to (host memory, e.g. the GGUF mapping). Throws Error naming
-  // a tensor whose type the CUDA kernels cannot read.
-  CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resident_f16, cudaStream_t s);
+  // Uploads the tensors `w` refers to (host memory, e.g. the GGUF mapping): their bytes as they
+  // are through pinned staging buffers (staged_upload.h), repacked on the device (repack.h).
+  // Throws Error naming a tensor whose type the CUDA kernels cannot read (before any upload).
+  CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resident_f16, cudaStream_t s,
+              const StagedUploadOptions& upload = {});
 
   std::vector<CudaLayer> layers;  // layers[i] is global layer range.first + i
   CudaMatrix token_embd, output;  // either may be absent for a middle stage
@@ -48,6 +51,8 @@ class CudaWeights {
   DeviceBuffer<float> per_layer_proj_norm;
   size_t device_bytes = 0;
   int64_t max_matrix_elems = 0;  // largest n_in * n_out (scratch for per-call dequantization)
+  uint64_t upload_bytes = 0;     // host bytes copied to the device by the constructor
+  double upload_seconds = 0;     // the constructor's wall time (allocations and f16 copies included)
 };
 
 }  // namespace pipellm::cuda

@@ -9,7 +9,8 @@
 //   MXFP4: [nb][16] qs, then [nb] e (one byte each)
 // where nb is the number of blocks of the repacked matrix (rows * blocks per row). A 3-D tensor
 // (MoE experts [n_in, n_out, n_expert]) must be repacked one expert matrix at a time, so that
-// each expert's bytes form a DeviceMatrix of their own.
+// each expert's bytes form a DeviceMatrix of their own. Loads repack on the device (repack.h);
+// repack_for_device below is its reference and serves host images (weight streaming).
 #pragma once
 #include <cstddef>
 #include <cstdint>
