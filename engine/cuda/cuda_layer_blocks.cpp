@@ -12,6 +12,7 @@
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/hybrid_ops.h"
 #include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/mmq.h"
 #include "kernels/cuda/moe.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
@@ -266,8 +267,35 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
   moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
             launch());
   if (const float* scale = l.vec(LayerTensor::DownExpsScale)) moe_scale_weights(route_w_.get(), route_id_.get(), scale, P, launch());
+  // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
+  // each expert's pairs multiplied as one tensor-core product: its weights are read once per
+  // tile of pairs instead of once per pair.
+  MoeTiles tiles;
+  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X;
+  if (grouped) {
+    tiles.order = moe_order_.get();
+    tiles.tiles = moe_tiles_.get();
+    tiles.n_tiles = moe_n_tiles_.get();
+    tiles.cols = moe_tile_cols(P, X);
+    tiles.max_tiles = moe_max_tiles(P, X, tiles.cols);
+    moe_group_pairs(route_id_.get(), P, X, tiles, launch());
+  }
   const auto experts = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq, const float2* xds,
                            int x_group, float* y) {
+    if (grouped && xq != nullptr && bias == nullptr && mmq_supports_experts(l[w].m, l[w].expert_bytes)) {
+      MmqExpertArgs m;
+      m.w = l[w].m;
+      m.expert_bytes = l[w].expert_bytes;
+      m.tiles = tiles;
+      m.n_pairs = P;
+      m.xq = xq;
+      m.xds = xds;
+      m.x_group = x_group;
+      m.y = y;
+      m.y_stride = l[w].m.n_out;
+      mmq_experts(m, launch());
+      return;
+    }
     MoeMatvecArgs m;
     m.w = l[w].m;
     m.expert_bytes = l[w].expert_bytes;

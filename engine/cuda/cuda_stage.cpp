@@ -218,6 +218,11 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     router_.resize(T * n_expert);
     route_id_.resize(P);
     route_w_.resize(P);
+    // Grouped expert products (mmq_experts): the pairs' order and the tiles, sized for the
+    // narrowest tiles (the most of them).
+    moe_order_.resize(P);
+    moe_tiles_.resize(static_cast<size_t>(moe_max_tiles(static_cast<int>(P), static_cast<int>(n_expert), 8)));
+    moe_n_tiles_.resize(1);
     eg_.resize(P * 2 * F);  // also [gate; up] rows of a fused expert stack
     eu_.resize(P * F);
     eq_.resize(P * F);

@@ -151,6 +151,9 @@ class CudaStage : public Stage {
     return T <= (mmq_ || opt_.resident_f16 ? kMatvecRows : kMatvecChunkedRows);
   }
   bool use_mmq(int T) const { return mmq_ && T > kMatvecRows && T <= opt_.mmq_max_rows; }
+  // Expert products are grouped by expert (mmq_experts) from this many pairs per expert on
+  // average; below, a mat-vec per pair (moe.h).
+  static constexpr int kGroupedPairsPerExpert = 2;
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
@@ -199,6 +202,8 @@ class CudaStage : public Stage {
   DeviceBuffer<int8_t> eq_;   // the activated expert rows as 8-bit blocks, for the down products
   DeviceBuffer<float2> eds_;
   DeviceBuffer<int32_t> route_id_;
+  DeviceBuffer<int32_t> moe_order_, moe_n_tiles_;  // pairs grouped by expert (mmq.h MoeTiles)
+  DeviceBuffer<int4> moe_tiles_;
   DeviceBuffer<float> gq_;  // qwen35: the attention output gates
   // DeltaNet: projections and per-slot conv / recurrent states per local layer (empty for others).
   DeviceBuffer<float> dz_, dg_, dbeta_, dy_, dout_;

@@ -17,8 +17,8 @@ constexpr int kTileRows = 64;       // weight rows per block: 4 warps x 16
 constexpr int kThreads = 128;
 constexpr int kK = 256;             // K per pipeline stage
 constexpr int kXRow = kK + 16;      // bytes per activation row in shared memory (pad: no bank conflicts)
-constexpr int kXdRow = 80;          // bytes per activation row's 8 scale pairs (64 + pad)
 constexpr int kMaxCluster = 8;
+constexpr int kMaxGroupedExperts = 4096;
 
 struct Params {
   const uint8_t* w;
@@ -31,6 +31,13 @@ struct Params {
   float* y;
   int64_t ys;
   bool add;
+  // Experts (mmq_experts): each block's tile of pairs of one expert; the expert's bytes start at
+  // w + expert * expert_bytes (NB: one expert's blocks); a pair's activation row is pair / x_group.
+  const int4* tiles = nullptr;
+  const int32_t* n_tiles = nullptr;
+  const int32_t* order = nullptr;
+  int64_t expert_bytes = 0;
+  int x_group = 1;
 };
 
 // ---- asynchronous copies (sm_80+) ----
@@ -38,6 +45,10 @@ struct Params {
 __device__ __forceinline__ void cp16(void* dst, const void* src, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp8(void* dst, const void* src, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 8 : 0));
 }
 __device__ __forceinline__ void cp4(void* dst, const void* src) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
@@ -174,7 +185,7 @@ struct Layout {
   static constexpr int kW = kTileRows * F::kRow;
   static constexpr int kE = (kTileRows * F::kExtra + 15) / 16 * 16;
   static constexpr int kX = kCols * kXRow;
-  static constexpr int kXd = kCols * kXdRow;
+  static constexpr int kXd = kCols * 8 * 8;  // scale pairs as [block of 32][column]
   static constexpr int kStage = kW + kE + kX + kXd;
   static constexpr int kRed = kCols * kTileRows * 4;  // the block's partial sums, after the loop
   static constexpr int kSmem = kStages * kStage > kRed ? kStages * kStage : kRed;
@@ -197,22 +208,24 @@ __device__ void copy_weights(const Params& p, int64_t row0, int64_t kc, uint8_t*
   }
 }
 
-// Issues the activation copies (8-bit values and scale pairs) of K step kc; rows past T are zeros.
+// Issues the activation copies (8-bit values and scale pairs) of K step kc: column c holds
+// activation row src[c], zeros where src[c] < 0.
 template <TensorType TT, int NT>
-__device__ void copy_activations(const Params& p, int col0, int64_t kc, uint8_t* st) {
+__device__ void copy_activations(const Params& p, const int* src, int64_t kc, uint8_t* st) {
   using L = Layout<TT, NT>;
   uint8_t* x = st + L::kW + L::kE;
   uint8_t* xd = x + L::kX;
-  for (int i = threadIdx.x; i < L::kCols * 20; i += kThreads) {
-    const int c = i / 20, part = i % 20;
-    const int t = col0 + c;
-    const bool ok = t < p.T;
-    const int64_t tt = ok ? t : 0;
+  // Per column: 16 chunks of values, then its 8 scale pairs, stored transposed ([block][column])
+  // so that a thread reads the pairs of its two adjacent columns in one 16-byte load.
+  for (int i = threadIdx.x; i < L::kCols * 24; i += kThreads) {
+    const int c = i / 24, part = i % 24;
+    const bool ok = src[c] >= 0;
+    const int64_t tt = ok ? src[c] : 0;
     if (part < 16) {
       cp16(x + c * kXRow + 16 * part, p.xq + tt * p.n_in + kc * kK + 16 * part, ok);
     } else {
-      cp16(xd + c * kXdRow + 16 * (part - 16),
-           reinterpret_cast<const uint8_t*>(p.xds + tt * (p.n_in / 32) + kc * 8) + 16 * (part - 16), ok);
+      const int b = part - 16;
+      cp8(xd + (b * L::kCols + c) * 8, p.xds + tt * (p.n_in / 32) + kc * 8 + b, ok);
     }
   }
 }
@@ -263,8 +276,8 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
       } else {
         mma_k16(c, a0, a1, static_cast<int>(ld32(xr)));
       }
-      const float2 xa = *reinterpret_cast<const float2*>(xd + (8 * nt + 2 * tig) * kXdRow + 8 * blk);
-      const float2 xb = *reinterpret_cast<const float2*>(xd + (8 * nt + 2 * tig + 1) * kXdRow + 8 * blk);
+      const float4 xs = *reinterpret_cast<const float4*>(xd + (blk * L::kCols + 8 * nt + 2 * tig) * 8);
+      const float2 xa = make_float2(xs.x, xs.y), xb = make_float2(xs.z, xs.w);
       acc[nt][0] = fmaf(i2f(c[0]), sa * xa.x, acc[nt][0]);
       acc[nt][1] = fmaf(i2f(c[1]), sa * xb.x, acc[nt][1]);
       acc[nt][2] = fmaf(i2f(c[2]), sb * xa.x, acc[nt][2]);
@@ -280,12 +293,13 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
 }
 
 // grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
-template <TensorType TT, int NT>
+// EXPERTS: y = tiles of pairs (p.tiles, one expert each), no split.
+template <TensorType TT, int NT, bool EXPERTS>
 __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   using L = Layout<TT, NT>;
   extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-  const int col0 = blockIdx.y * L::kCols;
   const int split = gridDim.z, part = blockIdx.z;
   const int64_t n_k = p.n_in / kK;
   const int64_t k_begin = n_k * part / split, k_end = n_k * (part + 1) / split, n_steps = k_end - k_begin;
@@ -293,15 +307,40 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   const int ra = 16 * warp + g, rb = ra + 8;
   const int64_t grow_a = min(row0 + ra, p.n_out - 1), grow_b = min(row0 + rb, p.n_out - 1);
 
-  // Weights never depend on the preceding kernel: their first stages are requested before the
-  // wait on it (PDL), the activations after.
-  for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_weights<TT, NT>(p, row0, k_begin + s, smem + s * L::kStage);
-  }
-  grid_dependency_wait();
-  for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_activations<TT, NT>(p, col0, k_begin + s, smem + s * L::kStage);
-    cp_commit();
+  if constexpr (EXPERTS) {
+    grid_dependency_wait();  // the tiles come from the preceding kernel (moe_group_pairs)
+    if (static_cast<int>(blockIdx.y) >= *p.n_tiles) return;
+    const int4 tile = p.tiles[blockIdx.y];
+    p.w += tile.x * p.expert_bytes;
+    for (int c = threadIdx.x; c < L::kCols; c += kThreads) {
+      const int pair = c < tile.z ? p.order[tile.y + c] : -1;
+      dst_row[c] = pair;
+      src_row[c] = pair < 0 ? -1 : pair / p.x_group;
+    }
+    __syncthreads();
+    for (int s = 0; s < L::kStages - 1; ++s) {
+      if (s < n_steps) {
+        copy_weights<TT, NT>(p, row0, k_begin + s, smem + s * L::kStage);
+        copy_activations<TT, NT>(p, src_row, k_begin + s, smem + s * L::kStage);
+      }
+      cp_commit();
+    }
+  } else {
+    const int col0 = blockIdx.y * L::kCols;
+    for (int c = threadIdx.x; c < L::kCols; c += kThreads) {
+      src_row[c] = dst_row[c] = col0 + c < p.T ? col0 + c : -1;
+    }
+    __syncthreads();
+    // Weights never depend on the preceding kernel: their first stages are requested before the
+    // wait on it (PDL), the activations after.
+    for (int s = 0; s < L::kStages - 1; ++s) {
+      if (s < n_steps) copy_weights<TT, NT>(p, row0, k_begin + s, smem + s * L::kStage);
+    }
+    grid_dependency_wait();
+    for (int s = 0; s < L::kStages - 1; ++s) {
+      if (s < n_steps) copy_activations<TT, NT>(p, src_row, k_begin + s, smem + s * L::kStage);
+      cp_commit();
+    }
   }
 
   float acc[NT][4] = {};
@@ -312,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
     if (next < n_steps) {
       uint8_t* st = smem + (next % L::kStages) * L::kStage;
       copy_weights<TT, NT>(p, row0, k_begin + next, st);
-      copy_activations<TT, NT>(p, col0, k_begin + next, st);
+      copy_activations<TT, NT>(p, src_row, k_begin + next, st);
     }
     cp_commit();
     const int64_t kc = k_begin + i;
@@ -340,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   for (int e = threadIdx.x; e < share * L::kCols; e += kThreads) {
     const int c = e / share, r = r_begin + e % share;
     const int64_t row = row0 + r;
-    const int t = col0 + c;
+    const int t = dst_row[c];
     float v = 0.0f;
     for (int q = 0; q < split; ++q) {
 #if __CUDA_ARCH__ >= 900
@@ -350,7 +389,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
 #endif
       v += src[c * kTileRows + r];
     }
-    if (row < p.n_out && t < p.T) {
+    if (row < p.n_out && t >= 0) {
       float* o = p.y + static_cast<int64_t>(t) * p.ys + row;
       *o = p.add ? *o + v : v;
     }
@@ -360,10 +399,44 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
 #endif
 }
 
-template <TensorType TT, int NT>
+// Groups the pairs by expert into tiles of up to `cols` pairs (one block: counting sort in shared
+// memory; the order of pairs within an expert does not matter, each column is computed alone).
+__global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int n_pairs, int n_expert, int cols,
+                                                         int max_tiles, int32_t* order, int4* tiles,
+                                                         int32_t* n_tiles) {
+  extern __shared__ int grp[];  // count[n_expert], then start[n_expert]
+  int* count = grp;
+  int* start = grp + n_expert;
+  grid_dependency_wait();
+  for (int e = threadIdx.x; e < n_expert; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  for (int q = threadIdx.x; q < n_pairs; q += blockDim.x) {
+    const int e = ids[q];
+    if (e >= 0 && e < n_expert) atomicAdd(&count[e], 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int at = 0, nt = 0;
+    for (int e = 0; e < n_expert; ++e) {
+      start[e] = at;
+      for (int c0 = 0; c0 < count[e] && nt < max_tiles; c0 += cols) {
+        tiles[nt++] = make_int4(e, at + c0, min(cols, count[e] - c0), 0);
+      }
+      at += count[e];
+    }
+    *n_tiles = nt;
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < n_pairs; q += blockDim.x) {
+    const int e = ids[q];
+    if (e >= 0 && e < n_expert) order[atomicAdd(&start[e], 1)] = q;
+  }
+}
+
+template <TensorType TT, int NT, bool EXPERTS>
 void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
   using L = Layout<TT, NT>;
-  auto* k = mmq_kernel<TT, NT>;
+  auto* k = mmq_kernel<TT, NT, EXPERTS>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
@@ -373,13 +446,13 @@ void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Lau
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT>
+template <TensorType TT, bool EXPERTS>
 void launch_type(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq<TT, 1>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq<TT, 2>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq<TT, 4>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq<TT, 8>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq<TT, 1, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq<TT, 2, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq<TT, 4, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq<TT, 8, EXPERTS>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
   }
 }
@@ -412,28 +485,59 @@ bool mmq_supports(const DeviceMatrix& w) {
   }
 }
 
-void mmq(const MmqArgs& a, const Launch& s) {
-  if (!mmq_supports(a.w)) {
-    throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(a.w.type) + " [" + std::to_string(a.w.n_in) +
-                ", " + std::to_string(a.w.n_out) +
+namespace {
+
+void check_supported(const DeviceMatrix& w) {
+  if (!mmq_supports(w)) {
+    throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(w.type) + " [" + std::to_string(w.n_in) +
+                ", " + std::to_string(w.n_out) +
                 "] (Q4_0, Q8_0, Q4_K, Q6_K with n_in a multiple of 256; Q6_K with an even block count)");
   }
-  if (a.n_rows <= 0) return;
+}
+
+Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, float* y, int64_t y_stride) {
   Params p{};
-  p.w = a.w.data;
-  p.nb = a.w.n_in / tensor_type_info(a.w.type).block_size;
-  p.NB = a.w.blocks();
-  p.n_in = a.w.n_in;
-  p.n_out = a.w.n_out;
+  p.w = w.data;
+  p.nb = w.n_in / tensor_type_info(w.type).block_size;
+  p.NB = w.blocks();
+  p.n_in = w.n_in;
+  p.n_out = w.n_out;
+  p.xq = xq;
+  p.xds = xds;
+  p.y = y;
+  p.ys = y_stride;
+  return p;
+}
+
+template <bool EXPERTS>
+void launch_any(TensorType t, const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
+  switch (t) {
+    case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(t)));
+  }
+  PIPELLM_CUDA_LAUNCH_CHECK("mmq");
+}
+
+// The fewest column tiles of 8 (1, 2, 4 or 8) that hold `cols` columns.
+int column_tiles(int cols) {
+  int nt = 1;
+  while (nt < 8 && 8 * nt < cols) nt *= 2;
+  return nt;
+}
+
+}  // namespace
+
+void mmq(const MmqArgs& a, const Launch& s) {
+  check_supported(a.w);
+  if (a.n_rows <= 0) return;
+  Params p = params_of(a.w, a.xq, a.xds, a.y, a.y_stride);
   p.T = a.n_rows;
-  p.xq = a.xq;
-  p.xds = a.xds;
-  p.y = a.y;
-  p.ys = a.y_stride;
   p.add = a.add;
   // Column tiles: the fewest of 8, 16, 32, 64 rows that hold the batch; 64 per block beyond.
-  int nt = 1;
-  while (nt < 8 && 8 * nt < a.n_rows) nt *= 2;
+  const int nt = column_tiles(a.n_rows);
   const int chunks = (a.n_rows + 8 * nt - 1) / (8 * nt);
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
@@ -442,14 +546,47 @@ void mmq(const MmqArgs& a, const Launch& s) {
   const int64_t n_k = a.w.n_in / kK, want = 2 * static_cast<int64_t>(dev.sms);
   int split = 1;
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
-  switch (a.w.type) {
-    case TensorType::Q8_0: launch_type<TensorType::Q8_0>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q4_0: launch_type<TensorType::Q4_0>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q4_K: launch_type<TensorType::Q4_K>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q6_K: launch_type<TensorType::Q6_K>(p, nt, tiles, chunks, split, s); break;
-    default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(a.w.type)));
+  launch_any<false>(a.w.type, p, nt, tiles, chunks, split, s);
+}
+
+int moe_tile_cols(int n_pairs, int n_expert) { return 8 * column_tiles((n_pairs + n_expert - 1) / n_expert); }
+
+int moe_max_tiles(int n_pairs, int n_expert, int cols) { return (n_pairs + cols - 1) / cols + n_expert; }
+
+void moe_group_pairs(const int32_t* ids, int n_pairs, int n_expert, const MoeTiles& t, const Launch& s) {
+  if (n_expert < 1 || n_expert > kMaxGroupedExperts)
+    throw Error("moe_group_pairs: " + std::to_string(n_expert) + " experts (1.." +
+                std::to_string(kMaxGroupedExperts) + " supported)");
+  if (t.max_tiles < moe_max_tiles(n_pairs, n_expert, t.cols))
+    throw Error("moe_group_pairs: room for " + std::to_string(t.max_tiles) + " tiles, " +
+                std::to_string(moe_max_tiles(n_pairs, n_expert, t.cols)) + " may be needed");
+  LaunchShape shape;
+  shape.grid = dim3(1);
+  shape.block = dim3(1024);
+  shape.smem = 2 * static_cast<size_t>(n_expert) * sizeof(int);
+  launch_kernel(s, moe_group_kernel, shape, ids, n_pairs, n_expert, t.cols, t.max_tiles, t.order, t.tiles,
+                t.n_tiles);
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_group_pairs");
+}
+
+bool mmq_supports_experts(const DeviceMatrix& w, size_t expert_bytes) {
+  return mmq_supports(w) && expert_bytes % 16 == 0;  // each expert's blocks 16-byte aligned (asynchronous copies)
+}
+
+void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
+  if (!mmq_supports_experts(a.w, a.expert_bytes)) {
+    check_supported(a.w);
+    throw Error("mmq_experts: experts of " + std::to_string(a.expert_bytes) + " bytes are not 16-byte aligned");
   }
-  PIPELLM_CUDA_LAUNCH_CHECK("mmq");
+  if (a.n_pairs <= 0) return;
+  Params p = params_of(a.w, a.xq, a.xds, a.y, a.y_stride);
+  p.tiles = a.tiles.tiles;
+  p.n_tiles = a.tiles.n_tiles;
+  p.order = a.tiles.order;
+  p.expert_bytes = static_cast<int64_t>(a.expert_bytes);
+  p.x_group = a.x_group;
+  const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
+  launch_any<true>(a.w.type, p, a.tiles.cols / 8, tiles, a.tiles.max_tiles, 1, s);
 }
 
 }  // namespace pipellm::cuda

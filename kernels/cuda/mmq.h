@@ -40,4 +40,36 @@ bool mmq_supports(const DeviceMatrix& w);
 // Throws Error for a matrix mmq_supports() refuses.
 void mmq(const MmqArgs& a, const Launch& s);
 
+// ---- mixture of experts: the (token, expert) pairs of a step grouped by expert, each expert's
+// pairs multiplied as one product (its weights read once per tile of pairs, not once per pair) ----
+
+// Pairs grouped by expert (moe_group_pairs writes them; device memory):
+struct MoeTiles {
+  int32_t* order = nullptr;    // [n_pairs]: pair indices, each expert's together
+  int4* tiles = nullptr;       // [max_tiles]: {expert, first index into order, pairs (<= cols), 0}
+  int32_t* n_tiles = nullptr;  // [1]: tiles written
+  int max_tiles = 0;           // moe_max_tiles(n_pairs, n_expert, cols) at least
+  int cols = 64;               // pairs per tile: 8, 16, 32 or 64 (moe_tile_cols)
+};
+// Tile width for n_pairs spread over n_expert experts: the fewest of 8..64 that hold the average.
+int moe_tile_cols(int n_pairs, int n_expert);
+int moe_max_tiles(int n_pairs, int n_expert, int cols);
+// ids[p]: pair p's expert (ids outside [0, n_expert) are left out). One small kernel.
+void moe_group_pairs(const int32_t* ids, int n_pairs, int n_expert, const MoeTiles& t, const Launch& s);
+
+struct MmqExpertArgs {
+  DeviceMatrix w;             // expert 0 (n_out: one expert's rows)
+  size_t expert_bytes = 0;    // bytes between experts
+  MoeTiles tiles;
+  int n_pairs = 0;
+  const int8_t* xq = nullptr;   // activation rows [n_pairs / x_group][w.n_in]: pair p reads row p / x_group
+  const float2* xds = nullptr;
+  int x_group = 1;
+  float* y = nullptr;           // y[p][r] = sum_k W_e[r][k] x[p / x_group][k], e = pair p's expert
+  int64_t y_stride = 0;
+};
+bool mmq_supports_experts(const DeviceMatrix& w, size_t expert_bytes);
+// Throws Error for experts mmq_supports_experts() refuses.
+void mmq_experts(const MmqExpertArgs& a, const Launch& s);
+
 }  // namespace pipellm::cuda

@@ -86,6 +86,83 @@ INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
                          ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
+// Expert products grouped by expert (moe_group_pairs + mmq_experts) against float64: a stack of
+// experts (each repacked alone, as the loader does), pairs with a skewed choice (one expert
+// takes many, one none, ragged tiles), gate-like (a token's row serves its k pairs) and
+// down-like (a row per pair) activations; repeated products are bit-identical.
+class MmqExpertsPerType : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(MmqExpertsPerType, MatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  const int X = 6, k = 3, T = 40, P = T * k;
+  const int64_t n_in = 512, n_out = 96;
+  const int64_t expert_blocks = n_out * n_in / tensor_type_info(t).block_size;
+  const size_t expert_bytes = static_cast<size_t>(expert_blocks) * tensor_type_info(t).block_bytes;
+  std::vector<std::vector<float>> w(X);
+  cuda::DeviceBuffer<uint8_t> stack(expert_bytes * X);
+  for (int e = 0; e < X; ++e) {
+    const auto blocks = test::random_blocks(t, expert_blocks);
+    w[e] = test::cpu_dequant(t, blocks, n_in, n_out);
+    std::vector<uint8_t> dev(blocks.size());
+    cuda::repack_for_device(t, blocks.data(), expert_blocks, dev.data());
+    PIPELLM_CUDA_CHECK(cudaMemcpy(stack.get() + e * expert_bytes, dev.data(), dev.size(), cudaMemcpyHostToDevice));
+  }
+  std::vector<int32_t> ids(P);
+  for (int p = 0; p < P; ++p) ids[p] = p % 2 == 0 ? 0 : 1 + static_cast<int>(test::uniform(0.0f, 3.999f));  // 5: none
+  auto d_ids = test::to_device(ids);
+  cuda::DeviceMatrix m{t, n_in, n_out, stack.get()};
+  ASSERT_TRUE(cuda::mmq_supports_experts(m, expert_bytes));
+  for (const int x_group : {k, 1}) {
+    const int rows = P / x_group;
+    const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
+    auto act = test::device_activations(x, rows, n_in);
+    for (const int cols : {8, 64}) {
+      cuda::MoeTiles tiles;
+      tiles.cols = cols;
+      tiles.max_tiles = cuda::moe_max_tiles(P, X, cols);
+      cuda::DeviceBuffer<int32_t> order(P), n_tiles(1);
+      cuda::DeviceBuffer<int4> tile_buf(static_cast<size_t>(tiles.max_tiles));
+      tiles.order = order.get();
+      tiles.tiles = tile_buf.get();
+      tiles.n_tiles = n_tiles.get();
+      cuda::moe_group_pairs(d_ids.get(), P, X, tiles, nullptr);
+      cuda::DeviceBuffer<float> y(static_cast<size_t>(P * n_out));
+      test::poison(y);
+      cuda::MmqExpertArgs a;
+      a.w = m;
+      a.expert_bytes = expert_bytes;
+      a.tiles = tiles;
+      a.n_pairs = P;
+      a.xq = act.xq.get();
+      a.xds = act.xds.get();
+      a.x_group = x_group;
+      a.y = y.get();
+      a.y_stride = n_out;
+      cuda::mmq_experts(a, nullptr);
+      const auto got = test::to_host(y, y.size());
+      cuda::mmq_experts(a, nullptr);
+      EXPECT_EQ(test::to_host(y, y.size()), got) << "not bit-stable";
+      std::vector<double> ref(got.size());
+      for (int p = 0; p < P; ++p) {
+        const std::vector<float>& we = w[static_cast<size_t>(ids[p])];
+        for (int64_t r = 0; r < n_out; ++r) {
+          double sum = 0;
+          for (int64_t i = 0; i < n_in; ++i) {
+            sum += static_cast<double>(we[r * n_in + i]) * act.decoded[static_cast<size_t>((p / x_group) * n_in + i)];
+          }
+          ref[static_cast<size_t>(p * n_out + r)] = sum;
+        }
+      }
+      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " x_group " << x_group << " cols " << cols;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MmqExpertsPerType,
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K),
+                         [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
+
 TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   cuda::DeviceMatrix m{TensorType::Q5_K, 4096, 64, nullptr};
   EXPECT_FALSE(cuda::mmq_supports(m));
