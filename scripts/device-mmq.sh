@@ -20,6 +20,7 @@ echo "mmq tests rc=$? $(since)"; grep -E "FAILED|PASSED|Failure|rel|bit" "$OUT/m
 echo "gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED" "$OUT/gpu_tests.log" | head -30
 wait
 for rows in 64 0 512; do
+  [ $(( $(date +%s) - S )) -lt ${BUDGET_S:-420} ] || { echo "skipping mmq-max-rows $rows: out of time"; continue; }
   timeout 150 build-device/cli/pipellm bench --device cuda -m $M --reps 2 --skip-depth --no-f16-cache \
     --mmq-max-rows $rows "$@" >"$OUT/bench-mmq$rows.txt" 2>&1
   echo "bench mmq-max-rows $rows rc=$? $(since)"; grep -vE "^\s*$" "$OUT/bench-mmq$rows.txt" | tail -14

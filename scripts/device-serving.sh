@@ -2,7 +2,7 @@
 # Issue 14's device calls. `build`: llama.cpp (WITH_LLAMA=1: from .carry/llama, in the background) and PipeLLM,
 # the 8B Q4_K_M model, the GPU tests. `bench`: bench/serving_bench.sh. Logs under $OUT.
 # Usage (device machine, carry .carry): scripts/device-serving.sh build|bench [phases...]
-# (SKIP_TESTS=1: build without running the GPU tests; VOCAB=FILE: the llama3 vocabulary, when the
+# (SKIP_TESTS=1: build without running the GPU tests; GPU_FILTER=F: only those; VOCAB=FILE: the llama3 vocabulary, when the
 # fixtures did not travel)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,11 @@ build)
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
   [ -f $M ] || build-device/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M \
     --vocab ${VOCAB:-build-device/testdata/vocab/vocab-llama3.gguf} --text-head $M >"$OUT/mkmodel.log" 2>&1 &
-  if [ -z "${SKIP_TESTS:-}" ]; then
+  if [ -n "${GPU_FILTER:-}" ]; then
+    (cd build-device && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 --gtest_filter="$GPU_FILTER" \
+      >"$OUT/gpu_tests.log" 2>&1)
+    echo "gpu tests ($GPU_FILTER) rc=$? $(since)"
+  elif [ -z "${SKIP_TESTS:-}" ]; then
     (cd build-device && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 >"$OUT/gpu_tests.log" 2>&1)
     echo "gpu tests rc=$? $(since)"
     (cd build-device && timeout 200 ctest -R "^gpu\." --output-on-failure >"$OUT/served_test.log" 2>&1)
