@@ -364,6 +364,7 @@ int cuda_bench_main(int argc, char** argv) {
     const double up_s = seconds_since(tu);
     std::fprintf(txt, "upload %.1f s, %.2f GB on the device (%.1f GB/s of tensor bytes, stage setup included)\n", up_s,
                  st.weight_device_bytes() / 1e9, tensor_bytes(weights) / 1e9 / up_s);
+    std::fprintf(txt, "%s\n", st.memory_report().format().c_str());  // the figures below are at this memory
     if (profile_steps > 0) {  // only decode steps (graphs + PDL), for a profiler
       std::fprintf(txt, "profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
       return 0;
@@ -393,6 +394,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
+    std::fprintf(txt, "%s\n", st.memory_report().format().c_str());
     double total = 0;
     rows.push_back({"batched 16x128 gen", repeat(runs, [&] { return run_batched(st, 16, 128, 128, &total); }), false});
     std::fprintf(txt, "batched 16: %.0f tok/s including the 16x128 prompts\n", total);

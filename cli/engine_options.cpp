@@ -123,6 +123,8 @@ std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f,
   o.graphs = f.graphs;
   o.vram_budget = f.vram_budget;
   o.gpu_layers = f.n_gpu_layers.value_or(-1);
+  // The auto-fit decision and what the stage put on the device, beside the other load lines.
+  o.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
   return open_cuda_stage(cpu.file(), cpu.config(), o);
 }
 

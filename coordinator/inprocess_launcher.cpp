@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -102,6 +103,8 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.gpu_layers = opt.gpu_layers;
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();
+  d.override_hint = "-ngl";  // the coordinator has no --vram-budget
+  d.log = [](const std::string& m) { std::fprintf(stderr, "coordinator: %s\n", m.c_str()); };
   gpu_ = open_cuda_stage(*file, ModelConfig::from_gguf(*file), d);
   grammar_ = link::grammar_support(*file);  // grammars sample on the host (host_sampled_rows.h)
 }

@@ -2,12 +2,13 @@
 
 #include "base/error.h"
 #ifdef PIPELLM_WITH_CUDA_STAGE
-#include "engine/cuda/cuda_stage.h"
+#include "engine/cuda/stage_fit.h"
 #endif
 
 namespace pipellm {
 
-std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec, ThreadPool& pool) {
+std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec, ThreadPool& pool,
+                                  const std::function<void(const std::string&)>& log) {
   if (!spec.is_gpu()) return make_cpu_stage(setup, pool);
 #ifdef PIPELLM_WITH_CUDA_STAGE
   const LayerRange range{setup.plan.first, setup.plan.last};
@@ -23,8 +24,13 @@ std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec
   const CpuStageOptions kv = cpu_stage_options(setup.pipeline);  // the config's KV types, mapped once
   o.kv_type_k = kv.k_type();
   o.kv_type_v = kv.v_type();
-  return std::make_unique<cuda::CudaStage>(setup.model, w, setup.plan.has_embeddings, setup.plan.has_output, o);
+  cuda::StageFitOptions fit;
+  fit.override_hint = "vram_budget at " + setup.pipeline.source + ":" + std::to_string(spec.line);
+  fit.reduce_hint = "context_length, max_sequences or kv_cache_type (q8_0, q4_0) in " + setup.pipeline.source;
+  fit.log = log;
+  return cuda::open_fitted_stage(setup.model, w, setup.plan.has_embeddings, setup.plan.has_output, o, fit);
 #else
+  (void)log;
   throw InvalidArgument(setup.pipeline.source + ":" + std::to_string(spec.line) + ": device " + spec.device +
                         ": this pipellm-stage was built without CUDA");
 #endif

@@ -131,7 +131,10 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   const StagePlan& mine = plan.stages[static_cast<size_t>(rank)];
   check_host_memory(cfg, spec, mine, rank);
   ThreadPool pool(cfg.threads);
-  auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool);
+  const auto log = [&](const std::string& m) {
+    if (!o.quiet) std::fprintf(stderr, "pipellm-stage: rank %d: %s\n", rank, m.c_str());
+  };
+  auto stage = make_stage(StageSetup{*file, mc, cfg, mine}, spec, pool, log);
   transport = make_transport(session, cfg, mc.n_embd);
   StageRunner runner(*stage, *transport);
   StepTracker tracker;  // what this rank's heartbeat reports (serving only)

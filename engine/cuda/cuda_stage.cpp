@@ -614,6 +614,7 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
   if (opt_.use_graphs) {
     auto it = graphs_.find({B, C});
     if (it == graphs_.end()) {
+      const uint64_t used_before = device_memory_bytes();  // a graph's size is not queryable: measured
       cudaGraph_t g = nullptr;
       PIPELLM_CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
       try {
@@ -625,6 +626,8 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
       }
       PIPELLM_CUDA_CHECK(cudaStreamEndCapture(stream_.get(), &g));
       it = graphs_.emplace(std::make_pair(B, C), GraphExec(g)).first;
+      const uint64_t used_after = device_memory_bytes();
+      if (used_after > used_before) graph_bytes_ += used_after - used_before;
     }
     it->second.launch(stream_.get());
   } else {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/device_memory.h"
 #include "engine/cuda/host_sampled_rows.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/model/stage.h"
@@ -81,7 +82,10 @@ class CudaStage : public Stage {
   void set_use_graphs(bool on) { opt_.use_graphs = on; }
   // Changing PDL drops the captured graphs (their kernel nodes carry the launch attribute).
   void set_pdl(bool on) {
-    if (on != opt_.pdl) graphs_.clear();
+    if (on != opt_.pdl) {
+      graphs_.clear();
+      graph_bytes_ = 0;
+    }
     opt_.pdl = on;
   }
   // The logits of the last step's rows ([rows][n_vocab], before penalties only when the step
@@ -98,6 +102,9 @@ class CudaStage : public Stage {
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
   const StreamedWeights* streamed() const { return streamed_.get(); }  // null without a VRAM budget
+  // What the stage holds on its device, by kind (engine/cuda/device_memory.h, where it is
+  // defined); the CUDA graphs' share grows as decode buckets are captured.
+  DeviceMemoryReport memory_report() const;
 
   // Decode buckets: the batch size and context length a step of n sequences up to max_pos runs as.
   static int batch_bucket(int n);
@@ -219,6 +226,7 @@ class CudaStage : public Stage {
   int64_t attn_part_floats_ = 0;
 
   std::map<std::pair<int, int>, GraphExec> graphs_;
+  uint64_t graph_bytes_ = 0;  // device memory the captures took (cudaMemGetInfo around each)
   int last_rows_ = 0;
   int sms_ = 0;  // the device's multiprocessors (attention split sizing), read once
   bool mmq_ = false;  // opt_.mmq_max_rows > 0 and every matrix of the stage has an mmq kernel

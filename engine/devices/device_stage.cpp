@@ -5,7 +5,7 @@
 #include "base/error.h"
 #include "engine/model/model_weights.h"
 #ifdef PIPELLM_HAVE_CUDA
-#include "engine/cuda/cuda_stage.h"
+#include "engine/cuda/stage_fit.h"
 #endif
 
 namespace pipellm {
@@ -38,12 +38,15 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.max_batch_tokens = opt.max_batch_tokens;
   o.use_graphs = opt.graphs;
   o.streaming.vram_budget = opt.vram_budget;
-  // llama.cpp's -ngl N keeps N layers on the GPU; here the others stream from pinned host
-  // memory each pass (there is no CPU compute split).
-  if (opt.gpu_layers >= 0 && opt.gpu_layers < c.n_layer) o.streaming.min_streamed_layers = c.n_layer - opt.gpu_layers;
   o.kv_type_k = opt.kv_type_k;
   o.kv_type_v = opt.kv_type_v;
-  return std::make_unique<cuda::CudaStage>(c, w, true, true, o);
+  // llama.cpp's -ngl N keeps N layers on the GPU; here the others stream from pinned host
+  // memory each pass (there is no CPU compute split).
+  cuda::StageFitOptions fit;
+  fit.gpu_layers = opt.gpu_layers;
+  fit.log = opt.log;
+  fit.override_hint = opt.override_hint;
+  return cuda::open_fitted_stage(c, w, true, true, o, fit);
 #else
   (void)file;
   (void)c;

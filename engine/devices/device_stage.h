@@ -4,6 +4,7 @@
 // the CUDA engine when it is built).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,10 @@ struct DeviceStageOptions {
   int gpu_layers = -1;         // CUDA (-ngl N): at most N layers resident, the rest streamed; -1: all
   TensorType kv_type_k = TensorType::F16;  // KV cache element types (f16, q8_0, q4_0)
   TensorType kv_type_v = TensorType::F16;
+  // CUDA: the auto-fit decision and the stage's device memory block (engine/cuda/stage_fit.h),
+  // one message each; null: silent.
+  std::function<void(const std::string&)> log;
+  std::string override_hint = "--vram-budget or -ngl";  // the flags the auto-fit line names
 };
 
 // -1 for "cpu", N for "cuda" (0) or "cuda:N". Throws InvalidArgument for anything else, or for
@@ -30,7 +35,9 @@ struct DeviceStageOptions {
 int cuda_device_index(const std::string& device, const std::string& what = "--device");
 
 // A CUDA stage holding every layer of the file on opt.device; null for "cpu" (the caller runs
-// its CPU stage). Throws InvalidArgument for a bad device, Error when the GPU cannot hold it.
+// its CPU stage). Without vram_budget and gpu_layers, layers that do not fit the device's free
+// memory are streamed (auto-fit). Throws InvalidArgument for a bad device or when not even the KV
+// cache and scratch fit (the sizes named), Error when the GPU cannot hold it.
 std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& c, const DeviceStageOptions& opt);
 
 }  // namespace pipellm
