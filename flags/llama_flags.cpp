@@ -155,7 +155,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
   auto* device = app.add_option("--device", f.device, "cpu, cuda or cuda:N")->group(g);
   app.add_option_function<std::string>(
          "--n-gpu-layers,--gpu-layers",
-         [&f, cuda_built](const std::string& v) {
+         [&f, cuda_built, device](const std::string& v) {
            int n = 0;
            if (v == "all" || v == "auto") {
              n = 1 << 20;
@@ -167,6 +167,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
              } catch (const std::exception&) {
                throw CLI::ValidationError("--n-gpu-layers", "'" + v + "' is not a layer count, 'auto' or 'all'");
              }
+           }
+           // With --device (cuda:N picks the GPU) -ngl only says how many layers stay resident.
+           if (n != 0 && device->count() > 0 && f.device == "cpu") {
+             throw CLI::ValidationError("--n-gpu-layers", "-ngl " + v + " asks for a GPU but --device is cpu");
            }
            if (n == 0) {
              f.device = "cpu";
@@ -181,7 +185,6 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
          },
          "layers on the GPU (-ngl): 0 runs on the CPU; N keeps N layers resident on the GPU and streams the "
          "others from host memory; 'all' (or -1) every layer")
-      ->excludes(device)
       ->group(g);
   app.add_option("--flash-attn", f.flash_attn, "on, off or auto (-fa): accepted; attention is always fused")
       ->check(CLI::IsMember({"on", "off", "auto"}))

@@ -74,6 +74,12 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"--n-gpu-layers", "all"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda"); }},
       {{"-ngl", "0"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cpu"); }},
       {{"--device", "cuda:1"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda:1"); }},
+      {{"--device", "cuda:1", "-ngl", "4"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.device, "cuda:1");
+         EXPECT_EQ(p.m.n_gpu_layers, 4);
+       }},
+      {{"-ngl", "4", "--device", "cuda:1"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda:1"); }},
       {{"-fa"}, [](const Parsed& p) { EXPECT_EQ(p.m.flash_attn, "on"); }},
       {{"-fa", "-n", "5"},
        [](const Parsed& p) {
@@ -161,6 +167,7 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"-s", "-5"}, "--seed"},
       {{"-t", "-1"}, "--threads"},
       {{"-ngl", "lots"}, "--n-gpu-layers"},
+      {{"--device", "cpu", "-ngl", "4"}, "--device is cpu"},
       {{"-fa", "maybe"}, "maybe"},
       {{"-ctk", "q5_k"}, "--cache-type-k"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
