@@ -13,13 +13,13 @@ scripts/device-build.sh pipellm pipellm_gpu_tests >"$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
 [ -f $M ] || build-device/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M \
   --vocab build-device/testdata/vocab/vocab-llama3.gguf $M >"$OUT/mkmodel.log" 2>&1 &
-(cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='Mmq*' >"$OUT/mmq_tests.log" 2>&1)
+(cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='*Mmq*' >"$OUT/mmq_tests.log" 2>&1)
 echo "mmq tests rc=$? $(since)"; grep -E "FAILED|PASSED|Failure|rel|bit" "$OUT/mmq_tests.log" | head -30
 (cd build-device && timeout 240 ./tests/pipellm_gpu_tests --gtest_brief=1 ${GPU_FILTER:+--gtest_filter=$GPU_FILTER} \
   >"$OUT/gpu_tests.log" 2>&1)
 echo "gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED" "$OUT/gpu_tests.log" | head -30
 wait
-for rows in 64 0 512; do
+for rows in ${MMQ_ROWS:-64 0 512}; do
   [ $(( $(date +%s) - S )) -lt ${BUDGET_S:-420} ] || { echo "skipping mmq-max-rows $rows: out of time"; continue; }
   timeout 150 build-device/cli/pipellm bench --device cuda -m $M --reps 2 --skip-depth --no-f16-cache \
     --mmq-max-rows $rows "$@" >"$OUT/bench-mmq$rows.txt" 2>&1
@@ -29,7 +29,7 @@ done
 if [ -f .device-ab.patch ]; then
   git apply -R .device-ab.patch && ninja -C build-device pipellm pipellm_gpu_tests >"$OUT/build-b.log" 2>&1
   echo "B (without .device-ab.patch) build rc=$? $(since)"
-  (cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='Mmq*' >"$OUT/mmq_tests-b.log" 2>&1)
+  (cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='*Mmq*' >"$OUT/mmq_tests-b.log" 2>&1)
   echo "B mmq tests rc=$? $(since)"; grep -E "FAILED|PASSED|Failure" "$OUT/mmq_tests-b.log" | head -10
   timeout 150 build-device/cli/pipellm bench --device cuda -m $M --reps 2 --skip-depth --no-f16-cache "$@" \
     >"$OUT/bench-b.txt" 2>&1
