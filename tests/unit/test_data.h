@@ -1,6 +1,8 @@
-// Paths of the test fixtures (extracted from tests/data/fixtures.tar.xz at configure time).
+// Paths of the test fixtures (extracted from tests/data/fixtures.tar.xz at configure time), and small
+// helpers the unit tests share.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace pipellm::test {
 
@@ -16,6 +18,14 @@ inline std::string model_path(const std::string& name) { return testdata(fixture
 // ref/<name><ext> of a fixture model (.tokens, .logits.f32, .greedy).
 inline std::string fixture_ref(const std::string& name, const std::string& ext) {
   return testdata(fixture_dir(name) + "ref/" + name + ext);
+}
+
+// A per-layer "streamed" mask written as a string, 'S' for streamed ("RRSS": two resident, two
+// streamed): the VRAM planners' tests.
+inline std::vector<bool> mask(const std::string& s) {
+  std::vector<bool> m;
+  for (char c : s) m.push_back(c == 'S');
+  return m;
 }
 
 }  // namespace pipellm::test

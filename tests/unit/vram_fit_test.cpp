@@ -11,11 +11,7 @@
 namespace pipellm {
 namespace {
 
-std::vector<bool> mask(const std::string& s) {
-  std::vector<bool> m;
-  for (char c : s) m.push_back(c == 'S');
-  return m;
-}
+using test::mask;
 
 // 4 layers of 100 bytes, norms 10, head 50, embeddings 40, KV 20 (520 bytes of plan), scratch 30:
 // 550 bytes with everything resident. Streaming moves the embeddings to host memory, so the
