@@ -60,6 +60,19 @@ int sm_count(int device) {
 
 }  // namespace
 
+bool stage_uses_mmq(const ModelWeights& w, bool last, const CudaStageOptions& opt) {
+  const auto ok = [](const TensorView* t) {
+    return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
+  };
+  bool all = opt.mmq_max_rows > 0;
+  for (const LayerWeights& l : w.layers) {
+    for (LayerTensor r : all_layer_tensors()) {
+      if (is_matrix(r)) all = all && (is_expert_stack(r) || ok(l[r]));  // experts: grouped per call
+    }
+  }
+  return all && (!last || ok(w.output));
+}
+
 CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bool last, const CudaStageOptions& opt)
     : cfg_(c), range_(w.range), first_(first), last_(last), opt_(opt), stream_([&] {
         PIPELLM_CUDA_CHECK(cudaSetDevice(opt.device));
@@ -76,17 +89,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
-  // Tensor-core products on the quantized blocks when every matrix has a kernel.
-  mmq_ = opt_.mmq_max_rows > 0;
-  const auto mmq_ok = [](const TensorView* t) {
-    return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
-  };
-  for (const LayerWeights& l : w.layers) {
-    for (LayerTensor r : all_layer_tensors()) {
-      if (is_matrix(r)) mmq_ = mmq_ && (is_expert_stack(r) || mmq_ok(l[r]));
-    }
-  }
-  if (last_) mmq_ = mmq_ && mmq_ok(w.output);
+  mmq_ = stage_uses_mmq(w, last_, opt_);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
     streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming, opt_.kv_type_k,
                                                   opt_.kv_type_v);

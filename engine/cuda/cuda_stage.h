@@ -53,6 +53,10 @@ struct CudaStageOptions {
   TensorType kv_type_v = TensorType::F16;
 };
 
+// Whether a stage over these weights runs its 9..opt.mmq_max_rows-row products on the
+// tensor-core kernel (mmq.h): every matrix it holds (the output head too when `last`) has one.
+bool stage_uses_mmq(const ModelWeights& w, bool last, const CudaStageOptions& opt);
+
 class CudaStage : public Stage {
  public:
   // `w` (and the memory its views point to) is only read during construction.

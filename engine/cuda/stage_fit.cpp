@@ -10,10 +10,6 @@ namespace {
 
 constexpr uint64_t kCublasWorkspace = 32u << 20;  // CudaStage's (cuda_stage.cpp)
 
-bool mmq_ok(const TensorView* t) {
-  return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
-}
-
 uint64_t elems(const TensorView* t, int64_t n_expert = 1) {
   return t == nullptr ? 0 : static_cast<uint64_t>(t->ne[0]) * static_cast<uint64_t>(t->n_rows() / n_expert);
 }
@@ -91,13 +87,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   bytes += T * W + (T * W / 32 + 1) * sizeof(float2) + T * W * sizeof(__half);  // xq xds xh
   if (last) floats += T * static_cast<uint64_t>(c.n_vocab);
 
-  bool mmq = opt.mmq_max_rows > 0;
-  for (const LayerWeights& l : w.layers) {
-    for (LayerTensor r : all_layer_tensors()) {
-      if (is_matrix(r)) mmq = mmq && (is_expert_stack(r) || mmq_ok(l[r]));
-    }
-  }
-  if (last) mmq = mmq && mmq_ok(w.output);
+  const bool mmq = stage_uses_mmq(w, last, opt);
   uint64_t largest = 0, f16_elems = 0;
   matrix_sizes(c, w, largest, f16_elems);
   if (!opt.resident_f16 && !(mmq && opt.mmq_max_rows >= max_tokens)) bytes += largest * sizeof(__half);
