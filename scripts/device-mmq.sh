@@ -25,14 +25,4 @@ for rows in ${MMQ_ROWS:-64 0 512}; do
     --mmq-max-rows $rows "$@" >"$OUT/bench-mmq$rows.txt" 2>&1
   echo "bench mmq-max-rows $rows rc=$? $(since)"; grep -vE "^\s*$" "$OUT/bench-mmq$rows.txt" | tail -14
 done
-# A/B: with .device-ab.patch (a kernel change in the tree), the same tests and mmq bench without it.
-if [ -f .device-ab.patch ]; then
-  git apply -R .device-ab.patch && ninja -C build-device pipellm pipellm_gpu_tests >"$OUT/build-b.log" 2>&1
-  echo "B (without .device-ab.patch) build rc=$? $(since)"
-  (cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='*Mmq*' >"$OUT/mmq_tests-b.log" 2>&1)
-  echo "B mmq tests rc=$? $(since)"; grep -E "FAILED|PASSED|Failure" "$OUT/mmq_tests-b.log" | head -10
-  timeout 150 build-device/cli/pipellm bench --device cuda -m $M --reps 2 --skip-depth --no-f16-cache "$@" \
-    >"$OUT/bench-b.txt" 2>&1
-  echo "B bench rc=$? $(since)"; grep -vE "^\s*$" "$OUT/bench-b.txt" | tail -14
-fi
 nvidia-smi --query-gpu=name,memory.used --format=csv

@@ -270,8 +270,15 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
   // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
   // each expert's pairs multiplied as one tensor-core product: its weights are read once per
   // tile of pairs instead of once per pair.
+  // (Only where some expert stack of the layer can take it: no grouping work for nothing.)
+  const auto groupable = [&](LayerTensor w, const float* bias) {
+    return l[w].present() && bias == nullptr && mmq_supports_experts(l[w].m, l[w].expert_bytes);
+  };
   MoeTiles tiles;
-  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X;
+  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X &&
+                       (groupable(LayerTensor::GateUpExps, nullptr) ||
+                        groupable(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias)) ||
+                        groupable(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias)));
   if (grouped) {
     tiles.order = moe_order_.get();
     tiles.tiles = moe_tiles_.get();
@@ -282,7 +289,7 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
   }
   const auto experts = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq, const float2* xds,
                            int x_group, float* y) {
-    if (grouped && xq != nullptr && bias == nullptr && mmq_supports_experts(l[w].m, l[w].expert_bytes)) {
+    if (grouped && xq != nullptr && groupable(w, bias)) {
       MmqExpertArgs m;
       m.w = l[w].m;
       m.expert_bytes = l[w].expert_bytes;
