@@ -26,6 +26,8 @@
 namespace pipellm {
 namespace {
 
+using test::ExpertStack;
+using test::make_stack;
 using test::random_floats;
 
 constexpr GatedAct kActs[] = {GatedAct::Silu, GatedAct::GeluTanh, GatedAct::SwigluOai};
@@ -81,33 +83,6 @@ TEST(ArchOps, MoeRouteMatchesCpu) {
 
 // An expert stack [n_expert][n_out][n_in] quantized with the CPU quantizers: the GGUF bytes (for
 // the CPU reference) and the device copy, each expert repacked on its own (weight_layout.h).
-struct ExpertStack {
-  std::vector<uint8_t> gguf;
-  size_t row_bytes = 0, expert_bytes = 0;
-  cuda::DeviceBuffer<uint8_t> dev;
-  cuda::DeviceMatrix m;  // expert 0
-};
-
-ExpertStack make_stack(TensorType t, int n_expert, int64_t n_in, int64_t n_out) {
-  ExpertStack s;
-  s.row_bytes = tensor_row_bytes(t, n_in);
-  s.expert_bytes = s.row_bytes * static_cast<size_t>(n_out);
-  s.gguf.resize(s.expert_bytes * static_cast<size_t>(n_expert));
-  for (int64_t r = 0; r < n_expert * n_out; ++r) {
-    const auto w = random_floats(static_cast<size_t>(n_in));
-    quantize_row(t, w.data(), s.gguf.data() + static_cast<size_t>(r) * s.row_bytes, n_in);
-  }
-  s.m.type = t;
-  s.m.n_in = n_in;
-  s.m.n_out = n_out;
-  std::vector<uint8_t> host(s.gguf.size());
-  for (int e = 0; e < n_expert; ++e)
-    cuda::repack_for_device(t, s.gguf.data() + e * s.expert_bytes, s.m.blocks(), host.data() + e * s.expert_bytes);
-  s.dev = test::to_device(host);
-  s.m.data = s.dev.get();
-  return s;
-}
-
 // The CPU product of expert e with one activation row (kernels/cpu/matmul.h on the expert's slice).
 std::vector<float> cpu_expert(const ExpertStack& s, int e, const float* x) {
   std::vector<float> y(static_cast<size_t>(s.m.n_out));

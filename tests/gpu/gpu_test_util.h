@@ -12,6 +12,7 @@
 #include "engine/model/stage.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
+#include "kernels/cpu/quantize.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/rmsnorm.h"
@@ -149,6 +150,35 @@ inline std::vector<int32_t> decode_step(Stage& st, const std::vector<int32_t>& t
   StepOutput out;
   st.step(b, out, false);
   return out.tokens;
+}
+
+// A stack of n_expert quantized expert matrices [n_in, n_out] (random rows): the GGUF bytes, and
+// on the device each expert repacked alone, as the loader does; m is expert 0.
+struct ExpertStack {
+  std::vector<uint8_t> gguf;
+  size_t row_bytes = 0, expert_bytes = 0;
+  cuda::DeviceBuffer<uint8_t> dev;
+  cuda::DeviceMatrix m;
+};
+
+inline ExpertStack make_stack(TensorType t, int n_expert, int64_t n_in, int64_t n_out) {
+  ExpertStack s;
+  s.row_bytes = tensor_row_bytes(t, n_in);
+  s.expert_bytes = s.row_bytes * static_cast<size_t>(n_out);
+  s.gguf.resize(s.expert_bytes * static_cast<size_t>(n_expert));
+  for (int64_t r = 0; r < n_expert * n_out; ++r) {
+    const auto w = random_floats(static_cast<size_t>(n_in));
+    quantize_row(t, w.data(), s.gguf.data() + static_cast<size_t>(r) * s.row_bytes, n_in);
+  }
+  s.m.type = t;
+  s.m.n_in = n_in;
+  s.m.n_out = n_out;
+  std::vector<uint8_t> host(s.gguf.size());
+  for (int e = 0; e < n_expert; ++e)
+    cuda::repack_for_device(t, s.gguf.data() + e * s.expert_bytes, s.m.blocks(), host.data() + e * s.expert_bytes);
+  s.dev = to_device(host);
+  s.m.data = s.dev.get();
+  return s;
 }
 
 // The CPU's dequantization of n_out rows of n_in elements (GGUF blocks): the reference weights.

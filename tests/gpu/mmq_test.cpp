@@ -97,21 +97,18 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
   const TensorType t = GetParam();
   const int X = 6, k = 3, T = 40, P = T * k;
   const int64_t n_in = 512, n_out = 96;
-  const int64_t expert_blocks = n_out * n_in / tensor_type_info(t).block_size;
-  const size_t expert_bytes = static_cast<size_t>(expert_blocks) * tensor_type_info(t).block_bytes;
+  const test::ExpertStack st = test::make_stack(t, X, n_in, n_out);
   std::vector<std::vector<float>> w(X);
-  cuda::DeviceBuffer<uint8_t> stack(expert_bytes * X);
   for (int e = 0; e < X; ++e) {
-    const auto blocks = test::random_blocks(t, expert_blocks);
-    w[e] = test::cpu_dequant(t, blocks, n_in, n_out);
-    std::vector<uint8_t> dev(blocks.size());
-    cuda::repack_for_device(t, blocks.data(), expert_blocks, dev.data());
-    PIPELLM_CUDA_CHECK(cudaMemcpy(stack.get() + e * expert_bytes, dev.data(), dev.size(), cudaMemcpyHostToDevice));
+    const auto first = st.gguf.begin() + static_cast<std::ptrdiff_t>(e * st.expert_bytes);
+    w[e] = test::cpu_dequant(t, std::vector<uint8_t>(first, first + static_cast<std::ptrdiff_t>(st.expert_bytes)), n_in,
+                             n_out);
   }
+  const size_t expert_bytes = st.expert_bytes;
   std::vector<int32_t> ids(P);
   for (int p = 0; p < P; ++p) ids[p] = p % 2 == 0 ? 0 : 1 + static_cast<int>(test::uniform(0.0f, 3.999f));  // 5: none
   auto d_ids = test::to_device(ids);
-  cuda::DeviceMatrix m{t, n_in, n_out, stack.get()};
+  const cuda::DeviceMatrix m = st.m;
   ASSERT_TRUE(cuda::mmq_supports_experts(m, expert_bytes));
   for (const int x_group : {k, 1}) {
     const int rows = P / x_group;
