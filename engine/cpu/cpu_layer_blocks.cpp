@@ -306,92 +306,20 @@ void CpuStage::moe_ffn(int il, int T) {
     moe_scale_weights(route_w_.data(), route_id_.data(), scale, T * K);
   }
 
-  // Each expert computes the rows of the tokens routed to it, added into tmp_ with their weight.
-  std::fill(tmp_.begin(), tmp_.begin() + T * E, 0.0f);
-  const auto slice = [](const TensorView& t, int64_t rows_per_expert, int64_t e, int64_t n_in) {
-    MatmulArgs a;
-    a.type = t.type;
-    a.row_bytes = t.row_bytes();
-    a.w = t.data + static_cast<size_t>(e * rows_per_expert) * a.row_bytes;
-    a.n_rows = rows_per_expert;
-    a.n = n_in;
-    return a;
-  };
-  const float* bg = d.ptr(LayerTensor::GateExpsBias);
-  const float* bu = d.ptr(LayerTensor::UpExpsBias);
-  const float* bd = d.ptr(LayerTensor::DownExpsBias);
-  // The (token, slot) routes grouped by expert in one pass (a counting sort): expert e's routes
-  // are expert_rows_[expert_start_[e], expert_start_[e + 1]).
-  expert_start_.assign(static_cast<size_t>(X + 1), 0);
-  for (int64_t i = 0; i < T * K; ++i) ++expert_start_[static_cast<size_t>(route_id_[static_cast<size_t>(i)]) + 1];
-  for (int64_t e = 0; e < X; ++e) expert_start_[static_cast<size_t>(e + 1)] += expert_start_[static_cast<size_t>(e)];
-  expert_rows_.resize(static_cast<size_t>(T * K));
-  {
-    std::vector<int32_t> next(expert_start_.begin(), expert_start_.end() - 1);
-    for (int64_t i = 0; i < T * K; ++i) {
-      expert_rows_[static_cast<size_t>(next[static_cast<size_t>(route_id_[static_cast<size_t>(i)])]++)] =
-          static_cast<int32_t>(i);
-    }
-  }
-  for (int64_t e = 0; e < X; ++e) {
-    const int32_t* rows = expert_rows_.data() + expert_start_[static_cast<size_t>(e)];
-    const int64_t n = expert_start_[static_cast<size_t>(e + 1)] - expert_start_[static_cast<size_t>(e)];
-    if (n == 0) continue;
-    eh_.resize(static_cast<size_t>(n * E));
-    eg_.resize(static_cast<size_t>(n * F));
-    eu_.resize(eg_.size());
-    ed_.resize(eh_.size());
-    for (int64_t j = 0; j < n; ++j) {
-      const float* src = expert_in + (rows[j] / K) * E;
-      std::copy(src, src + E, eh_.data() + j * E);
-    }
-    const bool fused = w[LayerTensor::GateUpExps] != nullptr;  // one [gate; up] stack (gemma4)
-    if (fused) {
-      eu_.resize(static_cast<size_t>(n * 2 * F));
-      MatmulArgs m = slice(*w[LayerTensor::GateUpExps], 2 * F, e, E);
-      m.x = eh_.data();
-      m.x_stride = E;
-      m.n_tokens = n;
-      m.y = eu_.data();
-      m.y_stride = 2 * F;
-      pool_.run([&](int ith, int nth) { matmul(m, ith, nth); });
-    } else {
-      MatmulArgs mg = slice(*w[LayerTensor::GateExps], F, e, E), mu = slice(*w[LayerTensor::UpExps], F, e, E);
-      mg.x = mu.x = eh_.data();
-      mg.x_stride = mu.x_stride = E;
-      mg.n_tokens = mu.n_tokens = n;
-      mg.y = eg_.data();
-      mu.y = eu_.data();
-      mg.y_stride = mu.y_stride = F;
-      pool_.run([&](int ith, int nth) {
-        matmul(mg, ith, nth);
-        matmul(mu, ith, nth);
-      });
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      float* g = fused ? eu_.data() + j * 2 * F : eg_.data() + j * F;
-      float* u = fused ? g + F : eu_.data() + j * F;
-      if (fused) std::copy(g, g + F, eg_.data() + j * F);
-      g = eg_.data() + j * F;
-      if (bg != nullptr) add_rows(g, bg + e * F, F);
-      if (bu != nullptr) add_rows(u, bu + e * F, F);
-      gated_activation(s.act, g, u, F, g);
-    }
-    MatmulArgs md = slice(*w[LayerTensor::DownExps], E, e, F);
-    md.x = eg_.data();
-    md.x_stride = F;
-    md.n_tokens = n;
-    md.y = ed_.data();
-    md.y_stride = E;
-    pool_.run([&](int ith, int nth) { matmul(md, ith, nth); });
-    for (int64_t j = 0; j < n; ++j) {
-      const int32_t r = rows[j];
-      const float wt = route_w_[static_cast<size_t>(r)];
-      float* y = tmp_.data() + (r / K) * E;
-      const float* o = ed_.data() + j * E;
-      for (int64_t i = 0; i < E; ++i) y[i] += wt * (o[i] + (bd != nullptr ? bd[e * E + i] : 0.0f));
-    }
-  }
+  // Each expert computes the rows of the tokens routed to it; tmp_ gets the weighted sums.
+  ExpertStacks st;
+  st.gate = w[LayerTensor::GateExps];
+  st.up = w[LayerTensor::UpExps];
+  st.gate_up = w[LayerTensor::GateUpExps];  // one [gate; up] stack (gemma4)
+  st.down = w[LayerTensor::DownExps];
+  st.gate_bias = d.ptr(LayerTensor::GateExpsBias);
+  st.up_bias = d.ptr(LayerTensor::UpExpsBias);
+  st.down_bias = d.ptr(LayerTensor::DownExpsBias);
+  st.act = s.act;
+  st.n_embd = E;
+  st.n_ff = F;
+  st.n_expert = X;
+  experts_.run(st, expert_in, route_id_.data(), route_w_.data(), T, K, tmp_.data(), pool_);
   if (s.n_ff_dense > 0) {
     norm_rows(tmp_.data(), d.ptr(LayerTensor::PostFfwNorm2), T, E);
     for (int64_t i = 0; i < T * E; ++i) tmp_[static_cast<size_t>(i)] += dense_[static_cast<size_t>(i)];

@@ -21,6 +21,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/cpu/routed_experts.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/host_stage.h"
 #include "engine/util/thread_pool.h"
@@ -102,9 +103,10 @@ class CpuStage : public HostStage {
 
   // Scratch, resized per batch.
   std::vector<float> x_, h_, q_, k_, v_, qkv_, att_, tmp_, gate_, up_, cs_;
-  // MoE scratch: router logits, per token the chosen experts and weights, an expert's rows.
-  std::vector<float> router_, route_w_, eh_, eg_, eu_, ed_;
-  std::vector<int32_t> route_id_, expert_rows_, expert_start_;
+  // MoE scratch: router logits, per token the chosen experts and weights, the shared expert's rows.
+  std::vector<float> router_, route_w_, eg_, eu_, ed_;
+  std::vector<int32_t> route_id_;
+  RoutedExperts experts_;
   // DeltaNet: per local layer the slots' conv and recurrent states (empty for attention layers),
   // and scratch (projections, one slot's rows).
   std::vector<std::vector<float>> conv_state_, delta_state_;

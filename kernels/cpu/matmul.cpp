@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/quantize_activations.h"
 #include "kernels/cpu/vec_dot.h"
@@ -19,7 +20,7 @@ constexpr int64_t kRowAlign = 4;   // thread chunks start at multiples of this
 constexpr int64_t kMr = 4;         // micro-kernel: rows ...
 constexpr int64_t kMt = 3;         // ... times tokens, 12 accumulators
 constexpr size_t kQ8TileBytes = 16 * 1024;  // weight rows kept in L1 while every token passes
-constexpr int kActParts = 3;                // 8-bit parts per activation vector: float accuracy
+constexpr int kMaxActParts = 3;             // 8-bit parts per activation vector: float accuracy
 constexpr int64_t kFloatTileMinTokens = 4;  // from this many tokens on, float tiles beat integer dots
 
 __attribute__((target("avx2,fma"))) float hsum(__m256 v) {
@@ -86,24 +87,25 @@ void matmul_float_tiles(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// Rows [r0, r1) against 8-bit activations, each token split into kActParts rounded parts
+// Rows [r0, r1) against 8-bit activations, each token split into a.act_parts rounded parts
 // (quantize_activations_split) that the kernel takes in one pass over the row, unpacking it
 // once for all of them: y = sum of the parts' integer dots. Each thread rounds every token
 // itself (n values per token, cheap next to the n_rows * n product, identical in every thread).
 void matmul_q8(const MatmulArgs& a, ActQuant aq, const VecDotQ8Kernels& k, int64_t r0, int64_t r1) {
-  const size_t xb = act_quant_bytes(aq, a.n), tb = xb * kActParts;
+  const int parts = a.act_parts;
+  const size_t xb = act_quant_bytes(aq, a.n), tb = xb * static_cast<size_t>(parts);
   std::vector<uint8_t> xq(tb * static_cast<size_t>(a.n_tokens));
-  for (int64_t t = 0; t < a.n_tokens; ++t) quantize_activations_split(aq, a.x + t * a.x_stride, a.n, kActParts, xq.data() + t * tb);
+  for (int64_t t = 0; t < a.n_tokens; ++t) quantize_activations_split(aq, a.x + t * a.x_stride, a.n, parts, xq.data() + t * tb);
   const auto* w = static_cast<const uint8_t*>(a.w);
   const int64_t tile = a.n_tokens == 1 ? r1 - r0 : std::max<int64_t>(1, static_cast<int64_t>(kQ8TileBytes / a.row_bytes));
-  float out[kActParts];
+  float out[kMaxActParts];
   for (int64_t rt = r0; rt < r1; rt += tile) {
     const int64_t re = std::min(r1, rt + tile);
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       for (int64_t r = rt; r < re; ++r) {
-        k.tokens(w + static_cast<size_t>(r) * a.row_bytes, xq.data() + t * tb, xb, kActParts, a.n, out);
+        k.tokens(w + static_cast<size_t>(r) * a.row_bytes, xq.data() + t * tb, xb, parts, a.n, out);
         float y = out[0];
-        for (int p = 1; p < kActParts; ++p) y += out[p];
+        for (int p = 1; p < parts; ++p) y += out[p];
         a.y[t * a.y_stride + r] = y;
       }
     }
@@ -123,6 +125,7 @@ void matmul(const MatmulArgs& a, int ith, int nth) {
   const ActQuant aq = act_quant_for(a.type);
   if (aq != ActQuant::None && a.n % act_quant_block_size(aq) == 0) {
     const VecDotQ8Kernels k = vec_dot_q8_kernels(a.type);
+    if (a.act_parts < 1 || a.act_parts > kMaxActParts) throw InvalidArgument("matmul: act_parts must be 1..3");
     if (k.one != nullptr && a.n_tokens < kFloatTileMinTokens) {
       matmul_q8(a, aq, k, r0, r1);
       return;

@@ -29,6 +29,10 @@ struct MatmulArgs {
   int64_t n_tokens = 1;
   float* y = nullptr;
   int64_t y_stride = 0;
+  // 8-bit parts per activation row for the integer kernels (1 .. 3): 3 carry x to float
+  // precision; 1 rounds once as llama.cpp does (a third of the integer work; error bound in
+  // vec_dot_q8.h). Many tokens take the float tiles whatever this says.
+  int act_parts = 3;
 };
 
 void matmul(const MatmulArgs& a, int ith, int nth);

@@ -298,6 +298,45 @@ TEST_P(MatmulOp, MatchesFloat64) {
   }
 }
 
+// One 8-bit part (MatmulArgs::act_parts = 1, llama.cpp's rounding; the host experts' products):
+// the reference multiplies the same once-rounded activations, so only float rounding separates
+// them. Few tokens: many take the float tiles on x whatever act_parts says (matmul.h).
+TEST_P(MatmulOp, OneActivationPartMatchesFloat64OnTheRoundedActivations) {
+  auto f = GgufFile::open(test::model_path(GetParam().model));
+  const TensorView& w = f->tensor(GetParam().tensor);
+  const ActQuant aq = act_quant_for(w.type);
+  if (aq == ActQuant::None) GTEST_SKIP() << tensor_type_name(w.type) << " products take float activations";
+  const int64_t n = w.ne[0], rows = w.ne[1], T = 2;
+  std::vector<float> deq(static_cast<size_t>(n * rows));
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(w.type, w.row(r), deq.data() + r * n, n);
+  const auto x = random_vec(static_cast<size_t>(T * n), 22);
+  std::vector<float> xr(x.size());
+  for (int64_t t = 0; t < T; ++t) round_activations(aq, x.data() + t * n, n, 1, xr.data() + t * n);
+  std::vector<double> ref(static_cast<size_t>(T * rows));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0.0;
+      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(deq[static_cast<size_t>(r * n + i)]) * xr[static_cast<size_t>(t * n + i)];
+      ref[static_cast<size_t>(t * rows + r)] = s;
+    }
+  }
+  std::vector<float> y(ref.size(), 0.0f);
+  MatmulArgs a;
+  a.type = w.type;
+  a.w = w.data;
+  a.row_bytes = w.row_bytes();
+  a.n_rows = rows;
+  a.n = n;
+  a.x = x.data();
+  a.x_stride = n;
+  a.n_tokens = T;
+  a.y = y.data();
+  a.y_stride = rows;
+  a.act_parts = 1;
+  for (int ith = 0; ith < 2; ++ith) matmul(a, ith, 2);
+  EXPECT_LT(max_rel(y, ref), 1e-5) << w.name << " (" << tensor_type_name(w.type) << ")";
+}
+
 INSTANTIATE_TEST_SUITE_P(Tensors, MatmulOp,
                          ::testing::Values(MatmulCase{"tiny-llama-Q4_K_M", "blk.0.attn_q.weight"},
                                            MatmulCase{"tiny-llama-Q4_K_M", "blk.0.ffn_down.weight"},
