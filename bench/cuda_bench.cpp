@@ -26,6 +26,7 @@
 #include "bench/cuda_bench.h"
 #include "engine/cuda/cuda_stage.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/expert_placement.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 #include "engine/model_gen/model_shape.h"
@@ -281,7 +282,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
-               "                          [--gpu N]\n");
+               "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n");
   return 2;
 }
 
@@ -293,6 +294,8 @@ int cuda_bench_main(int argc, char** argv) {
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows;
   int profile_steps = 0;
+  ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
+  int host_threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -310,6 +313,11 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
     else if (a == "--gpu") gpu = std::stoi(next());
+    else if (a == "--cpu-moe" || a == "-cmoe") experts.cpu_moe = true;
+    else if (a == "--n-cpu-moe" || a == "-ncmoe") experts.n_cpu_moe = std::stoi(next());
+    else if (a == "-ot" || a == "--override-tensor") {
+      for (TensorOverride& o : parse_tensor_overrides(next())) experts.overrides.push_back(std::move(o));
+    } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
     else return usage();
   }
   if (file.empty() == preset.empty() || runs < 1) return usage();
@@ -342,6 +350,8 @@ int cuda_bench_main(int argc, char** argv) {
     label = preset + " " + quant + " (synthetic)";
   }
   const double bpt = static_cast<double>(weights.bytes_per_token(cfg));
+  const std::vector<bool> host_experts = host_expert_layers(cfg, experts);
+  if (const std::string d = describe_host_experts(host_experts); !d.empty()) std::fprintf(txt, "placement: %s\n", d.c_str());
   std::fprintf(txt, "model: %s, %.2f GB read per token; device %s, copy bandwidth %.0f GB/s; synthesis %.1f s\n",
               label.c_str(), bpt / 1e9, prop.name, copy_gbs, seconds_since(tl));
 
@@ -359,6 +369,8 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.host_experts = host_experts;
+    o.host_threads = host_threads;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     const double up_s = seconds_since(tu);
@@ -392,6 +404,8 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.host_experts = host_experts;
+    o.host_threads = host_threads;
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     std::fprintf(txt, "%s\n", st.memory_report().format().c_str());

@@ -46,6 +46,10 @@ int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json
   if (c.no_f16_cache) args.push_back("--no-f16-cache");
   if (c.profile_steps > 0) args.insert(args.end(), {"--profile-steps", std::to_string(c.profile_steps)});
   if (c.mmq_max_rows >= 0) args.insert(args.end(), {"--mmq-max-rows", std::to_string(c.mmq_max_rows)});
+  if (f.experts.cpu_moe) args.push_back("--cpu-moe");
+  if (f.experts.n_cpu_moe > 0) args.insert(args.end(), {"--n-cpu-moe", std::to_string(f.experts.n_cpu_moe)});
+  for (const TensorOverride& o : f.experts.overrides) args.insert(args.end(), {"-ot", o.text});
+  if (f.threads > 0) args.insert(args.end(), {"-t", std::to_string(f.threads)});
   std::vector<char*> av;
   for (auto& a : args) av.push_back(a.data());
 #ifdef PIPELLM_HAVE_CUDA

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_model.h"
+#include "engine/model/expert_placement.h"
 #include "engine/model/stage.h"
 #include "flags/llama_flags.h"
 
@@ -19,9 +20,11 @@ struct EngineFlags : flags::ModelFlags {
   TensorType kv_type = TensorType::F16;  // --kv-type: both cache sides unless -ctk / -ctv
   bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
   uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit
+  ExpertPlacementFlags experts;  // CUDA: --cpu-moe, --n-cpu-moe, -ot
 };
 
-// Adds the shared model flags and --kv-type, --no-graphs, --vram-budget to `app`.
+// Adds the shared model flags, the expert placement flags and --kv-type, --no-graphs,
+// --vram-budget to `app`.
 void add_engine_flags(CLI::App& app, EngineFlags& f);
 
 // The model shipped with the repository: <exe dir>/../share/pipellm/models/default.gguf (installed),

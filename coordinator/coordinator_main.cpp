@@ -113,6 +113,7 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
     io.device = o.device;
     io.graphs = !o.no_graphs;
     io.gpu_layers = o.gpu_layers;
+    io.experts = o.experts;
     io.debug_step_delay_ms = o.debug_step_delay_ms;
     if (cfg) {
       io.max_batch_tokens = cfg->max_batch_tokens;

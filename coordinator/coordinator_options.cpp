@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/version.h"
+#include "flags/expert_flags.h"
 #include "flags/llama_flags.h"
 
 namespace pipellm::coord {
@@ -16,6 +17,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   // they set up the in-process backend (--model without --config).
   flags::ModelFlags mf;
   flags::add_model_flags(app, mf, PIPELLM_WITH_CUDA, /*parallel=*/true);
+  flags::add_expert_flags(app, o.experts);
   app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")
       ->check(CLI::IsMember({"auto", "inprocess", "mpirun", "attach"}));
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks one)");

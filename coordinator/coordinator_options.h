@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/tensor_type.h"
+#include "engine/model/expert_placement.h"
 #include "flags/llama_flags.h"
 #include "coordinator/serving_options.h"
 
@@ -41,6 +42,7 @@ struct CoordinatorOptions {
   std::string device = "cpu";  // cpu | cuda | cuda:N
   std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv (else the config's, else f16)
   int gpu_layers = -1;         // -ngl N: N layers resident on the GPU, the rest streamed (-1: all)
+  ExpertPlacementFlags experts;  // --cpu-moe, --n-cpu-moe, -ot (CUDA devices)
   bool no_graphs = false;
   int max_batch_tokens = 0;    // 0: config, else 512
   int debug_step_delay_ms = 0;  // tests: slow the in-process head down

@@ -101,6 +101,8 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.max_batch_tokens = opt.max_batch_tokens;
   d.graphs = opt.graphs;
   d.gpu_layers = opt.gpu_layers;
+  d.experts = opt.experts;
+  d.host_threads = opt.cpu.n_threads;
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();
   d.override_hint = "-ngl";  // the coordinator has no --vram-budget

@@ -15,6 +15,7 @@ const ShortFlag kLlamaShortFlags[] = {
     {"-ngl", "--n-gpu-layers"},  {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
     {"-cnv", "--conversation"},  {"-no-cnv", "--no-conversation"}, {"-sys", "--system-prompt"},
     {"-np", "--parallel"},       {"-fa", "--flash-attn"},    {"-jf", "--json-schema-file"},
+    {"-cmoe", "--cpu-moe"},      {"-ncmoe", "--n-cpu-moe"},  {"-ot", "--override-tensor"},
 };
 const size_t kLlamaShortFlagCount = sizeof kLlamaShortFlags / sizeof kLlamaShortFlags[0];
 

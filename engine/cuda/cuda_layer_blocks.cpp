@@ -3,6 +3,7 @@
 // dense or mixture-of-experts FFN (shared expert, gemma4's MLP beside experts), gemma4's per-layer
 // input block and output scale. Everything is enqueued on the stage's stream (graph-capturable).
 #include <cmath>
+#include <functional>
 
 #include "base/error.h"
 #include "engine/cuda/cuda_stage.h"
@@ -214,7 +215,7 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
 }
 
 void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T) {
-  const int E = cfg_.n_embd, F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
+  const int E = cfg_.n_embd, X = s.n_expert, K = s.n_expert_used, P = T * K;
   const float eps = cfg_.rms_eps;
   // The expert products read rmsnorm(x) * w as float rows in y_ and as 8-bit blocks in xq_/xds_
   // (the fast 8-bit kernels; moe.h).
@@ -234,21 +235,6 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     }
     rmsnorm_convert(a, launch());
   };
-  // The activated rows (P of F) as 8-bit blocks for the down products; false where F is not
-  // whole 32-element blocks (the float kernel then reads them).
-  const auto quantize_pairs = [&](const float* rows) {
-    if (F % 32 != 0) return false;
-    NormOutArgs a;
-    a.x = rows;
-    a.x_stride = F;
-    a.n_rows = P;
-    a.n = F;
-    a.normalize = false;
-    a.xq = eq_.get();
-    a.xds = eds_.get();
-    rmsnorm_convert(a, launch());
-    return true;
-  };
   const bool gemma4 = s.n_ff_dense > 0;
   if (gemma4) {
     // The dense MLP (on the ffn_norm rows prepared by the caller) into dense_ = rms(.) * norm_1;
@@ -267,6 +253,45 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
   moe_route(s.routing, router_.get(), l.vec(LayerTensor::RouterBias), T, X, K, route_id_.get(), route_w_.get(),
             launch());
   if (const float* scale = l.vec(LayerTensor::DownExpsScale)) moe_scale_weights(route_w_.get(), route_id_.get(), scale, P, launch());
+  // The weighted sum of the token's experts into dst (add: dst +=).
+  std::function<void(float*, bool)> combine = [&](float* dst, bool add) {
+    moe_combine(ed_.get(), route_w_.get(), T, K, E, dst, add, launch());
+  };
+  if (host_experts_ && host_experts_->holds(i)) {
+    // Experts in host memory: the CPU computes the weighted sums (host_experts.h) into ed_.
+    host_experts_->enqueue(i, T, y_.get(), route_id_.get(), route_w_.get(), d_pos_, ed_.get(), stream_.get());
+    combine = [&](float* dst, bool add) {
+      if (add) {
+        residual_add(dst, E, ed_.get(), E, nullptr, nullptr, eps, T, E, launch());
+      } else {
+        PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dst, ed_.get(), static_cast<size_t>(T) * E * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, stream_.get()));
+      }
+    };
+  } else {
+    enqueue_device_experts(l, s, T);
+  }
+  moe_output(l, s, T, combine);
+}
+
+void CudaStage::enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, int T) {
+  const int F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
+  const bool q8_rows = cfg_.n_embd % 32 == 0;
+  // The activated rows (P of F) as 8-bit blocks for the down products; false where F is not
+  // whole 32-element blocks (the float kernel then reads them).
+  const auto quantize_pairs = [&](const float* rows) {
+    if (F % 32 != 0) return false;
+    NormOutArgs a;
+    a.x = rows;
+    a.x_stride = F;
+    a.n_rows = P;
+    a.n = F;
+    a.normalize = false;
+    a.xq = eq_.get();
+    a.xds = eds_.get();
+    rmsnorm_convert(a, launch());
+    return true;
+  };
   // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
   // each expert's pairs multiplied as one tensor-core product: its weights are read once per
   // tile of pairs instead of once per pair.
@@ -334,9 +359,14 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
     down(eg_.get());
   }
-  if (gemma4) {
+}
+
+void CudaStage::moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine) {
+  const int E = cfg_.n_embd;
+  const float eps = cfg_.rms_eps;
+  if (s.n_ff_dense > 0) {
     // f = dense_ + rms(experts) * norm_2, then x += rms(f) * post_ffw_norm.
-    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    combine(tmp_.get(), false);
     residual_add(dense_.get(), E, tmp_.get(), E, nullptr, l.vec(LayerTensor::PostFfwNorm2), eps, T, E, launch());
     residual_add(x_.get(), E, dense_.get(), E, nullptr, l.vec(LayerTensor::PostFfnNorm), eps, T, E, launch());
     return;
@@ -346,7 +376,7 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     // sigmoid(w . h) needs them as floats after the products overwrite y_: kept in dense_.
     PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dense_.get(), y_.get(), static_cast<size_t>(T) * E * sizeof(float),
                                        cudaMemcpyDeviceToDevice, stream_.get()));
-    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+    combine(x_.get(), true);
     const int FS = s.n_ff_shexp;
     product(l[LayerTensor::GateShexp], T, g_.get(), FS, false);
     product(l[LayerTensor::UpShexp], T, u_.get(), FS, false);
@@ -357,10 +387,10 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     return;
   }
   if (s.post_ffn_norm) {
-    moe_combine(ed_.get(), route_w_.get(), T, K, E, tmp_.get(), false, launch());
+    combine(tmp_.get(), false);
     add_block_output(T, nullptr, l.vec(LayerTensor::PostFfnNorm));
   } else {
-    moe_combine(ed_.get(), route_w_.get(), T, K, E, x_.get(), true, launch());
+    combine(x_.get(), true);
   }
 }
 

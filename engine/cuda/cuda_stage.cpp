@@ -60,6 +60,14 @@ int sm_count(int device) {
 
 }  // namespace
 
+std::vector<bool> local_host_experts(const CudaStageOptions& opt, LayerRange range) {
+  std::vector<bool> local(static_cast<size_t>(range.size()), false);
+  for (int il = range.first; il < range.last; ++il) {
+    if (static_cast<size_t>(il) < opt.host_experts.size()) local[static_cast<size_t>(il - range.first)] = opt.host_experts[static_cast<size_t>(il)];
+  }
+  return local;
+}
+
 bool stage_uses_mmq(const ModelWeights& w, bool last, const CudaStageOptions& opt) {
   const auto ok = [](const TensorView* t) {
     return t == nullptr || mmq_supports(DeviceMatrix{t->type, t->ne[0], t->n_rows(), nullptr});
@@ -89,18 +97,24 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspace);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
-  mmq_ = stage_uses_mmq(w, last_, opt_);
+  // Experts kept in host memory are not uploaded (the device sees the layers without them).
+  const std::vector<bool> host_local = local_host_experts(opt_, range_);
+  const ModelWeights device_w = without_host_experts(w, host_local);
+  mmq_ = stage_uses_mmq(device_w, last_, opt_);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
-    streamed_ = std::make_unique<StreamedWeights>(c, w, opt_.n_slots, opt_.n_ctx, opt_.streaming, opt_.kv_type_k,
-                                                  opt_.kv_type_v);
+    streamed_ = std::make_unique<StreamedWeights>(c, device_w, opt_.n_slots, opt_.n_ctx, opt_.streaming,
+                                                  opt_.kv_type_k, opt_.kv_type_v);
     weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());
     streamed_->install(*weights_);
   } else {
-    weights_ = std::make_unique<CudaWeights>(c, w, opt_.resident_f16, stream_.get());
+    weights_ = std::make_unique<CudaWeights>(c, device_w, opt_.resident_f16, stream_.get());
   }
 
   const int64_t kdim = cfg_.k_dim();
   max_tokens_ = std::max(opt_.max_batch_tokens, batch_bucket(opt_.n_slots));
+  if (std::find(host_local.begin(), host_local.end(), true) != host_local.end()) {
+    host_experts_ = std::make_unique<HostExperts>(c, w, host_local, max_tokens_, opt_.host_threads);
+  }
   // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx;
   // rows in bytes of the cache types (kv_row_bytes), as the CPU cache lays them out.
   for (const TensorType t : {opt_.kv_type_k, opt_.kv_type_v}) {
@@ -484,6 +498,7 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
                                          cudaMemcpyDeviceToHost, stream_.get()));
     }
     stream_.synchronize();
+    if (host_experts_) host_experts_->rethrow();
   }
 }
 
@@ -602,11 +617,14 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
                           std::to_string(max_tokens_));
   out.tokens.clear();
   if (n == 0) return;
+  // A host function's failure in a step that did not wait for its stream (not the tail) shows here.
+  if (host_experts_) host_experts_->rethrow();
   // A decode step (every row wants logits) replays a graph; prefill chunks and logits for the
   // caller run eagerly.
   const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_;
   if (!decode) {
     run_eager(batch, want_logits, out);
+    if (last_ && host_experts_) host_experts_->rethrow();
     return;
   }
   const int B = batch_bucket(n);
@@ -637,7 +655,10 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
     enqueue_decode_step(B, C);
   }
   last_rows_ = B;
-  if (last_) fetch_tokens(batch, out);
+  if (last_) {
+    fetch_tokens(batch, out);
+    if (host_experts_) host_experts_->rethrow();
+  }
 }
 
 void CudaStage::last_logits(int rows, std::vector<float>& out) const {

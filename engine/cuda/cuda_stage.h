@@ -17,6 +17,7 @@
 // chunks run eagerly. use_graphs = false runs decode steps eagerly too (the ablation).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -24,6 +25,7 @@
 
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_memory.h"
+#include "engine/cuda/host_experts.h"
 #include "engine/cuda/host_sampled_rows.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/model/stage.h"
@@ -51,7 +53,14 @@ struct CudaStageOptions {
   // CPU cache writes (head sizes a multiple of 32). No f32 on the device.
   TensorType kv_type_k = TensorType::F16;
   TensorType kv_type_v = TensorType::F16;
+  // Per global layer: its routed experts stay in host memory and the CPU multiplies them
+  // (host_experts.h; --cpu-moe, --n-cpu-moe, -ot: engine/model/expert_placement.h). Empty: none.
+  std::vector<bool> host_experts;
+  int host_threads = 0;  // CPU threads for those products; 0: one per hardware thread
 };
+
+// opt.host_experts for the stage's layers (index 0 = range.first).
+std::vector<bool> local_host_experts(const CudaStageOptions& opt, LayerRange range);
 
 // Whether a stage over these weights runs its 9..opt.mmq_max_rows-row products on the
 // tensor-core kernel (mmq.h): every matrix it holds (the output head too when `last`) has one.
@@ -106,6 +115,7 @@ class CudaStage : public Stage {
   size_t weight_device_bytes() const { return weights_->device_bytes; }
   cudaStream_t stream() const { return stream_.get(); }
   const StreamedWeights* streamed() const { return streamed_.get(); }  // null without a VRAM budget
+  const HostExperts* host_experts() const { return host_experts_.get(); }  // null when the GPU holds every expert
   // What the stage holds on its device, by kind (engine/cuda/device_memory.h, where it is
   // defined); the CUDA graphs' share grows as decode buckets are captured.
   DeviceMemoryReport memory_report() const;
@@ -136,6 +146,11 @@ class CudaStage : public Stage {
   // out: the down product's rows (gemma4's MLP beside experts); null: added to x (post-norm).
   void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
   void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);
+  // The chosen experts' products on the device: per (token, expert) pair, the down rows in ed_.
+  void enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, int T);
+  // The MoE block's output into x from the routed sum (combine(dst, add) writes or adds it to
+  // dst): gemma4's dense MLP beside it, the shared expert, or the post-norm.
+  void moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine);
   void enqueue_delta_net(int i, const CudaLayer& l, const LayerSpec& s, int T);
   void enqueue_per_layer_inputs(int T);  // gemma4: inp_pl_ from the step's token ids
   void enqueue_per_layer_block(int i, const CudaLayer& l, int T);
@@ -207,6 +222,7 @@ class CudaStage : public Stage {
   DeviceBuffer<float> d_logprob_;
   std::vector<uint8_t> slot_logprobs_;  // per slot: the device computes its log-probabilities
   std::unique_ptr<HostSampledRows> host_rows_;  // tail: the slots sampled on the host
+  std::unique_ptr<HostExperts> host_experts_;   // null unless some layer's experts stay in host memory
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;

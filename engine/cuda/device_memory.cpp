@@ -57,6 +57,11 @@ std::string DeviceMemoryReport::format() const {
          format_bytes(streamed_bytes) + "/pass from " + format_bytes(host_pinned_bytes) + " pinned host memory" +
          (embeddings_in_host ? " (embeddings read from host memory)" : "");
   }
+  if (host_expert_layers > 0) {
+    s += i + "host experts " + std::to_string(host_expert_layers) + " of " + std::to_string(layers) +
+         " layers' routed experts in host memory (" + format_bytes(host_expert_bytes) + "), computed by " +
+         std::to_string(host_expert_threads) + " CPU threads";
+  }
   s += i + "KV cache     " + format_bytes(kv_bytes);
   if (recurrent_bytes > 0) s += ", recurrent state " + format_bytes(recurrent_bytes);
   s += i + "scratch      " + format_bytes(scratch_bytes()) + ": activations " + format_bytes(activation_bytes) +
@@ -90,6 +95,11 @@ DeviceMemoryReport CudaStage::memory_report() const {
       r.ring_slots = s->slots();
       r.ring_bytes = static_cast<uint64_t>(s->slots()) * s->slot_bytes();
     }
+  }
+  if (host_experts_) {
+    for (int l = 0; l < range_.size(); ++l) r.host_expert_layers += host_experts_->holds(l) ? 1 : 0;
+    r.host_expert_bytes = host_experts_->host_bytes();
+    r.host_expert_threads = host_experts_->threads();
   }
   r.kv_bytes = sum_bytes(k_cache_) + sum_bytes(v_cache_);
   r.recurrent_bytes = sum_bytes(conv_state_) + sum_bytes(delta_state_);

@@ -25,6 +25,9 @@ struct DeviceMemoryReport {
   uint64_t streamed_bytes = 0;     // crossing PCIe each pass
   uint64_t host_pinned_bytes = 0;  // streamed layers (+ embeddings read from host memory)
   bool embeddings_in_host = false;
+  // Routed experts kept in host memory and multiplied by the CPU (host_experts.h): not on the device.
+  int host_expert_layers = 0, host_expert_threads = 0;
+  uint64_t host_expert_bytes = 0;
   uint64_t kv_bytes = 0;         // K and V rows of every layer and slot
   uint64_t recurrent_bytes = 0;  // DeltaNet conv and recurrent states (hybrid models)
   uint64_t activation_bytes = 0; // activation rows, step inputs, sampling state, attention partials

@@ -104,8 +104,12 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   return floats * sizeof(float) + bytes + kCublasWorkspace;
 }
 
-VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& w, CudaStageOptions& opt, bool last,
+VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaStageOptions& opt, bool last,
                           const StageFitOptions& fit) {
+  // What the device holds: experts the user placed in host memory are left out.
+  const std::vector<bool> placed = local_host_experts(opt, all_w.range);
+  const bool user_placed = std::find(placed.begin(), placed.end(), true) != placed.end();
+  const ModelWeights w = without_host_experts(all_w, placed);
   PIPELLM_CUDA_CHECK(cudaSetDevice(opt.device));
   size_t free_bytes = 0, total_bytes = 0;
   PIPELLM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -145,9 +149,21 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& w, CudaStage
   }
   in.override_hint = fit.override_hint;
   if (!fit.reduce_hint.empty()) in.reduce_hint = fit.reduce_hint;
+  if (!user_placed && c.has_moe()) {
+    for (size_t i = 0; i < w.layers.size(); ++i) {
+      std::vector<bool> one(w.layers.size(), false);
+      one[i] = true;
+      in.expert_bytes.push_back(host_expert_bytes(w, one));
+    }
+  }
 
   const VramFit f = fit_vram(in);
-  if (f.mode == VramFitMode::AutoStreamed) opt.streaming.vram_budget = f.budget;
+  if (f.host_expert_layers > 0) {
+    opt.host_experts.assign(static_cast<size_t>(c.n_layer), false);
+    for (int k = 0; k < f.host_expert_layers; ++k) opt.host_experts[static_cast<size_t>(w.range.first + k)] = true;
+  } else if (f.mode == VramFitMode::AutoStreamed) {
+    opt.streaming.vram_budget = f.budget;
+  }
   opt.streaming.min_streamed_layers = f.min_streamed;
   return f;
 }

@@ -28,7 +28,8 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
                                 int sms);
 
 // Measures opt.device's free memory, decides (fit_vram) and applies the decision to
-// opt.streaming. Throws InvalidArgument when the stage cannot fit (the sizes named).
+// opt.streaming, or to opt.host_experts when the routed experts of the first layers must stay in
+// host memory (unless opt.host_experts already places some). Throws InvalidArgument when the stage cannot fit (the sizes named).
 VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& w, CudaStageOptions& opt, bool last,
                           const StageFitOptions& fit);
 

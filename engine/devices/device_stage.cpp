@@ -40,6 +40,11 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.streaming.vram_budget = opt.vram_budget;
   o.kv_type_k = opt.kv_type_k;
   o.kv_type_v = opt.kv_type_v;
+  o.host_experts = host_expert_layers(c, opt.experts);
+  o.host_threads = opt.host_threads;
+  if (opt.log) {
+    if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) opt.log("placement: " + d);
+  }
   // llama.cpp's -ngl N keeps N layers on the GPU; here the others stream from pinned host
   // memory each pass (there is no CPU compute split).
   cuda::StageFitOptions fit;

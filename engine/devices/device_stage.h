@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/expert_placement.h"
 #include "engine/model/model_config.h"
 #include "engine/model/stage.h"
 
@@ -24,6 +25,10 @@ struct DeviceStageOptions {
   int gpu_layers = -1;         // CUDA (-ngl N): at most N layers resident, the rest streamed; -1: all
   TensorType kv_type_k = TensorType::F16;  // KV cache element types (f16, q8_0, q4_0)
   TensorType kv_type_v = TensorType::F16;
+  // CUDA: routed experts kept in host memory and multiplied by the CPU (--cpu-moe, --n-cpu-moe,
+  // -ot), with host_threads threads (0: one per hardware thread).
+  ExpertPlacementFlags experts;
+  int host_threads = 0;
   // CUDA: the auto-fit decision and the stage's device memory block (engine/cuda/stage_fit.h),
   // one message each; null: silent.
   std::function<void(const std::string&)> log;
@@ -37,7 +42,8 @@ int cuda_device_index(const std::string& device, const std::string& what = "--de
 // A CUDA stage holding every layer of the file on opt.device; null for "cpu" (the caller runs
 // its CPU stage). Without vram_budget and gpu_layers, layers that do not fit the device's free
 // memory are streamed (auto-fit). Throws InvalidArgument for a bad device or when not even the KV
-// cache and scratch fit (the sizes named), Error when the GPU cannot hold it.
+// cache and scratch fit (the sizes named) or for an expert placement the file's tensors do not
+// allow, Error when the GPU cannot hold it.
 std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& c, const DeviceStageOptions& opt);
 
 }  // namespace pipellm

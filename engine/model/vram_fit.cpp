@@ -73,10 +73,33 @@ VramFit fit_vram(const VramFitInput& in) {
                           exact(minimum) + " (" + fixed_parts(in) + ") but " + free_text(in) + "; reduce " +
                           in.reduce_hint);
   }
+  if (!in.expert_bytes.empty()) {
+    // The fewest leading layers whose experts, left in host memory, let the rest fit.
+    VramPlanInput h = p;
+    uint64_t moved = 0;
+    for (int k = 0; k < n && k < static_cast<int>(in.expert_bytes.size()); ++k) {
+      const uint64_t b = std::min(in.expert_bytes[static_cast<size_t>(k)], h.layer_bytes[static_cast<size_t>(k)]);
+      h.layer_bytes[static_cast<size_t>(k)] -= b;
+      moved += b;
+      if (b == 0) continue;
+      const VramPlan plan = plan_vram(h);
+      if (plan.device_bytes + in.scratch_bytes > f.usable_bytes) continue;
+      const uint64_t whole = f.needed_bytes;
+      f.mode = VramFitMode::AutoStreamed;
+      f.host_expert_layers = k + 1;
+      f.plan = plan;
+      f.needed_bytes = plan.device_bytes + in.scratch_bytes;
+      f.message = "auto-fit: the routed experts of layers 0-" + std::to_string(k) + " (" + format_bytes(moved) +
+                  ") stay in host memory, multiplied by the CPU (all on the GPU would need " + format_bytes(whole) +
+                  ", " + format_bytes(in.free_bytes) + " free); give --n-cpu-moe, --cpu-moe or -ot to override";
+      return f;
+    }
+  }
   if (!in.layers_streamable) {
     throw InvalidArgument("CUDA stage does not fit on the device: it needs " + exact(f.needed_bytes) + " (weights " +
                           format_bytes(f.plan.resident_weight_bytes) + ", KV cache " + format_bytes(in.sizes.kv_bytes) +
                           ", scratch " + format_bytes(in.scratch_bytes) + ") but " + free_text(in) +
+                          (in.expert_bytes.empty() ? "" : ", even with every routed expert in host memory") +
                           ", and layers with experts cannot be streamed yet; reduce " + in.reduce_hint +
                           ", or split the model over more GPUs");
   }

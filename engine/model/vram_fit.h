@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/model/vram_plan.h"
 
@@ -21,6 +22,10 @@ struct VramFitInput {
   int gpu_layers = -1;         // -ngl N: at most N layers resident; -1: none given
   int min_streamed = 0;        // streamed layers asked for directly (tests, ablations); counts as a choice
   bool layers_streamable = true;  // false when a layer cannot stream (expert stacks, not yet supported)
+  // Per layer: bytes of its routed expert stacks, which may stay in host memory (the CPU multiplies
+  // them: engine/model/expert_placement.h) when the stage does not fit; empty when the user placed
+  // the experts (--cpu-moe, --n-cpu-moe, -ot) or the model has none.
+  std::vector<uint64_t> expert_bytes;
   // Named in messages: how to override the auto-fit, and what to reduce when nothing fits.
   std::string override_hint = "--vram-budget or -ngl";
   std::string reduce_hint = "the context (-c), the parallel sequences (-np) or the KV cache types (-ctk/-ctv q8_0)";
@@ -39,6 +44,7 @@ struct VramFit {
   VramPlan plan;         // the placement these options lead to
   uint64_t needed_bytes = 0;  // plan.device_bytes + scratch: what the stage will hold
   uint64_t usable_bytes = 0;  // free - margin
+  int host_expert_layers = 0;  // auto-fit: the routed experts of layers 0 .. N-1 stay in host memory
   // The auto-fit line, or a warning when the user's choice will not fit; empty when all fits.
   std::string message;
 };
@@ -48,7 +54,9 @@ struct VramFit {
 // fraction would strand gigabytes on large cards.
 uint64_t fit_margin(uint64_t free_bytes);
 
-// Decides as described above. Throws InvalidArgument when not even the parts that cannot stream
+// Decides as described above; a stage with experts that does not fit keeps the routed experts of
+// its first layers in host memory (as llama.cpp's --n-cpu-moe N, the fewest layers that fit; MoE
+// layers do not stream). Throws InvalidArgument when not even the parts that cannot stream
 // (KV cache, scratch, staging ring, output head, norms, tied embeddings) fit, or when layers
 // must stream but cannot: the message names what is needed, what is free, and what to reduce.
 VramFit fit_vram(const VramFitInput& in);

@@ -12,6 +12,7 @@
 
 #include "engine/tokenizer/chat_template.h"
 #include "flags/builtin_chat_templates.h"
+#include "flags/expert_flags.h"
 #include "flags/llama_flags.h"
 
 namespace pipellm::flags {
@@ -21,6 +22,7 @@ struct Parsed {
   SamplingFlags s;
   ModelFlags m;
   ChatFlags c;
+  ExpertPlacementFlags e;
   std::optional<int> exit;
   std::string err;
 };
@@ -31,6 +33,7 @@ Parsed parse_line(std::vector<std::string> args, bool cuda_built = true) {
   add_sampling_flags(app, p.s);
   add_model_flags(app, p.m, cuda_built, /*parallel=*/true);
   add_chat_flags(app, p.c);
+  add_expert_flags(app, p.e);
   args.insert(args.begin(), "prog");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -81,6 +84,23 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
        }},
       {{"-ngl", "4", "--device", "cuda:1"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda:1"); }},
       {{"-fa"}, [](const Parsed& p) { EXPECT_EQ(p.m.flash_attn, "on"); }},
+      {{"-cmoe"}, [](const Parsed& p) { EXPECT_TRUE(p.e.cpu_moe); }},
+      {{"--n-cpu-moe", "12"}, [](const Parsed& p) { EXPECT_EQ(p.e.n_cpu_moe, 12); }},
+      {{"-ncmoe=3", "-m", "x.gguf"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.e.n_cpu_moe, 3);
+         EXPECT_FALSE(p.e.cpu_moe);
+       }},
+      {{"-ot", "blk\\.0\\.=CUDA0,exps=CPU", "-m", "x.gguf", "-ot", "ffn_down_exps=cpu"},
+       [](const Parsed& p) {
+         ASSERT_EQ(p.e.overrides.size(), 3u);
+         EXPECT_EQ(p.e.overrides[0].pattern, "blk\\.0\\.");
+         EXPECT_FALSE(p.e.overrides[0].host);
+         EXPECT_EQ(p.e.overrides[1].pattern, "exps");
+         EXPECT_TRUE(p.e.overrides[1].host);
+         EXPECT_EQ(p.e.overrides[2].pattern, "ffn_down_exps");
+         EXPECT_EQ(p.m.model, "x.gguf");
+       }},
       {{"-fa", "-n", "5"},
        [](const Parsed& p) {
          EXPECT_EQ(p.m.flash_attn, "on");
@@ -170,6 +190,9 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--device", "cpu", "-ngl", "4"}, "--device is cpu"},
       {{"-fa", "maybe"}, "maybe"},
       {{"-ctk", "q5_k"}, "--cache-type-k"},
+      {{"-ot", "exps"}, "--override-tensor: 'exps': expected PATTERN=BUFFER"},
+      {{"-ot", "exps=Metal"}, "'Metal' is not CPU or CUDA<n>"},
+      {{"-ncmoe", "-3"}, "--n-cpu-moe"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
       {{"--bogus"}, "--bogus"},
@@ -200,6 +223,8 @@ TEST(LlamaFlags, EveryLlamaShortSpellingIsInHelp) {
   add_sampling_flags(app, s);
   add_model_flags(app, m, true, true);
   add_chat_flags(app, c);
+  ExpertPlacementFlags e;
+  add_expert_flags(app, e);
   const std::string help = app.help();
   for (size_t i = 0; i < kLlamaShortFlagCount; ++i) {
     const std::string short_name = kLlamaShortFlags[i].llama;

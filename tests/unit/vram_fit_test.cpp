@@ -166,6 +166,37 @@ TEST(VramFit, LayersThatCannotStreamFailClearly) {
   EXPECT_EQ(fit_vram(in).mode, VramFitMode::Resident);
 }
 
+TEST(VramFit, ExpertsStayInHostMemoryWhenTheyDoNotFit) {
+  // MoE layers do not stream; each holds 60 B of routed experts. 570 free - 100 margin = 470 usable:
+  // experts of layer 0 moved: 40 + 300 + 10 + 50 + 40 + 20 + scratch 30 = 490, too much; of layers
+  // 0-1: 430, fits.
+  VramFitInput in = small(570);
+  in.layers_streamable = false;
+  in.expert_bytes = {60, 60, 60, 60};
+  VramFit f = fit_vram(in);
+  EXPECT_EQ(f.mode, VramFitMode::AutoStreamed);
+  EXPECT_EQ(f.host_expert_layers, 2);
+  EXPECT_EQ(f.plan.n_streamed(), 0);
+  EXPECT_EQ(f.needed_bytes, 430u);
+  EXPECT_EQ(f.message,
+            "auto-fit: the routed experts of layers 0-1 (120 B) stay in host memory, multiplied by the CPU (all on "
+            "the GPU would need 550 B, 570 B free); give --n-cpu-moe, --cpu-moe or -ot to override");
+  in.free_bytes = 650;  // fits whole: the experts stay on the device
+  EXPECT_EQ(fit_vram(in).host_expert_layers, 0);
+  in.free_bytes = 570;
+  in.gpu_layers = 4;  // the user's choice is not second-guessed
+  EXPECT_EQ(fit_vram(in).host_expert_layers, 0);
+
+  // 30 B of experts per layer: all four moved still need 430 B of the 350 usable.
+  in = small(450);
+  in.layers_streamable = false;
+  in.expert_bytes = {30, 30, 30, 30};
+  EXPECT_NE(error_of(in).find("free, of which 100 B stays free as a margin, even with every routed expert in host "
+                              "memory, and layers with experts cannot be streamed yet"),
+            std::string::npos)
+      << error_of(in);
+}
+
 TEST(VramFit, FixtureModelOneByteShort) {
   // Real sizes: the stage fits whole with exactly its need free, and streams when one byte is missing.
   const auto f = GgufFile::open(test::model_path("tiny-llama-Q4_K_M"));

@@ -1,0 +1,35 @@
+#include "flags/expert_flags.h"
+
+#include <CLI/CLI.hpp>
+
+#include "base/error.h"
+
+namespace pipellm::flags {
+
+void add_expert_flags(CLI::App& app, ExpertPlacementFlags& f) {
+  const std::string g = "Model";
+  app.add_flag("--cpu-moe", f.cpu_moe,
+               "CUDA: keep every layer's routed experts in host memory, multiplied by the CPU (-cmoe)")
+      ->group(g);
+  app.add_option("--n-cpu-moe", f.n_cpu_moe,
+                 "CUDA: the same for the routed experts of layers 0 .. N-1 (-ncmoe)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->group(g);
+  app.add_option_function<std::vector<std::string>>(
+         "--override-tensor",
+         [&f](const std::vector<std::string>& values) {
+           for (const std::string& v : values) {
+             try {
+               for (TensorOverride& o : parse_tensor_overrides(v)) f.overrides.push_back(std::move(o));
+             } catch (const InvalidArgument& e) {
+               throw CLI::ValidationError("--override-tensor", e.what());
+             }
+           }
+         },
+         "PATTERN=CPU|CUDA0[,...], repeatable: tensors whose name matches PATTERN go there, the first match "
+         "deciding; only routed expert stacks may go to the CPU (-ot)")
+      ->allow_extra_args(false)
+      ->group(g);
+}
+
+}  // namespace pipellm::flags

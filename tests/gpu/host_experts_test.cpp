@@ -1,0 +1,108 @@
+// Routed experts kept in host memory (engine/cuda/host_experts.h; --cpu-moe, --n-cpu-moe, -ot):
+// the MoE fixtures with the experts of layer 0, and of every layer, multiplied by the CPU beside
+// the GPU stage: llama.cpp's logits and greedy ids within each file's bounds (the checks of the
+// CPU and all-GPU tests, tests/arch_fixture_check.h), graph replay (host functions as graph
+// nodes) equal to eager launches, and the memory report's account of what stayed on the host.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/cuda/cuda_model.h"
+#include "tests/arch_fixture_check.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace pipellm {
+namespace {
+
+struct Case {
+  std::string model;
+  bool all_layers;  // else layer 0 only
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  std::string s = info.param.model + (info.param.all_layers ? "_all" : "_layer0");
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+}
+
+std::unique_ptr<cuda::CudaModel> open_hybrid(const Case& c, bool graphs, int n_slots = 1) {
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.n_slots = n_slots;
+  opt.max_batch_tokens = 64;
+  opt.use_graphs = graphs;
+  opt.host_experts = c.all_layers ? std::vector<bool>(64, true) : std::vector<bool>{true};
+  opt.host_threads = 4;
+  return cuda::CudaModel::open(test::model_path(c.model), opt);
+}
+
+class HostExpertsFixture : public ::testing::TestWithParam<Case> {};
+
+TEST_P(HostExpertsFixture, MatchesLlamaCppWithinTheFileBounds) {
+  PIPELLM_REQUIRE_GPU();
+  auto model = open_hybrid(GetParam(), true);
+  ASSERT_NE(model->stage().host_experts(), nullptr);
+  test::check_arch_fixture(
+      GetParam().model, model->config().n_vocab,
+      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+}
+
+TEST_P(HostExpertsFixture, GraphReplayEqualsEager) {
+  PIPELLM_REQUIRE_GPU();
+  const auto tokens = test::read_ids(test::fixture_ref(GetParam().model, ".tokens"));
+  std::vector<std::vector<float>> logits(2);
+  for (int graphs = 0; graphs < 2; ++graphs) {
+    auto m = open_hybrid(GetParam(), graphs == 1, 4);
+    std::vector<float> tmp, step;
+    // Three sequences (a padded batch bucket of 4: the padding row's experts add nothing).
+    std::vector<int32_t> cur(3), pos(3), slot = {0, 1, 2};
+    for (int s = 0; s < 3; ++s) {
+      const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 10 + 5 * s);
+      m->stage().forward(Batch::sequence(prompt, 0, s), tmp);
+      cur[static_cast<size_t>(s)] = test::argmax(tmp.data(), tmp.size());
+      pos[static_cast<size_t>(s)] = static_cast<int32_t>(prompt.size());
+    }
+    for (int it = 0; it < 8; ++it) {
+      cur = test::decode_step(m->stage(), cur, pos, slot);
+      m->stage().last_logits(3, step);
+      logits[static_cast<size_t>(graphs)].insert(logits[static_cast<size_t>(graphs)].end(), step.begin(), step.end());
+      for (auto& p : pos) ++p;
+    }
+    if (graphs == 1) {
+      EXPECT_GT(m->stage().graphs_captured(), 0u);
+    }
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)));
+}
+
+TEST_P(HostExpertsFixture, MemoryReportCountsTheHostExperts) {
+  PIPELLM_REQUIRE_GPU();
+  auto hybrid = open_hybrid(GetParam(), true);
+  cuda::CudaStageOptions plain;
+  plain.n_ctx = 256;
+  plain.max_batch_tokens = 64;
+  auto gpu = cuda::CudaModel::open(test::model_path(GetParam().model), plain);
+  const cuda::DeviceMemoryReport h = hybrid->stage().memory_report(), g = gpu->stage().memory_report();
+  const int n_host = GetParam().all_layers ? hybrid->config().n_layer : 1;
+  EXPECT_EQ(h.host_expert_layers, n_host);
+  EXPECT_EQ(h.host_expert_threads, 4);
+  std::vector<bool> mask(static_cast<size_t>(hybrid->config().n_layer), false);
+  for (int i = 0; i < n_host; ++i) mask[static_cast<size_t>(i)] = true;
+  const uint64_t host_bytes = cuda::host_expert_bytes(hybrid->weights(), mask);
+  EXPECT_EQ(h.host_expert_bytes, host_bytes);
+  // The device holds the stacks' bytes less (their biases, as f32, too where the family has them).
+  EXPECT_GE(g.weight_bytes - h.weight_bytes, host_bytes);
+  EXPECT_NE(h.format().find("host experts"), std::string::npos) << h.format();
+}
+
+INSTANTIATE_TEST_SUITE_P(Moe, HostExpertsFixture,
+                         ::testing::Values(Case{"tiny-qwen3moe-Q4_K_M", false}, Case{"tiny-qwen3moe-Q4_K_M", true},
+                                           Case{"tiny-llamamoe-Q4_K_M", true}, Case{"tiny-gptoss-MXFP4_MOE", true},
+                                           Case{"tiny-qwen35moe-Q4_K_M", true}, Case{"tiny-gemma4moe-Q4_K_M", true}),
+                         case_name);
+
+}  // namespace
+}  // namespace pipellm
