@@ -257,7 +257,10 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
   std::function<void(float*, bool)> combine = [&](float* dst, bool add) {
     moe_combine(ed_.get(), route_w_.get(), T, K, E, dst, add, launch());
   };
-  if (host_experts_ && host_experts_->holds(i)) {
+  if (host_experts_ && host_experts_->holds(i) && host_experts_->uploads(T)) {
+    // Experts in host memory, a large step: copied to the device for this layer (host_experts.h).
+    enqueue_device_experts(l, host_experts_->upload(i, stream_.get()), s, T);
+  } else if (host_experts_ && host_experts_->holds(i)) {
     // Experts in host memory: the CPU computes the weighted sums (host_experts.h) into ed_.
     host_experts_->enqueue(i, T, y_.get(), route_id_.get(), route_w_.get(), d_pos_, ed_.get(), stream_.get());
     combine = [&](float* dst, bool add) {
@@ -269,12 +272,12 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
       }
     };
   } else {
-    enqueue_device_experts(l, s, T);
+    enqueue_device_experts(l, l, s, T);
   }
   moe_output(l, s, T, combine);
 }
 
-void CudaStage::enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, int T) {
+void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
   const int F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
   const bool q8_rows = cfg_.n_embd % 32 == 0;
   // The activated rows (P of F) as 8-bit blocks for the down products; false where F is not
@@ -297,7 +300,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, i
   // tile of pairs instead of once per pair.
   // (Only where some expert stack of the layer can take it: no grouping work for nothing.)
   const auto groupable = [&](LayerTensor w, const float* bias) {
-    return l[w].present() && bias == nullptr && mmq_supports_experts(l[w].m, l[w].expert_bytes);
+    return mats[w].present() && bias == nullptr && mmq_supports_experts(mats[w].m, mats[w].expert_bytes);
   };
   MoeTiles tiles;
   const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X &&
@@ -316,21 +319,21 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, i
                            int x_group, float* y) {
     if (grouped && xq != nullptr && groupable(w, bias)) {
       MmqExpertArgs m;
-      m.w = l[w].m;
-      m.expert_bytes = l[w].expert_bytes;
+      m.w = mats[w].m;
+      m.expert_bytes = mats[w].expert_bytes;
       m.tiles = tiles;
       m.n_pairs = P;
       m.xq = xq;
       m.xds = xds;
       m.x_group = x_group;
       m.y = y;
-      m.y_stride = l[w].m.n_out;
+      m.y_stride = mats[w].m.n_out;
       mmq_experts(m, launch());
       return;
     }
     MoeMatvecArgs m;
-    m.w = l[w].m;
-    m.expert_bytes = l[w].expert_bytes;
+    m.w = mats[w].m;
+    m.expert_bytes = mats[w].expert_bytes;
     m.ids = route_id_.get();
     m.n_pairs = P;
     m.x = x;
@@ -348,7 +351,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, i
     experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), act, q8 ? eq_.get() : nullptr,
             q8 ? eds_.get() : nullptr, 1, ed_.get());
   };
-  if (l[LayerTensor::GateUpExps].present()) {
+  if (mats[LayerTensor::GateUpExps].present()) {
     // One [gate; up] stack: rows of 2F, activated into eu_.
     experts(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, K, eg_.get());
     gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());

@@ -147,7 +147,9 @@ class CudaStage : public Stage {
   void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
   void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);
   // The chosen experts' products on the device: per (token, expert) pair, the down rows in ed_.
-  void enqueue_device_experts(const CudaLayer& l, const LayerSpec& s, int T);
+  // The expert matrices are mats' (the layer's own, or host experts uploaded for the step), the
+  // biases l's.
+  void enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T);
   // The MoE block's output into x from the routed sum (combine(dst, add) writes or adds it to
   // dst): gemma4's dense MLP beside it, the shared expert, or the post-norm.
   void moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine);

@@ -26,7 +26,9 @@ struct VectorJob {
   DeviceBuffer<float>* out;
 };
 
-DeviceMatrix shape_of(const TensorView& t, int64_t n_expert) {
+}  // namespace
+
+DeviceMatrix device_matrix_shape(const TensorView& t, int64_t n_expert) {
   if (!cuda_supports(t.type))
     throw Error("CUDA: tensor '" + t.name + "' has type " + tensor_type_name(t.type) + ", which the CUDA kernels cannot read");
   if (n_expert < 1 || t.n_rows() % n_expert != 0)
@@ -38,8 +40,6 @@ DeviceMatrix shape_of(const TensorView& t, int64_t n_expert) {
   m.n_out = t.n_rows() / n_expert;
   return m;
 }
-
-}  // namespace
 
 CudaWeights::CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resident_f16, cudaStream_t s,
                          const StagedUploadOptions& upload) {
@@ -79,7 +79,7 @@ CudaWeights::CudaWeights(const ModelConfig& c, const ModelWeights& w, bool resid
   std::vector<DeviceMatrix> shapes;
   size_t scratch_bytes = 0;
   for (const MatrixJob& j : mats) {
-    shapes.push_back(shape_of(*j.t, j.n_expert));
+    shapes.push_back(device_matrix_shape(*j.t, j.n_expert));
     upload_bytes += j.t->nbytes;
     if (is_repacked(j.t->type)) scratch_bytes = std::max<size_t>(scratch_bytes, j.t->nbytes);
   }

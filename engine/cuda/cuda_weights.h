@@ -36,6 +36,11 @@ struct CudaLayer {
   const float* vec(LayerTensor r) const { return vecs[static_cast<size_t>(r)].get(); }
 };
 
+// The device matrix a tensor becomes (data left null): one expert's shape for a stack of n_expert.
+// Throws Error naming a tensor whose type the CUDA kernels cannot read, or a stack that does not
+// divide into n_expert matrices.
+DeviceMatrix device_matrix_shape(const TensorView& t, int64_t n_expert = 1);
+
 class CudaWeights {
  public:
   // Uploads the tensors `w` refers to (host memory, e.g. the GGUF mapping): their bytes as they

@@ -60,7 +60,10 @@ std::string DeviceMemoryReport::format() const {
   if (host_expert_layers > 0) {
     s += i + "host experts " + std::to_string(host_expert_layers) + " of " + std::to_string(layers) +
          " layers' routed experts in host memory (" + format_bytes(host_expert_bytes) + "), computed by " +
-         std::to_string(host_expert_threads) + " CPU threads";
+         std::to_string(host_expert_threads) + " CPU threads" +
+         (expert_slot_bytes > 0 ? "; large steps upload a layer's experts to a " + format_bytes(expert_slot_bytes) +
+                                      " device slot"
+                                : "; host copies not pinned: every step on the CPU");
   }
   s += i + "KV cache     " + format_bytes(kv_bytes);
   if (recurrent_bytes > 0) s += ", recurrent state " + format_bytes(recurrent_bytes);
@@ -100,6 +103,7 @@ DeviceMemoryReport CudaStage::memory_report() const {
     for (int l = 0; l < range_.size(); ++l) r.host_expert_layers += host_experts_->holds(l) ? 1 : 0;
     r.host_expert_bytes = host_experts_->host_bytes();
     r.host_expert_threads = host_experts_->threads();
+    r.expert_slot_bytes = host_experts_->device_bytes();
   }
   r.kv_bytes = sum_bytes(k_cache_) + sum_bytes(v_cache_);
   r.recurrent_bytes = sum_bytes(conv_state_) + sum_bytes(delta_state_);

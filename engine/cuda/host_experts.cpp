@@ -6,6 +6,8 @@
 
 #include "base/error.h"
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cuda/repack.h"
+#include "kernels/cuda/weight_layout.h"
 
 namespace pipellm::cuda {
 
@@ -13,7 +15,6 @@ namespace {
 
 constexpr LayerTensor kStacks[] = {LayerTensor::GateExps, LayerTensor::UpExps, LayerTensor::GateUpExps,
                                    LayerTensor::DownExps};
-constexpr LayerTensor kBiases[] = {LayerTensor::GateExpsBias, LayerTensor::UpExpsBias, LayerTensor::DownExpsBias};
 
 bool marked(const std::vector<bool>& host, size_t i) { return i < host.size() && host[i]; }
 
@@ -24,7 +25,6 @@ ModelWeights without_host_experts(const ModelWeights& w, const std::vector<bool>
   for (size_t i = 0; i < out.layers.size(); ++i) {
     if (!marked(host, i)) continue;
     for (LayerTensor r : kStacks) out.layers[i][r] = nullptr;
-    for (LayerTensor r : kBiases) out.layers[i][r] = nullptr;
   }
   return out;
 }
@@ -38,6 +38,23 @@ uint64_t host_expert_bytes(const ModelWeights& w, const std::vector<bool>& host)
     }
   }
   return bytes;
+}
+
+uint64_t upload_slot_bytes(const ModelWeights& w, const std::vector<bool>& host, uint64_t* repack_bytes) {
+  uint64_t slot = 0, raw = 0;
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    if (!marked(host, i)) continue;
+    uint64_t bytes = 0;
+    for (LayerTensor r : kStacks) {
+      const TensorView* t = w.layers[i][r];
+      if (t == nullptr) continue;
+      bytes += (t->nbytes + 255) / 256 * 256;
+      if (is_repacked(t->type)) raw = std::max<uint64_t>(raw, t->nbytes);
+    }
+    slot = std::max(slot, bytes);
+  }
+  if (repack_bytes != nullptr) *repack_bytes = raw;
+  return slot;
 }
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
@@ -57,8 +74,18 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
       const TensorView* t = lw[r];
       if (t == nullptr) return nullptr;
       view = *t;
-      l->bytes.emplace_back(new uint8_t[t->nbytes]);
-      uint8_t* dst = l->bytes.back().get();
+      l->bytes.emplace_back();
+      HostBytes& hb = l->bytes.back();
+      if (pinned_) {
+        try {
+          hb.pinned = PinnedBuffer<uint8_t>(t->nbytes);
+        } catch (const Error&) {
+          (void)cudaGetLastError();  // an allocation failure is not sticky: plain memory, CPU products only
+          pinned_ = false;
+        }
+      }
+      if (hb.pinned.get() == nullptr) hb.plain.reset(new uint8_t[t->nbytes]);
+      uint8_t* dst = hb.get();
       pool_.parallel_for(static_cast<int64_t>(t->nbytes), [&](int64_t b, int64_t e) {
         std::memcpy(dst + b, t->data + b, static_cast<size_t>(e - b));
       });
@@ -92,6 +119,13 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
     k_ = std::max(k_, s.n_expert_used);
     layers_[i] = std::move(l);
   }
+  if (pinned_ && max_tokens >= kUploadMinRows) {
+    uint64_t raw = 0;
+    slot_.resize(upload_slot_bytes(w, host, &raw));
+    raw_.resize(raw);
+  } else {
+    pinned_ = false;  // no step is large enough to upload
+  }
   const size_t T = static_cast<size_t>(max_tokens), E = static_cast<size_t>(n_embd_), P = T * static_cast<size_t>(k_);
   h_rows_ = PinnedBuffer<float>(T * E);
   h_out_ = PinnedBuffer<float>(T * E);
@@ -115,6 +149,33 @@ void HostExperts::enqueue(int local_layer, int T, const float* rows, const int32
   if (!call) call.reset(new Call{this, local_layer, T});
   PIPELLM_CUDA_CHECK(cudaLaunchHostFunc(s, &HostExperts::run_call, call.get()));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out, h_out_.get(), rows_bytes, cudaMemcpyHostToDevice, s));
+}
+
+const CudaLayer& HostExperts::upload(int local_layer, cudaStream_t s) {
+  if (!holds(local_layer) || !pinned_) throw Error("host experts: local layer " + std::to_string(local_layer) + " cannot upload");
+  const Layer& l = *layers_[static_cast<size_t>(local_layer)];
+  uint64_t off = 0;
+  const std::pair<LayerTensor, const TensorView*> stacks[] = {{LayerTensor::GateExps, &l.gate},
+                                                              {LayerTensor::UpExps, &l.up},
+                                                              {LayerTensor::GateUpExps, &l.gate_up},
+                                                              {LayerTensor::DownExps, &l.down}};
+  for (const auto& [role, t] : stacks) {
+    CudaMatrix& m = staged_[role];
+    m.m = DeviceMatrix{};
+    if (t->data == nullptr) continue;
+    const int64_t n_expert = l.stacks.n_expert;
+    m.m = device_matrix_shape(*t, n_expert);
+    m.m.data = slot_.get() + off;
+    m.expert_bytes = t->nbytes / static_cast<uint64_t>(n_expert);
+    if (is_repacked(t->type)) {
+      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(raw_.get(), t->data, t->nbytes, cudaMemcpyHostToDevice, s));
+      repack_for_device(t->type, raw_.get(), m.m.blocks(), slot_.get() + off, s, n_expert);
+    } else {
+      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(slot_.get() + off, t->data, t->nbytes, cudaMemcpyHostToDevice, s));
+    }
+    off += (t->nbytes + 255) / 256 * 256;
+  }
+  return staged_;
 }
 
 void CUDART_CB HostExperts::run_call(void* call) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/cuda/host_experts.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/mmq.h"
 
@@ -149,12 +150,22 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaS
   }
   in.override_hint = fit.override_hint;
   if (!fit.reduce_hint.empty()) in.reduce_hint = fit.reduce_hint;
-  if (!user_placed && c.has_moe()) {
+  // Experts in host memory need the device slot their uploads land in (host_experts.h).
+  const auto slot_bytes = [&](const std::vector<bool>& host) {
+    if (max_tokens < HostExperts::kUploadMinRows) return uint64_t{0};
+    uint64_t raw = 0;
+    const uint64_t slot = upload_slot_bytes(all_w, host, &raw);
+    return slot + raw;
+  };
+  if (user_placed) {
+    in.scratch_bytes += slot_bytes(placed);
+  } else if (c.has_moe()) {
     for (size_t i = 0; i < w.layers.size(); ++i) {
       std::vector<bool> one(w.layers.size(), false);
       one[i] = true;
       in.expert_bytes.push_back(host_expert_bytes(w, one));
     }
+    in.expert_slot_bytes = slot_bytes(std::vector<bool>(w.layers.size(), true));
   }
 
   const VramFit f = fit_vram(in);

@@ -83,12 +83,13 @@ VramFit fit_vram(const VramFitInput& in) {
       moved += b;
       if (b == 0) continue;
       const VramPlan plan = plan_vram(h);
-      if (plan.device_bytes + in.scratch_bytes > f.usable_bytes) continue;
+      const uint64_t needed = plan.device_bytes + in.scratch_bytes + in.expert_slot_bytes;
+      if (needed > f.usable_bytes) continue;
       const uint64_t whole = f.needed_bytes;
       f.mode = VramFitMode::AutoStreamed;
       f.host_expert_layers = k + 1;
       f.plan = plan;
-      f.needed_bytes = plan.device_bytes + in.scratch_bytes;
+      f.needed_bytes = needed;
       f.message = "auto-fit: the routed experts of layers 0-" + std::to_string(k) + " (" + format_bytes(moved) +
                   ") stay in host memory, multiplied by the CPU (all on the GPU would need " + format_bytes(whole) +
                   ", " + format_bytes(in.free_bytes) + " free); give --n-cpu-moe, --cpu-moe or -ot to override";

@@ -26,6 +26,7 @@ struct VramFitInput {
   // them: engine/model/expert_placement.h) when the stage does not fit; empty when the user placed
   // the experts (--cpu-moe, --n-cpu-moe, -ot) or the model has none.
   std::vector<uint64_t> expert_bytes;
+  uint64_t expert_slot_bytes = 0;  // device memory the host experts need once any stay on the host
   // Named in messages: how to override the auto-fit, and what to reduce when nothing fits.
   std::string override_hint = "--vram-budget or -ngl";
   std::string reduce_hint = "the context (-c), the parallel sequences (-np) or the KV cache types (-ctk/-ctv q8_0)";

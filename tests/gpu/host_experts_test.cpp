@@ -2,7 +2,8 @@
 // the MoE fixtures with the experts of layer 0, and of every layer, multiplied by the CPU beside
 // the GPU stage: llama.cpp's logits and greedy ids within each file's bounds (the checks of the
 // CPU and all-GPU tests, tests/arch_fixture_check.h), graph replay (host functions as graph
-// nodes) equal to eager launches, and the memory report's account of what stayed on the host.
+// nodes) equal to eager launches, steps small enough for the CPU and large enough to upload the
+// experts both within the bounds, and the memory report's account of what stayed on the host.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,6 +48,30 @@ TEST_P(HostExpertsFixture, MatchesLlamaCppWithinTheFileBounds) {
       GetParam().model, model->config().n_vocab,
       [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
       [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+}
+
+TEST_P(HostExpertsFixture, CpuAndUploadedStepsStayWithinTheBound) {
+  // Chunks below HostExperts::kUploadMinRows rows multiply on the CPU, larger ones upload the
+  // layer's experts to the device: both within the file's bound at every position.
+  PIPELLM_REQUIRE_GPU();
+  const std::string& name = GetParam().model;
+  auto model = open_hybrid(GetParam(), true);
+  const size_t V = static_cast<size_t>(model->config().n_vocab);
+  const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
+  const auto ref = test::read_f32(test::fixture_ref(name, ".logits.f32"));
+  const double bound = test::arch_limits(name).rel_rms;
+  std::vector<float> part_logits;
+  for (const size_t chunk : {size_t{5}, size_t{cuda::HostExperts::kUploadMinRows + 8}}) {
+    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
+      const size_t c1 = std::min(tokens.size(), c0 + chunk);
+      const std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
+      model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), part_logits);
+      for (size_t p = c0; p < c1; ++p) {
+        EXPECT_LT(test::rel_rms(part_logits.data() + (p - c0) * V, ref.data() + p * V, V), bound)
+            << name << " chunks of " << chunk << ", position " << p;
+      }
+    }
+  }
 }
 
 TEST_P(HostExpertsFixture, GraphReplayEqualsEager) {
@@ -96,6 +121,7 @@ TEST_P(HostExpertsFixture, MemoryReportCountsTheHostExperts) {
   // The device holds the stacks' bytes less (their biases, as f32, too where the family has them).
   EXPECT_GE(g.weight_bytes - h.weight_bytes, host_bytes);
   EXPECT_NE(h.format().find("host experts"), std::string::npos) << h.format();
+  EXPECT_GT(h.expert_slot_bytes, 0u);  // steps of 64 rows upload
 }
 
 INSTANTIATE_TEST_SUITE_P(Moe, HostExpertsFixture,

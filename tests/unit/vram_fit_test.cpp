@@ -181,6 +181,11 @@ TEST(VramFit, ExpertsStayInHostMemoryWhenTheyDoNotFit) {
   EXPECT_EQ(f.message,
             "auto-fit: the routed experts of layers 0-1 (120 B) stay in host memory, multiplied by the CPU (all on "
             "the GPU would need 550 B, 570 B free); give --n-cpu-moe, --cpu-moe or -ot to override");
+  in.expert_slot_bytes = 50;  // the upload slot counts: layers 0-1 would need 480, layers 0-2 need 420
+  f = fit_vram(in);
+  EXPECT_EQ(f.host_expert_layers, 3);
+  EXPECT_EQ(f.needed_bytes, 420u);
+  in.expert_slot_bytes = 0;
   in.free_bytes = 650;  // fits whole: the experts stay on the device
   EXPECT_EQ(fit_vram(in).host_expert_layers, 0);
   in.free_bytes = 570;
