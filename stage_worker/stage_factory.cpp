@@ -24,6 +24,11 @@ std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec
   const CpuStageOptions kv = cpu_stage_options(setup.pipeline);  // the config's KV types, mapped once
   o.kv_type_k = kv.k_type();
   o.kv_type_v = kv.v_type();
+  o.host_experts = host_expert_layers(setup.model, spec.experts);
+  o.host_threads = setup.pipeline.threads;
+  if (log) {
+    if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) log("placement: " + d);
+  }
   cuda::StageFitOptions fit;
   fit.override_hint = "vram_budget at " + setup.pipeline.source + ":" + std::to_string(spec.line);
   fit.reduce_hint = "context_length, max_sequences or kv_cache_type (q8_0, q4_0) in " + setup.pipeline.source;

@@ -198,6 +198,21 @@ StageSpec parse_stage(const std::string& file, const YAML::Node& n, size_t index
   s.memory_bytes = r.bytes("memory", 0);
   s.vram_budget = r.bytes("vram_budget", 0);
   if (s.vram_budget != 0 && !s.is_gpu()) r.fail(n["vram_budget"], path + ".vram_budget", "needs a cuda:N device");
+  s.experts.cpu_moe = r.boolean("cpu_moe", false);
+  s.experts.n_cpu_moe = r.integer("n_cpu_moe", 0, 0, 1 << 20);
+  if (const YAML::Node ot = r.get("override_tensor")) {
+    if (!ot.IsScalar()) r.fail(ot, path + ".override_tensor", "expected PATTERN=BUFFER[,PATTERN=BUFFER...]");
+    try {
+      s.experts.overrides = parse_tensor_overrides(ot.Scalar());
+    } catch (const InvalidArgument& e) {
+      r.fail(ot, path + ".override_tensor", e.what());
+    }
+  }
+  if (s.experts.any() && !s.is_gpu()) {
+    for (const char* key : {"cpu_moe", "n_cpu_moe", "override_tensor"}) {
+      if (n[key]) r.fail(n[key], path + "." + key, "needs a cuda:N device (a CPU stage holds every expert in host memory)");
+    }
+  }
   s.host = r.str("host", "");
   const YAML::Node layers = r.get("layers");
   if (layers) {

@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/tensor_type.h"
+#include "engine/model/expert_placement.h"
 
 namespace pipellm {
 
@@ -33,6 +34,9 @@ struct StageSpec {
   int device_index = -1;       // N of cuda:N; -1 for cpu
   uint64_t memory_bytes = 0;   // budget for weights + KV cache + scratch; 0: unlimited
   uint64_t vram_budget = 0;    // GPU stages: weights beyond it stream from host (docs/PREFETCH.md)
+  // GPU stages: routed experts kept in host memory, multiplied by the rank's CPU (keys cpu_moe,
+  // n_cpu_moe, override_tensor: llama.cpp's --cpu-moe, --n-cpu-moe, -ot; engine/model/expert_placement.h).
+  ExpertPlacementFlags experts;
   std::string host;            // informative (multi-node): the hostfile places ranks
   std::optional<std::pair<int, int>> layers;  // explicit [first, last)
   int line = 0;                // line of this entry in the file (for messages)

@@ -79,6 +79,22 @@ TEST(PipelineConfig, KvCacheTypesPerSide) {
   EXPECT_EQ(kv_tensor_type(KvType::Q8_0), TensorType::Q8_0);
 }
 
+TEST(PipelineConfig, ExpertPlacementPerStage) {
+  const PipelineConfig c = PipelineConfig::parse(
+      "model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 12}\n  - device: cuda:1\n    cpu_moe: true\n"
+      "    override_tensor: \"blk\\\\.40\\\\.=CUDA1,exps=CPU\"\n  - {device: cuda:2}\n",
+      "t.yaml", "/cfg");
+  ASSERT_EQ(c.stages.size(), 3u);
+  EXPECT_EQ(c.stages[0].experts.n_cpu_moe, 12);
+  EXPECT_FALSE(c.stages[0].experts.cpu_moe);
+  EXPECT_TRUE(c.stages[1].experts.cpu_moe);
+  ASSERT_EQ(c.stages[1].experts.overrides.size(), 2u);
+  EXPECT_EQ(c.stages[1].experts.overrides[0].pattern, "blk\\.40\\.");
+  EXPECT_FALSE(c.stages[1].experts.overrides[0].host);
+  EXPECT_TRUE(c.stages[1].experts.overrides[1].host);
+  EXPECT_FALSE(c.stages[2].experts.any());
+}
+
 struct BadConfig {
   const char* text;
   const char* message;  // expected substring of the error
@@ -124,6 +140,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "bad.yaml:4: stages[0].vram_budget: needs a cuda:N device"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    vram_budget: 2GiB\n",
                   "bad.yaml:4: stages[0].vram_budget: streams weights: set prefetch.enabled: true"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    cpu_moe: true\n",
+                  "bad.yaml:4: stages[0].cpu_moe: needs a cuda:N device"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    n_cpu_moe: -2\n",
+                  "bad.yaml:4: stages[0].n_cpu_moe: -2 is outside [0, 1048576]"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    override_tensor: exps=TPU\n",
+                  "bad.yaml:4: stages[0].override_tensor: --override-tensor: 'exps=TPU': the buffer 'TPU' is not CPU or CUDA<n>"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    layers: [3]\n",
                   "bad.yaml:4: stages[0].layers: expected [first, last)"},
         BadConfig{"model: a.gguf\nstages:\n  - {device: cpu, layers: [0, 4]}\n  - {device: cpu, layers: [5, 8]}\n",
