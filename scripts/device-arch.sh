@@ -6,6 +6,10 @@
 #                                   tests (fixtures within their bounds, graph == eager, the ops)
 #   scripts/device-arch.sh bench    real-shape MoE files (mkmodel, real vocabularies): pipellm bench
 #                                   --device cuda beside llama-bench on the same files
+#   scripts/device-arch.sh offload  issue 19: the HostExperts GPU tests, then qwen3-30b-a3b with every
+#                                   routed expert in host memory: pipellm bench --cpu-moe beside
+#                                   llama-bench -ncmoe 48 (same file, -t 16), and the host's read
+#                                   bandwidth; NCPU (default 48) experts' layers on the CPU
 # Afterwards here: `scripts/device-tree.sh restore`. Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +49,20 @@ bench)
       echo "llama-bench $p rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p.json" | head
     fi
   done ;;
-*) echo "usage: $0 build|bench" >&2; exit 2 ;;
+offload)
+  (cd $B && timeout 240 ./tests/pipellm_gpu_tests --gtest_brief=1 --gtest_filter='*HostExperts*:AutoFit*:DeviceMemory*' \
+     >"$OUT/host_experts_tests.log" 2>&1)
+  echo "host experts gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED|Failure" "$OUT/host_experts_tests.log" | head -30
+  p=qwen3-30b-a3b; m=$B/$p.gguf; n=${NCPU:-48}
+  [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab $B/testdata/vocab/vocab-qwen3.gguf "$m" >"$OUT/mkmodel-$p.log" 2>&1
+  lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-300 >"$OUT/cpu.txt"; head -2 "$OUT/cpu.txt"
+  timeout 240 $B/cli/pipellm bench -m "$m" --device cuda --n-cpu-moe $n -t 16 --skip-depth --skip-batched --reps 2 \
+    >"$OUT/pipellm-$p-ncmoe$n.txt" 2>&1
+  echo "pipellm $p --n-cpu-moe $n rc=$? $(since)"; grep -vE "^\s*$" "$OUT/pipellm-$p-ncmoe$n.txt" | tail -16
+  if [ -x build-llama/bin/llama-bench ]; then
+    timeout 240 build-llama/bin/llama-bench -m "$m" -ngl 99 -fa 1 -ncmoe $n -t 16 -p 512 -n 128 -r 2 -o json \
+      >"$OUT/llama-$p-ncmoe$n.json" 2>"$OUT/llama-$p-ncmoe$n.log"
+    echo "llama-bench $p -ncmoe $n rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p-ncmoe$n.json" | head
+  fi ;;
+*) echo "usage: $0 build|bench|offload" >&2; exit 2 ;;
 esac
