@@ -22,6 +22,8 @@ namespace pipellm::cuda {
 
 void CudaStage::enqueue_layers(int T, int n_keys) {
   if (streamed_) streamed_->begin_pass(stream_.get());
+  const bool expert_uploads = host_experts_ && host_experts_->uploads(T);
+  if (expert_uploads) host_experts_->begin_uploads(stream_.get());
   if (cfg_.per_layer_input > 0 && range_.size() > 0) enqueue_per_layer_inputs(T);
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
@@ -40,6 +42,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     if (s.output_scale) scale(x_.get(), static_cast<int64_t>(T) * cfg_.n_embd, layer_scale_[static_cast<size_t>(i)], launch());
     if (streamed_) streamed_->after_layer(i, stream_.get());
   }
+  if (expert_uploads) host_experts_->end_uploads(stream_.get());
   if (streamed_) streamed_->end_pass(stream_.get());
 }
 
@@ -258,8 +261,9 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     moe_combine(ed_.get(), route_w_.get(), T, K, E, dst, add, launch());
   };
   if (host_experts_ && host_experts_->holds(i) && host_experts_->uploads(T)) {
-    // Experts in host memory, a large step: copied to the device for this layer (host_experts.h).
+    // Experts in host memory, a large step: streamed to the device for this layer (host_experts.h).
     enqueue_device_experts(l, host_experts_->upload(i, stream_.get()), s, T);
+    host_experts_->release(i, stream_.get());
   } else if (host_experts_ && host_experts_->holds(i)) {
     // Experts in host memory: the CPU computes the weighted sums (host_experts.h) into ed_.
     host_experts_->enqueue(i, T, y_.get(), route_id_.get(), route_w_.get(), d_pos_, ed_.get(), stream_.get());

@@ -61,8 +61,8 @@ std::string DeviceMemoryReport::format() const {
     s += i + "host experts " + std::to_string(host_expert_layers) + " of " + std::to_string(layers) +
          " layers' routed experts in host memory (" + format_bytes(host_expert_bytes) + "), computed by " +
          std::to_string(host_expert_threads) + " CPU threads" +
-         (expert_slot_bytes > 0 ? "; large steps upload a layer's experts to a " + format_bytes(expert_slot_bytes) +
-                                      " device slot"
+         (expert_slot_bytes > 0 ? "; large steps stream them through " + format_bytes(expert_slot_bytes) +
+                                      " on the device"
                                 : "; host copies not pinned: every step on the CPU");
   }
   s += i + "KV cache     " + format_bytes(kv_bytes);

@@ -28,7 +28,7 @@ struct DeviceMemoryReport {
   // Routed experts kept in host memory and multiplied by the CPU (host_experts.h): not on the device.
   int host_expert_layers = 0, host_expert_threads = 0;
   uint64_t host_expert_bytes = 0;
-  uint64_t expert_slot_bytes = 0;  // on the device: the slot large steps upload a layer's experts into
+  uint64_t expert_slot_bytes = 0;  // on the device: the ring (and repacked copies) large steps stream experts through
   uint64_t kv_bytes = 0;         // K and V rows of every layer and slot
   uint64_t recurrent_bytes = 0;  // DeltaNet conv and recurrent states (hybrid models)
   uint64_t activation_bytes = 0; // activation rows, step inputs, sampling state, attention partials

@@ -18,6 +18,25 @@ constexpr LayerTensor kStacks[] = {LayerTensor::GateExps, LayerTensor::UpExps, L
 
 bool marked(const std::vector<bool>& host, size_t i) { return i < host.size() && host[i]; }
 
+uint64_t aligned(uint64_t n) { return (n + 255) / 256 * 256; }
+
+// A host layer's image (its stacks one after another, 256-byte aligned) and the part of it whose
+// types are repacked on the device.
+struct ImageSize {
+  uint64_t image = 0, repacked = 0;
+};
+
+ImageSize image_size(const LayerWeights& lw) {
+  ImageSize s;
+  for (LayerTensor r : kStacks) {
+    if (const TensorView* t = lw[r]) {
+      s.image += aligned(t->nbytes);
+      if (is_repacked(t->type)) s.repacked += aligned(t->nbytes);
+    }
+  }
+  return s;
+}
+
 }  // namespace
 
 ModelWeights without_host_experts(const ModelWeights& w, const std::vector<bool>& host) {
@@ -40,27 +59,27 @@ uint64_t host_expert_bytes(const ModelWeights& w, const std::vector<bool>& host)
   return bytes;
 }
 
-uint64_t upload_slot_bytes(const ModelWeights& w, const std::vector<bool>& host, uint64_t* repack_bytes) {
-  uint64_t slot = 0, raw = 0;
+uint64_t upload_device_bytes(const ModelWeights& w, const std::vector<bool>& host) {
+  uint64_t slot = 0, repacked = 0;
+  int n = 0;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     if (!marked(host, i)) continue;
-    uint64_t bytes = 0;
-    for (LayerTensor r : kStacks) {
-      const TensorView* t = w.layers[i][r];
-      if (t == nullptr) continue;
-      bytes += (t->nbytes + 255) / 256 * 256;
-      if (is_repacked(t->type)) raw = std::max<uint64_t>(raw, t->nbytes);
-    }
-    slot = std::max(slot, bytes);
+    const ImageSize s = image_size(w.layers[i]);
+    if (s.image == 0) continue;
+    slot = std::max(slot, s.image);
+    repacked = std::max(repacked, s.repacked);
+    ++n;
   }
-  if (repack_bytes != nullptr) *repack_bytes = raw;
-  return slot;
+  return static_cast<uint64_t>(std::min(n, HostExperts::kUploadSlots)) * slot + repacked;
 }
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
                          int threads)
     : n_embd_(c.n_embd), pool_(threads) {
   layers_.resize(w.layers.size());
+  bool pinned = max_tokens >= kUploadMinRows;  // no step large enough to upload: plain memory
+  std::vector<LayerImage> schedule;
+  uint64_t repacked = 0;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     if (!marked(host, i)) continue;
     const int il = w.range.first + static_cast<int>(i);
@@ -68,28 +87,32 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
     if (s.ffn != FfnKind::Moe) continue;
     const LayerWeights& lw = w.layers[i];
     auto l = std::make_unique<Layer>();
-    // Own copies of the stacks (the mapping is only read while the stage is built), copied by
-    // every thread: one thread alone reads the page cache at a fraction of memory bandwidth.
+    const ImageSize size = image_size(lw);
+    l->image_bytes = size.image;
+    repacked = std::max(repacked, size.repacked);
+    if (pinned) {
+      try {
+        l->pinned = PinnedBuffer<uint8_t>(size.image);
+      } catch (const Error&) {
+        (void)cudaGetLastError();  // an allocation failure is not sticky: plain memory, CPU products only
+        pinned = false;
+      }
+    }
+    if (l->pinned.get() == nullptr) l->plain.reset(new uint8_t[size.image]);
+    uint8_t* image = l->pinned.get() != nullptr ? l->pinned.get() : l->plain.get();
+    // Copied by every thread: one thread alone reads the page cache at a fraction of memory
+    // bandwidth. The mapping is only read while the stage is built.
+    uint64_t off = 0;
     const auto copy = [&](LayerTensor r, TensorView& view) -> const TensorView* {
       const TensorView* t = lw[r];
       if (t == nullptr) return nullptr;
       view = *t;
-      l->bytes.emplace_back();
-      HostBytes& hb = l->bytes.back();
-      if (pinned_) {
-        try {
-          hb.pinned = PinnedBuffer<uint8_t>(t->nbytes);
-        } catch (const Error&) {
-          (void)cudaGetLastError();  // an allocation failure is not sticky: plain memory, CPU products only
-          pinned_ = false;
-        }
-      }
-      if (hb.pinned.get() == nullptr) hb.plain.reset(new uint8_t[t->nbytes]);
-      uint8_t* dst = hb.get();
+      uint8_t* dst = image + off;
       pool_.parallel_for(static_cast<int64_t>(t->nbytes), [&](int64_t b, int64_t e) {
         std::memcpy(dst + b, t->data + b, static_cast<size_t>(e - b));
       });
       view.data = dst;
+      off += aligned(t->nbytes);
       bytes_ += t->nbytes;
       return &view;
     };
@@ -116,15 +139,16 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
       throw Error("host experts: layer " + std::to_string(il) + " has no complete expert stacks");
     }
     l->k = s.n_expert_used;
+    l->position = static_cast<int>(schedule.size());
     k_ = std::max(k_, s.n_expert_used);
+    schedule.push_back({l->image(), l->image_bytes});
     layers_[i] = std::move(l);
   }
-  if (pinned_ && max_tokens >= kUploadMinRows) {
-    uint64_t raw = 0;
-    slot_.resize(upload_slot_bytes(w, host, &raw));
-    raw_.resize(raw);
-  } else {
-    pinned_ = false;  // no step is large enough to upload
+  if (pinned && !schedule.empty()) {
+    StreamerOptions so;
+    so.slots = kUploadSlots;
+    streamer_ = std::make_unique<LayerStreamer>(std::move(schedule), so);
+    repacked_.resize(repacked);
   }
   const size_t T = static_cast<size_t>(max_tokens), E = static_cast<size_t>(n_embd_), P = T * static_cast<size_t>(k_);
   h_rows_ = PinnedBuffer<float>(T * E);
@@ -134,13 +158,21 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
   h_pos_ = PinnedBuffer<int32_t>(T);
 }
 
+uint64_t HostExperts::device_bytes() const {
+  return streamer_ ? static_cast<uint64_t>(streamer_->slots()) * streamer_->slot_bytes() + repacked_.bytes() : 0;
+}
+
+const HostExperts::Layer& HostExperts::layer(int local_layer) const {
+  if (!holds(local_layer)) throw Error("host experts: local layer " + std::to_string(local_layer) + " is on the GPU");
+  return *layers_[static_cast<size_t>(local_layer)];
+}
+
 void HostExperts::enqueue(int local_layer, int T, const float* rows, const int32_t* ids, const float* weights,
                           const int32_t* pos, float* out, cudaStream_t s) {
-  if (!holds(local_layer)) throw Error("host experts: local layer " + std::to_string(local_layer) + " is on the GPU");
+  const Layer& l = layer(local_layer);
   if (T < 1 || static_cast<size_t>(T) > h_pos_.size()) throw Error("host experts: " + std::to_string(T) + " rows");
-  const int K = layers_[static_cast<size_t>(local_layer)]->k;
   const size_t rows_bytes = static_cast<size_t>(T) * static_cast<size_t>(n_embd_) * sizeof(float);
-  const size_t pairs = static_cast<size_t>(T) * static_cast<size_t>(K);
+  const size_t pairs = static_cast<size_t>(T) * static_cast<size_t>(l.k);
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_rows_.get(), rows, rows_bytes, cudaMemcpyDeviceToHost, s));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_ids_.get(), ids, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_weights_.get(), weights, pairs * sizeof(float), cudaMemcpyDeviceToHost, s));
@@ -152,9 +184,11 @@ void HostExperts::enqueue(int local_layer, int T, const float* rows, const int32
 }
 
 const CudaLayer& HostExperts::upload(int local_layer, cudaStream_t s) {
-  if (!holds(local_layer) || !pinned_) throw Error("host experts: local layer " + std::to_string(local_layer) + " cannot upload");
-  const Layer& l = *layers_[static_cast<size_t>(local_layer)];
-  uint64_t off = 0;
+  const Layer& l = layer(local_layer);
+  if (!streamer_) throw Error("host experts: uploads need pinned host copies");
+  streamer_->before(l.position, s);
+  const uint8_t* slot = streamer_->slot_data(l.position);
+  uint64_t off = 0, repacked = 0;
   const std::pair<LayerTensor, const TensorView*> stacks[] = {{LayerTensor::GateExps, &l.gate},
                                                               {LayerTensor::UpExps, &l.up},
                                                               {LayerTensor::GateUpExps, &l.gate_up},
@@ -165,18 +199,22 @@ const CudaLayer& HostExperts::upload(int local_layer, cudaStream_t s) {
     if (t->data == nullptr) continue;
     const int64_t n_expert = l.stacks.n_expert;
     m.m = device_matrix_shape(*t, n_expert);
-    m.m.data = slot_.get() + off;
     m.expert_bytes = t->nbytes / static_cast<uint64_t>(n_expert);
     if (is_repacked(t->type)) {
-      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(raw_.get(), t->data, t->nbytes, cudaMemcpyHostToDevice, s));
-      repack_for_device(t->type, raw_.get(), m.m.blocks(), slot_.get() + off, s, n_expert);
+      // The slot holds the file's blocks; the kernels read the device layout.
+      uint8_t* dst = repacked_.get() + repacked;
+      repack_for_device(t->type, slot + off, m.m.blocks(), dst, s, n_expert);
+      m.m.data = dst;
+      repacked += aligned(t->nbytes);
     } else {
-      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(slot_.get() + off, t->data, t->nbytes, cudaMemcpyHostToDevice, s));
+      m.m.data = const_cast<uint8_t*>(slot + off);
     }
-    off += (t->nbytes + 255) / 256 * 256;
+    off += aligned(t->nbytes);
   }
   return staged_;
 }
+
+void HostExperts::release(int local_layer, cudaStream_t s) { streamer_->after(layer(local_layer).position, s); }
 
 void CUDART_CB HostExperts::run_call(void* call) {
   const Call& c = *static_cast<const Call*>(call);

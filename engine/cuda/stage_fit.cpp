@@ -150,12 +150,9 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaS
   }
   in.override_hint = fit.override_hint;
   if (!fit.reduce_hint.empty()) in.reduce_hint = fit.reduce_hint;
-  // Experts in host memory need the device slot their uploads land in (host_experts.h).
+  // Experts in host memory need the device ring their uploads stream through (host_experts.h).
   const auto slot_bytes = [&](const std::vector<bool>& host) {
-    if (max_tokens < HostExperts::kUploadMinRows) return uint64_t{0};
-    uint64_t raw = 0;
-    const uint64_t slot = upload_slot_bytes(all_w, host, &raw);
-    return slot + raw;
+    return max_tokens < HostExperts::kUploadMinRows ? uint64_t{0} : upload_device_bytes(all_w, host);
   };
   if (user_placed) {
     in.scratch_bytes += slot_bytes(placed);
