@@ -1,10 +1,14 @@
 #include "engine/cuda/host_experts.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
 #include "base/error.h"
+#include "engine/model/vram_plan.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/repack.h"
 #include "kernels/cuda/weight_layout.h"
@@ -73,6 +77,23 @@ uint64_t upload_device_bytes(const ModelWeights& w, const std::vector<bool>& hos
   return static_cast<uint64_t>(std::min(n, HostExperts::kUploadSlots)) * slot + repacked;
 }
 
+HostExperts::HostBuffer::HostBuffer(size_t bytes, bool pin) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t n = (std::max<size_t>(bytes, 1) + kHuge - 1) / kHuge * kHuge;
+  p_ = static_cast<uint8_t*>(std::aligned_alloc(kHuge, n));
+  if (p_ == nullptr) throw Error("host experts: cannot allocate " + format_bytes(bytes) + " of host memory");
+  (void)madvise(p_, n, MADV_HUGEPAGE);  // a hint: without it the pages are 4 KiB
+  if (pin) {
+    pinned_ = cudaHostRegister(p_, n, cudaHostRegisterPortable) == cudaSuccess;
+    if (!pinned_) (void)cudaGetLastError();  // not sticky: the memory stays pageable
+  }
+}
+
+HostExperts::HostBuffer::~HostBuffer() {
+  if (pinned_) cudaHostUnregister(p_);
+  std::free(p_);
+}
+
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
                          int threads)
     : n_embd_(c.n_embd), pool_(threads) {
@@ -90,16 +111,9 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
     const ImageSize size = image_size(lw);
     l->image_bytes = size.image;
     repacked = std::max(repacked, size.repacked);
-    if (pinned) {
-      try {
-        l->pinned = PinnedBuffer<uint8_t>(size.image);
-      } catch (const Error&) {
-        (void)cudaGetLastError();  // an allocation failure is not sticky: plain memory, CPU products only
-        pinned = false;
-      }
-    }
-    if (l->pinned.get() == nullptr) l->plain.reset(new uint8_t[size.image]);
-    uint8_t* image = l->pinned.get() != nullptr ? l->pinned.get() : l->plain.get();
+    l->buffer = std::make_unique<HostBuffer>(size.image, pinned);
+    pinned = pinned && l->buffer->pinned();  // refused: CPU products only
+    uint8_t* image = l->buffer->get();
     // Copied by every thread: one thread alone reads the page cache at a fraction of memory
     // bandwidth. The mapping is only read while the stage is built.
     uint64_t off = 0;
@@ -141,7 +155,7 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
     l->k = s.n_expert_used;
     l->position = static_cast<int>(schedule.size());
     k_ = std::max(k_, s.n_expert_used);
-    schedule.push_back({l->image(), l->image_bytes});
+    schedule.push_back({image, l->image_bytes});
     layers_[i] = std::move(l);
   }
   if (pinned && !schedule.empty()) {

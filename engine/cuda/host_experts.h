@@ -90,18 +90,31 @@ class HostExperts {
   void rethrow();
 
  private:
-  // A host layer: its stacks in one buffer (256-byte aligned offsets), pinned when the driver
-  // grants it (uploads need it), else plain memory.
+  // Host memory in 2 MiB pages where the kernel grants them (a decode token reads a few scattered
+  // experts: 4 KiB pages cost a TLB miss every 4 KiB), registered with the driver (pinned) when
+  // asked and granted: uploads need that.
+  class HostBuffer {
+   public:
+    HostBuffer(size_t bytes, bool pin);
+    ~HostBuffer();
+    HostBuffer(const HostBuffer&) = delete;
+    HostBuffer& operator=(const HostBuffer&) = delete;
+    uint8_t* get() const { return p_; }
+    bool pinned() const { return pinned_; }
+
+   private:
+    uint8_t* p_ = nullptr;
+    bool pinned_ = false;
+  };
+  // A host layer: its stacks in one buffer (256-byte aligned offsets).
   struct Layer {
-    PinnedBuffer<uint8_t> pinned;
-    std::unique_ptr<uint8_t[]> plain;
+    std::unique_ptr<HostBuffer> buffer;
     size_t image_bytes = 0;
     TensorView gate, up, gate_up, down;  // views into the buffer
     std::vector<float> gate_bias, up_bias, down_bias;
     ExpertStacks stacks;
     int k = 0;         // experts per token (ids and weights are [T][k])
     int position = 0;  // in the upload schedule
-    const uint8_t* image() const { return pinned.get() != nullptr ? pinned.get() : plain.get(); }
   };
   struct Call {
     HostExperts* self;
