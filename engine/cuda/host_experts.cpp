@@ -1,14 +1,10 @@
 #include "engine/cuda/host_experts.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
 #include "base/error.h"
-#include "engine/model/vram_plan.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/repack.h"
 #include "kernels/cuda/weight_layout.h"
@@ -77,21 +73,15 @@ uint64_t upload_device_bytes(const ModelWeights& w, const std::vector<bool>& hos
   return static_cast<uint64_t>(std::min(n, HostExperts::kUploadSlots)) * slot + repacked;
 }
 
-HostExperts::HostBuffer::HostBuffer(size_t bytes, bool pin) {
-  constexpr size_t kHuge = size_t{2} << 20;
-  const size_t n = (std::max<size_t>(bytes, 1) + kHuge - 1) / kHuge * kHuge;
-  p_ = static_cast<uint8_t*>(std::aligned_alloc(kHuge, n));
-  if (p_ == nullptr) throw Error("host experts: cannot allocate " + format_bytes(bytes) + " of host memory");
-  (void)madvise(p_, n, MADV_HUGEPAGE);  // a hint: without it the pages are 4 KiB
+HostExperts::HostBuffer::HostBuffer(size_t bytes, bool pin) : mem_(bytes) {
   if (pin) {
-    pinned_ = cudaHostRegister(p_, n, cudaHostRegisterPortable) == cudaSuccess;
+    pinned_ = cudaHostRegister(mem_.get(), mem_.bytes(), cudaHostRegisterPortable) == cudaSuccess;
     if (!pinned_) (void)cudaGetLastError();  // not sticky: the memory stays pageable
   }
 }
 
 HostExperts::HostBuffer::~HostBuffer() {
-  if (pinned_) cudaHostUnregister(p_);
-  std::free(p_);
+  if (pinned_) cudaHostUnregister(mem_.get());
 }
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,

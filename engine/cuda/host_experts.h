@@ -27,6 +27,7 @@
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/model/model_weights.h"
+#include "engine/util/huge_page_buffer.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cuda/cuda_raii.h"
 
@@ -90,20 +91,19 @@ class HostExperts {
   void rethrow();
 
  private:
-  // Host memory in 2 MiB pages where the kernel grants them (a decode token reads a few scattered
-  // experts: 4 KiB pages cost a TLB miss every 4 KiB), registered with the driver (pinned) when
-  // asked and granted: uploads need that.
+  // A host layer's memory (huge_page_buffer.h: a decode token reads a few scattered experts),
+  // registered with the driver (pinned) when asked and granted: uploads need that.
   class HostBuffer {
    public:
     HostBuffer(size_t bytes, bool pin);
     ~HostBuffer();
     HostBuffer(const HostBuffer&) = delete;
     HostBuffer& operator=(const HostBuffer&) = delete;
-    uint8_t* get() const { return p_; }
+    uint8_t* get() const { return mem_.get(); }
     bool pinned() const { return pinned_; }
 
    private:
-    uint8_t* p_ = nullptr;
+    HugePageBuffer mem_;
     bool pinned_ = false;
   };
   // A host layer: its stacks in one buffer (256-byte aligned offsets).
