@@ -29,6 +29,7 @@
 #include "engine/model/expert_placement.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
+#include "engine/model/vram_plan.h"
 #include "engine/model_gen/model_shape.h"
 #include "engine/model_gen/model_plan.h"
 #include "kernels/cpu/fp16.h"
@@ -282,7 +283,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
-               "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n");
+               "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
+               "                          [--expert-cache SIZE]\n");
   return 2;
 }
 
@@ -317,6 +319,8 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--n-cpu-moe" || a == "-ncmoe") experts.n_cpu_moe = std::stoi(next());
     else if (a == "-ot" || a == "--override-tensor") {
       for (TensorOverride& o : parse_tensor_overrides(next())) experts.overrides.push_back(std::move(o));
+    } else if (a == "--expert-cache") {
+      experts.cache_bytes = parse_byte_size(next(), "--expert-cache");
     } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
     else return usage();
   }
@@ -371,6 +375,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
+    o.expert_cache_bytes = experts.cache_bytes;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     const double up_s = seconds_since(tu);
@@ -406,6 +411,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
+    o.expert_cache_bytes = experts.cache_bytes;
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     std::fprintf(txt, "%s\n", st.memory_report().format().c_str());

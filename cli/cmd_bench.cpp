@@ -49,6 +49,7 @@ int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json
   if (f.experts.cpu_moe) args.push_back("--cpu-moe");
   if (f.experts.n_cpu_moe > 0) args.insert(args.end(), {"--n-cpu-moe", std::to_string(f.experts.n_cpu_moe)});
   for (const TensorOverride& o : f.experts.overrides) args.insert(args.end(), {"-ot", o.text});
+  if (f.experts.cache_bytes > 0) args.insert(args.end(), {"--expert-cache", std::to_string(f.experts.cache_bytes)});
   if (f.threads > 0) args.insert(args.end(), {"-t", std::to_string(f.threads)});
   std::vector<char*> av;
   for (auto& a : args) av.push_back(a.data());

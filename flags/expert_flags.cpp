@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/error.h"
+#include "engine/model/vram_plan.h"
 
 namespace pipellm::flags {
 
@@ -29,6 +30,18 @@ void add_expert_flags(CLI::App& app, ExpertPlacementFlags& f) {
          "PATTERN=CPU|CUDA0[,...], repeatable: tensors whose name matches PATTERN go there, the first match "
          "deciding; only routed expert stacks may go to the CPU (-ot)")
       ->allow_extra_args(false)
+      ->group(g);
+  app.add_option_function<std::string>(
+         "--expert-cache",
+         [&f](const std::string& v) {
+           try {
+             f.cache_bytes = parse_byte_size(v, "--expert-cache");
+           } catch (const std::exception& e) {
+             throw CLI::ValidationError("--expert-cache", e.what());
+           }
+         },
+         "CUDA: GPU memory (e.g. 4GiB) that keeps the most used of the experts left in host memory; its hit rate "
+         "is in the memory report")
       ->group(g);
 }
 

@@ -15,6 +15,7 @@
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/mmq.h"
 #include "kernels/cuda/moe.h"
+#include "kernels/cuda/moe_cache.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
 
@@ -265,13 +266,25 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     enqueue_device_experts(l, host_experts_->upload(i, stream_.get()), s, T);
     host_experts_->release(i, stream_.get());
   } else if (host_experts_ && host_experts_->holds(i)) {
-    // Experts in host memory: the CPU computes the weighted sums (host_experts.h) into ed_.
-    host_experts_->enqueue(i, T, y_.get(), route_id_.get(), route_w_.get(), d_pos_, ed_.get(), stream_.get());
-    combine = [&](float* dst, bool add) {
-      if (add) {
-        residual_add(dst, E, ed_.get(), E, nullptr, nullptr, eps, T, E, launch());
+    // Experts in host memory: the CPU computes the weighted sums (host_experts.h) into host_sum_;
+    // with the expert cache, the pairs it holds multiply on the GPU first (weights cache_w_).
+    ExpertCache* cache = host_experts_->cache();
+    const bool cached = cache != nullptr && cache->slots() > 0;
+    if (cached) {
+      moe_cache_split(route_id_.get(), route_w_.get(), cache->slot_table(i), X, P, cache_id_.get(), cache_w_.get(),
+                      host_id_.get(), launch());
+      enqueue_cached_experts(l, cache->matrices(i), s, T);
+    }
+    host_experts_->enqueue(i, T, y_.get(), route_id_.get(), cached ? host_id_.get() : nullptr, route_w_.get(), d_pos_,
+                           host_sum_.get(), stream_.get());
+    combine = [&, cached](float* dst, bool add) {
+      if (cached) {
+        moe_combine(ed_.get(), cache_w_.get(), T, K, E, dst, add, launch());
+        residual_add(dst, E, host_sum_.get(), E, nullptr, nullptr, eps, T, E, launch());
+      } else if (add) {
+        residual_add(dst, E, host_sum_.get(), E, nullptr, nullptr, eps, T, E, launch());
       } else {
-        PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dst, ed_.get(), static_cast<size_t>(T) * E * sizeof(float),
+        PIPELLM_CUDA_CHECK(cudaMemcpyAsync(dst, host_sum_.get(), static_cast<size_t>(T) * E * sizeof(float),
                                            cudaMemcpyDeviceToDevice, stream_.get()));
       }
     };
@@ -284,21 +297,6 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
 void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
   const int F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
   const bool q8_rows = cfg_.n_embd % 32 == 0;
-  // The activated rows (P of F) as 8-bit blocks for the down products; false where F is not
-  // whole 32-element blocks (the float kernel then reads them).
-  const auto quantize_pairs = [&](const float* rows) {
-    if (F % 32 != 0) return false;
-    NormOutArgs a;
-    a.x = rows;
-    a.x_stride = F;
-    a.n_rows = P;
-    a.n = F;
-    a.normalize = false;
-    a.xq = eq_.get();
-    a.xds = eds_.get();
-    rmsnorm_convert(a, launch());
-    return true;
-  };
   // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
   // each expert's pairs multiplied as one tensor-core product: its weights are read once per
   // tile of pairs instead of once per pair.
@@ -351,7 +349,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
   const int8_t* hq = q8_rows ? xq_.get() : nullptr;
   const float2* hds = q8_rows ? xds_.get() : nullptr;
   const auto down = [&](const float* act) {
-    const bool q8 = quantize_pairs(act);
+    const bool q8 = quantize_pair_rows(act, P, F);
     experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), act, q8 ? eq_.get() : nullptr,
             q8 ? eds_.get() : nullptr, 1, ed_.get());
   };
@@ -366,6 +364,55 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
     moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
     down(eg_.get());
   }
+}
+
+bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {
+  if (F % 32 != 0) return false;
+  NormOutArgs a;
+  a.x = rows;
+  a.x_stride = F;
+  a.n_rows = P;
+  a.n = F;
+  a.normalize = false;
+  a.xq = eq_.get();
+  a.xds = eds_.get();
+  rmsnorm_convert(a, launch());
+  return true;
+}
+
+void CudaStage::enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
+  const int E = cfg_.n_embd, F = s.n_ff, K = s.n_expert_used, P = T * K;
+  const bool q8_rows = E % 32 == 0;
+  // Products on the cache's slots (cache_id_); an expert's biases go by its real id (route_id_).
+  const auto experts = [&](LayerTensor w, const float* x, const int8_t* xq, const float2* xds, int x_group, float* y) {
+    MoeMatvecArgs m;
+    m.w = mats[w].m;
+    m.expert_bytes = mats[w].expert_bytes;
+    m.ids = cache_id_.get();
+    m.n_pairs = P;
+    m.x = x;
+    m.xq = xq;
+    m.xds = xds;
+    m.x_group = x_group;
+    m.y = y;
+    moe_matvec(m, launch());
+  };
+  const int8_t* hq = q8_rows ? xq_.get() : nullptr;
+  const float2* hds = q8_rows ? xds_.get() : nullptr;
+  float* act = eg_.get();
+  if (mats[LayerTensor::GateUpExps].present()) {
+    experts(LayerTensor::GateUpExps, y_.get(), hq, hds, K, eg_.get());
+    gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
+    act = eu_.get();
+  } else {
+    experts(LayerTensor::GateExps, y_.get(), hq, hds, K, eg_.get());
+    experts(LayerTensor::UpExps, y_.get(), hq, hds, K, eu_.get());
+    moe_gated_act(s.act, eg_.get(), eu_.get(), l.vec(LayerTensor::GateExpsBias), l.vec(LayerTensor::UpExpsBias),
+                  route_id_.get(), P, F, launch());
+  }
+  const bool q8 = quantize_pair_rows(act, P, F);
+  experts(LayerTensor::DownExps, act, q8 ? eq_.get() : nullptr, q8 ? eds_.get() : nullptr, 1, ed_.get());
+  if (const float* bd = l.vec(LayerTensor::DownExpsBias)) moe_add_bias(ed_.get(), bd, route_id_.get(), P, E, launch());
 }
 
 void CudaStage::moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine) {

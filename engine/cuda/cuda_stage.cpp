@@ -113,7 +113,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   const int64_t kdim = cfg_.k_dim();
   max_tokens_ = std::max(opt_.max_batch_tokens, batch_bucket(opt_.n_slots));
   if (std::find(host_local.begin(), host_local.end(), true) != host_local.end()) {
-    host_experts_ = std::make_unique<HostExperts>(c, w, host_local, max_tokens_, opt_.host_threads);
+    host_experts_ = std::make_unique<HostExperts>(c, w, host_local, max_tokens_, opt_.host_threads,
+                                                  opt_.expert_cache_bytes, opt_.expert_cache_refresh);
   }
   // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx;
   // rows in bytes of the cache types (kv_row_bytes), as the CPU cache lays them out.
@@ -246,6 +247,14 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     eds_.resize(P * F / 32 + 1);
     ed_.resize(P * E);
     dense_.resize(T * E);
+    if (host_experts_) {
+      host_sum_.resize(T * E);
+      if (host_experts_->cache() != nullptr) {
+        cache_w_.resize(P);
+        cache_id_.resize(P);
+        host_id_.resize(P);
+      }
+    }
   }
   u_.resize(T * F);
   act_.resize(T * F);
@@ -617,8 +626,12 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
                           std::to_string(max_tokens_));
   out.tokens.clear();
   if (n == 0) return;
-  // A host function's failure in a step that did not wait for its stream (not the tail) shows here.
-  if (host_experts_) host_experts_->rethrow();
+  // A host function's failure in a step that did not wait for its stream (not the tail) shows here;
+  // between steps the expert cache may move experts in.
+  if (host_experts_) {
+    host_experts_->rethrow();
+    host_experts_->maintain(stream_.get());
+  }
   // A decode step (every row wants logits) replays a graph; prefill chunks and logits for the
   // caller run eagerly.
   const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_;

@@ -57,6 +57,8 @@ struct CudaStageOptions {
   // (host_experts.h; --cpu-moe, --n-cpu-moe, -ot: engine/model/expert_placement.h). Empty: none.
   std::vector<bool> host_experts;
   int host_threads = 0;  // CPU threads for those products; 0: one per hardware thread
+  uint64_t expert_cache_bytes = 0;  // VRAM for the most used of those experts (expert_cache.h); 0: none
+  int expert_cache_refresh = 32;    // steps between the cache's refreshes
 };
 
 // opt.host_experts for the stage's layers (index 0 = range.first).
@@ -150,6 +152,12 @@ class CudaStage : public Stage {
   // The expert matrices are mats' (the layer's own, or host experts uploaded for the step), the
   // biases l's.
   void enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T);
+  // The pairs the expert cache holds (cache_id_: slots, the others slot 0) on the cached experts
+  // `mats`, into ed_ (biases by the real ids in route_id_).
+  void enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T);
+  // The activated rows (P of F) as 8-bit blocks in eq_/eds_ for the down products; false where F
+  // is not whole 32-element blocks (the float kernel then reads the rows).
+  bool quantize_pair_rows(const float* rows, int P, int F);
   // The MoE block's output into x from the routed sum (combine(dst, add) writes or adds it to
   // dst): gemma4's dense MLP beside it, the shared expert, or the post-norm.
   void moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine);
@@ -232,6 +240,10 @@ class CudaStage : public Stage {
   DeviceBuffer<float2> eds_;
   DeviceBuffer<int32_t> route_id_;
   DeviceBuffer<int32_t> moe_order_, moe_n_tiles_;  // pairs grouped by expert (mmq.h MoeTiles)
+  // Host experts: the CPU's weighted sums; with the expert cache the pairs' slots and weights on
+  // the GPU and the ids left to the CPU (kernels/cuda/moe_cache.h).
+  DeviceBuffer<float> host_sum_, cache_w_;
+  DeviceBuffer<int32_t> cache_id_, host_id_;
   DeviceBuffer<int4> moe_tiles_;
   DeviceBuffer<float> gq_;  // qwen35: the attention output gates
   // DeltaNet: projections and per-slot conv / recurrent states per local layer (empty for others).

@@ -1,5 +1,7 @@
 #include "engine/cuda/device_memory.h"
 
+#include <cstdio>
+
 #include "engine/cuda/cuda_stage.h"
 #include "engine/model/vram_plan.h"
 
@@ -64,6 +66,16 @@ std::string DeviceMemoryReport::format() const {
          (expert_slot_bytes > 0 ? "; large steps stream them through " + format_bytes(expert_slot_bytes) +
                                       " on the device"
                                 : "; host copies not pinned: every step on the CPU");
+    if (expert_cache_slots > 0) {
+      const double rate = expert_cache_pairs > 0 ? 100.0 * static_cast<double>(expert_cache_hits) /
+                                                       static_cast<double>(expert_cache_pairs)
+                                                 : 0.0;
+      char hit[64];
+      std::snprintf(hit, sizeof hit, "%.1f%%", rate);
+      s += i + "expert cache " + format_bytes(expert_cache_bytes) + ", " + std::to_string(expert_cache_used) + " of " +
+           std::to_string(expert_cache_slots) + " slots in use, hit rate " + hit + " of " +
+           std::to_string(expert_cache_pairs) + " pairs";
+    }
   }
   s += i + "KV cache     " + format_bytes(kv_bytes);
   if (recurrent_bytes > 0) s += ", recurrent state " + format_bytes(recurrent_bytes);
@@ -104,6 +116,13 @@ DeviceMemoryReport CudaStage::memory_report() const {
     r.host_expert_bytes = host_experts_->host_bytes();
     r.host_expert_threads = host_experts_->threads();
     r.expert_slot_bytes = host_experts_->device_bytes();
+    if (const ExpertCache* c = host_experts_->cache()) {
+      r.expert_cache_bytes = c->device_bytes();
+      r.expert_cache_slots = c->slots();
+      r.expert_cache_used = c->cached();
+      r.expert_cache_hits = c->hits();
+      r.expert_cache_pairs = c->pairs();
+    }
   }
   r.kv_bytes = sum_bytes(k_cache_) + sum_bytes(v_cache_);
   r.recurrent_bytes = sum_bytes(conv_state_) + sum_bytes(delta_state_);
@@ -112,7 +131,7 @@ DeviceMemoryReport CudaStage::memory_report() const {
   r.activation_bytes = sum_bytes(d_io_, d_next_, d_sampling_, d_counter_, d_history_, d_logprob_) +
                        sum_bytes(x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_) +
                        sum_bytes(router_, route_w_, eg_, eu_, ed_, dense_, eq_, eds_, route_id_, gq_) +
-                       sum_bytes(moe_order_, moe_n_tiles_, moe_tiles_) +
+                       sum_bytes(moe_order_, moe_n_tiles_, moe_tiles_) + sum_bytes(host_sum_, cache_w_, cache_id_, host_id_) +
                        sum_bytes(dz_, dg_, dbeta_, dy_, dout_) + sum_bytes(inp_pl_, pl_tok_, pl_x0_, pl_g_, pl_u_) +
                        sum_bytes(router_scale_) + sum_bytes(xq_, xds_, xh_);
   r.graph_bytes = graph_bytes_;

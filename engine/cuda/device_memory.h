@@ -28,6 +28,9 @@ struct DeviceMemoryReport {
   // Routed experts kept in host memory and multiplied by the CPU (host_experts.h): not on the device.
   int host_expert_layers = 0, host_expert_threads = 0;
   uint64_t host_expert_bytes = 0;
+  uint64_t expert_cache_bytes = 0;  // on the device: the hot-expert cache (expert_cache.h)
+  int expert_cache_slots = 0, expert_cache_used = 0;
+  uint64_t expert_cache_hits = 0, expert_cache_pairs = 0;
   uint64_t expert_slot_bytes = 0;  // on the device: the ring (and repacked copies) large steps stream experts through
   uint64_t kv_bytes = 0;         // K and V rows of every layer and slot
   uint64_t recurrent_bytes = 0;  // DeltaNet conv and recurrent states (hybrid models)
@@ -41,8 +44,8 @@ struct DeviceMemoryReport {
   uint64_t scratch_bytes() const { return activation_bytes + cublas_bytes + dequant_bytes; }
   // Everything above that the stage holds on the device.
   uint64_t total() const {
-    return weight_bytes + f16_bytes + ring_bytes + expert_slot_bytes + kv_bytes + recurrent_bytes + scratch_bytes() +
-           graph_bytes;
+    return weight_bytes + f16_bytes + ring_bytes + expert_slot_bytes + expert_cache_bytes + kv_bytes + recurrent_bytes +
+           scratch_bytes() + graph_bytes;
   }
   // A few lines, the first "cuda:N memory (<stage>):", each after it indented; no trailing newline.
   std::string format() const;

@@ -85,7 +85,7 @@ HostExperts::HostBuffer::~HostBuffer() {
 }
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
-                         int threads)
+                         int threads, uint64_t cache_bytes, int cache_refresh)
     : n_embd_(c.n_embd), pool_(threads) {
   layers_.resize(w.layers.size());
   bool pinned = max_tokens >= kUploadMinRows;  // no step large enough to upload: plain memory
@@ -159,7 +159,26 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
   h_out_ = PinnedBuffer<float>(T * E);
   h_weights_ = PinnedBuffer<float>(P);
   h_ids_ = PinnedBuffer<int32_t>(P);
+  h_host_ids_ = PinnedBuffer<int32_t>(P);
   h_pos_ = PinnedBuffer<int32_t>(T);
+  if (cache_bytes > 0) {
+    std::vector<ExpertCache::Layer> cl(layers_.size());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer* l = layers_[i].get();
+      if (l == nullptr) continue;
+      cl[i].n_expert = static_cast<int>(l->stacks.n_expert);
+      const std::pair<LayerTensor, const TensorView*> stacks[] = {{LayerTensor::GateExps, &l->gate},
+                                                                  {LayerTensor::UpExps, &l->up},
+                                                                  {LayerTensor::GateUpExps, &l->gate_up},
+                                                                  {LayerTensor::DownExps, &l->down}};
+      for (const auto& [role, t] : stacks) {
+        if (t->data == nullptr) continue;
+        cl[i].stacks.push_back({role, device_matrix_shape(*t, l->stacks.n_expert),
+                                t->nbytes / static_cast<uint64_t>(l->stacks.n_expert), t->data});
+      }
+    }
+    cache_ = std::make_unique<ExpertCache>(std::move(cl), cache_bytes, cache_refresh);
+  }
 }
 
 uint64_t HostExperts::device_bytes() const {
@@ -171,14 +190,16 @@ const HostExperts::Layer& HostExperts::layer(int local_layer) const {
   return *layers_[static_cast<size_t>(local_layer)];
 }
 
-void HostExperts::enqueue(int local_layer, int T, const float* rows, const int32_t* ids, const float* weights,
-                          const int32_t* pos, float* out, cudaStream_t s) {
+void HostExperts::enqueue(int local_layer, int T, const float* rows, const int32_t* ids, const int32_t* host_ids,
+                          const float* weights, const int32_t* pos, float* out, cudaStream_t s) {
   const Layer& l = layer(local_layer);
   if (T < 1 || static_cast<size_t>(T) > h_pos_.size()) throw Error("host experts: " + std::to_string(T) + " rows");
   const size_t rows_bytes = static_cast<size_t>(T) * static_cast<size_t>(n_embd_) * sizeof(float);
   const size_t pairs = static_cast<size_t>(T) * static_cast<size_t>(l.k);
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_rows_.get(), rows, rows_bytes, cudaMemcpyDeviceToHost, s));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_ids_.get(), ids, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_host_ids_.get(), host_ids != nullptr ? host_ids : ids, pairs * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, s));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_weights_.get(), weights, pairs * sizeof(float), cudaMemcpyDeviceToHost, s));
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_pos_.get(), pos, static_cast<size_t>(T) * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
   std::unique_ptr<Call>& call = calls_[{local_layer, T}];
@@ -230,10 +251,13 @@ void HostExperts::run(int layer, int T) {
   try {
     const size_t K = static_cast<size_t>(l.k);
     for (size_t t = 0; t < static_cast<size_t>(T); ++t) {
-      if (h_pos_[t] < 0) std::fill(h_ids_.get() + t * K, h_ids_.get() + (t + 1) * K, -1);
+      if (h_pos_[t] >= 0) continue;
+      std::fill(h_ids_.get() + t * K, h_ids_.get() + (t + 1) * K, -1);
+      std::fill(h_host_ids_.get() + t * K, h_host_ids_.get() + (t + 1) * K, -1);
     }
+    if (cache_) cache_->record(layer, h_ids_.get(), h_host_ids_.get(), T * l.k);
     // One 8-bit rounding of the activations, as the GPU's expert kernels and llama.cpp.
-    experts_.run(l.stacks, h_rows_.get(), h_ids_.get(), h_weights_.get(), T, l.k, h_out_.get(), pool_, 1);
+    experts_.run(l.stacks, h_rows_.get(), h_host_ids_.get(), h_weights_.get(), T, l.k, h_out_.get(), pool_, 1);
   } catch (const std::exception& e) {
     std::fill(h_out_.get(), h_out_.get() + static_cast<size_t>(T) * static_cast<size_t>(n_embd_),
               std::numeric_limits<float>::quiet_NaN());

@@ -25,6 +25,7 @@
 
 #include "engine/cpu/routed_experts.h"
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/expert_cache.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/model/model_weights.h"
 #include "engine/util/huge_page_buffer.h"
@@ -54,8 +55,10 @@ class HostExperts {
 
   // Copies the expert stacks of the local layers marked in `host` out of `w` (read only here),
   // with `threads` CPU threads (0: one per hardware thread), which then do the products; steps of
-  // up to max_tokens rows.
-  HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens, int threads);
+  // up to max_tokens rows. cache_bytes > 0: that much VRAM holds the most used experts
+  // (expert_cache.h), refreshed every cache_refresh steps.
+  HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens, int threads,
+              uint64_t cache_bytes = 0, int cache_refresh = 32);
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
 
@@ -70,11 +73,21 @@ class HostExperts {
   // Device bytes of the upload ring and the repacked copies; 0 without pinned copies.
   uint64_t device_bytes() const;
 
+  // The hot-expert cache; null without one.
+  ExpertCache* cache() { return cache_.get(); }
+  const ExpertCache* cache() const { return cache_.get(); }
+  // Before a step, on its stream (the cache's refresh).
+  void maintain(cudaStream_t s) {
+    if (cache_) cache_->maintain(s);
+  }
+
   // CPU path. Enqueues on `s`: out[t] = sum over the row's K pairs of weights * expert(rows[t])
   // for T rows ([T][n_embd] device floats; ids / weights [T][K] device; pos [T] device, rows with
-  // pos < 0 are padding and get zeros). Capturable: the host function becomes a graph node.
-  void enqueue(int local_layer, int T, const float* rows, const int32_t* ids, const float* weights, const int32_t* pos,
-               float* out, cudaStream_t s);
+  // pos < 0 are padding and get zeros). host_ids (device, [T][K]; null: ids): the pairs the CPU
+  // takes, -1 for those the cache took (ids are what the cache counts). Capturable: the host
+  // function becomes a graph node.
+  void enqueue(int local_layer, int T, const float* rows, const int32_t* ids, const int32_t* host_ids,
+               const float* weights, const int32_t* pos, float* out, cudaStream_t s);
 
   // Upload path, for a pass whose steps upload (uploads(T)), on the compute stream `s`:
   //   begin_uploads(s); per host layer in order: { mats = upload(i, s); <products>; release(i, s); }
@@ -132,7 +145,8 @@ class HostExperts {
   RoutedExperts experts_;
   std::vector<std::unique_ptr<Layer>> layers_;  // per local layer; null where the GPU holds them
   PinnedBuffer<float> h_rows_, h_weights_, h_out_;
-  PinnedBuffer<int32_t> h_ids_, h_pos_;
+  PinnedBuffer<int32_t> h_ids_, h_host_ids_, h_pos_;
+  std::unique_ptr<ExpertCache> cache_;
   std::map<std::pair<int, int>, std::unique_ptr<Call>> calls_;  // (layer, T): stable for captured graphs
   std::unique_ptr<LayerStreamer> streamer_;     // null: no uploads
   DeviceBuffer<uint8_t> repacked_;              // device-layout copies of the slot's repacked stacks

@@ -84,6 +84,14 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
     bytes += P * sizeof(int32_t) + sizeof(int32_t) +
              static_cast<uint64_t>(moe_max_tiles(static_cast<int>(P), static_cast<int>(n_expert), 8)) * sizeof(int4);
   }
+  if (c.has_moe()) {
+    const std::vector<bool> host = local_host_experts(opt, range);
+    if (std::find(host.begin(), host.end(), true) != host.end()) {
+      const uint64_t P = T * static_cast<uint64_t>(c.max_expert_used());
+      floats += T * E;  // the CPU's sums
+      if (opt.expert_cache_bytes > 0) floats += P, bytes += 2 * P * sizeof(int32_t);  // the cache's split
+    }
+  }
   floats += 2 * T * F;                                                        // u act
   bytes += T * W + (T * W / 32 + 1) * sizeof(float2) + T * W * sizeof(__half);  // xq xds xh
   if (last) floats += T * static_cast<uint64_t>(c.n_vocab);
@@ -155,7 +163,7 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaS
     return max_tokens < HostExperts::kUploadMinRows ? uint64_t{0} : upload_device_bytes(all_w, host);
   };
   if (user_placed) {
-    in.scratch_bytes += slot_bytes(placed);
+    in.scratch_bytes += slot_bytes(placed) + opt.expert_cache_bytes;
   } else if (c.has_moe()) {
     for (size_t i = 0; i < w.layers.size(); ++i) {
       std::vector<bool> one(w.layers.size(), false);

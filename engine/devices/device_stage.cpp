@@ -42,6 +42,7 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.kv_type_v = opt.kv_type_v;
   o.host_experts = host_expert_layers(c, opt.experts);
   o.host_threads = opt.host_threads;
+  o.expert_cache_bytes = opt.experts.cache_bytes;
   if (opt.log) {
     if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) opt.log("placement: " + d);
   }

@@ -4,6 +4,7 @@
 // shared experts, norms): a model whose experts do not fit the card still decodes at host-memory
 // speed for the few experts each token uses (engine/cpu/routed_experts.h does the products).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct ExpertPlacementFlags {
   std::vector<TensorOverride> overrides;  // -ot, in the order given: the first match decides
   bool cpu_moe = false;                   // --cpu-moe: the experts of every layer
   int n_cpu_moe = 0;                      // --n-cpu-moe N: the experts of layers 0 .. N-1
+  uint64_t cache_bytes = 0;               // --expert-cache SIZE: VRAM for the most used host experts
   bool any() const { return !overrides.empty() || cpu_moe || n_cpu_moe > 0; }
 };
 

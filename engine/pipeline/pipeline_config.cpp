@@ -208,8 +208,9 @@ StageSpec parse_stage(const std::string& file, const YAML::Node& n, size_t index
       r.fail(ot, path + ".override_tensor", e.what());
     }
   }
-  if (s.experts.any() && !s.is_gpu()) {
-    for (const char* key : {"cpu_moe", "n_cpu_moe", "override_tensor"}) {
+  s.experts.cache_bytes = r.bytes("expert_cache", 0);
+  if ((s.experts.any() || s.experts.cache_bytes > 0) && !s.is_gpu()) {
+    for (const char* key : {"cpu_moe", "n_cpu_moe", "override_tensor", "expert_cache"}) {
       if (n[key]) r.fail(n[key], path + "." + key, "needs a cuda:N device (a CPU stage holds every expert in host memory)");
     }
   }

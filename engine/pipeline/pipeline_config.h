@@ -35,7 +35,8 @@ struct StageSpec {
   uint64_t memory_bytes = 0;   // budget for weights + KV cache + scratch; 0: unlimited
   uint64_t vram_budget = 0;    // GPU stages: weights beyond it stream from host (docs/PREFETCH.md)
   // GPU stages: routed experts kept in host memory, multiplied by the rank's CPU (keys cpu_moe,
-  // n_cpu_moe, override_tensor: llama.cpp's --cpu-moe, --n-cpu-moe, -ot; engine/model/expert_placement.h).
+  // n_cpu_moe, override_tensor: llama.cpp's --cpu-moe, --n-cpu-moe, -ot; engine/model/expert_placement.h),
+  // and the VRAM of the cache of the most used of them (expert_cache: a size).
   ExpertPlacementFlags experts;
   std::string host;            // informative (multi-node): the hostfile places ranks
   std::optional<std::pair<int, int>> layers;  // explicit [first, last)

@@ -18,11 +18,13 @@ namespace {
 
 struct Case {
   std::string model;
-  bool all_layers;  // else layer 0 only
+  bool all_layers;           // else layer 0 only
+  uint64_t cache_bytes = 0;  // the hot-expert cache (refreshed every 2 steps)
 };
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  std::string s = info.param.model + (info.param.all_layers ? "_all" : "_layer0");
+  std::string s = info.param.model + (info.param.all_layers ? "_all" : "_layer0") +
+                  (info.param.cache_bytes > 0 ? "_cache" + std::to_string(info.param.cache_bytes >> 10) + "k" : "");
   std::replace(s.begin(), s.end(), '-', '_');
   return s;
 }
@@ -35,6 +37,8 @@ std::unique_ptr<cuda::CudaModel> open_hybrid(const Case& c, bool graphs, int n_s
   opt.use_graphs = graphs;
   opt.host_experts = c.all_layers ? std::vector<bool>(64, true) : std::vector<bool>{true};
   opt.host_threads = 4;
+  opt.expert_cache_bytes = c.cache_bytes;
+  opt.expert_cache_refresh = 2;
   return cuda::CudaModel::open(test::model_path(c.model), opt);
 }
 
@@ -48,6 +52,29 @@ TEST_P(HostExpertsFixture, MatchesLlamaCppWithinTheFileBounds) {
       GetParam().model, model->config().n_vocab,
       [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
       [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+}
+
+TEST_P(HostExpertsFixture, TheCacheServesPairsOnceExpertsMovedIn) {
+  // After the fixture's checks (48 decode steps and more), a cache with room for every expert
+  // served pairs; without one, the report has no cache line.
+  PIPELLM_REQUIRE_GPU();
+  auto model = open_hybrid(GetParam(), true);
+  test::check_arch_fixture(
+      GetParam().model, model->config().n_vocab,
+      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  const cuda::DeviceMemoryReport r = model->stage().memory_report();
+  if (GetParam().cache_bytes == 0) {
+    EXPECT_EQ(r.expert_cache_slots, 0);
+    EXPECT_EQ(r.format().find("expert cache"), std::string::npos);
+    return;
+  }
+  EXPECT_GT(r.expert_cache_slots, 0);
+  EXPECT_GT(r.expert_cache_used, 0);
+  EXPECT_GT(r.expert_cache_pairs, 0u);
+  EXPECT_GT(r.expert_cache_hits, 0u) << r.format();
+  EXPECT_LE(r.expert_cache_hits, r.expert_cache_pairs);
+  EXPECT_NE(r.format().find("expert cache"), std::string::npos) << r.format();
 }
 
 TEST_P(HostExpertsFixture, CpuAndUploadedStepsStayWithinTheBound) {
@@ -127,7 +154,12 @@ TEST_P(HostExpertsFixture, MemoryReportCountsTheHostExperts) {
 INSTANTIATE_TEST_SUITE_P(Moe, HostExpertsFixture,
                          ::testing::Values(Case{"tiny-qwen3moe-Q4_K_M", false}, Case{"tiny-qwen3moe-Q4_K_M", true},
                                            Case{"tiny-llamamoe-Q4_K_M", true}, Case{"tiny-gptoss-MXFP4_MOE", true},
-                                           Case{"tiny-qwen35moe-Q4_K_M", true}, Case{"tiny-gemma4moe-Q4_K_M", true}),
+                                           Case{"tiny-qwen35moe-Q4_K_M", true}, Case{"tiny-gemma4moe-Q4_K_M", true},
+                                           // a cache for a few experts, and one for all of them
+                                           Case{"tiny-qwen3moe-Q4_K_M", true, 64 << 10},
+                                           Case{"tiny-qwen3moe-Q4_K_M", true, 64 << 20},
+                                           Case{"tiny-gptoss-MXFP4_MOE", true, 64 << 20},
+                                           Case{"tiny-gemma4moe-Q4_K_M", true, 64 << 20}),
                          case_name);
 
 }  // namespace

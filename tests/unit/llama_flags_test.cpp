@@ -86,6 +86,7 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"-fa"}, [](const Parsed& p) { EXPECT_EQ(p.m.flash_attn, "on"); }},
       {{"-cmoe"}, [](const Parsed& p) { EXPECT_TRUE(p.e.cpu_moe); }},
       {{"--n-cpu-moe", "12"}, [](const Parsed& p) { EXPECT_EQ(p.e.n_cpu_moe, 12); }},
+      {{"-cmoe", "--expert-cache", "1.5GiB"}, [](const Parsed& p) { EXPECT_EQ(p.e.cache_bytes, uint64_t{3} << 29); }},
       {{"-ncmoe=3", "-m", "x.gguf"},
        [](const Parsed& p) {
          EXPECT_EQ(p.e.n_cpu_moe, 3);
@@ -193,6 +194,7 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"-ot", "exps"}, "--override-tensor: 'exps': expected PATTERN=BUFFER"},
       {{"-ot", "exps=Metal"}, "'Metal' is not CPU or CUDA<n>"},
       {{"-ncmoe", "-3"}, "--n-cpu-moe"},
+      {{"--expert-cache", "lots"}, "--expert-cache"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
       {{"--bogus"}, "--bogus"},

@@ -81,11 +81,13 @@ TEST(PipelineConfig, KvCacheTypesPerSide) {
 
 TEST(PipelineConfig, ExpertPlacementPerStage) {
   const PipelineConfig c = PipelineConfig::parse(
-      "model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 12}\n  - device: cuda:1\n    cpu_moe: true\n"
+      "model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 12, expert_cache: 2GiB}\n  - device: cuda:1\n    cpu_moe: true\n"
       "    override_tensor: \"blk\\\\.40\\\\.=CUDA1,exps=CPU\"\n  - {device: cuda:2}\n",
       "t.yaml", "/cfg");
   ASSERT_EQ(c.stages.size(), 3u);
   EXPECT_EQ(c.stages[0].experts.n_cpu_moe, 12);
+  EXPECT_EQ(c.stages[0].experts.cache_bytes, uint64_t{2} << 30);
+  EXPECT_EQ(c.stages[1].experts.cache_bytes, 0u);
   EXPECT_FALSE(c.stages[0].experts.cpu_moe);
   EXPECT_TRUE(c.stages[1].experts.cpu_moe);
   ASSERT_EQ(c.stages[1].experts.overrides.size(), 2u);
