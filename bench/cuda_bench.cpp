@@ -400,6 +400,10 @@ int cuda_bench_main(int argc, char** argv) {
       run_pp(st, 4096);  // fills the cache of slot 0 up to 4096
       rows.push_back({"tg128 @ d4096", repeat(runs, [&] { return run_tg(st, 128, 4096); }), true});
     }
+    // The expert cache's hit rate over the runs above.
+    if (st.host_experts() != nullptr && st.host_experts()->cache() != nullptr) {
+      std::fprintf(txt, "after the runs: %s\n", st.memory_report().format().c_str());
+    }
   }
   if (batched) {
     cuda::CudaStageOptions o;
