@@ -9,7 +9,8 @@
 #   scripts/device-arch.sh offload  issue 19: the HostExperts GPU tests, then qwen3-30b-a3b with every
 #                                   routed expert in host memory: pipellm bench --cpu-moe beside
 #                                   llama-bench -ncmoe 48 (same file, -t 16), and the host's read
-#                                   bandwidth; NCPU (default 48) experts' layers on the CPU
+#                                   bandwidth; NCPU (default 48) experts' layers on the CPU; then
+#                                   with --expert-cache CACHE (default 8GiB): its hit rate and speed
 # Afterwards here: `scripts/device-tree.sh restore`. Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +60,11 @@ offload)
   timeout 240 $B/cli/pipellm bench -m "$m" --device cuda --n-cpu-moe $n -t 16 --skip-depth --skip-batched --reps 2 \
     >"$OUT/pipellm-$p-ncmoe$n.txt" 2>&1
   echo "pipellm $p --n-cpu-moe $n rc=$? $(since)"; grep -vE "^\s*$" "$OUT/pipellm-$p-ncmoe$n.txt" | tail -16
+  # The hot-expert cache (more VRAM than llama.cpp's -ncmoe: not an equal-memory figure).
+  timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --n-cpu-moe $n --expert-cache ${CACHE:-8GiB} -t 16 \
+    --skip-depth --skip-batched --reps 2 >"$OUT/pipellm-$p-ncmoe$n-cache.txt" 2>&1
+  echo "pipellm $p --n-cpu-moe $n --expert-cache rc=$? $(since)"
+  grep -E "tg128|pp512|expert cache" "$OUT/pipellm-$p-ncmoe$n-cache.txt" | tail -8
   if [ -x build-llama/bin/llama-bench ]; then
     timeout 240 build-llama/bin/llama-bench -m "$m" -ngl 99 -fa 1 -ncmoe $n -t 16 -p 512 -n 128 -r 2 -o json \
       >"$OUT/llama-$p-ncmoe$n.json" 2>"$OUT/llama-$p-ncmoe$n.log"
