@@ -177,6 +177,7 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaS
   if (f.host_expert_layers > 0) {
     opt.host_experts.assign(static_cast<size_t>(c.n_layer), false);
     for (int k = 0; k < f.host_expert_layers; ++k) opt.host_experts[static_cast<size_t>(w.range.first + k)] = true;
+    opt.expert_cache_bytes = f.expert_cache_bytes;
   } else if (f.mode == VramFitMode::AutoStreamed) {
     opt.streaming.vram_budget = f.budget;
   }

@@ -89,9 +89,12 @@ VramFit fit_vram(const VramFitInput& in) {
       f.mode = VramFitMode::AutoStreamed;
       f.host_expert_layers = k + 1;
       f.plan = plan;
-      f.needed_bytes = needed;
+      // What is left keeps the most used of the moved experts on the device (at most all of them).
+      f.expert_cache_bytes = std::min(f.usable_bytes - needed, moved);
+      f.needed_bytes = needed + f.expert_cache_bytes;
       f.message = "auto-fit: the routed experts of layers 0-" + std::to_string(k) + " (" + format_bytes(moved) +
-                  ") stay in host memory, multiplied by the CPU (all on the GPU would need " + format_bytes(whole) +
+                  ") stay in host memory, multiplied by the CPU, the most used of them in a " +
+                  format_bytes(f.expert_cache_bytes) + " cache (all on the GPU would need " + format_bytes(whole) +
                   ", " + format_bytes(in.free_bytes) + " free); give --n-cpu-moe, --cpu-moe or -ot to override";
       return f;
     }

@@ -46,6 +46,8 @@ struct VramFit {
   uint64_t needed_bytes = 0;  // plan.device_bytes + scratch: what the stage will hold
   uint64_t usable_bytes = 0;  // free - margin
   int host_expert_layers = 0;  // auto-fit: the routed experts of layers 0 .. N-1 stay in host memory
+  // ... and the VRAM left over keeps the most used of them (expert_cache.h), up to all of them
+  uint64_t expert_cache_bytes = 0;
   // The auto-fit line, or a warning when the user's choice will not fit; empty when all fits.
   std::string message;
 };

@@ -177,14 +177,18 @@ TEST(VramFit, ExpertsStayInHostMemoryWhenTheyDoNotFit) {
   EXPECT_EQ(f.mode, VramFitMode::AutoStreamed);
   EXPECT_EQ(f.host_expert_layers, 2);
   EXPECT_EQ(f.plan.n_streamed(), 0);
-  EXPECT_EQ(f.needed_bytes, 430u);
+  // The 40 B left over become the expert cache: the device is then full (470).
+  EXPECT_EQ(f.expert_cache_bytes, 40u);
+  EXPECT_EQ(f.needed_bytes, 470u);
   EXPECT_EQ(f.message,
-            "auto-fit: the routed experts of layers 0-1 (120 B) stay in host memory, multiplied by the CPU (all on "
-            "the GPU would need 550 B, 570 B free); give --n-cpu-moe, --cpu-moe or -ot to override");
+            "auto-fit: the routed experts of layers 0-1 (120 B) stay in host memory, multiplied by the CPU, the most "
+            "used of them in a 40 B cache (all on the GPU would need 550 B, 570 B free); give --n-cpu-moe, --cpu-moe "
+            "or -ot to override");
   in.expert_slot_bytes = 50;  // the upload slot counts: layers 0-1 would need 480, layers 0-2 need 420
   f = fit_vram(in);
   EXPECT_EQ(f.host_expert_layers, 3);
-  EXPECT_EQ(f.needed_bytes, 420u);
+  EXPECT_EQ(f.expert_cache_bytes, 50u);  // 470 - 420 left, below the 180 B moved
+  EXPECT_EQ(f.needed_bytes, 470u);
   in.expert_slot_bytes = 0;
   in.free_bytes = 650;  // fits whole: the experts stay on the device
   EXPECT_EQ(fit_vram(in).host_expert_layers, 0);
