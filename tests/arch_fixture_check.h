@@ -7,6 +7,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -101,6 +102,28 @@ inline void check_arch_fixture(const std::string& name, int n_vocab, const Forwa
   }
   std::printf("[ %s ] worst rel RMS %.4f (bound %.3f), argmax %d/%d, greedy %zu clear steps equal\n", name.c_str(),
               worst, lim.rel_rms, agreed, considered, steps);
+}
+
+// The prompt again in chunks of each size (a stage's different product paths), every position's
+// logits within the file's bound.
+inline void check_arch_fixture_chunks(const std::string& name, int n_vocab, const ForwardFn& forward,
+                                      const std::vector<size_t>& chunks) {
+  const size_t V = static_cast<size_t>(n_vocab);
+  const auto tokens = read_ids(fixture_ref(name, ".tokens"));
+  const auto ref = read_f32(fixture_ref(name, ".logits.f32"));
+  const double bound = arch_limits(name).rel_rms;
+  std::vector<float> part_logits;
+  for (const size_t chunk : chunks) {
+    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
+      const size_t c1 = std::min(tokens.size(), c0 + chunk);
+      const std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
+      forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), part_logits);
+      for (size_t p = c0; p < c1; ++p) {
+        EXPECT_LT(rel_rms(part_logits.data() + (p - c0) * V, ref.data() + p * V, V), bound)
+            << name << " chunks of " << chunk << ", position " << p;
+      }
+    }
+  }
 }
 
 }  // namespace pipellm::test

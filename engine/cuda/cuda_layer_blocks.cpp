@@ -333,18 +333,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
       mmq_experts(m, launch());
       return;
     }
-    MoeMatvecArgs m;
-    m.w = mats[w].m;
-    m.expert_bytes = mats[w].expert_bytes;
-    m.ids = route_id_.get();
-    m.n_pairs = P;
-    m.x = x;
-    m.xq = xq;
-    m.xds = xds;
-    m.x_group = x_group;
-    m.bias = bias;
-    m.y = y;
-    moe_matvec(m, launch());
+    expert_matvec(mats[w], route_id_.get(), P, x, xq, xds, x_group, bias, y);
   };
   const int8_t* hq = q8_rows ? xq_.get() : nullptr;
   const float2* hds = q8_rows ? xds_.get() : nullptr;
@@ -366,6 +355,22 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
   }
 }
 
+void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
+                              const float2* xds, int x_group, const float* bias, float* y) {
+  MoeMatvecArgs m;
+  m.w = w.m;
+  m.expert_bytes = w.expert_bytes;
+  m.ids = ids;
+  m.n_pairs = n_pairs;
+  m.x = x;
+  m.xq = xq;
+  m.xds = xds;
+  m.x_group = x_group;
+  m.bias = bias;
+  m.y = y;
+  moe_matvec(m, launch());
+}
+
 bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {
   if (F % 32 != 0) return false;
   NormOutArgs a;
@@ -385,17 +390,7 @@ void CudaStage::enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats
   const bool q8_rows = E % 32 == 0;
   // Products on the cache's slots (cache_id_); an expert's biases go by its real id (route_id_).
   const auto experts = [&](LayerTensor w, const float* x, const int8_t* xq, const float2* xds, int x_group, float* y) {
-    MoeMatvecArgs m;
-    m.w = mats[w].m;
-    m.expert_bytes = mats[w].expert_bytes;
-    m.ids = cache_id_.get();
-    m.n_pairs = P;
-    m.x = x;
-    m.xq = xq;
-    m.xds = xds;
-    m.x_group = x_group;
-    m.y = y;
-    moe_matvec(m, launch());
+    expert_matvec(mats[w], cache_id_.get(), P, x, xq, xds, x_group, nullptr, y);
   };
   const int8_t* hq = q8_rows ? xq_.get() : nullptr;
   const float2* hds = q8_rows ? xds_.get() : nullptr;

@@ -158,6 +158,9 @@ class CudaStage : public Stage {
   // The activated rows (P of F) as 8-bit blocks in eq_/eds_ for the down products; false where F
   // is not whole 32-element blocks (the float kernel then reads the rows).
   bool quantize_pair_rows(const float* rows, int P, int F);
+  // One expert product per pair (moe.h moe_matvec): expert ids[p] of `w` on the pair's row.
+  void expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
+                     const float2* xds, int x_group, const float* bias, float* y);
   // The MoE block's output into x from the routed sum (combine(dst, add) writes or adds it to
   // dst): gemma4's dense MLP beside it, the shared expert, or the post-norm.
   void moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine);

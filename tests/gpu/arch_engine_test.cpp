@@ -35,24 +35,10 @@ TEST_P(CudaArchFixture, MatchesLlamaCppWithinTheFileBounds) {
 
 TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
   PIPELLM_REQUIRE_GPU();
-  const std::string name = GetParam();
-  auto model = open_arch(name, true);
-  const size_t V = static_cast<size_t>(model->config().n_vocab);
-  const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
-  const auto ref = test::read_f32(test::fixture_ref(name, ".logits.f32"));
-  const double bound = test::arch_limits(name).rel_rms;
-  std::vector<float> part_logits;
-  for (const size_t chunk : {size_t{1}, size_t{5}, size_t{20}}) {
-    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
-      const size_t c1 = std::min(tokens.size(), c0 + chunk);
-      const std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
-      model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), part_logits);
-      for (size_t p = c0; p < c1; ++p) {
-        EXPECT_LT(test::rel_rms(part_logits.data() + (p - c0) * V, ref.data() + p * V, V), bound)
-            << name << " chunks of " << chunk << ", position " << p;
-      }
-    }
-  }
+  auto model = open_arch(GetParam(), true);
+  test::check_arch_fixture_chunks(
+      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      {1, 5, 20});
 }
 
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {

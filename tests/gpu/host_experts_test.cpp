@@ -81,24 +81,11 @@ TEST_P(HostExpertsFixture, CpuAndUploadedStepsStayWithinTheBound) {
   // Chunks below HostExperts::kUploadMinRows rows multiply on the CPU, larger ones upload the
   // layer's experts to the device: both within the file's bound at every position.
   PIPELLM_REQUIRE_GPU();
-  const std::string& name = GetParam().model;
   auto model = open_hybrid(GetParam(), true);
-  const size_t V = static_cast<size_t>(model->config().n_vocab);
-  const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
-  const auto ref = test::read_f32(test::fixture_ref(name, ".logits.f32"));
-  const double bound = test::arch_limits(name).rel_rms;
-  std::vector<float> part_logits;
-  for (const size_t chunk : {size_t{5}, size_t{cuda::HostExperts::kUploadMinRows + 8}}) {
-    for (size_t c0 = 0; c0 < tokens.size(); c0 += chunk) {
-      const size_t c1 = std::min(tokens.size(), c0 + chunk);
-      const std::vector<int32_t> part(tokens.begin() + c0, tokens.begin() + c1);
-      model->stage().forward(Batch::sequence(part, static_cast<int32_t>(c0), 0, true), part_logits);
-      for (size_t p = c0; p < c1; ++p) {
-        EXPECT_LT(test::rel_rms(part_logits.data() + (p - c0) * V, ref.data() + p * V, V), bound)
-            << name << " chunks of " << chunk << ", position " << p;
-      }
-    }
-  }
+  test::check_arch_fixture_chunks(
+      GetParam().model, model->config().n_vocab,
+      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      {5, static_cast<size_t>(cuda::HostExperts::kUploadMinRows + 8)});
 }
 
 TEST_P(HostExpertsFixture, GraphReplayEqualsEager) {

@@ -26,6 +26,7 @@
 #include "kernels/cpu/quantize_activations.h"
 #include "kernels/cpu/vec_dot.h"
 #include "kernels/cpu/vec_dot_q8.h"
+#include "tests/unit/matmul_test_util.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {
@@ -323,19 +324,7 @@ TEST(Mxfp4Matmul, ExpertsMatchFloat64) {
     for (int64_t T : {1, 3, 4, 9}) {
       const auto x = gaussian(T * n, rng);
       for (int nth : {1, 3}) {
-        std::vector<float> y(static_cast<size_t>(T * rows), std::nanf(""));
-        MatmulArgs a;
-        a.type = TensorType::MXFP4;
-        a.w = w;
-        a.row_bytes = t.row_bytes();
-        a.n_rows = rows;
-        a.n = n;
-        a.x = x.data();
-        a.x_stride = n;
-        a.n_tokens = T;
-        a.y = y.data();
-        a.y_stride = rows;
-        for (int ith = 0; ith < nth; ++ith) matmul(a, ith, nth);
+        const std::vector<float> y = test::run_matmul(TensorType::MXFP4, w, t.row_bytes(), rows, n, x, T, 3, nth);
         for (int64_t tok = 0; tok < T; ++tok) {
           for (int64_t r = 0; r < rows; ++r) {
             const Float64Dot ref = reference(w + static_cast<size_t>(r) * t.row_bytes(), n, x.data() + tok * n);

@@ -16,17 +16,17 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
+#include "tests/unit/matmul_test_util.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {
 namespace {
 
-std::vector<float> random_vec(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
+using test::random_vec;
+
+// matmul of the 2-D tensor `w` with T rows of x on nth threads.
+std::vector<float> run_matmul(const TensorView& w, const std::vector<float>& x, int64_t T, int act_parts, int nth) {
+  return test::run_matmul(w.type, w.data, w.row_bytes(), w.ne[1], w.ne[0], x, T, act_parts, nth);
 }
 
 // max |a - ref| / max |ref|
@@ -279,19 +279,7 @@ TEST_P(MatmulOp, MatchesFloat64) {
       }
     }
     for (int nth : {1, 3}) {
-      std::vector<float> y(ref.size(), 0.0f);
-      MatmulArgs a;
-      a.type = w.type;
-      a.w = w.data;
-      a.row_bytes = w.row_bytes();
-      a.n_rows = rows;
-      a.n = n;
-      a.x = x.data();
-      a.x_stride = n;
-      a.n_tokens = T;
-      a.y = y.data();
-      a.y_stride = rows;
-      for (int ith = 0; ith < nth; ++ith) matmul(a, ith, nth);
+      const std::vector<float> y = run_matmul(w, x, T, 3, nth);
       EXPECT_LT(max_rel(y, ref), 1e-5) << GetParam().model << " " << w.name << " (" << tensor_type_name(w.type)
                                        << ") tokens " << T << " threads " << nth;
     }
@@ -320,21 +308,7 @@ TEST_P(MatmulOp, OneActivationPartMatchesFloat64OnTheRoundedActivations) {
       ref[static_cast<size_t>(t * rows + r)] = s;
     }
   }
-  std::vector<float> y(ref.size(), 0.0f);
-  MatmulArgs a;
-  a.type = w.type;
-  a.w = w.data;
-  a.row_bytes = w.row_bytes();
-  a.n_rows = rows;
-  a.n = n;
-  a.x = x.data();
-  a.x_stride = n;
-  a.n_tokens = T;
-  a.y = y.data();
-  a.y_stride = rows;
-  a.act_parts = 1;
-  for (int ith = 0; ith < 2; ++ith) matmul(a, ith, 2);
-  EXPECT_LT(max_rel(y, ref), 1e-5) << w.name << " (" << tensor_type_name(w.type) << ")";
+  EXPECT_LT(max_rel(run_matmul(w, x, T, 1, 2), ref), 1e-5) << w.name << " (" << tensor_type_name(w.type) << ")";
 }
 
 INSTANTIATE_TEST_SUITE_P(Tensors, MatmulOp,

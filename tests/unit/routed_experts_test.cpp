@@ -10,6 +10,7 @@
 #include "engine/cpu/routed_experts.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/quantize.h"
+#include "tests/unit/test_data.h"
 #include "kernels/cpu/gated_activation.h"
 
 namespace pipellm {
@@ -17,13 +18,7 @@ namespace {
 
 constexpr int64_t kE = 64, kF = 96, kX = 3, kK = 2, kT = 9;
 
-std::vector<float> random_vec(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::random_vec;
 
 // A stack of kX experts of `rows` x n_in, quantized to Q8_0, and its dequantized values.
 struct Stack {

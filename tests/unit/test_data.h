@@ -1,6 +1,8 @@
 // Paths of the test fixtures (extracted from tests/data/fixtures.tar.xz at configure time), and small
 // helpers the unit tests share.
 #pragma once
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,15 @@ inline std::vector<bool> mask(const std::string& s) {
   std::vector<bool> m;
   for (char c : s) m.push_back(c == 'S');
   return m;
+}
+
+// n normal floats of standard deviation `scale`, the same for the same seed.
+inline std::vector<float> random_vec(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
 }
 
 }  // namespace pipellm::test
