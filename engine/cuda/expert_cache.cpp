@@ -37,13 +37,15 @@ ExpertCache::ExpertCache(std::vector<Layer> layers, uint64_t bytes, int refresh_
   uint64_t per_slot = 0;
   for (uint64_t s : stride_) per_slot += s;
   n_slots_ = per_slot == 0 ? 0 : static_cast<int>(std::min<uint64_t>(bytes / per_slot, 1u << 20));
+  if (n_slots_ < 2) n_slots_ = 0;  // slot 0 holds no expert (below): one slot caches nothing
   for (size_t r = 0; r < roles_.size(); ++r) {
     pools_.emplace_back(static_cast<size_t>(n_slots_) * stride_[r]);
-    // Zeros: an uncached pair multiplies slot 0 (weighted 0) before any expert moved in.
+    // Slot 0 stays zeros: every uncached pair multiplies it (weighted 0), and zero blocks decode
+    // to finite values in every type, where another layer's expert of another type might not.
     if (n_slots_ > 0) PIPELLM_CUDA_CHECK(cudaMemset(pools_.back().get(), 0, pools_.back().bytes()));
   }
   if (n_slots_ > 0) raw_.resize(raw);
-  owner_.assign(static_cast<size_t>(n_slots_), Owner{});
+  owner_.assign(static_cast<size_t>(n_slots_), Owner{});  // owner_[0] stays empty
   for (const Layer& l : layers_) {
     const size_t X = l.stacks.empty() ? 0 : static_cast<size_t>(l.n_expert);
     tables_.emplace_back(X);
@@ -137,14 +139,14 @@ void ExpertCache::maintain(cudaStream_t s) {
       if (score_[l][e] > 0.0f) by_score.emplace_back(-score_[l][e], static_cast<int>(l), static_cast<int>(e));
     }
   }
-  const size_t keep = std::min(by_score.size(), static_cast<size_t>(n_slots_));
+  const size_t keep = std::min(by_score.size(), static_cast<size_t>(n_slots_ - 1));
   std::partial_sort(by_score.begin(), by_score.begin() + static_cast<std::ptrdiff_t>(keep), by_score.end());
   std::vector<std::vector<char>> wanted(score_.size());
   for (size_t l = 0; l < score_.size(); ++l) wanted[l].assign(score_[l].size(), 0);
   for (size_t i = 0; i < keep; ++i) wanted[static_cast<size_t>(std::get<1>(by_score[i]))][static_cast<size_t>(std::get<2>(by_score[i]))] = 1;
   // Free slots: empty ones first, then those of unwanted experts, least used first.
   std::vector<std::pair<float, int>> free_slots;
-  for (int k = 0; k < n_slots_; ++k) {
+  for (int k = 1; k < n_slots_; ++k) {
     const Owner& o = owner_[static_cast<size_t>(k)];
     if (o.layer < 0) {
       free_slots.emplace_back(-1.0f, k);

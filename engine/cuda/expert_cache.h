@@ -32,7 +32,8 @@ class ExpertCache {
     int n_expert = 0;
   };
   // `bytes` of device memory in slots of one expert of every role (each role's slot the size of
-  // its largest expert over the layers). No slot fits: slots() == 0, and nothing is cached.
+  // its largest expert over the layers). Slot 0 stays zeros (what uncached pairs multiply), so
+  // slots() - 1 experts fit; fewer than two slots: slots() == 0, and nothing is cached.
   ExpertCache(std::vector<Layer> layers, uint64_t bytes, int refresh_steps = 32);
 
   int slots() const { return n_slots_; }

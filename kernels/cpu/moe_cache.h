@@ -3,7 +3,8 @@
 // moe_cache_split: for pair p of expert e = ids[p], s = slot_of[e]:
 //   cached (s >= 0): gpu_ids[p] = s, gpu_w[p] = w[p], host_ids[p] = -1
 //   not cached:      gpu_ids[p] = 0, gpu_w[p] = 0,    host_ids[p] = e
-//   (an uncached pair still multiplies slot 0 on the GPU, weighted 0: no branch in the products)
+//   (an uncached pair still multiplies slot 0 on the GPU, weighted 0: no branch in the products;
+//   the cache keeps slot 0 zeros)
 //   ids outside [0, n_expert) are neither: gpu 0 / 0, host -1.
 // moe_add_bias: y[p][i] += bias[ids[p]][i] (an expert's bias by its real id, where the products
 //   ran on cache slots).

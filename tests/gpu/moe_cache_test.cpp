@@ -18,7 +18,7 @@ TEST(MoeCacheKernels, SplitAndBiasMatchTheCpu) {
   constexpr int64_t N = 96;
   std::mt19937 rng(3);
   std::vector<int32_t> slot_of(X, -1), ids(P);
-  for (int e = 0; e < X; e += 3) slot_of[e] = e / 3;
+  for (int e = 0; e < X; e += 3) slot_of[e] = e / 3 + 1;  // slot 0 is the cache's zero slot
   std::vector<float> w(P), bias(X * N), y(P * N);
   for (int p = 0; p < P; ++p) {
     ids[p] = p % 17 == 0 ? -1 : static_cast<int32_t>(rng() % X);
