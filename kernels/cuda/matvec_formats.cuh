@@ -1,5 +1,5 @@
 // Per-format pieces of the fast quantized mat-vec kernels (matvec_quant.cu): how a thread loads
-// its share of one "item" of a weight row (Q4_K/Q6_K: a 256-element super-block, Q8_0/Q4_0/MXFP4:
+// its share of one "item" of a weight row (Q4_K/Q5_K/Q6_K: a 256-element super-block, Q8_0/Q4_0/MXFP4:
 // a 32-element block) with 16-byte loads, how it decodes those bytes into integer lanes, which
 // 8-bit activations (act_q8.h) it pairs them with, and the scaled integer dot product (dp4a).
 //
@@ -112,6 +112,46 @@ struct Q4K {
     if ((t & 1) == 0) r -= w.dmin * (static_cast<float>(w.m_lo) * a.dlo.y + static_cast<float>(w.m_hi) * a.dhi.y);
     return r;
   }
+};
+
+// ---- Q5_K (GGUF block layout, 176 bytes: d, dmin, 12 bytes of scales, qh[32], qs[128]) ----
+// As Q4_K, lane t covers qs[16t..16t+15] (chunk j = t/2 of 64 elements, l0 = 16*(t%2)), plus
+// qh[l0..l0+15]: bit 2j of qh[l] is the fifth bit of element 64j + l, bit 2j+1 that of
+// 64j + 32 + l. Quants 0..31, the same scales and mins as Q4_K.
+struct Q5K {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  using Dec = Q4K::Dec;
+  using Act = Q4K::Act;
+  struct Raw {
+    uint4 q, qh, hd;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const uint8_t* blk = m.w + (row * m.nb + ib) * 176;
+    return Raw{ld16(blk + 48 + 16 * t), ld16(blk + 16 + 16 * (t & 1)), ld16(blk)};
+  }
+
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const int j = t >> 1;
+    const __half2 dm = *reinterpret_cast<const __half2*>(&r.hd.x);
+    o.d = __low2float(dm);
+    o.dmin = __high2float(dm);
+    Q4K::scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j, o.sc_lo, o.m_lo);
+    Q4K::scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j + 1, o.sc_hi, o.m_hi);
+    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+    const uint32_t h[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>((v[i] & 0x0F0F0F0Fu) | (((h[i] >> (2 * j)) & 0x01010101u) << 4));
+      o.hi[i] = static_cast<int>(((v[i] >> 4) & 0x0F0F0F0Fu) | (((h[i] >> (2 * j + 1)) & 0x01010101u) << 4));
+    }
+    return o;
+  }
+
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) { return Q4K::act(xq, xds, ib, t); }
+  __device__ static float dot(const Dec& w, const Act& a, int t) { return Q4K::dot(w, a, t); }
 };
 
 // ---- Q6_K (repacked: ql, qh, scales, d arrays): 8 lanes per super-block ----

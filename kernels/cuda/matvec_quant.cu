@@ -204,8 +204,8 @@ std::string shape_of(const DeviceMatrix& m) {
 }  // namespace
 
 bool matvec_uses_q8(TensorType t) {
-  return t == TensorType::Q4_K || t == TensorType::Q6_K || t == TensorType::Q8_0 || t == TensorType::Q4_0 ||
-         t == TensorType::MXFP4;
+  return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K || t == TensorType::Q8_0 ||
+         t == TensorType::Q4_0 || t == TensorType::MXFP4;
 }
 
 void matvec(const MatvecArgs& a, const Launch& s) {
@@ -247,6 +247,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
     FastKernel k = nullptr;
     switch (a.w.type) {
       case TensorType::Q4_K: k = fast_kernel<mv::Q4K>(a.n_rows, dual); break;
+      case TensorType::Q5_K: k = fast_kernel<mv::Q5K>(a.n_rows, dual); break;
       case TensorType::Q6_K: k = fast_kernel<mv::Q6K>(a.n_rows, dual); break;
       case TensorType::Q8_0: k = fast_kernel<mv::Q80>(a.n_rows, dual); break;
       case TensorType::Q4_0: k = fast_kernel<mv::Q40>(a.n_rows, dual); break;

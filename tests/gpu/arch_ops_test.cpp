@@ -156,12 +156,13 @@ TEST(ArchOps, MoeMatvecMatchesCpuMatmul) {
 // kernels are checked (kernels_test.cpp): only the kernel's own rounding remains.
 TEST(ArchOps, MoeMatvecOn8BitActivationsMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
-  std::vector<TensorType> types = {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K};
+  std::vector<TensorType> types = {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K,
+                                   TensorType::Q6_K};
   if (can_quantize(TensorType::MXFP4) && cuda::cuda_supports(TensorType::MXFP4)) types.push_back(TensorType::MXFP4);
   const int X = 8, T = 5, K = 3, P = T * K;
   for (TensorType t : types) {
     ASSERT_TRUE(cuda::matvec_uses_q8(t)) << tensor_type_name(t);
-    const bool k_quant = t == TensorType::Q4_K || t == TensorType::Q6_K;
+    const bool k_quant = t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
     // Widths of whole items (256 for the K-quants), and rows not a multiple of the 8 per block.
     // Experts not 16-byte aligned (Q6_K rows of 1024, 2880-wide Q8_0) take the float kernel,
     // checked against the float activations instead.
