@@ -16,7 +16,7 @@ timeout 170 ./tests/pipellm_gpu_tests --gtest_brief=1 > "$OUT/gpu_tests.log" 2>&
 B="./cli/pipellm bench --device cuda"
 timeout 120 $B --preset llama3-8b --quant Q4_K_M --reps 3 --json > "$OUT/bench_q4km.json" 2> "$OUT/bench_q4km.log"
 echo "bench q4km rc=$? $(( $(date +%s) - S ))s"
-for m in "llama3-8b Q4_0" "llama3-8b Q8_0" "llama3.2-1b Q4_K_M"; do
+for m in "llama3-8b Q4_0" "llama3-8b Q8_0" "llama3-8b Q5_K_M" "llama3.2-1b Q4_K_M"; do
   set -- $m
   timeout 50 $B --preset $1 --quant $2 --reps 3 --skip-depth --skip-batched --json >> "$OUT/bench_others.json" 2> /tmp/b.log
   echo "bench $1 $2 rc=$?"; cat /tmp/b.log >> "$OUT/bench_others.log"
