@@ -92,6 +92,10 @@ struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes o
     const int sh = (j & 1) * 4;
     lo = static_cast<int>((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu);
     hi = static_cast<int>((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu);
+    scale_min(r, j, sc, mn);
+  }
+  // Sub-block j's scale and minimum from the block's first 16 bytes (Q5_K's header too).
+  __device__ static void scale_min(const uint8_t* r, int j, float& sc, float& mn) {
     const uint8_t* s = r + 4;
     int scv, mv;
     if (j < 4) {
@@ -104,6 +108,26 @@ struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes o
     const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(r));
     sc = dd.x * static_cast<float>(scv);
     mn = dd.y * static_cast<float>(mv);
+  }
+};
+
+template <>
+struct Fmt<TensorType::Q5_K> {  // GGUF blocks of 176 bytes: d, dmin, 12 bytes of scales/mins, 32 of high bits, 128 of nibbles
+  static constexpr int kRow = 176, kChunks = 11, kExtra = 0, kSub = 32;
+  static constexpr bool kMin = true;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    return p.w + (row * p.nb + kc) * 176 + 16 * c;
+  }
+  __device__ static void copy_extra(const Params&, int64_t, int64_t, uint8_t*) {}
+  // As Q4_K's, with the fifth bit of element l of sub-block j in bit j of qh[l] (l < 32).
+  __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
+                              float& mn) {
+    const uint8_t* q = r + 48 + 32 * (j >> 1);
+    const int sh = (j & 1) * 4;
+    lo = static_cast<int>(((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu) | (((ld32(r + 16 + 4 * tig) >> j) & 0x01010101u) << 4));
+    hi = static_cast<int>(((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu) |
+                          (((ld32(r + 32 + 4 * tig) >> j) & 0x01010101u) << 4));
+    Fmt<TensorType::Q4_K>::scale_min(r, j, sc, mn);
   }
 };
 
@@ -479,7 +503,8 @@ bool mmq_supports(const DeviceMatrix& w) {
   switch (w.type) {
     case TensorType::Q4_0:
     case TensorType::Q8_0:
-    case TensorType::Q4_K: return true;
+    case TensorType::Q4_K:
+    case TensorType::Q5_K: return true;
     case TensorType::Q6_K: return (w.n_out * (w.n_in / kK)) % 2 == 0;
     default: return false;
   }
@@ -491,7 +516,7 @@ void check_supported(const DeviceMatrix& w) {
   if (!mmq_supports(w)) {
     throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(w.type) + " [" + std::to_string(w.n_in) +
                 ", " + std::to_string(w.n_out) +
-                "] (Q4_0, Q8_0, Q4_K, Q6_K with n_in a multiple of 256; Q6_K with an even block count)");
+                "] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K with n_in a multiple of 256; Q6_K with an even block count)");
   }
 }
 
@@ -515,6 +540,7 @@ void launch_any(TensorType t, const Params& p, int nt, int64_t tiles, int chunks
     case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
     case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
     case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
     case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(t)));
   }

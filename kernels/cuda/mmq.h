@@ -34,7 +34,7 @@ struct MmqArgs {
   bool add = false;              // y += product (residual) instead of y = product
 };
 
-// Q4_0, Q8_0, Q4_K and Q6_K with n_in a multiple of 256 (Q6_K: an even number of blocks).
+// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with n_in a multiple of 256 (Q6_K: an even number of blocks).
 bool mmq_supports(const DeviceMatrix& w);
 
 // Throws Error for a matrix mmq_supports() refuses.

@@ -83,7 +83,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
-                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
 // Expert products grouped by expert (moe_group_pairs + mmq_experts) against float64: a stack of
@@ -157,7 +157,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MmqExpertsPerType,
-                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
 TEST(Mmq, RefusesWhatItHasNoKernelFor) {
