@@ -150,14 +150,15 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_prefetch_bench -m FILE.gguf [--budgets 1GiB,2GiB,3GiB] [--runs N] [--slots N]\n"
                "                              [--chunk BYTES] [--placement interleaved|first] [--json OUT]\n"
-               "                              [--skip-ablation] [--skip-resident]\n");
+               "                              [--skip-ablation] [--skip-resident] [--cpu-rows F,F...] [--threads N]\n");
   return 2;
 }
 
 int run(int argc, char** argv) {
   std::string file, json, budgets_arg = "1GiB,2GiB,3GiB", placement = "interleaved";
-  int runs = 3, slots = 2;
+  int runs = 3, slots = 2, threads = 0;
   size_t chunk = 0;
+  std::vector<double> cpu_rows;  // also run each budget with this share of the streamed rows on the CPU
   bool ablation = true, resident = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -174,7 +175,11 @@ int run(int argc, char** argv) {
     else if (a == "--json") json = next();
     else if (a == "--skip-ablation") ablation = false;
     else if (a == "--skip-resident") resident = false;
-    else return usage();
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--cpu-rows") {
+      std::stringstream ss(next());
+      for (std::string f; std::getline(ss, f, ',');) cpu_rows.push_back(std::stod(f));
+    } else return usage();
   }
   if (file.empty() || (placement != "interleaved" && placement != "first")) return usage();
   if (cuda::device_count() == 0) {
@@ -208,6 +213,17 @@ int run(int argc, char** argv) {
       o.streaming.streamer.chunk_bytes = chunk;
       o.streaming.streamer.overlap = overlap;
       rows.push_back(measure(format_bytes(b) + (overlap ? "" : " no-overlap"), cfg, w, o, runs));
+    }
+    for (double f : cpu_rows) {  // host_rows.h: decode multiplies that share of the streamed rows on the CPU
+      cuda::CudaStageOptions o = base;
+      o.streaming.vram_budget = b;
+      o.streaming.budget_weights_only = true;
+      o.streaming.streamer.slots = slots;
+      o.streaming.cpu_rows = f;
+      o.host_threads = threads;
+      char name[64];
+      std::snprintf(name, sizeof name, " cpu-rows %.2f", f);
+      rows.push_back(measure(format_bytes(b) + name, cfg, w, o, runs));
     }
   }
 

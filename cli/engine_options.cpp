@@ -13,13 +13,14 @@
 #include "cli/model_path.h"
 #include "engine/devices/device_stage.h"
 #include "engine/model/vram_plan.h"
-#include "flags/expert_flags.h"
+#include "flags/offload_flags.h"
 
 namespace pipellm::cli {
 
 void add_engine_flags(CLI::App& app, EngineFlags& f) {
   flags::add_model_flags(app, f, PIPELLM_WITH_CUDA, /*parallel=*/false);
   flags::add_expert_flags(app, f.experts);
+  flags::add_cpu_rows_flag(app, f.cpu_rows);
   app.add_option_function<std::string>(
          "--kv-type",
          [&f](const std::string& v) {
@@ -127,6 +128,7 @@ std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f,
   o.gpu_layers = f.n_gpu_layers.value_or(-1);
   o.experts = f.experts;
   o.host_threads = f.threads;
+  o.cpu_rows = f.cpu_rows;
   // The auto-fit decision and what the stage put on the device, beside the other load lines.
   o.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
   return open_cuda_stage(cpu.file(), cpu.config(), o);

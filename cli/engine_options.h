@@ -21,6 +21,7 @@ struct EngineFlags : flags::ModelFlags {
   bool graphs = true;         // CUDA: decode steps as CUDA graphs (--no-graphs: eager launches)
   uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit
   ExpertPlacementFlags experts;  // CUDA: --cpu-moe, --n-cpu-moe, -ot
+  double cpu_rows = 0.0;         // CUDA: --cpu-rows
 };
 
 // Adds the shared model flags, the expert placement flags and --kv-type, --no-graphs,

@@ -114,6 +114,7 @@ std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const s
     io.graphs = !o.no_graphs;
     io.gpu_layers = o.gpu_layers;
     io.experts = o.experts;
+    io.cpu_rows = o.cpu_rows;
     io.debug_step_delay_ms = o.debug_step_delay_ms;
     if (cfg) {
       io.max_batch_tokens = cfg->max_batch_tokens;

@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/version.h"
-#include "flags/expert_flags.h"
+#include "flags/offload_flags.h"
 #include "flags/llama_flags.h"
 
 namespace pipellm::coord {
@@ -18,6 +18,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   flags::ModelFlags mf;
   flags::add_model_flags(app, mf, PIPELLM_WITH_CUDA, /*parallel=*/true);
   flags::add_expert_flags(app, o.experts);
+  flags::add_cpu_rows_flag(app, o.cpu_rows);
   app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")
       ->check(CLI::IsMember({"auto", "inprocess", "mpirun", "attach"}));
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks one)");

@@ -43,6 +43,7 @@ struct CoordinatorOptions {
   std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv (else the config's, else f16)
   int gpu_layers = -1;         // -ngl N: N layers resident on the GPU, the rest streamed (-1: all)
   ExpertPlacementFlags experts;  // --cpu-moe, --n-cpu-moe, -ot (CUDA devices)
+  double cpu_rows = 0.0;         // --cpu-rows (CUDA devices, streamed layers)
   bool no_graphs = false;
   int max_batch_tokens = 0;    // 0: config, else 512
   int debug_step_delay_ms = 0;  // tests: slow the in-process head down

@@ -102,6 +102,7 @@ InProcessLauncher::InProcessLauncher(const std::string& model_path, const InProc
   d.graphs = opt.graphs;
   d.gpu_layers = opt.gpu_layers;
   d.experts = opt.experts;
+  d.cpu_rows = opt.cpu_rows;
   d.host_threads = opt.cpu.n_threads;
   d.kv_type_k = opt.cpu.stage.k_type();
   d.kv_type_v = opt.cpu.stage.v_type();

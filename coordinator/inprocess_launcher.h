@@ -20,6 +20,7 @@ struct InProcessOptions {
   bool graphs = true;
   int gpu_layers = -1;         // -ngl N: layers resident on the GPU, the rest streamed (-1: all)
   ExpertPlacementFlags experts;  // CUDA: routed experts in host memory (--cpu-moe, --n-cpu-moe, -ot)
+  double cpu_rows = 0.0;         // CUDA: --cpu-rows
   int max_batch_tokens = 512;
   int prefill_chunk = 256;
   int debug_step_delay_ms = 0;  // tests: the head sleeps this long per step

@@ -25,11 +25,14 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
   if (streamed_) streamed_->begin_pass(stream_.get());
   const bool expert_uploads = host_experts_ && host_experts_->uploads(T);
   if (expert_uploads) host_experts_->begin_uploads(stream_.get());
+  const bool row_uploads = cpu_rows_ && !cpu_rows_->cpu_step(T);  // the CPU's rows go to the GPU
+  if (row_uploads) cpu_rows_->begin_uploads(stream_.get());
   if (cfg_.per_layer_input > 0 && range_.size() > 0) enqueue_per_layer_inputs(T);
   for (int i = 0; i < range_.size(); ++i) {
     const CudaLayer& l = weights_->layers[static_cast<size_t>(i)];
     const LayerSpec& s = cfg_.layer(range_.first + i);
     if (streamed_) streamed_->before_layer(i, stream_.get());
+    if (row_uploads) cpu_rows_->before_layer(i, stream_.get());
     switch (s.mixer) {
       case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys); break;
       case Mixer::DeltaNet: enqueue_delta_net(i, l, s, T); break;
@@ -41,8 +44,10 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     }
     if (s.per_layer_input) enqueue_per_layer_block(i, l, T);
     if (s.output_scale) scale(x_.get(), static_cast<int64_t>(T) * cfg_.n_embd, layer_scale_[static_cast<size_t>(i)], launch());
+    if (row_uploads) cpu_rows_->after_layer(i, stream_.get());
     if (streamed_) streamed_->after_layer(i, stream_.get());
   }
+  if (row_uploads) cpu_rows_->end_uploads(stream_.get());
   if (expert_uploads) host_experts_->end_uploads(stream_.get());
   if (streamed_) streamed_->end_pass(stream_.get());
 }
@@ -84,7 +89,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     k = q + Q;
     v = k + K;
   } else if (use_matvec(T) && matvec_uses_q8(l[LayerTensor::Q].m.type) &&
-             l[LayerTensor::K].m.type == l[LayerTensor::Q].m.type) {
+             l[LayerTensor::K].m.type == l[LayerTensor::Q].m.type && !split_rows(l)) {
     // q and k (and v when it has the same type) in one launch.
     MatvecArgs m;
     m.w = l[LayerTensor::Q].m;
@@ -168,7 +173,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     throw Error("CUDA stage: attention scratch too small");
   // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
   const CudaMatrix& wo = l[LayerTensor::O];
-  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q;
+  // (Not where the CPU multiplies some of wo's rows: it reads the float rows product_input writes.)
+  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q && !split_rows(l);
   if (att_q8) {
     a.xq = xq_.get();
     a.xds = xds_.get();
@@ -191,7 +197,8 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
   if (s.gate_up_fused) {
     product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
     gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
-  } else if (use_matvec(T) && s.act == GatedAct::Silu && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type) {
+  } else if (use_matvec(T) && s.act == GatedAct::Silu && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type &&
+             !split_rows(l)) {
     MatvecArgs m;
     m.w = l[LayerTensor::Gate].m;
     m.w2 = l[LayerTensor::Up].m;

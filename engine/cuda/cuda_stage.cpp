@@ -116,6 +116,10 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     host_experts_ = std::make_unique<HostExperts>(c, w, host_local, max_tokens_, opt_.host_threads,
                                                   opt_.expert_cache_bytes, opt_.expert_cache_refresh);
   }
+  if (streamed_ && !streamed_->cpu_rows().empty()) {
+    cpu_rows_ = std::make_unique<HostRows>(streamed_->cpu_rows(), max_tokens_, opt_.host_threads, cfg_.rms_eps);
+    cpu_rows_->bind(*weights_);
+  }
   // Sliding-window layers keep a ring of rows (ModelConfig::kv_rows), the others all n_ctx;
   // rows in bytes of the cache types (kv_row_bytes), as the CPU cache lays them out.
   for (const TensorType t : {opt_.kv_type_k, opt_.kv_type_v}) {
@@ -379,6 +383,16 @@ void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
 }
 
 void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
+  product_rows(w, T, y, y_stride, add);
+  // A streamed matrix whose last rows stay with the CPU (host_rows.h): those rows' columns of y.
+  if (cpu_rows_ && cpu_rows_->split(w)) {
+    cpu_rows_->enqueue(
+        w, T, y_.get(), y, y_stride, add,
+        [&](const CudaMatrix& bottom, float* out) { product_rows(bottom, T, out, y_stride, add); }, stream_.get());
+  }
+}
+
+void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
   if (use_matvec(T)) {
     MatvecArgs a;
     a.w = w.m;
@@ -507,8 +521,13 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
                                          cudaMemcpyDeviceToHost, stream_.get()));
     }
     stream_.synchronize();
-    if (host_experts_) host_experts_->rethrow();
+    rethrow_host_errors();
   }
+}
+
+void CudaStage::rethrow_host_errors() {
+  if (host_experts_) host_experts_->rethrow();
+  if (cpu_rows_) cpu_rows_->rethrow();
 }
 
 SlotSampling CudaStage::slot_sampling(const SamplingSpec& spec) {
@@ -628,16 +647,14 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
   if (n == 0) return;
   // A host function's failure in a step that did not wait for its stream (not the tail) shows here;
   // between steps the expert cache may move experts in.
-  if (host_experts_) {
-    host_experts_->rethrow();
-    host_experts_->maintain(stream_.get());
-  }
+  rethrow_host_errors();
+  if (host_experts_) host_experts_->maintain(stream_.get());
   // A decode step (every row wants logits) replays a graph; prefill chunks and logits for the
   // caller run eagerly.
   const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_;
   if (!decode) {
     run_eager(batch, want_logits, out);
-    if (last_ && host_experts_) host_experts_->rethrow();
+    if (last_) rethrow_host_errors();
     return;
   }
   const int B = batch_bucket(n);
@@ -670,7 +687,7 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
   last_rows_ = B;
   if (last_) {
     fetch_tokens(batch, out);
-    if (host_experts_) host_experts_->rethrow();
+    rethrow_host_errors();
   }
 }
 

@@ -26,6 +26,7 @@
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/host_experts.h"
+#include "engine/cuda/host_rows.h"
 #include "engine/cuda/host_sampled_rows.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/model/stage.h"
@@ -56,7 +57,7 @@ struct CudaStageOptions {
   // Per global layer: its routed experts stay in host memory and the CPU multiplies them
   // (host_experts.h; --cpu-moe, --n-cpu-moe, -ot: engine/model/expert_placement.h). Empty: none.
   std::vector<bool> host_experts;
-  int host_threads = 0;  // CPU threads for those products; 0: one per hardware thread
+  int host_threads = 0;  // CPU threads for those products (and streaming.cpu_rows'); 0: one per hardware thread
   uint64_t expert_cache_bytes = 0;  // VRAM for the most used of those experts (expert_cache.h); 0: none
   int expert_cache_refresh = 32;    // steps between the cache's refreshes
 };
@@ -118,6 +119,7 @@ class CudaStage : public Stage {
   cudaStream_t stream() const { return stream_.get(); }
   const StreamedWeights* streamed() const { return streamed_.get(); }  // null without a VRAM budget
   const HostExperts* host_experts() const { return host_experts_.get(); }  // null when the GPU holds every expert
+  const HostRows* cpu_rows() const { return cpu_rows_.get(); }  // null unless StreamingOptions::cpu_rows split rows off
   // What the stage holds on its device, by kind (engine/cuda/device_memory.h, where it is
   // defined); the CUDA graphs' share grows as decode buckets are captured.
   DeviceMemoryReport memory_report() const;
@@ -128,6 +130,8 @@ class CudaStage : public Stage {
 
  private:
   void validate(const Batch& b, bool need_hidden) const;
+  // An Error a host function (host experts, host rows) met in a step the stream has run.
+  void rethrow_host_errors();
   // Copies the step's tokens, positions, slots (rows [n, padded) are padding: position -1) and,
   // when `b` asks for logits rows, their slots and positions to the device.
   void upload_step(const Batch& b, int c0, int n, int padded);
@@ -178,6 +182,8 @@ class CudaStage : public Stage {
   // host, the host-sampled slots' picks put in their place.
   void fetch_tokens(const Batch& b, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
+  // The product of w's rows as the device holds them (product() adds the rows the CPU keeps).
+  void product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
   // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; the tensor-core
   // product on the quantized blocks (mmq.h) for 9 .. opt_.mmq_max_rows rows when every matrix of
@@ -196,6 +202,9 @@ class CudaStage : public Stage {
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
+  // Whether the CPU keeps rows of some matrix of layer l (host_rows.h): the layer then takes no
+  // fused launches (they would miss those rows).
+  bool split_rows(const CudaLayer& l) const { return cpu_rows_ && cpu_rows_->splits_layer(l); }
   // PDL only inside decode steps, whose kernels follow kernels (never a host copy).
   Launch launch() const { return Launch(stream_.get(), opt_.pdl && in_decode_); }
 
@@ -236,6 +245,7 @@ class CudaStage : public Stage {
   std::vector<uint8_t> slot_logprobs_;  // per slot: the device computes its log-probabilities
   std::unique_ptr<HostSampledRows> host_rows_;  // tail: the slots sampled on the host
   std::unique_ptr<HostExperts> host_experts_;   // null unless some layer's experts stay in host memory
+  std::unique_ptr<HostRows> cpu_rows_;         // null unless streamed matrices leave rows to the CPU
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;

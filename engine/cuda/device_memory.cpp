@@ -59,6 +59,11 @@ std::string DeviceMemoryReport::format() const {
          format_bytes(streamed_bytes) + "/pass from " + format_bytes(host_pinned_bytes) + " pinned host memory" +
          (embeddings_in_host ? " (embeddings read from host memory)" : "");
   }
+  if (cpu_row_bytes > 0) {
+    s += i + "CPU rows     " + format_bytes(cpu_row_bytes) + " of the streamed matrices' rows in host memory, multiplied by " +
+         std::to_string(cpu_row_threads) + " CPU threads in decode; larger steps stream them through " +
+         format_bytes(cpu_row_device_bytes) + " on the device";
+  }
   if (host_expert_layers > 0) {
     s += i + "host experts " + std::to_string(host_expert_layers) + " of " + std::to_string(layers) +
          " layers' routed experts in host memory (" + format_bytes(host_expert_bytes) + "), computed by " +
@@ -123,6 +128,11 @@ DeviceMemoryReport CudaStage::memory_report() const {
       r.expert_cache_hits = c->hits();
       r.expert_cache_pairs = c->pairs();
     }
+  }
+  if (cpu_rows_) {
+    r.cpu_row_bytes = cpu_rows_->host_bytes();
+    r.cpu_row_device_bytes = cpu_rows_->device_bytes();
+    r.cpu_row_threads = cpu_rows_->threads();
   }
   r.kv_bytes = sum_bytes(k_cache_) + sum_bytes(v_cache_);
   r.recurrent_bytes = sum_bytes(conv_state_) + sum_bytes(delta_state_);

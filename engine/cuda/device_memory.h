@@ -32,6 +32,10 @@ struct DeviceMemoryReport {
   int expert_cache_slots = 0, expert_cache_used = 0;
   uint64_t expert_cache_hits = 0, expert_cache_pairs = 0;
   uint64_t expert_slot_bytes = 0;  // on the device: the ring (and repacked copies) large steps stream experts through
+  // Rows of streamed matrices the CPU multiplies in decode (host_rows.h), in host memory, and what
+  // their uploads for larger steps take on the device.
+  uint64_t cpu_row_bytes = 0, cpu_row_device_bytes = 0;
+  int cpu_row_threads = 0;
   uint64_t kv_bytes = 0;         // K and V rows of every layer and slot
   uint64_t recurrent_bytes = 0;  // DeltaNet conv and recurrent states (hybrid models)
   uint64_t activation_bytes = 0; // activation rows, step inputs, sampling state, attention partials
@@ -44,8 +48,8 @@ struct DeviceMemoryReport {
   uint64_t scratch_bytes() const { return activation_bytes + cublas_bytes + dequant_bytes; }
   // Everything above that the stage holds on the device.
   uint64_t total() const {
-    return weight_bytes + f16_bytes + ring_bytes + expert_slot_bytes + expert_cache_bytes + kv_bytes + recurrent_bytes +
-           scratch_bytes() + graph_bytes;
+    return weight_bytes + f16_bytes + ring_bytes + expert_slot_bytes + expert_cache_bytes + cpu_row_device_bytes +
+           kv_bytes + recurrent_bytes + scratch_bytes() + graph_bytes;
   }
   // A few lines, the first "cuda:N memory (<stage>):", each after it indented; no trailing newline.
   std::string format() const;

@@ -79,8 +79,23 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
         throw Error("weight streaming: layer " + std::to_string(w.range.first + i) +
                     " has experts, which cannot be streamed yet (give the stage more VRAM or more ranks)");
       }
-      sl.parts.push_back({r, shape_of(*t), sl.bytes});
-      sl.bytes += align_up(t->nbytes, kStreamAlign);
+      DeviceMatrix m = shape_of(*t);
+      const int64_t full_rows = m.n_out, top = gpu_rows_of(m.n_out, opt.cpu_rows);
+      if (top < m.n_out) {
+        // Rows top.. go to the CPU in decode (host_rows.h); the image keeps rows 0..top.
+        CpuRows cr;
+        cr.local = i;
+        cr.role = r;
+        cr.top = top;
+        cr.bottom = *t;
+        cr.bottom.ne[1] = m.n_out - top;
+        cr.bottom.nbytes = static_cast<uint64_t>(m.n_out - top) * t->row_bytes();
+        cr.bottom.data = t->data + static_cast<size_t>(top) * t->row_bytes();
+        cpu_rows_.push_back(cr);
+        m.n_out = top;
+      }
+      sl.parts.push_back({r, m, sl.bytes, full_rows});
+      sl.bytes += align_up(m.bytes(), kStreamAlign);
     }
     host_bytes += sl.bytes;
     position_[static_cast<size_t>(i)] = static_cast<int>(layers_.size());
@@ -101,7 +116,7 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
     const StreamedLayer& sl = layers_[static_cast<size_t>(p)];
     const LayerWeights& lw = w.layers[static_cast<size_t>(sl.local)];
     for (const auto& part : sl.parts) {
-      const TensorView* t = lw[part.role];
+      const TensorView* t = lw[part.role];  // its first part.m.n_out rows
       repack_for_device(t->type, t->data, part.m.blocks(), host_.host() + sl.host_offset + part.offset);
     }
   });
@@ -119,6 +134,12 @@ StreamedWeights::StreamedWeights(const ModelConfig& c, const ModelWeights& w, in
   }
 }
 
+int64_t gpu_rows_of(int64_t n_out, double cpu_share) {
+  if (!(cpu_share > 0.0)) return n_out;
+  const int64_t keep = static_cast<int64_t>(static_cast<double>(n_out) * (1.0 - std::min(cpu_share, 1.0))) / 64 * 64;
+  return std::max<int64_t>(64, keep) >= n_out ? n_out : std::max<int64_t>(64, keep);
+}
+
 void StreamedWeights::install(CudaWeights& cw) const {
   for (size_t p = 0; p < layers_.size(); ++p) {
     const StreamedLayer& sl = layers_[p];
@@ -128,7 +149,8 @@ void StreamedWeights::install(CudaWeights& cw) const {
       CudaMatrix& m = l[part.role];
       m.m = part.m;
       m.m.data = base + part.offset;
-      cw.max_matrix_elems = std::max(cw.max_matrix_elems, m.m.n_in * m.m.n_out);
+      // The dequantization buffer also takes the CPU's rows when a larger step uploads them.
+      cw.max_matrix_elems = std::max(cw.max_matrix_elems, m.m.n_in * part.full_rows);
     }
   }
   if (plan_.embeddings_in_host) cw.token_embd.m = embeddings_;

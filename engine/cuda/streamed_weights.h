@@ -25,6 +25,9 @@ struct StreamingOptions {
   StreamPlacement placement = StreamPlacement::Interleaved;
   bool embeddings_in_host = true;
   int min_streamed_layers = 0;        // stream at least this many (tests, ablations)
+  // Share of each streamed matrix's rows the CPU multiplies in decode (host_rows.h): the images
+  // hold only the other rows; 0: none.
+  double cpu_rows = 0.0;
   StreamerOptions streamer;
   bool enabled() const { return vram_budget > 0 || min_streamed_layers > 0; }
 };
@@ -43,6 +46,16 @@ class StreamedWeights {
   // Points the streamed layers' matrices at their staging slots and the embeddings at host memory.
   void install(CudaWeights& cw) const;
   const LayerStreamer* streamer() const { return streamer_.get(); }
+  // The rows of streamed matrices left to the CPU (StreamingOptions::cpu_rows): per split matrix
+  // its local layer, role, the rows the image keeps (top) and a view of the rest (rows top..n of
+  // the file's tensor).
+  struct CpuRows {
+    int local = 0;
+    LayerTensor role = LayerTensor::Count;
+    int64_t top = 0;
+    TensorView bottom;
+  };
+  const std::vector<CpuRows>& cpu_rows() const { return cpu_rows_; }
   size_t host_bytes() const { return host_.bytes(); }
 
   void begin_pass(cudaStream_t s);
@@ -55,8 +68,9 @@ class StreamedWeights {
     int local = 0;
     struct Part {
       LayerTensor role;
-      DeviceMatrix m;  // data is set at install
-      size_t offset;   // inside the layer's image
+      DeviceMatrix m;      // data is set at install; n_out: the rows the image holds
+      size_t offset;       // inside the layer's image
+      int64_t full_rows;   // the tensor's rows (more than m.n_out where the CPU keeps some)
     };
     std::vector<Part> parts;  // the layer's matrices
     size_t host_offset = 0;
@@ -70,6 +84,11 @@ class StreamedWeights {
   MappedHostBuffer host_;              // streamed images, then the embeddings
   DeviceMatrix embeddings_;            // valid when plan_.embeddings_in_host
   std::unique_ptr<LayerStreamer> streamer_;
+  std::vector<CpuRows> cpu_rows_;
 };
+
+// The rows of a matrix of n_out rows the GPU keeps when `cpu_share` of them go to the CPU: a
+// multiple of 64 (the products' row tiles), at least 64; n_out when nothing is split off.
+int64_t gpu_rows_of(int64_t n_out, double cpu_share);
 
 }  // namespace pipellm::cuda

@@ -43,6 +43,7 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
   o.host_experts = host_expert_layers(c, opt.experts);
   o.host_threads = opt.host_threads;
   o.expert_cache_bytes = opt.experts.cache_bytes;
+  o.streaming.cpu_rows = opt.cpu_rows;
   if (opt.log) {
     if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) opt.log("placement: " + d);
   }

@@ -29,6 +29,7 @@ struct DeviceStageOptions {
   // -ot), with host_threads threads (0: one per hardware thread).
   ExpertPlacementFlags experts;
   int host_threads = 0;
+  double cpu_rows = 0.0;  // CUDA: share of streamed matrices' rows the CPU multiplies in decode (host_rows.h)
   // CUDA: the auto-fit decision and the stage's device memory block (engine/cuda/stage_fit.h),
   // one message each; null: silent.
   std::function<void(const std::string&)> log;

@@ -12,7 +12,7 @@
 
 #include "engine/tokenizer/chat_template.h"
 #include "flags/builtin_chat_templates.h"
-#include "flags/expert_flags.h"
+#include "flags/offload_flags.h"
 #include "flags/llama_flags.h"
 
 namespace pipellm::flags {
@@ -23,6 +23,7 @@ struct Parsed {
   ModelFlags m;
   ChatFlags c;
   ExpertPlacementFlags e;
+  double cpu_rows = 0.0;
   std::optional<int> exit;
   std::string err;
 };
@@ -34,6 +35,7 @@ Parsed parse_line(std::vector<std::string> args, bool cuda_built = true) {
   add_model_flags(app, p.m, cuda_built, /*parallel=*/true);
   add_chat_flags(app, p.c);
   add_expert_flags(app, p.e);
+  add_cpu_rows_flag(app, p.cpu_rows);
   args.insert(args.begin(), "prog");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -87,6 +89,7 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"-cmoe"}, [](const Parsed& p) { EXPECT_TRUE(p.e.cpu_moe); }},
       {{"--n-cpu-moe", "12"}, [](const Parsed& p) { EXPECT_EQ(p.e.n_cpu_moe, 12); }},
       {{"-cmoe", "--expert-cache", "1.5GiB"}, [](const Parsed& p) { EXPECT_EQ(p.e.cache_bytes, uint64_t{3} << 29); }},
+      {{"-ngl", "16", "--cpu-rows", "0.4"}, [](const Parsed& p) { EXPECT_DOUBLE_EQ(p.cpu_rows, 0.4); }},
       {{"-ncmoe=3", "-m", "x.gguf"},
        [](const Parsed& p) {
          EXPECT_EQ(p.e.n_cpu_moe, 3);
@@ -195,6 +198,7 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"-ot", "exps=Metal"}, "'Metal' is not CPU or CUDA<n>"},
       {{"-ncmoe", "-3"}, "--n-cpu-moe"},
       {{"--expert-cache", "lots"}, "--expert-cache"},
+      {{"--cpu-rows", "1.5"}, "--cpu-rows"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
       {{"--bogus"}, "--bogus"},

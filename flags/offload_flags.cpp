@@ -1,4 +1,4 @@
-#include "flags/expert_flags.h"
+#include "flags/offload_flags.h"
 
 #include <CLI/CLI.hpp>
 
@@ -43,6 +43,14 @@ void add_expert_flags(CLI::App& app, ExpertPlacementFlags& f) {
          "CUDA: GPU memory (e.g. 4GiB) that keeps the most used of the experts left in host memory; its hit rate "
          "is in the memory report")
       ->group(g);
+}
+
+void add_cpu_rows_flag(CLI::App& app, double& cpu_rows) {
+  app.add_option("--cpu-rows", cpu_rows,
+                 "CUDA, with layers streamed (-ngl N, --vram-budget): the share of each streamed matrix's rows the "
+                 "CPU multiplies in decode while PCIe brings the rest (0: none)")
+      ->check(CLI::Range(0.0, 0.95))
+      ->group("Model");
 }
 
 }  // namespace pipellm::flags

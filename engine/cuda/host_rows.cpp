@@ -1,0 +1,213 @@
+#include "engine/cuda/host_rows.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "base/error.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/repack.h"
+#include "kernels/cuda/weight_layout.h"
+
+namespace pipellm::cuda {
+
+namespace {
+uint64_t aligned(uint64_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+HostRows::Layer::~Layer() {
+  if (pinned) cudaHostUnregister(mem.get());
+}
+
+HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_tokens, int threads, float eps)
+    : eps_(eps), pool_(threads) {
+  // One host image per layer: its bottoms one after another (256-byte aligned offsets).
+  for (const auto& cr : splits) {
+    auto it = layer_of_local_.find(cr.local);
+    if (it == layer_of_local_.end()) {
+      it = layer_of_local_.emplace(cr.local, static_cast<int>(layers_.size())).first;
+      layers_.push_back(std::make_unique<Layer>());
+      layers_.back()->local = cr.local;
+    }
+    Split sp;
+    sp.local = cr.local;
+    sp.role = cr.role;
+    sp.top = cr.top;
+    sp.rows = cr.bottom;
+    Layer& l = *layers_[static_cast<size_t>(it->second)];
+    sp.offset = 0;
+    for (int k : l.splits) sp.offset += aligned(splits_[static_cast<size_t>(k)].rows.nbytes);
+    l.splits.push_back(static_cast<int>(splits_.size()));
+    splits_.push_back(std::move(sp));
+    max_in_ = std::max(max_in_, cr.bottom.ne[0]);
+    max_rows_ = std::max(max_rows_, cr.bottom.ne[1]);
+  }
+  bool pinned = true;
+  std::vector<LayerImage> schedule;
+  uint64_t repacked = 0;
+  for (auto& lp : layers_) {
+    Layer& l = *lp;
+    uint64_t bytes = 0, rep = 0;
+    for (int k : l.splits) {
+      const TensorView& t = splits_[static_cast<size_t>(k)].rows;
+      bytes += aligned(t.nbytes);
+      if (is_repacked(t.type)) rep += aligned(t.nbytes);
+    }
+    repacked = std::max(repacked, rep);
+    l.mem = HugePageBuffer(bytes);
+    for (int k : l.splits) {
+      Split& sp = splits_[static_cast<size_t>(k)];
+      uint8_t* dst = l.mem.get() + sp.offset;
+      const uint8_t* src = sp.rows.data;
+      pool_.parallel_for(static_cast<int64_t>(sp.rows.nbytes), [&](int64_t b, int64_t e) {
+        std::memcpy(dst + b, src + b, static_cast<size_t>(e - b));
+      });
+      sp.rows.data = dst;
+      host_bytes_ += sp.rows.nbytes;
+    }
+    l.pinned = pinned && cudaHostRegister(l.mem.get(), l.mem.bytes(), cudaHostRegisterPortable) == cudaSuccess;
+    if (!l.pinned) (void)cudaGetLastError();  // not sticky: the bottoms then stay on the CPU for every step
+    pinned = pinned && l.pinned;
+    l.position = static_cast<int>(schedule.size());
+    schedule.push_back({l.mem.get(), bytes});
+  }
+  if (pinned && !schedule.empty()) {
+    streamer_ = std::make_unique<LayerStreamer>(std::move(schedule), StreamerOptions{});
+    repacked_.resize(repacked);
+    // Where each bottom sits while its layer computes: in the slot, or (repacked types) in the
+    // device-layout copy made from it. Fixed addresses: captured graphs stay valid.
+    for (auto& lp : layers_) {
+      uint64_t rep = 0;
+      for (int k : lp->splits) {
+        Split& sp = splits_[static_cast<size_t>(k)];
+        sp.uploaded.m = device_matrix_shape(sp.rows);
+        if (is_repacked(sp.rows.type)) {
+          sp.uploaded.m.data = repacked_.get() + rep;
+          rep += aligned(sp.rows.nbytes);
+        } else {
+          sp.uploaded.m.data = streamer_->slot_data(lp->position) + sp.offset;
+        }
+      }
+    }
+  }
+  const int64_t T = std::max<int64_t>(1, max_tokens);
+  h_x_ = PinnedBuffer<float>(static_cast<size_t>(T * max_in_));
+  h_y_ = PinnedBuffer<float>(static_cast<size_t>(T * max_rows_));
+  d_y_.resize(static_cast<size_t>(T * max_rows_));
+}
+
+void HostRows::bind(const CudaWeights& w) {
+  index_.clear();
+  for (size_t k = 0; k < splits_.size(); ++k) {
+    const Split& sp = splits_[k];
+    index_[&w.layers.at(static_cast<size_t>(sp.local))[sp.role]] = static_cast<int>(k);
+  }
+}
+
+bool HostRows::splits_layer(const CudaLayer& l) const {
+  for (const CudaMatrix& m : l.mats) {
+    if (index_.count(&m) > 0) return true;
+  }
+  return false;
+}
+
+uint64_t HostRows::device_bytes() const {
+  const uint64_t ring = streamer_ ? static_cast<uint64_t>(streamer_->slots()) * streamer_->slot_bytes() : 0;
+  return ring + repacked_.bytes() + d_y_.bytes();
+}
+
+void HostRows::enqueue(const CudaMatrix& m, int T, const float* x, float* y, int64_t y_stride, bool add,
+                       const std::function<void(const CudaMatrix&, float*)>& gpu_product, cudaStream_t s) {
+  const auto it = index_.find(&m);
+  if (it == index_.end()) return;
+  const Split& sp = splits_[static_cast<size_t>(it->second)];
+  float* out = y + sp.top;
+  if (!cpu_step(T)) {
+    gpu_product(sp.uploaded, out);
+    return;
+  }
+  const int64_t n_in = sp.rows.ne[0], rows = sp.rows.ne[1];
+  PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_x_.get(), x, static_cast<size_t>(T * n_in) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, s));
+  std::unique_ptr<Call>& call = calls_[{it->second, T}];
+  if (!call) call.reset(new Call{this, it->second, T});
+  PIPELLM_CUDA_CHECK(cudaLaunchHostFunc(s, &HostRows::run_call, call.get()));
+  const size_t row_bytes = static_cast<size_t>(rows) * sizeof(float);
+  if (add) {
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_y_.get(), h_y_.get(), static_cast<size_t>(T) * row_bytes,
+                                       cudaMemcpyHostToDevice, s));
+    residual_add(out, y_stride, d_y_.get(), rows, nullptr, nullptr, eps_, T, rows, Launch(s));
+  } else {
+    PIPELLM_CUDA_CHECK(cudaMemcpy2DAsync(out, static_cast<size_t>(y_stride) * sizeof(float), h_y_.get(), row_bytes,
+                                         row_bytes, static_cast<size_t>(T), cudaMemcpyHostToDevice, s));
+  }
+}
+
+void CUDART_CB HostRows::run_call(void* call) {
+  const Call& c = *static_cast<const Call*>(call);
+  c.self->run(c.split, c.T);
+}
+
+void HostRows::run(int split, int T) {
+  const Split& sp = splits_[static_cast<size_t>(split)];
+  const int64_t n_in = sp.rows.ne[0], rows = sp.rows.ne[1];
+  try {
+    MatmulArgs a;
+    a.type = sp.rows.type;
+    a.w = sp.rows.data;
+    a.row_bytes = sp.rows.row_bytes();
+    a.n_rows = rows;
+    a.n = n_in;
+    a.x = h_x_.get();
+    a.x_stride = n_in;
+    a.n_tokens = T;
+    a.y = h_y_.get();
+    a.y_stride = rows;
+    a.act_parts = 1;  // one 8-bit rounding, as the GPU's mat-vec on the top rows
+    pool_.run([&](int ith, int nth) { matmul(a, ith, nth); });
+  } catch (const std::exception& e) {
+    std::fill(h_y_.get(), h_y_.get() + static_cast<size_t>(T * rows), std::numeric_limits<float>::quiet_NaN());
+    const std::lock_guard<std::mutex> lock(error_mutex_);
+    if (error_.empty()) error_ = "host rows of layer " + std::to_string(sp.local) + ": " + e.what();
+  }
+}
+
+void HostRows::begin_uploads(cudaStream_t s) {
+  if (streamer_) streamer_->begin_pass(s);
+}
+
+void HostRows::before_layer(int local, cudaStream_t s) {
+  const auto it = layer_of_local_.find(local);
+  if (!streamer_ || it == layer_of_local_.end()) return;
+  const Layer& l = *layers_[static_cast<size_t>(it->second)];
+  streamer_->before(l.position, s);
+  const uint8_t* slot = streamer_->slot_data(l.position);
+  for (int k : l.splits) {
+    const Split& sp = splits_[static_cast<size_t>(k)];
+    if (is_repacked(sp.rows.type)) {
+      repack_for_device(sp.rows.type, slot + sp.offset, sp.uploaded.m.blocks(),
+                        const_cast<uint8_t*>(sp.uploaded.m.data), s, 1);
+    }
+  }
+}
+
+void HostRows::after_layer(int local, cudaStream_t s) {
+  const auto it = layer_of_local_.find(local);
+  if (streamer_ && it != layer_of_local_.end()) streamer_->after(layers_[static_cast<size_t>(it->second)]->position, s);
+}
+
+void HostRows::end_uploads(cudaStream_t s) {
+  if (streamer_) streamer_->end_pass(s);
+}
+
+void HostRows::rethrow() {
+  std::string e;
+  {
+    const std::lock_guard<std::mutex> lock(error_mutex_);
+    e.swap(error_);
+  }
+  if (!e.empty()) throw Error(e);
+}
+
+}  // namespace pipellm::cuda

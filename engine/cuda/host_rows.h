@@ -1,0 +1,116 @@
+// Rows of streamed layers' matrices multiplied by the CPU in decode (issue 19; docs/PREFETCH.md,
+// "Why decode misses 34 tok/s"). With StreamingOptions::cpu_rows > 0 each streamed matrix keeps
+// rows [0, top) in its streamed image and leaves rows [top, n) to this class, which holds them as
+// the file stores them (huge pages, registered with the driver):
+// - decode steps (up to kCpuMaxRows rows): per product the stream copies the input rows to pinned
+//   memory, a host function (a node of the captured graph) has the CPU multiply the bottom rows
+//   (kernels/cpu/matmul.h, one 8-bit rounding of the activations as the GPU's mat-vec), and the
+//   results land in the output's columns [top, n). Meanwhile the copy stream keeps streaming the
+//   next layers' top rows: PCIe and host memory both carry weights.
+// - larger steps: the bottom rows stream to the device through their own ring (weight_streamer.h),
+//   repacked there where the type needs it, and the GPU multiplies them as a second product.
+// Attention, norms and the KV cache stay on the GPU.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/streamed_weights.h"
+#include "engine/cuda/weight_streamer.h"
+#include "engine/util/huge_page_buffer.h"
+#include "engine/util/thread_pool.h"
+#include "kernels/cuda/cuda_raii.h"
+
+namespace pipellm::cuda {
+
+class HostRows {
+ public:
+  static constexpr int kCpuMaxRows = 8;  // decode steps (the mat-vec sizes); larger ones upload
+
+  // Copies the bottom rows `splits` name (views into the file, read only here) with `threads` CPU
+  // threads (0: one per hardware thread), which then multiply them; steps of up to max_tokens rows.
+  HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_tokens, int threads, float eps);
+  HostRows(const HostRows&) = delete;
+  HostRows& operator=(const HostRows&) = delete;
+
+  // Remembers which of the stage's matrices are split (their tops were installed by
+  // StreamedWeights), so that product() can find a matrix's bottom by address.
+  void bind(const CudaWeights& w);
+  // Whether `m` is the top of a split matrix; whether any matrix of layer `l` is.
+  bool split(const CudaMatrix& m) const { return index_.count(&m) > 0; }
+  bool splits_layer(const CudaLayer& l) const;
+  // Whether a step of T rows multiplies the bottoms on the CPU (always, where the host copies
+  // could not be pinned: no uploads then).
+  bool cpu_step(int T) const { return T <= kCpuMaxRows || streamer_ == nullptr; }
+  uint64_t host_bytes() const { return host_bytes_; }
+  uint64_t device_bytes() const;  // the upload ring, repacked copies and scratch
+  int threads() const { return pool_.size(); }
+
+  // The bottom rows of `m` for a step of T rows whose input rows are x ([T][n_in] device floats):
+  // y[t][top + r] = (or +=, add) the product, y rows y_stride apart. A decode step (cpu_step)
+  // multiplies on the CPU; a larger one multiplies the uploaded rows through `gpu_product`
+  // (the stage's own product routine: matrix, output pointer).
+  void enqueue(const CudaMatrix& m, int T, const float* x, float* y, int64_t y_stride, bool add,
+               const std::function<void(const CudaMatrix&, float*)>& gpu_product, cudaStream_t s);
+
+  // Larger steps: per pass, begin_uploads; before_layer / after_layer around each local layer;
+  // end_uploads (weight_streamer.h's ordering; capturable).
+  void begin_uploads(cudaStream_t s);
+  void before_layer(int local, cudaStream_t s);
+  void after_layer(int local, cudaStream_t s);
+  void end_uploads(cudaStream_t s);
+
+  // Throws the Error a host function met (its rows came back NaN). After the stream ran the step.
+  void rethrow();
+
+ private:
+  struct Split {
+    int local = 0;
+    LayerTensor role = LayerTensor::Count;
+    int64_t top = 0;
+    TensorView rows;      // the bottom rows in host memory
+    CudaMatrix uploaded;  // the same rows in the upload slot (or the repacked copy): larger steps
+    uint64_t offset = 0;  // in the layer's host image and upload slot
+  };
+  struct Layer {
+    int local = 0;
+    HugePageBuffer mem;
+    bool pinned = false;
+    std::vector<int> splits;
+    int position = 0;  // in the upload schedule
+    ~Layer();
+  };
+  struct Call {
+    HostRows* self;
+    int split;
+    int T;
+  };
+  static void CUDART_CB run_call(void* call);
+  void run(int split, int T);
+
+  float eps_;
+  ThreadPool pool_;
+  std::vector<Split> splits_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::map<int, int> layer_of_local_;  // local layer -> layers_ index
+  std::map<const CudaMatrix*, int> index_;
+  uint64_t host_bytes_ = 0;
+  int64_t max_in_ = 0, max_rows_ = 0;
+  PinnedBuffer<float> h_x_, h_y_;
+  DeviceBuffer<float> d_y_;
+  std::unique_ptr<LayerStreamer> streamer_;  // null when some host copy could not be pinned
+  DeviceBuffer<uint8_t> repacked_;
+  std::map<std::pair<int, int>, std::unique_ptr<Call>> calls_;  // (split, T)
+  std::mutex error_mutex_;
+  std::string error_;
+};
+
+}  // namespace pipellm::cuda

@@ -1,0 +1,92 @@
+// Rows of streamed matrices multiplied by the CPU in decode (engine/cuda/host_rows.h): with every
+// layer streamed and half of each matrix's rows left to the CPU, the architecture fixtures stay
+// within llama.cpp's bounds (tests/arch_fixture_check.h) through decode steps (CPU rows) and
+// larger chunks (the rows uploaded); graph replay (host functions as graph nodes) equals eager.
+// The GPU's share of rows is worked by hand.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/streamed_weights.h"
+#include "tests/arch_fixture_check.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace pipellm {
+namespace {
+
+TEST(HostRows, TheGpuKeepsWholeTilesOfRows) {
+  EXPECT_EQ(cuda::gpu_rows_of(4096, 0.0), 4096);
+  EXPECT_EQ(cuda::gpu_rows_of(4096, 0.5), 2048);
+  EXPECT_EQ(cuda::gpu_rows_of(4096, 0.3), 2816);  // 2867.2 down to a multiple of 64
+  EXPECT_EQ(cuda::gpu_rows_of(1024, 0.95), 64);   // at least one tile
+  EXPECT_EQ(cuda::gpu_rows_of(64, 0.5), 64);      // too small to split
+  EXPECT_EQ(cuda::gpu_rows_of(100, 0.5), 64);     // 50 rounds down to 0: one tile stays, 36 rows go
+}
+
+std::unique_ptr<cuda::CudaModel> open_split(const std::string& name, bool graphs, int n_slots = 1) {
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.n_slots = n_slots;
+  opt.max_batch_tokens = 64;
+  opt.use_graphs = graphs;
+  opt.streaming.min_streamed_layers = 64;  // every layer
+  opt.streaming.cpu_rows = 0.5;
+  opt.host_threads = 4;
+  return cuda::CudaModel::open(test::model_path(name), opt);
+}
+
+class HostRowsFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HostRowsFixture, MatchesLlamaCppWithinTheFileBounds) {
+  PIPELLM_REQUIRE_GPU();
+  auto model = open_split(GetParam(), true);
+  ASSERT_NE(model->stage().cpu_rows(), nullptr);
+  EXPECT_GT(model->stage().memory_report().cpu_row_bytes, 0u);
+  test::check_arch_fixture(
+      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  // Chunks the CPU takes (5 rows) and chunks whose CPU rows are uploaded (20).
+  test::check_arch_fixture_chunks(
+      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
+      {5, 20});
+}
+
+TEST_P(HostRowsFixture, GraphReplayEqualsEager) {
+  PIPELLM_REQUIRE_GPU();
+  const auto tokens = test::read_ids(test::fixture_ref(GetParam(), ".tokens"));
+  std::vector<std::vector<float>> logits(2);
+  for (int graphs = 0; graphs < 2; ++graphs) {
+    auto m = open_split(GetParam(), graphs == 1, 2);
+    std::vector<float> tmp, step;
+    std::vector<int32_t> cur(2), pos(2), slot = {0, 1};
+    for (int s = 0; s < 2; ++s) {
+      const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 12 + 5 * s);
+      m->stage().forward(Batch::sequence(prompt, 0, s), tmp);
+      cur[static_cast<size_t>(s)] = test::argmax(tmp.data(), tmp.size());
+      pos[static_cast<size_t>(s)] = static_cast<int32_t>(prompt.size());
+    }
+    for (int it = 0; it < 6; ++it) {
+      cur = test::decode_step(m->stage(), cur, pos, slot);
+      m->stage().last_logits(2, step);
+      logits[static_cast<size_t>(graphs)].insert(logits[static_cast<size_t>(graphs)].end(), step.begin(), step.end());
+      for (auto& p : pos) ++p;
+    }
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)));
+}
+
+// gemma3 (Q4_K with Q6_K: a repacked type's rows repacked from the upload slot), phi3 (fused
+// q/k/v and gate/up), qwen35 (DeltaNet layers and gated q).
+INSTANTIATE_TEST_SUITE_P(Arch, HostRowsFixture,
+                         ::testing::Values("tiny-gemma3-Q4_K_M", "tiny-phi3-Q4_K_M", "tiny-qwen35-Q4_K_M"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace pipellm
