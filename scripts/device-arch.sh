@@ -11,6 +11,8 @@
 #                                   llama-bench -ncmoe 48 (same file, -t 16), and the host's read
 #                                   bandwidth; NCPU (default 48) experts' layers on the CPU; then
 #                                   with --expert-cache CACHE (default 8GiB): its hit rate and speed
+#   scripts/device-arch.sh offload-dense  issue 19's dense split: pipellm_prefetch_bench at -ngl 16/24
+#                                   memory with --cpu-rows CPU_ROWS, beside llama-bench -ngl 16,24
 # Afterwards here: `scripts/device-tree.sh restore`. Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -70,5 +72,23 @@ offload)
       >"$OUT/llama-$p-ncmoe$n.json" 2>"$OUT/llama-$p-ncmoe$n.log"
     echo "llama-bench $p -ncmoe $n rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p-ncmoe$n.json" | head
   fi ;;
-*) echo "usage: $0 build|bench|offload" >&2; exit 2 ;;
+offload-dense)
+  # Issue 19's dense split: the 8B Q4_K_M shape with llama.cpp's -ngl 16 / -ngl 24 weight memory
+  # (2.2 / 3.3 GB), streamed as before and with CPU_ROWS of each streamed matrix on the CPU,
+  # beside llama-bench -ngl 16/24 on the same file (-t 16). Needs pipellm_prefetch_bench built.
+  (cd $B && timeout 200 ./tests/pipellm_gpu_tests --gtest_brief=1 --gtest_filter='*HostRows*:*WeightStreamer*:*Streamed*' \
+     >"$OUT/host_rows_tests.log" 2>&1)
+  echo "host rows gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED|Failure" "$OUT/host_rows_tests.log" | head -20
+  m=$B/l8-q4km.gguf
+  [ -f $m ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab $B/testdata/vocab/vocab-llama3.gguf $m \
+    >"$OUT/mkmodel-l8.log" 2>&1
+  timeout 300 $B/bench/pipellm_prefetch_bench -m $m --budgets 2200MB,3300MB --runs 2 --skip-ablation --skip-resident \
+    --cpu-rows ${CPU_ROWS:-0.3,0.5} --threads 16 >"$OUT/prefetch-cpu-rows.txt" 2>&1
+  echo "prefetch bench rc=$? $(since)"; grep -E "^\|" "$OUT/prefetch-cpu-rows.txt" | head -12
+  if [ -x build-llama/bin/llama-bench ]; then
+    timeout 200 build-llama/bin/llama-bench -m $m -ngl 16,24 -fa 1 -t 16 -p 512 -n 32 -r 2 -o json \
+      >"$OUT/llama-ngl.json" 2>"$OUT/llama-ngl.log"
+    echo "llama-bench -ngl 16,24 rc=$? $(since)"; grep -E '"(n_gpu_layers|n_prompt|n_gen|avg_ts)"' "$OUT/llama-ngl.json" | head -16
+  fi ;;
+*) echo "usage: $0 build|bench|offload|offload-dense" >&2; exit 2 ;;
 esac
