@@ -29,7 +29,7 @@ build)
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
       nice ninja -C build-llama -j8 llama-bench ) >"$OUT/llama-build.log" 2>&1 &
   fi
-  scripts/device-build.sh pipellm pipellm_gpu_tests >"$OUT/build.log" 2>&1
+  scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_prefetch_bench >"$OUT/build.log" 2>&1
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
   (cd $B && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 \
      --gtest_filter='Arch*:CudaArch*:HybridOps*:DeltaNet*:Moe*:LayerOps*:Mxfp4*:*Yarn*:*Window*:*Sink*' \
