@@ -150,7 +150,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_prefetch_bench -m FILE.gguf [--budgets 1GiB,2GiB,3GiB] [--runs N] [--slots N]\n"
                "                              [--chunk BYTES] [--placement interleaved|first] [--json OUT]\n"
-               "                              [--skip-ablation] [--skip-resident] [--cpu-rows F,F...] [--threads N]\n");
+               "                              [--skip-ablation] [--skip-resident] [--cpu-rows F|auto,...] [--threads N]\n");
   return 2;
 }
 
@@ -178,7 +178,7 @@ int run(int argc, char** argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--cpu-rows") {
       std::stringstream ss(next());
-      for (std::string f; std::getline(ss, f, ',');) cpu_rows.push_back(std::stod(f));
+      for (std::string f; std::getline(ss, f, ',');) cpu_rows.push_back(f == "auto" ? -1.0 : std::stod(f));
     } else return usage();
   }
   if (file.empty() || (placement != "interleaved" && placement != "first")) return usage();
@@ -222,7 +222,8 @@ int run(int argc, char** argv) {
       o.streaming.cpu_rows = f;
       o.host_threads = threads;
       char name[64];
-      std::snprintf(name, sizeof name, " cpu-rows %.2f", f);
+      if (f < 0) std::snprintf(name, sizeof name, " cpu-rows auto");
+      else std::snprintf(name, sizeof name, " cpu-rows %.2f", f);
       rows.push_back(measure(format_bytes(b) + name, cfg, w, o, runs));
     }
   }

@@ -14,8 +14,8 @@ namespace pipellm::flags {
 
 // A malformed -ot entry is a usage error naming it.
 void add_expert_flags(CLI::App& app, ExpertPlacementFlags& f);
-// --cpu-rows F: with layers streamed (-ngl N, --vram-budget, auto-fit), the share of each
-// streamed matrix's rows the CPU multiplies in decode (0 .. 0.95).
+// --cpu-rows F|auto: with layers streamed (-ngl N, --vram-budget, auto-fit), the share of each
+// streamed matrix's rows the CPU multiplies in decode (0 .. 0.95; auto: -1, measured at load).
 void add_cpu_rows_flag(CLI::App& app, double& cpu_rows);
 
 }  // namespace pipellm::flags

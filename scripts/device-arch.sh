@@ -83,7 +83,7 @@ offload-dense)
   [ -f $m ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab $B/testdata/vocab/vocab-llama3.gguf $m \
     >"$OUT/mkmodel-l8.log" 2>&1
   timeout 300 $B/bench/pipellm_prefetch_bench -m $m --budgets 2200MB,3300MB --runs 2 --skip-ablation --skip-resident \
-    --cpu-rows ${CPU_ROWS:-0.3,0.5} --threads 16 >"$OUT/prefetch-cpu-rows.txt" 2>&1
+    --cpu-rows ${CPU_ROWS:-0.3,0.5,auto} --threads 16 >"$OUT/prefetch-cpu-rows.txt" 2>&1
   echo "prefetch bench rc=$? $(since)"; grep -E "^\|" "$OUT/prefetch-cpu-rows.txt" | head -12
   if [ -x build-llama/bin/llama-bench ]; then
     timeout 200 build-llama/bin/llama-bench -m $m -ngl 16,24 -fa 1 -t 16 -p 512 -n 32 -r 2 -o json \

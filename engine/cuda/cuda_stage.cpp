@@ -102,6 +102,9 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   const ModelWeights device_w = without_host_experts(w, host_local);
   mmq_ = stage_uses_mmq(device_w, last_, opt_);
   if (opt_.streaming.enabled()) {  // no resident f16 copies when streaming
+    if (opt_.streaming.cpu_rows < 0) {
+      opt_.streaming.cpu_rows = measure_cpu_rows_share(device_w, opt_.host_threads, &cpu_rows_pcie_gbs_, &cpu_rows_cpu_gbs_);
+    }
     streamed_ = std::make_unique<StreamedWeights>(c, device_w, opt_.n_slots, opt_.n_ctx, opt_.streaming,
                                                   opt_.kv_type_k, opt_.kv_type_v);
     weights_ = std::make_unique<CudaWeights>(c, streamed_->resident_view(), false, stream_.get());

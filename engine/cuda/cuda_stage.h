@@ -246,6 +246,7 @@ class CudaStage : public Stage {
   std::unique_ptr<HostSampledRows> host_rows_;  // tail: the slots sampled on the host
   std::unique_ptr<HostExperts> host_experts_;   // null unless some layer's experts stay in host memory
   std::unique_ptr<HostRows> cpu_rows_;         // null unless streamed matrices leave rows to the CPU
+  double cpu_rows_pcie_gbs_ = 0, cpu_rows_cpu_gbs_ = 0;  // the rates the measured share came from (0: given)
   DeviceBuffer<float> x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_;
   // MoE: router logits, per (token, expert) pair the expert id, weight and product rows.
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;

@@ -60,9 +60,17 @@ std::string DeviceMemoryReport::format() const {
          (embeddings_in_host ? " (embeddings read from host memory)" : "");
   }
   if (cpu_row_bytes > 0) {
-    s += i + "CPU rows     " + format_bytes(cpu_row_bytes) + " of the streamed matrices' rows in host memory, multiplied by " +
-         std::to_string(cpu_row_threads) + " CPU threads in decode; larger steps stream them through " +
-         format_bytes(cpu_row_device_bytes) + " on the device";
+    char share[96];
+    if (cpu_row_pcie_gbs > 0) {
+      std::snprintf(share, sizeof share, "%.0f%% (measured: CPU %.1f GB/s, PCIe %.1f GB/s)", 100 * cpu_row_share,
+                    cpu_row_cpu_gbs, cpu_row_pcie_gbs);
+    } else {
+      std::snprintf(share, sizeof share, "%.0f%% (--cpu-rows)", 100 * cpu_row_share);
+    }
+    s += i + "CPU rows     " + share + " of each streamed matrix's rows, " + format_bytes(cpu_row_bytes) +
+         " in host memory, multiplied by " + std::to_string(cpu_row_threads) +
+         " CPU threads in decode; larger steps stream them through " + format_bytes(cpu_row_device_bytes) +
+         " on the device";
   }
   if (host_expert_layers > 0) {
     s += i + "host experts " + std::to_string(host_expert_layers) + " of " + std::to_string(layers) +
@@ -133,6 +141,9 @@ DeviceMemoryReport CudaStage::memory_report() const {
     r.cpu_row_bytes = cpu_rows_->host_bytes();
     r.cpu_row_device_bytes = cpu_rows_->device_bytes();
     r.cpu_row_threads = cpu_rows_->threads();
+    r.cpu_row_share = opt_.streaming.cpu_rows;
+    r.cpu_row_pcie_gbs = cpu_rows_pcie_gbs_;
+    r.cpu_row_cpu_gbs = cpu_rows_cpu_gbs_;
   }
   r.kv_bytes = sum_bytes(k_cache_) + sum_bytes(v_cache_);
   r.recurrent_bytes = sum_bytes(conv_state_) + sum_bytes(delta_state_);

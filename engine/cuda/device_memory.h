@@ -36,6 +36,7 @@ struct DeviceMemoryReport {
   // their uploads for larger steps take on the device.
   uint64_t cpu_row_bytes = 0, cpu_row_device_bytes = 0;
   int cpu_row_threads = 0;
+  double cpu_row_share = 0, cpu_row_pcie_gbs = 0, cpu_row_cpu_gbs = 0;  // the share, and its measured rates (0: given)
   uint64_t kv_bytes = 0;         // K and V rows of every layer and slot
   uint64_t recurrent_bytes = 0;  // DeltaNet conv and recurrent states (hybrid models)
   uint64_t activation_bytes = 0; // activation rows, step inputs, sampling state, attention partials

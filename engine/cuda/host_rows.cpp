@@ -1,6 +1,7 @@
 #include "engine/cuda/host_rows.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <limits>
 
@@ -15,6 +16,57 @@ namespace pipellm::cuda {
 namespace {
 uint64_t aligned(uint64_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
+
+double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_gbs, double* cpu_gbs) {
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  // PCIe: 64 MiB from pinned memory.
+  constexpr size_t kCopy = size_t{64} << 20;
+  PinnedBuffer<uint8_t> host(kCopy);
+  DeviceBuffer<uint8_t> dev(kCopy);
+  std::memset(host.get(), 1, kCopy);
+  double best_copy = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = Clock::now();
+    PIPELLM_CUDA_CHECK(cudaMemcpy(dev.get(), host.get(), kCopy, cudaMemcpyHostToDevice));
+    best_copy = std::min(best_copy, seconds(t0));
+  }
+  const double pcie = static_cast<double>(kCopy) / best_copy / 1e9;
+  // The CPU: one token through the largest matrix of the first layer.
+  const TensorView* big = nullptr;
+  if (!w.layers.empty()) {
+    for (LayerTensor r : all_layer_tensors()) {
+      const TensorView* t = w.layers.front()[r];
+      if (t != nullptr && is_matrix(r) && !is_expert_stack(r) && (big == nullptr || t->nbytes > big->nbytes)) big = t;
+    }
+  }
+  double cpu = 0.0;
+  if (big != nullptr) {
+    ThreadPool pool(threads);
+    std::vector<float> x(static_cast<size_t>(big->ne[0]), 0.5f), y(static_cast<size_t>(big->n_rows()));
+    MatmulArgs a;
+    a.type = big->type;
+    a.w = big->data;
+    a.row_bytes = big->row_bytes();
+    a.n_rows = big->n_rows();
+    a.n = big->ne[0];
+    a.x = x.data();
+    a.x_stride = a.n;
+    a.y = y.data();
+    a.y_stride = a.n_rows;
+    a.act_parts = 1;
+    double best = 1e30;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = Clock::now();
+      pool.run([&](int ith, int nth) { matmul(a, ith, nth); });
+      best = std::min(best, seconds(t0));
+    }
+    cpu = static_cast<double>(big->nbytes) / best / 1e9;
+  }
+  if (pcie_gbs != nullptr) *pcie_gbs = pcie;
+  if (cpu_gbs != nullptr) *cpu_gbs = cpu;
+  return std::min(0.9, cpu / (cpu + pcie));
+}
 
 HostRows::Layer::~Layer() {
   if (pinned) cudaHostUnregister(mem.get());

@@ -31,6 +31,12 @@
 
 namespace pipellm::cuda {
 
+// The share of each streamed matrix's rows the CPU should take so that both links finish a decode
+// token together: cpu / (cpu + pcie), from a pinned host-to-device copy and a one-token product
+// over the largest matrix of `w`'s first layer on `threads` threads, both timed here (best of 3).
+// *pcie_gbs / *cpu_gbs (when given) get the rates.
+double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_gbs = nullptr, double* cpu_gbs = nullptr);
+
 class HostRows {
  public:
   static constexpr int kCpuMaxRows = 8;  // decode steps (the mat-vec sizes); larger ones upload

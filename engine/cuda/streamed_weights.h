@@ -26,7 +26,8 @@ struct StreamingOptions {
   bool embeddings_in_host = true;
   int min_streamed_layers = 0;        // stream at least this many (tests, ablations)
   // Share of each streamed matrix's rows the CPU multiplies in decode (host_rows.h): the images
-  // hold only the other rows; 0: none.
+  // hold only the other rows; 0: none; negative: measured when the stage is built
+  // (measure_cpu_rows_share).
   double cpu_rows = 0.0;
   StreamerOptions streamer;
   bool enabled() const { return vram_budget > 0 || min_streamed_layers > 0; }

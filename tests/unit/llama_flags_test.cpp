@@ -90,6 +90,7 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"--n-cpu-moe", "12"}, [](const Parsed& p) { EXPECT_EQ(p.e.n_cpu_moe, 12); }},
       {{"-cmoe", "--expert-cache", "1.5GiB"}, [](const Parsed& p) { EXPECT_EQ(p.e.cache_bytes, uint64_t{3} << 29); }},
       {{"-ngl", "16", "--cpu-rows", "0.4"}, [](const Parsed& p) { EXPECT_DOUBLE_EQ(p.cpu_rows, 0.4); }},
+      {{"-ngl", "16", "--cpu-rows=auto"}, [](const Parsed& p) { EXPECT_LT(p.cpu_rows, 0.0); }},
       {{"-ncmoe=3", "-m", "x.gguf"},
        [](const Parsed& p) {
          EXPECT_EQ(p.e.n_cpu_moe, 3);
@@ -199,6 +200,7 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"-ncmoe", "-3"}, "--n-cpu-moe"},
       {{"--expert-cache", "lots"}, "--expert-cache"},
       {{"--cpu-rows", "1.5"}, "--cpu-rows"},
+      {{"--cpu-rows", "half"}, "'half' is not 'auto' or a share"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
       {{"--bogus"}, "--bogus"},
