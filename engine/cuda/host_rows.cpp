@@ -32,36 +32,47 @@ double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_g
     best_copy = std::min(best_copy, seconds(t0));
   }
   const double pcie = static_cast<double>(kCopy) / best_copy / 1e9;
-  // The CPU: one token through the largest matrix of the first layer.
-  const TensorView* big = nullptr;
-  if (!w.layers.empty()) {
+  // The CPU: one token through the layers' matrices, 512 MiB of them or all (more than a last-level
+  // cache holds, as a decode token's streamed rows are).
+  std::vector<const TensorView*> mats;
+  uint64_t bytes = 0;
+  for (const LayerWeights& l : w.layers) {
     for (LayerTensor r : all_layer_tensors()) {
-      const TensorView* t = w.layers.front()[r];
-      if (t != nullptr && is_matrix(r) && !is_expert_stack(r) && (big == nullptr || t->nbytes > big->nbytes)) big = t;
+      const TensorView* t = l[r];
+      if (t == nullptr || !is_matrix(r) || is_expert_stack(r) || bytes >= (uint64_t{512} << 20)) continue;
+      mats.push_back(t);
+      bytes += t->nbytes;
     }
   }
   double cpu = 0.0;
-  if (big != nullptr) {
+  if (!mats.empty()) {
     ThreadPool pool(threads);
-    std::vector<float> x(static_cast<size_t>(big->ne[0]), 0.5f), y(static_cast<size_t>(big->n_rows()));
-    MatmulArgs a;
-    a.type = big->type;
-    a.w = big->data;
-    a.row_bytes = big->row_bytes();
-    a.n_rows = big->n_rows();
-    a.n = big->ne[0];
-    a.x = x.data();
-    a.x_stride = a.n;
-    a.y = y.data();
-    a.y_stride = a.n_rows;
-    a.act_parts = 1;
+    int64_t widest = 0, tallest = 0;
+    for (const TensorView* t : mats) {
+      widest = std::max(widest, t->ne[0]);
+      tallest = std::max(tallest, t->n_rows());
+    }
+    std::vector<float> x(static_cast<size_t>(widest), 0.5f), y(static_cast<size_t>(tallest));
     double best = 1e30;
-    for (int r = 0; r < 3; ++r) {
+    for (int r = 0; r < 2; ++r) {
       const auto t0 = Clock::now();
-      pool.run([&](int ith, int nth) { matmul(a, ith, nth); });
+      for (const TensorView* t : mats) {
+        MatmulArgs a;
+        a.type = t->type;
+        a.w = t->data;
+        a.row_bytes = t->row_bytes();
+        a.n_rows = t->n_rows();
+        a.n = t->ne[0];
+        a.x = x.data();
+        a.x_stride = a.n;
+        a.y = y.data();
+        a.y_stride = a.n_rows;
+        a.act_parts = 1;
+        pool.run([&](int ith, int nth) { matmul(a, ith, nth); });
+      }
       best = std::min(best, seconds(t0));
     }
-    cpu = static_cast<double>(big->nbytes) / best / 1e9;
+    cpu = static_cast<double>(bytes) / best / 1e9;
   }
   if (pcie_gbs != nullptr) *pcie_gbs = pcie;
   if (cpu_gbs != nullptr) *cpu_gbs = cpu;

@@ -32,8 +32,8 @@
 namespace pipellm::cuda {
 
 // The share of each streamed matrix's rows the CPU should take so that both links finish a decode
-// token together: cpu / (cpu + pcie), from a pinned host-to-device copy and a one-token product
-// over the largest matrix of `w`'s first layer on `threads` threads, both timed here (best of 3).
+// token together: cpu / (cpu + pcie), from a pinned host-to-device copy (best of 3) and a
+// one-token pass over up to 512 MiB of `w`'s matrices on `threads` threads (best of 2), timed here.
 // *pcie_gbs / *cpu_gbs (when given) get the rates.
 double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_gbs = nullptr, double* cpu_gbs = nullptr);
 
