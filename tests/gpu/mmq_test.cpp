@@ -161,7 +161,7 @@ INSTANTIATE_TEST_SUITE_P(Types, MmqExpertsPerType,
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
 TEST(Mmq, RefusesWhatItHasNoKernelFor) {
-  cuda::DeviceMatrix m{TensorType::Q5_K, 4096, 64, nullptr};
+  cuda::DeviceMatrix m{TensorType::Q3_K, 4096, 64, nullptr};
   EXPECT_FALSE(cuda::mmq_supports(m));
   m = {TensorType::Q6_K, 256, 3, nullptr};  // an odd block count (Q6_K's scale word would pass the end)
   EXPECT_FALSE(cuda::mmq_supports(m));
