@@ -27,6 +27,7 @@ std::unique_ptr<Stage> make_stage(const StageSetup& setup, const StageSpec& spec
   o.host_experts = host_expert_layers(setup.model, spec.experts);
   o.host_threads = setup.pipeline.threads;
   o.expert_cache_bytes = spec.experts.cache_bytes;
+  o.streaming.cpu_rows = spec.cpu_rows;
   if (log) {
     if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) log("placement: " + d);
   }

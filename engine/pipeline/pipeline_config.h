@@ -38,6 +38,9 @@ struct StageSpec {
   // n_cpu_moe, override_tensor: llama.cpp's --cpu-moe, --n-cpu-moe, -ot; engine/model/expert_placement.h),
   // and the VRAM of the cache of the most used of them (expert_cache: a size).
   ExpertPlacementFlags experts;
+  // GPU stages with streamed layers: the share of each streamed matrix's rows the rank's CPU
+  // multiplies in decode (key cpu_rows: a number, or auto; engine/cuda/host_rows.h). -1: auto.
+  double cpu_rows = 0.0;
   std::string host;            // informative (multi-node): the hostfile places ranks
   std::optional<std::pair<int, int>> layers;  // explicit [first, last)
   int line = 0;                // line of this entry in the file (for messages)

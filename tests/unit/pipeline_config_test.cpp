@@ -81,13 +81,15 @@ TEST(PipelineConfig, KvCacheTypesPerSide) {
 
 TEST(PipelineConfig, ExpertPlacementPerStage) {
   const PipelineConfig c = PipelineConfig::parse(
-      "model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 12, expert_cache: 2GiB}\n  - device: cuda:1\n    cpu_moe: true\n"
+      "model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 12, expert_cache: 2GiB, cpu_rows: 0.25}\n  - device: cuda:1\n    cpu_moe: true\n"
       "    override_tensor: \"blk\\\\.40\\\\.=CUDA1,exps=CPU\"\n  - {device: cuda:2}\n",
       "t.yaml", "/cfg");
   ASSERT_EQ(c.stages.size(), 3u);
   EXPECT_EQ(c.stages[0].experts.n_cpu_moe, 12);
   EXPECT_EQ(c.stages[0].experts.cache_bytes, uint64_t{2} << 30);
   EXPECT_EQ(c.stages[1].experts.cache_bytes, 0u);
+  EXPECT_DOUBLE_EQ(c.stages[0].cpu_rows, 0.25);
+  EXPECT_DOUBLE_EQ(c.stages[1].cpu_rows, 0.0);
   EXPECT_FALSE(c.stages[0].experts.cpu_moe);
   EXPECT_TRUE(c.stages[1].experts.cpu_moe);
   ASSERT_EQ(c.stages[1].experts.overrides.size(), 2u);
@@ -142,6 +144,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "bad.yaml:4: stages[0].vram_budget: needs a cuda:N device"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    vram_budget: 2GiB\n",
                   "bad.yaml:4: stages[0].vram_budget: streams weights: set prefetch.enabled: true"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    cpu_rows: most\n",
+                  "bad.yaml:4: stages[0].cpu_rows: expected auto or a share in [0, 0.95], found 'most'"},
+        BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    cpu_rows: auto\n",
+                  "bad.yaml:4: stages[0].cpu_rows: needs a cuda:N device"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cpu\n    cpu_moe: true\n",
                   "bad.yaml:4: stages[0].cpu_moe: needs a cuda:N device"},
         BadConfig{"model: a.gguf\nstages:\n  - device: cuda:0\n    n_cpu_moe: -2\n",
