@@ -105,9 +105,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     matvec_rows(m, T);
     if (!v_too) product(l[LayerTensor::V], T, v, K, false);
   } else {
-    product(l[LayerTensor::Q], T, q, Q, false);
-    product(l[LayerTensor::K], T, k, K, false);
-    product(l[LayerTensor::V], T, v, K, false);
+    products({{&l[LayerTensor::Q], q, Q, false}, {&l[LayerTensor::K], k, K, false}, {&l[LayerTensor::V], v, K, false}},
+             T);
   }
 
   RopeKvArgs r;
@@ -210,8 +209,7 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
     m.y_stride = F;
     matvec_rows(m, T);
   } else {
-    product(l[LayerTensor::Gate], T, g_.get(), F, false);
-    product(l[LayerTensor::Up], T, u_.get(), F, false);
+    products({{&l[LayerTensor::Gate], g_.get(), F, false}, {&l[LayerTensor::Up], u_.get(), F, false}}, T);
     gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
   }
   product_input(T, act_.get(), F, nullptr, false);

@@ -386,12 +386,20 @@ void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
 }
 
 void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
-  product_rows(w, T, y, y_stride, add);
-  // A streamed matrix whose last rows stay with the CPU (host_rows.h): those rows' columns of y.
-  if (cpu_rows_ && cpu_rows_->split(w)) {
+  products({{&w, y, y_stride, add}}, T);
+}
+
+void CudaStage::products(const std::vector<HostRows::Output>& outs, int T) {
+  for (const HostRows::Output& o : outs) product_rows(*o.m, T, o.y, o.y_stride, o.add);
+  // Streamed matrices whose last rows stay with the CPU (host_rows.h): those rows' columns of y,
+  // one host function for all the products of this input.
+  if (cpu_rows_) {
     cpu_rows_->enqueue(
-        w, T, y_.get(), y, y_stride, add,
-        [&](const CudaMatrix& bottom, float* out) { product_rows(bottom, T, out, y_stride, add); }, stream_.get());
+        outs, T, y_.get(),
+        [&](const CudaMatrix& bottom, float* out, const HostRows::Output& o) {
+          product_rows(bottom, T, out, o.y_stride, o.add);
+        },
+        stream_.get());
   }
 }
 

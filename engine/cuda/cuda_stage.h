@@ -182,6 +182,9 @@ class CudaStage : public Stage {
   // host, the host-sampled slots' picks put in their place.
   void fetch_tokens(const Batch& b, StepOutput& out);
   void product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
+  // Several products of the same prepared input (q, k, v; gate, up), so that the rows the CPU
+  // keeps (host_rows.h) take one host function for all of them.
+  void products(const std::vector<HostRows::Output>& outs, int T);
   // The product of w's rows as the device holds them (product() adds the rows the CPU keeps).
   void product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to

@@ -154,9 +154,12 @@ HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_
       }
     }
   }
-  const int64_t T = std::max<int64_t>(1, max_tokens);
+  // A group is the products of one input (q, k, v: three at most). The CPU takes decode steps
+  // only, unless nothing could be pinned (then every step).
+  max_group_ = 3;
+  const int64_t T = std::max<int64_t>(1, streamer_ ? std::min(max_tokens, kCpuMaxRows) : max_tokens);
   h_x_ = PinnedBuffer<float>(static_cast<size_t>(T * max_in_));
-  h_y_ = PinnedBuffer<float>(static_cast<size_t>(T * max_rows_));
+  h_y_ = PinnedBuffer<float>(static_cast<size_t>(T * max_rows_ * max_group_));
   d_y_.resize(static_cast<size_t>(T * max_rows_));
 }
 
@@ -180,59 +183,81 @@ uint64_t HostRows::device_bytes() const {
   return ring + repacked_.bytes() + d_y_.bytes();
 }
 
-void HostRows::enqueue(const CudaMatrix& m, int T, const float* x, float* y, int64_t y_stride, bool add,
-                       const std::function<void(const CudaMatrix&, float*)>& gpu_product, cudaStream_t s) {
-  const auto it = index_.find(&m);
-  if (it == index_.end()) return;
-  const Split& sp = splits_[static_cast<size_t>(it->second)];
-  float* out = y + sp.top;
+void HostRows::enqueue(const std::vector<Output>& outs, int T, const float* x,
+                       const std::function<void(const CudaMatrix&, float*, const Output&)>& gpu_product,
+                       cudaStream_t s) {
+  std::vector<int> splits;
+  std::vector<const Output*> split_outs;
+  for (const Output& o : outs) {
+    const auto it = index_.find(o.m);
+    if (it == index_.end()) continue;
+    splits.push_back(it->second);
+    split_outs.push_back(&o);
+  }
+  if (splits.empty()) return;
   if (!cpu_step(T)) {
-    gpu_product(sp.uploaded, out);
+    for (size_t k = 0; k < splits.size(); ++k) {
+      const Split& sp = splits_[static_cast<size_t>(splits[k])];
+      gpu_product(sp.uploaded, split_outs[k]->y + sp.top, *split_outs[k]);
+    }
     return;
   }
-  const int64_t n_in = sp.rows.ne[0], rows = sp.rows.ne[1];
+  if (static_cast<int>(splits.size()) > max_group_) throw Error("host rows: a group of " + std::to_string(splits.size()) + " products");
+  const int64_t n_in = splits_[static_cast<size_t>(splits.front())].rows.ne[0];
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_x_.get(), x, static_cast<size_t>(T * n_in) * sizeof(float),
                                      cudaMemcpyDeviceToHost, s));
-  std::unique_ptr<Call>& call = calls_[{it->second, T}];
-  if (!call) call.reset(new Call{this, it->second, T});
+  std::unique_ptr<Call>& call = calls_[{splits, T}];
+  if (!call) call.reset(new Call{this, splits, T});
   PIPELLM_CUDA_CHECK(cudaLaunchHostFunc(s, &HostRows::run_call, call.get()));
-  const size_t row_bytes = static_cast<size_t>(rows) * sizeof(float);
-  if (add) {
-    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_y_.get(), h_y_.get(), static_cast<size_t>(T) * row_bytes,
-                                       cudaMemcpyHostToDevice, s));
-    residual_add(out, y_stride, d_y_.get(), rows, nullptr, nullptr, eps_, T, rows, Launch(s));
-  } else {
-    PIPELLM_CUDA_CHECK(cudaMemcpy2DAsync(out, static_cast<size_t>(y_stride) * sizeof(float), h_y_.get(), row_bytes,
-                                         row_bytes, static_cast<size_t>(T), cudaMemcpyHostToDevice, s));
+  size_t off = 0;  // floats into h_y_
+  for (size_t k = 0; k < splits.size(); ++k) {
+    const Split& sp = splits_[static_cast<size_t>(splits[k])];
+    const Output& o = *split_outs[k];
+    const int64_t rows = sp.rows.ne[1];
+    const size_t row_bytes = static_cast<size_t>(rows) * sizeof(float);
+    float* out = o.y + sp.top;
+    if (o.add) {
+      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(d_y_.get(), h_y_.get() + off, static_cast<size_t>(T) * row_bytes,
+                                         cudaMemcpyHostToDevice, s));
+      residual_add(out, o.y_stride, d_y_.get(), rows, nullptr, nullptr, eps_, T, rows, Launch(s));
+    } else {
+      PIPELLM_CUDA_CHECK(cudaMemcpy2DAsync(out, static_cast<size_t>(o.y_stride) * sizeof(float), h_y_.get() + off,
+                                           row_bytes, row_bytes, static_cast<size_t>(T), cudaMemcpyHostToDevice, s));
+    }
+    off += static_cast<size_t>(T * rows);
   }
 }
 
 void CUDART_CB HostRows::run_call(void* call) {
   const Call& c = *static_cast<const Call*>(call);
-  c.self->run(c.split, c.T);
+  c.self->run(c);
 }
 
-void HostRows::run(int split, int T) {
-  const Split& sp = splits_[static_cast<size_t>(split)];
-  const int64_t n_in = sp.rows.ne[0], rows = sp.rows.ne[1];
+void HostRows::run(const Call& c) {
+  const int T = c.T;
+  size_t off = 0;
   try {
-    MatmulArgs a;
-    a.type = sp.rows.type;
-    a.w = sp.rows.data;
-    a.row_bytes = sp.rows.row_bytes();
-    a.n_rows = rows;
-    a.n = n_in;
-    a.x = h_x_.get();
-    a.x_stride = n_in;
-    a.n_tokens = T;
-    a.y = h_y_.get();
-    a.y_stride = rows;
-    a.act_parts = 1;  // one 8-bit rounding, as the GPU's mat-vec on the top rows
-    pool_.run([&](int ith, int nth) { matmul(a, ith, nth); });
+    for (int k : c.splits) {
+      const Split& sp = splits_[static_cast<size_t>(k)];
+      MatmulArgs a;
+      a.type = sp.rows.type;
+      a.w = sp.rows.data;
+      a.row_bytes = sp.rows.row_bytes();
+      a.n_rows = sp.rows.ne[1];
+      a.n = sp.rows.ne[0];
+      a.x = h_x_.get();
+      a.x_stride = a.n;
+      a.n_tokens = T;
+      a.y = h_y_.get() + off;
+      a.y_stride = a.n_rows;
+      a.act_parts = 1;  // one 8-bit rounding, as the GPU's mat-vec on the top rows
+      pool_.run([&](int ith, int nth) { matmul(a, ith, nth); });
+      off += static_cast<size_t>(T * a.n_rows);
+    }
   } catch (const std::exception& e) {
-    std::fill(h_y_.get(), h_y_.get() + static_cast<size_t>(T * rows), std::numeric_limits<float>::quiet_NaN());
+    std::fill(h_y_.get(), h_y_.get() + h_y_.size(), std::numeric_limits<float>::quiet_NaN());
     const std::lock_guard<std::mutex> lock(error_mutex_);
-    if (error_.empty()) error_ = "host rows of layer " + std::to_string(sp.local) + ": " + e.what();
+    if (error_.empty()) error_ = "host rows: " + std::string(e.what());
   }
 }
 

@@ -2,10 +2,10 @@
 // "Why decode misses 34 tok/s"). With StreamingOptions::cpu_rows > 0 each streamed matrix keeps
 // rows [0, top) in its streamed image and leaves rows [top, n) to this class, which holds them as
 // the file stores them (huge pages, registered with the driver):
-// - decode steps (up to kCpuMaxRows rows): per product the stream copies the input rows to pinned
-//   memory, a host function (a node of the captured graph) has the CPU multiply the bottom rows
-//   (kernels/cpu/matmul.h, one 8-bit rounding of the activations as the GPU's mat-vec), and the
-//   results land in the output's columns [top, n). Meanwhile the copy stream keeps streaming the
+// - decode steps (up to kCpuMaxRows rows): per input (q/k/v together, gate/up together) the stream
+//   copies the rows to pinned memory, a host function (a node of the captured graph) has the CPU
+//   multiply the bottom rows (kernels/cpu/matmul.h, one 8-bit rounding of the activations as the
+//   GPU's mat-vec), and the results land in the outputs' columns [top, n). Meanwhile the copy stream keeps streaming the
 //   next layers' top rows: PCIe and host memory both carry weights.
 // - larger steps: the bottom rows stream to the device through their own ring (weight_streamer.h),
 //   repacked there where the type needs it, and the GPU multiplies them as a second product.
@@ -48,10 +48,9 @@ class HostRows {
   HostRows& operator=(const HostRows&) = delete;
 
   // Remembers which of the stage's matrices are split (their tops were installed by
-  // StreamedWeights), so that product() can find a matrix's bottom by address.
+  // StreamedWeights), so that enqueue() can find a matrix's bottom by address.
   void bind(const CudaWeights& w);
-  // Whether `m` is the top of a split matrix; whether any matrix of layer `l` is.
-  bool split(const CudaMatrix& m) const { return index_.count(&m) > 0; }
+  // Whether any matrix of layer `l` is the top of a split matrix.
   bool splits_layer(const CudaLayer& l) const;
   // Whether a step of T rows multiplies the bottoms on the CPU (always, where the host copies
   // could not be pinned: no uploads then).
@@ -60,12 +59,20 @@ class HostRows {
   uint64_t device_bytes() const;  // the upload ring, repacked copies and scratch
   int threads() const { return pool_.size(); }
 
-  // The bottom rows of `m` for a step of T rows whose input rows are x ([T][n_in] device floats):
-  // y[t][top + r] = (or +=, add) the product, y rows y_stride apart. A decode step (cpu_step)
-  // multiplies on the CPU; a larger one multiplies the uploaded rows through `gpu_product`
-  // (the stage's own product routine: matrix, output pointer).
-  void enqueue(const CudaMatrix& m, int T, const float* x, float* y, int64_t y_stride, bool add,
-               const std::function<void(const CudaMatrix&, float*)>& gpu_product, cudaStream_t s);
+  // One product's output: y[t][top + r] = (or +=, add) the bottom rows' product, y rows y_stride
+  // apart.
+  struct Output {
+    const CudaMatrix* m;  // the top rows the stage holds (split(*m) or not: unsplit ones are skipped)
+    float* y;
+    int64_t y_stride;
+    bool add;
+  };
+  // The bottom rows of the split matrices among `outs`, all multiplying the same T input rows x
+  // ([T][n_in] device floats). A decode step (cpu_step) multiplies on the CPU: one copy of x and
+  // one host function for them all; a larger one multiplies each uploaded bottom through
+  // `gpu_product` (the stage's own product routine: matrix, output pointer, its Output).
+  void enqueue(const std::vector<Output>& outs, int T, const float* x,
+               const std::function<void(const CudaMatrix&, float*, const Output&)>& gpu_product, cudaStream_t s);
 
   // Larger steps: per pass, begin_uploads; before_layer / after_layer around each local layer;
   // end_uploads (weight_streamer.h's ordering; capturable).
@@ -96,11 +103,11 @@ class HostRows {
   };
   struct Call {
     HostRows* self;
-    int split;
+    std::vector<int> splits;  // their results one after another in h_y_
     int T;
   };
   static void CUDART_CB run_call(void* call);
-  void run(int split, int T);
+  void run(const Call& c);
 
   float eps_;
   ThreadPool pool_;
@@ -114,7 +121,8 @@ class HostRows {
   DeviceBuffer<float> d_y_;
   std::unique_ptr<LayerStreamer> streamer_;  // null when some host copy could not be pinned
   DeviceBuffer<uint8_t> repacked_;
-  std::map<std::pair<int, int>, std::unique_ptr<Call>> calls_;  // (split, T)
+  std::map<std::pair<std::vector<int>, int>, std::unique_ptr<Call>> calls_;  // (splits, T): stable for graphs
+  int max_group_ = 1;  // the most splits one call takes (sizes h_y_)
   std::mutex error_mutex_;
   std::string error_;
 };
