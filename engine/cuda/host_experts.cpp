@@ -261,18 +261,9 @@ void HostExperts::run(int layer, int T) {
   } catch (const std::exception& e) {
     std::fill(h_out_.get(), h_out_.get() + static_cast<size_t>(T) * static_cast<size_t>(n_embd_),
               std::numeric_limits<float>::quiet_NaN());
-    const std::lock_guard<std::mutex> lock(error_mutex_);
-    if (error_.empty()) error_ = "host experts, local layer " + std::to_string(layer) + ": " + e.what();
+    errors_.record("host experts, local layer " + std::to_string(layer) + ": " + e.what());
   }
 }
 
-void HostExperts::rethrow() {
-  std::string e;
-  {
-    const std::lock_guard<std::mutex> lock(error_mutex_);
-    e.swap(error_);
-  }
-  if (!e.empty()) throw Error(e);
-}
 
 }  // namespace pipellm::cuda

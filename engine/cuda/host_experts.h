@@ -25,6 +25,7 @@
 
 #include "engine/cpu/routed_experts.h"
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/host_errors.h"
 #include "engine/cuda/expert_cache.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/model/model_weights.h"
@@ -101,7 +102,7 @@ class HostExperts {
 
   // Throws the Error a host function met (a host function cannot throw through CUDA; its rows
   // came back as NaN). Call after the stream has run the step.
-  void rethrow();
+  void rethrow() { errors_.rethrow(); }
 
  private:
   // A host layer's memory (huge_page_buffer.h: a decode token reads a few scattered experts),
@@ -151,8 +152,7 @@ class HostExperts {
   std::unique_ptr<LayerStreamer> streamer_;     // null: no uploads
   DeviceBuffer<uint8_t> repacked_;              // device-layout copies of the slot's repacked stacks
   CudaLayer staged_;                            // the uploaded layer's expert matrices
-  std::mutex error_mutex_;
-  std::string error_;
+  HostErrors errors_;
 };
 
 }  // namespace pipellm::cuda

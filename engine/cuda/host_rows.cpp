@@ -256,8 +256,7 @@ void HostRows::run(const Call& c) {
     }
   } catch (const std::exception& e) {
     std::fill(h_y_.get(), h_y_.get() + h_y_.size(), std::numeric_limits<float>::quiet_NaN());
-    const std::lock_guard<std::mutex> lock(error_mutex_);
-    if (error_.empty()) error_ = "host rows: " + std::string(e.what());
+    errors_.record("host rows: " + std::string(e.what()));
   }
 }
 
@@ -289,13 +288,5 @@ void HostRows::end_uploads(cudaStream_t s) {
   if (streamer_) streamer_->end_pass(s);
 }
 
-void HostRows::rethrow() {
-  std::string e;
-  {
-    const std::lock_guard<std::mutex> lock(error_mutex_);
-    e.swap(error_);
-  }
-  if (!e.empty()) throw Error(e);
-}
 
 }  // namespace pipellm::cuda

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/host_errors.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/util/huge_page_buffer.h"
@@ -82,7 +83,7 @@ class HostRows {
   void end_uploads(cudaStream_t s);
 
   // Throws the Error a host function met (its rows came back NaN). After the stream ran the step.
-  void rethrow();
+  void rethrow() { errors_.rethrow(); }
 
  private:
   struct Split {
@@ -123,8 +124,7 @@ class HostRows {
   DeviceBuffer<uint8_t> repacked_;
   std::map<std::pair<std::vector<int>, int>, std::unique_ptr<Call>> calls_;  // (splits, T): stable for graphs
   int max_group_ = 1;  // the most splits one call takes (sizes h_y_)
-  std::mutex error_mutex_;
-  std::string error_;
+  HostErrors errors_;
 };
 
 }  // namespace pipellm::cuda

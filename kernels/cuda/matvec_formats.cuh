@@ -80,14 +80,19 @@ struct Q4K {
     }
   }
 
-  __device__ static Dec decode(const Raw& r, int t) {
-    Dec o;
+  // d, dmin and lane t's two scales and mins, from the block's first 16 bytes (Q5_K's too).
+  __device__ static void header(const uint4& hd, int t, Dec& o) {
     const int j = t >> 1;
-    const __half2 dm = *reinterpret_cast<const __half2*>(&r.hd.x);
+    const __half2 dm = *reinterpret_cast<const __half2*>(&hd.x);
     o.d = __low2float(dm);
     o.dmin = __high2float(dm);
-    scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j, o.sc_lo, o.m_lo);
-    scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j + 1, o.sc_hi, o.m_hi);
+    scale_min(hd.y, hd.z, hd.w, 2 * j, o.sc_lo, o.m_lo);
+    scale_min(hd.y, hd.z, hd.w, 2 * j + 1, o.sc_hi, o.m_hi);
+  }
+
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    header(r.hd, t, o);
     const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -134,12 +139,8 @@ struct Q5K {
 
   __device__ static Dec decode(const Raw& r, int t) {
     Dec o;
+    Q4K::header(r.hd, t, o);
     const int j = t >> 1;
-    const __half2 dm = *reinterpret_cast<const __half2*>(&r.hd.x);
-    o.d = __low2float(dm);
-    o.dmin = __high2float(dm);
-    Q4K::scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j, o.sc_lo, o.m_lo);
-    Q4K::scale_min(r.hd.y, r.hd.z, r.hd.w, 2 * j + 1, o.sc_hi, o.m_hi);
     const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
     const uint32_t h[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
 #pragma unroll

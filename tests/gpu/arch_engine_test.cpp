@@ -42,36 +42,18 @@ TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
 }
 
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
+  // Two sequences of different lengths, then 12 decode steps of both.
   PIPELLM_REQUIRE_GPU();
   const std::string name = GetParam();
   const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
-  std::vector<std::vector<int32_t>> ids(2);
-  std::vector<std::vector<float>> logits(2);
-  for (int graphs = 0; graphs < 2; ++graphs) {
-    auto m = open_arch(name, graphs == 1, 2);
-    std::vector<float> tmp, step;
-    // Two sequences of different lengths, then 12 decode steps of both.
-    std::vector<int32_t> cur(2), pos(2), slot = {0, 1};
-    for (int s = 0; s < 2; ++s) {
-      const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 20 + 7 * s);
-      m->stage().forward(Batch::sequence(prompt, 0, s), tmp);
-      cur[s] = test::argmax(tmp.data(), tmp.size());
-      pos[s] = static_cast<int32_t>(prompt.size());
-    }
-    for (int it = 0; it < 12; ++it) {
-      cur = test::decode_step(m->stage(), cur, pos, slot);
-      m->stage().last_logits(2, step);
-      logits[graphs].insert(logits[graphs].end(), step.begin(), step.end());
-      ids[graphs].insert(ids[graphs].end(), cur.begin(), cur.end());
-      for (auto& p : pos) ++p;
-    }
-    if (graphs == 1) {
-      EXPECT_GT(m->stage().graphs_captured(), 0u);
-    }
-  }
-  EXPECT_EQ(ids[0], ids[1]) << name;
-  ASSERT_EQ(logits[0].size(), logits[1].size());
-  EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float))) << name;
+  auto eager_model = open_arch(name, false, 2);
+  auto graph_model = open_arch(name, true, 2);
+  const test::DecodeTrace eager = test::greedy_trace(eager_model->stage(), tokens, 2, 20, 7, 12);
+  const test::DecodeTrace graph = test::greedy_trace(graph_model->stage(), tokens, 2, 20, 7, 12);
+  EXPECT_GT(graph_model->stage().graphs_captured(), 0u);
+  EXPECT_EQ(eager.ids, graph.ids) << name;
+  ASSERT_EQ(eager.logits.size(), graph.logits.size());
+  EXPECT_EQ(0, std::memcmp(eager.logits.data(), graph.logits.data(), eager.logits.size() * sizeof(float))) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, CudaArchFixture, ::testing::ValuesIn(test::arch_fixture_models()),

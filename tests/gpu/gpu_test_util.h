@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "base/tensor_type.h"
+#include "engine/cuda/cuda_stage.h"
 #include "engine/model/stage.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
+#include "tests/unit/model_test_util.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_raii.h"
@@ -141,6 +143,16 @@ inline const std::vector<TensorType>& cuda_types() {
   return t;
 }
 
+// n_seqs sequences (sequence s: the first base + s * extra ids of `tokens`, in slot s) prefilled
+// through forward(), then `steps` greedy decode steps of all of them through step(): each step's
+// logits rows and ids, for graph-against-eager checks.
+struct DecodeTrace {
+  std::vector<float> logits;
+  std::vector<int32_t> ids;
+};
+inline DecodeTrace greedy_trace(cuda::CudaStage& st, const std::vector<int32_t>& tokens, int n_seqs, int base, int extra,
+                                int steps);
+
 // One decode step through Stage::step, as the runtime takes it: token tok[i] at pos[i] of slot
 // slot[i]; returns the sampled next tokens (greedy for slots never started).
 inline std::vector<int32_t> decode_step(Stage& st, const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
@@ -253,6 +265,28 @@ inline cuda::RopeKvArgs dense_rope_args(int T, int H, int Hkv, int D, float* q, 
   a.v = v;
   a.kv_stride = static_cast<int64_t>(Hkv) * D;
   return a;
+}
+
+inline DecodeTrace greedy_trace(cuda::CudaStage& st, const std::vector<int32_t>& tokens, int n_seqs, int base, int extra,
+                                int steps) {
+  DecodeTrace tr;
+  std::vector<float> tmp, step;
+  std::vector<int32_t> cur(static_cast<size_t>(n_seqs)), pos(cur.size()), slot(cur.size());
+  for (int s = 0; s < n_seqs; ++s) {
+    const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + base + extra * s);
+    st.forward(Batch::sequence(prompt, 0, s), tmp);
+    cur[static_cast<size_t>(s)] = argmax(tmp.data(), tmp.size());
+    pos[static_cast<size_t>(s)] = static_cast<int32_t>(prompt.size());
+    slot[static_cast<size_t>(s)] = s;
+  }
+  for (int it = 0; it < steps; ++it) {
+    cur = decode_step(st, cur, pos, slot);
+    st.last_logits(n_seqs, step);
+    tr.logits.insert(tr.logits.end(), step.begin(), step.end());
+    tr.ids.insert(tr.ids.end(), cur.begin(), cur.end());
+    for (auto& p : pos) ++p;
+  }
+  return tr;
 }
 
 }  // namespace pipellm::test

@@ -56,26 +56,10 @@ TEST_P(HostRowsFixture, MatchesLlamaCppWithinTheFileBounds) {
 TEST_P(HostRowsFixture, GraphReplayEqualsEager) {
   PIPELLM_REQUIRE_GPU();
   const auto tokens = test::read_ids(test::fixture_ref(GetParam(), ".tokens"));
-  std::vector<std::vector<float>> logits(2);
-  for (int graphs = 0; graphs < 2; ++graphs) {
-    auto m = open_split(GetParam(), graphs == 1, 2);
-    std::vector<float> tmp, step;
-    std::vector<int32_t> cur(2), pos(2), slot = {0, 1};
-    for (int s = 0; s < 2; ++s) {
-      const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 12 + 5 * s);
-      m->stage().forward(Batch::sequence(prompt, 0, s), tmp);
-      cur[static_cast<size_t>(s)] = test::argmax(tmp.data(), tmp.size());
-      pos[static_cast<size_t>(s)] = static_cast<int32_t>(prompt.size());
-    }
-    for (int it = 0; it < 6; ++it) {
-      cur = test::decode_step(m->stage(), cur, pos, slot);
-      m->stage().last_logits(2, step);
-      logits[static_cast<size_t>(graphs)].insert(logits[static_cast<size_t>(graphs)].end(), step.begin(), step.end());
-      for (auto& p : pos) ++p;
-    }
-  }
-  ASSERT_EQ(logits[0].size(), logits[1].size());
-  EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)));
+  const test::DecodeTrace eager = test::greedy_trace(open_split(GetParam(), false, 2)->stage(), tokens, 2, 12, 5, 6);
+  const test::DecodeTrace graph = test::greedy_trace(open_split(GetParam(), true, 2)->stage(), tokens, 2, 12, 5, 6);
+  ASSERT_EQ(eager.logits.size(), graph.logits.size());
+  EXPECT_EQ(0, std::memcmp(eager.logits.data(), graph.logits.data(), eager.logits.size() * sizeof(float)));
 }
 
 // gemma3 (Q4_K with Q6_K: a repacked type's rows repacked from the upload slot), phi3 (fused
