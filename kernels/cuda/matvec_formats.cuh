@@ -295,6 +295,15 @@ struct Q40 {
   }
 };
 
+// __byte_perm's selector picking, for four codes (one per byte), the bytes codes & 7 of its two
+// words: the low 3 bits of each code as its 4-bit selector (bit 3 of a selector would ask for
+// sign replication, so it stays out).
+__device__ __forceinline__ uint32_t perm_selectors(uint32_t codes) {
+  const uint32_t m = codes & 0x07070707u;
+  const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
+  return (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
+}
+
 // ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
 // The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at
 // a time with a byte permute; the block scale 2^(e - 128) multiplies the integer sum.
@@ -316,13 +325,9 @@ struct MXFP4 {
 
   // Four codes (one per byte, each 0..15) -> their four table values as signed bytes. The
   // magnitudes 0, 1, 2, 3 | 4, 6, 8, 12 of codes & 7 are the bytes of two words, picked by
-  // __byte_perm with the codes packed as its 4-bit selectors (bit 3 of a selector would ask for
-  // sign replication, so only the low 3 bits go in); bit 3 of a code negates its byte.
+  // __byte_perm (perm_selectors); bit 3 of a code negates its byte.
   __device__ static int values4(uint32_t codes) {
-    const uint32_t m = codes & 0x07070707u;
-    const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
-    const uint32_t sel = (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
-    const uint32_t mag = __byte_perm(0x03020100u, 0x0C080604u, sel);
+    const uint32_t mag = __byte_perm(0x03020100u, 0x0C080604u, perm_selectors(codes));
     const uint32_t neg = ((codes >> 3) & 0x01010101u) * 0xFFu;  // 0xFF in the bytes to negate
     return static_cast<int>(__vsub4(mag ^ neg, neg));         // per byte: (~m) - (-1) = -m
   }
@@ -344,6 +349,66 @@ struct MXFP4 {
   }
   __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
     return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
+    return w.d * a.d * static_cast<float>(si);
+  }
+};
+
+// ---- IQ4_XS (GGUF block layout, 136 bytes: d, scales_h, scales_l[4], qs[128]): 8 lanes per
+// super-block, lane t one sub-block of 32 ----
+// Lane t reads qs[16t..16t+15] (low nibbles: elements 32t..32t+15, high: +16) with two 8-byte
+// loads (blocks are 8-byte aligned, not 16) and the block's first 8 bytes for its 6-bit scale
+// ls = scales_l nibble | 2 bits of scales_h; values from the IQ4_NL codebook, scaled d (ls - 32).
+struct IQ4XS {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  struct Raw {
+    uint2 q0, q1, hd;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d;
+  };
+  struct Act {
+    int4 lo, hi;
+    float d;
+  };
+
+  // Four codes (one per byte, 0..15) -> their IQ4_NL values as signed bytes: entries 0..7 and
+  // 8..15 of the codebook are two word pairs, each picked by __byte_perm; bit 3 chooses the pair.
+  __device__ static int values4(uint32_t codes) {
+    const uint32_t sel = perm_selectors(codes);
+    const uint32_t lo = __byte_perm(0xBFAD9881u, 0xF6EADDCFu, sel);  // -127 -104 -83 -65 | -49 -35 -22 -10
+    const uint32_t hi = __byte_perm(0x26190D01u, 0x71594535u, sel);  // 1 13 25 38 | 53 69 89 113
+    const uint32_t pick = ((codes >> 3) & 0x01010101u) * 0xFFu;
+    return static_cast<int>((lo & ~pick) | (hi & pick));
+  }
+
+  __device__ static uint2 ld8(const uint8_t* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const uint8_t* blk = m.w + (row * m.nb + ib) * 136;
+    return Raw{ld8(blk + 8 + 16 * t), ld8(blk + 16 + 16 * t), ld8(blk)};
+  }
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const uint32_t scales_h = r.hd.x >> 16, scales_l = r.hd.y;
+    const int ls = static_cast<int>(((scales_l >> (4 * t)) & 0xFu) | (((scales_h >> (2 * t)) & 3u) << 4));
+    o.d = f16_bits(static_cast<uint16_t>(r.hd.x & 0xFFFFu)) * static_cast<float>(ls - 32);
+    const uint32_t v[4] = {r.q0.x, r.q0.y, r.q1.x, r.q1.y};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = values4(v[i] & 0x0F0F0F0Fu);
+      o.hi[i] = values4((v[i] >> 4) & 0x0F0F0F0Fu);
+    }
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
+    const int8_t* xa = xq + ib * 256 + 32 * t;
+    return Act{ld16s(xa), ld16s(xa + 16), xds[ib * 8 + t].x};
   }
   __device__ static float dot(const Dec& w, const Act& a, int) {
     int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
