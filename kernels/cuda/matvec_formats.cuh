@@ -417,4 +417,149 @@ struct IQ4XS {
   }
 };
 
+// ---- 32-element blocks kept in their GGUF layout (Q4_1, Q5_0, Q5_1, IQ4_NL): one lane per
+// block; their 18-24 byte blocks are only 2-, 4- or 8-byte aligned, so the loads are that wide.
+// Nibble j of qs is element j (low) and j + 16 (high); Q5's fifth bits are bit j of qh.
+
+__device__ __forceinline__ uint32_t ld4(const uint8_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
+__device__ __forceinline__ uint32_t ld4_from2(const uint8_t* p) { return ld2(p) | (static_cast<uint32_t>(ld2(p + 2)) << 16); }
+
+// Bits 0..3 of `nib` to bit 4 of bytes 0..3 (the fifth bits of four consecutive elements).
+__device__ __forceinline__ uint32_t spread_bit4(uint32_t nib) { return ((nib * 0x00204081u) & 0x01010101u) << 4; }
+
+// Activations of one 32-block: its two halves and (d, d * sum q).
+struct Act32 {
+  int4 lo, hi;
+  float2 ds;
+  __device__ static Act32 of(const int8_t* xq, const float2* xds, int64_t ib) {
+    return Act32{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib]};
+  }
+};
+
+// The 16 quant bytes as words: elements 4i..4i+3 in lo[i] (low nibbles), 16 + 4i.. in hi[i], each
+// with its fifth bit from qh where the format has one (qh 0: none).
+struct Dec32 {
+  int lo[4], hi[4];
+  float d, m;
+  __device__ void set(const uint32_t (&q)[4], uint32_t qh) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      lo[i] = static_cast<int>((q[i] & 0x0F0F0F0Fu) | spread_bit4((qh >> (4 * i)) & 0xFu));
+      hi[i] = static_cast<int>(((q[i] >> 4) & 0x0F0F0F0Fu) | spread_bit4((qh >> (16 + 4 * i)) & 0xFu));
+    }
+  }
+  __device__ int sum(const Act32& a) const {
+    return sum16(hi[0], hi[1], hi[2], hi[3], a.hi, sum16(lo[0], lo[1], lo[2], lo[3], a.lo, 0));
+  }
+};
+
+// Q4_1 (20 bytes: d, m, qs[16]; 4-byte aligned): w = d q + m.
+struct Q41 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  using Dec = Dec32;
+  using Act = Act32;
+  struct Raw {
+    uint32_t dm, q[4];
+  };
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 20;
+    return Raw{ld4(b), {ld4(b + 4), ld4(b + 8), ld4(b + 12), ld4(b + 16)}};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    o.set(r.q, 0);
+    o.d = f16_bits(static_cast<uint16_t>(r.dm & 0xFFFFu));
+    o.m = f16_bits(static_cast<uint16_t>(r.dm >> 16));
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
+  }
+};
+
+// Q5_1 (24 bytes: d, m, qh, qs[16]; 8-byte aligned): w = d q + m, q of 5 bits.
+struct Q51 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  using Dec = Dec32;
+  using Act = Act32;
+  struct Raw {
+    uint32_t dm, qh, q[4];
+  };
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 24;
+    return Raw{ld4(b), ld4(b + 4), {ld4(b + 8), ld4(b + 12), ld4(b + 16), ld4(b + 20)}};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    o.set(r.q, r.qh);
+    o.d = f16_bits(static_cast<uint16_t>(r.dm & 0xFFFFu));
+    o.m = f16_bits(static_cast<uint16_t>(r.dm >> 16));
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
+  }
+};
+
+// Q5_0 (22 bytes: d, qh, qs[16]; 2-byte aligned): w = d (q - 16), q of 5 bits; the offset comes
+// back as -16 d * (d_x sum q_x).
+struct Q50 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  using Dec = Dec32;
+  using Act = Act32;
+  struct Raw {
+    uint16_t d;
+    uint32_t qh, q[4];
+  };
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 22;
+    return Raw{ld2(b), ld4_from2(b + 2), {ld4_from2(b + 6), ld4_from2(b + 10), ld4_from2(b + 14), ld4_from2(b + 18)}};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    o.set(r.q, r.qh);
+    o.d = f16_bits(r.d);
+    o.m = -16.0f * o.d;
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
+  }
+};
+
+// IQ4_NL (18 bytes: d, qs[16]; 2-byte aligned): w = d * codebook[q] (IQ4XS::values4).
+struct IQ4NL {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  using Dec = Dec32;
+  using Act = Act32;
+  struct Raw {
+    uint16_t d;
+    uint32_t q[4];
+  };
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 18;
+    return Raw{ld2(b), {ld4_from2(b + 2), ld4_from2(b + 6), ld4_from2(b + 10), ld4_from2(b + 14)}};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = IQ4XS::values4(r.q[i] & 0x0F0F0F0Fu);
+      o.hi[i] = IQ4XS::values4((r.q[i] >> 4) & 0x0F0F0F0Fu);
+    }
+    o.d = f16_bits(r.d);
+    o.m = 0.0f;
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
+  __device__ static float dot(const Dec& w, const Act& a, int) { return w.d * a.ds.x * static_cast<float>(w.sum(a)); }
+};
+
 }  // namespace pipellm::cuda::mv

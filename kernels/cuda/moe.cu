@@ -267,6 +267,10 @@ MvQ8Kernel q8_kernel(TensorType t, int64_t n_in) {
     case TensorType::Q4_K: return whole(mv::Q4K::kItem) ? moe_matvec_q8_kernel<mv::Q4K> : nullptr;
     case TensorType::Q5_K: return whole(mv::Q5K::kItem) ? moe_matvec_q8_kernel<mv::Q5K> : nullptr;
     case TensorType::IQ4_XS: return whole(mv::IQ4XS::kItem) ? moe_matvec_q8_kernel<mv::IQ4XS> : nullptr;
+    case TensorType::Q4_1: return whole(mv::Q41::kItem) ? moe_matvec_q8_kernel<mv::Q41> : nullptr;
+    case TensorType::Q5_0: return whole(mv::Q50::kItem) ? moe_matvec_q8_kernel<mv::Q50> : nullptr;
+    case TensorType::Q5_1: return whole(mv::Q51::kItem) ? moe_matvec_q8_kernel<mv::Q51> : nullptr;
+    case TensorType::IQ4_NL: return whole(mv::IQ4NL::kItem) ? moe_matvec_q8_kernel<mv::IQ4NL> : nullptr;
     case TensorType::Q6_K: return whole(mv::Q6K::kItem) ? moe_matvec_q8_kernel<mv::Q6K> : nullptr;
     case TensorType::Q8_0: return whole(mv::Q80::kItem) ? moe_matvec_q8_kernel<mv::Q80> : nullptr;
     case TensorType::Q4_0: return whole(mv::Q40::kItem) ? moe_matvec_q8_kernel<mv::Q40> : nullptr;
