@@ -562,4 +562,66 @@ struct IQ4NL {
   __device__ static float dot(const Dec& w, const Act& a, int) { return w.d * a.ds.x * static_cast<float>(w.sum(a)); }
 };
 
+// ---- Q2_K (GGUF layout, 84 bytes: scales[16], qs[64], d, dmin; 4-byte aligned): 8 lanes per
+// super-block, lane t one run of 32 elements ----
+// Element 128h + 32j + l (l < 32) is bits 2j..2j+1 of qs[32h + l], with the scale/min byte
+// scales[8h + 2j + l / 16] (low nibble: scale, high: minimum): lane t takes h = t / 4, j = t % 4.
+// Minimums are per 16 elements, so the activations' sums are taken per 16 (dp4a with ones).
+struct Q2K {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  struct Raw {
+    uint32_t q[8], sc, dm;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d_lo, d_hi, m_lo, m_hi;
+  };
+  struct Act {
+    int4 lo, hi;
+    float d;
+    int s_lo, s_hi;  // sums of the two 16-element halves' 8-bit values
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 84;
+    const int h = t >> 2, j = t & 3;
+    Raw r;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) r.q[i] = ld4(b + 16 + 32 * h + 4 * i);
+    r.sc = ld4(b + ((8 * h + 2 * j) & ~3));
+    r.dm = ld4(b + 80);
+    return r;
+  }
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const int j = t & 3;
+    const uint32_t sc2 = r.sc >> (8 * ((2 * j) & 2));  // the run's two scale bytes in bits 0..15
+    const float d = f16_bits(static_cast<uint16_t>(r.dm & 0xFFFFu)), dmin = f16_bits(static_cast<uint16_t>(r.dm >> 16));
+    o.d_lo = d * static_cast<float>(sc2 & 0xF);
+    o.m_lo = dmin * static_cast<float>((sc2 >> 4) & 0xF);
+    o.d_hi = d * static_cast<float>((sc2 >> 8) & 0xF);
+    o.m_hi = dmin * static_cast<float>((sc2 >> 12) & 0xF);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>((r.q[i] >> (2 * j)) & 0x03030303u);
+      o.hi[i] = static_cast<int>((r.q[4 + i] >> (2 * j)) & 0x03030303u);
+    }
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
+    const int8_t* xa = xq + ib * 256 + 32 * t;  // 128h + 32j = 32t
+    Act a{ld16s(xa), ld16s(xa + 16), xds[ib * 8 + t].x, 0, 0};
+    a.s_lo = sum16(0x01010101, 0x01010101, 0x01010101, 0x01010101, a.lo, 0);
+    a.s_hi = sum16(0x01010101, 0x01010101, 0x01010101, 0x01010101, a.hi, 0);
+    return a;
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    const int si_lo = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    const int si_hi = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, 0);
+    return a.d * (w.d_lo * static_cast<float>(si_lo) + w.d_hi * static_cast<float>(si_hi) -
+                  w.m_lo * static_cast<float>(a.s_lo) - w.m_hi * static_cast<float>(a.s_hi));
+  }
+};
+
 }  // namespace pipellm::cuda::mv
