@@ -624,4 +624,69 @@ struct Q2K {
   }
 };
 
+// ---- Q3_K (GGUF layout, 110 bytes: hmask[32], qs[64], scales[12], d; 2-byte aligned): 8 lanes
+// per super-block, lane t one run of 32 elements ----
+// Element 128n + 32j + l is bits 2j..2j+1 of qs[32n + l] plus 4 * bit (4n + j) of hmask[l], minus
+// 4; the 16-element sub-blocks 8n + 2j and +1 have 6-bit signed scales (q3k_scale).
+struct Q3K {
+  static constexpr int kLanes = 8;
+  static constexpr int kItem = 256;
+  struct Raw {
+    uint32_t hm[8], q[8], sc[3];
+    uint16_t d;
+  };
+  struct Dec {
+    int lo[4], hi[4];
+    float d_lo, d_hi;
+  };
+  using Act = IQ4XS::Act;
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int t) {
+    const uint8_t* b = m.w + (row * m.nb + ib) * 110;
+    const int n = t >> 2;
+    Raw r;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      r.hm[i] = ld4_from2(b + 4 * i);
+      r.q[i] = ld4_from2(b + 32 + 32 * n + 4 * i);
+    }
+#pragma unroll
+    for (int i = 0; i < 3; ++i) r.sc[i] = ld4_from2(b + 96 + 4 * i);
+    r.d = ld2(b + 108);
+    return r;
+  }
+  // q3k_scale (kernels/cpu/block_formats.h) on the 12 scale bytes held in three words: byte k by
+  // shifts, so nothing goes to local memory.
+  __device__ static int scale(const uint32_t (&w)[3], int i) {
+    const auto byte = [&](int k) {
+      return static_cast<int>(((k < 4 ? w[0] : (k < 8 ? w[1] : w[2])) >> (8 * (k & 3))) & 0xFFu);
+    };
+    const int lo = i < 8 ? (byte(i) & 0xF) : (byte(i - 8) >> 4);
+    const int hi = (byte(8 + (i & 3)) >> (2 * (i >> 2))) & 3;
+    return (lo | (hi << 4)) - 32;
+  }
+
+  __device__ static Dec decode(const Raw& r, int t) {
+    Dec o;
+    const int n = t >> 2, j = t & 3, shift = 4 * n + j;
+    const float d = f16_bits(r.d);
+    o.d_lo = d * static_cast<float>(scale(r.sc, 8 * n + 2 * j));
+    o.d_hi = d * static_cast<float>(scale(r.sc, 8 * n + 2 * j + 1));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t vl = ((r.q[i] >> (2 * j)) & 0x03030303u) | (((r.hm[i] >> shift) & 0x01010101u) << 2);
+      const uint32_t vh = ((r.q[4 + i] >> (2 * j)) & 0x03030303u) | (((r.hm[4 + i] >> shift) & 0x01010101u) << 2);
+      o.lo[i] = static_cast<int>(__vsub4(vl, 0x04040404u));
+      o.hi[i] = static_cast<int>(__vsub4(vh, 0x04040404u));
+    }
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) { return IQ4XS::act(xq, xds, ib, t); }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    const int si_lo = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    const int si_hi = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, 0);
+    return a.d * (w.d_lo * static_cast<float>(si_lo) + w.d_hi * static_cast<float>(si_hi));
+  }
+};
+
 }  // namespace pipellm::cuda::mv

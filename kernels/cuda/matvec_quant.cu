@@ -206,7 +206,8 @@ std::string shape_of(const DeviceMatrix& m) {
 bool matvec_uses_q8(TensorType t) {
   return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K || t == TensorType::Q8_0 ||
          t == TensorType::Q4_0 || t == TensorType::MXFP4 || t == TensorType::IQ4_XS || t == TensorType::Q4_1 ||
-         t == TensorType::Q5_0 || t == TensorType::Q5_1 || t == TensorType::IQ4_NL || t == TensorType::Q2_K;
+         t == TensorType::Q5_0 || t == TensorType::Q5_1 || t == TensorType::IQ4_NL || t == TensorType::Q2_K ||
+         t == TensorType::Q3_K;
 }
 
 void matvec(const MatvecArgs& a, const Launch& s) {
@@ -255,6 +256,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       case TensorType::Q5_1: k = fast_kernel<mv::Q51>(a.n_rows, dual); break;
       case TensorType::IQ4_NL: k = fast_kernel<mv::IQ4NL>(a.n_rows, dual); break;
       case TensorType::Q2_K: k = fast_kernel<mv::Q2K>(a.n_rows, dual); break;
+      case TensorType::Q3_K: k = fast_kernel<mv::Q3K>(a.n_rows, dual); break;
       case TensorType::Q6_K: k = fast_kernel<mv::Q6K>(a.n_rows, dual); break;
       case TensorType::Q8_0: k = fast_kernel<mv::Q80>(a.n_rows, dual); break;
       case TensorType::Q4_0: k = fast_kernel<mv::Q40>(a.n_rows, dual); break;

@@ -5,8 +5,9 @@
 //   mode Store:  y[b][r] = acc            Add: y[b][r] += acc (residual)
 //   mode Swiglu: y[b][r] = silu(acc) * acc2, acc2 from a second matrix W2 (same shape)
 //
-// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K, MXFP4, IQ4_NL and IQ4_XS use integer dot products (dp4a) against 8-bit activation blocks
-// (xq/xds, see act_q8.h); the other types decode each weight to float and use x (f32).
+// Every quantized type (Q4_0 ... Q8_0, Q2_K ... Q6_K, MXFP4, IQ4_NL, IQ4_XS) uses integer dot
+// products (dp4a) against 8-bit activation blocks (xq/xds, see act_q8.h); F32/F16/BF16 decode
+// each weight to float and use x (f32).
 // Callers provide both activation forms (rmsnorm_convert produces them in one pass).
 #pragma once
 #include <cuda_runtime.h>

@@ -272,6 +272,7 @@ MvQ8Kernel q8_kernel(TensorType t, int64_t n_in) {
     case TensorType::Q5_1: return whole(mv::Q51::kItem) ? moe_matvec_q8_kernel<mv::Q51> : nullptr;
     case TensorType::IQ4_NL: return whole(mv::IQ4NL::kItem) ? moe_matvec_q8_kernel<mv::IQ4NL> : nullptr;
     case TensorType::Q2_K: return whole(mv::Q2K::kItem) ? moe_matvec_q8_kernel<mv::Q2K> : nullptr;
+    case TensorType::Q3_K: return whole(mv::Q3K::kItem) ? moe_matvec_q8_kernel<mv::Q3K> : nullptr;
     case TensorType::Q6_K: return whole(mv::Q6K::kItem) ? moe_matvec_q8_kernel<mv::Q6K> : nullptr;
     case TensorType::Q8_0: return whole(mv::Q80::kItem) ? moe_matvec_q8_kernel<mv::Q80> : nullptr;
     case TensorType::Q4_0: return whole(mv::Q40::kItem) ? moe_matvec_q8_kernel<mv::Q40> : nullptr;

@@ -9,7 +9,7 @@
 //   gate/up products (a token's row serves its k experts), 1 for the down product.
 //   Activations are float; weights decoded from the device layout (weight_layout.h). With the
 //   8-bit activation blocks (xq/xds of the same rows, act_q8.h) and a type the dense mat-vec
-//   multiplies on them (matvec_uses_q8: every type but the float ones and Q3_K), rows of whole items and
+//   multiplies on them (matvec_uses_q8: every quantized type), rows of whole items and
 //   experts 16-byte aligned, the products use its dp4a formats instead: the chosen experts' rows
 //   read once per pair, as for a dense matrix. Otherwise the float kernel (same results up to
 //   the activations' 8-bit rounding).
