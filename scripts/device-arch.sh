@@ -27,7 +27,7 @@ build)
       cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
-      nice ninja -C build-llama -j8 llama-bench ) >"$OUT/llama-build.log" 2>&1 &
+      nice ninja -C build-llama -j8 llama-bench llama-quantize ) >"$OUT/llama-build.log" 2>&1 &
   fi
   scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_prefetch_bench >"$OUT/build.log" 2>&1
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
