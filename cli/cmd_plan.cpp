@@ -46,7 +46,7 @@ int cmd_plan(int argc, char** argv) {
               kv_type_name(c.kv_cache_type), transport_name(c.transport));
   try {
     const ModelSizes sizes = ModelSizes::from_gguf(*f, mc, c);
-    const PlanInput in = PlanInput::from_config(c);
+    const PlanInput in = PlanInput::from_config(c, mc);
     const PartitionPlan p = plan_partition(sizes, in);
     // And what the coordinator would refuse besides (stages past this machine's memory or GPUs).
     check_stage_plan(c, *f, 0, physical_memory_bytes(), visible_gpu_count());

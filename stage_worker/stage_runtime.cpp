@@ -114,7 +114,7 @@ int run(const MpiSession& session, const WorkerOptions& o, std::unique_ptr<Trans
   }
   const auto file = GgufFile::open(cfg.model);
   const ModelConfig mc = ModelConfig::from_gguf(*file);
-  const PartitionPlan plan = plan_partition(ModelSizes::from_gguf(*file, mc, cfg), PlanInput::from_config(cfg));
+  const PartitionPlan plan = plan_partition(ModelSizes::from_gguf(*file, mc, cfg), PlanInput::from_config(cfg, mc));
   if (rank == 0 && (o.plan_only || !o.quiet)) {
     std::fprintf(o.plan_only ? stdout : stderr, "%s: %s\n%s", cfg.model.c_str(), mc.summary().c_str(), format_plan(plan).c_str());
   }

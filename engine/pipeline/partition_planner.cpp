@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/expert_placement.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_config.h"
 
@@ -33,6 +34,7 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
   ModelSizes m;
   m.layer_bytes.assign(static_cast<size_t>(c.n_layer), 0);
   m.layer_read_bytes.assign(static_cast<size_t>(c.n_layer), 0);
+  m.layer_expert_bytes.assign(static_cast<size_t>(c.n_layer), 0);
   for (int il = 0; il < c.n_layer; ++il) m.layer_window.push_back(c.layer(il).window);
   const TensorView* embd = f.find_tensor("token_embd.weight");
   for (const TensorView& t : f.tensors()) {
@@ -48,6 +50,9 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
         const LayerSpec& l = c.layer(il);
         const bool experts = l.n_expert > 0 && t.name.find("_exps.") != std::string::npos;
         m.layer_bytes[static_cast<size_t>(il)] += t.nbytes;
+        if (experts && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0) {
+          m.layer_expert_bytes[static_cast<size_t>(il)] += t.nbytes;
+        }
         m.layer_read_bytes[static_cast<size_t>(il)] +=
             experts ? t.nbytes / static_cast<uint64_t>(l.n_expert) * static_cast<uint64_t>(l.n_expert_used) : t.nbytes;
       }
@@ -78,12 +83,13 @@ ModelSizes ModelSizes::from_gguf(const GgufFile& f, const ModelConfig& c, KvType
   return m;
 }
 
-PlanInput PlanInput::from_config(const PipelineConfig& c) {
+PlanInput PlanInput::from_config(const PipelineConfig& c, const ModelConfig& m) {
   PlanInput in;
   in.n_stages = c.n_stages();
   for (const auto& s : c.stages) {
     in.budgets.push_back(s.memory_bytes);
     if (s.layers) in.explicit_layers.push_back(*s.layers);
+    in.host_experts.push_back(s.is_gpu() && s.experts.any() ? host_expert_layers(m, s.experts) : std::vector<bool>{});
   }
   in.kv_positions = static_cast<uint64_t>(c.context_length) * static_cast<uint64_t>(c.max_sequences);
   in.context_length = c.context_length;
@@ -155,6 +161,13 @@ class Costs {
     const size_t a = static_cast<size_t>(first), b = static_cast<size_t>(last);
     p.weight_bytes = prefix_[b] - prefix_[a];
     p.read_bytes = read_prefix_[b] - read_prefix_[a];
+    // Experts the stage keeps in host memory do not count against its (device) budget.
+    if (static_cast<size_t>(s) < in_.host_experts.size()) {
+      const std::vector<bool>& host = in_.host_experts[static_cast<size_t>(s)];
+      for (size_t il = a; il < b && il < host.size() && il < m_.layer_expert_bytes.size(); ++il) {
+        if (host[il]) p.weight_bytes -= m_.layer_expert_bytes[il];
+      }
+    }
     if (p.has_embeddings) {
       p.weight_bytes += m_.embd_bytes;
       p.read_bytes += m_.embd_row_bytes;

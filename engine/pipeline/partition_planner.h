@@ -33,6 +33,7 @@ struct ModelSizes {
   std::vector<uint64_t> layer_kv_bytes_per_token;  // per layer (0: a recurrent layer)
   std::vector<uint64_t> layer_state_bytes;         // per layer and sequence: a recurrent state
   std::vector<int> layer_kv_source;  // per layer: the layer whose KV cache it reads (-1: its own)
+  std::vector<uint64_t> layer_expert_bytes;  // per layer: its routed expert matrices (a stage may keep them on its host)
   bool tied_output = false;           // output_bytes includes token_embd (shared with stage 0 if one)
 
   int n_layer() const { return static_cast<int>(layer_bytes.size()); }
@@ -51,8 +52,12 @@ struct PlanInput {
   int step_tokens = 512;          // tokens per step (the stages' default max batch)
   uint64_t scratch_bytes = 0;     // reserve per stage
   std::vector<std::pair<int, int>> explicit_layers;  // empty: plan automatically
+  // Per stage and global layer: the routed experts stay in that stage's host memory (cpu_moe,
+  // n_cpu_moe, override_tensor), so its budget does not hold them; empty: none.
+  std::vector<std::vector<bool>> host_experts;
 
-  static PlanInput from_config(const PipelineConfig& c);
+  // Throws InvalidArgument for an expert placement the model's tensors do not allow.
+  static PlanInput from_config(const PipelineConfig& c, const ModelConfig& m);
 };
 
 struct StagePlan {

@@ -80,7 +80,7 @@ PartitionPlan check_stage_plan(const PipelineConfig& cfg, const GgufFile& model,
   const ModelSizes sizes = sizes_of(model, cfg, src);
   PartitionPlan plan;
   try {
-    plan = plan_partition(sizes, PlanInput::from_config(cfg));
+    plan = plan_partition(sizes, PlanInput::from_config(cfg, ModelConfig::from_gguf(model)));
   } catch (const InvalidArgument& e) {
     throw ConfigError(src + ": " + e.what() + " (`pipellm plan --config " + src + "` shows the plan)");
   }

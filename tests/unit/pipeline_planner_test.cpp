@@ -5,6 +5,7 @@
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/partition_planner.h"
+#include "engine/pipeline/pipeline_config.h"
 #include "tests/unit/test_data.h"
 
 namespace pipellm {
@@ -191,6 +192,39 @@ TEST(PipelinePlanner, PerLayerKvStateAndExpertReads) {
   EXPECT_EQ(p.stages[0].kv_bytes, 512u + 88u + 2000u + 512u);
   EXPECT_EQ(p.stages[0].read_bytes, 325u + 10u + 200u);
   EXPECT_EQ(p.stages[0].weight_bytes, 400u + 1000u + 200u);
+}
+
+// Experts a GPU stage keeps in host memory (cpu_moe, n_cpu_moe) leave its budget: the fixture's
+// expert matrices are the sum of its ffn_*_exps.weight tensors, read from the file here.
+TEST(PipelinePlanner, ExpertsInHostMemoryLeaveTheStageBudget) {
+  auto f = GgufFile::open(test::model_path("tiny-qwen3moe-Q4_K_M"));
+  const ModelConfig c = ModelConfig::from_gguf(*f);
+  const ModelSizes m = ModelSizes::from_gguf(*f, c, KvType::F16);
+  uint64_t experts[2] = {0, 0};
+  for (const TensorView& t : f->tensors()) {
+    for (int il = 0; il < 2; ++il) {
+      const std::string p = "blk." + std::to_string(il) + ".ffn_";
+      if (t.name.rfind(p, 0) == 0 && t.name.find("_exps.weight") != std::string::npos) experts[il] += t.nbytes;
+    }
+  }
+  ASSERT_GT(experts[0], 0u);
+  EXPECT_EQ(m.layer_expert_bytes[0], experts[0]);
+  EXPECT_EQ(m.layer_expert_bytes[1], experts[1]);
+
+  PipelineConfig cfg = PipelineConfig::parse("model: a.gguf\nstages:\n  - {device: cuda:0, n_cpu_moe: 1}\n", "t.yaml", "/");
+  PlanInput in = PlanInput::from_config(cfg, c);
+  ASSERT_EQ(in.host_experts.size(), 1u);
+  EXPECT_EQ(in.host_experts[0], (std::vector<bool>{true, false}));
+  PipelineConfig plain = cfg;
+  plain.stages[0].experts = ExpertPlacementFlags{};
+  PlanInput in_plain = PlanInput::from_config(plain, c);
+  const uint64_t all = plan_partition(m, in_plain).stages[0].total();
+  // A budget one byte short of everything on the device: enough once layer 0's experts stay home.
+  in.budgets = {all - 1};
+  const PartitionPlan p = plan_partition(m, in);
+  EXPECT_EQ(p.stages[0].total(), all - experts[0]);
+  in_plain.budgets = {all - 1};
+  EXPECT_THROW(plan_partition(m, in_plain), InvalidArgument);
 }
 
 // The fixture's numbers: qwen35moe's recurrent layers hold a state of Hv*S*S + (K-1)*C floats.
