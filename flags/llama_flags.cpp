@@ -176,8 +176,8 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
            if (n == 0) {
              f.device = "cpu";
            } else if (cuda_built) {
-             // N layers resident; the others stream from host memory each pass (there is no
-             // split where some layers compute on the CPU).
+             // N layers resident; the others stream from host memory each pass (--cpu-rows
+             // leaves part of their rows to the CPU in decode; whole layers never run there).
              if (f.device == "cpu") f.device = "cuda";
              if (n > 0 && n < (1 << 20)) f.n_gpu_layers = n;
            } else if (n > 0) {

@@ -48,7 +48,7 @@ std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& 
     if (const std::string d = describe_host_experts(o.host_experts); !d.empty()) opt.log("placement: " + d);
   }
   // llama.cpp's -ngl N keeps N layers on the GPU; here the others stream from pinned host
-  // memory each pass (there is no CPU compute split).
+  // memory each pass, part of their rows multiplied by the CPU in decode with --cpu-rows.
   cuda::StageFitOptions fit;
   fit.gpu_layers = opt.gpu_layers;
   fit.log = opt.log;
