@@ -86,7 +86,7 @@ HostExperts::HostBuffer::~HostBuffer() {
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
                          int threads, uint64_t cache_bytes, int cache_refresh)
-    : n_embd_(c.n_embd), pool_(threads) {
+    : n_embd_(c.n_embd), pool_(ThreadPool::threads_beside_one(threads)) {
   layers_.resize(w.layers.size());
   bool pinned = max_tokens >= kUploadMinRows;  // no step large enough to upload: plain memory
   std::vector<LayerImage> schedule;

@@ -55,9 +55,9 @@ class HostExperts {
   static constexpr int kUploadSlots = 2;
 
   // Copies the expert stacks of the local layers marked in `host` out of `w` (read only here),
-  // with `threads` CPU threads (0: one per hardware thread), which then do the products; steps of
-  // up to max_tokens rows. cache_bytes > 0: that much VRAM holds the most used experts
-  // (expert_cache.h), refreshed every cache_refresh steps.
+  // with `threads` CPU threads (0: one per hardware thread but one, left to the thread driving
+  // the GPU), which then do the products; steps of up to max_tokens rows. cache_bytes > 0: that
+  // much VRAM holds the most used experts (expert_cache.h), refreshed every cache_refresh steps.
   HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens, int threads,
               uint64_t cache_bytes = 0, int cache_refresh = 32);
   HostExperts(const HostExperts&) = delete;

@@ -84,7 +84,7 @@ HostRows::Layer::~Layer() {
 }
 
 HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_tokens, int threads, float eps)
-    : eps_(eps), pool_(threads) {
+    : eps_(eps), pool_(ThreadPool::threads_beside_one(threads)) {
   // One host image per layer: its bottoms one after another (256-byte aligned offsets).
   for (const auto& cr : splits) {
     auto it = layer_of_local_.find(cr.local);

@@ -43,7 +43,8 @@ class HostRows {
   static constexpr int kCpuMaxRows = 8;  // decode steps (the mat-vec sizes); larger ones upload
 
   // Copies the bottom rows `splits` name (views into the file, read only here) with `threads` CPU
-  // threads (0: one per hardware thread), which then multiply them; steps of up to max_tokens rows.
+  // threads (0: one per hardware thread but one, left to the thread driving the GPU), which then
+  // multiply them; steps of up to max_tokens rows.
   HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_tokens, int threads, float eps);
   HostRows(const HostRows&) = delete;
   HostRows& operator=(const HostRows&) = delete;

@@ -2,6 +2,7 @@
 // The calling thread takes part 0, so a pool of size 1 has no worker threads at all.
 // Workers spin briefly before sleeping: a decode step issues hundreds of small jobs.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -30,6 +31,9 @@ class ThreadPool {
   void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn);
 
   static int default_threads();
+  // `threads`, or (0) one per hardware thread but one: for pools beside a thread that keeps
+  // driving other work (a CUDA stream's host functions beside the thread launching the steps).
+  static int threads_beside_one(int threads) { return threads > 0 ? threads : std::max(1, default_threads() - 1); }
 
  private:
   void worker(int ith);
