@@ -46,7 +46,7 @@ double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_g
   }
   double cpu = 0.0;
   if (!mats.empty()) {
-    ThreadPool pool(threads);
+    ThreadPool pool(ThreadPool::threads_beside_one(threads));  // as HostRows will run
     int64_t widest = 0, tallest = 0;
     for (const TensorView* t : mats) {
       widest = std::max(widest, t->ne[0]);
