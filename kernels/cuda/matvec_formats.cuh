@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "base/tensor_type.h"
 #include "kernels/cuda/dequant_device.cuh"
 
 namespace pipellm::cuda::mv {
@@ -453,12 +454,29 @@ struct Dec32 {
   }
 };
 
-// Q4_1 (20 bytes: d, m, qs[16]; 4-byte aligned): w = d q + m.
-struct Q41 {
+// What the 32-element formats share: one lane per block, and w = d q + m against the rounded
+// activations: d d_x sum(q x) + m d_x sum(x) (m: Q4_1/Q5_1's minimum, -16 d for Q5_0, 0 for IQ4_NL).
+struct Block32 {
   static constexpr int kLanes = 1;
   static constexpr int kItem = 32;
   using Dec = Dec32;
   using Act = Act32;
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
+  }
+  // Quants with their fifth bits (qh 0: none), scaled by d and offset by m, both from one word.
+  __device__ static Dec with_min(const uint32_t (&q)[4], uint32_t qh, uint32_t dm) {
+    Dec o;
+    o.set(q, qh);
+    o.d = f16_bits(static_cast<uint16_t>(dm & 0xFFFFu));
+    o.m = f16_bits(static_cast<uint16_t>(dm >> 16));
+    return o;
+  }
+};
+
+// Q4_1 (20 bytes: d, m, qs[16]; 4-byte aligned): w = d q + m.
+struct Q41 : Block32 {
   struct Raw {
     uint32_t dm, q[4];
   };
@@ -466,25 +484,11 @@ struct Q41 {
     const uint8_t* b = m.w + (row * m.nb + ib) * 20;
     return Raw{ld4(b), {ld4(b + 4), ld4(b + 8), ld4(b + 12), ld4(b + 16)}};
   }
-  __device__ static Dec decode(const Raw& r, int) {
-    Dec o;
-    o.set(r.q, 0);
-    o.d = f16_bits(static_cast<uint16_t>(r.dm & 0xFFFFu));
-    o.m = f16_bits(static_cast<uint16_t>(r.dm >> 16));
-    return o;
-  }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
-  }
+  __device__ static Dec decode(const Raw& r, int) { return with_min(r.q, 0, r.dm); }
 };
 
 // Q5_1 (24 bytes: d, m, qh, qs[16]; 8-byte aligned): w = d q + m, q of 5 bits.
-struct Q51 {
-  static constexpr int kLanes = 1;
-  static constexpr int kItem = 32;
-  using Dec = Dec32;
-  using Act = Act32;
+struct Q51 : Block32 {
   struct Raw {
     uint32_t dm, qh, q[4];
   };
@@ -492,26 +496,11 @@ struct Q51 {
     const uint8_t* b = m.w + (row * m.nb + ib) * 24;
     return Raw{ld4(b), ld4(b + 4), {ld4(b + 8), ld4(b + 12), ld4(b + 16), ld4(b + 20)}};
   }
-  __device__ static Dec decode(const Raw& r, int) {
-    Dec o;
-    o.set(r.q, r.qh);
-    o.d = f16_bits(static_cast<uint16_t>(r.dm & 0xFFFFu));
-    o.m = f16_bits(static_cast<uint16_t>(r.dm >> 16));
-    return o;
-  }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
-  }
+  __device__ static Dec decode(const Raw& r, int) { return with_min(r.q, r.qh, r.dm); }
 };
 
-// Q5_0 (22 bytes: d, qh, qs[16]; 2-byte aligned): w = d (q - 16), q of 5 bits; the offset comes
-// back as -16 d * (d_x sum q_x).
-struct Q50 {
-  static constexpr int kLanes = 1;
-  static constexpr int kItem = 32;
-  using Dec = Dec32;
-  using Act = Act32;
+// Q5_0 (22 bytes: d, qh, qs[16]; 2-byte aligned): w = d (q - 16), q of 5 bits.
+struct Q50 : Block32 {
   struct Raw {
     uint16_t d;
     uint32_t qh, q[4];
@@ -527,18 +516,10 @@ struct Q50 {
     o.m = -16.0f * o.d;
     return o;
   }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    return w.d * a.ds.x * static_cast<float>(w.sum(a)) + w.m * a.ds.y;
-  }
 };
 
 // IQ4_NL (18 bytes: d, qs[16]; 2-byte aligned): w = d * codebook[q] (IQ4XS::values4).
-struct IQ4NL {
-  static constexpr int kLanes = 1;
-  static constexpr int kItem = 32;
-  using Dec = Dec32;
-  using Act = Act32;
+struct IQ4NL : Block32 {
   struct Raw {
     uint16_t d;
     uint32_t q[4];
@@ -558,8 +539,6 @@ struct IQ4NL {
     o.m = 0.0f;
     return o;
   }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return Act32::of(xq, xds, ib); }
-  __device__ static float dot(const Dec& w, const Act& a, int) { return w.d * a.ds.x * static_cast<float>(w.sum(a)); }
 };
 
 // ---- Q2_K (GGUF layout, 84 bytes: scales[16], qs[64], d, dmin; 4-byte aligned): 8 lanes per
@@ -688,5 +667,27 @@ struct Q3K {
     return a.d * (w.d_lo * static_cast<float>(si_lo) + w.d_hi * static_cast<float>(si_hi));
   }
 };
+
+// The one table from tensor type to format: calls f(Format{}) for a type with an 8-bit kernel and
+// returns true, else returns false without calling it (the dense and expert mat-vecs both use it).
+template <class Fn>
+bool with_format(TensorType t, Fn&& f) {
+  switch (t) {
+    case TensorType::Q4_0: f(Q40{}); return true;
+    case TensorType::Q4_1: f(Q41{}); return true;
+    case TensorType::Q5_0: f(Q50{}); return true;
+    case TensorType::Q5_1: f(Q51{}); return true;
+    case TensorType::Q8_0: f(Q80{}); return true;
+    case TensorType::Q2_K: f(Q2K{}); return true;
+    case TensorType::Q3_K: f(Q3K{}); return true;
+    case TensorType::Q4_K: f(Q4K{}); return true;
+    case TensorType::Q5_K: f(Q5K{}); return true;
+    case TensorType::Q6_K: f(Q6K{}); return true;
+    case TensorType::MXFP4: f(MXFP4{}); return true;
+    case TensorType::IQ4_NL: f(IQ4NL{}); return true;
+    case TensorType::IQ4_XS: f(IQ4XS{}); return true;
+    default: return false;
+  }
+}
 
 }  // namespace pipellm::cuda::mv

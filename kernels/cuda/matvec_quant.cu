@@ -204,10 +204,7 @@ std::string shape_of(const DeviceMatrix& m) {
 }  // namespace
 
 bool matvec_uses_q8(TensorType t) {
-  return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K || t == TensorType::Q8_0 ||
-         t == TensorType::Q4_0 || t == TensorType::MXFP4 || t == TensorType::IQ4_XS || t == TensorType::Q4_1 ||
-         t == TensorType::Q5_0 || t == TensorType::Q5_1 || t == TensorType::IQ4_NL || t == TensorType::Q2_K ||
-         t == TensorType::Q3_K;
+  return mv::with_format(t, [](auto) {});
 }
 
 void matvec(const MatvecArgs& a, const Launch& s) {
@@ -247,23 +244,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       blocks += p.groups[e];
     }
     FastKernel k = nullptr;
-    switch (a.w.type) {
-      case TensorType::Q4_K: k = fast_kernel<mv::Q4K>(a.n_rows, dual); break;
-      case TensorType::Q5_K: k = fast_kernel<mv::Q5K>(a.n_rows, dual); break;
-      case TensorType::IQ4_XS: k = fast_kernel<mv::IQ4XS>(a.n_rows, dual); break;
-      case TensorType::Q4_1: k = fast_kernel<mv::Q41>(a.n_rows, dual); break;
-      case TensorType::Q5_0: k = fast_kernel<mv::Q50>(a.n_rows, dual); break;
-      case TensorType::Q5_1: k = fast_kernel<mv::Q51>(a.n_rows, dual); break;
-      case TensorType::IQ4_NL: k = fast_kernel<mv::IQ4NL>(a.n_rows, dual); break;
-      case TensorType::Q2_K: k = fast_kernel<mv::Q2K>(a.n_rows, dual); break;
-      case TensorType::Q3_K: k = fast_kernel<mv::Q3K>(a.n_rows, dual); break;
-      case TensorType::Q6_K: k = fast_kernel<mv::Q6K>(a.n_rows, dual); break;
-      case TensorType::Q8_0: k = fast_kernel<mv::Q80>(a.n_rows, dual); break;
-      case TensorType::Q4_0: k = fast_kernel<mv::Q40>(a.n_rows, dual); break;
-      case TensorType::MXFP4: k = fast_kernel<mv::MXFP4>(a.n_rows, dual); break;
-      default:  // matvec_uses_q8 names a type this switch lacks: never read it as another format
-        throw Error("matvec: no fast kernel for " + shape_of(a.w) + " although matvec_uses_q8 names it");
-    }
+    mv::with_format(a.w.type, [&](auto fmt) { k = fast_kernel<decltype(fmt)>(a.n_rows, dual); });
     if (blocks > 0x7fffffff) throw Error("matvec: " + std::to_string(rows) + " rows are too many for one launch");
     launch_kernel(s, k, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), p);
     PIPELLM_CUDA_LAUNCH_CHECK("matvec");

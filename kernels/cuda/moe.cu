@@ -262,23 +262,12 @@ __global__ void __launch_bounds__(kMvThreads) moe_matvec_q8_kernel(MvQ8Params a)
 // The 8-bit kernel of a type, or null where the type has none (or the rows are not whole items).
 using MvQ8Kernel = void (*)(MvQ8Params);
 MvQ8Kernel q8_kernel(TensorType t, int64_t n_in) {
-  const auto whole = [&](int item) { return n_in % item == 0; };
-  switch (t) {
-    case TensorType::Q4_K: return whole(mv::Q4K::kItem) ? moe_matvec_q8_kernel<mv::Q4K> : nullptr;
-    case TensorType::Q5_K: return whole(mv::Q5K::kItem) ? moe_matvec_q8_kernel<mv::Q5K> : nullptr;
-    case TensorType::IQ4_XS: return whole(mv::IQ4XS::kItem) ? moe_matvec_q8_kernel<mv::IQ4XS> : nullptr;
-    case TensorType::Q4_1: return whole(mv::Q41::kItem) ? moe_matvec_q8_kernel<mv::Q41> : nullptr;
-    case TensorType::Q5_0: return whole(mv::Q50::kItem) ? moe_matvec_q8_kernel<mv::Q50> : nullptr;
-    case TensorType::Q5_1: return whole(mv::Q51::kItem) ? moe_matvec_q8_kernel<mv::Q51> : nullptr;
-    case TensorType::IQ4_NL: return whole(mv::IQ4NL::kItem) ? moe_matvec_q8_kernel<mv::IQ4NL> : nullptr;
-    case TensorType::Q2_K: return whole(mv::Q2K::kItem) ? moe_matvec_q8_kernel<mv::Q2K> : nullptr;
-    case TensorType::Q3_K: return whole(mv::Q3K::kItem) ? moe_matvec_q8_kernel<mv::Q3K> : nullptr;
-    case TensorType::Q6_K: return whole(mv::Q6K::kItem) ? moe_matvec_q8_kernel<mv::Q6K> : nullptr;
-    case TensorType::Q8_0: return whole(mv::Q80::kItem) ? moe_matvec_q8_kernel<mv::Q80> : nullptr;
-    case TensorType::Q4_0: return whole(mv::Q40::kItem) ? moe_matvec_q8_kernel<mv::Q40> : nullptr;
-    case TensorType::MXFP4: return whole(mv::MXFP4::kItem) ? moe_matvec_q8_kernel<mv::MXFP4> : nullptr;
-    default: return nullptr;  // decoded to float by moe_matvec_kernel
-  }
+  MvQ8Kernel k = nullptr;  // null: decoded to float by moe_matvec_kernel
+  mv::with_format(t, [&](auto fmt) {
+    using F = decltype(fmt);
+    if (n_in % F::kItem == 0) k = moe_matvec_q8_kernel<F>;
+  });
+  return k;
 }
 
 // ---- combine: out[t][i] (+)= sum_j w[t][j] y[t][j][i] ----
