@@ -22,6 +22,7 @@
 #include "engine/cuda/cuda_stage.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/expert_placement.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 #include "engine/model/vram_plan.h"
@@ -178,7 +179,11 @@ int run(int argc, char** argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--cpu-rows") {
       std::stringstream ss(next());
-      for (std::string f; std::getline(ss, f, ',');) cpu_rows.push_back(f == "auto" ? -1.0 : std::stod(f));
+      for (std::string f; std::getline(ss, f, ',');) {
+        const std::optional<double> share = parse_cpu_rows_share(f);
+        if (!share) return usage();
+        cpu_rows.push_back(*share);
+      }
     } else return usage();
   }
   if (file.empty() || (placement != "interleaved" && placement != "first")) return usage();

@@ -49,21 +49,9 @@ void add_cpu_rows_flag(CLI::App& app, double& cpu_rows) {
   app.add_option_function<std::string>(
          "--cpu-rows",
          [&cpu_rows](const std::string& v) {
-           if (v == "auto") {
-             cpu_rows = -1.0;  // measured when the stage is built
-             return;
-           }
-           size_t used = 0;
-           double f = -1.0;
-           try {
-             f = std::stod(v, &used);
-           } catch (const std::exception&) {
-             used = 0;
-           }
-           if (used == 0 || used != v.size() || !(f >= 0.0 && f <= 0.95)) {
-             throw CLI::ValidationError("--cpu-rows", "'" + v + "' is not 'auto' or a share in [0, 0.95]");
-           }
-           cpu_rows = f;
+           const std::optional<double> f = parse_cpu_rows_share(v);
+           if (!f) throw CLI::ValidationError("--cpu-rows", "'" + v + "' is not 'auto' or a share in [0, 0.95]");
+           cpu_rows = *f;
          },
          "CUDA, with layers streamed (-ngl N, --vram-budget): the share of each streamed matrix's rows the CPU "
          "multiplies in decode while PCIe brings the rest; 'auto': from the two rates measured at load; 0: none")

@@ -386,7 +386,11 @@ void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
 }
 
 void CudaStage::product(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
-  products({{&w, y, y_stride, add}}, T);
+  if (cpu_rows_) {
+    products({{&w, y, y_stride, add}}, T);
+  } else {
+    product_rows(w, T, y, y_stride, add);  // the common case builds no list
+  }
 }
 
 void CudaStage::products(const std::vector<HostRows::Output>& outs, int T) {

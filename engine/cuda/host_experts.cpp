@@ -48,14 +48,17 @@ ModelWeights without_host_experts(const ModelWeights& w, const std::vector<bool>
   return out;
 }
 
+uint64_t expert_stack_bytes(const LayerWeights& l) {
+  uint64_t bytes = 0;
+  for (LayerTensor r : kStacks) {
+    if (const TensorView* t = l[r]) bytes += t->nbytes;
+  }
+  return bytes;
+}
+
 uint64_t host_expert_bytes(const ModelWeights& w, const std::vector<bool>& host) {
   uint64_t bytes = 0;
-  for (size_t i = 0; i < w.layers.size(); ++i) {
-    if (!marked(host, i)) continue;
-    for (LayerTensor r : kStacks) {
-      if (const TensorView* t = w.layers[i][r]) bytes += t->nbytes;
-    }
-  }
+  for (size_t i = 0; i < w.layers.size(); ++i) bytes += marked(host, i) ? expert_stack_bytes(w.layers[i]) : 0;
   return bytes;
 }
 
@@ -71,17 +74,6 @@ uint64_t upload_device_bytes(const ModelWeights& w, const std::vector<bool>& hos
     ++n;
   }
   return static_cast<uint64_t>(std::min(n, HostExperts::kUploadSlots)) * slot + repacked;
-}
-
-HostExperts::HostBuffer::HostBuffer(size_t bytes, bool pin) : mem_(bytes) {
-  if (pin) {
-    pinned_ = cudaHostRegister(mem_.get(), mem_.bytes(), cudaHostRegisterPortable) == cudaSuccess;
-    if (!pinned_) (void)cudaGetLastError();  // not sticky: the memory stays pageable
-  }
-}
-
-HostExperts::HostBuffer::~HostBuffer() {
-  if (pinned_) cudaHostUnregister(mem_.get());
 }
 
 HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std::vector<bool>& host, int max_tokens,
@@ -101,7 +93,7 @@ HostExperts::HostExperts(const ModelConfig& c, const ModelWeights& w, const std:
     const ImageSize size = image_size(lw);
     l->image_bytes = size.image;
     repacked = std::max(repacked, size.repacked);
-    l->buffer = std::make_unique<HostBuffer>(size.image, pinned);
+    l->buffer = std::make_unique<RegisteredHostBuffer>(size.image, pinned);
     pinned = pinned && l->buffer->pinned();  // refused: CPU products only
     uint8_t* image = l->buffer->get();
     // Copied by every thread: one thread alone reads the page cache at a fraction of memory

@@ -26,10 +26,10 @@
 #include "engine/cpu/routed_experts.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/host_errors.h"
+#include "engine/cuda/registered_host_buffer.h"
 #include "engine/cuda/expert_cache.h"
 #include "engine/cuda/weight_streamer.h"
 #include "engine/model/model_weights.h"
-#include "engine/util/huge_page_buffer.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cuda/cuda_raii.h"
 
@@ -39,6 +39,8 @@ namespace pipellm::cuda {
 // (biases stay: small, and the uploaded path reads them). The views still point into w's mapping.
 ModelWeights without_host_experts(const ModelWeights& w, const std::vector<bool>& host);
 
+// Bytes of a layer's expert matrices (0 for a dense layer).
+uint64_t expert_stack_bytes(const LayerWeights& l);
 // Host bytes of the expert stacks of the marked local layers (what HostExperts copies).
 uint64_t host_expert_bytes(const ModelWeights& w, const std::vector<bool>& host);
 
@@ -105,24 +107,9 @@ class HostExperts {
   void rethrow() { errors_.rethrow(); }
 
  private:
-  // A host layer's memory (huge_page_buffer.h: a decode token reads a few scattered experts),
-  // registered with the driver (pinned) when asked and granted: uploads need that.
-  class HostBuffer {
-   public:
-    HostBuffer(size_t bytes, bool pin);
-    ~HostBuffer();
-    HostBuffer(const HostBuffer&) = delete;
-    HostBuffer& operator=(const HostBuffer&) = delete;
-    uint8_t* get() const { return mem_.get(); }
-    bool pinned() const { return pinned_; }
-
-   private:
-    HugePageBuffer mem_;
-    bool pinned_ = false;
-  };
   // A host layer: its stacks in one buffer (256-byte aligned offsets).
   struct Layer {
-    std::unique_ptr<HostBuffer> buffer;
+    std::unique_ptr<RegisteredHostBuffer> buffer;
     size_t image_bytes = 0;
     TensorView gate, up, gate_up, down;  // views into the buffer
     std::vector<float> gate_bias, up_bias, down_bias;

@@ -79,10 +79,6 @@ double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_g
   return std::min(0.9, cpu / (cpu + pcie));
 }
 
-HostRows::Layer::~Layer() {
-  if (pinned) cudaHostUnregister(mem.get());
-}
-
 HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_tokens, int threads, float eps)
     : eps_(eps), pool_(ThreadPool::threads_beside_one(threads)) {
   // One host image per layer: its bottoms one after another (256-byte aligned offsets).
@@ -118,10 +114,11 @@ HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_
       if (is_repacked(t.type)) rep += aligned(t.nbytes);
     }
     repacked = std::max(repacked, rep);
-    l.mem = HugePageBuffer(bytes);
+    l.mem = std::make_unique<RegisteredHostBuffer>(bytes, pinned);
+    pinned = pinned && l.mem->pinned();  // refused: the bottoms stay on the CPU for every step
     for (int k : l.splits) {
       Split& sp = splits_[static_cast<size_t>(k)];
-      uint8_t* dst = l.mem.get() + sp.offset;
+      uint8_t* dst = l.mem->get() + sp.offset;
       const uint8_t* src = sp.rows.data;
       pool_.parallel_for(static_cast<int64_t>(sp.rows.nbytes), [&](int64_t b, int64_t e) {
         std::memcpy(dst + b, src + b, static_cast<size_t>(e - b));
@@ -129,11 +126,8 @@ HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_
       sp.rows.data = dst;
       host_bytes_ += sp.rows.nbytes;
     }
-    l.pinned = pinned && cudaHostRegister(l.mem.get(), l.mem.bytes(), cudaHostRegisterPortable) == cudaSuccess;
-    if (!l.pinned) (void)cudaGetLastError();  // not sticky: the bottoms then stay on the CPU for every step
-    pinned = pinned && l.pinned;
     l.position = static_cast<int>(schedule.size());
-    schedule.push_back({l.mem.get(), bytes});
+    schedule.push_back({l.mem->get(), bytes});
   }
   if (pinned && !schedule.empty()) {
     streamer_ = std::make_unique<LayerStreamer>(std::move(schedule), StreamerOptions{});
@@ -154,12 +148,10 @@ HostRows::HostRows(const std::vector<StreamedWeights::CpuRows>& splits, int max_
       }
     }
   }
-  // A group is the products of one input (q, k, v: three at most). The CPU takes decode steps
-  // only, unless nothing could be pinned (then every step).
-  max_group_ = 3;
+  // The CPU takes decode steps only, unless nothing could be pinned (then every step).
   const int64_t T = std::max<int64_t>(1, streamer_ ? std::min(max_tokens, kCpuMaxRows) : max_tokens);
   h_x_ = PinnedBuffer<float>(static_cast<size_t>(T * max_in_));
-  h_y_ = PinnedBuffer<float>(static_cast<size_t>(T * max_rows_ * max_group_));
+  h_y_ = PinnedBuffer<float>(static_cast<size_t>(T * max_rows_ * kMaxGroup));
   d_y_.resize(static_cast<size_t>(T * max_rows_));
 }
 
@@ -202,7 +194,9 @@ void HostRows::enqueue(const std::vector<Output>& outs, int T, const float* x,
     }
     return;
   }
-  if (static_cast<int>(splits.size()) > max_group_) throw Error("host rows: a group of " + std::to_string(splits.size()) + " products");
+  if (static_cast<int>(splits.size()) > kMaxGroup) {
+    throw Error("host rows: a group of " + std::to_string(splits.size()) + " products");
+  }
   const int64_t n_in = splits_[static_cast<size_t>(splits.front())].rows.ne[0];
   PIPELLM_CUDA_CHECK(cudaMemcpyAsync(h_x_.get(), x, static_cast<size_t>(T * n_in) * sizeof(float),
                                      cudaMemcpyDeviceToHost, s));

@@ -24,9 +24,9 @@
 
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/host_errors.h"
+#include "engine/cuda/registered_host_buffer.h"
 #include "engine/cuda/streamed_weights.h"
 #include "engine/cuda/weight_streamer.h"
-#include "engine/util/huge_page_buffer.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/cuda/cuda_raii.h"
 
@@ -41,6 +41,7 @@ double measure_cpu_rows_share(const ModelWeights& w, int threads, double* pcie_g
 class HostRows {
  public:
   static constexpr int kCpuMaxRows = 8;  // decode steps (the mat-vec sizes); larger ones upload
+  static constexpr int kMaxGroup = 3;    // products of one input (q, k, v) one host function takes
 
   // Copies the bottom rows `splits` name (views into the file, read only here) with `threads` CPU
   // threads (0: one per hardware thread but one, left to the thread driving the GPU), which then
@@ -97,11 +98,9 @@ class HostRows {
   };
   struct Layer {
     int local = 0;
-    HugePageBuffer mem;
-    bool pinned = false;
+    std::unique_ptr<RegisteredHostBuffer> mem;
     std::vector<int> splits;
     int position = 0;  // in the upload schedule
-    ~Layer();
   };
   struct Call {
     HostRows* self;
@@ -124,7 +123,7 @@ class HostRows {
   std::unique_ptr<LayerStreamer> streamer_;  // null when some host copy could not be pinned
   DeviceBuffer<uint8_t> repacked_;
   std::map<std::pair<std::vector<int>, int>, std::unique_ptr<Call>> calls_;  // (splits, T): stable for graphs
-  int max_group_ = 1;  // the most splits one call takes (sizes h_y_)
+
   HostErrors errors_;
 };
 

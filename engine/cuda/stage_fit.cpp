@@ -165,11 +165,7 @@ VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaS
   if (user_placed) {
     in.scratch_bytes += slot_bytes(placed) + opt.expert_cache_bytes;
   } else if (c.has_moe()) {
-    for (size_t i = 0; i < w.layers.size(); ++i) {
-      std::vector<bool> one(w.layers.size(), false);
-      one[i] = true;
-      in.expert_bytes.push_back(host_expert_bytes(w, one));
-    }
+    for (const LayerWeights& l : w.layers) in.expert_bytes.push_back(expert_stack_bytes(l));
     in.expert_slot_bytes = slot_bytes(std::vector<bool>(w.layers.size(), true));
   }
 

@@ -117,6 +117,19 @@ std::vector<bool> host_expert_layers(const ModelConfig& c, const ExpertPlacement
   return host;
 }
 
+std::optional<double> parse_cpu_rows_share(const std::string& text) {
+  if (text == "auto") return -1.0;
+  size_t used = 0;
+  double f = -1.0;
+  try {
+    f = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size() || !(f >= 0.0 && f <= 0.95)) return std::nullopt;
+  return f;
+}
+
 std::string describe_host_experts(const std::vector<bool>& layers) {
   std::string ranges;
   int count = 0;

@@ -5,6 +5,7 @@
 // speed for the few experts each token uses (engine/cpu/routed_experts.h does the products).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,11 @@ std::vector<TensorOverride> parse_tensor_overrides(const std::string& value);
 // than a routed expert stack (only those are computed on the CPU here), or would put one expert
 // stack of a layer on the CPU and another on the GPU; both messages name the tensor and pattern.
 std::vector<bool> host_expert_layers(const ModelConfig& c, const ExpertPlacementFlags& f);
+
+// The share of each streamed matrix's rows the CPU takes in decode (--cpu-rows, a config's
+// cpu_rows; engine/cuda/host_rows.h) from its text: a number in [0, 0.95], or "auto" (-1: measured
+// at load). nullopt for anything else.
+std::optional<double> parse_cpu_rows_share(const std::string& text);
 
 // "experts of layers 0-23, 30 in host memory" for logs; "" when none.
 std::string describe_host_experts(const std::vector<bool>& layers);

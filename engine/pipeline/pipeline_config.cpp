@@ -210,14 +210,9 @@ StageSpec parse_stage(const std::string& file, const YAML::Node& n, size_t index
   }
   s.experts.cache_bytes = r.bytes("expert_cache", 0);
   if (const YAML::Node cr = r.get("cpu_rows")) {
-    double f = 0.0;
-    if (cr.IsScalar() && cr.Scalar() == "auto") {
-      s.cpu_rows = -1.0;
-    } else if (!cr.IsScalar() || !YAML::convert<double>::decode(cr, f) || !(f >= 0.0 && f <= 0.95)) {
-      r.fail(cr, path + ".cpu_rows", "expected auto or a share in [0, 0.95], found '" + Reader::scalar(cr) + "'");
-    } else {
-      s.cpu_rows = f;
-    }
+    const std::optional<double> f = cr.IsScalar() ? parse_cpu_rows_share(cr.Scalar()) : std::nullopt;
+    if (!f) r.fail(cr, path + ".cpu_rows", "expected auto or a share in [0, 0.95], found '" + Reader::scalar(cr) + "'");
+    s.cpu_rows = *f;
     if (!s.is_gpu()) r.fail(cr, path + ".cpu_rows", "needs a cuda:N device");
   }
   if ((s.experts.any() || s.experts.cache_bytes > 0) && !s.is_gpu()) {

@@ -14,12 +14,7 @@ namespace pipellm {
 namespace {
 
 std::unique_ptr<cuda::CudaModel> open_arch(const std::string& name, bool graphs, int n_slots = 1) {
-  cuda::CudaStageOptions opt;
-  opt.n_ctx = 256;
-  opt.n_slots = n_slots;
-  opt.max_batch_tokens = 64;
-  opt.use_graphs = graphs;
-  return cuda::CudaModel::open(test::model_path(name), opt);
+  return cuda::CudaModel::open(test::model_path(name), test::fixture_stage_options(graphs, n_slots));
 }
 
 class CudaArchFixture : public ::testing::TestWithParam<std::string> {};
@@ -28,17 +23,15 @@ TEST_P(CudaArchFixture, MatchesLlamaCppWithinTheFileBounds) {
   PIPELLM_REQUIRE_GPU();
   const std::string name = GetParam();
   auto model = open_arch(name, true);
-  test::check_arch_fixture(
-      name, model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  test::check_arch_fixture(name, model->config().n_vocab, test::forward_fn(model->stage()),
+                           test::decode_fn(model->stage()));
 }
 
 TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
   PIPELLM_REQUIRE_GPU();
   auto model = open_arch(GetParam(), true);
-  test::check_arch_fixture_chunks(
-      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      {1, 5, 20});
+  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()),
+                                  {1, 5, 20});
 }
 
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -141,6 +142,27 @@ inline const std::vector<TensorType>& cuda_types() {
                                             TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K,  TensorType::Q5_K,
                                             TensorType::Q6_K, TensorType::IQ4_NL, TensorType::IQ4_XS};
   return t;
+}
+
+// The options the architecture fixture tests open their CUDA models with.
+inline cuda::CudaStageOptions fixture_stage_options(bool graphs, int n_slots = 1) {
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.n_slots = n_slots;
+  opt.max_batch_tokens = 64;
+  opt.use_graphs = graphs;
+  return opt;
+}
+
+// A stage's forward() and its greedy decode of slot 0 through step(), as the fixture checks
+// (tests/arch_fixture_check.h) take them.
+inline std::function<void(const Batch&, std::vector<float>&)> forward_fn(Stage& st) {
+  return [&st](const Batch& b, std::vector<float>& out) { st.forward(b, out); };
+}
+inline std::vector<int32_t> decode_step(Stage& st, const std::vector<int32_t>& tok, const std::vector<int32_t>& pos,
+                                        const std::vector<int32_t>& slot);
+inline std::function<int32_t(int32_t, int32_t)> decode_fn(Stage& st) {
+  return [&st](int32_t tok, int32_t pos) { return decode_step(st, {tok}, {pos}, {0})[0]; };
 }
 
 // n_seqs sequences (sequence s: the first base + s * extra ids of `tokens`, in slot s) prefilled

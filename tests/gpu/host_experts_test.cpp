@@ -30,11 +30,7 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 }
 
 std::unique_ptr<cuda::CudaModel> open_hybrid(const Case& c, bool graphs, int n_slots = 1) {
-  cuda::CudaStageOptions opt;
-  opt.n_ctx = 256;
-  opt.n_slots = n_slots;
-  opt.max_batch_tokens = 64;
-  opt.use_graphs = graphs;
+  cuda::CudaStageOptions opt = test::fixture_stage_options(graphs, n_slots);
   opt.host_experts = c.all_layers ? std::vector<bool>(64, true) : std::vector<bool>{true};
   opt.host_threads = 4;
   opt.expert_cache_bytes = c.cache_bytes;
@@ -48,10 +44,8 @@ TEST_P(HostExpertsFixture, MatchesLlamaCppWithinTheFileBounds) {
   PIPELLM_REQUIRE_GPU();
   auto model = open_hybrid(GetParam(), true);
   ASSERT_NE(model->stage().host_experts(), nullptr);
-  test::check_arch_fixture(
-      GetParam().model, model->config().n_vocab,
-      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  test::check_arch_fixture(GetParam().model, model->config().n_vocab, test::forward_fn(model->stage()),
+                           test::decode_fn(model->stage()));
 }
 
 TEST_P(HostExpertsFixture, TheCacheServesPairsOnceExpertsMovedIn) {
@@ -59,10 +53,8 @@ TEST_P(HostExpertsFixture, TheCacheServesPairsOnceExpertsMovedIn) {
   // served pairs; without one, the report has no cache line.
   PIPELLM_REQUIRE_GPU();
   auto model = open_hybrid(GetParam(), true);
-  test::check_arch_fixture(
-      GetParam().model, model->config().n_vocab,
-      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  test::check_arch_fixture(GetParam().model, model->config().n_vocab, test::forward_fn(model->stage()),
+                           test::decode_fn(model->stage()));
   const cuda::DeviceMemoryReport r = model->stage().memory_report();
   if (GetParam().cache_bytes == 0) {
     EXPECT_EQ(r.expert_cache_slots, 0);
@@ -82,10 +74,8 @@ TEST_P(HostExpertsFixture, CpuAndUploadedStepsStayWithinTheBound) {
   // layer's experts to the device: both within the file's bound at every position.
   PIPELLM_REQUIRE_GPU();
   auto model = open_hybrid(GetParam(), true);
-  test::check_arch_fixture_chunks(
-      GetParam().model, model->config().n_vocab,
-      [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      {5, static_cast<size_t>(cuda::HostExperts::kUploadMinRows + 8)});
+  test::check_arch_fixture_chunks(GetParam().model, model->config().n_vocab, test::forward_fn(model->stage()),
+                                  {5, static_cast<size_t>(cuda::HostExperts::kUploadMinRows + 8)});
 }
 
 TEST_P(HostExpertsFixture, GraphReplayEqualsEager) {

@@ -26,11 +26,7 @@ TEST(HostRows, TheGpuKeepsWholeTilesOfRows) {
 }
 
 std::unique_ptr<cuda::CudaModel> open_split(const std::string& name, bool graphs, int n_slots = 1) {
-  cuda::CudaStageOptions opt;
-  opt.n_ctx = 256;
-  opt.n_slots = n_slots;
-  opt.max_batch_tokens = 64;
-  opt.use_graphs = graphs;
+  cuda::CudaStageOptions opt = test::fixture_stage_options(graphs, n_slots);
   opt.streaming.min_streamed_layers = 64;  // every layer
   opt.streaming.cpu_rows = 0.5;
   opt.host_threads = 4;
@@ -44,13 +40,11 @@ TEST_P(HostRowsFixture, MatchesLlamaCppWithinTheFileBounds) {
   auto model = open_split(GetParam(), true);
   ASSERT_NE(model->stage().cpu_rows(), nullptr);
   EXPECT_GT(model->stage().memory_report().cpu_row_bytes, 0u);
-  test::check_arch_fixture(
-      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      [&](int32_t tok, int32_t pos) { return test::decode_step(model->stage(), {tok}, {pos}, {0})[0]; });
+  test::check_arch_fixture(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()),
+                           test::decode_fn(model->stage()));
   // Chunks the CPU takes (5 rows) and chunks whose CPU rows are uploaded (20).
-  test::check_arch_fixture_chunks(
-      GetParam(), model->config().n_vocab, [&](const Batch& b, std::vector<float>& o) { model->stage().forward(b, o); },
-      {5, 20});
+  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()),
+                                  {5, 20});
 }
 
 TEST_P(HostRowsFixture, GraphReplayEqualsEager) {
