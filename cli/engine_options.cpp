@@ -21,6 +21,7 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
   flags::add_model_flags(app, f, PIPELLM_WITH_CUDA, /*parallel=*/false);
   flags::add_expert_flags(app, f.experts);
   flags::add_cpu_rows_flag(app, f.cpu_rows);
+  flags::add_gpu_split_flags(app, f.split);
   app.add_option_function<std::string>(
          "--kv-type",
          [&f](const std::string& v) {
@@ -114,13 +115,24 @@ std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags&
   return CpuModel::open(path, opt);
 }
 
-int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(f.device); }
+namespace {
+
+// Before the file is read any layer count works: more than a model has.
+constexpr int kAnyLayerCount = 1 << 16;
+
+std::string one_device(const EngineFlags& f, int n_layer) {
+  return one_gpu_device(f.device, flags::placement_request(f.device, f.split), n_layer, "pipellm");
+}
+
+}  // namespace
+
+int cuda_device_index(const EngineFlags& f) { return pipellm::cuda_device_index(one_device(f, kAnyLayerCount)); }
 
 std::unique_ptr<Stage> open_gpu_stage(const CpuModel& cpu, const EngineFlags& f, int n_ctx, int n_slots) {
   DeviceStageOptions o;
   o.kv_type_k = f.cache_type_k.value_or(f.kv_type);
   o.kv_type_v = f.cache_type_v.value_or(f.kv_type);
-  o.device = f.device;
+  o.device = one_device(f, cpu.config().n_layer);
   o.n_ctx = n_ctx;
   o.n_slots = n_slots;
   o.graphs = f.graphs;

@@ -10,6 +10,7 @@
 #include "engine/cpu/cpu_model.h"
 #include "engine/model/expert_placement.h"
 #include "engine/model/stage.h"
+#include "flags/gpu_flags.h"
 #include "flags/llama_flags.h"
 
 namespace pipellm::cli {
@@ -22,6 +23,7 @@ struct EngineFlags : flags::ModelFlags {
   uint64_t vram_budget = 0;   // CUDA: bytes of GPU memory for weights + KV + staging; 0: no limit
   ExpertPlacementFlags experts;  // CUDA: --cpu-moe, --n-cpu-moe, -ot
   double cpu_rows = 0.0;         // CUDA: --cpu-rows
+  flags::GpuSplitFlags split;    // -sm, -ts, -mg: these commands run on one GPU (one_gpu_device)
 };
 
 // Adds the shared model flags, the expert placement flags and --kv-type, --no-graphs,
@@ -40,8 +42,9 @@ std::string resolve_model(const EngineFlags& f);
 // Opens the model on the requested device (CPU only for now) with n_ctx positions.
 std::unique_ptr<CpuModel> open_model(const std::string& path, const EngineFlags& f, int n_ctx, int n_slots = 1);
 
-// --device: -1 for cpu, else the CUDA device index of cuda[:N]. Throws InvalidArgument for
-// another value, or for cuda in a build without CUDA.
+// --device: -1 for cpu, else the CUDA device index of the one GPU the flags choose
+// (one_gpu_device). Throws InvalidArgument when they ask for several, or for cuda in a build
+// without CUDA.
 int cuda_device_index(const EngineFlags& f);
 
 // With --device cuda[:N]: a CUDA stage (all layers) of the CPU model's file on that GPU, to run

@@ -16,7 +16,9 @@
 #include "coordinator/link_backend.h"
 #include "coordinator/metered_backend.h"
 #include "coordinator/mpirun_launcher.h"
+#include "coordinator/served_gpus.h"
 #include "coordinator/serving_setup.h"
+#include "engine/devices/device_stage.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model_config.h"
 #include "engine/pipeline/pipeline_config.h"
@@ -98,6 +100,39 @@ void check_before_launch(const CoordinatorOptions& o, const std::optional<Pipeli
   }
 }
 
+// --device cuda... without --config: one GPU for the in-process backend (o.device becomes it), or
+// several as a pipeline under mpirun (cfg and o.config become the written config). Flags of the
+// in-process engine alone are refused by name for a pipeline.
+ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg, const GgufFile& model, int n_ctx) {
+  GpuPlacementRequest req = flags::placement_request(o.device, o.split);
+  req.gpu_bytes = cuda_memory_bytes();
+  GpuPipelineSettings s;
+  s.model = o.model;
+  s.n_ctx = n_ctx;
+  s.n_slots = o.n_slots > 0 ? o.n_slots : 4;
+  s.threads = o.n_threads;
+  s.max_batch_tokens = o.max_batch_tokens > 0 ? o.max_batch_tokens : 512;
+  s.kv_type_k = kv_type_of(o.kv_type_k.value_or(TensorType::F16));
+  s.kv_type_v = kv_type_of(o.kv_type_v.value_or(TensorType::F16));
+  s.experts = o.experts;
+  s.cpu_rows = o.cpu_rows;
+  ServedGpus g = place_served_model(model, req, s);
+  spdlog::info("coordinator: GPUs: {}", g.reason);
+  if (!g.config) {
+    o.device = g.device;
+    return g;
+  }
+  const std::string why = " runs the in-process engine on one GPU; the model is spread over several (" + g.reason + ")";
+  if (o.backend != "auto" && o.backend != "mpirun") throw InvalidArgument("--backend " + o.backend + why);
+  if (o.gpu_layers >= 0) throw InvalidArgument("-ngl N (layers streamed)" + why + ": use -ngl all, or -sm none");
+  if (o.no_graphs) throw InvalidArgument("--no-graphs" + why);
+  spdlog::info("coordinator: the stages' config, {}:\n{}", g.config_file->path(), g.config->to_yaml());
+  cfg = g.config;
+  o.config = g.config_file->path();
+  o.device = "cpu";  // the in-process engine's: none runs here
+  return g;
+}
+
 std::unique_ptr<HeadLauncher> make_launcher(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg,
                                             const std::string& model_path, int n_ctx, std::string& kind) {
   kind = backend_kind(o, cfg);
@@ -160,7 +195,8 @@ std::string attach_secret(const CoordinatorOptions& o) {
   return s;
 }
 
-int run(const CoordinatorOptions& o) {
+int run(const CoordinatorOptions& opts) {
+  CoordinatorOptions o = opts;  // place_gpus may choose the device or write a config
   std::optional<PipelineConfig> cfg;
   if (!o.config.empty()) cfg = PipelineConfig::load(o.config);
   const std::string model_path = !o.model.empty() ? o.model : cfg->model;
@@ -169,13 +205,15 @@ int run(const CoordinatorOptions& o) {
   spdlog::info("coordinator: tokenizer from {}", model_path);
   std::unique_ptr<ModelText> text;
   int n_ctx = 0;
+  ServedGpus gpus;  // its config file outlives every launch of the stages
   {
     auto gguf = GgufFile::open(model_path);
     auto tok = Tokenizer::from_gguf(*gguf);
     auto tmpl = flags::resolve_chat_template(o.chat_template, tok->chat_template());
     if (!o.chat_template.empty()) spdlog::info("coordinator: chat template from --chat-template");
     text = std::make_unique<ModelText>(std::move(tok), std::move(tmpl));
-    if (backend_kind(o, cfg) == "inprocess") n_ctx = inprocess_context(o, cfg, *gguf);
+    if (!cfg || backend_kind(o, cfg) == "inprocess") n_ctx = inprocess_context(o, cfg, *gguf);
+    if (!cfg && o.device != "cpu" && o.backend != "attach") gpus = place_gpus(o, cfg, *gguf, n_ctx);
     check_before_launch(o, cfg, *gguf, backend_kind(o, cfg), n_ctx);
   }
 

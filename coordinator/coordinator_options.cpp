@@ -17,6 +17,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   // they set up the in-process backend (--model without --config).
   flags::ModelFlags mf;
   flags::add_model_flags(app, mf, PIPELLM_WITH_CUDA, /*parallel=*/true);
+  flags::add_gpu_split_flags(app, o.split);
   flags::add_expert_flags(app, o.experts);
   flags::add_cpu_rows_flag(app, o.cpu_rows);
   app.add_option("--backend", o.backend, "auto | inprocess | mpirun | attach")

@@ -6,6 +6,7 @@
 
 #include "base/tensor_type.h"
 #include "engine/model/expert_placement.h"
+#include "flags/gpu_flags.h"
 #include "flags/llama_flags.h"
 #include "coordinator/serving_options.h"
 
@@ -39,7 +40,8 @@ struct CoordinatorOptions {
   int n_ctx = 0;       // 0: config, else the model's training context up to 4096
   int n_slots = 0;     // 0: config, else 4
   int n_threads = 0;   // 0: config, else all
-  std::string device = "cpu";  // cpu | cuda | cuda:N
+  std::string device = "cpu";  // cpu | cuda | cuda:N | cuda:0,cuda:1 (served_gpus.h)
+  flags::GpuSplitFlags split;  // -sm, -ts, -mg
   std::optional<TensorType> kv_type_k, kv_type_v;  // -ctk / -ctv (else the config's, else f16)
   int gpu_layers = -1;         // -ngl N: N layers resident on the GPU, the rest streamed (-1: all)
   ExpertPlacementFlags experts;  // --cpu-moe, --n-cpu-moe, -ot (CUDA devices)

@@ -16,6 +16,8 @@ const ShortFlag kLlamaShortFlags[] = {
     {"-cnv", "--conversation"},  {"-no-cnv", "--no-conversation"}, {"-sys", "--system-prompt"},
     {"-np", "--parallel"},       {"-fa", "--flash-attn"},    {"-jf", "--json-schema-file"},
     {"-cmoe", "--cpu-moe"},      {"-ncmoe", "--n-cpu-moe"},  {"-ot", "--override-tensor"},
+    {"-dev", "--device"},        {"-sm", "--split-mode"},    {"-ts", "--tensor-split"},
+    {"-mg", "--main-gpu"},
 };
 const size_t kLlamaShortFlagCount = sizeof kLlamaShortFlags / sizeof kLlamaShortFlags[0];
 

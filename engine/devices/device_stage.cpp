@@ -5,6 +5,8 @@
 #include "base/error.h"
 #include "engine/model/model_weights.h"
 #ifdef PIPELLM_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include "engine/cuda/stage_fit.h"
 #endif
 
@@ -24,6 +26,26 @@ int cuda_device_index(const std::string& device, const std::string& what) {
 #else
   throw InvalidArgument(what + ": '" + device + "': this build has no CUDA");
 #endif
+}
+
+std::vector<uint64_t> cuda_memory_bytes() {
+  std::vector<uint64_t> bytes;
+#ifdef PIPELLM_HAVE_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver or no GPU: nothing to report, nothing left pending
+    return bytes;
+  }
+  for (int d = 0; d < n; ++d) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, d) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return {};
+    }
+    bytes.push_back(p.totalGlobalMem);
+  }
+#endif
+  return bytes;
 }
 
 std::unique_ptr<Stage> open_cuda_stage(const GgufFile& file, const ModelConfig& c, const DeviceStageOptions& opt) {

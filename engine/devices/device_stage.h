@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/expert_placement.h"
@@ -39,6 +40,10 @@ struct DeviceStageOptions {
 // -1 for "cpu", N for "cuda" (0) or "cuda:N". Throws InvalidArgument for anything else, or for
 // cuda in a build without CUDA. `what` names the flag in the message.
 int cuda_device_index(const std::string& device, const std::string& what = "--device");
+
+// Each visible GPU's memory in bytes, in CUDA's numbering (device properties only: no context is
+// made on any GPU); empty in a build without CUDA or where the driver answers nothing.
+std::vector<uint64_t> cuda_memory_bytes();
 
 // A CUDA stage holding every layer of the file on opt.device; null for "cpu" (the caller runs
 // its CPU stage). Without vram_budget and gpu_layers, layers that do not fit the device's free

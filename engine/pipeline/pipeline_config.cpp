@@ -41,6 +41,13 @@ TensorType kv_tensor_type(KvType t) {
   throw Error("kv_tensor_type: unknown KV cache type " + std::to_string(static_cast<int>(t)));
 }
 
+KvType kv_type_of(TensorType t) {
+  for (KvType k : {KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0}) {
+    if (kv_tensor_type(k) == t) return k;
+  }
+  throw InvalidArgument(std::string("KV cache type ") + tensor_type_name(t) + ": not f16, f32, q8_0 or q4_0");
+}
+
 bool PipelineConfig::has_explicit_layers() const {
   for (const auto& s : stages) {
     if (s.layers) return true;
@@ -320,6 +327,55 @@ PipelineConfig PipelineConfig::parse(const std::string& text, const std::string&
     r.fail(stages[0]["layers"], "stages[0].layers", "must start at layer 0");
   }
   return c;
+}
+
+std::string PipelineConfig::to_yaml() const {
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);
+  out << YAML::BeginMap;
+  out << YAML::Key << "model" << YAML::Value << model;
+  out << YAML::Key << "context_length" << YAML::Value << context_length;
+  out << YAML::Key << "max_sequences" << YAML::Value << max_sequences;
+  out << YAML::Key << "micro_batches" << YAML::Value << micro_batches;
+  out << YAML::Key << "max_batch_tokens" << YAML::Value << max_batch_tokens;
+  out << YAML::Key << "prefill_chunk" << YAML::Value << prefill_chunk;
+  out << YAML::Key << "kv_cache_type" << YAML::Value << kv_type_name(kv_cache_type);
+  out << YAML::Key << "kv_cache_type_k" << YAML::Value << kv_type_name(kv_cache_type_k);
+  out << YAML::Key << "kv_cache_type_v" << YAML::Value << kv_type_name(kv_cache_type_v);
+  out << YAML::Key << "threads" << YAML::Value << threads;
+  out << YAML::Key << "scratch" << YAML::Value << scratch_bytes;
+  out << YAML::Key << "transport" << YAML::Value << transport_name(transport);
+  if (!coordinator.empty()) out << YAML::Key << "coordinator" << YAML::Value << coordinator;
+  out << YAML::Key << "prefetch" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << prefetch.enabled;
+  out << YAML::Key << "staging_buffers" << YAML::Value << prefetch.staging_buffers;
+  out << YAML::Key << "buffer_size" << YAML::Value << prefetch.buffer_bytes;
+  out << YAML::EndMap;
+  out << YAML::Key << "stages" << YAML::Value << YAML::BeginSeq;
+  for (const StageSpec& s : stages) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "device" << YAML::Value << s.device;
+    if (s.memory_bytes != 0) out << YAML::Key << "memory" << YAML::Value << s.memory_bytes;
+    if (s.vram_budget != 0) out << YAML::Key << "vram_budget" << YAML::Value << s.vram_budget;
+    if (s.experts.cpu_moe) out << YAML::Key << "cpu_moe" << YAML::Value << true;
+    if (s.experts.n_cpu_moe != 0) out << YAML::Key << "n_cpu_moe" << YAML::Value << s.experts.n_cpu_moe;
+    if (!s.experts.overrides.empty()) {
+      std::string ot;
+      for (const TensorOverride& o : s.experts.overrides) ot += (ot.empty() ? "" : ",") + o.text;
+      out << YAML::Key << "override_tensor" << YAML::Value << YAML::DoubleQuoted << ot;
+    }
+    if (s.experts.cache_bytes != 0) out << YAML::Key << "expert_cache" << YAML::Value << s.experts.cache_bytes;
+    if (s.cpu_rows < 0) out << YAML::Key << "cpu_rows" << YAML::Value << "auto";
+    else if (s.cpu_rows > 0) out << YAML::Key << "cpu_rows" << YAML::Value << s.cpu_rows;
+    if (!s.host.empty()) out << YAML::Key << "host" << YAML::Value << s.host;
+    if (s.layers) {
+      out << YAML::Key << "layers" << YAML::Value << YAML::Flow << YAML::BeginSeq << s.layers->first << s.layers->second
+          << YAML::EndSeq;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
 }
 
 PipelineConfig PipelineConfig::load(const std::string& path) {

@@ -27,6 +27,7 @@ const char* transport_name(TransportKind t);
 enum class KvType { F16, F32, Q8_0, Q4_0 };
 const char* kv_type_name(KvType t);  // "f16", "f32", "q8_0", "q4_0"
 TensorType kv_tensor_type(KvType t);
+KvType kv_type_of(TensorType t);  // throws InvalidArgument for a type the KV cache does not take
 
 // One pipeline stage = one MPI rank.
 struct StageSpec {
@@ -75,6 +76,10 @@ struct PipelineConfig {
 
   int n_stages() const { return static_cast<int>(stages.size()); }
   bool has_explicit_layers() const;
+
+  // The config as YAML that parse() reads back to an equal config (with `model` absolute, from
+  // any directory): the coordinator writes the GPU pipeline it makes up (gpu_split.h).
+  std::string to_yaml() const;
 
   static PipelineConfig load(const std::string& path);
   // `base_dir` resolves relative paths; `name` appears in messages.

@@ -12,6 +12,7 @@
 
 #include "engine/tokenizer/chat_template.h"
 #include "flags/builtin_chat_templates.h"
+#include "flags/gpu_flags.h"
 #include "flags/offload_flags.h"
 #include "flags/llama_flags.h"
 
@@ -24,6 +25,7 @@ struct Parsed {
   ChatFlags c;
   ExpertPlacementFlags e;
   double cpu_rows = 0.0;
+  GpuSplitFlags g;
   std::optional<int> exit;
   std::string err;
 };
@@ -36,6 +38,7 @@ Parsed parse_line(std::vector<std::string> args, bool cuda_built = true) {
   add_chat_flags(app, p.c);
   add_expert_flags(app, p.e);
   add_cpu_rows_flag(app, p.cpu_rows);
+  add_gpu_split_flags(app, p.g);
   args.insert(args.begin(), "prog");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -91,6 +94,18 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"-cmoe", "--expert-cache", "1.5GiB"}, [](const Parsed& p) { EXPECT_EQ(p.e.cache_bytes, uint64_t{3} << 29); }},
       {{"-ngl", "16", "--cpu-rows", "0.4"}, [](const Parsed& p) { EXPECT_DOUBLE_EQ(p.cpu_rows, 0.4); }},
       {{"-ngl", "16", "--cpu-rows=auto"}, [](const Parsed& p) { EXPECT_LT(p.cpu_rows, 0.0); }},
+      // Several GPUs (engine/pipeline/gpu_split.h): llama.cpp's device names and split flags.
+      {{"-dev", "CUDA0,CUDA1"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda:0,cuda:1"); }},
+      {{"--device", "none"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cpu"); }},
+      {{"-dev", "cuda:1", "-ngl", "99"}, [](const Parsed& p) { EXPECT_EQ(p.m.device, "cuda:1"); }},
+      {{"-sm", "none", "-mg", "1"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.g.split_mode, SplitMode::None);
+         EXPECT_EQ(p.g.main_gpu, 1);
+       }},
+      {{"--split-mode=layer"}, [](const Parsed& p) { EXPECT_EQ(p.g.split_mode, SplitMode::Layer); }},
+      {{"-ts", "3,1"}, [](const Parsed& p) { EXPECT_EQ(p.g.tensor_split, (std::vector<double>{3, 1})); }},
+      {{"--tensor-split", "1/2/1"}, [](const Parsed& p) { EXPECT_EQ(p.g.tensor_split, (std::vector<double>{1, 2, 1})); }},
       {{"-ncmoe=3", "-m", "x.gguf"},
        [](const Parsed& p) {
          EXPECT_EQ(p.e.n_cpu_moe, 3);
@@ -201,6 +216,13 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"--expert-cache", "lots"}, "--expert-cache"},
       {{"--cpu-rows", "1.5"}, "--cpu-rows"},
       {{"--cpu-rows", "half"}, "'half' is not 'auto' or a share"},
+      {{"-dev", "CUDA0,CUDA0"}, "lists cuda:0 twice"},
+      {{"--device", "gpu0"}, "--device"},
+      {{"-sm", "row"}, "tensor parallelism"},
+      {{"-sm", "rows"}, "--split-mode"},
+      {{"-ts", "1,-1"}, "--tensor-split"},
+      {{"-ts", "0,0"}, "gives no GPU a share"},
+      {{"-mg", "-1"}, "--main-gpu"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
       {{"--bogus"}, "--bogus"},
@@ -233,6 +255,8 @@ TEST(LlamaFlags, EveryLlamaShortSpellingIsInHelp) {
   add_chat_flags(app, c);
   ExpertPlacementFlags e;
   add_expert_flags(app, e);
+  GpuSplitFlags g;
+  add_gpu_split_flags(app, g);
   const std::string help = app.help();
   for (size_t i = 0; i < kLlamaShortFlagCount; ++i) {
     const std::string short_name = kLlamaShortFlags[i].llama;

@@ -1,0 +1,40 @@
+#include "coordinator/served_gpus.h"
+
+#include "engine/model/model_config.h"
+#include "engine/pipeline/partition_planner.h"
+
+namespace pipellm::coord {
+namespace {
+
+uint64_t one_gpu_need(const GgufFile& model, const GpuPipelineSettings& s) {
+  const ModelConfig mc = ModelConfig::from_gguf(model);
+  const ModelSizes sizes = ModelSizes::from_gguf(model, mc, s.kv_type_k, s.kv_type_v);
+  PlanInput in;
+  in.n_stages = 1;
+  in.kv_positions = static_cast<uint64_t>(s.n_ctx) * static_cast<uint64_t>(s.n_slots);
+  in.context_length = s.n_ctx;
+  in.max_sequences = s.n_slots;
+  in.step_tokens = s.max_batch_tokens;
+  in.scratch_bytes = PipelineConfig{}.scratch_bytes;
+  if (s.experts.any()) in.host_experts = {host_expert_layers(mc, s.experts)};
+  return plan_partition(sizes, in).stages.front().total();
+}
+
+}  // namespace
+
+ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& req, const GpuPipelineSettings& s) {
+  GpuPlacementRequest r = req;
+  r.model_bytes = one_gpu_need(model, s);
+  const GpuPlacement p = place_on_gpus(r, ModelConfig::from_gguf(model).n_layer);
+  ServedGpus out;
+  out.reason = p.reason;
+  if (!p.pipeline()) {
+    out.device = "cuda:" + std::to_string(p.gpus.front());
+    return out;
+  }
+  out.config_file = std::make_unique<TempFile>("pipellm-gpus-", ".yaml", gpu_pipeline_config(s, p, r.gpu_bytes).to_yaml());
+  out.config = PipelineConfig::load(out.config_file->path());  // what the stages will read
+  return out;
+}
+
+}  // namespace pipellm::coord
