@@ -269,9 +269,10 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   xds_.resize(T * W / 32 + 1);
   xh_.resize(T * W);
   if (last_) logits_.resize(T * static_cast<size_t>(cfg_.n_vocab));
-  // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_ (no resident copies).
+  // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_, a slice of rows at
+  // a time (no resident copies).
   if (!opt_.resident_f16 && !(mmq_ && opt_.mmq_max_rows >= max_tokens_)) {
-    wh_.resize(static_cast<size_t>(weights_->max_matrix_elems));
+    wh_.resize(static_cast<size_t>(dequant_buffer_elems(weights_->max_matrix_elems)));
   }
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
   sms_ = sm_count(opt_.device);
@@ -432,12 +433,22 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
     mmq(a, launch());
     return;
   }
-  const __half* wh = w.f16.get();
-  if (wh == nullptr) {
-    dequantize_f16(w.m, wh_.get(), stream_.get());
-    wh = wh_.get();
+  const float beta = add ? 1.0f : 0.0f;
+  if (const __half* wh = w.f16.get()) {
+    gemm_f16(cublas_.get(), wh, w.m.n_in, w.m.n_out, xh_.get(), T, y, y_stride, beta);
+    return;
   }
-  gemm_f16(cublas_.get(), wh, w.m.n_in, w.m.n_out, xh_.get(), T, y, y_stride, add ? 1.0f : 0.0f);
+  // Slices of rows through wh_: each slice's product fills its columns of y.
+  const int64_t slice = static_cast<int64_t>(wh_.size()) / w.m.n_in;
+  if (slice < 1) {
+    throw Error("product: no dequantization buffer for a [" + std::to_string(w.m.n_in) + ", " +
+                std::to_string(w.m.n_out) + "] matrix at " + std::to_string(T) + " rows");
+  }
+  for (int64_t r0 = 0; r0 < w.m.n_out; r0 += slice) {
+    const int64_t rows = std::min(slice, w.m.n_out - r0);
+    dequantize_f16_rows(w.m, r0, rows, wh_.get(), stream_.get());
+    gemm_f16(cublas_.get(), wh_.get(), w.m.n_in, rows, xh_.get(), T, y + r0, y_stride, beta);
+  }
 }
 
 void CudaStage::enqueue_embed(int T) {

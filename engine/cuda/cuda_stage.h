@@ -16,6 +16,7 @@
 // are read from device memory, so a replay needs only one small host-to-device copy. Prefill
 // chunks run eagerly. use_graphs = false runs decode steps eagerly too (the ablation).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -126,6 +127,11 @@ class CudaStage : public Stage {
 
   // Decode buckets: the batch size and context length a step of n sequences up to max_pos runs as.
   static int batch_bucket(int n);
+  // Products without a resident f16 copy dequantize the matrix a slice of rows at a time into a
+  // buffer of at most kDequantSliceElems (64 MiB of f16), not one as large as the largest matrix
+  // (a 128k-token vocabulary's output head alone is 1 GiB).
+  static constexpr int64_t kDequantSliceElems = int64_t{1} << 25;
+  static int64_t dequant_buffer_elems(int64_t largest_matrix) { return std::min(largest_matrix, kDequantSliceElems); }
   int context_bucket(int max_pos) const;
 
  private:

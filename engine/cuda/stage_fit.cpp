@@ -99,7 +99,9 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   const bool mmq = stage_uses_mmq(w, last, opt);
   uint64_t largest = 0, f16_elems = 0;
   matrix_sizes(c, w, largest, f16_elems);
-  if (!opt.resident_f16 && !(mmq && opt.mmq_max_rows >= max_tokens)) bytes += largest * sizeof(__half);
+  if (!opt.resident_f16 && !(mmq && opt.mmq_max_rows >= max_tokens)) {
+    bytes += static_cast<uint64_t>(CudaStage::dequant_buffer_elems(static_cast<int64_t>(largest))) * sizeof(__half);
+  }
 
   int64_t attn = 0;
   for (int t = 1; t <= max_tokens; t = t < max_tokens ? std::min(max_tokens, t * 2) : max_tokens + 1) {

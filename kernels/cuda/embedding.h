@@ -17,6 +17,9 @@ void embed_rows(const DeviceMatrix& m, const int32_t* ids, int n_ids, float* out
 
 // The whole matrix as f16 [n_out][n_in] (for the tensor-core products).
 void dequantize_f16(const DeviceMatrix& m, __half* out, cudaStream_t s);
+// Rows [first_row, first_row + n_rows) as f16 [n_rows][n_in]: a large matrix in slices, so that
+// the buffer is a slice, not the largest matrix. Throws Error for rows outside the matrix.
+void dequantize_f16_rows(const DeviceMatrix& m, int64_t first_row, int64_t n_rows, __half* out, cudaStream_t s);
 
 // The whole matrix as f32 [n_out][n_in] (tests).
 void dequantize_f32(const DeviceMatrix& m, float* out, cudaStream_t s);

@@ -49,6 +49,20 @@ TEST_P(PerType, DequantizeMatchesCpu) {
       ASSERT_NEAR(got[i], ref[i], 1e-6 * std::max(1.0f, std::fabs(ref[i]))) << tensor_type_name(t) << " element " << i;
       ASSERT_EQ(__half2float(got16[i]), __half2float(__float2half_rn(got[i]))) << tensor_type_name(t) << " f16 " << i;
     }
+    // Row slices (how products dequantize large matrices): rows 2..5 and the last row alone
+    // are the whole matrix's rows; repacked types keep all scales after all quants, so a slice
+    // must index blocks of the whole matrix.
+    for (const auto& [first, rows] : {std::pair<int64_t, int64_t>{2, 4}, {n_out - 1, 1}, {0, n_out}}) {
+      cuda::DeviceBuffer<__half> part(static_cast<size_t>(width * rows));
+      test::poison(part);
+      cuda::dequantize_f16_rows(m.m, first, rows, part.get(), nullptr);
+      const auto p = test::to_host(part, part.size());
+      for (int64_t i = 0; i < width * rows; ++i) {
+        ASSERT_EQ(__half2float(p[static_cast<size_t>(i)]), __half2float(got16[static_cast<size_t>(first * width + i)]))
+            << tensor_type_name(t) << " rows from " << first << ", element " << i;
+      }
+    }
+    EXPECT_THROW(cuda::dequantize_f16_rows(m.m, n_out - 1, 2, out16.get(), nullptr), Error);
   }
   // Embedding rows of the 512-wide matrix.
   const int64_t n_in = 512, n_out = 7;
