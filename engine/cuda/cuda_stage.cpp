@@ -268,7 +268,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   xq_.resize(T * W);
   xds_.resize(T * W / 32 + 1);
   xh_.resize(T * W);
-  if (last_) logits_.resize(T * static_cast<size_t>(cfg_.n_vocab));
+  if (last_) logits_.resize(static_cast<size_t>(logits_rows(opt_.n_slots, max_tokens_)) * static_cast<size_t>(cfg_.n_vocab));
   // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_, a slice of rows at
   // a time (no resident copies).
   if (!opt_.resident_f16 && !(mmq_ && opt_.mmq_max_rows >= max_tokens_)) {
@@ -514,12 +514,13 @@ void CudaStage::enqueue_chunk(const Batch& b, int c0, int T, const float* host_r
   enqueue_layers(T, n_keys);
 }
 
-int CudaStage::enqueue_logits_rows(const Batch& b, int c0, int T) {
+int CudaStage::enqueue_logits_rows(const Batch& b, int c0, int T, int* i) {
   const int64_t E = cfg_.n_embd;
+  const int cap = logits_rows(opt_.n_slots, max_tokens_);
   int n_out = 0;
-  for (int i = c0; i < c0 + T; ++i) {
-    if (!b.logits[static_cast<size_t>(i)]) continue;
-    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + (i - c0) * E, E * sizeof(float),
+  for (; *i < c0 + T && n_out < cap; ++*i) {
+    if (!b.logits[static_cast<size_t>(*i)]) continue;
+    PIPELLM_CUDA_CHECK(cudaMemcpyAsync(g_.get() + n_out * E, x_.get() + (*i - c0) * E, E * sizeof(float),
                                        cudaMemcpyDeviceToDevice, stream_.get()));
     ++n_out;
   }
@@ -541,10 +542,17 @@ void CudaStage::forward(const Batch& batch, std::vector<float>& out) {
       out.resize(old + static_cast<size_t>(T * E));
       PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data() + old, x_.get(), T * E * sizeof(float), cudaMemcpyDeviceToHost,
                                          stream_.get()));
-    } else if (const int n_out = enqueue_logits_rows(batch, c0, T); n_out > 0) {
-      out.resize(old + static_cast<size_t>(n_out) * static_cast<size_t>(V));
-      PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data() + old, logits_.get(), n_out * V * sizeof(float),
-                                         cudaMemcpyDeviceToHost, stream_.get()));
+    } else {
+      // Logits in groups of logits_rows(); each group's copy precedes the next projection on the stream.
+      for (int i = c0; i < c0 + T;) {
+        const int n_out = enqueue_logits_rows(batch, c0, T, &i);
+        if (n_out == 0) break;
+        const size_t at = out.size();
+        out.resize(at + static_cast<size_t>(n_out) * static_cast<size_t>(V));
+        PIPELLM_CUDA_CHECK(cudaMemcpyAsync(out.data() + at, logits_.get(), n_out * V * sizeof(float),
+                                           cudaMemcpyDeviceToHost, stream_.get()));
+        stream_.synchronize();  // out may move when the next group grows it
+      }
     }
     stream_.synchronize();
     rethrow_host_errors();
@@ -644,7 +652,14 @@ void CudaStage::run_eager(const Batch& b, bool want_logits, StepOutput& out) {
   enqueue_chunk(b, 0, T, nullptr);  // non-first stages: the transport wrote the rows into x_
   if (!last_) return;
   record_tokens(d_tok_, d_pos_, d_slot_, T, d_history_.get(), opt_.n_ctx, launch());
-  const int n_out = enqueue_logits_rows(b, 0, T);
+  int next = 0;
+  const int n_out = enqueue_logits_rows(b, 0, T, &next);
+  for (; next < T; ++next) {
+    if (b.logits[static_cast<size_t>(next)]) {
+      throw InvalidArgument("CUDA stage: a step wants logits for more than " + std::to_string(n_out) +
+                            " rows (one per sequence); forward() takes all-logits batches");
+    }
+  }
   last_rows_ = n_out;
   out.logits.clear();
   if (n_out == 0) {
@@ -677,7 +692,8 @@ void CudaStage::step(const Batch& batch, StepOutput& out, bool want_logits) {
   if (host_experts_) host_experts_->maintain(stream_.get());
   // A decode step (every row wants logits) replays a graph; prefill chunks and logits for the
   // caller run eagerly.
-  const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_;
+  const bool decode = batch.n_outputs() == n && !want_logits && batch_bucket(n) <= max_tokens_ &&
+                      (!last_ || batch_bucket(n) <= logits_rows(opt_.n_slots, max_tokens_));
   if (!decode) {
     run_eager(batch, want_logits, out);
     if (last_) rethrow_host_errors();

@@ -127,6 +127,10 @@ class CudaStage : public Stage {
 
   // Decode buckets: the batch size and context length a step of n sequences up to max_pos runs as.
   static int batch_bucket(int n);
+  // Rows of logits the stage holds: a step samples one row per sequence at most (a decode bucket
+  // of them), so not one per token of a step (512 x a 128k vocabulary is 250 MiB); forward()
+  // projects all-logits batches in groups of this many (at least 64: one tensor-core product each).
+  static int logits_rows(int n_slots, int max_tokens) { return std::min(max_tokens, std::max(batch_bucket(n_slots), 64)); }
   // Products without a resident f16 copy dequantize the matrix a slice of rows at a time into a
   // buffer of at most kDequantSliceElems (64 MiB of f16), not one as large as the largest matrix
   // (a 128k-token vocabulary's output head alone is 1 GiB).
@@ -146,8 +150,10 @@ class CudaStage : public Stage {
   // Rows [c0, c0 + T) of `b`: uploads the step's ids, embeds (first stage) or copies host_rows
   // into x_ (when given), and runs the layers.
   void enqueue_chunk(const Batch& b, int c0, int T, const float* host_rows);
-  // Gathers the chunk's rows that want logits into g_ and projects them into logits_; how many.
-  int enqueue_logits_rows(const Batch& b, int c0, int T);
+  // Gathers the chunk's rows that want logits, from batch row *i on (the chunk being rows c0 ..
+  // c0 + T, in x_), into g_ — at most logits_rows(n_slots), *i moved past them — and projects
+  // them into logits_; how many.
+  int enqueue_logits_rows(const Batch& b, int c0, int T, int* i);
   // The tail's sampling of n_out rows of logits_ whose slots/positions are at row_slot/row_pos.
   void enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos);
   // Enqueues the forward pass of T tokens whose ids/pos/slots are in d_tok_/d_pos_/d_slot_ (or

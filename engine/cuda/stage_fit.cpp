@@ -94,7 +94,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   }
   floats += 2 * T * F;                                                        // u act
   bytes += T * W + (T * W / 32 + 1) * sizeof(float2) + T * W * sizeof(__half);  // xq xds xh
-  if (last) floats += T * static_cast<uint64_t>(c.n_vocab);
+  if (last) floats += static_cast<uint64_t>(CudaStage::logits_rows(opt.n_slots, max_tokens)) * static_cast<uint64_t>(c.n_vocab);
 
   const bool mmq = stage_uses_mmq(w, last, opt);
   uint64_t largest = 0, f16_elems = 0;
