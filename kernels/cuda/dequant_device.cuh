@@ -188,6 +188,106 @@ __device__ __forceinline__ float deq<TensorType::MXFP4>(const uint8_t* w, int64_
   return static_cast<float>(mxfp4_value(j < 16 ? (q & 0xF) : (q >> 4))) * mxfp4_scale(w[nb * 16 + bi]);
 }
 
+// Eight consecutive elements at once: elements e0 .. e0 + 7 of block bi (e0 a multiple of 8,
+// so they never cross a block), or for one-element blocks (F32, F16, BF16) blocks bi .. bi + 7.
+// deq8_each decodes them one by one; deq8 reads the common formats with one scale decode and
+// one 8-byte load of quants, so the tensor's base must be 8-byte aligned (cudaMalloc'd
+// buffers, kStreamAlign offsets) — callers check and use deq8_each otherwise. Both equal
+// deq<T> element for element.
+template <TensorType T>
+__device__ __forceinline__ void deq8_each(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    o[k] = TypeTraits<T>::block_size == 1 ? deq<T>(w, nb, bi + k, 0) : deq<T>(w, nb, bi, e0 + k);
+  }
+}
+
+template <TensorType T>
+__device__ __forceinline__ void deq8(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+  deq8_each<T>(w, nb, bi, e0, o);
+}
+
+// Nibble k (0..7) of the 8 bytes in q, low nibbles (shift 0) or high ones (shift 4).
+__device__ __forceinline__ int nibble8(uint2 q, int k, int shift) {
+  return static_cast<int>(((k < 4 ? q.x : q.y) >> (8 * (k & 3) + shift)) & 0xF);
+}
+
+// Q4_0 (repacked): the 8 quants of elements e0.. are one aligned 8-byte word of qs.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q4_0>(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+  const float d = f16_bits(ld_u16(w + nb * 16 + bi * 2));
+  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 16 + (e0 & 15));
+  const int sh = e0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) o[k] = d * static_cast<float>(nibble8(q, k, sh) - 8);
+}
+// Q8_0 (repacked): the 8 quants are one aligned 8-byte word.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q8_0>(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+  const float d = f16_bits(ld_u16(w + nb * 32 + bi * 2));
+  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 32 + e0);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    o[k] = d * static_cast<float>(static_cast<int8_t>(q.x >> (8 * k)));
+    o[k + 4] = d * static_cast<float>(static_cast<int8_t>(q.y >> (8 * k)));
+  }
+}
+// MXFP4 (repacked): elements j < 16 are the low nibbles of bytes j, j >= 16 the high nibbles
+// of bytes j - 16.
+template <>
+__device__ __forceinline__ void deq8<TensorType::MXFP4>(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+  const float d = mxfp4_scale(w[nb * 16 + bi]);
+  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 16 + (e0 & 15));
+  const int sh = e0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) o[k] = static_cast<float>(mxfp4_value(nibble8(q, k, sh))) * d;
+}
+// Q4_K: 144-byte blocks; the 8 elements share one sub-block scale and minimum.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q4_K>(const uint8_t* w, int64_t, int64_t bi, int e0, float* o) {
+  const uint8_t* b = w + bi * 144;
+  const int j = e0 >> 6, r = e0 & 63;
+  uint8_t sc, m;
+  unpack_k4_scale_min(b + 4, 2 * j + (r >> 5), &sc, &m);
+  const float d = f16_bits(ld_u16(b)) * static_cast<float>(sc), dm = f16_bits(ld_u16(b + 2)) * static_cast<float>(m);
+  const uint2 q = *reinterpret_cast<const uint2*>(b + 16 + 32 * j + (r & 31));
+  const int sh = r < 32 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) o[k] = d * static_cast<float>(nibble8(q, k, sh)) - dm;
+}
+// Q5_K: 176-byte blocks; fifth bits from the 8 bytes of qh at the elements' positions.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q5_K>(const uint8_t* w, int64_t, int64_t bi, int e0, float* o) {
+  const uint8_t* b = w + bi * 176;
+  const int j = e0 >> 6, r = e0 & 63, half = r >> 5, l = r & 31;
+  uint8_t sc, m;
+  unpack_k4_scale_min(b + 4, 2 * j + half, &sc, &m);
+  const float d = f16_bits(ld_u16(b)) * static_cast<float>(sc), dm = f16_bits(ld_u16(b + 2)) * static_cast<float>(m);
+  const uint2 q = *reinterpret_cast<const uint2*>(b + 48 + 32 * j + l);
+  const uint2 qh = *reinterpret_cast<const uint2*>(b + 16 + l);
+  const int hs = 2 * j + half;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int hi = static_cast<int>(((k < 4 ? qh.x : qh.y) >> (8 * (k & 3) + hs)) & 1);
+    o[k] = d * static_cast<float>(nibble8(q, k, 4 * half) | (hi << 4)) - dm;
+  }
+}
+// Q6_K (repacked): 8 bytes of ql and 8 of qh, one scale.
+template <>
+__device__ __forceinline__ void deq8<TensorType::Q6_K>(const uint8_t* w, int64_t nb, int64_t bi, int e0, float* o) {
+  const int n = e0 >> 7, r = e0 & 127, quarter = r >> 5, l = r & 31;
+  const uint2 ql = *reinterpret_cast<const uint2*>(w + bi * 128 + 64 * n + l + (quarter & 1) * 32);
+  const uint2 qh = *reinterpret_cast<const uint2*>(w + nb * 128 + bi * 64 + 32 * n + l);
+  const int8_t sc = static_cast<int8_t>(w[nb * 192 + bi * 16 + 8 * n + (l >> 4) + 2 * quarter]);
+  const float d = f16_bits(ld_u16(w + nb * 208 + bi * 2)) * static_cast<float>(sc);
+  const int sh = quarter >= 2 ? 4 : 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int hi = static_cast<int>(((k < 4 ? qh.x : qh.y) >> (8 * (k & 3) + 2 * quarter)) & 3);
+    o[k] = d * static_cast<float>((nibble8(ql, k, sh) | (hi << 4)) - 32);
+  }
+}
+
 template <TensorType T>
 using TypeTag = std::integral_constant<TensorType, T>;
 

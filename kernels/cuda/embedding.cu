@@ -27,8 +27,9 @@ __global__ void embed_kernel(const uint8_t* w, int64_t n_in, int64_t n_out, int6
 
 // Eight consecutive elements per thread (one row and, for block types, one block: every block
 // size is a multiple of 8), stored with one 16-byte (f16) or two 16-byte (f32) writes.
-// Rows row0 .. of the matrix into out[0 ..] (total elements).
-template <TensorType T, class OutT>
+// Rows row0 .. of the matrix into out[0 ..] (total elements). Wide: deq8's one-word reads (the
+// weights 8-byte aligned), else deq8_each.
+template <TensorType T, class OutT, bool Wide>
 __global__ void dequant_kernel(const uint8_t* w, int64_t n_in, int64_t row0, int64_t total, int64_t nb, OutT* out) {
   constexpr int bs = TypeTraits<T>::block_size;
   const int64_t bpr = n_in / bs;
@@ -37,11 +38,8 @@ __global__ void dequant_kernel(const uint8_t* w, int64_t n_in, int64_t row0, int
        gi += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = gi * 8, ri = i / n_in, c = i - ri * n_in, r = row0 + ri;
     float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int64_t ck = c + k;
-      v[k] = deq<T>(w, nb, r * bpr + ck / bs, static_cast<int>(ck % bs));
-    }
+    if constexpr (Wide) deq8<T>(w, nb, r * bpr + c / bs, static_cast<int>(c % bs), v);
+    else deq8_each<T>(w, nb, r * bpr + c / bs, static_cast<int>(c % bs), v);
     if constexpr (sizeof(OutT) == 2) {
       uint4 pk;
       __half2* h = reinterpret_cast<__half2*>(&pk);
@@ -80,11 +78,13 @@ void dequantize_any(const DeviceMatrix& m, int64_t row0, int64_t n_rows, OutT* o
   if (total == 0) return;
   // Rows of a multiple of 8 elements keep every group of 8 in one row (and one block).
   const bool by8 = m.n_in % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const bool wide = reinterpret_cast<uintptr_t>(m.data) % 8 == 0;
   const int64_t nb = m.blocks();
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(((by8 ? total / 8 : total) + 255) / 256, 132 * 16));
   const bool ok = dispatch_type(m.type, [&](auto tag) {
     constexpr TensorType T = decltype(tag)::value;
-    if (by8) dequant_kernel<T, OutT><<<blocks, 256, 0, s>>>(m.data, m.n_in, row0, total, nb, out);
+    if (by8 && wide) dequant_kernel<T, OutT, true><<<blocks, 256, 0, s>>>(m.data, m.n_in, row0, total, nb, out);
+    else if (by8) dequant_kernel<T, OutT, false><<<blocks, 256, 0, s>>>(m.data, m.n_in, row0, total, nb, out);
     else dequant_scalar_kernel<T, OutT><<<blocks, 256, 0, s>>>(m.data, m.n_in, row0, total, nb, out);
   });
   if (!ok) throw Error(std::string("dequantize: unsupported type ") + tensor_type_name(m.type));

@@ -112,48 +112,6 @@ constexpr int kMvWarps = 4;
 constexpr int kMvThreads = kMvWarps * 32;
 constexpr int kMaxGridY = 65535;
 
-// Elements c..c+7 of row `row` (c a multiple of 8, so one block for every block type).
-template <TensorType T>
-__device__ __forceinline__ void deq8(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr, int64_t c, float* o) {
-  constexpr int bs = TypeTraits<T>::block_size;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int64_t ci = c + i;
-    o[i] = deq<T>(w, nb, row * bpr + ci / bs, static_cast<int>(ci % bs));
-  }
-}
-
-// Q8_0 (repacked): the 8 quants are one aligned 8-byte load, the scale one 2-byte load.
-template <>
-__device__ __forceinline__ void deq8<TensorType::Q8_0>(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr,
-                                                       int64_t c, float* o) {
-  const int64_t bi = row * bpr + c / 32;
-  const float d = f16_bits(*reinterpret_cast<const uint16_t*>(w + nb * 32 + bi * 2));
-  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 32 + (c & 31));
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    o[i] = d * static_cast<float>(static_cast<int8_t>(q.x >> (8 * i)));
-    o[i + 4] = d * static_cast<float>(static_cast<int8_t>(q.y >> (8 * i)));
-  }
-}
-
-// MXFP4 (repacked): elements j < 16 are the low nibbles of bytes j, j >= 16 the high nibbles of
-// bytes j - 16: 8 consecutive elements are one aligned 8-byte load.
-template <>
-__device__ __forceinline__ void deq8<TensorType::MXFP4>(const uint8_t* w, int64_t nb, int64_t row, int64_t bpr,
-                                                        int64_t c, float* o) {
-  const int64_t bi = row * bpr + c / 32;
-  const int j0 = static_cast<int>(c & 31);
-  const float d = mxfp4_scale(w[nb * 16 + bi]);
-  const uint2 q = *reinterpret_cast<const uint2*>(w + bi * 16 + (j0 & 15));
-  const int sh = j0 < 16 ? 0 : 4;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    o[i] = d * static_cast<float>(mxfp4_value((q.x >> (8 * i + sh)) & 0xF));
-    o[i + 4] = d * static_cast<float>(mxfp4_value((q.y >> (8 * i + sh)) & 0xF));
-  }
-}
-
 struct MvParams {
   const uint8_t* w;
   size_t expert_bytes;
@@ -185,7 +143,7 @@ __global__ void __launch_bounds__(kMvThreads) moe_matvec_kernel(MvParams a) {
 #pragma unroll 2
       for (int64_t c = 8 * lane; c < a.n_in; c += 8 * 32) {
         float wv[8];
-        deq8<T>(w, a.nb, row, bpr, c, wv);
+        deq8<T>(w, a.nb, row * bpr + c / bs, static_cast<int>(c % bs), wv);
         const float4 x0 = *reinterpret_cast<const float4*>(x + c);
         const float4 x1 = *reinterpret_cast<const float4*>(x + c + 4);
         acc += wv[0] * x0.x + wv[1] * x0.y + wv[2] * x0.z + wv[3] * x0.w;
@@ -340,11 +298,10 @@ void moe_matvec(const MoeMatvecArgs& a, const Launch& s) {
   }
   MvParams p{a.w.data, a.expert_bytes, a.w.n_in, a.w.n_out, a.w.blocks(), a.ids, a.n_pairs, a.x, a.x_group, a.bias,
              a.y};
-  // The 8-wide path reads x as float4; its Q8_0/MXFP4 decoders read 8-byte words from every
-  // expert's base. Other shapes take the one-element path (correct, slower).
-  const bool wide_words = a.w.type == TensorType::Q8_0 || a.w.type == TensorType::MXFP4;
+  // The 8-wide path reads x as float4 and the weights through deq8 (8-byte words from every
+  // expert's base). Other shapes take the one-element path (correct, slower).
   const bool by8 = a.w.n_in % 8 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 &&
-                   (!wide_words || (reinterpret_cast<uintptr_t>(a.w.data) % 8 == 0 && a.expert_bytes % 8 == 0));
+                   reinterpret_cast<uintptr_t>(a.w.data) % 8 == 0 && a.expert_bytes % 8 == 0;
   const dim3 grid(static_cast<unsigned>((a.w.n_out + kMvWarps - 1) / kMvWarps),
                   static_cast<unsigned>(std::min(a.n_pairs, kMaxGridY)));
   const bool ok = dispatch_type(a.w.type, [&](auto tag) {
