@@ -230,7 +230,7 @@ double run_pp(cuda::CudaStage& st, int n) {
 // Generates n tokens in slot 0 starting at position `depth` (the cache below must be filled),
 // through Stage::step as the runtime calls it (greedy, sampled on the GPU).
 double run_tg(cuda::CudaStage& st, int n, int depth) {
-  st.start_sequence(0, SamplingSpec{});
+  st.start_sequence(0, SamplingSpec{}, {});
   Batch b;
   b.add(1, depth, 0, true);
   StepOutput out;
@@ -256,7 +256,7 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
   st.forward(b, out);
   Batch d;
   for (int s = 0; s < n_seq; ++s) {
-    st.start_sequence(s, SamplingSpec{});
+    st.start_sequence(s, SamplingSpec{}, {});
     d.add(s + 1, n_prompt, s, true);
   }
   StepOutput next;

@@ -591,7 +591,7 @@ bool CudaStage::host_sampled(const SamplingSpec& spec) {
   return !p.greedy() && !device_chain(p, g);
 }
 
-void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
+void CudaStage::start_sequence(int slot, const SamplingSpec& sampling, const std::vector<int32_t>& history) {
   if (!last_) throw InvalidArgument("CUDA stage: start_sequence on a stage without the output head");
   if (slot < 0 || slot >= opt_.n_slots)
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(opt_.n_slots) + ")");
@@ -599,7 +599,8 @@ void CudaStage::start_sequence(int slot, const SamplingSpec& sampling) {
   // leave its logits rows untouched for the host Sampler.
   const bool on_host = host_sampled(sampling);
   const SlotSampling g = on_host ? SlotSampling{} : slot_sampling(sampling);
-  if (on_host) host_rows_->start(slot, sampling);
+  // The device's penalty history is by position: a reused prefix's tokens are still there.
+  if (on_host) host_rows_->start(slot, sampling, history);
   else host_rows_->stop(slot);
   PIPELLM_CUDA_CHECK(cudaSetDevice(opt_.device));
   // Pageable source: the copy is staged before the call returns; ordered before the next step.

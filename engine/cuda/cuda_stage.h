@@ -84,7 +84,7 @@ class CudaStage : public Stage {
   int n_slots() const override { return opt_.n_slots; }
   int max_step_tokens() const override { return max_tokens_; }
   void forward(const Batch& batch, std::vector<float>& out) override;
-  void start_sequence(int slot, const SamplingSpec& sampling) override;
+  void start_sequence(int slot, const SamplingSpec& sampling, const std::vector<int32_t>& history) override;
   ActivationRows input_rows(int n_tokens) override;
   void step(const Batch& batch, StepOutput& out, bool want_logits) override;
   ActivationRows output_rows() override { return {x_.get(), MemorySpace::Device, stream_.get()}; }

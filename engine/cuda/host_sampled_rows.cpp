@@ -12,8 +12,8 @@ namespace pipellm::cuda {
 HostSampledRows::HostSampledRows(int n_slots, int n_vocab)
     : n_vocab_(n_vocab), samplers_(n_slots, n_vocab), on_host_(static_cast<size_t>(n_slots), 0) {}
 
-void HostSampledRows::start(int slot, const SamplingSpec& s) {
-  samplers_.start(slot, s);  // checks the slot and builds the Sampler (sampler_params), as the CPU tail does
+void HostSampledRows::start(int slot, const SamplingSpec& s, const std::vector<int32_t>& history) {
+  samplers_.start(slot, s, history);  // checks the slot and builds the Sampler (sampler_params), as the CPU tail does
   uint8_t& h = on_host_[static_cast<size_t>(slot)];
   if (!h) ++n_host_;
   h = 1;

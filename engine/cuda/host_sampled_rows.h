@@ -30,7 +30,7 @@ class HostSampledRows {
 
   // The slot's new sequence samples on the host (start) or on the device (stop). start throws
   // InvalidArgument for bad settings (a grammar that does not parse, no vocabulary, ...).
-  void start(int slot, const SamplingSpec& s);
+  void start(int slot, const SamplingSpec& s, const std::vector<int32_t>& history);
   void stop(int slot);
   bool any() const { return n_host_ > 0; }
 

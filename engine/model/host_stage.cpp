@@ -11,9 +11,9 @@ SlotSamplers& HostStage::samplers() {
   return *samplers_;
 }
 
-void HostStage::start_sequence(int slot, const SamplingSpec& sampling) {
+void HostStage::start_sequence(int slot, const SamplingSpec& sampling, const std::vector<int32_t>& history) {
   if (!is_last()) throw InvalidArgument("start_sequence on a stage without the output head");
-  samplers().start(slot, sampling);
+  samplers().start(slot, sampling, history);
 }
 
 ActivationRows HostStage::input_rows(int n_tokens) {

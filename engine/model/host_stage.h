@@ -12,7 +12,7 @@ namespace pipellm {
 class HostStage : public Stage {
  public:
   int max_step_tokens() const override { return 1 << 20; }
-  void start_sequence(int slot, const SamplingSpec& sampling) override;
+  void start_sequence(int slot, const SamplingSpec& sampling, const std::vector<int32_t>& history) override;
   ActivationRows input_rows(int n_tokens) override;
   void step(const Batch& batch, StepOutput& out, bool want_logits) override;
   ActivationRows output_rows() override { return {out_.data(), MemorySpace::Host, nullptr}; }

@@ -84,6 +84,11 @@ bool ModelConfig::has_recurrent() const {
   return std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.mixer == Mixer::DeltaNet; });
 }
 
+bool ModelConfig::kv_prefix_reusable() const {
+  return std::all_of(layers.begin(), layers.end(),
+                     [](const LayerSpec& l) { return l.mixer == Mixer::Attention && l.window == 0; });
+}
+
 int ModelConfig::max_expert_used() const {
   int k = 0;
   for (const LayerSpec& l : layers) k = std::max(k, l.ffn == FfnKind::Moe ? l.n_expert_used : 0);

@@ -120,6 +120,9 @@ struct ModelConfig {
   const LayerSpec& layer(int il) const { return layers.at(static_cast<size_t>(il)); }
   bool has_moe() const;
   bool has_recurrent() const;  // any DeltaNet layer
+  // Every layer keeps the K/V of every position (no sliding-window ring, no recurrent state): a
+  // slot's cache, left by one sequence, serves a later one for the prefix they share.
+  bool kv_prefix_reusable() const;
   int max_expert_used() const;
 
   // KV rows per sequence slot that layer il keeps for a context of n_ctx when a step holds at

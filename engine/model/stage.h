@@ -52,8 +52,10 @@ class Stage {
 
   // Tail: a sequence starts in `slot` with these settings (seeds its random stream; its penalty
   // window is the slot's tokens from position 0, recorded as they pass through step()).
-  // Throws InvalidArgument for a bad slot or bad settings.
-  virtual void start_sequence(int slot, const SamplingSpec& sampling) = 0;
+  // `history`: the last tokens of a cached prefix the sequence reuses without feeding them
+  // (scheduler.h), oldest first, for that window. Throws InvalidArgument for a bad slot or bad
+  // settings.
+  virtual void start_sequence(int slot, const SamplingSpec& sampling, const std::vector<int32_t>& history) = 0;
   // Non-first stages: where the transport writes the step's n_tokens input rows.
   virtual ActivationRows input_rows(int n_tokens) = 0;
   // One micro-step. `batch.tokens` is given on every stage (the tail records them for its

@@ -17,7 +17,11 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
-Scheduler::Scheduler(const SchedulerOptions& opt) : opt_(opt), slots_(static_cast<size_t>(std::max(opt.n_slots, 0))) {
+Scheduler::Scheduler(const SchedulerOptions& opt)
+    : opt_(opt),
+      slots_(static_cast<size_t>(std::max(opt.n_slots, 0))),
+      kv_tokens_(slots_.size()),
+      freed_at_(slots_.size(), 0) {
   if (opt.n_slots < 1 || opt.n_ctx < 2 || opt.micro_batches < 1 || opt.max_batch_tokens < 1 || opt.prefill_chunk < 1) {
     throw InvalidArgument("scheduler: slots, micro-batches, batch tokens and prefill chunk must be positive (ctx >= 2)");
   }
@@ -34,18 +38,45 @@ void Scheduler::submit(Request r) {
   queue_.push_back(std::move(r));
 }
 
+std::pair<int, int> Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
+  int best = -1, best_len = 0;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (slots_[i]) continue;
+    if (!opt_.reuse_prefix) return {static_cast<int>(i), 0};  // the first free slot
+    const std::vector<int32_t>& kv = kv_tokens_[i];
+    const size_t n = std::min(kv.size(), prompt.size());
+    const int len = static_cast<int>(std::mismatch(kv.begin(), kv.begin() + static_cast<std::ptrdiff_t>(n), prompt.begin()).first -
+                                     kv.begin());
+    if (best < 0 || len > best_len || (len == best_len && freed_at_[i] < freed_at_[static_cast<size_t>(best)])) {
+      best = static_cast<int>(i);
+      best_len = len;
+    }
+  }
+  return {best, best_len};
+}
+
 void Scheduler::admit() {
-  for (auto& s : slots_) {
-    if (queue_.empty()) return;
-    if (s) continue;
+  while (!queue_.empty()) {
+    const auto [slot, cached] = pick_slot(queue_.front().prompt);
+    if (slot < 0) return;
     Seq q;
     q.req = std::move(queue_.front());
     queue_.pop_front();
-    q.slot = static_cast<int>(&s - slots_.data());
+    q.slot = slot;
     q.serial = ++next_serial_;
-    s = std::move(q);
+    // The prompt's last token is always fed: its logits give the first generated token.
+    q.reused = std::min(cached, static_cast<int>(q.req.prompt.size()) - 1);
+    q.n_fed = q.reused;
+    kv_tokens_[static_cast<size_t>(slot)].resize(static_cast<size_t>(q.reused));
+    reused_tokens_ += q.reused;
+    slots_[static_cast<size_t>(slot)] = std::move(q);
     ++n_active_;
   }
+}
+
+void Scheduler::feed(Seq& s, int32_t t) {
+  kv_tokens_[static_cast<size_t>(s.slot)].push_back(t);
+  ++s.n_fed;
 }
 
 std::optional<StepHeader> Scheduler::next_step() {
@@ -60,7 +91,10 @@ std::optional<StepHeader> Scheduler::next_step() {
   auto start_if_needed = [&](Seq& s) {
     if (s.started) return;
     s.started = true;
-    h.starts.push_back({s.slot, s.req.id, s.req.sampling});
+    // The sampler's window as if the reused tokens had been fed.
+    const int window = std::min(s.reused, std::max(0, s.req.sampling.penalty_last_n));
+    const auto end = s.req.prompt.begin() + s.reused;
+    h.starts.push_back({s.slot, s.req.id, s.req.sampling, std::vector<int32_t>(end - window, end)});
   };
 
   // Decode: sequences with a sampled token waiting, least recently served first.
@@ -75,8 +109,8 @@ std::optional<StepHeader> Scheduler::next_step() {
     if (taken >= cap || budget == 0) break;
     h.batch.add(s->next_token, s->n_fed, s->slot, true);
     rows.push_back({s->slot, s->serial});
+    feed(*s, s->next_token);
     s->next_token = -1;
-    ++s->n_fed;
     s->awaiting = true;
     s->last_served = ++serve_clock_;
     ++taken;
@@ -91,12 +125,12 @@ std::optional<StepHeader> Scheduler::next_step() {
     const int n_prompt = static_cast<int>(s->req.prompt.size());
     const int n = std::min({opt_.prefill_chunk, budget, n_prompt - s->n_fed});
     for (int i = 0; i < n; ++i) {
-      const int p = s->n_fed + i;
+      const int p = s->n_fed;
       const bool last = p + 1 == n_prompt;
       h.batch.add(s->req.prompt[static_cast<size_t>(p)], p, s->slot, last);
       if (last) rows.push_back({s->slot, s->serial});
+      feed(*s, s->req.prompt[static_cast<size_t>(p)]);
     }
-    s->n_fed += n;
     if (prompt_done(*s)) s->awaiting = true;
     budget -= n;
   }
@@ -151,6 +185,7 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
       s.next_token = e.token;
     } else {
       opt_seq.reset();
+      freed_at_[static_cast<size_t>(rows[i].slot)] = ++serve_clock_;
       --n_active_;
     }
     events.push_back(e);
@@ -167,6 +202,8 @@ bool Scheduler::cancel(int64_t id) {
   }
   for (auto& s : slots_) {
     if (s && s->req.id == id) {
+      // Rows already sent still fill its cache (stages handle every step): kv_tokens_ stays.
+      freed_at_[static_cast<size_t>(s->slot)] = ++serve_clock_;
       s.reset();
       --n_active_;
       return true;

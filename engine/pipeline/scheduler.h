@@ -9,6 +9,11 @@
 //   together because every stage processes steps in order (chunk k fills the KV cache before
 //   chunk k+1 reads it). Only the prompt's last token asks for logits.
 // - Each step holds at most `max_batch_tokens` tokens; decode tokens go first, then prefill.
+// - Prompt caching (reuse_prefix, llama-server's cache_prompt): a slot's KV cache keeps the
+//   tokens its last sequence fed. A request goes to the free slot whose cached tokens share the
+//   longest prefix with its prompt (ties: the slot freed longest ago) and feeds only the rest
+//   (at least its last token, whose logits start the generation): a chat's next turn re-reads
+//   none of the history. Its sampler gets the skipped tokens' penalty window (SequenceStart).
 //
 // Pure bookkeeping: no transport, no model. The runtime asks next_step() for work, sends it down
 // the pipeline, and hands each StepResult to complete().
@@ -18,6 +23,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "engine/pipeline/step_message.h"
@@ -30,6 +36,9 @@ struct SchedulerOptions {
   int micro_batches = 1;
   int max_batch_tokens = 512;
   int prefill_chunk = 256;
+  // Reuse cached prefixes (above); only for models whose caches keep every position
+  // (ModelConfig::kv_prefix_reusable: fit_to_stage sets it).
+  bool reuse_prefix = false;
 };
 
 struct Request {
@@ -65,6 +74,8 @@ class Scheduler {
   int in_flight() const { return static_cast<int>(in_flight_.size()); }
   int active() const { return n_active_; }
   int queued() const { return static_cast<int>(queue_.size()); }
+  // Prompt tokens not fed because a slot held them (all requests so far).
+  int64_t reused_tokens() const { return reused_tokens_; }
 
   // The next micro-batch, or nothing when no sequence can make progress now (everything is
   // waiting for results, or micro_batches steps are already in flight).
@@ -91,6 +102,7 @@ class Scheduler {
     bool started = false;    // its SequenceStart has been sent
     uint64_t last_served = 0;
     uint64_t serial = 0;     // unique per admitted sequence: tells its rows from a successor's
+    int reused = 0;          // prompt tokens its slot already held (not fed)
   };
   struct Row {
     int slot = 0;
@@ -98,11 +110,18 @@ class Scheduler {
   };
 
   void admit();
+  // The free slot for `prompt` and how many of its first tokens that slot's cache holds.
+  std::pair<int, int> pick_slot(const std::vector<int32_t>& prompt) const;
+  // Sends token t at position s.n_fed of s's slot (kv_tokens_ follows).
+  void feed(Seq& s, int32_t t);
   bool prompt_done(const Seq& s) const { return s.n_fed >= static_cast<int>(s.req.prompt.size()); }
 
   SchedulerOptions opt_;
   std::deque<Request> queue_;
   std::vector<std::optional<Seq>> slots_;
+  std::vector<std::vector<int32_t>> kv_tokens_;  // per slot: the tokens at positions 0.. of its cache
+  std::vector<uint64_t> freed_at_;               // per slot: serve_clock_ when it was last freed
+  int64_t reused_tokens_ = 0;
   int n_active_ = 0;
   int64_t next_step_id_ = 0;
   uint64_t serve_clock_ = 0;

@@ -22,6 +22,7 @@ std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool) {
 SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head) {
   so.max_batch_tokens = std::max(1, std::min(so.max_batch_tokens, head.max_step_tokens()));
   so.prefill_chunk = std::max(1, std::min(so.prefill_chunk, so.max_batch_tokens));
+  so.reuse_prefix = head.config().kv_prefix_reusable();
   return so;
 }
 

@@ -58,10 +58,10 @@ void StageRunner::apply_starts(const StepHeader& h) {
         if (!grammar_vocab_) throw InvalidArgument("a grammar needs the tail's vocabulary, which this rank was not given");
         SamplingSpec with_vocab = s.sampling;
         with_vocab.grammar_vocab = grammar_vocab_;
-        stage_.start_sequence(s.slot, with_vocab);
+        stage_.start_sequence(s.slot, with_vocab, s.history);
         continue;
       }
-      stage_.start_sequence(s.slot, s.sampling);
+      stage_.start_sequence(s.slot, s.sampling, s.history);
     } catch (const InvalidArgument& e) {
       throw Error("step " + std::to_string(h.step_id) + ": sequence " + std::to_string(s.seq_id) + ": " + e.what());
     }

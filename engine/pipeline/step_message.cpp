@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint32_t kHeaderMagic = 0x54534c50;  // "PLST"
 constexpr uint32_t kResultMagic = 0x53524c50;  // "PLRS"
-constexpr uint32_t kVersion = 5;  // 2: per-rank statistics; 3: the sampling chain; 4: grammar; 5: top_logprobs
+constexpr uint32_t kVersion = 6;  // 2: per-rank statistics; 3: the sampling chain; 4: grammar; 5: top_logprobs; 6: start history
 constexpr uint64_t kMaxCount = 1u << 28;
 
 // The hosts of one pipeline share byte order; x86-64 and aarch64 are both little-endian.
@@ -160,6 +160,7 @@ std::vector<uint8_t> StepHeader::encode() const {
     w.put(s.slot);
     w.put(s.seq_id);
     put_sampling(w, s.sampling);
+    w.put_array(s.history);
   }
   w.put_array(batch.tokens);
   w.put_array(batch.pos);
@@ -191,6 +192,7 @@ StepHeader StepHeader::decode(const std::vector<uint8_t>& bytes) {
     s.slot = r.get<int32_t>("start.slot");
     s.seq_id = r.get<int64_t>("start.seq_id");
     s.sampling = get_sampling(r);
+    s.history = r.get_array<int32_t>("start.history");
     h.starts.push_back(s);
   }
   h.batch.tokens = r.get_array<int32_t>("tokens");

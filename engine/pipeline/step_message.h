@@ -21,11 +21,14 @@
 
 namespace pipellm {
 
-// A sequence that starts in a slot with this step: the tail resets that slot's sampler.
+// A sequence that starts in a slot with this step: the tail resets that slot's sampler. A
+// sequence that reuses the slot's cached prefix (scheduler.h) is not fed those tokens, so its
+// sampler gets their last penalty_last_n as `history` (its penalty window, as if fed).
 struct SequenceStart {
   int32_t slot = 0;
   int64_t seq_id = 0;
   SamplingSpec sampling;
+  std::vector<int32_t> history;
 };
 
 // One rank's running totals since it started (engine/pipeline/stage_runner measures them).

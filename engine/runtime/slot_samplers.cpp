@@ -11,7 +11,7 @@ SlotSamplers::SlotSamplers(int n_slots, int n_vocab)
     : n_vocab_(n_vocab), slots_(static_cast<size_t>(n_slots)), want_logprobs_(static_cast<size_t>(n_slots), 0),
       want_top_(static_cast<size_t>(n_slots), 0) {}
 
-void SlotSamplers::start(int slot, const SamplingSpec& s) {
+void SlotSamplers::start(int slot, const SamplingSpec& s, const std::vector<int32_t>& history) {
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
     throw InvalidArgument("sampling: slot " + std::to_string(slot) + " outside [0, " + std::to_string(slots_.size()) + ")");
   }
@@ -20,6 +20,7 @@ void SlotSamplers::start(int slot, const SamplingSpec& s) {
                           std::to_string(s.top_logprobs) + ")");
   }
   slots_[static_cast<size_t>(slot)] = std::make_unique<Sampler>(sampler_params(s), n_vocab_);
+  for (int32_t t : history) slots_[static_cast<size_t>(slot)]->accept(t);
   want_logprobs_[static_cast<size_t>(slot)] = s.logprobs ? 1 : 0;
   want_top_[static_cast<size_t>(slot)] = s.top_logprobs;
 }

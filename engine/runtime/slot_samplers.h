@@ -19,7 +19,8 @@ class SlotSamplers {
   SlotSamplers(int n_slots, int n_vocab);
 
   // Throws InvalidArgument for a slot outside [0, n_slots) or bad settings.
-  void start(int slot, const SamplingSpec& s);
+  // `history`: tokens the sequence's window starts with (a reused cached prefix's last ones).
+  void start(int slot, const SamplingSpec& s, const std::vector<int32_t>& history = {});
   // Drops the slot's sampler (its next sequence samples elsewhere); start() makes a new one.
   void stop(int slot);
   // Records every token of the batch in its slot's window (in batch order), then samples one

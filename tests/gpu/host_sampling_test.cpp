@@ -146,7 +146,7 @@ TEST(CudaHostSampling, RowsEqualTheHostSamplerOnTheStageLogits) {
     std::vector<std::unique_ptr<Sampler>> ref;
     for (int s = 0; s < 4; ++s) {
       EXPECT_EQ(cuda::CudaStage::host_sampled(cases[s].spec), cases[s].host) << "slot " << s;
-      st.start_sequence(s, cases[s].spec);
+      st.start_sequence(s, cases[s].spec, {});
       ref.push_back(std::make_unique<Sampler>(sampler_params(cases[s].spec), V));
     }
     // Checks a step's output against the references; rows are the batch's logits rows.
@@ -320,8 +320,8 @@ TEST(CudaHostSampling, TopLogprobsMatchCpu) {
     s.top_logprobs = kTop;
     s.repeat_penalty = 1.2f;  // penalties over the host window on both
     s.penalty_last_n = 8;
-    cpu->stage().start_sequence(0, s);
-    gpu->stage().start_sequence(0, s);
+    cpu->stage().start_sequence(0, s, {});
+    gpu->stage().start_sequence(0, s, {});
     Batch b = Batch::sequence(tok->encode("The quick brown fox", true, false), 0, 0);
     int32_t pos = b.n_tokens();
     double worst = 0.0;

@@ -193,6 +193,72 @@ TEST(PipelineInproc, GrammarReachesTheTail) {
   EXPECT_THROW(run(p, so, {r}, InprocOptions{}), Error);
 }
 
+// Prompt caching (scheduler.h): a second request that continues the first one's conversation
+// reuses the slot's cache for the shared prefix. Its tokens equal a fresh run's (greedy, and
+// seeded sampling with penalties, whose window then comes with the sequence's start), and its
+// logits agree within the CPU products' rounding of other batch sizes (the prefix was computed
+// in other chunks).
+void expect_prefix_reuse_matches(const std::vector<std::pair<int, int>>& ranges) {
+  const std::string model = "tiny-llama-Q8_0";
+  SchedulerOptions so;
+  so.n_slots = 2;
+  so.n_ctx = kCtx;
+  so.micro_batches = static_cast<int>(ranges.size());
+  so.prefill_chunk = kChunk;
+  so.reuse_prefix = true;
+  InprocOptions io;
+  io.return_logits = true;
+  for (const int mode : {0, 1, 2}) {
+    SCOPED_TRACE(mode == 0 ? "greedy" : mode == 1 ? "greedy with penalties" : "seeded sampling with penalties");
+    Request a;
+    a.id = 1;
+    a.prompt = fixture_prompt(model, 20);
+    a.max_new_tokens = 6;
+    if (mode > 0) {
+      // A negative presence penalty this strong picks tokens of the window: a window missing
+      // the cached prefix's tokens changes the output.
+      a.sampling.presence_penalty = -30.0f;
+      a.sampling.penalty_last_n = 24;
+    }
+    if (mode == 2) {
+      a.sampling.temperature = 0.9f;
+      a.sampling.seed = 5;
+    }
+    Pipeline p(model, ranges, 2);
+    Scheduler sched(so);
+    sched.submit(a);
+    std::vector<int32_t> answer;
+    run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) { answer.push_back(e.token); }, io);
+    // The next turn: the conversation so far and 9 more tokens.
+    Request b = a;
+    b.id = 2;
+    b.prompt.insert(b.prompt.end(), answer.begin(), answer.end());
+    const std::vector<int32_t> more = fixture_prompt(model, 29);
+    b.prompt.insert(b.prompt.end(), more.begin() + 20, more.end());
+    b.max_new_tokens = 8;
+    sched.submit(b);
+    std::map<int64_t, Output> cached;
+    run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) {
+      Output& o = cached[e.seq_id];
+      o.tokens.push_back(e.token);
+      o.logits.emplace_back(e.logits, e.logits + e.n_vocab);
+    }, io);
+    // The cache held the prompt and all but the last generated token.
+    EXPECT_EQ(sched.reused_tokens(), static_cast<int64_t>(a.prompt.size() + answer.size() - 1));
+    Pipeline fresh_p(model, ranges, 2);
+    const auto fresh = run(fresh_p, so, {b}, io);
+    ASSERT_EQ(cached.count(2), 1u);
+    EXPECT_EQ(cached.at(2).tokens, fresh.at(2).tokens);
+    ASSERT_EQ(cached.at(2).logits.size(), fresh.at(2).logits.size());
+    for (size_t i = 0; i < fresh.at(2).logits.size(); ++i) {
+      EXPECT_LE(max_rel_diff(cached.at(2).logits[i], fresh.at(2).logits[i]), 1e-4) << "token " << i;
+    }
+  }
+}
+
+TEST(PipelineInproc, CachedPrefixOneStage) { expect_prefix_reuse_matches({{0, 2}}); }
+TEST(PipelineInproc, CachedPrefixTwoStages) { expect_prefix_reuse_matches({{0, 1}, {1, 2}}); }
+
 TEST(PipelineInproc, TwoStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 2}, {2, 4}}); }
 TEST(PipelineInproc, ThreeStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 1}, {1, 3}, {3, 4}}); }
 TEST(PipelineInproc, ThreeStagesGemma3) { expect_matches("tiny-gemma3-Q4_K_M", {{0, 2}, {2, 5}, {5, 6}}); }

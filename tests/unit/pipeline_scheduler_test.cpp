@@ -182,6 +182,111 @@ TEST(PipelineScheduler, CancelDropsRowsInFlightAndFreesTheSlot) {
   EXPECT_FALSE(s.has_work());
 }
 
+// Runs the scheduler until nothing is left, answering every row with `base + slot`; the steps.
+std::vector<StepHeader> drain(Scheduler& s, int32_t base = 500) {
+  std::vector<StepHeader> steps;
+  while (auto h = s.next_step()) {
+    steps.push_back(*h);
+    s.complete(answer(*h, base));
+  }
+  return steps;
+}
+
+Request with_prompt(int64_t id, std::vector<int32_t> prompt, int max_new) {
+  Request r;
+  r.id = id;
+  r.prompt = std::move(prompt);
+  r.max_new_tokens = max_new;
+  return r;
+}
+
+TEST(PipelineScheduler, APromptStartingWithASlotsTokensFeedsOnlyTheRest) {
+  SchedulerOptions o;
+  o.n_slots = 2;
+  o.n_ctx = 64;
+  o.max_batch_tokens = 64;
+  o.prefill_chunk = 64;
+  o.reuse_prefix = true;
+  Scheduler s(o);
+  // A: 6 prompt tokens in slot 0, 3 generated (500, 500, 500): the cache holds the prompt and
+  // the first two generated tokens (the last one is sampled, never fed): 8 tokens.
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6};
+  s.submit(with_prompt(1, a, 3));
+  drain(s);
+  // B continues A's conversation: its first 8 tokens are in slot 0 (slot 1 holds nothing).
+  std::vector<int32_t> b = {1, 2, 3, 4, 5, 6, 500, 500, 77, 78};
+  s.submit(with_prompt(2, b, 1));
+  const std::vector<StepHeader> steps = drain(s);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].batch.tokens, (std::vector<int32_t>{77, 78}));
+  EXPECT_EQ(steps[0].batch.pos, (std::vector<int32_t>{8, 9}));
+  EXPECT_EQ(steps[0].batch.slot, (std::vector<int32_t>{0, 0}));
+  ASSERT_EQ(steps[0].starts.size(), 1u);
+  // The sampler's penalty window (64 tokens by default): the 8 tokens it was not fed.
+  EXPECT_EQ(steps[0].starts[0].history, (std::vector<int32_t>{1, 2, 3, 4, 5, 6, 500, 500}));
+  EXPECT_EQ(s.reused_tokens(), 8);
+  // The same prompt again: everything cached, but its last token is fed for its logits; slot 0
+  // now holds B's 10 prompt tokens.
+  s.submit(with_prompt(3, b, 1));
+  auto again = drain(s);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].batch.tokens, (std::vector<int32_t>{78}));
+  EXPECT_EQ(again[0].batch.pos, (std::vector<int32_t>{9}));
+  EXPECT_EQ(s.reused_tokens(), 17);
+  // A diverging prompt reuses the common part only, and a short window is respected.
+  std::vector<int32_t> c = {1, 2, 3, 9, 9};
+  Request rc = with_prompt(4, c, 1);
+  rc.sampling.penalty_last_n = 2;
+  s.submit(rc);
+  again = drain(s);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].batch.pos, (std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(again[0].starts[0].history, (std::vector<int32_t>{2, 3}));
+}
+
+TEST(PipelineScheduler, PrefixReuseChoosesTheBestSlotThenTheLeastRecentlyFreed) {
+  SchedulerOptions o;
+  o.n_slots = 3;
+  o.n_ctx = 64;
+  o.max_batch_tokens = 64;
+  o.prefill_chunk = 64;
+  o.reuse_prefix = true;
+  Scheduler s(o);
+  // Three conversations, one per slot (admitted together: slots 0, 1, 2 in order).
+  s.submit(with_prompt(1, {1, 1, 1, 1}, 1));
+  s.submit(with_prompt(2, {2, 2, 2, 2}, 1));
+  s.submit(with_prompt(3, {3, 3, 3, 3}, 1));
+  drain(s);
+  // The one that shares most goes to its slot.
+  s.submit(with_prompt(4, {2, 2, 2, 7}, 1));
+  auto steps = drain(s);
+  EXPECT_EQ(steps[0].batch.slot.front(), 1);
+  EXPECT_EQ(steps[0].batch.pos.front(), 3);
+  // Nothing shared: the slot freed longest ago (slot 0; slot 1 was just used, slot 2 after 0).
+  s.submit(with_prompt(5, {9, 9}, 1));
+  steps = drain(s);
+  EXPECT_EQ(steps[0].batch.slot.front(), 0);
+  EXPECT_EQ(steps[0].batch.pos.front(), 0);
+  EXPECT_EQ(s.reused_tokens(), 3);
+}
+
+TEST(PipelineScheduler, WithoutPrefixReuseEveryPromptIsFedWhole) {
+  SchedulerOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 64;
+  o.max_batch_tokens = 64;
+  o.prefill_chunk = 64;
+  Scheduler s(o);  // reuse_prefix off (sliding-window or recurrent models)
+  s.submit(with_prompt(1, {1, 2, 3}, 2));
+  drain(s);
+  s.submit(with_prompt(2, {1, 2, 3, 500, 9}, 1));
+  const auto steps = drain(s);
+  EXPECT_EQ(steps[0].batch.pos.front(), 0);
+  EXPECT_EQ(steps[0].n_tokens(), 5);
+  EXPECT_TRUE(steps[0].starts[0].history.empty());
+  EXPECT_EQ(s.reused_tokens(), 0);
+}
+
 TEST(PipelineScheduler, RejectsBadRequests) {
   SchedulerOptions o;
   o.n_ctx = 8;
@@ -203,6 +308,7 @@ TEST(PipelineMessages, HeaderRoundTrip) {
   st.sampling.top_k = 40;
   st.sampling.seed = 1234567890123ull;
   st.sampling.grammar = "root ::= [a-z]+ \"!\"";
+  st.history = {7, 8, 9};
   h.starts.push_back(st);
   h.batch.add(5, 0, 3, false);
   h.batch.add(6, 1, 3, true);
@@ -215,6 +321,7 @@ TEST(PipelineMessages, HeaderRoundTrip) {
   EXPECT_EQ(d.starts[0].slot, 3);
   EXPECT_EQ(d.starts[0].seq_id, 99);
   EXPECT_TRUE(d.starts[0].sampling == st.sampling);
+  EXPECT_EQ(d.starts[0].history, st.history);
   EXPECT_EQ(d.batch.tokens, h.batch.tokens);
   EXPECT_EQ(d.batch.pos, h.batch.pos);
   EXPECT_EQ(d.batch.slot, h.batch.slot);
