@@ -113,6 +113,8 @@ int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Optio
   std::string line = o.chat_flags.have_prompt ? o.chat_flags.prompt : "";
   bool first = o.chat_flags.have_prompt;
   std::fprintf(stderr, "chat mode: one message per line; end of input (Ctrl-D) ends the chat\n");
+  std::vector<int32_t> cache;  // what the stage's slot holds: each turn feeds only the new part
+  int64_t n_prompt = 0, n_cached = 0;
   for (;;) {
     if (!first) {
       std::fprintf(stderr, "\n> ");
@@ -131,6 +133,7 @@ int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Optio
       return 1;
     }
     req.max_tokens = token_budget(o.sampling.n_predict.value_or(-1), req.prompt.size(), n_ctx);
+    req.slot_cache = &cache;
     StreamingDecoder stream(tok);
     TextHooks hooks = base_hooks;
     hooks.piece = [&stream](int32_t id) { return stream.push(id); };
@@ -143,7 +146,11 @@ int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Optio
     std::printf("\n");
     std::fflush(stdout);
     history.push_back({"assistant", res.text});
+    n_prompt += res.n_prompt;
+    n_cached += res.n_cached;
   }
+  std::fprintf(stderr, "chat: %lld prompt tokens, %lld of them from the cache\n", static_cast<long long>(n_prompt),
+               static_cast<long long>(n_cached));
   return 0;
 }
 

@@ -193,6 +193,18 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
   return events;
 }
 
+const std::vector<int32_t>& Scheduler::cached(int slot) const {
+  if (slot < 0 || slot >= static_cast<int>(slots_.size())) throw InvalidArgument("scheduler: no slot " + std::to_string(slot));
+  return kv_tokens_[static_cast<size_t>(slot)];
+}
+
+void Scheduler::set_cached(int slot, std::vector<int32_t> tokens) {
+  if (slot < 0 || slot >= static_cast<int>(slots_.size()) || slots_[static_cast<size_t>(slot)]) {
+    throw InvalidArgument("scheduler: slot " + std::to_string(slot) + " is not a free slot");
+  }
+  kv_tokens_[static_cast<size_t>(slot)] = std::move(tokens);
+}
+
 bool Scheduler::cancel(int64_t id) {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->id == id) {

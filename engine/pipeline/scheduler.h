@@ -76,6 +76,11 @@ class Scheduler {
   int queued() const { return static_cast<int>(queue_.size()); }
   // Prompt tokens not fed because a slot held them (all requests so far).
   int64_t reused_tokens() const { return reused_tokens_; }
+  // The tokens slot `slot`'s cache holds (positions 0..). A caller that runs one scheduler after
+  // another over the same stage (a CLI chat's turns) hands them over with set_cached, before any
+  // sequence uses the slot. Throws InvalidArgument for a bad slot or one in use.
+  const std::vector<int32_t>& cached(int slot) const;
+  void set_cached(int slot, std::vector<int32_t> tokens);
 
   // The next micro-batch, or nothing when no sequence can make progress now (everything is
   // waiting for results, or micro_batches steps are already in flight).

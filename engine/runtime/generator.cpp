@@ -58,6 +58,7 @@ GenerationResult generate(Stage& model, const GenerationRequest& req, const Text
   r.prompt = req.prompt;
   r.max_new_tokens = req.max_tokens;
   r.sampling = req.sampling;
+  if (req.slot_cache) sched.set_cached(0, *req.slot_cache);
   sched.submit(r);
 
   InprocHub hub(1);
@@ -94,6 +95,8 @@ GenerationResult generate(Stage& model, const GenerationRequest& req, const Text
       if (on_token) on_token(-1, rest);
     }
   }
+  if (req.slot_cache) *req.slot_cache = sched.cached(0);
+  res.n_cached = static_cast<int>(sched.reused_tokens());
   res.prompt_seconds = std::chrono::duration<double>(t_first - t0).count();
   res.gen_seconds = seconds_since(t_first);
   return res;

@@ -21,6 +21,9 @@ struct GenerationRequest {
   SamplingSpec sampling;
   std::vector<std::string> stop_strings;  // need hooks.piece
   int prefill_chunk = 512;                // prompt tokens per forward call
+  // In/out: the tokens the model's slot 0 holds from an earlier call on the same stage (a chat's
+  // previous turns): a prompt starting with them is fed only the rest (scheduler.h). Null: none.
+  std::vector<int32_t>* slot_cache = nullptr;
 };
 
 enum class StopReason { MaxTokens, EndOfGeneration, StopString, ContextFull, Cancelled };
@@ -42,6 +45,7 @@ struct GenerationResult {
   std::string text;
   StopReason reason = StopReason::MaxTokens;
   int n_prompt = 0;
+  int n_cached = 0;             // of them, held by the slot (req.slot_cache) and not fed
   double prompt_seconds = 0.0;  // until the first token: prefill and its sampling
   double gen_seconds = 0.0;     // the tokens after the first one
   // Decode rate: the tokens after the first over the time they took.

@@ -220,6 +220,9 @@ TEST(CliGenerate, ConversationAnswersEachTurnWithTheWholeHistory) {
   std::filesystem::remove(model);
   std::filesystem::remove(input);
   EXPECT_EQ(chat.out, first + "\n" + second + "\n");
+  // The second turn re-read none of the first: its prompt starts with what the cache holds.
+  EXPECT_EQ(chat.err.find("of them from the cache") == std::string::npos, false) << chat.err;
+  EXPECT_EQ(chat.err.find(" 0 of them from the cache"), std::string::npos) << chat.err;
 }
 
 }  // namespace
