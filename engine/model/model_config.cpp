@@ -1,6 +1,7 @@
 #include "engine/model/model_config.h"
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 #include "base/error.h"
@@ -84,9 +85,13 @@ bool ModelConfig::has_recurrent() const {
   return std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.mixer == Mixer::DeltaNet; });
 }
 
-bool ModelConfig::kv_prefix_reusable() const {
-  return std::all_of(layers.begin(), layers.end(),
-                     [](const LayerSpec& l) { return l.mixer == Mixer::Attention && l.window == 0; });
+int ModelConfig::prefix_reuse_limit(int max_step) const {
+  int limit = std::numeric_limits<int>::max();
+  for (const LayerSpec& l : layers) {
+    if (l.mixer == Mixer::DeltaNet) return 0;
+    if (l.window > 0) limit = std::max(0, max_step - 1);
+  }
+  return limit;
 }
 
 int ModelConfig::max_expert_used() const {

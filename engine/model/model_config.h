@@ -120,9 +120,12 @@ struct ModelConfig {
   const LayerSpec& layer(int il) const { return layers.at(static_cast<size_t>(il)); }
   bool has_moe() const;
   bool has_recurrent() const;  // any DeltaNet layer
-  // Every layer keeps the K/V of every position (no sliding-window ring, no recurrent state): a
-  // slot's cache, left by one sequence, serves a later one for the prefix they share.
-  bool kv_prefix_reusable() const;
+  // How far a slot's last sequence may have gone past the prefix it shares with the next one for
+  // the slot's caches to serve that prefix, with steps of at most max_step tokens: any distance
+  // where every layer keeps every position; fewer than max_step tokens with sliding-window rings
+  // (a ring of window + max_step - 1 rows still holds the window before the prefix's end); none
+  // with recurrent layers (their state is that of the sequence's last token).
+  int prefix_reuse_limit(int max_step) const;
   int max_expert_used() const;
 
   // KV rows per sequence slot that layer il keeps for a context of n_ctx when a step holds at

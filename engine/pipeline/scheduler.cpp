@@ -45,8 +45,11 @@ std::pair<int, int> Scheduler::pick_slot(const std::vector<int32_t>& prompt) con
     if (!opt_.reuse_prefix) return {static_cast<int>(i), 0};  // the first free slot
     const std::vector<int32_t>& kv = kv_tokens_[i];
     const size_t n = std::min(kv.size(), prompt.size());
-    const int len = static_cast<int>(std::mismatch(kv.begin(), kv.begin() + static_cast<std::ptrdiff_t>(n), prompt.begin()).first -
-                                     kv.begin());
+    // The prompt's last token is always fed: its logits give the first generated token.
+    int len = std::min(static_cast<int>(std::mismatch(kv.begin(), kv.begin() + static_cast<std::ptrdiff_t>(n),
+                                                      prompt.begin()).first - kv.begin()),
+                       static_cast<int>(prompt.size()) - 1);
+    if (static_cast<int64_t>(kv.size()) - len > opt_.reuse_limit) len = 0;
     if (best < 0 || len > best_len || (len == best_len && freed_at_[i] < freed_at_[static_cast<size_t>(best)])) {
       best = static_cast<int>(i);
       best_len = len;
@@ -64,8 +67,7 @@ void Scheduler::admit() {
     queue_.pop_front();
     q.slot = slot;
     q.serial = ++next_serial_;
-    // The prompt's last token is always fed: its logits give the first generated token.
-    q.reused = std::min(cached, static_cast<int>(q.req.prompt.size()) - 1);
+    q.reused = cached;
     q.n_fed = q.reused;
     kv_tokens_[static_cast<size_t>(slot)].resize(static_cast<size_t>(q.reused));
     reused_tokens_ += q.reused;

@@ -14,6 +14,8 @@
 //   longest prefix with its prompt (ties: the slot freed longest ago) and feeds only the rest
 //   (at least its last token, whose logits start the generation): a chat's next turn re-reads
 //   none of the history. Its sampler gets the skipped tokens' penalty window (SequenceStart).
+//   A slot whose last sequence went more than reuse_limit tokens past the shared prefix serves
+//   none of it.
 //
 // Pure bookkeeping: no transport, no model. The runtime asks next_step() for work, sends it down
 // the pipeline, and hands each StepResult to complete().
@@ -36,9 +38,11 @@ struct SchedulerOptions {
   int micro_batches = 1;
   int max_batch_tokens = 512;
   int prefill_chunk = 256;
-  // Reuse cached prefixes (above); only for models whose caches keep every position
-  // (ModelConfig::kv_prefix_reusable: fit_to_stage sets it).
+  // Reuse cached prefixes (above), where the slot's last sequence went at most reuse_limit tokens
+  // past the shared prefix (ModelConfig::prefix_reuse_limit: sliding-window rings and recurrent
+  // states; fit_to_stage sets both).
   bool reuse_prefix = false;
+  int reuse_limit = std::numeric_limits<int>::max();
 };
 
 struct Request {

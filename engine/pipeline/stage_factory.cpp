@@ -22,7 +22,8 @@ std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool) {
 SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head) {
   so.max_batch_tokens = std::max(1, std::min(so.max_batch_tokens, head.max_step_tokens()));
   so.prefill_chunk = std::max(1, std::min(so.prefill_chunk, so.max_batch_tokens));
-  so.reuse_prefix = head.config().kv_prefix_reusable();
+  so.reuse_prefix = true;
+  so.reuse_limit = head.config().prefix_reuse_limit(so.max_batch_tokens);
   return so;
 }
 

@@ -23,7 +23,7 @@ struct StageSetup {
 CpuStageOptions cpu_stage_options(const PipelineConfig& c);
 std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool);
 // Steps no larger than the head stage takes: max_batch_tokens and prefill_chunk clamped to it;
-// prompt prefixes reused where the model's caches allow it (ModelConfig::kv_prefix_reusable).
+// prompt prefixes reused as far as the model's caches allow (ModelConfig::prefix_reuse_limit).
 SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head);
 // The head's scheduler settings from the config (fitted to the stage).
 SchedulerOptions scheduler_options(const PipelineConfig& c, const Stage& head);

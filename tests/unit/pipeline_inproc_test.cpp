@@ -62,12 +62,14 @@ Reference reference(const std::string& model, const std::vector<int32_t>& prompt
 // A pipeline of CPU stages over one mapped file.
 class Pipeline {
  public:
-  Pipeline(const std::string& model, const std::vector<std::pair<int, int>>& ranges, int n_slots) {
+  // max_step: the stages' largest step (sizes sliding-window rings).
+  Pipeline(const std::string& model, const std::vector<std::pair<int, int>>& ranges, int n_slots, int max_step = 512) {
     file_ = GgufFile::open(test::model_path(model));
     cfg_ = ModelConfig::from_gguf(*file_);
     CpuStageOptions so;
     so.n_ctx = kCtx;
     so.n_slots = n_slots;
+    so.max_batch_tokens = max_step;
     for (size_t i = 0; i < ranges.size(); ++i) {
       pools_.push_back(std::make_unique<ThreadPool>(1));
       stages_.push_back(std::make_unique<CpuStage>(*file_, cfg_, LayerRange{ranges[i].first, ranges[i].second}, i == 0,
@@ -193,26 +195,32 @@ TEST(PipelineInproc, GrammarReachesTheTail) {
   EXPECT_THROW(run(p, so, {r}, InprocOptions{}), Error);
 }
 
-// Prompt caching (scheduler.h): a second request that continues the first one's conversation
-// reuses the slot's cache for the shared prefix. Its tokens equal a fresh run's (greedy, and
-// seeded sampling with penalties, whose window then comes with the sequence's start), and its
-// logits agree within the CPU products' rounding of other batch sizes (the prefix was computed
-// in other chunks).
-void expect_prefix_reuse_matches(const std::vector<std::pair<int, int>>& ranges) {
-  const std::string model = "tiny-llama-Q8_0";
+// Prompt caching (scheduler.h): requests that continue a conversation reuse the slot's cache
+// for the prefix they share with what it holds, as far as the model's caches allow
+// (ModelConfig::prefix_reuse_limit). B continues A exactly (every model reuses A's tokens); C
+// shares 30 of B's 42 cached tokens (full attention reuses them; sliding-window rings of steps of
+// 16 tokens too, the ring still holding the window; recurrent state cannot rewind: fed whole).
+// Each one's tokens equal a fresh run's (greedy, penalties whose window then comes with the
+// sequence's start, seeded sampling), its logits within the CPU products' rounding of other batch
+// sizes (the prefix was computed in other chunks).
+void expect_prefix_reuse_matches(const std::string& model, const std::vector<std::pair<int, int>>& ranges,
+                                 int64_t want_reused) {
   SchedulerOptions so;
-  so.n_slots = 2;
+  so.n_slots = 1;
   so.n_ctx = kCtx;
   so.micro_batches = static_cast<int>(ranges.size());
   so.prefill_chunk = kChunk;
+  so.max_batch_tokens = kChunk;
   so.reuse_prefix = true;
+  so.reuse_limit = ModelConfig::from_gguf(*GgufFile::open(test::model_path(model))).prefix_reuse_limit(kChunk);
   InprocOptions io;
   io.return_logits = true;
+  const std::vector<int32_t> text = fixture_prompt(model, 64);
   for (const int mode : {0, 1, 2}) {
-    SCOPED_TRACE(mode == 0 ? "greedy" : mode == 1 ? "greedy with penalties" : "seeded sampling with penalties");
+    SCOPED_TRACE(model + (mode == 0 ? " greedy" : mode == 1 ? " greedy with penalties" : " seeded sampling with penalties"));
     Request a;
     a.id = 1;
-    a.prompt = fixture_prompt(model, 20);
+    a.prompt.assign(text.begin(), text.begin() + 20);
     a.max_new_tokens = 6;
     if (mode > 0) {
       // A negative presence penalty this strong picks tokens of the window: a window missing
@@ -224,40 +232,52 @@ void expect_prefix_reuse_matches(const std::vector<std::pair<int, int>>& ranges)
       a.sampling.temperature = 0.9f;
       a.sampling.seed = 5;
     }
-    Pipeline p(model, ranges, 2);
+    Pipeline p(model, ranges, 1, kChunk);
     Scheduler sched(so);
-    sched.submit(a);
-    std::vector<int32_t> answer;
-    run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) { answer.push_back(e.token); }, io);
-    // The next turn: the conversation so far and 9 more tokens.
-    Request b = a;
-    b.id = 2;
-    b.prompt.insert(b.prompt.end(), answer.begin(), answer.end());
-    const std::vector<int32_t> more = fixture_prompt(model, 29);
-    b.prompt.insert(b.prompt.end(), more.begin() + 20, more.end());
-    b.max_new_tokens = 8;
-    sched.submit(b);
     std::map<int64_t, Output> cached;
-    run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) {
-      Output& o = cached[e.seq_id];
-      o.tokens.push_back(e.token);
-      o.logits.emplace_back(e.logits, e.logits + e.n_vocab);
-    }, io);
-    // The cache held the prompt and all but the last generated token.
-    EXPECT_EQ(sched.reused_tokens(), static_cast<int64_t>(a.prompt.size() + answer.size() - 1));
-    Pipeline fresh_p(model, ranges, 2);
-    const auto fresh = run(fresh_p, so, {b}, io);
-    ASSERT_EQ(cached.count(2), 1u);
-    EXPECT_EQ(cached.at(2).tokens, fresh.at(2).tokens);
-    ASSERT_EQ(cached.at(2).logits.size(), fresh.at(2).logits.size());
-    for (size_t i = 0; i < fresh.at(2).logits.size(); ++i) {
-      EXPECT_LE(max_rel_diff(cached.at(2).logits[i], fresh.at(2).logits[i]), 1e-4) << "token " << i;
+    const auto serve = [&](const Request& r) {
+      sched.submit(r);
+      run_inproc_pipeline(p.stages(), sched, [&](const TokenEvent& e) {
+        Output& o = cached[e.seq_id];
+        o.tokens.push_back(e.token);
+        o.logits.emplace_back(e.logits, e.logits + e.n_vocab);
+      }, io);
+    };
+    serve(a);
+    Request b = a;  // the conversation so far and 9 more tokens
+    b.id = 2;
+    b.prompt.insert(b.prompt.end(), cached[1].tokens.begin(), cached[1].tokens.end());
+    b.prompt.insert(b.prompt.end(), text.begin() + 20, text.begin() + 29);
+    b.max_new_tokens = 8;
+    serve(b);
+    Request c = a;  // 30 of the 42 tokens B left in the slot, then 4 others
+    c.id = 3;
+    c.prompt.assign(b.prompt.begin(), b.prompt.begin() + 30);
+    c.prompt.insert(c.prompt.end(), text.begin() + 40, text.begin() + 44);
+    serve(c);
+    EXPECT_EQ(sched.reused_tokens(), want_reused);
+    for (const Request& r : {b, c}) {
+      Pipeline fresh_p(model, ranges, 1, kChunk);
+      const auto fresh = run(fresh_p, so, {r}, io);
+      const Output& got = cached.at(r.id);
+      EXPECT_EQ(got.tokens, fresh.at(r.id).tokens) << "request " << r.id;
+      ASSERT_EQ(got.logits.size(), fresh.at(r.id).logits.size());
+      for (size_t i = 0; i < got.logits.size(); ++i) {
+        EXPECT_LE(max_rel_diff(got.logits[i], fresh.at(r.id).logits[i]), 1e-4) << "request " << r.id << " token " << i;
+      }
     }
   }
 }
 
-TEST(PipelineInproc, CachedPrefixOneStage) { expect_prefix_reuse_matches({{0, 2}}); }
-TEST(PipelineInproc, CachedPrefixTwoStages) { expect_prefix_reuse_matches({{0, 1}, {1, 2}}); }
+// B reuses A's 25 fed tokens and C 30 of B's, where the model allows (above).
+TEST(PipelineInproc, CachedPrefixOneStage) { expect_prefix_reuse_matches("tiny-llama-Q8_0", {{0, 2}}, 55); }
+TEST(PipelineInproc, CachedPrefixTwoStages) { expect_prefix_reuse_matches("tiny-llama-Q8_0", {{0, 1}, {1, 2}}, 55); }
+TEST(PipelineInproc, CachedPrefixSlidingWindowRings) {
+  expect_prefix_reuse_matches("tiny-gemma3-Q4_K_M", {{0, 3}, {3, 6}}, 55);
+}
+TEST(PipelineInproc, CachedPrefixRecurrentLayers) {
+  expect_prefix_reuse_matches("tiny-qwen35moe-Q4_K_M", {{0, 2}, {2, 4}}, 25);
+}
 
 TEST(PipelineInproc, TwoStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 2}, {2, 4}}); }
 TEST(PipelineInproc, ThreeStagesQwen35Moe) { expect_matches("tiny-qwen35moe-Q4_K_M", {{0, 1}, {1, 3}, {3, 4}}); }

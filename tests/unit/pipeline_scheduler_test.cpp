@@ -270,6 +270,24 @@ TEST(PipelineScheduler, PrefixReuseChoosesTheBestSlotThenTheLeastRecentlyFreed) 
   EXPECT_EQ(s.reused_tokens(), 3);
 }
 
+TEST(PipelineScheduler, ASlotThatWentTooFarPastThePrefixServesNone) {
+  SchedulerOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 64;
+  o.max_batch_tokens = 64;
+  o.prefill_chunk = 64;
+  o.reuse_prefix = true;
+  o.reuse_limit = 0;  // recurrent layers: only a continuation of everything the slot holds
+  Scheduler s(o);
+  s.submit(with_prompt(1, {1, 2, 3}, 2));  // the slot holds 1 2 3 500
+  drain(s);
+  s.submit(with_prompt(2, {1, 2, 3, 9}, 1));  // shares 3, but the slot went 1 past them
+  EXPECT_EQ(drain(s)[0].batch.pos.front(), 0);
+  s.submit(with_prompt(3, {1, 2, 3, 9, 500, 7}, 1));  // continues all 4 tokens the slot holds (1 2 3 9)
+  EXPECT_EQ(drain(s)[0].batch.pos.front(), 4);
+  EXPECT_EQ(s.reused_tokens(), 4);
+}
+
 TEST(PipelineScheduler, WithoutPrefixReuseEveryPromptIsFedWhole) {
   SchedulerOptions o;
   o.n_slots = 1;
