@@ -54,6 +54,7 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
   app.add_flag_callback("--no-special", [&o] { o.add_special = false; }, "do not add BOS to the prompt");
   app.add_flag("--chat", o.chat, "wrap the prompt as one user turn of the chat template");
   app.add_flag("--json", o.json, "print one JSON object at the end instead of streaming");
+  flags::add_accepted_llama_flags(app, /*server=*/false);
   if (auto code = flags::parse(app, argc, argv)) return code;
   const flags::ChatFlags& c = o.chat_flags;
   try {
@@ -159,6 +160,7 @@ int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Optio
 int cmd_generate(int argc, char** argv) {
   Options o;
   if (auto code = parse(argc, argv, o)) return *code;
+  if (o.engine.ubatch > 0) o.req.prefill_chunk = o.engine.ubatch;
   const flags::ChatFlags& c = o.chat_flags;
   std::string model_path;
   try {
@@ -169,7 +171,10 @@ int cmd_generate(int argc, char** argv) {
   }
 
   const auto t0 = std::chrono::steady_clock::now();
-  const int n_ctx = o.engine.ctx_size != 0 ? o.engine.ctx_size : 4096;
+  // -c 0: the model's training context (llama.cpp's meaning); none given: 4096.
+  const int n_ctx = o.engine.ctx_size != 0     ? o.engine.ctx_size
+                    : o.engine.ctx_from_model ? std::max(1, ModelConfig::from_gguf(*GgufFile::open(model_path)).n_ctx_train)
+                                              : 4096;
   auto model = open_model(model_path, o.engine, n_ctx);
   const auto t_gpu = std::chrono::steady_clock::now();
   const auto gpu = open_gpu_stage(*model, o.engine, n_ctx);

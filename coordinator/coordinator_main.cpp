@@ -78,12 +78,20 @@ void apply_sampling_flags(const flags::SamplingFlags& f, RequestLimits& lim) {
 // up to 4096 (llama-server's default; more than the model was trained on is only a warning).
 int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model) {
   const int trained = ModelConfig::from_gguf(model).n_ctx_train;
-  const int n_ctx = o.n_ctx > 0 ? o.n_ctx : cfg ? cfg->context_length : trained > 0 ? std::min(trained, 4096) : 4096;
+  const int n_ctx = o.n_ctx > 0                       ? o.n_ctx
+                    : o.ctx_from_model && trained > 0 ? trained
+                    : cfg                             ? cfg->context_length
+                    : trained > 0                     ? std::min(trained, 4096)
+                                                      : 4096;
   if (trained > 0 && n_ctx > trained) {
     spdlog::warn("coordinator: context {} is beyond the {} tokens the model was trained on; quality may drop", n_ctx,
                  trained);
   }
-  spdlog::info("coordinator: context {} tokens{}", n_ctx, o.n_ctx > 0 ? "" : cfg ? " (the config's)" : " (the model's, at most 4096)");
+  spdlog::info("coordinator: context {} tokens{}", n_ctx,
+               o.n_ctx > 0                       ? ""
+               : o.ctx_from_model && trained > 0 ? " (the model's, -c 0)"
+               : cfg                             ? " (the config's)"
+                                                 : " (the model's, at most 4096)");
   return n_ctx;
 }
 

@@ -47,7 +47,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
                  "a launch's first step may take this long (warm-up) before the stages count as hung")
       ->check(CLI::Range(200, 3600000));
   app.add_flag("--no-graphs", o.no_graphs, "in-process CUDA: run decode steps eagerly (ablation)");
-  app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512)")
+  app.add_option("--batch-tokens", o.max_batch_tokens, "tokens per step (in-process backend; 0: config, else 512; as -ub)")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--debug-step-delay-ms", o.debug_step_delay_ms, "tests: sleep per step (in-process backend)")
       ->check(CLI::Range(0, 60000));
@@ -72,6 +72,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add_serving_options(app, o.serving);
+  flags::add_accepted_llama_flags(app, /*server=*/true);
   if (auto code = flags::parse(app, argc, argv)) std::exit(*code);
   try {
     if (mf.model.empty() && o.config.empty()) throw CLI::ValidationError("give --config or -m/--model");
@@ -88,6 +89,8 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   }
   o.model = mf.model;
   o.n_ctx = mf.ctx_size;
+  o.ctx_from_model = mf.ctx_from_model;
+  if (mf.ubatch > 0) o.max_batch_tokens = mf.ubatch;
   o.n_slots = mf.parallel;
   o.n_threads = mf.threads;
   o.device = mf.device;

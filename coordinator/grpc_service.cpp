@@ -115,6 +115,7 @@ GenerateInput to_input(const v1::GenerateRequest& r) {
   if (s.has_seed()) in.seed = s.seed();
   in.logprobs = s.has_logprobs() && s.logprobs();
   if (s.has_top_logprobs()) in.top_logprobs = s.top_logprobs();
+  if (s.has_cache_prompt()) in.cache_prompt = s.cache_prompt();
   if (r.has_max_tokens()) in.max_tokens = r.max_tokens();
   in.stop.assign(r.stop().begin(), r.stop().end());
   in.ignore_eos = r.ignore_eos();

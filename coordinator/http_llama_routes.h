@@ -29,9 +29,9 @@ struct LlamaCompletionRequest {
 // POST /completion's body. `n_predict` (or `max_tokens`): -1 generates to the end of the context,
 // N > 0 at most N tokens, absent the server's default; a negative temperature is greedy; text
 // prompts are tokenized with special tokens parsed, as llama-server does. llama.cpp-only fields
-// that change nothing here (n_keep, samplers, ...) are ignored, and so is cache_prompt: prompts
-// always reuse a slot's cached prefix where the model allows it (engine/pipeline/scheduler.h;
-// llama-server's default); samplers PipeLLM
+// that change nothing here (n_keep, samplers, ...) are ignored; cache_prompt (default true, as
+// llama-server's) lets the prompt reuse a slot's cached prefix (engine/pipeline/scheduler.h);
+// samplers PipeLLM
 // does not have (mirostat, DRY, XTC, ...) are refused when set to anything but "off". Throws
 // HttpError (400) naming the field. `raw`: see parse_completion_request.
 LlamaCompletionRequest parse_llama_completion(const nlohmann::json& body, const std::string* raw = nullptr);

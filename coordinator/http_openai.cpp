@@ -187,6 +187,7 @@ void parse_common(const json& body, OpenAiRequest& r, const std::string* raw) {
   if (!in.repetition_penalty) in.repetition_penalty = opt_float(body, "repeat_penalty");
   in.top_k = opt_int(body, "top_k");
   if (in.top_k && *in.top_k == -1) in.top_k = 0;  // -1 is "off" for vLLM-style clients
+  in.cache_prompt = opt_bool(body, "cache_prompt");
   in.penalty_last_n = opt_int(body, "penalty_last_n");
   if (!in.penalty_last_n) in.penalty_last_n = opt_int(body, "repeat_last_n");
   if (const auto seed = opt_int(body, "seed")) {

@@ -102,6 +102,7 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
   sp.chain = sampling_spec(def).chain;  // requests do not choose the order
   sp.seed = in.seed ? *in.seed : lim.random_seed ? flags::resolve_seed(std::nullopt) : def.seed;
   sp.logprobs = in.logprobs;
+  sp.cache_prompt = in.cache_prompt.value_or(true);
   if (in.top_logprobs < 0 || in.top_logprobs > kMaxTopLogprobs) {
     invalid("sampling.top_logprobs: must be in [0, " + std::to_string(kMaxTopLogprobs) + "] (got " +
             std::to_string(in.top_logprobs) + ")");

@@ -38,6 +38,7 @@ struct GenerateInput {
   bool logprobs = false;  // report each generated token's log-probability
   int64_t top_logprobs = 0;  // and its most likely alternatives, [0, kMaxTopLogprobs]
   std::string grammar;    // structured output: GBNF the output must match ("" for none), parsed already
+  std::optional<bool> cache_prompt;  // llama-server's; default: reuse a slot's cached prefix
   // Chat: the OpenAI `tools` array (JSON) the template is given; special tokens the output text
   // shows (a tool-call syntax's markers, which detokenizing would drop), by their text.
   std::optional<std::string> tools;

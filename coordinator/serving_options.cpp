@@ -52,7 +52,7 @@ void add_serving_options(CLI::App& app, ServingOptions& o) {
   app.add_option("--max-body-bytes", o.max_body_bytes, "largest HTTP body / gRPC message")->check(CLI::Range(1024, 1 << 30));
   app.add_option("--max-streams-per-key", o.max_streams_per_key, "concurrent generations per API key (0: unlimited)")
       ->check(CLI::Range(0, 1000000));
-  app.add_option("--served-model-name", o.served_model_name, "model id in HTTP responses");
+  app.add_option("-a,--alias,--served-model-name", o.served_model_name, "model id in HTTP responses (llama-server's -a)");
   app.add_option("--cors-origin", o.cors_origins,
                  "a browser origin (scheme://host[:port]) allowed to call the HTTP API, with CORS headers; "
                  "repeatable; '*' allows any")

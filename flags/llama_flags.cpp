@@ -17,7 +17,8 @@ const ShortFlag kLlamaShortFlags[] = {
     {"-np", "--parallel"},       {"-fa", "--flash-attn"},    {"-jf", "--json-schema-file"},
     {"-cmoe", "--cpu-moe"},      {"-ncmoe", "--n-cpu-moe"},  {"-ot", "--override-tensor"},
     {"-dev", "--device"},        {"-sm", "--split-mode"},    {"-ts", "--tensor-split"},
-    {"-mg", "--main-gpu"},
+    {"-mg", "--main-gpu"},        {"-ub", "--ubatch-size"},   {"-cb", "--cont-batching"},
+    {"-nocb", "--no-cont-batching"},
 };
 const size_t kLlamaShortFlagCount = sizeof kLlamaShortFlags / sizeof kLlamaShortFlags[0];
 
@@ -150,7 +151,18 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
 void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool parallel) {
   const std::string g = "Model";
   app.add_option("-m,--model", f.model, "GGUF model file (split files: the first part)")->group(g);
-  app.add_option("-c,--ctx-size,--ctx", f.ctx_size, "context length in tokens")->check(CLI::Range(0, 1 << 24))->group(g);
+  app.add_option_function<int>(
+         "-c,--ctx-size,--ctx",
+         [&f](int v) {
+           f.ctx_size = v;
+           f.ctx_from_model = v == 0;
+         },
+         "context length in tokens; 0: the model's training context")
+      ->check(CLI::Range(0, 1 << 24))
+      ->group(g);
+  app.add_option("--ubatch-size", f.ubatch, "tokens per step: prompts are fed in chunks of this many (-ub)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->group(g);
   app.add_option("-t,--threads", f.threads, "CPU threads; 0: one per hardware thread")->check(CLI::Range(0, 4096))->group(g);
   if (parallel) {
     app.add_option("--parallel,--slots", f.parallel, "sequences served at once (-np)")->check(CLI::Range(0, 65536))->group(g);
@@ -207,6 +219,23 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
   app.add_option_function<std::string>("--cache-type-v", kv("--cache-type-v", f.cache_type_v),
                                        "V cache type: f16 (default), f32, q8_0, q4_0 (-ctv)")
       ->group(g);
+}
+
+void add_accepted_llama_flags(CLI::App& app, bool server) {
+  const std::string g = "Accepted from llama.cpp";
+  app.add_option("-b,--batch-size", "llama.cpp's logical batch: accepted; a step holds at most --ubatch-size tokens")
+      ->check(CLI::Range(1, 1 << 24))
+      ->group(g);
+  app.add_flag("--mlock", "accepted: the weights are mapped and read from the page cache")->group(g);
+  app.add_flag("--no-mmap", "accepted: the weights are always mapped")->group(g);
+  app.add_flag("--cont-batching", "accepted (-cb): sequences always join and leave steps as they come")->group(g);
+  app.add_flag("--no-cont-batching", "accepted (-nocb): batching is always continuous")->group(g);
+  if (!server) return;
+  app.add_option("--cache-reuse", "accepted: a request reuses the cache of the slot sharing its prompt's longest prefix")
+      ->check(CLI::Range(0, 1 << 24))
+      ->group(g);
+  app.add_flag("--metrics", "accepted: /metrics is always served")->group(g);
+  app.add_flag("--no-webui", "accepted: there is no web UI")->group(g);
 }
 
 void add_chat_flags(CLI::App& app, ChatFlags& f) {

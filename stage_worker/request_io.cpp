@@ -99,6 +99,7 @@ std::vector<Request> build_requests(const WorkerOptions& o, const Tokenizer* tok
         r.sampling.min_p = j.value("min_p", r.sampling.min_p);
         r.sampling.repeat_penalty = j.value("repeat_penalty", r.sampling.repeat_penalty);
         r.sampling.seed = j.value("seed", r.sampling.seed);
+        r.sampling.cache_prompt = j.value("cache_prompt", r.sampling.cache_prompt);
       } catch (const InvalidArgument& e) {
         throw InvalidArgument(where + ": " + e.what());
       } catch (const nlohmann::json::exception& e) {

@@ -161,6 +161,7 @@ void write_sampling(Writer& w, const SamplingParams& s) {
   w.f32(s.presence_penalty);
   w.f32(s.frequency_penalty);
   w.i32(s.penalty_last_n);
+  w.u8(s.cache_prompt ? 1 : 0);
   w.u64(s.seed);
   w.u32(s.chain);
   w.u8(s.logprobs ? 1 : 0);
@@ -179,6 +180,7 @@ SamplingParams read_sampling(Reader& r) {
   s.presence_penalty = r.f32("presence_penalty");
   s.frequency_penalty = r.f32("frequency_penalty");
   s.penalty_last_n = r.i32("penalty_last_n");
+  s.cache_prompt = r.u8("cache_prompt") != 0;
   s.seed = r.u64("seed");
   s.chain = r.u32("chain");
   s.logprobs = r.u8("logprobs") != 0;

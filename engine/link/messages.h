@@ -15,8 +15,8 @@
 
 namespace pipellm::link {
 
-// 2: the sampling chain; 3: Hello.secret; 4: Progress; 5: grammar; 6: top_logprobs
-constexpr uint32_t kProtocolVersion = 6;
+// 2: the sampling chain; 3: Hello.secret; 4: Progress; 5: grammar; 6: top_logprobs; 7: cache_prompt
+constexpr uint32_t kProtocolVersion = 7;
 
 // The same settings the pipeline's step headers carry (engine/runtime/sampling_spec.h).
 using SamplingParams = SamplingSpec;

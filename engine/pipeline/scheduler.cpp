@@ -38,7 +38,8 @@ void Scheduler::submit(Request r) {
   queue_.push_back(std::move(r));
 }
 
-std::pair<int, int> Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
+std::pair<int, int> Scheduler::pick_slot(const Request& r) const {
+  const std::vector<int32_t>& prompt = r.prompt;
   int best = -1, best_len = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i]) continue;
@@ -49,7 +50,7 @@ std::pair<int, int> Scheduler::pick_slot(const std::vector<int32_t>& prompt) con
     int len = std::min(static_cast<int>(std::mismatch(kv.begin(), kv.begin() + static_cast<std::ptrdiff_t>(n),
                                                       prompt.begin()).first - kv.begin()),
                        static_cast<int>(prompt.size()) - 1);
-    if (static_cast<int64_t>(kv.size()) - len > opt_.reuse_limit) len = 0;
+    if (!r.sampling.cache_prompt || static_cast<int64_t>(kv.size()) - len > opt_.reuse_limit) len = 0;
     if (best < 0 || len > best_len || (len == best_len && freed_at_[i] < freed_at_[static_cast<size_t>(best)])) {
       best = static_cast<int>(i);
       best_len = len;
@@ -60,7 +61,7 @@ std::pair<int, int> Scheduler::pick_slot(const std::vector<int32_t>& prompt) con
 
 void Scheduler::admit() {
   while (!queue_.empty()) {
-    const auto [slot, cached] = pick_slot(queue_.front().prompt);
+    const auto [slot, cached] = pick_slot(queue_.front());
     if (slot < 0) return;
     Seq q;
     q.req = std::move(queue_.front());

@@ -119,8 +119,8 @@ class Scheduler {
   };
 
   void admit();
-  // The free slot for `prompt` and how many of its first tokens that slot's cache holds.
-  std::pair<int, int> pick_slot(const std::vector<int32_t>& prompt) const;
+  // The free slot for r and how many of its prompt's first tokens that slot's cache serves.
+  std::pair<int, int> pick_slot(const Request& r) const;
   // Sends token t at position s.n_fed of s's slot (kv_tokens_ follows).
   void feed(Seq& s, int32_t t);
   bool prompt_done(const Seq& s) const { return s.n_fed >= static_cast<int>(s.req.prompt.size()); }

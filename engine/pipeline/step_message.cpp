@@ -85,6 +85,7 @@ void put_sampling(Writer& w, const SamplingSpec& s) {
   w.put(s.frequency_penalty);
   w.put(s.presence_penalty);
   w.put(s.penalty_last_n);
+  w.put(static_cast<uint8_t>(s.cache_prompt ? 1 : 0));
   w.put(s.seed);
   w.put(s.chain);
   w.put<uint8_t>(s.logprobs ? 1 : 0);
@@ -102,6 +103,7 @@ SamplingSpec get_sampling(Reader& r) {
   s.frequency_penalty = r.get<float>("frequency_penalty");
   s.presence_penalty = r.get<float>("presence_penalty");
   s.penalty_last_n = r.get<int32_t>("penalty_last_n");
+  s.cache_prompt = r.get<uint8_t>("cache_prompt") != 0;
   s.seed = r.get<uint64_t>("seed");
   s.chain = r.get<uint32_t>("chain");
   s.logprobs = r.get<uint8_t>("logprobs") != 0;

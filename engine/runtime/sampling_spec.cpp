@@ -10,7 +10,8 @@ bool SamplingSpec::operator==(const SamplingSpec& o) const {
   return temperature == o.temperature && top_k == o.top_k && top_p == o.top_p && min_p == o.min_p &&
          repeat_penalty == o.repeat_penalty && frequency_penalty == o.frequency_penalty &&
          presence_penalty == o.presence_penalty && penalty_last_n == o.penalty_last_n && seed == o.seed &&
-         chain == o.chain && logprobs == o.logprobs && top_logprobs == o.top_logprobs && grammar == o.grammar && grammar_vocab == o.grammar_vocab;
+         chain == o.chain && logprobs == o.logprobs && top_logprobs == o.top_logprobs && grammar == o.grammar && grammar_vocab == o.grammar_vocab &&
+         cache_prompt == o.cache_prompt;
 }
 
 std::vector<SamplerStage> unpack_chain(uint32_t chain) {

@@ -46,6 +46,10 @@ struct SamplingSpec {
   // model from its tokenizer and shared. Needed where the sampler runs; it does not travel, so
   // the process that samples attaches it.
   std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;
+  // llama-server's cache_prompt: the prompt may reuse a slot's cached prefix (scheduler.h). Like
+  // llama-server's, such a prompt's logits match a fresh run's within rounding, not bit for bit
+  // (the prefix was computed in other steps); false feeds the whole prompt.
+  bool cache_prompt = true;
   bool operator==(const SamplingSpec& o) const;
 };
 

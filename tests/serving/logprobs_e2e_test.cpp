@@ -223,7 +223,10 @@ Tokenizer* ServingLogprobs::tok_ = nullptr;
 TEST_F(ServingLogprobs, GreedyCompletionEqualsReference) {
   const std::string prompt = "Once upon a time";
   const int n = 16;
-  const json body = {{"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 0}};
+  // cache_prompt false: the streamed run repeats the prompt, whose cached prefix would match the
+  // first run's logits within rounding only; fed whole, both runs are bit-equal.
+  const json body = {{"prompt", prompt}, {"max_tokens", n},        {"temperature", 0},
+                     {"ignore_eos", true}, {"logprobs", 0},     {"cache_prompt", false}};
   auto c = srv_->http();
   int status = 0;
   const json j = post_json(*c, "/v1/completions", body, &status);
@@ -285,7 +288,7 @@ TEST_F(ServingLogprobs, SeededChatEqualsReference) {
   const int n = 16;
   // Sampled; no penalties (the defaults), so the reported distribution is the raw logits'.
   const json body = {{"messages", messages}, {"max_tokens", n}, {"temperature", 0.9}, {"seed", 7}, {"top_k", 20},
-                     {"ignore_eos", true}, {"logprobs", true}};
+                     {"ignore_eos", true}, {"logprobs", true}, {"cache_prompt", false}};
   auto c = srv_->http();
   int status = 0;
   const json j = post_json(*c, "/v1/chat/completions", body, &status);
@@ -316,6 +319,7 @@ TEST_F(ServingLogprobs, SeededChatEqualsReference) {
   g.mutable_sampling()->set_seed(7);
   g.mutable_sampling()->set_top_k(20);
   g.mutable_sampling()->set_logprobs(true);
+  g.mutable_sampling()->set_cache_prompt(false);
   const GrpcOut out = generate(srv_->stub(), g);
   ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));
   EXPECT_EQ(out.text, text);
@@ -388,7 +392,7 @@ TEST_F(ServingLogprobs, ChatTopLogprobsAreTheLargestOfTheReference) {
   const int n = 10;
   const size_t top_n = 5;
   const json body = {{"messages", messages}, {"max_tokens", n},    {"temperature", 0.9},     {"seed", 3},
-                     {"ignore_eos", true},   {"logprobs", true}, {"top_logprobs", top_n}};
+                     {"ignore_eos", true},   {"logprobs", true}, {"top_logprobs", top_n}, {"cache_prompt", false}};
   v1::GenerateRequest g;
   auto* m0 = g.mutable_chat()->add_messages();
   m0->set_role("user");
@@ -398,6 +402,7 @@ TEST_F(ServingLogprobs, ChatTopLogprobsAreTheLargestOfTheReference) {
   g.mutable_sampling()->set_temperature(0.9f);
   g.mutable_sampling()->set_seed(3);
   g.mutable_sampling()->set_logprobs(true);
+  g.mutable_sampling()->set_cache_prompt(false);
   g.mutable_sampling()->set_top_logprobs(static_cast<int32_t>(top_n));
   const GrpcOut out = generate(srv_->stub(), g);
   ASSERT_EQ(out.ids.size(), static_cast<size_t>(n));

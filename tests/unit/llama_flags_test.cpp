@@ -39,6 +39,7 @@ Parsed parse_line(std::vector<std::string> args, bool cuda_built = true) {
   add_expert_flags(app, p.e);
   add_cpu_rows_flag(app, p.cpu_rows);
   add_gpu_split_flags(app, p.g);
+  add_accepted_llama_flags(app, /*server=*/true);
   args.insert(args.begin(), "prog");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -106,6 +107,16 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"--split-mode=layer"}, [](const Parsed& p) { EXPECT_EQ(p.g.split_mode, SplitMode::Layer); }},
       {{"-ts", "3,1"}, [](const Parsed& p) { EXPECT_EQ(p.g.tensor_split, (std::vector<double>{3, 1})); }},
       {{"--tensor-split", "1/2/1"}, [](const Parsed& p) { EXPECT_EQ(p.g.tensor_split, (std::vector<double>{1, 2, 1})); }},
+      // llama-server command lines: -ub sets the step size, -c 0 the model's context; -b,
+      // --cache-reuse, --mlock, --no-mmap, -cb, --metrics, --no-webui are accepted.
+      {{"-ub", "1024", "-b", "2048", "--cache-reuse", "256", "--mlock", "--no-mmap", "-cb", "--metrics", "--no-webui"},
+       [](const Parsed& p) { EXPECT_EQ(p.m.ubatch, 1024); }},
+      {{"-c", "0"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.ctx_size, 0);
+         EXPECT_TRUE(p.m.ctx_from_model);
+       }},
+      {{"-c", "512"}, [](const Parsed& p) { EXPECT_FALSE(p.m.ctx_from_model); }},
       {{"-ncmoe=3", "-m", "x.gguf"},
        [](const Parsed& p) {
          EXPECT_EQ(p.e.n_cpu_moe, 3);
@@ -257,6 +268,7 @@ TEST(LlamaFlags, EveryLlamaShortSpellingIsInHelp) {
   add_expert_flags(app, e);
   GpuSplitFlags g;
   add_gpu_split_flags(app, g);
+  add_accepted_llama_flags(app, /*server=*/true);
   const std::string help = app.help();
   for (size_t i = 0; i < kLlamaShortFlagCount; ++i) {
     const std::string short_name = kLlamaShortFlags[i].llama;
