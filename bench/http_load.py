@@ -97,6 +97,9 @@ def summarize_level(concurrency, records, wall_s):
         "ttft_ms": pct_summary(ttfts),
         "itl_ms": pct_summary(gaps),
         "decode_tok_s_median": statistics.median(rates) if rates else None,
+        # Conversations (--turns): TTFT p50 of each turn (a prefix cache keeps later turns flat).
+        "ttft_p50_by_turn_ms": [percentile([r["ttft_ms"] for r in ok if r.get("turn") == t and r["ttft_ms"] is not None], 50)
+                                for t in range(max((r.get("turn", 0) for r in records), default=0) + 1)],
     }
 
 
@@ -305,6 +308,7 @@ def new_record(seed):
         "seed": seed, "ok": False, "status": None, "error": None,
         "ttft_ms": None, "latency_ms": None, "completion_tokens": 0, "content_chunks": 0,
         "token_source": None, "prompt_tokens": None, "gaps_ms": [], "decode_tok_s": None,
+        "turn": 0, "text": "",
     }
 
 
@@ -344,6 +348,7 @@ async def stream_request(target, body, record, t0):
                     raise HttpError(status, "in-stream error: " + error_message(payload.encode()))
                 if chunk_text(obj):
                     content_ms.append(now_ms)
+                    record["text"] += chunk_text(obj)
                 usage = obj.get("usage")
                 if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
                     usage_tokens = int(usage["completion_tokens"])
@@ -391,19 +396,30 @@ async def run_request(target, body, seed, timeout):
 # ---------------------------------------------------------------------------------------------
 # Levels
 
-async def run_level(target, concurrency, n_requests, make_body, seed_base, timeout):
+async def run_level(target, concurrency, n_requests, make_body, seed_base, timeout, turns=1, prompt_words=100):
     """Closed loop: C workers, each starting its next request as soon as its last one ends,
-    until n_requests have been started. Returns (records in start order, wall seconds)."""
+    until n_requests have been started. With turns > 1 each worker holds conversations of that
+    many requests: a turn's prompt is the previous prompt, its answer and prompt_words new words
+    (as a chat client resends its history). Returns (records in start order, wall seconds)."""
     records = [None] * n_requests
     next_index = 0
 
     async def worker():
         nonlocal next_index
+        history, turn = "", 0
         while next_index < n_requests:
             i = next_index
             next_index += 1
             seed = seed_base + i
-            records[i] = await run_request(target, make_body(seed), seed, timeout)
+            prompt = make_prompt(prompt_words, seed)
+            if turn > 0:
+                prompt = history + " " + prompt
+            r = await run_request(target, make_body(prompt), seed, timeout)
+            r["turn"] = turn
+            records[i] = r
+            history, turn = (prompt + r["text"], turn + 1) if r["ok"] else ("", 0)
+            if turn >= turns:
+                history, turn = "", 0
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n_requests))))
@@ -426,19 +442,20 @@ async def check_reachable(target, timeout):
 
 async def run_benchmark(args, target):
     """Warm-up, then every level in order. Returns (levels, raw records by level, failed)."""
-    def make_body(seed):
-        return request_body(make_prompt(args.prompt_words, seed), args.max_tokens, args.ignore_eos, args.model)
+    def make_body(prompt):
+        return request_body(prompt, args.max_tokens, args.ignore_eos, args.model)
 
     await check_reachable(target, min(args.timeout, 10.0))
     for i in range(args.warmup):
-        r = await run_request(target, make_body(10**9 + i), 10**9 + i, args.timeout)
+        r = await run_request(target, make_body(make_prompt(args.prompt_words, 10**9 + i)), 10**9 + i, args.timeout)
         if not r["ok"]:
             print(f"http_load: warm-up request failed: {r['status'] or '-'} {r['error']}", file=sys.stderr)
 
     levels, raw = [], []
     for li, c in enumerate(args.concurrency):
         n = args.requests_per_level or max(4, 2 * c)
-        records, wall = await run_level(target, c, n, make_body, (li + 1) * 1_000_000, args.timeout)
+        records, wall = await run_level(target, c, n, make_body, (li + 1) * 1_000_000, args.timeout, args.turns,
+                                        args.prompt_words)
         stats = summarize_level(c, records, wall)
         levels.append(stats)
         raw.append({"concurrency": c, "records": records})
@@ -591,6 +608,9 @@ def parse_args(argv):
     p.add_argument("--requests-per-level", type=int, default=0,
                    help="requests per level (default 2 x concurrency, at least 4)")
     p.add_argument("--prompt-words", type=int, default=100)
+    p.add_argument("--turns", type=int, default=1,
+                   help="requests per conversation: each turn resends the previous prompt and answer plus "
+                        "--prompt-words new words (default 1: unrelated prompts)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                    help='send "ignore_eos": true so every request generates max-tokens (default on)')
@@ -607,8 +627,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not args.compare and not args.url:
         p.error("--url is required (or --compare FILES)")
-    if args.requests_per_level < 0 or args.max_tokens < 1 or args.timeout <= 0 or args.warmup < 0:
-        p.error("--requests-per-level, --warmup >= 0; --max-tokens >= 1; --timeout > 0")
+    if args.requests_per_level < 0 or args.max_tokens < 1 or args.timeout <= 0 or args.warmup < 0 or args.turns < 1:
+        p.error("--requests-per-level, --warmup >= 0; --max-tokens, --turns >= 1; --timeout > 0")
     return args
 
 
@@ -635,6 +655,10 @@ def load_main(args, argv):
         return 2
 
     print(f"### {label}\n\n{markdown_table(levels)}")
+    if args.turns > 1:
+        for lv in levels:
+            by_turn = " / ".join(fmt(v) for v in lv["ttft_p50_by_turn_ms"])
+            print(f"\nconcurrency {lv['concurrency']}: TTFT p50 by turn (ms): {by_turn}")
     run = {
         "tool": "bench/http_load.py",
         "command": shlex.join([sys.argv[0]] + list(argv)),
@@ -644,7 +668,8 @@ def load_main(args, argv):
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {
             "concurrency": args.concurrency, "requests_per_level": args.requests_per_level or "2*C (min 4)",
-            "prompt_words": args.prompt_words, "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos,
+            "prompt_words": args.prompt_words, "turns": args.turns, "max_tokens": args.max_tokens,
+            "ignore_eos": args.ignore_eos,
             "model": args.model, "warmup": args.warmup, "timeout_s": args.timeout,
         },
         "levels": levels,

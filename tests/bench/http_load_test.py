@@ -254,6 +254,29 @@ class FakeServerTest(unittest.TestCase):
         med = sorted(r["gaps_ms"])[len(r["gaps_ms"]) // 2]
         self.assertTrue(GAP_MS / 2 <= med <= GAP_MS + 150, r["gaps_ms"])
 
+    def test_conversations_resend_their_history(self):
+        # --turns 2: a worker's second request is its first prompt, the answer and new words; its
+        # third starts a new conversation. TTFT is summarized per turn.
+        with FakeServer() as srv:
+            target = http_load.Target(srv.url("chunked"))
+
+            def body(prompt):
+                return http_load.request_body(prompt, 16, True, None)
+            records, _ = asyncio.run(http_load.run_level(target, 1, 4, body, 7, 10.0, turns=2, prompt_words=12))
+            prompts = [b["prompt"] for b in srv.bodies]
+        self.assertEqual([r["turn"] for r in records], [0, 1, 0, 1])
+        self.assertTrue(all(r["ok"] for r in records), [r["error"] for r in records])
+        answer = "".join(f" w{i}" for i in range(N_CHUNKS))
+        self.assertEqual(records[0]["text"], answer)
+        self.assertEqual(prompts[0], http_load.make_prompt(12, 7))
+        self.assertEqual(prompts[1], prompts[0] + answer + " " + http_load.make_prompt(12, 8))
+        self.assertEqual(prompts[2], http_load.make_prompt(12, 9))
+        self.assertTrue(prompts[3].startswith(prompts[2] + answer + " "))
+        s = http_load.summarize_level(1, records, 1.0)
+        self.assertEqual(len(s["ttft_p50_by_turn_ms"]), 2)
+        self.assertAlmostEqual(s["ttft_p50_by_turn_ms"][0],
+                               http_load.percentile([records[0]["ttft_ms"], records[2]["ttft_ms"]], 50))
+
     def test_chunked_with_usage(self):
         with FakeServer() as srv:
             r = one_request(srv.url("chunked"))
