@@ -397,15 +397,16 @@ TEST_F(LlamaRoutes, WrongMethodsAndBadRequests) {
   // Metrics label the new routes by name (the id route by its pattern).
   completion(*c, greedy("x", 1));
   // A request is counted once its response is written: the client may read /metrics first.
-  httplib::Result m;
+  std::string metrics;
   for (int i = 0; i < 100; ++i) {
-    m = c->Get("/metrics");
+    auto m = c->Get("/metrics");
     ASSERT_TRUE(m);
-    if (m->body.find("route=\"/completion\",status=\"200\"") != std::string::npos) break;
+    metrics = m->body;
+    if (metrics.find("route=\"/completion\",status=\"200\"") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_NE(m->body.find("route=\"/completion\",status=\"200\""), std::string::npos);
-  EXPECT_NE(m->body.find("route=\"/v1/models/{id}\",status=\"405\""), std::string::npos);
+  EXPECT_NE(metrics.find("route=\"/completion\",status=\"200\""), std::string::npos);
+  EXPECT_NE(metrics.find("route=\"/v1/models/{id}\",status=\"405\""), std::string::npos);
 }
 
 // API keys: every new route needs one, as the OpenAI routes do; /health does not.
