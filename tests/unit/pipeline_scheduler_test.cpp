@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "base/error.h"
 #include "engine/pipeline/scheduler.h"
@@ -200,14 +201,21 @@ Request with_prompt(int64_t id, std::vector<int32_t> prompt, int max_new) {
   return r;
 }
 
-TEST(PipelineScheduler, APromptStartingWithASlotsTokensFeedsOnlyTheRest) {
+// Whole prompts in one step; prefixes reused (reuse_limit: as far as the slot's last sequence
+// may have gone past them) or not.
+SchedulerOptions caching(int n_slots, bool reuse, int reuse_limit = std::numeric_limits<int>::max()) {
   SchedulerOptions o;
-  o.n_slots = 2;
+  o.n_slots = n_slots;
   o.n_ctx = 64;
   o.max_batch_tokens = 64;
   o.prefill_chunk = 64;
-  o.reuse_prefix = true;
-  Scheduler s(o);
+  o.reuse_prefix = reuse;
+  o.reuse_limit = reuse_limit;
+  return o;
+}
+
+TEST(PipelineScheduler, APromptStartingWithASlotsTokensFeedsOnlyTheRest) {
+  Scheduler s(caching(2, true));
   // A: 6 prompt tokens in slot 0, 3 generated (500, 500, 500): the cache holds the prompt and
   // the first two generated tokens (the last one is sampled, never fed): 8 tokens.
   const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6};
@@ -245,13 +253,7 @@ TEST(PipelineScheduler, APromptStartingWithASlotsTokensFeedsOnlyTheRest) {
 }
 
 TEST(PipelineScheduler, PrefixReuseChoosesTheBestSlotThenTheLeastRecentlyFreed) {
-  SchedulerOptions o;
-  o.n_slots = 3;
-  o.n_ctx = 64;
-  o.max_batch_tokens = 64;
-  o.prefill_chunk = 64;
-  o.reuse_prefix = true;
-  Scheduler s(o);
+  Scheduler s(caching(3, true));
   // Three conversations, one per slot (admitted together: slots 0, 1, 2 in order).
   s.submit(with_prompt(1, {1, 1, 1, 1}, 1));
   s.submit(with_prompt(2, {2, 2, 2, 2}, 1));
@@ -271,14 +273,7 @@ TEST(PipelineScheduler, PrefixReuseChoosesTheBestSlotThenTheLeastRecentlyFreed) 
 }
 
 TEST(PipelineScheduler, ASlotThatWentTooFarPastThePrefixServesNone) {
-  SchedulerOptions o;
-  o.n_slots = 1;
-  o.n_ctx = 64;
-  o.max_batch_tokens = 64;
-  o.prefill_chunk = 64;
-  o.reuse_prefix = true;
-  o.reuse_limit = 0;  // recurrent layers: only a continuation of everything the slot holds
-  Scheduler s(o);
+  Scheduler s(caching(1, true, /*reuse_limit=*/0));  // recurrent layers: only a continuation of all the slot holds
   s.submit(with_prompt(1, {1, 2, 3}, 2));  // the slot holds 1 2 3 500
   drain(s);
   s.submit(with_prompt(2, {1, 2, 3, 9}, 1));  // shares 3, but the slot went 1 past them
@@ -289,12 +284,7 @@ TEST(PipelineScheduler, ASlotThatWentTooFarPastThePrefixServesNone) {
 }
 
 TEST(PipelineScheduler, WithoutPrefixReuseEveryPromptIsFedWhole) {
-  SchedulerOptions o;
-  o.n_slots = 1;
-  o.n_ctx = 64;
-  o.max_batch_tokens = 64;
-  o.prefill_chunk = 64;
-  Scheduler s(o);  // reuse_prefix off (sliding-window or recurrent models)
+  Scheduler s(caching(1, false));
   s.submit(with_prompt(1, {1, 2, 3}, 2));
   drain(s);
   s.submit(with_prompt(2, {1, 2, 3, 500, 9}, 1));
