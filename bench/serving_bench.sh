@@ -6,6 +6,8 @@
 # Needs: build-device (scripts/device-build.sh pipellm pipellm-coordinator pipellm-stage) and
 # llama-server in $LLAMA_BIN. Usage: bench/serving_bench.sh MODEL.gguf OUT_DIR [phases...]
 # phases: engine engine-nocopy engine-nommq pipellm ipc llama (default: engine pipellm ipc llama)
+# CHAT=1: the pipellm and llama phases also run conversations of 3 turns (--turns 3: each turn
+# resends the history; TTFT p50 per turn shows what the servers' prompt caches save).
 set -uo pipefail
 model=$(readlink -f "$1"); out=$2; shift 2
 phases=${*:-engine pipellm ipc llama}
@@ -17,6 +19,11 @@ SLOTS=64 CTX=1024   # llama-server -np 64 -c 65536: the same 1024 positions per 
 load() {  # LABEL URL CONCURRENCY
   python3 bench/http_load.py --url "$2" --concurrency "$3" --prompt-words 100 --max-tokens 128 --label "$1" \
     --json "$out/$1.json" --timeout 600 2>&1 | tee "$out/$1.txt"
+}
+load_chat() {  # LABEL URL: 3-turn conversations at 1 and 16 streams (about 800 of the 1024 positions)
+  [ -n "${CHAT:-}" ] || return 0
+  python3 bench/http_load.py --url "$2" --concurrency 1,16 --turns 3 --prompt-words 100 --max-tokens 128 \
+    --label "$1-chat" --json "$out/$1-chat.json" --timeout 600 2>&1 | tee "$out/$1-chat.txt"
 }
 wait_http() {  # URL PID
   for _ in $(seq 1 1200); do
@@ -45,6 +52,7 @@ for phase in $phases; do
       # The head's own step time per token (compute, sampling, token fetch) against the gaps.
       curl -s http://127.0.0.1:8090/metrics | grep -E "^pipellm_stage_" | tee "$out/pipellm-c1-metrics.txt"
       load pipellm http://127.0.0.1:8090 16,64
+      load_chat pipellm http://127.0.0.1:8090
       echo "after load, GPU memory used: $(gpu_mem)" | tee -a "$out/pipellm-mem.txt"
     else
       echo "pipellm server did not start"; tail -20 "$out/pipellm-server.log"
@@ -70,6 +78,7 @@ for phase in $phases; do
     if wait_http http://127.0.0.1:8092 $pid; then
       echo "llama-server serving, GPU memory used: $(gpu_mem)" | tee "$out/llama-mem.txt"
       load llama-server http://127.0.0.1:8092 1,16,64
+      load_chat llama-server http://127.0.0.1:8092
     else
       echo "llama-server did not start"; tail -20 "$out/llama-server.log"
     fi
