@@ -19,8 +19,6 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr size_t kCublasWorkspace = 32u << 20;
-
 // Position of s in the chain, or -1 when absent.
 int where(const std::vector<SamplerStage>& chain, SamplerStage s) {
   const auto it = std::find(chain.begin(), chain.end(), s);
@@ -95,8 +93,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   }
   if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
-  cublas_ws_.resize(kCublasWorkspace);
-  PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspace));
+  cublas_ws_.resize(kCublasWorkspaceBytes);
+  PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspaceBytes));
   // Experts kept in host memory are not uploaded (the device sees the layers without them).
   const std::vector<bool> host_local = local_host_experts(opt_, range_);
   const ModelWeights device_w = without_host_experts(w, host_local);

@@ -135,6 +135,7 @@ class CudaStage : public Stage {
   // buffer of at most kDequantSliceElems (64 MiB of f16), not one as large as the largest matrix
   // (a 128k-token vocabulary's output head alone is 1 GiB).
   static constexpr int64_t kDequantSliceElems = int64_t{1} << 25;
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
   static int64_t dequant_buffer_elems(int64_t largest_matrix) { return std::min(largest_matrix, kDequantSliceElems); }
   int context_bucket(int max_pos) const;
 

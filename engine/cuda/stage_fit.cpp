@@ -9,8 +9,6 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr uint64_t kCublasWorkspace = 32u << 20;  // CudaStage's (cuda_stage.cpp)
-
 uint64_t elems(const TensorView* t, int64_t n_expert = 1) {
   return t == nullptr ? 0 : static_cast<uint64_t>(t->ne[0]) * static_cast<uint64_t>(t->n_rows() / n_expert);
 }
@@ -112,7 +110,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
     }
   }
   floats += static_cast<uint64_t>(attn);
-  return floats * sizeof(float) + bytes + kCublasWorkspace;
+  return floats * sizeof(float) + bytes + CudaStage::kCublasWorkspaceBytes;
 }
 
 VramFit fit_stage_options(const ModelConfig& c, const ModelWeights& all_w, CudaStageOptions& opt, bool last,
