@@ -58,6 +58,7 @@ Generation::Update Generation::poll(std::chrono::milliseconds timeout) {
       u.ended = true;
       u.text = text_.flush();
       u.finish = ev->finished.reason;
+      cached_ = ev->finished.cached_tokens;
       if (ev->finished.reason == link::FinishReason::Cancelled) {
         // Not asked for by this client (its own cancel goes through abandon(), after which
         // nothing is read): the server cancelled it (shutting down).

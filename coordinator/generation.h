@@ -63,6 +63,8 @@ class Generation {
   uint64_t id() const { return handle_->id(); }
   int prompt_tokens() const { return prompt_tokens_; }
   int generated_tokens() const { return generated_; }
+  int cached_tokens() const { return cached_; }  // known once it has ended (FinishedMsg)
+  TokenUsage usage() const { return {prompt_tokens_, generated_, cached_}; }
   bool logprobs() const { return logprobs_; }
   int top_logprobs() const { return top_logprobs_; }
 
@@ -72,6 +74,7 @@ class Generation {
   StreamLimiter::Lease lease_;
   int prompt_tokens_ = 0;
   int generated_ = 0;
+  int cached_ = 0;
   bool logprobs_ = false;
   int top_logprobs_ = 0;
   bool ended_ = false;

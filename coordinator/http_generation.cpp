@@ -57,8 +57,8 @@ class OpenAiFormat final : public GenerationFormat {
       lp_->add_text(text_);
       logprobs = chat_ ? lp_->take_chat() : lp_->take_completion();
     }
-    return chat_ ? chat_json(meta_, text_, finish, g.prompt_tokens(), g.generated_tokens(), logprobs)
-                 : completion_json(meta_, text_, finish, g.prompt_tokens(), g.generated_tokens(), logprobs);
+    return chat_ ? chat_json(meta_, text_, finish, g.usage(), logprobs)
+                 : completion_json(meta_, text_, finish, g.usage(), logprobs);
   }
 
   std::string stream_close(const Generation::Update& last, const Generation& g) override {
@@ -66,7 +66,7 @@ class OpenAiFormat final : public GenerationFormat {
     const json lps = take_logprobs();  // tokens whose text never showed (a stop string)
     std::string tail = sse_event(chat_ ? chat_chunk_json(meta_, std::nullopt, std::nullopt, finish, lps)
                                        : completion_chunk_json(meta_, "", finish, lps));
-    if (usage_) tail += sse_event(usage_chunk_json(meta_, chat_, g.prompt_tokens(), g.generated_tokens()));
+    if (usage_) tail += sse_event(usage_chunk_json(meta_, chat_, g.usage()));
     return tail + sse_done();
   }
 

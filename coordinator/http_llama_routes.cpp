@@ -112,10 +112,12 @@ class LlamaFormat final : public GenerationFormat {
     c.stop_type = llama_stop_type(last.finish, last.stop_string);
     c.stopping_word = last.stop_string;
     c.tokens_evaluated = g.prompt_tokens();
+    c.tokens_cached = g.cached_tokens();
     c.tokens_predicted = g.generated_tokens();
     const auto ms = [](steady::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
     const steady::time_point first = first_token_.value_or(steady::now());
-    c.timings.prompt_n = g.prompt_tokens();
+    c.timings.cache_n = g.cached_tokens();
+    c.timings.prompt_n = g.prompt_tokens() - g.cached_tokens();  // evaluated (llama-server's)
     c.timings.prompt_ms = ms(first - started_);
     c.timings.predicted_n = g.generated_tokens();
     c.timings.predicted_ms = first_token_ ? ms(last_token_ - *first_token_) : 0.0;
@@ -236,7 +238,7 @@ const char* llama_stop_type(link::FinishReason finish, const std::string& stop_s
 }
 
 json llama_timings_json(const LlamaTimings& t) {
-  return {{"cache_n", 0},  // no prompt cache: every prompt token is evaluated
+  return {{"cache_n", t.cache_n},
           {"prompt_n", t.prompt_n},
           {"prompt_ms", t.prompt_ms},
           {"prompt_per_token_ms", per(t.prompt_ms, t.prompt_n)},
@@ -289,7 +291,7 @@ json llama_completion_json(const LlamaCompletion& c) {
           {"truncated", false},
           {"stop_type", c.stop_type},
           {"stopping_word", c.stopping_word},
-          {"tokens_cached", 0},
+          {"tokens_cached", c.tokens_cached},
           {"timings", llama_timings_json(c.timings)}};
   if (!c.completion_probabilities.is_null()) j["completion_probabilities"] = c.completion_probabilities;
   return j;

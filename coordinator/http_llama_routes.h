@@ -43,7 +43,8 @@ ApiError as_llama_error(ApiError e);
 const char* llama_stop_type(link::FinishReason finish, const std::string& stop_string);
 
 struct LlamaTimings {
-  int prompt_n = 0;
+  int cache_n = 0;   // prompt tokens the slot's cache held
+  int prompt_n = 0;  // prompt tokens evaluated
   double prompt_ms = 0;  // from the request's start to its first token
   int predicted_n = 0;
   double predicted_ms = 0;  // from the first token to the last
@@ -65,6 +66,7 @@ struct LlamaCompletion {
   std::string stop_type = "eos";
   std::string stopping_word;
   int tokens_evaluated = 0;  // prompt tokens
+  int tokens_cached = 0;     // of them, those the slot's cache held (not evaluated again)
   int tokens_predicted = 0;
   LlamaTimings timings;
   nlohmann::json generation_settings = nlohmann::json::object();

@@ -492,10 +492,11 @@ const char* finish_reason_text(link::FinishReason r) {
   return "stop";
 }
 
-json usage_json(int prompt_tokens, int completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+json usage_json(const TokenUsage& u) {
+  return {{"prompt_tokens", u.prompt},
+          {"completion_tokens", u.completion},
+          {"total_tokens", u.prompt + u.completion},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
 namespace {
@@ -505,11 +506,11 @@ json envelope(const ResponseMeta& m, const char* object) {
 }
 }  // namespace
 
-json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
-                     int completion_tokens, const json& logprobs) {
+json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, const TokenUsage& u,
+                     const json& logprobs) {
   json j = envelope(m, "text_completion");
   j["choices"] = json::array({{{"text", text}, {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_value(finish)}}});
-  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  j["usage"] = usage_json(u);
   return j;
 }
 
@@ -519,14 +520,14 @@ json completion_chunk_json(const ResponseMeta& m, const std::string& text, const
   return j;
 }
 
-json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
-               int completion_tokens, const json& logprobs) {
+json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, const TokenUsage& u,
+               const json& logprobs) {
   json j = envelope(m, "chat.completion");
   j["choices"] = json::array({{{"index", 0},
                                {"message", {{"role", "assistant"}, {"content", content}}},
                                {"logprobs", logprobs},
                                {"finish_reason", finish_value(finish)}}});
-  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  j["usage"] = usage_json(u);
   return j;
 }
 
@@ -619,10 +620,10 @@ json LogprobTrack::take_completion() {
           {"text_offset", offsets}};
 }
 
-json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens) {
+json usage_chunk_json(const ResponseMeta& m, bool chat, const TokenUsage& u) {
   json j = envelope(m, chat ? "chat.completion.chunk" : "text_completion");
   j["choices"] = json::array();
-  j["usage"] = usage_json(prompt_tokens, completion_tokens);
+  j["usage"] = usage_json(u);
   return j;
 }
 

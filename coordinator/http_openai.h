@@ -64,7 +64,7 @@ nlohmann::json parse_body(const std::string& body);
 
 const char* finish_reason_text(link::FinishReason r);  // "stop", "length", "cancelled", "error"
 
-nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+nlohmann::json usage_json(const TokenUsage& u);
 
 // Identity of one response, shared by its chunks.
 struct ResponseMeta {
@@ -75,13 +75,13 @@ struct ResponseMeta {
 
 // `logprobs` is choices[0].logprobs: null (not asked), or LogprobTrack::take_completion() /
 // take_chat() for the tokens of this response or chunk.
-nlohmann::json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, int prompt_tokens,
-                               int completion_tokens, const nlohmann::json& logprobs = nullptr);
+nlohmann::json completion_json(const ResponseMeta& m, const std::string& text, const char* finish, const TokenUsage& u,
+                               const nlohmann::json& logprobs = nullptr);
 // finish == nullptr: the chunk's finish_reason is null.
 nlohmann::json completion_chunk_json(const ResponseMeta& m, const std::string& text, const char* finish,
                                      const nlohmann::json& logprobs = nullptr);
-nlohmann::json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, int prompt_tokens,
-                         int completion_tokens, const nlohmann::json& logprobs = nullptr);
+nlohmann::json chat_json(const ResponseMeta& m, const std::string& content, const char* finish, const TokenUsage& u,
+                         const nlohmann::json& logprobs = nullptr);
 // `role` adds delta.role ("assistant" in the first chunk); `content` nullopt: no delta.content.
 nlohmann::json chat_chunk_json(const ResponseMeta& m, const std::optional<std::string>& role,
                                const std::optional<std::string>& content, const char* finish,
@@ -137,7 +137,7 @@ class LogprobTrack {
   size_t taken_ = 0;
 };
 // The last chunk of a stream with stream_options.include_usage: empty choices and the usage.
-nlohmann::json usage_chunk_json(const ResponseMeta& m, bool chat, int prompt_tokens, int completion_tokens);
+nlohmann::json usage_chunk_json(const ResponseMeta& m, bool chat, const TokenUsage& u);
 
 // The OpenAI model object of the served model (GET /v1/models lists it, /v1/models/{id} is it),
 // with the head's geometry under `meta`.

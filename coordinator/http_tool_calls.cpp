@@ -69,9 +69,9 @@ class ToolCallFormat final : public GenerationFormat {
       logprobs = lp_->take_chat();
     }
     if (p.calls.empty()) {
-      return chat_json(meta_, text_, finish_reason_text(last.finish), g.prompt_tokens(), g.generated_tokens(), logprobs);
+      return chat_json(meta_, text_, finish_reason_text(last.finish), g.usage(), logprobs);
     }
-    json j = chat_json(meta_, p.content, "tool_calls", g.prompt_tokens(), g.generated_tokens(), logprobs);
+    json j = chat_json(meta_, p.content, "tool_calls", g.usage(), logprobs);
     json& msg = j["choices"][0]["message"];
     if (p.content.empty()) msg["content"] = nullptr;
     json calls = json::array();
@@ -108,7 +108,7 @@ class ToolCallFormat final : public GenerationFormat {
       }
     }
     out += sse_event(chat_chunk_json(meta_, std::nullopt, std::nullopt, finish, take_logprobs()));
-    if (usage_) out += sse_event(usage_chunk_json(meta_, true, g.prompt_tokens(), g.generated_tokens()));
+    if (usage_) out += sse_event(usage_chunk_json(meta_, true, g.usage()));
     return out + sse_done();
   }
 

@@ -52,6 +52,7 @@ void MeteredBackend::on_finished(const link::FinishedMsg& m) {
     timing_.erase(m.id);
   }
   if (m.prompt_tokens > 0) metrics_.add_prompt_tokens(static_cast<uint64_t>(m.prompt_tokens));
+  if (m.cached_tokens > 0) metrics_.add_cached_prompt_tokens(static_cast<uint64_t>(m.cached_tokens));
   listener_->on_finished(m);
 }
 

@@ -55,6 +55,7 @@ class Metrics {
   // A refusal by name ("queue_full", "invalid_api_key", "too_many_streams", ...).
   void count_refusal(const std::string& front_door, const std::string& reason);
   void add_prompt_tokens(uint64_t n);
+  void add_cached_prompt_tokens(uint64_t n);
   void add_generated_tokens(uint64_t n);
   void observe_time_to_first_token(double seconds);
   void observe_inter_token_latency(double seconds);
@@ -68,7 +69,7 @@ class Metrics {
   mutable std::mutex mu_;
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> requests_;
   std::map<std::pair<std::string, std::string>, uint64_t> refusals_;
-  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
+  uint64_t prompt_tokens_ = 0, cached_prompt_tokens_ = 0, generated_tokens_ = 0;
   Histogram ttft_, itl_;
   std::map<std::string, Histogram> duration_;
   std::vector<StageStats> stages_;

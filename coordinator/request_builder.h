@@ -45,6 +45,12 @@ struct GenerateInput {
   std::vector<std::string> shown_tokens;
 };
 
+// A response's token counts; `cached`: of the prompt's, those a slot's cache held (OpenAI's
+// usage.prompt_tokens_details.cached_tokens, llama-server's tokens_cached).
+struct TokenUsage {
+  int prompt = 0, completion = 0, cached = 0;
+};
+
 struct RequestLimits {
   int max_prompt_tokens = 0;  // 0: the context length
   int max_tokens = 0;         // 0: no limit beyond the context

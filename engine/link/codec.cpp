@@ -237,6 +237,7 @@ std::vector<uint8_t> encode_one(const FinishedMsg& m) {
   w.u8(static_cast<uint8_t>(m.reason));
   w.i32(m.prompt_tokens);
   w.i32(m.generated_tokens);
+  w.i32(m.cached_tokens);
   return w.finish();
 }
 std::vector<uint8_t> encode_one(const ErrorMsg& m) {
@@ -365,6 +366,7 @@ HeadMessage decode_head_message(const uint8_t* body, size_t size) {
       m.reason = static_cast<FinishReason>(reason);
       m.prompt_tokens = r.i32("prompt_tokens");
       m.generated_tokens = r.i32("generated_tokens");
+      m.cached_tokens = r.i32("cached_tokens");
       r.done();
       return m;
     }

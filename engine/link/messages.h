@@ -70,6 +70,7 @@ struct FinishedMsg {
   FinishReason reason = FinishReason::Stop;
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;
+  int32_t cached_tokens = 0;  // of the prompt tokens, those the slot's cache held (prompt caching)
 };
 
 struct ErrorMsg {

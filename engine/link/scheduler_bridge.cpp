@@ -113,7 +113,7 @@ void SchedulerBridge::cancel(uint64_t id) {
   const Live l = it->second;
   live_.erase(it);
   sched_.cancel(static_cast<int64_t>(id));
-  send(FinishedMsg{id, FinishReason::Cancelled, l.prompt_tokens, l.generated});
+  send(FinishedMsg{id, FinishReason::Cancelled, l.prompt_tokens, l.generated, l.cached});
 }
 
 void SchedulerBridge::cancel_all() {
@@ -121,7 +121,7 @@ void SchedulerBridge::cancel_all() {
   open.swap(live_);
   for (const auto& [id, l] : open) {
     sched_.cancel(static_cast<int64_t>(id));
-    send(FinishedMsg{id, FinishReason::Cancelled, l.prompt_tokens, l.generated});
+    send(FinishedMsg{id, FinishReason::Cancelled, l.prompt_tokens, l.generated, l.cached});
   }
 }
 
@@ -129,10 +129,11 @@ void SchedulerBridge::on_token(const TokenEvent& e) {
   const auto id = static_cast<uint64_t>(e.seq_id);
   const auto it = live_.find(id);
   if (it == live_.end()) return;
+  it->second.cached = e.cached_tokens;
   if (e.finish == pipellm::FinishReason::Stop) {
     const Live l = it->second;
     live_.erase(it);
-    send(FinishedMsg{id, FinishReason::Stop, l.prompt_tokens, l.generated});
+    send(FinishedMsg{id, FinishReason::Stop, l.prompt_tokens, l.generated, l.cached});
     return;
   }
   ++it->second.generated;
@@ -140,7 +141,7 @@ void SchedulerBridge::on_token(const TokenEvent& e) {
   const bool last = e.finish != pipellm::FinishReason::None;  // Length, or the context is full
   if (last) live_.erase(it);
   send(TokenMsg{id, e.token, e.logprob, e.top_logprobs});
-  if (last) send(FinishedMsg{id, FinishReason::Length, l.prompt_tokens, l.generated});
+  if (last) send(FinishedMsg{id, FinishReason::Length, l.prompt_tokens, l.generated, l.cached});
 }
 
 }  // namespace pipellm::link

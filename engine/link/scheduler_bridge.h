@@ -45,6 +45,7 @@ class SchedulerBridge {
   struct Live {
     int32_t prompt_tokens = 0;
     int32_t generated = 0;
+    int32_t cached = 0;  // prompt tokens the slot held (TokenEvent::cached_tokens)
   };
   void submit(const SubmitRequest& r);
   void cancel(uint64_t id);

@@ -173,6 +173,7 @@ std::vector<TokenEvent> Scheduler::complete(const StepResult& r) {
     if (!r.logprob.empty()) e.logprob = r.logprob[i];
     if (!r.top_logprobs.empty()) e.top_logprobs = r.top_logprobs[i];
     e.index = s.n_generated++;
+    e.cached_tokens = s.reused;
     if (r.n_vocab > 0 && !r.logits.empty()) {
       e.logits = r.logits.data() + i * static_cast<size_t>(r.n_vocab);
       e.n_vocab = r.n_vocab;

@@ -65,6 +65,7 @@ struct TokenEvent {
   float logprob = std::numeric_limits<float>::quiet_NaN();  // when the sequence asked for it
   std::vector<TokenLogprob> top_logprobs{};  // when the sequence asked for alternatives
   int n_vocab = 0;
+  int cached_tokens = 0;         // prompt tokens its slot's cache held (not fed)
 };
 
 class Scheduler {

@@ -336,6 +336,41 @@ TEST_F(Http, MetricsParse) {
   EXPECT_TRUE(v.count("pipellm_active_sequences"));
 }
 
+// Prompt caching as a client sees it: a second turn that continues the first (token ids, so the
+// shared prefix is exact) reports the first turn's prompt and its fed answer tokens as cached
+// (llama-server's tokens_cached and timings.cache_n; OpenAI's usage.prompt_tokens_details), the
+// counter on /metrics grows by as much, and cache_prompt false reports none.
+TEST_F(Http, ANextTurnReportsItsCachedPrefix) {
+  auto c = srv_->http();
+  const auto metric = [&] {
+    auto r = c->Get("/metrics");
+    const std::string key = "\npipellm_prompt_tokens_cached_total ";
+    const size_t at = r ? r->body.find(key) : std::string::npos;
+    return at == std::string::npos ? -1.0 : std::stod(r->body.substr(at + key.size()));
+  };
+  const double before = metric();
+  const std::vector<int32_t> first = {1, 415, 228, 773, 292, 322};
+  json a = post_json(*c, "/completion",
+                     {{"prompt", first}, {"n_predict", 6}, {"temperature", 0}, {"ignore_eos", true}, {"return_tokens", true}});
+  ASSERT_EQ(a["tokens"].size(), 6u) << a.dump();
+  EXPECT_EQ(a["tokens_cached"], 0);
+  std::vector<int32_t> next = first;
+  for (const json& t : a["tokens"]) next.push_back(t.get<int32_t>());
+  next.insert(next.end(), {338, 554, 889});
+  json b = post_json(*c, "/completion", {{"prompt", next}, {"n_predict", 2}, {"temperature", 0}, {"ignore_eos", true}});
+  // The slot holds the first prompt and the answer but its last token (sampled, never fed).
+  const int cached = static_cast<int>(first.size()) + 5;
+  EXPECT_EQ(b["tokens_cached"], cached) << b.dump();
+  EXPECT_EQ(b["timings"]["cache_n"], cached);
+  EXPECT_EQ(b["timings"]["prompt_n"], static_cast<int>(next.size()) - cached);
+  EXPECT_EQ(metric(), before + cached);
+  const json o = post_json(*c, "/v1/completions", {{"prompt", next}, {"max_tokens", 2}, {"temperature", 0}});
+  EXPECT_EQ(o["usage"]["prompt_tokens_details"]["cached_tokens"], static_cast<int>(next.size()) - 1) << o.dump();
+  const json f = post_json(*c, "/v1/completions",
+                           {{"prompt", next}, {"max_tokens", 2}, {"temperature", 0}, {"cache_prompt", false}});
+  EXPECT_EQ(f["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << f.dump();
+}
+
 // ---- access control and limits: keys, per-key streams, queue, disconnects ----
 
 class Guarded : public ::testing::Test {

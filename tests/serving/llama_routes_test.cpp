@@ -134,8 +134,8 @@ TEST(LlamaCompletionShapes, StopType) {
 }
 
 TEST(LlamaCompletionShapes, Timings) {
-  const json t = llama_timings_json({10, 20.0, 4, 8.0});
-  EXPECT_EQ(t["cache_n"], 0);
+  const json t = llama_timings_json({6, 10, 20.0, 4, 8.0});
+  EXPECT_EQ(t["cache_n"], 6);
   EXPECT_EQ(t["prompt_n"], 10);
   EXPECT_DOUBLE_EQ(t["prompt_ms"].get<double>(), 20.0);
   EXPECT_DOUBLE_EQ(t["prompt_per_token_ms"].get<double>(), 2.0);
@@ -144,7 +144,7 @@ TEST(LlamaCompletionShapes, Timings) {
   EXPECT_DOUBLE_EQ(t["predicted_ms"].get<double>(), 8.0);
   EXPECT_DOUBLE_EQ(t["predicted_per_token_ms"].get<double>(), 2.0);
   EXPECT_DOUBLE_EQ(t["predicted_per_second"].get<double>(), 500.0);
-  const json zero = llama_timings_json({3, 0.0, 0, 0.0});  // nothing to divide by: 0, not inf/NaN
+  const json zero = llama_timings_json({0, 3, 0.0, 0, 0.0});  // nothing to divide by: 0, not inf/NaN
   EXPECT_EQ(zero["prompt_per_second"], 0.0);
   EXPECT_EQ(zero["predicted_per_token_ms"], 0.0);
 }
@@ -158,7 +158,8 @@ TEST(LlamaCompletionShapes, FinalObjectAndChunk) {
   c.stopping_word = "three";
   c.tokens_evaluated = 9;
   c.tokens_predicted = 3;
-  c.timings = {9, 4.5, 3, 6.0};
+  c.tokens_cached = 5;
+  c.timings = {5, 4, 4.5, 3, 6.0};
   c.generation_settings = {{"n_ctx", 512}};
   const json j = llama_completion_json(c);
   EXPECT_EQ(j["content"], "one\ntwo");
@@ -169,7 +170,8 @@ TEST(LlamaCompletionShapes, FinalObjectAndChunk) {
   EXPECT_EQ(j["stopping_word"], "three");
   EXPECT_EQ(j["tokens_evaluated"], 9);
   EXPECT_EQ(j["tokens_predicted"], 3);
-  EXPECT_EQ(j["tokens_cached"], 0);
+  EXPECT_EQ(j["tokens_cached"], 5);
+  EXPECT_EQ(j["timings"]["cache_n"], 5);
   EXPECT_EQ(j["truncated"], false);
   EXPECT_EQ(j["has_new_line"], true);
   EXPECT_EQ(j["generation_settings"]["n_ctx"], 512);

@@ -314,7 +314,7 @@ void expect_envelope(const json& j, const char* object, const std::string& id) {
 }
 
 TEST(OpenAiShapes, Completion) {
-  const json j = completion_json(kMeta, "hello", "length", 3, 4);
+  const json j = completion_json(kMeta, "hello", "length", {3, 4, 2});
   expect_envelope(j, "text_completion", "cmpl-3");
   ASSERT_EQ(j["choices"].size(), 1u);
   const json& c = j["choices"][0];
@@ -322,7 +322,10 @@ TEST(OpenAiShapes, Completion) {
   EXPECT_EQ(c["index"], 0);
   EXPECT_TRUE(c["logprobs"].is_null());
   EXPECT_EQ(c["finish_reason"], "length");
-  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 3}, {"completion_tokens", 4}, {"total_tokens", 7}}));
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 3},
+                              {"completion_tokens", 4},
+                              {"total_tokens", 7},
+                              {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
 }
 
 TEST(OpenAiShapes, CompletionChunk) {
@@ -336,7 +339,7 @@ TEST(OpenAiShapes, CompletionChunk) {
 
 TEST(OpenAiShapes, Chat) {
   const ResponseMeta m{"chatcmpl-9", 1700000000, "tiny"};
-  const json j = chat_json(m, "Hi!", "stop", 10, 2);
+  const json j = chat_json(m, "Hi!", "stop", {10, 2});
   expect_envelope(j, "chat.completion", "chatcmpl-9");
   const json& c = j["choices"][0];
   EXPECT_EQ(c["index"], 0);
@@ -358,20 +361,21 @@ TEST(OpenAiShapes, ChatChunks) {
   EXPECT_TRUE(last["choices"][0]["delta"].is_object());
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
-  const json usage = usage_chunk_json(m, true, 5, 6);
+  const json usage = usage_chunk_json(m, true, {5, 6, 0});
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["completion_tokens"], 6);
+  EXPECT_EQ(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 }
 
 TEST(OpenAiShapes, LogprobsPassThrough) {  // null unless given; the object as given otherwise
   const json chat_lp = {{"content", json::array({{{"token", "Hi"}, {"logprob", -0.5}, {"bytes", {72, 105}},
                                                    {"top_logprobs", json::array()}}})}};
-  EXPECT_EQ(chat_json(kMeta, "Hi", "stop", 1, 1, chat_lp)["choices"][0]["logprobs"], chat_lp);
+  EXPECT_EQ(chat_json(kMeta, "Hi", "stop", {1, 1}, chat_lp)["choices"][0]["logprobs"], chat_lp);
   EXPECT_EQ(chat_chunk_json(kMeta, std::nullopt, std::string("Hi"), nullptr, chat_lp)["choices"][0]["logprobs"], chat_lp);
   EXPECT_TRUE(chat_chunk_json(kMeta, std::nullopt, std::string("Hi"), nullptr)["choices"][0]["logprobs"].is_null());
   const json cmpl_lp = {{"tokens", {"Hi"}}, {"token_logprobs", {-0.5}}, {"top_logprobs", nullptr}, {"text_offset", {0}}};
-  EXPECT_EQ(completion_json(kMeta, "Hi", "stop", 1, 1, cmpl_lp)["choices"][0]["logprobs"], cmpl_lp);
+  EXPECT_EQ(completion_json(kMeta, "Hi", "stop", {1, 1}, cmpl_lp)["choices"][0]["logprobs"], cmpl_lp);
   EXPECT_EQ(completion_chunk_json(kMeta, "Hi", nullptr, cmpl_lp)["choices"][0]["logprobs"], cmpl_lp);
 }
 
