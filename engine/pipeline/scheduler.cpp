@@ -50,7 +50,9 @@ std::pair<int, int> Scheduler::pick_slot(const Request& r) const {
     int len = std::min(static_cast<int>(std::mismatch(kv.begin(), kv.begin() + static_cast<std::ptrdiff_t>(n),
                                                       prompt.begin()).first - kv.begin()),
                        static_cast<int>(prompt.size()) - 1);
-    if (!r.sampling.cache_prompt || static_cast<int64_t>(kv.size()) - len > opt_.reuse_limit) len = 0;
+    if (!r.sampling.cache_prompt || len < opt_.reuse_min || static_cast<int64_t>(kv.size()) - len > opt_.reuse_limit) {
+      len = 0;
+    }
     if (best < 0 || len > best_len || (len == best_len && freed_at_[i] < freed_at_[static_cast<size_t>(best)])) {
       best = static_cast<int>(i);
       best_len = len;

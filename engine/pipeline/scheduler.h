@@ -43,6 +43,9 @@ struct SchedulerOptions {
   // states; fit_to_stage sets both).
   bool reuse_prefix = false;
   int reuse_limit = std::numeric_limits<int>::max();
+  // Shorter shared prefixes are fed again: they save little, and a reused prefix makes the
+  // logits match a fresh run's within rounding only (prompts sharing a BOS stay bit-equal).
+  int reuse_min = 0;
 };
 
 struct Request {

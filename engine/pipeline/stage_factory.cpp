@@ -24,6 +24,7 @@ SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head) {
   so.prefill_chunk = std::max(1, std::min(so.prefill_chunk, so.max_batch_tokens));
   so.reuse_prefix = true;
   so.reuse_limit = head.config().prefix_reuse_limit(so.max_batch_tokens);
+  so.reuse_min = kMinReusedPrefix;
   return so;
 }
 

@@ -25,6 +25,7 @@ std::unique_ptr<Stage> make_cpu_stage(const StageSetup& s, ThreadPool& pool);
 // Steps no larger than the head stage takes: max_batch_tokens and prefill_chunk clamped to it;
 // prompt prefixes reused as far as the model's caches allow (ModelConfig::prefix_reuse_limit).
 SchedulerOptions fit_to_stage(SchedulerOptions so, const Stage& head);
+constexpr int kMinReusedPrefix = 32;  // SchedulerOptions::reuse_min of the programs
 // The head's scheduler settings from the config (fitted to the stage).
 SchedulerOptions scheduler_options(const PipelineConfig& c, const Stage& head);
 

@@ -349,7 +349,8 @@ TEST_F(Http, ANextTurnReportsItsCachedPrefix) {
     return at == std::string::npos ? -1.0 : std::stod(r->body.substr(at + key.size()));
   };
   const double before = metric();
-  const std::vector<int32_t> first = {1, 415, 228, 773, 292, 322};
+  std::vector<int32_t> first = {1};  // 40 tokens: longer than the least prefix worth reusing (32)
+  for (int i = 0; i < 39; ++i) first.push_back(100 + 17 * i);
   json a = post_json(*c, "/completion",
                      {{"prompt", first}, {"n_predict", 6}, {"temperature", 0}, {"ignore_eos", true}, {"return_tokens", true}});
   ASSERT_EQ(a["tokens"].size(), 6u) << a.dump();

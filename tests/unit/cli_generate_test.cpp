@@ -201,7 +201,7 @@ TEST(CliGenerate, ConversationAnswersEachTurnWithTheWholeHistory) {
   const std::string model = write_temp("chatmodel.gguf", "");
   ASSERT_EQ(run_cli("mkmodel --preset tiny --quant Q8_0 --vocab " + test::testdata("vocab/vocab-qwen3.gguf") + " " + model).code, 0);
   const std::string input = write_temp("chatin", "hi\nwhat now\n");
-  const RunResult chat = run_cli("generate -m " + model + " -cnv -sys 'Be brief.' --temp 0 -n 6 < " + input);
+  const RunResult chat = run_cli("generate -m " + model + " -cnv -sys 'Be brief: one short sentence, plain words, no lists and no questions back.' --temp 0 -n 6 < " + input);
   ASSERT_EQ(chat.code, 0) << chat.err;
   // The reference: the rendered conversation as a raw prompt, turn by turn.
   auto answer = [&](const std::vector<ChatMessage>& msgs) {
@@ -212,7 +212,7 @@ TEST(CliGenerate, ConversationAnswersEachTurnWithTheWholeHistory) {
     EXPECT_EQ(r.code, 0) << r.err;
     return nlohmann::json::parse(r.out)["text"].get<std::string>();
   };
-  std::vector<ChatMessage> msgs = {{"system", "Be brief."}, {"user", "hi"}};
+  std::vector<ChatMessage> msgs = {{"system", "Be brief: one short sentence, plain words, no lists and no questions back."}, {"user", "hi"}};
   const std::string first = answer(msgs);
   msgs.push_back({"assistant", first});
   msgs.push_back({"user", "what now"});

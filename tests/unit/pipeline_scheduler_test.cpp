@@ -283,6 +283,19 @@ TEST(PipelineScheduler, ASlotThatWentTooFarPastThePrefixServesNone) {
   EXPECT_EQ(s.reused_tokens(), 4);
 }
 
+TEST(PipelineScheduler, ShortSharedPrefixesAreFedAgain) {
+  SchedulerOptions o = caching(1, true);
+  o.reuse_min = 4;
+  Scheduler s(o);
+  s.submit(with_prompt(1, {1, 2, 3, 4, 5, 6}, 1));  // the slot holds 1..6
+  drain(s);
+  s.submit(with_prompt(2, {1, 2, 3, 9}, 1));  // 3 shared: fewer than 4, fed whole
+  EXPECT_EQ(drain(s)[0].batch.pos.front(), 0);
+  s.submit(with_prompt(3, {1, 2, 3, 9, 7, 7}, 1));  // 4 shared (the slot now holds 1 2 3 9)
+  EXPECT_EQ(drain(s)[0].batch.pos.front(), 4);
+  EXPECT_EQ(s.reused_tokens(), 4);
+}
+
 TEST(PipelineScheduler, WithoutPrefixReuseEveryPromptIsFedWhole) {
   Scheduler s(caching(1, false));
   s.submit(with_prompt(1, {1, 2, 3}, 2));
