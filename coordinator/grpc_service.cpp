@@ -196,6 +196,7 @@ grpc::Status PipeLLMService::Generate(grpc::ServerContext* ctx, const v1::Genera
     const int generated = gen->generated_tokens();
     usage->set_prompt_tokens(gen->prompt_tokens());
     usage->set_generated_tokens(generated);
+    usage->set_cached_tokens(gen->cached_tokens());
     usage->set_total_ms(ms_between(t0, clock::now()));
     if (generated > 0) {
       usage->set_time_to_first_token_ms(ms_between(t0, first));

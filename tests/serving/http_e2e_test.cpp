@@ -370,6 +370,19 @@ TEST_F(Http, ANextTurnReportsItsCachedPrefix) {
   const json f = post_json(*c, "/v1/completions",
                            {{"prompt", next}, {"max_tokens", 2}, {"temperature", 0}, {"cache_prompt", false}});
   EXPECT_EQ(f["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << f.dump();
+  // gRPC's Usage says the same.
+  v1::GenerateRequest g;
+  g.mutable_tokens()->mutable_ids()->Assign(next.begin(), next.end());
+  g.set_max_tokens(2);
+  grpc::ClientContext ctx;
+  auto reader = srv_->stub().Generate(&ctx, g);
+  v1::GenerateResponse resp;
+  int cached_grpc = -1;
+  while (reader->Read(&resp)) {
+    if (resp.has_final()) cached_grpc = resp.final().usage().cached_tokens();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(cached_grpc, static_cast<int>(next.size()) - 1);
 }
 
 // ---- access control and limits: keys, per-key streams, queue, disconnects ----
