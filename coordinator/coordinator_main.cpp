@@ -132,7 +132,10 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
   }
   const std::string why = " runs the in-process engine on one GPU; the model is spread over several (" + g.reason + ")";
   if (o.backend != "auto" && o.backend != "mpirun") throw InvalidArgument("--backend " + o.backend + why);
-  if (o.gpu_layers >= 0) throw InvalidArgument("-ngl N (layers streamed)" + why + ": use -ngl all, or -sm none");
+  // -ngl 99 (every layer, as llama.cpp users type it) is what a pipeline does; fewer would stream.
+  if (o.gpu_layers >= 0 && o.gpu_layers < ModelConfig::from_gguf(model).n_layer) {
+    throw InvalidArgument("-ngl " + std::to_string(o.gpu_layers) + " (layers streamed)" + why + ": use -ngl all, or -sm none");
+  }
   if (o.no_graphs) throw InvalidArgument("--no-graphs" + why);
   spdlog::info("coordinator: the stages' config, {}:\n{}", g.config_file->path(), g.config->to_yaml());
   cfg = g.config;

@@ -115,7 +115,7 @@ TEST(GpuPipeline, ListedGpusGetAStageEachFromAWrittenConfig) {
 TEST(GpuPipeline, TensorSplitGivesLlamaCppsLayerRanges) {
   TempDir dir;
   // 6 layers, shares 1:2: layer i goes to the first GPU while i / 7 < 1/3, i.e. layers 0-2.
-  const Launch l = launch_over_gpus(dir, {"--device", "cuda", "-ts", "1,2", "--cpu-moe"});
+  const Launch l = launch_over_gpus(dir, {"--device", "cuda", "-ngl", "99", "-ts", "1,2", "--cpu-moe"});
   ASSERT_EQ(l.config.n_stages(), 2);
   EXPECT_EQ(l.config.stages[0].layers, std::make_pair(0, 3));
   EXPECT_EQ(l.config.stages[1].layers, std::make_pair(3, 6));
@@ -137,7 +137,7 @@ TEST(GpuPipeline, InProcessOnlyFlagsAndMissingGpusAreRefused) {
     extra.insert(extra.begin(), two.begin(), two.end());
     return extra;
   };
-  expect_refused(run_coordinator_to_exit(with({"-ngl", "4"}), kTwoGpus), "-ngl N (layers streamed) runs the in-process engine");
+  expect_refused(run_coordinator_to_exit(with({"-ngl", "4"}), kTwoGpus), "-ngl 4 (layers streamed) runs the in-process engine");
   expect_refused(run_coordinator_to_exit(with({"--no-graphs"}), kTwoGpus), "--no-graphs runs the in-process engine");
   expect_refused(run_coordinator_to_exit(with({"--backend", "inprocess"}), kTwoGpus), "--backend inprocess runs");
   expect_refused(run_coordinator_to_exit(with({"-ts", "1,1,1"}), kTwoGpus), "3 shares for 2 GPU(s)");
