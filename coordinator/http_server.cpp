@@ -14,6 +14,7 @@
 #include "coordinator/http_embeddings.h"
 #include "coordinator/http_gate.h"
 #include "coordinator/http_generation.h"
+#include "coordinator/http_infill.h"
 #include "coordinator/http_llama_routes.h"
 #include "coordinator/http_openai.h"
 #include "coordinator/http_origin.h"
@@ -41,6 +42,7 @@ constexpr RouteMethods kRoutes[] = {
     {"/health", "GET"},          {"/tokenize", "POST"},            {"/detokenize", "POST"}, {"/metrics", "GET"},
     // llama-server's own routes (http_llama_routes.h)
     {"/completion", "POST"},     {"/apply-template", "POST"},      {"/props", "GET"},       {"/slots", "GET"},
+    {"/infill", "POST"},
     {"/v1/embeddings", "POST"},  {"/embedding", "POST"},           {"/embeddings", "POST"}};  // http_embeddings.h
 
 const RouteMethods* route_of(const std::string& path) {
@@ -157,7 +159,8 @@ struct HttpFrontDoor::Impl {
   }
 
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
-  void llama_completion(const httplib::Request& req, httplib::Response& res);
+  // /completion, or /infill (`infill`: the prompt laid out from input_prefix/suffix/extra).
+  void llama_completion(const httplib::Request& req, httplib::Response& res, bool infill);
   void apply_template(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
   void detokenize(const httplib::Request& req, httplib::Response& res);
@@ -211,11 +214,19 @@ void HttpFrontDoor::Impl::generate(const httplib::Request& req, httplib::Respons
 
 // llama-server's POST /completion: its body read into the same request type, run through the
 // same generation path, answered in its own shape.
-void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib::Response& res) {
+void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib::Response& res, bool infill) {
   const auto t0 = steady::now();
   LlamaCompletionRequest lr;
   try {
-    lr = parse_llama_completion(parse_body(req.body), &req.body);
+    json body = parse_body(req.body);
+    if (infill) {
+      const json* n = body.contains("n_predict") ? &body["n_predict"] : body.contains("max_tokens") ? &body["max_tokens"] : nullptr;
+      const int n_predict = n != nullptr && n->is_number_integer() ? static_cast<int>(n->get<int64_t>()) : -1;
+      const auto model = ctx.sched.model();
+      body["prompt"] = infill_prompt(ctx.text.tokenizer(), body, n_predict, model ? model->n_ctx : 0);
+      for (const char* f : {"input_prefix", "input_suffix", "input_extra"}) body.erase(f);
+    }
+    lr = parse_llama_completion(body, infill ? nullptr : &req.body);
   } catch (const HttpError& e) {
     send_error(res, e.error());
     return;
@@ -452,7 +463,8 @@ void HttpFrontDoor::Impl::routes() {
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& r) { models(r); });
   s.Get(R"(/v1/models/(.+))", [this](const httplib::Request& q, httplib::Response& r) { model(q.matches[1], r); });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& r) { health(r); });
-  s.Post("/completion", [this](const httplib::Request& q, httplib::Response& r) { llama_completion(q, r); });
+  s.Post("/completion", [this](const httplib::Request& q, httplib::Response& r) { llama_completion(q, r, false); });
+  s.Post("/infill", [this](const httplib::Request& q, httplib::Response& r) { llama_completion(q, r, true); });
   s.Post("/apply-template", [this](const httplib::Request& q, httplib::Response& r) { apply_template(q, r); });
   s.Get("/props", [this](const httplib::Request&, httplib::Response& r) { props(r); });
   s.Get("/slots", [this](const httplib::Request&, httplib::Response& r) { slots(r); });

@@ -15,7 +15,7 @@ target_link_libraries(pipellm_serving PUBLIC pipellm_coordinator_core)
 
 if(PIPELLM_HTTPLIB_FOUND AND NLOHMANN_JSON_INCLUDE_DIR)
   message(STATUS "PipeLLM: HTTP front door with cpp-httplib ${PIPELLM_HTTPLIB_VERSION}")
-  add_library(pipellm_http STATIC http_embeddings.cpp http_gate.cpp http_generation.cpp http_llama_routes.cpp http_openai.cpp http_origin.cpp
+  add_library(pipellm_http STATIC http_embeddings.cpp http_gate.cpp http_generation.cpp http_infill.cpp http_llama_routes.cpp http_openai.cpp http_origin.cpp
                                   http_server.cpp http_tls.cpp http_tool_calls.cpp http_tool_request.cpp)
   target_link_libraries(pipellm_http PUBLIC pipellm_serving PkgConfig::PIPELLM_HTTPLIB)
   # HTTPS is terminated by the gate itself (http_tls.cpp), with OpenSSL.

@@ -230,6 +230,10 @@ bool Tokenizer::strips_first_space() const { return impl_->vocab->add_space_pref
 bool Tokenizer::cleans_spaces() const { return impl_->vocab->clean_spaces; }
 int32_t Tokenizer::n_vocab() const { return impl_->vocab->n_tokens(); }
 int32_t Tokenizer::bos_id() const { return impl_->vocab->bos; }
+Tokenizer::FimTokens Tokenizer::fim_tokens() const {
+  const tok::Vocab& v = *impl_->vocab;
+  return {v.fim_pre, v.fim_suf, v.fim_mid, v.fim_pad, v.fim_rep, v.fim_sep};
+}
 int32_t Tokenizer::eos_id() const { return impl_->vocab->eos; }
 bool Tokenizer::is_eog(int32_t id) const { return impl_->vocab->eog.count(id) > 0; }
 bool Tokenizer::add_bos() const { return impl_->vocab->add_bos; }

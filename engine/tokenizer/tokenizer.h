@@ -38,6 +38,12 @@ class Tokenizer {
   int32_t eos_id() const;  // -1 if none
   bool is_eog(int32_t id) const;  // EOS, EOT, EOM and other end-of-generation tokens
   bool add_bos() const;
+  // Fill-in-the-middle tokens (tokenizer.ggml.fim_*_token_id, else found by their usual texts as
+  // llama.cpp does: "<|fim_prefix|>", "<fim_prefix>", "<PRE>", ...); -1 where the vocabulary has none.
+  struct FimTokens {
+    int32_t pre = -1, suf = -1, mid = -1, pad = -1, rep = -1, sep = -1;
+  };
+  FimTokens fim_tokens() const;
   std::optional<std::string> chat_template() const;  // tokenizer.chat_template
 
   // For the streaming decoder: the piece decode() would emit for `id` (control tokens are ""),

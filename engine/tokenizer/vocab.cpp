@@ -42,6 +42,12 @@ void read_special_ids(const GgufFile& f, Vocab& v) {
   read("tokenizer.ggml.eot_token_id", v.eot);
   read("tokenizer.ggml.eom_token_id", v.eom);
   read("tokenizer.ggml.unknown_token_id", v.unk);
+  read("tokenizer.ggml.fim_pre_token_id", v.fim_pre);
+  read("tokenizer.ggml.fim_suf_token_id", v.fim_suf);
+  read("tokenizer.ggml.fim_mid_token_id", v.fim_mid);
+  read("tokenizer.ggml.fim_pad_token_id", v.fim_pad);
+  read("tokenizer.ggml.fim_rep_token_id", v.fim_rep);
+  read("tokenizer.ggml.fim_sep_token_id", v.fim_sep);
 }
 
 // llama.cpp recognises end-of-turn and FIM tokens by their text and forces them to be control
@@ -51,14 +57,19 @@ void apply_text_fixups(Vocab& v) {
       "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
       "<EOT>", "_<EOT>", "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
       "<end_of_utterance>"};
-  constexpr std::string_view kFimTexts[] = {
-      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>",
-      "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>",
-      "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>",
-      "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>",
-      "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
-      "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
-      "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "<|prefix|>", "<|suffix|>", "<|middle|>"};
+  // FIM tokens by kind (prefix, suffix, middle, pad, repository, file separator).
+  constexpr std::string_view kFimPre[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>",
+                                          "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>"};
+  constexpr std::string_view kFimSuf[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>",
+                                          "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>"};
+  constexpr std::string_view kFimMid[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",
+                                          "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>",
+                                          "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>"};
+  constexpr std::string_view kFimPad[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"};
+  constexpr std::string_view kFimRep[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"};
+  constexpr std::string_view kFimSep[] = {"<|file_sep|>"};
   constexpr std::string_view kEogTexts[] = {
       "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
       "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
@@ -76,9 +87,18 @@ void apply_text_fixups(Vocab& v) {
   };
   if (v.eot < 0 && (v.eot = lowest_id(kEotTexts)) >= 0) v.attr[v.eot] |= kAttrControl;
   if (v.eom < 0 && (v.eom = v.find("<|eom_id|>")) >= 0) v.attr[v.eom] |= kAttrControl;
-  for (std::string_view t : kFimTexts) {
-    if (const int32_t id = v.find(t); id >= 0) v.attr[id] |= kAttrControl;
-  }
+  const auto fim = [&](const auto& texts, int32_t& id) {
+    for (std::string_view t : texts) {
+      if (const int32_t i = v.find(t); i >= 0) v.attr[i] |= kAttrControl;
+    }
+    if (id < 0) id = lowest_id(texts);
+  };
+  fim(kFimPre, v.fim_pre);
+  fim(kFimSuf, v.fim_suf);
+  fim(kFimMid, v.fim_mid);
+  fim(kFimPad, v.fim_pad);
+  fim(kFimRep, v.fim_rep);
+  fim(kFimSep, v.fim_sep);
   for (int32_t id = 0; id < v.n_tokens(); ++id) {
     if ((v.attr[id] & kAttrControl) && v.text[id].find("unused") != std::string::npos) v.attr[id] |= kAttrUnused;
   }

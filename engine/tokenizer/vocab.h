@@ -64,6 +64,8 @@ struct Vocab {
   TokenIndex ids;
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1;
+  // Fill-in-the-middle: tokenizer.ggml.fim_*_token_id, else found by their usual texts.
+  int32_t fim_pre = -1, fim_suf = -1, fim_mid = -1, fim_pad = -1, fim_rep = -1, fim_sep = -1;
   std::set<int32_t> eog;
   bool add_bos = false, add_eos = false, add_space_prefix = false, clean_spaces = false;
   bool ignore_merges = false;

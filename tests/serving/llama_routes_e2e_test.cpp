@@ -9,12 +9,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/version.h"
+#include "coordinator/http_infill.h"
 #include "coordinator/http_server.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "tests/serving/serving_process.h"
 
 namespace pipellm::test {
@@ -495,6 +498,46 @@ TEST(LlamaRoutesHealth, LoadingIs503WithLlamaServersShape) {
   EXPECT_EQ(status, 503);
   EXPECT_EQ(body["error"]["message"], "rank 1 exited (signal 9)");
   EXPECT_EQ(body["reason"], "rank 1 exited (signal 9)");
+}
+
+// /infill (coordinator/http_infill.h) on a random model with Qwen3's vocabulary (its FIM tokens):
+// the served text is /completion's for the prompt infill_prompt lays out, streamed or not; the
+// tiny llama fixture, without FIM tokens, is refused by name.
+TEST(LlamaInfill, TheRouteRunsTheFimLayout) {
+  const std::string model = ::testing::TempDir() + "/pipellm_infill_qwen3_" + std::to_string(::getpid()) + ".gguf";
+  const std::string cmd = std::string(PIPELLM_CLI_BIN) + " mkmodel --preset tiny --quant Q8_0 --vocab " +
+                          PIPELLM_TESTDATA + "/vocab/vocab-qwen3.gguf " + model + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  ServingProcess srv({"--model", model, "--backend", "inprocess", "--ctx", "1024", "--slots", "2", "--threads", "1"});
+  auto c = srv.http();
+  const json body = {{"input_prefix", "def add(a, b):\n    "}, {"input_suffix", "\n\nprint(add(1, 2))\n"},
+                     {"input_extra", {{{"filename", "util.py"}, {"text", "X = 1\n"}}}}, {"n_predict", 12},
+                     {"temperature", 0}, {"ignore_eos", true}, {"cache_prompt", false}};
+  int status = 0;
+  const json got = post_json(*c, "/infill", body, &status);
+  ASSERT_EQ(status, 200) << got.dump() << "\n" << srv.log();
+  const auto tok = Tokenizer::from_gguf(*GgufFile::open(model));
+  const std::vector<int32_t> layout = coord::infill_prompt(*tok, body, 12, 1024);
+  EXPECT_EQ(got["tokens_evaluated"], static_cast<int>(layout.size()));
+  const json same = post_json(*c, "/completion",
+                              {{"prompt", layout}, {"n_predict", 12}, {"temperature", 0}, {"ignore_eos", true},
+                               {"cache_prompt", false}},
+                              &status);
+  ASSERT_EQ(status, 200) << same.dump();
+  EXPECT_EQ(got["content"], same["content"]);
+  EXPECT_EQ(got["tokens_predicted"], 12);
+  std::filesystem::remove(model);
+}
+
+TEST_F(LlamaRoutes, InfillNeedsFimTokens) {
+  auto c = srv_->http();
+  int status = 0;
+  const json e = post_json(*c, "/infill", {{"input_prefix", "int main() {"}, {"input_suffix", "}"}}, &status);
+  EXPECT_EQ(status, 400) << e.dump();
+  EXPECT_EQ(e["error"]["code"], "not_supported") << e.dump();
+  auto get = c->Get("/infill");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 405);
 }
 
 }  // namespace
