@@ -266,7 +266,7 @@ int run(const CoordinatorOptions& opts) {
   es.backend = kind;
   es.device = o.device;
   es.model_path = model_path;
-  es.n_ctx = n_ctx;
+  es.n_ctx = n_ctx > 0 ? n_ctx : cfg ? cfg->context_length : 2048;
   es.n_threads = o.n_threads > 0 ? o.n_threads : cfg ? cfg->threads : 0;
   es.max_batch_tokens = o.max_batch_tokens > 0 ? o.max_batch_tokens : cfg ? cfg->max_batch_tokens : 512;
   const std::unique_ptr<Embedder> embedder = start_embeddings(es);

@@ -65,7 +65,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   flags::add_chat_template_flags(app, o.chat_template);
   // llama-server's: the embedding routes answer 501 without --embeddings (--embedding too).
   app.add_flag("--embeddings,--embedding", o.embeddings,
-               "serve /v1/embeddings and /embedding (the CPU in-process backend only for now)");
+               "serve /v1/embeddings and /embedding (computed on this machine's CPU, whatever runs generation)");
   app.add_option("--pooling", o.pooling, "embeddings: none | mean | cls | last (default: the model's pooling_type)")
       ->check(CLI::IsMember({"none", "mean", "cls", "last"}));
   app.add_option("--shutdown-grace", o.shutdown_grace_s, "seconds open streams get on SIGTERM")->check(CLI::Range(0, 86400));

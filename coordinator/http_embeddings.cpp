@@ -142,8 +142,7 @@ json run_embeddings(Embedder* embedder, const Tokenizer& tok, const json& body, 
     e.status = 501;
     e.type = "not_supported_error";
     e.code = "embeddings_disabled";
-    e.message = "embeddings are off on this server: start pipellm-coordinator with --embeddings (the CPU in-process "
-                "backend only for now)";
+    e.message = "embeddings are off on this server: start pipellm-coordinator with --embeddings";
     throw HttpError(e);
   }
   if (oai && embedder->pooling() == Pooling::None) {

@@ -1,6 +1,6 @@
 // Embeddings over HTTP: OpenAI's POST /v1/embeddings and llama-server's POST /embedding (also
-// /embeddings), computed by the coordinator's Embedder (engine/runtime/embedding.h: the CPU
-// in-process backend only, beside the generation path, started by --embeddings).
+// /embeddings), computed by the coordinator's Embedder (engine/runtime/embedding.h: on this
+// machine's CPU beside the generation path, whatever backend runs it; started by --embeddings).
 //
 // As llama-server does: without --embeddings the routes answer 501 saying so; /v1/embeddings
 // refuses pooling none (one vector per token is not OpenAI's shape) while /embedding returns the

@@ -94,9 +94,11 @@ std::unique_ptr<GrpcFrontDoor> start_grpc(const GrpcListen& l, const ServingOpti
 std::unique_ptr<Embedder> start_embeddings(const EmbeddingSetup& s) {
   if (!s.enabled) return nullptr;
   if (s.backend != "inprocess" || s.device != "cpu") {
-    throw InvalidArgument("--embeddings: the CPU in-process backend only for now (this server runs " +
-                          (s.backend == "inprocess" ? "on " + s.device : "the " + s.backend + " backend") +
-                          "); leave out --embeddings, or serve -m FILE on the CPU");
+    // Embeddings do not go through the stages yet: this process computes them on its CPU.
+    spdlog::warn("coordinator: embeddings run on this machine's CPU, beside {} generation (their own copy of the "
+                 "stage over the mapped file): slower than the generation's {}",
+                 s.backend == "inprocess" ? "the in-process " + s.device : "the " + s.backend + " stages'",
+                 s.backend == "inprocess" ? s.device : std::string("devices"));
   }
   EmbedderOptions eo;
   eo.n_ctx = s.n_ctx;

@@ -48,13 +48,13 @@ std::unique_ptr<GrpcFrontDoor> start_grpc(const GrpcListen& l, const ServingOpti
 // The HTTP front door, or nullptr when off (or when the default port is busy: a warning).
 std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorContext ctx);
 
-// --embeddings: the side path that computes them (engine/runtime/embedding.h), or nullptr when
-// not asked for. Only the in-process CPU backend has the whole model on this CPU: elsewhere
-// (mpirun/attach stages, a CUDA device) it throws InvalidArgument saying so.
+// --embeddings: the side path that computes them (engine/runtime/embedding.h) on this machine's
+// CPU, or nullptr when not asked for; beside GPU or MPI stages it warns that they run on the CPU.
+// Throws Error naming the file when the model cannot be opened here.
 struct EmbeddingSetup {
   bool enabled = false;     // --embeddings
   std::string pooling;      // --pooling none|mean|cls|last ("": the model's <arch>.pooling_type)
-  std::string backend;      // inprocess | mpirun | attach
+  std::string backend;      // inprocess | mpirun | attach (embeddings run on this CPU whatever it is)
   std::string device;       // cpu | cuda[:N]
   std::string model_path;
   int n_ctx = 0;            // the longest input (the in-process context)

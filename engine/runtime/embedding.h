@@ -7,8 +7,8 @@
 //
 // The Embedder is a side path beside the serving runtime, not through the head link: its own
 // whole-model CPU stage (one KV slot) over the same file (the mapping shares the page cache), its
-// own threads, one sequence at a time. So it exists only where the coordinator can open the whole
-// model on its CPU (the in-process CPU backend); elsewhere embeddings are refused by name.
+// own threads, one sequence at a time, on the coordinator's CPU whatever runs generation (GPU
+// stages included: embeddings through the stages are not built yet).
 #pragma once
 #include <cstdint>
 #include <memory>

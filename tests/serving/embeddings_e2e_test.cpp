@@ -4,13 +4,12 @@
 // pooling, L2-normalized here) for the same text within 1e-5; token ids give the vector of their
 // text; base64 is the same floats; llama-server's /embedding returns the same vector nested
 // (and, with pooling none, one unnormalized vector per token while /v1/embeddings refuses it);
-// bad input is 400 naming `input`; without --embeddings the routes answer 501 saying so.
+// bad input is 400 naming `input`; without --embeddings the routes answer 501 saying so; beside
+// stages it does not run itself the coordinator embeds on its own CPU.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -237,19 +236,31 @@ TEST(EmbeddingsOff, RoutesAnswer501SayingHowToTurnThemOn) {
 }
 
 // Where the coordinator has no whole model on its CPU, --embeddings is refused at start by name.
-TEST(EmbeddingsElsewhere, RefusedAtStartNamingTheBackend) {
-  const std::string cmd = std::string("PIPELLM_LINK_SECRET=0123456789abcdef0123 ") + PIPELLM_COORDINATOR_BIN +
-                          " -m " + model_path(kModel) +
-                          " --backend attach --embeddings --listen off --http-listen 127.0.0.1:0 --link 127.0.0.1:0 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
-  EXPECT_NE(out.find("--embeddings: the CPU in-process backend only for now"), std::string::npos) << out;
-  EXPECT_NE(out.find("attach"), std::string::npos) << out;
+// Beside stages started elsewhere (here: attach, none started) the coordinator still embeds on
+// its own CPU, the engine's vector within 1e-5, while generation waits for the stages.
+TEST(EmbeddingsElsewhere, BesideOtherStagesTheCoordinatorEmbedsOnItsCpu) {
+  ServingProcess srv({"-m", model_path(kModel), "--backend", "attach", "--embeddings", "--pooling", "mean", "--ctx",
+                      std::to_string(kCtx), "--link", "127.0.0.1:0"},
+                     {"PIPELLM_LINK_SECRET=0123456789abcdef0123"}, /*serving=*/false);
+  EXPECT_NE(srv.log().find("embeddings run on this machine's CPU"), std::string::npos) << srv.log();
+  auto c = srv.http();
+  int status = 0;
+  const json j = post_json(*c, "/v1/embeddings", {{"input", "The jury said"}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EmbedderOptions o;
+  o.n_ctx = kCtx;
+  o.n_threads = 1;
+  o.pooling = Pooling::Mean;
+  const auto engine = Embedder::open(model_path(kModel), o);
+  const auto tok = Tokenizer::from_gguf(*GgufFile::open(model_path(kModel)));
+  std::vector<float> want = engine->embed(tok->encode("The jury said", true, true)).front();
+  normalize_embedding(want.data(), static_cast<int64_t>(want.size()), 2);
+  const std::vector<float> got = floats(j["data"][0]["embedding"]);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+  auto h = c->Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 503);  // no stages: generation is not available
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ int read_port(const std::string& path) {
 }
 }  // namespace
 
-ServingProcess::ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+ServingProcess::ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env, bool serving) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "pipellm-http-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
@@ -41,7 +41,7 @@ ServingProcess::ServingProcess(const std::vector<std::string>& args, const std::
     if (grpc_port_ > 0 && http_port_ > 0) {
       auto c = http();
       auto r = c->Get("/health");
-      if (r && r->status == 200) {
+      if (r && (r->status == 200 || !serving)) {
         ok = true;
         break;
       }

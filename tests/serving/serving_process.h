@@ -21,8 +21,10 @@ inline std::string model_path(const std::string& name) {
 class ServingProcess {
  public:
   // `--listen 127.0.0.1:0 --http-listen 127.0.0.1:0` plus `args`; waits for both ports and
-  // for /health to say ok (over HTTPS when `args` has --tls-cert).
-  explicit ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
+  // for /health to say ok (over HTTPS when `args` has --tls-cert), or with `serving` false only
+  // for the HTTP door to answer /health at all (a server without stages yet).
+  explicit ServingProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                          bool serving = true);
   ~ServingProcess();
 
   int http_port() const { return http_port_; }
