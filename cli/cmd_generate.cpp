@@ -34,6 +34,7 @@ struct Options {
   bool json = false;
   bool chat = false;          // one user turn of the chat template
   bool add_special = true;
+  int ubatch = 0;             // -ub: prompt tokens per step
   std::vector<std::string> stop;
   GenerationRequest req;
 };
@@ -54,6 +55,7 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
   app.add_flag_callback("--no-special", [&o] { o.add_special = false; }, "do not add BOS to the prompt");
   app.add_flag("--chat", o.chat, "wrap the prompt as one user turn of the chat template");
   app.add_flag("--json", o.json, "print one JSON object at the end instead of streaming");
+  flags::add_ubatch_flag(app, o.ubatch);
   flags::add_accepted_llama_flags(app, /*server=*/false);
   if (auto code = flags::parse(app, argc, argv)) return code;
   const flags::ChatFlags& c = o.chat_flags;
@@ -160,7 +162,7 @@ int chat_loop(Stage& stage, const Tokenizer& tok, const std::string& tmpl, Optio
 int cmd_generate(int argc, char** argv) {
   Options o;
   if (auto code = parse(argc, argv, o)) return *code;
-  if (o.engine.ubatch > 0) o.req.prefill_chunk = o.engine.ubatch;
+  if (o.ubatch > 0) o.req.prefill_chunk = o.ubatch;
   const flags::ChatFlags& c = o.chat_flags;
   std::string model_path;
   try {

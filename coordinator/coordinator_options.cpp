@@ -72,6 +72,8 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add_serving_options(app, o.serving);
+  int ubatch = 0;
+  flags::add_ubatch_flag(app, ubatch);
   flags::add_accepted_llama_flags(app, /*server=*/true);
   if (auto code = flags::parse(app, argc, argv)) std::exit(*code);
   try {
@@ -90,7 +92,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   o.model = mf.model;
   o.n_ctx = mf.ctx_size;
   o.ctx_from_model = mf.ctx_from_model;
-  if (mf.ubatch > 0) o.max_batch_tokens = mf.ubatch;
+  if (ubatch > 0) o.max_batch_tokens = ubatch;
   o.n_slots = mf.parallel;
   o.n_threads = mf.threads;
   o.device = mf.device;

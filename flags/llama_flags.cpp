@@ -160,9 +160,6 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
          "context length in tokens; 0: the model's training context")
       ->check(CLI::Range(0, 1 << 24))
       ->group(g);
-  app.add_option("--ubatch-size", f.ubatch, "tokens per step: prompts are fed in chunks of this many (-ub)")
-      ->check(CLI::Range(0, 1 << 20))
-      ->group(g);
   app.add_option("-t,--threads", f.threads, "CPU threads; 0: one per hardware thread")->check(CLI::Range(0, 4096))->group(g);
   if (parallel) {
     app.add_option("--parallel,--slots", f.parallel, "sequences served at once (-np)")->check(CLI::Range(0, 65536))->group(g);
@@ -219,6 +216,12 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
   app.add_option_function<std::string>("--cache-type-v", kv("--cache-type-v", f.cache_type_v),
                                        "V cache type: f16 (default), f32, q8_0, q4_0 (-ctv)")
       ->group(g);
+}
+
+void add_ubatch_flag(CLI::App& app, int& ubatch) {
+  app.add_option("--ubatch-size", ubatch, "tokens per step: prompts are fed in chunks of this many (-ub)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->group("Model");
 }
 
 void add_accepted_llama_flags(CLI::App& app, bool server) {

@@ -67,7 +67,6 @@ struct ModelFlags {
   std::string model;                       // -m; "": the program's default
   int ctx_size = 0;                        // -c; 0: the program's default
   bool ctx_from_model = false;             // -c 0 given: the model's training context (llama.cpp's meaning)
-  int ubatch = 0;                          // -ub: tokens per step (prompt chunk); 0: the program's default
   int threads = 0;                         // -t; 0: one per hardware thread
   int parallel = 0;                        // -np; 0: the program's default
   std::string device = "cpu";              // --device, or -ngl N > 0 on a CUDA build: cuda
@@ -81,6 +80,10 @@ struct ModelFlags {
 // `cuda_built`: whether -ngl N > 0 can select the GPU (else it is accepted with a note, as
 // llama.cpp does on a CPU build). `parallel`: whether the program runs several sequences.
 void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool parallel);
+
+// -ub/--ubatch-size N: tokens per step (prompt chunks), for the programs that run steps of a
+// runtime (pipellm generate, pipellm-coordinator); `ubatch` keeps 0 when not given.
+void add_ubatch_flag(CLI::App& app, int& ubatch);
 
 // llama.cpp flags that name something this engine does anyway or differently; accepted so that
 // llama.cpp command lines run, each with its --help line saying what happens instead:

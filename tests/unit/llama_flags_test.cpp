@@ -26,6 +26,7 @@ struct Parsed {
   ExpertPlacementFlags e;
   double cpu_rows = 0.0;
   GpuSplitFlags g;
+  int ubatch = 0;
   std::optional<int> exit;
   std::string err;
 };
@@ -39,6 +40,7 @@ Parsed parse_line(std::vector<std::string> args, bool cuda_built = true) {
   add_expert_flags(app, p.e);
   add_cpu_rows_flag(app, p.cpu_rows);
   add_gpu_split_flags(app, p.g);
+  add_ubatch_flag(app, p.ubatch);
   add_accepted_llama_flags(app, /*server=*/true);
   args.insert(args.begin(), "prog");
   std::vector<const char*> argv;
@@ -110,7 +112,7 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       // llama-server command lines: -ub sets the step size, -c 0 the model's context; -b,
       // --cache-reuse, --mlock, --no-mmap, -cb, --metrics, --no-webui are accepted.
       {{"-ub", "1024", "-b", "2048", "--cache-reuse", "256", "--mlock", "--no-mmap", "-cb", "--metrics", "--no-webui"},
-       [](const Parsed& p) { EXPECT_EQ(p.m.ubatch, 1024); }},
+       [](const Parsed& p) { EXPECT_EQ(p.ubatch, 1024); }},
       {{"-c", "0"},
        [](const Parsed& p) {
          EXPECT_EQ(p.m.ctx_size, 0);
@@ -269,6 +271,8 @@ TEST(LlamaFlags, EveryLlamaShortSpellingIsInHelp) {
   GpuSplitFlags g;
   add_gpu_split_flags(app, g);
   add_accepted_llama_flags(app, /*server=*/true);
+  int ubatch = 0;
+  add_ubatch_flag(app, ubatch);
   const std::string help = app.help();
   for (size_t i = 0; i < kLlamaShortFlagCount; ++i) {
     const std::string short_name = kLlamaShortFlags[i].llama;
