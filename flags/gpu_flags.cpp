@@ -14,6 +14,16 @@ std::string without_flag(const std::string& flag, const std::string& message) {
   return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
 }
 
+// parse(v), its InvalidArgument as the usage error of `flag`.
+template <class Parse>
+auto parsed(const std::string& flag, const std::string& v, Parse parse) {
+  try {
+    return parse(v);
+  } catch (const InvalidArgument& e) {
+    throw CLI::ValidationError(flag, without_flag(flag, e.what()));
+  }
+}
+
 }  // namespace
 
 void add_gpu_split_flags(CLI::App& app, GpuSplitFlags& f) {
@@ -31,25 +41,13 @@ void add_gpu_split_flags(CLI::App& app, GpuSplitFlags& f) {
       "");
   app.add_option_function<std::string>(
          "--split-mode",
-         [&f](const std::string& v) {
-           try {
-             f.split_mode = parse_split_mode(v);
-           } catch (const InvalidArgument& e) {
-             throw CLI::ValidationError("--split-mode", without_flag("--split-mode", e.what()));
-           }
-         },
+         [&f](const std::string& v) { f.split_mode = parsed("--split-mode", v, parse_split_mode); },
          "with several GPUs: layer (the default when the model needs them) gives each GPU a range of layers, "
          "one pipeline stage per GPU; none uses one, -mg (-sm)")
       ->group(g);
   app.add_option_function<std::string>(
          "--tensor-split",
-         [&f](const std::string& v) {
-           try {
-             f.tensor_split = parse_tensor_split(v);
-           } catch (const InvalidArgument& e) {
-             throw CLI::ValidationError("--tensor-split", without_flag("--tensor-split", e.what()));
-           }
-         },
+         [&f](const std::string& v) { f.tensor_split = parsed("--tensor-split", v, parse_tensor_split); },
          "shares of the layers per GPU, e.g. 3,1, assigned as llama.cpp does (-ts)")
       ->group(g);
   app.add_option_function<int>(

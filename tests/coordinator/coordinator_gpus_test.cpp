@@ -124,13 +124,6 @@ TEST(GpuPipeline, TensorSplitGivesLlamaCppsLayerRanges) {
   EXPECT_NE(l.log.find("by -ts"), std::string::npos) << l.log;
 }
 
-void expect_refused(const Exited& r, const std::string& words) {
-  EXPECT_NE(r.status, "still running") << r.log;
-  EXPECT_NE(r.status, "exit status 0") << r.log;
-  EXPECT_NE(r.log.find(words), std::string::npos) << "expected: " << words << "\n" << r.log;
-  EXPECT_EQ(r.log.find("backend: launching"), std::string::npos) << "the stages were launched anyway\n" << r.log;
-}
-
 TEST(GpuPipeline, InProcessOnlyFlagsAndMissingGpusAreRefused) {
   const std::vector<std::string> two = {"--model", kModel, "--device", "cuda:0,cuda:1", "--http-listen", "off"};
   const auto with = [&](std::vector<std::string> extra) {

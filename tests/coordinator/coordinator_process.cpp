@@ -1,5 +1,7 @@
 #include "tests/coordinator/coordinator_process.h"
 
+#include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -133,6 +135,13 @@ bool running(pid_t pid) {
   if (!std::getline(in, stat)) return false;
   const size_t close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+}
+
+void expect_refused(const Exited& r, const std::string& words) {
+  EXPECT_NE(r.status, "still running") << r.log;
+  EXPECT_NE(r.status, "exit status 0") << r.log;
+  EXPECT_NE(r.log.find(words), std::string::npos) << "expected: " << words << "\n" << r.log;
+  EXPECT_EQ(r.log.find("backend: launching"), std::string::npos) << "the stages were launched anyway\n" << r.log;
 }
 
 }  // namespace pipellm::test

@@ -69,6 +69,8 @@ struct Exited {
 };
 Exited run_coordinator_to_exit(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
                                int timeout_ms = 30000);
+// A refusal at startup: the coordinator exited non-zero, saying `words`, before launching stages.
+void expect_refused(const Exited& r, const std::string& words);
 
 // One Generate call, read to the end.
 struct StreamResult {

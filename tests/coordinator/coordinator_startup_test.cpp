@@ -16,13 +16,6 @@ namespace {
 
 const std::string kModel = model_path("tiny-llama-Q8_0");  // 2 layers
 
-void expect_refused(const Exited& r, const std::string& words) {
-  EXPECT_NE(r.status, "still running") << r.log;
-  EXPECT_NE(r.status, "exit status 0") << r.log;
-  EXPECT_NE(r.log.find(words), std::string::npos) << "expected: " << words << "\n" << r.log;
-  EXPECT_EQ(r.log.find("backend: launching"), std::string::npos) << "the stages were launched anyway\n" << r.log;
-}
-
 TEST(Startup, ABusyGrpcPortIsAClearErrorNotASharedPort) {
   CoordinatorProcess first({"--model", kModel, "--http-listen", "off"});
   const Exited r = run_coordinator_to_exit({"--model", kModel, "--listen", first.address(), "--http-listen", "off"});
