@@ -86,8 +86,8 @@ std::vector<int32_t> infill_prompt(const Tokenizer& tok, const json& body, int n
   const int n_prefix = std::min<int>(static_cast<int>(prefix.size()), 3 * (kInfillBatch / 4));
   const int n_suffix = std::min<int>(static_cast<int>(suffix.size()),
                                      std::max<int>(0, kInfillBatch / 4 - (2 + static_cast<int>(prompt.size()))));
-  const int n_extra =
-      std::min<int>(std::max<int>(0, n_ctx - kInfillBatch - 2 * n_predict), static_cast<int>(extra.size()));
+  const int64_t room = static_cast<int64_t>(n_ctx) - kInfillBatch - 2 * static_cast<int64_t>(n_predict);
+  const int n_extra = static_cast<int>(std::min<int64_t>(std::max<int64_t>(0, room), static_cast<int64_t>(extra.size())));
 
   std::vector<int32_t> out(extra.end() - n_extra, extra.end());
   if (tok.add_bos() && tok.bos_id() >= 0) out.push_back(tok.bos_id());

@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -221,7 +222,10 @@ void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib:
     json body = parse_body(req.body);
     if (infill) {
       const json* n = body.contains("n_predict") ? &body["n_predict"] : body.contains("max_tokens") ? &body["max_tokens"] : nullptr;
-      const int n_predict = n != nullptr && n->is_number_integer() ? static_cast<int>(n->get<int64_t>()) : -1;
+      // Clamped here only for the layout's arithmetic; parse_llama_completion refuses bad values.
+      const int n_predict = n != nullptr && n->is_number_integer()
+                                ? static_cast<int>(std::clamp<int64_t>(n->get<int64_t>(), -1, int64_t{1} << 24))
+                                : -1;
       const auto model = ctx.sched.model();
       body["prompt"] = infill_prompt(ctx.text.tokenizer(), body, n_predict, model ? model->n_ctx : 0);
       for (const char* f : {"input_prefix", "input_suffix", "input_extra"}) body.erase(f);

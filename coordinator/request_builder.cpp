@@ -136,7 +136,7 @@ PreparedRequest ModelText::prepare(const GenerateInput& in, int n_ctx, int n_voc
                                                     " (context length " + std::to_string(n_ctx) + ")");
   }
   if (in.max_tokens) {
-    if (n_prompt + *in.max_tokens > n_ctx) {
+    if (*in.max_tokens > static_cast<int64_t>(n_ctx) - n_prompt) {  // (not n_prompt + max_tokens: it may overflow)
       throw RequestError(Code::ResourceExhausted,
                          "max_tokens: prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
                              std::to_string(*in.max_tokens) + ") exceed the context length " + std::to_string(n_ctx));

@@ -283,6 +283,8 @@ TEST_F(Http, BadRequestsGetOpenAiErrors) {
       {"/v1/completions", R"({"prompt":[999999]})", 400, "invalid_parameter"},
       {"/v1/completions", R"({"prompt":""})", 400, "invalid_parameter"},
       {"/v1/completions", R"({"prompt":"x","max_tokens":600})", 400, "context_length_exceeded"},
+      // The largest int64 must not wrap around in the prompt + max_tokens check.
+      {"/v1/completions", R"({"prompt":"x","max_tokens":9223372036854775807})", 400, "context_length_exceeded"},
       {"/v1/chat/completions", R"({"messages":[]})", 400, "invalid_parameter"},
       {"/v1/chat/completions", R"({"messages":[{"role":"wizard","content":"x"}]})", 400, "invalid_parameter"},
       {"/v1/chat/completions", R"({"messages":[{"role":"user","content":""}]})", 400, "invalid_parameter"},

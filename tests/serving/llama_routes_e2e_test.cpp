@@ -526,6 +526,10 @@ TEST(LlamaInfill, TheRouteRunsTheFimLayout) {
   ASSERT_EQ(status, 200) << same.dump();
   EXPECT_EQ(got["content"], same["content"]);
   EXPECT_EQ(got["tokens_predicted"], 12);
+  // A huge n_predict is refused by name, not overflowed in the layout's arithmetic.
+  const json big = post_json(*c, "/infill", {{"input_prefix", "x"}, {"n_predict", 9223372036854775807LL}}, &status);
+  EXPECT_EQ(status, 400) << big.dump();
+  EXPECT_EQ(big["error"]["param"], "n_predict") << big.dump();
   std::filesystem::remove(model);
 }
 
