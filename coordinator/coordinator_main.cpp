@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -108,6 +109,20 @@ void check_before_launch(const CoordinatorOptions& o, const std::optional<Pipeli
   }
 }
 
+// Whether `program` runs: a path that is executable, or a name found on $PATH.
+bool runnable(const std::string& program) {
+  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "";
+  for (size_t start = 0; start <= dirs.size();) {
+    const size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::string dir = dirs.substr(start, end - start);
+    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
 // --device cuda... without --config: one GPU for the in-process backend (o.device becomes it), or
 // several as a pipeline under mpirun (cfg and o.config become the written config). Flags of the
 // in-process engine alone are refused by name for a pipeline.
@@ -137,6 +152,11 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
     throw InvalidArgument("-ngl " + std::to_string(o.gpu_layers) + " (layers streamed)" + why + ": use -ngl all, or -sm none");
   }
   if (o.no_graphs) throw InvalidArgument("--no-graphs" + why);
+  if (!runnable(o.mpirun)) {
+    throw InvalidArgument("the model is spread over several GPUs (" + g.reason + "), one pipellm-stage each under '" +
+                          o.mpirun + "', which is not installed here: install Open MPI (Debian: apt-get install "
+                          "openmpi-bin), give --mpirun PATH, or use one GPU (-sm none)");
+  }
   spdlog::info("coordinator: the stages' config, {}:\n{}", g.config_file->path(), g.config->to_yaml());
   cfg = g.config;
   o.config = g.config_file->path();

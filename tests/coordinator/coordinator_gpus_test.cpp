@@ -135,6 +135,8 @@ TEST(GpuPipeline, InProcessOnlyFlagsAndMissingGpusAreRefused) {
   expect_refused(run_coordinator_to_exit(with({"--backend", "inprocess"}), kTwoGpus), "--backend inprocess runs");
   expect_refused(run_coordinator_to_exit(with({"-ts", "1,1,1"}), kTwoGpus), "3 shares for 2 GPU(s)");
   expect_refused(run_coordinator_to_exit(with({}), {"CUDA_VISIBLE_DEVICES=0"}), "cuda:1: this machine shows 1 GPU(s)");
+  expect_refused(run_coordinator_to_exit(with({"--mpirun", "/nonexistent/mpirun"}), kTwoGpus),
+                 "under '/nonexistent/mpirun', which is not installed here");
   expect_refused(run_coordinator_to_exit({"--model", kModel, "-sm", "row"}), "tensor parallelism");
 }
 
