@@ -133,6 +133,7 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
   s.model = o.model;
   s.n_ctx = n_ctx;
   s.n_slots = o.n_slots > 0 ? o.n_slots : 4;
+  s.fit_slots = o.n_slots == 0;
   s.threads = o.n_threads;
   s.max_batch_tokens = o.max_batch_tokens > 0 ? o.max_batch_tokens : 512;
   s.kv_type_k = kv_type_of(o.kv_type_k.value_or(TensorType::F16));
@@ -143,6 +144,7 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
   spdlog::info("coordinator: GPUs: {}", g.reason);
   if (!g.config) {
     o.device = g.device;
+    if (g.n_slots > 0) o.n_slots = g.n_slots;
     return g;
   }
   const std::string why = " runs the in-process engine on one GPU; the model is spread over several (" + g.reason + ")";

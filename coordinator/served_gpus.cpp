@@ -29,7 +29,22 @@ ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& 
   ServedGpus out;
   out.reason = p.reason;
   if (!p.pipeline()) {
-    out.device = "cuda:" + std::to_string(p.gpus.front());
+    const int gpu = p.gpus.front();
+    out.device = "cuda:" + std::to_string(gpu);
+    if (s.fit_slots && static_cast<size_t>(gpu) < r.gpu_bytes.size()) {
+      const uint64_t room = r.gpu_bytes[static_cast<size_t>(gpu)] / 20 * 19;
+      GpuPipelineSettings t = s;
+      for (const int n : {s.n_slots, 2, 1}) {
+        if (n > s.n_slots) continue;
+        t.n_slots = n;
+        out.n_slots = n;
+        if (one_gpu_need(model, t) <= room) break;
+      }
+      if (out.n_slots < s.n_slots) {
+        out.reason += "; " + std::to_string(out.n_slots) + " sequence(s) at once, so that the model stays on it (-np " +
+                      std::to_string(s.n_slots) + " would stream layers)";
+      }
+    }
     return out;
   }
   out.config_file = std::make_unique<TempFile>("pipellm-gpus-", ".yaml", gpu_pipeline_config(s, p, r.gpu_bytes).to_yaml());

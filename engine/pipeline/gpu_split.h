@@ -77,6 +77,9 @@ struct GpuPipelineSettings {
   std::string model;                // made absolute: the config lives in a temporary directory
   int n_ctx = 4096;
   int n_slots = 4;
+  // n_slots is only the default (-np not given): on one GPU fewer may run, so that the model stays
+  // resident rather than streaming layers (coordinator/served_gpus.h).
+  bool fit_slots = false;
   int threads = 0;
   int max_batch_tokens = 512;
   KvType kv_type_k = KvType::F16, kv_type_v = KvType::F16;
