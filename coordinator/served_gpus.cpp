@@ -32,7 +32,7 @@ ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& 
     const int gpu = p.gpus.front();
     out.device = "cuda:" + std::to_string(gpu);
     if (s.fit_slots && static_cast<size_t>(gpu) < r.gpu_bytes.size()) {
-      const uint64_t room = r.gpu_bytes[static_cast<size_t>(gpu)] / 20 * 19;
+      const uint64_t room = usable_gpu_bytes(r.gpu_bytes[static_cast<size_t>(gpu)]);
       GpuPipelineSettings t = s;
       for (const int n : {s.n_slots, 2, 1}) {
         if (n > s.n_slots) continue;

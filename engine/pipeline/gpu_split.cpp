@@ -176,7 +176,7 @@ GpuPlacement place_on_gpus(const GpuPlacementRequest& r, int n_layer) {
   }
   // Left to choose between several GPUs: one when the model fits it.
   const size_t first = static_cast<size_t>(std::min<int>(r.main_gpu.value_or(0), static_cast<int>(gpus.size()) - 1));
-  if (r.gpu_bytes.size() > first && r.model_bytes * 20 <= r.gpu_bytes[first] * 19) {
+  if (r.gpu_bytes.size() > first && r.model_bytes <= usable_gpu_bytes(r.gpu_bytes[first])) {
     return one("the model's " + gib(r.model_bytes) + " fit its " + gib(r.gpu_bytes[first]) + "; -sm layer spreads it over all " +
                std::to_string(gpus.size()) + " GPUs");
   }
@@ -219,7 +219,9 @@ PipelineConfig gpu_pipeline_config(const GpuPipelineSettings& s, const GpuPlacem
     st.device_index = p.gpus[i];
     st.device = "cuda:" + std::to_string(st.device_index);
     if (!p.layers.empty()) st.layers = p.layers[i];
-    else if (static_cast<size_t>(st.device_index) < gpu_bytes.size()) st.memory_bytes = gpu_bytes[static_cast<size_t>(st.device_index)] / 20 * 19;
+    else if (static_cast<size_t>(st.device_index) < gpu_bytes.size()) {
+      st.memory_bytes = usable_gpu_bytes(gpu_bytes[static_cast<size_t>(st.device_index)]);
+    }
     st.experts = s.experts;
     st.cpu_rows = s.cpu_rows;
     c.stages.push_back(st);

@@ -25,6 +25,9 @@ namespace pipellm {
 
 enum class SplitMode { Auto, None, Layer };
 
+// What a model may plan to use of a GPU's memory: 95% (the CUDA context and the driver keep the rest).
+inline uint64_t usable_gpu_bytes(uint64_t total) { return total / 20 * 19; }
+
 // "none" | "layer"; "row" and anything else throw InvalidArgument naming the value.
 SplitMode parse_split_mode(const std::string& v);
 
