@@ -142,6 +142,33 @@ TEST(CudaEngine, GraphReplayEqualsEagerBitForBit) {
   }
 }
 
+// All logits of a long chunk: the last stage holds a decode bucket of logits rows (at least 64),
+// so forward() projects 144 rows in groups of 64; each row must be its own (within the product
+// paths' rounding of a stage whose buffer holds them all at once: 256 slots).
+TEST(CudaEngine, AllLogitsOfALongChunkComeInGroups) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = "tiny-llama-Q4_K_M";
+  cuda::CudaStageOptions opt;
+  opt.n_ctx = 256;
+  opt.max_batch_tokens = 256;
+  opt.n_slots = 1;
+  auto grouped = cuda::CudaModel::open(test::model_path(name), opt);
+  opt.n_slots = 256;
+  auto whole = cuda::CudaModel::open(test::model_path(name), opt);
+  const int V = grouped->config().n_vocab;
+  std::vector<int32_t> tokens = test::read_ids(test::testdata("ref/" + name + ".tokens"));
+  while (tokens.size() < 144) tokens.insert(tokens.end(), tokens.begin(), tokens.begin() + 16);
+  tokens.resize(144);
+  std::vector<float> a, b;
+  grouped->stage().forward(Batch::sequence(tokens, 0, 0, true), a);
+  whole->stage().forward(Batch::sequence(tokens, 0, 0, true), b);
+  ASSERT_EQ(a.size(), tokens.size() * static_cast<size_t>(V));
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    EXPECT_LT(test::rel_rms(a.data() + p * V, b.data() + p * V, V), 0.02) << "position " << p;
+  }
+}
+
 TEST(CudaEngine, GreedyTokensMatchCpuEngine) {
   PIPELLM_REQUIRE_GPU();
   for (const std::string name : {"tiny-llama-Q4_K_M", "tiny-llama-Q8_0", "tiny-qwen2-Q4_K_M", "tiny-qwen3-Q4_K_M",
