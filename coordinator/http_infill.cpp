@@ -73,7 +73,7 @@ std::vector<int32_t> extra_context(const Tokenizer& tok, const json& body, const
 
 }  // namespace
 
-std::vector<int32_t> infill_prompt(const Tokenizer& tok, const json& body, int n_predict, int n_ctx) {
+std::vector<int32_t> infill_prompt(const Tokenizer& tok, const json& body, int n_predict, int n_ctx, bool spm) {
   const Tokenizer::FimTokens fim = tok.fim_tokens();
   if (fim.pre < 0 || fim.suf < 0 || fim.mid < 0) {
     refuse("input_prefix", "infill: the model has no fill-in-the-middle tokens (prefix, suffix and middle)", "not_supported");
@@ -89,13 +89,13 @@ std::vector<int32_t> infill_prompt(const Tokenizer& tok, const json& body, int n
   const int64_t room = static_cast<int64_t>(n_ctx) - kInfillBatch - 2 * static_cast<int64_t>(n_predict);
   const int n_extra = static_cast<int>(std::min<int64_t>(std::max<int64_t>(0, room), static_cast<int64_t>(extra.size())));
 
+  std::vector<int32_t> pre = {fim.pre}, suf = {fim.suf};
+  pre.insert(pre.end(), prefix.end() - n_prefix, prefix.end());
+  pre.insert(pre.end(), prompt.begin(), prompt.end());
+  suf.insert(suf.end(), suffix.begin(), suffix.begin() + n_suffix);
   std::vector<int32_t> out(extra.end() - n_extra, extra.end());
   if (tok.add_bos() && tok.bos_id() >= 0) out.push_back(tok.bos_id());
-  out.push_back(fim.pre);
-  out.insert(out.end(), prefix.end() - n_prefix, prefix.end());
-  out.insert(out.end(), prompt.begin(), prompt.end());
-  out.push_back(fim.suf);
-  out.insert(out.end(), suffix.begin(), suffix.begin() + n_suffix);
+  for (const std::vector<int32_t>* part : {spm ? &suf : &pre, spm ? &pre : &suf}) out.insert(out.end(), part->begin(), part->end());
   out.push_back(fim.mid);
   return out;
 }

@@ -23,6 +23,9 @@ constexpr int kInfillBatch = 2048;  // llama-server's default logical batch (-b)
 // `n_ctx` the sequence's context. Throws HttpError 400 naming the field (input_prefix,
 // input_suffix, input_extra, prompt) for a wrong type, or "not_supported" for a model without
 // FIM prefix, suffix and middle tokens.
-std::vector<int32_t> infill_prompt(const Tokenizer& tok, const nlohmann::json& body, int n_predict, int n_ctx);
+// `spm`: llama-server's --spm-infill order, the suffix part before the prefix part
+// ([FIM_SUF]suffix[FIM_PRE]prefix prompt[FIM_MID]), as some models were trained.
+std::vector<int32_t> infill_prompt(const Tokenizer& tok, const nlohmann::json& body, int n_predict, int n_ctx,
+                                   bool spm = false);
 
 }  // namespace pipellm::coord

@@ -227,7 +227,7 @@ void HttpFrontDoor::Impl::llama_completion(const httplib::Request& req, httplib:
                                 ? static_cast<int>(std::clamp<int64_t>(n->get<int64_t>(), -1, int64_t{1} << 24))
                                 : -1;
       const auto model = ctx.sched.model();
-      body["prompt"] = infill_prompt(ctx.text.tokenizer(), body, n_predict, model ? model->n_ctx : 0);
+      body["prompt"] = infill_prompt(ctx.text.tokenizer(), body, n_predict, model ? model->n_ctx : 0, opt.spm_infill);
       for (const char* f : {"input_prefix", "input_suffix", "input_extra"}) body.erase(f);
     }
     lr = parse_llama_completion(body, infill ? nullptr : &req.body);

@@ -26,6 +26,7 @@ struct HttpOptions {
   HttpLimits limits;                      // enforced by the gate, over HTTP and HTTPS alike
   std::string model_alias;                // the model id in responses (default: the model's name)
   std::vector<std::string> cors_origins;  // browser origins allowed besides this server (http_origin.h)
+  bool spm_infill = false;                // /infill in suffix-prefix-middle order (--spm-infill)
 };
 
 class HttpFrontDoor {

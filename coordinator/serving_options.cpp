@@ -53,6 +53,8 @@ void add_serving_options(CLI::App& app, ServingOptions& o) {
   app.add_option("--max-streams-per-key", o.max_streams_per_key, "concurrent generations per API key (0: unlimited)")
       ->check(CLI::Range(0, 1000000));
   app.add_option("-a,--alias,--served-model-name", o.served_model_name, "model id in HTTP responses (llama-server's -a)");
+  app.add_flag("--spm-infill", o.spm_infill,
+               "/infill lays out the suffix before the prefix (suffix-prefix-middle), as some models were trained");
   app.add_option("--cors-origin", o.cors_origins,
                  "a browser origin (scheme://host[:port]) allowed to call the HTTP API, with CORS headers; "
                  "repeatable; '*' allows any")

@@ -31,6 +31,7 @@ struct ServingOptions {
   int max_streams_per_key = 0;                 // concurrent generations per API key (0: unlimited)
   std::string served_model_name;               // model id in HTTP responses (default: the GGUF's name)
   std::vector<std::string> cors_origins;       // browser origins allowed on HTTP (http_origin.h)
+  bool spm_infill = false;                     // --spm-infill: /infill's suffix before its prefix
 };
 
 // Adds the flags (and --server-config FILE) to `app`.

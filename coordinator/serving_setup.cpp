@@ -128,6 +128,7 @@ std::unique_ptr<HttpFrontDoor> start_http(const ServingOptions& o, FrontDoorCont
   h.limits = o.http_limits;
   h.model_alias = o.served_model_name;
   h.cors_origins = o.cors_origins;
+  h.spm_infill = o.spm_infill;
   std::unique_ptr<HttpFrontDoor> http;
   try {
     http = std::make_unique<HttpFrontDoor>(ctx, h);

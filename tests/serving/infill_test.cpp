@@ -52,6 +52,13 @@ TEST(Infill, RepositoryLayoutAsLlamaServer) {
   EXPECT_EQ(infill_prompt(qwen3(), body, 64, 8192), want);
 }
 
+TEST(Infill, SuffixFirstWithSpmInfill) {
+  const json body = {{"input_prefix", "a = "}, {"input_suffix", "\nb = a"}};
+  const Ids want = cat({{kRep}, enc("myproject\n"), {kSep}, enc("filename\n"), {kSuf}, enc("\nb = a"), {kPre}, enc("a = "),
+                        {kMid}});
+  EXPECT_EQ(infill_prompt(qwen3(), body, 16, 8192, /*spm=*/true), want);
+}
+
 TEST(Infill, LongInputsAreCutAsLlamaServerDoes) {
   // Token ids as input (the "mixed" form): the prefix keeps its last 1536 (3/4 of 2048), the
   // suffix its first 512 - 2 - 3 (the prompt's 3 tokens), the extra context its last
