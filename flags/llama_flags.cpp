@@ -227,6 +227,7 @@ void add_ubatch_flag(CLI::App& app, int& ubatch) {
 void add_accepted_llama_flags(CLI::App& app, bool server) {
   const std::string g = "Accepted from llama.cpp";
   app.add_option("-b,--batch-size", "llama.cpp's logical batch: accepted; a step holds at most --ubatch-size tokens")
+      ->type_name("N")
       ->check(CLI::Range(1, 1 << 24))
       ->group(g);
   app.add_flag("--mlock", "accepted: the weights are mapped and read from the page cache")->group(g);
@@ -235,6 +236,7 @@ void add_accepted_llama_flags(CLI::App& app, bool server) {
   app.add_flag("--no-cont-batching", "accepted (-nocb): batching is always continuous")->group(g);
   if (!server) return;
   app.add_option("--cache-reuse", "accepted: a request reuses the cache of the slot sharing its prompt's longest prefix")
+      ->type_name("N")
       ->check(CLI::Range(0, 1 << 24))
       ->group(g);
   app.add_flag("--metrics", "accepted: /metrics is always served")->group(g);
