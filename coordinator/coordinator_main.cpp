@@ -140,7 +140,8 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
   s.kv_type_v = kv_type_of(o.kv_type_v.value_or(TensorType::F16));
   s.experts = o.experts;
   s.cpu_rows = o.cpu_rows;
-  ServedGpus g = place_served_model(model, req, s);
+  const ModelConfig mc = ModelConfig::from_gguf(model);
+  ServedGpus g = place_served_model(model, mc, req, s);
   spdlog::info("coordinator: GPUs: {}", g.reason);
   if (!g.config) {
     o.device = g.device;
@@ -150,7 +151,7 @@ ServedGpus place_gpus(CoordinatorOptions& o, std::optional<PipelineConfig>& cfg,
   const std::string why = " runs the in-process engine on one GPU; the model is spread over several (" + g.reason + ")";
   if (o.backend != "auto" && o.backend != "mpirun") throw InvalidArgument("--backend " + o.backend + why);
   // -ngl 99 (every layer, as llama.cpp users type it) is what a pipeline does; fewer would stream.
-  if (o.gpu_layers >= 0 && o.gpu_layers < ModelConfig::from_gguf(model).n_layer) {
+  if (o.gpu_layers >= 0 && o.gpu_layers < mc.n_layer) {
     throw InvalidArgument("-ngl " + std::to_string(o.gpu_layers) + " (layers streamed)" + why + ": use -ngl all, or -sm none");
   }
   if (o.no_graphs) throw InvalidArgument("--no-graphs" + why);

@@ -6,9 +6,8 @@
 namespace pipellm::coord {
 namespace {
 
-uint64_t one_gpu_need(const GgufFile& model, const GpuPipelineSettings& s) {
-  const ModelConfig mc = ModelConfig::from_gguf(model);
-  const ModelSizes sizes = ModelSizes::from_gguf(model, mc, s.kv_type_k, s.kv_type_v);
+// What the model needs on one GPU with s's sequences (the sizes of s's KV types).
+uint64_t one_gpu_need(const ModelConfig& mc, const ModelSizes& sizes, const GpuPipelineSettings& s) {
   PlanInput in;
   in.n_stages = 1;
   in.kv_positions = static_cast<uint64_t>(s.n_ctx) * static_cast<uint64_t>(s.n_slots);
@@ -22,10 +21,12 @@ uint64_t one_gpu_need(const GgufFile& model, const GpuPipelineSettings& s) {
 
 }  // namespace
 
-ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& req, const GpuPipelineSettings& s) {
+ServedGpus place_served_model(const GgufFile& model, const ModelConfig& mc, const GpuPlacementRequest& req,
+                              const GpuPipelineSettings& s) {
+  const ModelSizes sizes = ModelSizes::from_gguf(model, mc, s.kv_type_k, s.kv_type_v);
   GpuPlacementRequest r = req;
-  r.model_bytes = one_gpu_need(model, s);
-  const GpuPlacement p = place_on_gpus(r, ModelConfig::from_gguf(model).n_layer);
+  r.model_bytes = one_gpu_need(mc, sizes, s);
+  const GpuPlacement p = place_on_gpus(r, mc.n_layer);
   ServedGpus out;
   out.reason = p.reason;
   if (!p.pipeline()) {
@@ -38,7 +39,7 @@ ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& 
         if (n > s.n_slots) continue;
         t.n_slots = n;
         out.n_slots = n;
-        if (one_gpu_need(model, t) <= room) break;
+        if (one_gpu_need(mc, sizes, t) <= room) break;
       }
       if (out.n_slots < s.n_slots) {
         out.reason += "; " + std::to_string(out.n_slots) + " sequence(s) at once, so that the model stays on it (-np " +

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
 #include "engine/pipeline/gpu_split.h"
 #include "engine/pipeline/pipeline_config.h"
 #include "engine/util/temp_file.h"
@@ -31,6 +32,7 @@ struct ServedGpus {
 // would stream a 32B model's layers on a 24 GB card), else 1.
 // Throws InvalidArgument for flags that cannot be placed (gpu_split.h) or a model the engine
 // cannot run.
-ServedGpus place_served_model(const GgufFile& model, const GpuPlacementRequest& req, const GpuPipelineSettings& s);
+ServedGpus place_served_model(const GgufFile& model, const ModelConfig& mc, const GpuPlacementRequest& req,
+                              const GpuPipelineSettings& s);
 
 }  // namespace pipellm::coord

@@ -300,8 +300,7 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
 }
 
 void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
-  const int F = s.n_ff, X = s.n_expert, K = s.n_expert_used, P = T * K;
-  const bool q8_rows = cfg_.n_embd % 32 == 0;
+  const int X = s.n_expert, P = T * s.n_expert_used;
   // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
   // each expert's pairs multiplied as one tensor-core product: its weights are read once per
   // tile of pairs instead of once per pair.
@@ -322,8 +321,8 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
     tiles.max_tiles = moe_max_tiles(P, X, tiles.cols);
     moe_group_pairs(route_id_.get(), P, X, tiles, launch());
   }
-  const auto experts = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq, const float2* xds,
-                           int x_group, float* y) {
+  const ExpertProduct product = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq,
+                                    const float2* xds, int x_group, float* y) {
     if (grouped && xq != nullptr && groupable(w, bias)) {
       MmqExpertArgs m;
       m.w = mats[w].m;
@@ -340,24 +339,36 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
     }
     expert_matvec(mats[w], route_id_.get(), P, x, xq, xds, x_group, bias, y);
   };
+  expert_ffn(l, mats, s, T, product, /*bias_in_products=*/true);
+}
+
+void CudaStage::expert_ffn(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T,
+                           const ExpertProduct& product, bool bias_in_products) {
+  const int E = cfg_.n_embd, F = s.n_ff, K = s.n_expert_used, P = T * K;
+  const bool q8_rows = E % 32 == 0;
   const int8_t* hq = q8_rows ? xq_.get() : nullptr;
   const float2* hds = q8_rows ? xds_.get() : nullptr;
-  const auto down = [&](const float* act) {
-    const bool q8 = quantize_pair_rows(act, P, F);
-    experts(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias), act, q8 ? eq_.get() : nullptr,
-            q8 ? eds_.get() : nullptr, 1, ed_.get());
-  };
+  const float* bias_g = l.vec(LayerTensor::GateExpsBias);
+  const float* bias_u = l.vec(LayerTensor::UpExpsBias);
+  const float* bias_d = l.vec(LayerTensor::DownExpsBias);
+  const auto in_product = [&](const float* b) { return bias_in_products ? b : nullptr; };
+  float* act = eg_.get();
   if (mats[LayerTensor::GateUpExps].present()) {
     // One [gate; up] stack: rows of 2F, activated into eu_.
-    experts(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, K, eg_.get());
+    product(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, K, eg_.get());
     gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
-    down(eu_.get());
+    act = eu_.get();
   } else {
-    experts(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias), y_.get(), hq, hds, K, eg_.get());
-    experts(LayerTensor::UpExps, l.vec(LayerTensor::UpExpsBias), y_.get(), hq, hds, K, eu_.get());
-    moe_gated_act(s.act, eg_.get(), eu_.get(), nullptr, nullptr, route_id_.get(), P, F, launch());
-    down(eg_.get());
+    product(LayerTensor::GateExps, in_product(bias_g), y_.get(), hq, hds, K, eg_.get());
+    product(LayerTensor::UpExps, in_product(bias_u), y_.get(), hq, hds, K, eu_.get());
+    // Biases the products did not add go by each pair's real expert (route_id_).
+    moe_gated_act(s.act, eg_.get(), eu_.get(), bias_in_products ? nullptr : bias_g, bias_in_products ? nullptr : bias_u,
+                  route_id_.get(), P, F, launch());
   }
+  const bool q8 = quantize_pair_rows(act, P, F);
+  product(LayerTensor::DownExps, in_product(bias_d), act, q8 ? eq_.get() : nullptr, q8 ? eds_.get() : nullptr, 1,
+          ed_.get());
+  if (!bias_in_products && bias_d != nullptr) moe_add_bias(ed_.get(), bias_d, route_id_.get(), P, E, launch());
 }
 
 void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
@@ -391,28 +402,13 @@ bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {
 }
 
 void CudaStage::enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
-  const int E = cfg_.n_embd, F = s.n_ff, K = s.n_expert_used, P = T * K;
-  const bool q8_rows = E % 32 == 0;
-  // Products on the cache's slots (cache_id_); an expert's biases go by its real id (route_id_).
-  const auto experts = [&](LayerTensor w, const float* x, const int8_t* xq, const float2* xds, int x_group, float* y) {
+  const int P = T * s.n_expert_used;
+  // Products on the cache's slots (cache_id_); the biases go by the real ids (expert_ffn).
+  const ExpertProduct product = [&](LayerTensor w, const float*, const float* x, const int8_t* xq, const float2* xds,
+                                    int x_group, float* y) {
     expert_matvec(mats[w], cache_id_.get(), P, x, xq, xds, x_group, nullptr, y);
   };
-  const int8_t* hq = q8_rows ? xq_.get() : nullptr;
-  const float2* hds = q8_rows ? xds_.get() : nullptr;
-  float* act = eg_.get();
-  if (mats[LayerTensor::GateUpExps].present()) {
-    experts(LayerTensor::GateUpExps, y_.get(), hq, hds, K, eg_.get());
-    gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
-    act = eu_.get();
-  } else {
-    experts(LayerTensor::GateExps, y_.get(), hq, hds, K, eg_.get());
-    experts(LayerTensor::UpExps, y_.get(), hq, hds, K, eu_.get());
-    moe_gated_act(s.act, eg_.get(), eu_.get(), l.vec(LayerTensor::GateExpsBias), l.vec(LayerTensor::UpExpsBias),
-                  route_id_.get(), P, F, launch());
-  }
-  const bool q8 = quantize_pair_rows(act, P, F);
-  experts(LayerTensor::DownExps, act, q8 ? eq_.get() : nullptr, q8 ? eds_.get() : nullptr, 1, ed_.get());
-  if (const float* bd = l.vec(LayerTensor::DownExpsBias)) moe_add_bias(ed_.get(), bd, route_id_.get(), P, E, launch());
+  expert_ffn(l, mats, s, T, product, /*bias_in_products=*/false);
 }
 
 void CudaStage::moe_output(const CudaLayer& l, const LayerSpec& s, int T, const std::function<void(float*, bool)>& combine) {

@@ -172,6 +172,16 @@ class CudaStage : public Stage {
   // The pairs the expert cache holds (cache_id_: slots, the others slot 0) on the cached experts
   // `mats`, into ed_ (biases by the real ids in route_id_).
   void enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T);
+  // One product of the routed experts for every pair: (stack, bias or null, float rows x, their
+  // 8-bit blocks or null, rows per x row, out y).
+  using ExpertProduct = std::function<void(LayerTensor, const float*, const float*, const int8_t*, const float2*, int,
+                                           float*)>;
+  // The routed experts' FFN of a step's pairs through `product` on the stacks `mats`: gate and up
+  // (or the [gate; up] stack), the gated activation, the down product into ed_. The biases (l's)
+  // are added by the products (bias_in_products) or, for products on other ids than the experts'
+  // (the cache's slots), by each pair's real expert in route_id_.
+  void expert_ffn(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T, const ExpertProduct& product,
+                  bool bias_in_products);
   // The activated rows (P of F) as 8-bit blocks in eq_/eds_ for the down products; false where F
   // is not whole 32-element blocks (the float kernel then reads the rows).
   bool quantize_pair_rows(const float* rows, int P, int F);

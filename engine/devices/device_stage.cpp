@@ -1,9 +1,8 @@
 #include "engine/devices/device_stage.h"
 
-#include <cstdlib>
-
 #include "base/error.h"
 #include "engine/model/model_weights.h"
+#include "engine/pipeline/gpu_split.h"
 #ifdef PIPELLM_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -16,13 +15,15 @@ int cuda_device_index(const std::string& device, const std::string& what) {
   if (device == "cpu") return -1;
   const auto bad = [&] { return InvalidArgument(what + ": '" + device + "' is not cpu, cuda or cuda:N"); };
   if (device.rfind("cuda", 0) != 0) throw bad();
-#ifdef PIPELLM_HAVE_CUDA
-  if (device == "cuda") return 0;
-  if (device.size() < 6 || device[4] != ':') throw bad();
-  for (size_t i = 5; i < device.size(); ++i) {
-    if (device[i] < '0' || device[i] > '9' || i > 8) throw bad();
+  std::vector<int> gpus;
+  try {
+    gpus = listed_gpus(normalize_device(device));  // one parser of device names (gpu_split.h)
+  } catch (const InvalidArgument&) {
+    throw bad();
   }
-  return std::atoi(device.c_str() + 5);
+  if (gpus.size() > 1) throw bad();
+#ifdef PIPELLM_HAVE_CUDA
+  return gpus.empty() ? 0 : gpus.front();
 #else
   throw InvalidArgument(what + ": '" + device + "': this build has no CUDA");
 #endif

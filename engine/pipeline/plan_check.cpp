@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "engine/model/model_config.h"
+#include "engine/pipeline/gpu_split.h"
 
 namespace pipellm {
 
@@ -108,7 +109,8 @@ PartitionPlan check_stage_plan(const PipelineConfig& cfg, const GgufFile& model,
 
 void check_inprocess_fit(const GgufFile& model, int n_ctx, int n_slots, KvType kv, const std::string& device,
                          uint64_t local_memory, int local_gpus) {
-  const int dev = device == "cpu" ? -1 : device == "cuda" ? 0 : device.rfind("cuda:", 0) == 0 ? std::atoi(device.c_str() + 5) : -1;
+  const std::vector<int> listed = device == "cpu" ? std::vector<int>{} : listed_gpus(device);
+  const int dev = device == "cpu" ? -1 : listed.empty() ? 0 : listed.front();
   if (dev >= 0 && dev >= local_gpus) {
     throw InvalidArgument("--device " + device + ": this machine has " + gpus_text(local_gpus));
   }

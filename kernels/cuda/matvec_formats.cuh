@@ -305,16 +305,10 @@ __device__ __forceinline__ uint32_t perm_selectors(uint32_t codes) {
   return (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
 }
 
-// ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
-// The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at
-// a time with a byte permute; the block scale 2^(e - 128) multiplies the integer sum.
-struct MXFP4 {
-  static constexpr int kLanes = 1;
-  static constexpr int kItem = 32;
-  struct Raw {
-    uint4 q;
-    uint8_t e;
-  };
+// Formats whose 4-bit codes map to signed bytes through a codebook (MXFP4, IQ4_XS): a 32-element
+// part decodes into lo/hi words (elements 4i.. of each half) with one scale, and its dot product
+// with the 8-bit activations of the same 32 elements.
+struct Codes32 {
   struct Dec {
     int lo[4], hi[4];
     float d;
@@ -322,6 +316,33 @@ struct MXFP4 {
   struct Act {
     int4 lo, hi;
     float d;
+  };
+  // The 16 code bytes v[0..3] (low nibbles: elements 0..15, high: 16..31) through the format's
+  // F::values4.
+  template <class F>
+  __device__ static void codes(const uint32_t (&v)[4], Dec& o) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = F::values4(v[i] & 0x0F0F0F0Fu);
+      o.hi[i] = F::values4((v[i] >> 4) & 0x0F0F0F0Fu);
+    }
+  }
+  __device__ static float dot(const Dec& w, const Act& a, int) {
+    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
+    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
+    return w.d * a.d * static_cast<float>(si);
+  }
+};
+
+// ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
+// The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at
+// a time with a byte permute; the block scale 2^(e - 128) multiplies the integer sum.
+struct MXFP4 : Codes32 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  struct Raw {
+    uint4 q;
+    uint8_t e;
   };
 
   // Four codes (one per byte, each 0..15) -> their four table values as signed bytes. The
@@ -339,22 +360,12 @@ struct MXFP4 {
   }
   __device__ static Dec decode(const Raw& r, int) {
     Dec o;
-    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      o.lo[i] = values4(v[i] & 0x0F0F0F0Fu);
-      o.hi[i] = values4((v[i] >> 4) & 0x0F0F0F0Fu);
-    }
+    codes<MXFP4>({r.q.x, r.q.y, r.q.z, r.q.w}, o);
     o.d = mxfp4_scale(r.e);
     return o;
   }
   __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
     return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
-  }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
-    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
-    return w.d * a.d * static_cast<float>(si);
   }
 };
 
@@ -363,19 +374,11 @@ struct MXFP4 {
 // Lane t reads qs[16t..16t+15] (low nibbles: elements 32t..32t+15, high: +16) with two 8-byte
 // loads (blocks are 8-byte aligned, not 16) and the block's first 8 bytes for its 6-bit scale
 // ls = scales_l nibble | 2 bits of scales_h; values from the IQ4_NL codebook, scaled d (ls - 32).
-struct IQ4XS {
+struct IQ4XS : Codes32 {
   static constexpr int kLanes = 8;
   static constexpr int kItem = 256;
   struct Raw {
     uint2 q0, q1, hd;
-  };
-  struct Dec {
-    int lo[4], hi[4];
-    float d;
-  };
-  struct Act {
-    int4 lo, hi;
-    float d;
   };
 
   // Four codes (one per byte, 0..15) -> their IQ4_NL values as signed bytes: entries 0..7 and
@@ -399,22 +402,12 @@ struct IQ4XS {
     const uint32_t scales_h = r.hd.x >> 16, scales_l = r.hd.y;
     const int ls = static_cast<int>(((scales_l >> (4 * t)) & 0xFu) | (((scales_h >> (2 * t)) & 3u) << 4));
     o.d = f16_bits(static_cast<uint16_t>(r.hd.x & 0xFFFFu)) * static_cast<float>(ls - 32);
-    const uint32_t v[4] = {r.q0.x, r.q0.y, r.q1.x, r.q1.y};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      o.lo[i] = values4(v[i] & 0x0F0F0F0Fu);
-      o.hi[i] = values4((v[i] >> 4) & 0x0F0F0F0Fu);
-    }
+    codes<IQ4XS>({r.q0.x, r.q0.y, r.q1.x, r.q1.y}, o);
     return o;
   }
   __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int t) {
     const int8_t* xa = xq + ib * 256 + 32 * t;
     return Act{ld16s(xa), ld16s(xa + 16), xds[ib * 8 + t].x};
-  }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
-    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
-    return w.d * a.d * static_cast<float>(si);
   }
 };
 

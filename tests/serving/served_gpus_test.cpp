@@ -34,7 +34,7 @@ ServedGpus served(const GgufFile& f, uint64_t gpu_bytes, bool fit_slots) {
   s.n_ctx = kCtx;
   s.n_slots = 4;
   s.fit_slots = fit_slots;
-  return place_served_model(f, r, s);
+  return place_served_model(f, ModelConfig::from_gguf(f), r, s);
 }
 
 TEST(ServedGpus, FewerDefaultSequencesKeepTheModelOnOneGpu) {
