@@ -2,6 +2,7 @@
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
 //                      [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--gpu N]
+//                      [--profile-steps N] [--profile-batched ROWS]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
@@ -22,6 +23,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <cuda_profiler_api.h>
 
 #include "bench/cuda_bench.h"
 #include "engine/cuda/cuda_stage.h"
@@ -245,7 +248,8 @@ double run_tg(cuda::CudaStage& st, int n, int depth) {
 
 // 64 sequences: 128-token prompts (prefilled in batches), then 128 decode steps of all 64.
 // Returns the aggregate generation tokens/s.
-double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, double* total_tps) {
+// profile: the decode steps run between cudaProfilerStart/Stop (ncu --profile-from-start off).
+double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, double* total_tps, bool profile = false) {
   Batch b;
   std::vector<float> out;
   const auto t0 = Clock::now();
@@ -260,6 +264,7 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
     d.add(s + 1, n_prompt, s, true);
   }
   StepOutput next;
+  if (profile) PIPELLM_CUDA_CHECK(cudaProfilerStart());
   const auto t1 = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
     st.step(d, next, false);
@@ -267,6 +272,7 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
     for (auto& p : d.pos) ++p;
   }
   const double gen = seconds_since(t1);
+  if (profile) PIPELLM_CUDA_CHECK(cudaProfilerStop());
   *total_tps = static_cast<double>(n_seq) * (n_prompt + n_gen) / seconds_since(t0);
   return static_cast<double>(n_seq) * n_gen / gen;
 }
@@ -283,6 +289,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
   return 2;
@@ -295,7 +302,7 @@ int cuda_bench_main(int argc, char** argv) {
   int runs = 3, gpu = 0;
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows;
-  int profile_steps = 0;
+  int profile_steps = 0, profile_batched = 0;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
   for (int i = 1; i < argc; ++i) {
@@ -314,6 +321,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
+    else if (a == "--profile-batched") profile_batched = std::stoi(next());
     else if (a == "--gpu") gpu = std::stoi(next());
     else if (a == "--cpu-moe" || a == "-cmoe") experts.cpu_moe = true;
     else if (a == "--n-cpu-moe" || a == "-ncmoe") experts.n_cpu_moe = std::stoi(next());
@@ -324,7 +332,8 @@ int cuda_bench_main(int argc, char** argv) {
     } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
     else return usage();
   }
-  if (file.empty() == preset.empty() || runs < 1) return usage();
+  if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64) return usage();
+  if (profile_batched > 0) batched = true;
   if (cuda::device_count() <= gpu || gpu < 0) {
     std::fprintf(stderr, "pipellm_cuda_bench: no CUDA device %d\n", gpu);
     return 1;
@@ -365,7 +374,7 @@ int cuda_bench_main(int argc, char** argv) {
     bool decode;
   };
   std::vector<Row> rows;
-  {
+  if (profile_batched <= 0) {
     cuda::CudaStageOptions o;
     o.device = gpu;
     o.n_ctx = depth ? 4096 + 256 : 1024;
@@ -420,6 +429,12 @@ int cuda_bench_main(int argc, char** argv) {
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     std::fprintf(txt, "%s\n", st.memory_report().format().c_str());
     double total = 0;
+    if (profile_batched > 0) {  // 2 decode steps of ROWS sequences (after a warm-up), for a profiler
+      run_batched(st, profile_batched, 128, 2, &total);
+      run_batched(st, profile_batched, 128, 2, &total, true);
+      std::fprintf(txt, "profile: 2 decode steps of %d sequences\n", profile_batched);
+      return 0;
+    }
     rows.push_back({"batched 16x128 gen", repeat(runs, [&] { return run_batched(st, 16, 128, 128, &total); }), false});
     std::fprintf(txt, "batched 16: %.0f tok/s including the 16x128 prompts\n", total);
     rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), false});
