@@ -18,9 +18,6 @@ cd build-device
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
 timeout ${TEST_S:-240} ./tests/pipellm_gpu_tests --gtest_brief=1 > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$? $(since)"
-timeout 120 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --skip-depth --no-f16-cache \
-  > "$OUT/bench_q4km.log" 2>&1
-echo "bench q4km rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 if [ "${ROWS:-1}" -gt 1 ]; then
@@ -31,6 +28,9 @@ else
 fi
 echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
 python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
+timeout 120 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --skip-depth --no-f16-cache \
+  > "$OUT/bench_q4km.log" 2>&1
+echo "bench q4km rc=$? $(since)"
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
