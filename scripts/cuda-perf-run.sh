@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One device call for the CUDA speed work: build, every GPU test, `pipellm bench --device cuda` of
 # the 8B Q4_K_M shape on the server's path (no f16 copies), and an ncu per-kernel profile of
-# decode steps (kernels told apart by grid size): one sequence, or ROWS=N batched sequences.
+# decode steps (kernels told apart by grid size): one sequence, or ROWS="N ..." batched sequences
+# (the first N for the whole step, each N for the details of one layer's quantized products).
 # Logs under $OUT (8 files at most); a short summary last.
-# Usage (on the device machine, carry .carry/sysroot): [ROWS=16] scripts/cuda-perf-run.sh
+# Usage (on the device machine, carry .carry/sysroot): [ROWS="16 64"] scripts/cuda-perf-run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -20,8 +21,17 @@ timeout ${TEST_S:-240} ./tests/pipellm_gpu_tests --gtest_brief=1 > "$OUT/gpu_tes
 echo "gpu tests rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
-if [ "${ROWS:-1}" -gt 1 ]; then
-  timeout 150 ncu --clock-control none --profile-from-start off $M $B --profile-batched "$ROWS" > /tmp/ncu.csv 2> /tmp/ncu.err
+R1=${ROWS%% *}
+if [ "${R1:-1}" -gt 1 ]; then
+  timeout 150 ncu --clock-control none --profile-from-start off $M $B --profile-batched "$R1" > /tmp/ncu.csv 2> /tmp/ncu.err
+  # Where the quantized products' time goes: one layer's seven products (q k v o gate up down),
+  # for each batch size in ROWS.
+  for r in $ROWS; do
+    echo "==== $r rows" >> "$OUT/ncu_mmq.txt"
+    timeout 100 ncu --clock-control none --profile-from-start off -k regex:mmq_kernel --launch-count 7 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section SchedulerStats --section MemoryWorkloadAnalysis $B --profile-batched "$r" >> "$OUT/ncu_mmq.txt" 2>&1
+  done
 else
   timeout 100 ncu --clock-control none --launch-skip 760 --launch-count 380 $M $B --skip-batched --profile-steps 4 \
     > /tmp/ncu.csv 2> /tmp/ncu.err
