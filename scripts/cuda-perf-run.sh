@@ -38,7 +38,7 @@ else
 fi
 echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
 python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
-timeout 120 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --skip-depth --no-f16-cache \
+timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"

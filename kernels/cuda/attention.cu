@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/block_formats.h"
 #include "kernels/cpu/kv_quant.h"
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -13,27 +14,29 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTile = 64;     // keys per online-softmax step
-constexpr int kMaxGroup = 8;  // query heads per kv head
+constexpr int kTile = 32;        // keys per online-softmax step (one per lane)
+constexpr int kSplitAlign = 64;  // keys per split: a multiple of this
+constexpr int kMaxGroup = 8;     // query heads per kv head
 
-// Cache readers, one per element type: N consecutive values of a head from e0 (N divides 32
-// and e0 is a multiple of N, so they lie in one block and one nibble half of Q4_0), and one value.
-template <TensorType T, int N>
-__device__ __forceinline__ void load_values(const uint8_t* head, int e0, float* out) {
+// Cache readers, one per element type: eight consecutive values of a head from e0 (a multiple
+// of 8, so they lie in one block and one nibble half of Q4_0; f16: one 16-byte load), and one value.
+template <TensorType T>
+__device__ __forceinline__ void load8(const uint8_t* head, int e0, float* out) {
   if constexpr (T == TensorType::F16) {
-    const __half* h = reinterpret_cast<const __half*>(head) + e0;
+    const uint4 u = *reinterpret_cast<const uint4*>(head + 2 * e0);
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
 #pragma unroll
-    for (int e = 0; e < N; e += 2) {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(h + e));
-      out[e] = f.x;
-      out[e + 1] = f.y;
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = __half22float2(h[e]);
+      out[2 * e] = f.x;
+      out[2 * e + 1] = f.y;
     }
   } else if constexpr (T == TensorType::Q8_0) {
     const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(head)[e0 / kQK];
     const float d = kvq::from_fp16_bits(b.d);
     const int j = e0 % kQK;
 #pragma unroll
-    for (int e = 0; e < N; ++e) out[e] = d * static_cast<float>(b.qs[j + e]);
+    for (int e = 0; e < 8; ++e) out[e] = d * static_cast<float>(b.qs[j + e]);
   } else {
     static_assert(T == TensorType::Q4_0, "KV cache type: F16, Q8_0 or Q4_0");
     const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(head)[e0 / kQK];
@@ -42,7 +45,7 @@ __device__ __forceinline__ void load_values(const uint8_t* head, int e0, float* 
     const int shift = j < kQK / 2 ? 0 : 4;
     const int j0 = j % (kQK / 2);
 #pragma unroll
-    for (int e = 0; e < N; ++e) out[e] = d * static_cast<float>(((b.qs[j0 + e] >> shift) & 0xF) - 8);
+    for (int e = 0; e < 8; ++e) out[e] = d * static_cast<float>(((b.qs[j0 + e] >> shift) & 0xF) - 8);
   }
 }
 
@@ -62,14 +65,71 @@ __device__ __forceinline__ float load_value(const uint8_t* head, int i) {
   }
 }
 
-// Block (kv head g, split s, token t). Threads own output columns d = tid % D of heads
-// gi = tid / D + r * (kThreads / D), r < kMaxGroup * D / kThreads.
+// Bytes of one head of D values in a cache row of type T (kvq::head_bytes, as a constant).
+template <TensorType T, int D>
+constexpr int cache_head_bytes() {
+  return T == TensorType::F16 ? 2 * D
+                              : D / kQK * static_cast<int>(T == TensorType::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+}
+
+// Shared memory of the split kernel: two tiles of kTile key rows and value rows (the next tile
+// loads while this one is computed), the group's queries and the tile's scores. A key row is
+// padded by 16 bytes: the 32 lanes of a warp read 32 different rows at the same column, and the
+// pad puts eight consecutive rows' 16-byte pieces in different banks. Values are read a row at a
+// time by all threads, so their rows need no pad.
+template <int D, TensorType KT, TensorType VT>
+struct SplitSmem {
+  static constexpr int kKBytes = cache_head_bytes<KT, D>(), kVBytes = cache_head_bytes<VT, D>();
+  static constexpr int kKRow = (kKBytes + 15) / 16 * 16 + 16, kVRow = (kVBytes + 15) / 16 * 16;
+  // Copy unit: f16 heads are 16-byte aligned; heads of 34-byte Q8_0 / 18-byte Q4_0 blocks (D a
+  // multiple of 64 here) only 4-byte aligned.
+  static constexpr int kKUnit = KT == TensorType::F16 ? 16 : 4, kVUnit = VT == TensorType::F16 ? 16 : 4;
+  static_assert(kKBytes % kKUnit == 0 && kVBytes % kVUnit == 0, "cache heads are whole copy units");
+  static constexpr int kK = 0, kV = kK + 2 * kTile * kKRow, kQ = kV + 2 * kTile * kVRow;
+  static constexpr int kSc = kQ + kMaxGroup * D * 4;
+  static constexpr int kBytes = kSc + kTile * kMaxGroup * 4;
+};
+
+// Issues the copies of the key and value rows of keys [tile0, tile0 + nt) into one buffer.
+template <int D, TensorType KT, TensorType VT>
+__device__ __forceinline__ void load_tile(uint8_t* smem, int buf, const uint8_t* kc, const uint8_t* vc, int64_t k_row,
+                                          int64_t v_row, int tile0, int nt, int n_ctx) {
+  using L = SplitSmem<D, KT, VT>;
+  constexpr int kKc = L::kKBytes / L::kKUnit, kVc = L::kVBytes / L::kVUnit;
+  uint8_t* ks = smem + L::kK + buf * kTile * L::kKRow;
+  uint8_t* vs = smem + L::kV + buf * kTile * L::kVRow;
+  for (int i = threadIdx.x; i < nt * kKc; i += kThreads) {
+    const int kk = i / kKc, c = i % kKc;
+    const uint8_t* src = kc + static_cast<int64_t>((tile0 + kk) % n_ctx) * k_row + c * L::kKUnit;
+    if constexpr (L::kKUnit == 16) cp16(ks + kk * L::kKRow + 16 * c, src);
+    else cp4(ks + kk * L::kKRow + 4 * c, src);
+  }
+  for (int i = threadIdx.x; i < nt * kVc; i += kThreads) {
+    const int kk = i / kVc, c = i % kVc;
+    const uint8_t* src = vc + static_cast<int64_t>((tile0 + kk) % n_ctx) * v_row + c * L::kVUnit;
+    if constexpr (L::kVUnit == 16) cp16(vs + kk * L::kVRow + 16 * c, src);
+    else cp4(vs + kk * L::kVRow + 4 * c, src);
+  }
+}
+
+// Block (kv head g, split s, token t): all query heads of the group over the split's keys, in
+// tiles of kTile (= 32) keys staged in shared memory. Scores: lane = key, warp = a quarter of the
+// group's heads, each thread a whole dot product (no shuffles). Softmax: one warp per head, one
+// key per lane. Values: thread = output column(s) d of some heads (D = 64: two head halves).
 template <int D, TensorType KT, TensorType VT>
 __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
+  using L = SplitSmem<D, KT, VT>;
+  static_assert(kTile == 32 && kThreads == 4 * 32, "one key per lane, four warps");
+  constexpr int kHS = D >= kThreads ? 1 : kThreads / D;   // head stride of the value phase
+  constexpr int kCols = D >= kThreads ? D / kThreads : 1;  // columns per thread
+  constexpr int kHeads = (kMaxGroup + kHS - 1) / kHS;      // heads per thread (value phase)
+  constexpr int kSHeads = (kMaxGroup + kWarps - 1) / kWarps;  // heads per thread (score phase)
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float m_run[kMaxGroup], l_run[kMaxGroup], alpha[kMaxGroup];
+  float* qs = reinterpret_cast<float*>(smem + L::kQ);
+  float* sc = reinterpret_cast<float*>(smem + L::kSc);  // [kTile][kMaxGroup]
+
   grid_dependency_wait();
-  constexpr int kEpl = D / 32;  // elements per lane in a key row
-  constexpr int kHeadStride = kThreads / D > 0 ? kThreads / D : 1;
-  constexpr int kR = D > kThreads ? 2 * kMaxGroup : (kMaxGroup + kHeadStride - 1) / kHeadStride;
   const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = a.n_head / a.n_head_kv;
@@ -82,60 +142,77 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
   const int lo = a.window > 0 ? max(0, n_keys - a.window) : 0;
   const int k0 = lo + split * a.keys_per_split;
   const int k1 = min(n_keys, k0 + a.keys_per_split);
+  const int n_tiles = k1 > k0 ? (k1 - k0 + kTile - 1) / kTile : 0;
 
-  __shared__ float qs[kMaxGroup][D];
-  __shared__ float sc[kMaxGroup][kTile];
-  __shared__ float m_run[kMaxGroup], l_run[kMaxGroup], alpha[kMaxGroup];
+  // Bytes: rows of n_head_kv heads; this block's kv head g in each.
+  const int64_t k_row = static_cast<int64_t>(a.n_head_kv) * L::kKBytes, v_row = static_cast<int64_t>(a.n_head_kv) * L::kVBytes;
+  const int64_t slot_rows = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx : 0;
+  const uint8_t* kc = static_cast<const uint8_t*>(a.k_cache) + slot_rows * k_row + g * L::kKBytes;
+  const uint8_t* vc = static_cast<const uint8_t*>(a.v_cache) + slot_rows * v_row + g * L::kVBytes;
+  if (n_tiles > 0) load_tile<D, KT, VT>(smem, 0, kc, vc, k_row, v_row, k0, min(kTile, k1 - k0), a.n_ctx);
+  cp_commit();
 
   for (int i = tid; i < G * D; i += kThreads) {
     const int gi = i / D, d = i % D;
-    qs[gi][d] = p >= 0 ? a.q[t * a.q_stride + (g * G + gi) * D + d] * a.scale : 0.0f;
+    qs[i] = p >= 0 ? a.q[t * a.q_stride + (g * G + gi) * D + d] * a.scale : 0.0f;
   }
   if (tid < kMaxGroup) {
     m_run[tid] = -INFINITY;
     l_run[tid] = 0.0f;
   }
-  float acc[kR];
+  const int dcol = tid % (D < kThreads ? D : kThreads), hs = D >= kThreads ? 0 : tid / D;
+  float acc[kCols][kHeads];
 #pragma unroll
-  for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
-  const int dcol = D > kThreads ? 0 : tid % D;
-  // Bytes: rows of n_head_kv heads; this block's kv head g in each.
-  const int64_t k_head = kvq::head_bytes(KT, D), v_head = kvq::head_bytes(VT, D);
-  const int64_t k_row = a.n_head_kv * k_head, v_row = a.n_head_kv * v_head;
-  const int64_t slot_rows = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx : 0;
-  const uint8_t* kc = static_cast<const uint8_t*>(a.k_cache) + slot_rows * k_row + g * k_head;
-  const uint8_t* vc = static_cast<const uint8_t*>(a.v_cache) + slot_rows * v_row + g * v_head;
-  __syncthreads();
+  for (int c = 0; c < kCols; ++c)
+#pragma unroll
+    for (int h = 0; h < kHeads; ++h) acc[c][h] = 0.0f;
 
-  for (int tile0 = k0; tile0 < k1; tile0 += kTile) {
-    const int nt = min(kTile, k1 - tile0);
-    // Scores: one warp per key, lanes split the head dimension.
-    for (int kk = warp; kk < nt; kk += kWarps) {
-      float kv[kEpl];
-      load_values<KT, kEpl>(kc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * k_row, lane * kEpl, kv);
-      for (int gi = 0; gi < G; ++gi) {
-        float dot = 0.0f;
+  for (int it = 0; it < n_tiles; ++it) {
+    const int tile0 = k0 + it * kTile, nt = min(kTile, k1 - tile0), buf = it & 1;
+    if (it + 1 < n_tiles) {
+      load_tile<D, KT, VT>(smem, buf ^ 1, kc, vc, k_row, v_row, tile0 + kTile, min(kTile, k1 - tile0 - kTile), a.n_ctx);
+    }
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();  // this tile (and the queries) visible to all threads
+    const uint8_t* ks = smem + L::kK + buf * kTile * L::kKRow;
+    const uint8_t* vs = smem + L::kV + buf * kTile * L::kVRow;
+    // Scores.
+    if (lane < nt) {
+      float dot[kSHeads];
 #pragma unroll
-        for (int e = 0; e < kEpl; ++e) dot += qs[gi][lane * kEpl + e] * kv[e];
-        dot = warp_sum(dot);
-        if (lane == 0) sc[gi][kk] = dot;
+      for (int r = 0; r < kSHeads; ++r) dot[r] = 0.0f;
+      const uint8_t* row = ks + lane * L::kKRow;
+#pragma unroll 4
+      for (int d0 = 0; d0 < D; d0 += 8) {
+        float kv[8];
+        load8<KT>(row, d0, kv);
+#pragma unroll
+        for (int r = 0; r < kSHeads; ++r) {
+          const int gi = warp + r * kWarps;
+          if (gi < G) {
+            const float4 q0 = *reinterpret_cast<const float4*>(qs + gi * D + d0);
+            const float4 q1 = *reinterpret_cast<const float4*>(qs + gi * D + d0 + 4);
+            dot[r] = fmaf(q0.x, kv[0], fmaf(q0.y, kv[1], fmaf(q0.z, kv[2], fmaf(q0.w, kv[3], dot[r]))));
+            dot[r] = fmaf(q1.x, kv[4], fmaf(q1.y, kv[5], fmaf(q1.z, kv[6], fmaf(q1.w, kv[7], dot[r]))));
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kSHeads; ++r) {
+        const int gi = warp + r * kWarps;
+        if (gi < G) sc[lane * kMaxGroup + gi] = dot[r];
       }
     }
     __syncthreads();
-    // Online softmax update: one warp per head.
+    // Online softmax update: one warp per head, one key per lane.
     for (int gi = warp; gi < G; gi += kWarps) {
-      float mx = -INFINITY;
-      for (int kk = lane; kk < nt; kk += 32) mx = fmaxf(mx, sc[gi][kk]);
-      mx = warp_max(mx);
+      const float x = lane < nt ? sc[lane * kMaxGroup + gi] : -INFINITY;
       const float m_old = m_run[gi];
-      const float m_new = fmaxf(m_old, mx);
-      float sum = 0.0f;
-      for (int kk = lane; kk < nt; kk += 32) {
-        const float e = __expf(sc[gi][kk] - m_new);
-        sc[gi][kk] = e;
-        sum += e;
-      }
-      sum = warp_sum(sum);
+      const float m_new = fmaxf(m_old, warp_max(x));
+      const float e = lane < nt ? __expf(x - m_new) : 0.0f;
+      const float sum = warp_sum(e);
+      if (lane < nt) sc[lane * kMaxGroup + gi] = e;
       if (lane == 0) {
         const float al = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
         alpha[gi] = al;
@@ -144,49 +221,42 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
       }
     }
     __syncthreads();
-    // Output accumulation.
-    if (D > kThreads) {
-      // D = 256: each thread owns columns tid and tid + 128 of every head.
-      for (int r = 0; r < kR; ++r) {
-        const int gi = r >> 1, d = tid + (r & 1) * kThreads;
+    // Values.
+#pragma unroll
+    for (int h = 0; h < kHeads; ++h) {
+      const int gi = hs + h * kHS;
+      if (gi < G) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[c][h] *= alpha[gi];
+      }
+    }
+    for (int kk = 0; kk < nt; ++kk) {
+      float v[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) v[c] = load_value<VT>(vs + kk * L::kVRow, dcol + c * kThreads);
+#pragma unroll
+      for (int h = 0; h < kHeads; ++h) {
+        const int gi = hs + h * kHS;
         if (gi < G) {
-          float v = acc[r] * alpha[gi];
-          for (int kk = 0; kk < nt; ++kk)
-            v += sc[gi][kk] * load_value<VT>(vc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * v_row, d);
-          acc[r] = v;
-        }
-      }
-    } else {
+          const float w = sc[kk * kMaxGroup + gi];
 #pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const int gi = tid / D + r * kHeadStride;
-        if (gi < G) acc[r] *= alpha[gi];
-      }
-      for (int kk = 0; kk < nt; ++kk) {
-        const float vv = load_value<VT>(vc + static_cast<int64_t>((tile0 + kk) % a.n_ctx) * v_row, dcol);
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          const int gi = tid / D + r * kHeadStride;
-          if (gi < G) acc[r] += sc[gi][kk] * vv;
+          for (int c = 0; c < kCols; ++c) acc[c][h] = fmaf(w, v[c], acc[c][h]);
         }
       }
     }
-    __syncthreads();
+    __syncthreads();  // this buffer is refilled by the next iteration's copies
   }
   // Partial results: o [T][H][S][D], then (m, l) [T][H][S][2].
   float* po = a.partial;
   float* pml = a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D;
 #pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    int gi, d;
-    if (D > kThreads) {
-      gi = r >> 1;
-      d = tid + (r & 1) * kThreads;
-    } else {
-      gi = tid / D + r * kHeadStride;
-      d = dcol;
+  for (int h = 0; h < kHeads; ++h) {
+    const int gi = hs + h * kHS;
+    if (gi < G) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c)
+        po[((static_cast<int64_t>(t) * a.n_head + g * G + gi) * S + split) * D + dcol + c * kThreads] = acc[c][h];
     }
-    if (gi < G) po[((static_cast<int64_t>(t) * a.n_head + g * G + gi) * S + split) * D + d] = acc[r];
   }
   if (tid < G) {
     float* ml = pml + ((static_cast<int64_t>(t) * a.n_head + g * G + tid) * S + split) * 2;
@@ -231,13 +301,20 @@ __global__ void attention_combine_kernel(AttentionArgs a) {
 }
 
 // The split kernel for the cache's (K, V) types: every pair of f16 / q8_0 / q4_0.
+template <int D, TensorType KT, TensorType VT>
+void launch_split_kv(const AttentionArgs& a, dim3 grid, const Launch& s) {
+  auto* k = attention_split_kernel<D, KT, VT>;
+  constexpr int kSmem = SplitSmem<D, KT, VT>::kBytes;
+  if (kSmem > 48 * 1024) PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  launch_kernel(s, k, LaunchShape{grid, dim3(kThreads), kSmem}, a);
+}
+
 template <int D, TensorType KT>
 void launch_split_v(const AttentionArgs& a, dim3 grid, const Launch& s) {
-  const dim3 block(kThreads);
   switch (a.v_type) {
-    case TensorType::F16: launch_kernel(s, attention_split_kernel<D, KT, TensorType::F16>, grid, block, a); return;
-    case TensorType::Q8_0: launch_kernel(s, attention_split_kernel<D, KT, TensorType::Q8_0>, grid, block, a); return;
-    case TensorType::Q4_0: launch_kernel(s, attention_split_kernel<D, KT, TensorType::Q4_0>, grid, block, a); return;
+    case TensorType::F16: launch_split_kv<D, KT, TensorType::F16>(a, grid, s); return;
+    case TensorType::Q8_0: launch_split_kv<D, KT, TensorType::Q8_0>(a, grid, s); return;
+    case TensorType::Q4_0: launch_split_kv<D, KT, TensorType::Q4_0>(a, grid, s); return;
     default: break;
   }
   throw Error(std::string("attention: V cache type ") + tensor_type_name(a.v_type) +
@@ -266,10 +343,10 @@ void attention_split(int n_keys_max, int n_tokens, int n_head_kv, int target_blo
                      int* keys_per_split) {
   n_keys_max = std::max(n_keys_max, 1);
   const int per_token = std::max(1, target_blocks / std::max(1, n_tokens * n_head_kv));
-  int s = std::min(per_token, (n_keys_max + kTile - 1) / kTile);
+  int s = std::min(per_token, (n_keys_max + kSplitAlign - 1) / kSplitAlign);
   s = std::max(s, 1);
   int kps = (n_keys_max + s - 1) / s;
-  kps = (kps + kTile - 1) / kTile * kTile;
+  kps = (kps + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
   s = (n_keys_max + kps - 1) / kps;
   *n_splits = s;
   *keys_per_split = kps;

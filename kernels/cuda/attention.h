@@ -7,8 +7,10 @@
 //
 // Split-KV: the key range of each token is cut into n_splits pieces of keys_per_split keys; one
 // block per (kv head, split, token) handles all query heads of the group with an online
-// softmax over tiles of keys (no score matrix is ever written to global memory), writing a
+// softmax over tiles of 32 keys (no score matrix is ever written to global memory), writing a
 // partial (unnormalised output, running max, running sum); a second kernel merges the splits.
+// Each tile's key and value rows are copied to shared memory asynchronously while the previous
+// tile is computed: a decode step over a long cache streams it instead of waiting on each row.
 // For decode under CUDA graphs, n_splits/keys_per_split depend only on the context bucket,
 // while the lengths are read from device memory at run time. Padding tokens (pos < 0) give 0.
 #pragma once
