@@ -19,11 +19,16 @@ cd build-device
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
 timeout ${TEST_S:-240} ./tests/pipellm_gpu_tests --gtest_brief=1 > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$? $(since)"
+timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
+  > "$OUT/bench_q4km.log" 2>&1
+echo "bench q4km rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 R1=${ROWS%% *}
 if [ "${R1:-1}" -gt 1 ]; then
   timeout 150 ncu --clock-control none --profile-from-start off $M $B --profile-batched "$R1" > /tmp/ncu.csv 2> /tmp/ncu.err
+  echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
+  python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
   # Where the quantized products' time goes: one layer's seven products (q k v o gate up down),
   # for each batch size in ROWS.
   for r in $ROWS; do
@@ -35,12 +40,9 @@ if [ "${R1:-1}" -gt 1 ]; then
 else
   timeout 100 ncu --clock-control none --launch-skip 760 --launch-count 380 $M $B --skip-batched --profile-steps 4 \
     > /tmp/ncu.csv 2> /tmp/ncu.err
+  echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
+  python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
 fi
-echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
-python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
-timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
-  > "$OUT/bench_q4km.log" 2>&1
-echo "bench q4km rc=$? $(since)"
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
