@@ -1,7 +1,7 @@
 // pipellm_cuda_bench: llama-bench-style figures for the CUDA engine on one GPU.
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
-//                      [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--gpu N]
+//                      [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth] [--skip-batched] [--gpu N]
 //                      [--profile-steps N] [--profile-batched ROWS]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
@@ -288,7 +288,8 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
-               "                          [--no-f16-cache] [--mmq-max-rows N] [--skip-depth] [--skip-batched] [--profile-steps N]\n"
+               "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
+               "                          [--skip-batched] [--profile-steps N]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -301,7 +302,7 @@ int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3, gpu = 0;
   bool f16_cache = true, depth = true, batched = true;
-  int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows;
+  int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
   int profile_steps = 0, profile_batched = 0;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
@@ -318,6 +319,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--json") json = next();
     else if (a == "--no-f16-cache") f16_cache = false;
     else if (a == "--mmq-max-rows") mmq_max_rows = std::stoi(next());
+    else if (a == "--dequant-slice-mib") dequant_slice_mib = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
@@ -382,6 +384,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.dequant_slice_mib = dequant_slice_mib;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;
@@ -422,6 +425,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.dequant_slice_mib = dequant_slice_mib;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;

@@ -270,7 +270,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_, a slice of rows at
   // a time (no resident copies).
   if (!opt_.resident_f16 && !(mmq_ && opt_.mmq_max_rows >= max_tokens_)) {
-    wh_.resize(static_cast<size_t>(dequant_buffer_elems(weights_->max_matrix_elems)));
+    wh_.resize(static_cast<size_t>(dequant_buffer_elems(weights_->max_matrix_elems, opt_.dequant_slice_mib)));
   }
   // Attention scratch: the most any (tokens, splits) choice below can ask for.
   sms_ = sm_count(opt_.device);

@@ -51,6 +51,9 @@ struct CudaStageOptions {
   // (mmq.h: batched decode, small prefill chunks); 0 turns them off (the mat-vec up to 32 rows,
   // cuBLAS on f16 weights beyond).
   int mmq_max_rows = 64;
+  // The buffer those cuBLAS products dequantize a matrix into, a slice of rows at a time (MiB of
+  // f16; 0: kDequantSliceElems). A slice that fits the L2 cache is read back from it.
+  int dequant_slice_mib = 0;
   // KV cache element types (llama.cpp's --cache-type-k / -v): f16, or the q8_0 / q4_0 blocks the
   // CPU cache writes (head sizes a multiple of 32). No f32 on the device.
   TensorType kv_type_k = TensorType::F16;
@@ -136,7 +139,9 @@ class CudaStage : public Stage {
   // (a 128k-token vocabulary's output head alone is 1 GiB).
   static constexpr int64_t kDequantSliceElems = int64_t{1} << 25;
   static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
-  static int64_t dequant_buffer_elems(int64_t largest_matrix) { return std::min(largest_matrix, kDequantSliceElems); }
+  static int64_t dequant_buffer_elems(int64_t largest_matrix, int slice_mib = 0) {
+    return std::min(largest_matrix, slice_mib > 0 ? (int64_t{slice_mib} << 20) / 2 : kDequantSliceElems);
+  }
   int context_bucket(int max_pos) const;
 
  private:

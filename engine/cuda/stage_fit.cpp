@@ -98,7 +98,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   uint64_t largest = 0, f16_elems = 0;
   matrix_sizes(c, w, largest, f16_elems);
   if (!opt.resident_f16 && !(mmq && opt.mmq_max_rows >= max_tokens)) {
-    bytes += static_cast<uint64_t>(CudaStage::dequant_buffer_elems(static_cast<int64_t>(largest))) * sizeof(__half);
+    bytes += static_cast<uint64_t>(CudaStage::dequant_buffer_elems(static_cast<int64_t>(largest), opt.dequant_slice_mib)) * sizeof(__half);
   }
 
   int64_t attn = 0;
