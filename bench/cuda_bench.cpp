@@ -289,7 +289,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
-               "                          [--skip-batched] [--profile-steps N]\n"
+               "                          [--skip-batched] [--profile-steps N] [--mmq-stages 0|2] [--mmq-blocks-per-sm N]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -303,6 +303,7 @@ int cuda_bench_main(int argc, char** argv) {
   int runs = 3, gpu = 0;
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
+  cuda::MmqTuning mmq_tuning;
   int profile_steps = 0, profile_batched = 0;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
@@ -320,6 +321,8 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--no-f16-cache") f16_cache = false;
     else if (a == "--mmq-max-rows") mmq_max_rows = std::stoi(next());
     else if (a == "--dequant-slice-mib") dequant_slice_mib = std::stoi(next());
+    else if (a == "--mmq-stages") mmq_tuning.stages = std::stoi(next());
+    else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
@@ -385,6 +388,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
+    o.mmq_tuning = mmq_tuning;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;
@@ -426,6 +430,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
+    o.mmq_tuning = mmq_tuning;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;

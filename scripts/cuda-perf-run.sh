@@ -22,10 +22,12 @@ echo "gpu tests rc=$? $(since)"
 timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
-# pp512 with a dequantization slice that fits the L2 cache (the default is 64 MiB).
-timeout 60 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --skip-batched \
-  --dequant-slice-mib 16 > "$OUT/bench_slice16.log" 2>&1
-echo "bench slice16 rc=$? $(since)"
+# Two independent ablations in one run: pp512 with a dequantization slice that fits the L2 cache
+# (default 64 MiB), batched decode with two-stage mmq blocks aiming at 4 per SM (default: 3-4
+# stages, 2 per SM). tg128 uses neither.
+timeout 100 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth \
+  --dequant-slice-mib 16 --mmq-stages 2 --mmq-blocks-per-sm 4 > "$OUT/bench_ablation.log" 2>&1
+echo "bench ablation rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 R1=${ROWS%% *}
@@ -50,4 +52,4 @@ fi
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
-grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_slice16.log"
+grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_ablation.log"

@@ -428,6 +428,7 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
     a.y = y;
     a.y_stride = y_stride;
     a.add = add;
+    a.tuning = opt_.mmq_tuning;
     mmq(a, launch());
     return;
   }

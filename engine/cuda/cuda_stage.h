@@ -34,6 +34,7 @@
 #include "kernels/cuda/cuda_raii.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/matvec_quant.h"
+#include "kernels/cuda/mmq.h"
 #include "kernels/cuda/sampling.h"
 
 namespace pipellm::cuda {
@@ -51,6 +52,7 @@ struct CudaStageOptions {
   // (mmq.h: batched decode, small prefill chunks); 0 turns them off (the mat-vec up to 32 rows,
   // cuBLAS on f16 weights beyond).
   int mmq_max_rows = 64;
+  MmqTuning mmq_tuning;  // their layout over the GPU (mmq.h; a benchmark's ablation)
   // The buffer those cuBLAS products dequantize a matrix into, a slice of rows at a time (MiB of
   // f16; 0: kDequantSliceElems). A slice that fits the L2 cache is read back from it.
   int dequant_slice_mib = 0;

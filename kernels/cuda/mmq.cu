@@ -182,11 +182,11 @@ struct Fmt<TensorType::Q6_K> {
   }
 };
 
-template <TensorType TT, int NT>
+template <TensorType TT, int NT, int ST = 0>
 struct Layout {
   using F = Fmt<TT>;
   static constexpr int kCols = 8 * NT;
-  static constexpr int kStages = NT <= 2 ? 4 : 3;
+  static constexpr int kStages = ST > 0 ? ST : NT <= 2 ? 4 : 3;
   static constexpr int kW = kTileRows * F::kRow;
   static constexpr int kE = (kTileRows * F::kExtra + 15) / 16 * 16;
   static constexpr int kX = kCols * kXRow;
@@ -200,7 +200,7 @@ struct Layout {
 template <TensorType TT, int NT>
 __device__ void copy_weights(const Params& p, int64_t row0, int64_t kc, uint8_t* st) {
   using F = Fmt<TT>;
-  using L = Layout<TT, NT>;
+  using L = Layout<TT, NT>;  // the offsets within a stage do not depend on the stage count
   for (int i = threadIdx.x; i < kTileRows * F::kChunks; i += kThreads) {
     const int r = i / F::kChunks, c = i % F::kChunks;
     const int64_t row = min(row0 + r, p.n_out - 1);  // rows past the matrix: computed, never stored
@@ -299,9 +299,9 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
 
 // grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
 // EXPERTS: y = tiles of pairs (p.tiles, one expert each), no split.
-template <TensorType TT, int NT, bool EXPERTS>
+template <TensorType TT, int NT, bool EXPERTS, int ST>
 __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
-  using L = Layout<TT, NT>;
+  using L = Layout<TT, NT, ST>;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
@@ -438,10 +438,10 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   }
 }
 
-template <TensorType TT, int NT, bool EXPERTS>
+template <TensorType TT, int NT, bool EXPERTS, int ST>
 void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
-  using L = Layout<TT, NT>;
-  auto* k = mmq_kernel<TT, NT, EXPERTS>;
+  using L = Layout<TT, NT, ST>;
+  auto* k = mmq_kernel<TT, NT, EXPERTS, ST>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
@@ -451,14 +451,24 @@ void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Lau
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT, bool EXPERTS>
-void launch_type(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
+template <TensorType TT, bool EXPERTS, int ST>
+void launch_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq<TT, 1, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq<TT, 2, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq<TT, 4, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq<TT, 8, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq<TT, 1, EXPERTS, ST>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq<TT, 2, EXPERTS, ST>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq<TT, 4, EXPERTS, ST>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq<TT, 8, EXPERTS, ST>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
+  }
+}
+
+// Expert products keep the default stages (the tuning is the dense products' ablation).
+template <TensorType TT, bool EXPERTS>
+void launch_type(const Params& p, int nt, int stages, int64_t tiles, int chunks, int split, const Launch& s) {
+  if (!EXPERTS && stages == 2) {
+    launch_tiles<TT, EXPERTS, 2>(p, nt, tiles, chunks, split, s);
+  } else {
+    launch_tiles<TT, EXPERTS, 0>(p, nt, tiles, chunks, split, s);
   }
 }
 
@@ -516,13 +526,13 @@ Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, flo
 }
 
 template <bool EXPERTS>
-void launch_any(TensorType t, const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
+void launch_any(TensorType t, const Params& p, int nt, int stages, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (t) {
-    case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
-    case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, tiles, chunks, split, s); break;
+    case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
+    case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
+    case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
+    case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
+    case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(t)));
   }
   PIPELLM_CUDA_LAUNCH_CHECK("mmq");
@@ -548,12 +558,17 @@ void mmq(const MmqArgs& a, const Launch& s) {
   const int chunks = (a.n_rows + 8 * nt - 1) / (8 * nt);
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
-  // Split K over a cluster until about two blocks per SM exist, keeping >= 2 K steps per block.
+  const MmqTuning& tu = a.tuning;
+  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16) {
+    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages and " + std::to_string(tu.blocks_per_sm) +
+                " blocks per SM (stages 0 or 2, blocks 1..16)");
+  }
+  // Split K over a cluster until about blocks_per_sm blocks per SM exist, keeping >= 2 K steps per block.
   const DeviceShape dev = device_shape();
-  const int64_t n_k = a.w.n_in / kK, want = 2 * static_cast<int64_t>(dev.sms);
+  const int64_t n_k = a.w.n_in / kK, want = tu.blocks_per_sm * static_cast<int64_t>(dev.sms);
   int split = 1;
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
-  launch_any<false>(a.w.type, p, nt, tiles, chunks, split, s);
+  launch_any<false>(a.w.type, p, nt, tu.stages, tiles, chunks, split, s);
 }
 
 int moe_tile_cols(int n_pairs, int n_expert) { return 8 * column_tiles((n_pairs + n_expert - 1) / n_expert); }
@@ -593,7 +608,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   p.expert_bytes = static_cast<int64_t>(a.expert_bytes);
   p.x_group = a.x_group;
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
-  launch_any<true>(a.w.type, p, a.tiles.cols / 8, tiles, a.tiles.max_tiles, 1, s);
+  launch_any<true>(a.w.type, p, a.tiles.cols / 8, 0, tiles, a.tiles.max_tiles, 1, s);
 }
 
 }  // namespace pipellm::cuda

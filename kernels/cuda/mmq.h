@@ -24,6 +24,14 @@
 
 namespace pipellm::cuda {
 
+// How a product is laid out over the GPU (an ablation, for the benchmark to compare): K steps in
+// flight per block (0: 4 for up to 16 activation rows, 3 beyond; 2: half the shared memory, so
+// more blocks fit an SM) and the blocks per SM the K split aims for.
+struct MmqTuning {
+  int stages = 0;         // 0 or 2
+  int blocks_per_sm = 2;  // 1..16
+};
+
 struct MmqArgs {
   DeviceMatrix w;
   int n_rows = 0;                // activation rows
@@ -32,6 +40,7 @@ struct MmqArgs {
   float* y = nullptr;            // [n_rows][y_stride]
   int64_t y_stride = 0;
   bool add = false;              // y += product (residual) instead of y = product
+  MmqTuning tuning;
 };
 
 // Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with n_in a multiple of 256 (Q6_K: an even number of blocks).

@@ -39,6 +39,8 @@ TEST_P(MmqPerType, MatchesFloat64) {
           ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
       }
+      // The default layout and the benchmark's ablation (two stages, more blocks per SM).
+      for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{2, 4}})
       for (const bool add : {false, true}) {
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto d_y = test::to_device(y0);
@@ -51,6 +53,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
         a.y = d_y.get();
         a.y_stride = n_out;
         a.add = add;
+        a.tuning = tu;
         cuda::mmq(a, nullptr);
         auto got = test::to_host(d_y, d_y.size());
         if (add) {
@@ -62,7 +65,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
         }
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
-                                        << "; got[0] " << got[0] << " ref[0] " << ref[0];
+                                        << " stages " << tu.stages << "; got[0] " << got[0] << " ref[0] " << ref[0];
       }
       // The mat-vec on the same 8-bit activations, eight rows per launch.
       cuda::DeviceBuffer<float> ym(static_cast<size_t>(rows * n_out));
@@ -170,6 +173,11 @@ TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   cuda::MmqArgs a;
   a.w = m;
   a.n_rows = 1;
+  EXPECT_THROW(cuda::mmq(a, nullptr), Error);
+  a.w = {TensorType::Q8_0, 4096, 64, nullptr};  // supported, but a layout the kernel has no variant for
+  a.tuning.stages = 3;
+  EXPECT_THROW(cuda::mmq(a, nullptr), Error);
+  a.tuning = {0, 0};
   EXPECT_THROW(cuda::mmq(a, nullptr), Error);
 }
 
