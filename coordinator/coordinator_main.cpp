@@ -75,24 +75,39 @@ void apply_sampling_flags(const flags::SamplingFlags& f, RequestLimits& lim) {
   lim.ignore_eos = f.ignore_eos;
 }
 
-// The in-process backend's context: -c, else the config's, else the model's training context
-// up to 4096 (llama-server's default; more than the model was trained on is only a warning).
+// The in-process backend's context per sequence: -c, else the config's, else the model's
+// training context up to 4096 (llama-server's default; more than the model was trained on is
+// only a warning). With -np N (llama-server's spelling) the N sequences share that context, each
+// getting a 1/N share as llama-server's slots do; the config's context is already per sequence.
 int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model) {
   const int trained = ModelConfig::from_gguf(model).n_ctx_train;
-  const int n_ctx = o.n_ctx > 0                       ? o.n_ctx
+  const bool from_config = o.n_ctx <= 0 && !(o.ctx_from_model && trained > 0) && cfg;
+  const int total = o.n_ctx > 0                       ? o.n_ctx
                     : o.ctx_from_model && trained > 0 ? trained
                     : cfg                             ? cfg->context_length
                     : trained > 0                     ? std::min(trained, 4096)
                                                       : 4096;
+  const bool shared = o.ctx_shared && o.n_slots > 1 && !from_config;
+  const int n_ctx = shared ? total / o.n_slots : total;
+  if (n_ctx < 1) {
+    throw InvalidArgument("a context of " + std::to_string(total) + " tokens shared by -np " + std::to_string(o.n_slots) +
+                          " sequences leaves none for each: raise -c, or use --slots for a context per sequence");
+  }
   if (trained > 0 && n_ctx > trained) {
     spdlog::warn("coordinator: context {} is beyond the {} tokens the model was trained on; quality may drop", n_ctx,
                  trained);
   }
-  spdlog::info("coordinator: context {} tokens{}", n_ctx,
-               o.n_ctx > 0                       ? ""
-               : o.ctx_from_model && trained > 0 ? " (the model's, -c 0)"
-               : cfg                             ? " (the config's)"
-                                                 : " (the model's, at most 4096)");
+  const char* source = o.n_ctx > 0                       ? ""
+                       : o.ctx_from_model && trained > 0 ? " (the model's, -c 0)"
+                       : from_config                     ? " (the config's)"
+                                                         : " (the model's, at most 4096)";
+  if (shared) {
+    spdlog::info("coordinator: context {} tokens{} shared by -np {} sequences: {} each (--slots N gives each the whole "
+                 "context)",
+                 total, source, o.n_slots, n_ctx);
+  } else {
+    spdlog::info("coordinator: context {} tokens{}", n_ctx, source);
+  }
   return n_ctx;
 }
 

@@ -94,6 +94,7 @@ CoordinatorOptions parse_coordinator_options(int argc, char** argv) {
   o.ctx_from_model = mf.ctx_from_model;
   if (ubatch > 0) o.max_batch_tokens = ubatch;
   o.n_slots = mf.parallel;
+  o.ctx_shared = mf.ctx_shared;
   o.n_threads = mf.threads;
   o.device = mf.device;
   o.gpu_layers = mf.n_gpu_layers.value_or(-1);

@@ -40,6 +40,7 @@ struct CoordinatorOptions {
   int n_ctx = 0;       // 0: config, else the model's training context up to 4096
   bool ctx_from_model = false;  // -c 0: the model's whole training context
   int n_slots = 0;     // 0: config, else 4
+  bool ctx_shared = false;  // -np N: the N sequences share the context (each -c / N), as llama-server's
   int n_threads = 0;   // 0: config, else all
   std::string device = "cpu";  // cpu | cuda | cuda:N | cuda:0,cuda:1 (served_gpus.h)
   flags::GpuSplitFlags split;  // -sm, -ts, -mg

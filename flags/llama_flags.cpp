@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -162,7 +163,27 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool cuda_built, bool paralle
       ->group(g);
   app.add_option("-t,--threads", f.threads, "CPU threads; 0: one per hardware thread")->check(CLI::Range(0, 4096))->group(g);
   if (parallel) {
-    app.add_option("--parallel,--slots", f.parallel, "sequences served at once (-np)")->check(CLI::Range(0, 65536))->group(g);
+    // Two spellings, two meanings of -c: llama-server divides its context among -np slots.
+    auto* np = app.add_option_function<int>(
+                      "--parallel",
+                      [&f](int n) {
+                        f.parallel = std::max(n, 0);
+                        f.ctx_shared = n > 0;
+                      },
+                      "sequences served at once (-np), sharing the context as llama-server's do: each gets -c / N; "
+                      "-1 or 0: the program's choice, each with the whole -c")
+                   ->check(CLI::Range(-1, 65536))
+                   ->group(g);
+    app.add_option_function<int>(
+           "--slots",
+           [&f](int n) {
+             f.parallel = n;
+             f.ctx_shared = false;
+           },
+           "sequences served at once, each with the whole -c")
+        ->check(CLI::Range(1, 65536))
+        ->excludes(np)
+        ->group(g);
   }
   auto* device = app.add_option("--device", f.device, "cpu, cuda or cuda:N")->group(g);
   app.add_option_function<std::string>(

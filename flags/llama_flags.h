@@ -68,14 +68,17 @@ struct ModelFlags {
   int ctx_size = 0;                        // -c; 0: the program's default
   bool ctx_from_model = false;             // -c 0 given: the model's training context (llama.cpp's meaning)
   int threads = 0;                         // -t; 0: one per hardware thread
-  int parallel = 0;                        // -np; 0: the program's default
+  int parallel = 0;                        // -np / --slots; 0: the program's default
+  // -np/--parallel as llama-server means it: the sequences share -c (each gets -c / N).
+  // --slots N: each of the N sequences has the whole -c.
+  bool ctx_shared = false;
   std::string device = "cpu";              // --device, or -ngl N > 0 on a CUDA build: cuda
   std::optional<int> n_gpu_layers;         // -ngl N: N layers resident on the GPU (unset, 'all': every one)
   std::optional<TensorType> cache_type_k, cache_type_v;  // -ctk / -ctv
   std::string flash_attn = "auto";         // -fa on|off|auto: attention is always fused here
 };
 
-// -m/--model, -c/--ctx-size/--ctx, -t/--threads, -np/--parallel/--slots, --device,
+// -m/--model, -c/--ctx-size/--ctx, -t/--threads, -np/--parallel, --slots, --device,
 // -ngl/--n-gpu-layers/--gpu-layers, -fa/--flash-attn, -ctk/--cache-type-k, -ctv/--cache-type-v.
 // `cuda_built`: whether -ngl N > 0 can select the GPU (else it is accepted with a note, as
 // llama.cpp does on a CPU build). `parallel`: whether the program runs several sequences.

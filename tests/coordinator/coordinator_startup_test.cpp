@@ -109,6 +109,9 @@ TEST(Startup, ConfigsThePlannerRejectsAreRefusedBeforeLaunch) {
   expect_refused(run_coordinator_to_exit({"--model", kModel, "--ctx", "16000000", "--slots", "65536", "--listen",
                                           "127.0.0.1:0"}),
                  "--ctx 16000000 x --slots 65536: the KV cache needs");
+  // -np shares -c among the sequences (llama-server's meaning): 2 positions over 4 is none each.
+  expect_refused(run_coordinator_to_exit({"--model", kModel, "-c", "2", "-np", "4", "--listen", "127.0.0.1:0"}),
+                 "a context of 2 tokens shared by -np 4 sequences leaves none for each");
 }
 
 TEST(Startup, NumericFlagsAreRangeChecked) {

@@ -37,12 +37,19 @@ TEST(CoordinatorFlags, LlamaServerSpellings) {
        [](const CoordinatorOptions& o) {
          EXPECT_EQ(o.n_ctx, 512);
          EXPECT_EQ(o.n_slots, 3);
+         EXPECT_TRUE(o.ctx_shared);  // llama-server's -np: the 3 share the 512
          EXPECT_EQ(o.n_threads, 2);
+       }},
+      {{"-m", "x.gguf", "-np", "-1"},  // llama-server's auto
+       [](const CoordinatorOptions& o) {
+         EXPECT_EQ(o.n_slots, 0);
+         EXPECT_FALSE(o.ctx_shared);
        }},
       {{"-m", "x.gguf", "--ctx", "256", "--slots", "2", "--threads", "1"},  // the older spellings
        [](const CoordinatorOptions& o) {
          EXPECT_EQ(o.n_ctx, 256);
          EXPECT_EQ(o.n_slots, 2);
+         EXPECT_FALSE(o.ctx_shared);  // each has the whole 256
          EXPECT_EQ(o.n_threads, 1);
        }},
       {{"-m", "x.gguf", "--host", "0.0.0.0", "--port", "9000"},
@@ -97,7 +104,7 @@ TEST(CoordinatorFlags, LlamaServerSpellings) {
 
 TEST(CoordinatorFlags, BadFlagsExitTwoNamingTheFlag) {
   EXPECT_EXIT(parse_line({"-m", "x.gguf", "--port", "70000"}), ::testing::ExitedWithCode(2), "--port");
-  EXPECT_EXIT(parse_line({"-m", "x.gguf", "-np", "-1"}), ::testing::ExitedWithCode(2), "--parallel");
+  EXPECT_EXIT(parse_line({"-m", "x.gguf", "-np", "-2"}), ::testing::ExitedWithCode(2), "--parallel");
   EXPECT_EXIT(parse_line({"-m", "x.gguf", "-n", "-2"}), ::testing::ExitedWithCode(2), "--n-predict");
   EXPECT_EXIT(parse_line({"-m", "x.gguf", "--http-listen", "127.0.0.1:1", "--port", "2"}), ::testing::ExitedWithCode(2),
               "excludes");

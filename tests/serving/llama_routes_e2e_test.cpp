@@ -414,6 +414,24 @@ TEST_F(LlamaRoutes, WrongMethodsAndBadRequests) {
   EXPECT_NE(metrics.find("route=\"/v1/models/{id}\",status=\"405\""), std::string::npos);
 }
 
+// -c with -np is llama-server's: the context shared by the slots, 1024 / 4 = 256 each.
+TEST(LlamaRoutesContext, NpSlotsShareTheContext) {
+  ServingProcess srv({"--model", model_path(kModel), "--backend", "inprocess", "-c", "1024", "-np", "4", "--threads", "1"});
+  auto c = srv.http();
+  auto r = c->Get("/props");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json p = json::parse(r->body);
+  EXPECT_EQ(p["total_slots"], 4);
+  EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 256);
+  // A prompt beyond a slot's share is refused as too long for the context.
+  std::string prompt;
+  for (int i = 0; i < 300; ++i) prompt += " the";
+  int status = 0;
+  post_json(*c, "/completion", json{{"prompt", prompt}, {"n_predict", 1}}, &status);
+  EXPECT_EQ(status, 400);
+}
+
 // API keys: every new route needs one, as the OpenAI routes do; /health does not.
 TEST(LlamaRoutesKeys, EveryNewRouteNeedsTheKey) {
   ServingProcess srv({"--model", model_path(kModel), "--backend", "inprocess", "--ctx", "256", "--slots", "2", "--threads", "1"},

@@ -73,8 +73,23 @@ TEST(LlamaFlags, EachFlagMeansWhatItMeansInLlamaCpp) {
       {{"--ctx-size", "1024"}, [](const Parsed& p) { EXPECT_EQ(p.m.ctx_size, 1024); }},
       {{"--ctx-size=2048"}, [](const Parsed& p) { EXPECT_EQ(p.m.ctx_size, 2048); }},
       {{"-t", "3"}, [](const Parsed& p) { EXPECT_EQ(p.m.threads, 3); }},
-      {{"-np", "8"}, [](const Parsed& p) { EXPECT_EQ(p.m.parallel, 8); }},
+      // -np: llama-server's slots share -c; --slots: each has the whole -c; -np -1: auto.
+      {{"-np", "8"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.parallel, 8);
+         EXPECT_TRUE(p.m.ctx_shared);
+       }},
       {{"--parallel", "4"}, [](const Parsed& p) { EXPECT_EQ(p.m.parallel, 4); }},
+      {{"--slots", "4"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.parallel, 4);
+         EXPECT_FALSE(p.m.ctx_shared);
+       }},
+      {{"-np", "-1"},
+       [](const Parsed& p) {
+         EXPECT_EQ(p.m.parallel, 0);
+         EXPECT_FALSE(p.m.ctx_shared);
+       }},
       {{"-ngl", "99"},
        [](const Parsed& p) {
          EXPECT_EQ(p.m.device, "cuda");
@@ -238,6 +253,9 @@ TEST(LlamaFlags, BadValuesAreUsageErrorsNamingTheFlag) {
       {{"-mg", "-1"}, "--main-gpu"},
       {{"-f", "/nonexistent/prompt.txt"}, "--file"},
       {{"-p", "a", "-f", "/dev/null"}, "excludes"},
+      {{"-np", "2", "--slots", "4"}, "excludes"},
+      {{"--slots", "0"}, "--slots"},
+      {{"-np", "-2"}, "--parallel"},
       {{"--bogus"}, "--bogus"},
       {{"--temp"}, "--temp"},
   };
