@@ -2,14 +2,14 @@
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
 //                      [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth] [--skip-batched] [--gpu N]
-//                      [--profile-steps N] [--profile-batched ROWS]
+//                      [--depth N] [--profile-steps N] [--profile-batched ROWS]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
 // With --preset the model is synthesised in memory: every tensor of the real shape and the
 // llama-quantize type mix (engine/model_gen), filled with random blocks whose fp16 scales are
 // valid, so the kernels read exactly the bytes a real file of that shape has.
-// Reports pp512, tg128 (with and without CUDA graphs and programmatic dependent launch), tg128 at depth 4096, batched decode
+// Reports pp512, tg128 (with and without CUDA graphs and programmatic dependent launch), tg128 at depth 4096 (--depth), batched decode
 // (64 sequences, 128-token prompts, 128 generated each), each mean +- sd over --runs runs after a
 // warm-up; bytes of weights read per decoded token, the achieved GB/s and that as a fraction
 // of the device-to-device copy bandwidth measured in the same run.
@@ -277,6 +277,21 @@ double run_batched(cuda::CudaStage& st, int n_seq, int n_prompt, int n_gen, doub
   return static_cast<double>(n_seq) * n_gen / gen;
 }
 
+// Bytes of K and V (f16) a decode step at depth d reads: each attention layer's keys up to d (its
+// window at most); DeltaNet layers read a fixed state instead.
+double kv_read_bytes(const ModelConfig& c, int d) {
+  double b = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    const LayerSpec& s = c.layer(il);
+    if (s.mixer != Mixer::Attention) continue;
+    const int keys = s.window > 0 ? std::min(d, s.window) : d;
+    const int kv = s.n_head_kv > 0 ? s.n_head_kv : c.n_head_kv;
+    const int dk = s.head_dim > 0 ? s.head_dim : c.head_dim, dv = s.head_dim_v > 0 ? s.head_dim_v : c.head_dim_v;
+    b += static_cast<double>(keys) * kv * (dk + dv) * 2.0;
+  }
+  return b;
+}
+
 template <class F>
 Stat repeat(int runs, F f) {
   f();  // warm-up
@@ -289,7 +304,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
-               "                          [--skip-batched] [--profile-steps N] [--mmq-stages 0|2] [--mmq-blocks-per-sm N]\n"
+               "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
+               "                          [--mmq-blocks-per-sm N]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -304,7 +320,7 @@ int cuda_bench_main(int argc, char** argv) {
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
   cuda::MmqTuning mmq_tuning;
-  int profile_steps = 0, profile_batched = 0;
+  int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
   for (int i = 1; i < argc; ++i) {
@@ -324,6 +340,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--mmq-stages") mmq_tuning.stages = std::stoi(next());
     else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
+    else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
     else if (a == "--profile-batched") profile_batched = std::stoi(next());
@@ -337,7 +354,9 @@ int cuda_bench_main(int argc, char** argv) {
     } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
     else return usage();
   }
-  if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64) return usage();
+  if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64 || depth_tokens < 1) {
+    return usage();
+  }
   if (profile_batched > 0) batched = true;
   if (cuda::device_count() <= gpu || gpu < 0) {
     std::fprintf(stderr, "pipellm_cuda_bench: no CUDA device %d\n", gpu);
@@ -376,13 +395,13 @@ int cuda_bench_main(int argc, char** argv) {
   struct Row {
     std::string name;
     Stat s;
-    bool decode;
+    double bytes_per_token;  // weights (and KV at depth) a decode step reads per token; 0: not decode
   };
   std::vector<Row> rows;
   if (profile_batched <= 0) {
     cuda::CudaStageOptions o;
     o.device = gpu;
-    o.n_ctx = depth ? 4096 + 256 : 1024;
+    o.n_ctx = depth ? depth_tokens + 256 : 1024;
     o.n_slots = 1;
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
@@ -402,19 +421,21 @@ int cuda_bench_main(int argc, char** argv) {
       std::fprintf(txt, "profile: %d decode steps: %.1f tok/s\n", profile_steps, run_tg(st, profile_steps, 0));
       return 0;
     }
-    rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), false});
+    rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), 0.0});
     st.set_use_graphs(true);
-    rows.push_back({"tg128", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    rows.push_back({"tg128", repeat(runs, [&] { return run_tg(st, 128, 0); }), bpt});
     st.set_pdl(false);
-    rows.push_back({"tg128 (graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    rows.push_back({"tg128 (graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), bpt});
     st.set_use_graphs(false);
-    rows.push_back({"tg128 (no graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    rows.push_back({"tg128 (no graphs, no PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), bpt});
     st.set_pdl(true);
-    rows.push_back({"tg128 (no graphs, PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), true});
+    rows.push_back({"tg128 (no graphs, PDL)", repeat(runs, [&] { return run_tg(st, 128, 0); }), bpt});
     if (depth) {
       st.set_use_graphs(true);
-      run_pp(st, 4096);  // fills the cache of slot 0 up to 4096
-      rows.push_back({"tg128 @ d4096", repeat(runs, [&] { return run_tg(st, 128, 4096); }), true});
+      run_pp(st, depth_tokens);  // fills the cache of slot 0 up to the depth
+      rows.push_back({"tg128 @ d" + std::to_string(depth_tokens),
+                      repeat(runs, [&] { return run_tg(st, 128, depth_tokens); }),
+                      bpt + kv_read_bytes(cfg, depth_tokens + 64)});
     }
     // The expert cache's hit rate over the runs above.
     if (st.host_experts() != nullptr && st.host_experts()->cache() != nullptr) {
@@ -444,16 +465,16 @@ int cuda_bench_main(int argc, char** argv) {
       std::fprintf(txt, "profile: 2 decode steps of %d sequences\n", profile_batched);
       return 0;
     }
-    rows.push_back({"batched 16x128 gen", repeat(runs, [&] { return run_batched(st, 16, 128, 128, &total); }), false});
+    rows.push_back({"batched 16x128 gen", repeat(runs, [&] { return run_batched(st, 16, 128, 128, &total); }), 0.0});
     std::fprintf(txt, "batched 16: %.0f tok/s including the 16x128 prompts\n", total);
-    rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), false});
+    rows.push_back({"batched 64x128 gen", repeat(runs, [&] { return run_batched(st, 64, 128, 128, &total); }), 0.0});
     std::fprintf(txt, "batched 64: %.0f tok/s including the 64x128 prompts\n", total);
   }
 
   std::fprintf(txt, "\n| test | tok/s (mean +- sd, %d runs) | GB/s | of copy bw |\n| --- | --- | --- | --- |\n", runs);
   for (const auto& r : rows) {
-    if (r.decode) {
-      const double gbs = bpt * r.s.mean / 1e9;
+    if (r.bytes_per_token > 0) {
+      const double gbs = r.bytes_per_token * r.s.mean / 1e9;
       std::fprintf(txt, "| %s | %.1f +- %.1f | %.0f | %.0f%% |\n", r.name.c_str(), r.s.mean, r.s.sd, gbs,
                    100.0 * gbs / copy_gbs);
     } else {
@@ -471,8 +492,8 @@ int cuda_bench_main(int argc, char** argv) {
       const Row& r = rows[i];
       std::fprintf(f, "%s{\"test\": \"%s\", \"tok_s\": %.2f, \"sd\": %.2f", i ? ", " : "", r.name.c_str(), r.s.mean,
                    r.s.sd);
-      if (r.decode) {
-        const double gbs = bpt * r.s.mean / 1e9;
+      if (r.bytes_per_token > 0) {
+        const double gbs = r.bytes_per_token * r.s.mean / 1e9;
         std::fprintf(f, ", \"gb_s\": %.1f, \"of_copy\": %.3f", gbs, gbs / copy_gbs);
       }
       std::fprintf(f, "}");

@@ -30,6 +30,7 @@ struct CudaBenchArgs {
   bool skip_depth = false, skip_batched = false, no_f16_cache = false;
   int profile_steps = 0;
   int mmq_max_rows = -1;  // -1: the engine's default
+  int depth = 0;          // 0: the benchmark's (4096)
 };
 
 int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json, int gpu) {
@@ -42,6 +43,7 @@ int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json
   }
   if (!c.quant.empty()) args.insert(args.end(), {"--quant", c.quant});
   if (c.skip_depth) args.push_back("--skip-depth");
+  if (c.depth > 0) args.insert(args.end(), {"--depth", std::to_string(c.depth)});
   if (c.skip_batched) args.push_back("--skip-batched");
   if (c.no_f16_cache) args.push_back("--no-f16-cache");
   if (c.profile_steps > 0) args.insert(args.end(), {"--profile-steps", std::to_string(c.profile_steps)});
@@ -113,7 +115,11 @@ int cmd_bench(int argc, char** argv) {
   app.add_flag("--json", json, "one JSON object on stdout instead of the table");
   auto* preset = app.add_option("--preset", cb.preset, "CUDA: a synthetic model of a real shape instead of -m")->group("CUDA");
   app.add_option("--quant", cb.quant, "CUDA: the synthetic model's type")->needs(preset)->group("CUDA");
-  app.add_flag("--skip-depth", cb.skip_depth, "CUDA: no tg128 at depth 4096")->group("CUDA");
+  auto* skip_depth = app.add_flag("--skip-depth", cb.skip_depth, "CUDA: no tg128 at depth")->group("CUDA");
+  app.add_option("--depth", cb.depth, "CUDA: the cache depth of the tg128 at depth (default 4096)")
+      ->check(CLI::Range(1, 1 << 22))
+      ->excludes(skip_depth)
+      ->group("CUDA");
   app.add_flag("--skip-batched", cb.skip_batched, "CUDA: no batched decode")->group("CUDA");
   app.add_flag("--no-f16-cache", cb.no_f16_cache, "CUDA: no f16 weight copies")->group("CUDA");
   app.add_option("--mmq-max-rows", cb.mmq_max_rows,

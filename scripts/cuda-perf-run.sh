@@ -24,8 +24,8 @@ timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M 
 echo "bench q4km rc=$? $(since)"
 # Two independent ablations in one run: pp512 with a dequantization slice that fits the L2 cache
 # (default 64 MiB), batched decode with two-stage mmq blocks aiming at 4 per SM (default: 3-4
-# stages, 2 per SM). tg128 uses neither.
-timeout 100 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth \
+# stages, 2 per SM). tg128 uses neither; its depth here is 32768.
+timeout 150 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --depth 32768 \
   --dequant-slice-mib 16 --mmq-stages 2 --mmq-blocks-per-sm 4 > "$OUT/bench_ablation.log" 2>&1
 echo "bench ablation rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
