@@ -28,6 +28,9 @@ echo "bench q4km rc=$? $(since)"
 timeout 150 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --depth 32768 \
   --dequant-slice-mib 16 --mmq-stages 2 --mmq-blocks-per-sm 4 > "$OUT/bench_ablation.log" 2>&1
 echo "bench ablation rc=$? $(since)"
+timeout 100 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --runs 2 \
+  --mmq-shared-scales > "$OUT/bench_shared.log" 2>&1
+echo "bench shared scales rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 R1=${ROWS%% *}
@@ -52,4 +55,4 @@ fi
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
-grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_ablation.log"
+grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_ablation.log" "$OUT/bench_shared.log"

@@ -69,11 +69,14 @@ struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes o
   __device__ static void copy_extra(const Params&, int64_t, int64_t, uint8_t*) {}
   __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
+    quants(r, j, tig, lo, hi);
+    scale_min(r, j, sc, mn);
+  }
+  __device__ static void quants(const uint8_t* r, int j, int tig, int& lo, int& hi) {
     const uint8_t* q = r + 16 + 32 * (j >> 1);
     const int sh = (j & 1) * 4;
     lo = static_cast<int>((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu);
     hi = static_cast<int>((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu);
-    scale_min(r, j, sc, mn);
   }
   // Sub-block j's scale and minimum from the block's first 16 bytes (Q5_K's header too).
   __device__ static void scale_min(const uint8_t* r, int j, float& sc, float& mn) {
@@ -103,11 +106,17 @@ struct Fmt<TensorType::Q5_K> {  // GGUF blocks of 176 bytes: d, dmin, 12 bytes o
   // As Q4_K's, with the fifth bit of element l of sub-block j in bit j of qh[l] (l < 32).
   __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
+    quants(r, j, tig, lo, hi);
+    scale_min(r, j, sc, mn);
+  }
+  __device__ static void quants(const uint8_t* r, int j, int tig, int& lo, int& hi) {
     const uint8_t* q = r + 48 + 32 * (j >> 1);
     const int sh = (j & 1) * 4;
     lo = static_cast<int>(((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu) | (((ld32(r + 16 + 4 * tig) >> j) & 0x01010101u) << 4));
     hi = static_cast<int>(((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu) |
                           (((ld32(r + 32 + 4 * tig) >> j) & 0x01010101u) << 4));
+  }
+  __device__ static void scale_min(const uint8_t* r, int j, float& sc, float& mn) {
     Fmt<TensorType::Q4_K>::scale_min(r, j, sc, mn);
   }
 };
@@ -253,11 +262,15 @@ __device__ __forceinline__ void mma_k16(int (&c)[4], int a0, int a1, int b0) {
 }
 
 // Multiplies one stage: the warp's 16 rows (ra = its row g, rb = g + 8) with all columns.
-template <TensorType TT, int NT>
+// SHARE (K-quants, whose 6-bit scales and minimums take many instructions to unpack): the four
+// lanes of a row group each unpack two of the eight sub-blocks' (scale, min) and pass them to
+// the others by shuffles, instead of each lane unpacking all eight.
+template <TensorType TT, int NT, bool SHARE>
 __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, int64_t kbi_b, int ra, int rb,
                                               float (&acc)[NT][4]) {
   using F = Fmt<TT>;
   using L = Layout<TT, NT>;
+  constexpr bool kShare = SHARE && F::kMin;
   const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
   const uint8_t* wa = st + ra * F::kRow;
   const uint8_t* wb = st + rb * F::kRow;
@@ -265,12 +278,31 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
   const uint8_t* eb = st + L::kW + rb * F::kExtra;
   const uint8_t* x = st + L::kW + L::kE;
   const uint8_t* xd = x + L::kX;
+  float own[2][4];  // kShare: this lane's sub-blocks 2 tig and 2 tig + 1: (scale, min) of rows a and b
+  if constexpr (kShare) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      F::scale_min(wa, 2 * tig + h, own[h][0], own[h][1]);
+      F::scale_min(wb, 2 * tig + h, own[h][2], own[h][3]);
+    }
+  }
 #pragma unroll 2
   for (int j = 0; j < kK / F::kSub; ++j) {
     int a0, a1, a2 = 0, a3 = 0;
     float sa, sb, ma, mb;
-    F::frag(wa, ea, kbi_a, j, tig, a0, a2, sa, ma);
-    F::frag(wb, eb, kbi_b, j, tig, a1, a3, sb, mb);
+    if constexpr (kShare) {
+      F::quants(wa, j, tig, a0, a2);
+      F::quants(wb, j, tig, a1, a3);
+      const int src = (lane & ~3) | (j >> 1);
+      const float* o = own[j & 1];
+      sa = __shfl_sync(0xffffffffu, o[0], src);
+      ma = __shfl_sync(0xffffffffu, o[1], src);
+      sb = __shfl_sync(0xffffffffu, o[2], src);
+      mb = __shfl_sync(0xffffffffu, o[3], src);
+    } else {
+      F::frag(wa, ea, kbi_a, j, tig, a0, a2, sa, ma);
+      F::frag(wb, eb, kbi_b, j, tig, a1, a3, sb, mb);
+    }
     const int blk = j * F::kSub / 32;  // the activations' 32-value block
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -299,7 +331,7 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
 
 // grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
 // EXPERTS: y = tiles of pairs (p.tiles, one expert each), no split.
-template <TensorType TT, int NT, bool EXPERTS, int ST>
+template <TensorType TT, int NT, bool EXPERTS, int ST, bool SHARE>
 __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   using L = Layout<TT, NT, ST>;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -360,7 +392,8 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
     }
     cp_commit();
     const int64_t kc = k_begin + i;
-    compute_stage<TT, NT>(smem + (i % L::kStages) * L::kStage, grow_a * p.nb + kc, grow_b * p.nb + kc, ra, rb, acc);
+    compute_stage<TT, NT, SHARE>(smem + (i % L::kStages) * L::kStage, grow_a * p.nb + kc, grow_b * p.nb + kc, ra, rb,
+                                 acc);
   }
   cp_wait<0>();
   __syncthreads();
@@ -438,10 +471,10 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   }
 }
 
-template <TensorType TT, int NT, bool EXPERTS, int ST>
+template <TensorType TT, int NT, bool EXPERTS, int ST, bool SHARE>
 void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
   using L = Layout<TT, NT, ST>;
-  auto* k = mmq_kernel<TT, NT, EXPERTS, ST>;
+  auto* k = mmq_kernel<TT, NT, EXPERTS, ST, SHARE>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
@@ -451,24 +484,28 @@ void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Lau
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT, bool EXPERTS, int ST>
+template <TensorType TT, bool EXPERTS, int ST, bool SHARE>
 void launch_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq<TT, 1, EXPERTS, ST>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq<TT, 2, EXPERTS, ST>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq<TT, 4, EXPERTS, ST>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq<TT, 8, EXPERTS, ST>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq<TT, 1, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq<TT, 2, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq<TT, 4, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq<TT, 8, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
   }
 }
 
-// Expert products keep the default stages (the tuning is the dense products' ablation).
+// Expert products keep the default layout (the tuning is the dense products' ablation).
 template <TensorType TT, bool EXPERTS>
-void launch_type(const Params& p, int nt, int stages, int64_t tiles, int chunks, int split, const Launch& s) {
-  if (!EXPERTS && stages == 2) {
-    launch_tiles<TT, EXPERTS, 2>(p, nt, tiles, chunks, split, s);
+void launch_type(const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks, int split, const Launch& s) {
+  if constexpr (EXPERTS) {
+    launch_tiles<TT, true, 0, false>(p, nt, tiles, chunks, split, s);
+  } else if (tu.stages == 2) {
+    if (tu.shared_scales) launch_tiles<TT, false, 2, true>(p, nt, tiles, chunks, split, s);
+    else launch_tiles<TT, false, 2, false>(p, nt, tiles, chunks, split, s);
   } else {
-    launch_tiles<TT, EXPERTS, 0>(p, nt, tiles, chunks, split, s);
+    if (tu.shared_scales) launch_tiles<TT, false, 0, true>(p, nt, tiles, chunks, split, s);
+    else launch_tiles<TT, false, 0, false>(p, nt, tiles, chunks, split, s);
   }
 }
 
@@ -526,13 +563,14 @@ Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, flo
 }
 
 template <bool EXPERTS>
-void launch_any(TensorType t, const Params& p, int nt, int stages, int64_t tiles, int chunks, int split, const Launch& s) {
+void launch_any(TensorType t, const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks, int split,
+                const Launch& s) {
   switch (t) {
-    case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
-    case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
-    case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
-    case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
-    case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, stages, tiles, chunks, split, s); break;
+    case TensorType::Q8_0: launch_type<TensorType::Q8_0, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
+    case TensorType::Q4_0: launch_type<TensorType::Q4_0, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
+    case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
+    case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
+    case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(t)));
   }
   PIPELLM_CUDA_LAUNCH_CHECK("mmq");
@@ -568,7 +606,7 @@ void mmq(const MmqArgs& a, const Launch& s) {
   const int64_t n_k = a.w.n_in / kK, want = tu.blocks_per_sm * static_cast<int64_t>(dev.sms);
   int split = 1;
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
-  launch_any<false>(a.w.type, p, nt, tu.stages, tiles, chunks, split, s);
+  launch_any<false>(a.w.type, p, nt, tu, tiles, chunks, split, s);
 }
 
 int moe_tile_cols(int n_pairs, int n_expert) { return 8 * column_tiles((n_pairs + n_expert - 1) / n_expert); }
@@ -608,7 +646,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   p.expert_bytes = static_cast<int64_t>(a.expert_bytes);
   p.x_group = a.x_group;
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
-  launch_any<true>(a.w.type, p, a.tiles.cols / 8, 0, tiles, a.tiles.max_tiles, 1, s);
+  launch_any<true>(a.w.type, p, a.tiles.cols / 8, MmqTuning{}, tiles, a.tiles.max_tiles, 1, s);
 }
 
 }  // namespace pipellm::cuda

@@ -24,12 +24,15 @@
 
 namespace pipellm::cuda {
 
-// How a product is laid out over the GPU (an ablation, for the benchmark to compare): K steps in
+// How a product is laid out over the GPU (ablations, for the benchmark to compare): K steps in
 // flight per block (0: 4 for up to 16 activation rows, 3 beyond; 2: half the shared memory, so
-// more blocks fit an SM) and the blocks per SM the K split aims for.
+// more blocks fit an SM), the blocks per SM the K split aims for, and whether the lanes of a row
+// group share the unpacking of Q4_K / Q5_K sub-block scales (shuffles) instead of each lane
+// unpacking every one.
 struct MmqTuning {
   int stages = 0;         // 0 or 2
   int blocks_per_sm = 2;  // 1..16
+  bool shared_scales = false;
 };
 
 struct MmqArgs {

@@ -39,8 +39,10 @@ TEST_P(MmqPerType, MatchesFloat64) {
           ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
       }
-      // The default layout and the benchmark's ablation (two stages, more blocks per SM).
-      for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{2, 4}})
+      // The default layout and the benchmark's ablations (two stages and more blocks per SM;
+      // sub-block scales unpacked once per row group).
+      for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{2, 4, false}, cuda::MmqTuning{0, 2, true},
+                                       cuda::MmqTuning{2, 4, true}})
       for (const bool add : {false, true}) {
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto d_y = test::to_device(y0);
@@ -65,7 +67,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
         }
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
-                                        << " stages " << tu.stages << "; got[0] " << got[0] << " ref[0] " << ref[0];
+                                        << " stages " << tu.stages << " shared scales " << tu.shared_scales << "; got[0] " << got[0] << " ref[0] " << ref[0];
       }
       // The mat-vec on the same 8-bit activations, eight rows per launch.
       cuda::DeviceBuffer<float> ym(static_cast<size_t>(rows * n_out));
