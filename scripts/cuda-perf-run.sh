@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 S=$(date +%s)
 since() { echo "$(( $(date +%s) - S ))s"; }
 export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_cuda_bench pipellm-stage pipellm-coordinator \
+scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_cuda_bench \
   > "$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
 cd build-device
