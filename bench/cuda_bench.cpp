@@ -305,7 +305,7 @@ int usage() {
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
                "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
-               "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales]\n"
+               "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -339,7 +339,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--dequant-slice-mib") dequant_slice_mib = std::stoi(next());
     else if (a == "--mmq-stages") mmq_tuning.stages = std::stoi(next());
     else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
-    else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = true;
+    else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = std::stoi(next()) != 0;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;

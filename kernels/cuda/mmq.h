@@ -24,15 +24,18 @@
 
 namespace pipellm::cuda {
 
-// How a product is laid out over the GPU (ablations, for the benchmark to compare): K steps in
-// flight per block (0: 4 for up to 16 activation rows, 3 beyond; 2: half the shared memory, so
-// more blocks fit an SM), the blocks per SM the K split aims for, and whether the lanes of a row
-// group share the unpacking of Q4_K / Q5_K sub-block scales (shuffles) instead of each lane
-// unpacking every one.
+// How a product is laid out over the GPU: K steps in flight per block (2; 0: 4 for up to 16
+// activation rows, 3 beyond), the blocks per SM the K split aims for, and whether the lanes of a
+// row group share the unpacking of Q4_K / Q5_K sub-block scales (shuffles) instead of each lane
+// unpacking every one. The products are latency-bound at decode sizes (ncu: 7-16% occupancy, no
+// eligible warp 63-79% of cycles), so the defaults trade pipeline depth for blocks per SM:
+// measured on an H100 (bench/RESULTS.md), two stages at 4 blocks per SM decode 16 sequences 20%
+// and 64 sequences 9% faster than 3-4 stages at 2, the shared scales 6% and 1% more. The other
+// values stay as the benchmark's ablations.
 struct MmqTuning {
-  int stages = 0;         // 0 or 2
-  int blocks_per_sm = 2;  // 1..16
-  bool shared_scales = false;
+  int stages = 2;         // 0 or 2
+  int blocks_per_sm = 4;  // 1..16
+  bool shared_scales = true;
 };
 
 struct MmqArgs {

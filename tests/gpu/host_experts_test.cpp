@@ -116,8 +116,9 @@ INSTANTIATE_TEST_SUITE_P(Moe, HostExpertsFixture,
                          ::testing::Values(Case{"tiny-qwen3moe-Q4_K_M", false}, Case{"tiny-qwen3moe-Q4_K_M", true},
                                            Case{"tiny-llamamoe-Q4_K_M", true}, Case{"tiny-gptoss-MXFP4_MOE", true},
                                            Case{"tiny-qwen35moe-Q4_K_M", true}, Case{"tiny-gemma4moe-Q4_K_M", true},
-                                           // a cache for a few experts, and one for all of them
-                                           Case{"tiny-qwen3moe-Q4_K_M", true, 64 << 10},
+                                           // a cache for a few experts (4 slots of about 128 KiB, 3 usable), and
+                                           // one for all of them
+                                           Case{"tiny-qwen3moe-Q4_K_M", true, 512 << 10},
                                            Case{"tiny-qwen3moe-Q4_K_M", true, 64 << 20},
                                            Case{"tiny-gptoss-MXFP4_MOE", true, 64 << 20},
                                            Case{"tiny-gemma4moe-Q4_K_M", true, 64 << 20}),

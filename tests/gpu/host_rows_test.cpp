@@ -10,6 +10,8 @@
 
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/streamed_weights.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model_config.h"
 #include "tests/arch_fixture_check.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -27,7 +29,7 @@ TEST(HostRows, TheGpuKeepsWholeTilesOfRows) {
 
 std::unique_ptr<cuda::CudaModel> open_split(const std::string& name, bool graphs, int n_slots = 1) {
   cuda::CudaStageOptions opt = test::fixture_stage_options(graphs, n_slots);
-  opt.streaming.min_streamed_layers = 64;  // every layer
+  opt.streaming.min_streamed_layers = ModelConfig::from_gguf(*GgufFile::open(test::model_path(name))).n_layer;  // every layer
   opt.streaming.cpu_rows = 0.5;
   opt.host_threads = 4;
   return cuda::CudaModel::open(test::model_path(name), opt);
