@@ -104,6 +104,14 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     if (v_too) m.extra[m.n_extra++] = {l[LayerTensor::V].m, v, K};
     matvec_rows(m, T);
     if (!v_too) product(l[LayerTensor::V], T, v, K, false);
+  } else if (fuse_mmq(T, l[LayerTensor::Q], l[LayerTensor::K]) && !split_rows(l)) {
+    // q and k (and v when it has the same type) in one tensor-core launch.
+    MmqArgs a = mmq_args(l[LayerTensor::Q], T, q, Q, false);
+    a.extra[a.n_extra++] = {l[LayerTensor::K].m, k, K};
+    const bool v_too = fuse_mmq(T, l[LayerTensor::Q], l[LayerTensor::V]);
+    if (v_too) a.extra[a.n_extra++] = {l[LayerTensor::V].m, v, K};
+    mmq(a, launch());
+    if (!v_too) product(l[LayerTensor::V], T, v, K, false);
   } else {
     products({{&l[LayerTensor::Q], q, Q, false}, {&l[LayerTensor::K], k, K, false}, {&l[LayerTensor::V], v, K, false}},
              T);
@@ -209,7 +217,13 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
     m.y_stride = F;
     matvec_rows(m, T);
   } else {
-    products({{&l[LayerTensor::Gate], g_.get(), F, false}, {&l[LayerTensor::Up], u_.get(), F, false}}, T);
+    if (fuse_mmq(T, l[LayerTensor::Gate], l[LayerTensor::Up]) && !split_rows(l)) {
+      MmqArgs a = mmq_args(l[LayerTensor::Gate], T, g_.get(), F, false);
+      a.extra[a.n_extra++] = {l[LayerTensor::Up].m, u_.get(), F};
+      mmq(a, launch());
+    } else {
+      products({{&l[LayerTensor::Gate], g_.get(), F, false}, {&l[LayerTensor::Up], u_.get(), F, false}}, T);
+    }
     gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
   }
   product_input(T, act_.get(), F, nullptr, false);

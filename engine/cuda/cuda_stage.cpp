@@ -406,6 +406,19 @@ void CudaStage::products(const std::vector<HostRows::Output>& outs, int T) {
   }
 }
 
+MmqArgs CudaStage::mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const {
+  MmqArgs a;
+  a.w = w.m;
+  a.n_rows = T;
+  a.xq = xq_.get();
+  a.xds = xds_.get();
+  a.y = y;
+  a.y_stride = y_stride;
+  a.add = add;
+  a.tuning = opt_.mmq_tuning;
+  return a;
+}
+
 void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
   if (use_matvec(T)) {
     MatvecArgs a;
@@ -420,16 +433,7 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
     return;
   }
   if (use_mmq(T)) {
-    MmqArgs a;
-    a.w = w.m;
-    a.n_rows = T;
-    a.xq = xq_.get();
-    a.xds = xds_.get();
-    a.y = y;
-    a.y_stride = y_stride;
-    a.add = add;
-    a.tuning = opt_.mmq_tuning;
-    mmq(a, launch());
+    mmq(mmq_args(w, T, y, y_stride, add), launch());
     return;
   }
   const float beta = add ? 1.0f : 0.0f;

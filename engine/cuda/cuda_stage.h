@@ -229,6 +229,12 @@ class CudaStage : public Stage {
     return T <= (mmq_ || opt_.resident_f16 ? kMatvecRows : kMatvecChunkedRows);
   }
   bool use_mmq(int T) const { return mmq_ && T > kMatvecRows && T <= opt_.mmq_max_rows; }
+  // One launch for several matrices of one type over the same activations (MmqTuning::fuse).
+  bool fuse_mmq(int T, const CudaMatrix& a, const CudaMatrix& b) const {
+    return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in && mmq_supports(a.m) &&
+           mmq_supports(b.m);
+  }
+  MmqArgs mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const;
   // Expert products are grouped by expert (mmq_experts) from this many pairs per expert on
   // average; below, a mat-vec per pair (moe.h).
   static constexpr int kGroupedPairsPerExpert = 2;

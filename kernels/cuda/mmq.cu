@@ -20,6 +20,7 @@ constexpr int kK = 256;             // K per pipeline stage
 constexpr int kXRow = kK + 16;      // bytes per activation row in shared memory (pad: no bank conflicts)
 constexpr int kMaxCluster = 8;
 constexpr int kMaxGroupedExperts = 4096;
+constexpr int kMaxSegments = 1 + kMmqMaxExtra;
 
 struct Params {
   const uint8_t* w;
@@ -32,6 +33,16 @@ struct Params {
   float* y;
   int64_t ys;
   bool add;
+  // Dense products of several matrices (MmqArgs::extra): their 64-row tiles follow each other
+  // along grid x, segment i's from tile0; a block takes its segment's w, NB, n_out, y and ys.
+  struct Segment {
+    const uint8_t* w;
+    int64_t NB, n_out;
+    float* y;
+    int64_t ys, tile0;
+  };
+  Segment seg[kMaxSegments];
+  int n_seg = 1;
   // Experts (mmq_experts): each block's tile of pairs of one expert; the expert's bytes start at
   // w + expert * expert_bytes (NB: one expert's blocks); a pair's activation row is pair / x_group.
   const int4* tiles = nullptr;
@@ -336,7 +347,26 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   using L = Layout<TT, NT, ST>;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  int64_t tile = blockIdx.x;
+  if constexpr (!EXPERTS) {
+    // This block's matrix (static indices: the segments stay in parameter space).
+    int sel = 0;
+#pragma unroll
+    for (int i = 1; i < kMaxSegments; ++i)
+      if (i < p.n_seg && tile >= p.seg[i].tile0) sel = i;
+#pragma unroll
+    for (int i = 0; i < kMaxSegments; ++i) {
+      if (i == sel) {
+        p.w = p.seg[i].w;
+        p.NB = p.seg[i].NB;
+        p.n_out = p.seg[i].n_out;
+        p.y = p.seg[i].y;
+        p.ys = p.seg[i].ys;
+        tile -= p.seg[i].tile0;
+      }
+    }
+  }
+  const int64_t row0 = tile * kTileRows;
   const int split = gridDim.z, part = blockIdx.z;
   const int64_t n_k = p.n_in / kK;
   const int64_t k_begin = n_k * part / split, k_end = n_k * (part + 1) / split, n_steps = k_end - k_begin;
@@ -587,6 +617,9 @@ int column_tiles(int cols) {
 
 void mmq(const MmqArgs& a, const Launch& s) {
   check_supported(a.w);
+  if (a.n_extra < 0 || a.n_extra > kMmqMaxExtra) {
+    throw Error("mmq: " + std::to_string(a.n_extra) + " extra matrices (0.." + std::to_string(kMmqMaxExtra) + ")");
+  }
   if (a.n_rows <= 0) return;
   Params p = params_of(a.w, a.xq, a.xds, a.y, a.y_stride);
   p.T = a.n_rows;
@@ -594,7 +627,21 @@ void mmq(const MmqArgs& a, const Launch& s) {
   // Column tiles: the fewest of 8, 16, 32, 64 rows that hold the batch; 64 per block beyond.
   const int nt = column_tiles(a.n_rows);
   const int chunks = (a.n_rows + 8 * nt - 1) / (8 * nt);
-  const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
+  int64_t tiles = 0;
+  p.n_seg = 1 + a.n_extra;
+  for (int i = 0; i < p.n_seg; ++i) {
+    const MmqSegment sg = i == 0 ? MmqSegment{a.w, a.y, a.y_stride} : a.extra[i - 1];
+    if (i > 0) {
+      check_supported(sg.w);
+      if (sg.w.type != a.w.type || sg.w.n_in != a.w.n_in) {
+        throw Error(std::string("mmq: an extra matrix of ") + tensor_type_name(sg.w.type) + " [" +
+                    std::to_string(sg.w.n_in) + ", ...] beside " + tensor_type_name(a.w.type) + " [" +
+                    std::to_string(a.w.n_in) + ", ...] (one launch needs one type and one n_in)");
+      }
+    }
+    p.seg[i] = {sg.w.data, sg.w.blocks(), sg.w.n_out, sg.y, sg.y_stride, tiles};
+    tiles += (sg.w.n_out + kTileRows - 1) / kTileRows;
+  }
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
   const MmqTuning& tu = a.tuning;
   if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16) {

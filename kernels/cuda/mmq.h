@@ -36,7 +36,19 @@ struct MmqTuning {
   int stages = 2;         // 0 or 2
   int blocks_per_sm = 4;  // 1..16
   bool shared_scales = true;
+  // For the engine: q/k/v (and gate/up) of one type in one launch (MmqArgs::extra). Off until
+  // measured (the ncu profile says the 1024-row k and v products fill one block per SM alone).
+  bool fuse = false;
 };
+
+// A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and
+// v, or gate and up, in one launch, so that small matrices fill the GPU together.
+struct MmqSegment {
+  DeviceMatrix w;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+constexpr int kMmqMaxExtra = 2;
 
 struct MmqArgs {
   DeviceMatrix w;
@@ -45,14 +57,16 @@ struct MmqArgs {
   const float2* xds = nullptr;   // [n_rows][w.n_in / 32]
   float* y = nullptr;            // [n_rows][y_stride]
   int64_t y_stride = 0;
-  bool add = false;              // y += product (residual) instead of y = product
+  bool add = false;              // y += product (residual) instead of y = product (every matrix)
+  MmqSegment extra[kMmqMaxExtra];
+  int n_extra = 0;
   MmqTuning tuning;
 };
 
 // Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with n_in a multiple of 256 (Q6_K: an even number of blocks).
 bool mmq_supports(const DeviceMatrix& w);
 
-// Throws Error for a matrix mmq_supports() refuses.
+// Throws Error for a matrix mmq_supports() refuses, or extra matrices of another type or n_in.
 void mmq(const MmqArgs& a, const Launch& s);
 
 // ---- mixture of experts: the (token, expert) pairs of a step grouped by expert, each expert's

@@ -90,7 +90,8 @@ Launch launch_over_gpus(const TempDir& dir, std::vector<std::string> flags) {
 
 TEST(GpuPipeline, ListedGpusGetAStageEachFromAWrittenConfig) {
   TempDir dir;
-  const Launch l = launch_over_gpus(dir, {"--device", "CUDA0,CUDA1", "-c", "256", "--parallel", "3", "-ctk", "q8_0", "-t", "2"});
+  // -c 768 shared by --parallel 3 (llama-server's meaning): 256 positions per sequence.
+  const Launch l = launch_over_gpus(dir, {"--device", "CUDA0,CUDA1", "-c", "768", "--parallel", "3", "-ctk", "q8_0", "-t", "2"});
   EXPECT_NE(l.log.find("coordinator: GPUs: layers split over cuda:0, cuda:1 (--device)"), std::string::npos) << l.log;
   EXPECT_NE(l.argv.find("-np\n2\n"), std::string::npos) << l.argv;
   const PipelineConfig& c = l.config;

@@ -34,6 +34,15 @@ TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
                                   {1, 5, 20});
 }
 
+TEST_P(CudaArchFixture, FusedTensorCoreProductsStayWithinTheBound) {
+  // q/k/v and gate/up of one type in one mmq launch (MmqTuning::fuse): 20-row chunks take it.
+  PIPELLM_REQUIRE_GPU();
+  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
+  opt.mmq_tuning.fuse = true;
+  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
+  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+}
+
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   // Two sequences of different lengths, then 12 decode steps of both.
   PIPELLM_REQUIRE_GPU();

@@ -86,6 +86,60 @@ TEST_P(MmqPerType, MatchesFloat64) {
   }
 }
 
+// Three matrices of one type over the same activations in one launch (q, k, v), ragged row
+// counts: each output against float64, and the same product as three launches within rounding.
+TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  const int64_t n_in = 512;
+  const int64_t n_outs[3] = {100, 36, 64};
+  std::vector<test::UploadedMatrix> ms;
+  std::vector<std::vector<float>> ws;
+  for (const int64_t n_out : n_outs) {
+    const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
+    ms.push_back(test::upload_matrix(t, n_in, n_out, blocks));
+    ws.push_back(test::cpu_dequant(t, blocks, n_in, n_out));
+  }
+  for (const int rows : {16, 40}) {
+    const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
+    auto act = test::device_activations(x, rows, n_in);
+    std::vector<cuda::DeviceBuffer<float>> ys;
+    for (const int64_t n_out : n_outs) ys.emplace_back(static_cast<size_t>(rows * n_out));
+    cuda::MmqArgs a;
+    a.w = ms[0].m;
+    a.n_rows = rows;
+    a.xq = act.xq.get();
+    a.xds = act.xds.get();
+    a.y = ys[0].get();
+    a.y_stride = n_outs[0];
+    for (int i = 1; i < 3; ++i) a.extra[a.n_extra++] = {ms[static_cast<size_t>(i)].m, ys[static_cast<size_t>(i)].get(), n_outs[i]};
+    for (auto& y : ys) test::poison(y);
+    cuda::mmq(a, nullptr);
+    for (int i = 0; i < 3; ++i) {
+      const int64_t n_out = n_outs[i];
+      std::vector<double> ref(static_cast<size_t>(rows * n_out));
+      for (int b = 0; b < rows; ++b) {
+        for (int64_t r = 0; r < n_out; ++r) {
+          double sum = 0;
+          for (int64_t k = 0; k < n_in; ++k) {
+            sum += static_cast<double>(ws[static_cast<size_t>(i)][static_cast<size_t>(r * n_in + k)]) *
+                   act.decoded[static_cast<size_t>(b * n_in + k)];
+          }
+          ref[static_cast<size_t>(b * n_out + r)] = sum;
+        }
+      }
+      const auto got = test::to_host(ys[static_cast<size_t>(i)], ys[static_cast<size_t>(i)].size());
+      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " matrix " << i << " rows " << rows;
+    }
+  }
+  // One type and one n_in per launch.
+  cuda::MmqArgs bad;
+  bad.w = ms[0].m;
+  bad.n_rows = 16;
+  bad.extra[bad.n_extra++] = {cuda::DeviceMatrix{t == TensorType::Q8_0 ? TensorType::Q4_0 : TensorType::Q8_0, n_in, 64, nullptr}, nullptr, 64};
+  EXPECT_THROW(cuda::mmq(bad, nullptr), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
                          ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
