@@ -22,15 +22,15 @@ echo "gpu tests rc=$? $(since)"
 timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
-# Two independent ablations in one run: pp512 with a dequantization slice that fits the L2 cache
-# (default 64 MiB), batched decode with two-stage mmq blocks aiming at 4 per SM (default: 3-4
-# stages, 2 per SM). tg128 uses neither; its depth here is 32768.
+# Ablations, same machine: the q/k/v and gate/up products fused into one mmq launch each (with
+# tg128 at depth 32768), and the mmq layout before ba4974b (3-4 stages, 2 blocks per SM, no shared
+# scales) as the baseline of the defaults.
 timeout 150 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --depth 32768 \
-  --dequant-slice-mib 16 --mmq-stages 2 --mmq-blocks-per-sm 4 > "$OUT/bench_ablation.log" 2>&1
-echo "bench ablation rc=$? $(since)"
+  --mmq-fuse 1 > "$OUT/bench_fused.log" 2>&1
+echo "bench fused rc=$? $(since)"
 timeout 100 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --runs 2 \
-  --mmq-shared-scales > "$OUT/bench_shared.log" 2>&1
-echo "bench shared scales rc=$? $(since)"
+  --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0 > "$OUT/bench_old_mmq.log" 2>&1
+echo "bench old mmq rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 R1=${ROWS%% *}
@@ -55,4 +55,4 @@ fi
 echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
-grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_ablation.log" "$OUT/bench_shared.log"
+grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_fused.log" "$OUT/bench_old_mmq.log"
