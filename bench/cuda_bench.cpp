@@ -306,7 +306,7 @@ int usage() {
                "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
-               "                          [--mmq-fuse 0|1]\n"
+               "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -321,6 +321,7 @@ int cuda_bench_main(int argc, char** argv) {
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
   cuda::MmqTuning mmq_tuning;
+  int attention_blocks_per_sm = cuda::CudaStageOptions{}.attention_blocks_per_sm;
   int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
@@ -342,6 +343,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
     else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = std::stoi(next()) != 0;
     else if (a == "--mmq-fuse") mmq_tuning.fuse = std::stoi(next()) != 0;
+    else if (a == "--attention-blocks-per-sm") attention_blocks_per_sm = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
@@ -357,7 +359,8 @@ int cuda_bench_main(int argc, char** argv) {
     } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
     else return usage();
   }
-  if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64 || depth_tokens < 1) {
+  if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64 || depth_tokens < 1 ||
+      attention_blocks_per_sm < 1 || attention_blocks_per_sm > 32) {
     return usage();
   }
   if (profile_batched > 0) batched = true;
@@ -411,6 +414,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
+    o.attention_blocks_per_sm = attention_blocks_per_sm;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;
@@ -455,6 +459,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.mmq_max_rows = mmq_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
+    o.attention_blocks_per_sm = attention_blocks_per_sm;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;

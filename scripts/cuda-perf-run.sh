@@ -16,20 +16,21 @@ scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_cuda_bench \
   > "$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
 cd build-device
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv >> "$OUT/build.log" 2>&1
 timeout ${TEST_S:-240} ./tests/pipellm_gpu_tests --gtest_brief=1 > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$? $(since)"
 timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
-# Ablations, same machine: the q/k/v and gate/up products fused into one mmq launch each (with
-# tg128 at depth 32768), and the mmq layout before ba4974b (3-4 stages, 2 blocks per SM, no shared
-# scales) as the baseline of the defaults.
-timeout 150 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --depth 32768 \
-  --mmq-fuse 1 > "$OUT/bench_fused.log" 2>&1
+# Ablations, same machine: q/k/v and gate/up fused into one mmq launch each; attention splits
+# aiming at 4 blocks per SM (tg128 at depth 4096 beside the default run's); the mmq layout before
+# ba4974b (3-4 stages, 2 blocks per SM, no shared scales) as the baseline of the defaults.
+C="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --runs 2"
+timeout 100 $C --skip-depth --mmq-fuse 1 > "$OUT/bench_fused.log" 2>&1
 echo "bench fused rc=$? $(since)"
-timeout 100 ./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --runs 2 \
-  --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0 > "$OUT/bench_old_mmq.log" 2>&1
+timeout 100 $C --skip-batched --attention-blocks-per-sm 4 > "$OUT/bench_attn4.log" 2>&1
+echo "bench attention 4/SM rc=$? $(since)"
+timeout 100 $C --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0 > "$OUT/bench_old_mmq.log" 2>&1
 echo "bench old mmq rc=$? $(since)"
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
@@ -52,7 +53,8 @@ else
   echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
   python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1
 fi
-echo "==== summary ($(since))"; git -C .. log --oneline -1; cat "$OUT/gpu.txt"
+echo "==== summary ($(since))"; git -C .. log --oneline -1; tail -2 "$OUT/build.log"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
-grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_fused.log" "$OUT/bench_old_mmq.log"
+grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_fused.log" "$OUT/bench_attn4.log" \
+  "$OUT/bench_old_mmq.log"

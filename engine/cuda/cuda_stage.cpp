@@ -278,7 +278,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   for (int t = 1; t <= max_tokens_; t = t < max_tokens_ ? std::min(max_tokens_, t * 2) : max_tokens_ + 1) {
     for (int il = range_.first; il < range_.last; ++il) {  // layers may differ in KV heads
       int s = 1, kps = 0;
-      attention_split(opt_.n_ctx, t, cfg_.layer(il).n_head_kv, 2 * sms, &s, &kps);
+      attention_split(opt_.n_ctx, t, cfg_.layer(il).n_head_kv, opt_.attention_blocks_per_sm * sms, &s, &kps);
       attn_part_floats_ = std::max(attn_part_floats_, attention_scratch_floats(t, cfg_.n_head, cfg_.head_dim, s));
     }
   }

@@ -53,6 +53,9 @@ struct CudaStageOptions {
   // cuBLAS on f16 weights beyond).
   int mmq_max_rows = 64;
   MmqTuning mmq_tuning;  // their layout over the GPU (mmq.h; a benchmark's ablation)
+  // Split-KV attention: the blocks per SM the splits of a step aim for (attention.h's
+  // attention_split; more splits hide more of each block's tile pipeline fill at long depths).
+  int attention_blocks_per_sm = 2;
   // The buffer those cuBLAS products dequantize a matrix into, a slice of rows at a time (MiB of
   // f16; 0: kDequantSliceElems). A slice that fits the L2 cache is read back from it.
   int dequant_slice_mib = 0;

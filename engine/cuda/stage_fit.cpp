@@ -105,7 +105,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   for (int t = 1; t <= max_tokens; t = t < max_tokens ? std::min(max_tokens, t * 2) : max_tokens + 1) {
     for (int il = range.first; il < range.last; ++il) {
       int s = 1, kps = 0;
-      attention_split(opt.n_ctx, t, c.layer(il).n_head_kv, 2 * sms, &s, &kps);
+      attention_split(opt.n_ctx, t, c.layer(il).n_head_kv, opt.attention_blocks_per_sm * sms, &s, &kps);
       attn = std::max(attn, attention_scratch_floats(t, c.n_head, c.head_dim, s));
     }
   }
