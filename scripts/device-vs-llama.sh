@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issues 17 and 18 in one device call: PipeLLM and llama.cpp on the same machine and the same
+# llama3-8b-shape Q4_K_M file (mkmodel, llama3 vocabulary): pp512, tg128 at depth 0 / 4096 / 32768,
+# batched decode of 16 and 64 sequences, and each engine's device memory at context 4096
+# (PipeLLM: the stage's own report; llama.cpp: its CUDA0 buffer sizes from llama-server's log).
+# llama.cpp builds from .carry/llama in the background while PipeLLM builds.
+# Usage (device machine, carry .carry/sysroot and .carry/llama): scripts/device-vs-llama.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
+S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
+export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
+if [ ! -x $L/llama-bench ]; then
+  ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
+    cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON &&
+    nice ninja -C build-llama -j8 llama-bench llama-batched-bench llama-server ) >"$OUT/llama-build.log" 2>&1 &
+fi
+scripts/device-build.sh pipellm pipellm_cuda_bench >"$OUT/build.log" 2>&1
+echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >>"$OUT/build.log"
+[ -f $M ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab $B/testdata/vocab/vocab-llama3.gguf $M \
+  >>"$OUT/build.log" 2>&1
+P="$B/bench/pipellm_cuda_bench -m $M --no-f16-cache --runs 3"
+timeout 150 $P >"$OUT/pipellm.txt" 2>&1; echo "pipellm rc=$? $(since)"
+timeout 120 $P --depth 32768 --skip-batched >"$OUT/pipellm-d32k.txt" 2>&1; echo "pipellm d32768 rc=$? $(since)"
+wait; echo "llama.cpp: $(ls $L 2>/dev/null | tr '\n' ' ') $(since)"; tail -2 "$OUT/llama-build.log"
+if [ -x $L/llama-bench ]; then
+  timeout 200 $L/llama-bench -m $M -ngl 99 -fa 1 -p 512 -n 128 -d 0,4096,32768 -r 3 -o md >"$OUT/llama-bench.md" 2>&1
+  echo "llama-bench rc=$? $(since)"
+  timeout 150 $L/llama-batched-bench -m $M -ngl 99 -fa on -c 20480 -npp 128 -ntg 128 -npl 16,64 \
+    >"$OUT/llama-batched.txt" 2>&1
+  echo "llama-batched-bench rc=$? $(since)"
+  # Device memory at context 4096, one sequence: the buffers llama.cpp allocates, as it logs them.
+  $L/llama-server -m $M -ngl 99 -fa on -c 4096 -np 1 --port 8093 >"$OUT/llama-mem.log" 2>&1 &
+  pid=$!; for _ in $(seq 1 120); do grep -q "server is listening" "$OUT/llama-mem.log" && break; sleep 0.5; done
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$OUT/llama-mem.log"; kill $pid; wait $pid 2>/dev/null
+fi
+echo "==== summary ($(since))"; git log --oneline -1
+grep -hE "^\| |stage total|weights  |KV cache  |scratch  " "$OUT/pipellm.txt" "$OUT/pipellm-d32k.txt"
+cat "$OUT/llama-bench.md" 2>/dev/null | grep -E "^\|"
+grep -E "^\|" "$OUT/llama-batched.txt" 2>/dev/null
+grep -E "CUDA0 (model|KV|compute) buffer size|MiB$" "$OUT/llama-mem.log" 2>/dev/null
