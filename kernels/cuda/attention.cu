@@ -90,26 +90,27 @@ struct SplitSmem {
   static constexpr int kBytes = kSc + kTile * kMaxGroup * 4;
 };
 
+// Issues the copies of cache rows [tile0, tile0 + nt) (kBytes of this head in each row of
+// row_bytes; ring position p % n_ctx) into shared rows of kRow bytes, kUnit bytes a copy.
+template <int kBytes, int kRow, int kUnit>
+__device__ __forceinline__ void copy_rows(uint8_t* dst, const uint8_t* src, int64_t row_bytes, int tile0, int nt,
+                                          int n_ctx) {
+  constexpr int kChunks = kBytes / kUnit;
+  for (int i = threadIdx.x; i < nt * kChunks; i += kThreads) {
+    const int kk = i / kChunks, c = i % kChunks;
+    const uint8_t* from = src + static_cast<int64_t>((tile0 + kk) % n_ctx) * row_bytes + c * kUnit;
+    if constexpr (kUnit == 16) cp16(dst + kk * kRow + 16 * c, from);
+    else cp4(dst + kk * kRow + 4 * c, from);
+  }
+}
+
 // Issues the copies of the key and value rows of keys [tile0, tile0 + nt) into one buffer.
 template <int D, TensorType KT, TensorType VT>
 __device__ __forceinline__ void load_tile(uint8_t* smem, int buf, const uint8_t* kc, const uint8_t* vc, int64_t k_row,
                                           int64_t v_row, int tile0, int nt, int n_ctx) {
   using L = SplitSmem<D, KT, VT>;
-  constexpr int kKc = L::kKBytes / L::kKUnit, kVc = L::kVBytes / L::kVUnit;
-  uint8_t* ks = smem + L::kK + buf * kTile * L::kKRow;
-  uint8_t* vs = smem + L::kV + buf * kTile * L::kVRow;
-  for (int i = threadIdx.x; i < nt * kKc; i += kThreads) {
-    const int kk = i / kKc, c = i % kKc;
-    const uint8_t* src = kc + static_cast<int64_t>((tile0 + kk) % n_ctx) * k_row + c * L::kKUnit;
-    if constexpr (L::kKUnit == 16) cp16(ks + kk * L::kKRow + 16 * c, src);
-    else cp4(ks + kk * L::kKRow + 4 * c, src);
-  }
-  for (int i = threadIdx.x; i < nt * kVc; i += kThreads) {
-    const int kk = i / kVc, c = i % kVc;
-    const uint8_t* src = vc + static_cast<int64_t>((tile0 + kk) % n_ctx) * v_row + c * L::kVUnit;
-    if constexpr (L::kVUnit == 16) cp16(vs + kk * L::kVRow + 16 * c, src);
-    else cp4(vs + kk * L::kVRow + 4 * c, src);
-  }
+  copy_rows<L::kKBytes, L::kKRow, L::kKUnit>(smem + L::kK + buf * kTile * L::kKRow, kc, k_row, tile0, nt, n_ctx);
+  copy_rows<L::kVBytes, L::kVRow, L::kVUnit>(smem + L::kV + buf * kTile * L::kVRow, vc, v_row, tile0, nt, n_ctx);
 }
 
 // Block (kv head g, split s, token t): all query heads of the group over the split's keys, in
