@@ -81,9 +81,11 @@ template <int D, TensorType KT, TensorType VT>
 struct SplitSmem {
   static constexpr int kKBytes = cache_head_bytes<KT, D>(), kVBytes = cache_head_bytes<VT, D>();
   static constexpr int kKRow = (kKBytes + 15) / 16 * 16 + 16, kVRow = (kVBytes + 15) / 16 * 16;
-  // Copy unit: f16 heads are 16-byte aligned; heads of 34-byte Q8_0 / 18-byte Q4_0 blocks (D a
-  // multiple of 64 here) only 4-byte aligned.
-  static constexpr int kKUnit = KT == TensorType::F16 ? 16 : 4, kVUnit = VT == TensorType::F16 ? 16 : 4;
+  // Copy unit: f16 heads are 16-byte aligned; heads of 34-byte Q8_0 / 18-byte Q4_0 blocks 4-byte
+  // aligned for an even block count (D = 64, 128, 256), else 2 (D = 96: plain copies, cp.async
+  // moves 4 bytes at least).
+  static constexpr int unit(TensorType t, int bytes) { return t == TensorType::F16 ? 16 : bytes % 4 == 0 ? 4 : 2; }
+  static constexpr int kKUnit = unit(KT, kKBytes), kVUnit = unit(VT, kVBytes);
   static_assert(kKBytes % kKUnit == 0 && kVBytes % kVUnit == 0, "cache heads are whole copy units");
   static constexpr int kK = 0, kV = kK + 2 * kTile * kKRow, kQ = kV + 2 * kTile * kVRow;
   static constexpr int kSc = kQ + kMaxGroup * D * 4;
@@ -91,7 +93,8 @@ struct SplitSmem {
 };
 
 // Issues the copies of cache rows [tile0, tile0 + nt) (kBytes of this head in each row of
-// row_bytes; ring position p % n_ctx) into shared rows of kRow bytes, kUnit bytes a copy.
+// row_bytes; ring position p % n_ctx) into shared rows of kRow bytes, kUnit bytes a copy
+// (asynchronous for 4 and 16).
 template <int kBytes, int kRow, int kUnit>
 __device__ __forceinline__ void copy_rows(uint8_t* dst, const uint8_t* src, int64_t row_bytes, int tile0, int nt,
                                           int n_ctx) {
@@ -99,8 +102,13 @@ __device__ __forceinline__ void copy_rows(uint8_t* dst, const uint8_t* src, int6
   for (int i = threadIdx.x; i < nt * kChunks; i += kThreads) {
     const int kk = i / kChunks, c = i % kChunks;
     const uint8_t* from = src + static_cast<int64_t>((tile0 + kk) % n_ctx) * row_bytes + c * kUnit;
-    if constexpr (kUnit == 16) cp16(dst + kk * kRow + 16 * c, from);
-    else cp4(dst + kk * kRow + 4 * c, from);
+    if constexpr (kUnit == 16) {
+      cp16(dst + kk * kRow + 16 * c, from);
+    } else if constexpr (kUnit == 4) {
+      cp4(dst + kk * kRow + 4 * c, from);
+    } else {
+      *reinterpret_cast<uint16_t*>(dst + kk * kRow + 2 * c) = *reinterpret_cast<const uint16_t*>(from);
+    }
   }
 }
 
@@ -121,6 +129,7 @@ template <int D, TensorType KT, TensorType VT>
 __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
   using L = SplitSmem<D, KT, VT>;
   static_assert(kTile == 32 && kThreads == 4 * 32, "one key per lane, four warps");
+  static_assert(D % 32 == 0 && (D < kThreads || D % kThreads == 0), "head sizes: 64, 96, 128, 256");
   constexpr int kHS = D >= kThreads ? 1 : kThreads / D;   // head stride of the value phase
   constexpr int kCols = D >= kThreads ? D / kThreads : 1;  // columns per thread
   constexpr int kHeads = (kMaxGroup + kHS - 1) / kHS;      // heads per thread (value phase)
@@ -162,6 +171,8 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
     l_run[tid] = 0.0f;
   }
   const int dcol = tid % (D < kThreads ? D : kThreads), hs = D >= kThreads ? 0 : tid / D;
+  // D = 96: threads 96..127 own no column (kHS * D < kThreads).
+  const bool owns_column = D >= kThreads || tid < kHS * D;
   float acc[kCols][kHeads];
 #pragma unroll
   for (int c = 0; c < kCols; ++c)
@@ -231,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
         for (int c = 0; c < kCols; ++c) acc[c][h] *= alpha[gi];
       }
     }
-    for (int kk = 0; kk < nt; ++kk) {
+    for (int kk = 0; owns_column && kk < nt; ++kk) {
       float v[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) v[c] = load_value<VT>(vs + kk * L::kVRow, dcol + c * kThreads);
@@ -253,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 #pragma unroll
   for (int h = 0; h < kHeads; ++h) {
     const int gi = hs + h * kHS;
-    if (gi < G) {
+    if (owns_column && gi < G) {
 #pragma unroll
       for (int c = 0; c < kCols; ++c)
         po[((static_cast<int64_t>(t) * a.n_head + g * G + gi) * S + split) * D + dcol + c * kThreads] = acc[c][h];
@@ -366,9 +377,10 @@ void attention(const AttentionArgs& a, const Launch& s) {
                   static_cast<unsigned>(a.n_tokens));
   switch (a.head_dim) {
     case 64: launch_split<64>(a, grid, s); break;
+    case 96: launch_split<96>(a, grid, s); break;  // Phi-3/3.5-mini
     case 128: launch_split<128>(a, grid, s); break;
     case 256: launch_split<256>(a, grid, s); break;
-    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 128, 256)");
+    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256)");
   }
   PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
   launch_kernel(s, attention_combine_kernel, dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),
