@@ -129,7 +129,7 @@ template <int D, TensorType KT, TensorType VT>
 __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs a) {
   using L = SplitSmem<D, KT, VT>;
   static_assert(kTile == 32 && kThreads == 4 * 32, "one key per lane, four warps");
-  static_assert(D % 32 == 0 && (D < kThreads || D % kThreads == 0), "head sizes: 64, 96, 128, 256");
+  static_assert(D % 32 == 0 && (D < kThreads || D % kThreads == 0), "head sizes: 64, 96, 128, 256, 512");
   constexpr int kHS = D >= kThreads ? 1 : kThreads / D;   // head stride of the value phase
   constexpr int kCols = D >= kThreads ? D / kThreads : 1;  // columns per thread
   constexpr int kHeads = (kMaxGroup + kHS - 1) / kHS;      // heads per thread (value phase)
@@ -380,7 +380,8 @@ void attention(const AttentionArgs& a, const Launch& s) {
     case 96: launch_split<96>(a, grid, s); break;  // Phi-3/3.5-mini
     case 128: launch_split<128>(a, grid, s); break;
     case 256: launch_split<256>(a, grid, s); break;
-    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256)");
+    case 512: launch_split<512>(a, grid, s); break;  // Gemma 4's global layers (about 150 KB of tiles)
+    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256, 512)");
   }
   PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
   launch_kernel(s, attention_combine_kernel, dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),

@@ -27,7 +27,7 @@ struct AttentionArgs {
   int n_tokens = 0;
   int n_head = 0;
   int n_head_kv = 0;
-  int head_dim = 0;  // 64, 96, 128 or 256 (also the v head size)
+  int head_dim = 0;  // 64, 96, 128, 256 or 512 (also the v head size)
   float scale = 1.0f;
   const float* q = nullptr;  // [T][q_stride]
   int64_t q_stride = 0;

@@ -10,7 +10,7 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr int kMaxHeadDim = 256;
+constexpr int kMaxHeadDim = 512;  // Gemma 4's global layers
 
 // One block of 32 values, one per lane, into Q8_0 / Q4_0 (kernels/cpu/kv_quant.h, whose element
 // functions make each lane's code bit-identical to the CPU store).
@@ -117,7 +117,7 @@ void rope_kv_store(const RopeKvArgs& a, const Launch& s) {
   if (a.n_tokens == 0) return;
   if (a.head_dim > kMaxHeadDim || a.n_rot > a.head_dim || a.n_rot % 2 != 0)
     throw Error("rope_kv_store: head_dim " + std::to_string(a.head_dim) + ", n_rot " + std::to_string(a.n_rot) +
-                " unsupported (head_dim <= 256, even n_rot <= head_dim)");
+                " unsupported (head_dim <= 512, even n_rot <= head_dim)");
   if (a.k != nullptr) {  // the store's types (the kernel's type switch trusts them)
     for (const TensorType t : {a.k_type, a.v_type}) {
       const bool block = t == TensorType::Q8_0 || t == TensorType::Q4_0;

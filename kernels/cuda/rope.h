@@ -19,7 +19,7 @@ struct RopeKvArgs {
   int n_tokens = 0;
   int n_head = 0;
   int n_head_kv = 0;
-  int head_dim = 0;  // <= 256, also the v head size
+  int head_dim = 0;  // <= 512, also the v head size
   float* q = nullptr;          // [T][q_stride]
   int64_t q_stride = 0;
   const float* k = nullptr;    // [T][kv_stride]

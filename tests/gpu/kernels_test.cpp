@@ -314,7 +314,7 @@ TEST(CudaKernels, RopeKvStoreMatchesCpu) {
 
 TEST(CudaKernels, AttentionMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
-  for (int D : {64, 96, 128}) {
+  for (int D : {64, 96, 128, 512}) {
     for (int G : {1, 4}) {
       for (int splits_target : {1, 64}) {
         const int Hkv = 2, H = Hkv * G, n_ctx = 300, n_slots = 2;

@@ -168,7 +168,7 @@ TEST(CudaKvQuant, AttentionMatchesCpuOverTheSameBytes) {
   std::mt19937_64 rng(11);
   for (const AttnCase c : {AttnCase{64, 4, 0, false, 1}, AttnCase{128, 2, 0, true, 64}, AttnCase{256, 1, 0, false, 64},
                            AttnCase{64, 8, 37, true, 132}, AttnCase{128, 4, 0, false, 132},
-                           AttnCase{96, 3, 0, false, 64}}) {
+                           AttnCase{96, 3, 0, false, 64}, AttnCase{512, 8, 0, false, 64}}) {
     for (const TensorType kt : kTypes) {
       for (const TensorType vt : kTypes) {
         const int Hkv = 2, H = Hkv * c.G, D = c.D, n_ctx = 300, n_slots = 2;
