@@ -8,12 +8,13 @@
 // as rmsnorm_convert makes them for the mat-vec. A block of the kernel owns 64 weight rows and up
 // to 64 activation rows (8, 16, 32 or 64: the smallest that holds n_rows, so a 16-sequence
 // decode step does no work for 48 empty columns). It streams its weights' raw quantized bytes and
-// the activations through shared memory with asynchronous copies (several 256-wide K steps in
-// flight), decodes the weights straight into mma fragments (m16n8k32 s8; m16n8k16 for Q6_K's
+// the activations through shared memory with asynchronous copies (256-wide K steps, MmqTuning's
+// stages of them in flight), decodes the weights straight into mma fragments (m16n8k32 s8; m16n8k16 for Q6_K's
 // 16-value scales) and scales each sub-block's integer sums into float accumulators. Weights are
 // read once per 64 activation rows. Where 64-row tiles alone would leave SMs idle (a 4096-row
 // matrix is 64 tiles), K is split over a thread-block cluster of 2..8 blocks whose partial sums
-// are added in a fixed order through distributed shared memory: results are bit-stable.
+// are added in a fixed order through distributed shared memory: results are bit-stable. Several
+// matrices over the same activations (q/k/v, gate/up) may share one launch (MmqArgs::extra).
 #pragma once
 #include <cuda_runtime.h>
 
