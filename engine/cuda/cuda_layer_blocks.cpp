@@ -348,6 +348,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
       m.x_group = x_group;
       m.y = y;
       m.y_stride = mats[w].m.n_out;
+      m.tuning = opt_.mmq_tuning;
       mmq_experts(m, launch());
       return;
     }

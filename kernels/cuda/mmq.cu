@@ -525,17 +525,14 @@ void launch_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split,
   }
 }
 
-// Expert products keep the default layout (the tuning is the dense products' ablation).
 template <TensorType TT, bool EXPERTS>
 void launch_type(const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks, int split, const Launch& s) {
-  if constexpr (EXPERTS) {
-    launch_tiles<TT, true, 0, false>(p, nt, tiles, chunks, split, s);
-  } else if (tu.stages == 2) {
-    if (tu.shared_scales) launch_tiles<TT, false, 2, true>(p, nt, tiles, chunks, split, s);
-    else launch_tiles<TT, false, 2, false>(p, nt, tiles, chunks, split, s);
+  if (tu.stages == 2) {
+    if (tu.shared_scales) launch_tiles<TT, EXPERTS, 2, true>(p, nt, tiles, chunks, split, s);
+    else launch_tiles<TT, EXPERTS, 2, false>(p, nt, tiles, chunks, split, s);
   } else {
-    if (tu.shared_scales) launch_tiles<TT, false, 0, true>(p, nt, tiles, chunks, split, s);
-    else launch_tiles<TT, false, 0, false>(p, nt, tiles, chunks, split, s);
+    if (tu.shared_scales) launch_tiles<TT, EXPERTS, 0, true>(p, nt, tiles, chunks, split, s);
+    else launch_tiles<TT, EXPERTS, 0, false>(p, nt, tiles, chunks, split, s);
   }
 }
 
@@ -693,7 +690,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   p.expert_bytes = static_cast<int64_t>(a.expert_bytes);
   p.x_group = a.x_group;
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
-  launch_any<true>(a.w.type, p, a.tiles.cols / 8, MmqTuning{}, tiles, a.tiles.max_tiles, 1, s);
+  launch_any<true>(a.w.type, p, a.tiles.cols / 8, a.tuning, tiles, a.tiles.max_tiles, 1, s);
 }
 
 }  // namespace pipellm::cuda

@@ -97,6 +97,7 @@ struct MmqExpertArgs {
   int x_group = 1;
   float* y = nullptr;           // y[p][r] = sum_k W_e[r][k] x[p / x_group][k], e = pair p's expert
   int64_t y_stride = 0;
+  MmqTuning tuning;             // stages and shared scales (no K split: blocks_per_sm and fuse unused)
 };
 bool mmq_supports_experts(const DeviceMatrix& w, size_t expert_bytes);
 // Throws Error for experts mmq_supports_experts() refuses.

@@ -172,7 +172,8 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
     const int rows = P / x_group;
     const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
     auto act = test::device_activations(x, rows, n_in);
-    for (const int cols : {8, 64}) {
+    for (const int cols : {8, 64})
+    for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}}) {  // the default, the old layout
       cuda::MoeTiles tiles;
       tiles.cols = cols;
       tiles.max_tiles = cuda::moe_max_tiles(P, X, cols);
@@ -194,6 +195,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
       a.x_group = x_group;
       a.y = y.get();
       a.y_stride = n_out;
+      a.tuning = tu;
       cuda::mmq_experts(a, nullptr);
       const auto got = test::to_host(y, y.size());
       cuda::mmq_experts(a, nullptr);
@@ -209,7 +211,8 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
           ref[static_cast<size_t>(p * n_out + r)] = sum;
         }
       }
-      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " x_group " << x_group << " cols " << cols;
+      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " x_group " << x_group << " cols " << cols
+                                               << " stages " << tu.stages;
     }
   }
 }
