@@ -7,11 +7,7 @@
 # Usage (on the device machine, carry .carry/sysroot): [ROWS="16 64"] scripts/cuda-perf-run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}
-mkdir -p "$OUT"
-S=$(date +%s)
-since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_cuda_bench \
   > "$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20

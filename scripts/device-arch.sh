@@ -16,9 +16,7 @@
 # Afterwards here: `scripts/device-tree.sh restore`. Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
-S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 B=build-device
 case ${1:-} in
 build)

@@ -5,9 +5,7 @@
 # Usage (device machine, carry .carry/sysroot): scripts/device-mmq.sh [bench flags...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
-S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 M=build-device/l8-q4km.gguf
 scripts/device-build.sh pipellm pipellm_gpu_tests >"$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30

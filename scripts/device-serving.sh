@@ -6,9 +6,7 @@
 # fixtures did not travel)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
-S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 # Random weights with the llama3 tokenizer; --text-head: its text is plain ASCII, which
 # llama-server's output check accepts (random byte tokens make it end streams with an error).
 M=build-device/l8-q4km-text.gguf

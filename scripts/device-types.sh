@@ -7,9 +7,7 @@
 # (default: all eight; about two minutes each, so a 10-minute call takes four). Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
-S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 B=build-device
 F16=$B/l8-f16.gguf
 [ -f $F16 ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant F16 --vocab $B/testdata/vocab/vocab-llama3.gguf $F16 \

@@ -5,13 +5,9 @@
 # Usage (device machine, carry .carry): scripts/device-verify.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}
-mkdir -p "$OUT"
-S=$(date +%s)
-since() { echo "$(( $(date +%s) - S ))s"; }
+. scripts/device-env.sh
 scripts/device-build.sh pipellm pipellm_gpu_tests pipellm-stage > "$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 P=build-device/cli/pipellm
 ( $P mkmodel --preset llama3-8b --quant Q4_K_M /tmp/l8.gguf > "$OUT/mkmodel.log" 2>&1 ) &
 MK=$!

@@ -7,9 +7,7 @@
 # Usage (device machine, carry .carry/sysroot and .carry/llama): scripts/device-vs-llama.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
-S=$(date +%s); since() { echo "$(( $(date +%s) - S ))s"; }
-export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/device-env.sh
 B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
 if [ ! -x $L/llama-bench ]; then
   ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
