@@ -387,6 +387,48 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
   }
 }
 
+// The split choice (host code: runs without a GPU). Hand-computed cases, then the invariants
+// the kernel relies on: splits aligned to 64 keys, covering every key, none empty at the end.
+TEST(CudaKernels, AttentionSplitsCoverTheKeys) {
+  int s = 0, kps = 0;
+  cuda::attention_split(4096, 1, 8, 264, &s, &kps);  // 33 per token -> 125 keys -> 128: 32 splits
+  EXPECT_EQ(s, 32);
+  EXPECT_EQ(kps, 128);
+  cuda::attention_split(4096, 512, 8, 264, &s, &kps);  // a prefill chunk: one split per token
+  EXPECT_EQ(s, 1);
+  EXPECT_EQ(kps, 4096);
+  cuda::attention_split(100, 1, 2, 264, &s, &kps);  // short: splits of 64
+  EXPECT_EQ(s, 2);
+  EXPECT_EQ(kps, 64);
+  for (const int n : {1, 63, 64, 65, 300, 4096, 32768, 131072}) {
+    for (const int T : {1, 3, 16, 64, 512}) {
+      for (const int kv : {1, 2, 8}) {
+        for (const int target : {264, 528}) {
+          cuda::attention_split(n, T, kv, target, &s, &kps);
+          const std::string at = std::to_string(n) + " keys, " + std::to_string(T) + " tokens, " +
+                                 std::to_string(kv) + " kv heads, target " + std::to_string(target);
+          EXPECT_GE(s, 1) << at;
+          EXPECT_EQ(kps % 64, 0) << at;
+          EXPECT_GE(static_cast<int64_t>(s) * kps, n) << at;
+          EXPECT_LT(static_cast<int64_t>(s - 1) * kps, n) << at;
+          EXPECT_LE(s, std::max(1, target / (T * kv))) << at;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, AttentionRefusesHeadSizesWithoutAKernel) {
+  cuda::AttentionArgs a;
+  a.n_tokens = 1;
+  a.n_head = 4;
+  a.n_head_kv = 4;
+  for (const int d : {80, 160, 1024}) {
+    a.head_dim = d;
+    EXPECT_THROW(cuda::attention(a, nullptr), Error) << d;
+  }
+}
+
 TEST(CudaKernels, SwigluMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const int rows = 3, n = 1000;
