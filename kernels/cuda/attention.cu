@@ -72,8 +72,8 @@ constexpr int cache_head_bytes() {
                               : D / kQK * static_cast<int>(T == TensorType::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
 }
 
-// Shared memory of the split kernel: two tiles of kTile key rows and value rows (the next tile
-// loads while this one is computed), the group's queries and the tile's scores. A key row is
+// Shared memory of the split kernel: tiles of kTile key rows and value rows (kBuffers of them),
+// the group's queries and the tile's scores. A key row is
 // padded by 16 bytes: the 32 lanes of a warp read 32 different rows at the same column, and the
 // pad puts eight consecutive rows' 16-byte pieces in different banks. Values are read a row at a
 // time by all threads, so their rows need no pad.
@@ -87,7 +87,10 @@ struct SplitSmem {
   static constexpr int unit(TensorType t, int bytes) { return t == TensorType::F16 ? 16 : bytes % 4 == 0 ? 4 : 2; }
   static constexpr int kKUnit = unit(KT, kKBytes), kVUnit = unit(VT, kVBytes);
   static_assert(kKBytes % kKUnit == 0 && kVBytes % kVUnit == 0, "cache heads are whole copy units");
-  static constexpr int kK = 0, kV = kK + 2 * kTile * kKRow, kQ = kV + 2 * kTile * kVRow;
+  // Tiles in flight: two (the next loads while this one is computed), or one for 512-wide heads,
+  // whose two would take 146 KB: more than the 99 KB a block may have on sm_86/89 (24 GB cards).
+  static constexpr int kBuffers = D > 256 ? 1 : 2;
+  static constexpr int kK = 0, kV = kK + kBuffers * kTile * kKRow, kQ = kV + kBuffers * kTile * kVRow;
   static constexpr int kSc = kQ + kMaxGroup * D * 4;
   static constexpr int kBytes = kSc + kTile * kMaxGroup * 4;
 };
@@ -179,13 +182,15 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 #pragma unroll
     for (int h = 0; h < kHeads; ++h) acc[c][h] = 0.0f;
 
+  constexpr bool kDouble = L::kBuffers == 2;
   for (int it = 0; it < n_tiles; ++it) {
-    const int tile0 = k0 + it * kTile, nt = min(kTile, k1 - tile0), buf = it & 1;
-    if (it + 1 < n_tiles) {
+    const int tile0 = k0 + it * kTile, nt = min(kTile, k1 - tile0), buf = kDouble ? it & 1 : 0;
+    if (kDouble && it + 1 < n_tiles) {
       load_tile<D, KT, VT>(smem, buf ^ 1, kc, vc, k_row, v_row, tile0 + kTile, min(kTile, k1 - tile0 - kTile), a.n_ctx);
     }
     cp_commit();
-    cp_wait<1>();
+    if constexpr (kDouble) cp_wait<1>();
+    else cp_wait<0>();
     __syncthreads();  // this tile (and the queries) visible to all threads
     const uint8_t* ks = smem + L::kK + buf * kTile * L::kKRow;
     const uint8_t* vs = smem + L::kV + buf * kTile * L::kVRow;
@@ -257,6 +262,9 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
       }
     }
     __syncthreads();  // this buffer is refilled by the next iteration's copies
+    if (!kDouble && it + 1 < n_tiles) {  // one buffer: the next tile loads only now
+      load_tile<D, KT, VT>(smem, 0, kc, vc, k_row, v_row, tile0 + kTile, min(kTile, k1 - tile0 - kTile), a.n_ctx);
+    }
   }
   // Partial results: o [T][H][S][D], then (m, l) [T][H][S][2].
   float* po = a.partial;
@@ -380,7 +388,7 @@ void attention(const AttentionArgs& a, const Launch& s) {
     case 96: launch_split<96>(a, grid, s); break;  // Phi-3/3.5-mini
     case 128: launch_split<128>(a, grid, s); break;
     case 256: launch_split<256>(a, grid, s); break;
-    case 512: launch_split<512>(a, grid, s); break;  // Gemma 4's global layers (about 150 KB of tiles)
+    case 512: launch_split<512>(a, grid, s); break;  // Gemma 4's global layers (one 83 KB tile in flight)
     default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256, 512)");
   }
   PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
