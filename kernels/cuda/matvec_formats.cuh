@@ -254,60 +254,9 @@ struct Q80 {
   }
 };
 
-// ---- Q4_0 (repacked: qs, d arrays): one lane per 32-block ----
-struct Q40 {
-  static constexpr int kLanes = 1;
-  static constexpr int kItem = 32;
-  struct Raw {
-    uint4 q;
-    uint16_t d;
-  };
-  struct Dec {
-    int lo[4], hi[4];
-    float d;
-  };
-  struct Act {
-    int4 lo, hi;
-    float d;
-  };
-
-  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
-    const int64_t bi = row * m.nb + ib;
-    return Raw{ld16(m.w + bi * 16), ld2(m.w + m.NB * 16 + bi * 2)};
-  }
-  __device__ static Dec decode(const Raw& r, int) {
-    Dec o;
-    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      o.lo[i] = static_cast<int>(__vsub4(v[i] & 0x0F0F0F0F, 0x08080808));
-      o.hi[i] = static_cast<int>(__vsub4((v[i] >> 4) & 0x0F0F0F0F, 0x08080808));
-    }
-    o.d = f16_bits(r.d);
-    return o;
-  }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
-    return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
-  }
-  __device__ static float dot(const Dec& w, const Act& a, int) {
-    int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
-    si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
-    return w.d * a.d * static_cast<float>(si);
-  }
-};
-
-// __byte_perm's selector picking, for four codes (one per byte), the bytes codes & 7 of its two
-// words: the low 3 bits of each code as its 4-bit selector (bit 3 of a selector would ask for
-// sign replication, so it stays out).
-__device__ __forceinline__ uint32_t perm_selectors(uint32_t codes) {
-  const uint32_t m = codes & 0x07070707u;
-  const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
-  return (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
-}
-
-// Formats whose 4-bit codes map to signed bytes through a codebook (MXFP4, IQ4_XS): a 32-element
-// part decodes into lo/hi words (elements 4i.. of each half) with one scale, and its dot product
-// with the 8-bit activations of the same 32 elements.
+// Formats whose 32-element parts decode into signed-byte lo/hi words (elements 4i.. of each half)
+// with one scale (Q4_0; MXFP4 and IQ4_XS through a codebook), and their dot product with the
+// 8-bit activations of the same 32 elements.
 struct Codes32 {
   struct Dec {
     int lo[4], hi[4];
@@ -327,12 +276,53 @@ struct Codes32 {
       o.hi[i] = F::values4((v[i] >> 4) & 0x0F0F0F0Fu);
     }
   }
+  // The activations of 32-block ib, for the formats with one lane per block.
+  __device__ static Act block_act(const int8_t* xq, const float2* xds, int64_t ib) {
+    return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
+  }
   __device__ static float dot(const Dec& w, const Act& a, int) {
     int si = sum16(w.lo[0], w.lo[1], w.lo[2], w.lo[3], a.lo, 0);
     si = sum16(w.hi[0], w.hi[1], w.hi[2], w.hi[3], a.hi, si);
     return w.d * a.d * static_cast<float>(si);
   }
 };
+
+// ---- Q4_0 (repacked: qs, d arrays): one lane per 32-block ----
+struct Q40 : Codes32 {
+  static constexpr int kLanes = 1;
+  static constexpr int kItem = 32;
+  struct Raw {
+    uint4 q;
+    uint16_t d;
+  };
+
+  __device__ static Raw load(const WeightRef& m, int64_t row, int64_t ib, int) {
+    const int64_t bi = row * m.nb + ib;
+    return Raw{ld16(m.w + bi * 16), ld2(m.w + m.NB * 16 + bi * 2)};
+  }
+  __device__ static Dec decode(const Raw& r, int) {
+    Dec o;
+    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.lo[i] = static_cast<int>(__vsub4(v[i] & 0x0F0F0F0F, 0x08080808));
+      o.hi[i] = static_cast<int>(__vsub4((v[i] >> 4) & 0x0F0F0F0F, 0x08080808));
+    }
+    o.d = f16_bits(r.d);
+    return o;
+  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return block_act(xq, xds, ib); }
+};
+
+// __byte_perm's selector picking, for four codes (one per byte), the bytes codes & 7 of its two
+// words: the low 3 bits of each code as its 4-bit selector (bit 3 of a selector would ask for
+// sign replication, so it stays out).
+__device__ __forceinline__ uint32_t perm_selectors(uint32_t codes) {
+  const uint32_t m = codes & 0x07070707u;
+  const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
+  return (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
+}
+
 
 // ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
 // The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at
@@ -364,9 +354,7 @@ struct MXFP4 : Codes32 {
     o.d = mxfp4_scale(r.e);
     return o;
   }
-  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) {
-    return Act{ld16s(xq + ib * 32), ld16s(xq + ib * 32 + 16), xds[ib].x};
-  }
+  __device__ static Act act(const int8_t* xq, const float2* xds, int64_t ib, int) { return block_act(xq, xds, ib); }
 };
 
 // ---- IQ4_XS (GGUF block layout, 136 bytes: d, scales_h, scales_l[4], qs[128]): 8 lanes per
