@@ -55,8 +55,8 @@ PIPELLM_HD float from_fp16_bits(uint16_t h) {
 }
 
 // Bytes of one head of D values in a cache row: F32, F16, or whole Q8_0 / Q4_0 blocks (D a
-// multiple of 32; the callers check the type and D).
-PIPELLM_HD int64_t head_bytes(TensorType type, int D) {
+// multiple of 32; the callers check the type and D). Constant where its arguments are.
+PIPELLM_HD constexpr int64_t head_bytes(TensorType type, int D) {
   switch (type) {
     case TensorType::F32: return 4 * static_cast<int64_t>(D);
     case TensorType::Q8_0: return D / kQK * static_cast<int64_t>(sizeof(BlockQ8_0));

@@ -65,21 +65,15 @@ __device__ __forceinline__ float load_value(const uint8_t* head, int i) {
   }
 }
 
-// Bytes of one head of D values in a cache row of type T (kvq::head_bytes, as a constant).
-template <TensorType T, int D>
-constexpr int cache_head_bytes() {
-  return T == TensorType::F16 ? 2 * D
-                              : D / kQK * static_cast<int>(T == TensorType::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
-}
-
 // Shared memory of the split kernel: tiles of kTile key rows and value rows (kBuffers of them),
-// the group's queries and the tile's scores. A key row is
-// padded by 16 bytes: the 32 lanes of a warp read 32 different rows at the same column, and the
-// pad puts eight consecutive rows' 16-byte pieces in different banks. Values are read a row at a
-// time by all threads, so their rows need no pad.
+// the group's queries and the tile's scores. A key row is padded by 16 bytes: the 32 lanes of a
+// warp read 32 different rows at the same column, and the pad puts eight consecutive rows'
+// 16-byte pieces in different banks. Values are read a row at a time by all threads, so their
+// rows need no pad.
 template <int D, TensorType KT, TensorType VT>
 struct SplitSmem {
-  static constexpr int kKBytes = cache_head_bytes<KT, D>(), kVBytes = cache_head_bytes<VT, D>();
+  static constexpr int kKBytes = static_cast<int>(kvq::head_bytes(KT, D));
+  static constexpr int kVBytes = static_cast<int>(kvq::head_bytes(VT, D));
   static constexpr int kKRow = (kKBytes + 15) / 16 * 16 + 16, kVRow = (kVBytes + 15) / 16 * 16;
   // Copy unit: f16 heads are 16-byte aligned; heads of 34-byte Q8_0 / 18-byte Q4_0 blocks 4-byte
   // aligned for an even block count (D = 64, 128, 256), else 2 (D = 96: plain copies, cp.async
