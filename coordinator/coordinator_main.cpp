@@ -81,13 +81,31 @@ void apply_sampling_flags(const flags::SamplingFlags& f, RequestLimits& lim) {
 // getting a 1/N share as llama-server's slots do; the config's context is already per sequence.
 int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineConfig>& cfg, const GgufFile& model) {
   const int trained = ModelConfig::from_gguf(model).n_ctx_train;
-  const bool from_config = o.n_ctx <= 0 && !(o.ctx_from_model && trained > 0) && cfg;
-  const int total = o.n_ctx > 0                       ? o.n_ctx
-                    : o.ctx_from_model && trained > 0 ? trained
-                    : cfg                             ? cfg->context_length
-                    : trained > 0                     ? std::min(trained, 4096)
-                                                      : 4096;
-  const bool shared = o.ctx_shared && o.n_slots > 1 && !from_config;
+  enum class From { Flag, Model, Config, Default };
+  const From from = o.n_ctx > 0                       ? From::Flag
+                    : o.ctx_from_model && trained > 0 ? From::Model
+                    : cfg                             ? From::Config
+                                                      : From::Default;
+  int total = 4096;
+  const char* source = "";
+  switch (from) {
+    case From::Flag:
+      total = o.n_ctx;
+      break;
+    case From::Model:
+      total = trained;
+      source = " (the model's, -c 0)";
+      break;
+    case From::Config:
+      total = cfg->context_length;
+      source = " (the config's)";
+      break;
+    case From::Default:
+      total = trained > 0 ? std::min(trained, 4096) : 4096;
+      source = " (the model's, at most 4096)";
+      break;
+  }
+  const bool shared = o.ctx_shared && o.n_slots > 1 && from != From::Config;
   const int n_ctx = shared ? total / o.n_slots : total;
   if (n_ctx < 1) {
     throw InvalidArgument("a context of " + std::to_string(total) + " tokens shared by -np " + std::to_string(o.n_slots) +
@@ -97,10 +115,6 @@ int inprocess_context(const CoordinatorOptions& o, const std::optional<PipelineC
     spdlog::warn("coordinator: context {} is beyond the {} tokens the model was trained on; quality may drop", n_ctx,
                  trained);
   }
-  const char* source = o.n_ctx > 0                       ? ""
-                       : o.ctx_from_model && trained > 0 ? " (the model's, -c 0)"
-                       : from_config                     ? " (the config's)"
-                                                         : " (the model's, at most 4096)";
   if (shared) {
     spdlog::info("coordinator: context {} tokens{} shared by -np {} sequences: {} each (--slots N gives each the whole "
                  "context)",
