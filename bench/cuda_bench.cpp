@@ -303,7 +303,8 @@ Stat repeat(int runs, F f) {
 int usage() {
   std::fprintf(stderr,
                "usage: pipellm_cuda_bench (-m FILE.gguf | --preset NAME --quant TYPE) [--runs N] [--json OUT|-]\n"
-               "                          [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth]\n"
+               "                          [--no-f16-cache] [--mmq-max-rows N] [--matvec-max-rows N]\n"
+               "                          [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
                "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N]\n"
@@ -320,6 +321,7 @@ int cuda_bench_main(int argc, char** argv) {
   int runs = 3, gpu = 0;
   bool f16_cache = true, depth = true, batched = true;
   int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
+  int matvec_max_rows = cuda::CudaStageOptions{}.matvec_max_rows;
   cuda::MmqTuning mmq_tuning;
   int attention_blocks_per_sm = cuda::CudaStageOptions{}.attention_blocks_per_sm;
   int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
@@ -338,6 +340,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--json") json = next();
     else if (a == "--no-f16-cache") f16_cache = false;
     else if (a == "--mmq-max-rows") mmq_max_rows = std::stoi(next());
+    else if (a == "--matvec-max-rows") matvec_max_rows = std::stoi(next());
     else if (a == "--dequant-slice-mib") dequant_slice_mib = std::stoi(next());
     else if (a == "--mmq-stages") mmq_tuning.stages = std::stoi(next());
     else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
@@ -412,6 +415,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.matvec_max_rows = matvec_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
     o.attention_blocks_per_sm = attention_blocks_per_sm;
@@ -457,6 +461,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.max_batch_tokens = 512;
     o.resident_f16 = f16_cache;
     o.mmq_max_rows = mmq_max_rows;
+    o.matvec_max_rows = matvec_max_rows;
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
     o.attention_blocks_per_sm = attention_blocks_per_sm;

@@ -18,16 +18,21 @@ echo "gpu tests rc=$? $(since)"
 timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
-# Ablations, same machine: q/k/v and gate/up fused into one mmq launch each; attention splits
-# aiming at 4 blocks per SM (tg128 at depth 4096 beside the default run's); the mmq layout before
-# ba4974b (3-4 stages, 2 blocks per SM, no shared scales) as the baseline of the defaults.
+# Ablations, same machine, one log: q/k/v and gate/up fused into one mmq launch each; the
+# mat-vec (dp4a) instead of mmq up to 16 sequences; attention splits aiming at 4 blocks per SM
+# (tg128 at depth 4096 beside the default run's); the mmq layout before ba4974b (3-4 stages, 2
+# blocks per SM, no shared scales) as the baseline of the defaults.
 C="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --runs 2"
-timeout 100 $C --skip-depth --mmq-fuse 1 > "$OUT/bench_fused.log" 2>&1
-echo "bench fused rc=$? $(since)"
-timeout 100 $C --skip-batched --attention-blocks-per-sm 4 > "$OUT/bench_attn4.log" 2>&1
-echo "bench attention 4/SM rc=$? $(since)"
-timeout 100 $C --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0 > "$OUT/bench_old_mmq.log" 2>&1
-echo "bench old mmq rc=$? $(since)"
+ablation() {
+  local name=$1; shift
+  echo "==== $name: $*" >> "$OUT/ablations.log"
+  timeout 100 $C "$@" >> "$OUT/ablations.log" 2>&1
+  echo "ablation $name rc=$? $(since)"
+}
+ablation fused --skip-depth --mmq-fuse 1
+ablation matvec16 --skip-depth --matvec-max-rows 16
+ablation attn4 --skip-batched --attention-blocks-per-sm 4
+ablation old_mmq --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
 R1=${ROWS%% *}
@@ -52,5 +57,4 @@ fi
 echo "==== summary ($(since))"; git -C .. log --oneline -1; tail -2 "$OUT/build.log"
 grep -E "FAILED|Failure|tests ran|PASSED" "$OUT/gpu_tests.log" | cut -c1-160 | head -40
 head -40 "$OUT/ncu_summary.txt"
-grep -hE "^model|^upload|device memory|^\| " "$OUT/bench_q4km.log" "$OUT/bench_fused.log" "$OUT/bench_attn4.log" \
-  "$OUT/bench_old_mmq.log"
+grep -hE "^model|^upload|device memory|^\| |^==== " "$OUT/bench_q4km.log" "$OUT/ablations.log"

@@ -92,6 +92,10 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     }
   }
   if (opt_.n_slots < 1 || opt_.n_ctx < 1) throw InvalidArgument("CUDA stage: n_slots and n_ctx must be positive");
+  if (opt_.matvec_max_rows < 1 || opt_.matvec_max_rows > kMatvecChunkedRows) {
+    throw InvalidArgument("CUDA stage: matvec_max_rows " + std::to_string(opt_.matvec_max_rows) + " outside [1, " +
+                          std::to_string(kMatvecChunkedRows) + "]");
+  }
   PIPELLM_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   cublas_ws_.resize(kCublasWorkspaceBytes);
   PIPELLM_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_ws_.get(), kCublasWorkspaceBytes));

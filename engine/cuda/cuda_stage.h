@@ -52,6 +52,10 @@ struct CudaStageOptions {
   // (mmq.h: batched decode, small prefill chunks); 0 turns them off (the mat-vec up to 32 rows,
   // cuBLAS on f16 weights beyond).
   int mmq_max_rows = 64;
+  // Batches of up to this many rows take the quantized mat-vec (launches of up to
+  // kMatvecMaxRows, each reading the weights once) instead of mmq; 1..32 (a benchmark's ablation:
+  // mat-vec's dp4a against mmq's latency-bound tiles at 9..16 sequences).
+  int matvec_max_rows = 8;
   MmqTuning mmq_tuning;  // their layout over the GPU (mmq.h; a benchmark's ablation)
   // Split-KV attention: the blocks per SM the splits of a step aim for (attention.h's
   // attention_split; more splits hide more of each block's tile pipeline fill at long depths).
@@ -221,17 +225,17 @@ class CudaStage : public Stage {
   // The product of w's rows as the device holds them (product() adds the rows the CPU keeps).
   void product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
-  // kMatvecMaxRows rows, each reading the weights once) for decode-sized batches; the tensor-core
-  // product on the quantized blocks (mmq.h) for 9 .. opt_.mmq_max_rows rows when every matrix of
-  // the stage allows it; else cuBLAS on f16 weights (resident copies, or dequantized per product).
+  // kMatvecMaxRows rows, each reading the weights once) for up to opt_.matvec_max_rows rows; the
+  // tensor-core product on the quantized blocks (mmq.h) beyond, up to opt_.mmq_max_rows rows, when
+  // every matrix of the stage allows it; else cuBLAS on f16 weights (resident copies, or
+  // dequantized per product).
   // Without mmq and without resident copies the mat-vec takes batches up to kMatvecChunkedRows
   // (cheaper than dequantizing every matrix each step).
   static constexpr int kMatvecChunkedRows = 32;
-  static constexpr int kMatvecRows = 8;
   bool use_matvec(int T) const {
-    return T <= (mmq_ || opt_.resident_f16 ? kMatvecRows : kMatvecChunkedRows);
+    return T <= (mmq_ || opt_.resident_f16 ? opt_.matvec_max_rows : kMatvecChunkedRows);
   }
-  bool use_mmq(int T) const { return mmq_ && T > kMatvecRows && T <= opt_.mmq_max_rows; }
+  bool use_mmq(int T) const { return mmq_ && T > opt_.matvec_max_rows && T <= opt_.mmq_max_rows; }
   // One launch for several matrices of one type over the same activations (MmqTuning::fuse).
   bool fuse_mmq(int T, const CudaMatrix& a, const CudaMatrix& b) const {
     return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in && mmq_supports(a.m) &&
