@@ -40,6 +40,10 @@ struct MmqTuning {
   // For the engine: q/k/v (and gate/up) of one type in one launch (MmqArgs::extra). Off until
   // measured (the ncu profile says the 1024-row k and v products fill one block per SM alone).
   bool fuse = false;
+  // Products of up to this many activation rows take the streaming kernel (mmq_stream.h: weights
+  // straight from global memory into mma fragments, no shared-memory tiles or barriers per K
+  // step); 0..kMmqStreamMaxRows (32). Off until measured against the tiles.
+  int stream_max_rows = 0;
 };
 
 // A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and
