@@ -3,13 +3,20 @@
 # llama3-8b-shape Q4_K_M file (mkmodel, llama3 vocabulary): pp512, tg128 at depth 0 / 4096 / 32768,
 # batched decode of 16 and 64 sequences, and each engine's device memory at context 4096
 # (PipeLLM: the stage's own report; llama.cpp: its CUDA0 buffer sizes from llama-server's log).
-# llama.cpp builds from .carry/llama in the background while PipeLLM builds.
-# Usage (device machine, carry .carry/sysroot and .carry/llama): scripts/device-vs-llama.sh
+# llama.cpp builds from .carry/llama in the background while PipeLLM builds, unless its binaries
+# come built (.carry/llama-bin).
+# Usage (device machine, carry .carry/sysroot and .carry/llama or .carry/llama-bin):
+#   scripts/device-vs-llama.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
-if [ ! -x $L/llama-bench ]; then
+# llama.cpp built elsewhere for sm_90 (scripts/make-llama-bin.sh: .carry/llama-bin/bin), or from
+# the trimmed source here.
+if [ -x .carry/llama-bin/bin/llama-bench ]; then
+  L=.carry/llama-bin/bin
+  export LD_LIBRARY_PATH=$PWD/$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+elif [ ! -x $L/llama-bench ]; then
   ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
     cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
