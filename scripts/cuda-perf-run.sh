@@ -19,7 +19,7 @@ timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M 
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
 # Ablations, same machine, one log: q/k/v and gate/up fused into one mmq launch each; the
-# mat-vec (dp4a) instead of mmq up to 16 sequences; the streaming mmq (mmq_stream.h) up to 16;
+# mat-vec (dp4a) instead of mmq up to 16 sequences; the streaming mmq (mmq_stream.h) for 16 and 64;
 # attention splits aiming at 4 blocks per SM
 # (tg128 at depth 4096 beside the default run's); the mmq layout before ba4974b (3-4 stages, 2
 # blocks per SM, no shared scales) as the baseline of the defaults.
@@ -32,7 +32,7 @@ ablation() {
 }
 ablation fused --skip-depth --mmq-fuse 1
 ablation matvec16 --skip-depth --matvec-max-rows 16
-ablation stream16 --skip-depth --mmq-stream-rows 16
+ablation stream64 --skip-depth --mmq-stream-rows 64
 ablation attn4 --skip-batched --attention-blocks-per-sm 4
 ablation old_mmq --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"

@@ -42,7 +42,7 @@ struct MmqTuning {
   bool fuse = false;
   // Products of up to this many activation rows take the streaming kernel (mmq_stream.h: weights
   // straight from global memory into mma fragments, no shared-memory tiles or barriers per K
-  // step); 0..kMmqStreamMaxRows (32). Off until measured against the tiles.
+  // step); 0..kMmqStreamMaxRows (64). Off until measured against the tiles.
   int stream_max_rows = 0;
 };
 

@@ -314,7 +314,7 @@ __device__ __forceinline__ void multiply_item(const Params& p, const typename SF
 }
 
 // grid x: blocks of 8 R weight rows (the segments' one after another); T <= 16 MT. R = 2 for one
-// activation tile, 1 for two (registers: two items of R fragments are in flight per lane).
+// activation tile, 1 for more (registers: two items of R fragments are in flight per lane).
 template <TensorType TT, int MT, int R>
 __global__ void __launch_bounds__(kThreads, 2) mmq_stream_kernel(Params p) {
   using F = SF<TT>;
@@ -405,7 +405,8 @@ void launch_type(const Params& p, int64_t blocks, const Launch& s) {
   shape.grid = dim3(static_cast<unsigned>(blocks));
   shape.block = dim3(kThreads);
   if (p.T <= 16) launch_kernel(s, mmq_stream_kernel<TT, 1, 2>, shape, p);
-  else launch_kernel(s, mmq_stream_kernel<TT, 2, 1>, shape, p);
+  else if (p.T <= 32) launch_kernel(s, mmq_stream_kernel<TT, 2, 1>, shape, p);
+  else launch_kernel(s, mmq_stream_kernel<TT, 4, 1>, shape, p);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // The streaming form of mmq (mmq.h) for decode-sized batches: no shared-memory tiles of weights
 // and no barrier per K step. Each warp reads its weight rows' quantized bytes straight from global
 // memory into mma fragments (the next item's loads in flight while this one is multiplied, as
-// the mat-vec does), with the weights as the mma's B operand (8 rows a fragment) and up to 32
+// the mat-vec does), with the weights as the mma's B operand (8 rows a fragment) and up to 64
 // activation rows as A; the K positions within each 32-value block are permuted the same way on
 // both sides where that lets a lane load 8 contiguous bytes. A block's 8 warps split K and add
 // their partial sums in a fixed order: results are bit-stable. Reached through mmq() when
@@ -12,7 +12,7 @@
 
 namespace pipellm::cuda {
 
-constexpr int kMmqStreamMaxRows = 32;
+constexpr int kMmqStreamMaxRows = 64;
 
 // Types with a streaming kernel (the tile kernel's types).
 bool mmq_stream_supports(TensorType t);

@@ -40,9 +40,9 @@ TEST_P(MmqPerType, MatchesFloat64) {
           ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
       }
-      // The default layout and the benchmark's ablations; the streaming kernel up to 32 rows.
+      // The default layout and the benchmark's ablations; the streaming kernel up to 64 rows.
       for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, cuda::MmqTuning{2, 4, false},
-                                       cuda::MmqTuning{0, 2, true}, cuda::MmqTuning{2, 4, true, false, 32}})
+                                       cuda::MmqTuning{0, 2, true}, cuda::MmqTuning{2, 4, true, false, 64}})
       for (const bool add : {false, true}) {
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto d_y = test::to_device(y0);
@@ -115,7 +115,7 @@ TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
     a.y = ys[0].get();
     a.y_stride = n_outs[0];
     for (int i = 1; i < 3; ++i) a.extra[a.n_extra++] = {ms[static_cast<size_t>(i)].m, ys[static_cast<size_t>(i)].get(), n_outs[i]};
-    for (const int stream_max_rows : {0, 32}) {  // tiles; streaming (16 and 24 rows)
+    for (const int stream_max_rows : {0, 64}) {  // tiles; streaming
       a.tuning.stream_max_rows = stream_max_rows;
       for (auto& y : ys) test::poison(y);
       cuda::mmq(a, nullptr);
