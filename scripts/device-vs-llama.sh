@@ -6,7 +6,7 @@
 # then PipeLLM's ablation ABLATE (bench flags; default: the streaming mmq for 16 and 64 rows)
 # and the GPU kernel tests that need no fixture files (GPU_FILTER), so that the call needs no
 # fixture archive in the upload.
-# llama.cpp: built elsewhere for sm_90 (scripts/make-llama-bin.sh: .carry/llama-bin/bin), else
+# llama.cpp: built elsewhere for sm_90 (scripts/make-llama-bin.sh: .carry/llama-bin), else
 # built here from .carry/llama in the background while PipeLLM builds.
 # Usage (device machine; carry .carry/sysroot, .carry/llama-bin or .carry/llama, and VOCAB's
 # directory when the fixtures do not travel): [VOCAB=F] [ABLATE="--flags"] scripts/device-vs-llama.sh
@@ -17,8 +17,9 @@ B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
 VOCAB=${VOCAB:-$B/testdata/vocab/vocab-llama3.gguf}
 ABLATE=${ABLATE:---mmq-stream-rows 64}
 GPU_FILTER=${GPU_FILTER:-Mmq*:CudaKernels*:CudaKvQuant*:PerType*:ArchOps*:HybridOps*:GpuSampler*:Mxfp4Cuda*:MoeCacheKernels*:RepackForDevice*}
-if [ -x .carry/llama-bin/bin/llama-bench ]; then
-  L=.carry/llama-bin/bin
+if [ -f .carry/llama-bin/llama-bin.tar.xz ]; then
+  mkdir -p build-llama-bin && tar xJf .carry/llama-bin/llama-bin.tar.xz -C build-llama-bin
+  L=build-llama-bin/lb
   export LD_LIBRARY_PATH=$PWD/$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 elif [ ! -x $L/llama-bench ]; then
   ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
