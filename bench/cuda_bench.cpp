@@ -307,7 +307,7 @@ int usage() {
                "                          [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
-               "                          [--mmq-fuse 0|1] [--mmq-stream-rows N] [--attention-blocks-per-sm N]\n"
+               "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -346,7 +346,6 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
     else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = std::stoi(next()) != 0;
     else if (a == "--mmq-fuse") mmq_tuning.fuse = std::stoi(next()) != 0;
-    else if (a == "--mmq-stream-rows") mmq_tuning.stream_max_rows = std::stoi(next());
     else if (a == "--attention-blocks-per-sm") attention_blocks_per_sm = std::stoi(next());
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());

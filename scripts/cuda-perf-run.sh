@@ -18,11 +18,9 @@ echo "gpu tests rc=$? $(since)"
 timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M --reps 3 --no-f16-cache \
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
-# Ablations, same machine, one log: q/k/v and gate/up fused into one mmq launch each; the
-# mat-vec (dp4a) instead of mmq up to 16 sequences; the streaming mmq (mmq_stream.h) for 16 and 64;
-# attention splits aiming at 4 blocks per SM
-# (tg128 at depth 4096 beside the default run's); the mmq layout before ba4974b (3-4 stages, 2
-# blocks per SM, no shared scales) as the baseline of the defaults.
+# Ablations, same machine, one log: q/k/v and gate/up in separate mmq launches; attention splits
+# aiming at 2 blocks per SM (tg128 at depth 4096 beside the default run's); the mmq layout before
+# ba4974b (3-4 stages, 2 blocks per SM, no shared scales) as the baseline of the defaults.
 C="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --runs 2"
 ablation() {
   local name=$1; shift
@@ -30,10 +28,8 @@ ablation() {
   timeout 100 $C "$@" >> "$OUT/ablations.log" 2>&1
   echo "ablation $name rc=$? $(since)"
 }
-ablation fused --skip-depth --mmq-fuse 1
-ablation matvec16 --skip-depth --matvec-max-rows 16
-ablation stream64 --skip-depth --mmq-stream-rows 64
-ablation attn4 --skip-batched --attention-blocks-per-sm 4
+ablation unfused --skip-depth --mmq-fuse 0
+ablation attn2 --skip-batched --attention-blocks-per-sm 2
 ablation old_mmq --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"

@@ -3,7 +3,7 @@
 # llama3-8b-shape Q4_K_M file (mkmodel, llama3 vocabulary): pp512, tg128 at depth 0 / 4096 / 32768,
 # batched decode of 16 and 64 sequences, and each engine's device memory at context 4096
 # (PipeLLM: the stage's own report; llama.cpp: its CUDA0 buffer sizes from llama-server's log);
-# then PipeLLM's ablation ABLATE (bench flags; default: the streaming mmq for 16 and 64 rows)
+# then PipeLLM's ablation ABLATE (bench flags; default: q/k/v and gate/up in separate mmq launches)
 # and the GPU kernel tests that need no fixture files (GPU_FILTER), so that the call needs no
 # fixture archive in the upload.
 # llama.cpp: built elsewhere for sm_90 (scripts/make-llama-bin.sh: .carry/llama-bin), else
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
 VOCAB=${VOCAB:-$B/testdata/vocab/vocab-llama3.gguf}
-ABLATE=${ABLATE:---mmq-stream-rows 64}
+ABLATE=${ABLATE:---mmq-fuse 0}
 GPU_FILTER=${GPU_FILTER:-Mmq*:CudaKernels*:CudaKvQuant*:PerType*:ArchOps*:HybridOps*:GpuSampler*:Mxfp4Cuda*:MoeCacheKernels*:RepackForDevice*}
 if [ -f .carry/llama-bin/llama-bin.tar.xz ]; then
   mkdir -p build-llama-bin && tar xJf .carry/llama-bin/llama-bin.tar.xz -C build-llama-bin

@@ -8,7 +8,6 @@
 #include "base/error.h"
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/mmq_stream.h"
 
 namespace pipellm::cuda {
 namespace {
@@ -642,15 +641,9 @@ void mmq(const MmqArgs& a, const Launch& s) {
   }
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
   const MmqTuning& tu = a.tuning;
-  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
-      tu.stream_max_rows < 0 || tu.stream_max_rows > kMmqStreamMaxRows) {
-    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
-                " blocks per SM, streaming up to " + std::to_string(tu.stream_max_rows) +
-                " rows (stages 0 or 2, blocks 1..16, streaming 0.." + std::to_string(kMmqStreamMaxRows) + ")");
-  }
-  if (a.n_rows <= tu.stream_max_rows && mmq_stream_supports(a.w.type)) {
-    mmq_stream(a, s);
-    return;
+  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16) {
+    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages and " + std::to_string(tu.blocks_per_sm) +
+                " blocks per SM (stages 0 or 2, blocks 1..16)");
   }
   // Split K over a cluster until about blocks_per_sm blocks per SM exist, keeping >= 2 K steps per block.
   const DeviceShape dev = device_shape();

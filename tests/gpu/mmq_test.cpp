@@ -2,9 +2,8 @@
 // the CPU's dequantized weights (kernels/cpu/dequantize) with the activations the kernel was
 // given (its 8-bit blocks read back and decoded), for every type it takes, activation row counts
 // around each of its column tiles (8, 16, 32, 64) and beyond, output counts that leave partial
-// tiles, one K step (no split) and 16 (K split over a cluster), store and accumulate, the tile
-// and the streaming kernels (mmq_stream.h); repeated products are bit-identical; the same rows
-// through the mat-vec (8 at a time) agree with it.
+// tiles, one K step (no split) and 16 (K split over a cluster), store and accumulate; repeated
+// products are bit-identical; the same rows through the mat-vec (8 at a time) agree with it.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -40,9 +39,9 @@ TEST_P(MmqPerType, MatchesFloat64) {
           ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
       }
-      // The default layout and the benchmark's ablations; the streaming kernel up to 64 rows.
+      // The default layout and the benchmark's ablations.
       for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, cuda::MmqTuning{2, 4, false},
-                                       cuda::MmqTuning{0, 2, true}, cuda::MmqTuning{2, 4, true, false, 64}})
+                                       cuda::MmqTuning{0, 2, true}})
       for (const bool add : {false, true}) {
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto d_y = test::to_device(y0);
@@ -67,8 +66,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
         }
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
-                                        << " stages " << tu.stages << " shared scales " << tu.shared_scales << " streamed "
-                                        << (rows <= tu.stream_max_rows) << "; got[0] " << got[0] << " ref[0] " << ref[0];
+                                        << " stages " << tu.stages << " shared scales " << tu.shared_scales << "; got[0] " << got[0] << " ref[0] " << ref[0];
       }
       // The mat-vec on the same 8-bit activations, eight rows per launch.
       cuda::DeviceBuffer<float> ym(static_cast<size_t>(rows * n_out));
@@ -102,7 +100,7 @@ TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
     ms.push_back(test::upload_matrix(t, n_in, n_out, blocks));
     ws.push_back(test::cpu_dequant(t, blocks, n_in, n_out));
   }
-  for (const int rows : {16, 24, 40}) {
+  for (const int rows : {16, 40}) {
     const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
     auto act = test::device_activations(x, rows, n_in);
     std::vector<cuda::DeviceBuffer<float>> ys;
@@ -115,27 +113,23 @@ TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
     a.y = ys[0].get();
     a.y_stride = n_outs[0];
     for (int i = 1; i < 3; ++i) a.extra[a.n_extra++] = {ms[static_cast<size_t>(i)].m, ys[static_cast<size_t>(i)].get(), n_outs[i]};
-    for (const int stream_max_rows : {0, 64}) {  // tiles; streaming
-      a.tuning.stream_max_rows = stream_max_rows;
-      for (auto& y : ys) test::poison(y);
-      cuda::mmq(a, nullptr);
-      for (int i = 0; i < 3; ++i) {
-        const int64_t n_out = n_outs[i];
-        std::vector<double> ref(static_cast<size_t>(rows * n_out));
-        for (int b = 0; b < rows; ++b) {
-          for (int64_t r = 0; r < n_out; ++r) {
-            double sum = 0;
-            for (int64_t k = 0; k < n_in; ++k) {
-              sum += static_cast<double>(ws[static_cast<size_t>(i)][static_cast<size_t>(r * n_in + k)]) *
-                     act.decoded[static_cast<size_t>(b * n_in + k)];
-            }
-            ref[static_cast<size_t>(b * n_out + r)] = sum;
+    for (auto& y : ys) test::poison(y);
+    cuda::mmq(a, nullptr);
+    for (int i = 0; i < 3; ++i) {
+      const int64_t n_out = n_outs[i];
+      std::vector<double> ref(static_cast<size_t>(rows * n_out));
+      for (int b = 0; b < rows; ++b) {
+        for (int64_t r = 0; r < n_out; ++r) {
+          double sum = 0;
+          for (int64_t k = 0; k < n_in; ++k) {
+            sum += static_cast<double>(ws[static_cast<size_t>(i)][static_cast<size_t>(r * n_in + k)]) *
+                   act.decoded[static_cast<size_t>(b * n_in + k)];
           }
+          ref[static_cast<size_t>(b * n_out + r)] = sum;
         }
-        const auto got = test::to_host(ys[static_cast<size_t>(i)], ys[static_cast<size_t>(i)].size());
-        EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " matrix " << i << " rows " << rows
-                                                 << " streaming up to " << stream_max_rows;
       }
+      const auto got = test::to_host(ys[static_cast<size_t>(i)], ys[static_cast<size_t>(i)].size());
+      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " matrix " << i << " rows " << rows;
     }
   }
   // One type and one n_in per launch.
