@@ -45,9 +45,10 @@ if [ -x $L/llama-bench ]; then
     >"$OUT/llama-batched.txt" 2>&1
   echo "llama-batched-bench rc=$? $(since)"
   # Device memory at context 4096, one sequence: the buffers llama.cpp allocates, as it logs them.
-  $L/llama-server -m $M -ngl 99 -fa on -c 4096 -np 1 --port 8093 >"$OUT/llama-mem.log" 2>&1 &
-  pid=$!; for _ in $(seq 1 120); do grep -q "server is listening" "$OUT/llama-mem.log" && break; sleep 0.5; done
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$OUT/llama-mem.log"; kill $pid; wait $pid 2>/dev/null
+  # (nvidia-smi's line goes to its own file: the server's log is not opened for appending.)
+  $L/llama-server -m $M -ngl 99 -fa on -c 4096 -np 1 --port 8093 -lv 4 >"$OUT/llama-mem.log" 2>&1 &
+  pid=$!; for _ in $(seq 1 120); do grep -qE "server is listening|listening on" "$OUT/llama-mem.log" && break; sleep 0.5; done
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader >"$OUT/llama-mem-smi.txt"; kill $pid; wait $pid 2>/dev/null
 fi
 timeout 90 $P --runs 2 --skip-depth $ABLATE >"$OUT/pipellm-ablation.txt" 2>&1; echo "ablation ($ABLATE) rc=$? $(since)"
 timeout 80 $P --runs 2 --depth 32768 --skip-batched >"$OUT/pipellm-d32k.txt" 2>&1; echo "pipellm d32768 rc=$? $(since)"
@@ -58,4 +59,5 @@ for f in pipellm pipellm-ablation pipellm-d32k; do
 done
 cat "$OUT/llama-bench.md" 2>/dev/null | grep -E "^\|"
 grep -E "^\|" "$OUT/llama-batched.txt" 2>/dev/null
-grep -E "CUDA0 (model|KV|compute) buffer size|MiB$" "$OUT/llama-mem.log" 2>/dev/null
+grep -E "CUDA0 (model|KV|compute) buffer size" "$OUT/llama-mem.log" 2>/dev/null
+echo "llama-server at context 4096, nvidia-smi memory.used: $(cat "$OUT/llama-mem-smi.txt" 2>/dev/null)"
