@@ -110,14 +110,18 @@ TEST(CudaPipelineStages, GraphsEqualEagerAndSeveralStagesEqualOne) {
     std::vector<size_t> captured;
     const auto g = run_pipeline(path, split(L, n), true, &captured);
     const auto e = run_pipeline(path, split(L, n), false);
-    // One stage with the same micro-batches: the same rows in every step. (Other batchings give
-    // other rounding: the mat-vec's and attention's reduction shapes follow the batch size, so a
-    // near tie can flip; the split into stages alone must change nothing.)
-    const auto one = run_pipeline(path, split(L, 1), true, nullptr, n);
+    // Several stages against one, each with a single micro-batch: every step then holds every
+    // ready sequence in both, the same rows. (With more micro-batches the steps differ: one stage
+    // finishes each step before the next is formed, so no sequence is ever in flight and the
+    // micro-batches take other sequences than a pipeline's; other batch sizes round differently,
+    // the mat-vec's and attention's reduction shapes following them, and a near tie can flip, as
+    // tiny-qwen3-Q8_0 did on the device. The split into stages alone must change nothing.)
+    const auto several = run_pipeline(path, split(L, n), true, nullptr, 1);
+    const auto one = run_pipeline(path, split(L, 1), true, nullptr, 1);
     ASSERT_EQ(captured.size(), static_cast<size_t>(n));
     for (size_t r = 0; r < captured.size(); ++r) EXPECT_GT(captured[r], 0u) << path << " stage " << r;
     EXPECT_EQ(g, e) << path << ": graph replay vs eager, " << n << " stages";
-    EXPECT_EQ(g, one) << path << ": " << n << " stages vs one";
+    EXPECT_EQ(several, one) << path << ": " << n << " stages vs one, one micro-batch each";
     ASSERT_EQ(g.size(), 4u) << path;
   }
 }
