@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device calls for the architecture issues (15: gemma3/phi3/MoE/gpt-oss, 16: qwen35/gemma4).
 # Here first: `scripts/device-tree.sh keep fixtures-arch fixtures-next` (the upload limit), then
-# call the device with carry [".carry/sysroot"] (and ".carry/llama" for WITH_LLAMA=1):
+# call the device with carry [".carry/sysroot"] (and ".carry/llama-bin", or ".carry/llama" with WITH_LLAMA=1):
 #   scripts/device-arch.sh build    PipeLLM (+ llama.cpp in the background), the architecture GPU
 #                                   tests (fixtures within their bounds, graph == eager, the ops)
 #   scripts/device-arch.sh bench    real-shape MoE files (mkmodel, real vocabularies): pipellm bench
@@ -18,15 +18,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device
+# llama.cpp: the prebuilt binaries when .carry/llama-bin travelled, else `build` built them here.
+[ "${1:-}" = build ] || llama_tools llama-bench
 case ${1:-} in
 build)
-  if [ -n "${WITH_LLAMA:-}" ] && [ ! -x build-llama/bin/llama-bench ]; then
-    ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
-      cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
-      nice ninja -C build-llama -j8 llama-bench llama-quantize ) >"$OUT/llama-build.log" 2>&1 &
-  fi
+  [ -n "${WITH_LLAMA:-}" ] && llama_tools llama-bench llama-quantize
   scripts/device-build.sh pipellm pipellm_gpu_tests pipellm_prefetch_bench >"$OUT/build.log" 2>&1
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
   (cd $B && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 \
@@ -34,7 +30,7 @@ build)
      >"$OUT/arch_gpu_tests.log" 2>&1)
   echo "arch gpu tests rc=$? $(since)"
   grep -E "FAILED|tests ran|PASSED|\] tiny|rel RMS" "$OUT/arch_gpu_tests.log" | cut -c1-200 | head -60
-  wait; echo "llama.cpp: $(ls build-llama/bin 2>/dev/null | tr '\n' ' ') $(since)" ;;
+  wait; echo "llama.cpp: $(ls "${LLAMA_BIN:-none}" 2>/dev/null | tr '\n' ' ') $(since)" ;;
 bench)
   V=$B/testdata/vocab
   declare -A VOCAB=([qwen3-30b-a3b]=$V/vocab-qwen3.gguf [gpt-oss-20b]=$V/vocab-gptoss.gguf)
@@ -44,8 +40,8 @@ bench)
     ls -la "$m"
     timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --json >"$OUT/pipellm-$p.json" 2>"$OUT/pipellm-$p.log"
     echo "pipellm $p rc=$? $(since)"; tail -c 600 "$OUT/pipellm-$p.json"
-    if [ -x build-llama/bin/llama-bench ]; then
-      timeout 200 build-llama/bin/llama-bench -m "$m" -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json \
+    if [ -x $LLAMA_BIN/llama-bench ]; then
+      timeout 200 $LLAMA_BIN/llama-bench -m "$m" -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json \
         >"$OUT/llama-$p.json" 2>"$OUT/llama-$p.log"
       echo "llama-bench $p rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p.json" | head
     fi
@@ -65,8 +61,8 @@ offload)
     --skip-depth --skip-batched --reps 2 >"$OUT/pipellm-$p-ncmoe$n-cache.txt" 2>&1
   echo "pipellm $p --n-cpu-moe $n --expert-cache rc=$? $(since)"
   grep -E "tg128|pp512|expert cache" "$OUT/pipellm-$p-ncmoe$n-cache.txt" | tail -8
-  if [ -x build-llama/bin/llama-bench ]; then
-    timeout 240 build-llama/bin/llama-bench -m "$m" -ngl 99 -fa 1 -ncmoe $n -t 16 -p 512 -n 128 -r 2 -o json \
+  if [ -x $LLAMA_BIN/llama-bench ]; then
+    timeout 240 $LLAMA_BIN/llama-bench -m "$m" -ngl 99 -fa 1 -ncmoe $n -t 16 -p 512 -n 128 -r 2 -o json \
       >"$OUT/llama-$p-ncmoe$n.json" 2>"$OUT/llama-$p-ncmoe$n.log"
     echo "llama-bench $p -ncmoe $n rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p-ncmoe$n.json" | head
   fi ;;
@@ -83,8 +79,8 @@ offload-dense)
   timeout 300 $B/bench/pipellm_prefetch_bench -m $m --budgets 2200MB,3300MB --runs 2 --skip-ablation --skip-resident \
     --cpu-rows ${CPU_ROWS:-0.3,0.5,auto} --threads 16 >"$OUT/prefetch-cpu-rows.txt" 2>&1
   echo "prefetch bench rc=$? $(since)"; grep -E "^\|" "$OUT/prefetch-cpu-rows.txt" | head -12
-  if [ -x build-llama/bin/llama-bench ]; then
-    timeout 200 build-llama/bin/llama-bench -m $m -ngl 16,24 -fa 1 -t 16 -p 512 -n 32 -r 2 -o json \
+  if [ -x $LLAMA_BIN/llama-bench ]; then
+    timeout 200 $LLAMA_BIN/llama-bench -m $m -ngl 16,24 -fa 1 -t 16 -p 512 -n 32 -r 2 -o json \
       >"$OUT/llama-ngl.json" 2>"$OUT/llama-ngl.log"
     echo "llama-bench -ngl 16,24 rc=$? $(since)"; grep -E '"(n_gpu_layers|n_prompt|n_gen|avg_ts)"' "$OUT/llama-ngl.json" | head -16
   fi ;;

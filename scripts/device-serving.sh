@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 14's device calls. `build`: llama.cpp (WITH_LLAMA=1: from .carry/llama, in the background) and PipeLLM,
+# Issue 14's device calls. `build`: llama.cpp (WITH_LLAMA=1 without .carry/llama-bin: from .carry/llama, in the
+# background) and PipeLLM,
 # the 8B Q4_K_M model, the GPU tests. `bench`: bench/serving_bench.sh. Logs under $OUT.
 # Usage (device machine, carry .carry): scripts/device-serving.sh build|bench [phases...]
 # (SKIP_TESTS=1: build without running the GPU tests; GPU_FILTER=F: only those; VOCAB=FILE: the llama3 vocabulary, when the
@@ -12,14 +13,7 @@ cd "$(dirname "$0")/.."
 M=build-device/l8-q4km-text.gguf
 case $1 in
 build)
-  if [ -n "${WITH_LLAMA:-}" ] && [ ! -x build-llama/bin/llama-server ]; then
-    ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
-      cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON &&
-      nice ninja -C build-llama -j10 llama-server llama-batched-bench ) >"$OUT/llama-build.log" 2>&1 &
-    LB=$!
-  fi
+  [ -n "${WITH_LLAMA:-}" ] && llama_tools llama-server llama-batched-bench
   scripts/device-build.sh pipellm pipellm_gpu_tests pipellm-stage pipellm-coordinator pipellm_nccl_transport_test \
     >"$OUT/build.log" 2>&1
   echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
@@ -41,11 +35,12 @@ build)
     echo "served/ipc test rc=$? $(since)"
   fi
   wait
-  echo "llama.cpp: $(ls build-llama/bin 2>/dev/null | tr '\n' ' ') $(since)"; tail -3 "$OUT/llama-build.log"
+  echo "llama.cpp: $(ls "${LLAMA_BIN:-none}" 2>/dev/null | tr '\n' ' ') $(since)"; tail -3 "$OUT/llama-build.log" 2>/dev/null
   grep -E "FAILED|tests ran|PASSED|SKIPPED|chi2|\] " "$OUT/gpu_tests.log" | cut -c1-200 | head -40
   tail -15 "$OUT/served_test.log"; ls -la $M ;;
 bench)
   shift
+  llama_tools llama-server  # LLAMA_BIN for bench/serving_bench.sh (built by `build` when not prebuilt)
   timeout 560 bench/serving_bench.sh $M "$OUT" "$@"
   echo "bench $(since)" ;;
 esac

@@ -6,38 +6,29 @@
 # then PipeLLM's ablation ABLATE (bench flags; default: q/k/v and gate/up in separate mmq launches)
 # and the GPU kernel tests that need no fixture files (GPU_FILTER), so that the call needs no
 # fixture archive in the upload.
-# llama.cpp: built elsewhere for sm_90 (scripts/make-llama-bin.sh: .carry/llama-bin), else
-# built here from .carry/llama in the background while PipeLLM builds.
+# llama.cpp: device-env.sh's llama_tools (prebuilt in .carry/llama-bin, else built here from
+# .carry/llama in the background while PipeLLM builds).
 # Usage (device machine; carry .carry/sysroot, .carry/llama-bin or .carry/llama, and VOCAB's
 # directory when the fixtures do not travel): [VOCAB=F] [ABLATE="--flags"] scripts/device-vs-llama.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh
-B=build-device L=build-llama/bin M=build-device/l8-q4km.gguf
+B=build-device M=build-device/l8-q4km.gguf
 VOCAB=${VOCAB:-$B/testdata/vocab/vocab-llama3.gguf}
 ABLATE=${ABLATE:---mmq-fuse 0}
 GPU_FILTER=${GPU_FILTER:-Mmq*:CudaKernels*:CudaKvQuant*:PerType*:ArchOps*:HybridOps*:GpuSampler*:Mxfp4Cuda*:MoeCacheKernels*:RepackForDevice*}
-if [ -f .carry/llama-bin/llama-bin.tar.xz ]; then
-  mkdir -p build-llama-bin && tar xJf .carry/llama-bin/llama-bin.tar.xz -C build-llama-bin
-  L=build-llama-bin/lb
-  export LD_LIBRARY_PATH=$PWD/$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-elif [ ! -x $L/llama-bench ]; then
-  ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
-    cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-      -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON &&
-    nice ninja -C build-llama -j8 llama-bench llama-batched-bench llama-server ) >"$OUT/llama-build.log" 2>&1 &
-fi
+llama_tools llama-bench llama-batched-bench llama-server
+L=$LLAMA_BIN
 scripts/device-build.sh pipellm pipellm_cuda_bench pipellm_gpu_tests >"$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >>"$OUT/build.log"
-[ -f $M ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab "$VOCAB" $M >>"$OUT/build.log" 2>&1 &
+mk=0; [ -f $M ] || { $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab "$VOCAB" $M >>"$OUT/build.log" 2>&1 & mk=$!; }
 (cd $B && timeout 120 ./tests/pipellm_gpu_tests --gtest_brief=1 --gtest_filter="$GPU_FILTER" >"$OUT/gpu_tests.log" 2>&1)
 echo "gpu tests rc=$? $(since)"
-wait; ls -la $M >>"$OUT/build.log"
+[ $mk = 0 ] || wait $mk; ls -la $M >>"$OUT/build.log"
 P="$B/bench/pipellm_cuda_bench -m $M --no-f16-cache"
 timeout 150 $P --runs 3 >"$OUT/pipellm.txt" 2>&1; echo "pipellm rc=$? $(since)"
-echo "llama.cpp: $(ls $L 2>/dev/null | tr '\n' ' ') $(since)"; [ -f "$OUT/llama-build.log" ] && tail -2 "$OUT/llama-build.log"
+wait; echo "llama.cpp: $(ls $L 2>/dev/null | tr '\n' ' ') $(since)"; [ -f "$OUT/llama-build.log" ] && tail -2 "$OUT/llama-build.log"
 if [ -x $L/llama-bench ]; then
   timeout 150 $L/llama-bench -m $M -ngl 99 -fa 1 -p 512 -n 128 -d 0,4096,32768 -r 2 -o md >"$OUT/llama-bench.md" 2>&1
   echo "llama-bench rc=$? $(since)"

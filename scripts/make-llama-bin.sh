@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, llama-batched-bench and llama-server for sm_90 on this machine
+# Builds llama.cpp's llama-bench, llama-batched-bench, llama-server and llama-quantize for sm_90 here
 # (no GPU needed, nvcc only; libcuda.so.1, the driver, is left for the device to resolve) from
 # .carry/llama/llama-trim.tar.xz and packs them with their shared libraries, stripped, in
 # .carry/llama-bin/llama-bin.tar.xz: the device call then spends no time building llama.cpp
-# (scripts/device-vs-llama.sh uses them when present). Takes about half an hour on 2 cores.
+# (scripts/device-env.sh's llama_tools uses them when present). Takes about half an hour on 2 cores.
 # Usage: scripts/make-llama-bin.sh [BUILD_DIR]   (default /tmp/llama-build; kept for reruns)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +15,12 @@ cmake -S "$B/llama.cpp" -B "$B/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=ON -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined \
   -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--allow-shlib-undefined >"$B/cmake.log"
-nice ninja -C "$B/build" llama-bench llama-batched-bench llama-server
+nice ninja -C "$B/build" llama-bench llama-batched-bench llama-server llama-quantize
 # One file per library under its soname (links may not travel), xz-compressed (the upload is
 # limited to 64 MiB: about 42 MB).
 S=$(mktemp -d)
 mkdir "$S/lb"
-for f in llama-bench llama-batched-bench llama-server; do
+for f in llama-bench llama-batched-bench llama-server llama-quantize; do
   cp -L "$B/build/bin/$f" "$S/lb/"
   for so in $(ldd "$B/build/bin/$f" 2>/dev/null | awk -v d="$B/build/bin/" 'index($3, d) == 1 {print $1}'); do
     cp -L "$B/build/bin/$so" "$S/lb/$so"
