@@ -307,7 +307,7 @@ int usage() {
                "                          [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
-               "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N]\n"
+               "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N] [--attention-mma 0|1]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -324,6 +324,7 @@ int cuda_bench_main(int argc, char** argv) {
   int matvec_max_rows = cuda::CudaStageOptions{}.matvec_max_rows;
   cuda::MmqTuning mmq_tuning;
   int attention_blocks_per_sm = cuda::CudaStageOptions{}.attention_blocks_per_sm;
+  bool attention_mma = cuda::CudaStageOptions{}.attention_tensor_cores;
   int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
@@ -347,6 +348,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = std::stoi(next()) != 0;
     else if (a == "--mmq-fuse") mmq_tuning.fuse = std::stoi(next()) != 0;
     else if (a == "--attention-blocks-per-sm") attention_blocks_per_sm = std::stoi(next());
+    else if (a == "--attention-mma") attention_mma = std::stoi(next()) != 0;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
@@ -419,6 +421,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
     o.attention_blocks_per_sm = attention_blocks_per_sm;
+    o.attention_tensor_cores = attention_mma;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;
@@ -465,6 +468,7 @@ int cuda_bench_main(int argc, char** argv) {
     o.dequant_slice_mib = dequant_slice_mib;
     o.mmq_tuning = mmq_tuning;
     o.attention_blocks_per_sm = attention_blocks_per_sm;
+    o.attention_tensor_cores = attention_mma;
     o.host_experts = host_experts;
     o.host_threads = host_threads;
     o.expert_cache_bytes = experts.cache_bytes;

@@ -19,7 +19,7 @@ timeout 150 ./cli/pipellm bench --device cuda --preset llama3-8b --quant Q4_K_M 
   > "$OUT/bench_q4km.log" 2>&1
 echo "bench q4km rc=$? $(since)"
 # Ablations, same machine, one log: q/k/v and gate/up in separate mmq launches; attention splits
-# aiming at 2 blocks per SM (tg128 at depth 4096 beside the default run's); the mmq layout before
+# aiming at 2 blocks per SM, and on tensor cores (tg128 at depth 4096 beside the default run's); the mmq layout before
 # ba4974b (3-4 stages, 2 blocks per SM, no shared scales) as the baseline of the defaults.
 C="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --runs 2"
 ablation() {
@@ -30,6 +30,7 @@ ablation() {
 }
 ablation unfused --skip-depth --mmq-fuse 0
 ablation attn2 --skip-batched --attention-blocks-per-sm 2
+ablation attn_mma --skip-batched --attention-mma 1
 ablation old_mmq --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"

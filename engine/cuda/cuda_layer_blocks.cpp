@@ -174,6 +174,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.slot = d_slot_;
   a.window = s.window;
   a.sinks = l.vec(LayerTensor::Sinks);
+  a.tensor_cores = opt_.attention_tensor_cores;
   attention_split(n_keys, T, s.n_head_kv, opt_.attention_blocks_per_sm * sms_, &a.n_splits, &a.keys_per_split);
   a.partial = attn_part_.get();
   if (attention_scratch_floats(T, cfg_.n_head, s.head_dim, a.n_splits) > attn_part_floats_)

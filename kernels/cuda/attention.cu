@@ -6,6 +6,7 @@
 #include "kernels/cpu/block_formats.h"
 #include "kernels/cpu/kv_quant.h"
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/attention_mma.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -347,6 +348,19 @@ void launch_split(const AttentionArgs& a, dim3 grid, const Launch& s) {
               " unsupported (f16, q8_0, q4_0)");
 }
 
+// The CUDA-core split kernel for a's head size.
+void launch_split_any(const AttentionArgs& a, dim3 grid, const Launch& s) {
+  switch (a.head_dim) {
+    case 64: launch_split<64>(a, grid, s); break;
+    case 96: launch_split<96>(a, grid, s); break;  // Phi-3/3.5-mini
+    case 128: launch_split<128>(a, grid, s); break;
+    case 256: launch_split<256>(a, grid, s); break;
+    case 512: launch_split<512>(a, grid, s); break;  // Gemma 4's global layers (one 83 KB tile in flight)
+    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256, 512)");
+  }
+  PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
+}
+
 }  // namespace
 
 int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits) {
@@ -377,15 +391,11 @@ void attention(const AttentionArgs& a, const Launch& s) {
                 " kv heads unsupported (group of 1.." + std::to_string(kMaxGroup) + ")");
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
                   static_cast<unsigned>(a.n_tokens));
-  switch (a.head_dim) {
-    case 64: launch_split<64>(a, grid, s); break;
-    case 96: launch_split<96>(a, grid, s); break;  // Phi-3/3.5-mini
-    case 128: launch_split<128>(a, grid, s); break;
-    case 256: launch_split<256>(a, grid, s); break;
-    case 512: launch_split<512>(a, grid, s); break;  // Gemma 4's global layers (one 83 KB tile in flight)
-    default: throw Error("attention: head_dim " + std::to_string(a.head_dim) + " unsupported (64, 96, 128, 256, 512)");
+  if (a.tensor_cores && attention_mma_supports(a)) {
+    attention_mma_split(a, s);
+  } else {
+    launch_split_any(a, grid, s);
   }
-  PIPELLM_CUDA_LAUNCH_CHECK("attention_split");
   launch_kernel(s, attention_combine_kernel, dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),
                 dim3(static_cast<unsigned>(a.head_dim)), a);
   PIPELLM_CUDA_LAUNCH_CHECK("attention_combine");

@@ -52,6 +52,9 @@ struct AttentionArgs {
   int window = 0;
   // Attention sinks (gpt-oss): head h's softmax denominator also holds exp(sinks[h]). Device [n_head] or null.
   const float* sinks = nullptr;
+  // The split phase on tensor cores where attention_mma.h supports the shape (f16 caches, head_dim
+  // 64 or 128): Q and the probabilities rounded to f16 for the products.
+  bool tensor_cores = false;
 };
 
 // Scratch floats the kernels need for these sizes.

@@ -250,6 +250,16 @@ inline DeviceActivations device_activations(const std::vector<float>& x, int row
   return a;
 }
 
+// Bounds of the tensor-core attention (attention_mma.h) against float64, for the tests' inputs
+// (q, k, v uniform in [-1, 1], scale 1/sqrt(D)). Its products round Q and the probabilities to
+// f16 (unit roundoff u = 2^-11 = 4.9e-4): a score moves by at most u * scale * sum|q k| (a
+// fraction of u for these inputs, whose scores stay within a few units), each weight of the
+// output by about u, and the denominator, summed from the unrounded weights, by less: about 2u
+// at worst for a token's row, 1e-3 (about 2u) relative RMS over the whole output, 3e-3 (6u) for
+// one token's row.
+constexpr double kTensorCoreAttentionRms = 1e-3;
+constexpr double kTensorCoreAttentionToken = 3e-3;
+
 // Attention args for dense q / out rows ([T][H*D]) over a cache of n_ctx rows per slot, scored
 // at 1/sqrt(D): the common setup of the attention tests (callers add window, sinks, splits).
 inline cuda::AttentionArgs dense_attention_args(int T, int H, int Hkv, int D, const float* q, float* out,

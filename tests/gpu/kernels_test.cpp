@@ -11,6 +11,7 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_mma.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/matvec_quant.h"
@@ -316,7 +317,8 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   for (int D : {64, 96, 128, 512}) {
     for (int G : {1, 4}) {
-      for (int splits_target : {1, 64}) {
+      for (int splits_target : {1, 64})
+      for (const bool tc : {false, true}) {  // the CUDA-core kernel; the tensor-core one where it applies
         const int Hkv = 2, H = Hkv * G, n_ctx = 300, n_slots = 2;
         const std::vector<int32_t> pos = {0, 299, 130, 64, -1}, slot = {0, 1, 0, 1, 0};
         const int T = static_cast<int>(pos.size());
@@ -331,6 +333,8 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
         test::poison(out);
         cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, dq.get(), out.get(), dk.get(),
                                                            dv.get(), n_ctx, dpos.get(), dslot.get());
+        a.tensor_cores = tc;
+        if (tc && !cuda::attention_mma_supports(a)) continue;
         cuda::attention_split(n_ctx, T, Hkv, splits_target, &a.n_splits, &a.keys_per_split);
         cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, a.n_splits)));
         a.partial = part.get();
@@ -380,7 +384,12 @@ TEST(CudaKernels, AttentionMatchesFloat64) {
             }
           }
         }
-        EXPECT_LT(test::rel_err(got, ref), 1e-4) << "D " << D << " G " << G << " splits " << a.n_splits;
+        EXPECT_LT(test::rel_err(got, ref), tc ? test::kTensorCoreAttentionRms : 1e-4)
+            << "D " << D << " G " << G << " splits " << a.n_splits << " tensor cores " << tc;
+        if (tc) {  // the same launch again: the same bits (the warps merge in a fixed order)
+          cuda::attention(a, nullptr);
+          EXPECT_EQ(test::to_host(out, out.size()), got) << "D " << D << " G " << G << ": not bit-stable";
+        }
         for (int i = 0; i < H * D; ++i) ASSERT_EQ(got[(T - 1) * H * D + i], 0.0f) << "padding token";
       }
     }
