@@ -32,8 +32,7 @@ build)
   grep -E "FAILED|tests ran|PASSED|\] tiny|rel RMS" "$OUT/arch_gpu_tests.log" | cut -c1-200 | head -60
   wait; echo "llama.cpp: $(ls "${LLAMA_BIN:-none}" 2>/dev/null | tr '\n' ' ') $(since)" ;;
 bench)
-  V=$B/testdata/vocab
-  declare -A VOCAB=([qwen3-30b-a3b]=$V/vocab-qwen3.gguf [gpt-oss-20b]=$V/vocab-gptoss.gguf)
+  declare -A VOCAB=([qwen3-30b-a3b]=$(vocab qwen3) [gpt-oss-20b]=$(vocab gptoss))
   for p in qwen3-30b-a3b gpt-oss-20b; do
     m=$B/$p.gguf
     [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab "${VOCAB[$p]}" "$m" >"$OUT/mkmodel-$p.log" 2>&1
@@ -51,7 +50,7 @@ offload)
      >"$OUT/host_experts_tests.log" 2>&1)
   echo "host experts gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED|Failure" "$OUT/host_experts_tests.log" | head -30
   p=qwen3-30b-a3b; m=$B/$p.gguf; n=${NCPU:-48}
-  [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab $B/testdata/vocab/vocab-qwen3.gguf "$m" >"$OUT/mkmodel-$p.log" 2>&1
+  [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab "$(vocab qwen3)" "$m" >"$OUT/mkmodel-$p.log" 2>&1
   lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-300 >"$OUT/cpu.txt"; head -2 "$OUT/cpu.txt"
   timeout 240 $B/cli/pipellm bench -m "$m" --device cuda --n-cpu-moe $n -t 16 --skip-depth --skip-batched --reps 2 \
     >"$OUT/pipellm-$p-ncmoe$n.txt" 2>&1
@@ -74,7 +73,7 @@ offload-dense)
      >"$OUT/host_rows_tests.log" 2>&1)
   echo "host rows gpu tests rc=$? $(since)"; grep -E "FAILED|tests ran|PASSED|Failure" "$OUT/host_rows_tests.log" | head -20
   m=$B/l8-q4km.gguf
-  [ -f $m ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab $B/testdata/vocab/vocab-llama3.gguf $m \
+  [ -f $m ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M --vocab "$(vocab llama3)" $m \
     >"$OUT/mkmodel-l8.log" 2>&1
   timeout 300 $B/bench/pipellm_prefetch_bench -m $m --budgets 2200MB,3300MB --runs 2 --skip-ablation --skip-resident \
     --cpu-rows ${CPU_ROWS:-0.3,0.5,auto} --threads 16 >"$OUT/prefetch-cpu-rows.txt" 2>&1

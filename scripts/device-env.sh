@@ -27,3 +27,15 @@ llama_tools() {
   fi
   export LLAMA_BIN
 }
+
+# The path of tokenizer vocabulary NAME (llama3, qwen3, gptoss, gemma3): the fixtures' copy when
+# the fixture archive travelled, else the xz copy carried in .carry/vocab (a few MB instead of the
+# 37 MB archive), unpacked once. Usage: V=$(vocab llama3)
+vocab() {
+  local f=build-device/testdata/vocab/vocab-$1.gguf
+  if [ ! -f "$f" ] && [ -f .carry/vocab/vocab-$1.gguf.xz ]; then
+    f=build-device/vocab/vocab-$1.gguf
+    [ -f "$f" ] || { mkdir -p build-device/vocab && xz -dc .carry/vocab/vocab-$1.gguf.xz >"$f"; }
+  fi
+  echo "$f"
+}

@@ -10,7 +10,7 @@ M=build-device/l8-q4km.gguf
 scripts/device-build.sh pipellm pipellm_gpu_tests >"$OUT/build.log" 2>&1
 echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -30
 [ -f $M ] || build-device/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M \
-  --vocab build-device/testdata/vocab/vocab-llama3.gguf $M >"$OUT/mkmodel.log" 2>&1 &
+  --vocab "$(vocab llama3)" $M >"$OUT/mkmodel.log" 2>&1 &
 (cd build-device && timeout 120 ./tests/pipellm_gpu_tests --gtest_filter='*Mmq*' >"$OUT/mmq_tests.log" 2>&1)
 echo "mmq tests rc=$? $(since)"; grep -E "FAILED|PASSED|Failure|rel|bit" "$OUT/mmq_tests.log" | head -30
 (cd build-device && timeout 240 ./tests/pipellm_gpu_tests --gtest_brief=1 ${GPU_FILTER:+--gtest_filter=$GPU_FILTER} \

@@ -23,7 +23,7 @@ build)
     chmod -R u+w build-device/testdata 2>/dev/null; tar xJf .device-mini.tar.xz -C build-device/testdata
   fi
   [ -f $M ] || build-device/cli/pipellm mkmodel --preset llama3-8b --quant Q4_K_M \
-    --vocab ${VOCAB:-build-device/testdata/vocab/vocab-llama3.gguf} --text-head $M >"$OUT/mkmodel.log" 2>&1 &
+    --vocab ${VOCAB:-$(vocab llama3)} --text-head $M >"$OUT/mkmodel.log" 2>&1 &
   if [ -n "${GPU_FILTER:-}" ]; then
     (cd build-device && timeout 300 ./tests/pipellm_gpu_tests --gtest_brief=1 --gtest_filter="$GPU_FILTER" \
       >"$OUT/gpu_tests.log" 2>&1)

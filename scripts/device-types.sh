@@ -13,7 +13,7 @@ llama_tools llama-bench llama-quantize
 wait  # only when llama.cpp is built here
 B=build-device
 F16=$B/l8-f16.gguf
-[ -f $F16 ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant F16 --vocab $B/testdata/vocab/vocab-llama3.gguf $F16 \
+[ -f $F16 ] || $B/cli/pipellm mkmodel --preset llama3-8b --quant F16 --vocab "$(vocab llama3)" $F16 \
   >"$OUT/mkmodel-f16.log" 2>&1
 echo "f16 $(ls -la $F16 | awk '{print $5}') $(since)"
 for t in ${TYPES:-Q2_K Q3_K_M Q4_1 Q5_0 Q5_1 Q5_K_M IQ4_NL IQ4_XS}; do

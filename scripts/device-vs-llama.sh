@@ -8,13 +8,13 @@
 # fixture archive in the upload.
 # llama.cpp: device-env.sh's llama_tools (prebuilt in .carry/llama-bin, else built here from
 # .carry/llama in the background while PipeLLM builds).
-# Usage (device machine; carry .carry/sysroot, .carry/llama-bin or .carry/llama, and VOCAB's
-# directory when the fixtures do not travel): [VOCAB=F] [ABLATE="--flags"] scripts/device-vs-llama.sh
+# Usage (device machine; carry .carry/sysroot, .carry/llama-bin or .carry/llama, and .carry/vocab
+# when the fixtures do not travel): [VOCAB=F] [ABLATE="--flags"] scripts/device-vs-llama.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device M=build-device/l8-q4km.gguf
-VOCAB=${VOCAB:-$B/testdata/vocab/vocab-llama3.gguf}
+VOCAB=${VOCAB:-$(vocab llama3)}
 ABLATE=${ABLATE:---mmq-fuse 0}
 GPU_FILTER=${GPU_FILTER:-Mmq*:CudaKernels*:CudaKvQuant*:PerType*:ArchOps*:HybridOps*:GpuSampler*:Mxfp4Cuda*:MoeCacheKernels*:RepackForDevice*}
 llama_tools llama-bench llama-batched-bench llama-server
