@@ -408,23 +408,25 @@ int cuda_bench_main(int argc, char** argv) {
     Stat s;
     double bytes_per_token;  // weights (and KV at depth) a decode step reads per token; 0: not decode
   };
+  // The stage options of every run (each sets its context and slots).
+  cuda::CudaStageOptions base;
+  base.device = gpu;
+  base.max_batch_tokens = 512;
+  base.resident_f16 = f16_cache;
+  base.mmq_max_rows = mmq_max_rows;
+  base.matvec_max_rows = matvec_max_rows;
+  base.dequant_slice_mib = dequant_slice_mib;
+  base.mmq_tuning = mmq_tuning;
+  base.attention_blocks_per_sm = attention_blocks_per_sm;
+  base.attention_tensor_cores = attention_mma;
+  base.host_experts = host_experts;
+  base.host_threads = host_threads;
+  base.expert_cache_bytes = experts.cache_bytes;
   std::vector<Row> rows;
   if (profile_batched <= 0) {
-    cuda::CudaStageOptions o;
-    o.device = gpu;
+    cuda::CudaStageOptions o = base;
     o.n_ctx = depth ? depth_tokens + 256 : 1024;
     o.n_slots = 1;
-    o.max_batch_tokens = 512;
-    o.resident_f16 = f16_cache;
-    o.mmq_max_rows = mmq_max_rows;
-    o.matvec_max_rows = matvec_max_rows;
-    o.dequant_slice_mib = dequant_slice_mib;
-    o.mmq_tuning = mmq_tuning;
-    o.attention_blocks_per_sm = attention_blocks_per_sm;
-    o.attention_tensor_cores = attention_mma;
-    o.host_experts = host_experts;
-    o.host_threads = host_threads;
-    o.expert_cache_bytes = experts.cache_bytes;
     const auto tu = Clock::now();
     cuda::CudaStage st(cfg, weights, true, true, o);
     const double up_s = seconds_since(tu);
@@ -457,21 +459,9 @@ int cuda_bench_main(int argc, char** argv) {
     }
   }
   if (batched) {
-    cuda::CudaStageOptions o;
-    o.device = gpu;
+    cuda::CudaStageOptions o = base;
     o.n_ctx = 256;
     o.n_slots = 64;
-    o.max_batch_tokens = 512;
-    o.resident_f16 = f16_cache;
-    o.mmq_max_rows = mmq_max_rows;
-    o.matvec_max_rows = matvec_max_rows;
-    o.dequant_slice_mib = dequant_slice_mib;
-    o.mmq_tuning = mmq_tuning;
-    o.attention_blocks_per_sm = attention_blocks_per_sm;
-    o.attention_tensor_cores = attention_mma;
-    o.host_experts = host_experts;
-    o.host_threads = host_threads;
-    o.expert_cache_bytes = experts.cache_bytes;
     cuda::CudaStage st(cfg, weights, true, true, o);
     std::fprintf(txt, "batched stage: %.2f GB of weights on the device\n", st.weight_device_bytes() / 1e9);
     std::fprintf(txt, "%s\n", st.memory_report().format().c_str());
