@@ -285,9 +285,7 @@ double kv_read_bytes(const ModelConfig& c, int d) {
     const LayerSpec& s = c.layer(il);
     if (s.mixer != Mixer::Attention) continue;
     const int keys = s.window > 0 ? std::min(d, s.window) : d;
-    const int kv = s.n_head_kv > 0 ? s.n_head_kv : c.n_head_kv;
-    const int dk = s.head_dim > 0 ? s.head_dim : c.head_dim, dv = s.head_dim_v > 0 ? s.head_dim_v : c.head_dim_v;
-    b += static_cast<double>(keys) * kv * (dk + dv) * 2.0;
+    b += static_cast<double>(keys) * s.n_head_kv * (s.head_dim + s.head_dim_v) * 2.0;
   }
   return b;
 }

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device
 # llama.cpp: the prebuilt binaries when .carry/llama-bin travelled, else `build` built them here.
-[ "${1:-}" = build ] || llama_tools llama-bench
+[ "${1:-}" = build ] || llama_tools
 case ${1:-} in
 build)
   [ -n "${WITH_LLAMA:-}" ] && llama_tools llama-bench llama-quantize

@@ -6,18 +6,19 @@ S=$(date +%s)
 since() { echo "$(( $(date +%s) - S ))s"; }
 export LD_LIBRARY_PATH=$PWD/.carry/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
-# llama.cpp's tools for the comparisons: LLAMA_BIN is the folder holding them. The prebuilt
-# binaries (scripts/make-llama-bin.sh: .carry/llama-bin) when they travelled; else a build from
-# .carry/llama's source in the background (several minutes: the caller `wait`s before using
-# them), of the targets named. Usage: llama_tools llama-bench [llama-server ...]
+# llama.cpp's tools for the comparisons: sets LLAMA_BIN to the folder holding them, the prebuilt
+# binaries (scripts/make-llama-bin.sh: .carry/llama-bin) when they travelled, else build-llama/bin.
+# With targets named and missing there, builds them from .carry/llama's source in the background
+# (several minutes: the caller `wait`s before using them); with none, only locates.
+# Usage: llama_tools [llama-bench llama-server ...]
 llama_tools() {
   if [ -f .carry/llama-bin/llama-bin.tar.xz ]; then
-    mkdir -p build-llama-bin && tar xJf .carry/llama-bin/llama-bin.tar.xz -C build-llama-bin
     LLAMA_BIN=$PWD/build-llama-bin/lb
+    [ -x "$LLAMA_BIN/llama-bench" ] || { mkdir -p build-llama-bin && tar xJf .carry/llama-bin/llama-bin.tar.xz -C build-llama-bin; }
     export LD_LIBRARY_PATH=$LLAMA_BIN:$LD_LIBRARY_PATH
   else
     LLAMA_BIN=$PWD/build-llama/bin
-    if [ ! -x "$LLAMA_BIN/$1" ] && [ -f .carry/llama/llama-trim.tar.xz ]; then
+    if [ $# -gt 0 ] && [ ! -x "$LLAMA_BIN/$1" ] && [ -f .carry/llama/llama-trim.tar.xz ]; then
       ( mkdir -p build-llama && tar xJf .carry/llama/llama-trim.tar.xz -C build-llama &&
         cmake -S build-llama/llama.cpp -B build-llama -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
           -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \

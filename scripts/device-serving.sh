@@ -40,7 +40,7 @@ build)
   tail -15 "$OUT/served_test.log"; ls -la $M ;;
 bench)
   shift
-  llama_tools llama-server  # LLAMA_BIN for bench/serving_bench.sh (built by `build` when not prebuilt)
+  llama_tools  # LLAMA_BIN for bench/serving_bench.sh (built by `build` when not prebuilt)
   timeout 560 bench/serving_bench.sh $M "$OUT" "$@"
   echo "bench $(since)" ;;
 esac

@@ -273,19 +273,9 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
   if (last_) logits_.resize(static_cast<size_t>(logits_rows(opt_.n_slots, max_tokens_)) * static_cast<size_t>(cfg_.n_vocab));
   // Products beyond the mat-vec and mmq sizes dequantize each matrix into wh_, a slice of rows at
   // a time (no resident copies).
-  if (!opt_.resident_f16 && !(mmq_ && opt_.mmq_max_rows >= max_tokens_)) {
-    wh_.resize(static_cast<size_t>(dequant_buffer_elems(weights_->max_matrix_elems, opt_.dequant_slice_mib)));
-  }
-  // Attention scratch: the most any (tokens, splits) choice below can ask for.
+  wh_.resize(static_cast<size_t>(dequant_buffer_elems(opt_, mmq_, max_tokens_, weights_->max_matrix_elems)));
   sms_ = sm_count(opt_.device);
-  const int sms = sms_;
-  for (int t = 1; t <= max_tokens_; t = t < max_tokens_ ? std::min(max_tokens_, t * 2) : max_tokens_ + 1) {
-    for (int il = range_.first; il < range_.last; ++il) {  // layers may differ in KV heads
-      int s = 1, kps = 0;
-      attention_split(opt_.n_ctx, t, cfg_.layer(il).n_head_kv, opt_.attention_blocks_per_sm * sms, &s, &kps);
-      attn_part_floats_ = std::max(attn_part_floats_, attention_scratch_floats(t, cfg_.n_head, cfg_.head_dim, s));
-    }
-  }
+  attn_part_floats_ = attention_scratch_max(cfg_, range_, opt_.n_ctx, max_tokens_, opt_.attention_blocks_per_sm * sms_);
   attn_part_.resize(static_cast<size_t>(attn_part_floats_));
   stream_.synchronize();
 }
@@ -408,6 +398,19 @@ void CudaStage::products(const std::vector<HostRows::Output>& outs, int T) {
         },
         stream_.get());
   }
+}
+
+int64_t CudaStage::attention_scratch_max(const ModelConfig& c, LayerRange range, int n_ctx, int max_tokens,
+                                         int target_blocks) {
+  int64_t floats = 0;
+  for (int t = 1; t <= max_tokens; t = t < max_tokens ? std::min(max_tokens, t * 2) : max_tokens + 1) {
+    for (int il = range.first; il < range.last; ++il) {  // layers may differ in KV heads
+      int s = 1, kps = 0;
+      attention_split(n_ctx, t, c.layer(il).n_head_kv, target_blocks, &s, &kps);
+      floats = std::max(floats, attention_scratch_floats(t, c.n_head, c.head_dim, s));
+    }
+  }
+  return floats;
 }
 
 MmqArgs CudaStage::mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const {

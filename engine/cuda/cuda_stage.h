@@ -147,14 +147,23 @@ class CudaStage : public Stage {
   // of them), so not one per token of a step (512 x a 128k vocabulary is 250 MiB); forward()
   // projects all-logits batches in groups of this many (at least 64: one tensor-core product each).
   static int logits_rows(int n_slots, int max_tokens) { return std::min(max_tokens, std::max(batch_bucket(n_slots), 64)); }
-  // Products without a resident f16 copy dequantize the matrix a slice of rows at a time into a
-  // buffer of at most kDequantSliceElems (64 MiB of f16), not one as large as the largest matrix
-  // (a 128k-token vocabulary's output head alone is 1 GiB).
-  static constexpr int64_t kDequantSliceElems = int64_t{1} << 25;
   static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
-  static int64_t dequant_buffer_elems(int64_t largest_matrix, int slice_mib = 0) {
-    return std::min(largest_matrix, slice_mib > 0 ? (int64_t{slice_mib} << 20) / 2 : kDequantSliceElems);
+  // Products without a resident f16 copy dequantize the matrix a slice of rows at a time into a
+  // buffer of at most kDequantSliceElems (64 MiB of f16; opt.dequant_slice_mib), not one as large
+  // as the largest matrix (a 128k-token vocabulary's output head alone is 1 GiB). Its size in f16
+  // elements (0: no product of up to max_tokens rows needs it; mmq: whether the stage multiplies
+  // on quantized blocks).
+  static constexpr int64_t kDequantSliceElems = int64_t{1} << 25;
+  static int64_t dequant_buffer_elems(const CudaStageOptions& opt, bool mmq, int max_tokens, int64_t largest_matrix) {
+    if (opt.resident_f16 || (mmq && opt.mmq_max_rows >= max_tokens)) return 0;
+    return std::min(largest_matrix, opt.dequant_slice_mib > 0 ? (int64_t{opt.dequant_slice_mib} << 20) / 2
+                                                              : kDequantSliceElems);
   }
+  // Attention's scratch (floats) for the most any step of up to max_tokens tokens over the
+  // layers in `range` can ask for: the split choice of every batch bucket, as enqueue_attention
+  // makes it with this target of blocks.
+  static int64_t attention_scratch_max(const ModelConfig& c, LayerRange range, int n_ctx, int max_tokens,
+                                       int target_blocks);
   int context_bucket(int max_pos) const;
 
  private:
@@ -241,9 +250,9 @@ class CudaStage : public Stage {
   }
   bool use_mmq(int T) const { return mmq_ && T > opt_.matvec_max_rows && T <= opt_.mmq_max_rows; }
   // One launch for several matrices of one type over the same activations (MmqTuning::fuse).
+  // (use_mmq implies that every matrix of the stage has an mmq kernel.)
   bool fuse_mmq(int T, const CudaMatrix& a, const CudaMatrix& b) const {
-    return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in && mmq_supports(a.m) &&
-           mmq_supports(b.m);
+    return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in;
   }
   MmqArgs mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const;
   // Expert products are grouped by expert (mmq_experts) from this many pairs per expert on

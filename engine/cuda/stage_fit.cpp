@@ -3,8 +3,6 @@
 #include <algorithm>
 
 #include "engine/cuda/host_experts.h"
-#include "kernels/cuda/attention.h"
-#include "kernels/cuda/mmq.h"
 
 namespace pipellm::cuda {
 namespace {
@@ -94,22 +92,14 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
   bytes += T * W + (T * W / 32 + 1) * sizeof(float2) + T * W * sizeof(__half);  // xq xds xh
   if (last) floats += static_cast<uint64_t>(CudaStage::logits_rows(opt.n_slots, max_tokens)) * static_cast<uint64_t>(c.n_vocab);
 
-  const bool mmq = stage_uses_mmq(w, last, opt);
   uint64_t largest = 0, f16_elems = 0;
   matrix_sizes(c, w, largest, f16_elems);
-  if (!opt.resident_f16 && !(mmq && opt.mmq_max_rows >= max_tokens)) {
-    bytes += static_cast<uint64_t>(CudaStage::dequant_buffer_elems(static_cast<int64_t>(largest), opt.dequant_slice_mib)) * sizeof(__half);
-  }
+  bytes += static_cast<uint64_t>(CudaStage::dequant_buffer_elems(opt, stage_uses_mmq(w, last, opt), max_tokens,
+                                                                 static_cast<int64_t>(largest))) *
+           sizeof(__half);
 
-  int64_t attn = 0;
-  for (int t = 1; t <= max_tokens; t = t < max_tokens ? std::min(max_tokens, t * 2) : max_tokens + 1) {
-    for (int il = range.first; il < range.last; ++il) {
-      int s = 1, kps = 0;
-      attention_split(opt.n_ctx, t, c.layer(il).n_head_kv, opt.attention_blocks_per_sm * sms, &s, &kps);
-      attn = std::max(attn, attention_scratch_floats(t, c.n_head, c.head_dim, s));
-    }
-  }
-  floats += static_cast<uint64_t>(attn);
+  floats += static_cast<uint64_t>(
+      CudaStage::attention_scratch_max(c, range, opt.n_ctx, max_tokens, opt.attention_blocks_per_sm * sms));
   return floats * sizeof(float) + bytes + CudaStage::kCublasWorkspaceBytes;
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/cpu/kv_quant.h"
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/attention_mma.h"
+#include "kernels/cuda/attention_split.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -141,22 +142,14 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
   const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = a.n_head / a.n_head_kv;
-  const int S = a.n_splits;
   const int p = a.pos[t];
-  const int n_keys = p + 1;  // 0 for padding
-  // Splits count from the first key the token sees (the window's start): a split past the end
-  // is empty (m = -inf, l = 0) and the merge skips it. So splits sized for all n_ctx keys (one
-  // CUDA graph per context bucket) stay correct, and splits sized for just the window suffice.
-  const int lo = a.window > 0 ? max(0, n_keys - a.window) : 0;
-  const int k0 = lo + split * a.keys_per_split;
-  const int k1 = min(n_keys, k0 + a.keys_per_split);
+  const auto [k0, k1] = split_keys(a, p, split);
   const int n_tiles = k1 > k0 ? (k1 - k0 + kTile - 1) / kTile : 0;
 
   // Bytes: rows of n_head_kv heads; this block's kv head g in each.
   const int64_t k_row = static_cast<int64_t>(a.n_head_kv) * L::kKBytes, v_row = static_cast<int64_t>(a.n_head_kv) * L::kVBytes;
-  const int64_t slot_rows = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx : 0;
-  const uint8_t* kc = static_cast<const uint8_t*>(a.k_cache) + slot_rows * k_row + g * L::kKBytes;
-  const uint8_t* vc = static_cast<const uint8_t*>(a.v_cache) + slot_rows * v_row + g * L::kVBytes;
+  const uint8_t* kc = cache_head(a.k_cache, a, t, p, g, L::kKBytes);
+  const uint8_t* vc = cache_head(a.v_cache, a, t, p, g, L::kVBytes);
   if (n_tiles > 0) load_tile<D, KT, VT>(smem, 0, kc, vc, k_row, v_row, k0, min(kTile, k1 - k0), a.n_ctx);
   cp_commit();
 
@@ -261,20 +254,17 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
       load_tile<D, KT, VT>(smem, 0, kc, vc, k_row, v_row, tile0 + kTile, min(kTile, k1 - tile0 - kTile), a.n_ctx);
     }
   }
-  // Partial results: o [T][H][S][D], then (m, l) [T][H][S][2].
-  float* po = a.partial;
-  float* pml = a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D;
 #pragma unroll
   for (int h = 0; h < kHeads; ++h) {
     const int gi = hs + h * kHS;
     if (owns_column && gi < G) {
+      float* po = partial_o(a, t, g * G + gi) + split * D;
 #pragma unroll
-      for (int c = 0; c < kCols; ++c)
-        po[((static_cast<int64_t>(t) * a.n_head + g * G + gi) * S + split) * D + dcol + c * kThreads] = acc[c][h];
+      for (int c = 0; c < kCols; ++c) po[dcol + c * kThreads] = acc[c][h];
     }
   }
   if (tid < G) {
-    float* ml = pml + ((static_cast<int64_t>(t) * a.n_head + g * G + tid) * S + split) * 2;
+    float* ml = partial_ml(a, t, g * G + tid) + split * 2;
     ml[0] = m_run[tid];
     ml[1] = l_run[tid];
   }
@@ -284,9 +274,8 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
 __global__ void attention_combine_kernel(AttentionArgs a) {
   grid_dependency_wait();
   const int h = blockIdx.x, t = blockIdx.y, d = threadIdx.x, D = a.head_dim, S = a.n_splits;
-  const float* po = a.partial + (static_cast<int64_t>(t) * a.n_head + h) * S * D;
-  const float* pml =
-      a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D + (static_cast<int64_t>(t) * a.n_head + h) * S * 2;
+  const float* po = partial_o(a, t, h);
+  const float* pml = partial_ml(a, t, h);
   // Head h's sink is one more logit without a value: it enters the maximum and, once, the
   // denominator (kernels/cpu/attention.cpp).
   const float sink = a.sinks ? a.sinks[h] : -INFINITY;

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/attention_split.cuh"
 #include "kernels/cuda/cuda_check.h"
 
 namespace pipellm::cuda {
@@ -92,16 +93,12 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
   grid_dependency_wait();
   const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
-  const int G = a.n_head / a.n_head_kv, S = a.n_splits;
+  const int G = a.n_head / a.n_head_kv;
   const int p = a.pos[t];
-  const int n_keys = p + 1;
-  const int lo = a.window > 0 ? max(0, n_keys - a.window) : 0;
-  const int k0 = lo + split * a.keys_per_split;
-  const int k1 = min(n_keys, k0 + a.keys_per_split);
+  const auto [k0, k1] = split_keys(a, p, split);
   const int64_t row_bytes = static_cast<int64_t>(a.n_head_kv) * D * 2;
-  const int64_t slot_rows = p >= 0 ? static_cast<int64_t>(a.slot[t]) * a.n_ctx : 0;
-  const uint8_t* kc = static_cast<const uint8_t*>(a.k_cache) + slot_rows * row_bytes + g * D * 2;
-  const uint8_t* vc = static_cast<const uint8_t*>(a.v_cache) + slot_rows * row_bytes + g * D * 2;
+  const uint8_t* kc = cache_head(a.k_cache, a, t, p, g, D * 2);
+  const uint8_t* vc = cache_head(a.v_cache, a, t, p, g, D * 2);
   __half* wbuf = sm + warp * L::kWarpHalves;
 
   // This warp's chunks: key0 = k0 + kChunk * (warp + kWarps * i).
@@ -240,14 +237,12 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
     }
   }
   __syncthreads();
-  float* po = a.partial;
-  float* pml = a.partial + static_cast<int64_t>(a.n_tokens) * a.n_head * S * D;
   for (int e = threadIdx.x; e < G * D; e += kThreads) {
     const int row = e / D, d = e % D;
     float v = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += ob[(w * kRows + row) * D + d];
-    po[((static_cast<int64_t>(t) * a.n_head + g * G + row) * S + split) * D + d] = v;
+    partial_o(a, t, g * G + row)[split * D + d] = v;
   }
   if (threadIdx.x < G) {
     const int row = threadIdx.x;
@@ -259,7 +254,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
       const float mw = ml[w][row][0];
       l += mw == -INFINITY ? 0.0f : ml[w][row][1] * __expf(mw - M);
     }
-    float* out = pml + ((static_cast<int64_t>(t) * a.n_head + g * G + row) * S + split) * 2;
+    float* out = partial_ml(a, t, g * G + row) + split * 2;
     out[0] = M;
     out[1] = l;
   }

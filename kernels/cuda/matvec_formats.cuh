@@ -254,9 +254,10 @@ struct Q80 {
   }
 };
 
-// Formats whose 32-element parts decode into signed-byte lo/hi words (elements 4i.. of each half)
-// with one scale (Q4_0; MXFP4 and IQ4_XS through a codebook), and their dot product with the
-// 8-bit activations of the same 32 elements.
+// Formats whose 32-element parts hold 4-bit codes that decode, through the format's values4
+// (Q4_0: code - 8; MXFP4, IQ4_XS: a codebook), into signed-byte lo/hi words (elements 4i.. of
+// each half) with one scale, and their dot product with the 8-bit activations of the same 32
+// elements.
 struct Codes32 {
   struct Dec {
     int lo[4], hi[4];
@@ -300,14 +301,11 @@ struct Q40 : Codes32 {
     const int64_t bi = row * m.nb + ib;
     return Raw{ld16(m.w + bi * 16), ld2(m.w + m.NB * 16 + bi * 2)};
   }
+  // Four codes (one per byte) -> their values code - 8 as signed bytes.
+  __device__ static int values4(uint32_t codes) { return static_cast<int>(__vsub4(codes, 0x08080808u)); }
   __device__ static Dec decode(const Raw& r, int) {
     Dec o;
-    const uint32_t v[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      o.lo[i] = static_cast<int>(__vsub4(v[i] & 0x0F0F0F0F, 0x08080808));
-      o.hi[i] = static_cast<int>(__vsub4((v[i] >> 4) & 0x0F0F0F0F, 0x08080808));
-    }
+    codes<Q40>({r.q.x, r.q.y, r.q.z, r.q.w}, o);
     o.d = f16_bits(r.d);
     return o;
   }
@@ -322,7 +320,6 @@ __device__ __forceinline__ uint32_t perm_selectors(uint32_t codes) {
   const uint32_t packed = m | (m >> 4);  // selectors of bytes 0, 1 in bits 0..7; of 2, 3 in 16..23
   return (packed & 0xFFu) | ((packed >> 8) & 0xFF00u);
 }
-
 
 // ---- MXFP4 (repacked: qs, e arrays): one lane per 32-block, as Q4_0 ----
 // The nibbles are codes of the doubled E2M1 table (kMXFP4Values), mapped to signed bytes four at

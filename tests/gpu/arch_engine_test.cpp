@@ -34,11 +34,12 @@ TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
                                   {1, 5, 20});
 }
 
-TEST_P(CudaArchFixture, FusedTensorCoreProductsStayWithinTheBound) {
-  // q/k/v and gate/up of one type in one mmq launch (MmqTuning::fuse): 20-row chunks take it.
+TEST_P(CudaArchFixture, SeparateTensorCoreProductsStayWithinTheBound) {
+  // The defaults put q/k/v and gate/up of one type in one mmq launch (MmqTuning::fuse, which
+  // SmallChunksStayWithinTheBound's 20-row chunks take); the separate launches stay the ablation.
   PIPELLM_REQUIRE_GPU();
   cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
-  opt.mmq_tuning.fuse = true;
+  opt.mmq_tuning.fuse = false;
   auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
   test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
 }

@@ -17,6 +17,22 @@ namespace {
 
 class MmqPerType : public ::testing::TestWithParam<TensorType> {};
 
+// y[b][r] = sum_i w[r][i] x[b][i] in float64: the reference of the dense products below.
+std::vector<double> float64_product(const std::vector<float>& w, const std::vector<float>& x, int rows, int64_t n_in,
+                                    int64_t n_out) {
+  std::vector<double> y(static_cast<size_t>(rows * n_out));
+  for (int b = 0; b < rows; ++b) {
+    for (int64_t r = 0; r < n_out; ++r) {
+      double sum = 0;
+      for (int64_t i = 0; i < n_in; ++i) {
+        sum += static_cast<double>(w[static_cast<size_t>(r * n_in + i)]) * x[static_cast<size_t>(b * n_in + i)];
+      }
+      y[static_cast<size_t>(b * n_out + r)] = sum;
+    }
+  }
+  return y;
+}
+
 TEST_P(MmqPerType, MatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
@@ -29,16 +45,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
     for (const int rows : {1, 9, 16, 24, 33, 64, 100}) {
       const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
       auto act = test::device_activations(x, rows, n_in);
-      std::vector<double> ref(static_cast<size_t>(rows * n_out));
-      for (int b = 0; b < rows; ++b) {
-        for (int64_t r = 0; r < n_out; ++r) {
-          double sum = 0;
-          for (int64_t i = 0; i < n_in; ++i) {
-            sum += static_cast<double>(w[r * n_in + i]) * act.decoded[static_cast<size_t>(b * n_in + i)];
-          }
-          ref[static_cast<size_t>(b * n_out + r)] = sum;
-        }
-      }
+      const std::vector<double> ref = float64_product(w, act.decoded, rows, n_in, n_out);
       // The default layout and the benchmark's ablations.
       for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, cuda::MmqTuning{2, 4, false},
                                        cuda::MmqTuning{0, 2, true}})
@@ -87,7 +94,7 @@ TEST_P(MmqPerType, MatchesFloat64) {
 }
 
 // Three matrices of one type over the same activations in one launch (q, k, v), ragged row
-// counts: each output against float64, and the same product as three launches within rounding.
+// counts: each output against float64; a launch mixing types or n_in is refused.
 TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
@@ -116,18 +123,7 @@ TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
     for (auto& y : ys) test::poison(y);
     cuda::mmq(a, nullptr);
     for (int i = 0; i < 3; ++i) {
-      const int64_t n_out = n_outs[i];
-      std::vector<double> ref(static_cast<size_t>(rows * n_out));
-      for (int b = 0; b < rows; ++b) {
-        for (int64_t r = 0; r < n_out; ++r) {
-          double sum = 0;
-          for (int64_t k = 0; k < n_in; ++k) {
-            sum += static_cast<double>(ws[static_cast<size_t>(i)][static_cast<size_t>(r * n_in + k)]) *
-                   act.decoded[static_cast<size_t>(b * n_in + k)];
-          }
-          ref[static_cast<size_t>(b * n_out + r)] = sum;
-        }
-      }
+      const std::vector<double> ref = float64_product(ws[static_cast<size_t>(i)], act.decoded, rows, n_in, n_outs[i]);
       const auto got = test::to_host(ys[static_cast<size_t>(i)], ys[static_cast<size_t>(i)].size());
       EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " matrix " << i << " rows " << rows;
     }
