@@ -30,7 +30,7 @@ ablation() {
 }
 ablation unfused --skip-depth --mmq-fuse 0
 ablation attn2 --skip-batched --attention-blocks-per-sm 2
-ablation attn_mma --skip-batched --attention-mma 1
+ablation attn_cuda_cores --skip-batched --attention-mma 0
 ablation old_mmq --skip-depth --mmq-stages 0 --mmq-blocks-per-sm 2 --mmq-shared-scales 0
 M="--metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw"
 B="./bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth"
