@@ -270,26 +270,31 @@ __global__ void __launch_bounds__(kThreads) attention_split_kernel(AttentionArgs
   }
 }
 
-// Block (head h, token t), D threads: merges the splits.
+// Block (head h, token t), D threads: merges the splits. The (m, l) pairs go to shared memory
+// first, loaded by all threads at once: read from global memory inside the merge loops, each
+// split's pair was a load the next iteration waited on, S of them in a row, twice.
 __global__ void attention_combine_kernel(AttentionArgs a) {
+  extern __shared__ float ml[];  // [S][2]
   grid_dependency_wait();
   const int h = blockIdx.x, t = blockIdx.y, d = threadIdx.x, D = a.head_dim, S = a.n_splits;
   const float* po = partial_o(a, t, h);
   const float* pml = partial_ml(a, t, h);
+  for (int i = d; i < 2 * S; i += D) ml[i] = pml[i];
+  __syncthreads();
   // Head h's sink is one more logit without a value: it enters the maximum and, once, the
   // denominator (kernels/cpu/attention.cpp).
   const float sink = a.sinks ? a.sinks[h] : -INFINITY;
   float M = sink;
   for (int s = 0; s < S; ++s)
-    if (pml[2 * s + 1] > 0.0f) M = fmaxf(M, pml[2 * s]);
+    if (ml[2 * s + 1] > 0.0f) M = fmaxf(M, ml[2 * s]);
   float num = 0.0f, den = sink > -INFINITY ? __expf(sink - M) : 0.0f;
+#pragma unroll 4
   for (int s = 0; s < S; ++s) {
-    const float l = pml[2 * s + 1];
-    if (l > 0.0f) {
-      const float w = __expf(pml[2 * s] - M);
-      num += w * po[s * D + d];
-      den += w * l;
-    }
+    const float l = ml[2 * s + 1];
+    const float w = l > 0.0f ? __expf(ml[2 * s] - M) : 0.0f;
+    const float o = l > 0.0f ? po[s * D + d] : 0.0f;
+    num += w * o;
+    den += w * l;
   }
   const float v = den > 0.0f ? num / den : 0.0f;
   const int64_t i = t * a.out_stride + h * D + d;
@@ -385,8 +390,10 @@ void attention(const AttentionArgs& a, const Launch& s) {
   } else {
     launch_split_any(a, grid, s);
   }
-  launch_kernel(s, attention_combine_kernel, dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),
-                dim3(static_cast<unsigned>(a.head_dim)), a);
+  launch_kernel(s, attention_combine_kernel,
+                LaunchShape{dim3(static_cast<unsigned>(a.n_head), static_cast<unsigned>(a.n_tokens)),
+                            dim3(static_cast<unsigned>(a.head_dim)), 2 * a.n_splits * sizeof(float)},
+                a);
   PIPELLM_CUDA_LAUNCH_CHECK("attention_combine");
 }
 
