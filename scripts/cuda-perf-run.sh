@@ -48,7 +48,7 @@ if [ "${R1:-1}" -gt 1 ]; then
       --section SchedulerStats --section MemoryWorkloadAnalysis $B --profile-batched "$r" >> "$OUT/ncu_mmq.txt" 2>&1
   done
 else
-  timeout 100 ncu --clock-control none --launch-skip 760 --launch-count 380 $M $B --skip-batched --profile-steps 4 \
+  timeout 100 ncu --clock-control none --profile-from-start off $M $B --skip-batched --profile-steps 2 \
     > /tmp/ncu.csv 2> /tmp/ncu.err
   echo "ncu rc=$? $(since)"; tail -2 /tmp/ncu.err
   python3 ../bench/ncu_summary.py /tmp/ncu.csv > "$OUT/ncu_summary.txt" 2>&1

@@ -308,10 +308,55 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
                                            cudaMemcpyDeviceToDevice, stream_.get()));
       }
     };
-  } else {
+  } else if (!enqueue_fused_experts(l, s, T, combine)) {
     enqueue_device_experts(l, l, s, T);
   }
   moe_output(l, s, T, combine);
+}
+
+bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T,
+                                      std::function<void(float*, bool)>& combine) {
+  const int X = s.n_expert, K = s.n_expert_used, P = T * K;
+  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X;
+  if (!opt_.fuse_expert_decode || grouped || cfg_.n_embd % 32 != 0 || !l[LayerTensor::GateExps].present() ||
+      !l[LayerTensor::UpExps].present())
+    return false;
+  MoeGatedArgs g;
+  g.gate.w = l[LayerTensor::GateExps].m;
+  g.gate.expert_bytes = l[LayerTensor::GateExps].expert_bytes;
+  g.gate.ids = route_id_.get();
+  g.gate.n_pairs = P;
+  g.gate.x = y_.get();
+  g.gate.xq = xq_.get();
+  g.gate.xds = xds_.get();
+  g.gate.x_group = K;
+  g.gate.bias = l.vec(LayerTensor::GateExpsBias);
+  g.gate.y = eg_.get();
+  g.up = l[LayerTensor::UpExps].m;
+  g.up_expert_bytes = l[LayerTensor::UpExps].expert_bytes;
+  g.up_bias = l.vec(LayerTensor::UpExpsBias);
+  g.act = s.act;
+  g.yq = eq_.get();
+  g.yds = eds_.get();
+  MoeCombineArgs c;
+  c.down.w = l[LayerTensor::DownExps].m;
+  c.down.expert_bytes = l[LayerTensor::DownExps].expert_bytes;
+  c.down.ids = route_id_.get();
+  c.down.n_pairs = P;
+  c.down.x = eg_.get();
+  c.down.xq = eq_.get();
+  c.down.xds = eds_.get();
+  c.down.bias = l.vec(LayerTensor::DownExpsBias);
+  c.weights = route_w_.get();
+  c.k = K;
+  if (!moe_gated_matvec_supports(g) || !moe_matvec_combine_supports(c)) return false;
+  moe_gated_matvec(g, launch());
+  combine = [this, c](float* dst, bool add) mutable {
+    c.out = dst;
+    c.add = add;
+    moe_matvec_combine(c, launch());
+  };
+  return true;
 }
 
 void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {

@@ -65,6 +65,9 @@ struct CudaStageOptions {
   // sizes 64 and 128, up to 16 query heads per KV head). On an H100 (8B Q4_K_M shape) decode at
   // depth 4096 goes 282.5 -> 305.5 tok/s, at 32768 163.2 -> 206.1; off: the CUDA-core kernel.
   bool attention_tensor_cores = true;
+  // Mixture-of-experts decode in two launches per layer instead of six (enqueue_fused_experts);
+  // off: the separate products (a benchmark's ablation).
+  bool fuse_expert_decode = true;
   // The buffer those cuBLAS products dequantize a matrix into, a slice of rows at a time (MiB of
   // f16; 0: kDequantSliceElems). A slice that fits the L2 cache is read back from it.
   int dequant_slice_mib = 0;
@@ -193,6 +196,10 @@ class CudaStage : public Stage {
   // out: the down product's rows (gemma4's MLP beside experts); null: added to x (post-norm).
   void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
   void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);
+  // Small steps on the layer's own experts (no grouping) with 8-bit activations: gate, up and the
+  // activation in one launch now, down and the weighted sum in one launch that `combine` runs
+  // (moe.h moe_gated_matvec / moe_matvec_combine). False (nothing enqueued) where they do not apply.
+  bool enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T, std::function<void(float*, bool)>& combine);
   // The chosen experts' products on the device: per (token, expert) pair, the down rows in ed_.
   // The expert matrices are mats' (the layer's own, or host experts uploaded for the step), the
   // biases l's.

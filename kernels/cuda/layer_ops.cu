@@ -6,30 +6,13 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/gated_act.cuh"
 #include "kernels/cuda/moe.h"
 
 namespace pipellm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// tanh in double: under --use_fast_math tanhf becomes tanh.approx.f32 (relative error ~2^-11),
-// too coarse for logits and for matching the CPU reference; these ops are memory-bound anyway.
-__device__ __forceinline__ float tanh_exact(float x) { return static_cast<float>(tanh(static_cast<double>(x))); }
-
-template <GatedAct A>
-__device__ __forceinline__ float gated(float g, float u) {
-  if constexpr (A == GatedAct::Silu) {
-    return g / (1.0f + __expf(-g)) * u;
-  } else if constexpr (A == GatedAct::GeluTanh) {
-    constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
-    return 0.5f * g * (1.0f + tanh_exact(k * (g + 0.044715f * g * g * g))) * u;
-  } else {
-    const float gc = fminf(g, kOaiLimit);
-    const float uc = fminf(fmaxf(u, -kOaiLimit), kOaiLimit);
-    return gc / (1.0f + __expf(-kOaiAlpha * gc)) * (uc + 1.0f);
-  }
-}
 
 // One kernel for the dense form (g/u rows `stride` apart, out dense) and the per-expert form
 // (pairs of dense rows, biases indexed by each pair's expert, out = g): both ops read the same

@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dequant_device.cuh"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/gated_act.cuh"
 #include "kernels/cuda/matvec_formats.cuh"
 #include "kernels/cuda/matvec_quant.h"
 
@@ -180,12 +181,32 @@ struct MvQ8Params {
   float* y;
 };
 
+// A warp's kQ8WarpRows rows of one pair in each of M matrices of one shape (gate and up: their
+// loads in flight together): the lanes' partial sums, before warp_sum.
+template <class F, int M>
+__device__ __forceinline__ void q8_rows_dot(const mv::WeightRef (&m)[M], const int64_t (&row)[kQ8WarpRows],
+                                            const int8_t* xq, const float2* xds, int64_t nb, int lane,
+                                            float (&acc)[M][kQ8WarpRows]) {
+  constexpr int kIpw = 32 / F::kLanes;
+  const int t = lane % F::kLanes;
+  for (int64_t ib = lane / F::kLanes; ib < nb; ib += kIpw) {
+    typename F::Raw w[M][kQ8WarpRows];
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int r = 0; r < kQ8WarpRows; ++r) w[i][r] = F::load(m[i], row[r], ib, t);  // loads in flight together
+    const typename F::Act act = F::act(xq, xds, ib, t);
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int r = 0; r < kQ8WarpRows; ++r) acc[i][r] += F::dot(F::decode(w[i][r], t), act, t);
+  }
+}
+
 template <class F>
 __global__ void __launch_bounds__(kMvThreads) moe_matvec_q8_kernel(MvQ8Params a) {
   grid_dependency_wait();  // ids and activations come from the preceding kernels
-  constexpr int kIpw = 32 / F::kLanes;  // items per pass of a warp
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int t = lane % F::kLanes;
   const int64_t nb = a.n_in / F::kItem;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kMvWarps + warp) * kQ8WarpRows;
   if (row0 >= a.n_out) return;  // the whole warp: nothing below synchronises the block
@@ -194,22 +215,13 @@ __global__ void __launch_bounds__(kMvThreads) moe_matvec_q8_kernel(MvQ8Params a)
   for (int r = 0; r < kQ8WarpRows; ++r) row[r] = row0 + r < a.n_out ? row0 + r : a.n_out - 1;  // tail: not stored
   for (int p = blockIdx.y; p < a.n_pairs; p += gridDim.y) {
     const int64_t e = a.ids[p];
-    const mv::WeightRef m{a.w + static_cast<size_t>(e) * a.expert_bytes, nb, nb * a.n_out};
+    const mv::WeightRef m[1] = {{a.w + static_cast<size_t>(e) * a.expert_bytes, nb, nb * a.n_out}};
     const int64_t xr = p / a.x_group;
-    const int8_t* xq = a.xq + xr * a.n_in;
-    const float2* xds = a.xds + xr * (a.n_in / 32);
-    float acc[kQ8WarpRows] = {};
-    for (int64_t ib = lane / F::kLanes; ib < nb; ib += kIpw) {
-      typename F::Raw w[kQ8WarpRows];
-#pragma unroll
-      for (int r = 0; r < kQ8WarpRows; ++r) w[r] = F::load(m, row[r], ib, t);  // loads in flight together
-      const typename F::Act act = F::act(xq, xds, ib, t);
-#pragma unroll
-      for (int r = 0; r < kQ8WarpRows; ++r) acc[r] += F::dot(F::decode(w[r], t), act, t);
-    }
+    float acc[1][kQ8WarpRows] = {};
+    q8_rows_dot<F, 1>(m, row, a.xq + xr * a.n_in, a.xds + xr * (a.n_in / 32), nb, lane, acc);
 #pragma unroll
     for (int r = 0; r < kQ8WarpRows; ++r) {
-      const float v = warp_sum(acc[r]);
+      const float v = warp_sum(acc[0][r]);
       if (lane == 0 && row0 + r < a.n_out) {
         a.y[static_cast<int64_t>(p) * a.n_out + row0 + r] = v + (a.bias ? a.bias[e * a.n_out + row0 + r] : 0.0f);
       }
@@ -217,15 +229,132 @@ __global__ void __launch_bounds__(kMvThreads) moe_matvec_q8_kernel(MvQ8Params a)
   }
 }
 
+// The 8-bit format of a type for rows of n_in, as a tag for `fn`; false where there is none.
+template <class Fn>
+bool with_q8_format(TensorType t, int64_t n_in, Fn&& fn) {
+  bool found = false;
+  mv::with_format(t, [&](auto fmt) {
+    using F = decltype(fmt);
+    if (n_in % F::kItem == 0) {
+      found = true;
+      fn(fmt);
+    }
+  });
+  return found;
+}
+
 // The 8-bit kernel of a type, or null where the type has none (or the rows are not whole items).
 using MvQ8Kernel = void (*)(MvQ8Params);
 MvQ8Kernel q8_kernel(TensorType t, int64_t n_in) {
   MvQ8Kernel k = nullptr;  // null: decoded to float by moe_matvec_kernel
-  mv::with_format(t, [&](auto fmt) {
-    using F = decltype(fmt);
-    if (n_in % F::kItem == 0) k = moe_matvec_q8_kernel<F>;
-  });
+  with_q8_format(t, n_in, [&](auto fmt) { k = moe_matvec_q8_kernel<decltype(fmt)>; });
   return k;
+}
+
+// ---- fused decode launches on 8-bit activations (moe.h: moe_gated_matvec, moe_matvec_combine) ----
+// Each warp computes the same sums as moe_matvec_q8_kernel's warps (same items, same order), so
+// the fused results equal the separate launches' bit for bit.
+
+// Gate and up, kGatedRows rows (one 8-bit block of the output) of one pair per block: each warp
+// its kQ8WarpRows rows of both stacks, then one warp activates and quantizes the block's rows.
+constexpr int kGatedWarps = 16;
+constexpr int kGatedRows = kGatedWarps * kQ8WarpRows;
+static_assert(kGatedRows == 32, "a block's rows are one 8-bit activation block");
+
+struct MvGatedParams {
+  MvQ8Params g;  // y: the activated rows
+  const uint8_t* w2;
+  size_t expert_bytes2;
+  const float* bias2;
+  int8_t* yq;
+  float2* yds;
+};
+
+template <class F, GatedAct A>
+__global__ void __launch_bounds__(kGatedWarps * 32) moe_gated_q8_kernel(MvGatedParams a) {
+  grid_dependency_wait();
+  __shared__ float act[kGatedRows];
+  const MvQ8Params& g = a.g;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t nb = g.n_in / F::kItem;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kGatedRows + warp * kQ8WarpRows;  // n_out % 32 == 0
+  int64_t row[kQ8WarpRows];
+#pragma unroll
+  for (int r = 0; r < kQ8WarpRows; ++r) row[r] = row0 + r;
+  for (int p = blockIdx.y; p < g.n_pairs; p += gridDim.y) {
+    const int64_t e = g.ids[p];
+    const mv::WeightRef m[2] = {{g.w + static_cast<size_t>(e) * g.expert_bytes, nb, nb * g.n_out},
+                                {a.w2 + static_cast<size_t>(e) * a.expert_bytes2, nb, nb * g.n_out}};
+    const int64_t xr = p / g.x_group;
+    float acc[2][kQ8WarpRows] = {};
+    q8_rows_dot<F, 2>(m, row, g.xq + xr * g.n_in, g.xds + xr * (g.n_in / 32), nb, lane, acc);
+#pragma unroll
+    for (int r = 0; r < kQ8WarpRows; ++r) {
+      const float gv = warp_sum(acc[0][r]) + (g.bias ? g.bias[e * g.n_out + row[r]] : 0.0f);
+      const float uv = warp_sum(acc[1][r]) + (a.bias2 ? a.bias2[e * g.n_out + row[r]] : 0.0f);
+      if (lane == 0) act[warp * kQ8WarpRows + r] = gated<A>(gv, uv);
+    }
+    __syncthreads();
+    if (warp == 0) {  // rmsnorm_convert's arithmetic on the block's 32 values
+      const float v = act[lane];
+      const int64_t i = static_cast<int64_t>(p) * g.n_out + static_cast<int64_t>(blockIdx.x) * kGatedRows + lane;
+      g.y[i] = v;
+      const float amax = warp_max(fabsf(v));
+      const float d = amax / 127.0f;
+      const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+      const float sum = d * warp_sum(static_cast<float>(q));
+      a.yq[i] = static_cast<int8_t>(q);
+      if (lane == 0) a.yds[i / 32] = make_float2(d, sum);
+    }
+    __syncthreads();  // act is refilled for the next pair
+  }
+}
+
+// Down and combine: one warp per pair of a token (k warps), kQ8WarpRows rows per block; the
+// pairs' values meet in shared memory and are summed in j order as moe_combine sums them.
+constexpr int kCombineMaxK = 16;
+
+struct MvCombineParams {
+  MvQ8Params d;
+  const float* weights;
+  int k, n_tokens;
+  float* out;
+  bool add;
+};
+
+template <class F>
+__global__ void __launch_bounds__(kCombineMaxK * 32) moe_down_combine_q8_kernel(MvCombineParams a) {
+  grid_dependency_wait();
+  __shared__ float yv[kCombineMaxK][kQ8WarpRows];
+  const MvQ8Params& d = a.d;
+  const int lane = threadIdx.x & 31, j = threadIdx.x >> 5;  // blockDim.x = 32 k
+  const int64_t nb = d.n_in / F::kItem;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kQ8WarpRows;
+  int64_t row[kQ8WarpRows];
+#pragma unroll
+  for (int r = 0; r < kQ8WarpRows; ++r) row[r] = row0 + r < d.n_out ? row0 + r : d.n_out - 1;  // tail: not stored
+  for (int tk = blockIdx.y; tk < a.n_tokens; tk += gridDim.y) {
+    const int p = tk * a.k + j;
+    const int64_t e = d.ids[p];
+    const mv::WeightRef m[1] = {{d.w + static_cast<size_t>(e) * d.expert_bytes, nb, nb * d.n_out}};
+    float acc[1][kQ8WarpRows] = {};
+    q8_rows_dot<F, 1>(m, row, d.xq + static_cast<int64_t>(p) * d.n_in, d.xds + static_cast<int64_t>(p) * (d.n_in / 32),
+                      nb, lane, acc);
+#pragma unroll
+    for (int r = 0; r < kQ8WarpRows; ++r) {
+      const float v = warp_sum(acc[0][r]);
+      if (lane == 0) yv[j][r] = v + (d.bias ? d.bias[e * d.n_out + row[r]] : 0.0f);
+    }
+    __syncthreads();
+    if (threadIdx.x < kQ8WarpRows && row0 + threadIdx.x < d.n_out) {
+      const int r = threadIdx.x;
+      float s = 0.0f;
+      for (int q = 0; q < a.k; ++q) s += a.weights[tk * a.k + q] * yv[q][r];
+      float* o = a.out + static_cast<int64_t>(tk) * d.n_out + row0 + r;
+      *o = a.add ? *o + s : s;
+    }
+    __syncthreads();  // yv is refilled for the next token
+  }
 }
 
 // ---- combine: out[t][i] (+)= sum_j w[t][j] y[t][j][i] ----
@@ -272,20 +401,33 @@ void moe_route(MoeRouting r, const float* logits, const float* bias, int n_token
   PIPELLM_CUDA_LAUNCH_CHECK("moe_route");
 }
 
+namespace {
+
+// Whether the 8-bit kernels can take a stack: activation blocks given, 16-byte loads from each
+// expert's base (as from a dense matrix's), a type with a format.
+bool q8_ready(const DeviceMatrix& w, size_t expert_bytes, const int8_t* xq, const float2* xds) {
+  return xq != nullptr && xds != nullptr && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && expert_bytes % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(xq) % 16 == 0 && matvec_uses_q8(w.type);
+}
+
+// moe_matvec's checks of a stack and its pairs, shared by the fused launches.
+void check_stack(const char* what, const DeviceMatrix& w, size_t expert_bytes, int n_pairs, int x_group) {
+  const int bs = tensor_type_info(w.type).block_size;
+  if (w.n_in % bs != 0)
+    throw Error(std::string(what) + ": " + shape_of(w) + ": rows are not whole blocks of " + std::to_string(bs));
+  if (x_group < 1 || n_pairs % x_group != 0)
+    throw Error(std::string(what) + ": " + std::to_string(n_pairs) + " pairs in groups of " + std::to_string(x_group));
+  if (expert_bytes < w.bytes())
+    throw Error(std::string(what) + ": experts " + std::to_string(expert_bytes) + " bytes apart, but " + shape_of(w) +
+                " takes " + std::to_string(w.bytes()));
+}
+
+}  // namespace
+
 void moe_matvec(const MoeMatvecArgs& a, const Launch& s) {
   if (a.n_pairs == 0 || a.w.n_out == 0) return;
-  const int bs = tensor_type_info(a.w.type).block_size;
-  if (a.w.n_in % bs != 0)
-    throw Error("moe_matvec: " + shape_of(a.w) + ": rows are not whole blocks of " + std::to_string(bs));
-  if (a.x_group < 1 || a.n_pairs % a.x_group != 0)
-    throw Error("moe_matvec: " + std::to_string(a.n_pairs) + " pairs in groups of " + std::to_string(a.x_group));
-  if (a.expert_bytes < a.w.bytes())
-    throw Error("moe_matvec: experts " + std::to_string(a.expert_bytes) + " bytes apart, but " + shape_of(a.w) +
-                " takes " + std::to_string(a.w.bytes()));
-  // The formats load 16 bytes at a time from each expert's base (as from a dense matrix's).
-  const bool aligned = reinterpret_cast<uintptr_t>(a.w.data) % 16 == 0 && a.expert_bytes % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(a.xq) % 16 == 0;
-  if (a.xq != nullptr && a.xds != nullptr && aligned && matvec_uses_q8(a.w.type)) {
+  check_stack("moe_matvec", a.w, a.expert_bytes, a.n_pairs, a.x_group);
+  if (q8_ready(a.w, a.expert_bytes, a.xq, a.xds)) {
     if (const MvQ8Kernel k = q8_kernel(a.w.type, a.w.n_in)) {
       const MvQ8Params q{a.w.data, a.expert_bytes, a.w.n_in, a.w.n_out, a.ids, a.n_pairs, a.xq, a.xds, a.x_group,
                          a.bias, a.y};
@@ -311,6 +453,68 @@ void moe_matvec(const MoeMatvecArgs& a, const Launch& s) {
   });
   if (!ok) throw Error("moe_matvec: unsupported weight type " + shape_of(a.w));
   PIPELLM_CUDA_LAUNCH_CHECK("moe_matvec");
+}
+
+bool moe_gated_matvec_supports(const MoeGatedArgs& a) {
+  const MoeMatvecArgs& g = a.gate;
+  return q8_ready(g.w, g.expert_bytes, g.xq, g.xds) && q8_ready(a.up, a.up_expert_bytes, g.xq, g.xds) &&
+         a.up.type == g.w.type && a.up.n_in == g.w.n_in && a.up.n_out == g.w.n_out && g.w.n_out % kGatedRows == 0 &&
+         with_q8_format(g.w.type, g.w.n_in, [](auto) {}) && g.y != nullptr && a.yq != nullptr && a.yds != nullptr;
+}
+
+void moe_gated_matvec(const MoeGatedArgs& a, const Launch& s) {
+  const MoeMatvecArgs& g = a.gate;
+  if (g.n_pairs == 0) return;
+  if (!moe_gated_matvec_supports(a))
+    throw Error("moe_gated_matvec: gate " + shape_of(g.w) + ", up " + shape_of(a.up) +
+                " (needs one type with an 8-bit format, rows a multiple of 32, 16-byte aligned experts and 8-bit "
+                "activations in and out)");
+  check_stack("moe_gated_matvec (gate)", g.w, g.expert_bytes, g.n_pairs, g.x_group);
+  check_stack("moe_gated_matvec (up)", a.up, a.up_expert_bytes, g.n_pairs, g.x_group);
+  const MvGatedParams q{{g.w.data, g.expert_bytes, g.w.n_in, g.w.n_out, g.ids, g.n_pairs, g.xq, g.xds, g.x_group, g.bias,
+                         g.y},
+                        a.up.data, a.up_expert_bytes, a.up_bias, a.yq, a.yds};
+  const dim3 grid(static_cast<unsigned>(g.w.n_out / kGatedRows), static_cast<unsigned>(std::min(g.n_pairs, kMaxGridY)));
+  with_q8_format(g.w.type, g.w.n_in, [&](auto fmt) {
+    using F = decltype(fmt);
+    switch (a.act) {
+      case GatedAct::Silu: launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::Silu>, grid, dim3(kGatedWarps * 32), q); break;
+      case GatedAct::GeluTanh:
+        launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::GeluTanh>, grid, dim3(kGatedWarps * 32), q);
+        break;
+      case GatedAct::SwigluOai:
+        launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::SwigluOai>, grid, dim3(kGatedWarps * 32), q);
+        break;
+      default: throw Error("moe_gated_matvec: unknown activation " + std::to_string(static_cast<int>(a.act)));
+    }
+  });
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_gated_matvec");
+}
+
+bool moe_matvec_combine_supports(const MoeCombineArgs& a) {
+  const MoeMatvecArgs& d = a.down;
+  return q8_ready(d.w, d.expert_bytes, d.xq, d.xds) && with_q8_format(d.w.type, d.w.n_in, [](auto) {}) &&
+         d.x_group == 1 && a.k >= 1 && a.k <= kCombineMaxK && d.n_pairs % a.k == 0 && a.weights != nullptr;
+}
+
+void moe_matvec_combine(const MoeCombineArgs& a, const Launch& s) {
+  const MoeMatvecArgs& d = a.down;
+  if (d.n_pairs == 0 || d.w.n_out == 0) return;
+  if (!moe_matvec_combine_supports(a))
+    throw Error("moe_matvec_combine: " + shape_of(d.w) + ", " + std::to_string(a.k) +
+                " pairs per token (needs a type with an 8-bit format, 16-byte aligned experts, 8-bit activations, 1.." +
+                std::to_string(kCombineMaxK) + " pairs per token)");
+  check_stack("moe_matvec_combine", d.w, d.expert_bytes, d.n_pairs, 1);
+  if (a.out == nullptr) throw Error("moe_matvec_combine: no output rows");
+  const int n_tokens = d.n_pairs / a.k;
+  const MvCombineParams q{{d.w.data, d.expert_bytes, d.w.n_in, d.w.n_out, d.ids, d.n_pairs, d.xq,
+                           d.xds, 1, d.bias, nullptr},
+                          a.weights, a.k, n_tokens, a.out, a.add};
+  const dim3 grid(static_cast<unsigned>((d.w.n_out + kQ8WarpRows - 1) / kQ8WarpRows),
+                  static_cast<unsigned>(std::min(n_tokens, kMaxGridY)));
+  with_q8_format(d.w.type, d.w.n_in,
+                 [&](auto fmt) { launch_kernel(s, moe_down_combine_q8_kernel<decltype(fmt)>, grid, dim3(32 * a.k), q); });
+  PIPELLM_CUDA_LAUNCH_CHECK("moe_matvec_combine");
 }
 
 void moe_combine(const float* y, const float* weights, int n_tokens, int k, int64_t n, float* out, bool add,

@@ -16,6 +16,15 @@
 // moe_gated_act: g[p] = act(g[p] + bias_g[e], u[p] + bias_u[e]) for each pair (biases optional),
 //   kernels/cpu/gated_activation.h.
 // moe_combine: out[t] (+)= sum_j weights[t*k+j] * y[t*k+j].
+// Decode in two launches instead of six (each a few microseconds of a step that reads little):
+// moe_gated_matvec: the gate and up products of each pair and their activation in one launch,
+//   y[p] = act(G_e x + bias_g_e, U_e x + bias_u_e), also written as the 8-bit blocks the down
+//   product reads (yq/yds: rmsnorm_convert's arithmetic); equal bit for bit to moe_matvec (gate),
+//   moe_matvec (up), moe_gated_act and rmsnorm_convert.
+// moe_matvec_combine: the down product and moe_combine in one launch, out[t] (+)= sum_j
+//   weights[t*k+j] * (W_e x[t*k+j] + bias_e) in j order; equal bit for bit to moe_matvec then
+//   moe_combine.
+// Both take only the 8-bit path (moe_*_supports say where; elsewhere the separate launches).
 // Padding tokens need no special case (their rows are computed and ignored).
 #pragma once
 #include <cuda_runtime.h>
@@ -46,6 +55,28 @@ struct MoeMatvecArgs {
   float* y = nullptr;        // [n_pairs][n_out]
 };
 void moe_matvec(const MoeMatvecArgs& a, const Launch& s);
+
+struct MoeGatedArgs {
+  MoeMatvecArgs gate;         // x/xq/xds, ids, pairs, x_group, gate bias; y: the activated rows [n_pairs][n_out]
+  DeviceMatrix up;            // the up stack: gate.w's type and shape
+  size_t up_expert_bytes = 0;
+  const float* up_bias = nullptr;  // [n_expert][n_out] or null
+  GatedAct act = GatedAct::Silu;
+  int8_t* yq = nullptr;       // y as 8-bit blocks [n_pairs][n_out]
+  float2* yds = nullptr;      //   and their (scale, scaled sum) [n_pairs][n_out / 32]
+};
+bool moe_gated_matvec_supports(const MoeGatedArgs& a);
+void moe_gated_matvec(const MoeGatedArgs& a, const Launch& s);
+
+struct MoeCombineArgs {
+  MoeMatvecArgs down;             // its x_group must be 1 and its y is unused
+  const float* weights = nullptr;  // [n_pairs]
+  int k = 1;                      // pairs per token: n_pairs / k tokens
+  float* out = nullptr;           // [n_pairs / k][n_out] (not needed by moe_matvec_combine_supports)
+  bool add = false;               // out += the sum (residual), else out = the sum
+};
+bool moe_matvec_combine_supports(const MoeCombineArgs& a);
+void moe_matvec_combine(const MoeCombineArgs& a, const Launch& s);
 
 void moe_gated_act(GatedAct act, float* g, const float* u, const float* bias_g, const float* bias_u, const int32_t* ids,
                    int n_pairs, int64_t n, const Launch& s);

@@ -387,6 +387,146 @@ TEST(ArchOps, MoeBlockInCudaGraphMatchesCpu) {
   }
 }
 
+// The fused decode launches (moe_gated_matvec, moe_matvec_combine) against the separate ones the
+// stage otherwise runs (moe_matvec gate / up, moe_gated_act, rmsnorm_convert, moe_matvec down,
+// moe_combine): the same bits; and each against the CPU products on the activations it read.
+TEST(ArchOps, MoeFusedDecodeEqualsSeparateLaunches) {
+  PIPELLM_REQUIRE_GPU();
+  std::vector<TensorType> types = {TensorType::Q4_K, TensorType::Q6_K, TensorType::Q8_0, TensorType::Q4_0};
+  if (can_quantize(TensorType::MXFP4) && cuda::cuda_supports(TensorType::MXFP4)) types.push_back(TensorType::MXFP4);
+  const int X = 8, T = 3;
+  for (TensorType t : types) {
+    const bool k_quant = t == TensorType::Q4_K || t == TensorType::Q6_K;
+    const int64_t E = 512, F = k_quant ? 256 : 96;  // F: 8 and 3 blocks of 32 rows per pair
+    const ExpertStack gate = make_stack(t, X, E, F), up = make_stack(t, X, E, F), down = make_stack(t, X, F, E);
+    for (const int K : {2, 8}) {
+      for (const GatedAct act : {GatedAct::Silu, GatedAct::SwigluOai}) {
+        for (const bool biases : {false, true}) {
+          for (const bool add : {false, true}) {
+            SCOPED_TRACE(std::string(tensor_type_name(t)) + " k " + std::to_string(K) + " " + gated_act_name(act) +
+                         (biases ? " biases" : "") + (add ? " add" : ""));
+            const int P = T * K;
+            const auto x = random_floats(static_cast<size_t>(T * E));
+            auto xa = test::device_activations(x, T, E);
+            const auto ids = random_ids(static_cast<size_t>(P), X);
+            const auto w = random_floats(static_cast<size_t>(P), 0, 1);
+            const auto bg = random_floats(static_cast<size_t>(X * F)), bu = random_floats(static_cast<size_t>(X * F)),
+                       bd = random_floats(static_cast<size_t>(X * E)), res = random_floats(static_cast<size_t>(T * E));
+            auto dids = test::to_device(ids);
+            auto dw = test::to_device(w), dbg = test::to_device(bg), dbu = test::to_device(bu), dbd = test::to_device(bd);
+
+            // Separate launches.
+            cuda::DeviceBuffer<float> g(static_cast<size_t>(P * F)), u(g.size()), y(static_cast<size_t>(P * E));
+            auto out = test::to_device(res);
+            cuda::MoeMatvecArgs a;
+            a.ids = dids.get();
+            a.n_pairs = P;
+            a.x = xa.x.get();
+            a.xq = xa.xq.get();
+            a.xds = xa.xds.get();
+            a.x_group = K;
+            a.w = gate.m;
+            a.expert_bytes = gate.expert_bytes;
+            a.bias = biases ? dbg.get() : nullptr;
+            a.y = g.get();
+            cuda::moe_matvec(a, nullptr);
+            a.w = up.m;
+            a.expert_bytes = up.expert_bytes;
+            a.bias = biases ? dbu.get() : nullptr;
+            a.y = u.get();
+            cuda::moe_matvec(a, nullptr);
+            cuda::moe_gated_act(act, g.get(), u.get(), nullptr, nullptr, dids.get(), P, F, nullptr);
+            auto ga = test::device_activations(test::to_host(g, g.size()), P, F);
+            a.w = down.m;
+            a.expert_bytes = down.expert_bytes;
+            a.x = ga.x.get();
+            a.xq = ga.xq.get();
+            a.xds = ga.xds.get();
+            a.x_group = 1;
+            a.bias = biases ? dbd.get() : nullptr;
+            a.y = y.get();
+            cuda::moe_matvec(a, nullptr);
+            cuda::moe_combine(y.get(), dw.get(), T, K, E, out.get(), add, nullptr);
+
+            // Fused launches.
+            cuda::DeviceBuffer<float> fg(g.size());
+            cuda::DeviceBuffer<int8_t> fq(g.size());
+            cuda::DeviceBuffer<float2> fds(g.size() / 32);
+            auto fout = test::to_device(res);
+            test::poison(fg);
+            cuda::MoeGatedArgs ag;
+            ag.gate.w = gate.m;
+            ag.gate.expert_bytes = gate.expert_bytes;
+            ag.gate.ids = dids.get();
+            ag.gate.n_pairs = P;
+            ag.gate.x = xa.x.get();
+            ag.gate.xq = xa.xq.get();
+            ag.gate.xds = xa.xds.get();
+            ag.gate.x_group = K;
+            ag.gate.bias = biases ? dbg.get() : nullptr;
+            ag.gate.y = fg.get();
+            ag.up = up.m;
+            ag.up_expert_bytes = up.expert_bytes;
+            ag.up_bias = biases ? dbu.get() : nullptr;
+            ag.act = act;
+            ag.yq = fq.get();
+            ag.yds = fds.get();
+            ASSERT_TRUE(cuda::moe_gated_matvec_supports(ag));
+            cuda::moe_gated_matvec(ag, nullptr);
+            cuda::MoeCombineArgs ac;
+            ac.down.w = down.m;
+            ac.down.expert_bytes = down.expert_bytes;
+            ac.down.ids = dids.get();
+            ac.down.n_pairs = P;
+            ac.down.xq = fq.get();
+            ac.down.xds = fds.get();
+            ac.down.bias = biases ? dbd.get() : nullptr;
+            ac.weights = dw.get();
+            ac.k = K;
+            ac.out = fout.get();
+            ac.add = add;
+            ASSERT_TRUE(cuda::moe_matvec_combine_supports(ac));
+            cuda::moe_matvec_combine(ac, nullptr);
+
+            const auto hg = test::to_host(g, g.size()), hfg = test::to_host(fg, fg.size());
+            const auto hq = test::to_host(ga.xq, ga.xq.size()), hfq = test::to_host(fq, fq.size());
+            const auto hds = test::to_host(ga.xds, ga.xds.size()), hfds = test::to_host(fds, fds.size());
+            const auto ho = test::to_host(out, out.size()), hfo = test::to_host(fout, fout.size());
+            ASSERT_EQ(0, std::memcmp(hg.data(), hfg.data(), hg.size() * sizeof(float))) << "activated rows";
+            ASSERT_EQ(hq, hfq) << "8-bit rows";
+            ASSERT_EQ(0, std::memcmp(hds.data(), hfds.data(), hds.size() * sizeof(float2))) << "block scales";
+            ASSERT_EQ(0, std::memcmp(ho.data(), hfo.data(), ho.size() * sizeof(float))) << "combined rows";
+
+            // The CPU's products on the activations each launch read (8-bit blocks decoded).
+            for (int p = 0; p < P; ++p) {
+              const int e = ids[p];
+              auto gr = cpu_expert(gate, e, xa.decoded.data() + (p / K) * E);
+              auto ur = cpu_expert(up, e, xa.decoded.data() + (p / K) * E);
+              if (biases)
+                for (int64_t i = 0; i < F; ++i) {
+                  gr[i] += bg[e * F + i];
+                  ur[i] += bu[e * F + i];
+                }
+              gated_activation(act, gr.data(), ur.data(), F, gr.data());
+              const std::vector<float> got(hfg.begin() + p * F, hfg.begin() + (p + 1) * F);
+              ASSERT_LT(test::rel_err(got, std::vector<double>(gr.begin(), gr.end())), 1e-5) << "pair " << p;
+            }
+            std::vector<double> ref(res.begin(), res.end());
+            if (!add) std::fill(ref.begin(), ref.end(), 0.0);
+            for (int p = 0; p < P; ++p) {
+              const int e = ids[p], tok = p / K;
+              const auto dr = cpu_expert(down, e, ga.decoded.data() + p * F);
+              for (int64_t i = 0; i < E; ++i)
+                ref[tok * E + i] += static_cast<double>(w[p]) * (dr[i] + (biases ? bd[e * E + i] : 0.0f));
+            }
+            EXPECT_LT(test::rel_err(hfo, ref), 1e-5);
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---- layer ops ----
 
 TEST(ArchOps, ResidualAddMatchesCpu) {
