@@ -73,7 +73,10 @@ bool stage_uses_mmq(const ModelWeights& w, bool last, const CudaStageOptions& op
   bool all = opt.mmq_max_rows > 0;
   for (const LayerWeights& l : w.layers) {
     for (LayerTensor r : all_layer_tensors()) {
-      if (is_matrix(r)) all = all && (is_expert_stack(r) || ok(l[r]));  // experts: grouped per call
+      // Experts: grouped per call. Routers (F32: llama-quantize never quantizes them) take the
+      // mat-vec at any batch size (product_rows): a few KB per token. Counting them kept every
+      // MoE model off mmq, its grouped experts included.
+      if (is_matrix(r) && !is_expert_stack(r) && r != LayerTensor::Router) all = all && ok(l[r]);
     }
   }
   return all && (!last || ok(w.output));
@@ -427,7 +430,9 @@ MmqArgs CudaStage::mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stri
 }
 
 void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) {
-  if (use_matvec(T)) {
+  // The mat-vec: small batches, and a router among mmq's (stage_uses_mmq; it reads the float rows
+  // product_input wrote beside the 8-bit ones).
+  if (use_matvec(T) || (use_mmq(T) && !mmq_supports(w.m))) {
     MatvecArgs a;
     a.w = w.m;
     a.mode = add ? MatvecMode::Add : MatvecMode::Store;

@@ -87,7 +87,8 @@ struct CudaStageOptions {
 std::vector<bool> local_host_experts(const CudaStageOptions& opt, LayerRange range);
 
 // Whether a stage over these weights runs its 9..opt.mmq_max_rows-row products on the
-// tensor-core kernel (mmq.h): every matrix it holds (the output head too when `last`) has one.
+// tensor-core kernel (mmq.h): every matrix it holds (the output head too when `last`) but the
+// routers has one (routers take the mat-vec) and the expert stacks are grouped per call.
 bool stage_uses_mmq(const ModelWeights& w, bool last, const CudaStageOptions& opt);
 
 class CudaStage : public Stage {
@@ -258,7 +259,7 @@ class CudaStage : public Stage {
   }
   bool use_mmq(int T) const { return mmq_ && T > opt_.matvec_max_rows && T <= opt_.mmq_max_rows; }
   // One launch for several matrices of one type over the same activations (MmqTuning::fuse).
-  // (use_mmq implies that every matrix of the stage has an mmq kernel.)
+  // (use_mmq implies that every matrix of the stage but the routers has an mmq kernel.)
   bool fuse_mmq(int T, const CudaMatrix& a, const CudaMatrix& b) const {
     return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in;
   }
@@ -344,7 +345,7 @@ class CudaStage : public Stage {
   uint64_t graph_bytes_ = 0;  // device memory the captures took (cudaMemGetInfo around each)
   int last_rows_ = 0;
   int sms_ = 0;  // the device's multiprocessors (attention split sizing), read once
-  bool mmq_ = false;  // opt_.mmq_max_rows > 0 and every matrix of the stage has an mmq kernel
+  bool mmq_ = false;  // stage_uses_mmq
   bool in_decode_ = false;
 };
 

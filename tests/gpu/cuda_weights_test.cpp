@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda/cuda_stage.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/gguf/gguf_file.h"
 #include "kernels/cpu/dequantize.h"
@@ -139,6 +140,37 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaWeightsUpload,
                            }
                            return n;
                          });
+
+}  // namespace
+}  // namespace pipellm
+
+namespace pipellm {
+namespace {
+
+// Which stages take the tensor-core products for 9..64 rows (host code: runs without a GPU):
+// the files' tensor types decide. The MoE files keep their routers F32 (llama-quantize never
+// quantizes ffn_gate_inp) and every other matrix in mmq's types; the F32 llama file has none.
+TEST(StageUsesMmq, RoutersDoNotKeepMoeFilesOffMmq) {
+  const auto uses = [](const std::string& name, int mmq_max_rows) {
+    auto f = GgufFile::open(test::model_path(name));
+    const ModelConfig c = ModelConfig::from_gguf(*f);
+    const ModelWeights w = ModelWeights::load(*f, c, LayerRange::all(c), true, true);
+    cuda::CudaStageOptions opt;
+    opt.mmq_max_rows = mmq_max_rows;
+    return cuda::stage_uses_mmq(w, true, opt);
+  };
+  for (const std::string name : {"tiny-qwen3moe-Q4_K_M", "tiny-llamamoe-Q4_K_M"}) {
+    SCOPED_TRACE(name);
+    auto f = GgufFile::open(test::model_path(name));
+    const TensorView* router = f->find_tensor("blk.0.ffn_gate_inp.weight");
+    ASSERT_NE(router, nullptr);
+    EXPECT_EQ(router->type, TensorType::F32);
+    EXPECT_TRUE(uses(name, 64));
+    EXPECT_FALSE(uses(name, 0));  // mmq off by option
+  }
+  EXPECT_TRUE(uses("tiny-llama-Q4_K_M", 64));
+  EXPECT_FALSE(uses("tiny-llama-F32", 64));  // F32 matrices: no mmq kernel
+}
 
 }  // namespace
 }  // namespace pipellm
