@@ -5,7 +5,8 @@
 #   scripts/device-arch.sh build    PipeLLM (+ llama.cpp in the background), the architecture GPU
 #                                   tests (fixtures within their bounds, graph == eager, the ops)
 #   scripts/device-arch.sh bench    real-shape MoE files (mkmodel, real vocabularies): pipellm bench
-#                                   --device cuda beside llama-bench on the same files
+#                                   --device cuda (PIPELLM_FLAGS added) beside llama-bench (-r REPS,
+#                                   default 3) on the same files
 #   scripts/device-arch.sh offload  issue 19: the HostExperts GPU tests, then qwen3-30b-a3b with every
 #                                   routed expert in host memory: pipellm bench --cpu-moe beside
 #                                   llama-bench -ncmoe 48 (same file, -t 16), and the host's read
@@ -37,10 +38,11 @@ bench)
     m=$B/$p.gguf
     [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab "${VOCAB[$p]}" "$m" >"$OUT/mkmodel-$p.log" 2>&1
     ls -la "$m"
-    timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --json >"$OUT/pipellm-$p.json" 2>"$OUT/pipellm-$p.log"
+    timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --json ${PIPELLM_FLAGS:-} >"$OUT/pipellm-$p.json" \
+      2>"$OUT/pipellm-$p.log"
     echo "pipellm $p rc=$? $(since)"; tail -c 600 "$OUT/pipellm-$p.json"
     if [ -x $LLAMA_BIN/llama-bench ]; then
-      timeout 200 $LLAMA_BIN/llama-bench -m "$m" -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o json \
+      timeout 200 $LLAMA_BIN/llama-bench -m "$m" -ngl 99 -fa 1 -p 512 -n 128 -r ${REPS:-3} -o json \
         >"$OUT/llama-$p.json" 2>"$OUT/llama-$p.log"
       echo "llama-bench $p rc=$? $(since)"; grep -E '"(n_prompt|n_gen|avg_ts)"' "$OUT/llama-$p.json" | head
     fi
