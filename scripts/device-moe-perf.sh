@@ -4,7 +4,8 @@
 # that did not travel fail by name), pipellm_cuda_bench on synthetic real-shape MoE models
 # (MODELS: "preset:quant ...", default qwen3-30b-a3b Q4_K_M and gpt-oss-20b MXFP4_MOE; batched
 # decode for the first only; no files to make, no llama.cpp: its figures need device-arch.sh
-# bench), the first model's decode with the separate expert launches (--moe-fuse 0), and an ncu
+# bench), the first model's decode with the separate expert launches (--moe-fuse 0) and with the
+# routers' block-per-row mat-vec (--float-split 1), and an ncu
 # per-kernel summary of its decode steps (kernels told apart by grid size), whose sum beside
 # tg128's step time says how much of a step is launch gaps.
 # Usage (device machine; carry .carry/sysroot): [MODELS="..."] [STEPS=2] scripts/device-moe-perf.sh
@@ -30,6 +31,10 @@ m=${MODELS%% *}; p=${m%%:*} q=${m##*:}
 timeout 100 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 $F --moe-fuse 0 \
   >"$OUT/bench-$p-unfused.txt" 2>&1
 echo "bench $p $q --moe-fuse 0 rc=$? $(since)"; grep -E "^\| tg128 " "$OUT/bench-$p-unfused.txt"
+# The routers' float mat-vec with a block per row (CudaStageOptions::float_matvec_split).
+timeout 100 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 $F --float-split 1 \
+  >"$OUT/bench-$p-float-split.txt" 2>&1
+echo "bench $p $q --float-split 1 rc=$? $(since)"; grep -E "^\| tg128 " "$OUT/bench-$p-float-split.txt"
 timeout 150 ncu --clock-control none --profile-from-start off \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw \
   $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --skip-depth --skip-batched \

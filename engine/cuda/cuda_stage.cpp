@@ -371,6 +371,7 @@ void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
   const int64_t n_in = a.w.n_in;
   for (int c0 = 0; c0 < T; c0 += kMatvecMaxRows) {
     MatvecArgs c = a;
+    c.float_split = opt_.float_matvec_split;
     c.n_rows = std::min(kMatvecMaxRows, T - c0);
     c.x = a.x + c0 * n_in;
     c.xq = a.xq + c0 * n_in;

@@ -65,6 +65,9 @@ struct CudaStageOptions {
   // sizes 64 and 128, up to 16 query heads per KV head). On an H100 (8B Q4_K_M shape) decode at
   // depth 4096 goes 282.5 -> 305.5 tok/s, at 32768 163.2 -> 206.1; off: the CUDA-core kernel.
   bool attention_tensor_cores = true;
+  // Mat-vec products of F32/F16/BF16 weights (MoE routers, float models) with a block per row
+  // (matvec.h MatvecArgs::float_split); off until measured on a GPU (a benchmark's ablation).
+  bool float_matvec_split = false;
   // Mixture-of-experts decode in two launches per layer instead of six (enqueue_fused_experts);
   // off: the separate products (a benchmark's ablation).
   bool fuse_expert_decode = true;

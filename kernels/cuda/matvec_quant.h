@@ -41,6 +41,9 @@ struct MatvecArgs {
   int64_t y_stride = 0;
   MatvecSegment extra[2];        // Store/Add modes only, when matvec_uses_q8(w.type)
   int n_extra = 0;
+  // F32/F16/BF16 weights: a block per output row instead of a warp (rows of a multiple of 8,
+  // weights and x 16-byte aligned; else the warp kernel). Off until measured on a GPU.
+  bool float_split = false;
 };
 
 constexpr int kMatvecMaxRows = 16;

@@ -121,6 +121,17 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         a.y_stride = n_out;
         cuda::matvec(a, nullptr);
         const auto got = test::to_host(d_y, d_y.size());
+        // Float weights: also a block per row (MatvecArgs::float_split), against the same reference.
+        std::vector<float> got_split;
+        if (!q8) {
+          auto d_ys = test::to_device(y0);
+          if (mode != cuda::MatvecMode::Add) test::poison(d_ys);
+          cuda::MatvecArgs sa = a;
+          sa.y = d_ys.get();
+          sa.float_split = true;
+          cuda::matvec(sa, nullptr);
+          got_split = test::to_host(d_ys, d_ys.size());
+        }
         std::vector<double> ref(got.size());
         std::vector<float> got_part(got.size());
         double gate_max = 0;  // SiLU(g) turns an error e*|g| in g into a relative error ~ e*|g|
@@ -144,6 +155,14 @@ TEST_P(PerType, MatvecMatchesFloat64) {
             }
             got_part[k] = mode == cuda::MatvecMode::Add ? got[k] - y0[k] : got[k];
           }
+        }
+        if (!got_split.empty()) {
+          std::vector<float> split_part(got_split.size());
+          for (size_t k = 0; k < got_split.size(); ++k)
+            split_part[k] = mode == cuda::MatvecMode::Add ? got_split[k] - y0[k] : got_split[k];
+          EXPECT_LT(test::rel_err(split_part, ref), tol * (1.0 + gate_max))
+              << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode " << static_cast<int>(mode)
+              << " (block per row)";
         }
         const double e = test::rel_err(got_part, ref);
         EXPECT_LT(e, tol * (1.0 + gate_max)) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
