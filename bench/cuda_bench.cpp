@@ -307,6 +307,7 @@ int usage() {
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1]\n"
                "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N] [--attention-mma 0|1]\n"
                "                          [--moe-fuse 0|1] [--float-split 0|1]\n"
+               "                          [--group-gptoss 0|1]\n"
                "                          [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
@@ -326,6 +327,7 @@ int cuda_bench_main(int argc, char** argv) {
   bool attention_mma = cuda::CudaStageOptions{}.attention_tensor_cores;
   bool moe_fuse = cuda::CudaStageOptions{}.fuse_expert_decode;
   bool float_split = cuda::CudaStageOptions{}.float_matvec_split;
+  bool group_gptoss = cuda::CudaStageOptions{}.group_gptoss_experts;
   int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   int host_threads = 0;
@@ -352,6 +354,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--attention-mma") attention_mma = std::stoi(next()) != 0;
     else if (a == "--moe-fuse") moe_fuse = std::stoi(next()) != 0;
     else if (a == "--float-split") float_split = std::stoi(next()) != 0;
+    else if (a == "--group-gptoss") group_gptoss = std::stoi(next()) != 0;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
@@ -424,6 +427,7 @@ int cuda_bench_main(int argc, char** argv) {
   base.attention_tensor_cores = attention_mma;
   base.fuse_expert_decode = moe_fuse;
   base.float_matvec_split = float_split;
+  base.group_gptoss_experts = group_gptoss;
   base.host_experts = host_experts;
   base.host_threads = host_threads;
   base.expert_cache_bytes = experts.cache_bytes;

@@ -316,9 +316,8 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
 
 bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T,
                                       std::function<void(float*, bool)>& combine) {
-  const int X = s.n_expert, K = s.n_expert_used, P = T * K;
-  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X;
-  if (!opt_.fuse_expert_decode || grouped || cfg_.n_embd % 32 != 0 || !l[LayerTensor::GateExps].present() ||
+  const int K = s.n_expert_used, P = T * K;
+  if (!opt_.fuse_expert_decode || groups_experts(l, l, s, T) || cfg_.n_embd % 32 != 0 || !l[LayerTensor::GateExps].present() ||
       !l[LayerTensor::UpExps].present())
     return false;
   MoeGatedArgs g;
@@ -359,20 +358,22 @@ bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, in
   return true;
 }
 
+bool CudaStage::expert_groupable(const CudaMatrix& m, const float* bias) const {
+  if (!m.present() || !mmq_supports_experts(m.m, m.expert_bytes)) return false;
+  return opt_.group_gptoss_experts || (bias == nullptr && m.m.type != TensorType::MXFP4);
+}
+
+bool CudaStage::groups_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) const {
+  return mmq_ && T * s.n_expert_used >= kGroupedPairsPerExpert * s.n_expert &&
+         (expert_groupable(mats[LayerTensor::GateUpExps], nullptr) ||
+          expert_groupable(mats[LayerTensor::GateExps], l.vec(LayerTensor::GateExpsBias)) ||
+          expert_groupable(mats[LayerTensor::DownExps], l.vec(LayerTensor::DownExpsBias)));
+}
+
 void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) {
   const int X = s.n_expert, P = T * s.n_expert_used;
-  // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
-  // each expert's pairs multiplied as one tensor-core product: its weights are read once per
-  // tile of pairs instead of once per pair.
-  // (Only where some expert stack of the layer can take it: no grouping work for nothing.)
-  const auto groupable = [&](LayerTensor w, const float* bias) {
-    return mats[w].present() && bias == nullptr && mmq_supports_experts(mats[w].m, mats[w].expert_bytes);
-  };
+  const bool grouped = groups_experts(l, mats, s, T);
   MoeTiles tiles;
-  const bool grouped = mmq_ && P >= kGroupedPairsPerExpert * X &&
-                       (groupable(LayerTensor::GateUpExps, nullptr) ||
-                        groupable(LayerTensor::GateExps, l.vec(LayerTensor::GateExpsBias)) ||
-                        groupable(LayerTensor::DownExps, l.vec(LayerTensor::DownExpsBias)));
   if (grouped) {
     tiles.order = moe_order_.get();
     tiles.tiles = moe_tiles_.get();
@@ -383,7 +384,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
   }
   const ExpertProduct product = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq,
                                     const float2* xds, int x_group, float* y) {
-    if (grouped && xq != nullptr && groupable(w, bias)) {
+    if (grouped && xq != nullptr && expert_groupable(mats[w], bias)) {
       MmqExpertArgs m;
       m.w = mats[w].m;
       m.expert_bytes = mats[w].expert_bytes;
@@ -396,6 +397,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
       m.y_stride = mats[w].m.n_out;
       m.tuning = opt_.mmq_tuning;
       mmq_experts(m, launch());
+      if (bias != nullptr) moe_add_bias(y, bias, route_id_.get(), P, mats[w].m.n_out, launch());
       return;
     }
     expert_matvec(mats[w], route_id_.get(), P, x, xq, xds, x_group, bias, y);

@@ -68,6 +68,9 @@ struct CudaStageOptions {
   // Mat-vec products of F32/F16/BF16 weights (MoE routers, float models) with a block per row
   // (matvec.h MatvecArgs::float_split); off until measured on a GPU (a benchmark's ablation).
   bool float_matvec_split = false;
+  // Grouped expert products (prefill, large batches) also for MXFP4 stacks and stacks with biases,
+  // i.e. gpt-oss's (enqueue_device_experts); off until run on a GPU (a benchmark's ablation).
+  bool group_gptoss_experts = false;
   // Mixture-of-experts decode in two launches per layer instead of six (enqueue_fused_experts);
   // off: the separate products (a benchmark's ablation).
   bool fuse_expert_decode = true;
@@ -204,6 +207,14 @@ class CudaStage : public Stage {
   // activation in one launch now, down and the weighted sum in one launch that `combine` runs
   // (moe.h moe_gated_matvec / moe_matvec_combine). False (nothing enqueued) where they do not apply.
   bool enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T, std::function<void(float*, bool)>& combine);
+  // With several pairs per expert (prefill, large batches) the pairs are grouped by expert and
+  // each expert's pairs multiplied as one tensor-core product (mmq_experts): its weights are read
+  // once per tile of pairs instead of once per pair; only where some expert stack of the layer can
+  // take it (no grouping work for nothing). A stack's bias goes on after its grouped product, by
+  // each pair's expert; MXFP4 stacks and stacks with biases (gpt-oss) group only with
+  // opt_.group_gptoss_experts.
+  bool expert_groupable(const CudaMatrix& m, const float* bias) const;
+  bool groups_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T) const;
   // The chosen experts' products on the device: per (token, expert) pair, the down rows in ed_.
   // The expert matrices are mats' (the layer's own, or host experts uploaded for the step), the
   // biases l's.

@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/matvec_formats.cuh"
 
 namespace pipellm::cuda {
 namespace {
@@ -167,6 +168,28 @@ struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low,
     lo = static_cast<int>(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
     hi = static_cast<int>(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
     sc = half_at(e + 2 * j);
+    mn = 0.0f;
+  }
+};
+
+// MXFP4 (repacked as Q4_0's nibbles, then [NB] E8M0 scale bytes): codes of the doubled E2M1
+// table as signed bytes (the mat-vec's values4), the scale 2^(e - 128) per block.
+template <>
+struct Fmt<TensorType::MXFP4> {
+  static constexpr int kRow = 144, kChunks = 8, kExtra = 8, kSub = 32;
+  static constexpr bool kMin = false;
+  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
+    return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
+  }
+  __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
+    cp8(dst, p.w + p.NB * 16 + row * p.nb + kc * 8, true);  // nb % 8 == 0: 8-byte aligned
+  }
+  __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
+                              float& mn) {
+    const uint32_t v = ld32(r + 16 * j + 4 * tig);
+    lo = mv::MXFP4::values4(v & 0x0F0F0F0Fu);
+    hi = mv::MXFP4::values4((v >> 4) & 0x0F0F0F0Fu);
+    sc = mxfp4_scale(e[j]);
     mn = 0.0f;
   }
 };
@@ -561,6 +584,7 @@ bool mmq_supports(const DeviceMatrix& w) {
     case TensorType::Q4_K:
     case TensorType::Q5_K: return true;
     case TensorType::Q6_K: return (w.n_out * (w.n_in / kK)) % 2 == 0;
+    case TensorType::MXFP4: return true;
     default: return false;
   }
 }
@@ -571,7 +595,7 @@ void check_supported(const DeviceMatrix& w) {
   if (!mmq_supports(w)) {
     throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(w.type) + " [" + std::to_string(w.n_in) +
                 ", " + std::to_string(w.n_out) +
-                "] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K with n_in a multiple of 256; Q6_K with an even block count)");
+                "] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4 with n_in a multiple of 256; Q6_K with an even block count)");
   }
 }
 
@@ -598,6 +622,7 @@ void launch_any(TensorType t, const Params& p, int nt, const MmqTuning& tu, int6
     case TensorType::Q4_K: launch_type<TensorType::Q4_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
     case TensorType::Q5_K: launch_type<TensorType::Q5_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
     case TensorType::Q6_K: launch_type<TensorType::Q6_K, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
+    case TensorType::MXFP4: launch_type<TensorType::MXFP4, EXPERTS>(p, nt, tu, tiles, chunks, split, s); break;
     default: throw Error("mmq: no kernel for " + std::string(tensor_type_name(t)));
   }
   PIPELLM_CUDA_LAUNCH_CHECK("mmq");

@@ -65,7 +65,7 @@ struct MmqArgs {
   MmqTuning tuning;
 };
 
-// Q4_0, Q8_0, Q4_K, Q5_K and Q6_K with n_in a multiple of 256 (Q6_K: an even number of blocks).
+// Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and MXFP4 with n_in a multiple of 256 (Q6_K: an even number of blocks).
 bool mmq_supports(const DeviceMatrix& w);
 
 // Throws Error for a matrix mmq_supports() refuses, or extra matrices of another type or n_in.

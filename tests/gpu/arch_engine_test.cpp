@@ -59,6 +59,18 @@ TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   EXPECT_EQ(0, std::memcmp(eager.logits.data(), graph.logits.data(), eager.logits.size() * sizeof(float))) << name;
 }
 
+// gpt-oss's MXFP4 expert stacks with biases as grouped tensor-core products (the bias added per
+// pair afterwards: CudaStageOptions::group_gptoss_experts): chunks of 5 and 20 tokens group (4 of 8
+// experts per token), within the file's bounds.
+TEST(CudaArchGptOss, GroupedExpertsStayWithinTheBound) {
+  PIPELLM_REQUIRE_GPU();
+  const std::string name = "tiny-gptoss-MXFP4_MOE";
+  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
+  opt.group_gptoss_experts = true;
+  auto model = cuda::CudaModel::open(test::model_path(name), opt);
+  test::check_arch_fixture_chunks(name, model->config().n_vocab, test::forward_fn(model->stage()), {5, 20});
+}
+
 INSTANTIATE_TEST_SUITE_P(Arch, CudaArchFixture, ::testing::ValuesIn(test::arch_fixture_models()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string s = info.param;

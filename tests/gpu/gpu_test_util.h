@@ -80,6 +80,7 @@ inline std::vector<uint8_t> random_blocks(TensorType type, int64_t n_blocks) {
         break;
       case TensorType::Q3_K: put_f16(p + 108, uniform(-0.05f, 0.05f)); break;
       case TensorType::Q6_K: put_f16(p + 208, uniform(-0.01f, 0.01f)); break;
+      case TensorType::MXFP4: p[0] = static_cast<uint8_t>(118 + rng()() % 8); break;  // E8M0 scale 2^-10 .. 2^-3
       default: put_f16(p, uniform(-0.05f, 0.05f)); break;  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS
     }
   }

@@ -137,7 +137,8 @@ TEST_P(MmqPerType, SeveralMatricesInOneLaunch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
-                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K,
+                                           TensorType::MXFP4),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
 // Expert products grouped by expert (moe_group_pairs + mmq_experts) against float64: a stack of
@@ -214,7 +215,8 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MmqExpertsPerType,
-                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K,
+                                           TensorType::MXFP4),
                          [](const ::testing::TestParamInfo<TensorType>& i) { return tensor_type_name(i.param); });
 
 TEST(Mmq, RefusesWhatItHasNoKernelFor) {
