@@ -317,20 +317,12 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
 bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T,
                                       std::function<void(float*, bool)>& combine) {
   const int K = s.n_expert_used, P = T * K;
-  if (!opt_.fuse_expert_decode || groups_experts(l, l, s, T) || cfg_.n_embd % 32 != 0 || !l[LayerTensor::GateExps].present() ||
-      !l[LayerTensor::UpExps].present())
+  if (!opt_.fuse_expert_decode || groups_experts(l, l, s, T) || cfg_.n_embd % 32 != 0 ||
+      !l[LayerTensor::GateExps].present() || !l[LayerTensor::UpExps].present())
     return false;
   MoeGatedArgs g;
-  g.gate.w = l[LayerTensor::GateExps].m;
-  g.gate.expert_bytes = l[LayerTensor::GateExps].expert_bytes;
-  g.gate.ids = route_id_.get();
-  g.gate.n_pairs = P;
-  g.gate.x = y_.get();
-  g.gate.xq = xq_.get();
-  g.gate.xds = xds_.get();
-  g.gate.x_group = K;
-  g.gate.bias = l.vec(LayerTensor::GateExpsBias);
-  g.gate.y = eg_.get();
+  g.gate = expert_args(l[LayerTensor::GateExps], route_id_.get(), P, y_.get(), xq_.get(), xds_.get(), K,
+                       l.vec(LayerTensor::GateExpsBias), eg_.get());
   g.up = l[LayerTensor::UpExps].m;
   g.up_expert_bytes = l[LayerTensor::UpExps].expert_bytes;
   g.up_bias = l.vec(LayerTensor::UpExpsBias);
@@ -338,14 +330,8 @@ bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, in
   g.yq = eq_.get();
   g.yds = eds_.get();
   MoeCombineArgs c;
-  c.down.w = l[LayerTensor::DownExps].m;
-  c.down.expert_bytes = l[LayerTensor::DownExps].expert_bytes;
-  c.down.ids = route_id_.get();
-  c.down.n_pairs = P;
-  c.down.x = eg_.get();
-  c.down.xq = eq_.get();
-  c.down.xds = eds_.get();
-  c.down.bias = l.vec(LayerTensor::DownExpsBias);
+  c.down = expert_args(l[LayerTensor::DownExps], route_id_.get(), P, eg_.get(), eq_.get(), eds_.get(), 1,
+                       l.vec(LayerTensor::DownExpsBias), nullptr);
   c.weights = route_w_.get();
   c.k = K;
   if (!moe_gated_matvec_supports(g) || !moe_matvec_combine_supports(c)) return false;
@@ -434,8 +420,9 @@ void CudaStage::expert_ffn(const CudaLayer& l, const CudaLayer& mats, const Laye
   if (!bias_in_products && bias_d != nullptr) moe_add_bias(ed_.get(), bias_d, route_id_.get(), P, E, launch());
 }
 
-void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
-                              const float2* xds, int x_group, const float* bias, float* y) {
+MoeMatvecArgs CudaStage::expert_args(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x,
+                                     const int8_t* xq, const float2* xds, int x_group, const float* bias,
+                                     float* y) const {
   MoeMatvecArgs m;
   m.w = w.m;
   m.expert_bytes = w.expert_bytes;
@@ -447,7 +434,12 @@ void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pai
   m.x_group = x_group;
   m.bias = bias;
   m.y = y;
-  moe_matvec(m, launch());
+  return m;
+}
+
+void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
+                              const float2* xds, int x_group, const float* bias, float* y) {
+  moe_matvec(expert_args(w, ids, n_pairs, x, xq, xds, x_group, bias, y), launch());
 }
 
 bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {

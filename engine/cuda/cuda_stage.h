@@ -39,6 +39,8 @@
 
 namespace pipellm::cuda {
 
+struct MoeMatvecArgs;  // kernels/cuda/moe.h
+
 struct CudaStageOptions {
   int device = 0;
   int n_ctx = 2048;
@@ -235,6 +237,9 @@ class CudaStage : public Stage {
   // The activated rows (P of F) as 8-bit blocks in eq_/eds_ for the down products; false where F
   // is not whole 32-element blocks (the float kernel then reads the rows).
   bool quantize_pair_rows(const float* rows, int P, int F);
+  // The arguments of one expert product per pair (moe.h) on the stack `w`.
+  MoeMatvecArgs expert_args(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
+                            const float2* xds, int x_group, const float* bias, float* y) const;
   // One expert product per pair (moe.h moe_matvec): expert ids[p] of `w` on the pair's row.
   void expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
                      const float2* xds, int x_group, const float* bias, float* y);
