@@ -58,8 +58,9 @@ TEST(Mxfp4Cuda, LayoutIsRepacked) {
     EXPECT_EQ(dst[48 + b], src[b * kBlockBytes]) << "scale of block " << b;
     for (size_t j = 0; j < 16; ++j) EXPECT_EQ(dst[16 * b + j], src[b * kBlockBytes + 1 + j]) << "block " << b;
   }
-  cuda::DeviceMatrix m{kMx, 64, 2, nullptr};
-  EXPECT_FALSE(cuda::mmq_supports(m));  // the int8 tensor-core kernel has no MXFP4 tile loader
+  // The int8 tensor-core kernel takes MXFP4 rows of whole 256-element steps.
+  EXPECT_TRUE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 256, 2, nullptr}));
+  EXPECT_FALSE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 64, 2, nullptr}));
 }
 
 // A type the kernels lack fails with its name, before anything is launched (no GPU needed).
@@ -75,9 +76,9 @@ TEST(Mxfp4Cuda, TypeSwitchesRefuseUnknownTypesByName) {
   a.w = m;
   expect_error_naming([&] { cuda::matvec(a, cuda::Launch{}); }, "IQ2_XXS", "matvec");
   cuda::MmqArgs q;
-  q.w = cuda::DeviceMatrix{kMx, 256, 2, nullptr};
+  q.w = m;
   q.n_rows = 1;
-  expect_error_naming([&] { cuda::mmq(q, cuda::Launch{}); }, "MXFP4", "mmq");
+  expect_error_naming([&] { cuda::mmq(q, cuda::Launch{}); }, "IQ2_XXS", "mmq");
 }
 
 // Element for element equal to the CPU's floats (f32) and to their f16 rounding, in the 8-wide and
