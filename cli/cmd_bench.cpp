@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
 // The CUDA benchmark (bench/cuda_bench.h) with this command's settings in its own flags.
 struct CudaBenchArgs {
   std::string preset, quant;
-  bool skip_depth = false, skip_batched = false, no_f16_cache = false;
+  bool skip_depth = false, skip_batched = false;
+  bool f16_cache = false;  // the server's path keeps no f16 copies: neither does its benchmark by default
   int profile_steps = 0;
   int mmq_max_rows = -1;  // -1: the engine's default
   int depth = 0;          // 0: the benchmark's (4096)
@@ -45,7 +46,7 @@ int cuda_bench(const EngineFlags& f, const CudaBenchArgs& c, int reps, bool json
   if (c.skip_depth) args.push_back("--skip-depth");
   if (c.depth > 0) args.insert(args.end(), {"--depth", std::to_string(c.depth)});
   if (c.skip_batched) args.push_back("--skip-batched");
-  if (c.no_f16_cache) args.push_back("--no-f16-cache");
+  if (!c.f16_cache) args.push_back("--no-f16-cache");
   if (c.profile_steps > 0) args.insert(args.end(), {"--profile-steps", std::to_string(c.profile_steps)});
   if (c.mmq_max_rows >= 0) args.insert(args.end(), {"--mmq-max-rows", std::to_string(c.mmq_max_rows)});
   if (f.experts.cpu_moe) args.push_back("--cpu-moe");
@@ -121,7 +122,10 @@ int cmd_bench(int argc, char** argv) {
       ->excludes(skip_depth)
       ->group("CUDA");
   app.add_flag("--skip-batched", cb.skip_batched, "CUDA: no batched decode")->group("CUDA");
-  app.add_flag("--no-f16-cache", cb.no_f16_cache, "CUDA: no f16 weight copies")->group("CUDA");
+  auto* f16 = app.add_flag("--f16-cache", cb.f16_cache,
+                           "CUDA: keep f16 copies of the matrices (faster prefill, more VRAM; the server keeps none)")
+                  ->group("CUDA");
+  app.add_flag("--no-f16-cache", "CUDA: no f16 weight copies (the default, as the server)")->excludes(f16)->group("CUDA");
   app.add_option("--mmq-max-rows", cb.mmq_max_rows,
                  "CUDA: largest product (activation rows) on the int8 tensor-core kernel; 0: off")
       ->check(CLI::Range(0, 4096))
