@@ -9,14 +9,13 @@
 #include "kernels/cuda/dequant_device.cuh"
 #include "kernels/cuda/matvec_formats.cuh"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/gated_act.cuh"
 
 namespace pipellm::cuda {
 namespace {
 
 constexpr int kWarps = 4;  // generic kernel: rows per block (a warp each); fast kernels: warps per block
 constexpr int kThreads = kWarps * 32;
-
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
 // ---- generic: decode each weight to float, one warp per row ----
 
@@ -54,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) matvec_generic(const uint8_t* w, con
     float* o = y + b * ys + row;
     if (mode == MatvecMode::Store) *o = acc[b];
     else if (mode == MatvecMode::Add) *o += acc[b];
-    else *o = silu(acc[b]) * acc2[b];
+    else *o = gated<GatedAct::Silu>(acc[b], acc2[b]);
   }
 }
 
@@ -141,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) matvec_float_split(const uint8_t* w,
   float* o = y + b * ys + row;
   if (mode == MatvecMode::Store) *o = s;
   else if (mode == MatvecMode::Add) *o += s;
-  else *o = silu(s) * s2;
+  else *o = gated<GatedAct::Silu>(s, s2);
 }
 
 // ---- fast types: R output rows per block, dp4a on 8-bit activations ----
@@ -266,7 +265,7 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
   float* o = p.y[s] + b * p.y_stride[s] + row0 + r;
   if (p.mode == MatvecMode::Store) *o = v;
   else if (p.mode == MatvecMode::Add) *o += v;
-  else *o = silu(v) * v2;
+  else *o = gated<GatedAct::Silu>(v, v2);
 }
 
 using FastKernel = void (*)(FastParams);

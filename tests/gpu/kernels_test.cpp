@@ -17,7 +17,6 @@
 #include "kernels/cuda/matvec_quant.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
-#include "kernels/cuda/swiglu.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace pipellm {
@@ -455,20 +454,6 @@ TEST(CudaKernels, AttentionRefusesHeadSizesWithoutAKernel) {
     a.head_dim = d;
     EXPECT_THROW(cuda::attention(a, nullptr), Error) << d;
   }
-}
-
-TEST(CudaKernels, SwigluMatchesFloat64) {
-  PIPELLM_REQUIRE_GPU();
-  const int rows = 3, n = 1000;
-  const auto g = random_floats(rows * n, -8, 8), u = random_floats(rows * n);
-  auto dg = test::to_device(g), du = test::to_device(u);
-  cuda::DeviceBuffer<float> out(g.size());
-  test::poison(out);
-  cuda::swiglu(dg.get(), du.get(), n, rows, n, out.get(), nullptr);
-  const auto got = test::to_host(out, out.size());
-  std::vector<double> ref(g.size());
-  for (size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
-  EXPECT_LT(test::rel_err(got, ref), 1e-5);
 }
 
 }  // namespace
