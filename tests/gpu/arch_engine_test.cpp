@@ -59,6 +59,29 @@ TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   EXPECT_EQ(0, std::memcmp(eager.logits.data(), graph.logits.data(), eager.logits.size() * sizeof(float))) << name;
 }
 
+// The stage's fused MoE decode launches (CudaStageOptions::fuse_expert_decode: gate/up/activation,
+// then down and the weighted sum inside moe_output's combine; qwen35moe with its shared expert,
+// gpt-oss with biases) against its separate launches: two sequences, 12 decode steps (batches of
+// 2: mat-vec sized, no grouping), the same logits bit for bit. (gemma4moe's [gate; up] stack takes
+// the separate launches either way.)
+TEST(CudaArchMoe, FusedExpertDecodeEqualsSeparateLaunches) {
+  PIPELLM_REQUIRE_GPU();
+  for (const std::string name :
+       {"tiny-qwen3moe-Q4_K_M", "tiny-llamamoe-Q4_K_M", "tiny-gptoss-MXFP4_MOE", "tiny-qwen35moe-Q4_K_M"}) {
+    SCOPED_TRACE(name);
+    const auto tokens = test::read_ids(test::fixture_ref(name, ".tokens"));
+    cuda::CudaStageOptions opt = test::fixture_stage_options(true, 2);
+    auto fused = cuda::CudaModel::open(test::model_path(name), opt);
+    opt.fuse_expert_decode = false;
+    auto separate = cuda::CudaModel::open(test::model_path(name), opt);
+    const test::DecodeTrace a = test::greedy_trace(fused->stage(), tokens, 2, 20, 7, 12);
+    const test::DecodeTrace b = test::greedy_trace(separate->stage(), tokens, 2, 20, 7, 12);
+    EXPECT_EQ(a.ids, b.ids);
+    ASSERT_EQ(a.logits.size(), b.logits.size());
+    EXPECT_EQ(0, std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)));
+  }
+}
+
 // gpt-oss's MXFP4 expert stacks with biases as grouped tensor-core products (the bias added per
 // pair afterwards: CudaStageOptions::group_gptoss_experts): chunks of 5 and 20 tokens group (4 of 8
 // experts per token), within the file's bounds.
