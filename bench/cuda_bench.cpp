@@ -319,18 +319,14 @@ int usage() {
 int cuda_bench_main(int argc, char** argv) {
   std::string file, preset, quant = "Q4_K_M", json;
   int runs = 3, gpu = 0;
-  bool f16_cache = true, depth = true, batched = true;
-  int mmq_max_rows = cuda::CudaStageOptions{}.mmq_max_rows, dequant_slice_mib = 0;
-  int matvec_max_rows = cuda::CudaStageOptions{}.matvec_max_rows;
-  cuda::MmqTuning mmq_tuning;
-  int attention_blocks_per_sm = cuda::CudaStageOptions{}.attention_blocks_per_sm;
-  bool attention_mma = cuda::CudaStageOptions{}.attention_tensor_cores;
-  bool moe_fuse = cuda::CudaStageOptions{}.fuse_expert_decode;
-  bool float_split = cuda::CudaStageOptions{}.float_matvec_split;
-  bool group_gptoss = cuda::CudaStageOptions{}.group_gptoss_experts;
+  bool depth = true, batched = true;
+  // The stage options of every run, the flags' ablations parsed straight into them (each run sets
+  // its context and slots).
+  cuda::CudaStageOptions base;
+  base.max_batch_tokens = 512;
+  base.resident_f16 = true;
   int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
-  int host_threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -342,19 +338,19 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--quant") quant = next();
     else if (a == "--runs") runs = std::stoi(next());
     else if (a == "--json") json = next();
-    else if (a == "--no-f16-cache") f16_cache = false;
-    else if (a == "--mmq-max-rows") mmq_max_rows = std::stoi(next());
-    else if (a == "--matvec-max-rows") matvec_max_rows = std::stoi(next());
-    else if (a == "--dequant-slice-mib") dequant_slice_mib = std::stoi(next());
-    else if (a == "--mmq-stages") mmq_tuning.stages = std::stoi(next());
-    else if (a == "--mmq-blocks-per-sm") mmq_tuning.blocks_per_sm = std::stoi(next());
-    else if (a == "--mmq-shared-scales") mmq_tuning.shared_scales = std::stoi(next()) != 0;
-    else if (a == "--mmq-fuse") mmq_tuning.fuse = std::stoi(next()) != 0;
-    else if (a == "--attention-blocks-per-sm") attention_blocks_per_sm = std::stoi(next());
-    else if (a == "--attention-mma") attention_mma = std::stoi(next()) != 0;
-    else if (a == "--moe-fuse") moe_fuse = std::stoi(next()) != 0;
-    else if (a == "--float-split") float_split = std::stoi(next()) != 0;
-    else if (a == "--group-gptoss") group_gptoss = std::stoi(next()) != 0;
+    else if (a == "--no-f16-cache") base.resident_f16 = false;
+    else if (a == "--mmq-max-rows") base.mmq_max_rows = std::stoi(next());
+    else if (a == "--matvec-max-rows") base.matvec_max_rows = std::stoi(next());
+    else if (a == "--dequant-slice-mib") base.dequant_slice_mib = std::stoi(next());
+    else if (a == "--mmq-stages") base.mmq_tuning.stages = std::stoi(next());
+    else if (a == "--mmq-blocks-per-sm") base.mmq_tuning.blocks_per_sm = std::stoi(next());
+    else if (a == "--mmq-shared-scales") base.mmq_tuning.shared_scales = std::stoi(next()) != 0;
+    else if (a == "--mmq-fuse") base.mmq_tuning.fuse = std::stoi(next()) != 0;
+    else if (a == "--attention-blocks-per-sm") base.attention_blocks_per_sm = std::stoi(next());
+    else if (a == "--attention-mma") base.attention_tensor_cores = std::stoi(next()) != 0;
+    else if (a == "--moe-fuse") base.fuse_expert_decode = std::stoi(next()) != 0;
+    else if (a == "--float-split") base.float_matvec_split = std::stoi(next()) != 0;
+    else if (a == "--group-gptoss") base.group_gptoss_experts = std::stoi(next()) != 0;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
@@ -367,11 +363,11 @@ int cuda_bench_main(int argc, char** argv) {
       for (TensorOverride& o : parse_tensor_overrides(next())) experts.overrides.push_back(std::move(o));
     } else if (a == "--expert-cache") {
       experts.cache_bytes = parse_byte_size(next(), "--expert-cache");
-    } else if (a == "-t" || a == "--threads") host_threads = std::stoi(next());
+    } else if (a == "-t" || a == "--threads") base.host_threads = std::stoi(next());
     else return usage();
   }
   if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64 || depth_tokens < 1 ||
-      attention_blocks_per_sm < 1 || attention_blocks_per_sm > 32) {
+      base.attention_blocks_per_sm < 1 || base.attention_blocks_per_sm > 32) {
     return usage();
   }
   if (profile_batched > 0) batched = true;
@@ -414,22 +410,8 @@ int cuda_bench_main(int argc, char** argv) {
     Stat s;
     double bytes_per_token;  // weights (and KV at depth) a decode step reads per token; 0: not decode
   };
-  // The stage options of every run (each sets its context and slots).
-  cuda::CudaStageOptions base;
   base.device = gpu;
-  base.max_batch_tokens = 512;
-  base.resident_f16 = f16_cache;
-  base.mmq_max_rows = mmq_max_rows;
-  base.matvec_max_rows = matvec_max_rows;
-  base.dequant_slice_mib = dequant_slice_mib;
-  base.mmq_tuning = mmq_tuning;
-  base.attention_blocks_per_sm = attention_blocks_per_sm;
-  base.attention_tensor_cores = attention_mma;
-  base.fuse_expert_decode = moe_fuse;
-  base.float_matvec_split = float_split;
-  base.group_gptoss_experts = group_gptoss;
   base.host_experts = host_experts;
-  base.host_threads = host_threads;
   base.expert_cache_bytes = experts.cache_bytes;
   std::vector<Row> rows;
   if (profile_batched <= 0) {

@@ -317,8 +317,9 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
 bool CudaStage::enqueue_fused_experts(const CudaLayer& l, const LayerSpec& s, int T,
                                       std::function<void(float*, bool)>& combine) {
   const int K = s.n_expert_used, P = T * K;
-  if (!opt_.fuse_expert_decode || groups_experts(l, l, s, T) || cfg_.n_embd % 32 != 0 ||
-      !l[LayerTensor::GateExps].present() || !l[LayerTensor::UpExps].present())
+  // (Rows of n_embd not whole 8-bit blocks, whose xq_ the step never wrote, fail the supports below.)
+  if (!opt_.fuse_expert_decode || groups_experts(l, l, s, T) || !l[LayerTensor::GateExps].present() ||
+      !l[LayerTensor::UpExps].present())
     return false;
   MoeGatedArgs g;
   g.gate = expert_args(l[LayerTensor::GateExps], route_id_.get(), P, y_.get(), xq_.get(), xds_.get(), K,
