@@ -64,7 +64,9 @@ __device__ __forceinline__ float i2f(int c) { return __int_as_float(c + 0x4B4000
 // decoding into mma fragments ----
 //
 // kRow bytes per row (16-byte chunks at the offsets copy() writes), kExtra bytes per row of a
-// second per-row array (scales), kSub the values per scale (the mma's K: 32, or 16 for Q6_K).
+// second per-row array (scales), kSub the values per scale (the mma's K: 32, or 16 for Q6_K),
+// kChunksPerBlock for the formats of 32-value blocks (their rows may end inside a K step: n_in a
+// multiple of 32 only, e.g. gpt-oss's 2880), 0 for the K-quants (a K step is one 256-value block).
 // frag(row, extra, kbi, j, tig, lo, hi, scale, min): the thread's two 4-value words of sub-step j
 // (values 4 tig.. and 16 + 4 tig.. for kSub 32; only lo for 16), their scale and minimum.
 
@@ -73,7 +75,7 @@ struct Fmt;
 
 template <>
 struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles
-  static constexpr int kRow = 144, kChunks = 9, kExtra = 0, kSub = 32;
+  static constexpr int kRow = 144, kChunks = 9, kExtra = 0, kSub = 32, kChunksPerBlock = 0;
   static constexpr bool kMin = true;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc) * 144 + 16 * c;
@@ -109,7 +111,7 @@ struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes o
 
 template <>
 struct Fmt<TensorType::Q5_K> {  // GGUF blocks of 176 bytes: d, dmin, 12 bytes of scales/mins, 32 of high bits, 128 of nibbles
-  static constexpr int kRow = 176, kChunks = 11, kExtra = 0, kSub = 32;
+  static constexpr int kRow = 176, kChunks = 11, kExtra = 0, kSub = 32, kChunksPerBlock = 0;
   static constexpr bool kMin = true;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc) * 176 + 16 * c;
@@ -133,15 +135,27 @@ struct Fmt<TensorType::Q5_K> {  // GGUF blocks of 176 bytes: d, dmin, 12 bytes o
   }
 };
 
+// The 8 per-block scales (S: 2-byte f16 bits or E8M0 bytes) of a K step of a row whose block count is
+// no multiple of 8: not aligned for an asynchronous copy, and past the row's last block at its end.
+// Plain loads, zeros past the end (a zero scale times zero values: never a NaN).
+template <typename S>
+__device__ void copy_scales_unaligned(const S* src, int64_t left, uint8_t* dst) {
+  S* d = reinterpret_cast<S*>(dst);
+#pragma unroll
+  for (int b = 0; b < 8; ++b) d[b] = b < left ? src[b] : S{0};
+}
+
 template <>
 struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
-  static constexpr int kRow = 272, kChunks = 16, kExtra = 16, kSub = 32;
+  static constexpr int kRow = 272, kChunks = 16, kExtra = 16, kSub = 32, kChunksPerBlock = 2;
   static constexpr bool kMin = false;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc * 8) * 32 + 16 * c;
   }
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
-    cp16(dst, p.w + p.NB * 32 + (row * p.nb + kc * 8) * 2, true);
+    const uint8_t* s = p.w + p.NB * 32 + (row * p.nb + kc * 8) * 2;
+    if (p.nb % 8 == 0) cp16(dst, s, true);
+    else copy_scales_unaligned(reinterpret_cast<const uint16_t*>(s), p.nb - kc * 8, dst);
   }
   __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
@@ -154,13 +168,15 @@ struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
 
 template <>
 struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low, else high of byte j - 16), [NB] f16
-  static constexpr int kRow = 144, kChunks = 8, kExtra = 16, kSub = 32;
+  static constexpr int kRow = 144, kChunks = 8, kExtra = 16, kSub = 32, kChunksPerBlock = 1;
   static constexpr bool kMin = false;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
   }
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
-    cp16(dst, p.w + p.NB * 16 + (row * p.nb + kc * 8) * 2, true);
+    const uint8_t* s = p.w + p.NB * 16 + (row * p.nb + kc * 8) * 2;
+    if (p.nb % 8 == 0) cp16(dst, s, true);
+    else copy_scales_unaligned(reinterpret_cast<const uint16_t*>(s), p.nb - kc * 8, dst);
   }
   __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
@@ -176,13 +192,15 @@ struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low,
 // table as signed bytes (the mat-vec's values4), the scale 2^(e - 128) per block.
 template <>
 struct Fmt<TensorType::MXFP4> {
-  static constexpr int kRow = 144, kChunks = 8, kExtra = 8, kSub = 32;
+  static constexpr int kRow = 144, kChunks = 8, kExtra = 8, kSub = 32, kChunksPerBlock = 1;
   static constexpr bool kMin = false;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
   }
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
-    cp8(dst, p.w + p.NB * 16 + row * p.nb + kc * 8, true);  // nb % 8 == 0: 8-byte aligned
+    const uint8_t* s = p.w + p.NB * 16 + row * p.nb + kc * 8;
+    if (p.nb % 8 == 0) cp8(dst, s, true);  // 8-byte aligned
+    else copy_scales_unaligned(s, p.nb - kc * 8, dst);
   }
   __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
@@ -201,7 +219,7 @@ struct Fmt<TensorType::MXFP4> {
 // mmq_supports asks for an even block count so that word never passes the tensor's end).
 template <>
 struct Fmt<TensorType::Q6_K> {
-  static constexpr int kRow = 208, kChunks = 13, kExtra = 4, kSub = 16;
+  static constexpr int kRow = 208, kChunks = 13, kExtra = 4, kSub = 16, kChunksPerBlock = 0;
   static constexpr bool kMin = false;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     const int64_t bi = row * p.nb + kc;
@@ -247,7 +265,9 @@ __device__ void copy_weights(const Params& p, int64_t row0, int64_t kc, uint8_t*
   for (int i = threadIdx.x; i < kTileRows * F::kChunks; i += kThreads) {
     const int r = i / F::kChunks, c = i % F::kChunks;
     const int64_t row = min(row0 + r, p.n_out - 1);  // rows past the matrix: computed, never stored
-    cp16(st + r * F::kRow + 16 * c, F::src(p, row, kc, c), true);
+    // Blocks past a row's end (a last K step of 32-value blocks) read as zeros.
+    const bool in_row = F::kChunksPerBlock == 0 || kc * 8 + c / max(F::kChunksPerBlock, 1) < p.nb;
+    cp16(st + r * F::kRow + 16 * c, F::src(p, row, kc, c), in_row);
   }
   if (F::kExtra > 0) {
     for (int r = threadIdx.x; r < kTileRows; r += kThreads) {
@@ -269,11 +289,11 @@ __device__ void copy_activations(const Params& p, const int* src, int64_t kc, ui
     const int c = i / 24, part = i % 24;
     const bool ok = src[c] >= 0;
     const int64_t tt = ok ? src[c] : 0;
-    if (part < 16) {
-      cp16(x + c * kXRow + 16 * part, p.xq + tt * p.n_in + kc * kK + 16 * part, ok);
+    if (part < 16) {  // zeros past n_in (a last partial K step)
+      cp16(x + c * kXRow + 16 * part, p.xq + tt * p.n_in + kc * kK + 16 * part, ok && kc * kK + 16 * part < p.n_in);
     } else {
       const int b = part - 16;
-      cp8(xd + (b * L::kCols + c) * 8, p.xds + tt * (p.n_in / 32) + kc * 8 + b, ok);
+      cp8(xd + (b * L::kCols + c) * 8, p.xds + tt * (p.n_in / 32) + kc * 8 + b, ok && kc * 8 + b < p.n_in / 32);
     }
   }
 }
@@ -391,7 +411,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   }
   const int64_t row0 = tile * kTileRows;
   const int split = gridDim.z, part = blockIdx.z;
-  const int64_t n_k = p.n_in / kK;
+  const int64_t n_k = (p.n_in + kK - 1) / kK;  // the last step may be partial (32-value blocks)
   const int64_t k_begin = n_k * part / split, k_end = n_k * (part + 1) / split, n_steps = k_end - k_begin;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
   const int ra = 16 * warp + g, rb = ra + 8;
@@ -577,14 +597,14 @@ DeviceShape device_shape() {
 }  // namespace
 
 bool mmq_supports(const DeviceMatrix& w) {
-  if (w.n_out <= 0 || w.n_in % kK != 0) return false;
+  if (w.n_out <= 0 || w.n_in <= 0) return false;
   switch (w.type) {
     case TensorType::Q4_0:
     case TensorType::Q8_0:
+    case TensorType::MXFP4: return w.n_in % 32 == 0;
     case TensorType::Q4_K:
-    case TensorType::Q5_K: return true;
-    case TensorType::Q6_K: return (w.n_out * (w.n_in / kK)) % 2 == 0;
-    case TensorType::MXFP4: return true;
+    case TensorType::Q5_K: return w.n_in % kK == 0;
+    case TensorType::Q6_K: return w.n_in % kK == 0 && (w.n_out * (w.n_in / kK)) % 2 == 0;
     default: return false;
   }
 }
@@ -595,7 +615,8 @@ void check_supported(const DeviceMatrix& w) {
   if (!mmq_supports(w)) {
     throw Error(std::string("mmq: unsupported weight ") + tensor_type_name(w.type) + " [" + std::to_string(w.n_in) +
                 ", " + std::to_string(w.n_out) +
-                "] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4 with n_in a multiple of 256; Q6_K with an even block count)");
+                "] (Q4_0, Q8_0, MXFP4 with n_in a multiple of 32; Q4_K, Q5_K, Q6_K with n_in a multiple of 256, "
+                "Q6_K with an even block count)");
   }
 }
 
@@ -672,7 +693,7 @@ void mmq(const MmqArgs& a, const Launch& s) {
   }
   // Split K over a cluster until about blocks_per_sm blocks per SM exist, keeping >= 2 K steps per block.
   const DeviceShape dev = device_shape();
-  const int64_t n_k = a.w.n_in / kK, want = tu.blocks_per_sm * static_cast<int64_t>(dev.sms);
+  const int64_t n_k = (a.w.n_in + kK - 1) / kK, want = tu.blocks_per_sm * static_cast<int64_t>(dev.sms);
   int split = 1;
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
   launch_any<false>(a.w.type, p, nt, tu, tiles, chunks, split, s);

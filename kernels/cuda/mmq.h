@@ -65,7 +65,8 @@ struct MmqArgs {
   MmqTuning tuning;
 };
 
-// Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and MXFP4 with n_in a multiple of 256 (Q6_K: an even number of blocks).
+// Q4_0, Q8_0 and MXFP4 with n_in a multiple of 32 (a row may end inside a 256-wide K step: gpt-oss's
+// 2880); Q4_K, Q5_K and Q6_K (an even number of blocks) with n_in a multiple of 256.
 bool mmq_supports(const DeviceMatrix& w);
 
 // Throws Error for a matrix mmq_supports() refuses, or extra matrices of another type or n_in.

@@ -36,7 +36,11 @@ std::vector<double> float64_product(const std::vector<float>& w, const std::vect
 TEST_P(MmqPerType, MatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
-  for (const int64_t n_in : {256, 4096}) {
+  // Formats of 32-value blocks also with rows that end inside a 256-wide K step: 2880 (gpt-oss:
+  // 90 blocks, scales not 16-byte aligned) and 96 (less than one step).
+  std::vector<int64_t> widths = {256, 4096};
+  if (tensor_type_info(t).block_size == 32) widths.insert(widths.end(), {2880, 96});
+  for (const int64_t n_in : widths) {
     const int64_t n_out = 100;  // one full 64-row tile and a partial one
     const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
     auto m = test::upload_matrix(t, n_in, n_out, blocks);
@@ -151,7 +155,8 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
   const int X = 6, k = 3, T = 40, P = T * k;
-  const int64_t n_in = 512, n_out = 96;
+  // gpt-oss's width (a partial last K step) for the formats of 32-value blocks.
+  const int64_t n_in = tensor_type_info(t).block_size == 32 ? 2880 : 512, n_out = 96;
   const test::ExpertStack st = test::make_stack(t, X, n_in, n_out);
   std::vector<std::vector<float>> w(X);
   for (int e = 0; e < X; ++e) {
@@ -224,8 +229,11 @@ TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   EXPECT_FALSE(cuda::mmq_supports(m));
   m = {TensorType::Q6_K, 256, 3, nullptr};  // an odd block count (Q6_K's scale word would pass the end)
   EXPECT_FALSE(cuda::mmq_supports(m));
-  m = {TensorType::Q8_0, 4096 + 32, 64, nullptr};  // n_in not a multiple of 256
+  m = {TensorType::Q8_0, 4096 + 32, 64, nullptr};  // 32-value blocks: any whole number of blocks
+  EXPECT_TRUE(cuda::mmq_supports(m));
+  m = {TensorType::Q4_0, 0, 64, nullptr};
   EXPECT_FALSE(cuda::mmq_supports(m));
+  m = {TensorType::Q3_K, 4096, 64, nullptr};
   cuda::MmqArgs a;
   a.w = m;
   a.n_rows = 1;
