@@ -182,7 +182,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
   const CudaMatrix& wo = l[LayerTensor::O];
   // (Not where the CPU multiplies some of wo's rows: it reads the float rows product_input writes.)
-  const bool att_q8 = q8_activations(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q && !split_rows(l);
+  const bool att_q8 = q8_activations(T) && !f16_mmq(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q &&
+                      !split_rows(l);
   if (att_q8) {
     a.xq = xq_.get();
     a.xds = xds_.get();
@@ -256,6 +257,7 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     if (q8_rows) {
       a.xq = xq_.get();
       a.xds = xds_.get();
+      if (f16_mmq(T)) a.y_f16 = xh_.get();
     }
     rmsnorm_convert(a, launch());
   };

@@ -360,6 +360,7 @@ void CudaStage::product_input(int T, const float* x, int64_t n, const float* nor
     a.y_f32 = y_.get();
     a.xq = xq_.get();
     a.xds = xds_.get();
+    if (f16_mmq(T)) a.y_f16 = xh_.get();
   } else {
     a.y_f16 = xh_.get();
   }
@@ -423,6 +424,7 @@ MmqArgs CudaStage::mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stri
   a.n_rows = T;
   a.xq = xq_.get();
   a.xds = xds_.get();
+  a.xh = f16_mmq(T) ? xh_.get() : nullptr;
   a.y = y;
   a.y_stride = y_stride;
   a.add = add;

@@ -288,6 +288,8 @@ class CudaStage : public Stage {
   // average; below, a mat-vec per pair (moe.h).
   static constexpr int kGroupedPairsPerExpert = 2;
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
+  // mmq's f16 variant (MmqTuning::f16) reads f16 rows in xh_, written beside the 8-bit ones.
+  bool f16_mmq(int T) const { return use_mmq(T) && opt_.mmq_tuning.f16; }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // Whether the CPU keeps rows of some matrix of layer l (host_rows.h): the layer then takes no

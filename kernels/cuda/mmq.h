@@ -16,6 +16,7 @@
 // are added in a fixed order through distributed shared memory: results are bit-stable. Several
 // matrices over the same activations (q/k/v, gate/up) may share one launch (MmqArgs::extra).
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,6 +42,10 @@ struct MmqTuning {
   // 1024-row k and v products do not run alone on one block per SM: on an H100, 11% more
   // 16-sequence and 9% more 64-sequence decode (bench/RESULTS.md).
   bool fuse = true;
+  // The f16 variant where MmqArgs::xh is given and the type has one (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K;
+  // MXFP4 keeps the int8 kernel): weights decoded to f16 in registers, f16 activations, f16
+  // products with f32 sums; no per-product scaling of integer sums. Off: int8 products.
+  bool f16 = false;
 };
 
 // A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and
@@ -57,6 +62,7 @@ struct MmqArgs {
   int n_rows = 0;                // activation rows
   const int8_t* xq = nullptr;    // [n_rows][w.n_in]
   const float2* xds = nullptr;   // [n_rows][w.n_in / 32]
+  const __half* xh = nullptr;    // [n_rows][w.n_in] f16 activations (tuning.f16), or null
   float* y = nullptr;            // [n_rows][y_stride]
   int64_t y_stride = 0;
   bool add = false;              // y += product (residual) instead of y = product (every matrix)

@@ -44,6 +44,16 @@ TEST_P(CudaArchFixture, SeparateTensorCoreProductsStayWithinTheBound) {
   test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
 }
 
+TEST_P(CudaArchFixture, F16TensorCoreProductsStayWithinTheBound) {
+  // mmq's f16 variant (MmqTuning::f16: f16 activations and weights decoded to f16) for the 20-row
+  // chunks' products, within the same per-file bounds as the int8 products.
+  PIPELLM_REQUIRE_GPU();
+  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
+  opt.mmq_tuning.f16 = true;
+  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
+  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+}
+
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   // Two sequences of different lengths, then 12 decode steps of both.
   PIPELLM_REQUIRE_GPU();

@@ -4,8 +4,10 @@
 // around each of its column tiles (8, 16, 32, 64) and beyond, output counts that leave partial
 // tiles, one K step (no split) and 16 (K split over a cluster), store and accumulate; repeated
 // products are bit-identical; the same rows through the mat-vec (8 at a time) agree with it.
+#include <cuda_fp16.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "kernels/cuda/matvec_quant.h"
@@ -93,6 +95,63 @@ TEST_P(MmqPerType, MatchesFloat64) {
         cuda::matvec(mv, nullptr);
       }
       EXPECT_LT(test::rel_err(test::to_host(ym, ym.size()), ref), 1e-5) << "mat-vec, " << tensor_type_name(t);
+    }
+  }
+}
+
+// The f16 variant (MmqTuning::f16) against float64 on the same f16 activations. Its one further
+// rounding is of each decoded weight to f16 (2^-11 relative, and of a K-quant's scale and minimum
+// before the weight is formed), independent from weight to weight: the RMS error relative to the
+// outputs stays near 2^-11 (5e-4); 2e-3 is the bound. A decoding slip (a swapped pair, a wrong
+// scale) is O(1). MXFP4 has no f16 variant: the int8 kernel takes it with the same arguments.
+TEST_P(MmqPerType, F16VariantMatchesFloat64) {
+  PIPELLM_REQUIRE_GPU();
+  const TensorType t = GetParam();
+  std::vector<int64_t> widths = {256, 4096};
+  if (tensor_type_info(t).block_size == 32) widths.push_back(2880);
+  for (const int64_t n_in : widths) {
+    const int64_t n_out = 100;
+    const auto blocks = test::random_blocks(t, n_out * n_in / tensor_type_info(t).block_size);
+    auto m = test::upload_matrix(t, n_in, n_out, blocks);
+    const auto w = test::cpu_dequant(t, blocks, n_in, n_out);
+    for (const int rows : {9, 16, 33, 64, 100}) {
+      std::vector<float> x = test::random_floats(static_cast<size_t>(rows * n_in));
+      std::vector<__half> xh(x.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        xh[i] = __float2half(x[i]);
+        x[i] = __half2float(xh[i]);
+      }
+      auto d_xh = test::to_device(xh);
+      auto act = test::device_activations(x, rows, n_in);  // the int8 rows, for MXFP4
+      const std::vector<double> ref =
+          float64_product(w, t == TensorType::MXFP4 ? act.decoded : x, rows, n_in, n_out);
+      for (const bool add : {false, true}) {
+        const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
+        auto d_y = test::to_device(y0);
+        if (!add) test::poison(d_y);
+        cuda::MmqArgs a;
+        a.w = m.m;
+        a.n_rows = rows;
+        a.xq = act.xq.get();
+        a.xds = act.xds.get();
+        a.xh = d_xh.get();
+        a.y = d_y.get();
+        a.y_stride = n_out;
+        a.add = add;
+        a.tuning.f16 = true;
+        cuda::mmq(a, nullptr);
+        auto got = test::to_host(d_y, d_y.size());
+        if (add) {
+          for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
+        } else {
+          cuda::mmq(a, nullptr);
+          EXPECT_EQ(test::to_host(d_y, d_y.size()), got) << tensor_type_name(t) << " rows " << rows << ": not bit-stable";
+        }
+        const double e = test::rel_err(got, ref);
+        EXPECT_LT(e, t == TensorType::MXFP4 ? 1e-4 : 2e-3)
+            << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add;
+        if (!add && rows == 64) std::printf("[ mmq f16 ] %s n_in %lld: rel err %.2e\n", tensor_type_name(t), static_cast<long long>(n_in), e);
+      }
     }
   }
 }
