@@ -529,9 +529,11 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
 // accumulators. The int8 kernel above spends ~22 instructions and 768 bytes of shared memory per
 // m16n8k32 on activation loads and on scaling each product's integer sums into floats; here a
 // decoded weight fragment serves every column tile and a warp's 32 rows (two m16 tiles) share each
-// activation fragment: ~3.5 instructions and 128 bytes per m16n8k16 at 64 columns. ----
+// activation fragment: ~3.5 instructions and 128 bytes per m16n8k16 at 64 columns. Four warps
+// share a block's 64-row tile: two row halves times two K halves of each stage (their sums added
+// at the end), so that the shared-memory-bound block count still gives each SM 8 warps. ----
 
-constexpr int kHWarps = 2;                 // 32 weight rows each: a 64-row tile per block
+constexpr int kHWarps = 4;
 constexpr int kHThreads = 32 * kHWarps;
 constexpr int kXhRow = 2 * kK + 32;        // bytes per f16 activation row in shared memory (pad: 8-byte loads conflict-free)
 
@@ -643,42 +645,42 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One stage: the warp's rows row[m][0] = 32 warp + 16 m + g and row[m][1] = that + 8, all columns.
+// One stage's K half kh (32-value groups 4 kh .. 4 kh + 3): the warp's rows row[m][0] = 32 (warp & 1)
+// + 16 m + g and row[m][1] = that + 8, all columns.
 // A thread's values 4 tig.. of a 16-value half are its logical k 2 tig, 2 tig + 1 of that half's
 // mma and values 4 tig + 2.. its k 2 tig + 8, + 9 (a permutation of K inside each mma, the same
 // for weights and activations), so a column's activation fragment is one 8-byte load.
 template <TensorType TT, int NT>
-__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, const int (&row)[2][2],
+__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kh, const int (&row)[2][2],
                                                   const int64_t (&kbi)[2][2], float (&acc)[2][NT][4]) {
   using F = Fmt<TT>;
   using L = LayoutH<TT, NT>;
   const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
   const uint8_t* x = st + L::kW + L::kE;
-  // K-quants: this lane unpacks the (scale, -min) of groups 2 tig and 2 tig + 1 for its rows;
-  // the four lanes of a row group pass them round by shuffles.
-  uint32_t own[2][2][2] = {};
+  // K-quants: this lane unpacks the (scale, -min) of group 4 kh + tig for its rows; the four
+  // lanes of a row group pass them round by shuffles.
+  uint32_t own[2][2] = {};
   if constexpr (F::kMin) {
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float sc, mn;
-          F::scale_min(st + row[m][rr] * F::kRow, 2 * tig + h, sc, mn);
-          const __half2 v = __floats2half2_rn(sc, -mn);
-          own[m][rr][h] = *reinterpret_cast<const uint32_t*>(&v);
-        }
+      for (int rr = 0; rr < 2; ++rr) {
+        float sc, mn;
+        F::scale_min(st + row[m][rr] * F::kRow, 4 * kh + tig, sc, mn);
+        const __half2 v = __floats2half2_rn(sc, -mn);
+        own[m][rr] = *reinterpret_cast<const uint32_t*>(&v);
+      }
   }
 #pragma unroll
-  for (int j = 0; j < kK / 32; ++j) {
+  for (int jj = 0; jj < 4; ++jj) {
+    const int j = 4 * kh + jj;
     uint32_t v[2][2][4];
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         uint32_t sm = 0;
-        if constexpr (F::kMin) sm = __shfl_sync(0xffffffffu, own[m][rr][j & 1], (lane & ~3) | (j >> 1));
+        if constexpr (F::kMin) sm = __shfl_sync(0xffffffffu, own[m][rr], (lane & ~3) | jj);
         DecodeH<TT>::run(st + row[m][rr] * F::kRow, st + L::kW + row[m][rr] * F::kExtra, kbi[m][rr], j, tig,
                          as_h2(sm), v[m][rr]);
       }
@@ -711,7 +713,7 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
   for (int m = 0; m < 2; ++m)
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      row[m][rr] = 32 * warp + 16 * m + 8 * rr + g;
+      row[m][rr] = 32 * (warp & 1) + 16 * m + 8 * rr + g;
       grow[m][rr] = min(row0 + row[m][rr], p.n_out - 1);
     }
   const int col0 = blockIdx.y * L::kCols;
@@ -742,18 +744,27 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
     for (int m = 0; m < 2; ++m)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) kbi[m][rr] = grow[m][rr] * p.nb + kc;
-    compute_stage_f16<TT, NT>(smem + (i % L::kStages) * L::kStage, row, kbi, acc);
+    compute_stage_f16<TT, NT>(smem + (i % L::kStages) * L::kStage, warp >> 1, row, kbi, acc);
   }
   cp_wait<0>();
   __syncthreads();
+  // The first K half's sums to red[column][row], then the second half's added (a fixed order).
   float* red = reinterpret_cast<float*>(smem);
   const int tig = lane & 3;
+  for (int kh = 0; kh < 2; ++kh) {
+    if ((warp >> 1) == kh) {
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+        for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) red[(8 * nt + 2 * tig + (k & 1)) * kTileRows + row[m][k >> 1]] = acc[m][nt][k];
+          for (int k = 0; k < 4; ++k) {
+            float& r = red[(8 * nt + 2 * tig + (k & 1)) * kTileRows + row[m][k >> 1]];
+            r = kh == 0 ? acc[m][nt][k] : r + acc[m][nt][k];
+          }
+    }
+    if (kh == 0) __syncthreads();
+  }
   reduce_and_store<L::kCols, kHThreads>(p, red, cols, row0);
 }
 

@@ -58,9 +58,9 @@ TEST(Mxfp4Cuda, LayoutIsRepacked) {
     EXPECT_EQ(dst[48 + b], src[b * kBlockBytes]) << "scale of block " << b;
     for (size_t j = 0; j < 16; ++j) EXPECT_EQ(dst[16 * b + j], src[b * kBlockBytes + 1 + j]) << "block " << b;
   }
-  // The int8 tensor-core kernel takes MXFP4 rows of whole 256-element steps.
-  EXPECT_TRUE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 256, 2, nullptr}));
-  EXPECT_FALSE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 64, 2, nullptr}));
+  // The int8 tensor-core kernel takes MXFP4 rows of whole 32-element blocks (gpt-oss: 2880).
+  EXPECT_TRUE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 2880, 2, nullptr}));
+  EXPECT_FALSE(cuda::mmq_supports(cuda::DeviceMatrix{kMx, 48, 2, nullptr}));
 }
 
 // A type the kernels lack fails with its name, before anything is launched (no GPU needed).
