@@ -529,12 +529,11 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
 // accumulators. The int8 kernel above spends ~22 instructions and 768 bytes of shared memory per
 // m16n8k32 on activation loads and on scaling each product's integer sums into floats; here a
 // decoded weight fragment serves every column tile and a warp's 32 rows (two m16 tiles) share each
-// activation fragment: ~3.5 instructions and 128 bytes per m16n8k16 at 64 columns. Four warps
-// share a block's 64-row tile: two row halves times two K halves of each stage (their sums added
-// at the end), so that the shared-memory-bound block count still gives each SM 8 warps. ----
+// activation fragment: ~3.5 instructions and 128 bytes per m16n8k16 at 64 columns. 2 KP warps
+// share a block's 64-row tile: two row halves times KP parts of each stage's K (2 or 4:
+// MmqTuning::f16_k_parts; their sums added at the end in a fixed order), so that the
+// shared-memory-bound block count still gives each SM 4 KP warps. ----
 
-constexpr int kHWarps = 4;
-constexpr int kHThreads = 32 * kHWarps;
 constexpr int kXhRow = 2 * kK + 32;        // bytes per f16 activation row in shared memory (pad: 8-byte loads conflict-free)
 
 template <TensorType TT, int NT>
@@ -550,9 +549,9 @@ struct LayoutH {
 };
 
 // The f16 activations of K step kc (zeros past n_in and for columns without a row).
-template <int NT>
+template <int NT, int THREADS>
 __device__ void copy_activations_f16(const Params& p, const int* src, int64_t kc, uint8_t* x) {
-  for (int i = threadIdx.x; i < 8 * NT * 32; i += kHThreads) {
+  for (int i = threadIdx.x; i < 8 * NT * 32; i += THREADS) {
     const int c = i >> 5, part = i & 31;
     const int64_t k = kc * kK + 8 * part;
     const bool ok = src[c] >= 0 && k < p.n_in;
@@ -645,19 +644,20 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One stage's K half kh (32-value groups 4 kh .. 4 kh + 3): the warp's rows row[m][0] = 32 (warp & 1)
-// + 16 m + g and row[m][1] = that + 8, all columns.
+// Part kp of a stage's K (32-value groups G kp .. G kp + G - 1, G = 8 / KP): the warp's rows
+// row[m][0] = 32 (warp & 1) + 16 m + g and row[m][1] = that + 8, all columns.
 // A thread's values 4 tig.. of a 16-value half are its logical k 2 tig, 2 tig + 1 of that half's
 // mma and values 4 tig + 2.. its k 2 tig + 8, + 9 (a permutation of K inside each mma, the same
 // for weights and activations), so a column's activation fragment is one 8-byte load.
-template <TensorType TT, int NT>
-__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kh, const int (&row)[2][2],
+template <TensorType TT, int NT, int KP>
+__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, const int (&row)[2][2],
                                                   const int64_t (&kbi)[2][2], float (&acc)[2][NT][4]) {
   using F = Fmt<TT>;
   using L = LayoutH<TT, NT>;
+  constexpr int G = kK / 32 / KP;
   const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
   const uint8_t* x = st + L::kW + L::kE;
-  // K-quants: this lane unpacks the (scale, -min) of group 4 kh + tig for its rows; the four
+  // K-quants: this lane unpacks the (scale, -min) of group G kp + tig % G for its rows; the four
   // lanes of a row group pass them round by shuffles.
   uint32_t own[2][2] = {};
   if constexpr (F::kMin) {
@@ -666,14 +666,14 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kh, con
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         float sc, mn;
-        F::scale_min(st + row[m][rr] * F::kRow, 4 * kh + tig, sc, mn);
+        F::scale_min(st + row[m][rr] * F::kRow, G * kp + tig % G, sc, mn);
         const __half2 v = __floats2half2_rn(sc, -mn);
         own[m][rr] = *reinterpret_cast<const uint32_t*>(&v);
       }
   }
 #pragma unroll
-  for (int jj = 0; jj < 4; ++jj) {
-    const int j = 4 * kh + jj;
+  for (int jj = 0; jj < G; ++jj) {
+    const int j = G * kp + jj;
     uint32_t v[2][2][4];
 #pragma unroll
     for (int m = 0; m < 2; ++m)
@@ -697,9 +697,10 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kh, con
 
 // grid: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation rows, z = the K
 // split (a cluster), as mmq_kernel's dense form.
-template <TensorType TT, int NT>
-__global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
+template <TensorType TT, int NT, int KP>
+__global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
   using L = LayoutH<TT, NT>;
+  constexpr int kHThreads = 64 * KP;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int cols[L::kCols];  // per column: activation and output row (-1: none)
   const int64_t row0 = select_segment(p) * kTileRows;
@@ -724,7 +725,7 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
   }
   grid_dependency_wait();  // weights before the wait on the preceding kernel (PDL), activations after
   for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_activations_f16<NT>(p, cols, k_begin + s, smem + s * L::kStage + L::kW + L::kE);
+    if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, cols, k_begin + s, smem + s * L::kStage + L::kW + L::kE);
     cp_commit();
   }
   float acc[2][NT][4] = {};
@@ -735,7 +736,7 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
     if (next < n_steps) {
       uint8_t* st = smem + (next % L::kStages) * L::kStage;
       copy_weights<TT, kHThreads>(p, row0, k_begin + next, st);
-      copy_activations_f16<NT>(p, cols, k_begin + next, st + L::kW + L::kE);
+      copy_activations_f16<NT, kHThreads>(p, cols, k_begin + next, st + L::kW + L::kE);
     }
     cp_commit();
     const int64_t kc = k_begin + i;
@@ -744,15 +745,15 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
     for (int m = 0; m < 2; ++m)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) kbi[m][rr] = grow[m][rr] * p.nb + kc;
-    compute_stage_f16<TT, NT>(smem + (i % L::kStages) * L::kStage, warp >> 1, row, kbi, acc);
+    compute_stage_f16<TT, NT, KP>(smem + (i % L::kStages) * L::kStage, warp >> 1, row, kbi, acc);
   }
   cp_wait<0>();
   __syncthreads();
-  // The first K half's sums to red[column][row], then the second half's added (a fixed order).
+  // The first K part's sums to red[column][row], then each further part's added (a fixed order).
   float* red = reinterpret_cast<float*>(smem);
   const int tig = lane & 3;
-  for (int kh = 0; kh < 2; ++kh) {
-    if ((warp >> 1) == kh) {
+  for (int kp = 0; kp < KP; ++kp) {
+    if ((warp >> 1) == kp) {
 #pragma unroll
       for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -760,36 +761,42 @@ __global__ void __launch_bounds__(kHThreads) mmq_f16_kernel(Params p) {
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             float& r = red[(8 * nt + 2 * tig + (k & 1)) * kTileRows + row[m][k >> 1]];
-            r = kh == 0 ? acc[m][nt][k] : r + acc[m][nt][k];
+            r = kp == 0 ? acc[m][nt][k] : r + acc[m][nt][k];
           }
     }
-    if (kh == 0) __syncthreads();
+    if (kp + 1 < KP) __syncthreads();
   }
   reduce_and_store<L::kCols, kHThreads>(p, red, cols, row0);
 }
 
-template <TensorType TT, int NT>
+template <TensorType TT, int NT, int KP>
 void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
   using L = LayoutH<TT, NT>;
-  auto* k = mmq_f16_kernel<TT, NT>;
+  auto* k = mmq_f16_kernel<TT, NT, KP>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
-  shape.block = dim3(kHThreads);
+  shape.block = dim3(64 * KP);
   shape.smem = L::kSmem;
   shape.cluster_z = static_cast<unsigned>(split);
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT>
+template <TensorType TT, int KP>
 void launch_f16_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq_f16<TT, 1>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq_f16<TT, 2>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq_f16<TT, 4>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq_f16<TT, 8>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq_f16<TT, 1, KP>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq_f16<TT, 2, KP>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq_f16<TT, 4, KP>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq_f16<TT, 8, KP>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq (f16): no kernel for " + std::to_string(nt) + " column tiles");
   }
+}
+
+template <TensorType TT>
+void launch_f16(const Params& p, int nt, int k_parts, int64_t tiles, int chunks, int split, const Launch& s) {
+  if (k_parts == 4) launch_f16_tiles<TT, 4>(p, nt, tiles, chunks, split, s);
+  else launch_f16_tiles<TT, 2>(p, nt, tiles, chunks, split, s);
 }
 
 // Groups the pairs by expert into tiles of up to `cols` pairs (one block: counting sort in shared
@@ -980,9 +987,11 @@ void mmq(const MmqArgs& a, const Launch& s) {
   }
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
   const MmqTuning& tu = a.tuning;
-  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16) {
-    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages and " + std::to_string(tu.blocks_per_sm) +
-                " blocks per SM (stages 0 or 2, blocks 1..16)");
+  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
+      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4)) {
+    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
+                " blocks per SM and " + std::to_string(tu.f16_k_parts) +
+                " f16 K parts (stages 0 or 2, blocks 1..16, K parts 2 or 4)");
   }
   // Split K over a cluster until about blocks_per_sm blocks per SM exist, keeping >= 2 K steps per block.
   const DeviceShape dev = device_shape();
@@ -992,11 +1001,11 @@ void mmq(const MmqArgs& a, const Launch& s) {
   if (tu.f16 && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
     switch (a.w.type) {
-      case TensorType::Q8_0: launch_f16_tiles<TensorType::Q8_0>(p, nt, tiles, chunks, split, s); break;
-      case TensorType::Q4_0: launch_f16_tiles<TensorType::Q4_0>(p, nt, tiles, chunks, split, s); break;
-      case TensorType::Q4_K: launch_f16_tiles<TensorType::Q4_K>(p, nt, tiles, chunks, split, s); break;
-      case TensorType::Q5_K: launch_f16_tiles<TensorType::Q5_K>(p, nt, tiles, chunks, split, s); break;
-      case TensorType::Q6_K: launch_f16_tiles<TensorType::Q6_K>(p, nt, tiles, chunks, split, s); break;
+      case TensorType::Q8_0: launch_f16<TensorType::Q8_0>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
+      case TensorType::Q4_0: launch_f16<TensorType::Q4_0>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
+      case TensorType::Q4_K: launch_f16<TensorType::Q4_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
+      case TensorType::Q5_K: launch_f16<TensorType::Q5_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
+      case TensorType::Q6_K: launch_f16<TensorType::Q6_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
       default: throw Error("mmq (f16): no kernel for " + std::string(tensor_type_name(a.w.type)));
     }
     PIPELLM_CUDA_LAUNCH_CHECK("mmq (f16)");

@@ -48,6 +48,9 @@ struct MmqTuning {
   // 64 sequences decode 4246.9 -> 5606.6 tok/s and 16 sequences 2766.4 -> 2916.8 (bench/RESULTS.md).
   // Off: the int8 products (also taken wherever xh is null).
   bool f16 = true;
+  // The f16 variant's warps per 64-row block: 2 x f16_k_parts (2 or 4), each part a share of a
+  // K step (more warps per SM against more partial sums to add; 4 not yet measured).
+  int f16_k_parts = 2;
 };
 
 // A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and

@@ -125,6 +125,7 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
       auto act = test::device_activations(x, rows, n_in);  // the int8 rows, for MXFP4
       const std::vector<double> ref =
           float64_product(w, t == TensorType::MXFP4 ? act.decoded : x, rows, n_in, n_out);
+      for (const int k_parts : {2, 4})  // warps per block: 2 x k_parts
       for (const bool add : {false, true}) {
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto d_y = test::to_device(y0);
@@ -135,6 +136,7 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
         a.xq = act.xq.get();
         a.xds = act.xds.get();
         a.xh = d_xh.get();
+        a.tuning.f16_k_parts = k_parts;
         a.y = d_y.get();
         a.y_stride = n_out;
         a.add = add;
@@ -149,8 +151,8 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
         }
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, t == TensorType::MXFP4 ? 1e-4 : 2e-3)
-            << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add;
-        if (!add && rows == 64) std::printf("[ mmq f16 ] %s n_in %lld: rel err %.2e\n", tensor_type_name(t), static_cast<long long>(n_in), e);
+            << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add << " K parts " << k_parts;
+        if (!add && rows == 64 && k_parts == 2) std::printf("[ mmq f16 ] %s n_in %lld: rel err %.2e\n", tensor_type_name(t), static_cast<long long>(n_in), e);
       }
     }
   }
@@ -301,6 +303,9 @@ TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   a.tuning.stages = 3;
   EXPECT_THROW(cuda::mmq(a, nullptr), Error);
   a.tuning = {0, 0};
+  EXPECT_THROW(cuda::mmq(a, nullptr), Error);
+  a.tuning = {};
+  a.tuning.f16_k_parts = 3;
   EXPECT_THROW(cuda::mmq(a, nullptr), Error);
 }
 
