@@ -384,8 +384,6 @@ __device__ __forceinline__ void compute_stage(const uint8_t* st, int64_t kbi_a, 
   }
 }
 
-// grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
-// EXPERTS: y = tiles of pairs (p.tiles, one expert each), no split.
 // A dense product's block: takes its segment's matrix into p and returns its tile within it
 // (static indices: the segments stay in parameter space).
 __device__ __forceinline__ int64_t select_segment(Params& p) {
@@ -445,6 +443,8 @@ __device__ void reduce_and_store(const Params& p, const float* red, const int* d
 #endif
 }
 
+// grid: x = 64-row weight tiles, y = chunks of 8 NT activation rows, z = the K split (a cluster).
+// EXPERTS: y = tiles of pairs (p.tiles, one expert each), no split.
 template <TensorType TT, int NT, bool EXPERTS, int ST, bool SHARE>
 __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   using L = Layout<TT, NT, ST>;

@@ -1,11 +1,14 @@
-// Products of several activation rows with quantized weights on tensor cores (int8 mma), for
-// batched decode and small prefill chunks, without a dequantized copy of the weights. Reference:
+// Products of several activation rows with quantized weights on tensor cores, for batched decode
+// and small prefill chunks, without a dequantized copy of the weights. Reference:
 // kernels/cpu/matmul.h; test: tests/gpu/mmq_test.cpp.
 //
 //   y[t][r] (+)= sum_k W[r][k] * x[t][k]      r < w.n_out, t < n_rows
 //
-// The activations come as 8-bit blocks (act_q8.h: xq, and xds = {d, d * sum(q)} per 32 values),
-// as rmsnorm_convert makes them for the mat-vec. A block of the kernel owns 64 weight rows and up
+// Two kernels share the tiling below. The int8 one (every type; the experts' products): the
+// activations come as 8-bit blocks (act_q8.h: xq, and xds = {d, d * sum(q)} per 32 values), as
+// rmsnorm_convert makes them for the mat-vec. The f16 one (MmqTuning::f16, the default where
+// MmqArgs::xh is given): f16 activation rows, weights decoded to f16 in registers, f16 mma with f32
+// sums (its design: mmq.cu). A block of the int8 kernel owns 64 weight rows and up
 // to 64 activation rows (8, 16, 32 or 64: the smallest that holds n_rows, so a 16-sequence
 // decode step does no work for 48 empty columns). It streams its weights' raw quantized bytes and
 // the activations through shared memory with asynchronous copies (256-wide K steps, MmqTuning's

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/matvec_quant.h"
@@ -35,6 +36,37 @@ std::vector<double> float64_product(const std::vector<float>& w, const std::vect
   return y;
 }
 
+// A product of w with the activation rows act (8-bit blocks; an f16 copy where the test gives one).
+cuda::MmqArgs args_of(const cuda::DeviceMatrix& w, int rows, const test::DeviceActivations& act, bool add) {
+  cuda::MmqArgs a;
+  a.w = w;
+  a.n_rows = rows;
+  a.xq = act.xq.get();
+  a.xds = act.xds.get();
+  a.add = add;
+  return a;
+}
+
+// Runs the product `a` describes into fresh outputs (poisoned, or random values it adds to, which
+// are subtracted again) and returns them; a stored product runs twice and must repeat its bits
+// (the cluster's partial sums add in a fixed order).
+std::vector<float> run_product(cuda::MmqArgs a, int64_t n_out, const std::string& what) {
+  const auto y0 = test::random_floats(static_cast<size_t>(a.n_rows * n_out));
+  auto d_y = test::to_device(y0);
+  if (!a.add) test::poison(d_y);
+  a.y = d_y.get();
+  a.y_stride = n_out;
+  cuda::mmq(a, nullptr);
+  auto got = test::to_host(d_y, d_y.size());
+  if (a.add) {
+    for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
+  } else {
+    cuda::mmq(a, nullptr);
+    EXPECT_EQ(test::to_host(d_y, d_y.size()), got) << what << ": not bit-stable";
+  }
+  return got;
+}
+
 TEST_P(MmqPerType, MatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
   const TensorType t = GetParam();
@@ -56,27 +88,9 @@ TEST_P(MmqPerType, MatchesFloat64) {
       for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, cuda::MmqTuning{2, 4, false},
                                        cuda::MmqTuning{0, 2, true}})
       for (const bool add : {false, true}) {
-        const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
-        auto d_y = test::to_device(y0);
-        if (!add) test::poison(d_y);
-        cuda::MmqArgs a;
-        a.w = m.m;
-        a.n_rows = rows;
-        a.xq = act.xq.get();
-        a.xds = act.xds.get();
-        a.y = d_y.get();
-        a.y_stride = n_out;
-        a.add = add;
+        cuda::MmqArgs a = args_of(m.m, rows, act, add);
         a.tuning = tu;
-        cuda::mmq(a, nullptr);
-        auto got = test::to_host(d_y, d_y.size());
-        if (add) {
-          for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
-        }
-        if (!add) {  // the same product again: the same bits (the cluster's sums add in a fixed order)
-          cuda::mmq(a, nullptr);
-          EXPECT_EQ(test::to_host(d_y, d_y.size()), got) << tensor_type_name(t) << " rows " << rows << ": not bit-stable";
-        }
+        const auto got = run_product(a, n_out, std::string(tensor_type_name(t)) + " rows " + std::to_string(rows));
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, add ? 1e-4 : 1e-5) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add
                                         << " stages " << tu.stages << " shared scales " << tu.shared_scales << "; got[0] " << got[0] << " ref[0] " << ref[0];
@@ -127,28 +141,11 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
           float64_product(w, t == TensorType::MXFP4 ? act.decoded : x, rows, n_in, n_out);
       for (const int k_parts : {2, 4})  // warps per block: 2 x k_parts
       for (const bool add : {false, true}) {
-        const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
-        auto d_y = test::to_device(y0);
-        if (!add) test::poison(d_y);
-        cuda::MmqArgs a;
-        a.w = m.m;
-        a.n_rows = rows;
-        a.xq = act.xq.get();
-        a.xds = act.xds.get();
+        cuda::MmqArgs a = args_of(m.m, rows, act, add);
         a.xh = d_xh.get();
-        a.tuning.f16_k_parts = k_parts;
-        a.y = d_y.get();
-        a.y_stride = n_out;
-        a.add = add;
         a.tuning.f16 = true;
-        cuda::mmq(a, nullptr);
-        auto got = test::to_host(d_y, d_y.size());
-        if (add) {
-          for (size_t k = 0; k < got.size(); ++k) got[k] -= y0[k];
-        } else {
-          cuda::mmq(a, nullptr);
-          EXPECT_EQ(test::to_host(d_y, d_y.size()), got) << tensor_type_name(t) << " rows " << rows << ": not bit-stable";
-        }
+        a.tuning.f16_k_parts = k_parts;
+        const auto got = run_product(a, n_out, std::string(tensor_type_name(t)) + " rows " + std::to_string(rows));
         const double e = test::rel_err(got, ref);
         EXPECT_LT(e, t == TensorType::MXFP4 ? 1e-4 : 2e-3)
             << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add << " K parts " << k_parts;
