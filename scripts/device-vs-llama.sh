@@ -3,7 +3,7 @@
 # llama3-8b-shape Q4_K_M file (mkmodel, llama3 vocabulary): pp512, tg128 at depth 0 / 4096 / 32768,
 # batched decode of 16 and 64 sequences, and each engine's device memory at context 4096
 # (PipeLLM: the stage's own report; llama.cpp: its CUDA0 buffer sizes from llama-server's log);
-# then PipeLLM's ablation ABLATE (bench flags; default: q/k/v and gate/up in separate mmq launches)
+# then PipeLLM's ablation ABLATE (bench flags; default: mmq's f16 variant with 4 K parts a block)
 # and the GPU kernel tests that need no fixture files (GPU_FILTER), so that the call needs no
 # fixture archive in the upload.
 # llama.cpp: device-env.sh's llama_tools (prebuilt in .carry/llama-bin, else built here from
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/device-env.sh
 B=build-device M=build-device/l8-q4km.gguf
 VOCAB=${VOCAB:-$(vocab llama3)}
-ABLATE=${ABLATE:---mmq-fuse 0}
+ABLATE=${ABLATE:---mmq-f16-k-parts 4}
 GPU_FILTER=${GPU_FILTER:-Mmq*:CudaKernels*:CudaKvQuant*:PerType*:ArchOps*:HybridOps*:GpuSampler*:Mxfp4Cuda*:MoeCacheKernels*:RepackForDevice*}
 llama_tools llama-bench llama-batched-bench llama-server
 L=$LLAMA_BIN
