@@ -4,9 +4,9 @@
 # call the device with carry [".carry/sysroot"] (and ".carry/llama-bin", or ".carry/llama" with WITH_LLAMA=1):
 #   scripts/device-arch.sh build    PipeLLM (+ llama.cpp in the background), the architecture GPU
 #                                   tests (fixtures within their bounds, graph == eager, the ops)
-#   scripts/device-arch.sh bench    real-shape MoE files (mkmodel, real vocabularies): pipellm bench
-#                                   --device cuda (PIPELLM_FLAGS added) beside llama-bench (-r REPS,
-#                                   default 3) on the same files
+#   scripts/device-arch.sh bench    real-shape MoE files (mkmodel presets MODELS, default
+#                                   qwen3-30b-a3b gpt-oss-20b): pipellm bench --device cuda
+#                                   (PIPELLM_FLAGS added) beside llama-bench (-r REPS, default 3)
 #   scripts/device-arch.sh offload  issue 19: the HostExperts GPU tests, then qwen3-30b-a3b with every
 #                                   routed expert in host memory: pipellm bench --cpu-moe beside
 #                                   llama-bench -ncmoe 48 (same file, -t 16), and the host's read
@@ -33,10 +33,13 @@ build)
   grep -E "FAILED|tests ran|PASSED|\] tiny|rel RMS" "$OUT/arch_gpu_tests.log" | cut -c1-200 | head -60
   wait; echo "llama.cpp: $(ls "${LLAMA_BIN:-none}" 2>/dev/null | tr '\n' ' ') $(since)" ;;
 bench)
+  # Real vocabularies where one travels; other presets (qwen3.6-35b-a3b, gemma4-31b: issue 16) get
+  # mkmodel's synthetic one of their size.
   declare -A VOCAB=([qwen3-30b-a3b]=$(vocab qwen3) [gpt-oss-20b]=$(vocab gptoss))
-  for p in qwen3-30b-a3b gpt-oss-20b; do
+  for p in ${MODELS:-qwen3-30b-a3b gpt-oss-20b}; do
     m=$B/$p.gguf
-    [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p --vocab "${VOCAB[$p]}" "$m" >"$OUT/mkmodel-$p.log" 2>&1
+    [ -f "$m" ] || $B/cli/pipellm mkmodel --preset $p ${VOCAB[$p]:+--vocab "${VOCAB[$p]}"} "$m" \
+      >"$OUT/mkmodel-$p.log" 2>&1
     ls -la "$m"
     timeout 200 $B/cli/pipellm bench -m "$m" --device cuda --json ${PIPELLM_FLAGS:-} >"$OUT/pipellm-$p.json" \
       2>"$OUT/pipellm-$p.log"
