@@ -181,7 +181,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     throw Error("CUDA stage: attention scratch too small");
   // The output projection's 8-bit input straight from the attention kernel (no conversion pass).
   const CudaMatrix& wo = l[LayerTensor::O];
-  // (Not where the CPU multiplies some of wo's rows: it reads the float rows product_input writes.)
+  // (Not where the CPU multiplies some of wo's rows, nor for mmq's f16 variant: they read the float
+  // or f16 rows product_input writes.)
   const bool att_q8 = q8_activations(T) && !f16_mmq(T) && matvec_uses_q8(wo.m.type) && Q % 32 == 0 && !s.gated_q &&
                       !split_rows(l);
   if (att_q8) {
