@@ -4,9 +4,8 @@
 # that did not travel fail by name), pipellm_cuda_bench on synthetic real-shape MoE models
 # (MODELS: "preset:quant ...", default qwen3-30b-a3b Q4_K_M and gpt-oss-20b MXFP4_MOE; batched
 # decode for the first only; no files to make, no llama.cpp: its figures need device-arch.sh
-# bench), the first model's decode with the separate expert launches (--moe-fuse 0) and with the
-# routers' block-per-row mat-vec (--float-split 1), gpt-oss-20b with grouped experts
-# (--group-gptoss 1), and an ncu
+# bench), the first model's decode with the separate expert launches (--moe-fuse 0), its prefill
+# and batches with the grouped expert products on f16 rows (--mmq-f16-experts 1), and an ncu
 # per-kernel summary of its decode steps (kernels told apart by grid size), whose sum beside
 # tg128's step time says how much of a step is launch gaps.
 # Usage (device machine; carry .carry/sysroot): [MODELS="..."] [STEPS=2] scripts/device-moe-perf.sh
@@ -32,14 +31,10 @@ m=${MODELS%% *}; p=${m%%:*} q=${m##*:}
 timeout 100 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 $F --moe-fuse 0 \
   >"$OUT/bench-$p-unfused.txt" 2>&1
 echo "bench $p $q --moe-fuse 0 rc=$? $(since)"; grep -E "^\| tg128 " "$OUT/bench-$p-unfused.txt"
-# The routers' float mat-vec with a block per row (CudaStageOptions::float_matvec_split).
-timeout 100 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 $F --float-split 1 \
-  >"$OUT/bench-$p-float-split.txt" 2>&1
-echo "bench $p $q --float-split 1 rc=$? $(since)"; grep -E "^\| tg128 " "$OUT/bench-$p-float-split.txt"
-# gpt-oss's experts as grouped products (MXFP4 mmq, biases after: --group-gptoss 1) for prefill.
-timeout 100 $B/bench/pipellm_cuda_bench --preset gpt-oss-20b --quant MXFP4_MOE --no-f16-cache --runs 2 \
-  --skip-depth --skip-batched --group-gptoss 1 >"$OUT/bench-gpt-oss-20b-grouped.txt" 2>&1
-echo "bench gpt-oss-20b --group-gptoss 1 rc=$? $(since)"; grep -E "^\| (pp512|tg128) " "$OUT/bench-gpt-oss-20b-grouped.txt"
+# The grouped expert products on f16 rows (MmqTuning::f16_experts): prefill and batches.
+timeout 120 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 --skip-depth --mmq-f16-experts 1 \
+  >"$OUT/bench-$p-f16-experts.txt" 2>&1
+echo "bench $p $q --mmq-f16-experts 1 rc=$? $(since)"; grep -E "^\| (pp512|tg128|batched)" "$OUT/bench-$p-f16-experts.txt"
 timeout 150 ncu --clock-control none --profile-from-start off \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw \
   $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --skip-depth --skip-batched \

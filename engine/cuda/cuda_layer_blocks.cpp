@@ -258,7 +258,7 @@ void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, i
     if (q8_rows) {
       a.xq = xq_.get();
       a.xds = xds_.get();
-      if (f16_mmq(T)) a.y_f16 = xh_.get();
+      if (f16_mmq(T) || f16_expert_rows(T)) a.y_f16 = xh_.get();
     }
     rmsnorm_convert(a, launch());
   };
@@ -373,7 +373,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
     moe_group_pairs(route_id_.get(), P, X, tiles, launch());
   }
   const ExpertProduct product = [&](LayerTensor w, const float* bias, const float* x, const int8_t* xq,
-                                    const float2* xds, int x_group, float* y) {
+                                    const float2* xds, const __half* xh, int x_group, float* y) {
     if (grouped && xq != nullptr && expert_groupable(mats[w], bias)) {
       MmqExpertArgs m;
       m.w = mats[w].m;
@@ -382,6 +382,7 @@ void CudaStage::enqueue_device_experts(const CudaLayer& l, const CudaLayer& mats
       m.n_pairs = P;
       m.xq = xq;
       m.xds = xds;
+      m.xh = xh;
       m.x_group = x_group;
       m.y = y;
       m.y_stride = mats[w].m.n_out;
@@ -401,6 +402,8 @@ void CudaStage::expert_ffn(const CudaLayer& l, const CudaLayer& mats, const Laye
   const bool q8_rows = E % 32 == 0;
   const int8_t* hq = q8_rows ? xq_.get() : nullptr;
   const float2* hds = q8_rows ? xds_.get() : nullptr;
+  const bool f16 = f16_expert_rows(T);
+  const __half* hh = q8_rows && f16 ? xh_.get() : nullptr;
   const float* bias_g = l.vec(LayerTensor::GateExpsBias);
   const float* bias_u = l.vec(LayerTensor::UpExpsBias);
   const float* bias_d = l.vec(LayerTensor::DownExpsBias);
@@ -408,19 +411,19 @@ void CudaStage::expert_ffn(const CudaLayer& l, const CudaLayer& mats, const Laye
   float* act = eg_.get();
   if (mats[LayerTensor::GateUpExps].present()) {
     // One [gate; up] stack: rows of 2F, activated into eu_.
-    product(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, K, eg_.get());
+    product(LayerTensor::GateUpExps, nullptr, y_.get(), hq, hds, hh, K, eg_.get());
     gated_act(s.act, eg_.get(), eg_.get() + F, 2 * F, P, F, eu_.get(), launch());
     act = eu_.get();
   } else {
-    product(LayerTensor::GateExps, in_product(bias_g), y_.get(), hq, hds, K, eg_.get());
-    product(LayerTensor::UpExps, in_product(bias_u), y_.get(), hq, hds, K, eu_.get());
+    product(LayerTensor::GateExps, in_product(bias_g), y_.get(), hq, hds, hh, K, eg_.get());
+    product(LayerTensor::UpExps, in_product(bias_u), y_.get(), hq, hds, hh, K, eu_.get());
     // Biases the products did not add go by each pair's real expert (route_id_).
     moe_gated_act(s.act, eg_.get(), eu_.get(), bias_in_products ? nullptr : bias_g, bias_in_products ? nullptr : bias_u,
                   route_id_.get(), P, F, launch());
   }
-  const bool q8 = quantize_pair_rows(act, P, F);
-  product(LayerTensor::DownExps, in_product(bias_d), act, q8 ? eq_.get() : nullptr, q8 ? eds_.get() : nullptr, 1,
-          ed_.get());
+  const bool q8 = quantize_pair_rows(act, P, F, f16);
+  product(LayerTensor::DownExps, in_product(bias_d), act, q8 ? eq_.get() : nullptr, q8 ? eds_.get() : nullptr,
+          q8 && f16 ? eh_.get() : nullptr, 1, ed_.get());
   if (!bias_in_products && bias_d != nullptr) moe_add_bias(ed_.get(), bias_d, route_id_.get(), P, E, launch());
 }
 
@@ -446,7 +449,7 @@ void CudaStage::expert_matvec(const CudaMatrix& w, const int32_t* ids, int n_pai
   moe_matvec(expert_args(w, ids, n_pairs, x, xq, xds, x_group, bias, y), launch());
 }
 
-bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {
+bool CudaStage::quantize_pair_rows(const float* rows, int P, int F, bool f16) {
   if (F % 32 != 0) return false;
   NormOutArgs a;
   a.x = rows;
@@ -456,6 +459,7 @@ bool CudaStage::quantize_pair_rows(const float* rows, int P, int F) {
   a.normalize = false;
   a.xq = eq_.get();
   a.xds = eds_.get();
+  if (f16) a.y_f16 = eh_.get();
   rmsnorm_convert(a, launch());
   return true;
 }
@@ -464,7 +468,7 @@ void CudaStage::enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats
   const int P = T * s.n_expert_used;
   // Products on the cache's slots (cache_id_); the biases go by the real ids (expert_ffn).
   const ExpertProduct product = [&](LayerTensor w, const float*, const float* x, const int8_t* xq, const float2* xds,
-                                    int x_group, float* y) {
+                                    const __half*, int x_group, float* y) {
     expert_matvec(mats[w], cache_id_.get(), P, x, xq, xds, x_group, nullptr, y);
   };
   expert_ffn(l, mats, s, T, product, /*bias_in_products=*/false);

@@ -228,18 +228,18 @@ class CudaStage : public Stage {
   // `mats`, into ed_ (biases by the real ids in route_id_).
   void enqueue_cached_experts(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T);
   // One product of the routed experts for every pair: (stack, bias or null, float rows x, their
-  // 8-bit blocks or null, rows per x row, out y).
-  using ExpertProduct = std::function<void(LayerTensor, const float*, const float*, const int8_t*, const float2*, int,
-                                           float*)>;
+  // 8-bit blocks or null, their f16 copy or null, rows per x row, out y).
+  using ExpertProduct = std::function<void(LayerTensor, const float*, const float*, const int8_t*, const float2*,
+                                           const __half*, int, float*)>;
   // The routed experts' FFN of a step's pairs through `product` on the stacks `mats`: gate and up
   // (or the [gate; up] stack), the gated activation, the down product into ed_. The biases (l's)
   // are added by the products (bias_in_products) or, for products on other ids than the experts'
   // (the cache's slots), by each pair's real expert in route_id_.
   void expert_ffn(const CudaLayer& l, const CudaLayer& mats, const LayerSpec& s, int T, const ExpertProduct& product,
                   bool bias_in_products);
-  // The activated rows (P of F) as 8-bit blocks in eq_/eds_ for the down products; false where F
-  // is not whole 32-element blocks (the float kernel then reads the rows).
-  bool quantize_pair_rows(const float* rows, int P, int F);
+  // The activated rows (P of F) as 8-bit blocks in eq_/eds_ (and as f16 rows in eh_: f16) for the
+  // down products; false where F is not whole 32-element blocks (the float kernel then reads the rows).
+  bool quantize_pair_rows(const float* rows, int P, int F, bool f16);
   // The arguments of one expert product per pair (moe.h) on the stack `w`.
   MoeMatvecArgs expert_args(const CudaMatrix& w, const int32_t* ids, int n_pairs, const float* x, const int8_t* xq,
                             const float2* xds, int x_group, const float* bias, float* y) const;
@@ -292,6 +292,11 @@ class CudaStage : public Stage {
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   // mmq's f16 variant (MmqTuning::f16) reads f16 rows in xh_, written beside the 8-bit ones.
   bool f16_mmq(int T) const { return use_mmq(T) && opt_.mmq_tuning.f16; }
+  // Grouped expert products on f16 rows (MmqTuning::f16_experts): xh_ holds the experts' input rows
+  // (product_input up to mmq_max_rows, the MoE block's float_rows beyond) and eh_ the activated ones.
+  bool f16_expert_rows(int T) const {
+    return mmq_ && !use_matvec(T) && opt_.mmq_tuning.f16 && opt_.mmq_tuning.f16_experts;
+  }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // Whether the CPU keeps rows of some matrix of layer l (host_rows.h): the layer then takes no
@@ -344,6 +349,7 @@ class CudaStage : public Stage {
   DeviceBuffer<float> router_, route_w_, eg_, eu_, ed_, dense_;
   DeviceBuffer<int8_t> eq_;   // the activated expert rows as 8-bit blocks, for the down products
   DeviceBuffer<float2> eds_;
+  DeviceBuffer<__half> eh_;   // the same as f16 rows (f16_expert_rows)
   DeviceBuffer<int32_t> route_id_;
   DeviceBuffer<int32_t> moe_order_, moe_n_tiles_;  // pairs grouped by expert (mmq.h MoeTiles)
   // Host experts: the CPU's weighted sums; with the expert cache the pairs' slots and weights on

@@ -151,7 +151,7 @@ DeviceMemoryReport CudaStage::memory_report() const {
   r.dequant_bytes = wh_.bytes();
   r.activation_bytes = sum_bytes(d_io_, d_next_, d_sampling_, d_counter_, d_history_, d_logprob_) +
                        sum_bytes(x_, y_, q_, k_, v_, qkv_, att_, g_, u_, act_, tmp_, logits_, attn_part_) +
-                       sum_bytes(router_, route_w_, eg_, eu_, ed_, dense_, eq_, eds_, route_id_, gq_) +
+                       sum_bytes(router_, route_w_, eg_, eu_, ed_, dense_, eq_, eds_, eh_, route_id_, gq_) +
                        sum_bytes(moe_order_, moe_n_tiles_, moe_tiles_) + sum_bytes(host_sum_, cache_w_, cache_id_, host_id_) +
                        sum_bytes(dz_, dg_, dbeta_, dy_, dout_) + sum_bytes(inp_pl_, pl_tok_, pl_x0_, pl_g_, pl_u_) +
                        sum_bytes(router_scale_) + sum_bytes(xq_, xds_, xh_);

@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "base/error.h"
 #include "kernels/cuda/async_copy.cuh"
@@ -695,15 +696,31 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, con
   }
 }
 
-// grid: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation rows, z = the K
-// split (a cluster), as mmq_kernel's dense form.
-template <TensorType TT, int NT, int KP>
+// grid as mmq_kernel's: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation
+// rows, z = the K split (a cluster); EXPERTS: y = tiles of pairs (one expert each), no split.
+template <TensorType TT, int NT, int KP, bool EXPERTS>
 __global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
   using L = LayoutH<TT, NT>;
   constexpr int kHThreads = 64 * KP;
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int cols[L::kCols];  // per column: activation and output row (-1: none)
-  const int64_t row0 = select_segment(p) * kTileRows;
+  __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
+  int64_t tile = blockIdx.x;
+  if constexpr (EXPERTS) {
+    grid_dependency_wait();  // the tiles come from the preceding kernel (moe_group_pairs)
+    if (static_cast<int>(blockIdx.y) >= *p.n_tiles) return;
+    const int4 t = p.tiles[blockIdx.y];
+    p.w += t.x * p.expert_bytes;
+    for (int c = threadIdx.x; c < L::kCols; c += kHThreads) {
+      const int pair = c < t.z ? p.order[t.y + c] : -1;
+      dst_row[c] = pair;
+      src_row[c] = pair < 0 ? -1 : pair / p.x_group;
+    }
+  } else {
+    tile = select_segment(p);
+    const int col0 = blockIdx.y * L::kCols;
+    for (int c = threadIdx.x; c < L::kCols; c += kHThreads) src_row[c] = dst_row[c] = col0 + c < p.T ? col0 + c : -1;
+  }
+  const int64_t row0 = tile * kTileRows;
   const int split = gridDim.z, part = blockIdx.z;
   const int64_t n_k = (p.n_in + kK - 1) / kK;
   const int64_t k_begin = n_k * part / split, k_end = n_k * (part + 1) / split, n_steps = k_end - k_begin;
@@ -717,15 +734,14 @@ __global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
       row[m][rr] = 32 * (warp & 1) + 16 * m + 8 * rr + g;
       grow[m][rr] = min(row0 + row[m][rr], p.n_out - 1);
     }
-  const int col0 = blockIdx.y * L::kCols;
-  for (int c = threadIdx.x; c < L::kCols; c += kHThreads) cols[c] = col0 + c < p.T ? col0 + c : -1;
   __syncthreads();
   for (int s = 0; s < L::kStages - 1; ++s) {
     if (s < n_steps) copy_weights<TT, kHThreads>(p, row0, k_begin + s, smem + s * L::kStage);
   }
-  grid_dependency_wait();  // weights before the wait on the preceding kernel (PDL), activations after
+  // Dense: weights before the wait on the preceding kernel (PDL), activations after.
+  if constexpr (!EXPERTS) grid_dependency_wait();
   for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, cols, k_begin + s, smem + s * L::kStage + L::kW + L::kE);
+    if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + s, smem + s * L::kStage + L::kW + L::kE);
     cp_commit();
   }
   float acc[2][NT][4] = {};
@@ -736,7 +752,7 @@ __global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
     if (next < n_steps) {
       uint8_t* st = smem + (next % L::kStages) * L::kStage;
       copy_weights<TT, kHThreads>(p, row0, k_begin + next, st);
-      copy_activations_f16<NT, kHThreads>(p, cols, k_begin + next, st + L::kW + L::kE);
+      copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + next, st + L::kW + L::kE);
     }
     cp_commit();
     const int64_t kc = k_begin + i;
@@ -766,13 +782,13 @@ __global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
     }
     if (kp + 1 < KP) __syncthreads();
   }
-  reduce_and_store<L::kCols, kHThreads>(p, red, cols, row0);
+  reduce_and_store<L::kCols, kHThreads>(p, red, dst_row, row0);
 }
 
-template <TensorType TT, int NT, int KP>
+template <TensorType TT, int NT, int KP, bool EXPERTS>
 void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
   using L = LayoutH<TT, NT>;
-  auto* k = mmq_f16_kernel<TT, NT, KP>;
+  auto* k = mmq_f16_kernel<TT, NT, KP, EXPERTS>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
@@ -782,21 +798,34 @@ void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT, int KP>
+template <TensorType TT, int KP, bool EXPERTS>
 void launch_f16_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq_f16<TT, 1, KP>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq_f16<TT, 2, KP>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq_f16<TT, 4, KP>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq_f16<TT, 8, KP>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq_f16<TT, 1, KP, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq_f16<TT, 2, KP, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq_f16<TT, 4, KP, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq_f16<TT, 8, KP, EXPERTS>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq (f16): no kernel for " + std::to_string(nt) + " column tiles");
   }
 }
 
-template <TensorType TT>
-void launch_f16(const Params& p, int nt, int k_parts, int64_t tiles, int chunks, int split, const Launch& s) {
-  if (k_parts == 4) launch_f16_tiles<TT, 4>(p, nt, tiles, chunks, split, s);
-  else launch_f16_tiles<TT, 2>(p, nt, tiles, chunks, split, s);
+template <bool EXPERTS>
+void launch_f16(TensorType t, const Params& p, int nt, int k_parts, int64_t tiles, int chunks, int split,
+                const Launch& s) {
+  const auto parts = [&](auto tag) {
+    constexpr TensorType TT = decltype(tag)::value;
+    if (k_parts == 4) launch_f16_tiles<TT, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
+    else launch_f16_tiles<TT, 2, EXPERTS>(p, nt, tiles, chunks, split, s);
+  };
+  switch (t) {
+    case TensorType::Q8_0: parts(std::integral_constant<TensorType, TensorType::Q8_0>{}); break;
+    case TensorType::Q4_0: parts(std::integral_constant<TensorType, TensorType::Q4_0>{}); break;
+    case TensorType::Q4_K: parts(std::integral_constant<TensorType, TensorType::Q4_K>{}); break;
+    case TensorType::Q5_K: parts(std::integral_constant<TensorType, TensorType::Q5_K>{}); break;
+    case TensorType::Q6_K: parts(std::integral_constant<TensorType, TensorType::Q6_K>{}); break;
+    default: throw Error("mmq (f16): no kernel for " + std::string(tensor_type_name(t)));
+  }
+  PIPELLM_CUDA_LAUNCH_CHECK("mmq (f16)");
 }
 
 // Groups the pairs by expert into tiles of up to `cols` pairs (one block: counting sort in shared
@@ -1000,15 +1029,7 @@ void mmq(const MmqArgs& a, const Launch& s) {
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
   if (tu.f16 && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
-    switch (a.w.type) {
-      case TensorType::Q8_0: launch_f16<TensorType::Q8_0>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
-      case TensorType::Q4_0: launch_f16<TensorType::Q4_0>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
-      case TensorType::Q4_K: launch_f16<TensorType::Q4_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
-      case TensorType::Q5_K: launch_f16<TensorType::Q5_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
-      case TensorType::Q6_K: launch_f16<TensorType::Q6_K>(p, nt, tu.f16_k_parts, tiles, chunks, split, s); break;
-      default: throw Error("mmq (f16): no kernel for " + std::string(tensor_type_name(a.w.type)));
-    }
-    PIPELLM_CUDA_LAUNCH_CHECK("mmq (f16)");
+    launch_f16<false>(a.w.type, p, nt, tu.f16_k_parts, tiles, chunks, split, s);
     return;
   }
   launch_any<false>(a.w.type, p, nt, tu, tiles, chunks, split, s);
@@ -1051,7 +1072,13 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   p.expert_bytes = static_cast<int64_t>(a.expert_bytes);
   p.x_group = a.x_group;
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
-  launch_any<true>(a.w.type, p, a.tiles.cols / 8, a.tuning, tiles, a.tiles.max_tiles, 1, s);
+  const MmqTuning& tu = a.tuning;
+  if (tu.f16 && tu.f16_experts && a.xh != nullptr && has_f16_kernel(a.w.type)) {
+    p.xh = a.xh;
+    launch_f16<true>(a.w.type, p, a.tiles.cols / 8, tu.f16_k_parts, tiles, a.tiles.max_tiles, 1, s);
+    return;
+  }
+  launch_any<true>(a.w.type, p, a.tiles.cols / 8, tu, tiles, a.tiles.max_tiles, 1, s);
 }
 
 }  // namespace pipellm::cuda

@@ -54,6 +54,9 @@ struct MmqTuning {
   // The f16 variant's warps per 64-row block: 2 x f16_k_parts (2 or 4), each part a share of a
   // K step (more warps per SM against more partial sums to add; 4 not yet measured).
   int f16_k_parts = 2;
+  // The f16 variant for grouped expert products too (mmq_experts with MmqExpertArgs::xh; f16 on as
+  // well); off until measured on a GPU: the int8 products.
+  bool f16_experts = false;
 };
 
 // A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and
@@ -110,10 +113,11 @@ struct MmqExpertArgs {
   int n_pairs = 0;
   const int8_t* xq = nullptr;   // activation rows [n_pairs / x_group][w.n_in]: pair p reads row p / x_group
   const float2* xds = nullptr;
+  const __half* xh = nullptr;   // f16 rows beside xq (the f16 variant: tuning.f16_experts), or null
   int x_group = 1;
   float* y = nullptr;           // y[p][r] = sum_k W_e[r][k] x[p / x_group][k], e = pair p's expert
   int64_t y_stride = 0;
-  MmqTuning tuning;             // stages and shared scales (no K split: blocks_per_sm and fuse unused)
+  MmqTuning tuning;             // stages, shared scales, the f16 variant (no K split: blocks_per_sm and fuse unused)
 };
 bool mmq_supports_experts(const DeviceMatrix& w, size_t expert_bytes);
 // Throws Error for experts mmq_supports_experts() refuses.

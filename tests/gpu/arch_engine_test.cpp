@@ -54,6 +54,16 @@ TEST_P(CudaArchFixture, Int8TensorCoreProductsStayWithinTheBound) {
   test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
 }
 
+TEST_P(CudaArchFixture, F16ExpertProductsStayWithinTheBound) {
+  // The grouped expert products on f16 rows (MmqTuning::f16_experts, off by default): 20-row chunks
+  // group the pairs of the MoE fixtures, within the same bounds (the dense ones: no change).
+  PIPELLM_REQUIRE_GPU();
+  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
+  opt.mmq_tuning.f16_experts = true;
+  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
+  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+}
+
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {
   // Two sequences of different lengths, then 12 decode steps of both.
   PIPELLM_REQUIRE_GPU();

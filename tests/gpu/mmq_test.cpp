@@ -206,7 +206,8 @@ INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
 // Expert products grouped by expert (moe_group_pairs + mmq_experts) against float64: a stack of
 // experts (each repacked alone, as the loader does), pairs with a skewed choice (one expert
 // takes many, one none, ragged tiles), gate-like (a token's row serves its k pairs) and
-// down-like (a row per pair) activations; repeated products are bit-identical.
+// down-like (a row per pair) activations; repeated products are bit-identical. The f16 variant
+// (MmqTuning::f16_experts) against float64 on the same f16 rows, with MmqPerType's f16 bound.
 class MmqExpertsPerType : public ::testing::TestWithParam<TensorType> {};
 
 TEST_P(MmqExpertsPerType, MatchesFloat64) {
@@ -228,12 +229,36 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
   auto d_ids = test::to_device(ids);
   const cuda::DeviceMatrix m = st.m;
   ASSERT_TRUE(cuda::mmq_supports_experts(m, expert_bytes));
+  cuda::MmqTuning f16;
+  f16.f16_experts = true;
   for (const int x_group : {k, 1}) {
     const int rows = P / x_group;
-    const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
+    std::vector<float> x = test::random_floats(static_cast<size_t>(rows * n_in));
+    std::vector<__half> xh(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      xh[i] = __float2half(x[i]);
+      x[i] = __half2float(xh[i]);
+    }
+    auto d_xh = test::to_device(xh);
     auto act = test::device_activations(x, rows, n_in);
+    // y[p][r] = sum_i W_e[r][i] rows[p / x_group][i], e = pair p's expert, in float64.
+    const auto reference = [&](const std::vector<float>& in) {
+      std::vector<double> ref(static_cast<size_t>(P * n_out));
+      for (int p = 0; p < P; ++p) {
+        const std::vector<float>& we = w[static_cast<size_t>(ids[p])];
+        for (int64_t r = 0; r < n_out; ++r) {
+          double sum = 0;
+          for (int64_t i = 0; i < n_in; ++i) {
+            sum += static_cast<double>(we[r * n_in + i]) * in[static_cast<size_t>((p / x_group) * n_in + i)];
+          }
+          ref[static_cast<size_t>(p * n_out + r)] = sum;
+        }
+      }
+      return ref;
+    };
+    const std::vector<double> ref_q8 = reference(act.decoded), ref_f16 = reference(x);
     for (const int cols : {8, 64})
-    for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}}) {  // the default, the old layout
+    for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, f16}) {  // the default, the old layout, f16
       cuda::MoeTiles tiles;
       tiles.cols = cols;
       tiles.max_tiles = cuda::moe_max_tiles(P, X, cols);
@@ -252,6 +277,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
       a.n_pairs = P;
       a.xq = act.xq.get();
       a.xds = act.xds.get();
+      a.xh = d_xh.get();  // read by the f16 variant only
       a.x_group = x_group;
       a.y = y.get();
       a.y_stride = n_out;
@@ -260,19 +286,10 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
       const auto got = test::to_host(y, y.size());
       cuda::mmq_experts(a, nullptr);
       EXPECT_EQ(test::to_host(y, y.size()), got) << "not bit-stable";
-      std::vector<double> ref(got.size());
-      for (int p = 0; p < P; ++p) {
-        const std::vector<float>& we = w[static_cast<size_t>(ids[p])];
-        for (int64_t r = 0; r < n_out; ++r) {
-          double sum = 0;
-          for (int64_t i = 0; i < n_in; ++i) {
-            sum += static_cast<double>(we[r * n_in + i]) * act.decoded[static_cast<size_t>((p / x_group) * n_in + i)];
-          }
-          ref[static_cast<size_t>(p * n_out + r)] = sum;
-        }
-      }
-      EXPECT_LT(test::rel_err(got, ref), 1e-5) << tensor_type_name(t) << " x_group " << x_group << " cols " << cols
-                                               << " stages " << tu.stages;
+      const bool on_f16 = tu.f16_experts && t != TensorType::MXFP4;  // MXFP4: the int8 kernel
+      EXPECT_LT(test::rel_err(got, on_f16 ? ref_f16 : ref_q8), on_f16 ? 2e-3 : 1e-5)
+          << tensor_type_name(t) << " x_group " << x_group << " cols " << cols << " stages " << tu.stages << " f16 "
+          << on_f16;
     }
   }
 }
