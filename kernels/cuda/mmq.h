@@ -8,7 +8,7 @@
 // activations come as 8-bit blocks (act_q8.h: xq, and xds = {d, d * sum(q)} per 32 values), as
 // rmsnorm_convert makes them for the mat-vec. The f16 one (MmqTuning::f16, the default where
 // MmqArgs::xh is given): f16 activation rows, weights decoded to f16 in registers, f16 mma with f32
-// sums (its design: mmq.cu). A block of the int8 kernel owns 64 weight rows and up
+// sums (its design: mmq_f16.cu). A block of the int8 kernel owns 64 weight rows and up
 // to 64 activation rows (8, 16, 32 or 64: the smallest that holds n_rows, so a 16-sequence
 // decode step does no work for 48 empty columns). It streams its weights' raw quantized bytes and
 // the activations through shared memory with asynchronous copies (256-wide K steps, MmqTuning's

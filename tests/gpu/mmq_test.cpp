@@ -1,4 +1,4 @@
-// The tensor-core product on quantized blocks (kernels/cuda/mmq.cu) against float64 products of
+// The tensor-core product on quantized blocks (kernels/cuda/mmq*.cu) against float64 products of
 // the CPU's dequantized weights (kernels/cpu/dequantize) with the activations the kernel was
 // given (its 8-bit blocks read back and decoded), for every type it takes, activation row counts
 // around each of its column tiles (8, 16, 32, 64) and beyond, output counts that leave partial
