@@ -52,7 +52,8 @@ struct MmqTuning {
   // Off: the int8 products (also taken wherever xh is null).
   bool f16 = true;
   // The f16 variant's warps per 64-row block: 2 x f16_k_parts (2 or 4), each part a share of a
-  // K step (more warps per SM against more partial sums to add; 4 not yet measured).
+  // K step (more warps per SM against more partial sums to add; with 4, registers are capped at 128
+  // a thread so that two blocks still fit an SM; not yet measured).
   int f16_k_parts = 2;
   // The f16 variant for grouped expert products too (mmq_experts with MmqExpertArgs::xh; f16 on as
   // well); off until measured on a GPU: the int8 products.

@@ -183,8 +183,9 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, con
 
 // grid as mmq_kernel's: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation
 // rows, z = the K split (a cluster); EXPERTS: y = tiles of pairs (one expert each), no split.
+// Two blocks an SM (shared memory allows no more at 64 columns): caps 4 K parts at 128 registers.
 template <TensorType TT, int NT, int KP, bool EXPERTS>
-__global__ void __launch_bounds__(64 * KP) mmq_f16_kernel(Params p) {
+__global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
   using L = LayoutH<TT, NT>;
   constexpr int kHThreads = 64 * KP;
   extern __shared__ __align__(16) uint8_t smem[];
