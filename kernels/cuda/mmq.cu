@@ -108,6 +108,16 @@ Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, flo
   return p;
 }
 
+// Kernel layouts exist for these tunings only.
+void check_tuning(const MmqTuning& tu) {
+  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
+      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4)) {
+    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
+                " blocks per SM and " + std::to_string(tu.f16_k_parts) +
+                " f16 K parts (stages 0 or 2, blocks 1..16, K parts 2 or 4)");
+  }
+}
+
 // The fewest column tiles of 8 (1, 2, 4 or 8) that hold `cols` columns.
 int column_tiles(int cols) {
   int nt = 1;
@@ -146,12 +156,7 @@ void mmq(const MmqArgs& a, const Launch& s) {
   }
   if (tiles > 0x7fffffff || chunks > 65535) throw Error("mmq: product too large for one launch");
   const MmqTuning& tu = a.tuning;
-  if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
-      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4)) {
-    throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
-                " blocks per SM and " + std::to_string(tu.f16_k_parts) +
-                " f16 K parts (stages 0 or 2, blocks 1..16, K parts 2 or 4)");
-  }
+  check_tuning(tu);
   // Split K over a cluster until about blocks_per_sm blocks per SM exist, keeping >= 2 K steps per block.
   const DeviceShape dev = device_shape();
   const int64_t n_k = (a.w.n_in + kK - 1) / kK, want = tu.blocks_per_sm * static_cast<int64_t>(dev.sms);
@@ -203,6 +208,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   p.x_group = a.x_group;
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
   const MmqTuning& tu = a.tuning;
+  check_tuning(tu);
   if (tu.f16 && tu.f16_experts && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
     launch_f16(a.w.type, true, p, a.tiles.cols / 8, tu.f16_k_parts, tiles, a.tiles.max_tiles, 1, s);

@@ -321,6 +321,12 @@ TEST(Mmq, RefusesWhatItHasNoKernelFor) {
   a.tuning = {};
   a.tuning.f16_k_parts = 3;
   EXPECT_THROW(cuda::mmq(a, nullptr), Error);
+  cuda::MmqExpertArgs e;  // the grouped products check the same tuning
+  e.w = a.w;
+  e.expert_bytes = 4096 / 32 * 34 * 64;
+  e.n_pairs = 1;
+  e.tuning = a.tuning;
+  EXPECT_THROW(cuda::mmq_experts(e, nullptr), Error);
 }
 
 }  // namespace
