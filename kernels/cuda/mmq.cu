@@ -111,10 +111,11 @@ Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, flo
 // Kernel layouts exist for these tunings only.
 void check_tuning(const MmqTuning& tu) {
   if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
-      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4)) {
+      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4) || (tu.f16_weight_stages != 0 && tu.f16_weight_stages != 4)) {
     throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
-                " blocks per SM and " + std::to_string(tu.f16_k_parts) +
-                " f16 K parts (stages 0 or 2, blocks 1..16, K parts 2 or 4)");
+                " blocks per SM, " + std::to_string(tu.f16_k_parts) + " f16 K parts and " +
+                std::to_string(tu.f16_weight_stages) +
+                " f16 weight stages (stages 0 or 2, blocks 1..16, K parts 2 or 4, weight stages 0 or 4)");
   }
 }
 
@@ -164,7 +165,7 @@ void mmq(const MmqArgs& a, const Launch& s) {
   while (dev.clusters && split < kMaxCluster && tiles * chunks * split < want && n_k >= 2 * split) split *= 2;
   if (tu.f16 && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
-    launch_f16(a.w.type, false, p, nt, tu.f16_k_parts, tiles, chunks, split, s);
+    launch_f16(a.w.type, false, p, nt, tu, tiles, chunks, split, s);
     return;
   }
   launch_int8(a.w.type, false, p, nt, tu, tiles, chunks, split, s);
@@ -211,7 +212,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   check_tuning(tu);
   if (tu.f16 && tu.f16_experts && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
-    launch_f16(a.w.type, true, p, a.tiles.cols / 8, tu.f16_k_parts, tiles, a.tiles.max_tiles, 1, s);
+    launch_f16(a.w.type, true, p, a.tiles.cols / 8, tu, tiles, a.tiles.max_tiles, 1, s);
     return;
   }
   launch_int8(a.w.type, true, p, a.tiles.cols / 8, tu, tiles, a.tiles.max_tiles, 1, s);

@@ -55,6 +55,9 @@ struct MmqTuning {
   // K step (more warps per SM against more partial sums to add; with 4, registers are capped at 128
   // a thread so that two blocks still fit an SM; not yet measured).
   int f16_k_parts = 2;
+  // The f16 variant's weight stages in flight (0: as many as the activations', 2 at 64 columns, 3
+  // up to 16; or 4): the weights stream from DRAM, the activations mostly from L2 (not yet measured).
+  int f16_weight_stages = 0;
   // The f16 variant for grouped expert products too (mmq_experts with MmqExpertArgs::xh; f16 on as
   // well); off until measured on a GPU: the int8 products.
   bool f16_experts = false;

@@ -22,16 +22,23 @@ namespace {
 
 constexpr int kXhRow = 2 * kK + 32;        // bytes per f16 activation row in shared memory (pad: 8-byte loads conflict-free)
 
-template <TensorType TT, int NT>
+// Shared memory: a ring of kWStages weight stages (the weights, then their extra array at kW), then
+// a ring of kXStages activation stages. SW (MmqTuning::f16_weight_stages): weight stages in flight
+// beyond the activations' (the weights come from DRAM, the activations mostly from L2); 0: as many.
+template <TensorType TT, int NT, int SW>
 struct LayoutH {
   using F = Fmt<TT>;
   static constexpr int kCols = 8 * NT;
-  static constexpr int kStages = NT <= 2 ? 3 : 2;
+  static constexpr int kXStages = NT <= 2 ? 3 : 2;
+  static constexpr int kWStages = SW > kXStages ? SW : kXStages;
   static constexpr int kW = kTileRows * F::kRow;
   static constexpr int kE = (kTileRows * F::kExtra + 15) / 16 * 16;
-  static constexpr int kStage = kW + kE + kCols * kXhRow;
+  static constexpr int kWStage = kW + kE;
+  static constexpr int kXStage = kCols * kXhRow;
+  static constexpr int kXRing = kWStages * kWStage;  // where the activation ring starts
   static constexpr int kRed = kCols * kTileRows * 4;
-  static constexpr int kSmem = kStages * kStage > kRed ? kStages * kStage : kRed;
+  static constexpr int kAll = kXRing + kXStages * kXStage;
+  static constexpr int kSmem = kAll > kRed ? kAll : kRed;
 };
 
 // The f16 activations of K step kc (zeros past n_in and for columns without a row).
@@ -136,13 +143,13 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
 // mma and values 4 tig + 2.. its k 2 tig + 8, + 9 (a permutation of K inside each mma, the same
 // for weights and activations), so a column's activation fragment is one 8-byte load.
 template <TensorType TT, int NT, int KP>
-__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, const int (&row)[2][2],
-                                                  const int64_t (&kbi)[2][2], float (&acc)[2][NT][4]) {
+__device__ __forceinline__ void compute_stage_f16(const uint8_t* st, const uint8_t* x, int kp,
+                                                  const int (&row)[2][2], const int64_t (&kbi)[2][2],
+                                                  float (&acc)[2][NT][4]) {
   using F = Fmt<TT>;
-  using L = LayoutH<TT, NT>;
+  constexpr int kW = kTileRows * F::kRow;
   constexpr int G = kK / 32 / KP;
   const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
-  const uint8_t* x = st + L::kW + L::kE;
   // K-quants: this lane unpacks the (scale, -min) of group G kp + tig % G for its rows; the four
   // lanes of a row group pass them round by shuffles.
   uint32_t own[2][2] = {};
@@ -167,7 +174,7 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, con
       for (int rr = 0; rr < 2; ++rr) {
         uint32_t sm = 0;
         if constexpr (F::kMin) sm = __shfl_sync(0xffffffffu, own[m][rr], (lane & ~3) | jj);
-        DecodeH<TT>::run(st + row[m][rr] * F::kRow, st + L::kW + row[m][rr] * F::kExtra, kbi[m][rr], j, tig,
+        DecodeH<TT>::run(st + row[m][rr] * F::kRow, st + kW + row[m][rr] * F::kExtra, kbi[m][rr], j, tig,
                          as_h2(sm), v[m][rr]);
       }
 #pragma unroll
@@ -184,9 +191,9 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, int kp, con
 // grid as mmq_kernel's: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation
 // rows, z = the K split (a cluster); EXPERTS: y = tiles of pairs (one expert each), no split.
 // Two blocks an SM (shared memory allows no more at 64 columns): caps 4 K parts at 128 registers.
-template <TensorType TT, int NT, int KP, bool EXPERTS>
+template <TensorType TT, int NT, int KP, int SW, bool EXPERTS>
 __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
-  using L = LayoutH<TT, NT>;
+  using L = LayoutH<TT, NT, SW>;
   constexpr int kHThreads = 64 * KP;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
@@ -221,24 +228,29 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
       grow[m][rr] = min(row0 + row[m][rr], p.n_out - 1);
     }
   __syncthreads();
-  for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_weights<TT, kHThreads>(p, row0, k_begin + s, smem + s * L::kStage);
+  // The pipeline: one commit group per K step i holds its activations and step i + kWStages -
+  // kXStages's weights; the first group also all weights up to it. Waiting for group i then has
+  // step i's weights and activations in place while kWStages - 1 weight steps stay in flight.
+  const auto w_slot = [&](int64_t i) { return smem + (i % L::kWStages) * L::kWStage; };
+  const auto x_slot = [&](int64_t i) { return smem + L::kXRing + (i % L::kXStages) * L::kXStage; };
+  for (int s = 0; s < L::kWStages - 1; ++s) {
+    if (s < n_steps) copy_weights<TT, kHThreads>(p, row0, k_begin + s, w_slot(s));
   }
   // Dense: weights before the wait on the preceding kernel (PDL), activations after.
   if constexpr (!EXPERTS) grid_dependency_wait();
-  for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + s, smem + s * L::kStage + L::kW + L::kE);
+  for (int s = 0; s < L::kXStages - 1; ++s) {
+    if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + s, x_slot(s));
     cp_commit();
   }
   float acc[2][NT][4] = {};
   for (int64_t i = 0; i < n_steps; ++i) {
-    cp_wait<L::kStages - 2>();
-    __syncthreads();
-    const int64_t next = i + L::kStages - 1;
-    if (next < n_steps) {
-      uint8_t* st = smem + (next % L::kStages) * L::kStage;
-      copy_weights<TT, kHThreads>(p, row0, k_begin + next, st);
-      copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + next, st + L::kW + L::kE);
+    cp_wait<L::kXStages - 2>();
+    __syncthreads();  // step i has landed for all threads; step i - 1's slots are no longer read
+    if (i + L::kWStages - 1 < n_steps) {
+      copy_weights<TT, kHThreads>(p, row0, k_begin + i + L::kWStages - 1, w_slot(i - 1 + L::kWStages));
+    }
+    if (i + L::kXStages - 1 < n_steps) {
+      copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + i + L::kXStages - 1, x_slot(i - 1 + L::kXStages));
     }
     cp_commit();
     const int64_t kc = k_begin + i;
@@ -247,7 +259,7 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
     for (int m = 0; m < 2; ++m)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) kbi[m][rr] = grow[m][rr] * p.nb + kc;
-    compute_stage_f16<TT, NT, KP>(smem + (i % L::kStages) * L::kStage, warp >> 1, row, kbi, acc);
+    compute_stage_f16<TT, NT, KP>(w_slot(i), x_slot(i), warp >> 1, row, kbi, acc);
   }
   cp_wait<0>();
   __syncthreads();
@@ -271,10 +283,10 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
   reduce_and_store<L::kCols, kHThreads>(p, red, dst_row, row0);
 }
 
-template <TensorType TT, int NT, int KP, bool EXPERTS>
+template <TensorType TT, int NT, int KP, int SW, bool EXPERTS>
 void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
-  using L = LayoutH<TT, NT>;
-  auto* k = mmq_f16_kernel<TT, NT, KP, EXPERTS>;
+  using L = LayoutH<TT, NT, SW>;
+  auto* k = mmq_f16_kernel<TT, NT, KP, SW, EXPERTS>;
   PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
   LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
@@ -284,24 +296,30 @@ void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const
   launch_kernel(s, k, shape, p);
 }
 
-template <TensorType TT, int KP, bool EXPERTS>
+template <TensorType TT, int KP, int SW, bool EXPERTS>
 void launch_f16_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   switch (nt) {
-    case 1: launch_mmq_f16<TT, 1, KP, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq_f16<TT, 2, KP, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq_f16<TT, 4, KP, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq_f16<TT, 8, KP, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 1: launch_mmq_f16<TT, 1, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 2: launch_mmq_f16<TT, 2, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 4: launch_mmq_f16<TT, 4, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
+    case 8: launch_mmq_f16<TT, 8, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
     default: throw Error("mmq (f16): no kernel for " + std::to_string(nt) + " column tiles");
   }
 }
 
 template <bool EXPERTS>
-void launch_f16_type(TensorType t, const Params& p, int nt, int k_parts, int64_t tiles, int chunks, int split,
-                const Launch& s) {
+void launch_f16_type(TensorType t, const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks, int split,
+                     const Launch& s) {
   const auto parts = [&](auto tag) {
     constexpr TensorType TT = decltype(tag)::value;
-    if (k_parts == 4) launch_f16_tiles<TT, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
-    else launch_f16_tiles<TT, 2, EXPERTS>(p, nt, tiles, chunks, split, s);
+    const bool deep = tu.f16_weight_stages == 4;
+    if (tu.f16_k_parts == 4) {
+      if (deep) launch_f16_tiles<TT, 4, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
+      else launch_f16_tiles<TT, 4, 0, EXPERTS>(p, nt, tiles, chunks, split, s);
+    } else {
+      if (deep) launch_f16_tiles<TT, 2, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
+      else launch_f16_tiles<TT, 2, 0, EXPERTS>(p, nt, tiles, chunks, split, s);
+    }
   };
   switch (t) {
     case TensorType::Q8_0: parts(std::integral_constant<TensorType, TensorType::Q8_0>{}); break;
@@ -327,10 +345,10 @@ bool has_f16_kernel(TensorType t) {
   }
 }
 
-void launch_f16(TensorType t, bool experts, const Params& p, int nt, int k_parts, int64_t tiles, int chunks,
+void launch_f16(TensorType t, bool experts, const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks,
                 int split, const Launch& s) {
-  if (experts) launch_f16_type<true>(t, p, nt, k_parts, tiles, chunks, split, s);
-  else launch_f16_type<false>(t, p, nt, k_parts, tiles, chunks, split, s);
+  if (experts) launch_f16_type<true>(t, p, nt, tu, tiles, chunks, split, s);
+  else launch_f16_type<false>(t, p, nt, tu, tiles, chunks, split, s);
 }
 
 }  // namespace pipellm::cuda::mmq_detail

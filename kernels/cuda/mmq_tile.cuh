@@ -321,7 +321,7 @@ __device__ void reduce_and_store(const Params& p, const float* red, const int* d
 void launch_int8(TensorType t, bool experts, const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks,
                  int split, const Launch& s);
 bool has_f16_kernel(TensorType t);
-void launch_f16(TensorType t, bool experts, const Params& p, int nt, int k_parts, int64_t tiles, int chunks,
+void launch_f16(TensorType t, bool experts, const Params& p, int nt, const MmqTuning& tu, int64_t tiles, int chunks,
                 int split, const Launch& s);
 
 }  // namespace pipellm::cuda::mmq_detail
