@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the quantized tensor-core products (issues 14, 17, 15): build, the whole GPU
 # suite (fixture files that did not travel fail by name), then pipellm_cuda_bench on the 8B shape
-# (Q4_K_M) with the int8 mmq and with its f16 variant (--mmq-f16 1: batched decode), and gpt-oss-20b
+# (Q4_K_M) with the defaults and mmq's ablations (VARIANTS: batched decode), and gpt-oss-20b
 # (MXFP4_MOE, n_embd 2880: mmq with a partial last K step; GPTOSS_FLAGS, e.g. --group-gptoss 0),
 # prefill and decode.
 # Usage (device machine; carry .carry/sysroot; leave tests/data/fixtures.tar.xz behind):
@@ -16,10 +16,14 @@ echo "build rc=$? $(since)"; grep -E "error" -A3 "$OUT/build.log" | head -20
 echo "gpu tests rc=$? $(since)"
 grep -E "FAILED|tests ran|PASSED|mmq f16" "$OUT/gpu_tests.log" | grep -v "cannot open" | cut -c1-200 | head -60
 echo "failures for files that did not travel: $(grep -cE "cannot open|No such file" "$OUT/gpu_tests.log")"
-for f16 in 0 1; do
+# The 8B shape under each variant (VARIANTS: bench flag sets separated by ';', the first the defaults).
+IFS=';' read -ra VARIANTS <<<"${VARIANTS:- ;--mmq-f16 0;--mmq-f16-k-parts 4;--mmq-f16-weight-stages 4;--mmq-f16-k-parts 4 --mmq-f16-weight-stages 4}"
+n=0
+for v in "${VARIANTS[@]}"; do
+  n=$((n + 1))
   timeout 150 $B/bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --runs 2 --skip-depth \
-    --mmq-f16 $f16 >"$OUT/bench-8b-f16-$f16.txt" 2>&1
-  echo "bench 8B --mmq-f16 $f16 rc=$? $(since)"; grep -E "^model|^upload|^\| (pp|tg128 |batched)" "$OUT/bench-8b-f16-$f16.txt"
+    $v >"$OUT/bench-8b-$n.txt" 2>&1
+  echo "bench 8B [$v] rc=$? $(since)"; grep -E "^model|^upload|^\| (pp|tg128 |batched)" "$OUT/bench-8b-$n.txt"
 done
 timeout 100 $B/bench/pipellm_cuda_bench --preset gpt-oss-20b --quant MXFP4_MOE --no-f16-cache --runs 2 --skip-depth \
   ${GPTOSS_FLAGS:-} >"$OUT/bench-gptoss.txt" 2>&1
