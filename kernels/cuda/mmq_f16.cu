@@ -200,14 +200,7 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
   int64_t tile = blockIdx.x;
   if constexpr (EXPERTS) {
     grid_dependency_wait();  // the tiles come from the preceding kernel (moe_group_pairs)
-    if (static_cast<int>(blockIdx.y) >= *p.n_tiles) return;
-    const int4 t = p.tiles[blockIdx.y];
-    p.w += t.x * p.expert_bytes;
-    for (int c = threadIdx.x; c < L::kCols; c += kHThreads) {
-      const int pair = c < t.z ? p.order[t.y + c] : -1;
-      dst_row[c] = pair;
-      src_row[c] = pair < 0 ? -1 : pair / p.x_group;
-    }
+    if (!take_expert_tile<L::kCols, kHThreads>(p, src_row, dst_row)) return;
   } else {
     tile = select_segment(p);
     const int col0 = blockIdx.y * L::kCols;
@@ -283,28 +276,13 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
   reduce_and_store<L::kCols, kHThreads>(p, red, dst_row, row0);
 }
 
-template <TensorType TT, int NT, int KP, int SW, bool EXPERTS>
-void launch_mmq_f16(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
-  using L = LayoutH<TT, NT, SW>;
-  auto* k = mmq_f16_kernel<TT, NT, KP, SW, EXPERTS>;
-  PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
-  LaunchShape shape;
-  shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
-  shape.block = dim3(64 * KP);
-  shape.smem = L::kSmem;
-  shape.cluster_z = static_cast<unsigned>(split);
-  launch_kernel(s, k, shape, p);
-}
-
 template <TensorType TT, int KP, int SW, bool EXPERTS>
 void launch_f16_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
-  switch (nt) {
-    case 1: launch_mmq_f16<TT, 1, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq_f16<TT, 2, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq_f16<TT, 4, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq_f16<TT, 8, KP, SW, EXPERTS>(p, tiles, chunks, split, s); break;
-    default: throw Error("mmq (f16): no kernel for " + std::to_string(nt) + " column tiles");
-  }
+  with_column_tiles(nt, [&](auto n) {
+    using L = LayoutH<TT, decltype(n)::value, SW>;
+    launch_tiles_of(mmq_f16_kernel<TT, decltype(n)::value, KP, SW, EXPERTS>, 64 * KP, L::kSmem, p, tiles, chunks,
+                    split, s);
+  });
 }
 
 template <bool EXPERTS>

@@ -156,14 +156,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
 
   if constexpr (EXPERTS) {
     grid_dependency_wait();  // the tiles come from the preceding kernel (moe_group_pairs)
-    if (static_cast<int>(blockIdx.y) >= *p.n_tiles) return;
-    const int4 tile = p.tiles[blockIdx.y];
-    p.w += tile.x * p.expert_bytes;
-    for (int c = threadIdx.x; c < L::kCols; c += kThreads) {
-      const int pair = c < tile.z ? p.order[tile.y + c] : -1;
-      dst_row[c] = pair;
-      src_row[c] = pair < 0 ? -1 : pair / p.x_group;
-    }
+    if (!take_expert_tile<L::kCols, kThreads>(p, src_row, dst_row)) return;
     __syncthreads();
     for (int s = 0; s < L::kStages - 1; ++s) {
       if (s < n_steps) {
@@ -218,28 +211,13 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Params p) {
   reduce_and_store<L::kCols, kThreads>(p, red, dst_row, row0);
 }
 
-template <TensorType TT, int NT, bool EXPERTS, int ST, bool SHARE>
-void launch_mmq(const Params& p, int64_t tiles, int chunks, int split, const Launch& s) {
-  using L = Layout<TT, NT, ST>;
-  auto* k = mmq_kernel<TT, NT, EXPERTS, ST, SHARE>;
-  PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem));
-  LaunchShape shape;
-  shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
-  shape.block = dim3(kThreads);
-  shape.smem = L::kSmem;
-  shape.cluster_z = static_cast<unsigned>(split);
-  launch_kernel(s, k, shape, p);
-}
-
 template <TensorType TT, bool EXPERTS, int ST, bool SHARE>
 void launch_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
-  switch (nt) {
-    case 1: launch_mmq<TT, 1, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
-    case 2: launch_mmq<TT, 2, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
-    case 4: launch_mmq<TT, 4, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
-    case 8: launch_mmq<TT, 8, EXPERTS, ST, SHARE>(p, tiles, chunks, split, s); break;
-    default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
-  }
+  with_column_tiles(nt, [&](auto n) {
+    using L = Layout<TT, decltype(n)::value, ST>;
+    launch_tiles_of(mmq_kernel<TT, decltype(n)::value, EXPERTS, ST, SHARE>, kThreads, L::kSmem, p, tiles, chunks, split,
+                    s);
+  });
 }
 
 template <TensorType TT, bool EXPERTS>

@@ -6,8 +6,12 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
+#include "base/error.h"
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matvec_formats.cuh"
 #include "kernels/cuda/mmq.h"
 
@@ -278,6 +282,22 @@ __device__ __forceinline__ int64_t select_segment(Params& p) {
   return tile;
 }
 
+// An expert product's block (after the wait on moe_group_pairs, whose tiles it reads): its tile's
+// expert weights into p.w and, per column, the pair (dst_row) and its activation row (src_row); -1
+// past the tile's pairs. False for a block past the tiles written.
+template <int COLS, int THREADS>
+__device__ bool take_expert_tile(Params& p, int* src_row, int* dst_row) {
+  if (static_cast<int>(blockIdx.y) >= *p.n_tiles) return false;
+  const int4 t = p.tiles[blockIdx.y];
+  p.w += t.x * p.expert_bytes;
+  for (int c = threadIdx.x; c < COLS; c += THREADS) {
+    const int pair = c < t.z ? p.order[t.y + c] : -1;
+    dst_row[c] = pair;
+    src_row[c] = pair < 0 ? -1 : pair / p.x_group;
+  }
+  return true;
+}
+
 // After the K loop, with every thread's partial sums in red[column][row] (shared memory): each
 // block of the cluster adds its share of rows over all blocks in rank order (a fixed order:
 // bit-stable) and writes them to output rows dst_row[column].
@@ -313,6 +333,32 @@ __device__ void reduce_and_store(const Params& p, const float* red, const int* d
 #if __CUDA_ARCH__ >= 900
   if (split > 1) cluster.sync();  // the other blocks' shared memory is read until here
 #endif
+}
+
+// Launches kernel k on (tiles, chunks, split) blocks of `threads` with `smem` bytes of dynamic
+// shared memory, the K split as a thread-block cluster.
+template <typename Kernel>
+void launch_tiles_of(Kernel* k, int threads, int smem, const Params& p, int64_t tiles, int chunks, int split,
+                     const Launch& s) {
+  PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks), static_cast<unsigned>(split));
+  shape.block = dim3(static_cast<unsigned>(threads));
+  shape.smem = static_cast<size_t>(smem);
+  shape.cluster_z = static_cast<unsigned>(split);
+  launch_kernel(s, k, shape, p);
+}
+
+// Calls f(std::integral_constant<int, NT>) for nt column tiles of 8 (1, 2, 4 or 8).
+template <typename F>
+void with_column_tiles(int nt, F&& f) {
+  switch (nt) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: throw Error("mmq: no kernel for " + std::to_string(nt) + " column tiles");
+  }
 }
 
 // The kernels' launchers (kernel shape and tuning checked by the caller, mmq.cu): the int8 kernel

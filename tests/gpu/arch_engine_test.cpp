@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
+#include <string>
 
 #include "engine/cuda/cuda_model.h"
 #include "tests/arch_fixture_check.h"
@@ -34,34 +36,33 @@ TEST_P(CudaArchFixture, SmallChunksStayWithinTheBound) {
                                   {1, 5, 20});
 }
 
+// The fixture's 20-row chunks within its bounds with one stage option changed from the defaults.
+void check_chunks_with(const std::string& name, const std::function<void(cuda::CudaStageOptions&)>& change) {
+  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
+  change(opt);
+  auto model = cuda::CudaModel::open(test::model_path(name), opt);
+  test::check_arch_fixture_chunks(name, model->config().n_vocab, test::forward_fn(model->stage()), {20});
+}
+
 TEST_P(CudaArchFixture, SeparateTensorCoreProductsStayWithinTheBound) {
   // The defaults put q/k/v and gate/up of one type in one mmq launch (MmqTuning::fuse, which
   // SmallChunksStayWithinTheBound's 20-row chunks take); the separate launches stay the ablation.
   PIPELLM_REQUIRE_GPU();
-  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
-  opt.mmq_tuning.fuse = false;
-  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
-  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+  check_chunks_with(GetParam(), [](cuda::CudaStageOptions& o) { o.mmq_tuning.fuse = false; });
 }
 
 TEST_P(CudaArchFixture, Int8TensorCoreProductsStayWithinTheBound) {
   // The defaults run the 20-row chunks' products through mmq's f16 variant (MmqTuning::f16,
   // SmallChunksStayWithinTheBound); its int8 products stay the ablation, within the same bounds.
   PIPELLM_REQUIRE_GPU();
-  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
-  opt.mmq_tuning.f16 = false;
-  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
-  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+  check_chunks_with(GetParam(), [](cuda::CudaStageOptions& o) { o.mmq_tuning.f16 = false; });
 }
 
 TEST_P(CudaArchFixture, F16ExpertProductsStayWithinTheBound) {
   // The grouped expert products on f16 rows (MmqTuning::f16_experts, off by default): 20-row chunks
   // group the pairs of the MoE fixtures, within the same bounds (the dense ones: no change).
   PIPELLM_REQUIRE_GPU();
-  cuda::CudaStageOptions opt = test::fixture_stage_options(true, 1);
-  opt.mmq_tuning.f16_experts = true;
-  auto model = cuda::CudaModel::open(test::model_path(GetParam()), opt);
-  test::check_arch_fixture_chunks(GetParam(), model->config().n_vocab, test::forward_fn(model->stage()), {20});
+  check_chunks_with(GetParam(), [](cuda::CudaStageOptions& o) { o.mmq_tuning.f16_experts = true; });
 }
 
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {

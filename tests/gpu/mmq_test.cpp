@@ -36,6 +36,16 @@ std::vector<double> float64_product(const std::vector<float>& w, const std::vect
   return y;
 }
 
+// x rounded to f16 in place, and those f16 values (the f16 variant's activations).
+std::vector<__half> round_to_f16(std::vector<float>& x) {
+  std::vector<__half> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    h[i] = __float2half(x[i]);
+    x[i] = __half2float(h[i]);
+  }
+  return h;
+}
+
 // A product of w with the activation rows act (8-bit blocks; an f16 copy where the test gives one).
 cuda::MmqArgs args_of(const cuda::DeviceMatrix& w, int rows, const test::DeviceActivations& act, bool add) {
   cuda::MmqArgs a;
@@ -130,12 +140,7 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
     const auto w = test::cpu_dequant(t, blocks, n_in, n_out);
     for (const int rows : {9, 16, 33, 64, 100}) {
       std::vector<float> x = test::random_floats(static_cast<size_t>(rows * n_in));
-      std::vector<__half> xh(x.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        xh[i] = __float2half(x[i]);
-        x[i] = __half2float(xh[i]);
-      }
-      auto d_xh = test::to_device(xh);
+      auto d_xh = test::to_device(round_to_f16(x));
       auto act = test::device_activations(x, rows, n_in);  // the int8 rows, for MXFP4
       const std::vector<double> ref =
           float64_product(w, t == TensorType::MXFP4 ? act.decoded : x, rows, n_in, n_out);
@@ -237,12 +242,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
   for (const int x_group : {k, 1}) {
     const int rows = P / x_group;
     std::vector<float> x = test::random_floats(static_cast<size_t>(rows * n_in));
-    std::vector<__half> xh(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      xh[i] = __float2half(x[i]);
-      x[i] = __half2float(xh[i]);
-    }
-    auto d_xh = test::to_device(xh);
+    auto d_xh = test::to_device(round_to_f16(x));
     auto act = test::device_activations(x, rows, n_in);
     // y[p][r] = sum_i W_e[r][i] rows[p / x_group][i], e = pair p's expert, in float64.
     const auto reference = [&](const std::vector<float>& in) {
