@@ -20,7 +20,7 @@ namespace {
 // MmqTuning::f16_k_parts; their sums added at the end in a fixed order), so that the
 // shared-memory-bound block count still gives each SM 4 KP warps.
 
-constexpr int kXhRow = 2 * kK + 32;        // bytes per f16 activation row in shared memory (pad: 8-byte loads conflict-free)
+constexpr int kXhRow = 2 * kK + 32;  // bytes per f16 activation row in shared memory (pad: conflict-free 8-byte loads)
 
 // Shared memory: a ring of kWStages weight stages (the weights, then their extra array at kW), then
 // a ring of kXStages activation stages. SW (MmqTuning::f16_weight_stages): weight stages in flight
@@ -183,7 +183,9 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, const uint8
       for (int nt = 0; nt < NT; ++nt) {
         const uint2 b = *reinterpret_cast<const uint2*>(x + (8 * nt + g) * kXhRow + 2 * (32 * j + 16 * h + 4 * tig));
 #pragma unroll
-        for (int m = 0; m < 2; ++m) mma_f16(acc[m][nt], v[m][0][2 * h], v[m][1][2 * h], v[m][0][2 * h + 1], v[m][1][2 * h + 1], b.x, b.y);
+        for (int m = 0; m < 2; ++m) {
+          mma_f16(acc[m][nt], v[m][0][2 * h], v[m][1][2 * h], v[m][0][2 * h + 1], v[m][1][2 * h + 1], b.x, b.y);
+        }
       }
   }
 }

@@ -157,7 +157,9 @@ TEST_P(MmqPerType, F16VariantMatchesFloat64) {
         EXPECT_LT(e, t == TensorType::MXFP4 ? 1e-4 : 2e-3)
             << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " add " << add << " K parts " << k_parts
             << " weight stages " << weight_stages;
-        if (!add && rows == 64 && k_parts == 2 && weight_stages == 0) std::printf("[ mmq f16 ] %s n_in %lld: rel err %.2e\n", tensor_type_name(t), static_cast<long long>(n_in), e);
+        if (!add && rows == 64 && k_parts == 2 && weight_stages == 0) {
+          std::printf("[ mmq f16 ] %s n_in %lld: rel err %.2e\n", tensor_type_name(t), static_cast<long long>(n_in), e);
+        }
       }
     }
   }
