@@ -5,7 +5,7 @@
 # (MXFP4_MOE, n_embd 2880: mmq with a partial last K step; GPTOSS_FLAGS, e.g. --group-gptoss 0),
 # prefill and decode.
 # Usage (device machine; carry .carry/sysroot; leave tests/data/fixtures.tar.xz behind):
-#   scripts/device-mmq.sh
+#   [VARIANTS="flags;flags"] [NCU=1 [NCU_FLAGS=...]] scripts/device-mmq.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh
@@ -28,3 +28,13 @@ done
 timeout 100 $B/bench/pipellm_cuda_bench --preset gpt-oss-20b --quant MXFP4_MOE --no-f16-cache --runs 2 --skip-depth \
   ${GPTOSS_FLAGS:-} >"$OUT/bench-gptoss.txt" 2>&1
 echo "bench gpt-oss-20b ${GPTOSS_FLAGS:-} rc=$? $(since)"; grep -E "^\| (pp|tg128 |batched)" "$OUT/bench-gptoss.txt"
+# With NCU=1: the first mmq launches of a 64-sequence decode step under ncu (occupancy, stalls).
+if [ -n "${NCU:-}" ]; then
+  timeout 150 ncu --clock-control none --profile-from-start off -k regex:mmq --launch-count 6 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    $B/bench/pipellm_cuda_bench --preset llama3-8b --quant Q4_K_M --no-f16-cache --skip-depth --profile-batched 64 \
+    ${NCU_FLAGS:-} >"$OUT/ncu-mmq.txt" 2>&1
+  echo "ncu rc=$? $(since)"
+  grep -E "mmq|Duration|Achieved Occupancy|Theoretical Occupancy|No Eligible|Warp Cycles Per Issued|Registers Per" \
+    "$OUT/ncu-mmq.txt" | head -50
+fi
