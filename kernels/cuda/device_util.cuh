@@ -19,6 +19,17 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// A 32-value activation block held one value per lane as 8-bit (act_q8.h): returns the lane's
+// value, ds = (d, d * sum(q)). The block sum of the quantized values: offsets then see the same
+// activations as the integer products, so their rounding errors partly cancel. The one copy of
+// this arithmetic, so that fused kernels quantize bit for bit as rmsnorm_convert does.
+__device__ __forceinline__ int8_t quantize_act_block(float v, float2& ds) {
+  const float d = warp_max(fabsf(v)) / 127.0f;
+  const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+  ds = make_float2(d, d * warp_sum(static_cast<float>(q)));
+  return static_cast<int8_t>(q);
+}
+
 // Sum over a block of NT threads (all threads must call); `red` holds NT/32 floats.
 template <int NT>
 __device__ __forceinline__ float block_sum(float v, float* red) {

@@ -4,6 +4,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <string>
+#include <type_traits>
+
+#include "base/error.h"
 #include "kernels/cpu/gated_activation.h"
 
 namespace pipellm::cuda {
@@ -23,6 +27,18 @@ __device__ __forceinline__ float gated(float g, float u) {
     const float gc = fminf(g, kOaiLimit);
     const float uc = fminf(fmaxf(u, -kOaiLimit), kOaiLimit);
     return gc / (1.0f + __expf(-kOaiAlpha * gc)) * (uc + 1.0f);
+  }
+}
+
+// Calls fn(std::integral_constant<GatedAct, A>) for act: one switch for every launcher of
+// gated<A>; an activation without a case fails loudly, naming `what`.
+template <class Fn>
+void with_gated_act(GatedAct act, const char* what, Fn&& fn) {
+  switch (act) {
+    case GatedAct::Silu: fn(std::integral_constant<GatedAct, GatedAct::Silu>{}); break;
+    case GatedAct::GeluTanh: fn(std::integral_constant<GatedAct, GatedAct::GeluTanh>{}); break;
+    case GatedAct::SwigluOai: fn(std::integral_constant<GatedAct, GatedAct::SwigluOai>{}); break;
+    default: throw Error(std::string(what) + ": unknown activation " + std::to_string(static_cast<int>(act)));
   }
 }
 

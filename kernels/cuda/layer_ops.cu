@@ -40,21 +40,9 @@ void launch_gated(const char* what, GatedAct act, const float* g, const float* u
                   const Launch& s) {
   if (total == 0) return;
   const dim3 grid(elementwise_blocks(total)), block(kThreads);
-  switch (act) {
-    case GatedAct::Silu:
-      launch_kernel(s, gated_kernel<GatedAct::Silu>, grid, block, g, u, stride, n, total, ids, bias_g, bias_u, out);
-      break;
-    case GatedAct::GeluTanh:
-      launch_kernel(s, gated_kernel<GatedAct::GeluTanh>, grid, block, g, u, stride, n, total, ids, bias_g, bias_u,
-                    out);
-      break;
-    case GatedAct::SwigluOai:
-      launch_kernel(s, gated_kernel<GatedAct::SwigluOai>, grid, block, g, u, stride, n, total, ids, bias_g, bias_u,
-                    out);
-      break;
-    default:
-      throw Error(std::string(what) + ": unknown activation " + std::to_string(static_cast<int>(act)));
-  }
+  with_gated_act(act, what, [&](auto a) {
+    launch_kernel(s, gated_kernel<decltype(a)::value>, grid, block, g, u, stride, n, total, ids, bias_g, bias_u, out);
+  });
   PIPELLM_CUDA_LAUNCH_CHECK(what);
 }
 

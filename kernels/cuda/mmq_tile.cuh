@@ -71,26 +71,22 @@ __device__ __forceinline__ float half_at(const uint8_t* p) { return __half2float
 template <TensorType TT>
 struct Fmt;
 
-template <>
-struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes of 6-bit scales/mins, 128 of nibbles
-  static constexpr int kRow = 144, kChunks = 9, kExtra = 0, kSub = 32, kChunksPerBlock = 0;
+// Q4_K and Q5_K share their 16-byte header (d, dmin, 12 bytes of 6-bit scales and minimums) and
+// everything but the row size and the quants' unpacking (D::quants).
+template <class D>
+struct KQuantFmt {
+  static constexpr int kExtra = 0, kSub = 32, kChunksPerBlock = 0;
   static constexpr bool kMin = true;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
-    return p.w + (row * p.nb + kc) * 144 + 16 * c;
+    return p.w + (row * p.nb + kc) * D::kRow + 16 * c;
   }
   __device__ static void copy_extra(const Params&, int64_t, int64_t, uint8_t*) {}
   __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
-    quants(r, j, tig, lo, hi);
+    D::quants(r, j, tig, lo, hi);
     scale_min(r, j, sc, mn);
   }
-  __device__ static void quants(const uint8_t* r, int j, int tig, int& lo, int& hi) {
-    const uint8_t* q = r + 16 + 32 * (j >> 1);
-    const int sh = (j & 1) * 4;
-    lo = static_cast<int>((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu);
-    hi = static_cast<int>((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu);
-  }
-  // Sub-block j's scale and minimum from the block's first 16 bytes (Q5_K's header too).
+  // Sub-block j's scale and minimum from the block's first 16 bytes.
   __device__ static void scale_min(const uint8_t* r, int j, float& sc, float& mn) {
     const uint8_t* s = r + 4;
     int scv, mv;
@@ -108,28 +104,27 @@ struct Fmt<TensorType::Q4_K> {  // GGUF blocks of 144 bytes: d, dmin, 12 bytes o
 };
 
 template <>
-struct Fmt<TensorType::Q5_K> {  // GGUF blocks of 176 bytes: d, dmin, 12 bytes of scales/mins, 32 of high bits, 128 of nibbles
-  static constexpr int kRow = 176, kChunks = 11, kExtra = 0, kSub = 32, kChunksPerBlock = 0;
-  static constexpr bool kMin = true;
-  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
-    return p.w + (row * p.nb + kc) * 176 + 16 * c;
+struct Fmt<TensorType::Q4_K> : KQuantFmt<Fmt<TensorType::Q4_K>> {  // GGUF blocks of 144 bytes: header, 128 of nibbles
+  static constexpr int kRow = 144, kChunks = 9;
+  __device__ static void quants(const uint8_t* r, int j, int tig, int& lo, int& hi) {
+    const uint8_t* q = r + 16 + 32 * (j >> 1);
+    const int sh = (j & 1) * 4;
+    lo = static_cast<int>((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu);
+    hi = static_cast<int>((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu);
   }
-  __device__ static void copy_extra(const Params&, int64_t, int64_t, uint8_t*) {}
-  // As Q4_K's, with the fifth bit of element l of sub-block j in bit j of qh[l] (l < 32).
-  __device__ static void frag(const uint8_t* r, const uint8_t*, int64_t, int j, int tig, int& lo, int& hi, float& sc,
-                              float& mn) {
-    quants(r, j, tig, lo, hi);
-    scale_min(r, j, sc, mn);
-  }
+};
+
+// GGUF blocks of 176 bytes: header, 32 of high bits, 128 of nibbles; as Q4_K's, with the fifth bit of
+// element l of sub-block j in bit j of qh[l] (l < 32).
+template <>
+struct Fmt<TensorType::Q5_K> : KQuantFmt<Fmt<TensorType::Q5_K>> {
+  static constexpr int kRow = 176, kChunks = 11;
   __device__ static void quants(const uint8_t* r, int j, int tig, int& lo, int& hi) {
     const uint8_t* q = r + 48 + 32 * (j >> 1);
     const int sh = (j & 1) * 4;
     lo = static_cast<int>(((ld32(q + 4 * tig) >> sh) & 0x0F0F0F0Fu) | (((ld32(r + 16 + 4 * tig) >> j) & 0x01010101u) << 4));
     hi = static_cast<int>(((ld32(q + 16 + 4 * tig) >> sh) & 0x0F0F0F0Fu) |
                           (((ld32(r + 32 + 4 * tig) >> j) & 0x01010101u) << 4));
-  }
-  __device__ static void scale_min(const uint8_t* r, int j, float& sc, float& mn) {
-    Fmt<TensorType::Q4_K>::scale_min(r, j, sc, mn);
   }
 };
 

@@ -295,16 +295,13 @@ __global__ void __launch_bounds__(kGatedWarps * 32) moe_gated_q8_kernel(MvGatedP
       if (lane == 0) act[warp * kQ8WarpRows + r] = gated<A>(gv, uv);
     }
     __syncthreads();
-    if (warp == 0) {  // rmsnorm_convert's arithmetic on the block's 32 values
+    if (warp == 0) {  // the block's 32 values as rmsnorm_convert quantizes them
       const float v = act[lane];
       const int64_t i = static_cast<int64_t>(p) * g.n_out + static_cast<int64_t>(blockIdx.x) * kGatedRows + lane;
       g.y[i] = v;
-      const float amax = warp_max(fabsf(v));
-      const float d = amax / 127.0f;
-      const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
-      const float sum = d * warp_sum(static_cast<float>(q));
-      a.yq[i] = static_cast<int8_t>(q);
-      if (lane == 0) a.yds[i / 32] = make_float2(d, sum);
+      float2 ds;
+      a.yq[i] = quantize_act_block(v, ds);
+      if (lane == 0) a.yds[i / 32] = ds;
     }
     __syncthreads();  // act is refilled for the next pair
   }
@@ -476,17 +473,9 @@ void moe_gated_matvec(const MoeGatedArgs& a, const Launch& s) {
                         a.up.data, a.up_expert_bytes, a.up_bias, a.yq, a.yds};
   const dim3 grid(static_cast<unsigned>(g.w.n_out / kGatedRows), static_cast<unsigned>(std::min(g.n_pairs, kMaxGridY)));
   with_q8_format(g.w.type, g.w.n_in, [&](auto fmt) {
-    using F = decltype(fmt);
-    switch (a.act) {
-      case GatedAct::Silu: launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::Silu>, grid, dim3(kGatedWarps * 32), q); break;
-      case GatedAct::GeluTanh:
-        launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::GeluTanh>, grid, dim3(kGatedWarps * 32), q);
-        break;
-      case GatedAct::SwigluOai:
-        launch_kernel(s, moe_gated_q8_kernel<F, GatedAct::SwigluOai>, grid, dim3(kGatedWarps * 32), q);
-        break;
-      default: throw Error("moe_gated_matvec: unknown activation " + std::to_string(static_cast<int>(a.act)));
-    }
+    with_gated_act(a.act, "moe_gated_matvec", [&](auto act) {
+      launch_kernel(s, moe_gated_q8_kernel<decltype(fmt), decltype(act)::value>, grid, dim3(kGatedWarps * 32), q);
+    });
   });
   PIPELLM_CUDA_LAUNCH_CHECK("moe_gated_matvec");
 }

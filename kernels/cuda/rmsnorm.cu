@@ -33,14 +33,9 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_convert_kernel(NormOutArgs a
   if (a.y_f32) a.y_f32[row * a.n + i] = v;
   if (a.y_f16) a.y_f16[row * a.n + i] = __float2half_rn(v);
   if (a.xq) {
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const int q = d > 0.0f ? __float2int_rn(v / d) : 0;
-    // The block sum of the quantized values (d * sum q): offsets then see the same
-    // activations as the integer products, so their rounding errors partly cancel.
-    const float sum = d * warp_sum(static_cast<float>(q));
-    a.xq[row * a.n + i] = static_cast<int8_t>(q);
-    if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = make_float2(d, sum);
+    float2 ds;
+    a.xq[row * a.n + i] = quantize_act_block(v, ds);
+    if (lane == 0) a.xds[row * (a.n / 32) + base / 32] = ds;
   }
 }
 

@@ -430,6 +430,7 @@ TEST(ArchOps, MoeFusedDecodeEqualsSeparateLaunches) {
             a.bias = biases ? dbg.get() : nullptr;
             a.y = g.get();
             cuda::moe_matvec(a, nullptr);
+            const cuda::MoeMatvecArgs gate_args = a;  // the fused launches take the same arguments
             a.w = up.m;
             a.expert_bytes = up.expert_bytes;
             a.bias = biases ? dbu.get() : nullptr;
@@ -446,6 +447,7 @@ TEST(ArchOps, MoeFusedDecodeEqualsSeparateLaunches) {
             a.bias = biases ? dbd.get() : nullptr;
             a.y = y.get();
             cuda::moe_matvec(a, nullptr);
+            const cuda::MoeMatvecArgs down_args = a;
             cuda::moe_combine(y.get(), dw.get(), T, K, E, out.get(), add, nullptr);
 
             // Fused launches.
@@ -455,15 +457,7 @@ TEST(ArchOps, MoeFusedDecodeEqualsSeparateLaunches) {
             auto fout = test::to_device(res);
             test::poison(fg);
             cuda::MoeGatedArgs ag;
-            ag.gate.w = gate.m;
-            ag.gate.expert_bytes = gate.expert_bytes;
-            ag.gate.ids = dids.get();
-            ag.gate.n_pairs = P;
-            ag.gate.x = xa.x.get();
-            ag.gate.xq = xa.xq.get();
-            ag.gate.xds = xa.xds.get();
-            ag.gate.x_group = K;
-            ag.gate.bias = biases ? dbg.get() : nullptr;
+            ag.gate = gate_args;
             ag.gate.y = fg.get();
             ag.up = up.m;
             ag.up_expert_bytes = up.expert_bytes;
@@ -474,13 +468,11 @@ TEST(ArchOps, MoeFusedDecodeEqualsSeparateLaunches) {
             ASSERT_TRUE(cuda::moe_gated_matvec_supports(ag));
             cuda::moe_gated_matvec(ag, nullptr);
             cuda::MoeCombineArgs ac;
-            ac.down.w = down.m;
-            ac.down.expert_bytes = down.expert_bytes;
-            ac.down.ids = dids.get();
-            ac.down.n_pairs = P;
+            ac.down = down_args;  // on the fused launch's 8-bit rows
+            ac.down.x = nullptr;
             ac.down.xq = fq.get();
             ac.down.xds = fds.get();
-            ac.down.bias = biases ? dbd.get() : nullptr;
+            ac.down.y = nullptr;
             ac.weights = dw.get();
             ac.k = K;
             ac.out = fout.get();
