@@ -138,6 +138,15 @@ __device__ void copy_scales_unaligned(const S* src, int64_t left, uint8_t* dst) 
   for (int b = 0; b < 8; ++b) d[b] = b < left ? src[b] : S{0};
 }
 
+// The 8 f16 scales of a K step of a row in the repacked Q8_0 / Q4_0 layouts (scales: their array
+// after the values, one per block).
+__device__ __forceinline__ void copy_half_scales(const uint8_t* scales, const Params& p, int64_t row, int64_t kc,
+                                                 uint8_t* dst) {
+  const uint8_t* s = scales + (row * p.nb + kc * 8) * 2;
+  if (p.nb % 8 == 0) cp16(dst, s, true);
+  else copy_scales_unaligned(reinterpret_cast<const uint16_t*>(s), p.nb - kc * 8, dst);
+}
+
 template <>
 struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
   static constexpr int kRow = 272, kChunks = 16, kExtra = 16, kSub = 32, kChunksPerBlock = 2;
@@ -146,9 +155,7 @@ struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
     return p.w + (row * p.nb + kc * 8) * 32 + 16 * c;
   }
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
-    const uint8_t* s = p.w + p.NB * 32 + (row * p.nb + kc * 8) * 2;
-    if (p.nb % 8 == 0) cp16(dst, s, true);
-    else copy_scales_unaligned(reinterpret_cast<const uint16_t*>(s), p.nb - kc * 8, dst);
+    copy_half_scales(p.w + p.NB * 32, p, row, kc, dst);
   }
   __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
@@ -167,9 +174,7 @@ struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low,
     return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
   }
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
-    const uint8_t* s = p.w + p.NB * 16 + (row * p.nb + kc * 8) * 2;
-    if (p.nb % 8 == 0) cp16(dst, s, true);
-    else copy_scales_unaligned(reinterpret_cast<const uint16_t*>(s), p.nb - kc * 8, dst);
+    copy_half_scales(p.w + p.NB * 16, p, row, kc, dst);
   }
   __device__ static void frag(const uint8_t* r, const uint8_t* e, int64_t, int j, int tig, int& lo, int& hi, float& sc,
                               float& mn) {
