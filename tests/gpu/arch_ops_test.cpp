@@ -256,6 +256,18 @@ TEST(ArchOps, MoeMatvecRejectsUnsupportedType) {
   }
 }
 
+// An activation the kernels have no case for fails by name before anything is launched (no GPU
+// needed): the one dispatch (gated_act.cuh) serves the elementwise and the fused expert launches.
+TEST(ArchOps, UnknownActivationIsRefusedByName) {
+  const auto bad = static_cast<GatedAct>(99);
+  try {
+    cuda::gated_act(bad, nullptr, nullptr, 64, 1, 32, nullptr, nullptr);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gated_act: unknown activation 99"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ArchOps, MoeGatedActMatchesCpu) {
   PIPELLM_REQUIRE_GPU();
   const int X = 5, P = 12;
