@@ -17,7 +17,7 @@ echo "gpu tests rc=$? $(since)"
 grep -E "FAILED|tests ran|PASSED|mmq f16" "$OUT/gpu_tests.log" | grep -v "cannot open" | cut -c1-200 | head -60
 echo "failures for files that did not travel: $(grep -cE "cannot open|No such file" "$OUT/gpu_tests.log")"
 # The 8B shape under each variant (VARIANTS: bench flag sets separated by ';', the first the defaults).
-IFS=';' read -ra VARIANTS <<<"${VARIANTS:- ;--mmq-f16 0;--mmq-f16-k-parts 4;--mmq-f16-weight-stages 4;--mmq-f16-k-parts 4 --mmq-f16-weight-stages 4}"
+IFS=';' read -ra VARIANTS <<<"${VARIANTS:- ;--mmq-f16 0;--mmq-f16-k-parts 2;--mmq-f16-k-parts 4}"
 n=0
 for v in "${VARIANTS[@]}"; do
   n=$((n + 1))

@@ -111,11 +111,10 @@ Params params_of(const DeviceMatrix& w, const int8_t* xq, const float2* xds, flo
 // Kernel layouts exist for these tunings only.
 void check_tuning(const MmqTuning& tu) {
   if ((tu.stages != 0 && tu.stages != 2) || tu.blocks_per_sm < 1 || tu.blocks_per_sm > 16 ||
-      (tu.f16_k_parts != 2 && tu.f16_k_parts != 4) || (tu.f16_weight_stages != 0 && tu.f16_weight_stages != 4)) {
+      (tu.f16_k_parts != 0 && tu.f16_k_parts != 2 && tu.f16_k_parts != 4)) {
     throw Error("mmq: tuning of " + std::to_string(tu.stages) + " stages, " + std::to_string(tu.blocks_per_sm) +
-                " blocks per SM, " + std::to_string(tu.f16_k_parts) + " f16 K parts and " +
-                std::to_string(tu.f16_weight_stages) +
-                " f16 weight stages (stages 0 or 2, blocks 1..16, K parts 2 or 4, weight stages 0 or 4)");
+                " blocks per SM and " + std::to_string(tu.f16_k_parts) +
+                " f16 K parts (stages 0 or 2, blocks 1..16, K parts 0, 2 or 4)");
   }
 }
 

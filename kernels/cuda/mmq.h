@@ -51,13 +51,11 @@ struct MmqTuning {
   // 64 sequences decode 4246.9 -> 5606.6 tok/s and 16 sequences 2766.4 -> 2916.8 (bench/RESULTS.md).
   // Off: the int8 products (also taken wherever xh is null).
   bool f16 = true;
-  // The f16 variant's warps per 64-row block: 2 x f16_k_parts (2 or 4), each part a share of a
-  // K step (more warps per SM against more partial sums to add; with 4, registers are capped at 128
-  // a thread so that two blocks still fit an SM; not yet measured).
-  int f16_k_parts = 2;
-  // The f16 variant's weight stages in flight (0: as many as the activations', 2 at 64 columns, 3
-  // up to 16; or 4): the weights stream from DRAM, the activations mostly from L2 (not yet measured).
-  int f16_weight_stages = 0;
+  // The f16 variant's warps per 64-row block: 2 x f16_k_parts, each part a share of a K step (more
+  // warps per SM against more partial sums to add; with 4, registers are capped at 128 a thread so
+  // that two blocks still fit an SM). 0: 4 at 64 activation columns, 2 below; on an H100 (8B Q4_K_M
+  // shape) 4 parts decode 64 sequences 5586 -> 5765 tok/s but 16 sequences 2950 -> 2536.
+  int f16_k_parts = 0;  // 0, 2 or 4
   // The f16 variant for grouped expert products too (mmq_experts with MmqExpertArgs::xh; f16 on as
   // well); off until measured on a GPU: the int8 products.
   bool f16_experts = false;

@@ -22,22 +22,21 @@ namespace {
 
 constexpr int kXhRow = 2 * kK + 32;  // bytes per f16 activation row in shared memory (pad: conflict-free 8-byte loads)
 
-// Shared memory: a ring of kWStages weight stages (the weights, then their extra array at kW), then
-// a ring of kXStages activation stages. SW (MmqTuning::f16_weight_stages): weight stages in flight
-// beyond the activations' (the weights come from DRAM, the activations mostly from L2); 0: as many.
-template <TensorType TT, int NT, int SW>
+// Shared memory: a ring of kStages weight stages (the weights, then their extra array at kW), then
+// a ring of kStages activation stages. (A deeper weight ring, 4 stages, measured slower on an H100:
+// 16 sequences 2950 -> 2707 tok/s, 64 sequences 5586 -> 5097; bench/RESULTS.md.)
+template <TensorType TT, int NT>
 struct LayoutH {
   using F = Fmt<TT>;
   static constexpr int kCols = 8 * NT;
-  static constexpr int kXStages = NT <= 2 ? 3 : 2;
-  static constexpr int kWStages = SW > kXStages ? SW : kXStages;
+  static constexpr int kStages = NT <= 2 ? 3 : 2;
   static constexpr int kW = kTileRows * F::kRow;
   static constexpr int kE = (kTileRows * F::kExtra + 15) / 16 * 16;
   static constexpr int kWStage = kW + kE;
   static constexpr int kXStage = kCols * kXhRow;
-  static constexpr int kXRing = kWStages * kWStage;  // where the activation ring starts
+  static constexpr int kXRing = kStages * kWStage;  // where the activation ring starts
   static constexpr int kRed = kCols * kTileRows * 4;
-  static constexpr int kAll = kXRing + kXStages * kXStage;
+  static constexpr int kAll = kXRing + kStages * kXStage;
   static constexpr int kSmem = kAll > kRed ? kAll : kRed;
 };
 
@@ -193,9 +192,9 @@ __device__ __forceinline__ void compute_stage_f16(const uint8_t* st, const uint8
 // grid as mmq_kernel's: x = 64-row weight tiles (of every segment), y = chunks of 8 NT activation
 // rows, z = the K split (a cluster); EXPERTS: y = tiles of pairs (one expert each), no split.
 // Two blocks an SM (shared memory allows no more at 64 columns): caps 4 K parts at 128 registers.
-template <TensorType TT, int NT, int KP, int SW, bool EXPERTS>
+template <TensorType TT, int NT, int KP, bool EXPERTS>
 __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
-  using L = LayoutH<TT, NT, SW>;
+  using L = LayoutH<TT, NT>;
   constexpr int kHThreads = 64 * KP;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int src_row[L::kCols], dst_row[L::kCols];  // per column: activation row, output row (-1: none)
@@ -223,29 +222,26 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
       grow[m][rr] = min(row0 + row[m][rr], p.n_out - 1);
     }
   __syncthreads();
-  // The pipeline: one commit group per K step i holds its activations and step i + kWStages -
-  // kXStages's weights; the first group also all weights up to it. Waiting for group i then has
-  // step i's weights and activations in place while kWStages - 1 weight steps stay in flight.
-  const auto w_slot = [&](int64_t i) { return smem + (i % L::kWStages) * L::kWStage; };
-  const auto x_slot = [&](int64_t i) { return smem + L::kXRing + (i % L::kXStages) * L::kXStage; };
-  for (int s = 0; s < L::kWStages - 1; ++s) {
+  // The pipeline: one commit group per K step holds its weights and activations (the first group
+  // also the weights of the steps up to kStages - 1, copied before the PDL wait).
+  const auto w_slot = [&](int64_t i) { return smem + (i % L::kStages) * L::kWStage; };
+  const auto x_slot = [&](int64_t i) { return smem + L::kXRing + (i % L::kStages) * L::kXStage; };
+  for (int s = 0; s < L::kStages - 1; ++s) {
     if (s < n_steps) copy_weights<TT, kHThreads>(p, row0, k_begin + s, w_slot(s));
   }
   // Dense: weights before the wait on the preceding kernel (PDL), activations after.
   if constexpr (!EXPERTS) grid_dependency_wait();
-  for (int s = 0; s < L::kXStages - 1; ++s) {
+  for (int s = 0; s < L::kStages - 1; ++s) {
     if (s < n_steps) copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + s, x_slot(s));
     cp_commit();
   }
   float acc[2][NT][4] = {};
   for (int64_t i = 0; i < n_steps; ++i) {
-    cp_wait<L::kXStages - 2>();
+    cp_wait<L::kStages - 2>();
     __syncthreads();  // step i has landed for all threads; step i - 1's slots are no longer read
-    if (i + L::kWStages - 1 < n_steps) {
-      copy_weights<TT, kHThreads>(p, row0, k_begin + i + L::kWStages - 1, w_slot(i - 1 + L::kWStages));
-    }
-    if (i + L::kXStages - 1 < n_steps) {
-      copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + i + L::kXStages - 1, x_slot(i - 1 + L::kXStages));
+    if (i + L::kStages - 1 < n_steps) {
+      copy_weights<TT, kHThreads>(p, row0, k_begin + i + L::kStages - 1, w_slot(i - 1 + L::kStages));
+      copy_activations_f16<NT, kHThreads>(p, src_row, k_begin + i + L::kStages - 1, x_slot(i - 1 + L::kStages));
     }
     cp_commit();
     const int64_t kc = k_begin + i;
@@ -278,12 +274,12 @@ __global__ void __launch_bounds__(64 * KP, 2) mmq_f16_kernel(Params p) {
   reduce_and_store<L::kCols, kHThreads>(p, red, dst_row, row0);
 }
 
-template <TensorType TT, int KP, int SW, bool EXPERTS>
+template <TensorType TT, int KP, bool EXPERTS>
 void launch_f16_tiles(const Params& p, int nt, int64_t tiles, int chunks, int split, const Launch& s) {
   with_column_tiles(nt, [&](auto n) {
-    using L = LayoutH<TT, decltype(n)::value, SW>;
-    launch_tiles_of(mmq_f16_kernel<TT, decltype(n)::value, KP, SW, EXPERTS>, 64 * KP, L::kSmem, p, tiles, chunks,
-                    split, s);
+    using L = LayoutH<TT, decltype(n)::value>;
+    launch_tiles_of(mmq_f16_kernel<TT, decltype(n)::value, KP, EXPERTS>, 64 * KP, L::kSmem, p, tiles, chunks, split,
+                    s);
   });
 }
 
@@ -292,14 +288,9 @@ void launch_f16_type(TensorType t, const Params& p, int nt, const MmqTuning& tu,
                      const Launch& s) {
   const auto parts = [&](auto tag) {
     constexpr TensorType TT = decltype(tag)::value;
-    const bool deep = tu.f16_weight_stages == 4;
-    if (tu.f16_k_parts == 4) {
-      if (deep) launch_f16_tiles<TT, 4, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
-      else launch_f16_tiles<TT, 4, 0, EXPERTS>(p, nt, tiles, chunks, split, s);
-    } else {
-      if (deep) launch_f16_tiles<TT, 2, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
-      else launch_f16_tiles<TT, 2, 0, EXPERTS>(p, nt, tiles, chunks, split, s);
-    }
+    // 0: 4 parts at 64 columns, 2 below (MmqTuning::f16_k_parts).
+    if (tu.f16_k_parts == 4 || (tu.f16_k_parts == 0 && nt == 8)) launch_f16_tiles<TT, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
+    else launch_f16_tiles<TT, 2, EXPERTS>(p, nt, tiles, chunks, split, s);
   };
   switch (t) {
     case TensorType::Q8_0: parts(std::integral_constant<TensorType, TensorType::Q8_0>{}); break;
