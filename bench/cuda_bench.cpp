@@ -2,7 +2,7 @@
 //
 //   pipellm_cuda_bench (-m FILE.gguf | --preset llama3-8b --quant Q4_K_M) [--runs 3] [--json OUT|-]
 //                      [--no-f16-cache] [--mmq-max-rows N] [--dequant-slice-mib N] [--skip-depth] [--skip-batched] [--gpu N]
-//                      [--depth N] [--profile-steps N] [--profile-batched ROWS]
+//                      [--depth N] [--profile-steps N] [--profile-prefill TOKENS] [--profile-batched ROWS]
 //
 // `pipellm bench --device cuda[:N]` runs the same code (cuda_bench_main, bench/cuda_bench.h).
 //
@@ -309,7 +309,7 @@ int usage() {
                "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N] [--attention-mma 0|1]\n"
                "                          [--moe-fuse 0|1] [--float-split 0|1]\n"
                "                          [--group-gptoss 0|1]\n"
-               "                          [--profile-batched ROWS]\n"
+               "                          [--profile-prefill TOKENS] [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
                "                          [--expert-cache SIZE]\n");
   return 2;
@@ -326,7 +326,7 @@ int cuda_bench_main(int argc, char** argv) {
   cuda::CudaStageOptions base;
   base.max_batch_tokens = 512;
   base.resident_f16 = true;
-  int profile_steps = 0, profile_batched = 0, depth_tokens = 4096;
+  int profile_steps = 0, profile_prefill = 0, profile_batched = 0, depth_tokens = 4096;
   ExpertPlacementFlags experts;  // routed experts in host memory (host_experts.h)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -359,6 +359,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--depth") depth_tokens = std::stoi(next());
     else if (a == "--skip-batched") batched = false;
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
+    else if (a == "--profile-prefill") profile_prefill = std::stoi(next());
     else if (a == "--profile-batched") profile_batched = std::stoi(next());
     else if (a == "--gpu") gpu = std::stoi(next());
     else if (a == "--cpu-moe" || a == "-cmoe") experts.cpu_moe = true;
@@ -371,6 +372,7 @@ int cuda_bench_main(int argc, char** argv) {
     else return usage();
   }
   if (file.empty() == preset.empty() || runs < 1 || profile_batched < 0 || profile_batched > 64 || depth_tokens < 1 ||
+      profile_prefill < 0 || profile_prefill > static_cast<int>(base.max_batch_tokens) ||
       base.attention_blocks_per_sm < 1 || base.attention_blocks_per_sm > 32) {
     return usage();
   }
@@ -435,6 +437,14 @@ int cuda_bench_main(int argc, char** argv) {
       const double tps = run_tg(st, profile_steps, 0);
       PIPELLM_CUDA_CHECK(cudaProfilerStop());
       std::fprintf(txt, "profile: %d decode steps: %.1f tok/s\n", profile_steps, tps);
+      return 0;
+    }
+    if (profile_prefill > 0) {  // one prompt chunk of TOKENS after a warm-up one, for a profiler
+      run_pp(st, profile_prefill);
+      PIPELLM_CUDA_CHECK(cudaProfilerStart());
+      const double tps = run_pp(st, profile_prefill);
+      PIPELLM_CUDA_CHECK(cudaProfilerStop());
+      std::fprintf(txt, "profile: a %d-token prompt: %.1f tok/s\n", profile_prefill, tps);
       return 0;
     }
     rows.push_back({"pp512", repeat(runs, [&] { return run_pp(st, 512); }), 0.0});
