@@ -305,7 +305,7 @@ int usage() {
                "                          [--dequant-slice-mib N] [--skip-depth]\n"
                "                          [--skip-batched] [--depth N] [--profile-steps N] [--mmq-stages 0|2]\n"
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1] [--mmq-f16 0|1]\n"
-               "                          [--mmq-f16-k-parts 0|2|4] [--mmq-f16-experts 0|1]\n"
+               "                          [--mmq-f16-k-parts 0|2|4] [--mmq-f16-experts-from TOKENS]\n"
                "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N] [--attention-mma 0|1]\n"
                "                          [--moe-fuse 0|1] [--float-split 0|1]\n"
                "                          [--group-gptoss 0|1]\n"
@@ -349,7 +349,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--mmq-fuse") base.mmq_tuning.fuse = std::stoi(next()) != 0;
     else if (a == "--mmq-f16") base.mmq_tuning.f16 = std::stoi(next()) != 0;
     else if (a == "--mmq-f16-k-parts") base.mmq_tuning.f16_k_parts = std::stoi(next());
-    else if (a == "--mmq-f16-experts") base.mmq_tuning.f16_experts = std::stoi(next()) != 0;
+    else if (a == "--mmq-f16-experts-from") base.mmq_tuning.f16_experts_from = std::stoi(next());
     else if (a == "--attention-blocks-per-sm") base.attention_blocks_per_sm = std::stoi(next());
     else if (a == "--attention-mma") base.attention_tensor_cores = std::stoi(next()) != 0;
     else if (a == "--moe-fuse") base.fuse_expert_decode = std::stoi(next()) != 0;

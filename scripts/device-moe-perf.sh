@@ -31,10 +31,10 @@ m=${MODELS%% *}; p=${m%%:*} q=${m##*:}
 timeout 100 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 $F --moe-fuse 0 \
   >"$OUT/bench-$p-unfused.txt" 2>&1
 echo "bench $p $q --moe-fuse 0 rc=$? $(since)"; grep -E "^\| tg128 " "$OUT/bench-$p-unfused.txt"
-# The grouped expert products on f16 rows (MmqTuning::f16_experts): prefill and batches.
-timeout 120 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 --skip-depth --mmq-f16-experts 1 \
+# The grouped expert products on f16 rows at every batch size (MmqTuning::f16_experts_from).
+timeout 120 $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --runs 2 --skip-depth --mmq-f16-experts-from 0 \
   >"$OUT/bench-$p-f16-experts.txt" 2>&1
-echo "bench $p $q --mmq-f16-experts 1 rc=$? $(since)"; grep -E "^\| (pp512|tg128|batched)" "$OUT/bench-$p-f16-experts.txt"
+echo "bench $p $q --mmq-f16-experts-from 0 rc=$? $(since)"; grep -E "^\| (pp512|tg128|batched)" "$OUT/bench-$p-f16-experts.txt"
 timeout 150 ncu --clock-control none --profile-from-start off \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size --csv --page raw \
   $B/bench/pipellm_cuda_bench --preset $p --quant $q --no-f16-cache --skip-depth --skip-batched \

@@ -259,7 +259,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     eu_.resize(P * F);
     eq_.resize(P * F);
     eds_.resize(P * F / 32 + 1);
-    if (opt_.mmq_tuning.f16 && opt_.mmq_tuning.f16_experts) eh_.resize(P * F);
+    if (opt_.mmq_tuning.f16 && static_cast<size_t>(std::max(0, opt_.mmq_tuning.f16_experts_from)) <= T) eh_.resize(P * F);
     ed_.resize(P * E);
     dense_.resize(T * E);
     if (host_experts_) {

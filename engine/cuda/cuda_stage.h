@@ -64,7 +64,7 @@ struct CudaStageOptions {
   // on an H100, 4 instead of 2 decode 4% faster at depth 4096 and 20% at 32768, 8 less so).
   int attention_blocks_per_sm = 4;
   // Attention's split phase on tensor cores where it applies (attention_mma.h: f16 caches, head
-  // sizes 64 and 128, up to 16 query heads per KV head). On an H100 (8B Q4_K_M shape) decode at
+  // sizes 64, 128 and 256, up to 16 query heads per KV head). On an H100 (8B Q4_K_M shape) decode at
   // depth 4096 goes 282.5 -> 305.5 tok/s, at 32768 163.2 -> 206.1; off: the CUDA-core kernel.
   bool attention_tensor_cores = true;
   // Mat-vec products of F32/F16/BF16 weights (MoE routers, float models) with a block per row
@@ -292,10 +292,10 @@ class CudaStage : public Stage {
   bool q8_activations(int T) const { return use_matvec(T) || use_mmq(T); }
   // mmq's f16 variant (MmqTuning::f16) reads f16 rows in xh_, written beside the 8-bit ones.
   bool f16_mmq(int T) const { return use_mmq(T) && opt_.mmq_tuning.f16; }
-  // Grouped expert products on f16 rows (MmqTuning::f16_experts): xh_ holds the experts' input rows
-  // (product_input up to mmq_max_rows, the MoE block's float_rows beyond) and eh_ the activated ones.
+  // Grouped expert products on f16 rows (MmqTuning::f16_experts_from): xh_ holds the experts' input
+  // rows (product_input up to mmq_max_rows, the MoE block's float_rows beyond) and eh_ the activated ones.
   bool f16_expert_rows(int T) const {
-    return mmq_ && !use_matvec(T) && opt_.mmq_tuning.f16 && opt_.mmq_tuning.f16_experts;
+    return mmq_ && !use_matvec(T) && opt_.mmq_tuning.f16 && T >= opt_.mmq_tuning.f16_experts_from;
   }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);

@@ -273,7 +273,8 @@ void launch(const AttentionArgs& a, const Launch& s) {
 }  // namespace
 
 bool attention_mma_supports(const AttentionArgs& a) {
-  return a.k_type == TensorType::F16 && a.v_type == TensorType::F16 && (a.head_dim == 64 || a.head_dim == 128) &&
+  return a.k_type == TensorType::F16 && a.v_type == TensorType::F16 &&
+         (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) &&
          a.n_head_kv > 0 && a.n_head % a.n_head_kv == 0 && a.n_head / a.n_head_kv <= kRows;
 }
 
@@ -282,10 +283,11 @@ void attention_mma_split(const AttentionArgs& a, const Launch& s) {
     throw Error("attention (tensor cores): " + std::string(tensor_type_name(a.k_type)) + " / " +
                 tensor_type_name(a.v_type) + " cache, head_dim " + std::to_string(a.head_dim) + ", " +
                 std::to_string(a.n_head) + " heads over " + std::to_string(a.n_head_kv) +
-                " (f16 caches, head_dim 64 or 128, at most 16 heads per kv head)");
+                " (f16 caches, head_dim 64, 128 or 256, at most 16 heads per kv head)");
   }
   if (a.head_dim == 64) launch<64>(a, s);
-  else launch<128>(a, s);
+  else if (a.head_dim == 128) launch<128>(a, s);
+  else launch<256>(a, s);
   PIPELLM_CUDA_LAUNCH_CHECK("attention_mma");
 }
 

@@ -11,7 +11,8 @@
 
 namespace pipellm::cuda {
 
-// F16 keys and values, head_dim 64 or 128, at most 16 query heads per kv head.
+// F16 keys and values, head_dim 64, 128 or 256 (242 registers a thread and 141 KB of shared
+// memory: one block per SM), at most 16 query heads per kv head.
 bool attention_mma_supports(const AttentionArgs& a);
 
 // The split kernel for a (attention_mma_supports(a)), grid (n_head_kv, n_splits, n_tokens).

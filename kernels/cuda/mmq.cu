@@ -209,7 +209,7 @@ void mmq_experts(const MmqExpertArgs& a, const Launch& s) {
   const int64_t tiles = (a.w.n_out + kTileRows - 1) / kTileRows;
   const MmqTuning& tu = a.tuning;
   check_tuning(tu);
-  if (tu.f16 && tu.f16_experts && a.xh != nullptr && has_f16_kernel(a.w.type)) {
+  if (tu.f16 && a.xh != nullptr && has_f16_kernel(a.w.type)) {
     p.xh = a.xh;
     launch_f16(a.w.type, true, p, a.tiles.cols / 8, tu, tiles, a.tiles.max_tiles, 1, s);
     return;

@@ -56,9 +56,11 @@ struct MmqTuning {
   // that two blocks still fit an SM). 0: 4 at 64 activation columns, 2 below; on an H100 (8B Q4_K_M
   // shape) 4 parts decode 64 sequences 5586 -> 5765 tok/s but 16 sequences 2950 -> 2536.
   int f16_k_parts = 0;  // 0, 2 or 4
-  // The f16 variant for grouped expert products too (mmq_experts with MmqExpertArgs::xh; f16 on as
-  // well); off until measured on a GPU: the int8 products.
-  bool f16_experts = false;
+  // The stage's grouped expert products on f16 rows (mmq_experts takes the f16 kernel where it is
+  // given MmqExpertArgs::xh and f16 is on) in batches of at least this many tokens; 0: always.
+  // On an H100 (qwen3-30b-a3b Q4_K_M shape) f16 rows give pp512 11238 -> 12298 tok/s but decode
+  // 16 sequences 1436 -> 1351 and 64 sequences 4418 -> 4137 (bench/RESULTS.md).
+  int f16_experts_from = 256;
 };
 
 // A further matrix of a product (same type and n_in as MmqArgs::w, same activations): q, k and
@@ -115,7 +117,7 @@ struct MmqExpertArgs {
   int n_pairs = 0;
   const int8_t* xq = nullptr;   // activation rows [n_pairs / x_group][w.n_in]: pair p reads row p / x_group
   const float2* xds = nullptr;
-  const __half* xh = nullptr;   // f16 rows beside xq (the f16 variant: tuning.f16_experts), or null
+  const __half* xh = nullptr;   // f16 rows beside xq for the f16 variant (with tuning.f16), or null
   int x_group = 1;
   float* y = nullptr;           // y[p][r] = sum_k W_e[r][k] x[p / x_group][k], e = pair p's expert
   int64_t y_stride = 0;

@@ -59,10 +59,11 @@ TEST_P(CudaArchFixture, Int8TensorCoreProductsStayWithinTheBound) {
 }
 
 TEST_P(CudaArchFixture, F16ExpertProductsStayWithinTheBound) {
-  // The grouped expert products on f16 rows (MmqTuning::f16_experts, off by default): 20-row chunks
-  // group the pairs of the MoE fixtures, within the same bounds (the dense ones: no change).
+  // The grouped expert products on f16 rows (MmqTuning::f16_experts_from, from 256 tokens by
+  // default): 20-row chunks group the pairs of the MoE fixtures, within the same bounds (the dense
+  // ones: no change).
   PIPELLM_REQUIRE_GPU();
-  check_chunks_with(GetParam(), [](cuda::CudaStageOptions& o) { o.mmq_tuning.f16_experts = true; });
+  check_chunks_with(GetParam(), [](cuda::CudaStageOptions& o) { o.mmq_tuning.f16_experts_from = 0; });
 }
 
 TEST_P(CudaArchFixture, GraphReplayEqualsEager) {

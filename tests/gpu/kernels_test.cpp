@@ -333,7 +333,7 @@ TEST(CudaKernels, RopeKvStoreMatchesCpu) {
 
 TEST(CudaKernels, AttentionMatchesFloat64) {
   PIPELLM_REQUIRE_GPU();
-  for (int D : {64, 96, 128, 512}) {
+  for (int D : {64, 96, 128, 256, 512}) {
     for (int G : {1, 4}) {
       for (int splits_target : {1, 64})
       for (const bool tc : {false, true}) {  // the CUDA-core kernel; the tensor-core one where it applies

@@ -236,8 +236,8 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
   auto d_ids = test::to_device(ids);
   const cuda::DeviceMatrix m = st.m;
   ASSERT_TRUE(cuda::mmq_supports_experts(m, expert_bytes));
-  cuda::MmqTuning f16;
-  f16.f16_experts = true;
+  cuda::MmqTuning int8;  // mmq_experts takes the f16 kernel where it is given f16 rows and f16 is on
+  int8.f16 = false;
   for (const int x_group : {k, 1}) {
     const int rows = P / x_group;
     std::vector<float> x = test::random_floats(static_cast<size_t>(rows * n_in));
@@ -260,7 +260,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
     };
     const std::vector<double> ref_q8 = reference(act.decoded), ref_f16 = reference(x);
     for (const int cols : {8, 64})
-    for (const cuda::MmqTuning tu : {cuda::MmqTuning{}, cuda::MmqTuning{0, 2, false}, f16}) {  // the default, the old layout, f16
+    for (const cuda::MmqTuning tu : {int8, cuda::MmqTuning{0, 2, false, true, false}, cuda::MmqTuning{}}) {  // int8, its old layout, f16
       cuda::MoeTiles tiles;
       tiles.cols = cols;
       tiles.max_tiles = cuda::moe_max_tiles(P, X, cols);
@@ -288,7 +288,7 @@ TEST_P(MmqExpertsPerType, MatchesFloat64) {
       const auto got = test::to_host(y, y.size());
       cuda::mmq_experts(a, nullptr);
       EXPECT_EQ(test::to_host(y, y.size()), got) << "not bit-stable";
-      const bool on_f16 = tu.f16_experts && t != TensorType::MXFP4;  // MXFP4: the int8 kernel
+      const bool on_f16 = tu.f16 && t != TensorType::MXFP4;  // MXFP4: the int8 kernel
       EXPECT_LT(test::rel_err(got, on_f16 ? ref_f16 : ref_q8), on_f16 ? 2e-3 : 1e-5)
           << tensor_type_name(t) << " x_group " << x_group << " cols " << cols << " stages " << tu.stages << " f16 "
           << on_f16;
