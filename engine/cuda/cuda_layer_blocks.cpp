@@ -21,7 +21,7 @@
 
 namespace pipellm::cuda {
 
-void CudaStage::enqueue_layers(int T, int n_keys) {
+void CudaStage::enqueue_layers(int T, int n_keys, bool one_run) {
   if (streamed_) streamed_->begin_pass(stream_.get());
   const bool expert_uploads = host_experts_ && host_experts_->uploads(T);
   if (expert_uploads) host_experts_->begin_uploads(stream_.get());
@@ -34,7 +34,7 @@ void CudaStage::enqueue_layers(int T, int n_keys) {
     if (streamed_) streamed_->before_layer(i, stream_.get());
     if (row_uploads) cpu_rows_->before_layer(i, stream_.get());
     switch (s.mixer) {
-      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys); break;
+      case Mixer::Attention: enqueue_attention(i, l, s, T, n_keys, one_run); break;
       case Mixer::DeltaNet: enqueue_delta_net(i, l, s, T); break;
     }
     product_input(T, x_.get(), cfg_.n_embd, l.vec(LayerTensor::FfnNorm), true);
@@ -57,7 +57,7 @@ void CudaStage::add_block_output(int T, const float* bias, const float* norm_w) 
   residual_add(x_.get(), E, tmp_.get(), E, bias, norm_w, cfg_.rms_eps, T, E, launch());
 }
 
-void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys) {
+void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, bool one_run) {
   const int il = range_.first + i;
   const int E = cfg_.n_embd, Q = cfg_.q_dim(il), K = cfg_.k_dim(il);
   product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
@@ -176,6 +176,8 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   a.sinks = l.vec(LayerTensor::Sinks);
   a.tensor_cores = opt_.attention_tensor_cores;
   attention_split(n_keys, T, s.n_head_kv, opt_.attention_blocks_per_sm * sms_, &a.n_splits, &a.keys_per_split);
+  // A prompt chunk: several of its tokens per tensor-core block share each key and value row read.
+  if (one_run) a.tokens_per_block = attention_tokens_per_block(a);
   a.partial = attn_part_.get();
   if (attention_scratch_floats(T, cfg_.n_head, s.head_dim, a.n_splits) > attn_part_floats_)
     throw Error("CUDA stage: attention scratch too small");

@@ -528,14 +528,19 @@ void CudaStage::enqueue_decode_step(int B, int ctx_bucket) {
 void CudaStage::enqueue_chunk(const Batch& b, int c0, int T, const float* host_rows) {
   upload_step(b, c0, T, T);
   int n_keys = 1;
-  for (int i = c0; i < c0 + T; ++i) n_keys = std::max(n_keys, b.pos[static_cast<size_t>(i)] + 1);
+  bool one_run = true;  // one slot, consecutive positions
+  for (int i = c0; i < c0 + T; ++i) {
+    const size_t u = static_cast<size_t>(i);
+    n_keys = std::max(n_keys, b.pos[u] + 1);
+    one_run = one_run && b.slot[u] == b.slot[static_cast<size_t>(c0)] && b.pos[u] == b.pos[static_cast<size_t>(c0)] + (i - c0);
+  }
   if (first_) {
     enqueue_embed(T);
   } else if (host_rows != nullptr) {
     PIPELLM_CUDA_CHECK(cudaMemcpyAsync(x_.get(), host_rows, static_cast<size_t>(T) * cfg_.n_embd * sizeof(float),
                                        cudaMemcpyHostToDevice, stream_.get()));
   }
-  enqueue_layers(T, n_keys);
+  enqueue_layers(T, n_keys, one_run);
 }
 
 int CudaStage::enqueue_logits_rows(const Batch& b, int c0, int T, int* i) {

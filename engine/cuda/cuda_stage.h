@@ -202,9 +202,10 @@ class CudaStage : public Stage {
   void enqueue_sampling(int n_out, const int32_t* row_slot, const int32_t* row_pos);
   // Enqueues the forward pass of T tokens whose ids/pos/slots are in d_tok_/d_pos_/d_slot_ (or
   // whose hidden rows are in x_). n_keys: an upper bound on pos + 1 over the tokens.
-  void enqueue_layers(int T, int n_keys);
+  // one_run: the T tokens are one sequence's, at consecutive positions (a prompt chunk).
+  void enqueue_layers(int T, int n_keys, bool one_run = false);
   // The blocks of local layer i (the layer's LayerSpec says which parts it has).
-  void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys);
+  void enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s, int T, int n_keys, bool one_run);
   // out: the down product's rows (gemma4's MLP beside experts); null: added to x (post-norm).
   void enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T, float* out);
   void enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T);

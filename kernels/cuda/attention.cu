@@ -385,6 +385,9 @@ void attention(const AttentionArgs& a, const Launch& s) {
                 " kv heads unsupported (group of 1.." + std::to_string(kMaxGroup) + ")");
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
                   static_cast<unsigned>(a.n_tokens));
+  if (a.tokens_per_block < 1 || (a.tokens_per_block > 1 && a.tokens_per_block > attention_tokens_per_block(a)))
+    throw Error("attention: " + std::to_string(a.tokens_per_block) + " tokens per block (at most " +
+                std::to_string(attention_tokens_per_block(a)) + " for these heads, with tensor cores and one split)");
   if (a.tensor_cores && attention_mma_supports(a)) {
     attention_mma_split(a, s);
   } else {

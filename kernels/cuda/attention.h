@@ -55,7 +55,16 @@ struct AttentionArgs {
   // The split phase on tensor cores where attention_mma.h supports the shape (f16 caches, head_dim
   // 64 or 128): Q and the probabilities rounded to f16 for the products.
   bool tensor_cores = false;
+  // Tokens per tensor-core block (prefill): a block takes tokens_per_block consecutive tokens of
+  // one slot at consecutive positions (the caller guarantees it), its rows the tokens' query heads
+  // of one kv head, so that each key and value row read serves all of them. Needs tensor_cores,
+  // one split and tokens_per_block * (n_head / n_head_kv) <= 16 (attention_tokens_per_block).
+  int tokens_per_block = 1;
 };
+
+// The tokens per tensor-core block for a prompt chunk of n_tokens of one sequence with one split
+// (attention_mma.h supports a): as many as 16 query rows hold; 1 where it does not apply.
+int attention_tokens_per_block(const AttentionArgs& a);
 
 // Scratch floats the kernels need for these sizes.
 int64_t attention_scratch_floats(int n_tokens, int n_head, int head_dim, int n_splits);

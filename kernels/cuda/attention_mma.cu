@@ -15,7 +15,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kChunk = 16;  // keys per step of a warp (the k of the P V product)
-constexpr int kRows = 16;   // query heads per block at most (the m of the products)
+constexpr int kRows = 16;   // query rows (token, head) per block at most (the m of the products)
 
 // Shared memory of one block: per warp, two buffers of kChunk key rows and kChunk value rows
 // (f16). Row strides: K rows are read 16 bytes per lane, two rows per 8-lane phase, so their
@@ -76,8 +76,10 @@ __device__ __forceinline__ void copy_chunk(__half* buf, const uint8_t* kc, const
   }
 }
 
-// Block (kv head g, split, token t), as attention.cu's split kernel. Warp w takes the split's
-// chunks w, w + 4, ... Lane (r = lane / 4, q = lane % 4) holds head rows r and r + 8 of every
+// Block (kv head g, split, tokens TB z .. TB z + TB - 1; TB = a.tokens_per_block, 1 but for prompt
+// chunks), as attention.cu's split kernel. Row i of the products is query head g G + i % G of
+// token TB z + i / G; each row masks the keys outside its own range. Warp w takes the split's
+// chunks w, w + 4, ... Lane (r = lane / 4, q = lane % 4) holds rows r and r + 8 of every
 // fragment. The contraction over the head's D values is permuted the same way for Q and K: in
 // 32-value group u, the lane's two k16 steps take values 32 u + 8 q + 4 h + {0, 1} (its b0 / a0
 // and a1 pair) and + {2, 3} (b1 / a2 and a3), h = 0, 1, so that one 16-byte load gives a lane
@@ -91,14 +93,25 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
   __shared__ float ml[kWarps][kRows][2];
 
   grid_dependency_wait();
-  const int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
+  const int g = blockIdx.x, split = blockIdx.y, TB = a.tokens_per_block, t0 = blockIdx.z * TB;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int G = a.n_head / a.n_head_kv;
-  const int p = a.pos[t];
-  const auto [k0, k1] = split_keys(a, p, split);
+  const int n_rows = min(TB, a.n_tokens - t0) * G;  // rows with a token
+  // The block's keys: from the first token's first to the last token's last (one slot; with
+  // several tokens, one split). This lane's rows r and r + 8: their tokens' own ranges.
+  const int p = a.pos[t0];
+  const int k0 = split_keys(a, p, split).k0, k1 = split_keys(a, a.pos[t0 + n_rows / G - 1], split).k1;
+  int lo[2], hi[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = r + 8 * hr;
+    const SplitKeys k = split_keys(a, row < n_rows ? a.pos[t0 + row / G] : -1, split);
+    lo[hr] = k.k0;
+    hi[hr] = k.k1;
+  }
   const int64_t row_bytes = static_cast<int64_t>(a.n_head_kv) * D * 2;
-  const uint8_t* kc = cache_head(a.k_cache, a, t, p, g, D * 2);
-  const uint8_t* vc = cache_head(a.v_cache, a, t, p, g, D * 2);
+  const uint8_t* kc = cache_head(a.k_cache, a, t0, p, g, D * 2);
+  const uint8_t* vc = cache_head(a.v_cache, a, t0, p, g, D * 2);
   __half* wbuf = sm + warp * L::kWarpHalves;
 
   // This warp's chunks: key0 = k0 + kChunk * (warp + kWarps * i).
@@ -107,8 +120,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
   if (mine > 0) copy_chunk<D>(wbuf, kc, vc, row_bytes, k0 + kChunk * warp, k1, a.n_ctx, lane);
   cp_commit();
 
-  // Q rows r and r + 8 (heads of the group; zero past G or for padding tokens), scaled, as f16
-  // A fragments in the permuted order.
+  // Q rows r and r + 8 (zero past the block's rows or for padding tokens), scaled, as f16 A
+  // fragments in the permuted order.
   uint32_t qa[kSteps][4];
 #pragma unroll
   for (int u = 0; u < D / 32; ++u) {
@@ -116,8 +129,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       const int row = r + 8 * hr;
-      const bool ok = p >= 0 && row < G;
-      const float* src = a.q + t * a.q_stride + (g * G + (ok ? row : 0)) * D + 32 * u + 8 * q;
+      const bool ok = row < n_rows && a.pos[t0 + row / G] >= 0;
+      const float* src = a.q + static_cast<int64_t>(t0 + (ok ? row / G : 0)) * a.q_stride + (g * G + (ok ? row % G : 0)) * D +
+                         32 * u + 8 * q;
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[hr][e] = ok ? src[e] * a.scale : 0.0f;
     }
@@ -158,13 +172,14 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
         mma_f16(s[nt], qa[2 * u + 1], w.z, w.w);
       }
     }
-    // Online softmax over rows r (elements 0, 1) and r + 8 (2, 3); keys past k1 masked.
+    // Online softmax over rows r (elements 0, 1) and r + 8 (2, 3); keys outside a row's range masked.
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        if (key0 + 8 * nt + 2 * q + (e & 1) >= k1) s[nt][e] = -INFINITY;
+        const int key = key0 + 8 * nt + 2 * q + (e & 1);
+        if (key < lo[e >> 1] || key >= hi[e >> 1]) s[nt][e] = -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
     }
@@ -237,14 +252,14 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < G * D; e += kThreads) {
+  for (int e = threadIdx.x; e < n_rows * D; e += kThreads) {
     const int row = e / D, d = e % D;
     float v = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += ob[(w * kRows + row) * D + d];
-    partial_o(a, t, g * G + row)[split * D + d] = v;
+    partial_o(a, t0 + row / G, g * G + row % G)[split * D + d] = v;
   }
-  if (threadIdx.x < G) {
+  if (threadIdx.x < n_rows) {
     const int row = threadIdx.x;
     float M = -INFINITY, l = 0.0f;
 #pragma unroll
@@ -254,7 +269,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
       const float mw = ml[w][row][0];
       l += mw == -INFINITY ? 0.0f : ml[w][row][1] * __expf(mw - M);
     }
-    float* out = partial_ml(a, t, g * G + row) + split * 2;
+    float* out = partial_ml(a, t0 + row / G, g * G + row % G) + split * 2;
     out[0] = M;
     out[1] = l;
   }
@@ -266,7 +281,7 @@ void launch(const AttentionArgs& a, const Launch& s) {
   constexpr int kSmem = MmaSmem<D>::kBytes;
   if (kSmem > 48 * 1024) PIPELLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const dim3 grid(static_cast<unsigned>(a.n_head_kv), static_cast<unsigned>(a.n_splits),
-                  static_cast<unsigned>(a.n_tokens));
+                  static_cast<unsigned>((a.n_tokens + a.tokens_per_block - 1) / a.tokens_per_block));
   launch_kernel(s, k, LaunchShape{grid, dim3(kThreads), kSmem}, a);
 }
 
@@ -276,6 +291,11 @@ bool attention_mma_supports(const AttentionArgs& a) {
   return a.k_type == TensorType::F16 && a.v_type == TensorType::F16 &&
          (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) &&
          a.n_head_kv > 0 && a.n_head % a.n_head_kv == 0 && a.n_head / a.n_head_kv <= kRows;
+}
+
+int attention_tokens_per_block(const AttentionArgs& a) {
+  if (!a.tensor_cores || !attention_mma_supports(a) || a.n_splits != 1) return 1;
+  return kRows / (a.n_head / a.n_head_kv);
 }
 
 void attention_mma_split(const AttentionArgs& a, const Launch& s) {

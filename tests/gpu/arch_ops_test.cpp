@@ -806,6 +806,62 @@ TEST(ArchOps, AttentionWindowSinksMatchesCpu) {
   }
 }
 
+// A prompt chunk (one slot, consecutive positions) with several tokens per tensor-core block
+// (AttentionArgs::tokens_per_block): each row masks the keys outside its own token's range. Against
+// the CPU reference within the tensor-core bounds; without a window the block's chunks are the
+// one-token blocks' and the extra chunks are wholly masked, so the outputs are the same bits.
+TEST(ArchOps, AttentionPromptChunkBlocksMatchCpu) {
+  PIPELLM_REQUIRE_GPU();
+  const int Hkv = 2, n_ctx = 300, n_slots = 2, T = 45, p0 = 120;
+  std::vector<int32_t> pos(T), slot(T, 1);
+  for (int t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = p0 + t;
+  auto dpos = test::to_device(pos), dslot = test::to_device(slot);
+  for (int D : {64, 128, 256})
+    for (int G : {1, 2, 4, 8})
+      for (int window : {0, 37})
+        for (bool sinks : {false, true}) {
+          const AttnCase c{D, G, window, sinks, 1, false};
+          const int H = Hkv * G;
+          const auto q = random_floats(static_cast<size_t>(T * H * D));
+          const auto sk = random_floats(static_cast<size_t>(H), -1, 3);
+          std::vector<__half> kc(static_cast<size_t>(n_slots) * n_ctx * Hkv * D), vc(kc.size());
+          for (auto& e : kc) e = __float2half(test::uniform(-1, 1));
+          for (auto& e : vc) e = __float2half(test::uniform(-1, 1));
+          auto dq = test::to_device(q), ds = test::to_device(sk);
+          auto dk = test::to_device(kc), dv = test::to_device(vc);
+          cuda::DeviceBuffer<float> out(static_cast<size_t>(T * H * D));
+          cuda::AttentionArgs a = test::dense_attention_args(T, H, Hkv, D, dq.get(), out.get(), dk.get(), dv.get(),
+                                                             n_ctx, dpos.get(), dslot.get());
+          a.window = window;
+          a.sinks = sinks ? ds.get() : nullptr;
+          a.tensor_cores = true;
+          cuda::attention_split(p0 + T, T, Hkv, 1, &a.n_splits, &a.keys_per_split);
+          ASSERT_EQ(a.n_splits, 1);
+          cuda::DeviceBuffer<float> part(static_cast<size_t>(cuda::attention_scratch_floats(T, H, D, 1)));
+          a.partial = part.get();
+          const auto ref = cpu_attention(c, Hkv, n_ctx, q, kc, vc, pos, slot, sk);
+          test::poison(out);
+          cuda::attention(a, nullptr);
+          const auto one = test::to_host(out, out.size());
+          a.tokens_per_block = cuda::attention_tokens_per_block(a);
+          ASSERT_EQ(a.tokens_per_block, 16 / G) << describe(c);
+          test::poison(out);
+          cuda::attention(a, nullptr);
+          const auto got = test::to_host(out, out.size());
+          EXPECT_LT(test::rel_err(got, ref), test::kTensorCoreAttentionRms) << describe(c);
+          for (int t = 0; t < T; ++t) {
+            std::vector<float> gt(got.begin() + t * H * D, got.begin() + (t + 1) * H * D);
+            std::vector<double> rt(ref.begin() + t * H * D, ref.begin() + (t + 1) * H * D);
+            ASSERT_LT(test::rel_err(gt, rt), test::kTensorCoreAttentionToken) << describe(c) << " token " << t;
+          }
+          if (window == 0) {
+            EXPECT_EQ(got, one) << describe(c) << ": differs from one token a block";
+          }
+          a.tokens_per_block = 16 / G + 1;  // more rows than a block has
+          EXPECT_THROW(cuda::attention(a, nullptr), Error) << describe(c);
+        }
+}
+
 // Decode under a CUDA graph: one capture for the context bucket (splits for all n_ctx keys), the
 // positions rewritten in device memory before each replay; the window moves with them.
 TEST(ArchOps, AttentionWindowInCudaGraph) {
