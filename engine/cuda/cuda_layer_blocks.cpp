@@ -209,12 +209,12 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
   if (s.gate_up_fused) {
     product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
     gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
-  } else if (use_matvec(T) && s.act == GatedAct::Silu && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type &&
-             !split_rows(l)) {
+  } else if (use_matvec(T) && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type && !split_rows(l)) {
     MatvecArgs m;
     m.w = l[LayerTensor::Gate].m;
     m.w2 = l[LayerTensor::Up].m;
-    m.mode = MatvecMode::Swiglu;
+    m.mode = MatvecMode::Gated;
+    m.act = s.act;
     m.x = y_.get();
     m.xq = xq_.get();
     m.xds = xds_.get();

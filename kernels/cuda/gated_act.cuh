@@ -30,6 +30,15 @@ __device__ __forceinline__ float gated(float g, float u) {
   }
 }
 
+// gated<A> for a run-time activation (the mat-vec kernels' epilogue: one branch per output).
+__device__ __forceinline__ float gated_by(GatedAct act, float g, float u) {
+  switch (act) {
+    case GatedAct::GeluTanh: return gated<GatedAct::GeluTanh>(g, u);
+    case GatedAct::SwigluOai: return gated<GatedAct::SwigluOai>(g, u);
+    default: return gated<GatedAct::Silu>(g, u);  // hosts check the activation (with_gated_act)
+  }
+}
+
 // Calls fn(std::integral_constant<GatedAct, A>) for act: one switch for every launcher of
 // gated<A>; an activation without a case fails loudly, naming `what`.
 template <class Fn>

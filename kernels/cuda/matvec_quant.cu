@@ -22,7 +22,7 @@ constexpr int kThreads = kWarps * 32;
 template <TensorType T>
 __global__ void __launch_bounds__(kThreads) matvec_generic(const uint8_t* w, const uint8_t* w2, int64_t n_in,
                                                            int64_t n_out, int64_t nb, int nrows, const float* x,
-                                                           MatvecMode mode, float* y, int64_t ys) {
+                                                           MatvecMode mode, GatedAct act, float* y, int64_t ys) {
   grid_dependency_wait();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= n_out) return;
@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) matvec_generic(const uint8_t* w, con
     const int64_t bi = row * bpr + c / bs;
     const int j = static_cast<int>(c % bs);
     const float v = deq<T>(w, nb, bi, j);
-    const float v2 = mode == MatvecMode::Swiglu ? deq<T>(w2, nb, bi, j) : 0.0f;
+    const float v2 = mode == MatvecMode::Gated ? deq<T>(w2, nb, bi, j) : 0.0f;
 #pragma unroll
     for (int b = 0; b < kMatvecMaxRows; ++b) {
       if (b < nrows) {
@@ -46,14 +46,14 @@ __global__ void __launch_bounds__(kThreads) matvec_generic(const uint8_t* w, con
 #pragma unroll
   for (int b = 0; b < kMatvecMaxRows; ++b) {
     acc[b] = warp_sum(acc[b]);
-    if (mode == MatvecMode::Swiglu) acc2[b] = warp_sum(acc2[b]);
+    if (mode == MatvecMode::Gated) acc2[b] = warp_sum(acc2[b]);
   }
   if ((threadIdx.x & 31) != 0) return;
   for (int b = 0; b < nrows; ++b) {
     float* o = y + b * ys + row;
     if (mode == MatvecMode::Store) *o = acc[b];
     else if (mode == MatvecMode::Add) *o += acc[b];
-    else *o = gated<GatedAct::Silu>(acc[b], acc2[b]);
+    else *o = gated_by(act, acc[b], acc2[b]);
   }
 }
 
@@ -89,13 +89,13 @@ __device__ __forceinline__ void load8_float(const uint8_t* row, int64_t i, float
 
 template <TensorType T>
 __global__ void __launch_bounds__(kThreads) matvec_float_split(const uint8_t* w, const uint8_t* w2, int64_t n_in,
-                                                               int nrows, const float* x, MatvecMode mode, float* y,
-                                                               int64_t ys) {
+                                                               int nrows, const float* x, MatvecMode mode, GatedAct act,
+                                                               float* y, int64_t ys) {
   grid_dependency_wait();
   constexpr int64_t kEs = T == TensorType::F32 ? 4 : 2;
   const int64_t row = blockIdx.x;
   const uint8_t* wr = w + row * n_in * kEs;
-  const uint8_t* wr2 = mode == MatvecMode::Swiglu ? w2 + row * n_in * kEs : nullptr;
+  const uint8_t* wr2 = mode == MatvecMode::Gated ? w2 + row * n_in * kEs : nullptr;
   float acc[kMatvecMaxRows] = {}, acc2[kMatvecMaxRows] = {};
 #pragma unroll 4
   for (int64_t i = 8 * static_cast<int64_t>(threadIdx.x); i < n_in; i += 8 * kThreads) {
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) matvec_float_split(const uint8_t* w,
   float* o = y + b * ys + row;
   if (mode == MatvecMode::Store) *o = s;
   else if (mode == MatvecMode::Add) *o += s;
-  else *o = gated<GatedAct::Silu>(s, s2);
+  else *o = gated_by(act, s, s2);
 }
 
 // ---- fast types: R output rows per block, dp4a on 8-bit activations ----
@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) matvec_float_split(const uint8_t* w,
 
 struct FastParams {
   const uint8_t* w[3];
-  const uint8_t* w2;  // Swiglu: the up matrix (one segment only)
+  const uint8_t* w2;  // Gated: the up matrix (one segment only)
   float* y[3];
   int64_t y_stride[3];
   int64_t n_out[3];
@@ -165,6 +165,7 @@ struct FastParams {
   const int8_t* xq;
   const float2* xds;
   MatvecMode mode;
+  GatedAct act;
 };
 
 // Rows per block for B activation rows: R*B <= 8 accumulators (per matrix).
@@ -265,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
   float* o = p.y[s] + b * p.y_stride[s] + row0 + r;
   if (p.mode == MatvecMode::Store) *o = v;
   else if (p.mode == MatvecMode::Add) *o += v;
-  else *o = gated<GatedAct::Silu>(v, v2);
+  else *o = gated_by(p.act, v, v2);
 }
 
 using FastKernel = void (*)(FastParams);
@@ -296,9 +297,10 @@ void matvec(const MatvecArgs& a, const Launch& s) {
   if (a.n_rows < 1 || a.n_rows > kMatvecMaxRows)
     throw Error("matvec: " + std::to_string(a.n_rows) + " activation rows (1.." + std::to_string(kMatvecMaxRows) +
                 " supported)");
-  const bool dual = a.mode == MatvecMode::Swiglu;
+  const bool dual = a.mode == MatvecMode::Gated;
+  if (dual) with_gated_act(a.act, "matvec", [](auto) {});  // an unknown activation fails here, by name
   if (dual && (a.w2.type != a.w.type || a.w2.n_in != a.w.n_in || a.w2.n_out != a.w.n_out))
-    throw Error("matvec: swiglu matrices differ: " + shape_of(a.w) + " vs " + shape_of(a.w2));
+    throw Error("matvec: gate and up matrices differ: " + shape_of(a.w) + " vs " + shape_of(a.w2));
   if (matvec_uses_q8(a.w.type)) {
     FastParams p{};
     p.w[0] = a.w.data;
@@ -310,6 +312,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
     p.xq = a.xq;
     p.xds = a.xds;
     p.mode = a.mode;
+    p.act = a.act;
     int64_t rows = a.w.n_out;
     for (int e = 0; e < a.n_extra; ++e) {
       const MatvecSegment& sg = a.extra[e];
@@ -342,7 +345,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       (!dual || aligned(a.w2.data))) {
     const auto launch = [&](auto k) {
       launch_kernel(s, k, dim3(static_cast<unsigned>(a.w.n_out)), dim3(kThreads), a.w.data, a.w2.data, a.w.n_in,
-                    a.n_rows, a.x, a.mode, a.y, a.y_stride);
+                    a.n_rows, a.x, a.mode, a.act, a.y, a.y_stride);
     };
     if (a.w.type == TensorType::F32) launch(matvec_float_split<TensorType::F32>);
     else if (a.w.type == TensorType::F16) launch(matvec_float_split<TensorType::F16>);
@@ -355,7 +358,7 @@ void matvec(const MatvecArgs& a, const Launch& s) {
   const bool ok = dispatch_type(a.w.type, [&](auto tag) {
     constexpr TensorType T = decltype(tag)::value;
     launch_kernel(s, matvec_generic<T>, grid, dim3(kThreads), a.w.data, a.w2.data, a.w.n_in, a.w.n_out, nb, a.n_rows, a.x,
-                                                a.mode, a.y, a.y_stride);
+                                                a.mode, a.act, a.y, a.y_stride);
   });
   if (!ok) throw Error("matvec: unsupported weight " + shape_of(a.w));
   PIPELLM_CUDA_LAUNCH_CHECK("matvec");

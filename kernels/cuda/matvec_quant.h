@@ -3,7 +3,8 @@
 //
 //   acc[b][r] = sum_i W[r][i] * x[b][i]      r < n_out, b < n_rows (1..kMatvecMaxRows)
 //   mode Store:  y[b][r] = acc            Add: y[b][r] += acc (residual)
-//   mode Swiglu: y[b][r] = silu(acc) * acc2, acc2 from a second matrix W2 (same shape)
+//   mode Gated:  y[b][r] = act(acc, acc2), acc2 from a second matrix W2 (same shape), act the
+//                gated activation (gated_act.cuh: silu(g) u, gelu_tanh(g) u, gpt-oss's)
 //
 // Every quantized type (Q4_0 ... Q8_0, Q2_K ... Q6_K, MXFP4, IQ4_NL, IQ4_XS) uses integer dot
 // products (dp4a) against 8-bit activation blocks (xq/xds, see act_q8.h); F32/F16/BF16 decode
@@ -14,12 +15,13 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/gated_activation.h"
 #include "kernels/cuda/weight_layout.h"
 #include "kernels/cuda/launch.h"
 
 namespace pipellm::cuda {
 
-enum class MatvecMode { Store, Add, Swiglu };
+enum class MatvecMode { Store, Add, Gated };
 
 // A further matrix multiplied by the same activations in the same launch (fast types only; same
 // type and n_in as the first): e.g. k and v beside q.
@@ -31,8 +33,9 @@ struct MatvecSegment {
 
 struct MatvecArgs {
   DeviceMatrix w;
-  DeviceMatrix w2;  // Swiglu only: the "up" matrix (w is the gate)
+  DeviceMatrix w2;  // Gated only: the "up" matrix (w is the gate)
   MatvecMode mode = MatvecMode::Store;
+  GatedAct act = GatedAct::Silu;  // Gated only
   int n_rows = 1;   // activation rows, 1..kMatvecMaxRows
   const float* x = nullptr;      // [n_rows][w.n_in]
   const int8_t* xq = nullptr;    // [n_rows][w.n_in]

@@ -97,7 +97,10 @@ TEST_P(PerType, MatvecMatchesFloat64) {
     auto m1 = test::upload_matrix(t, n_in, n_out, b1), m2 = test::upload_matrix(t, n_in, n_out, b2);
     const auto w1 = cpu_dequant(t, b1, n_in, n_out), w2 = cpu_dequant(t, b2, n_in, n_out);
     for (int rows : {1, 3, 8, 13, 16}) {
-      for (auto mode : {cuda::MatvecMode::Store, cuda::MatvecMode::Add, cuda::MatvecMode::Swiglu}) {
+      for (const auto& [mode, gact] : {std::pair{cuda::MatvecMode::Store, GatedAct::Silu},
+                                      std::pair{cuda::MatvecMode::Add, GatedAct::Silu},
+                                      std::pair{cuda::MatvecMode::Gated, GatedAct::Silu},
+                                      std::pair{cuda::MatvecMode::Gated, GatedAct::GeluTanh}}) {
         const auto x = random_floats(static_cast<size_t>(rows * n_in));
         const auto y0 = random_floats(static_cast<size_t>(rows * n_out));
         // 8-bit activation blocks and f32 activations, as rmsnorm_convert produces them.
@@ -112,6 +115,7 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         a.w = m1.m;
         a.w2 = m2.m;
         a.mode = mode;
+        a.act = gact;
         a.n_rows = rows;
         a.x = d_x.get();
         a.xq = xq.get();
@@ -144,13 +148,17 @@ TEST_P(PerType, MatvecMatchesFloat64) {
             const size_t k = static_cast<size_t>(b * n_out + r);
             if (mode == cuda::MatvecMode::Store) ref[k] = s1;
             if (mode == cuda::MatvecMode::Add) ref[k] = s1;  // compare the product part
-            if (mode == cuda::MatvecMode::Swiglu) {
+            if (mode == cuda::MatvecMode::Gated) {
               // SiLU in float as the kernel evaluates it: a strongly negative gate underflows to 0 in
               // float (random K-quant mins can push every gate there), and a float64 SiLU would then
-              // leave a denormal-sized reference that makes the relative error meaningless.
+              // leave a denormal-sized reference that makes the relative error meaningless. GELU
+              // (tanh form) in double on the float gate.
               const float g = static_cast<float>(s1);
               gate_max = std::max(gate_max, std::fabs(s1));
-              ref[k] = static_cast<double>(g / (1.0f + std::exp(-g))) * s2;
+              const double gd = g;
+              ref[k] = gact == GatedAct::Silu
+                           ? static_cast<double>(g / (1.0f + std::exp(-g))) * s2
+                           : 0.5 * gd * (1.0 + std::tanh(0.7978845608028654 * (gd + 0.044715 * gd * gd * gd))) * s2;
             }
             got_part[k] = mode == cuda::MatvecMode::Add ? got[k] - y0[k] : got[k];
           }
@@ -161,11 +169,11 @@ TEST_P(PerType, MatvecMatchesFloat64) {
             split_part[k] = mode == cuda::MatvecMode::Add ? got_split[k] - y0[k] : got_split[k];
           EXPECT_LT(test::rel_err(split_part, ref), tol * (1.0 + gate_max))
               << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode " << static_cast<int>(mode)
-              << " (block per row)";
+              << " act " << gated_act_name(gact) << " (block per row)";
         }
         const double e = test::rel_err(got_part, ref);
         EXPECT_LT(e, tol * (1.0 + gate_max)) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
-                          << static_cast<int>(mode) << "; got[0..2] " << got_part[0] << " " << got_part[1] << " "
+                          << static_cast<int>(mode) << " act " << gated_act_name(gact) << "; got[0..2] " << got_part[0] << " " << got_part[1] << " "
                           << got_part[2] << ", ref[0..2] " << ref[0] << " " << ref[1] << " " << ref[2];
         if (q8 && mode == cuda::MatvecMode::Store) {
           // The same product as the middle one of three segments in one launch: identical bits.

@@ -145,7 +145,7 @@ TEST(Mxfp4Cuda, MatvecMatchesFloat64) {
     auto m1 = test::upload_matrix(kMx, n_in, n_out, b1), m2 = test::upload_matrix(kMx, n_in, n_out, b2);
     const auto w1 = test::cpu_dequant(kMx, b1, n_in, n_out), w2 = test::cpu_dequant(kMx, b2, n_in, n_out);
     for (const int rows : {1, 3, 8, 13, 16}) {
-      for (const auto mode : {cuda::MatvecMode::Store, cuda::MatvecMode::Add, cuda::MatvecMode::Swiglu}) {
+      for (const auto mode : {cuda::MatvecMode::Store, cuda::MatvecMode::Add, cuda::MatvecMode::Gated}) {
         const auto x = test::random_floats(static_cast<size_t>(rows * n_in));
         const auto y0 = test::random_floats(static_cast<size_t>(rows * n_out));
         auto act = test::device_activations(x, rows, n_in);
@@ -176,7 +176,7 @@ TEST(Mxfp4Cuda, MatvecMatchesFloat64) {
             }
             const size_t k = static_cast<size_t>(b * n_out + r);
             ref[k] = s1;
-            if (mode == cuda::MatvecMode::Swiglu) {
+            if (mode == cuda::MatvecMode::Gated) {
               const float g = static_cast<float>(s1);  // SiLU in float, as the kernel (see kernels_test)
               gate_max = std::max(gate_max, std::fabs(s1));
               ref[k] = static_cast<double>(g / (1.0f + std::exp(-g))) * s2;
