@@ -307,7 +307,7 @@ int usage() {
                "                          [--mmq-blocks-per-sm N] [--mmq-shared-scales 0|1] [--mmq-f16 0|1]\n"
                "                          [--mmq-f16-k-parts 0|2|4] [--mmq-f16-experts-from TOKENS]\n"
                "                          [--mmq-fuse 0|1] [--attention-blocks-per-sm N] [--attention-mma 0|1]\n"
-               "                          [--moe-fuse 0|1] [--float-split 0|1]\n"
+               "                          [--moe-fuse 0|1] [--float-split 0|1] [--matvec-flat 0|1]\n"
                "                          [--group-gptoss 0|1]\n"
                "                          [--profile-prefill TOKENS] [--profile-batched ROWS]\n"
                "                          [--gpu N] [--cpu-moe] [--n-cpu-moe N] [-ot PATTERN=CPU] [-t THREADS]\n"
@@ -354,6 +354,7 @@ int cuda_bench_main(int argc, char** argv) {
     else if (a == "--attention-mma") base.attention_tensor_cores = std::stoi(next()) != 0;
     else if (a == "--moe-fuse") base.fuse_expert_decode = std::stoi(next()) != 0;
     else if (a == "--float-split") base.float_matvec_split = std::stoi(next()) != 0;
+    else if (a == "--matvec-flat") base.matvec_flat_items = std::stoi(next()) != 0;
     else if (a == "--group-gptoss") base.group_gptoss_experts = std::stoi(next()) != 0;
     else if (a == "--skip-depth") depth = false;
     else if (a == "--depth") depth_tokens = std::stoi(next());

@@ -376,6 +376,7 @@ void CudaStage::matvec_rows(const MatvecArgs& a, int T) {
   for (int c0 = 0; c0 < T; c0 += kMatvecMaxRows) {
     MatvecArgs c = a;
     c.float_split = opt_.float_matvec_split;
+    c.flat_items = opt_.matvec_flat_items;
     c.n_rows = std::min(kMatvecMaxRows, T - c0);
     c.x = a.x + c0 * n_in;
     c.xq = a.xq + c0 * n_in;

@@ -71,6 +71,9 @@ struct CudaStageOptions {
   // (matvec.h MatvecArgs::float_split) instead of a warp: on an H100 qwen3-30b-a3b Q4_K_M decodes
   // 206.8 -> 372.9 tok/s (its F32 routers took 42% of a step at 19 GB/s); off: a warp per row.
   bool float_matvec_split = true;
+  // Quantized mat-vecs with MatvecArgs::flat_items (rows of n_in 2048 or 5376 no longer leave lane
+  // groups idle); off until measured on a GPU.
+  bool matvec_flat_items = false;
   // Grouped expert products (prefill, large batches) also for MXFP4 stacks and stacks with biases,
   // i.e. gpt-oss's (enqueue_device_experts; the biases added per pair after): on an H100
   // gpt-oss-20b prefills 1167 -> 9605 tok/s (pp512) and decodes 64 sequences 1085 -> 3482 tok/s;

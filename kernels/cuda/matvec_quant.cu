@@ -173,7 +173,11 @@ __host__ __device__ constexpr int rows_per_block(int b, bool dual) {
   return b <= 2 ? (dual ? 2 : 4) : (b <= 4 ? (dual ? 1 : 2) : 1);
 }
 
-template <class F, int B, bool DUAL>
+// FLAT (MatvecArgs::flat_items): the lane groups take the block's (row, item) pairs in one
+// sequence, k = r nb + ib, instead of the same items of every row: a row of nb items that is no
+// multiple of a pass (kIpp) no longer leaves lane groups idle (n_in 2048: nb 8 of 16; 5376: 21 of
+// 32). Each pair's activations are then read for it alone (from L1) instead of once for R rows.
+template <class F, int B, bool DUAL, bool FLAT>
 __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
   constexpr int R = rows_per_block(B, DUAL);
   constexpr int kIpp = kThreads / F::kLanes;  // items per pass of the block
@@ -191,49 +195,88 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
   const int64_t nb = n_in / F::kItem;
   const mv::WeightRef m{p.w[s], nb, nb * n_out};
   const mv::WeightRef m2{p.w2, nb, nb * n_out};
-  int64_t row[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) row[r] = row0 + r < n_out ? row0 + r : n_out - 1;  // tail rows: computed, not stored
   const int t = static_cast<int>(threadIdx.x % F::kLanes);
-  int64_t ib = threadIdx.x / F::kLanes;
-
-  typename F::Raw w[R], w2[R];
-  if (ib < nb) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      w[r] = F::load(m, row[r], ib, t);
-      if (DUAL) w2[r] = F::load(m2, row[r], ib, t);
-    }
-  }
-  grid_dependency_wait();
-
   float acc[R][B] = {}, acc2[R][B] = {};
-  for (; ib < nb; ib += kIpp) {
-    typename F::Raw cw[R], cw2[R];
+  if constexpr (FLAT) {
+    // Pair k = r nb + ib as a cursor (r, ib), advanced by kIpp (no divisions in the loop).
+    const int nb32 = static_cast<int>(nb), n_items = R * nb32;
+    int k = static_cast<int>(threadIdx.x / F::kLanes), r = k / nb32, ib = k % nb32;
+    typename F::Raw w{}, w2{};
+    const auto load = [&](int rr, int ii) {
+      const int64_t row = min(row0 + rr, n_out - 1);  // tail rows: computed, not stored
+      w = F::load(m, row, ii, t);
+      if (DUAL) w2 = F::load(m2, row, ii, t);
+    };
+    if (k < n_items) load(r, ib);
+    grid_dependency_wait();
+    for (; k < n_items; k += kIpp) {
+      const typename F::Raw cw = w, cw2 = w2;
+      const int cr = r, cib = ib;
+      for (ib += kIpp; ib >= nb32; ib -= nb32) ++r;
+      if (k + kIpp < n_items) load(r, ib);
+      typename F::Act a[B];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      cw[r] = w[r];
-      if (DUAL) cw2[r] = w2[r];
-    }
-    if (ib + kIpp < nb) {
+      for (int b = 0; b < B; ++b) a[b] = F::act(p.xq + b * n_in, p.xds + b * (n_in / 32), cib, t);
+      const typename F::Dec d = F::decode(cw, t);
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        w[r] = F::load(m, row[r], ib + kIpp, t);
-        if (DUAL) w2[r] = F::load(m2, row[r], ib + kIpp, t);
+      for (int b = 0; b < B; ++b) {
+        const float v = F::dot(d, a[b], t);
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) acc[rr][b] += rr == cr ? v : 0.0f;  // registers, not an indexed array
+      }
+      if (DUAL) {
+        const typename F::Dec d2 = F::decode(cw2, t);
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const float v = F::dot(d2, a[b], t);
+#pragma unroll
+          for (int rr = 0; rr < R; ++rr) acc2[rr][b] += rr == cr ? v : 0.0f;
+        }
       }
     }
-    typename F::Act a[B];
+  } else {
+    int64_t row[R];
 #pragma unroll
-    for (int b = 0; b < B; ++b) a[b] = F::act(p.xq + b * n_in, p.xds + b * (n_in / 32), ib, t);
+    for (int r = 0; r < R; ++r) row[r] = row0 + r < n_out ? row0 + r : n_out - 1;  // tail rows: computed, not stored
+    int64_t ib = threadIdx.x / F::kLanes;
+
+    typename F::Raw w[R], w2[R];
+    if (ib < nb) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const typename F::Dec d = F::decode(cw[r], t);
+      for (int r = 0; r < R; ++r) {
+        w[r] = F::load(m, row[r], ib, t);
+        if (DUAL) w2[r] = F::load(m2, row[r], ib, t);
+      }
+    }
+    grid_dependency_wait();
+
+    for (; ib < nb; ib += kIpp) {
+      typename F::Raw cw[R], cw2[R];
 #pragma unroll
-      for (int b = 0; b < B; ++b) acc[r][b] += F::dot(d, a[b], t);
-      if (DUAL) {
-        const typename F::Dec d2 = F::decode(cw2[r], t);
+      for (int r = 0; r < R; ++r) {
+        cw[r] = w[r];
+        if (DUAL) cw2[r] = w2[r];
+      }
+      if (ib + kIpp < nb) {
 #pragma unroll
-        for (int b = 0; b < B; ++b) acc2[r][b] += F::dot(d2, a[b], t);
+        for (int r = 0; r < R; ++r) {
+          w[r] = F::load(m, row[r], ib + kIpp, t);
+          if (DUAL) w2[r] = F::load(m2, row[r], ib + kIpp, t);
+        }
+      }
+      typename F::Act a[B];
+#pragma unroll
+      for (int b = 0; b < B; ++b) a[b] = F::act(p.xq + b * n_in, p.xds + b * (n_in / 32), ib, t);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const typename F::Dec d = F::decode(cw[r], t);
+#pragma unroll
+        for (int b = 0; b < B; ++b) acc[r][b] += F::dot(d, a[b], t);
+        if (DUAL) {
+          const typename F::Dec d2 = F::decode(cw2[r], t);
+#pragma unroll
+          for (int b = 0; b < B; ++b) acc2[r][b] += F::dot(d2, a[b], t);
+        }
       }
     }
   }
@@ -271,15 +314,25 @@ __global__ void __launch_bounds__(kThreads) matvec_fast(FastParams p) {
 
 using FastKernel = void (*)(FastParams);
 
-template <class F, bool DUAL, int... B>
+template <class F, bool DUAL, bool FLAT, int... B>
 constexpr std::array<FastKernel, sizeof...(B)> fast_table(std::integer_sequence<int, B...>) {
-  return {matvec_fast<F, B + 1, DUAL>...};
+  return {matvec_fast<F, B + 1, DUAL, FLAT>...};
 }
 
+// Several rows a block (FLAT's gain) only up to 4 activation rows (rows_per_block).
+constexpr int kFlatMaxRows = 4;
+
+// The kernel for b activation rows; flat: the block's rows share its passes (FLAT) where it has
+// several and a row of nb items leaves lane groups idle.
 template <class F>
-FastKernel fast_kernel(int b, bool dual) {
-  static constexpr auto single = fast_table<F, false>(std::make_integer_sequence<int, kMatvecMaxRows>{});
-  static constexpr auto both = fast_table<F, true>(std::make_integer_sequence<int, kMatvecMaxRows>{});
+FastKernel fast_kernel(int b, bool dual, bool flat, int64_t nb) {
+  static constexpr auto single = fast_table<F, false, false>(std::make_integer_sequence<int, kMatvecMaxRows>{});
+  static constexpr auto both = fast_table<F, true, false>(std::make_integer_sequence<int, kMatvecMaxRows>{});
+  static constexpr auto single_flat = fast_table<F, false, true>(std::make_integer_sequence<int, kFlatMaxRows>{});
+  static constexpr auto both_flat = fast_table<F, true, true>(std::make_integer_sequence<int, kFlatMaxRows>{});
+  if (flat && b <= kFlatMaxRows && rows_per_block(b, dual) > 1 && nb % (kThreads / F::kLanes) != 0) {
+    return dual ? both_flat[b - 1] : single_flat[b - 1];
+  }
   return dual ? both[b - 1] : single[b - 1];
 }
 
@@ -332,7 +385,10 @@ void matvec(const MatvecArgs& a, const Launch& s) {
       blocks += p.groups[e];
     }
     FastKernel k = nullptr;
-    mv::with_format(a.w.type, [&](auto fmt) { k = fast_kernel<decltype(fmt)>(a.n_rows, dual); });
+    mv::with_format(a.w.type, [&](auto fmt) {
+      using F = decltype(fmt);
+      k = fast_kernel<F>(a.n_rows, dual, a.flat_items, a.w.n_in / F::kItem);
+    });
     if (blocks > 0x7fffffff) throw Error("matvec: " + std::to_string(rows) + " rows are too many for one launch");
     launch_kernel(s, k, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), p);
     PIPELLM_CUDA_LAUNCH_CHECK("matvec");

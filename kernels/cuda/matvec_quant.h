@@ -47,6 +47,10 @@ struct MatvecArgs {
   // F32/F16/BF16 weights: a block per output row instead of a warp (rows of a multiple of 8,
   // weights and x 16-byte aligned; else the warp kernel). Off until measured on a GPU.
   bool float_split = false;
+  // Quantized weights, up to 4 activation rows: the block's rows take their (row, block) pairs in
+  // one sequence where a row's blocks leave some of a pass's lane groups idle (n_in 2048 or 5376
+  // Q4_K: half or a third of them). Not yet measured on a GPU: off by default.
+  bool flat_items = false;
 };
 
 constexpr int kMatvecMaxRows = 16;

@@ -124,14 +124,16 @@ TEST_P(PerType, MatvecMatchesFloat64) {
         a.y_stride = n_out;
         cuda::matvec(a, nullptr);
         const auto got = test::to_host(d_y, d_y.size());
-        // Float weights: also a block per row (MatvecArgs::float_split), against the same reference.
+        // Float weights: also a block per row (MatvecArgs::float_split); quantized ones: also the
+        // rows' (row, block) pairs in one sequence (flat_items); against the same reference.
         std::vector<float> got_split;
-        if (!q8) {
+        {
           auto d_ys = test::to_device(y0);
           if (mode != cuda::MatvecMode::Add) test::poison(d_ys);
           cuda::MatvecArgs sa = a;
           sa.y = d_ys.get();
-          sa.float_split = true;
+          sa.float_split = !q8;
+          sa.flat_items = q8;
           cuda::matvec(sa, nullptr);
           got_split = test::to_host(d_ys, d_ys.size());
         }
@@ -169,7 +171,7 @@ TEST_P(PerType, MatvecMatchesFloat64) {
             split_part[k] = mode == cuda::MatvecMode::Add ? got_split[k] - y0[k] : got_split[k];
           EXPECT_LT(test::rel_err(split_part, ref), tol * (1.0 + gate_max))
               << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode " << static_cast<int>(mode)
-              << " act " << gated_act_name(gact) << " (block per row)";
+              << " act " << gated_act_name(gact) << (q8 ? " (flat items)" : " (block per row)");
         }
         const double e = test::rel_err(got_part, ref);
         EXPECT_LT(e, tol * (1.0 + gate_max)) << tensor_type_name(t) << " n_in " << n_in << " rows " << rows << " mode "
