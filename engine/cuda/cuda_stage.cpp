@@ -259,7 +259,8 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     eu_.resize(P * F);
     eq_.resize(P * F);
     eds_.resize(P * F / 32 + 1);
-    if (opt_.mmq_tuning.f16 && static_cast<size_t>(std::max(0, opt_.mmq_tuning.f16_experts_from)) <= T) eh_.resize(P * F);
+    const size_t f16_from = static_cast<size_t>(std::max(0, opt_.mmq_tuning.f16_experts_from));
+    if (opt_.mmq_tuning.f16 && f16_from <= T) eh_.resize(P * F);  // f16 pair rows
     ed_.resize(P * E);
     dense_.resize(T * E);
     if (host_experts_) {
@@ -530,10 +531,11 @@ void CudaStage::enqueue_chunk(const Batch& b, int c0, int T, const float* host_r
   upload_step(b, c0, T, T);
   int n_keys = 1;
   bool one_run = true;  // one slot, consecutive positions
+  const size_t first = static_cast<size_t>(c0);
   for (int i = c0; i < c0 + T; ++i) {
     const size_t u = static_cast<size_t>(i);
     n_keys = std::max(n_keys, b.pos[u] + 1);
-    one_run = one_run && b.slot[u] == b.slot[static_cast<size_t>(c0)] && b.pos[u] == b.pos[static_cast<size_t>(c0)] + (i - c0);
+    one_run = one_run && b.slot[u] == b.slot[first] && b.pos[u] == b.pos[first] + (i - c0);
   }
   if (first_) {
     enqueue_embed(T);

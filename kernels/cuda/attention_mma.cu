@@ -130,8 +130,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(AttentionArgs a
     for (int hr = 0; hr < 2; ++hr) {
       const int row = r + 8 * hr;
       const bool ok = row < n_rows && a.pos[t0 + row / G] >= 0;
-      const float* src = a.q + static_cast<int64_t>(t0 + (ok ? row / G : 0)) * a.q_stride + (g * G + (ok ? row % G : 0)) * D +
-                         32 * u + 8 * q;
+      const int64_t tok = t0 + (ok ? row / G : 0), head = g * G + (ok ? row % G : 0);
+      const float* src = a.q + tok * a.q_stride + head * D + 32 * u + 8 * q;
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[hr][e] = ok ? src[e] * a.scale : 0.0f;
     }

@@ -289,8 +289,11 @@ void launch_f16_type(TensorType t, const Params& p, int nt, const MmqTuning& tu,
   const auto parts = [&](auto tag) {
     constexpr TensorType TT = decltype(tag)::value;
     // 0: 4 parts at 64 columns, 2 below (MmqTuning::f16_k_parts).
-    if (tu.f16_k_parts == 4 || (tu.f16_k_parts == 0 && nt == 8)) launch_f16_tiles<TT, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
-    else launch_f16_tiles<TT, 2, EXPERTS>(p, nt, tiles, chunks, split, s);
+    if (tu.f16_k_parts == 4 || (tu.f16_k_parts == 0 && nt == 8)) {
+      launch_f16_tiles<TT, 4, EXPERTS>(p, nt, tiles, chunks, split, s);
+    } else {
+      launch_f16_tiles<TT, 2, EXPERTS>(p, nt, tiles, chunks, split, s);
+    }
   };
   switch (t) {
     case TensorType::Q8_0: parts(std::integral_constant<TensorType, TensorType::Q8_0>{}); break;
