@@ -88,33 +88,10 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     q = qkv_.get();
     k = q + Q;
     v = k + K;
-  } else if (use_matvec(T) && matvec_uses_q8(l[LayerTensor::Q].m.type) &&
-             l[LayerTensor::K].m.type == l[LayerTensor::Q].m.type && !split_rows(l)) {
-    // q and k (and v when it has the same type) in one launch.
-    MatvecArgs m;
-    m.w = l[LayerTensor::Q].m;
-    m.x = y_.get();
-    m.xq = xq_.get();
-    m.xds = xds_.get();
-    m.y = q;
-    m.y_stride = Q;
-    m.extra[0] = {l[LayerTensor::K].m, k, K};
-    m.n_extra = 1;
-    const bool v_too = l[LayerTensor::V].m.type == l[LayerTensor::Q].m.type;
-    if (v_too) m.extra[m.n_extra++] = {l[LayerTensor::V].m, v, K};
-    matvec_rows(m, T);
-    if (!v_too) product(l[LayerTensor::V], T, v, K, false);
-  } else if (fuse_mmq(T, l[LayerTensor::Q], l[LayerTensor::K]) && !split_rows(l)) {
-    // q and k (and v when it has the same type) in one tensor-core launch.
-    MmqArgs a = mmq_args(l[LayerTensor::Q], T, q, Q, false);
-    a.extra[a.n_extra++] = {l[LayerTensor::K].m, k, K};
-    const bool v_too = fuse_mmq(T, l[LayerTensor::Q], l[LayerTensor::V]);
-    if (v_too) a.extra[a.n_extra++] = {l[LayerTensor::V].m, v, K};
-    mmq(a, launch());
-    if (!v_too) product(l[LayerTensor::V], T, v, K, false);
   } else {
-    products({{&l[LayerTensor::Q], q, Q, false}, {&l[LayerTensor::K], k, K, false}, {&l[LayerTensor::V], v, K, false}},
-             T);
+    // q and k (and v when it has the same type) in one launch where they can share one.
+    fused_products(l, T, {{&l[LayerTensor::Q], q, Q, false}, {&l[LayerTensor::K], k, K, false},
+                          {&l[LayerTensor::V], v, K, false}});
   }
 
   RopeKvArgs r;
@@ -513,10 +490,9 @@ void CudaStage::enqueue_delta_net(int i, const CudaLayer& l, const LayerSpec& s,
   const DeltaNetShape& d = s.delta;
   const int E = cfg_.n_embd, C = d.channels(), HV = d.n_v_heads, S = d.head, VS = HV * S, KS = d.n_k_heads * S;
   product_input(T, x_.get(), E, l.vec(LayerTensor::AttnNorm), true);
-  product(l[LayerTensor::Qkv], T, qkv_.get(), C, false);
-  product(l[LayerTensor::AttnGate], T, dz_.get(), VS, false);
-  product(l[LayerTensor::SsmAlpha], T, dg_.get(), HV, false);
-  product(l[LayerTensor::SsmBeta], T, dbeta_.get(), HV, false);
+  fused_products(l, T,
+                 {{&l[LayerTensor::Qkv], qkv_.get(), C, false}, {&l[LayerTensor::AttnGate], dz_.get(), VS, false},
+                  {&l[LayerTensor::SsmAlpha], dg_.get(), HV, false}, {&l[LayerTensor::SsmBeta], dbeta_.get(), HV, false}});
   delta_gates(dg_.get(), dbeta_.get(), l.vec(LayerTensor::SsmDtBias), l.vec(LayerTensor::SsmA), T, HV, launch());
   DeltaNetArgs a;
   a.shape = d;

@@ -410,6 +410,42 @@ void CudaStage::products(const std::vector<HostRows::Output>& outs, int T) {
   }
 }
 
+void CudaStage::fused_products(const CudaLayer& l, int T, const std::vector<HostRows::Output>& outs) {
+  if (split_rows(l)) {
+    products(outs, T);
+    return;
+  }
+  for (size_t i = 0; i < outs.size();) {
+    const HostRows::Output& a = outs[i];
+    const DeviceMatrix& w = a.m->m;
+    const bool mv = use_matvec(T) && matvec_uses_q8(w.type);
+    const bool mq = fuse_mmq(T, *a.m, *a.m) && mmq_supports(w);
+    size_t j = i + 1;  // outs[i, j) share a launch
+    while (j < outs.size() && j - i < 3 && (mv || mq) && !a.add && !outs[j].add && outs[j].m->m.type == w.type &&
+           outs[j].m->m.n_in == w.n_in) {
+      ++j;
+    }
+    if (j - i == 1) {
+      product(*a.m, T, a.y, a.y_stride, a.add);
+    } else if (mv) {
+      MatvecArgs m;
+      m.w = w;
+      m.x = y_.get();
+      m.xq = xq_.get();
+      m.xds = xds_.get();
+      m.y = a.y;
+      m.y_stride = a.y_stride;
+      for (size_t k = i + 1; k < j; ++k) m.extra[m.n_extra++] = {outs[k].m->m, outs[k].y, outs[k].y_stride};
+      matvec_rows(m, T);
+    } else {
+      MmqArgs x = mmq_args(*a.m, T, a.y, a.y_stride, false);
+      for (size_t k = i + 1; k < j; ++k) x.extra[x.n_extra++] = {outs[k].m->m, outs[k].y, outs[k].y_stride};
+      mmq(x, launch());
+    }
+    i = j;
+  }
+}
+
 int64_t CudaStage::attention_scratch_max(const ModelConfig& c, LayerRange range, int n_ctx, int max_tokens,
                                          int target_blocks) {
   int64_t floats = 0;

@@ -270,6 +270,10 @@ class CudaStage : public Stage {
   // Several products of the same prepared input (q, k, v; gate, up), so that the rows the CPU
   // keeps (host_rows.h) take one host function for all of them.
   void products(const std::vector<HostRows::Output>& outs, int T);
+  // products() with neighbours of one type sharing a launch where the mat-vec (up to three
+  // matrices, 8-bit activations) or mmq (MmqTuning::fuse) takes them: q/k/v, DeltaNet's
+  // in-projections. A layer whose rows the CPU partly keeps takes products() as it is.
+  void fused_products(const CudaLayer& l, int T, const std::vector<HostRows::Output>& outs);
   // The product of w's rows as the device holds them (product() adds the rows the CPU keeps).
   void product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
