@@ -64,24 +64,7 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
   float *q = q_.get(), *k = k_.get(), *v = v_.get();
   int64_t q_stride = Q, kv_stride = K;
   const bool own_kv = s.kv_source < 0;
-  if (s.gated_q || !own_kv || s.k_eq_v) {
-    // qwen35: [q | gate] rows split in two; gemma4: only q for a layer reading another's cache,
-    // V = the raw K for a layer without attn_v.
-    if (s.gated_q) {
-      product(l[LayerTensor::Q], T, qkv_.get(), 2 * Q, false);
-      split_gated_q(qkv_.get(), q, gq_.get(), T, cfg_.n_head, s.head_dim, launch());
-    } else {
-      product(l[LayerTensor::Q], T, q, Q, false);
-    }
-    if (own_kv) {
-      product(l[LayerTensor::K], T, k, K, false);
-      if (s.k_eq_v) {
-        v = k;
-      } else {
-        product(l[LayerTensor::V], T, v, K, false);
-      }
-    }
-  } else if (s.qkv_fused) {
+  if (s.qkv_fused && !s.gated_q && own_kv && !s.k_eq_v) {
     // One product; q, k and v are column ranges of its rows.
     q_stride = kv_stride = Q + 2 * K;
     product(l[LayerTensor::Qkv], T, qkv_.get(), q_stride, false);
@@ -89,9 +72,20 @@ void CudaStage::enqueue_attention(int i, const CudaLayer& l, const LayerSpec& s,
     k = q + Q;
     v = k + K;
   } else {
-    // q and k (and v when it has the same type) in one launch where they can share one.
-    fused_products(l, T, {{&l[LayerTensor::Q], q, Q, false}, {&l[LayerTensor::K], k, K, false},
-                          {&l[LayerTensor::V], v, K, false}});
+    // q (qwen35: [q | gate] rows, split in two below), then k and v where the layer keeps its own
+    // cache (gemma4: V = the raw K for a layer without attn_v); neighbours of one type share a launch.
+    std::vector<HostRows::Output> outs = {
+        {&l[LayerTensor::Q], s.gated_q ? qkv_.get() : q, s.gated_q ? 2 * Q : Q, false}};
+    if (own_kv) {
+      outs.push_back({&l[LayerTensor::K], k, K, false});
+      if (s.k_eq_v) {
+        v = k;
+      } else {
+        outs.push_back({&l[LayerTensor::V], v, K, false});
+      }
+    }
+    fused_products(l, T, outs);
+    if (s.gated_q) split_gated_q(qkv_.get(), q, gq_.get(), T, cfg_.n_head, s.head_dim, launch());
   }
 
   RopeKvArgs r;
