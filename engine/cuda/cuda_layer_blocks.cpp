@@ -180,27 +180,8 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
   if (s.gate_up_fused) {
     product(l[LayerTensor::GateUp], T, g_.get(), 2 * F, false);
     gated_act(s.act, g_.get(), g_.get() + F, 2 * F, T, F, act_.get(), launch());
-  } else if (use_matvec(T) && l[LayerTensor::Gate].m.type == l[LayerTensor::Up].m.type && !split_rows(l)) {
-    MatvecArgs m;
-    m.w = l[LayerTensor::Gate].m;
-    m.w2 = l[LayerTensor::Up].m;
-    m.mode = MatvecMode::Gated;
-    m.act = s.act;
-    m.x = y_.get();
-    m.xq = xq_.get();
-    m.xds = xds_.get();
-    m.y = act_.get();
-    m.y_stride = F;
-    matvec_rows(m, T);
   } else {
-    if (fuse_mmq(T, l[LayerTensor::Gate], l[LayerTensor::Up]) && !split_rows(l)) {
-      MmqArgs a = mmq_args(l[LayerTensor::Gate], T, g_.get(), F, false);
-      a.extra[a.n_extra++] = {l[LayerTensor::Up].m, u_.get(), F};
-      mmq(a, launch());
-    } else {
-      products({{&l[LayerTensor::Gate], g_.get(), F, false}, {&l[LayerTensor::Up], u_.get(), F, false}}, T);
-    }
-    gated_act(s.act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
+    gated_products(l, l[LayerTensor::Gate], l[LayerTensor::Up], s.act, T, F);
   }
   product_input(T, act_.get(), F, nullptr, false);
   if (out != nullptr) {
@@ -211,6 +192,26 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
   } else {
     product(l[LayerTensor::Down], T, x_.get(), E, true);
   }
+}
+
+void CudaStage::gated_products(const CudaLayer& l, const CudaMatrix& gate, const CudaMatrix& up, GatedAct act, int T,
+                               int F) {
+  if (use_matvec(T) && gate.m.type == up.m.type && !split_rows(l)) {
+    MatvecArgs m;
+    m.w = gate.m;
+    m.w2 = up.m;
+    m.mode = MatvecMode::Gated;
+    m.act = act;
+    m.x = y_.get();
+    m.xq = xq_.get();
+    m.xds = xds_.get();
+    m.y = act_.get();
+    m.y_stride = F;
+    matvec_rows(m, T);
+    return;
+  }
+  fused_products(l, T, {{&gate, g_.get(), F, false}, {&up, u_.get(), F, false}});
+  gated_act(act, g_.get(), u_.get(), F, T, F, act_.get(), launch());
 }
 
 void CudaStage::enqueue_moe_ffn(int i, const CudaLayer& l, const LayerSpec& s, int T) {
@@ -464,9 +465,7 @@ void CudaStage::moe_output(const CudaLayer& l, const LayerSpec& s, int T, const 
                                        cudaMemcpyDeviceToDevice, stream_.get()));
     combine(x_.get(), true);
     const int FS = s.n_ff_shexp;
-    product(l[LayerTensor::GateShexp], T, g_.get(), FS, false);
-    product(l[LayerTensor::UpShexp], T, u_.get(), FS, false);
-    gated_act(GatedAct::Silu, g_.get(), u_.get(), FS, T, FS, act_.get(), launch());
+    gated_products(l, l[LayerTensor::GateShexp], l[LayerTensor::UpShexp], GatedAct::Silu, T, FS);
     product_input(T, act_.get(), FS, nullptr, false);
     product(l[LayerTensor::DownShexp], T, ed_.get(), E, false);
     gate_dot_add(x_.get(), ed_.get(), dense_.get(), l.vec(LayerTensor::RouterShexp), T, E, launch());

@@ -274,6 +274,9 @@ class CudaStage : public Stage {
   // matrices, 8-bit activations) or mmq (MmqTuning::fuse) takes them: q/k/v, DeltaNet's
   // in-projections. A layer whose rows the CPU partly keeps takes products() as it is.
   void fused_products(const CudaLayer& l, int T, const std::vector<HostRows::Output>& outs);
+  // act_ = act(gate rows, up rows) of the prepared input, F wide: one gated mat-vec launch for small
+  // batches, else the two products (sharing a launch where fused_products can) and the activation.
+  void gated_products(const CudaLayer& l, const CudaMatrix& gate, const CudaMatrix& up, GatedAct act, int T, int F);
   // The product of w's rows as the device holds them (product() adds the rows the CPU keeps).
   void product_rows(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add);
   // How a product of T activation rows runs: the quantized mat-vec (in launches of up to
