@@ -422,7 +422,9 @@ struct CliResult {
 };
 
 CliResult run_mkmodel(const std::string& args) {
-  const std::string out = ::testing::TempDir() + "/pipellm_mkmodel_cli_out.txt";
+  // One file per test: ctest runs the tests of this file side by side.
+  const std::string out = ::testing::TempDir() + "/pipellm_mkmodel_cli_out_" +
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".txt";
   const std::string cmd = std::string(PIPELLM_CLI_PATH) + " mkmodel " + args + " >" + out + " 2>&1";
   const int status = std::system(cmd.c_str());
   std::ifstream in(out);
