@@ -501,7 +501,7 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
   // where the buffer holds one: a ragged slice leaves y + r0 unaligned, and cuBLAS then takes its
   // align1 kernels (gemma4-31b's gate/up, n_in 5376: pp512 spent 56% of its time in them).
   int64_t slice = static_cast<int64_t>(wh_.size()) / w.m.n_in;
-  if (slice > kSliceTile) slice -= slice % kSliceTile;
+  if (slice < w.m.n_out && slice > kSliceTile) slice -= slice % kSliceTile;
   if (slice < 1) {
     throw Error("product: no dequantization buffer for a [" + std::to_string(w.m.n_in) + ", " +
                 std::to_string(w.m.n_out) + "] matrix at " + std::to_string(T) + " rows");
