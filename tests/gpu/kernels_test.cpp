@@ -466,5 +466,38 @@ TEST(CudaKernels, AttentionRefusesHeadSizesWithoutAKernel) {
   }
 }
 
+// Tokens per tensor-core block for a prompt chunk (host code: runs without a GPU): 16 query rows
+// hold 16 / G tokens' heads; one token where the tensor-core kernel does not apply (CUDA cores,
+// a quantized cache, a head size without a kernel) or the keys are split. Asking for more is
+// refused before any launch.
+TEST(CudaKernels, AttentionTokensPerBlockFollowTheGroup) {
+  cuda::AttentionArgs a;
+  a.n_tokens = 40;
+  a.n_head_kv = 2;
+  a.head_dim = 128;
+  a.tensor_cores = true;
+  a.n_splits = 1;
+  for (const int G : {1, 2, 3, 4, 8, 16}) {
+    a.n_head = a.n_head_kv * G;
+    EXPECT_EQ(cuda::attention_tokens_per_block(a), 16 / G) << "G " << G;
+  }
+  a.n_head = 8;  // G 4
+  a.head_dim = 256;
+  EXPECT_EQ(cuda::attention_tokens_per_block(a), 4);
+  const auto one = [&](auto change) {
+    cuda::AttentionArgs b = a;
+    change(b);
+    return cuda::attention_tokens_per_block(b);
+  };
+  EXPECT_EQ(one([](cuda::AttentionArgs& b) { b.n_splits = 2; }), 1);
+  EXPECT_EQ(one([](cuda::AttentionArgs& b) { b.tensor_cores = false; }), 1);
+  EXPECT_EQ(one([](cuda::AttentionArgs& b) { b.k_type = TensorType::Q8_0; }), 1);
+  EXPECT_EQ(one([](cuda::AttentionArgs& b) { b.head_dim = 512; }), 1);
+  a.tokens_per_block = 5;  // 20 rows
+  EXPECT_THROW(cuda::attention(a, nullptr), Error);
+  a.tokens_per_block = 0;
+  EXPECT_THROW(cuda::attention(a, nullptr), Error);
+}
+
 }  // namespace
 }  // namespace pipellm
