@@ -7,8 +7,8 @@
 # the CUDA-core attention); last, where the time is left, the per-kernel profile of a gemma4 decode
 # step (scripts/device-profile.sh).
 # Here first: `scripts/device-tree.sh keep fixtures-next` and move models/default.gguf aside (the
-# 64 MiB upload limit); carry [".carry/sysroot", ".carry/llama-bin"] (llama-bench and its
-# libraries only: scripts/make-llama-bin.sh, then drop llama-server/llama-quantize/libmtmd).
+# 64 MiB upload limit); carry [".carry/sysroot", ".carry/llama-bin"] with the slim llama-bin of
+# scripts/make-device-carry.sh swapped in (llama-bench and its libraries only).
 # Usage (device machine): [MODELS="..."] [ABLATE="--flags;..."] scripts/device-issue16.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
