@@ -42,3 +42,4 @@ for p in ${MODELS:-gemma4-31b qwen3.6-35b-a3b}; do
   done
 done
 PROFILE_S=60 scripts/device-profile.sh gemma4-tg -m $B/gemma4-31b.gguf --no-f16-cache --profile-steps 2
+PROFILE_S=45 scripts/device-profile.sh qwen36-tg -m $B/qwen3.6-35b-a3b.gguf --no-f16-cache --profile-steps 2
