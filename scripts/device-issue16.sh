@@ -4,8 +4,8 @@
 # blocks, the gated mat-vec for every activation, the flat mat-vec layout) and the qwen35/gemma4
 # fixtures; then gemma4-31b and qwen3.6-35b-a3b (Q4_K_M, mkmodel files) side by side with
 # llama-bench, each with PipeLLM's ablations ABLATE (';'-separated flag sets: the flat mat-vec,
-# the CUDA-core attention); last, where the time is left, the per-kernel profile of a gemma4 decode
-# step (scripts/device-profile.sh).
+# the CUDA-core attention); last, where the time is left, the per-kernel profiles of a gemma4 and a
+# qwen3.6 decode step (scripts/device-profile.sh).
 # Here first: `scripts/device-tree.sh keep fixtures-next` and move models/default.gguf aside (the
 # 64 MiB upload limit); carry [".carry/sysroot", ".carry/llama-bin"] with the slim llama-bin of
 # scripts/make-device-carry.sh swapped in (llama-bench and its libraries only).
