@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "engine/cuda/product_groups.h"
 #include "engine/model/kv_cache.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/attention.h"
@@ -20,6 +21,8 @@ namespace pipellm::cuda {
 namespace {
 
 constexpr int64_t kSliceTile = 128;  // rows: dequantized slices hold whole cuBLAS tiles
+static_assert(kMaxSharedProducts - 1 <= kMmqMaxExtra && kMaxSharedProducts - 1 <= sizeof(MatvecArgs::extra) / sizeof(MatvecSegment),
+              "a shared launch's further matrices fit mmq's and the mat-vec's extra segments");
 
 // Position of s in the chain, or -1 when absent.
 int where(const std::vector<SamplerStage>& chain, SamplerStage s) {
@@ -415,16 +418,14 @@ void CudaStage::fused_products(const CudaLayer& l, int T, const std::vector<Host
     products(outs, T);
     return;
   }
+  std::vector<ProductKey> keys;
+  for (const HostRows::Output& o : outs) keys.push_back({o.m->m.type, o.m->m.n_in, o.add});
   for (size_t i = 0; i < outs.size();) {
     const HostRows::Output& a = outs[i];
     const DeviceMatrix& w = a.m->m;
     const bool mv = use_matvec(T) && matvec_uses_q8(w.type);
     const bool mq = fuse_mmq(T, *a.m, *a.m) && mmq_supports(w);
-    size_t j = i + 1;  // outs[i, j) share a launch
-    while (j < outs.size() && j - i < 3 && (mv || mq) && !a.add && !outs[j].add && outs[j].m->m.type == w.type &&
-           outs[j].m->m.n_in == w.n_in) {
-      ++j;
-    }
+    const size_t j = shared_launch_end(keys, i, mv || mq);  // outs[i, j) share a launch
     if (j - i == 1) {
       product(*a.m, T, a.y, a.y_stride, a.add);
     } else if (mv) {
