@@ -20,9 +20,9 @@
 namespace pipellm::cuda {
 namespace {
 
-constexpr int64_t kSliceTile = 128;  // rows: dequantized slices hold whole cuBLAS tiles
-static_assert(kMaxSharedProducts - 1 <= kMmqMaxExtra && kMaxSharedProducts - 1 <= sizeof(MatvecArgs::extra) / sizeof(MatvecSegment),
-              "a shared launch's further matrices fit mmq's and the mat-vec's extra segments");
+// A shared launch's further matrices fit mmq's and the mat-vec's extra segments (product_groups.h).
+static_assert(kMaxSharedProducts - 1 <= kMmqMaxExtra, "mmq's extra matrices");
+static_assert(kMaxSharedProducts - 1 <= sizeof(MatvecArgs::extra) / sizeof(MatvecSegment), "mat-vec segments");
 
 // Position of s in the chain, or -1 when absent.
 int where(const std::vector<SamplerStage>& chain, SamplerStage s) {
@@ -498,11 +498,8 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
     gemm_f16(cublas_.get(), wh, w.m.n_in, w.m.n_out, xh_.get(), T, y, y_stride, beta);
     return;
   }
-  // Slices of rows through wh_: each slice's product fills its columns of y. Whole 128-row tiles
-  // where the buffer holds one: a ragged slice leaves y + r0 unaligned, and cuBLAS then takes its
-  // align1 kernels (gemma4-31b's gate/up, n_in 5376: pp512 spent 56% of its time in them).
-  int64_t slice = static_cast<int64_t>(wh_.size()) / w.m.n_in;
-  if (slice < w.m.n_out && slice > kSliceTile) slice -= slice % kSliceTile;
+  // Slices of rows through wh_: each slice's product fills its columns of y.
+  const int64_t slice = dequant_slice_rows(static_cast<int64_t>(wh_.size()), w.m.n_in, w.m.n_out);
   if (slice < 1) {
     throw Error("product: no dequantization buffer for a [" + std::to_string(w.m.n_in) + ", " +
                 std::to_string(w.m.n_out) + "] matrix at " + std::to_string(T) + " rows");

@@ -172,5 +172,19 @@ TEST(StageUsesMmq, RoutersDoNotKeepMoeFilesOffMmq) {
   EXPECT_FALSE(uses("tiny-llama-F32", 64));  // F32 matrices: no mmq kernel
 }
 
+// Rows per dequantized slice (host code: runs without a GPU), hand-computed: gemma4-31b's gate
+// (n_in 5376, n_out 21504) through the 64 MiB buffer (2^25 halves) holds 6241 rows, cut to 6144
+// (48 tiles of 128); a matrix that fits stays whole; below one tile the rows are kept as they are.
+TEST(DequantSlices, WholeTilesWhereAMatrixIsCut) {
+  const int64_t buf = int64_t{1} << 25;
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(buf, 5376, 21504), 6144);
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(buf, 4096, 14336), 8192);
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(buf, 4096, 1000), 1000);   // fits: one product
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(buf, 5376, 6000), 6000);   // fits, not a tile multiple
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(1000 * 300, 1000, 4096), 256);  // 300 rows: 2 tiles + 44
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(1000 * 100, 1000, 4096), 100);  // under a tile: as it is
+  EXPECT_EQ(cuda::CudaStage::dequant_slice_rows(999, 1000, 4096), 0);           // no row fits
+}
+
 }  // namespace
 }  // namespace pipellm
