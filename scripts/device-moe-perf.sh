@@ -5,7 +5,7 @@
 # (MODELS: "preset:quant ...", default qwen3-30b-a3b Q4_K_M and gpt-oss-20b MXFP4_MOE; batched
 # decode for the first only; no files to make, no llama.cpp: its figures need device-arch.sh
 # bench), the first model's decode with the separate expert launches (--moe-fuse 0), its prefill
-# and batches with the grouped expert products on f16 rows (--mmq-f16-experts 1), and an ncu
+# and batches with the grouped expert products on f16 rows at every size (--mmq-f16-experts-from 0), and an ncu
 # per-kernel summary of its decode steps (kernels told apart by grid size), whose sum beside
 # tg128's step time says how much of a step is launch gaps.
 # Usage (device machine; carry .carry/sysroot): [MODELS="..."] [STEPS=2] scripts/device-moe-perf.sh

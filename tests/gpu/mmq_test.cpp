@@ -214,7 +214,7 @@ INSTANTIATE_TEST_SUITE_P(Types, MmqPerType,
 // experts (each repacked alone, as the loader does), pairs with a skewed choice (one expert
 // takes many, one none, ragged tiles), gate-like (a token's row serves its k pairs) and
 // down-like (a row per pair) activations; repeated products are bit-identical. The f16 variant
-// (MmqTuning::f16_experts) against float64 on the same f16 rows, with MmqPerType's f16 bound.
+// (f16 rows given with MmqTuning::f16) against float64 on the same f16 rows, with MmqPerType's f16 bound.
 class MmqExpertsPerType : public ::testing::TestWithParam<TensorType> {};
 
 TEST_P(MmqExpertsPerType, MatchesFloat64) {
