@@ -197,16 +197,9 @@ void CudaStage::enqueue_dense_ffn(const CudaLayer& l, const LayerSpec& s, int T,
 void CudaStage::gated_products(const CudaLayer& l, const CudaMatrix& gate, const CudaMatrix& up, GatedAct act, int T,
                                int F) {
   if (use_matvec(T) && gate.m.type == up.m.type && !split_rows(l)) {
-    MatvecArgs m;
-    m.w = gate.m;
+    MatvecArgs m = matvec_args(gate.m, MatvecMode::Gated, act_.get(), F);
     m.w2 = up.m;
-    m.mode = MatvecMode::Gated;
     m.act = act;
-    m.x = y_.get();
-    m.xq = xq_.get();
-    m.xds = xds_.get();
-    m.y = act_.get();
-    m.y_stride = F;
     matvec_rows(m, T);
     return;
   }

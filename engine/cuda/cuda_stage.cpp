@@ -262,8 +262,7 @@ CudaStage::CudaStage(const ModelConfig& c, const ModelWeights& w, bool first, bo
     eu_.resize(P * F);
     eq_.resize(P * F);
     eds_.resize(P * F / 32 + 1);
-    const size_t f16_from = static_cast<size_t>(std::max(0, opt_.mmq_tuning.f16_experts_from));
-    if (opt_.mmq_tuning.f16 && f16_from <= T) eh_.resize(P * F);  // f16 pair rows
+    if (f16_expert_rows_from(opt_, max_tokens_)) eh_.resize(P * F);  // f16 pair rows
     ed_.resize(P * E);
     dense_.resize(T * E);
     if (host_experts_) {
@@ -424,18 +423,11 @@ void CudaStage::fused_products(const CudaLayer& l, int T, const std::vector<Host
     const HostRows::Output& a = outs[i];
     const DeviceMatrix& w = a.m->m;
     const bool mv = use_matvec(T) && matvec_uses_q8(w.type);
-    const bool mq = fuse_mmq(T, *a.m, *a.m) && mmq_supports(w);
-    const size_t j = shared_launch_end(keys, i, mv || mq);  // outs[i, j) share a launch
+    const size_t j = shared_launch_end(keys, i, mv || shares_mmq(T, w));  // outs[i, j) share a launch
     if (j - i == 1) {
       product(*a.m, T, a.y, a.y_stride, a.add);
     } else if (mv) {
-      MatvecArgs m;
-      m.w = w;
-      m.x = y_.get();
-      m.xq = xq_.get();
-      m.xds = xds_.get();
-      m.y = a.y;
-      m.y_stride = a.y_stride;
+      MatvecArgs m = matvec_args(w, MatvecMode::Store, a.y, a.y_stride);
       for (size_t k = i + 1; k < j; ++k) m.extra[m.n_extra++] = {outs[k].m->m, outs[k].y, outs[k].y_stride};
       matvec_rows(m, T);
     } else {
@@ -460,6 +452,18 @@ int64_t CudaStage::attention_scratch_max(const ModelConfig& c, LayerRange range,
   return floats;
 }
 
+MatvecArgs CudaStage::matvec_args(const DeviceMatrix& w, MatvecMode mode, float* y, int64_t y_stride) const {
+  MatvecArgs a;
+  a.w = w;
+  a.mode = mode;
+  a.x = y_.get();
+  a.xq = xq_.get();
+  a.xds = xds_.get();
+  a.y = y;
+  a.y_stride = y_stride;
+  return a;
+}
+
 MmqArgs CudaStage::mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const {
   MmqArgs a;
   a.w = w.m;
@@ -478,15 +482,7 @@ void CudaStage::product_rows(const CudaMatrix& w, int T, float* y, int64_t y_str
   // The mat-vec: small batches, and a router among mmq's (stage_uses_mmq; it reads the float rows
   // product_input wrote beside the 8-bit ones).
   if (use_matvec(T) || (use_mmq(T) && !mmq_supports(w.m))) {
-    MatvecArgs a;
-    a.w = w.m;
-    a.mode = add ? MatvecMode::Add : MatvecMode::Store;
-    a.x = y_.get();
-    a.xq = xq_.get();
-    a.xds = xds_.get();
-    a.y = y;
-    a.y_stride = y_stride;
-    matvec_rows(a, T);
+    matvec_rows(matvec_args(w.m, add ? MatvecMode::Add : MatvecMode::Store, y, y_stride), T);
     return;
   }
   if (use_mmq(T)) {

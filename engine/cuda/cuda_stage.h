@@ -178,6 +178,11 @@ class CudaStage : public Stage {
     return std::min(largest_matrix, opt.dequant_slice_mib > 0 ? (int64_t{opt.dequant_slice_mib} << 20) / 2
                                                               : kDequantSliceElems);
   }
+  // Whether a batch of T tokens takes the grouped experts' f16 rows by the options alone
+  // (MmqTuning::f16_experts_from; the stage and stage_fit size eh_ by it at the largest batch).
+  static bool f16_expert_rows_from(const CudaStageOptions& opt, int T) {
+    return opt.mmq_tuning.f16 && T >= opt.mmq_tuning.f16_experts_from;
+  }
   // Rows per slice of an [n_in, n_out] matrix through a dequantization buffer of `elems` f16
   // values: all of them where they fit; else whole 128-row tiles where at least one fits (a ragged
   // slice leaves y + r0 unaligned, and cuBLAS takes its align1 kernels: gemma4-31b's n_in 5376
@@ -300,12 +305,14 @@ class CudaStage : public Stage {
     return T <= (mmq_ || opt_.resident_f16 ? opt_.matvec_max_rows : kMatvecChunkedRows);
   }
   bool use_mmq(int T) const { return mmq_ && T > opt_.matvec_max_rows && T <= opt_.mmq_max_rows; }
-  // One launch for several matrices of one type over the same activations (MmqTuning::fuse).
-  // (use_mmq implies that every matrix of the stage but the routers has an mmq kernel.)
-  bool fuse_mmq(int T, const CudaMatrix& a, const CudaMatrix& b) const {
-    return opt_.mmq_tuning.fuse && use_mmq(T) && a.m.type == b.m.type && a.m.n_in == b.m.n_in;
+  // Whether mmq takes w with further matrices in one launch at T rows (MmqTuning::fuse; which
+  // matrices may join it: product_groups.h).
+  bool shares_mmq(int T, const DeviceMatrix& w) const {
+    return opt_.mmq_tuning.fuse && use_mmq(T) && mmq_supports(w);
   }
   MmqArgs mmq_args(const CudaMatrix& w, int T, float* y, int64_t y_stride, bool add) const;
+  // A mat-vec of w over the prepared input (product_input's float rows and 8-bit blocks).
+  MatvecArgs matvec_args(const DeviceMatrix& w, MatvecMode mode, float* y, int64_t y_stride) const;
   // Expert products are grouped by expert (mmq_experts) from this many pairs per expert on
   // average; below, a mat-vec per pair (moe.h).
   static constexpr int kGroupedPairsPerExpert = 2;
@@ -314,9 +321,7 @@ class CudaStage : public Stage {
   bool f16_mmq(int T) const { return use_mmq(T) && opt_.mmq_tuning.f16; }
   // Grouped expert products on f16 rows (MmqTuning::f16_experts_from): xh_ holds the experts' input
   // rows (product_input up to mmq_max_rows, the MoE block's float_rows beyond) and eh_ the activated ones.
-  bool f16_expert_rows(int T) const {
-    return mmq_ && !use_matvec(T) && opt_.mmq_tuning.f16 && T >= opt_.mmq_tuning.f16_experts_from;
-  }
+  bool f16_expert_rows(int T) const { return mmq_ && !use_matvec(T) && f16_expert_rows_from(opt_, T); }
   void matvec_rows(const MatvecArgs& a, int T);
   void product_input(int T, const float* x, int64_t n, const float* norm_w, bool normalize);
   // Whether the CPU keeps rows of some matrix of layer l (host_rows.h): the layer then takes no

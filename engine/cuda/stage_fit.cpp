@@ -76,9 +76,7 @@ uint64_t estimate_scratch_bytes(const ModelConfig& c, const ModelWeights& w, boo
     for (const LayerSpec& l : c.layers) n_expert = std::max(n_expert, static_cast<uint64_t>(l.n_expert));
     floats += T * n_expert + P + P * 2 * F + P * F + P * E + T * E;
     bytes += P * sizeof(int32_t) + P * F + (P * F / 32 + 1) * sizeof(float2);
-    if (opt.mmq_tuning.f16 && static_cast<uint64_t>(std::max(0, opt.mmq_tuning.f16_experts_from)) <= T) {
-      bytes += P * F * sizeof(uint16_t);  // f16 pair rows (eh_)
-    }
+    if (CudaStage::f16_expert_rows_from(opt, max_tokens)) bytes += P * F * sizeof(uint16_t);  // eh_
     // Grouped expert products: the pairs' order, the tiles and their count.
     bytes += P * sizeof(int32_t) + sizeof(int32_t) +
              static_cast<uint64_t>(moe_max_tiles(static_cast<int>(P), static_cast<int>(n_expert), 8)) * sizeof(int4);

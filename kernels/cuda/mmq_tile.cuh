@@ -166,13 +166,19 @@ struct Fmt<TensorType::Q8_0> {  // repacked: [NB][32] int8, then [NB] f16 scales
   }
 };
 
-template <>
-struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low, else high of byte j - 16), [NB] f16
-  static constexpr int kRow = 144, kChunks = 8, kExtra = 16, kSub = 32, kChunksPerBlock = 1;
+// Q4_0's repacked values, which MXFP4's share: [NB][16] nibbles (value j < 16 low, else high of
+// byte j - 16), the block scales after them; the formats differ in the nibbles' values and scales.
+struct NibbleRows {
+  static constexpr int kRow = 144, kChunks = 8, kSub = 32, kChunksPerBlock = 1;
   static constexpr bool kMin = false;
   __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
     return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
   }
+};
+
+template <>
+struct Fmt<TensorType::Q4_0> : NibbleRows {  // [NB] f16 scales; values nibble - 8
+  static constexpr int kExtra = 16;
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
     copy_half_scales(p.w + p.NB * 16, p, row, kc, dst);
   }
@@ -189,12 +195,8 @@ struct Fmt<TensorType::Q4_0> {  // repacked: [NB][16] nibbles (value j < 16 low,
 // MXFP4 (repacked as Q4_0's nibbles, then [NB] E8M0 scale bytes): codes of the doubled E2M1
 // table as signed bytes (the mat-vec's values4), the scale 2^(e - 128) per block.
 template <>
-struct Fmt<TensorType::MXFP4> {
-  static constexpr int kRow = 144, kChunks = 8, kExtra = 8, kSub = 32, kChunksPerBlock = 1;
-  static constexpr bool kMin = false;
-  __device__ static const uint8_t* src(const Params& p, int64_t row, int64_t kc, int c) {
-    return p.w + (row * p.nb + kc * 8) * 16 + 16 * c;
-  }
+struct Fmt<TensorType::MXFP4> : NibbleRows {
+  static constexpr int kExtra = 8;
   __device__ static void copy_extra(const Params& p, int64_t row, int64_t kc, uint8_t* dst) {
     const uint8_t* s = p.w + p.NB * 16 + row * p.nb + kc * 8;
     if (p.nb % 8 == 0) cp8(dst, s, true);  // 8-byte aligned
